@@ -1,0 +1,153 @@
+//! The folded-stack model: `frame;frame;frame count` lines, as Brendan Gregg's stackcollapse
+//! scripts and inferno write them.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+/// Aggregated stacks: each distinct `;`-joined stack with its sample count.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FoldedStacks {
+    stacks: HashMap<String, u64>,
+}
+
+/// A line of folded input that is not `stack count`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("line {line}: {reason}")]
+pub struct ParseError {
+    pub line: usize,
+    pub reason: String,
+}
+
+impl FoldedStacks {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `count` samples of the stack given outermost frame first.
+    pub fn add<S: AsRef<str>>(&mut self, frames: &[S], count: u64) {
+        let mut stack = String::new();
+        for (i, frame) in frames.iter().enumerate() {
+            if i > 0 {
+                stack.push(';');
+            }
+            push_frame(&mut stack, frame.as_ref());
+        }
+        self.add_joined(stack, count);
+    }
+
+    /// Adds `count` samples of an already `;`-joined stack.
+    pub fn add_joined(&mut self, stack: String, count: u64) {
+        if count > 0 && !stack.is_empty() {
+            let total = self.stacks.entry(stack).or_insert(0);
+            // Saturating: folded files come from users (baselines), and a sum past u64::MAX
+            // must not panic or wrap.
+            *total = total.saturating_add(count);
+        }
+    }
+
+    pub fn merge(&mut self, other: FoldedStacks) {
+        for (stack, count) in other.stacks {
+            self.add_joined(stack, count);
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.stacks
+            .values()
+            .fold(0u64, |sum, c| sum.saturating_add(*c))
+    }
+
+    pub fn len(&self) -> usize {
+        self.stacks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.stacks.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.stacks.iter().map(|(s, c)| (s.as_str(), *c))
+    }
+
+    /// Stacks sorted by name: the order inferno expects, and a stable order for files.
+    pub fn sorted(&self) -> Vec<(&str, u64)> {
+        let mut v: Vec<_> = self.iter().collect();
+        v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        v
+    }
+
+    /// Folded text, one `stack count` line per stack, sorted.
+    pub fn to_text(&self) -> String {
+        let mut out = String::with_capacity(self.stacks.len() * 64);
+        for (stack, count) in self.sorted() {
+            let _ = writeln!(out, "{stack} {count}");
+        }
+        out
+    }
+
+    /// Parses folded text. Blank lines are skipped; any other line must end in ` COUNT`.
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
+        let mut folded = Self::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim_end_matches('\r');
+            if line.trim().is_empty() {
+                continue;
+            }
+            let err = |reason: &str| ParseError {
+                line: i + 1,
+                reason: reason.to_owned(),
+            };
+            let (stack, count) = line
+                .rsplit_once(' ')
+                .ok_or_else(|| err("expected `frame;frame;... COUNT`, found no count"))?;
+            let count: u64 = count
+                .parse()
+                .map_err(|_| err(&format!("`{count}` is not a sample count")))?;
+            if stack.is_empty() {
+                return Err(err("empty stack"));
+            }
+            folded.add_joined(stack.to_owned(), count);
+        }
+        Ok(folded)
+    }
+}
+
+/// Appends a frame name, keeping the folded syntax intact: `;` separates frames, so it becomes
+/// `:`; a line break would end the record and a tab would end a payload field, and the other
+/// control characters break the tools downstream (XML forbids them in an SVG, line-splitting
+/// readers cut at vertical tab, form feed or NEL), so every control character becomes a space.
+/// An empty frame becomes `[unknown]`.
+pub fn push_frame(out: &mut String, frame: &str) {
+    if frame.is_empty() {
+        out.push_str("[unknown]");
+        return;
+    }
+    out.extend(frame.chars().map(|c| match c {
+        ';' => ':',
+        c if c.is_control() => ' ',
+        c => c,
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_merges_duplicates_and_reports_line_numbers() {
+        let f = FoldedStacks::parse("a;b 2\n\na;b 3\na;c 1\n").unwrap();
+        assert_eq!(f.total(), 6);
+        assert_eq!(f.to_text(), "a;b 5\na;c 1\n");
+        let e = FoldedStacks::parse("a;b 2\nbroken\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        let e = FoldedStacks::parse("a;b x\n").unwrap_err();
+        assert!(e.to_string().contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn frames_with_separators_are_sanitized() {
+        let mut f = FoldedStacks::new();
+        f.add(&["main", "Vec<a;b>", ""], 1);
+        assert_eq!(f.to_text(), "main;Vec<a:b>;[unknown] 1\n");
+    }
+}

@@ -1,0 +1,26 @@
+//! The result stream between `eagle-agent` and `kubectl-eagle`, and the folded-stack model.
+//!
+//! The agent writes the stream to stdout; it reaches the CLI through a pod log (or, in local
+//! mode, an in-process channel). Pod logs mix in stderr, are size-limited and can be cut short,
+//! so the stream is line-framed, compressed and verifiable:
+//!
+//! ```text
+//! EAGLE1 H {"agent_version":"0.1.0","node":"lab-node",...}      header, exactly one, first
+//! EAGLE1 P {"elapsed_ms":1000,"samples":99,"processes":1}       progress, any number
+//! EAGLE1 W {"code":"process-exited","pid":42,"message":"..."}   warnings, any number
+//! EAGLE1 D 0 <base64 of a piece of one deflate stream>          payload chunks, in order
+//! EAGLE1 T {"samples":..,"stacks":..,"chunks":..,"payload_bytes":..,"crc32":..}  trailer, last
+//! ```
+//!
+//! Any line that does not start with `EAGLE` is not ours and is skipped. Nothing else in the
+//! project parses or prints this format: the agent encodes with [`stream::Encoder`], the CLI
+//! decodes with [`stream::Decoder`]. No I/O happens here.
+
+pub mod folded;
+pub mod stream;
+
+pub use folded::FoldedStacks;
+pub use stream::{
+    DecodeError, Decoder, Encoder, Event, Header, NodeResult, Progress, StackRecord, Trailer,
+    Warning,
+};

@@ -1,0 +1,481 @@
+//! Encoding and decoding of the result stream (see the crate docs for the line grammar).
+
+use std::io::{Read, Write};
+
+use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
+use serde::{Deserialize, Serialize};
+
+use crate::folded::push_frame;
+
+/// Protocol version written by this build and the only one it decodes.
+pub const VERSION: u32 = 1;
+const PREFIX: &str = "EAGLE";
+const MARKER: &str = "EAGLE1 ";
+/// Compressed bytes per payload line. Base64 makes that ~11 KiB of text, under the 16 KiB at
+/// which container runtimes split a log line into partial entries.
+pub const CHUNK_BYTES: usize = 8 * 1024;
+
+/// What the agent says about itself and its window, before sampling starts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    pub agent_version: String,
+    pub node: String,
+    pub kernel: String,
+    pub started_unix_ms: u64,
+    pub duration_ms: u64,
+    pub frequency_hz: u64,
+    /// Each requested target and the processes it resolved to when sampling started.
+    pub targets: Vec<TargetReport>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetReport {
+    /// As requested: `pid:42`, `container:<id>`, `pod:<uid>`.
+    pub target: String,
+    pub pids: Vec<u32>,
+}
+
+/// Sent about once a second while sampling.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub elapsed_ms: u64,
+    pub samples: u64,
+    pub processes: u64,
+}
+
+/// Something the user should know about the result: a process exited, a stack was lost, a
+/// sampler failed for one pid. `code` is stable and machine-readable.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Warning {
+    pub code: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    pub message: String,
+}
+
+/// Closes the stream; the decoder checks every field against what it received.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trailer {
+    pub samples: u64,
+    pub stacks: u64,
+    pub chunks: u64,
+    pub payload_bytes: u64,
+    pub crc32: u32,
+    /// Samples the kernel side took but could not keep (stack-map collisions, full maps).
+    #[serde(default)]
+    pub lost_samples: u64,
+}
+
+/// One aggregated stack of one process.
+///
+/// The payload is line- and tab-framed, so a record is sanitized on the way in and reads back
+/// as: control characters in `container`, `process` and `sampler` become spaces; frames as
+/// [`push_frame`](crate::folded::push_frame) writes them (`;` becomes `:`, control characters
+/// spaces, an empty frame `[unknown]`); and `Some("-")` as container reads back as `None`, since
+/// `-` is how the payload says "no container".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StackRecord {
+    /// Container id the process belongs to, when the target was a container or pod.
+    pub container: Option<String>,
+    pub pid: u32,
+    pub process: String,
+    /// Which sampler produced it: `ebpf`, `py-spy`, ...
+    pub sampler: String,
+    /// Outermost frame first.
+    pub frames: Vec<String>,
+    pub count: u64,
+}
+
+/// Writes stream lines (without line breaks). Holds no state: the payload is written in one go
+/// at the end of the window, so its chunk numbering and trailer come from one call.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Encoder;
+
+impl Encoder {
+    pub fn header(&self, header: &Header) -> String {
+        json_line('H', header)
+    }
+
+    pub fn progress(&self, progress: &Progress) -> String {
+        json_line('P', progress)
+    }
+
+    pub fn warning(&self, warning: &Warning) -> String {
+        json_line('W', warning)
+    }
+
+    /// The payload chunk lines followed by the trailer line.
+    pub fn payload(&self, records: &[StackRecord], lost_samples: u64) -> Vec<String> {
+        let mut text = String::new();
+        for r in records {
+            write_record(&mut text, r);
+        }
+        let mut deflate =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        deflate
+            .write_all(text.as_bytes())
+            .expect("writing to a Vec cannot fail");
+        let compressed = deflate.finish().expect("writing to a Vec cannot fail");
+
+        let mut lines: Vec<String> = compressed
+            .chunks(CHUNK_BYTES)
+            .enumerate()
+            .map(|(seq, chunk)| format!("{MARKER}D {seq} {}", BASE64.encode(chunk)))
+            .collect();
+        let trailer = Trailer {
+            samples: total_samples(records),
+            stacks: records.len() as u64,
+            chunks: lines.len() as u64,
+            payload_bytes: text.len() as u64,
+            crc32: crc32fast::hash(text.as_bytes()),
+            lost_samples,
+        };
+        lines.push(json_line('T', &trailer));
+        lines
+    }
+}
+
+/// The sum of the counts, saturating: a sum past `u64::MAX` must not panic (debug) or wrap
+/// (release) on either side of the stream, and both sides compute it the same way.
+fn total_samples(records: &[StackRecord]) -> u64 {
+    records
+        .iter()
+        .fold(0u64, |sum, r| sum.saturating_add(r.count))
+}
+
+fn json_line<T: Serialize>(kind: char, value: &T) -> String {
+    let json = serde_json::to_string(value).expect("stream records serialize");
+    format!("{MARKER}{kind} {json}")
+}
+
+/// `container \t pid \t process \t sampler \t frame;frame count \n`
+fn write_record(out: &mut String, r: &StackRecord) {
+    push_field(out, r.container.as_deref().unwrap_or("-"));
+    out.push('\t');
+    out.push_str(&r.pid.to_string());
+    out.push('\t');
+    push_field(out, &r.process);
+    out.push('\t');
+    push_field(out, &r.sampler);
+    out.push('\t');
+    for (i, f) in r.frames.iter().enumerate() {
+        if i > 0 {
+            out.push(';');
+        }
+        push_frame(out, f);
+    }
+    out.push(' ');
+    out.push_str(&r.count.to_string());
+    out.push('\n');
+}
+
+fn push_field(out: &mut String, s: &str) {
+    out.extend(s.chars().map(|c| if c.is_control() { ' ' } else { c }));
+}
+
+fn parse_record(line: &str) -> Option<StackRecord> {
+    let mut fields = line.splitn(5, '\t');
+    let container = fields.next()?;
+    let pid = fields.next()?.parse().ok()?;
+    let process = fields.next()?.to_owned();
+    let sampler = fields.next()?.to_owned();
+    let (stack, count) = fields.next()?.rsplit_once(' ')?;
+    Some(StackRecord {
+        container: (container != "-").then(|| container.to_owned()),
+        pid,
+        process,
+        sampler,
+        frames: if stack.is_empty() {
+            Vec::new()
+        } else {
+            stack.split(';').map(str::to_owned).collect()
+        },
+        count: count.parse().ok()?,
+    })
+}
+
+/// Why a node's stream cannot be trusted. Every variant says what the user sees and, where it
+/// helps, what to do.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("no result stream in the log (the agent wrote nothing it could decode)")]
+    Empty,
+    #[error("line {line}: stream version {version} is not understood by this kubectl-eagle (it reads version {VERSION}): use the same version for the CLI and the agent image")]
+    UnsupportedVersion { line: usize, version: String },
+    #[error("line {line}: a `{kind}` record came before the header: the start of the log is missing (rotated by the kubelet, or the stream is larger than its log limit)")]
+    NoHeader { line: usize, kind: char },
+    #[error("line {line}: a second header (two agent runs in one log?)")]
+    DuplicateHeader { line: usize },
+    #[error("line {line}: record after the trailer")]
+    AfterTrailer { line: usize },
+    #[error("line {line}: malformed `{kind}` record: {reason}")]
+    Malformed {
+        line: usize,
+        kind: char,
+        reason: String,
+    },
+    #[error("line {line}: payload chunk {found} where chunk {expected} was due (lines lost or reordered)")]
+    ChunkOutOfOrder {
+        line: usize,
+        expected: u64,
+        found: u64,
+    },
+    #[error("the stream ended without its trailer after {chunks} payload chunks: the log was cut short (agent killed, deadline hit, or log rotated)")]
+    Truncated { chunks: u64 },
+    #[error("the trailer announces {expected} {what} but {found} arrived: the log is damaged")]
+    Mismatch {
+        what: &'static str,
+        expected: u64,
+        found: u64,
+    },
+    #[error("the payload is corrupt: {reason}")]
+    Corrupt { reason: String },
+}
+
+/// One thing the decoder understood, for live progress display.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Header(Header),
+    Progress(Progress),
+    Warning(Warning),
+    Chunk(u64),
+    Trailer(Trailer),
+}
+
+/// Everything one agent run delivered, verified against its trailer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeResult {
+    pub header: Header,
+    pub warnings: Vec<Warning>,
+    pub last_progress: Option<Progress>,
+    pub records: Vec<StackRecord>,
+    pub trailer: Trailer,
+}
+
+impl NodeResult {
+    pub fn samples(&self) -> u64 {
+        self.trailer.samples
+    }
+}
+
+/// Feeds on log lines, one at a time, and checks the grammar as it goes.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    line: usize,
+    header: Option<Header>,
+    warnings: Vec<Warning>,
+    last_progress: Option<Progress>,
+    compressed: Vec<u8>,
+    chunks: u64,
+    trailer: Option<Trailer>,
+    error: Option<DecodeError>,
+}
+
+impl Decoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Decodes one line. Lines that are not ours yield `Ok(None)`. After the first error every
+    /// later call returns that error again, and so does [`Decoder::finish`].
+    pub fn feed_line(&mut self, line: &str) -> Result<Option<Event>, DecodeError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        self.line += 1;
+        match self.decode(line.trim_end_matches(['\r', '\n'])) {
+            Ok(ev) => Ok(ev),
+            Err(e) => {
+                self.error = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// Feeds every line of `text`; stops at the first error.
+    pub fn feed_text(&mut self, text: &str) -> Result<(), DecodeError> {
+        text.lines().try_for_each(|l| self.feed_line(l).map(drop))
+    }
+
+    fn decode(&mut self, line: &str) -> Result<Option<Event>, DecodeError> {
+        let at = self.line;
+        let Some(rest) = line.strip_prefix(PREFIX) else {
+            return Ok(None);
+        };
+        let version: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        if version.is_empty() || !rest[version.len()..].starts_with(' ') {
+            return Ok(None); // "EAGLES ..." is someone else's text
+        }
+        if version != VERSION.to_string() {
+            return Err(DecodeError::UnsupportedVersion { line: at, version });
+        }
+        let body = &line[MARKER.len()..];
+        let mut parts = body.splitn(2, ' ');
+        let kind = parts.next().unwrap_or_default();
+        let payload = parts.next().unwrap_or_default();
+        let kind = match kind {
+            "H" => 'H',
+            "P" => 'P',
+            "W" => 'W',
+            "D" => 'D',
+            "T" => 'T',
+            other => {
+                return Err(DecodeError::Malformed {
+                    line: at,
+                    kind: '?',
+                    reason: format!("unknown record type `{other}`"),
+                })
+            }
+        };
+        // A second header is reported as such even after a trailer: that is exactly the log of
+        // two agent runs, which is what the error's hint says.
+        if kind == 'H' && self.header.is_some() {
+            return Err(DecodeError::DuplicateHeader { line: at });
+        }
+        if self.trailer.is_some() {
+            return Err(DecodeError::AfterTrailer { line: at });
+        }
+        if kind == 'H' {
+            let h: Header = parse_json(at, kind, payload)?;
+            self.header = Some(h.clone());
+            return Ok(Some(Event::Header(h)));
+        }
+        if self.header.is_none() {
+            return Err(DecodeError::NoHeader { line: at, kind });
+        }
+        match kind {
+            'P' => {
+                let p: Progress = parse_json(at, kind, payload)?;
+                self.last_progress = Some(p.clone());
+                Ok(Some(Event::Progress(p)))
+            }
+            'W' => {
+                let w: Warning = parse_json(at, kind, payload)?;
+                self.warnings.push(w.clone());
+                Ok(Some(Event::Warning(w)))
+            }
+            'D' => {
+                let malformed = |reason: &str| DecodeError::Malformed {
+                    line: at,
+                    kind,
+                    reason: reason.to_owned(),
+                };
+                let (seq, data) = payload
+                    .split_once(' ')
+                    .ok_or_else(|| malformed("expected `SEQ BASE64`"))?;
+                let seq: u64 = seq
+                    .parse()
+                    .map_err(|_| malformed("chunk number is not a number"))?;
+                if seq != self.chunks {
+                    return Err(DecodeError::ChunkOutOfOrder {
+                        line: at,
+                        expected: self.chunks,
+                        found: seq,
+                    });
+                }
+                let bytes = BASE64
+                    .decode(data)
+                    .map_err(|e| malformed(&format!("bad base64: {e}")))?;
+                self.compressed.extend_from_slice(&bytes);
+                self.chunks += 1;
+                Ok(Some(Event::Chunk(seq)))
+            }
+            _ => {
+                let t: Trailer = parse_json(at, kind, payload)?;
+                self.trailer = Some(t.clone());
+                Ok(Some(Event::Trailer(t)))
+            }
+        }
+    }
+
+    /// Verifies the stream against its trailer and returns what it carried.
+    pub fn finish(self) -> Result<NodeResult, DecodeError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let header = self.header.ok_or(DecodeError::Empty)?;
+        let trailer = self.trailer.ok_or(DecodeError::Truncated {
+            chunks: self.chunks,
+        })?;
+        check("payload chunks", trailer.chunks, self.chunks)?;
+        let text = inflate(&self.compressed, trailer.payload_bytes)?;
+        check("payload bytes", trailer.payload_bytes, text.len() as u64)?;
+        let crc = crc32fast::hash(text.as_bytes());
+        if crc != trailer.crc32 {
+            return Err(DecodeError::Corrupt {
+                reason: format!(
+                    "checksum {crc:08x} does not match the trailer's {:08x}",
+                    trailer.crc32
+                ),
+            });
+        }
+        let records = text
+            .lines()
+            .enumerate()
+            .map(|(i, l)| {
+                parse_record(l).ok_or_else(|| DecodeError::Corrupt {
+                    reason: format!("payload line {} is not a stack record", i + 1),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        check("stacks", trailer.stacks, records.len() as u64)?;
+        check("samples", trailer.samples, total_samples(&records))?;
+        Ok(NodeResult {
+            header,
+            warnings: self.warnings,
+            last_progress: self.last_progress,
+            records,
+            trailer,
+        })
+    }
+}
+
+/// Inflates the payload, reading at most one byte more than the trailer announces (a damaged or
+/// hostile stream must not make the CLI inflate gigabytes) and refusing bytes after the end of
+/// the deflate stream, which the encoder never writes.
+fn inflate(compressed: &[u8], announced: u64) -> Result<String, DecodeError> {
+    let corrupt = |reason: String| DecodeError::Corrupt { reason };
+    let mut inflater = flate2::bufread::DeflateDecoder::new(compressed);
+    let mut bytes = Vec::new();
+    (&mut inflater)
+        .take(announced.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| corrupt(format!("cannot inflate: {e}")))?;
+    if bytes.len() as u64 > announced {
+        return Err(corrupt(format!(
+            "it inflates to more than the {announced} bytes the trailer announces"
+        )));
+    }
+    let consumed = inflater.total_in();
+    if consumed != compressed.len() as u64 {
+        return Err(corrupt(format!(
+            "{} bytes follow the end of the deflate stream",
+            compressed.len() as u64 - consumed
+        )));
+    }
+    String::from_utf8(bytes).map_err(|e| corrupt(format!("it is not UTF-8 text: {e}")))
+}
+
+fn check(what: &'static str, expected: u64, found: u64) -> Result<(), DecodeError> {
+    if expected == found {
+        Ok(())
+    } else {
+        Err(DecodeError::Mismatch {
+            what,
+            expected,
+            found,
+        })
+    }
+}
+
+fn parse_json<T: for<'de> Deserialize<'de>>(
+    line: usize,
+    kind: char,
+    payload: &str,
+) -> Result<T, DecodeError> {
+    serde_json::from_str(payload).map_err(|e| DecodeError::Malformed {
+        line,
+        kind,
+        reason: e.to_string(),
+    })
+}
