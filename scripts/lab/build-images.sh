@@ -1,0 +1,177 @@
+#!/bin/bash
+# Build the lab's container images without Docker or a registry: make a root filesystem, pack
+# it as an OCI image with umoci, write it as a docker-archive tarball with skopeo (loadable by
+# `ctr images import`, `docker load` and `kind load image-archive` alike).
+#
+#   scripts/lab/build-images.sh [NAME...]     NAME: pause busybox eagle-agent groundtruth
+#                                             (default: all four)
+# Images (VERSION = version of [workspace.package] in Cargo.toml):
+#   pause        lab.local/pause:3.4.1                   sandbox image, from Kubernetes' pause.c
+#   busybox      lab.local/busybox:1.35                  busybox-static with its applets
+#   eagle-agent  ghcr.io/kube-eagle/eagle-agent:VERSION  /eagle-agent (static, musl) +
+#                                                        /usr/local/bin/py-spy, writable /tmp
+#   groundtruth  lab.local/groundtruth:VERSION           /groundtruth, static, from
+#                                                        images/groundtruth/groundtruth.c
+# Environment:
+#   EAGLE_AGENT_BIN     pack this static eagle-agent instead of building it with cargo (musl)
+#   GROUNDTRUTH_SRC     C source of the groundtruth binary (default images/groundtruth/groundtruth.c)
+#   EAGLE_PY_SPY_VERSION  py-spy wheel to take the static binary from (default 0.4.3)
+#   EAGLE_IMAGE_VERSION   tag of the project's images (default: the workspace version)
+# Output: one line "REF TARBALL" per image on stdout; tarballs live in $EAGLE_LAB_CACHE/images/.
+# An image is repacked only when the hash of its root filesystem (binaries included), its
+# reference or this script changed, so a second run takes a second or two.
+set -euo pipefail
+# shellcheck source=scripts/lab/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+need_root   # umoci unpack/repack keep root ownership only as root
+
+OUT=$EAGLE_LAB_CACHE/images
+VERSION=${EAGLE_IMAGE_VERSION:-$(workspace_version)}
+[ -n "$VERSION" ] || die "no version = \"...\" under [workspace.package] in $REPO_ROOT/Cargo.toml"
+PY_SPY_VERSION=${EAGLE_PY_SPY_VERSION:-0.4.3}
+MUSL=x86_64-unknown-linux-musl
+for t in umoci skopeo; do command -v "$t" >/dev/null || die "$t missing: run scripts/lab/install.sh"; done
+
+NAMES=("$@"); [ ${#NAMES[@]} -gt 0 ] || NAMES=(pause busybox eagle-agent groundtruth)
+WORK=$(mktemp -d /tmp/eagle-lab-images.XXXXXX)
+trap 'rc=$?; rm -rf "$WORK"; lab_exit_report $rc' EXIT
+mkdir -p "$OUT"
+SELF_HASH=$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-64)
+
+# (No "cmd | grep -q" anywhere in the lab scripts: with pipefail, grep's early exit can kill
+# cmd with SIGPIPE and fail the pipeline; capture first, then grep.)
+is_static() { local h; h=$(readelf -lW "$1" 2>/dev/null) || return 1; ! grep -q 'program interpreter' <<<"$h"; }
+
+# mkimage NAME REF ROOTFS entrypoint|cmd ARGV...: pack ROOTFS as REF into $OUT/NAME.tar
+mkimage() {
+  local name=$1 ref=$2 rootfs=$3 kind=$4; shift 4
+  local tag=${ref##*:} key lay=$WORK/$name-oci bundle=$WORK/$name-bundle a
+  # the key: everything that ends up in the image (content, modes, links), the ref, the recipe
+  key=$( { echo "$ref $kind $* $SELF_HASH"
+           tar -C "$rootfs" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf - . | sha256sum; } \
+         | sha256sum | cut -c1-64)
+  if [ -f "$OUT/$name.tar" ] && [ "$(cat "$OUT/$name.key" 2>/dev/null)" = "$key" ]; then
+    log "$name: unchanged ($ref)"; echo "$ref $OUT/$name.tar"; return
+  fi
+  umoci init --layout "$lay"
+  umoci new --image "$lay:$tag"
+  umoci unpack --image "$lay:$tag" "$bundle" >/dev/null
+  cp -a "$rootfs/." "$bundle/rootfs/"
+  umoci repack --image "$lay:$tag" "$bundle"
+  local cfg=(--image "$lay:$tag" --os linux --architecture amd64 --config.workingdir /
+             --config.env PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin
+             --config.label "org.opencontainers.image.source=https://github.com/kube-eagle/kube-eagle"
+             --config.label "org.opencontainers.image.version=$tag")
+  for a in "$@"; do cfg+=("--config.$kind" "$a"); done
+  umoci config "${cfg[@]}"
+  umoci gc --layout "$lay"
+  rm -f "$OUT/$name.tar.tmp"
+  skopeo copy --quiet "oci:$lay:$tag" "docker-archive:$OUT/$name.tar.tmp:$ref"
+  mv "$OUT/$name.tar.tmp" "$OUT/$name.tar"
+  echo "$ref" > "$OUT/$name.ref"
+  echo "$key" > "$OUT/$name.key"
+  log "$name: built $ref ($(du -h "$OUT/$name.tar" | cut -f1))"
+  echo "$ref $OUT/$name.tar"
+}
+
+build_pause() { # statically compiled from the cached Kubernetes source (install.sh)
+  local src=$K8S_CACHE/gopath/src/k8s.io/kubernetes/build/pause/linux/pause.c r=$WORK/pause-root
+  [ -f "$src" ] || die "$src missing: run scripts/lab/install.sh"
+  mkdir -p "$r"
+  gcc -Os -Wall -Werror -static -DVERSION=v3.4.1-lab -o "$r/pause" "$src"
+  strip "$r/pause"
+  mkimage pause lab.local/pause:3.4.1 "$r" entrypoint /pause
+}
+
+build_busybox() { # Debian's busybox-static with a symlink per applet
+  local r=$WORK/busybox-root a
+  { [ -x /bin/busybox ] && is_static /bin/busybox; } || die "/bin/busybox missing or not static: apt-get install busybox-static"
+  mkdir -p "$r"/{bin,tmp,etc,proc,sys,dev,root}
+  chmod 1777 "$r/tmp"
+  cp /bin/busybox "$r/bin/busybox"
+  for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$r/bin/$a"; done
+  echo 'root:x:0:0:root:/root:/bin/sh' > "$r/etc/passwd"
+  echo 'root:x:0:' > "$r/etc/group"
+  mkimage busybox lab.local/busybox:1.35 "$r" cmd sh
+}
+
+# py-spy's static(-pie) binary, from its PyPI wheel; the wheel is cached (no download next time).
+# Sets PYSPY_BIN (a global, not echoed: die inside $(...) would only end the subshell).
+py_spy_binary() {
+  local d=$EAGLE_LAB_CACHE/py-spy/$PY_SPY_VERSION whl
+  if ! ls "$d"/py_spy-*.whl >/dev/null 2>&1; then
+    mkdir -p "$d"
+    # --platform: the x86_64 manylinux wheel whatever machine runs this (the image is amd64)
+    python3 -m pip download --quiet --no-deps --only-binary=:all: --platform manylinux_2_5_x86_64 \
+      --platform manylinux1_x86_64 "py-spy==$PY_SPY_VERSION" -d "$d" >&2 \
+      || die "pip download py-spy==$PY_SPY_VERSION failed"
+  fi
+  whl=$(ls "$d"/py_spy-*.whl | head -n1)
+  if [ ! -x "$d/py-spy" ]; then
+    rm -rf "$d/x"; mkdir "$d/x"
+    unzip -q -o "$whl" 'py_spy-*.data/scripts/py-spy' -d "$d/x" || die "no py_spy-*.data/scripts/py-spy in $whl"
+    mv "$d"/x/py_spy-*.data/scripts/py-spy "$d/py-spy"; rm -rf "$d/x"
+    chmod 755 "$d/py-spy"
+  fi
+  is_static "$d/py-spy" || die "$d/py-spy is not a static binary"
+  PYSPY_BIN=$d/py-spy
+}
+
+# eagle-agent, static for FROM-scratch: EAGLE_AGENT_BIN, or one musl release build of the crate.
+# Sets AGENT_BIN.
+eagle_agent_binary() {
+  if [ -n "${EAGLE_AGENT_BIN:-}" ]; then
+    [ -x "$EAGLE_AGENT_BIN" ] || die "EAGLE_AGENT_BIN=$EAGLE_AGENT_BIN is not an executable file"
+    AGENT_BIN=$EAGLE_AGENT_BIN; return
+  fi
+  command -v cargo >/dev/null || die "cargo not found: install Rust, or set EAGLE_AGENT_BIN to a static eagle-agent"
+  if ! grep -qx "$MUSL" <<<"$(rustup target list --installed 2>/dev/null)"; then
+    log "adding the rust target $MUSL"
+    rustup target add "$MUSL" >&2 || die "rustup target add $MUSL failed; or set EAGLE_AGENT_BIN to a static eagle-agent"
+  fi
+  local tdir s
+  tdir=$(cd "$REPO_ROOT" && cargo metadata --format-version 1 --no-deps 2>/dev/null \
+         | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null) \
+    || tdir=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
+  s=$(date +%s)
+  log "cargo build --release --target $MUSL -p eagle-agent --bin eagle-agent"
+  (cd "$REPO_ROOT" && cargo build --release --target "$MUSL" -p eagle-agent --bin eagle-agent >&2) \
+    || die "eagle-agent does not build for $MUSL (cargo output above); fix the crate or set EAGLE_AGENT_BIN to a static eagle-agent"
+  log "cargo build: $(( $(date +%s) - s ))s"
+  AGENT_BIN=$tdir/$MUSL/release/eagle-agent
+}
+
+build_eagle_agent() {
+  local r=$WORK/eagle-agent-root
+  eagle_agent_binary; py_spy_binary
+  [ -x "$AGENT_BIN" ] || die "no eagle-agent binary at $AGENT_BIN"
+  is_static "$AGENT_BIN" || die "$AGENT_BIN is dynamically linked: a FROM-scratch image needs a static binary (musl)"
+  mkdir -p "$r/usr/local/bin" "$r/tmp"
+  chmod 1777 "$r/tmp"   # samplers write scratch files (perf maps, py-spy dumps); mount an emptyDir there when the root is read-only
+  install -m 755 "$AGENT_BIN" "$r/eagle-agent"
+  install -m 755 "$PYSPY_BIN" "$r/usr/local/bin/py-spy"
+  mkimage eagle-agent "ghcr.io/kube-eagle/eagle-agent:$VERSION" "$r" entrypoint /eagle-agent
+}
+
+build_groundtruth() { # static, frame pointers and DWARF kept: the e2e tests check symbolized stacks
+  local src=${GROUNDTRUTH_SRC:-$REPO_ROOT/images/groundtruth/groundtruth.c} r=$WORK/groundtruth-root
+  [ -f "$src" ] || die "$src missing (set GROUNDTRUTH_SRC to another C file)"
+  command -v clang-19 >/dev/null || die "clang-19 missing: apt-get install clang-19"
+  mkdir -p "$r/tmp"; chmod 1777 "$r/tmp"
+  # compiled from the repository root with a relative path, so DWARF names the file the same
+  # way on every machine and the binary (hence the image key) is reproducible
+  src=$(realpath "$src")
+  (cd "$REPO_ROOT" && clang-19 -O2 -g -fno-omit-frame-pointer -static -o "$r/groundtruth" \
+     "$(realpath --relative-to="$REPO_ROOT" "$src")") || die "clang-19 failed to compile $src"
+  mkimage groundtruth "lab.local/groundtruth:$VERSION" "$r" entrypoint /groundtruth
+}
+
+for n in "${NAMES[@]}"; do
+  case $n in
+    pause) timed "image pause" build_pause ;;
+    busybox) timed "image busybox" build_busybox ;;
+    eagle-agent) timed "image eagle-agent" build_eagle_agent ;;
+    groundtruth) timed "image groundtruth" build_groundtruth ;;
+    *) die "unknown image '$n' (known: pause busybox eagle-agent groundtruth)" ;;
+  esac
+done
