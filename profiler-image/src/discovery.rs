@@ -1,0 +1,194 @@
+//! Finding the processes of a target through `/proc`: a pid is itself, a container or pod is
+//! every process whose cgroup path names it. Pure matching over cgroup text, plus a thin scan.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::target::Target;
+
+/// Where `/proc` is: the host's in a hostPID pod, the machine's in local mode.
+#[derive(Clone, Debug)]
+pub struct ProcFs {
+    root: PathBuf,
+}
+
+impl Default for ProcFs {
+    fn default() -> Self {
+        Self { root: PathBuf::from("/proc") }
+    }
+}
+
+/// What the agent knows about one process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    /// `comm`: the kernel's short name of the process.
+    pub name: String,
+    /// Container id, when the process lives in one.
+    pub container: Option<String>,
+}
+
+impl ProcFs {
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// Every process (not thread) id currently in `/proc`.
+    pub fn pids(&self) -> Vec<u32> {
+        let Ok(dir) = fs::read_dir(&self.root) else { return Vec::new() };
+        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
+    }
+
+    pub fn is_alive(&self, pid: u32) -> bool {
+        // A zombie still has a /proc entry but nothing left to sample or symbolize.
+        match fs::read_to_string(self.root.join(format!("{pid}/stat"))) {
+            Ok(stat) => !matches!(stat.rsplit_once(") ").and_then(|(_, r)| r.chars().next()), Some('Z' | 'X')),
+            Err(_) => false,
+        }
+    }
+
+    /// The thread-group id of `id`, which may be a thread id: `None` if it is gone.
+    pub fn tgid_of(&self, id: u32) -> Option<u32> {
+        let status = fs::read_to_string(self.root.join(format!("{id}/status"))).ok()?;
+        status.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok())
+    }
+
+    pub fn name(&self, pid: u32) -> Option<String> {
+        fs::read_to_string(self.root.join(format!("{pid}/comm"))).ok().map(|s| s.trim_end().to_owned())
+    }
+
+    pub fn cgroup(&self, pid: u32) -> Option<String> {
+        fs::read_to_string(self.root.join(format!("{pid}/cgroup"))).ok()
+    }
+
+    pub fn info(&self, pid: u32) -> Option<ProcessInfo> {
+        let name = self.name(pid)?;
+        let container = self.cgroup(pid).as_deref().and_then(container_id);
+        Some(ProcessInfo { pid, name, container })
+    }
+
+    /// The processes each target names right now. A target that matches nothing maps to an
+    /// empty list: the caller decides whether that is an error (a pid) or not yet (a pod whose
+    /// container is restarting).
+    pub fn resolve(&self, targets: &[Target]) -> BTreeMap<Target, Vec<u32>> {
+        let mut found: BTreeMap<Target, Vec<u32>> = targets.iter().map(|t| (t.clone(), Vec::new())).collect();
+        let wants_cgroups = targets.iter().any(|t| !matches!(t, Target::Pid(_)));
+        for t in targets {
+            if let Target::Pid(pid) = t {
+                if self.is_alive(*pid) && self.tgid_of(*pid) == Some(*pid) {
+                    found.get_mut(t).expect("inserted above").push(*pid);
+                }
+            }
+        }
+        if wants_cgroups {
+            for pid in self.pids() {
+                let Some(cgroup) = self.cgroup(pid) else { continue };
+                for t in targets {
+                    if cgroup_matches(&cgroup, t) {
+                        found.get_mut(t).expect("inserted above").push(pid);
+                    }
+                }
+            }
+        }
+        for pids in found.values_mut() {
+            pids.sort_unstable();
+            pids.dedup();
+        }
+        found
+    }
+}
+
+/// Does a `/proc/PID/cgroup` text place the process in the target's container or pod?
+///
+/// Handles cgroup v1 and v2, the cgroupfs driver (`/kubepods/burstable/pod<uid>/<id>`), the
+/// systemd driver (`kubepods-burstable-pod<uid_with_underscores>.slice/cri-containerd-<id>.scope`,
+/// `crio-<id>.scope`, `docker-<id>.scope`) and plain docker (`/docker/<id>`).
+pub fn cgroup_matches(cgroup: &str, target: &Target) -> bool {
+    match target {
+        Target::Pid(_) => false,
+        Target::Container(id) => cgroup_paths(cgroup).any(|p| path_container_id(p).is_some_and(|c| c.starts_with(id.as_str()))),
+        Target::Pod(uid) => {
+            let underscored = uid.replace('-', "_");
+            cgroup_paths(cgroup).any(|p| {
+                p.split('/').any(|seg| {
+                    let seg = seg.strip_suffix(".slice").unwrap_or(seg);
+                    seg.rsplit_once("pod").is_some_and(|(_, rest)| rest == uid || rest == underscored)
+                })
+            })
+        }
+    }
+}
+
+/// The container id in a `/proc/PID/cgroup` text, if the process is in a container.
+pub fn container_id(cgroup: &str) -> Option<String> {
+    cgroup_paths(cgroup).find_map(path_container_id).map(str::to_owned)
+}
+
+fn cgroup_paths(cgroup: &str) -> impl Iterator<Item = &str> {
+    // "hierarchy-id:controllers:path"; the path may itself contain ':'
+    cgroup.lines().filter_map(|l| l.splitn(3, ':').nth(2))
+}
+
+/// The last path segment that is (or wraps) a 64-hex-digit id.
+fn path_container_id(path: &str) -> Option<&str> {
+    path.rsplit('/').find_map(|seg| {
+        let seg = seg.strip_suffix(".scope").unwrap_or(seg);
+        let id = seg.rsplit_once('-').map_or(seg, |(_, id)| id);
+        (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "3f4e5d6c7b8a99887766554433221100ffeeddccbbaa00112233445566778899";
+    const UID: &str = "5b9e6f8a-1c2d-4e3f-8a9b-0c1d2e3f4a5b";
+
+    fn fixtures() -> Vec<(&'static str, String)> {
+        let u = UID.replace('-', "_");
+        vec![
+            ("v1 cgroupfs (the lab cluster)", format!("12:pids:/kubepods/besteffort/pod{UID}/{ID}\n4:memory:/kubepods/besteffort/pod{UID}/{ID}\n0::/\n")),
+            ("v1 systemd containerd", format!("5:cpu,cpuacct:/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{u}.slice/cri-containerd-{ID}.scope\n")),
+            ("v2 systemd cri-o", format!("0::/kubepods.slice/kubepods-pod{u}.slice/crio-{ID}.scope\n")),
+            ("v2 cgroupfs guaranteed", format!("0::/kubepods/pod{UID}/{ID}\n")),
+        ]
+    }
+
+    #[test]
+    fn matches_containers_and_pods_in_every_driver() {
+        for (name, text) in fixtures() {
+            assert!(cgroup_matches(&text, &Target::Container(ID.into())), "{name}: container");
+            assert!(cgroup_matches(&text, &Target::Container(ID[..12].into())), "{name}: short id");
+            assert!(cgroup_matches(&text, &Target::Pod(UID.into())), "{name}: pod");
+            assert_eq!(container_id(&text).as_deref(), Some(ID), "{name}");
+            assert!(!cgroup_matches(&text, &Target::Pod("5b9e6f8a-1c2d-4e3f-8a9b-000000000000".into())), "{name}: other pod");
+        }
+    }
+
+    #[test]
+    fn docker_and_host_processes() {
+        let docker = format!("0::/system.slice/docker-{ID}.scope\n");
+        assert_eq!(container_id(&docker).as_deref(), Some(ID));
+        let plain = format!("3:cpu:/docker/{ID}\n");
+        assert_eq!(container_id(&plain).as_deref(), Some(ID));
+        let host = "9:name=systemd:/\n4:memory:/process_api/21aea51ca0d9e50a3f0bbb06f93db9c5\n0::/\n";
+        assert_eq!(container_id(host), None);
+        assert!(!cgroup_matches(host, &Target::Pod(UID.into())));
+    }
+
+    #[test]
+    fn finds_this_very_process() {
+        let me = std::process::id();
+        let proc = ProcFs::default();
+        let found = proc.resolve(&[Target::Pid(me), Target::Pid(u32::MAX - 1)]);
+        assert_eq!(found[&Target::Pid(me)], vec![me]);
+        assert!(found[&Target::Pid(u32::MAX - 1)].is_empty());
+        assert!(proc.info(me).unwrap().name.len() > 0);
+    }
+}

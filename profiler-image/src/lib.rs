@@ -1,0 +1,20 @@
+//! `eagle-agent`: the node-side profiler. It finds the processes of its targets, samples them,
+//! symbolizes on the node and writes the result stream of `eagle-proto`.
+//!
+//! The flow follows the modules: [`target`] (what to profile) -> [`discovery`] (which processes)
+//! -> [`sampler`] (samples, symbolized by [`symbolize`]) -> [`aggregate`] -> [`run`] (the
+//! window and the stream).
+
+pub mod aggregate;
+pub mod discovery;
+pub mod sampler;
+#[cfg(target_os = "linux")]
+pub mod symbolize;
+pub mod target;
+
+#[cfg(target_os = "linux")]
+pub mod run;
+
+pub use target::Target;
+#[cfg(target_os = "linux")]
+pub use run::{run, AgentConfig, AgentError, Summary, MAX_FREQUENCY_HZ};

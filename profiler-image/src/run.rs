@@ -1,0 +1,253 @@
+//! One agent run: resolve the targets, sample for the window, and write the result stream.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use eagle_proto::stream::TargetReport;
+use eagle_proto::{Encoder, Header, Progress, Warning};
+
+use crate::aggregate::Aggregate;
+use crate::discovery::{ProcFs, ProcessInfo};
+use crate::sampler::{ProcessEvent, Sampler, SamplerError};
+use crate::target::Target;
+
+/// Highest sampling frequency accepted. Above a few kHz the sampling itself dominates the
+/// target's CPU; the kernel also caps it (`kernel.perf_event_max_sample_rate`).
+pub const MAX_FREQUENCY_HZ: u64 = 10_000;
+/// How often samples are drained and symbolized: short enough that a process that exits is
+/// usually named before it goes.
+const COLLECT_EVERY: Duration = Duration::from_millis(250);
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub targets: Vec<Target>,
+    pub duration: Duration,
+    pub frequency_hz: u64,
+    /// Node name for the header (hostname by default).
+    pub node: String,
+}
+
+/// Why the agent could not produce a result at all. Partial results are not errors: they are
+/// written, with warnings saying what is missing.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    InvalidConfig(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Sampler(#[from] SamplerError),
+}
+
+/// What the run did, beyond the stream it wrote.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub samples: u64,
+    pub stopped_early: bool,
+}
+
+impl AgentConfig {
+    pub fn validate(&self) -> Result<(), AgentError> {
+        if self.targets.is_empty() {
+            return Err(AgentError::InvalidConfig("no targets: name at least one pid, container or pod".into()));
+        }
+        if self.duration.is_zero() {
+            return Err(AgentError::InvalidConfig("the duration must be longer than 0".into()));
+        }
+        if !(1..=MAX_FREQUENCY_HZ).contains(&self.frequency_hz) {
+            return Err(AgentError::InvalidConfig(format!(
+                "frequency {} Hz is out of range: use 1 to {MAX_FREQUENCY_HZ} Hz (99 is a good default)",
+                self.frequency_hz
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Samples the targets for the configured window and writes every stream line to `emit`.
+///
+/// `stop` ends the window early (Ctrl-C, SIGTERM from a deadline); what was sampled until then
+/// is still written, with a warning. A pid that does not exist is an error; a container or pod
+/// without processes yet is watched for the whole window.
+pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) -> Result<Summary, AgentError> {
+    config.validate()?;
+    let proc = ProcFs::default();
+    let resolved = proc.resolve(&config.targets);
+    let missing: Vec<String> = resolved
+        .iter()
+        .filter(|(t, pids)| matches!(t, Target::Pid(_)) && pids.is_empty())
+        .map(|(t, _)| t.to_string())
+        .collect();
+    if !missing.is_empty() {
+        return Err(AgentError::NotFound(format!("no such process: {} (is it running, and in this pid namespace?)", missing.join(", "))));
+    }
+
+    let mut sampler = crate::sampler::ebpf::EbpfSampler::start(config.frequency_hz, proc.clone())?;
+    let encoder = Encoder;
+    let started = Instant::now();
+    let mut run = Run { proc, processes: HashMap::new(), requested: HashSet::new(), warnings: Vec::new() };
+    for pid in resolved.values().flatten() {
+        run.add(&mut sampler, *pid, true);
+    }
+    emit(&encoder.header(&Header {
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        node: config.node.clone(),
+        kernel: kernel_release(),
+        started_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+        duration_ms: config.duration.as_millis() as u64,
+        frequency_hz: config.frequency_hz,
+        targets: resolved.iter().map(|(t, pids)| TargetReport { target: t.to_string(), pids: pids.clone() }).collect(),
+    }));
+    for (target, pids) in &resolved {
+        if pids.is_empty() {
+            emit(&encoder.warning(&Warning {
+                code: "no-processes".into(),
+                pid: None,
+                message: format!("{target} has no processes yet; watching for them during the window"),
+            }));
+        }
+    }
+
+    let watches_groups = config.targets.iter().any(|t| !matches!(t, Target::Pid(_)));
+    let mut aggregate = Aggregate::default();
+    let mut events = Vec::new();
+    let mut last_progress = Instant::now();
+    let mut ended = None;
+    loop {
+        let elapsed = started.elapsed();
+        if elapsed >= config.duration {
+            break;
+        }
+        if stop.load(Ordering::Relaxed) {
+            ended = Some(format!("stopped by a signal after {:.1}s of the {:.1}s window", elapsed.as_secs_f64(), config.duration.as_secs_f64()));
+            break;
+        }
+        std::thread::sleep(COLLECT_EVERY.min(config.duration - elapsed));
+        sampler.collect(&mut aggregate, &mut events)?;
+        run.handle(&mut events, started);
+        if last_progress.elapsed() >= PROGRESS_EVERY {
+            last_progress = Instant::now();
+            if watches_groups {
+                // New processes in the target containers (exec'd in, restarted).
+                for pid in run.proc.resolve(&config.targets).into_values().flatten() {
+                    if !run.processes.contains_key(&pid) {
+                        run.add(&mut sampler, pid, true);
+                    }
+                }
+            }
+            run.refresh_names();
+            emit(&encoder.progress(&Progress {
+                elapsed_ms: started.elapsed().as_millis() as u64,
+                samples: sampler.samples(),
+                processes: sampler.live() as u64,
+            }));
+            for w in run.warnings.drain(..) {
+                emit(&encoder.warning(&w));
+            }
+        }
+        if !watches_groups && sampler.live() == 0 {
+            let at = started.elapsed().as_secs_f64();
+            ended = Some(format!("every target process exited after {at:.1}s: the profile covers {at:.1}s of the {:.1}s window", config.duration.as_secs_f64()));
+            break;
+        }
+    }
+    sampler.collect(&mut aggregate, &mut events)?;
+    run.handle(&mut events, started);
+    run.refresh_names();
+    if let Some(message) = &ended {
+        run.warnings.push(Warning { code: "ended-early".into(), pid: None, message: message.clone() });
+    }
+    let lost = sampler.lost_samples();
+    if lost > 0 {
+        let total = sampler.samples().max(1);
+        run.warnings.push(Warning {
+            code: "samples-lost".into(),
+            pid: None,
+            message: format!("{lost} of {total} samples ({:.1}%) lost to stack-map collisions or full maps", lost as f64 * 100.0 / total as f64),
+        });
+    }
+    for w in run.warnings.drain(..) {
+        emit(&encoder.warning(&w));
+    }
+    let samples = aggregate.samples();
+    let records = aggregate.into_records(&run.processes);
+    for line in encoder.payload(&records, lost) {
+        emit(&line);
+    }
+    Ok(Summary { samples, stopped_early: ended.is_some() })
+}
+
+/// Process bookkeeping of one run: names for the payload, warnings for the user.
+struct Run {
+    proc: ProcFs,
+    processes: HashMap<u32, ProcessInfo>,
+    requested: HashSet<u32>,
+    warnings: Vec<Warning>,
+}
+
+impl Run {
+    fn add(&mut self, sampler: &mut dyn Sampler, pid: u32, requested: bool) {
+        let Some(info) = self.proc.info(pid) else { return };
+        match sampler.add(pid) {
+            Ok(()) => {
+                self.processes.insert(pid, info);
+                if requested {
+                    self.requested.insert(pid);
+                }
+            }
+            Err(e) => self.warnings.push(Warning { code: "sampler-failed".into(), pid: Some(pid), message: format!("{}: {e}", info.name) }),
+        }
+    }
+
+    /// Names change on exec (a shell that execs the command, a launcher script): keep the
+    /// latest name of every live process.
+    fn refresh_names(&mut self) {
+        for (pid, info) in self.processes.iter_mut() {
+            if let Some(name) = self.proc.name(*pid) {
+                info.name = name;
+            }
+        }
+    }
+
+    fn handle(&mut self, events: &mut Vec<ProcessEvent>, started: Instant) {
+        for event in events.drain(..) {
+            match event {
+                ProcessEvent::Found { pid, root } => {
+                    // A child gone before it could be read inherits its parent's name and
+                    // container: it was forked from it.
+                    let info = self.proc.info(pid).or_else(|| {
+                        self.processes.get(&root).map(|r| ProcessInfo { pid, name: r.name.clone(), container: r.container.clone() })
+                    });
+                    if let Some(info) = info {
+                        self.processes.insert(pid, info);
+                    }
+                }
+                ProcessEvent::Exited { pid } if self.requested.contains(&pid) => {
+                    let name = self.processes.get(&pid).map_or("?", |p| p.name.as_str());
+                    self.warnings.push(Warning {
+                        code: "process-exited".into(),
+                        pid: Some(pid),
+                        message: format!("process {pid} ({name}) exited after {:.1}s", started.elapsed().as_secs_f64()),
+                    });
+                }
+                ProcessEvent::Exited { .. } => {}
+            }
+        }
+    }
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()).unwrap_or_default()
+}
+
+/// The node name for the header: `NODE_NAME` (set from the downward API in a Job), else the
+/// hostname.
+pub fn default_node_name() -> String {
+    std::env::var("NODE_NAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|s| s.trim().to_owned()))
+        .unwrap_or_else(|| "localhost".into())
+}

@@ -1,0 +1,301 @@
+//! Native sampling with the eBPF program of `eagle-ebpf`: user and kernel stacks of every
+//! thread of the target processes, on every CPU, at a fixed frequency.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, StackTraceMap};
+use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
+use aya::programs::{PerfEvent, TracePoint};
+use aya::{Ebpf, EbpfLoader};
+use eagle_ebpf::{names, Counter, StackKey, TargetEntry};
+
+use super::{ProcessEvent, Sampler, SamplerError};
+use crate::aggregate::Aggregate;
+use crate::discovery::ProcFs;
+use crate::symbolize::{Frames, Symbols};
+
+pub struct EbpfSampler {
+    // Owns the programs and their perf/tracepoint links: dropping it detaches everything.
+    _bpf: Ebpf,
+    targets: BpfHashMap<MapData, u32, TargetEntry>,
+    active: Array<MapData, u32>,
+    counters: PerCpuArray<MapData, u64>,
+    counts: [BpfHashMap<MapData, StackKey, u64>; 2],
+    stacks: [StackTraceMap<MapData>; 2],
+    buffer: u32,
+    proc: ProcFs,
+    symbols: Symbols,
+    tracked: HashMap<u32, Tracked>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Tracked {
+    root: u32,
+    alive: bool,
+    execed: bool,
+}
+
+impl EbpfSampler {
+    /// Loads and attaches the program: a perf event per online CPU at `frequency_hz`, and the
+    /// fork and exec tracepoints. Nothing is sampled until [`Sampler::add`].
+    pub fn start(frequency_hz: u64, proc: ProcFs) -> Result<Self, SamplerError> {
+        let object = eagle_ebpf::object().ok_or(SamplerError::NoProgram)?;
+        let offset = child_pid_offset()?;
+        let mut bpf = EbpfLoader::new()
+            .override_global(names::CHILD_PID_OFFSET, &offset, true)
+            .load(object)
+            .map_err(|e| classify("load the eBPF program", &e))?;
+
+        for (program, event) in [(names::FORK_PROGRAM, "sched_process_fork"), (names::EXEC_PROGRAM, "sched_process_exec")] {
+            let tp: &mut TracePoint = program_mut(&mut bpf, program)?;
+            tp.load().map_err(|e| classify("load the fork/exec tracepoints", &e))?;
+            tp.attach("sched", event).map_err(|e| classify("attach to sched tracepoints", &e))?;
+        }
+        let sample: &mut PerfEvent = program_mut(&mut bpf, names::SAMPLE_PROGRAM)?;
+        sample.load().map_err(|e| classify("load the sampling program", &e))?;
+        let cpus = aya::util::online_cpus().map_err(|(what, e)| SamplerError::Failed(format!("{what}: {e}")))?;
+        for cpu in cpus {
+            sample
+                .attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Frequency(frequency_hz),
+                    false,
+                )
+                .map_err(|e| classify(&format!("open the CPU clock perf event on CPU {cpu}"), &e))?;
+        }
+
+        let mut take = |name: &str| bpf.take_map(name).ok_or_else(|| SamplerError::Failed(format!("map `{name}` missing from the eBPF object")));
+        let conv = |e: aya::maps::MapError| SamplerError::Failed(format!("eBPF map: {e}"));
+        let targets = BpfHashMap::try_from(take(names::TARGETS)?).map_err(conv)?;
+        let active = Array::try_from(take(names::ACTIVE)?).map_err(conv)?;
+        let counters = PerCpuArray::try_from(take(names::COUNTERS)?).map_err(conv)?;
+        let counts = [
+            BpfHashMap::try_from(take(names::COUNTS[0])?).map_err(conv)?,
+            BpfHashMap::try_from(take(names::COUNTS[1])?).map_err(conv)?,
+        ];
+        let stacks = [
+            StackTraceMap::try_from(take(names::STACKS[0])?).map_err(conv)?,
+            StackTraceMap::try_from(take(names::STACKS[1])?).map_err(conv)?,
+        ];
+        Ok(Self {
+            _bpf: bpf,
+            targets,
+            active,
+            counters,
+            counts,
+            stacks,
+            buffer: 0,
+            proc,
+            symbols: Symbols::new(),
+            tracked: HashMap::new(),
+        })
+    }
+
+    fn counter(&self, c: Counter) -> u64 {
+        self.counters.get(&(c as u32), 0).map(|v| v.iter().sum()).unwrap_or(0)
+    }
+
+    /// Brings `tracked` in line with the kernel's target set, which the fork tracepoint grows.
+    fn sync_targets(&mut self, events: &mut Vec<ProcessEvent>) {
+        let entries: Vec<(u32, TargetEntry)> = self.targets.iter().filter_map(Result::ok).collect();
+        for (id, entry) in entries {
+            if let Some(t) = self.tracked.get_mut(&id) {
+                t.execed |= entry.execed != 0;
+                if t.alive && !self.proc.is_alive(id) {
+                    t.alive = false;
+                    let _ = self.targets.remove(&id);
+                    events.push(ProcessEvent::Exited { pid: id });
+                }
+                continue;
+            }
+            match self.proc.tgid_of(id) {
+                Some(tgid) if tgid != id => {
+                    // A thread of a target: its samples already count under its process.
+                    let _ = self.targets.remove(&id);
+                }
+                found => {
+                    let alive = found.is_some() && self.proc.is_alive(id);
+                    self.tracked.insert(id, Tracked { root: entry.root, alive, execed: entry.execed != 0 });
+                    events.push(ProcessEvent::Found { pid: id, root: entry.root });
+                    if !alive {
+                        // A short-lived child, gone before we looked.
+                        let _ = self.targets.remove(&id);
+                        events.push(ProcessEvent::Exited { pid: id });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Which live process to read a pid's code from: itself, or the process it was forked
+    /// from when it exited without exec'ing another program (same code, same addresses).
+    fn symbol_source(&self, pid: u32) -> Option<u32> {
+        let t = self.tracked.get(&pid)?;
+        if t.alive {
+            return Some(pid);
+        }
+        if t.execed || t.root == pid {
+            return None;
+        }
+        self.tracked.get(&t.root).filter(|r| r.alive).map(|_| t.root)
+    }
+}
+
+fn program_mut<'a, T>(bpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, SamplerError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let program = bpf.program_mut(name).ok_or_else(|| SamplerError::Failed(format!("program `{name}` missing from the eBPF object")))?;
+    program.try_into().map_err(|e| SamplerError::Failed(format!("program `{name}`: {e}")))
+}
+
+/// Turns a kernel refusal into a message that says what to do.
+fn classify(action: &str, error: &dyn std::error::Error) -> SamplerError {
+    let mut chain = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        source = s.source();
+    }
+    let lower = chain.to_lowercase();
+    if lower.contains("operation not permitted") || lower.contains("permission denied") {
+        SamplerError::PermissionDenied(format!(
+            "not permitted to {action} ({chain}): run as root, or grant CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN on kernels before 5.8)"
+        ))
+    } else if lower.contains("no such file") || lower.contains("invalid argument") && action.contains("perf event") {
+        SamplerError::Unsupported(format!("cannot {action} ({chain}): this kernel lacks perf events or BPF support"))
+    } else {
+        SamplerError::Failed(format!("cannot {action}: {chain}"))
+    }
+}
+
+/// Offset of `child_pid` in the sched_process_fork record, from tracefs: it moved in Linux 6.x.
+fn child_pid_offset() -> Result<u32, SamplerError> {
+    const FORMATS: [&str; 2] = [
+        "/sys/kernel/tracing/events/sched/sched_process_fork/format",
+        "/sys/kernel/debug/tracing/events/sched/sched_process_fork/format",
+    ];
+    for path in FORMATS {
+        if let Ok(format) = std::fs::read_to_string(path) {
+            return parse_child_pid_offset(&format)
+                .ok_or_else(|| SamplerError::Unsupported(format!("{path} has no child_pid field")));
+        }
+    }
+    Err(SamplerError::Unsupported(
+        "tracefs is not mounted (no /sys/kernel/tracing or /sys/kernel/debug/tracing): mount it with `mount -t tracefs tracefs /sys/kernel/tracing`, or in a pod mount the host's /sys/kernel/debug".into(),
+    ))
+}
+
+fn parse_child_pid_offset(format: &str) -> Option<u32> {
+    let line = format.lines().find(|l| l.contains(" child_pid;"))?;
+    let offset = line.split(';').find_map(|f| f.trim().strip_prefix("offset:"))?;
+    offset.trim().parse().ok()
+}
+
+impl Sampler for EbpfSampler {
+    fn name(&self) -> &'static str {
+        "ebpf"
+    }
+
+    fn add(&mut self, pid: u32) -> Result<(), SamplerError> {
+        self.targets
+            .insert(pid, TargetEntry { root: pid, execed: 0 }, 0)
+            .map_err(|e| SamplerError::Failed(format!("cannot add pid {pid} to the target set: {e}")))?;
+        self.tracked.insert(pid, Tracked { root: pid, alive: true, execed: false });
+        Ok(())
+    }
+
+    fn collect(&mut self, out: &mut Aggregate, events: &mut Vec<ProcessEvent>) -> Result<(), SamplerError> {
+        // Flip, let samples that already chose the old buffer land, then drain it alone.
+        let idle = self.buffer as usize;
+        self.buffer ^= 1;
+        self.active.set(0, self.buffer, 0).map_err(|e| SamplerError::Failed(format!("flip buffers: {e}")))?;
+        std::thread::sleep(Duration::from_millis(1));
+
+        let entries: Vec<(StackKey, u64)> = self.counts[idle].iter().filter_map(Result::ok).collect();
+        for (key, _) in &entries {
+            let _ = self.counts[idle].remove(key);
+        }
+        let mut traces: HashMap<i32, Vec<u64>> = HashMap::new();
+        for (key, _) in &entries {
+            for id in [key.user_stack_id, key.kernel_stack_id] {
+                if id >= 0 && !traces.contains_key(&id) {
+                    let ips = self.stacks[idle]
+                        .get(&(id as u32), 0)
+                        .map(|t| t.frames().iter().map(|f| f.ip).collect())
+                        .unwrap_or_default();
+                    traces.insert(id, ips);
+                }
+            }
+        }
+        let ids: Vec<u32> = self.stacks[idle].stack_ids().filter_map(Result::ok).collect();
+        for id in ids {
+            let _ = self.stacks[idle].remove(&id);
+        }
+
+        self.sync_targets(events);
+
+        // Symbolize each process's addresses in one batch, then assemble stacks from the cache.
+        let mut by_pid: HashMap<u32, Vec<u64>> = HashMap::new();
+        for (key, _) in &entries {
+            if key.user_stack_id >= 0 {
+                by_pid.entry(key.tgid).or_default().extend(user_addrs(&traces[&key.user_stack_id]));
+            }
+        }
+        for (pid, addrs) in &by_pid {
+            if !self.symbols.knows_all(*pid, addrs) {
+                let via = self.symbol_source(*pid);
+                self.symbols.user(*pid, via, addrs);
+            }
+        }
+        for (key, count) in entries {
+            let mut frames: Vec<String> = Vec::new();
+            if key.user_stack_id >= 0 {
+                let names: Vec<Frames> = self.symbols.user(key.tgid, None, &user_addrs(&traces[&key.user_stack_id]));
+                frames.extend(names.iter().rev().flat_map(|f| f.iter().cloned()));
+            }
+            if key.kernel_stack_id >= 0 {
+                let names = self.symbols.kernel(&traces[&key.kernel_stack_id]);
+                frames.extend(names.iter().rev().flat_map(|f| f.iter().cloned()));
+            }
+            if frames.is_empty() {
+                frames.push(crate::symbolize::UNKNOWN.to_owned());
+            }
+            out.add(key.tgid, "ebpf", frames, count);
+        }
+        Ok(())
+    }
+
+    fn live(&self) -> usize {
+        self.tracked.values().filter(|t| t.alive).count()
+    }
+
+    fn samples(&self) -> u64 {
+        self.counter(Counter::Samples)
+    }
+
+    fn lost_samples(&self) -> u64 {
+        self.counter(Counter::StackLost) + self.counter(Counter::CountsFull)
+    }
+}
+
+/// A stack's addresses as symbolization wants them: every frame but the innermost holds a
+/// return address, one past its call; step back into the call so the caller is named, not
+/// whatever follows the call.
+fn user_addrs(ips: &[u64]) -> Vec<u64> {
+    ips.iter().enumerate().map(|(i, &ip)| if i == 0 { ip } else { ip.saturating_sub(1) }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn child_pid_offset_old_and_new_layouts() {
+        let new = "\tfield:__data_loc char[] parent_comm;\toffset:8;\tsize:4;\tsigned:0;\n\tfield:pid_t parent_pid;\toffset:12;\tsize:4;\tsigned:1;\n\tfield:__data_loc char[] child_comm;\toffset:16;\tsize:4;\tsigned:0;\n\tfield:pid_t child_pid;\toffset:20;\tsize:4;\tsigned:1;\n";
+        assert_eq!(super::parse_child_pid_offset(new), Some(20));
+        let old = "\tfield:char parent_comm[16];\toffset:8;\tsize:16;\tsigned:1;\n\tfield:pid_t parent_pid;\toffset:24;\tsize:4;\tsigned:1;\n\tfield:char child_comm[16];\toffset:28;\tsize:16;\tsigned:1;\n\tfield:pid_t child_pid;\toffset:44;\tsize:4;\tsigned:1;\n";
+        assert_eq!(super::parse_child_pid_offset(old), Some(44));
+    }
+}
