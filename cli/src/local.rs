@@ -1,0 +1,197 @@
+//! Local mode: the agent's samplers run in this process against processes of this machine,
+//! through the same result stream a cluster run decodes.
+
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use eagle_agent::sampler::SamplerError;
+use eagle_agent::{AgentConfig, AgentError};
+use eagle_proto::{Decoder, Event, NodeResult};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::error::CliError;
+
+/// Set by SIGINT/SIGTERM: ends the window early; what was sampled is still written.
+pub static STOP: AtomicBool = AtomicBool::new(false);
+
+pub fn install_signal_handlers() {
+    extern "C" fn on_signal(_: libc::c_int) {
+        STOP.store(true, Ordering::Relaxed);
+    }
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+/// A window without a fixed end (a command profiled until it exits) still needs a bound.
+const UNTIL_EXIT: Duration = Duration::from_secs(24 * 3600);
+
+pub struct LocalRun {
+    pub pids: Vec<u32>,
+    /// Started and profiled from its first instruction.
+    pub command: Vec<String>,
+    pub duration: Option<Duration>,
+    pub frequency_hz: u64,
+}
+
+pub struct LocalResult {
+    pub result: NodeResult,
+    pub elapsed: Duration,
+    pub interrupted: bool,
+}
+
+pub fn profile(run: &LocalRun) -> Result<LocalResult, CliError> {
+    let mut child = if run.command.is_empty() { None } else { Some(GatedChild::spawn(&run.command)?) };
+    let mut targets: Vec<eagle_agent::Target> = run.pids.iter().map(|p| eagle_agent::Target::Pid(*p)).collect();
+    if let Some(c) = &child {
+        targets.push(eagle_agent::Target::Pid(c.child.id()));
+    }
+    let duration = run.duration.unwrap_or(if child.is_some() { UNTIL_EXIT } else { Duration::from_secs(30) });
+    let config = AgentConfig { targets, duration, frequency_hz: run.frequency_hz, node: eagle_agent::run::default_node_name() };
+
+    let (tx, rx) = mpsc::channel::<String>();
+    let agent = std::thread::spawn(move || eagle_agent::run(&config, &STOP, &mut |line| drop(tx.send(line.to_owned()))));
+
+    let bar = progress_bar(run.duration);
+    let started = Instant::now();
+    let mut decoder = Decoder::new();
+    let mut decode_error = None;
+    for line in rx {
+        match decoder.feed_line(&line) {
+            Ok(Some(Event::Header(_))) => {
+                // Sampling is armed: let the command run.
+                if let Some(c) = &mut child {
+                    c.release();
+                }
+            }
+            Ok(Some(Event::Progress(p))) => {
+                bar.set_position(p.elapsed_ms);
+                bar.set_message(format!("{} samples, {} processes", p.samples, p.processes));
+            }
+            Ok(Some(Event::Warning(w))) => bar.suspend(|| eprintln!("warning: {}", w.message)),
+            Ok(_) => {}
+            Err(e) => decode_error = decode_error.or(Some(e)),
+        }
+    }
+    bar.finish_and_clear();
+    let elapsed = started.elapsed();
+    let agent_result = agent.join().map_err(|_| CliError::Failed("the sampler crashed; please report this with the command you ran".into()))?;
+    if let Some(c) = child.take() {
+        c.stop();
+    }
+    agent_result.map_err(agent_error)?;
+    if let Some(e) = decode_error {
+        return Err(CliError::Failed(format!("internal error: the local result stream does not decode: {e}")));
+    }
+    let result = decoder.finish().map_err(|e| CliError::Failed(format!("internal error: the local result stream does not decode: {e}")))?;
+    Ok(LocalResult { result, elapsed, interrupted: STOP.load(Ordering::Relaxed) })
+}
+
+fn progress_bar(duration: Option<Duration>) -> ProgressBar {
+    let bar = match duration {
+        Some(d) => ProgressBar::new(d.as_millis() as u64)
+            .with_style(ProgressStyle::with_template("{spinner} sampling [{bar:30}] {elapsed}/{duration} {msg}").expect("valid template").progress_chars("=> ")),
+        None => ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} sampling until the command exits {elapsed} {msg}").expect("valid template")),
+    };
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+fn agent_error(e: AgentError) -> CliError {
+    match e {
+        AgentError::InvalidConfig(m) => CliError::Usage(m),
+        AgentError::NotFound(m) => CliError::NotFound(m),
+        AgentError::Sampler(SamplerError::PermissionDenied(m)) => CliError::Forbidden(format!("{m}; for example: sudo kubectl-eagle profile ...")),
+        AgentError::Sampler(e) => CliError::Failed(e.to_string()),
+    }
+}
+
+/// A command held before `exec` until sampling is armed, so its first instruction is seen.
+///
+/// `std::process::Command::spawn` returns only once the child has exec'd, so the gate cannot
+/// sit in `pre_exec`; a shell waits on the gate instead and then `exec`s the command, which
+/// keeps the pid the sampler was given.
+struct GatedChild {
+    child: Child,
+    gate: Option<std::fs::File>,
+}
+
+/// The shell reads one line from fd 3; EOF (the CLI gave up) means: do not run the command.
+const GATE_SCRIPT: &str = "read -r _ <&3 && exec 3<&- && exec \"$@\"";
+
+impl GatedChild {
+    fn spawn(argv: &[String]) -> Result<Self, CliError> {
+        let program = which::which(&argv[0]).map_err(|_| {
+            CliError::NotFound(format!("cannot start `{}`: no such command (not a file, and not on PATH)", argv[0]))
+        })?;
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two fds into the array.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(CliError::Failed(format!("cannot create a pipe: {}", std::io::Error::last_os_error())));
+        }
+        let (read_fd, write_fd) = (fds[0], fds[1]);
+        // SAFETY: write_fd is a fresh fd that only this File owns.
+        let gate = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(write_fd) };
+        let mut command = Command::new("/bin/sh");
+        command.arg("-c").arg(GATE_SCRIPT).arg("kubectl-eagle").arg(&program).args(&argv[1..]);
+        // SAFETY: only dup2(2) and fcntl(2), both async-signal-safe, between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                if read_fd == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0);
+                } else if libc::dup2(read_fd, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let spawned = command.spawn();
+        // SAFETY: read_fd belongs to this function and the child has its own copy now.
+        unsafe { libc::close(read_fd) };
+        match spawned {
+            Ok(child) => Ok(Self { child, gate: Some(gate) }),
+            Err(e) => Err(CliError::Failed(format!("cannot start `{}`: {e}", argv[0]))),
+        }
+    }
+
+    fn release(&mut self) {
+        use std::io::Write;
+        if let Some(mut gate) = self.gate.take() {
+            let _ = gate.write_all(b"go\n");
+        }
+    }
+
+    /// Ends the command if the window ended before it did: SIGTERM, then SIGKILL after 2 s.
+    fn stop(mut self) {
+        self.release();
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for GatedChild {
+    fn drop(&mut self) {
+        // An error before the window: never leave the command waiting at the gate.
+        if self.gate.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

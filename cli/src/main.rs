@@ -1,0 +1,102 @@
+//! `kubectl-eagle`: a kubectl plugin that answers one question: where does the CPU of this
+//! workload go? See README.md for usage and docs/ARCHITECTURE.md for how it works.
+
+mod args;
+mod duration;
+mod error;
+#[cfg(target_os = "linux")]
+mod local;
+mod merge;
+mod output;
+mod target;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use args::{Cli, Command, ProfileArgs};
+use error::{CliError, Exit};
+use output::{Destination, Labels};
+use target::Target;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Profile(args) => profile(args),
+    };
+    match result {
+        Ok(exit) => exit.into(),
+        Err(e) => {
+            eprintln!("kubectl-eagle: error: {e}");
+            e.exit().into()
+        }
+    }
+}
+
+fn profile(args: ProfileArgs) -> Result<Exit, CliError> {
+    let targets = args.targets.iter().map(|t| target::parse(t)).collect::<Result<Vec<_>, _>>()?;
+    if targets.is_empty() && args.command.is_empty() {
+        return Err(CliError::Usage(
+            "nothing to profile: name a target (pid/N, deployment/NAME, ...) or a command after `--`".into(),
+        ));
+    }
+    let destination = Destination::plan(Some(&args.output), args.format)?;
+    if targets.iter().any(|t| matches!(t, Target::Cluster { .. })) {
+        return Err(CliError::Usage("cluster targets (pod/, deployment/, ...) are not supported by this build yet: profile local processes with pid/N or `-- COMMAND`".into()));
+    }
+    profile_local(&args, &targets, &destination)
+}
+
+#[cfg(target_os = "linux")]
+fn profile_local(args: &ProfileArgs, targets: &[Target], destination: &Destination) -> Result<Exit, CliError> {
+    local::install_signal_handlers();
+    let pids: Vec<u32> = targets.iter().filter_map(|t| if let Target::Pid(p) = t { Some(*p) } else { None }).collect();
+    let run = local::LocalRun { pids, command: args.command.clone(), duration: args.duration, frequency_hz: args.frequency };
+    let outcome = local::profile(&run)?;
+    let result = &outcome.result;
+    let folded = merge::merge([result], &merge::Placements::new(), args.group_by);
+    let what = describe_targets(&args.targets, &args.command);
+    if folded.is_empty() {
+        return Err(CliError::NothingToProfile(format!(
+            "no samples of {what} in {}: it used no CPU (idle, or blocked); try a longer --duration while it is busy",
+            duration::human(outcome.elapsed)
+        )));
+    }
+    let ended_early = result.warnings.iter().find(|w| w.code == "ended-early");
+    let partial = outcome.interrupted;
+    let mut subtitle = format!(
+        "{} at {} Hz, {} samples, node {}",
+        duration::human(outcome.elapsed),
+        result.header.frequency_hz,
+        folded.total(),
+        result.header.node
+    );
+    if partial {
+        subtitle.push_str(" | PARTIAL: stopped by Ctrl-C before the window ended");
+    } else if let Some(w) = ended_early {
+        subtitle.push_str(&format!(" | {}", w.message));
+    }
+    let labels = Labels { title: format!("kube-eagle: {what}"), subtitle };
+    destination.write(&folded, &labels)?;
+    eprintln!(
+        "wrote {} ({} samples, {} stacks{})",
+        destination.describe(),
+        folded.total(),
+        folded.len(),
+        if partial { ", PARTIAL" } else { "" }
+    );
+    Ok(if partial { Exit::Partial } else { Exit::Ok })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn profile_local(_: &ProfileArgs, _: &[Target], _: &Destination) -> Result<Exit, CliError> {
+    Err(CliError::Usage("local profiling (pid/N, -- COMMAND) needs Linux; profile cluster workloads from this machine instead".into()))
+}
+
+fn describe_targets(targets: &[String], command: &[String]) -> String {
+    let mut parts: Vec<String> = targets.to_vec();
+    if !command.is_empty() {
+        parts.push(format!("`{}`", command.join(" ")));
+    }
+    parts.join(" ")
+}

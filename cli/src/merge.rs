@@ -1,0 +1,111 @@
+//! Merging node results into one set of folded stacks, each prefixed with the hierarchy
+//! `namespace -> workload -> pod -> container -> process` down to the `--group-by` level.
+
+use std::collections::HashMap;
+
+use clap::ValueEnum;
+use eagle_proto::{FoldedStacks, NodeResult, StackRecord};
+
+/// How many hierarchy levels to keep above the code frames. `none` merges replicas and
+/// processes into one code view; each level keeps the ones above it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum GroupBy {
+    None,
+    Namespace,
+    Workload,
+    Pod,
+    Container,
+    #[default]
+    Process,
+}
+
+/// Where a container sits in the cluster, from the CLI's own knowledge of its pods.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub namespace: String,
+    /// `deployment/api`, `statefulset/db`, or `pod/NAME` for a bare pod.
+    pub workload: String,
+    pub pod: String,
+    pub container: String,
+}
+
+/// Container id -> placement.
+pub type Placements = HashMap<String, Placement>;
+
+pub fn merge<'a>(results: impl IntoIterator<Item = &'a NodeResult>, placements: &Placements, group_by: GroupBy) -> FoldedStacks {
+    let mut folded = FoldedStacks::new();
+    for result in results {
+        for record in &result.records {
+            let mut frames = hierarchy(record, placements, group_by);
+            frames.extend(record.frames.iter().cloned());
+            folded.add(&frames, record.count);
+        }
+    }
+    folded
+}
+
+fn hierarchy(record: &StackRecord, placements: &Placements, group_by: GroupBy) -> Vec<String> {
+    let mut levels = Vec::new();
+    let placement = record.container.as_ref().and_then(|id| placements.get(id));
+    if let Some(p) = placement {
+        if group_by >= GroupBy::Namespace {
+            levels.push(format!("namespace/{}", p.namespace));
+        }
+        if group_by >= GroupBy::Workload {
+            levels.push(p.workload.clone());
+        }
+        if group_by >= GroupBy::Pod {
+            levels.push(format!("pod/{}", p.pod));
+        }
+        if group_by >= GroupBy::Container {
+            levels.push(format!("container/{}", p.container));
+        }
+    } else if let Some(id) = &record.container {
+        if group_by >= GroupBy::Container {
+            levels.push(format!("container/{}", &id[..id.len().min(12)]));
+        }
+    }
+    if group_by >= GroupBy::Process {
+        levels.push(format!("{} ({})", record.process, record.pid));
+    }
+    levels
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(records: Vec<StackRecord>) -> NodeResult {
+        NodeResult { records, ..Default::default() }
+    }
+
+    fn record(container: &str, pid: u32, frames: &[&str], count: u64) -> StackRecord {
+        StackRecord {
+            container: Some(container.into()),
+            pid,
+            process: "api".into(),
+            sampler: "ebpf".into(),
+            frames: frames.iter().map(|s| s.to_string()).collect(),
+            count,
+        }
+    }
+
+    #[test]
+    fn levels_down_to_group_by_and_none_merges_replicas() {
+        let mut placements = Placements::new();
+        for (id, pod) in [("aaa", "api-1"), ("bbb", "api-2")] {
+            placements.insert(id.into(), Placement { namespace: "shop".into(), workload: "deployment/api".into(), pod: pod.into(), container: "app".into() });
+        }
+        let results = [result(vec![record("aaa", 10, &["main", "hot"], 3)]), result(vec![record("bbb", 11, &["main", "hot"], 2)])];
+        let none = merge(&results, &placements, GroupBy::None);
+        assert_eq!(none.to_text(), "main;hot 5\n");
+        let workload = merge(&results, &placements, GroupBy::Workload);
+        assert_eq!(workload.to_text(), "namespace/shop;deployment/api;main;hot 5\n");
+        let process = merge(&results, &placements, GroupBy::Process);
+        assert_eq!(
+            process.to_text(),
+            "namespace/shop;deployment/api;pod/api-1;container/app;api (10);main;hot 3\n\
+             namespace/shop;deployment/api;pod/api-2;container/app;api (11);main;hot 2\n"
+        );
+    }
+}

@@ -1,0 +1,22 @@
+//! Interactive SVG flame graphs through inferno.
+
+use eagle_proto::FoldedStacks;
+use inferno::flamegraph::{self, color::MultiPalette, Palette};
+
+use super::Labels;
+use crate::error::CliError;
+
+pub fn render(folded: &FoldedStacks, labels: &Labels) -> Result<Vec<u8>, CliError> {
+    let mut options = flamegraph::Options::default();
+    options.title = labels.title.clone();
+    options.subtitle = Some(labels.subtitle.clone()).filter(|s| !s.is_empty());
+    options.count_name = "samples".into();
+    // The Java palette colors `_[k]` kernel frames apart from user code, and C++/Rust paths
+    // apart from plain C, which keeps mixed graphs readable.
+    options.colors = Palette::Multi(MultiPalette::Java);
+    options.hash = true;
+    let text = folded.to_text();
+    let mut svg = Vec::with_capacity(text.len() * 2);
+    flamegraph::from_lines(&mut options, text.lines(), &mut svg).map_err(|e| CliError::Failed(format!("cannot render the flame graph: {e}")))?;
+    Ok(svg)
+}
