@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Sets up and runs every test of kube-eagle: formatting, lints, unit and fixture tests, the
+# local end-to-end tests on real eBPF, and the cluster end-to-end tests on a real Kubernetes
+# (built from Debian's packages and cached in /var/cache/kube-eagle, see docs/e2e-lab.md).
+#
+#   scripts/test.sh                     everything
+#   EAGLE_SKIP_E2E=1 scripts/test.sh    skip the cluster end-to-end tests
+#   EAGLE_E2E_KUBECONFIG=~/.kube/config scripts/test.sh   run them against another cluster
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+t0=$(date +%s)
+stamp() { echo "== $1 (+$(( $(date +%s) - t0 ))s)" >&2; }
+
+stamp setup
+scripts/setup.sh
+stamp "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+stamp build
+cargo build --workspace --bins --locked
+stamp "unit, fixture and local end-to-end tests"
+cargo nextest run --workspace --locked --no-fail-fast
+
+if [ "${EAGLE_SKIP_E2E:-0}" = 1 ]; then
+  echo "cluster end-to-end tests skipped: EAGLE_SKIP_E2E=1" >&2
+else
+  if [ -z "${EAGLE_E2E_KUBECONFIG:-}" ]; then
+    stamp "lab cluster up"
+    trap 'stamp "lab cluster down"; scripts/lab/e2e-down.sh >&2 || true' EXIT
+    EAGLE_E2E_KUBECONFIG=$(scripts/lab/e2e-up.sh | tail -n 1)
+    export EAGLE_E2E_KUBECONFIG
+  fi
+  stamp "cluster end-to-end tests against $EAGLE_E2E_KUBECONFIG"
+  cargo nextest run -p eagle-tests --locked --run-ignored only --no-fail-fast
+fi
+stamp done
