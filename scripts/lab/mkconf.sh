@@ -10,7 +10,8 @@ mkdir -p "$C/conf" "$C/cni/net.d"
 
 # mkkc FILE USER CERT: a kubeconfig with embedded certs (the file stands alone if copied).
 # Written by hand, not with `kubectl config`: Debian's kubectl 1.20 is built with Go 1.19 and a
-# vendored reflect2 v1.0.1 that crashes (nil pointer in mapiternext) whenever it encodes YAML.
+# vendored reflect2 v1.0.1 whose map iterator crashes (nil pointer in mapiternext) in some YAML
+# encodes; `kubectl config set-credentials` is one of them.
 mkkc() {
   local f=$1 u=$2 n=$3
   cat > "$f.tmp" <<EOK
