@@ -35,7 +35,8 @@ Exit codes: 0 ok, 2 usage, 3 not found, 4 not permitted, 5 nothing to profile,
 
 #[derive(Debug, Args)]
 pub struct ProfileArgs {
-    /// What to profile: pid/N on this machine (several allowed).
+    /// What to profile: pod/NAME, deployment/NAME, statefulset/, daemonset/, replicaset/, job/,
+    /// service/NAME, namespace/NAME in the cluster; pid/N on this machine. Several allowed.
     #[arg(value_name = "TARGET")]
     pub targets: Vec<String>,
 
@@ -59,7 +60,64 @@ pub struct ProfileArgs {
     #[arg(long, value_enum, default_value_t = GroupBy::Process)]
     pub group_by: GroupBy,
 
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
     /// A command to start and profile from its first instruction (after `--`).
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// Flags of cluster mode, spelled as kubectl spells them.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Cluster")]
+pub struct ClusterArgs {
+    /// Namespace of the targets [default: the context's].
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+
+    /// Profile the pods matching this label selector (like kubectl -l).
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+
+    /// Only this container of each pod.
+    #[arg(short = 'c', long)]
+    pub container: Option<String>,
+
+    /// Path to the kubeconfig file [default: $KUBECONFIG, ~/.kube/config].
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Kubeconfig context to use.
+    #[arg(long)]
+    pub context: Option<String>,
+
+    /// Profiler image [default: the eagle-agent image of this version].
+    #[arg(long)]
+    pub image: Option<String>,
+
+    /// imagePullPolicy of the profiler pods.
+    #[arg(long, value_parser = ["Always", "IfNotPresent", "Never"])]
+    pub image_pull_policy: Option<String>,
+
+    /// Image pull secret (in the profiling namespace); repeatable.
+    #[arg(long)]
+    pub image_pull_secret: Vec<String>,
+
+    /// The locked namespace the profiling Jobs run in.
+    #[arg(long, default_value = "kube-eagle", value_name = "NAMESPACE")]
+    pub eagle_namespace: String,
+
+    /// Run the agent with the minimal capabilities (BPF, PERFMON, SYS_PTRACE, SYS_ADMIN)
+    /// instead of privileged.
+    #[arg(long)]
+    pub capabilities: bool,
+
+    /// Print the Jobs that would be created, as YAML, and create nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Keep the Jobs after the run (their TTL still removes them).
+    #[arg(long)]
+    pub keep: bool,
 }

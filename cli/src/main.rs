@@ -2,6 +2,7 @@
 //! workload go? See README.md for usage and docs/ARCHITECTURE.md for how it works.
 
 mod args;
+mod cluster;
 mod duration;
 mod error;
 #[cfg(target_os = "linux")]
@@ -40,10 +41,20 @@ fn profile(args: ProfileArgs) -> Result<Exit, CliError> {
             "nothing to profile: name a target (pid/N, deployment/NAME, ...) or a command after `--`".into(),
         ));
     }
-    let destination = Destination::plan(Some(&args.output), args.format)?;
-    if targets.iter().any(|t| matches!(t, Target::Cluster { .. })) {
-        return Err(CliError::Usage("cluster targets (pod/, deployment/, ...) are not supported by this build yet: profile local processes with pid/N or `-- COMMAND`".into()));
+    let cluster_targets: Vec<(target::ClusterKind, String)> =
+        targets.iter().filter_map(|t| if let Target::Cluster { kind, name } = t { Some((*kind, name.clone())) } else { None }).collect();
+    let is_cluster = !cluster_targets.is_empty() || args.cluster.selector.is_some();
+    if is_cluster && (cluster_targets.len() != targets.len() || !args.command.is_empty()) {
+        return Err(CliError::Usage("cluster targets and local ones (pid/N, -- COMMAND) cannot be mixed in one run".into()));
     }
+    if is_cluster {
+        if args.cluster.dry_run {
+            return cluster::profile::dry_run(&args, &cluster_targets);
+        }
+        let destination = Destination::plan(Some(&args.output), args.format)?;
+        return cluster::profile::profile(&args, &cluster_targets, &destination);
+    }
+    let destination = Destination::plan(Some(&args.output), args.format)?;
     profile_local(&args, &targets, &destination)
 }
 

@@ -1,0 +1,234 @@
+//! Job planning: one profiling Job per node, exactly as the Job contract in DESIGN.md says.
+//! Pure: the same inputs give the same Job, which a snapshot test pins.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, Container, EnvVar, EnvVarSource, HostPathVolumeSource, LocalObjectReference, Namespace, NodeAffinity,
+    NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector, PodSpec, PodTemplateSpec, ResourceRequirements,
+    SecurityContext, Toleration, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "kube-eagle");
+pub const RUN_LABEL: &str = "kube-eagle.io/run";
+pub const ANNOTATION_TARGET: &str = "kube-eagle.io/target";
+pub const ANNOTATION_NODE: &str = "kube-eagle.io/node";
+pub const ANNOTATION_DURATION: &str = "kube-eagle.io/duration-ms";
+pub const AGENT_CONTAINER: &str = "eagle-agent";
+
+/// Time a Job may take beyond its window (scheduling, image pull, symbolization) before the
+/// API server ends it.
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(120);
+
+#[derive(Clone, Debug)]
+pub struct PlanOptions {
+    pub run_id: String,
+    /// What the user asked for, for `list` and for people reading the Job.
+    pub target: String,
+    pub namespace: String,
+    pub image: String,
+    pub image_pull_policy: Option<String>,
+    pub image_pull_secrets: Vec<String>,
+    pub duration: Duration,
+    pub frequency_hz: u64,
+    /// Minimal capabilities instead of `privileged: true`.
+    pub capabilities_only: bool,
+    pub ttl_after_finished: i32,
+}
+
+/// The default agent image: the one this CLI version decodes.
+pub fn default_image() -> String {
+    format!("ghcr.io/kube-eagle/eagle-agent:{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The locked namespace: privileged pods may run there and nowhere else.
+pub fn locked_namespace(name: &str) -> Namespace {
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            labels: Some(BTreeMap::from([
+                (MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()),
+                ("pod-security.kubernetes.io/enforce".to_owned(), "privileged".to_owned()),
+            ])),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// The Job that profiles `container_ids` on `node`. `index` keeps Job names short and unique
+/// within the run (node names can be 253 characters; Job names must stay under 63).
+pub fn job_for_node(opts: &PlanOptions, index: usize, node: &str, container_ids: &[&str]) -> Job {
+    let name = format!("eagle-{}-{index}", opts.run_id);
+    let labels = BTreeMap::from([(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()), (RUN_LABEL.to_owned(), opts.run_id.clone())]);
+    let annotations = BTreeMap::from([
+        (ANNOTATION_TARGET.to_owned(), opts.target.clone()),
+        (ANNOTATION_NODE.to_owned(), node.to_owned()),
+        (ANNOTATION_DURATION.to_owned(), opts.duration.as_millis().to_string()),
+    ]);
+    let mut args: Vec<String> = Vec::new();
+    for id in container_ids {
+        args.push("--target".into());
+        args.push(format!("container:{id}"));
+    }
+    args.extend(["--duration-ms".into(), opts.duration.as_millis().to_string(), "--frequency".into(), opts.frequency_hz.to_string()]);
+
+    let security = if opts.capabilities_only {
+        SecurityContext {
+            privileged: Some(false),
+            capabilities: Some(Capabilities {
+                // BPF+PERFMON load and attach the sampler; SYS_PTRACE reads other processes'
+                // memory maps; SYS_ADMIN covers kernels before 5.8 and /proc/PID/map_files.
+                add: Some(["BPF", "PERFMON", "SYS_PTRACE", "SYS_ADMIN"].map(String::from).to_vec()),
+                drop: Some(vec!["ALL".into()]),
+            }),
+            read_only_root_filesystem: Some(true),
+            run_as_user: Some(0),
+            ..Default::default()
+        }
+    } else {
+        SecurityContext { privileged: Some(true), read_only_root_filesystem: Some(true), run_as_user: Some(0), ..Default::default() }
+    };
+    let container = Container {
+        name: AGENT_CONTAINER.into(),
+        image: Some(opts.image.clone()),
+        image_pull_policy: opts.image_pull_policy.clone(),
+        args: Some(args),
+        env: Some(vec![EnvVar {
+            name: "NODE_NAME".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector { field_path: "spec.nodeName".into(), ..Default::default() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([("cpu".into(), Quantity("100m".into())), ("memory".into(), Quantity("64Mi".into()))])),
+            limits: Some(BTreeMap::from([("cpu".into(), Quantity("1".into())), ("memory".into(), Quantity("512Mi".into()))])),
+            ..Default::default()
+        }),
+        security_context: Some(security),
+        // tracefs: the sampler attaches to the fork/exec tracepoints and reads their layout.
+        // A container's own /sys does not carry it.
+        volume_mounts: Some(vec![VolumeMount { name: "tracefs".into(), mount_path: "/sys/kernel/tracing".into(), read_only: Some(true), ..Default::default() }]),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Default::default()
+    };
+    let pod = PodSpec {
+        containers: vec![container],
+        restart_policy: Some("Never".into()),
+        host_pid: Some(true),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        // The agent completes its stream on SIGTERM: give it time to write.
+        termination_grace_period_seconds: Some(10),
+        // Exactly this node, by name, through the scheduler (so resources are honoured):
+        // unlike a hostname nodeSelector this needs no read access to Node objects and works
+        // where the hostname label differs from the node name.
+        affinity: Some(Affinity {
+            node_affinity: Some(NodeAffinity {
+                required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                    node_selector_terms: vec![NodeSelectorTerm {
+                        match_fields: Some(vec![NodeSelectorRequirement {
+                            key: "metadata.name".into(),
+                            operator: "In".into(),
+                            values: Some(vec![node.to_owned()]),
+                        }]),
+                        ..Default::default()
+                    }],
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        // A profile must reach tainted nodes too.
+        tolerations: Some(vec![Toleration { operator: Some("Exists".into()), ..Default::default() }]),
+        image_pull_secrets: (!opts.image_pull_secrets.is_empty())
+            .then(|| opts.image_pull_secrets.iter().map(|s| LocalObjectReference { name: s.clone() }).collect()),
+        volumes: Some(vec![Volume {
+            name: "tracefs".into(),
+            host_path: Some(HostPathVolumeSource { path: "/sys/kernel/tracing".into(), type_: Some("Directory".into()) }),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    let deadline = (opts.duration + DEADLINE_MARGIN).as_secs() as i64;
+    Job {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(opts.namespace.clone()),
+            labels: Some(labels.clone()),
+            annotations: Some(annotations.clone()),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(0),
+            active_deadline_seconds: Some(deadline),
+            ttl_seconds_after_finished: Some(opts.ttl_after_finished),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels), annotations: Some(annotations), ..Default::default() }),
+                spec: Some(pod),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> PlanOptions {
+        PlanOptions {
+            run_id: "9e2017d3".into(),
+            target: "deployment/api -n shop".into(),
+            namespace: "kube-eagle".into(),
+            image: "ghcr.io/kube-eagle/eagle-agent:0.1.0".into(),
+            image_pull_policy: Some("IfNotPresent".into()),
+            image_pull_secrets: vec!["regcred".into()],
+            duration: Duration::from_secs(30),
+            frequency_hz: 99,
+            capabilities_only: false,
+            ttl_after_finished: 300,
+        }
+    }
+
+    /// The Job as the API server receives it. Regenerate with `UPDATE_SNAPSHOTS=1 cargo test`.
+    #[test]
+    fn job_snapshot() {
+        let job = job_for_node(&options(), 0, "node-a", &["abc123", "def456"]);
+        let actual = serde_json::to_string_pretty(&job).unwrap() + "\n";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/cluster/testdata/job-node-a.json");
+        if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+            std::fs::write(path, &actual).unwrap();
+        }
+        let expected = std::fs::read_to_string(path).expect("snapshot exists: run with UPDATE_SNAPSHOTS=1");
+        assert_eq!(actual, expected, "the planned Job changed; if intended, UPDATE_SNAPSHOTS=1 cargo test");
+    }
+
+    #[test]
+    fn the_contract_holds() {
+        let job = job_for_node(&options(), 3, "node-b", &["abc"]);
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(spec.backoff_limit, Some(0));
+        assert_eq!(spec.active_deadline_seconds, Some(150));
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.host_pid, Some(true));
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(pod.tolerations.as_ref().unwrap()[0].operator.as_deref(), Some("Exists"));
+        assert_eq!(job.metadata.namespace.as_deref(), Some("kube-eagle"));
+        assert_eq!(job.metadata.name.as_deref(), Some("eagle-9e2017d3-3"));
+        let sc = pod.containers[0].security_context.as_ref().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+
+        let minimal = job_for_node(&PlanOptions { capabilities_only: true, ..options() }, 0, "n", &["abc"]);
+        let sc = minimal.spec.unwrap().template.spec.unwrap().containers[0].security_context.clone().unwrap();
+        assert_eq!(sc.privileged, Some(false));
+        assert!(sc.capabilities.unwrap().add.unwrap().contains(&"BPF".to_string()));
+    }
+}

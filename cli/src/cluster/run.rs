@@ -1,0 +1,343 @@
+//! Running the planned Jobs: create them, watch their pods (one watch for the whole run),
+//! follow each agent's log once its pod runs, decode and verify each node's stream, and delete
+//! every Job the run created, on success, error, Ctrl-C and SIGTERM alike.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use eagle_proto::{Decoder, Event, NodeResult};
+use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, LogParams, PostParams};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client};
+use tokio::sync::mpsc;
+
+use super::api_error;
+use super::plan::{AGENT_CONTAINER, RUN_LABEL};
+use crate::error::CliError;
+
+/// How long a pod may stay unschedulable before its node is given up.
+const UNSCHEDULABLE_GRACE: Duration = Duration::from_secs(20);
+/// After Ctrl-C: how long agents get to complete their streams before we stop waiting.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(15);
+
+/// How one node's profile ended.
+#[derive(Debug)]
+pub enum NodeOutcome {
+    Done(Box<NodeResult>),
+    Failed(String),
+}
+
+pub struct NodeRun {
+    pub node: String,
+    pub job: String,
+    pub containers: usize,
+    pub outcome: Option<NodeOutcome>,
+    pod: Option<String>,
+    following: bool,
+    /// A log is followed once; after that the finished log is re-read instead.
+    followed: bool,
+    unschedulable_since: Option<Instant>,
+    decoder: Decoder,
+    bar: ProgressBar,
+}
+
+impl NodeRun {
+    fn finish(&mut self, outcome: NodeOutcome) {
+        if self.outcome.is_some() {
+            return;
+        }
+        match &outcome {
+            NodeOutcome::Done(r) => self.bar.finish_with_message(format!("done: {} samples", r.samples())),
+            NodeOutcome::Failed(why) => self.bar.abandon_with_message(format!("FAILED: {why}")),
+        }
+        self.outcome = Some(outcome);
+    }
+}
+
+enum LogMsg {
+    Line(usize, String),
+    /// The follow ended (container exited, or the connection broke).
+    Ended(usize),
+}
+
+pub struct Outcome {
+    pub nodes: Vec<NodeRun>,
+    pub interrupted: bool,
+}
+
+/// Creates the Jobs, waits for every node's result, and always deletes the Jobs (unless
+/// `keep`).
+pub async fn execute(client: &Client, namespace: &str, run_id: &str, jobs: Vec<(String, usize, Job)>, window: Duration, keep: bool) -> Result<Outcome, CliError> {
+    let job_api: Api<Job> = Api::namespaced(client.clone(), namespace);
+    let bars = MultiProgress::new();
+    let style = ProgressStyle::with_template("{spinner} {prefix:20} [{bar:25}] {msg}").expect("valid template").progress_chars("=> ");
+    let mut nodes: Vec<NodeRun> = jobs
+        .iter()
+        .map(|(node, containers, job)| {
+            let bar = bars.add(ProgressBar::new(window.as_millis() as u64).with_style(style.clone()).with_prefix(node.clone()));
+            bar.set_message("creating Job");
+            bar.enable_steady_tick(Duration::from_millis(250));
+            NodeRun {
+                node: node.clone(),
+                job: job.metadata.name.clone().unwrap_or_default(),
+                containers: *containers,
+                outcome: None,
+                pod: None,
+                following: false,
+                followed: false,
+                unschedulable_since: None,
+                decoder: Decoder::new(),
+                bar,
+            }
+        })
+        .collect();
+
+    let post = PostParams::default();
+    let created = futures::future::join_all(jobs.iter().map(|(_, _, job)| job_api.create(&post, job))).await;
+    let mut create_error = None;
+    for (n, result) in nodes.iter_mut().zip(created) {
+        if let Err(e) = result {
+            let e = api_error(e, &format!("job {}", n.job), namespace);
+            n.finish(NodeOutcome::Failed(e.to_string()));
+            create_error.get_or_insert(e);
+        }
+    }
+    let outcome = if nodes.iter().all(|n| n.outcome.is_some()) {
+        Err(create_error.expect("every node failed at creation"))
+    } else {
+        follow(client, namespace, run_id, &mut nodes, window).await
+    };
+    if !keep {
+        cleanup(&job_api, &nodes).await;
+    }
+    let interrupted = outcome?;
+    Ok(Outcome { nodes, interrupted })
+}
+
+/// The event loop of a run. Returns whether it was interrupted.
+async fn follow(client: &Client, namespace: &str, run_id: &str, nodes: &mut [NodeRun], window: Duration) -> Result<bool, CliError> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let config = watcher::Config::default().labels(&format!("{RUN_LABEL}={run_id}"));
+    let mut events = watcher(pods.clone(), config).default_backoff().applied_objects().boxed();
+    let (log_tx, mut log_rx) = mpsc::unbounded_channel::<LogMsg>();
+    let by_job: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.job.clone(), i)).collect();
+    // Beyond the window plus the Job's own deadline margin, nothing more will come.
+    let give_up = Instant::now() + window + super::plan::DEADLINE_MARGIN + Duration::from_secs(30);
+    let mut interrupted_at: Option<Instant> = None;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+
+    while nodes.iter().any(|n| n.outcome.is_none()) {
+        tokio::select! {
+            event = events.try_next() => match event {
+                Ok(Some(pod)) => {
+                    let job = pod.metadata.labels.as_ref().and_then(|l| l.get("job-name")).cloned().unwrap_or_default();
+                    if let Some(&i) = by_job.get(&job) {
+                        on_pod(&pods, &mut nodes[i], i, &pod, &log_tx).await;
+                    }
+                }
+                Ok(None) => return Err(CliError::Cluster("the watch on the profiling pods ended unexpectedly".into())),
+                Err(e) => {
+                    if let Some(msg) = forbidden(&e) {
+                        return Err(CliError::Forbidden(msg));
+                    }
+                }
+            },
+            Some(msg) = log_rx.recv() => match msg {
+                LogMsg::Line(i, line) => on_line(&mut nodes[i], &line),
+                LogMsg::Ended(i) => {
+                    let n = &mut nodes[i];
+                    n.following = false;
+                    if n.outcome.is_none() {
+                        // Follow broke or the container ended without a trailer: read the whole
+                        // log again once the pod has terminated.
+                        n.decoder = Decoder::new();
+                        n.bar.set_message("re-reading the log");
+                        if let Some(pod) = n.pod.clone() {
+                            reread_if_terminated(&pods, n, &pod).await;
+                        }
+                    }
+                }
+            },
+            _ = tokio::signal::ctrl_c(), if interrupted_at.is_none() => {
+                interrupted_at = Some(Instant::now());
+                eprintln!("interrupted: stopping the agents; they send what they sampled so far (Ctrl-C again to quit at once)");
+                stop_agents(client, namespace, nodes).await;
+            }
+            _ = async { sigterm.as_mut().expect("checked").recv().await }, if sigterm.is_some() && interrupted_at.is_none() => {
+                interrupted_at = Some(Instant::now());
+                stop_agents(client, namespace, nodes).await;
+            }
+            _ = tokio::signal::ctrl_c(), if interrupted_at.is_some() => {
+                for n in nodes.iter_mut() {
+                    n.finish(NodeOutcome::Failed("interrupted".into()));
+                }
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                for n in nodes.iter_mut().filter(|n| n.outcome.is_none()) {
+                    if n.unschedulable_since.is_some_and(|t| now - t > UNSCHEDULABLE_GRACE) {
+                        n.finish(NodeOutcome::Failed("unschedulable: the profiling pod cannot be placed on this node".into()));
+                    } else if interrupted_at.is_some_and(|t| now - t > INTERRUPT_GRACE) {
+                        n.finish(NodeOutcome::Failed("interrupted before the agent sent its result".into()));
+                    } else if now > give_up {
+                        let why = if n.pod.is_none() { "no pod was ever created for the Job (admission refused it? `kubectl describe job -n kube-eagle`)" } else { "timed out waiting for the agent's result" };
+                        n.finish(NodeOutcome::Failed(why.into()));
+                    }
+                }
+            }
+        }
+    }
+    Ok(interrupted_at.is_some())
+}
+
+fn forbidden(e: &watcher::Error) -> Option<String> {
+    let text = e.to_string();
+    (text.contains("403") || text.to_lowercase().contains("forbidden"))
+        .then(|| format!("not allowed to watch pods in the profiling namespace: {text}; ask for `watch` on pods there, or run `kubectl eagle init`"))
+}
+
+async fn on_pod(pods: &Api<Pod>, n: &mut NodeRun, index: usize, pod: &Pod, log_tx: &mpsc::UnboundedSender<LogMsg>) {
+    if n.outcome.is_some() {
+        return;
+    }
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    n.pod = Some(name.clone());
+    let status = pod.status.clone().unwrap_or_default();
+    let phase = status.phase.clone().unwrap_or_default();
+    // Failures visible before the container runs.
+    let waiting = status.container_statuses.iter().flatten().find_map(|s| s.state.as_ref()?.waiting.clone());
+    if let Some(w) = waiting {
+        let reason = w.reason.unwrap_or_default();
+        const FATAL: [&str; 6] = ["ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError", "CreateContainerError"];
+        if FATAL.contains(&reason.as_str()) {
+            let message = w.message.unwrap_or_default();
+            n.finish(NodeOutcome::Failed(format!("{reason}: {message}").trim_end_matches([':', ' ']).to_owned()));
+            return;
+        }
+        n.bar.set_message(reason.to_string());
+    }
+    let unschedulable = status.conditions.iter().flatten().any(|c| c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable"));
+    if unschedulable {
+        n.unschedulable_since.get_or_insert_with(Instant::now);
+        n.bar.set_message("unschedulable");
+    } else {
+        n.unschedulable_since = None;
+    }
+    match phase.as_str() {
+        // A Pending pod's log is empty and its follow ends at once: wait for it to run.
+        "Running" if !n.followed => {
+            n.following = true;
+            n.followed = true;
+            n.bar.set_message("sampling");
+            spawn_follow(pods.clone(), name, index, log_tx.clone());
+        }
+        "Succeeded" | "Failed" if !n.following => reread(pods, n, &name, Some(pod)).await,
+        _ => {}
+    }
+}
+
+fn spawn_follow(pods: Api<Pod>, pod: String, index: usize, tx: mpsc::UnboundedSender<LogMsg>) {
+    tokio::spawn(async move {
+        let params = LogParams { follow: true, container: Some(AGENT_CONTAINER.into()), ..Default::default() };
+        if let Ok(stream) = pods.log_stream(&pod, &params).await {
+            let mut lines = stream.lines();
+            while let Some(Ok(line)) = lines.next().await {
+                if tx.send(LogMsg::Line(index, line)).is_err() {
+                    return;
+                }
+            }
+        }
+        let _ = tx.send(LogMsg::Ended(index));
+    });
+}
+
+fn on_line(n: &mut NodeRun, line: &str) {
+    if n.outcome.is_some() {
+        return;
+    }
+    match n.decoder.feed_line(line) {
+        Ok(Some(Event::Progress(p))) => {
+            n.bar.set_position(p.elapsed_ms);
+            n.bar.set_message(format!("sampling: {} samples, {} processes", p.samples, p.processes));
+        }
+        Ok(Some(Event::Trailer(_))) => {
+            let decoder = std::mem::take(&mut n.decoder);
+            match decoder.finish() {
+                Ok(result) => n.finish(NodeOutcome::Done(Box::new(result))),
+                Err(e) => n.finish(NodeOutcome::Failed(e.to_string())),
+            }
+        }
+        Ok(_) => {}
+        Err(_) => {} // kept in the decoder; reported when the stream ends
+    }
+}
+
+async fn reread_if_terminated(pods: &Api<Pod>, n: &mut NodeRun, pod: &str) {
+    if let Ok(p) = pods.get(pod).await {
+        let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or_default();
+        if phase == "Succeeded" || phase == "Failed" {
+            reread(pods, n, pod, Some(&p)).await;
+        }
+    }
+}
+
+/// Reads the finished log in one piece: the reliable path when a follow broke, and the only
+/// one for a pod that finished before we could follow it.
+async fn reread(pods: &Api<Pod>, n: &mut NodeRun, pod_name: &str, pod: Option<&Pod>) {
+    if n.outcome.is_some() {
+        return;
+    }
+    let params = LogParams { container: Some(AGENT_CONTAINER.into()), ..Default::default() };
+    let log = match pods.logs(pod_name, &params).await {
+        Ok(log) => log,
+        Err(e) => return n.finish(NodeOutcome::Failed(format!("cannot read the agent's log: {e}"))),
+    };
+    let mut decoder = Decoder::new();
+    let _ = decoder.feed_text(&log);
+    match decoder.finish() {
+        Ok(result) => n.finish(NodeOutcome::Done(Box::new(result))),
+        Err(e) => {
+            // Say why the agent stopped, if it said so itself.
+            let agent_said = log.lines().rev().find(|l| l.starts_with("eagle-agent: error:")).map(|l| l.trim_start_matches("eagle-agent: error: ").to_owned());
+            let terminated = pod
+                .and_then(|p| p.status.as_ref()?.container_statuses.as_ref()?.first()?.state.as_ref()?.terminated.clone())
+                .map(|t| format!("agent exited with code {} ({})", t.exit_code, t.reason.unwrap_or_default()));
+            let why = match (agent_said, terminated) {
+                (Some(said), _) => said,
+                (None, Some(t)) if log.trim().is_empty() => t,
+                (None, Some(t)) => format!("{t}; {e}"),
+                (None, None) => e.to_string(),
+            };
+            n.finish(NodeOutcome::Failed(why));
+        }
+    }
+}
+
+/// Ctrl-C: the agents end their window on SIGTERM and still write their stream, so deleting
+/// the pods (gracefully) is how to stop them early without losing what they sampled.
+async fn stop_agents(client: &Client, namespace: &str, nodes: &[NodeRun]) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    for n in nodes.iter().filter(|n| n.outcome.is_none()) {
+        if let Some(pod) = &n.pod {
+            let _ = pods.delete(pod, &DeleteParams::default()).await;
+        }
+    }
+}
+
+async fn cleanup(jobs: &Api<Job>, nodes: &[NodeRun]) {
+    let params = DeleteParams::background();
+    let deletes = nodes.iter().map(|n| jobs.delete(&n.job, &params));
+    for (n, result) in nodes.iter().zip(futures::future::join_all(deletes).await) {
+        if let Err(e) = result {
+            let gone = matches!(&e, kube::Error::Api(s) if s.code == 404);
+            if !gone {
+                eprintln!("warning: could not delete Job {} (node {}): {e}; its TTL removes it later", n.job, n.node);
+            }
+        }
+    }
+}
