@@ -31,6 +31,7 @@ else
     export EAGLE_E2E_KUBECONFIG
   fi
   stamp "cluster end-to-end tests against $EAGLE_E2E_KUBECONFIG"
-  cargo nextest run -p eagle-tests --locked --run-ignored only --no-fail-fast
+  # One at a time: each test measures CPU shares of busy pods on a small cluster.
+  cargo nextest run -p eagle-tests --locked --run-ignored only --no-fail-fast --test-threads 1
 fi
 stamp done

@@ -1,0 +1,402 @@
+//! End-to-end tests of `kubectl-eagle profile` against a real cluster: the lab cluster that
+//! `scripts/test.sh` brings up, or any cluster given by `EAGLE_E2E_KUBECONFIG`, unchanged.
+//!
+//! Each test makes its own namespace and sample workload (images/groundtruth, known 60/30/10
+//! split), runs the real binary, and removes what it made. They are `#[ignore]`d so that a plain
+//! `cargo test` needs no cluster; `scripts/test.sh` runs them with `--run-ignored only`.
+//!
+//! Environment: `EAGLE_E2E_KUBECONFIG` (required), `EAGLE_E2E_GROUNDTRUTH_IMAGE` (default
+//! `lab.local/groundtruth:<version>`), `EAGLE_E2E_AGENT_IMAGE` (default: the CLI's own).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use eagle_proto::FoldedStacks;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+
+fn kubeconfig() -> Option<PathBuf> {
+    match std::env::var_os("EAGLE_E2E_KUBECONFIG") {
+        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
+        _ => {
+            eprintln!("skipped: EAGLE_E2E_KUBECONFIG is not set (scripts/test.sh sets it to the lab cluster)");
+            None
+        }
+    }
+}
+
+fn binary() -> PathBuf {
+    let dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let bin = dir.join("kubectl-eagle");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        bin.display()
+    );
+    bin
+}
+
+fn groundtruth_image() -> String {
+    std::env::var("EAGLE_E2E_GROUNDTRUTH_IMAGE")
+        .unwrap_or_else(|_| format!("lab.local/groundtruth:{}", env!("CARGO_PKG_VERSION")))
+}
+
+/// A namespace of the test's own with sample deployments; deleted on drop.
+struct Fixture {
+    rt: tokio::runtime::Runtime,
+    client: Client,
+    kubeconfig: PathBuf,
+    namespace: String,
+    dir: PathBuf,
+}
+
+impl Fixture {
+    fn new(kubeconfig: PathBuf, name: &str) -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = rt.block_on(async {
+            let kc = Kubeconfig::read_from(&kubeconfig).unwrap();
+            let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .unwrap();
+            Client::try_from(config).unwrap()
+        });
+        let suffix = format!(
+            "{:x}",
+            std::process::id()
+                ^ Instant::now().elapsed().subsec_nanos()
+                ^ (name.len() as u32 * 7919)
+        );
+        let namespace = format!("eagle-e2e-{name}-{suffix}");
+        let dir = std::env::temp_dir().join(&namespace);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ns: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}})).unwrap();
+        rt.block_on(Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns))
+            .unwrap();
+        Fixture {
+            rt,
+            client,
+            kubeconfig,
+            namespace,
+            dir,
+        }
+    }
+
+    /// A groundtruth deployment, waited for until every replica runs.
+    fn deploy(&self, name: &str, replicas: i32, args: &[&str]) {
+        let d: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": self.namespace},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {
+                        "terminationGracePeriodSeconds": 1,
+                        "automountServiceAccountToken": false,
+                        "containers": [{"name": "app", "image": groundtruth_image(), "imagePullPolicy": "IfNotPresent", "args": args}]
+                    }
+                }
+            }
+        }))
+        .unwrap();
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
+        self.rt
+            .block_on(api.create(&PostParams::default(), &d))
+            .unwrap();
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let list = self
+                .rt
+                .block_on(pods.list(&ListParams::default().labels(&format!("app={name}"))))
+                .unwrap();
+            let running = list
+                .items
+                .iter()
+                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+                .count();
+            if running == replicas as usize {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "deployment {name}: only {running}/{replicas} pods Running after 120 s"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(binary());
+        cmd.arg("profile")
+            .args(args)
+            .arg("-n")
+            .arg(&self.namespace)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig);
+        if let Ok(image) = std::env::var("EAGLE_E2E_AGENT_IMAGE") {
+            cmd.arg("--image").arg(image);
+        }
+        cmd.current_dir(&self.dir);
+        cmd
+    }
+
+    fn profile(&self, args: &[&str]) -> Output {
+        let out = self.command(args).output().unwrap();
+        eprintln!(
+            "kubectl-eagle profile {args:?}: {}\n--- stderr\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// The Jobs a run left in the profiling namespace.
+    fn jobs_of_run(&self, run_id: &str) -> Vec<String> {
+        let api: Api<Job> = Api::namespaced(self.client.clone(), "kube-eagle");
+        let list = self
+            .rt
+            .block_on(
+                api.list(&ListParams::default().labels(&format!("kube-eagle.io/run={run_id}"))),
+            )
+            .unwrap();
+        list.items
+            .into_iter()
+            .filter_map(|j| j.metadata.name)
+            .collect()
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let _ = self
+            .rt
+            .block_on(api.delete(&self.namespace, &DeleteParams::background()));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn run_id(stderr: &str) -> String {
+    stderr
+        .split("run ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("the CLI prints its run id")
+        .to_owned()
+}
+
+/// Inclusive share, in percent, of samples whose stack holds `frame`.
+fn share(folded: &FoldedStacks, frame: &str) -> f64 {
+    let hits: u64 = folded
+        .iter()
+        .filter(|(s, _)| s.split(';').any(|f| f == frame))
+        .map(|(_, c)| c)
+        .sum();
+    hits as f64 * 100.0 / folded.total() as f64
+}
+
+fn read_folded(path: &Path) -> FoldedStacks {
+    FoldedStacks::parse(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn assert_groundtruth_split(folded: &FoldedStacks, tolerance: f64) {
+    for (frame, expected) in [("cpu_60", 60.0), ("cpu_30", 30.0), ("cpu_10", 10.0)] {
+        let got = share(folded, frame);
+        assert!(
+            (got - expected).abs() <= tolerance,
+            "{frame}: {got:.1}% of {} samples, expected {expected}±{tolerance}",
+            folded.total()
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs a cluster: EAGLE_E2E_KUBECONFIG"]
+fn deployment_with_two_replicas_shows_the_true_split_per_pod() {
+    let Some(kc) = kubeconfig() else { return };
+    let fx = Fixture::new(kc, "deploy");
+    fx.deploy("api", 2, &[]);
+    let out = fx.profile(&[
+        "deployment/api",
+        "-d",
+        "5s",
+        "-f",
+        "499",
+        "-o",
+        "api.folded",
+        "--group-by",
+        "pod",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let folded = read_folded(&fx.path("api.folded"));
+    assert!(
+        folded.total() > 2000,
+        "{} samples from two busy pods over 5 s at 499 Hz",
+        folded.total()
+    );
+    assert_groundtruth_split(&folded, 3.0);
+    let pods: std::collections::BTreeSet<&str> = folded
+        .iter()
+        .filter_map(|(s, _)| s.split(';').find(|f| f.starts_with("pod/api-")))
+        .collect();
+    assert_eq!(pods.len(), 2, "both replicas appear: {pods:?}");
+    assert!(folded
+        .iter()
+        .all(|(s, _)| s.starts_with(&format!("namespace/{};deployment/api;pod/", fx.namespace))));
+    assert!(
+        fx.jobs_of_run(&run_id(&stderr)).is_empty(),
+        "the run's Jobs are deleted"
+    );
+}
+
+#[test]
+#[ignore = "needs a cluster: EAGLE_E2E_KUBECONFIG"]
+fn namespace_target_renders_every_workload_in_one_svg() {
+    let Some(kc) = kubeconfig() else { return };
+    let fx = Fixture::new(kc, "ns");
+    fx.deploy("api", 1, &[]);
+    fx.deploy("worker", 1, &["--syscalls"]);
+    let target = format!("namespace/{}", fx.namespace);
+    let out = fx.profile(&[
+        &target,
+        "-d",
+        "4s",
+        "-f",
+        "199",
+        "-o",
+        "shop.svg",
+        "--group-by",
+        "workload",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let svg = std::fs::read_to_string(fx.path("shop.svg")).unwrap();
+    assert!(svg.starts_with("<?xml") && svg.trim_end().ends_with("</svg>"));
+    // Kernel frames: inferno shows `do_syscall_64_[k]` as `do_syscall_64`, in the kernel color.
+    for expected in [
+        "deployment/api",
+        "deployment/worker",
+        "cpu_60",
+        "getppid",
+        "do_syscall_64",
+        "199 Hz",
+    ] {
+        assert!(svg.contains(expected), "the SVG shows {expected}");
+    }
+}
+
+#[test]
+#[ignore = "needs a cluster: EAGLE_E2E_KUBECONFIG"]
+fn ctrl_c_writes_a_partial_profile_and_leaves_no_job() {
+    let Some(kc) = kubeconfig() else { return };
+    let fx = Fixture::new(kc, "sigint");
+    fx.deploy("api", 1, &[]);
+    let child = fx
+        .command(&[
+            "deployment/api",
+            "-d",
+            "60s",
+            "-f",
+            "199",
+            "-o",
+            "api.folded",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // Interrupt once sampling has run a few seconds: the agent's pod is Running by then.
+    let pods: Api<Pod> = Api::namespaced(fx.client.clone(), "kube-eagle");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = fx
+            .rt
+            .block_on(
+                pods.list(&ListParams::default().labels("app.kubernetes.io/managed-by=kube-eagle")),
+            )
+            .unwrap();
+        let running = list.items.iter().any(|p| {
+            p.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("kube-eagle.io/target"))
+                .is_some_and(|t| t.contains(&fx.namespace))
+                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        });
+        if running {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the profiling pod never ran");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}");
+    assert_eq!(out.status.code(), Some(7), "interrupted runs are partial");
+    let folded = read_folded(&fx.path("api.folded"));
+    assert!(
+        folded.total() > 200,
+        "what was sampled before Ctrl-C is kept: {} samples",
+        folded.total()
+    );
+    assert_groundtruth_split(&folded, 5.0);
+    assert!(
+        fx.jobs_of_run(&run_id(&stderr)).is_empty(),
+        "no Job left behind"
+    );
+}
+
+#[test]
+#[ignore = "needs a cluster: EAGLE_E2E_KUBECONFIG"]
+fn a_bad_image_fails_the_node_with_the_reason_and_leaves_nothing() {
+    let Some(kc) = kubeconfig() else { return };
+    let fx = Fixture::new(kc, "badimage");
+    fx.deploy("api", 1, &[]);
+    let out = fx.profile(&[
+        "deployment/api",
+        "-d",
+        "3s",
+        "-o",
+        "api.svg",
+        "--image",
+        "lab.local/no-such-image:0",
+        "--image-pull-policy",
+        "Never",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "no node delivered: failed");
+    assert!(
+        stderr.contains("FAILED: ErrImageNeverPull")
+            || stderr.contains("FAILED: ErrImagePull")
+            || stderr.contains("FAILED: ImagePullBackOff"),
+        "{stderr}"
+    );
+    assert!(
+        !fx.path("api.svg").exists(),
+        "no graph pretends to be a result"
+    );
+    assert!(fx.jobs_of_run(&run_id(&stderr)).is_empty());
+}
