@@ -25,10 +25,8 @@ fn main() {
         return;
     };
     // The kernel's uapi headers put asm/ under the multiarch directory on Debian.
-    let multiarch = format!(
-        "/usr/include/{}-linux-gnu",
-        env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".into())
-    );
+    let multiarch =
+        format!("/usr/include/{}-linux-gnu", env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".into()));
     let status = Command::new(&clang)
         .args(["-target", "bpf", "-O2", "-g", "-Wall", "-Werror"])
         .arg(format!("-I{multiarch}"))

@@ -13,7 +13,12 @@ use crate::output::Format;
 pub const MAX_FREQUENCY_HZ: u64 = 10_000;
 
 #[derive(Debug, Parser)]
-#[command(name = "kubectl-eagle", bin_name = "kubectl eagle", version, about = "Where does the CPU of this workload go? One flame graph of a process, a pod, a workload or a namespace.")]
+#[command(
+    name = "kubectl-eagle",
+    bin_name = "kubectl eagle",
+    version,
+    about = "Where does the CPU of this workload go? One flame graph of a process, a pod, a workload or a namespace."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

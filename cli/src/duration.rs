@@ -30,7 +30,11 @@ pub fn human(d: Duration) -> String {
         format!("{}ms", d.as_millis())
     } else if s < 120.0 {
         let r = (s * 10.0).round() / 10.0;
-        if r.fract() == 0.0 { format!("{r:.0}s") } else { format!("{r:.1}s") }
+        if r.fract() == 0.0 {
+            format!("{r:.0}s")
+        } else {
+            format!("{r:.1}s")
+        }
     } else {
         format!("{:.1}m", s / 60.0)
     }

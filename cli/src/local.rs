@@ -52,10 +52,12 @@ pub fn profile(run: &LocalRun) -> Result<LocalResult, CliError> {
         targets.push(eagle_agent::Target::Pid(c.child.id()));
     }
     let duration = run.duration.unwrap_or(if child.is_some() { UNTIL_EXIT } else { Duration::from_secs(30) });
-    let config = AgentConfig { targets, duration, frequency_hz: run.frequency_hz, node: eagle_agent::run::default_node_name() };
+    let config =
+        AgentConfig { targets, duration, frequency_hz: run.frequency_hz, node: eagle_agent::run::default_node_name() };
 
     let (tx, rx) = mpsc::channel::<String>();
-    let agent = std::thread::spawn(move || eagle_agent::run(&config, &STOP, &mut |line| drop(tx.send(line.to_owned()))));
+    let agent =
+        std::thread::spawn(move || eagle_agent::run(&config, &STOP, &mut |line| drop(tx.send(line.to_owned()))));
 
     let bar = progress_bar(run.duration);
     let started = Instant::now();
@@ -80,7 +82,9 @@ pub fn profile(run: &LocalRun) -> Result<LocalResult, CliError> {
     }
     bar.finish_and_clear();
     let elapsed = started.elapsed();
-    let agent_result = agent.join().map_err(|_| CliError::Failed("the sampler crashed; please report this with the command you ran".into()))?;
+    let agent_result = agent
+        .join()
+        .map_err(|_| CliError::Failed("the sampler crashed; please report this with the command you ran".into()))?;
     if let Some(c) = child.take() {
         c.stop();
     }
@@ -88,15 +92,23 @@ pub fn profile(run: &LocalRun) -> Result<LocalResult, CliError> {
     if let Some(e) = decode_error {
         return Err(CliError::Failed(format!("internal error: the local result stream does not decode: {e}")));
     }
-    let result = decoder.finish().map_err(|e| CliError::Failed(format!("internal error: the local result stream does not decode: {e}")))?;
+    let result = decoder
+        .finish()
+        .map_err(|e| CliError::Failed(format!("internal error: the local result stream does not decode: {e}")))?;
     Ok(LocalResult { result, elapsed, interrupted: STOP.load(Ordering::Relaxed) })
 }
 
 fn progress_bar(duration: Option<Duration>) -> ProgressBar {
     let bar = match duration {
-        Some(d) => ProgressBar::new(d.as_millis() as u64)
-            .with_style(ProgressStyle::with_template("{spinner} sampling [{bar:30}] {elapsed}/{duration} {msg}").expect("valid template").progress_chars("=> ")),
-        None => ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} sampling until the command exits {elapsed} {msg}").expect("valid template")),
+        Some(d) => ProgressBar::new(d.as_millis() as u64).with_style(
+            ProgressStyle::with_template("{spinner} sampling [{bar:30}] {elapsed}/{duration} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        ),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} sampling until the command exits {elapsed} {msg}")
+                .expect("valid template"),
+        ),
     };
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
@@ -106,7 +118,9 @@ fn agent_error(e: AgentError) -> CliError {
     match e {
         AgentError::InvalidConfig(m) => CliError::Usage(m),
         AgentError::NotFound(m) => CliError::NotFound(m),
-        AgentError::Sampler(SamplerError::PermissionDenied(m)) => CliError::Forbidden(format!("{m}; for example: sudo kubectl-eagle profile ...")),
+        AgentError::Sampler(SamplerError::PermissionDenied(m)) => {
+            CliError::Forbidden(format!("{m}; for example: sudo kubectl-eagle profile ..."))
+        }
         AgentError::Sampler(e) => CliError::Failed(e.to_string()),
     }
 }

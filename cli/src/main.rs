@@ -41,11 +41,15 @@ fn profile(args: ProfileArgs) -> Result<Exit, CliError> {
             "nothing to profile: name a target (pid/N, deployment/NAME, ...) or a command after `--`".into(),
         ));
     }
-    let cluster_targets: Vec<(target::ClusterKind, String)> =
-        targets.iter().filter_map(|t| if let Target::Cluster { kind, name } = t { Some((*kind, name.clone())) } else { None }).collect();
+    let cluster_targets: Vec<(target::ClusterKind, String)> = targets
+        .iter()
+        .filter_map(|t| if let Target::Cluster { kind, name } = t { Some((*kind, name.clone())) } else { None })
+        .collect();
     let is_cluster = !cluster_targets.is_empty() || args.cluster.selector.is_some();
     if is_cluster && (cluster_targets.len() != targets.len() || !args.command.is_empty()) {
-        return Err(CliError::Usage("cluster targets and local ones (pid/N, -- COMMAND) cannot be mixed in one run".into()));
+        return Err(CliError::Usage(
+            "cluster targets and local ones (pid/N, -- COMMAND) cannot be mixed in one run".into(),
+        ));
     }
     if is_cluster {
         if args.cluster.dry_run {
@@ -62,7 +66,8 @@ fn profile(args: ProfileArgs) -> Result<Exit, CliError> {
 fn profile_local(args: &ProfileArgs, targets: &[Target], destination: &Destination) -> Result<Exit, CliError> {
     local::install_signal_handlers();
     let pids: Vec<u32> = targets.iter().filter_map(|t| if let Target::Pid(p) = t { Some(*p) } else { None }).collect();
-    let run = local::LocalRun { pids, command: args.command.clone(), duration: args.duration, frequency_hz: args.frequency };
+    let run =
+        local::LocalRun { pids, command: args.command.clone(), duration: args.duration, frequency_hz: args.frequency };
     let outcome = local::profile(&run)?;
     let result = &outcome.result;
     let folded = merge::merge([result], &merge::Placements::new(), args.group_by);
@@ -101,7 +106,9 @@ fn profile_local(args: &ProfileArgs, targets: &[Target], destination: &Destinati
 
 #[cfg(not(target_os = "linux"))]
 fn profile_local(_: &ProfileArgs, _: &[Target], _: &Destination) -> Result<Exit, CliError> {
-    Err(CliError::Usage("local profiling (pid/N, -- COMMAND) needs Linux; profile cluster workloads from this machine instead".into()))
+    Err(CliError::Usage(
+        "local profiling (pid/N, -- COMMAND) needs Linux; profile cluster workloads from this machine instead".into(),
+    ))
 }
 
 fn describe_targets(targets: &[String], command: &[String]) -> String {

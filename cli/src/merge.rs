@@ -32,7 +32,11 @@ pub struct Placement {
 /// Container id -> placement.
 pub type Placements = HashMap<String, Placement>;
 
-pub fn merge<'a>(results: impl IntoIterator<Item = &'a NodeResult>, placements: &Placements, group_by: GroupBy) -> FoldedStacks {
+pub fn merge<'a>(
+    results: impl IntoIterator<Item = &'a NodeResult>,
+    placements: &Placements,
+    group_by: GroupBy,
+) -> FoldedStacks {
     let mut folded = FoldedStacks::new();
     for result in results {
         for record in &result.records {
@@ -94,9 +98,20 @@ mod tests {
     fn levels_down_to_group_by_and_none_merges_replicas() {
         let mut placements = Placements::new();
         for (id, pod) in [("aaa", "api-1"), ("bbb", "api-2")] {
-            placements.insert(id.into(), Placement { namespace: "shop".into(), workload: "deployment/api".into(), pod: pod.into(), container: "app".into() });
+            placements.insert(
+                id.into(),
+                Placement {
+                    namespace: "shop".into(),
+                    workload: "deployment/api".into(),
+                    pod: pod.into(),
+                    container: "app".into(),
+                },
+            );
         }
-        let results = [result(vec![record("aaa", 10, &["main", "hot"], 3)]), result(vec![record("bbb", 11, &["main", "hot"], 2)])];
+        let results = [
+            result(vec![record("aaa", 10, &["main", "hot"], 3)]),
+            result(vec![record("bbb", 11, &["main", "hot"], 2)]),
+        ];
         let none = merge(&results, &placements, GroupBy::None);
         assert_eq!(none.to_text(), "main;hot 5\n");
         let workload = merge(&results, &placements, GroupBy::Workload);

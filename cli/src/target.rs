@@ -42,7 +42,9 @@ const KINDS: &str = "pid, pod, deployment, statefulset, daemonset, replicaset, j
 
 pub fn parse(s: &str) -> Result<Target, CliError> {
     let (kind, name) = s.split_once('/').ok_or_else(|| {
-        CliError::Usage(format!("`{s}` is not a target: write KIND/NAME, for example pid/4242 or deployment/api (kinds: {KINDS})"))
+        CliError::Usage(format!(
+            "`{s}` is not a target: write KIND/NAME, for example pid/4242 or deployment/api (kinds: {KINDS})"
+        ))
     })?;
     if name.is_empty() {
         return Err(CliError::Usage(format!("`{s}` names no {kind}: write {kind}/NAME")));
@@ -53,7 +55,8 @@ pub fn parse(s: &str) -> Result<Target, CliError> {
             _ => Err(CliError::Usage(format!("`{s}`: a pid is a positive number"))),
         };
     }
-    let kind = ClusterKind::parse(kind).ok_or_else(|| CliError::Usage(format!("`{s}`: unknown kind `{kind}` (kinds: {KINDS})")))?;
+    let kind = ClusterKind::parse(kind)
+        .ok_or_else(|| CliError::Usage(format!("`{s}`: unknown kind `{kind}` (kinds: {KINDS})")))?;
     Ok(Target::Cluster { kind, name: name.to_owned() })
 }
 
@@ -70,7 +73,13 @@ mod tests {
 
     #[test]
     fn bad_targets_say_what_to_write() {
-        for (bad, hint) in [("4242", "KIND/NAME"), ("deployment/", "deployment/NAME"), ("pid/0", "positive"), ("pid/x", "positive"), ("gizmo/a", "unknown kind")] {
+        for (bad, hint) in [
+            ("4242", "KIND/NAME"),
+            ("deployment/", "deployment/NAME"),
+            ("pid/0", "positive"),
+            ("pid/x", "positive"),
+            ("gizmo/a", "unknown kind"),
+        ] {
             let e = parse(bad).unwrap_err().to_string();
             assert!(e.contains(hint), "{bad}: {e}");
         }

@@ -7,8 +7,7 @@
 pub fn object() -> Option<&'static [u8]> {
     #[repr(C, align(32))]
     struct Aligned<T: ?Sized>(T);
-    static OBJECT: &Aligned<[u8]> =
-        &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/profiler.bpf.o")));
+    static OBJECT: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/profiler.bpf.o")));
     if cfg!(eagle_ebpf_stub) {
         None
     } else {

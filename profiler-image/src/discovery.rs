@@ -111,7 +111,9 @@ impl ProcFs {
 pub fn cgroup_matches(cgroup: &str, target: &Target) -> bool {
     match target {
         Target::Pid(_) => false,
-        Target::Container(id) => cgroup_paths(cgroup).any(|p| path_container_id(p).is_some_and(|c| c.starts_with(id.as_str()))),
+        Target::Container(id) => {
+            cgroup_paths(cgroup).any(|p| path_container_id(p).is_some_and(|c| c.starts_with(id.as_str())))
+        }
         Target::Pod(uid) => {
             let underscored = uid.replace('-', "_");
             cgroup_paths(cgroup).any(|p| {
@@ -167,7 +169,10 @@ mod tests {
             assert!(cgroup_matches(&text, &Target::Container(ID[..12].into())), "{name}: short id");
             assert!(cgroup_matches(&text, &Target::Pod(UID.into())), "{name}: pod");
             assert_eq!(container_id(&text).as_deref(), Some(ID), "{name}");
-            assert!(!cgroup_matches(&text, &Target::Pod("5b9e6f8a-1c2d-4e3f-8a9b-000000000000".into())), "{name}: other pod");
+            assert!(
+                !cgroup_matches(&text, &Target::Pod("5b9e6f8a-1c2d-4e3f-8a9b-000000000000".into())),
+                "{name}: other pod"
+            );
         }
     }
 

@@ -15,6 +15,6 @@ pub mod target;
 #[cfg(target_os = "linux")]
 pub mod run;
 
-pub use target::Target;
 #[cfg(target_os = "linux")]
 pub use run::{run, AgentConfig, AgentError, Summary, MAX_FREQUENCY_HZ};
+pub use target::Target;

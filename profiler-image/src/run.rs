@@ -81,7 +81,10 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
         .map(|(t, _)| t.to_string())
         .collect();
     if !missing.is_empty() {
-        return Err(AgentError::NotFound(format!("no such process: {} (is it running, and in this pid namespace?)", missing.join(", "))));
+        return Err(AgentError::NotFound(format!(
+            "no such process: {} (is it running, and in this pid namespace?)",
+            missing.join(", ")
+        )));
     }
 
     let mut sampler = crate::sampler::ebpf::EbpfSampler::start(config.frequency_hz, proc.clone())?;
@@ -121,7 +124,11 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
             break;
         }
         if stop.load(Ordering::Relaxed) {
-            ended = Some(format!("stopped by a signal after {:.1}s of the {:.1}s window", elapsed.as_secs_f64(), config.duration.as_secs_f64()));
+            ended = Some(format!(
+                "stopped by a signal after {:.1}s of the {:.1}s window",
+                elapsed.as_secs_f64(),
+                config.duration.as_secs_f64()
+            ));
             break;
         }
         std::thread::sleep(COLLECT_EVERY.min(config.duration - elapsed));
@@ -149,7 +156,10 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
         }
         if !watches_groups && sampler.live() == 0 {
             let at = started.elapsed().as_secs_f64();
-            ended = Some(format!("every target process exited after {at:.1}s: the profile covers {at:.1}s of the {:.1}s window", config.duration.as_secs_f64()));
+            ended = Some(format!(
+                "every target process exited after {at:.1}s: the profile covers {at:.1}s of the {:.1}s window",
+                config.duration.as_secs_f64()
+            ));
             break;
         }
     }
@@ -165,7 +175,10 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
         run.warnings.push(Warning {
             code: "samples-lost".into(),
             pid: None,
-            message: format!("{lost} of {total} samples ({:.1}%) lost to stack-map collisions or full maps", lost as f64 * 100.0 / total as f64),
+            message: format!(
+                "{lost} of {total} samples ({:.1}%) lost to stack-map collisions or full maps",
+                lost as f64 * 100.0 / total as f64
+            ),
         });
     }
     for w in run.warnings.drain(..) {
@@ -197,7 +210,11 @@ impl Run {
                     self.requested.insert(pid);
                 }
             }
-            Err(e) => self.warnings.push(Warning { code: "sampler-failed".into(), pid: Some(pid), message: format!("{}: {e}", info.name) }),
+            Err(e) => self.warnings.push(Warning {
+                code: "sampler-failed".into(),
+                pid: Some(pid),
+                message: format!("{}: {e}", info.name),
+            }),
         }
     }
 
@@ -218,7 +235,11 @@ impl Run {
                     // A child gone before it could be read inherits its parent's name and
                     // container: it was forked from it.
                     let info = self.proc.info(pid).or_else(|| {
-                        self.processes.get(&root).map(|r| ProcessInfo { pid, name: r.name.clone(), container: r.container.clone() })
+                        self.processes.get(&root).map(|r| ProcessInfo {
+                            pid,
+                            name: r.name.clone(),
+                            container: r.container.clone(),
+                        })
                     });
                     if let Some(info) = info {
                         self.processes.insert(pid, info);

@@ -37,7 +37,11 @@ impl Default for Symbols {
 impl Symbols {
     pub fn new() -> Self {
         Self {
-            blaze: Symbolizer::builder().enable_code_info(false).enable_inlined_fns(true).enable_demangling(true).build(),
+            blaze: Symbolizer::builder()
+                .enable_code_info(false)
+                .enable_inlined_fns(true)
+                .enable_demangling(true)
+                .build(),
             normalizer: Normalizer::builder().enable_build_ids(false).build(),
             user: HashMap::new(),
             kernel: HashMap::new(),

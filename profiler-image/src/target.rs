@@ -69,7 +69,12 @@ mod tests {
     fn parses_every_form_the_cli_sends() {
         assert_eq!("pid:42".parse(), Ok(Target::Pid(42)));
         let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-        for form in [format!("container:{id}"), format!("container:containerd://{id}"), format!("container:docker://{id}"), format!("container:cri-o://{id}")] {
+        for form in [
+            format!("container:{id}"),
+            format!("container:containerd://{id}"),
+            format!("container:docker://{id}"),
+            format!("container:cri-o://{id}"),
+        ] {
             assert_eq!(form.parse(), Ok(Target::Container(id.into())), "{form}");
         }
         let uid = "5b9e6f8a-1c2d-4e3f-8a9b-0c1d2e3f4a5b";

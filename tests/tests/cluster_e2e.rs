@@ -31,19 +31,9 @@ fn kubeconfig() -> Option<PathBuf> {
 }
 
 fn binary() -> PathBuf {
-    let dir = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
+    let dir = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
     let bin = dir.join("kubectl-eagle");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build --workspace --bins` first",
-        bin.display()
-    );
+    assert!(bin.exists(), "{} is missing: run `cargo build --workspace --bins` first", bin.display());
     bin
 }
 
@@ -63,37 +53,20 @@ struct Fixture {
 
 impl Fixture {
     fn new(kubeconfig: PathBuf, name: &str) -> Self {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let client = rt.block_on(async {
             let kc = Kubeconfig::read_from(&kubeconfig).unwrap();
-            let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-                .await
-                .unwrap();
+            let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
             Client::try_from(config).unwrap()
         });
-        let suffix = format!(
-            "{:x}",
-            std::process::id()
-                ^ Instant::now().elapsed().subsec_nanos()
-                ^ (name.len() as u32 * 7919)
-        );
+        let suffix =
+            format!("{:x}", std::process::id() ^ Instant::now().elapsed().subsec_nanos() ^ (name.len() as u32 * 7919));
         let namespace = format!("eagle-e2e-{name}-{suffix}");
         let dir = std::env::temp_dir().join(&namespace);
         std::fs::create_dir_all(&dir).unwrap();
-        let ns: Namespace =
-            serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}})).unwrap();
-        rt.block_on(Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns))
-            .unwrap();
-        Fixture {
-            rt,
-            client,
-            kubeconfig,
-            namespace,
-            dir,
-        }
+        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}})).unwrap();
+        rt.block_on(Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns)).unwrap();
+        Fixture { rt, client, kubeconfig, namespace, dir }
     }
 
     /// A groundtruth deployment, waited for until every replica runs.
@@ -115,16 +88,11 @@ impl Fixture {
         }))
         .unwrap();
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
-        self.rt
-            .block_on(api.create(&PostParams::default(), &d))
-            .unwrap();
+        self.rt.block_on(api.create(&PostParams::default(), &d)).unwrap();
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            let list = self
-                .rt
-                .block_on(pods.list(&ListParams::default().labels(&format!("app={name}"))))
-                .unwrap();
+            let list = self.rt.block_on(pods.list(&ListParams::default().labels(&format!("app={name}")))).unwrap();
             let running = list
                 .items
                 .iter()
@@ -133,22 +101,14 @@ impl Fixture {
             if running == replicas as usize {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "deployment {name}: only {running}/{replicas} pods Running after 120 s"
-            );
+            assert!(Instant::now() < deadline, "deployment {name}: only {running}/{replicas} pods Running after 120 s");
             std::thread::sleep(Duration::from_millis(500));
         }
     }
 
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(binary());
-        cmd.arg("profile")
-            .args(args)
-            .arg("-n")
-            .arg(&self.namespace)
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig);
+        cmd.arg("profile").args(args).arg("-n").arg(&self.namespace).arg("--kubeconfig").arg(&self.kubeconfig);
         if let Ok(image) = std::env::var("EAGLE_E2E_AGENT_IMAGE") {
             cmd.arg("--image").arg(image);
         }
@@ -169,16 +129,9 @@ impl Fixture {
     /// The Jobs a run left in the profiling namespace.
     fn jobs_of_run(&self, run_id: &str) -> Vec<String> {
         let api: Api<Job> = Api::namespaced(self.client.clone(), "kube-eagle");
-        let list = self
-            .rt
-            .block_on(
-                api.list(&ListParams::default().labels(&format!("kube-eagle.io/run={run_id}"))),
-            )
-            .unwrap();
-        list.items
-            .into_iter()
-            .filter_map(|j| j.metadata.name)
-            .collect()
+        let list =
+            self.rt.block_on(api.list(&ListParams::default().labels(&format!("kube-eagle.io/run={run_id}")))).unwrap();
+        list.items.into_iter().filter_map(|j| j.metadata.name).collect()
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -189,29 +142,18 @@ impl Fixture {
 impl Drop for Fixture {
     fn drop(&mut self) {
         let api: Api<Namespace> = Api::all(self.client.clone());
-        let _ = self
-            .rt
-            .block_on(api.delete(&self.namespace, &DeleteParams::background()));
+        let _ = self.rt.block_on(api.delete(&self.namespace, &DeleteParams::background()));
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
 fn run_id(stderr: &str) -> String {
-    stderr
-        .split("run ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .expect("the CLI prints its run id")
-        .to_owned()
+    stderr.split("run ").nth(1).and_then(|r| r.split_whitespace().next()).expect("the CLI prints its run id").to_owned()
 }
 
 /// Inclusive share, in percent, of samples whose stack holds `frame`.
 fn share(folded: &FoldedStacks, frame: &str) -> f64 {
-    let hits: u64 = folded
-        .iter()
-        .filter(|(s, _)| s.split(';').any(|f| f == frame))
-        .map(|(_, c)| c)
-        .sum();
+    let hits: u64 = folded.iter().filter(|(s, _)| s.split(';').any(|f| f == frame)).map(|(_, c)| c).sum();
     hits as f64 * 100.0 / folded.total() as f64
 }
 
@@ -236,38 +178,17 @@ fn deployment_with_two_replicas_shows_the_true_split_per_pod() {
     let Some(kc) = kubeconfig() else { return };
     let fx = Fixture::new(kc, "deploy");
     fx.deploy("api", 2, &[]);
-    let out = fx.profile(&[
-        "deployment/api",
-        "-d",
-        "5s",
-        "-f",
-        "499",
-        "-o",
-        "api.folded",
-        "--group-by",
-        "pod",
-    ]);
+    let out = fx.profile(&["deployment/api", "-d", "5s", "-f", "499", "-o", "api.folded", "--group-by", "pod"]);
     assert_eq!(out.status.code(), Some(0));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let folded = read_folded(&fx.path("api.folded"));
-    assert!(
-        folded.total() > 2000,
-        "{} samples from two busy pods over 5 s at 499 Hz",
-        folded.total()
-    );
+    assert!(folded.total() > 2000, "{} samples from two busy pods over 5 s at 499 Hz", folded.total());
     assert_groundtruth_split(&folded, 3.0);
-    let pods: std::collections::BTreeSet<&str> = folded
-        .iter()
-        .filter_map(|(s, _)| s.split(';').find(|f| f.starts_with("pod/api-")))
-        .collect();
+    let pods: std::collections::BTreeSet<&str> =
+        folded.iter().filter_map(|(s, _)| s.split(';').find(|f| f.starts_with("pod/api-"))).collect();
     assert_eq!(pods.len(), 2, "both replicas appear: {pods:?}");
-    assert!(folded
-        .iter()
-        .all(|(s, _)| s.starts_with(&format!("namespace/{};deployment/api;pod/", fx.namespace))));
-    assert!(
-        fx.jobs_of_run(&run_id(&stderr)).is_empty(),
-        "the run's Jobs are deleted"
-    );
+    assert!(folded.iter().all(|(s, _)| s.starts_with(&format!("namespace/{};deployment/api;pod/", fx.namespace))));
+    assert!(fx.jobs_of_run(&run_id(&stderr)).is_empty(), "the run's Jobs are deleted");
 }
 
 #[test]
@@ -278,29 +199,12 @@ fn namespace_target_renders_every_workload_in_one_svg() {
     fx.deploy("api", 1, &[]);
     fx.deploy("worker", 1, &["--syscalls"]);
     let target = format!("namespace/{}", fx.namespace);
-    let out = fx.profile(&[
-        &target,
-        "-d",
-        "4s",
-        "-f",
-        "199",
-        "-o",
-        "shop.svg",
-        "--group-by",
-        "workload",
-    ]);
+    let out = fx.profile(&[&target, "-d", "4s", "-f", "199", "-o", "shop.svg", "--group-by", "workload"]);
     assert_eq!(out.status.code(), Some(0));
     let svg = std::fs::read_to_string(fx.path("shop.svg")).unwrap();
     assert!(svg.starts_with("<?xml") && svg.trim_end().ends_with("</svg>"));
     // Kernel frames: inferno shows `do_syscall_64_[k]` as `do_syscall_64`, in the kernel color.
-    for expected in [
-        "deployment/api",
-        "deployment/worker",
-        "cpu_60",
-        "getppid",
-        "do_syscall_64",
-        "199 Hz",
-    ] {
+    for expected in ["deployment/api", "deployment/worker", "cpu_60", "getppid", "do_syscall_64", "199 Hz"] {
         assert!(svg.contains(expected), "the SVG shows {expected}");
     }
 }
@@ -312,15 +216,7 @@ fn ctrl_c_writes_a_partial_profile_and_leaves_no_job() {
     let fx = Fixture::new(kc, "sigint");
     fx.deploy("api", 1, &[]);
     let child = fx
-        .command(&[
-            "deployment/api",
-            "-d",
-            "60s",
-            "-f",
-            "199",
-            "-o",
-            "api.folded",
-        ])
+        .command(&["deployment/api", "-d", "60s", "-f", "199", "-o", "api.folded"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -331,9 +227,7 @@ fn ctrl_c_writes_a_partial_profile_and_leaves_no_job() {
     loop {
         let list = fx
             .rt
-            .block_on(
-                pods.list(&ListParams::default().labels("app.kubernetes.io/managed-by=kube-eagle")),
-            )
+            .block_on(pods.list(&ListParams::default().labels("app.kubernetes.io/managed-by=kube-eagle")))
             .unwrap();
         let running = list.items.iter().any(|p| {
             p.metadata
@@ -357,16 +251,9 @@ fn ctrl_c_writes_a_partial_profile_and_leaves_no_job() {
     eprintln!("{stderr}");
     assert_eq!(out.status.code(), Some(7), "interrupted runs are partial");
     let folded = read_folded(&fx.path("api.folded"));
-    assert!(
-        folded.total() > 200,
-        "what was sampled before Ctrl-C is kept: {} samples",
-        folded.total()
-    );
+    assert!(folded.total() > 200, "what was sampled before Ctrl-C is kept: {} samples", folded.total());
     assert_groundtruth_split(&folded, 5.0);
-    assert!(
-        fx.jobs_of_run(&run_id(&stderr)).is_empty(),
-        "no Job left behind"
-    );
+    assert!(fx.jobs_of_run(&run_id(&stderr)).is_empty(), "no Job left behind");
 }
 
 #[test]
@@ -394,9 +281,6 @@ fn a_bad_image_fails_the_node_with_the_reason_and_leaves_nothing() {
             || stderr.contains("FAILED: ImagePullBackOff"),
         "{stderr}"
     );
-    assert!(
-        !fx.path("api.svg").exists(),
-        "no graph pretends to be a result"
-    );
+    assert!(!fx.path("api.svg").exists(), "no graph pretends to be a result");
     assert!(fx.jobs_of_run(&run_id(&stderr)).is_empty());
 }

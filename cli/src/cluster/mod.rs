@@ -31,27 +31,40 @@ pub async fn connect(conn: &Connection) -> Result<(Client, String), CliError> {
             CliError::Cluster(format!("cannot read kubeconfig `{}`: {e}; check --kubeconfig", path.display()))
         })?,
         None => Kubeconfig::read().map_err(|e| {
-            CliError::Cluster(format!("no usable kubeconfig ({e}): set KUBECONFIG, pass --kubeconfig, or create ~/.kube/config"))
+            CliError::Cluster(format!(
+                "no usable kubeconfig ({e}): set KUBECONFIG, pass --kubeconfig, or create ~/.kube/config"
+            ))
         })?,
     };
     let options = KubeConfigOptions { context: conn.context.clone(), ..Default::default() };
-    let config = Config::from_custom_kubeconfig(kubeconfig, &options)
-        .await
-        .map_err(|e| CliError::Cluster(format!("kubeconfig: {e}{}", conn.context.as_ref().map_or(String::new(), |c| format!(" (context {c})")))))?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(|e| {
+        CliError::Cluster(format!(
+            "kubeconfig: {e}{}",
+            conn.context.as_ref().map_or(String::new(), |c| format!(" (context {c})"))
+        ))
+    })?;
     let namespace = config.default_namespace.clone();
-    let client = Client::try_from(config).map_err(|e| CliError::Cluster(format!("cannot set up the API client: {e}")))?;
+    let client =
+        Client::try_from(config).map_err(|e| CliError::Cluster(format!("cannot set up the API client: {e}")))?;
     Ok((client, namespace))
 }
 
 /// One line for an API failure, with what to do about it.
 pub fn api_error(e: kube::Error, what: &str, namespace: &str) -> CliError {
     match e {
-        kube::Error::Api(status) if status.code == 404 => CliError::NotFound(format!("{what} not found in namespace {namespace} (check the name, or -n)")),
-        kube::Error::Api(status) if status.code == 403 => {
-            CliError::Forbidden(format!("forbidden: {}; ask your cluster admin for that permission (`kubectl eagle init` prints the RBAC)", status.message))
+        kube::Error::Api(status) if status.code == 404 => {
+            CliError::NotFound(format!("{what} not found in namespace {namespace} (check the name, or -n)"))
         }
-        kube::Error::Api(status) => CliError::Failed(format!("{what}: the API server refused: {} ({})", status.message, status.code)),
-        other => CliError::Cluster(format!("cannot reach the API server ({other}): is the cluster up, and is the kubeconfig's server address right?")),
+        kube::Error::Api(status) if status.code == 403 => CliError::Forbidden(format!(
+            "forbidden: {}; ask your cluster admin for that permission (`kubectl eagle init` prints the RBAC)",
+            status.message
+        )),
+        kube::Error::Api(status) => {
+            CliError::Failed(format!("{what}: the API server refused: {} ({})", status.message, status.code))
+        }
+        other => CliError::Cluster(format!(
+            "cannot reach the API server ({other}): is the cluster up, and is the kubeconfig's server address right?"
+        )),
     }
 }
 

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, Container, EnvVar, EnvVarSource, HostPathVolumeSource, LocalObjectReference, Namespace, NodeAffinity,
-    NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector, PodSpec, PodTemplateSpec, ResourceRequirements,
-    SecurityContext, Toleration, Volume, VolumeMount,
+    Affinity, Capabilities, Container, EnvVar, EnvVarSource, HostPathVolumeSource, LocalObjectReference, Namespace,
+    NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector, PodSpec,
+    PodTemplateSpec, ResourceRequirements, SecurityContext, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -64,7 +64,10 @@ pub fn locked_namespace(name: &str) -> Namespace {
 /// within the run (node names can be 253 characters; Job names must stay under 63).
 pub fn job_for_node(opts: &PlanOptions, index: usize, node: &str, container_ids: &[&str]) -> Job {
     let name = format!("eagle-{}-{index}", opts.run_id);
-    let labels = BTreeMap::from([(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()), (RUN_LABEL.to_owned(), opts.run_id.clone())]);
+    let labels = BTreeMap::from([
+        (MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()),
+        (RUN_LABEL.to_owned(), opts.run_id.clone()),
+    ]);
     let annotations = BTreeMap::from([
         (ANNOTATION_TARGET.to_owned(), opts.target.clone()),
         (ANNOTATION_NODE.to_owned(), node.to_owned()),
@@ -75,7 +78,12 @@ pub fn job_for_node(opts: &PlanOptions, index: usize, node: &str, container_ids:
         args.push("--target".into());
         args.push(format!("container:{id}"));
     }
-    args.extend(["--duration-ms".into(), opts.duration.as_millis().to_string(), "--frequency".into(), opts.frequency_hz.to_string()]);
+    args.extend([
+        "--duration-ms".into(),
+        opts.duration.as_millis().to_string(),
+        "--frequency".into(),
+        opts.frequency_hz.to_string(),
+    ]);
 
     let security = if opts.capabilities_only {
         SecurityContext {
@@ -91,7 +99,12 @@ pub fn job_for_node(opts: &PlanOptions, index: usize, node: &str, container_ids:
             ..Default::default()
         }
     } else {
-        SecurityContext { privileged: Some(true), read_only_root_filesystem: Some(true), run_as_user: Some(0), ..Default::default() }
+        SecurityContext {
+            privileged: Some(true),
+            read_only_root_filesystem: Some(true),
+            run_as_user: Some(0),
+            ..Default::default()
+        }
     };
     let container = Container {
         name: AGENT_CONTAINER.into(),
@@ -107,14 +120,25 @@ pub fn job_for_node(opts: &PlanOptions, index: usize, node: &str, container_ids:
             ..Default::default()
         }]),
         resources: Some(ResourceRequirements {
-            requests: Some(BTreeMap::from([("cpu".into(), Quantity("100m".into())), ("memory".into(), Quantity("64Mi".into()))])),
-            limits: Some(BTreeMap::from([("cpu".into(), Quantity("1".into())), ("memory".into(), Quantity("512Mi".into()))])),
+            requests: Some(BTreeMap::from([
+                ("cpu".into(), Quantity("100m".into())),
+                ("memory".into(), Quantity("64Mi".into())),
+            ])),
+            limits: Some(BTreeMap::from([
+                ("cpu".into(), Quantity("1".into())),
+                ("memory".into(), Quantity("512Mi".into())),
+            ])),
             ..Default::default()
         }),
         security_context: Some(security),
         // tracefs: the sampler attaches to the fork/exec tracepoints and reads their layout.
         // A container's own /sys does not carry it.
-        volume_mounts: Some(vec![VolumeMount { name: "tracefs".into(), mount_path: "/sys/kernel/tracing".into(), read_only: Some(true), ..Default::default() }]),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "tracefs".into(),
+            mount_path: "/sys/kernel/tracing".into(),
+            read_only: Some(true),
+            ..Default::default()
+        }]),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Default::default()
     };
@@ -151,7 +175,10 @@ pub fn job_for_node(opts: &PlanOptions, index: usize, node: &str, container_ids:
             .then(|| opts.image_pull_secrets.iter().map(|s| LocalObjectReference { name: s.clone() }).collect()),
         volumes: Some(vec![Volume {
             name: "tracefs".into(),
-            host_path: Some(HostPathVolumeSource { path: "/sys/kernel/tracing".into(), type_: Some("Directory".into()) }),
+            host_path: Some(HostPathVolumeSource {
+                path: "/sys/kernel/tracing".into(),
+                type_: Some("Directory".into()),
+            }),
             ..Default::default()
         }]),
         ..Default::default()
@@ -170,7 +197,11 @@ pub fn job_for_node(opts: &PlanOptions, index: usize, node: &str, container_ids:
             active_deadline_seconds: Some(deadline),
             ttl_seconds_after_finished: Some(opts.ttl_after_finished),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels), annotations: Some(annotations), ..Default::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations: Some(annotations),
+                    ..Default::default()
+                }),
                 spec: Some(pod),
             },
             ..Default::default()

@@ -17,7 +17,10 @@ use crate::output::{Destination, Labels};
 use crate::target::ClusterKind;
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| CliError::Failed(format!("cannot start the async runtime: {e}")))
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Failed(format!("cannot start the async runtime: {e}")))
 }
 
 fn describe(args: &ProfileArgs, namespace: &str) -> String {
@@ -40,11 +43,17 @@ async fn prepare(args: &ProfileArgs, targets: &[(ClusterKind, String)]) -> Resul
     let conn = Connection { kubeconfig: args.cluster.kubeconfig.clone(), context: args.cluster.context.clone() };
     let (client, default_ns) = connect(&conn).await?;
     let namespace = args.cluster.namespace.clone().unwrap_or(default_ns);
-    let request = resolve::Request { namespace: &namespace, targets, selector: args.cluster.selector.as_deref(), container: args.cluster.container.as_deref() };
+    let request = resolve::Request {
+        namespace: &namespace,
+        targets,
+        selector: args.cluster.selector.as_deref(),
+        container: args.cluster.container.as_deref(),
+    };
     let resolution = resolve::resolve(&client, &request).await?;
     let what = describe(args, &namespace);
     if resolution.running.is_empty() {
-        let mut why: Vec<String> = resolution.skipped.iter().take(5).map(|s| format!("{}/{} {}", s.pod, s.container, s.reason)).collect();
+        let mut why: Vec<String> =
+            resolution.skipped.iter().take(5).map(|s| format!("{}/{} {}", s.pod, s.container, s.reason)).collect();
         if resolution.skipped.len() > 5 {
             why.push(format!("and {} more", resolution.skipped.len() - 5));
         }
@@ -78,7 +87,10 @@ async fn prepare(args: &ProfileArgs, targets: &[(ClusterKind, String)]) -> Resul
 pub fn dry_run(args: &ProfileArgs, targets: &[(ClusterKind, String)]) -> Result<Exit, CliError> {
     let prepared = runtime()?.block_on(prepare(args, targets))?;
     let mut out = String::new();
-    out.push_str(&serde_saphyr::to_string(&plan::locked_namespace(&args.cluster.eagle_namespace)).map_err(|e| CliError::Failed(e.to_string()))?);
+    out.push_str(
+        &serde_saphyr::to_string(&plan::locked_namespace(&args.cluster.eagle_namespace))
+            .map_err(|e| CliError::Failed(e.to_string()))?,
+    );
     for (_, _, job) in &prepared.jobs {
         out.push_str("---\n");
         out.push_str(&serde_saphyr::to_string(job).map_err(|e| CliError::Failed(e.to_string()))?);
@@ -88,7 +100,11 @@ pub fn dry_run(args: &ProfileArgs, targets: &[(ClusterKind, String)]) -> Result<
     Ok(Exit::Ok)
 }
 
-pub fn profile(args: &ProfileArgs, targets: &[(ClusterKind, String)], destination: &Destination) -> Result<Exit, CliError> {
+pub fn profile(
+    args: &ProfileArgs,
+    targets: &[(ClusterKind, String)],
+    destination: &Destination,
+) -> Result<Exit, CliError> {
     runtime()?.block_on(async {
         let p = prepare(args, targets).await?;
         let window = args.duration.unwrap_or(DEFAULT_WINDOW);
@@ -103,23 +119,45 @@ pub fn profile(args: &ProfileArgs, targets: &[(ClusterKind, String)], destinatio
             p.run_id
         );
         let started = Instant::now();
-        let outcome = run::execute(&p.client, &args.cluster.eagle_namespace, &p.run_id, p.jobs, window, args.cluster.keep).await?;
+        let outcome =
+            run::execute(&p.client, &args.cluster.eagle_namespace, &p.run_id, p.jobs, window, args.cluster.keep)
+                .await?;
         let elapsed = started.elapsed();
 
         let placements: Placements = p.resolution.running.iter().map(|c| (c.id.clone(), c.placement.clone())).collect();
-        let done: Vec<&NodeResult> = outcome.nodes.iter().filter_map(|n| match &n.outcome { Some(NodeOutcome::Done(r)) => Some(r.as_ref()), _ => None }).collect();
+        let done: Vec<&NodeResult> = outcome
+            .nodes
+            .iter()
+            .filter_map(|n| match &n.outcome {
+                Some(NodeOutcome::Done(r)) => Some(r.as_ref()),
+                _ => None,
+            })
+            .collect();
         let failed = outcome.nodes.len() - done.len();
         report(&outcome.nodes, &p.resolution);
         if done.is_empty() {
-            return Err(CliError::Failed(format!("no node delivered a profile ({} failed): see the table above", outcome.nodes.len())));
+            return Err(CliError::Failed(format!(
+                "no node delivered a profile ({} failed): see the table above",
+                outcome.nodes.len()
+            )));
         }
         let folded = merge::merge(done.iter().copied(), &placements, args.group_by);
         if folded.is_empty() {
-            return Err(CliError::NothingToProfile(format!("no samples of {} in {}: the containers used no CPU; try a longer --duration while they are busy", p.what, human(window))));
+            return Err(CliError::NothingToProfile(format!(
+                "no samples of {} in {}: the containers used no CPU; try a longer --duration while they are busy",
+                p.what,
+                human(window)
+            )));
         }
         let partial = failed > 0 || outcome.interrupted;
         let frequency = done[0].header.frequency_hz;
-        let mut subtitle = format!("{} at {frequency} Hz, {} samples, {} of {} nodes", human(window), folded.total(), done.len(), outcome.nodes.len());
+        let mut subtitle = format!(
+            "{} at {frequency} Hz, {} samples, {} of {} nodes",
+            human(window),
+            folded.total(),
+            done.len(),
+            outcome.nodes.len()
+        );
         if partial {
             let why = if outcome.interrupted { "interrupted".to_owned() } else { format!("{failed} node(s) failed") };
             subtitle.push_str(&format!(" | PARTIAL: {why}"));

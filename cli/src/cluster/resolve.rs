@@ -61,7 +61,9 @@ impl Resolution {
 pub fn workload_of(pod: &Pod) -> String {
     let meta = &pod.metadata;
     let name = meta.name.clone().unwrap_or_default();
-    let Some(owner) = meta.owner_references.as_ref().and_then(|o| o.iter().find(|o| o.controller == Some(true)).or(o.first())) else {
+    let Some(owner) =
+        meta.owner_references.as_ref().and_then(|o| o.iter().find(|o| o.controller == Some(true)).or(o.first()))
+    else {
         return format!("pod/{name}");
     };
     let kind = owner.kind.to_lowercase();
@@ -85,7 +87,9 @@ pub fn containers_of(pod: &Pod, only_container: Option<&str>) -> (Vec<RunningCon
     let wanted: Vec<String> = pod
         .spec
         .as_ref()
-        .map(|s| s.containers.iter().map(|c| c.name.clone()).filter(|c| only_container.is_none_or(|o| o == c)).collect())
+        .map(|s| {
+            s.containers.iter().map(|c| c.name.clone()).filter(|c| only_container.is_none_or(|o| o == c)).collect()
+        })
         .unwrap_or_default();
     let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.clone()).unwrap_or_default();
     let mut running = Vec::new();
@@ -93,19 +97,35 @@ pub fn containers_of(pod: &Pod, only_container: Option<&str>) -> (Vec<RunningCon
     for container in wanted {
         let status = statuses.iter().find(|s| s.name == container);
         let is_running = status.and_then(|s| s.state.as_ref()).and_then(|s| s.running.as_ref()).is_some();
-        let id = status.and_then(|s| s.container_id.as_deref()).map(|id| id.rsplit_once("://").map_or(id, |(_, id)| id).to_owned());
+        let id = status
+            .and_then(|s| s.container_id.as_deref())
+            .map(|id| id.rsplit_once("://").map_or(id, |(_, id)| id).to_owned());
         match (&node, is_running, id) {
             (Some(node), true, Some(id)) if !id.is_empty() => running.push(RunningContainer {
                 node: node.clone(),
                 id,
-                placement: Placement { namespace: namespace.clone(), workload: workload.clone(), pod: name.clone(), container: container.clone() },
+                placement: Placement {
+                    namespace: namespace.clone(),
+                    workload: workload.clone(),
+                    pod: name.clone(),
+                    container: container.clone(),
+                },
             }),
             _ => {
                 let state = status.and_then(|s| s.state.as_ref());
                 let reason = state
-                    .and_then(|s| s.waiting.as_ref().and_then(|w| w.reason.clone()).or_else(|| s.terminated.as_ref().and_then(|t| t.reason.clone())))
+                    .and_then(|s| {
+                        s.waiting
+                            .as_ref()
+                            .and_then(|w| w.reason.clone())
+                            .or_else(|| s.terminated.as_ref().and_then(|t| t.reason.clone()))
+                    })
                     .unwrap_or_else(|| format!("pod is {phase}"));
-                skipped.push(Skipped { pod: format!("{namespace}/{name}"), container, reason: format!("not running: {reason}") });
+                skipped.push(Skipped {
+                    pod: format!("{namespace}/{name}"),
+                    container,
+                    reason: format!("not running: {reason}"),
+                });
             }
         }
     }
@@ -163,15 +183,22 @@ pub async fn resolve(client: &Client, req: &Request<'_>) -> Result<Resolution, C
                 let all: Api<Pod> = Api::namespaced(client.clone(), name);
                 let list = all.list(&ListParams::default()).await.map_err(|e| api_error(e, &what, name))?;
                 if list.items.is_empty() {
-                    return Err(CliError::NothingToProfile(format!("namespace {name} has no pods (does it exist? `kubectl get ns {name}`)")));
+                    return Err(CliError::NothingToProfile(format!(
+                        "namespace {name} has no pods (does it exist? `kubectl get ns {name}`)"
+                    )));
                 }
                 list.items
             }
             ClusterKind::Service => {
-                let svc = Api::<Service>::namespaced(client.clone(), ns).get(name).await.map_err(|e| api_error(e, &what, ns))?;
+                let svc = Api::<Service>::namespaced(client.clone(), ns)
+                    .get(name)
+                    .await
+                    .map_err(|e| api_error(e, &what, ns))?;
                 let labels = svc.spec.and_then(|s| s.selector).unwrap_or_default();
                 if labels.is_empty() {
-                    return Err(CliError::Usage(format!("{what} has no selector, so no pods: name its pods or workload instead")));
+                    return Err(CliError::Usage(format!(
+                        "{what} has no selector, so no pods: name its pods or workload instead"
+                    )));
                 }
                 let query = labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
                 list_pods(&pods, &query, &what, ns).await?
@@ -195,14 +222,28 @@ async fn list_pods(pods: &Api<Pod>, selector: &str, what: &str, ns: &str) -> Res
     Ok(list.items)
 }
 
-async fn workload_selector(client: &Client, kind: ClusterKind, name: &str, ns: &str, what: &str) -> Result<LabelSelector, CliError> {
+async fn workload_selector(
+    client: &Client,
+    kind: ClusterKind,
+    name: &str,
+    ns: &str,
+    what: &str,
+) -> Result<LabelSelector, CliError> {
     let c = client.clone();
     let err = |e| api_error(e, what, ns);
     let selector = match kind {
-        ClusterKind::Deployment => Api::<Deployment>::namespaced(c, ns).get(name).await.map_err(err)?.spec.map(|s| s.selector),
-        ClusterKind::StatefulSet => Api::<StatefulSet>::namespaced(c, ns).get(name).await.map_err(err)?.spec.map(|s| s.selector),
-        ClusterKind::DaemonSet => Api::<DaemonSet>::namespaced(c, ns).get(name).await.map_err(err)?.spec.map(|s| s.selector),
-        ClusterKind::ReplicaSet => Api::<ReplicaSet>::namespaced(c, ns).get(name).await.map_err(err)?.spec.map(|s| s.selector),
+        ClusterKind::Deployment => {
+            Api::<Deployment>::namespaced(c, ns).get(name).await.map_err(err)?.spec.map(|s| s.selector)
+        }
+        ClusterKind::StatefulSet => {
+            Api::<StatefulSet>::namespaced(c, ns).get(name).await.map_err(err)?.spec.map(|s| s.selector)
+        }
+        ClusterKind::DaemonSet => {
+            Api::<DaemonSet>::namespaced(c, ns).get(name).await.map_err(err)?.spec.map(|s| s.selector)
+        }
+        ClusterKind::ReplicaSet => {
+            Api::<ReplicaSet>::namespaced(c, ns).get(name).await.map_err(err)?.spec.map(|s| s.selector)
+        }
         ClusterKind::Job => Api::<Job>::namespaced(c, ns).get(name).await.map_err(err)?.spec.and_then(|s| s.selector),
         _ => None,
     };
@@ -231,7 +272,11 @@ mod tests {
     }
 
     fn deployment_pod(name: &str, phase: &str, running: bool) -> Pod {
-        let state = if running { serde_json::json!({"running": {"startedAt": "2026-11-22T00:00:00Z"}}) } else { serde_json::json!({"waiting": {"reason": "CrashLoopBackOff"}}) };
+        let state = if running {
+            serde_json::json!({"running": {"startedAt": "2026-11-22T00:00:00Z"}})
+        } else {
+            serde_json::json!({"waiting": {"reason": "CrashLoopBackOff"}})
+        };
         pod(serde_json::json!({
             "metadata": {"name": name, "namespace": "shop", "uid": format!("uid-{name}"),
                 "labels": {"app": "api", "pod-template-hash": "7d4f9"},
@@ -260,8 +305,17 @@ mod tests {
     fn containers_not_running_are_reported_not_dropped() {
         let (running, skipped) = containers_of(&deployment_pod("api-7d4f9-y", "Running", false), None);
         assert_eq!(running.len(), 1);
-        assert_eq!(skipped, vec![Skipped { pod: "shop/api-7d4f9-y".into(), container: "app".into(), reason: "not running: CrashLoopBackOff".into() }]);
-        let pending = pod(serde_json::json!({"metadata": {"name": "p", "namespace": "shop"}, "spec": {"containers": [{"name": "c"}]}, "status": {"phase": "Pending"}}));
+        assert_eq!(
+            skipped,
+            vec![Skipped {
+                pod: "shop/api-7d4f9-y".into(),
+                container: "app".into(),
+                reason: "not running: CrashLoopBackOff".into()
+            }]
+        );
+        let pending = pod(
+            serde_json::json!({"metadata": {"name": "p", "namespace": "shop"}, "spec": {"containers": [{"name": "c"}]}, "status": {"phase": "Pending"}}),
+        );
         let (running, skipped) = containers_of(&pending, None);
         assert!(running.is_empty());
         assert_eq!(skipped[0].reason, "not running: pod is Pending");
@@ -271,7 +325,9 @@ mod tests {
     fn workloads_from_owner_references() {
         let bare = pod(serde_json::json!({"metadata": {"name": "solo"}}));
         assert_eq!(workload_of(&bare), "pod/solo");
-        let sts = pod(serde_json::json!({"metadata": {"name": "db-0", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "uid": "u", "controller": true}]}}));
+        let sts = pod(
+            serde_json::json!({"metadata": {"name": "db-0", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "uid": "u", "controller": true}]}}),
+        );
         assert_eq!(workload_of(&sts), "statefulset/db");
     }
 

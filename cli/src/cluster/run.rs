@@ -71,14 +71,24 @@ pub struct Outcome {
 
 /// Creates the Jobs, waits for every node's result, and always deletes the Jobs (unless
 /// `keep`).
-pub async fn execute(client: &Client, namespace: &str, run_id: &str, jobs: Vec<(String, usize, Job)>, window: Duration, keep: bool) -> Result<Outcome, CliError> {
+pub async fn execute(
+    client: &Client,
+    namespace: &str,
+    run_id: &str,
+    jobs: Vec<(String, usize, Job)>,
+    window: Duration,
+    keep: bool,
+) -> Result<Outcome, CliError> {
     let job_api: Api<Job> = Api::namespaced(client.clone(), namespace);
     let bars = MultiProgress::new();
-    let style = ProgressStyle::with_template("{spinner} {prefix:20} [{bar:25}] {msg}").expect("valid template").progress_chars("=> ");
+    let style = ProgressStyle::with_template("{spinner} {prefix:20} [{bar:25}] {msg}")
+        .expect("valid template")
+        .progress_chars("=> ");
     let mut nodes: Vec<NodeRun> = jobs
         .iter()
         .map(|(node, containers, job)| {
-            let bar = bars.add(ProgressBar::new(window.as_millis() as u64).with_style(style.clone()).with_prefix(node.clone()));
+            let bar = bars
+                .add(ProgressBar::new(window.as_millis() as u64).with_style(style.clone()).with_prefix(node.clone()));
             bar.set_message("creating Job");
             bar.enable_steady_tick(Duration::from_millis(250));
             NodeRun {
@@ -119,7 +129,13 @@ pub async fn execute(client: &Client, namespace: &str, run_id: &str, jobs: Vec<(
 }
 
 /// The event loop of a run. Returns whether it was interrupted.
-async fn follow(client: &Client, namespace: &str, run_id: &str, nodes: &mut [NodeRun], window: Duration) -> Result<bool, CliError> {
+async fn follow(
+    client: &Client,
+    namespace: &str,
+    run_id: &str,
+    nodes: &mut [NodeRun],
+    window: Duration,
+) -> Result<bool, CliError> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let config = watcher::Config::default().labels(&format!("{RUN_LABEL}={run_id}"));
     let mut events = watcher(pods.clone(), config).default_backoff().applied_objects().boxed();
@@ -213,7 +229,14 @@ async fn on_pod(pods: &Api<Pod>, n: &mut NodeRun, index: usize, pod: &Pod, log_t
     let waiting = status.container_statuses.iter().flatten().find_map(|s| s.state.as_ref()?.waiting.clone());
     if let Some(w) = waiting {
         let reason = w.reason.unwrap_or_default();
-        const FATAL: [&str; 6] = ["ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError", "CreateContainerError"];
+        const FATAL: [&str; 6] = [
+            "ErrImagePull",
+            "ImagePullBackOff",
+            "InvalidImageName",
+            "ErrImageNeverPull",
+            "CreateContainerConfigError",
+            "CreateContainerError",
+        ];
         if FATAL.contains(&reason.as_str()) {
             let message = w.message.unwrap_or_default();
             n.finish(NodeOutcome::Failed(format!("{reason}: {message}").trim_end_matches([':', ' ']).to_owned()));
@@ -221,7 +244,11 @@ async fn on_pod(pods: &Api<Pod>, n: &mut NodeRun, index: usize, pod: &Pod, log_t
         }
         n.bar.set_message(reason.to_string());
     }
-    let unschedulable = status.conditions.iter().flatten().any(|c| c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable"));
+    let unschedulable = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable"));
     if unschedulable {
         n.unschedulable_since.get_or_insert_with(Instant::now);
         n.bar.set_message("unschedulable");
@@ -303,9 +330,15 @@ async fn reread(pods: &Api<Pod>, n: &mut NodeRun, pod_name: &str, pod: Option<&P
         Ok(result) => n.finish(NodeOutcome::Done(Box::new(result))),
         Err(e) => {
             // Say why the agent stopped, if it said so itself.
-            let agent_said = log.lines().rev().find(|l| l.starts_with("eagle-agent: error:")).map(|l| l.trim_start_matches("eagle-agent: error: ").to_owned());
+            let agent_said = log
+                .lines()
+                .rev()
+                .find(|l| l.starts_with("eagle-agent: error:"))
+                .map(|l| l.trim_start_matches("eagle-agent: error: ").to_owned());
             let terminated = pod
-                .and_then(|p| p.status.as_ref()?.container_statuses.as_ref()?.first()?.state.as_ref()?.terminated.clone())
+                .and_then(|p| {
+                    p.status.as_ref()?.container_statuses.as_ref()?.first()?.state.as_ref()?.terminated.clone()
+                })
                 .map(|t| format!("agent exited with code {} ({})", t.exit_code, t.reason.unwrap_or_default()));
             let why = match (agent_said, terminated) {
                 (Some(said), _) => said,

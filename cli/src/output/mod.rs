@@ -67,7 +67,9 @@ impl Destination {
             None => {
                 let mut out = std::io::stdout().lock();
                 match out.write_all(&bytes).and_then(|_| out.flush()) {
-                    Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::Io(format!("cannot write to stdout: {e}"))),
+                    Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                        Err(CliError::Io(format!("cannot write to stdout: {e}")))
+                    }
                     _ => Ok(()),
                 }
             }
@@ -122,7 +124,11 @@ fn check_writable(path: &Path) -> Result<(), CliError> {
 /// truncated graph where the previous one was.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        std::process::id()
+    ));
     let result = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
     result.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);

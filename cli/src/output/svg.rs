@@ -17,6 +17,7 @@ pub fn render(folded: &FoldedStacks, labels: &Labels) -> Result<Vec<u8>, CliErro
     options.hash = true;
     let text = folded.to_text();
     let mut svg = Vec::with_capacity(text.len() * 2);
-    flamegraph::from_lines(&mut options, text.lines(), &mut svg).map_err(|e| CliError::Failed(format!("cannot render the flame graph: {e}")))?;
+    flamegraph::from_lines(&mut options, text.lines(), &mut svg)
+        .map_err(|e| CliError::Failed(format!("cannot render the flame graph: {e}")))?;
     Ok(svg)
 }

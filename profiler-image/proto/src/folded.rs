@@ -52,9 +52,7 @@ impl FoldedStacks {
     }
 
     pub fn total(&self) -> u64 {
-        self.stacks
-            .values()
-            .fold(0u64, |sum, c| sum.saturating_add(*c))
+        self.stacks.values().fold(0u64, |sum, c| sum.saturating_add(*c))
     }
 
     pub fn len(&self) -> usize {
@@ -93,16 +91,10 @@ impl FoldedStacks {
             if line.trim().is_empty() {
                 continue;
             }
-            let err = |reason: &str| ParseError {
-                line: i + 1,
-                reason: reason.to_owned(),
-            };
-            let (stack, count) = line
-                .rsplit_once(' ')
-                .ok_or_else(|| err("expected `frame;frame;... COUNT`, found no count"))?;
-            let count: u64 = count
-                .parse()
-                .map_err(|_| err(&format!("`{count}` is not a sample count")))?;
+            let err = |reason: &str| ParseError { line: i + 1, reason: reason.to_owned() };
+            let (stack, count) =
+                line.rsplit_once(' ').ok_or_else(|| err("expected `frame;frame;... COUNT`, found no count"))?;
+            let count: u64 = count.parse().map_err(|_| err(&format!("`{count}` is not a sample count")))?;
             if stack.is_empty() {
                 return Err(err("empty stack"));
             }

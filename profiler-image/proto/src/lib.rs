@@ -20,7 +20,4 @@ pub mod folded;
 pub mod stream;
 
 pub use folded::FoldedStacks;
-pub use stream::{
-    DecodeError, Decoder, Encoder, Event, Header, NodeResult, Progress, StackRecord, Trailer,
-    Warning,
-};
+pub use stream::{DecodeError, Decoder, Encoder, Event, Header, NodeResult, Progress, StackRecord, Trailer, Warning};

@@ -110,11 +110,8 @@ impl Encoder {
         for r in records {
             write_record(&mut text, r);
         }
-        let mut deflate =
-            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
-        deflate
-            .write_all(text.as_bytes())
-            .expect("writing to a Vec cannot fail");
+        let mut deflate = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        deflate.write_all(text.as_bytes()).expect("writing to a Vec cannot fail");
         let compressed = deflate.finish().expect("writing to a Vec cannot fail");
 
         let mut lines: Vec<String> = compressed
@@ -138,9 +135,7 @@ impl Encoder {
 /// The sum of the counts, saturating: a sum past `u64::MAX` must not panic (debug) or wrap
 /// (release) on either side of the stream, and both sides compute it the same way.
 fn total_samples(records: &[StackRecord]) -> u64 {
-    records
-        .iter()
-        .fold(0u64, |sum, r| sum.saturating_add(r.count))
+    records.iter().fold(0u64, |sum, r| sum.saturating_add(r.count))
 }
 
 fn json_line<T: Serialize>(kind: char, value: &T) -> String {
@@ -185,11 +180,7 @@ fn parse_record(line: &str) -> Option<StackRecord> {
         pid,
         process,
         sampler,
-        frames: if stack.is_empty() {
-            Vec::new()
-        } else {
-            stack.split(';').map(str::to_owned).collect()
-        },
+        frames: if stack.is_empty() { Vec::new() } else { stack.split(';').map(str::to_owned).collect() },
         count: count.parse().ok()?,
     })
 }
@@ -209,25 +200,13 @@ pub enum DecodeError {
     #[error("line {line}: record after the trailer")]
     AfterTrailer { line: usize },
     #[error("line {line}: malformed `{kind}` record: {reason}")]
-    Malformed {
-        line: usize,
-        kind: char,
-        reason: String,
-    },
+    Malformed { line: usize, kind: char, reason: String },
     #[error("line {line}: payload chunk {found} where chunk {expected} was due (lines lost or reordered)")]
-    ChunkOutOfOrder {
-        line: usize,
-        expected: u64,
-        found: u64,
-    },
+    ChunkOutOfOrder { line: usize, expected: u64, found: u64 },
     #[error("the stream ended without its trailer after {chunks} payload chunks: the log was cut short (agent killed, deadline hit, or log rotated)")]
     Truncated { chunks: u64 },
     #[error("the trailer announces {expected} {what} but {found} arrived: the log is damaged")]
-    Mismatch {
-        what: &'static str,
-        expected: u64,
-        found: u64,
-    },
+    Mismatch { what: &'static str, expected: u64, found: u64 },
     #[error("the payload is corrupt: {reason}")]
     Corrupt { reason: String },
 }
@@ -355,27 +334,13 @@ impl Decoder {
                 Ok(Some(Event::Warning(w)))
             }
             'D' => {
-                let malformed = |reason: &str| DecodeError::Malformed {
-                    line: at,
-                    kind,
-                    reason: reason.to_owned(),
-                };
-                let (seq, data) = payload
-                    .split_once(' ')
-                    .ok_or_else(|| malformed("expected `SEQ BASE64`"))?;
-                let seq: u64 = seq
-                    .parse()
-                    .map_err(|_| malformed("chunk number is not a number"))?;
+                let malformed = |reason: &str| DecodeError::Malformed { line: at, kind, reason: reason.to_owned() };
+                let (seq, data) = payload.split_once(' ').ok_or_else(|| malformed("expected `SEQ BASE64`"))?;
+                let seq: u64 = seq.parse().map_err(|_| malformed("chunk number is not a number"))?;
                 if seq != self.chunks {
-                    return Err(DecodeError::ChunkOutOfOrder {
-                        line: at,
-                        expected: self.chunks,
-                        found: seq,
-                    });
+                    return Err(DecodeError::ChunkOutOfOrder { line: at, expected: self.chunks, found: seq });
                 }
-                let bytes = BASE64
-                    .decode(data)
-                    .map_err(|e| malformed(&format!("bad base64: {e}")))?;
+                let bytes = BASE64.decode(data).map_err(|e| malformed(&format!("bad base64: {e}")))?;
                 self.compressed.extend_from_slice(&bytes);
                 self.chunks += 1;
                 Ok(Some(Event::Chunk(seq)))
@@ -394,19 +359,14 @@ impl Decoder {
             return Err(e);
         }
         let header = self.header.ok_or(DecodeError::Empty)?;
-        let trailer = self.trailer.ok_or(DecodeError::Truncated {
-            chunks: self.chunks,
-        })?;
+        let trailer = self.trailer.ok_or(DecodeError::Truncated { chunks: self.chunks })?;
         check("payload chunks", trailer.chunks, self.chunks)?;
         let text = inflate(&self.compressed, trailer.payload_bytes)?;
         check("payload bytes", trailer.payload_bytes, text.len() as u64)?;
         let crc = crc32fast::hash(text.as_bytes());
         if crc != trailer.crc32 {
             return Err(DecodeError::Corrupt {
-                reason: format!(
-                    "checksum {crc:08x} does not match the trailer's {:08x}",
-                    trailer.crc32
-                ),
+                reason: format!("checksum {crc:08x} does not match the trailer's {:08x}", trailer.crc32),
             });
         }
         let records = text
@@ -420,13 +380,7 @@ impl Decoder {
             .collect::<Result<Vec<_>, _>>()?;
         check("stacks", trailer.stacks, records.len() as u64)?;
         check("samples", trailer.samples, total_samples(&records))?;
-        Ok(NodeResult {
-            header,
-            warnings: self.warnings,
-            last_progress: self.last_progress,
-            records,
-            trailer,
-        })
+        Ok(NodeResult { header, warnings: self.warnings, last_progress: self.last_progress, records, trailer })
     }
 }
 
@@ -442,9 +396,7 @@ fn inflate(compressed: &[u8], announced: u64) -> Result<String, DecodeError> {
         .read_to_end(&mut bytes)
         .map_err(|e| corrupt(format!("cannot inflate: {e}")))?;
     if bytes.len() as u64 > announced {
-        return Err(corrupt(format!(
-            "it inflates to more than the {announced} bytes the trailer announces"
-        )));
+        return Err(corrupt(format!("it inflates to more than the {announced} bytes the trailer announces")));
     }
     let consumed = inflater.total_in();
     if consumed != compressed.len() as u64 {
@@ -460,22 +412,10 @@ fn check(what: &'static str, expected: u64, found: u64) -> Result<(), DecodeErro
     if expected == found {
         Ok(())
     } else {
-        Err(DecodeError::Mismatch {
-            what,
-            expected,
-            found,
-        })
+        Err(DecodeError::Mismatch { what, expected, found })
     }
 }
 
-fn parse_json<T: for<'de> Deserialize<'de>>(
-    line: usize,
-    kind: char,
-    payload: &str,
-) -> Result<T, DecodeError> {
-    serde_json::from_str(payload).map_err(|e| DecodeError::Malformed {
-        line,
-        kind,
-        reason: e.to_string(),
-    })
+fn parse_json<T: for<'de> Deserialize<'de>>(line: usize, kind: char, payload: &str) -> Result<T, DecodeError> {
+    serde_json::from_str(payload).map_err(|e| DecodeError::Malformed { line, kind, reason: e.to_string() })
 }

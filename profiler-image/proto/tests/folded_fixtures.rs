@@ -13,17 +13,11 @@ fn fixture(name: &str, ext: &str) -> std::path::PathBuf {
 
 fn check_ok(name: &str) {
     let input = read(&fixture(name, "txt"));
-    let folded =
-        FoldedStacks::parse(&input).unwrap_or_else(|e| panic!("{name}.txt does not parse: {e}"));
+    let folded = FoldedStacks::parse(&input).unwrap_or_else(|e| panic!("{name}.txt does not parse: {e}"));
     let text = folded.to_text();
-    assert_text_eq(
-        &format!("{name}.expected"),
-        &read(&fixture(name, "expected")),
-        &text,
-    );
+    assert_text_eq(&format!("{name}.expected"), &read(&fixture(name, "expected")), &text);
     // The normalized text is itself valid input, and a fixed point.
-    let again = FoldedStacks::parse(&text)
-        .unwrap_or_else(|e| panic!("{name}: to_text() does not parse: {e}"));
+    let again = FoldedStacks::parse(&text).unwrap_or_else(|e| panic!("{name}: to_text() does not parse: {e}"));
     assert_eq!(again, folded, "{name}: parse(to_text()) differs");
 }
 
@@ -32,17 +26,11 @@ fn check_err(name: &str) {
     let expected = read(&fixture(name, "err"));
     let expected = expected.trim_end();
     let error = match FoldedStacks::parse(&input) {
-        Ok(f) => panic!(
-            "{name}.txt parsed ({} stacks) but should fail with: {expected}",
-            f.len()
-        ),
+        Ok(f) => panic!("{name}.txt parsed ({} stacks) but should fail with: {expected}", f.len()),
         Err(e) => e,
     };
     let message = error.to_string();
-    assert!(
-        message.contains(expected),
-        "{name}.txt failed with\n  {message}\nwhich does not contain\n  {expected}"
-    );
+    assert!(message.contains(expected), "{name}.txt failed with\n  {message}\nwhich does not contain\n  {expected}");
     let line: usize = expected
         .strip_prefix("line ")
         .and_then(|rest| rest.split(':').next())
@@ -94,26 +82,14 @@ mod err {
 fn every_fixture_has_a_test_and_one_expectation() {
     let dir = data_dir("folded");
     let inputs = stems(&dir, "txt");
-    let listed: std::collections::BTreeSet<String> = ok::NAMES
-        .iter()
-        .chain(err::NAMES)
-        .map(|n| n.to_string())
-        .collect();
-    assert_eq!(
-        inputs, listed,
-        "the .txt files and the tests in this file differ"
-    );
+    let listed: std::collections::BTreeSet<String> =
+        ok::NAMES.iter().chain(err::NAMES).map(|n| n.to_string()).collect();
+    assert_eq!(inputs, listed, "the .txt files and the tests in this file differ");
     for name in ok::NAMES {
-        assert!(
-            fixture(name, "expected").exists() && !fixture(name, "err").exists(),
-            "{name}: want only a .expected"
-        );
+        assert!(fixture(name, "expected").exists() && !fixture(name, "err").exists(), "{name}: want only a .expected");
     }
     for name in err::NAMES {
-        assert!(
-            fixture(name, "err").exists() && !fixture(name, "expected").exists(),
-            "{name}: want only a .err"
-        );
+        assert!(fixture(name, "err").exists() && !fixture(name, "expected").exists(), "{name}: want only a .err");
     }
 }
 
@@ -123,8 +99,5 @@ fn total_saturates() {
     assert_eq!(folded.total(), u64::MAX);
     let mut merged = folded.clone();
     merged.merge(folded);
-    assert_eq!(
-        merged.sorted(),
-        vec![("main;cold", 2), ("main;hot", u64::MAX)]
-    );
+    assert_eq!(merged.sorted(), vec![("main;cold", 2), ("main;hot", u64::MAX)]);
 }

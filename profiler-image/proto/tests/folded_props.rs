@@ -16,13 +16,7 @@ fn frame() -> impl Strategy<Value = String> {
 }
 
 fn stacks() -> impl Strategy<Value = Vec<(Vec<String>, u64)>> {
-    vec(
-        (
-            vec(frame(), 0..6),
-            prop_oneof![4 => 0..100u64, 1 => any::<u64>()],
-        ),
-        0..20,
-    )
+    vec((vec(frame(), 0..6), prop_oneof![4 => 0..100u64, 1 => any::<u64>()]), 0..20)
 }
 
 fn build(stacks: &[(Vec<String>, u64)]) -> FoldedStacks {

@@ -6,9 +6,7 @@
 
 mod common;
 
-use common::{
-    assert_text_eq, data_dir, decode, decode_by_line, read, render_folded, render_meta, stems,
-};
+use common::{assert_text_eq, data_dir, decode, decode_by_line, read, render_folded, render_meta, stems};
 use eagle_proto::{Decoder, Encoder, Event};
 
 fn fixture(name: &str, ext: &str) -> std::path::PathBuf {
@@ -18,21 +16,9 @@ fn fixture(name: &str, ext: &str) -> std::path::PathBuf {
 fn check_ok(name: &str) {
     let log = read(&fixture(name, "log"));
     let result = decode(&log).unwrap_or_else(|e| panic!("{name}.log does not decode: {e}"));
-    assert_eq!(
-        decode_by_line(&log),
-        Ok(result.clone()),
-        "{name}.log: feed_line disagrees with feed_text"
-    );
-    assert_text_eq(
-        &format!("{name}.folded"),
-        &read(&fixture(name, "folded")),
-        &render_folded(&result.records),
-    );
-    assert_text_eq(
-        &format!("{name}.meta"),
-        &read(&fixture(name, "meta")),
-        &render_meta(&result),
-    );
+    assert_eq!(decode_by_line(&log), Ok(result.clone()), "{name}.log: feed_line disagrees with feed_text");
+    assert_text_eq(&format!("{name}.folded"), &read(&fixture(name, "folded")), &render_folded(&result.records));
+    assert_text_eq(&format!("{name}.meta"), &read(&fixture(name, "meta")), &render_meta(&result));
 }
 
 fn check_err(name: &str) {
@@ -41,22 +27,12 @@ fn check_err(name: &str) {
     let expected = expected.trim_end();
     assert!(!expected.is_empty(), "{name}.err is empty");
     let error = match decode(&log) {
-        Ok(result) => panic!(
-            "{name}.log decoded ({} records) but should fail with: {expected}",
-            result.records.len()
-        ),
+        Ok(result) => panic!("{name}.log decoded ({} records) but should fail with: {expected}", result.records.len()),
         Err(e) => e,
     };
     let message = error.to_string();
-    assert!(
-        message.contains(expected),
-        "{name}.log failed with\n  {message}\nwhich does not contain\n  {expected}"
-    );
-    assert_eq!(
-        decode_by_line(&log),
-        Err(error),
-        "{name}.log: feed_line disagrees with feed_text"
-    );
+    assert!(message.contains(expected), "{name}.log failed with\n  {message}\nwhich does not contain\n  {expected}");
+    assert_eq!(decode_by_line(&log), Err(error), "{name}.log: feed_line disagrees with feed_text");
 }
 
 /// One test per fixture, and the list of names, so that a fixture without a test is noticed.
@@ -122,31 +98,19 @@ mod err {
 fn every_fixture_has_a_test_and_one_expectation() {
     let dir = data_dir("stream");
     let logs = stems(&dir, "log");
-    let listed: std::collections::BTreeSet<String> = ok::NAMES
-        .iter()
-        .chain(err::NAMES)
-        .map(|n| n.to_string())
-        .collect();
-    assert_eq!(
-        logs, listed,
-        "the .log files and the tests in this file differ"
-    );
+    let listed: std::collections::BTreeSet<String> =
+        ok::NAMES.iter().chain(err::NAMES).map(|n| n.to_string()).collect();
+    assert_eq!(logs, listed, "the .log files and the tests in this file differ");
     for ext in ["folded", "meta", "err"] {
         for stem in stems(&dir, ext) {
             assert!(logs.contains(&stem), "{stem}.{ext} has no {stem}.log");
         }
     }
     for name in ok::NAMES {
-        assert!(
-            !fixture(name, "err").exists(),
-            "{name} is expected to decode but has a .err"
-        );
+        assert!(!fixture(name, "err").exists(), "{name} is expected to decode but has a .err");
     }
     for name in err::NAMES {
-        assert!(
-            !fixture(name, "folded").exists(),
-            "{name} is expected to fail but has a .folded"
-        );
+        assert!(!fixture(name, "folded").exists(), "{name} is expected to fail but has a .folded");
     }
 }
 
@@ -166,10 +130,7 @@ fn good_log_is_multi_chunk_and_noisy() {
     }
     assert!(chunks >= 3, "good.log has {chunks} chunks");
     assert!(noise >= 10, "good.log has {noise} noise lines");
-    assert!(
-        log.contains('\u{fffd}'),
-        "good.log lost its invalid UTF-8 noise line"
-    );
+    assert!(log.contains('\u{fffd}'), "good.log lost its invalid UTF-8 noise line");
 }
 
 /// Everything but the deflate bytes must be written exactly as the old agent wrote it: the JSON

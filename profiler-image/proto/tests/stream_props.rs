@@ -6,10 +6,7 @@
 mod common;
 
 use eagle_proto::stream::TargetReport;
-use eagle_proto::{
-    DecodeError, Decoder, Encoder, Event, Header, NodeResult, Progress, StackRecord, Trailer,
-    Warning,
-};
+use eagle_proto::{DecodeError, Decoder, Encoder, Event, Header, NodeResult, Progress, StackRecord, Trailer, Warning};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
@@ -35,24 +32,16 @@ fn count() -> impl Strategy<Value = u64> {
 }
 
 fn record() -> impl Strategy<Value = StackRecord> {
-    (
-        proptest::option::of(text()),
-        any::<u32>(),
-        text(),
-        text(),
-        vec(text(), 0..6),
-        count(),
+    (proptest::option::of(text()), any::<u32>(), text(), text(), vec(text(), 0..6), count()).prop_map(
+        |(container, pid, process, sampler, frames, count)| StackRecord {
+            container,
+            pid,
+            process,
+            sampler,
+            frames,
+            count,
+        },
     )
-        .prop_map(
-            |(container, pid, process, sampler, frames, count)| StackRecord {
-                container,
-                pid,
-                process,
-                sampler,
-                frames,
-                count,
-            },
-        )
 }
 
 /// Splitmix64: cheap, seeded, good enough to make frames deflate cannot shrink.
@@ -70,9 +59,7 @@ fn bulk_records() -> impl Strategy<Value = Vec<StackRecord>> {
         (0..n)
             .map(|i| {
                 let depth = 1 + splitmix(&mut seed) % 4;
-                let frames = (0..depth)
-                    .map(|_| format!("fn_{:016x}", splitmix(&mut seed)))
-                    .collect();
+                let frames = (0..depth).map(|_| format!("fn_{:016x}", splitmix(&mut seed))).collect();
                 StackRecord {
                     container: (i % 3 != 0).then(|| format!("{:016x}", i % 7)),
                     pid: 1000 + (i % 5) as u32,
@@ -87,30 +74,18 @@ fn bulk_records() -> impl Strategy<Value = Vec<StackRecord>> {
 }
 
 fn header() -> impl Strategy<Value = Header> {
-    let target =
-        (text(), vec(any::<u32>(), 0..3)).prop_map(|(target, pids)| TargetReport { target, pids });
-    (
-        text(),
-        text(),
-        text(),
-        any::<u64>(),
-        any::<u64>(),
-        any::<u64>(),
-        vec(target, 0..3),
+    let target = (text(), vec(any::<u32>(), 0..3)).prop_map(|(target, pids)| TargetReport { target, pids });
+    (text(), text(), text(), any::<u64>(), any::<u64>(), any::<u64>(), vec(target, 0..3)).prop_map(
+        |(agent_version, node, kernel, started_unix_ms, duration_ms, frequency_hz, targets)| Header {
+            agent_version,
+            node,
+            kernel,
+            started_unix_ms,
+            duration_ms,
+            frequency_hz,
+            targets,
+        },
     )
-        .prop_map(
-            |(agent_version, node, kernel, started_unix_ms, duration_ms, frequency_hz, targets)| {
-                Header {
-                    agent_version,
-                    node,
-                    kernel,
-                    started_unix_ms,
-                    duration_ms,
-                    frequency_hz,
-                    targets,
-                }
-            },
-        )
 }
 
 #[derive(Clone, Debug)]
@@ -122,14 +97,13 @@ enum Note {
 fn note() -> impl Strategy<Value = Note> {
     prop_oneof![
         (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(elapsed_ms, samples, processes)| {
-            Note::Progress(Progress {
-                elapsed_ms,
-                samples,
-                processes,
-            })
+            Note::Progress(Progress { elapsed_ms, samples, processes })
         }),
-        (text(), proptest::option::of(any::<u32>()), text())
-            .prop_map(|(code, pid, message)| Note::Warning(Warning { code, pid, message })),
+        (text(), proptest::option::of(any::<u32>()), text()).prop_map(|(code, pid, message)| Note::Warning(Warning {
+            code,
+            pid,
+            message
+        })),
     ]
 }
 
@@ -161,28 +135,16 @@ impl Sent {
         let chunks = payload.len() as u64 - 1;
         lines.extend(payload);
         // Byte count and CRC are those of the payload text, which this test does not redo.
-        let written: Trailer =
-            serde_json::from_str(lines.last().unwrap().strip_prefix("EAGLE1 T ").unwrap()).unwrap();
+        let written: Trailer = serde_json::from_str(lines.last().unwrap().strip_prefix("EAGLE1 T ").unwrap()).unwrap();
         let trailer = Trailer {
-            samples: records
-                .iter()
-                .fold(0u64, |sum, r| sum.saturating_add(r.count)),
+            samples: records.iter().fold(0u64, |sum, r| sum.saturating_add(r.count)),
             stacks: records.len() as u64,
             chunks,
             lost_samples,
             ..written
         };
         let records = records.iter().map(sanitized).collect();
-        Sent {
-            lines,
-            expected: NodeResult {
-                header,
-                warnings,
-                last_progress,
-                records,
-                trailer,
-            },
-        }
+        Sent { lines, expected: NodeResult { header, warnings, last_progress, records, trailer } }
     }
 
     fn text(&self) -> String {
@@ -194,12 +156,7 @@ impl Sent {
     }
 
     fn indices_of(&self, kinds: &str) -> Vec<usize> {
-        self.kinds()
-            .iter()
-            .enumerate()
-            .filter(|(_, k)| kinds.contains(**k))
-            .map(|(i, _)| i)
-            .collect()
+        self.kinds().iter().enumerate().filter(|(_, k)| kinds.contains(**k)).map(|(i, _)| i).collect()
     }
 
     fn trailer_index(&self) -> usize {
@@ -241,11 +198,7 @@ fn noise() -> impl Strategy<Value = String> {
 
 /// The documented sanitization of a record (see `StackRecord`).
 fn sanitized(r: &StackRecord) -> StackRecord {
-    let field = |s: &str| -> String {
-        s.chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect()
-    };
+    let field = |s: &str| -> String { s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect() };
     let frame = |f: &String| -> String {
         if f.is_empty() {
             "[unknown]".into()
@@ -280,10 +233,7 @@ fn is_protocol(line: &str) -> bool {
 /// `H`, `P`, `W`, `D`, `T` for our lines, `-` for noise.
 fn kind(line: &str) -> char {
     if is_protocol(line) {
-        line.split(' ')
-            .nth(1)
-            .and_then(|k| k.chars().next())
-            .unwrap_or('?')
+        line.split(' ').nth(1).and_then(|k| k.chars().next()).unwrap_or('?')
     } else {
         '-'
     }
@@ -550,11 +500,7 @@ fn one_character_changes_of_a_chunk() {
             pid: 100 + i,
             process: format!("proc{i}"),
             sampler: "ebpf".into(),
-            frames: vec![
-                "main".into(),
-                format!("work{i}"),
-                "[k] do_syscall_64".into(),
-            ],
+            frames: vec!["main".into(), format!("work{i}"), "[k] do_syscall_64".into()],
             count: u64::from(i) * 7 + 1,
         })
         .collect();
@@ -562,9 +508,7 @@ fn one_character_changes_of_a_chunk() {
     let chunk = sent.indices_of("D")[0];
     let original = sent.lines[chunk].clone();
     let replacements: Vec<char> =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_ !\n\té"
-            .chars()
-            .collect();
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_ !\n\té".chars().collect();
     let (mut refused, mut same) = (0, 0);
     for (at, was) in original.char_indices() {
         for &to in replacements.iter().filter(|&&c| c != was) {
@@ -573,17 +517,11 @@ fn one_character_changes_of_a_chunk() {
             match decode(&join(&lines)) {
                 Err(_) => refused += 1,
                 Ok(result) => {
-                    assert_eq!(
-                        result, sent.expected,
-                        "byte {at} of the chunk line changed to {to:?}"
-                    );
+                    assert_eq!(result, sent.expected, "byte {at} of the chunk line changed to {to:?}");
                     same += 1;
                 }
             }
         }
     }
-    assert!(
-        refused > 50 * same,
-        "{refused} changes refused, {same} accepted"
-    );
+    assert!(refused > 50 * same, "{refused} changes refused, {same} accepted");
 }

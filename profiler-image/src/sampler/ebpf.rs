@@ -47,7 +47,9 @@ impl EbpfSampler {
             .load(object)
             .map_err(|e| classify("load the eBPF program", &e))?;
 
-        for (program, event) in [(names::FORK_PROGRAM, "sched_process_fork"), (names::EXEC_PROGRAM, "sched_process_exec")] {
+        for (program, event) in
+            [(names::FORK_PROGRAM, "sched_process_fork"), (names::EXEC_PROGRAM, "sched_process_exec")]
+        {
             let tp: &mut TracePoint = program_mut(&mut bpf, program)?;
             tp.load().map_err(|e| classify("load the fork/exec tracepoints", &e))?;
             tp.attach("sched", event).map_err(|e| classify("attach to sched tracepoints", &e))?;
@@ -66,7 +68,9 @@ impl EbpfSampler {
                 .map_err(|e| classify(&format!("open the CPU clock perf event on CPU {cpu}"), &e))?;
         }
 
-        let mut take = |name: &str| bpf.take_map(name).ok_or_else(|| SamplerError::Failed(format!("map `{name}` missing from the eBPF object")));
+        let mut take = |name: &str| {
+            bpf.take_map(name).ok_or_else(|| SamplerError::Failed(format!("map `{name}` missing from the eBPF object")))
+        };
         let conv = |e: aya::maps::MapError| SamplerError::Failed(format!("eBPF map: {e}"));
         let targets = BpfHashMap::try_from(take(names::TARGETS)?).map_err(conv)?;
         let active = Array::try_from(take(names::ACTIVE)?).map_err(conv)?;
@@ -147,7 +151,9 @@ fn program_mut<'a, T>(bpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, Sample
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
-    let program = bpf.program_mut(name).ok_or_else(|| SamplerError::Failed(format!("program `{name}` missing from the eBPF object")))?;
+    let program = bpf
+        .program_mut(name)
+        .ok_or_else(|| SamplerError::Failed(format!("program `{name}` missing from the eBPF object")))?;
     program.try_into().map_err(|e| SamplerError::Failed(format!("program `{name}`: {e}")))
 }
 

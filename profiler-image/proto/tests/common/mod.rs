@@ -12,9 +12,7 @@ use eagle_proto::{DecodeError, Decoder, NodeResult, StackRecord};
 
 /// `tests/data/<kind>`.
 pub fn data_dir(kind: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(kind)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(kind)
 }
 
 /// Reads a fixture, failing the test with the path if it is missing.
@@ -30,12 +28,7 @@ pub fn stems(dir: &Path, ext: &str) -> BTreeSet<String> {
         .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
         .map(|entry| entry.expect("directory entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == ext))
-        .map(|p| {
-            p.file_stem()
-                .expect("file stem")
-                .to_string_lossy()
-                .into_owned()
-        })
+        .map(|p| p.file_stem().expect("file stem").to_string_lossy().into_owned())
         .collect()
 }
 
@@ -96,19 +89,11 @@ pub fn render_meta(result: &NodeResult) -> String {
         let values: BTreeSet<String> = result.records.iter().map(field).collect();
         values.into_iter().collect::<Vec<_>>().join(" ")
     };
-    let _ = writeln!(
-        out,
-        "containers: {}",
-        distinct(&|r| format!("{:?}", r.container))
-    );
+    let _ = writeln!(out, "containers: {}", distinct(&|r| format!("{:?}", r.container)));
     let pids: BTreeSet<u32> = result.records.iter().map(|r| r.pid).collect();
     let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
     let _ = writeln!(out, "pids: {}", pids.join(" "));
-    let _ = writeln!(
-        out,
-        "samplers: {}",
-        distinct(&|r| format!("{:?}", r.sampler))
-    );
+    let _ = writeln!(out, "samplers: {}", distinct(&|r| format!("{:?}", r.sampler)));
     out
 }
 
@@ -120,10 +105,7 @@ fn json<T: serde::Serialize>(value: &T) -> String {
 #[track_caller]
 pub fn assert_text_eq(what: &str, expected: &str, actual: &str) {
     if expected != actual {
-        panic!(
-            "{what} differs (- expected, + actual):\n{}",
-            line_diff(expected, actual)
-        );
+        panic!("{what} differs (- expected, + actual):\n{}", line_diff(expected, actual));
     }
 }
 
@@ -135,11 +117,7 @@ pub fn line_diff(expected: &str, actual: &str) -> String {
     let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
     for i in (0..a.len()).rev() {
         for j in (0..b.len()).rev() {
-            lcs[i][j] = if a[i] == b[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
+            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
         }
     }
     let mut ops: Vec<(char, &str)> = Vec::new();
@@ -158,11 +136,8 @@ pub fn line_diff(expected: &str, actual: &str) -> String {
         }
     }
     const CONTEXT: usize = 2;
-    let near_change = |k: usize| {
-        ops[k.saturating_sub(CONTEXT)..(k + CONTEXT + 1).min(ops.len())]
-            .iter()
-            .any(|(op, _)| *op != ' ')
-    };
+    let near_change =
+        |k: usize| ops[k.saturating_sub(CONTEXT)..(k + CONTEXT + 1).min(ops.len())].iter().any(|(op, _)| *op != ' ');
     let mut out = String::new();
     let mut elided = false;
     for (k, (op, line)) in ops.iter().enumerate() {
