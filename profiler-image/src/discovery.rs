@@ -194,6 +194,6 @@ mod tests {
         let found = proc.resolve(&[Target::Pid(me), Target::Pid(u32::MAX - 1)]);
         assert_eq!(found[&Target::Pid(me)], vec![me]);
         assert!(found[&Target::Pid(u32::MAX - 1)].is_empty());
-        assert!(proc.info(me).unwrap().name.len() > 0);
+        assert!(!proc.info(me).unwrap().name.is_empty());
     }
 }
