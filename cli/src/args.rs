@@ -65,6 +65,15 @@ pub struct ProfileArgs {
     #[arg(long, value_enum, default_value_t = GroupBy::Process)]
     pub group_by: GroupBy,
 
+    /// Treat every target process as this runtime instead of detecting it:
+    /// native, go, python, java, ruby, node.
+    #[arg(long, value_name = "RUNTIME", value_parser = ["native", "go", "python", "java", "ruby", "node"])]
+    pub runtime: Option<String>,
+
+    /// Python: merge native (C extension) frames into the Python stacks (py-spy --native).
+    #[arg(long)]
+    pub native: bool,
+
     #[command(flatten)]
     pub cluster: ClusterArgs,
 

@@ -37,6 +37,8 @@ pub struct LocalRun {
     pub command: Vec<String>,
     pub duration: Option<Duration>,
     pub frequency_hz: u64,
+    pub runtime: Option<eagle_agent::runtime::Runtime>,
+    pub native: bool,
 }
 
 pub struct LocalResult {
@@ -53,7 +55,7 @@ pub fn profile(run: &LocalRun) -> Result<LocalResult, CliError> {
     }
     let duration = run.duration.unwrap_or(if child.is_some() { UNTIL_EXIT } else { Duration::from_secs(30) });
     let config =
-        AgentConfig { targets, duration, frequency_hz: run.frequency_hz, node: eagle_agent::run::default_node_name() };
+        AgentConfig { runtime: run.runtime, python_native: run.native, ..AgentConfig::new(targets, duration, run.frequency_hz) };
 
     let (tx, rx) = mpsc::channel::<String>();
     let agent =
@@ -75,6 +77,7 @@ pub fn profile(run: &LocalRun) -> Result<LocalResult, CliError> {
                 bar.set_position(p.elapsed_ms);
                 bar.set_message(format!("{} samples, {} processes", p.samples, p.processes));
             }
+            Ok(Some(Event::Warning(w))) if w.code.starts_with("info-") => {}
             Ok(Some(Event::Warning(w))) => bar.suspend(|| eprintln!("warning: {}", w.message)),
             Ok(_) => {}
             Err(e) => decode_error = decode_error.or(Some(e)),

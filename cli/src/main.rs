@@ -66,8 +66,18 @@ fn profile(args: ProfileArgs) -> Result<Exit, CliError> {
 fn profile_local(args: &ProfileArgs, targets: &[Target], destination: &Destination) -> Result<Exit, CliError> {
     local::install_signal_handlers();
     let pids: Vec<u32> = targets.iter().filter_map(|t| if let Target::Pid(p) = t { Some(*p) } else { None }).collect();
-    let run =
-        local::LocalRun { pids, command: args.command.clone(), duration: args.duration, frequency_hz: args.frequency };
+    let runtime = match &args.runtime {
+        Some(r) => Some(r.parse().map_err(CliError::Usage)?),
+        None => None,
+    };
+    let run = local::LocalRun {
+        pids,
+        command: args.command.clone(),
+        duration: args.duration,
+        frequency_hz: args.frequency,
+        runtime,
+        native: args.native,
+    };
     let outcome = local::profile(&run)?;
     let result = &outcome.result;
     let folded = merge::merge([result], &merge::Placements::new(), args.group_by);

@@ -7,6 +7,7 @@
 
 pub mod aggregate;
 pub mod discovery;
+pub mod runtime;
 pub mod sampler;
 #[cfg(target_os = "linux")]
 pub mod symbolize;

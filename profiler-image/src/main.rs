@@ -18,19 +18,18 @@ fn main() -> std::process::ExitCode {
     }
 
     let usage = |msg: &str| {
-        eprintln!("eagle-agent: {msg}\nusage: eagle-agent --target pid:N|container:ID|pod:UID [...] [--duration-ms MS] [--frequency HZ] [--node NAME]");
+        eprintln!("eagle-agent: {msg}\nusage: eagle-agent --target pid:N|container:ID|pod:UID [...] [--duration-ms MS] [--frequency HZ] [--node NAME] [--runtime RUNTIME] [--python-native]");
         ExitCode::from(2)
     };
-    let mut config = AgentConfig {
-        targets: Vec::new(),
-        duration: Duration::from_secs(30),
-        frequency_hz: 99,
-        node: eagle_agent::run::default_node_name(),
-    };
+    let mut config = AgentConfig::new(Vec::new(), Duration::from_secs(30), 99);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         if flag == "--help" || flag == "-h" {
             return usage("profiles CPU of processes, containers or pods and writes the result stream to stdout");
+        }
+        if flag == "--python-native" {
+            config.python_native = true;
+            continue;
         }
         if flag == "--version" {
             println!("eagle-agent {}", env!("CARGO_PKG_VERSION"));
@@ -51,6 +50,10 @@ fn main() -> std::process::ExitCode {
                 Err(_) => return usage(&format!("--frequency `{value}` is not a number of Hz")),
             },
             "--node" => config.node = value,
+            "--runtime" => match value.parse() {
+                Ok(r) => config.runtime = Some(r),
+                Err(e) => return usage(&e),
+            },
             _ => return usage(&format!("unknown flag {flag}")),
         }
     }

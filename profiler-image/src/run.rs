@@ -1,4 +1,5 @@
-//! One agent run: resolve the targets, sample for the window, and write the result stream.
+//! One agent run: resolve the targets, route each process to the sampler of its runtime,
+//! sample for the window, and write the result stream.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,6 +10,9 @@ use eagle_proto::{Encoder, Header, Progress, Warning};
 
 use crate::aggregate::Aggregate;
 use crate::discovery::{ProcFs, ProcessInfo};
+use crate::runtime::{self, ProcessTraits, Runtime};
+use crate::sampler::ebpf::EbpfSampler;
+use crate::sampler::pyspy::PySpySampler;
 use crate::sampler::{ProcessEvent, Sampler, SamplerError};
 use crate::target::Target;
 
@@ -20,6 +24,9 @@ pub const MAX_FREQUENCY_HZ: u64 = 10_000;
 const COLLECT_EVERY: Duration = Duration::from_millis(250);
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
+/// Warning codes that are information, not trouble: which sampler took which process.
+pub const INFO_SAMPLER: &str = "info-sampler";
+
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
     pub targets: Vec<Target>,
@@ -27,6 +34,16 @@ pub struct AgentConfig {
     pub frequency_hz: u64,
     /// Node name for the header (hostname by default).
     pub node: String,
+    /// Treat every process as this runtime instead of detecting it.
+    pub runtime: Option<Runtime>,
+    /// Python: add native (C extension) frames to the interpreted ones.
+    pub python_native: bool,
+}
+
+impl AgentConfig {
+    pub fn new(targets: Vec<Target>, duration: Duration, frequency_hz: u64) -> Self {
+        Self { targets, duration, frequency_hz, node: default_node_name(), runtime: None, python_native: false }
+    }
 }
 
 /// Why the agent could not produce a result at all. Partial results are not errors: they are
@@ -87,12 +104,22 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
         )));
     }
 
-    let mut sampler = crate::sampler::ebpf::EbpfSampler::start(config.frequency_hz, proc.clone())?;
+    let ebpf = EbpfSampler::start(config.frequency_hz, proc.clone())?;
     let encoder = Encoder;
     let started = Instant::now();
-    let mut run = Run { proc, processes: HashMap::new(), requested: HashSet::new(), warnings: Vec::new() };
+    let mut run = Run {
+        proc,
+        config: config.clone(),
+        ebpf,
+        pyspy: None,
+        pyspy_missing_reported: false,
+        processes: HashMap::new(),
+        requested: HashSet::new(),
+        warnings: Vec::new(),
+    };
+    // Every sampler starts on the processes known now, together: one window for all.
     for pid in resolved.values().flatten() {
-        run.add(&mut sampler, *pid, true);
+        run.add(*pid, true);
     }
     emit(&encoder.header(&Header {
         agent_version: env!("CARGO_PKG_VERSION").into(),
@@ -115,7 +142,6 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
 
     let watches_groups = config.targets.iter().any(|t| !matches!(t, Target::Pid(_)));
     let mut aggregate = Aggregate::default();
-    let mut events = Vec::new();
     let mut last_progress = Instant::now();
     let mut ended = None;
     loop {
@@ -132,29 +158,28 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
             break;
         }
         std::thread::sleep(COLLECT_EVERY.min(config.duration - elapsed));
-        sampler.collect(&mut aggregate, &mut events)?;
-        run.handle(&mut events, started);
+        run.collect(&mut aggregate, started)?;
         if last_progress.elapsed() >= PROGRESS_EVERY {
             last_progress = Instant::now();
             if watches_groups {
                 // New processes in the target containers (exec'd in, restarted).
                 for pid in run.proc.resolve(&config.targets).into_values().flatten() {
                     if !run.processes.contains_key(&pid) {
-                        run.add(&mut sampler, pid, true);
+                        run.add(pid, true);
                     }
                 }
             }
             run.refresh_names();
             emit(&encoder.progress(&Progress {
                 elapsed_ms: started.elapsed().as_millis() as u64,
-                samples: sampler.samples(),
-                processes: sampler.live() as u64,
+                samples: run.samples(),
+                processes: run.live() as u64,
             }));
             for w in run.warnings.drain(..) {
                 emit(&encoder.warning(&w));
             }
         }
-        if !watches_groups && sampler.live() == 0 {
+        if !watches_groups && run.live() == 0 {
             let at = started.elapsed().as_secs_f64();
             ended = Some(format!(
                 "every target process exited after {at:.1}s: the profile covers {at:.1}s of the {:.1}s window",
@@ -163,15 +188,15 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
             break;
         }
     }
-    sampler.collect(&mut aggregate, &mut events)?;
-    run.handle(&mut events, started);
+    run.collect(&mut aggregate, started)?;
     run.refresh_names();
+    run.finish(&mut aggregate);
     if let Some(message) = &ended {
         run.warnings.push(Warning { code: "ended-early".into(), pid: None, message: message.clone() });
     }
-    let lost = sampler.lost_samples();
+    let lost = run.ebpf.lost_samples();
     if lost > 0 {
-        let total = sampler.samples().max(1);
+        let total = run.ebpf.samples().max(1);
         run.warnings.push(Warning {
             code: "samples-lost".into(),
             pid: None,
@@ -192,30 +217,110 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
     Ok(Summary { samples, stopped_early: ended.is_some() })
 }
 
-/// Process bookkeeping of one run: names for the payload, warnings for the user.
+/// The samplers of one run and the process bookkeeping: names for the payload, routing by
+/// runtime, warnings for the user.
 struct Run {
     proc: ProcFs,
+    config: AgentConfig,
+    ebpf: EbpfSampler,
+    pyspy: Option<PySpySampler>,
+    pyspy_missing_reported: bool,
     processes: HashMap<u32, ProcessInfo>,
     requested: HashSet<u32>,
     warnings: Vec<Warning>,
 }
 
 impl Run {
-    fn add(&mut self, sampler: &mut dyn Sampler, pid: u32, requested: bool) {
+    fn add(&mut self, pid: u32, requested: bool) {
         let Some(info) = self.proc.info(pid) else { return };
-        match sampler.add(pid) {
-            Ok(()) => {
-                self.processes.insert(pid, info);
-                if requested {
-                    self.requested.insert(pid);
+        if requested {
+            self.requested.insert(pid);
+        }
+        let runtime = self.config.runtime.unwrap_or_else(|| runtime::detect(&ProcessTraits::read(&self.proc, pid)));
+        let result = self.route(pid, runtime);
+        let name = info.name.clone();
+        self.processes.insert(pid, info);
+        match result {
+            Ok(sampler) => self.info(pid, format!("{name} ({pid}): {runtime}, sampled by {sampler}")),
+            Err(e) => {
+                self.warnings.push(Warning { code: "sampler-failed".into(), pid: Some(pid), message: format!("{name} ({pid}): {e}") })
+            }
+        }
+    }
+
+    /// Hands a process to the sampler of its runtime; native sampling is the fallback.
+    fn route(&mut self, pid: u32, runtime: Runtime) -> Result<&'static str, SamplerError> {
+        if runtime == Runtime::Python {
+            if let Some(pyspy) = self.pyspy_sampler() {
+                match pyspy.add(pid) {
+                    Ok(()) => return Ok(crate::sampler::pyspy::NAME),
+                    Err(e) => self.warnings.push(Warning {
+                        code: "sampler-failed".into(),
+                        pid: Some(pid),
+                        message: format!("py-spy for {pid}: {e}; sampling it natively instead"),
+                    }),
                 }
             }
-            Err(e) => self.warnings.push(Warning {
-                code: "sampler-failed".into(),
-                pid: Some(pid),
-                message: format!("{}: {e}", info.name),
-            }),
         }
+        self.ebpf.add(pid)?;
+        Ok("ebpf")
+    }
+
+    fn pyspy_sampler(&mut self) -> Option<&mut PySpySampler> {
+        if self.pyspy.is_none() {
+            match PySpySampler::find() {
+                Some(binary) => match PySpySampler::new(binary, self.config.frequency_hz, self.config.python_native) {
+                    Ok(s) => self.pyspy = Some(s),
+                    Err(e) => self.missing_pyspy(&e.to_string()),
+                },
+                None => self.missing_pyspy(
+                    "py-spy is not installed: Python processes show interpreter frames only; \
+                     install it (`pip install py-spy`) or use the eagle-agent image, which has it",
+                ),
+            }
+        }
+        self.pyspy.as_mut()
+    }
+
+    fn missing_pyspy(&mut self, why: &str) {
+        if !self.pyspy_missing_reported {
+            self.pyspy_missing_reported = true;
+            self.warnings.push(Warning { code: "sampler-missing".into(), pid: None, message: why.to_owned() });
+        }
+    }
+
+    fn info(&mut self, pid: u32, message: String) {
+        self.warnings.push(Warning { code: INFO_SAMPLER.into(), pid: Some(pid), message });
+    }
+
+    fn collect(&mut self, aggregate: &mut Aggregate, started: Instant) -> Result<(), AgentError> {
+        let mut events = Vec::new();
+        self.ebpf.collect(aggregate, &mut events)?;
+        if let Some(p) = &mut self.pyspy {
+            p.collect(aggregate, &mut events)?;
+            for (pid, message) in p.take_warnings() {
+                self.warnings.push(Warning { code: "sampler-failed".into(), pid: Some(pid), message });
+            }
+        }
+        self.handle(events, started);
+        Ok(())
+    }
+
+    fn finish(&mut self, aggregate: &mut Aggregate) {
+        if let Some(p) = &mut self.pyspy {
+            p.finish(aggregate);
+            for (pid, message) in p.take_warnings() {
+                self.warnings.push(Warning { code: "sampler-failed".into(), pid: Some(pid), message });
+            }
+        }
+    }
+
+    fn live(&self) -> usize {
+        self.ebpf.live() + self.pyspy.as_ref().map_or(0, |p| p.live())
+    }
+
+    fn samples(&self) -> u64 {
+        self.ebpf.samples() + self.pyspy.as_ref().map_or(0, |p| p.samples())
     }
 
     /// Names change on exec (a shell that execs the command, a launcher script): keep the
@@ -228,8 +333,29 @@ impl Run {
         }
     }
 
-    fn handle(&mut self, events: &mut Vec<ProcessEvent>, started: Instant) {
-        for event in events.drain(..) {
+    /// A process that became an interpreter (a child that exec'd python, a launcher shell)
+    /// goes from native sampling to that interpreter's sampler.
+    fn reroute_interpreted(&mut self, pid: u32) {
+        if !self.proc.is_alive(pid) {
+            return;
+        }
+        let runtime = self.config.runtime.unwrap_or_else(|| runtime::detect(&ProcessTraits::read(&self.proc, pid)));
+        if runtime == Runtime::Python && self.pyspy_sampler().is_some() {
+            self.ebpf.remove(pid);
+            let name = self.proc.name(pid).unwrap_or_default();
+            match self.route(pid, runtime) {
+                Ok(sampler) => self.info(pid, format!("{name} ({pid}): {runtime}, sampled by {sampler}")),
+                Err(e) => self.warnings.push(Warning {
+                    code: "sampler-failed".into(),
+                    pid: Some(pid),
+                    message: format!("{name} ({pid}): {e}"),
+                }),
+            }
+        }
+    }
+
+    fn handle(&mut self, events: Vec<ProcessEvent>, started: Instant) {
+        for event in events {
             match event {
                 ProcessEvent::Found { pid, root } => {
                     // A child gone before it could be read inherits its parent's name and
@@ -241,10 +367,11 @@ impl Run {
                             container: r.container.clone(),
                         })
                     });
-                    if let Some(info) = info {
-                        self.processes.insert(pid, info);
-                    }
+                    let Some(info) = info else { continue };
+                    self.processes.insert(pid, info);
+                    self.reroute_interpreted(pid);
                 }
+                ProcessEvent::Execed { pid } => self.reroute_interpreted(pid),
                 ProcessEvent::Exited { pid } if self.requested.contains(&pid) => {
                     let name = self.processes.get(&pid).map_or("?", |p| p.name.as_str());
                     self.warnings.push(Warning {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, Container, EnvVar, EnvVarSource, HostPathVolumeSource, LocalObjectReference, Namespace,
+    Affinity, Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, HostPathVolumeSource, LocalObjectReference, Namespace,
     NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector, PodSpec,
     PodTemplateSpec, ResourceRequirements, SecurityContext, Toleration, Volume, VolumeMount,
 };
@@ -38,6 +38,10 @@ pub struct PlanOptions {
     /// Minimal capabilities instead of `privileged: true`.
     pub capabilities_only: bool,
     pub ttl_after_finished: i32,
+    /// `--runtime` override, passed to the agent.
+    pub runtime: Option<String>,
+    /// Python native frames (py-spy --native).
+    pub python_native: bool,
 }
 
 /// The default agent image: the one this CLI version decodes.
@@ -84,6 +88,12 @@ pub fn job_for_node(opts: &PlanOptions, index: usize, node: &str, container_ids:
         "--frequency".into(),
         opts.frequency_hz.to_string(),
     ]);
+    if let Some(runtime) = &opts.runtime {
+        args.extend(["--runtime".into(), runtime.clone()]);
+    }
+    if opts.python_native {
+        args.push("--python-native".into());
+    }
 
     let security = if opts.capabilities_only {
         SecurityContext {
@@ -133,12 +143,17 @@ pub fn job_for_node(opts: &PlanOptions, index: usize, node: &str, container_ids:
         security_context: Some(security),
         // tracefs: the sampler attaches to the fork/exec tracepoints and reads their layout.
         // A container's own /sys does not carry it.
-        volume_mounts: Some(vec![VolumeMount {
-            name: "tracefs".into(),
-            mount_path: "/sys/kernel/tracing".into(),
-            read_only: Some(true),
-            ..Default::default()
-        }]),
+        volume_mounts: Some(vec![
+            // Samplers that write files (py-spy's output) get a small private /tmp; the root
+            // filesystem stays read-only.
+            VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..Default::default() },
+            VolumeMount {
+                name: "tracefs".into(),
+                mount_path: "/sys/kernel/tracing".into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+        ]),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Default::default()
     };
@@ -173,14 +188,24 @@ pub fn job_for_node(opts: &PlanOptions, index: usize, node: &str, container_ids:
         tolerations: Some(vec![Toleration { operator: Some("Exists".into()), ..Default::default() }]),
         image_pull_secrets: (!opts.image_pull_secrets.is_empty())
             .then(|| opts.image_pull_secrets.iter().map(|s| LocalObjectReference { name: s.clone() }).collect()),
-        volumes: Some(vec![Volume {
-            name: "tracefs".into(),
-            host_path: Some(HostPathVolumeSource {
-                path: "/sys/kernel/tracing".into(),
-                type_: Some("Directory".into()),
-            }),
-            ..Default::default()
-        }]),
+        volumes: Some(vec![
+            Volume {
+                name: "tmp".into(),
+                empty_dir: Some(EmptyDirVolumeSource {
+                    medium: Some("Memory".into()),
+                    size_limit: Some(Quantity("64Mi".into())),
+                }),
+                ..Default::default()
+            },
+            Volume {
+                name: "tracefs".into(),
+                host_path: Some(HostPathVolumeSource {
+                    path: "/sys/kernel/tracing".into(),
+                    type_: Some("Directory".into()),
+                }),
+                ..Default::default()
+            },
+        ]),
         ..Default::default()
     };
     let deadline = (opts.duration + DEADLINE_MARGIN).as_secs() as i64;
@@ -226,6 +251,8 @@ mod tests {
             frequency_hz: 99,
             capabilities_only: false,
             ttl_after_finished: 300,
+            runtime: None,
+            python_native: false,
         }
     }
 

@@ -71,6 +71,8 @@ async fn prepare(args: &ProfileArgs, targets: &[(ClusterKind, String)]) -> Resul
         frequency_hz: args.frequency,
         capabilities_only: args.cluster.capabilities,
         ttl_after_finished: 300,
+        runtime: args.runtime.clone(),
+        python_native: args.native,
     };
     let jobs = resolution
         .by_node()

@@ -106,7 +106,10 @@ impl EbpfSampler {
         let entries: Vec<(u32, TargetEntry)> = self.targets.iter().filter_map(Result::ok).collect();
         for (id, entry) in entries {
             if let Some(t) = self.tracked.get_mut(&id) {
-                t.execed |= entry.execed != 0;
+                if entry.execed != 0 && !t.execed {
+                    t.execed = true;
+                    events.push(ProcessEvent::Execed { pid: id });
+                }
                 if t.alive && !self.proc.is_alive(id) {
                     t.alive = false;
                     let _ = self.targets.remove(&id);
@@ -212,6 +215,11 @@ impl Sampler for EbpfSampler {
             .map_err(|e| SamplerError::Failed(format!("cannot add pid {pid} to the target set: {e}")))?;
         self.tracked.insert(pid, Tracked { root: pid, alive: true, execed: false });
         Ok(())
+    }
+
+    fn remove(&mut self, pid: u32) {
+        let _ = self.targets.remove(&pid);
+        self.tracked.remove(&pid);
     }
 
     fn collect(&mut self, out: &mut Aggregate, events: &mut Vec<ProcessEvent>) -> Result<(), SamplerError> {

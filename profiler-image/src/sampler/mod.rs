@@ -4,6 +4,7 @@
 
 #[cfg(target_os = "linux")]
 pub mod ebpf;
+pub mod pyspy;
 
 use crate::aggregate::Aggregate;
 
@@ -13,6 +14,8 @@ pub enum ProcessEvent {
     /// A process the sampler started following by itself (a forked child), with the requested
     /// target process it descends from.
     Found { pid: u32, root: u32 },
+    /// A followed process exec'd another program: its runtime may have changed.
+    Execed { pid: u32 },
     /// A followed process ended.
     Exited { pid: u32 },
 }
@@ -35,6 +38,10 @@ pub trait Sampler {
 
     /// Starts sampling a process; the sampler follows its future children where it can.
     fn add(&mut self, pid: u32) -> Result<(), SamplerError>;
+
+    /// Stops sampling a process (handed over to another sampler, e.g. after an exec into
+    /// an interpreter).
+    fn remove(&mut self, _pid: u32) {}
 
     /// Moves what was sampled since the last call into `out` and reports processes found or
     /// ended meanwhile.

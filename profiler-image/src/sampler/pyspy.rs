@@ -1,0 +1,154 @@
+//! Python processes, sampled by py-spy (one `py-spy record` per process, started together
+//! with the other samplers so every process shares the same window). py-spy reads the
+//! interpreter's own frame objects, so the graph shows Python functions, not the C loop of
+//! the interpreter.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{ProcessEvent, Sampler, SamplerError};
+use crate::aggregate::Aggregate;
+
+/// Marks a frame as interpreted: ` [py]` stays visible, `_[j]` is the annotation inferno strips
+/// and colors as interpreted/JIT code (as `_[k]` is kernel).
+pub const PYTHON_SUFFIX: &str = " [py]_[j]";
+pub const NAME: &str = "py-spy";
+
+pub struct PySpySampler {
+    binary: PathBuf,
+    rate_hz: u64,
+    native: bool,
+    dir: PathBuf,
+    running: HashMap<u32, Child>,
+    samples: u64,
+    pending_warnings: Vec<(u32, String)>,
+}
+
+impl PySpySampler {
+    /// Finds py-spy (`EAGLE_PY_SPY`, then PATH); `None` when it is not installed.
+    pub fn find() -> Option<PathBuf> {
+        std::env::var_os("EAGLE_PY_SPY").map(PathBuf::from).filter(|p| p.exists()).or_else(|| which::which("py-spy").ok())
+    }
+
+    pub fn new(binary: PathBuf, rate_hz: u64, native: bool) -> Result<Self, SamplerError> {
+        let dir = std::env::temp_dir().join(format!("eagle-agent-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            SamplerError::Failed(format!("py-spy needs a writable temporary directory ({}): {e}", dir.display()))
+        })?;
+        Ok(Self { binary, rate_hz, native, dir, running: HashMap::new(), samples: 0, pending_warnings: Vec::new() })
+    }
+
+    fn output(&self, pid: u32) -> PathBuf {
+        self.dir.join(format!("{pid}.folded"))
+    }
+
+    /// Reads what py-spy wrote for `pid` into `out`, and why it failed if it did.
+    fn harvest(&mut self, pid: u32, mut child: Child, out: &mut Aggregate) {
+        let status = child.wait();
+        let output = self.output(pid);
+        let text = std::fs::read_to_string(&output).unwrap_or_default();
+        let _ = std::fs::remove_file(&output);
+        let log = std::fs::read_to_string(self.dir.join(format!("{pid}.log"))).unwrap_or_default();
+        let mut samples = 0;
+        for line in text.lines() {
+            let Some((stack, count)) = line.rsplit_once(' ') else { continue };
+            let Ok(count) = count.parse::<u64>() else { continue };
+            let frames = stack.split(';').map(|f| format!("{f}{PYTHON_SUFFIX}")).collect();
+            out.add(pid, NAME, frames, count);
+            samples += count;
+        }
+        self.samples += samples;
+        if samples == 0 {
+            let said = log.lines().rev().find(|l| !l.trim().is_empty() && !l.contains("Wrote raw")).unwrap_or("no output");
+            let how = status.map(|s| s.to_string()).unwrap_or_default();
+            self.pending_warnings.push((pid, format!("py-spy got no samples ({how}): {}", said.trim())));
+        }
+    }
+
+    /// Warnings about processes py-spy could not sample.
+    pub fn take_warnings(&mut self) -> Vec<(u32, String)> {
+        std::mem::take(&mut self.pending_warnings)
+    }
+
+    /// Ends every recording (py-spy writes its output on SIGINT) and collects the results.
+    pub fn finish(&mut self, out: &mut Aggregate) {
+        for child in self.running.values() {
+            // SAFETY: signalling a child we spawned.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let pids: Vec<u32> = self.running.keys().copied().collect();
+        for pid in pids {
+            let mut child = self.running.remove(&pid).expect("listed above");
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+            }
+            self.harvest(pid, child, out);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Sampler for PySpySampler {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn add(&mut self, pid: u32) -> Result<(), SamplerError> {
+        let log = std::fs::File::create(self.dir.join(format!("{pid}.log")))
+            .map_err(|e| SamplerError::Failed(format!("py-spy log: {e}")))?;
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(["record", "--pid", &pid.to_string(), "--rate", &self.rate_hz.to_string()])
+            // Ended by SIGINT at the end of the window; the duration is only a backstop.
+            .args(["--duration", "86400", "--nolineno", "--format", "raw", "--output"])
+            .arg(self.output(pid))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| SamplerError::Failed(e.to_string()))?)
+            .stderr(log);
+        if self.native {
+            cmd.arg("--native");
+        }
+        let child = cmd.spawn().map_err(|e| SamplerError::Failed(format!("cannot start {}: {e}", self.binary.display())))?;
+        self.running.insert(pid, child);
+        Ok(())
+    }
+
+    fn collect(&mut self, out: &mut Aggregate, events: &mut Vec<ProcessEvent>) -> Result<(), SamplerError> {
+        // A recording that ended by itself: its process exited (or py-spy failed).
+        let ended: Vec<u32> =
+            self.running.iter_mut().filter_map(|(p, c)| matches!(c.try_wait(), Ok(Some(_))).then_some(*p)).collect();
+        for pid in ended {
+            let child = self.running.remove(&pid).expect("listed above");
+            self.harvest(pid, child, out);
+            events.push(ProcessEvent::Exited { pid });
+        }
+        Ok(())
+    }
+
+    fn live(&self) -> usize {
+        self.running.len()
+    }
+
+    fn samples(&self) -> u64 {
+        self.samples
+    }
+
+    fn lost_samples(&self) -> u64 {
+        0
+    }
+}
+
+impl Drop for PySpySampler {
+    fn drop(&mut self) {
+        for child in self.running.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
