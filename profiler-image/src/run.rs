@@ -12,6 +12,7 @@ use crate::aggregate::Aggregate;
 use crate::discovery::{ProcFs, ProcessInfo};
 use crate::runtime::{self, ProcessTraits, Runtime};
 use crate::sampler::ebpf::EbpfSampler;
+use crate::sampler::jit::{self, PerfMapRequests};
 use crate::sampler::pyspy::PySpySampler;
 use crate::sampler::{ProcessEvent, Sampler, SamplerError};
 use crate::target::Target;
@@ -113,6 +114,8 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
         ebpf,
         pyspy: None,
         pyspy_missing_reported: false,
+        perf_maps: PerfMapRequests::new(),
+        jvms: Vec::new(),
         processes: HashMap::new(),
         requested: HashSet::new(),
         warnings: Vec::new(),
@@ -170,6 +173,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
                 }
             }
             run.refresh_names();
+            run.refresh_perf_maps();
             emit(&encoder.progress(&Progress {
                 elapsed_ms: started.elapsed().as_millis() as u64,
                 samples: run.samples(),
@@ -188,6 +192,8 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
             break;
         }
     }
+    // A last map dump names what the JIT compiled since the previous one.
+    run.refresh_perf_maps();
     run.collect(&mut aggregate, started)?;
     run.refresh_names();
     run.finish(&mut aggregate);
@@ -225,6 +231,9 @@ struct Run {
     ebpf: EbpfSampler,
     pyspy: Option<PySpySampler>,
     pyspy_missing_reported: bool,
+    perf_maps: PerfMapRequests,
+    /// JVMs whose perf map is refreshed while sampling.
+    jvms: Vec<u32>,
     processes: HashMap<u32, ProcessInfo>,
     requested: HashSet<u32>,
     warnings: Vec<Warning>,
@@ -263,7 +272,43 @@ impl Run {
             }
         }
         self.ebpf.add(pid)?;
-        Ok("ebpf")
+        match runtime {
+            Runtime::Java => {
+                self.ebpf.mark_jit(pid, jit::JAVA_SUFFIX);
+                self.jvms.push(pid);
+                let cmdline = std::fs::read(self.proc.path().join(format!("{pid}/cmdline"))).unwrap_or_default();
+                let mut hint = String::from("async-profiler is not in this image: Java is sampled natively with the JIT's perf map");
+                match self.perf_maps.request(pid) {
+                    Ok(()) => {}
+                    Err(e) => hint.push_str(&format!(" (unavailable: {e}; Java frames show as [unknown])")),
+                }
+                if !jit::jvm_preserves_frame_pointers(&cmdline) {
+                    hint.push_str("; start the JVM with -XX:+PreserveFramePointer to see whole Java stacks, not only their leaves");
+                }
+                self.warnings.push(Warning { code: "sampler-fallback".into(), pid: Some(pid), message: format!("java ({pid}): {hint}") });
+                Ok("ebpf+perf-map")
+            }
+            Runtime::Node => {
+                self.ebpf.mark_jit(pid, jit::JS_SUFFIX);
+                let cmdline = std::fs::read(self.proc.path().join(format!("{pid}/cmdline"))).unwrap_or_default();
+                if !jit::node_writes_perf_map(&cmdline) {
+                    self.warnings.push(Warning {
+                        code: "sampler-fallback".into(),
+                        pid: Some(pid),
+                        message: format!("node ({pid}): JavaScript frames need `node --perf-basic-prof`; without it only native frames are named"),
+                    });
+                }
+                Ok("ebpf+perf-map")
+            }
+            _ => Ok("ebpf"),
+        }
+    }
+
+    fn refresh_perf_maps(&mut self) {
+        self.jvms.retain(|pid| self.proc.is_alive(*pid));
+        for pid in &self.jvms {
+            let _ = self.perf_maps.request(*pid);
+        }
     }
 
     fn pyspy_sampler(&mut self) -> Option<&mut PySpySampler> {

@@ -11,7 +11,7 @@ use std::rc::Rc;
 
 use blazesym::normalize::{Normalizer, UserMeta};
 use blazesym::symbolize::source::{Kernel, Process, Source};
-use blazesym::symbolize::{Input, Symbolized, Symbolizer};
+use blazesym::symbolize::{Input, Reason, Symbolized, Symbolizer};
 use blazesym::{MaybeDefault, Pid};
 
 /// Marks a kernel frame, as perf and inferno's palettes do.
@@ -26,6 +26,10 @@ pub struct Symbols {
     normalizer: Normalizer,
     user: HashMap<u32, HashMap<u64, Frames>>,
     kernel: HashMap<u64, Frames>,
+    /// Processes with JIT code named by a perf map that grows while they run: what is unknown
+    /// now may be named after the next map dump, so unknowns are not cached; their JIT frames
+    /// carry this tag.
+    jit: HashMap<u32, &'static str>,
 }
 
 impl Default for Symbols {
@@ -45,6 +49,7 @@ impl Symbols {
             normalizer: Normalizer::builder().enable_build_ids(false).build(),
             user: HashMap::new(),
             kernel: HashMap::new(),
+            jit: HashMap::new(),
         }
     }
 
@@ -60,21 +65,42 @@ impl Symbols {
             m
         };
         if !missing.is_empty() {
+            let jit = self.jit.get(&pid).copied();
             let resolved = match via {
-                Some(via) => resolve_user(&self.blaze, &self.normalizer, via, &missing),
+                Some(via) => resolve_user(&self.blaze, &self.normalizer, via, &missing, jit),
                 None => vec![None; missing.len()],
             };
             let cache = self.user.entry(pid).or_default();
             for (addr, frames) in missing.iter().zip(resolved) {
-                let frames = frames.unwrap_or_else(|| Rc::from(vec![UNKNOWN.to_owned()]));
-                cache.insert(*addr, frames);
+                match frames {
+                    Some(frames) => {
+                        cache.insert(*addr, frames);
+                    }
+                    None if jit.is_some() && via.is_some() => {} // retried after the next map dump
+                    None => {
+                        cache.insert(*addr, Rc::from(vec![UNKNOWN.to_owned()]));
+                    }
+                }
             }
         }
+        let unknown: Frames = Rc::from(vec![UNKNOWN.to_owned()]);
         let cache = &self.user[&pid];
-        addrs.iter().map(|a| cache[a].clone()).collect()
+        addrs.iter().map(|a| cache.get(a).cloned().unwrap_or_else(|| unknown.clone())).collect()
     }
 
     /// Whether every address of `pid` is already named (so an exited process needs nothing new).
+    /// Frames of addresses already named (by [`Symbols::user`]); others are `[unknown]`.
+    pub fn lookup_user(&self, pid: u32, addrs: &[u64]) -> Vec<Frames> {
+        let unknown: Frames = Rc::from(vec![UNKNOWN.to_owned()]);
+        let cache = self.user.get(&pid);
+        addrs.iter().map(|a| cache.and_then(|c| c.get(a)).cloned().unwrap_or_else(|| unknown.clone())).collect()
+    }
+
+    /// Marks `pid` as running JIT code named by its perf map; `tag` is appended to JIT frames.
+    pub fn set_jit(&mut self, pid: u32, tag: &'static str) {
+        self.jit.insert(pid, tag);
+    }
+
     pub fn knows_all(&self, pid: u32, addrs: &[u64]) -> bool {
         self.user.get(&pid).is_some_and(|c| addrs.iter().all(|a| c.contains_key(a)))
     }
@@ -108,25 +134,53 @@ impl Symbols {
     }
 }
 
-fn resolve_user(blaze: &Symbolizer, normalizer: &Normalizer, pid: u32, addrs: &[u64]) -> Vec<Option<Frames>> {
+fn resolve_user(
+    blaze: &Symbolizer,
+    normalizer: &Normalizer,
+    pid: u32,
+    addrs: &[u64],
+    jit_tag: Option<&str>,
+) -> Vec<Option<Frames>> {
     let mut process = Process::new(Pid::from(pid));
-    process.perf_map = true; // JIT runtimes that write /tmp/perf-PID.map
-    let syms = match blaze.symbolize(&Source::Process(process), Input::AbsAddr(addrs)) {
+    // Perf maps are read by `PerfMap` below: blazesym 0.2.7 rejects the `0x` addresses that
+    // HotSpot writes, and one bad map line fails the whole batch.
+    process.perf_map = false;
+    let source = Source::Process(process);
+    let syms = match blaze.symbolize(&source, Input::AbsAddr(addrs)) {
         Ok(s) => s,
-        Err(_) => return vec![None; addrs.len()], // process gone: caller falls back to [unknown]
+        // One unreadable module fails a whole batch: retry address by address so it costs
+        // only its own frames. A process that is gone fails every one of them.
+        Err(_) => addrs
+            .iter()
+            .map(|a| blaze.symbolize_single(&source, Input::AbsAddr(*a)).unwrap_or(Symbolized::Unknown(Reason::IgnoredError)))
+            .collect(),
     };
     let mut out: Vec<Option<Frames>> = syms
         .into_iter()
         .map(|s| match s {
             Symbolized::Sym(sym) => {
                 let mut frames = Vec::with_capacity(1 + sym.inlined.len());
-                frames.push(sym.name.into_owned());
+                // Perf-map symbols have no module: they are JIT code.
+                match (sym.module.is_none(), jit_tag) {
+                    (true, Some(tag)) => frames.push(format!("{}{tag}", sym.name)),
+                    _ => frames.push(sym.name.into_owned()),
+                }
                 frames.extend(sym.inlined.iter().map(|f| f.name.to_string()));
                 Some(Rc::from(frames))
             }
             Symbolized::Unknown(_) => None,
         })
         .collect();
+    // JIT code, named by the runtime's perf map.
+    if let Some(tag) = jit_tag {
+        if let Some(map) = PerfMap::read(pid) {
+            for (i, addr) in addrs.iter().enumerate() {
+                if out[i].is_none() {
+                    out[i] = map.find(*addr).map(|name| Rc::from(vec![format!("{name}{tag}")]));
+                }
+            }
+        }
+    }
     // Stripped or unreadable code: name the module and the offset in it.
     let unknown: Vec<usize> = (0..out.len()).filter(|&i| out[i].is_none()).collect();
     if !unknown.is_empty() {
@@ -150,4 +204,65 @@ fn module_name(path: &Path) -> Option<String> {
     let name = path.file_name()?.to_string_lossy();
     // " (deleted)" when the binary was replaced on disk while running
     Some(name.trim_end_matches(" (deleted)").to_owned())
+}
+
+/// A perf map (`/tmp/perf-PID.map`: `START SIZE NAME` per line, hex, `0x` optional), as JIT
+/// runtimes write it for profilers. Read through `/proc/PID/root`, so a container's map is found
+/// in its own mount namespace, under its own pid.
+pub struct PerfMap {
+    /// (start, end, name), sorted by start.
+    entries: Vec<(u64, u64, String)>,
+}
+
+impl PerfMap {
+    pub fn read(pid: u32) -> Option<Self> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        // The pid inside the process's own pid namespace names the file.
+        let ns_pid = status.lines().find_map(|l| l.strip_prefix("NStgid:")).and_then(|v| v.split_whitespace().last())?;
+        let text = std::fs::read_to_string(format!("/proc/{pid}/root/tmp/perf-{ns_pid}.map")).ok()?;
+        Some(Self::parse(&text))
+    }
+
+    pub fn parse(text: &str) -> Self {
+        let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+        let mut entries: Vec<(u64, u64, String)> = text
+            .lines()
+            .filter_map(|line| {
+                let mut parts = line.splitn(3, ' ');
+                let start = hex(parts.next()?)?;
+                let size = hex(parts.next()?)?;
+                let name = parts.next()?.trim();
+                (size > 0 && !name.is_empty()).then(|| (start, start + size, name.to_owned()))
+            })
+            .collect();
+        // Later lines win for the same start: the JIT reuses code memory.
+        entries.reverse();
+        entries.sort_by_key(|e| e.0);
+        entries.dedup_by_key(|e| e.0);
+        Self { entries }
+    }
+
+    pub fn find(&self, addr: u64) -> Option<&str> {
+        let i = self.entries.partition_point(|e| e.0 <= addr).checked_sub(1)?;
+        let (start, end, name) = &self.entries[i];
+        (*start <= addr && addr < *end).then_some(name.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PerfMap;
+
+    #[test]
+    fn perf_maps_of_hotspot_and_node() {
+        let hotspot = "0x00007f7fc0ec7620 0x0000000000000158 long GroundTruth.spin(long)\n\
+                       0x00007f7fb9401740 0x00000000000001c0 long GroundTruth.cpu60(long)\n";
+        let map = PerfMap::parse(hotspot);
+        assert_eq!(map.find(0x7f7fc0ec7620 + 0x10), Some("long GroundTruth.spin(long)"));
+        assert_eq!(map.find(0x7f7fb9401740), Some("long GroundTruth.cpu60(long)"));
+        assert_eq!(map.find(0x7f7fb9401740 + 0x1c0), None);
+        assert_eq!(map.find(1), None);
+        let node = "3ef414c0 398 RegExp:[{(]\n3ef418a0 884 LazyCompile:~main /app/server.js:1\n";
+        assert_eq!(PerfMap::parse(node).find(0x3ef418a0 + 4), Some("LazyCompile:~main /app/server.js:1"));
+    }
 }

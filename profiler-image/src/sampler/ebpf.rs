@@ -97,6 +97,11 @@ impl EbpfSampler {
         })
     }
 
+    /// `pid` runs JIT code named by its perf map (Java, Node): see [`Symbols::set_jit`].
+    pub fn mark_jit(&mut self, pid: u32, tag: &'static str) {
+        self.symbols.set_jit(pid, tag);
+    }
+
     fn counter(&self, c: Counter) -> u64 {
         self.counters.get(&(c as u32), 0).map(|v| v.iter().sum()).unwrap_or(0)
     }
@@ -268,7 +273,7 @@ impl Sampler for EbpfSampler {
         for (key, count) in entries {
             let mut frames: Vec<String> = Vec::new();
             if key.user_stack_id >= 0 {
-                let names: Vec<Frames> = self.symbols.user(key.tgid, None, &user_addrs(&traces[&key.user_stack_id]));
+let names: Vec<Frames> = self.symbols.lookup_user(key.tgid, &user_addrs(&traces[&key.user_stack_id]));
                 frames.extend(names.iter().rev().flat_map(|f| f.iter().cloned()));
             }
             if key.kernel_stack_id >= 0 {

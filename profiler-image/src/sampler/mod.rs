@@ -4,6 +4,8 @@
 
 #[cfg(target_os = "linux")]
 pub mod ebpf;
+#[cfg(target_os = "linux")]
+pub mod jit;
 pub mod pyspy;
 
 use crate::aggregate::Aggregate;
