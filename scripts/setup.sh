@@ -9,7 +9,9 @@ sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
 
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
 pkgs=(clang-19 libbpf-dev linux-libc-dev pkg-config)
-[ "$minimal" = --minimal ] || pkgs+=(bpftool util-linux binutils python3)
+# Tests: real interpreters and their samplers' helpers (jattach asks a JVM for its perf map).
+[ "$minimal" = --minimal ] || pkgs+=(bpftool util-linux binutils python3 python3-pip jattach)
+if [ "$minimal" != --minimal ] && ! command -v javac >/dev/null; then pkgs+=(openjdk-17-jdk-headless); fi
 missing=()
 for p in "${pkgs[@]}"; do have_pkg "$p" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -27,4 +29,7 @@ if [ "$minimal" != --minimal ]; then
     rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
   done
   command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
+  # py-spy samples Python; its PyPI wheel carries a static binary.
+  command -v py-spy >/dev/null || python3 -m pip install --quiet --break-system-packages py-spy 2>/dev/null \
+    || python3 -m pip install --quiet py-spy
 fi

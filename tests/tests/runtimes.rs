@@ -1,0 +1,203 @@
+//! Interpreted and JIT runtimes, detected per process and profiled with real interpreters:
+//! py-spy for Python, the JIT's perf map for Java (Java 17 here). Each workload spends known
+//! shares of CPU in known functions (images/python, images/java).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use eagle_proto::FoldedStacks;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn binary() -> PathBuf {
+    let dir = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
+    let bin = dir.join("kubectl-eagle");
+    assert!(bin.exists(), "{} is missing: run `cargo build --workspace --bins` first", bin.display());
+    bin
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("eagle-runtimes-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The real interpreter binary (not a version manager's shim script), or why there is none.
+fn python() -> Result<PathBuf, String> {
+    let out = Command::new("python3").args(["-c", "import sys; print(sys.executable)"]).output();
+    match out {
+        Ok(o) if o.status.success() => Ok(PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())),
+        _ => Err("python3 is not installed".into()),
+    }
+}
+
+fn has_py_spy() -> bool {
+    Command::new("py-spy").arg("--version").output().is_ok_and(|o| o.status.success())
+}
+
+/// Kills the workload when the test ends, however it ends.
+struct Workload(Child);
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(cmd: &mut Command, warmup: Duration) -> Workload {
+    let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(warmup);
+    Workload(child)
+}
+
+fn profile(args: &[&str], env_path: Option<&str>) -> Output {
+    let mut cmd = Command::new(binary());
+    cmd.arg("profile").args(args);
+    if let Some(path) = env_path {
+        cmd.env("PATH", path);
+    }
+    let out = cmd.output().unwrap();
+    eprintln!("kubectl-eagle profile {args:?}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// Inclusive share, in percent, of samples with a frame for which `matches` holds.
+fn share(folded: &FoldedStacks, matches: impl Fn(&str) -> bool) -> f64 {
+    let hits: u64 = folded.iter().filter(|(s, _)| s.split(';').any(&matches)).map(|(_, c)| c).sum();
+    hits as f64 * 100.0 / folded.total().max(1) as f64
+}
+
+fn read(path: &Path) -> FoldedStacks {
+    FoldedStacks::parse(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn assert_split(folded: &FoldedStacks, names: [&str; 3], tolerance: f64) {
+    // Shares among the samples of the interpreted code itself: the process's other threads
+    // (a JVM's compiler and GC threads) are not part of the known split.
+    let in_code = |s: &str| names.iter().any(|n| s.contains(n));
+    let code: FoldedStacks = {
+        let mut f = FoldedStacks::new();
+        for (stack, count) in folded.iter().filter(|(s, _)| s.split(';').any(in_code)) {
+            f.add_joined(stack.to_owned(), count);
+        }
+        f
+    };
+    assert!(code.total() > 300, "{} samples in the known functions: too few to judge", code.total());
+    for (name, expected) in names.iter().zip([60.0, 30.0, 10.0]) {
+        let got = share(&code, |f| f.contains(name));
+        assert!((got - expected).abs() <= tolerance, "{name}: {got:.1}% of {} samples, expected {expected}±{tolerance}", code.total());
+    }
+}
+
+#[test]
+fn python_is_detected_and_profiled_with_real_function_names() {
+    let (Ok(python), true) = (python(), has_py_spy()) else {
+        eprintln!("skipped: needs python3 and py-spy (scripts/setup.sh installs py-spy)");
+        return;
+    };
+    let dir = temp_dir("python");
+    let w = start(Command::new(&python).arg(root().join("images/python/groundtruth.py")), Duration::from_millis(500));
+    let pid = format!("pid/{}", w.0.id());
+    let out_path = dir.join("py.folded");
+    let out = profile(&[&pid, "-d", "4s", "-f", "199", "-o", out_path.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0));
+    let folded = read(&out_path);
+    assert!(folded.iter().all(|(s, _)| s.contains(" [py]")), "every stack is Python, tagged [py]");
+    assert!(folded.iter().any(|(s, _)| s.contains("cpu_60 (groundtruth.py) [py]")));
+    assert_split(&folded, ["cpu_60 (", "cpu_30 (", "cpu_10 ("], 5.0);
+}
+
+#[test]
+fn java_is_named_through_the_jit_perf_map() {
+    let has = |c: &str| Command::new(c).arg("-version").output().is_ok_and(|o| o.status.success());
+    let jattach = Command::new("jattach").output().is_ok();
+    if !has("javac") || !has("java") || !jattach {
+        eprintln!("skipped: needs javac, java and jattach (scripts/setup.sh installs them)");
+        return;
+    }
+    let dir = temp_dir("java");
+    let javac = Command::new("javac")
+        .arg("-d")
+        .arg(&dir)
+        .arg(root().join("images/java/GroundTruth.java"))
+        .status()
+        .unwrap();
+    assert!(javac.success());
+    // Warm up: the split holds once the JIT has compiled the hot methods.
+    let w = start(
+        Command::new("java").args(["-XX:+PreserveFramePointer", "-cp"]).arg(&dir).arg("GroundTruth"),
+        Duration::from_secs(3),
+    );
+    let pid = format!("pid/{}", w.0.id());
+    let out_path = dir.join("java.folded");
+    let out = profile(&[&pid, "-d", "4s", "-f", "199", "-o", out_path.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("perf map"), "the report says which sampler ran: {stderr}");
+    let folded = read(&out_path);
+    assert!(folded.iter().any(|(s, _)| s.contains("GroundTruth.cpu60(long) [java]")), "Java frames named and tagged");
+    assert_split(&folded, ["GroundTruth.cpu60", "GroundTruth.cpu30", "GroundTruth.cpu10"], 5.0);
+}
+
+#[test]
+fn two_runtimes_in_one_run_make_one_graph() {
+    let (Ok(python), true) = (python(), has_py_spy()) else {
+        eprintln!("skipped: needs python3 and py-spy");
+        return;
+    };
+    let dir = temp_dir("mixed");
+    let py = start(Command::new(&python).arg(root().join("images/python/groundtruth.py")), Duration::from_millis(300));
+    let sh = start(Command::new("sh").args(["-c", "while :; do :; done"]), Duration::from_millis(100));
+    let out_path = dir.join("mixed.folded");
+    let (a, b) = (format!("pid/{}", py.0.id()), format!("pid/{}", sh.0.id()));
+    let out = profile(&[&a, &b, "-d", "3s", "-f", "99", "-o", out_path.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0));
+    let folded = read(&out_path);
+    let py_share = share(&folded, |f| f.ends_with("[py]_[j]"));
+    let native_share = share(&folded, |f| f.starts_with(&format!("sh ({})", sh.0.id())));
+    assert!(py_share > 20.0 && native_share > 20.0, "both appear: python {py_share:.0}%, sh {native_share:.0}%");
+}
+
+#[test]
+fn python_native_frames_with_native_flag() {
+    let (Ok(python), true) = (python(), has_py_spy()) else {
+        eprintln!("skipped: needs python3 and py-spy");
+        return;
+    };
+    let dir = temp_dir("native");
+    let w = start(Command::new(&python).arg(root().join("images/python/groundtruth.py")).arg("--zlib"), Duration::from_millis(300));
+    let pid = format!("pid/{}", w.0.id());
+    let out_path = dir.join("native.folded");
+    let out = profile(&[&pid, "-d", "3s", "-f", "99", "--native", "-o", out_path.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0));
+    let folded = read(&out_path);
+    assert!(share(&folded, |f| f.starts_with("compress_loop (")) > 80.0, "the Python caller is kept");
+    // py-spy names the C code under the Python frame: zlib's deflate.
+    assert!(share(&folded, |f| f.contains("deflate") || f.contains("zlib_compress") || f.contains("compress (")) > 50.0);
+}
+
+#[test]
+fn a_missing_sampler_is_reported_and_the_others_still_run() {
+    let Ok(python) = python() else {
+        eprintln!("skipped: needs python3");
+        return;
+    };
+    let dir = temp_dir("missing");
+    let py = start(Command::new(&python).arg(root().join("images/python/groundtruth.py")), Duration::from_millis(300));
+    let sh = start(Command::new("sh").args(["-c", "while :; do :; done"]), Duration::from_millis(100));
+    let out_path = dir.join("missing.folded");
+    let (a, b) = (format!("pid/{}", py.0.id()), format!("pid/{}", sh.0.id()));
+    // A PATH without py-spy.
+    let out = profile(&[&a, &b, "-d", "2s", "-o", out_path.to_str().unwrap()], Some("/usr/sbin:/usr/bin:/sbin:/bin"));
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("py-spy is not installed") && stderr.contains("pip install py-spy"), "{stderr}");
+    let folded = read(&out_path);
+    assert!(share(&folded, |f| f.starts_with(&format!("sh ({})", sh.0.id()))) > 20.0, "the shell is still profiled");
+    assert!(share(&folded, |f| f.starts_with(&format!("python3 ({})", py.0.id())) || f.contains(&format!("({})", py.0.id()))) > 5.0, "and python natively");
+}
