@@ -104,7 +104,7 @@ fn python_is_detected_and_profiled_with_real_function_names() {
     let w = start(Command::new(&python).arg(root().join("images/python/groundtruth.py")), Duration::from_millis(500));
     let pid = format!("pid/{}", w.0.id());
     let out_path = dir.join("py.folded");
-    let out = profile(&[&pid, "-d", "4s", "-f", "199", "-o", out_path.to_str().unwrap()], None);
+    let out = profile(&[&pid, "-d", "4s", "-f", "499", "-o", out_path.to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(0));
     let folded = read(&out_path);
     assert!(folded.iter().all(|(s, _)| s.contains(" [py]")), "every stack is Python, tagged [py]");
@@ -135,7 +135,7 @@ fn java_is_named_through_the_jit_perf_map() {
     );
     let pid = format!("pid/{}", w.0.id());
     let out_path = dir.join("java.folded");
-    let out = profile(&[&pid, "-d", "4s", "-f", "199", "-o", out_path.to_str().unwrap()], None);
+    let out = profile(&[&pid, "-d", "4s", "-f", "499", "-o", out_path.to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(0));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("perf map"), "the report says which sampler ran: {stderr}");
@@ -200,4 +200,33 @@ fn a_missing_sampler_is_reported_and_the_others_still_run() {
     let folded = read(&out_path);
     assert!(share(&folded, |f| f.starts_with(&format!("sh ({})", sh.0.id()))) > 20.0, "the shell is still profiled");
     assert!(share(&folded, |f| f.starts_with(&format!("python3 ({})", py.0.id())) || f.contains(&format!("({})", py.0.id()))) > 5.0, "and python natively");
+}
+
+#[test]
+fn node_js_frames_come_from_its_perf_map_and_a_hint_otherwise() {
+    if !Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: needs node");
+        return;
+    }
+    let dir = temp_dir("node");
+    let script = root().join("images/node/groundtruth.js");
+    let w = start(
+        Command::new("node").args(["--perf-basic-prof", "--interpreted-frames-native-stack"]).arg(&script),
+        Duration::from_millis(1500),
+    );
+    let pid = format!("pid/{}", w.0.id());
+    let out_path = dir.join("node.folded");
+    let out = profile(&[&pid, "-d", "3s", "-f", "499", "-o", out_path.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0));
+    let folded = read(&out_path);
+    assert!(folded.iter().any(|(s, _)| s.contains("cpu60") && s.contains("[js]")), "JS frames named and tagged");
+    assert_split(&folded, ["cpu60", "cpu30", "cpu10"], 5.0);
+    drop(w);
+
+    // Without the flag V8 writes no map: native frames only, and the report says what to add.
+    let _bare = start(Command::new("node").arg(&script), Duration::from_millis(500));
+    let pid = format!("pid/{}", _bare.0.id());
+    let out = profile(&[&pid, "-d", "1s", "-o", dir.join("bare.folded").to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--perf-basic-prof"));
 }
