@@ -25,6 +25,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per run
 pub enum Command {
     /// Sample CPU stacks of the targets for a window and write one flame graph.
     #[command(after_help = "\
@@ -32,10 +33,51 @@ Examples:
   kubectl eagle profile pid/4242 -d 10s -f 99 -o flame.svg
   kubectl eagle profile pid/4242 pid/4243 -o out.folded
   kubectl eagle profile -d 5s -o flame.svg -- ./server --port 8080
+  kubectl eagle profile deployment/api -n ci -d 30s -o run.folded --summary summary.json \\
+      --max 'serde_json::.*=15%'
 
-Exit codes: 0 ok, 2 usage, 3 not found, 4 not permitted, 5 nothing to profile,
-6 profiling failed, 7 partial result written, 8 output not writable, 9 cluster unreachable.")]
+Exit codes: 0 ok, 1 a --max/--max-self/regression rule broken, 2 usage, 3 not found,
+4 not permitted, 5 nothing to profile, 6 profiling failed, 7 partial result written,
+8 output not writable or baseline unreadable, 9 cluster unreachable.")]
     Profile(ProfileArgs),
+
+    /// Check a profile against share thresholds and a baseline; exit 1 when a rule is broken.
+    #[command(after_help = "\
+Examples:
+  kubectl eagle check run.folded --max 'serde_json::.*=15%' --max-self 'regex::.*=5%'
+  kubectl eagle check run.folded --baseline base.folded --max-regression 3pp
+  kubectl eagle profile deployment/api -d 30s -o - | kubectl eagle check - --max-self '^memcpy=10%'
+
+Shares are of all samples; --max counts a sample when any matching function is on its stack,
+--max-self when the innermost one matches. Regressions are percentage points of share over
+the baseline's. The schema of --summary is in docs/ci.md.
+
+Exit codes: 0 every rule holds, 1 a rule is broken, 2 usage (bad rule or regex),
+5 no samples in the profile, 8 a profile cannot be read (missing, malformed line N).")]
+    Check(CheckCommand),
+
+    /// Differential flame graph of two profiles: red grew, blue shrank, both normalised.
+    #[command(after_help = "\
+Examples:
+  kubectl eagle diff base.folded run.folded -o diff.svg
+  kubectl eagle diff run.folded base.folded --negate -o gone.svg   # what shrank or vanished
+
+The graph has the shape of NEW, colored by the change from BASE; BASE is scaled to NEW's
+sample count first. Pod names and pids change between runs, so they are dropped before
+comparing (--code-only drops every hierarchy level).
+
+Exit codes: 0 written, 2 usage, 5 no samples, 8 a profile cannot be read or the output written.")]
+    Diff(DiffArgs),
+
+    /// Convert a profile: folded or pprof in; SVG, folded, speedscope or pprof out.
+    #[command(after_help = "\
+Examples:
+  kubectl eagle convert run.folded -o run.pb.gz -f 99     # pprof: go tool pprof, Pyroscope
+  kubectl eagle convert run.folded -o run.svg --summary summary.json
+  kubectl eagle convert cpu.pprof -o cpu.folded           # a Go profile into folded stacks
+
+Exit codes: 0 written, 2 usage, 5 no samples, 8 the input cannot be read or the output written.")]
+    Convert(ConvertArgs),
 }
 
 #[derive(Debug, Args)]
@@ -53,7 +95,7 @@ pub struct ProfileArgs {
     #[arg(short = 'f', long, default_value_t = 99, value_name = "HZ", value_parser = clap::value_parser!(u64).range(1..=MAX_FREQUENCY_HZ))]
     pub frequency: u64,
 
-    /// Output file; the format follows the extension (.svg, .folded/.txt, .json); `-` is stdout.
+    /// Output file; the format follows the extension (.svg, .folded/.txt, .json, .pb.gz/.pprof); `-` is stdout.
     #[arg(short = 'o', long, value_name = "FILE", default_value = "flamegraph.svg")]
     pub output: PathBuf,
 
@@ -73,6 +115,12 @@ pub struct ProfileArgs {
     /// Python: merge native (C extension) frames into the Python stacks (py-spy --native).
     #[arg(long)]
     pub native: bool,
+
+    #[command(flatten)]
+    pub summary: SummaryArgs,
+
+    #[command(flatten)]
+    pub checks: CheckArgs,
 
     #[command(flatten)]
     pub cluster: ClusterArgs,
@@ -134,4 +182,112 @@ pub struct ClusterArgs {
     /// Keep the Jobs after the run (their TTL still removes them).
     #[arg(long)]
     pub keep: bool,
+}
+
+/// `--summary`, on `profile`, `check` and `convert`.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Summary and checks")]
+pub struct SummaryArgs {
+    /// Also write a JSON summary here: samples, rate, nodes, top functions (schema: docs/ci.md).
+    #[arg(long, value_name = "FILE")]
+    pub summary: Option<PathBuf>,
+
+    /// Functions in each of the summary's top lists.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub summary_top: usize,
+}
+
+/// The rules of `check`, also accepted by `profile` (checked on the fresh profile).
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Summary and checks")]
+pub struct CheckArgs {
+    /// At most this share of samples may have a function matching REGEX on the stack
+    /// (inclusive): 'serde_json::.*=15%'. Repeatable.
+    #[arg(long, value_name = "REGEX=PERCENT")]
+    pub max: Vec<String>,
+
+    /// At most this share of samples may have a function matching REGEX innermost (self time):
+    /// 'regex::.*=5%'. Repeatable.
+    #[arg(long, value_name = "REGEX=PERCENT")]
+    pub max_self: Vec<String>,
+
+    /// The profile to compare with (folded or pprof), for the regression rules.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+
+    /// No function's inclusive share may grow by more than this many percentage points over
+    /// the baseline: 3pp; 'REGEX=3pp' bounds the group REGEX matches instead. Repeatable.
+    #[arg(long, value_name = "[REGEX=]POINTS")]
+    pub max_regression: Vec<String>,
+
+    /// As --max-regression, for self shares.
+    #[arg(long, value_name = "[REGEX=]POINTS")]
+    pub max_self_regression: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckCommand {
+    /// The profile: folded stacks or pprof (.pb.gz); `-` reads standard input.
+    #[arg(value_name = "PROFILE")]
+    pub input: PathBuf,
+
+    #[command(flatten)]
+    pub checks: CheckArgs,
+
+    #[command(flatten)]
+    pub summary: SummaryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The baseline profile (folded or pprof).
+    #[arg(value_name = "BASE")]
+    pub base: PathBuf,
+
+    /// The profile to compare with it; the graph has its shape.
+    #[arg(value_name = "NEW")]
+    pub new: PathBuf,
+
+    /// Output: .svg, or .folded/.txt for the three-column differential folded stacks.
+    #[arg(short = 'o', long, value_name = "FILE", default_value = "diff.svg")]
+    pub output: PathBuf,
+
+    /// Graph title [default: kube-eagle diff: BASE -> NEW].
+    #[arg(long)]
+    pub title: Option<String>,
+
+    /// Swap the colors (blue grew, red shrank): with BASE and NEW swapped, shows what vanished.
+    #[arg(long)]
+    pub negate: bool,
+
+    /// Compare code frames only, dropping every hierarchy level (namespace, workload, ...).
+    #[arg(long)]
+    pub code_only: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// The profile: folded stacks or pprof (.pb.gz); `-` reads standard input.
+    #[arg(value_name = "PROFILE")]
+    pub input: PathBuf,
+
+    /// Output file; the format follows the extension (.svg, .folded/.txt, .json, .pb.gz/.pprof); `-` is stdout.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: PathBuf,
+
+    /// Output format, overriding the extension.
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+
+    /// Graph title [default: the input's file name].
+    #[arg(long)]
+    pub title: Option<String>,
+
+    /// The rate the input was sampled at, when it does not say (folded files do not): gives
+    /// pprof its cpu/nanoseconds values and the summary its CPU seconds.
+    #[arg(short = 'f', long, value_name = "HZ", value_parser = clap::value_parser!(u64).range(1..=MAX_FREQUENCY_HZ))]
+    pub frequency: Option<u64>,
+
+    #[command(flatten)]
+    pub summary: SummaryArgs,
 }

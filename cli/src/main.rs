@@ -1,14 +1,22 @@
 //! `kubectl-eagle`: a kubectl plugin that answers one question: where does the CPU of this
 //! workload go? See README.md for usage and docs/ARCHITECTURE.md for how it works.
 
+mod analysis;
 mod args;
+mod check;
 mod cluster;
+mod diff;
 mod duration;
 mod error;
+mod gate;
+mod hierarchy;
+mod input;
 #[cfg(target_os = "linux")]
 mod local;
 mod merge;
+mod offline;
 mod output;
+mod summary;
 mod target;
 
 use std::process::ExitCode;
@@ -24,6 +32,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Profile(args) => profile(args),
+        Command::Check(args) => offline::check(args),
+        Command::Diff(args) => diff::diff(args),
+        Command::Convert(args) => offline::convert(args),
     };
     match result {
         Ok(exit) => exit.into(),
@@ -51,15 +62,27 @@ fn profile(args: ProfileArgs) -> Result<Exit, CliError> {
             "cluster targets and local ones (pid/N, -- COMMAND) cannot be mixed in one run".into(),
         ));
     }
+    // Rules, baseline and summary path are checked before any sampling.
+    let gate = gate::Gate::plan(&args.summary, &args.checks)?;
     if is_cluster {
         if args.cluster.dry_run {
             return cluster::profile::dry_run(&args, &cluster_targets);
         }
-        let destination = Destination::plan(Some(&args.output), args.format)?;
-        return cluster::profile::profile(&args, &cluster_targets, &destination);
+        let requested = summary::RunInfo {
+            duration: Some(args.duration.unwrap_or(cluster::DEFAULT_WINDOW)),
+            frequency_hz: Some(args.frequency),
+            ..Default::default()
+        };
+        let destination = gate.watch(Destination::plan(Some(&args.output), args.format)?.with_run(requested));
+        let exit = cluster::profile::profile(&args, &cluster_targets, &destination)?;
+        if destination.run().partial.is_none() {
+            destination.record_run(summary::RunInfo { partial: Some(exit == Exit::Partial), ..Default::default() });
+        }
+        return gate.after_write(&destination, exit);
     }
-    let destination = Destination::plan(Some(&args.output), args.format)?;
-    profile_local(&args, &targets, &destination)
+    let destination = gate.watch(Destination::plan(Some(&args.output), args.format)?);
+    let exit = profile_local(&args, &targets, &destination)?;
+    gate.after_write(&destination, exit)
 }
 
 #[cfg(target_os = "linux")]
@@ -103,6 +126,23 @@ fn profile_local(args: &ProfileArgs, targets: &[Target], destination: &Destinati
         subtitle.push_str(&format!(" | {}", w.message));
     }
     let labels = Labels { title: format!("kube-eagle: {what}"), subtitle };
+    destination.record_run(summary::RunInfo {
+        started_unix_ms: Some(result.header.started_unix_ms),
+        duration: Some(outcome.elapsed),
+        frequency_hz: Some(result.header.frequency_hz),
+        partial: Some(partial),
+        nodes: Some(vec![summary::NodeStatus {
+            node: result.header.node.clone(),
+            status: if partial { "partial" } else { "ok" }.into(),
+            samples: Some(folded.total()),
+            messages: result
+                .warnings
+                .iter()
+                .filter(|w| !w.code.starts_with("info-"))
+                .map(|w| w.message.clone())
+                .collect(),
+        }]),
+    });
     destination.write(&folded, &labels)?;
     eprintln!(
         "wrote {} ({} samples, {} stacks{})",

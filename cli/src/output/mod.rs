@@ -1,16 +1,21 @@
 //! Output formats, one module each, chosen from the file extension or `--format`.
 
 mod folded;
+pub mod pprof;
+pub mod pprof_proto;
 mod speedscope;
 mod svg;
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::ValueEnum;
 use eagle_proto::FoldedStacks;
 
+use crate::analysis::Analysis;
 use crate::error::CliError;
+use crate::summary::RunInfo;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -20,6 +25,8 @@ pub enum Format {
     Folded,
     /// speedscope JSON (https://www.speedscope.app).
     Speedscope,
+    /// pprof (gzipped profile.proto) for `go tool pprof` and Grafana Pyroscope.
+    Pprof,
 }
 
 /// What a rendered profile says about itself.
@@ -36,6 +43,18 @@ pub struct Destination {
     /// `None` is stdout (`-o -`).
     pub path: Option<PathBuf>,
     pub format: Format,
+    /// What is known about the run; pprof and the summary use it. See [`Destination::record_run`].
+    run: RefCell<RunInfo>,
+    /// Set by [`Destination::keep_analysis`]: the analysis of what `write` wrote, for the
+    /// summary and checks that follow a profile.
+    kept: Option<RefCell<Option<Written>>>,
+}
+
+/// What a [`Destination`] wrote, analysed.
+#[derive(Clone, Debug)]
+pub struct Written {
+    pub analysis: Analysis,
+    pub labels: Labels,
 }
 
 impl Destination {
@@ -43,14 +62,46 @@ impl Destination {
     pub fn plan(output: Option<&Path>, format: Option<Format>) -> Result<Self, CliError> {
         let path = output.unwrap_or(Path::new("flamegraph.svg"));
         if path == Path::new("-") {
-            return Ok(Self { path: None, format: format.unwrap_or(Format::Folded) });
+            return Ok(Self::new(None, format.unwrap_or(Format::Folded)));
         }
         let format = match format {
             Some(f) => f,
             None => format_from_extension(path)?,
         };
-        check_writable(path)?;
-        Ok(Self { path: Some(path.to_owned()), format })
+        check_writable(path, "output")?;
+        Ok(Self::new(Some(path.to_owned()), format))
+    }
+
+    fn new(path: Option<PathBuf>, format: Format) -> Self {
+        Self { path, format, run: RefCell::default(), kept: None }
+    }
+
+    /// What is known about the run before it starts (the requested window and rate).
+    pub fn with_run(self, run: RunInfo) -> Self {
+        *self.run.borrow_mut() = run;
+        self
+    }
+
+    /// Records what the run really was (rate, window, start, per-node status, partial), before
+    /// `write`: the pprof output and the `--summary` use it. Fields left `None` keep what was
+    /// known before.
+    pub fn record_run(&self, run: RunInfo) {
+        let known = self.run.borrow().clone();
+        *self.run.borrow_mut() = run.or(&known);
+    }
+
+    pub fn run(&self) -> RunInfo {
+        self.run.borrow().clone()
+    }
+
+    /// Makes `write` keep an analysis of what it wrote (see [`Destination::take_written`]).
+    pub fn keep_analysis(mut self) -> Self {
+        self.kept = Some(RefCell::new(None));
+        self
+    }
+
+    pub fn take_written(&self) -> Option<Written> {
+        self.kept.as_ref().and_then(|k| k.borrow_mut().take())
     }
 
     pub fn describe(&self) -> String {
@@ -62,7 +113,11 @@ impl Destination {
             Format::Svg => svg::render(folded, labels)?,
             Format::Folded => folded::render(folded),
             Format::Speedscope => speedscope::render(folded, labels),
+            Format::Pprof => pprof::render(folded, labels, &self.run.borrow()),
         };
+        if let Some(kept) = &self.kept {
+            *kept.borrow_mut() = Some(Written { analysis: Analysis::new(folded), labels: labels.clone() });
+        }
         match &self.path {
             None => {
                 let mut out = std::io::stdout().lock();
@@ -73,9 +128,21 @@ impl Destination {
                     _ => Ok(()),
                 }
             }
-            Some(path) => write_atomically(path, &bytes),
+            Some(path) => write_atomically(path, &bytes, "output"),
         }
     }
+}
+
+/// Writes a file other than the profile (a summary) the same safe way, `-` being stdout.
+pub fn write_file(path: &Path, bytes: &[u8], what: &str) -> Result<(), CliError> {
+    if path == Path::new("-") {
+        let mut out = std::io::stdout().lock();
+        return out
+            .write_all(bytes)
+            .and_then(|_| out.flush())
+            .map_err(|e| CliError::Io(format!("cannot write the {what} to stdout: {e}")));
+    }
+    write_atomically(path, bytes, what)
 }
 
 fn format_from_extension(path: &Path) -> Result<Format, CliError> {
@@ -86,20 +153,22 @@ fn format_from_extension(path: &Path) -> Result<Format, CliError> {
         Ok(Format::Folded)
     } else if name.ends_with(".speedscope.json") || name.ends_with(".json") {
         Ok(Format::Speedscope)
+    } else if [".pb.gz", ".pb", ".pprof", ".pprof.gz"].iter().any(|ext| name.ends_with(ext)) {
+        Ok(Format::Pprof)
     } else {
         Err(CliError::Usage(format!(
-            "cannot tell the output format of `{}` from its extension: use .svg, .folded, .txt or .json, or say --format svg|folded|speedscope",
+            "cannot tell the output format of `{}` from its extension: use .svg, .folded, .txt, .json or .pb.gz, or say --format svg|folded|speedscope|pprof",
             path.display()
         )))
     }
 }
 
-fn check_writable(path: &Path) -> Result<(), CliError> {
+pub fn check_writable(path: &Path, what: &str) -> Result<(), CliError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let fail = |why: String| Err(CliError::Io(format!("cannot write the output to `{}`: {why}", path.display())));
+    let fail = |why: String| Err(CliError::Io(format!("cannot write the {what} to `{}`: {why}", path.display())));
     match std::fs::metadata(dir) {
         Err(e) => return fail(format!("directory `{}`: {e}", dir.display())),
         Ok(m) if !m.is_dir() => return fail(format!("`{}` is not a directory", dir.display())),
@@ -122,7 +191,7 @@ fn check_writable(path: &Path) -> Result<(), CliError> {
 
 /// Writes beside the destination and renames, so a failed or interrupted write never leaves a
 /// truncated graph where the previous one was.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+fn write_atomically(path: &Path, bytes: &[u8], what: &str) -> Result<(), CliError> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
@@ -132,6 +201,6 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     let result = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
     result.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        CliError::Io(format!("cannot write the output to `{}`: {e}", path.display()))
+        CliError::Io(format!("cannot write the {what} to `{}`: {e}", path.display()))
     })
 }

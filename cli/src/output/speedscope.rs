@@ -11,6 +11,9 @@ use super::Labels;
 
 #[derive(Serialize)]
 struct File<'a> {
+    /// Required by the format's schema: the speedscope release whose format this follows
+    /// (0.6.0 added `name` and `activeProfileIndex`, the newest fields written here).
+    version: &'static str,
     #[serde(rename = "$schema")]
     schema: &'static str,
     name: &'a str,
@@ -64,6 +67,7 @@ pub fn render(folded: &FoldedStacks, labels: &Labels) -> Vec<u8> {
         weights.push(count);
     }
     let file = File {
+        version: "0.6.0",
         schema: "https://www.speedscope.app/file-format-schema.json",
         name: &labels.title,
         exporter: format!("kube-eagle {}", env!("CARGO_PKG_VERSION")),

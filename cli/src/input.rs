@@ -1,0 +1,60 @@
+//! Reading profiles back: folded stacks (as `profile -o x.folded`, inferno or flamegraph.pl
+//! write them, optionally gzipped) and pprof profiles (as `profile -o x.pb.gz` or Go's
+//! runtime/pprof write them). `-` reads standard input.
+
+use std::io::Read;
+use std::path::Path;
+
+use eagle_proto::FoldedStacks;
+use flate2::read::MultiGzDecoder;
+
+use crate::error::CliError;
+use crate::output::pprof;
+use crate::summary::RunInfo;
+
+/// A profile read from a file.
+pub struct Loaded {
+    pub folded: FoldedStacks,
+    /// What the file says about its run: pprof carries rate, start and duration; folded text
+    /// carries nothing.
+    pub run: RunInfo,
+}
+
+pub fn load(path: &Path) -> Result<Loaded, CliError> {
+    let shown = if path == Path::new("-") { "standard input".to_owned() } else { format!("`{}`", path.display()) };
+    let fail = |why: String| CliError::Io(format!("cannot read the profile {shown}: {why}"));
+    let mut bytes = Vec::new();
+    let read = if path == Path::new("-") {
+        std::io::stdin().lock().read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut bytes))
+    };
+    read.map_err(|e| fail(io_reason(&e)))?;
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut plain = Vec::with_capacity(bytes.len() * 4);
+        MultiGzDecoder::new(&bytes[..])
+            .read_to_end(&mut plain)
+            .map_err(|e| fail(format!("it looks gzipped but does not decompress: {e}")))?;
+        bytes = plain;
+    }
+    // Folded text never holds control characters other than line ends and tabs; a protobuf
+    // always does (field tags of 0x08, 0x10, 0x12, ...).
+    if bytes.iter().any(|b| matches!(b, 0..=8 | 14..=31)) {
+        let (folded, run) = pprof::decode(&bytes).map_err(|e| fail(format!("not a pprof profile: {e}")))?;
+        return Ok(Loaded { folded, run });
+    }
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| fail("neither folded stacks (UTF-8 text) nor a pprof profile".to_owned()))?;
+    let folded = FoldedStacks::parse(text)
+        .map_err(|e| fail(format!("line {}: {}; each line must be `frame;frame;... COUNT`", e.line, e.reason)))?;
+    Ok(Loaded { folded, run: RunInfo::default() })
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_owned(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        std::io::ErrorKind::IsADirectory => "it is a directory".to_owned(),
+        _ => e.to_string(),
+    }
+}

@@ -1,0 +1,134 @@
+//! The JSON summary (`--summary FILE`): what CI reads after a run. Its schema is documented in
+//! docs/ci.md and versioned by `schema_version`: fields are only ever added within a version;
+//! a removal or a change of meaning raises it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::analysis::{Analysis, FunctionStats, Measure};
+use crate::check::CheckReport;
+use crate::error::CliError;
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What is known about the run that produced a profile; `None` where it is not (a profile read
+/// from a folded file knows only its stacks).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunInfo {
+    pub started_unix_ms: Option<u64>,
+    pub duration: Option<Duration>,
+    pub frequency_hz: Option<u64>,
+    pub partial: Option<bool>,
+    pub nodes: Option<Vec<NodeStatus>>,
+}
+
+impl RunInfo {
+    /// Fills what `self` does not know from `other`.
+    pub fn or(self, other: &RunInfo) -> RunInfo {
+        RunInfo {
+            started_unix_ms: self.started_unix_ms.or(other.started_unix_ms),
+            duration: self.duration.or(other.duration),
+            frequency_hz: self.frequency_hz.or(other.frequency_hz),
+            partial: self.partial.or(other.partial),
+            nodes: self.nodes.or_else(|| other.nodes.clone()),
+        }
+    }
+}
+
+/// One node's part in a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node: String,
+    /// `ok`, `partial` (stopped early, still delivered) or `failed`.
+    pub status: String,
+    /// Samples the node delivered; absent when it failed.
+    #[serde(default)]
+    pub samples: Option<u64>,
+    /// Why it failed, or the warnings it sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub schema_version: u32,
+    /// `kube-eagle VERSION`.
+    pub generator: String,
+    /// The profile's title (`kube-eagle: deployment/api`), or the file it was read from.
+    pub title: String,
+    pub started_unix_ms: Option<u64>,
+    pub duration_ms: Option<u64>,
+    pub frequency_hz: Option<u64>,
+    pub total_samples: u64,
+    /// total_samples / frequency_hz: CPU time the samples stand for.
+    pub cpu_seconds: Option<f64>,
+    pub stacks: u64,
+    pub functions: u64,
+    /// True when some node failed or the run was stopped early; null when unknown (files).
+    pub partial: Option<bool>,
+    /// Per-node status; null when unknown (files).
+    pub nodes: Option<Vec<NodeStatus>>,
+    /// Functions by self share (innermost frame), highest first.
+    pub top_self: Vec<FunctionShare>,
+    /// Functions by total share (anywhere on the stack), highest first.
+    pub top_total: Vec<FunctionShare>,
+    /// The checks run on this profile (`--max` ...), absent when none were asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<CheckReport>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FunctionShare {
+    pub function: String,
+    pub self_samples: u64,
+    pub self_percent: f64,
+    pub total_samples: u64,
+    pub total_percent: f64,
+}
+
+/// Percentages as they appear in summaries and tables: 4 decimals, stable across platforms.
+pub fn round(percent: f64) -> f64 {
+    (percent * 10_000.0).round() / 10_000.0
+}
+
+impl Summary {
+    pub fn new(title: &str, analysis: &Analysis, run: &RunInfo, top: usize) -> Summary {
+        let share = |f: FunctionStats| FunctionShare {
+            function: f.name.to_owned(),
+            self_samples: f.self_samples,
+            self_percent: round(analysis.percent(f.self_samples)),
+            total_samples: f.total_samples,
+            total_percent: round(analysis.percent(f.total_samples)),
+        };
+        let total = analysis.total();
+        Summary {
+            schema_version: SCHEMA_VERSION,
+            generator: format!("kube-eagle {}", env!("CARGO_PKG_VERSION")),
+            title: title.to_owned(),
+            started_unix_ms: run.started_unix_ms,
+            duration_ms: run.duration.map(|d| d.as_millis() as u64),
+            frequency_hz: run.frequency_hz,
+            total_samples: total,
+            cpu_seconds: run.frequency_hz.filter(|hz| *hz > 0).map(|hz| round(total as f64 / hz as f64)),
+            stacks: analysis.stacks() as u64,
+            functions: analysis.function_count() as u64,
+            partial: run.partial,
+            nodes: run.nodes.clone(),
+            top_self: analysis.top(Measure::SelfTime, top).into_iter().map(share).collect(),
+            top_total: analysis.top(Measure::Total, top).into_iter().map(share).collect(),
+            checks: None,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("a summary serializes");
+        s.push('\n');
+        s
+    }
+
+    pub fn write(&self, path: &Path) -> Result<(), CliError> {
+        crate::output::write_file(path, self.to_json().as_bytes(), "summary")
+    }
+}
