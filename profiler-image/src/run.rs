@@ -13,7 +13,7 @@ use crate::discovery::{ProcFs, ProcessInfo};
 use crate::runtime::{self, ProcessTraits, Runtime};
 use crate::sampler::ebpf::EbpfSampler;
 use crate::sampler::jit::{self, PerfMapRequests};
-use crate::sampler::pyspy::PySpySampler;
+use crate::sampler::interpreter::{self, InterpreterSampler, Tool};
 use crate::sampler::{ProcessEvent, Sampler, SamplerError};
 use crate::target::Target;
 
@@ -112,8 +112,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
         proc,
         config: config.clone(),
         ebpf,
-        pyspy: None,
-        pyspy_missing_reported: false,
+        interpreters: HashMap::new(),
         perf_maps: PerfMapRequests::new(),
         jvms: Vec::new(),
         processes: HashMap::new(),
@@ -229,8 +228,9 @@ struct Run {
     proc: ProcFs,
     config: AgentConfig,
     ebpf: EbpfSampler,
-    pyspy: Option<PySpySampler>,
-    pyspy_missing_reported: bool,
+    /// One sampler per interpreted runtime, started on its first process; `None` once its
+    /// tool turned out to be missing (reported once).
+    interpreters: HashMap<Runtime, Option<InterpreterSampler>>,
     perf_maps: PerfMapRequests,
     /// JVMs whose perf map is refreshed while sampling.
     jvms: Vec<u32>,
@@ -259,16 +259,15 @@ impl Run {
 
     /// Hands a process to the sampler of its runtime; native sampling is the fallback.
     fn route(&mut self, pid: u32, runtime: Runtime) -> Result<&'static str, SamplerError> {
-        if runtime == Runtime::Python {
-            if let Some(pyspy) = self.pyspy_sampler() {
-                match pyspy.add(pid) {
-                    Ok(()) => return Ok(crate::sampler::pyspy::NAME),
-                    Err(e) => self.warnings.push(Warning {
-                        code: "sampler-failed".into(),
-                        pid: Some(pid),
-                        message: format!("py-spy for {pid}: {e}; sampling it natively instead"),
-                    }),
-                }
+        if let Some(sampler) = self.interpreter(runtime) {
+            let name = sampler.name();
+            match sampler.add(pid) {
+                Ok(()) => return Ok(name),
+                Err(e) => self.warnings.push(Warning {
+                    code: "sampler-failed".into(),
+                    pid: Some(pid),
+                    message: format!("{name} for {pid}: {e}; sampling it natively instead"),
+                }),
             }
         }
         self.ebpf.add(pid)?;
@@ -278,9 +277,8 @@ impl Run {
                 self.jvms.push(pid);
                 let cmdline = std::fs::read(self.proc.path().join(format!("{pid}/cmdline"))).unwrap_or_default();
                 let mut hint = String::from("async-profiler is not in this image: Java is sampled natively with the JIT's perf map");
-                match self.perf_maps.request(pid) {
-                    Ok(()) => {}
-                    Err(e) => hint.push_str(&format!(" (unavailable: {e}; Java frames show as [unknown])")),
+                if let Err(e) = self.perf_maps.request(pid) {
+                    hint.push_str(&format!(" (unavailable: {e}; Java frames show as [unknown])"));
                 }
                 if !jit::jvm_preserves_frame_pointers(&cmdline) {
                     hint.push_str("; start the JVM with -XX:+PreserveFramePointer to see whole Java stacks, not only their leaves");
@@ -311,27 +309,28 @@ impl Run {
         }
     }
 
-    fn pyspy_sampler(&mut self) -> Option<&mut PySpySampler> {
-        if self.pyspy.is_none() {
-            match PySpySampler::find() {
-                Some(binary) => match PySpySampler::new(binary, self.config.frequency_hz, self.config.python_native) {
-                    Ok(s) => self.pyspy = Some(s),
-                    Err(e) => self.missing_pyspy(&e.to_string()),
-                },
-                None => self.missing_pyspy(
-                    "py-spy is not installed: Python processes show interpreter frames only; \
-                     install it (`pip install py-spy`) or use the eagle-agent image, which has it",
-                ),
-            }
+    /// The sampler of an interpreted runtime, started on first use.
+    fn interpreter(&mut self, runtime: Runtime) -> Option<&mut InterpreterSampler> {
+        let tool: Tool = match runtime {
+            Runtime::Python => interpreter::PY_SPY,
+            Runtime::Ruby => interpreter::RBSPY,
+            _ => return None,
+        };
+        if !self.interpreters.contains_key(&runtime) {
+            let sampler = match InterpreterSampler::find(tool) {
+                Some(binary) => InterpreterSampler::new(tool, binary, self.config.frequency_hz, self.config.python_native)
+                    .map_err(|e| e.to_string()),
+                None => Err(format!(
+                    "{} is not installed: {runtime} processes show interpreter frames only; install it ({}) or use the eagle-agent image, which has it",
+                    tool.name, tool.install
+                )),
+            };
+            let sampler = sampler
+                .map_err(|why| self.warnings.push(Warning { code: "sampler-missing".into(), pid: None, message: why }))
+                .ok();
+            self.interpreters.insert(runtime, sampler);
         }
-        self.pyspy.as_mut()
-    }
-
-    fn missing_pyspy(&mut self, why: &str) {
-        if !self.pyspy_missing_reported {
-            self.pyspy_missing_reported = true;
-            self.warnings.push(Warning { code: "sampler-missing".into(), pid: None, message: why.to_owned() });
-        }
+        self.interpreters.get_mut(&runtime).and_then(Option::as_mut)
     }
 
     fn info(&mut self, pid: u32, message: String) {
@@ -341,7 +340,7 @@ impl Run {
     fn collect(&mut self, aggregate: &mut Aggregate, started: Instant) -> Result<(), AgentError> {
         let mut events = Vec::new();
         self.ebpf.collect(aggregate, &mut events)?;
-        if let Some(p) = &mut self.pyspy {
+        for p in self.interpreters.values_mut().flatten() {
             p.collect(aggregate, &mut events)?;
             for (pid, message) in p.take_warnings() {
                 self.warnings.push(Warning { code: "sampler-failed".into(), pid: Some(pid), message });
@@ -352,7 +351,7 @@ impl Run {
     }
 
     fn finish(&mut self, aggregate: &mut Aggregate) {
-        if let Some(p) = &mut self.pyspy {
+        for p in self.interpreters.values_mut().flatten() {
             p.finish(aggregate);
             for (pid, message) in p.take_warnings() {
                 self.warnings.push(Warning { code: "sampler-failed".into(), pid: Some(pid), message });
@@ -361,11 +360,11 @@ impl Run {
     }
 
     fn live(&self) -> usize {
-        self.ebpf.live() + self.pyspy.as_ref().map_or(0, |p| p.live())
+        self.ebpf.live() + self.interpreters.values().flatten().map(|p| p.live()).sum::<usize>()
     }
 
     fn samples(&self) -> u64 {
-        self.ebpf.samples() + self.pyspy.as_ref().map_or(0, |p| p.samples())
+        self.ebpf.samples() + self.interpreters.values().flatten().map(|p| p.samples()).sum::<u64>()
     }
 
     /// Names change on exec (a shell that execs the command, a launcher script): keep the
@@ -385,7 +384,7 @@ impl Run {
             return;
         }
         let runtime = self.config.runtime.unwrap_or_else(|| runtime::detect(&ProcessTraits::read(&self.proc, pid)));
-        if runtime == Runtime::Python && self.pyspy_sampler().is_some() {
+        if matches!(runtime, Runtime::Python | Runtime::Ruby) && self.interpreter(runtime).is_some() {
             self.ebpf.remove(pid);
             let name = self.proc.name(pid).unwrap_or_default();
             match self.route(pid, runtime) {

@@ -6,7 +6,7 @@
 pub mod ebpf;
 #[cfg(target_os = "linux")]
 pub mod jit;
-pub mod pyspy;
+pub mod interpreter;
 
 use crate::aggregate::Aggregate;
 

@@ -1,7 +1,8 @@
-//! Python processes, sampled by py-spy (one `py-spy record` per process, started together
-//! with the other samplers so every process shares the same window). py-spy reads the
-//! interpreter's own frame objects, so the graph shows Python functions, not the C loop of
-//! the interpreter.
+//! Interpreted runtimes, sampled by their own tools: py-spy for Python, rbspy for Ruby. One
+//! `record` per process, started together with the other samplers so every process shares the
+//! same window, ended by SIGINT (both tools then write what they have). They read the
+//! interpreter's own frame objects, so the graph shows Python or Ruby functions, not the C
+//! loop of the interpreter.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,12 +12,58 @@ use std::time::{Duration, Instant};
 use super::{ProcessEvent, Sampler, SamplerError};
 use crate::aggregate::Aggregate;
 
-/// Marks a frame as interpreted: ` [py]` stays visible, `_[j]` is the annotation inferno strips
-/// and colors as interpreted/JIT code (as `_[k]` is kernel).
-pub const PYTHON_SUFFIX: &str = " [py]_[j]";
-pub const NAME: &str = "py-spy";
+/// A sampling tool for one interpreter.
+#[derive(Clone, Copy, Debug)]
+pub struct Tool {
+    pub name: &'static str,
+    /// Environment variable that points at the binary, before PATH is searched.
+    pub env: &'static str,
+    /// Appended to every frame: ` [py]` stays visible; `_[j]` is the annotation inferno strips
+    /// and colors as interpreted/JIT code (as `_[k]` is kernel).
+    pub suffix: &'static str,
+    /// How to get it, for the report when it is missing.
+    pub install: &'static str,
+    args: fn(pid: u32, rate_hz: u64, output: &std::path::Path, native: bool) -> Vec<String>,
+}
 
-pub struct PySpySampler {
+pub const PY_SPY: Tool = Tool {
+    name: "py-spy",
+    env: "EAGLE_PY_SPY",
+    suffix: " [py]_[j]",
+    install: "`pip install py-spy`",
+    args: |pid, rate, output, native| {
+        let mut a: Vec<String> = ["record", "--pid", &pid.to_string(), "--rate", &rate.to_string()]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        // Ended by SIGINT at the end of the window; the duration is only a backstop.
+        a.extend(["--duration", "86400", "--nolineno", "--format", "raw", "--output"].map(String::from));
+        a.push(output.display().to_string());
+        if native {
+            a.push("--native".into());
+        }
+        a
+    },
+};
+
+pub const RBSPY: Tool = Tool {
+    name: "rbspy",
+    env: "EAGLE_RBSPY",
+    suffix: " [rb]_[j]",
+    install: "`cargo install rbspy`",
+    args: |pid, rate, output, _native| {
+        let mut a: Vec<String> = ["record", "--pid", &pid.to_string(), "--rate", &rate.to_string()]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        a.extend(["--duration", "86400", "--silent", "--format", "collapsed", "--file"].map(String::from));
+        a.push(output.display().to_string());
+        a
+    },
+};
+
+pub struct InterpreterSampler {
+    tool: Tool,
     binary: PathBuf,
     rate_hz: u64,
     native: bool,
@@ -26,18 +73,18 @@ pub struct PySpySampler {
     pending_warnings: Vec<(u32, String)>,
 }
 
-impl PySpySampler {
-    /// Finds py-spy (`EAGLE_PY_SPY`, then PATH); `None` when it is not installed.
-    pub fn find() -> Option<PathBuf> {
-        std::env::var_os("EAGLE_PY_SPY").map(PathBuf::from).filter(|p| p.exists()).or_else(|| which::which("py-spy").ok())
+impl InterpreterSampler {
+    /// Finds the tool (its environment variable, then PATH); `None` when it is not installed.
+    pub fn find(tool: Tool) -> Option<PathBuf> {
+        std::env::var_os(tool.env).map(PathBuf::from).filter(|p| p.exists()).or_else(|| which::which(tool.name).ok())
     }
 
-    pub fn new(binary: PathBuf, rate_hz: u64, native: bool) -> Result<Self, SamplerError> {
-        let dir = std::env::temp_dir().join(format!("eagle-agent-{}", std::process::id()));
+    pub fn new(tool: Tool, binary: PathBuf, rate_hz: u64, native: bool) -> Result<Self, SamplerError> {
+        let dir = std::env::temp_dir().join(format!("eagle-agent-{}-{}", std::process::id(), tool.name));
         std::fs::create_dir_all(&dir).map_err(|e| {
-            SamplerError::Failed(format!("py-spy needs a writable temporary directory ({}): {e}", dir.display()))
+            SamplerError::Failed(format!("{} needs a writable temporary directory ({}): {e}", tool.name, dir.display()))
         })?;
-        Ok(Self { binary, rate_hz, native, dir, running: HashMap::new(), samples: 0, pending_warnings: Vec::new() })
+        Ok(Self { tool, binary, rate_hz, native, dir, running: HashMap::new(), samples: 0, pending_warnings: Vec::new() })
     }
 
     fn output(&self, pid: u32) -> PathBuf {
@@ -55,15 +102,16 @@ impl PySpySampler {
         for line in text.lines() {
             let Some((stack, count)) = line.rsplit_once(' ') else { continue };
             let Ok(count) = count.parse::<u64>() else { continue };
-            let frames = stack.split(';').map(|f| format!("{f}{PYTHON_SUFFIX}")).collect();
-            out.add(pid, NAME, frames, count);
+            let frames = stack.split(';').map(|f| format!("{f}{}", self.tool.suffix)).collect();
+            out.add(pid, self.tool.name, frames, count);
             samples += count;
         }
         self.samples += samples;
         if samples == 0 {
             let said = log.lines().rev().find(|l| !l.trim().is_empty() && !l.contains("Wrote raw")).unwrap_or("no output");
             let how = status.map(|s| s.to_string()).unwrap_or_default();
-            self.pending_warnings.push((pid, format!("py-spy got no samples ({how}): {}", said.trim())));
+            let name = self.tool.name;
+            self.pending_warnings.push((pid, format!("{name} got no samples ({how}): {}", said.trim())));
         }
     }
 
@@ -94,25 +142,19 @@ impl PySpySampler {
     }
 }
 
-impl Sampler for PySpySampler {
+impl Sampler for InterpreterSampler {
     fn name(&self) -> &'static str {
-        NAME
+        self.tool.name
     }
 
     fn add(&mut self, pid: u32) -> Result<(), SamplerError> {
         let log = std::fs::File::create(self.dir.join(format!("{pid}.log")))
-            .map_err(|e| SamplerError::Failed(format!("py-spy log: {e}")))?;
+            .map_err(|e| SamplerError::Failed(format!("{} log: {e}", self.tool.name)))?;
         let mut cmd = Command::new(&self.binary);
-        cmd.args(["record", "--pid", &pid.to_string(), "--rate", &self.rate_hz.to_string()])
-            // Ended by SIGINT at the end of the window; the duration is only a backstop.
-            .args(["--duration", "86400", "--nolineno", "--format", "raw", "--output"])
-            .arg(self.output(pid))
+        cmd.args((self.tool.args)(pid, self.rate_hz, &self.output(pid), self.native))
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| SamplerError::Failed(e.to_string()))?)
             .stderr(log);
-        if self.native {
-            cmd.arg("--native");
-        }
         let child = cmd.spawn().map_err(|e| SamplerError::Failed(format!("cannot start {}: {e}", self.binary.display())))?;
         self.running.insert(pid, child);
         Ok(())
@@ -143,7 +185,7 @@ impl Sampler for PySpySampler {
     }
 }
 
-impl Drop for PySpySampler {
+impl Drop for InterpreterSampler {
     fn drop(&mut self) {
         for child in self.running.values_mut() {
             let _ = child.kill();
