@@ -54,8 +54,11 @@ pub fn profile(run: &LocalRun) -> Result<LocalResult, CliError> {
         targets.push(eagle_agent::Target::Pid(c.child.id()));
     }
     let duration = run.duration.unwrap_or(if child.is_some() { UNTIL_EXIT } else { Duration::from_secs(30) });
-    let config =
-        AgentConfig { runtime: run.runtime, python_native: run.native, ..AgentConfig::new(targets, duration, run.frequency_hz) };
+    let config = AgentConfig {
+        runtime: run.runtime,
+        python_native: run.native,
+        ..AgentConfig::new(targets, duration, run.frequency_hz)
+    };
 
     let (tx, rx) = mpsc::channel::<String>();
     let agent =
@@ -98,6 +101,10 @@ pub fn profile(run: &LocalRun) -> Result<LocalResult, CliError> {
     let result = decoder
         .finish()
         .map_err(|e| CliError::Failed(format!("internal error: the local result stream does not decode: {e}")))?;
+    // Which sampler took which process: the user never named a language, so say it.
+    for w in result.warnings.iter().filter(|w| w.code.starts_with("info-")) {
+        eprintln!("{}", w.message);
+    }
     Ok(LocalResult { result, elapsed, interrupted: STOP.load(Ordering::Relaxed) })
 }
 

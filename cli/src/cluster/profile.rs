@@ -189,7 +189,8 @@ fn report(nodes: &[NodeRun], resolution: &Resolution) {
         eprintln!("{:width$}  {:>10}  {:>8}  {status}", n.node, n.containers, samples);
         if let Some(NodeOutcome::Done(r)) = &n.outcome {
             for w in &r.warnings {
-                eprintln!("{:width$}  warning: {}", "", w.message);
+                let kind = if w.code.starts_with("info-") { "" } else { "warning: " };
+                eprintln!("{:width$}  {kind}{}", "", w.message);
             }
         }
     }
