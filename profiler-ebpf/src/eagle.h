@@ -17,7 +17,7 @@ struct eagle_stack_key {
  * it was read, with the binary of the target it came from, unless it exec'd another program. */
 struct eagle_target {
 	__u32 root;   /* tgid of the requested target this process descends from (itself if requested) */
-	__u32 execed; /* set once the process called exec after it was added */
+	__u32 execed; /* execs since it was added: each may change its runtime (shell -> python) */
 };
 
 /* Indexes of the per-CPU counter array. */

@@ -49,7 +49,7 @@ pub struct StackKey {
 pub struct TargetEntry {
     /// Tgid of the requested target this process descends from (itself if requested).
     pub root: u32,
-    /// Non-zero once the process exec'd after it was added.
+    /// Execs since the process was added: each may change its runtime.
     pub execed: u32,
 }
 

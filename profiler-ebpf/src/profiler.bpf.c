@@ -151,6 +151,6 @@ int note_exec(void *ctx)
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct eagle_target *target = bpf_map_lookup_elem(&targets, &tgid);
 	if (target)
-		target->execed = 1;
+		__sync_fetch_and_add(&target->execed, 1);
 	return 0;
 }

@@ -33,7 +33,8 @@ pub struct EbpfSampler {
 struct Tracked {
     root: u32,
     alive: bool,
-    execed: bool,
+    /// Execs seen so far (the kernel side counts them).
+    execs: u32,
 }
 
 impl EbpfSampler {
@@ -111,8 +112,8 @@ impl EbpfSampler {
         let entries: Vec<(u32, TargetEntry)> = self.targets.iter().filter_map(Result::ok).collect();
         for (id, entry) in entries {
             if let Some(t) = self.tracked.get_mut(&id) {
-                if entry.execed != 0 && !t.execed {
-                    t.execed = true;
+                if entry.execed != t.execs {
+                    t.execs = entry.execed;
                     events.push(ProcessEvent::Execed { pid: id });
                 }
                 if t.alive && !self.proc.is_alive(id) {
@@ -129,7 +130,7 @@ impl EbpfSampler {
                 }
                 found => {
                     let alive = found.is_some() && self.proc.is_alive(id);
-                    self.tracked.insert(id, Tracked { root: entry.root, alive, execed: entry.execed != 0 });
+                    self.tracked.insert(id, Tracked { root: entry.root, alive, execs: entry.execed });
                     events.push(ProcessEvent::Found { pid: id, root: entry.root });
                     if !alive {
                         // A short-lived child, gone before we looked.
@@ -148,7 +149,7 @@ impl EbpfSampler {
         if t.alive {
             return Some(pid);
         }
-        if t.execed || t.root == pid {
+        if t.execs > 0 || t.root == pid {
             return None;
         }
         self.tracked.get(&t.root).filter(|r| r.alive).map(|_| t.root)
@@ -218,7 +219,7 @@ impl Sampler for EbpfSampler {
         self.targets
             .insert(pid, TargetEntry { root: pid, execed: 0 }, 0)
             .map_err(|e| SamplerError::Failed(format!("cannot add pid {pid} to the target set: {e}")))?;
-        self.tracked.insert(pid, Tracked { root: pid, alive: true, execed: false });
+        self.tracked.insert(pid, Tracked { root: pid, alive: true, execs: 0 });
         Ok(())
     }
 
