@@ -10,7 +10,7 @@ sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
 pkgs=(clang-19 libbpf-dev linux-libc-dev pkg-config)
 # Tests: real interpreters and their samplers' helpers (jattach asks a JVM for its perf map).
-[ "$minimal" = --minimal ] || pkgs+=(bpftool util-linux binutils python3 python3-pip jattach)
+[ "$minimal" = --minimal ] || pkgs+=(bpftool util-linux binutils python3 python3-pip jattach ruby)
 if [ "$minimal" != --minimal ] && ! command -v javac >/dev/null; then pkgs+=(openjdk-17-jdk-headless); fi
 missing=()
 for p in "${pkgs[@]}"; do have_pkg "$p" || missing+=("$p"); done
@@ -32,4 +32,11 @@ if [ "$minimal" != --minimal ]; then
   # py-spy samples Python; its PyPI wheel carries a static binary.
   command -v py-spy >/dev/null || python3 -m pip install --quiet --break-system-packages py-spy 2>/dev/null \
     || python3 -m pip install --quiet py-spy
+  # rbspy samples Ruby; crates.io is its only reachable source, so it is built once and cached
+  # outside the checkout (the agent finds it through EAGLE_RBSPY or PATH).
+  tools=/var/cache/kube-eagle/tools
+  if ! command -v rbspy >/dev/null && [ ! -x $tools/bin/rbspy ]; then
+    echo "setup: building rbspy into $tools (once)" >&2
+    $sudo mkdir -p $tools && cargo install rbspy --locked --root $tools --quiet
+  fi
 fi

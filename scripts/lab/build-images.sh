@@ -141,6 +141,16 @@ eagle_agent_binary() {
   AGENT_BIN=$tdir/$MUSL/release/eagle-agent
 }
 
+# install_with_libs BIN ROOT DEST: BIN at ROOT/DEST, and every shared library it loads at its
+# own path under ROOT, so it runs in an image with no distribution in it.
+install_with_libs() {
+  local bin=$1 root=$2 dest=$3 lib
+  install -D -m 755 "$bin" "$root$dest"
+  for lib in $(ldd "$bin" 2>/dev/null | grep -o '/[^ ]*' || true); do
+    [ -f "$lib" ] && install -D -m 644 "$lib" "$root$lib"
+  done
+}
+
 build_eagle_agent() {
   local r=$WORK/eagle-agent-root
   eagle_agent_binary; py_spy_binary
@@ -153,6 +163,13 @@ build_eagle_agent() {
   # the symbol table stays, so a panic's backtrace still names functions
   strip --strip-debug "$r/eagle-agent"
   install -m 755 "$PYSPY_BIN" "$r/usr/local/bin/py-spy"
+  # Dynamically linked helpers come with the libraries they load: jattach (asks JVMs for their
+  # perf map), rbspy (Ruby) when it was built (scripts/setup.sh).
+  local tool
+  for tool in jattach rbspy; do
+    local bin; bin=$(PATH=$PATH:/var/cache/kube-eagle/tools/bin command -v "$tool" || true)
+    if [ -n "$bin" ]; then install_with_libs "$bin" "$r" "/usr/local/bin/$tool"; else log "$tool not found: the image goes without it"; fi
+  done
   mkimage eagle-agent "ghcr.io/kube-eagle/eagle-agent:$VERSION" "$r" entrypoint /eagle-agent
 }
 

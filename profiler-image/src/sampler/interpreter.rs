@@ -24,6 +24,8 @@ pub struct Tool {
     /// How to get it, for the report when it is missing.
     pub install: &'static str,
     args: fn(pid: u32, rate_hz: u64, output: &std::path::Path, native: bool) -> Vec<String>,
+    /// The tool's frame text as the graph shows it.
+    frame: fn(&str) -> String,
 }
 
 pub const PY_SPY: Tool = Tool {
@@ -44,6 +46,8 @@ pub const PY_SPY: Tool = Tool {
         }
         a
     },
+    // Already `func (file.py)` with --nolineno.
+    frame: str::to_owned,
 };
 
 pub const RBSPY: Tool = Tool {
@@ -60,7 +64,20 @@ pub const RBSPY: Tool = Tool {
         a.push(output.display().to_string());
         a
     },
+    frame: rbspy_frame,
 };
+
+/// rbspy writes `name - /path/file.rb:LINE`; the graph wants one frame per function, named like
+/// py-spy's: `name (file.rb)`. C functions it cannot name become `[c function]`.
+fn rbspy_frame(frame: &str) -> String {
+    let Some((name, location)) = frame.rsplit_once(" - ") else { return frame.to_owned() };
+    if name.starts_with("(unknown) [c function]") {
+        return "[c function]".to_owned();
+    }
+    let file = location.rsplit_once(':').map_or(location, |(f, line)| if line.bytes().all(|b| b.is_ascii_digit()) { f } else { location });
+    let file = file.rsplit('/').next().unwrap_or(file);
+    format!("{name} ({file})")
+}
 
 pub struct InterpreterSampler {
     tool: Tool,
@@ -102,7 +119,7 @@ impl InterpreterSampler {
         for line in text.lines() {
             let Some((stack, count)) = line.rsplit_once(' ') else { continue };
             let Ok(count) = count.parse::<u64>() else { continue };
-            let frames = stack.split(';').map(|f| format!("{f}{}", self.tool.suffix)).collect();
+            let frames = stack.split(';').map(|f| format!("{}{}", (self.tool.frame)(f), self.tool.suffix)).collect();
             out.add(pid, self.tool.name, frames, count);
             samples += count;
         }
@@ -192,5 +209,16 @@ impl Drop for InterpreterSampler {
             let _ = child.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rbspy_frames_become_one_per_function() {
+        assert_eq!(super::rbspy_frame("cpu_60 - /app/groundtruth.rb:12"), "cpu_60 (groundtruth.rb)");
+        assert_eq!(super::rbspy_frame("block in <main> - /app/x.rb:20"), "block in <main> (x.rb)");
+        assert_eq!(super::rbspy_frame("(unknown) [c function] - (unknown)"), "[c function]");
+        assert_eq!(super::rbspy_frame("plain"), "plain");
     }
 }
