@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, LogParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 
 use super::api_error;
@@ -40,6 +41,8 @@ pub struct NodeRun {
     following: bool,
     /// A log is followed once; after that the finished log is re-read instead.
     followed: bool,
+    /// Its pod was deleted to stop the agent (Ctrl-C, SIGTERM).
+    stop_sent: bool,
     unschedulable_since: Option<Instant>,
     decoder: Decoder,
     bar: ProgressBar,
@@ -99,6 +102,7 @@ pub async fn execute(
                 pod: None,
                 following: false,
                 followed: false,
+                stop_sent: false,
                 unschedulable_since: None,
                 decoder: Decoder::new(),
                 bar,
@@ -106,6 +110,9 @@ pub async fn execute(
         })
         .collect();
 
+    // Caught from before the first Job exists: from here on Ctrl-C and SIGTERM must not kill
+    // the process, or the Jobs it created would be left running.
+    let mut signals = Signals::catch();
     let post = PostParams::default();
     let created = futures::future::join_all(jobs.iter().map(|(_, _, job)| job_api.create(&post, job))).await;
     let mut create_error = None;
@@ -119,7 +126,7 @@ pub async fn execute(
     let outcome = if nodes.iter().all(|n| n.outcome.is_some()) {
         Err(create_error.expect("every node failed at creation"))
     } else {
-        follow(client, namespace, run_id, &mut nodes, window).await
+        follow(client, namespace, run_id, &mut nodes, window, &mut signals).await
     };
     if !keep {
         cleanup(&job_api, &nodes).await;
@@ -135,6 +142,7 @@ async fn follow(
     run_id: &str,
     nodes: &mut [NodeRun],
     window: Duration,
+    signals: &mut Signals,
 ) -> Result<bool, CliError> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let config = watcher::Config::default().labels(&format!("{RUN_LABEL}={run_id}"));
@@ -144,7 +152,6 @@ async fn follow(
     // Beyond the window plus the Job's own deadline margin, nothing more will come.
     let give_up = Instant::now() + window + super::plan::DEADLINE_MARGIN + Duration::from_secs(30);
     let mut interrupted_at: Option<Instant> = None;
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
 
     while nodes.iter().any(|n| n.outcome.is_none()) {
@@ -154,6 +161,11 @@ async fn follow(
                     let job = pod.metadata.labels.as_ref().and_then(|l| l.get("job-name")).cloned().unwrap_or_default();
                     if let Some(&i) = by_job.get(&job) {
                         on_pod(&pods, &mut nodes[i], i, &pod, &log_tx).await;
+                        if interrupted_at.is_some() {
+                            // A pod first seen after the interrupt (its Job was still being
+                            // created) is stopped too.
+                            stop_agents(client, namespace, nodes).await;
+                        }
                     }
                 }
                 Ok(None) => return Err(CliError::Cluster("the watch on the profiling pods ended unexpectedly".into())),
@@ -179,19 +191,20 @@ async fn follow(
                     }
                 }
             },
-            _ = tokio::signal::ctrl_c(), if interrupted_at.is_none() => {
-                interrupted_at = Some(Instant::now());
-                eprintln!("interrupted: stopping the agents; they send what they sampled so far (Ctrl-C again to quit at once)");
-                stop_agents(client, namespace, nodes).await;
-            }
-            _ = async { sigterm.as_mut().expect("checked").recv().await }, if sigterm.is_some() && interrupted_at.is_none() => {
-                interrupted_at = Some(Instant::now());
-                stop_agents(client, namespace, nodes).await;
-            }
-            _ = tokio::signal::ctrl_c(), if interrupted_at.is_some() => {
-                for n in nodes.iter_mut() {
-                    n.finish(NodeOutcome::Failed("interrupted".into()));
+            _ = received(&mut signals.interrupt) => {
+                if interrupted_at.is_none() {
+                    interrupted_at = Some(Instant::now());
+                    eprintln!("interrupted: stopping the agents; they send what they sampled so far (Ctrl-C again to quit at once)");
+                    stop_agents(client, namespace, nodes).await;
+                } else {
+                    for n in nodes.iter_mut() {
+                        n.finish(NodeOutcome::Failed("interrupted".into()));
+                    }
                 }
+            }
+            _ = received(&mut signals.terminate), if interrupted_at.is_none() => {
+                interrupted_at = Some(Instant::now());
+                stop_agents(client, namespace, nodes).await;
             }
             _ = tick.tick() => {
                 let now = Instant::now();
@@ -351,13 +364,41 @@ async fn reread(pods: &Api<Pod>, n: &mut NodeRun, pod_name: &str, pod: Option<&P
     }
 }
 
+/// Ctrl-C and SIGTERM, caught once for the whole run: one stream each, so that a signal that
+/// arrives while the event loop is busy (reading a log, deleting pods) is not lost.
+struct Signals {
+    interrupt: Option<Signal>,
+    terminate: Option<Signal>,
+}
+
+impl Signals {
+    fn catch() -> Self {
+        Signals { interrupt: signal(SignalKind::interrupt()).ok(), terminate: signal(SignalKind::terminate()).ok() }
+    }
+}
+
+/// The next delivery of a caught signal; never, if it could not be caught.
+async fn received(signal: &mut Option<Signal>) {
+    if let Some(s) = signal {
+        if s.recv().await.is_some() {
+            return;
+        }
+    }
+    std::future::pending::<()>().await
+}
+
 /// Ctrl-C: the agents end their window on SIGTERM and still write their stream, so deleting
 /// the pods (gracefully) is how to stop them early without losing what they sampled.
-async fn stop_agents(client: &Client, namespace: &str, nodes: &[NodeRun]) {
+async fn stop_agents(client: &Client, namespace: &str, nodes: &mut [NodeRun]) {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    for n in nodes.iter().filter(|n| n.outcome.is_none()) {
+    for n in nodes.iter_mut().filter(|n| n.outcome.is_none() && !n.stop_sent) {
         if let Some(pod) = &n.pod {
+            n.stop_sent = true;
             let _ = pods.delete(pod, &DeleteParams::default()).await;
+            if !n.followed {
+                // Not running yet: its agent never starts, so nothing will come.
+                n.finish(NodeOutcome::Failed("interrupted before the agent started".into()));
+            }
         }
     }
 }
