@@ -118,7 +118,14 @@ pub async fn execute(
     let mut create_error = None;
     for (n, result) in nodes.iter_mut().zip(created) {
         if let Err(e) = result {
-            let e = api_error(e, &format!("job {}", n.job), namespace);
+            let e = match e {
+                // All a create can miss is its namespace: ensure_namespace could not tell (it
+                // may not read namespaces) and the API says so only here.
+                kube::Error::Api(s) if s.code == 404 => CliError::NotFound(format!(
+                    "the profiling namespace {namespace} does not exist: have it created (`kubectl create namespace {namespace}`), or name an existing one with --eagle-namespace"
+                )),
+                e => api_error(e, &format!("job {}", n.job), namespace),
+            };
             n.finish(NodeOutcome::Failed(e.to_string()));
             create_error.get_or_insert(e);
         }
