@@ -1,0 +1,954 @@
+//! `kubectl-eagle profile` in cluster mode against an API double (`eagle_tests::apiserver`):
+//! the real binary, real Kubernetes API JSON over HTTP, no cluster. Each test asserts what a
+//! user sees (exit code, the one-line error, the per-node table, the output file's stacks) and
+//! the API calls that were made, including that every Job created is deleted again.
+//!
+//! Needs `target/debug/kubectl-eagle`: `cargo build -p kube-eagle --bin kubectl-eagle`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use eagle_tests::apiserver::{
+    container_id, groundtruth, match_labels, namespace, pid_of, pod, process_name, service, stack, workload, ApiServer,
+    CliRun, Fate, Recorded, Scenario, Stack,
+};
+use serde_json::{json, Value};
+
+const EAGLE_NS: &str = "kube-eagle";
+
+// ---------------------------------------------------------------------------------------------
+// The world: namespace `shop` on three nodes
+// ---------------------------------------------------------------------------------------------
+
+const API_A: &str = "api-7d4f9-k2x8p"; // node-a
+const API_B: &str = "api-7d4f9-m9q4t"; // node-b
+
+fn shop() -> Vec<Value> {
+    let api = [("app", "api"), ("pod-template-hash", "7d4f9"), ("tier", "web")];
+    vec![
+        namespace("shop"),
+        namespace("empty"),
+        workload("Deployment", "shop", "api", match_labels(&[("app", "api")]), None),
+        workload(
+            "ReplicaSet",
+            "shop",
+            "api-7d4f9",
+            match_labels(&[("app", "api"), ("pod-template-hash", "7d4f9")]),
+            Some(("Deployment", "api")),
+        ),
+        pod("shop", API_A).on("node-a").labels(&api).owner("ReplicaSet", "api-7d4f9").running("app").build(),
+        pod("shop", API_B).on("node-b").labels(&api).owner("ReplicaSet", "api-7d4f9").running("app").build(),
+        service("shop", "web", &[("app", "api")]),
+        workload("StatefulSet", "shop", "db", match_labels(&[("app", "db")]), None),
+        pod("shop", "db-0")
+            .on("node-a")
+            .labels(&[("app", "db"), ("tier", "data")])
+            .owner("StatefulSet", "db")
+            .running("app")
+            .build(),
+        pod("shop", "db-1")
+            .on("node-b")
+            .labels(&[("app", "db"), ("tier", "data")])
+            .owner("StatefulSet", "db")
+            .running("app")
+            .build(),
+        workload(
+            "DaemonSet",
+            "shop",
+            "node-agent",
+            json!({"matchExpressions": [{"key": "app", "operator": "In", "values": ["node-agent"]}]}),
+            None,
+        ),
+        pod("shop", "node-agent-4xkqz")
+            .on("node-a")
+            .labels(&[("app", "node-agent")])
+            .owner("DaemonSet", "node-agent")
+            .running("app")
+            .build(),
+        pod("shop", "node-agent-7p2wd")
+            .on("node-b")
+            .labels(&[("app", "node-agent")])
+            .owner("DaemonSet", "node-agent")
+            .running("app")
+            .build(),
+        pod("shop", "node-agent-9hj5c")
+            .on("node-c")
+            .labels(&[("app", "node-agent")])
+            .owner("DaemonSet", "node-agent")
+            .running("app")
+            .build(),
+        workload("ReplicaSet", "shop", "legacy", match_labels(&[("app", "legacy")]), None),
+        pod("shop", "legacy-zx7vw")
+            .on("node-c")
+            .labels(&[("app", "legacy")])
+            .owner("ReplicaSet", "legacy")
+            .running("app")
+            .build(),
+        workload("Job", "shop", "nightly", match_labels(&[("controller-uid", "uid-nightly")]), None),
+        pod("shop", "nightly-5k2jd")
+            .on("node-b")
+            .labels(&[("controller-uid", "uid-nightly"), ("job-name", "nightly")])
+            .owner("Job", "nightly")
+            .running("app")
+            .build(),
+        pod("shop", "solo")
+            .on("node-c")
+            .labels(&[("app", "solo")])
+            .running("app")
+            .waiting("sidecar", "CrashLoopBackOff")
+            .build(),
+        // Matches nothing that runs: for "nothing to profile".
+        workload("Deployment", "shop", "broken", match_labels(&[("app", "broken")]), None),
+        pod("shop", "broken-6c9f8-aaaaa")
+            .on("node-a")
+            .labels(&[("app", "broken")])
+            .owner("ReplicaSet", "broken-6c9f8")
+            .waiting("app", "CrashLoopBackOff")
+            .build(),
+        pod("shop", "broken-6c9f8-bbbbb")
+            .labels(&[("app", "broken")])
+            .owner("ReplicaSet", "broken-6c9f8")
+            .waiting("app", "ContainerCreating")
+            .build(),
+    ]
+}
+
+/// Where each pod of `shop` runs and the workload level the graph gives it.
+const PODS: [(&str, &str, &str); 11] = [
+    (API_A, "node-a", "deployment/api"),
+    (API_B, "node-b", "deployment/api"),
+    ("db-0", "node-a", "statefulset/db"),
+    ("db-1", "node-b", "statefulset/db"),
+    ("node-agent-4xkqz", "node-a", "daemonset/node-agent"),
+    ("node-agent-7p2wd", "node-b", "daemonset/node-agent"),
+    ("node-agent-9hj5c", "node-c", "daemonset/node-agent"),
+    ("legacy-zx7vw", "node-c", "replicaset/legacy"),
+    ("nightly-5k2jd", "node-b", "job/nightly"),
+    ("solo", "node-c", "pod/solo"),
+    // Not running: never profiled.
+    ("broken-6c9f8-aaaaa", "node-a", "deployment/broken"),
+];
+
+fn node_of(pod: &str) -> &'static str {
+    PODS.iter().find(|(p, _, _)| *p == pod).map(|(_, n, _)| *n).expect("a pod of shop")
+}
+
+fn workload_of(pod: &str) -> &'static str {
+    PODS.iter().find(|(p, _, _)| *p == pod).map(|(_, _, w)| *w).expect("a pod of shop")
+}
+
+/// The folded lines the graph must hold for these pods' `app` containers.
+fn expected_lines(pods: &[&str], stacks: &[Stack]) -> BTreeSet<String> {
+    pods.iter()
+        .flat_map(|pod| {
+            let id = container_id(pod, "app");
+            stacks.iter().map(move |s| {
+                format!(
+                    "namespace/shop;{};pod/{pod};container/app;{} ({});{} {}",
+                    workload_of(pod),
+                    process_name(),
+                    pid_of(&id),
+                    s.frames.join(";"),
+                    s.count
+                )
+            })
+        })
+        .collect()
+}
+
+fn lines_of(path: &Path) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines().map(str::to_owned).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers over the run and the recorded calls
+// ---------------------------------------------------------------------------------------------
+
+struct Case {
+    server: ApiServer,
+}
+
+impl Case {
+    fn new(scenario: Scenario) -> Self {
+        Case { server: ApiServer::start(shop(), scenario) }
+    }
+
+    fn out(&self, name: &str) -> PathBuf {
+        self.server.dir().join(name)
+    }
+
+    /// `profile ARGS -n shop -d 1s -o OUT`.
+    fn profile(&self, args: &[&str], out: &str) -> CliRun {
+        let out = self.out(out);
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["-n", "shop", "-d", "1s", "-o", out.to_str().expect("utf-8 path")]);
+        self.server.run(&all)
+    }
+
+    fn requests(&self) -> Vec<Recorded> {
+        self.server.requests()
+    }
+
+    fn count(&self, what: impl Fn(&Recorded) -> bool) -> usize {
+        self.requests().iter().filter(|r| what(r)).count()
+    }
+
+    /// Requests in the user's namespace `shop`, as `METHOD path?query`.
+    fn shop_calls(&self) -> Vec<String> {
+        self.requests()
+            .iter()
+            .filter(|r| r.path.contains("/namespaces/shop/") || r.path.ends_with("/namespaces/shop"))
+            .map(|r| {
+                let query: Vec<String> = r.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                if query.is_empty() {
+                    format!("{} {}", r.method, r.path)
+                } else {
+                    format!("{} {}?{}", r.method, r.path, query.join("&"))
+                }
+            })
+            .collect()
+    }
+
+    fn context(&self, run: &CliRun) -> String {
+        format!(
+            "exit {:?}\nstdout:\n{}\nstderr:\n{}\nrequests:\n{}",
+            run.code,
+            run.stdout,
+            run.stderr,
+            self.server.transcript()
+        )
+    }
+
+    /// Every Job the API accepted was deleted again, with background propagation, after it
+    /// was created, and no Job of the run is left.
+    fn assert_jobs_deleted(&self, run: &CliRun) {
+        let requests = self.requests();
+        for job in self.server.created_jobs() {
+            let name = job["metadata"]["name"].as_str().expect("named");
+            let path = format!("/apis/batch/v1/namespaces/{EAGLE_NS}/jobs/{name}");
+            let created = requests.iter().position(|r| {
+                r.is("POST", &format!("/apis/batch/v1/namespaces/{EAGLE_NS}/jobs"))
+                    && r.body.as_ref().is_some_and(|b| b["metadata"]["name"] == name)
+            });
+            let deleted = requests.iter().position(|r| r.is("DELETE", &path));
+            let (Some(created), Some(deleted)) = (created, deleted) else {
+                panic!("Job {name} was not created and deleted\n{}", self.context(run));
+            };
+            assert!(created < deleted, "Job {name} deleted before it was created\n{}", self.context(run));
+            let body = requests[deleted].body.clone().unwrap_or_default();
+            assert_eq!(
+                body["propagationPolicy"], "Background",
+                "Job {name} deleted without background propagation: {body}"
+            );
+            assert!(!self.server.exists("jobs", EAGLE_NS, name), "Job {name} still exists");
+        }
+    }
+
+    /// The created Jobs by node, nodes sorted (as the CLI numbers them).
+    fn jobs_by_node(&self) -> Vec<(String, Value)> {
+        let mut jobs: Vec<(String, Value)> =
+            self.server.created_jobs().into_iter().map(|job| (affinity_node(&job), job)).collect();
+        jobs.sort_by(|a, b| a.0.cmp(&b.0));
+        jobs
+    }
+}
+
+/// The node a planned Job is pinned to: its required node affinity on `metadata.name`.
+fn affinity_node(job: &Value) -> String {
+    let terms = &job["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+        ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"];
+    let field = &terms[0]["matchFields"][0];
+    assert_eq!(
+        (field["key"].as_str(), field["operator"].as_str()),
+        (Some("metadata.name"), Some("In")),
+        "affinity: {terms}"
+    );
+    assert_eq!(field["values"].as_array().map(Vec::len), Some(1), "exactly one node: {terms}");
+    field["values"][0].as_str().expect("a node").to_owned()
+}
+
+/// The container ids a Job tells its agent to profile.
+fn job_targets(job: &Value) -> BTreeSet<String> {
+    let args = job["spec"]["template"]["spec"]["containers"][0]["args"].as_array().expect("args");
+    let args: Vec<&str> = args.iter().filter_map(Value::as_str).collect();
+    args.windows(2)
+        .filter(|w| w[0] == "--target")
+        .map(|w| w[1].strip_prefix("container:").expect("container:ID").to_owned())
+        .collect()
+}
+
+fn is_eagle_pod_list(r: &Recorded) -> bool {
+    r.is("GET", &format!("/api/v1/namespaces/{EAGLE_NS}/pods")) && !r.is_watch()
+}
+
+fn stderr_line<'a>(run: &'a CliRun, starts: &str) -> Option<&'a str> {
+    run.stderr.lines().find(|l| l.starts_with(starts))
+}
+
+/// The per-node table's row of `node`.
+fn row<'a>(run: &'a CliRun, node: &str) -> &'a str {
+    stderr_line(run, &format!("{node} ")).unwrap_or_else(|| panic!("no table row for {node}:\n{}", run.stderr))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every target kind
+// ---------------------------------------------------------------------------------------------
+
+/// Profiles `args` in `shop` and checks: exit 0, the announced container and node counts, the
+/// user-namespace calls exactly `calls`, one Job per node of `pods` with exactly their container
+/// ids, every stack of `pods` in the output and nothing else, the Jobs deleted.
+fn check_target(args: &[&str], calls: &[&str], pods: &[&str]) -> (Case, CliRun) {
+    let case = Case::new(Scenario::new());
+    let run = case.profile(args, "out.folded");
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(0), "{ctx}");
+    let nodes: BTreeSet<&str> = pods.iter().map(|p| node_of(p)).collect();
+    let announced = format!("({} containers on {} nodes)", pods.len(), nodes.len());
+    assert!(
+        stderr_line(&run, "profiling ").is_some_and(|l| l.contains(&announced) && l.contains("-n shop")),
+        "expected `{announced}`\n{ctx}"
+    );
+    assert_eq!(case.shop_calls(), calls, "{ctx}");
+    assert_eq!(lines_of(&case.out("out.folded")), expected_lines(pods, &groundtruth()), "{ctx}");
+    let jobs = case.jobs_by_node();
+    assert_eq!(jobs.iter().map(|(n, _)| n.as_str()).collect::<BTreeSet<_>>(), nodes, "one Job per node\n{ctx}");
+    assert_eq!(jobs.len(), nodes.len(), "one Job per node\n{ctx}");
+    for (node, job) in &jobs {
+        let want: BTreeSet<String> =
+            pods.iter().filter(|p| node_of(p) == node).map(|p| container_id(p, "app")).collect();
+        assert_eq!(job_targets(job), want, "container ids of the Job on {node}\n{ctx}");
+    }
+    for node in &nodes {
+        assert!(row(&run, node).ends_with(" ok"), "{ctx}");
+    }
+    assert!(stderr_line(&run, "wrote ").is_some_and(|l| !l.contains("PARTIAL")), "{ctx}");
+    case.assert_jobs_deleted(&run);
+    (case, run)
+}
+
+#[test]
+fn pod_target_gets_the_pod_by_name_and_reports_its_idle_container() {
+    let (_, run) = check_target(&["pod/solo"], &["GET /api/v1/namespaces/shop/pods/solo"], &["solo"]);
+    assert!(
+        run.stderr.lines().any(|l| l == "skipped shop/solo/sidecar: not running: CrashLoopBackOff"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn deployment_target_lists_pods_by_its_selector() {
+    check_target(
+        &["deployment/api"],
+        &[
+            "GET /apis/apps/v1/namespaces/shop/deployments/api",
+            "GET /api/v1/namespaces/shop/pods?labelSelector=app=api",
+        ],
+        &[API_A, API_B],
+    );
+}
+
+#[test]
+fn statefulset_target() {
+    check_target(
+        &["statefulset/db"],
+        &["GET /apis/apps/v1/namespaces/shop/statefulsets/db", "GET /api/v1/namespaces/shop/pods?labelSelector=app=db"],
+        &["db-0", "db-1"],
+    );
+}
+
+#[test]
+fn daemonset_target_with_a_match_expression_selector() {
+    check_target(
+        &["ds/node-agent"],
+        &[
+            "GET /apis/apps/v1/namespaces/shop/daemonsets/node-agent",
+            "GET /api/v1/namespaces/shop/pods?labelSelector=app in (node-agent)",
+        ],
+        &["node-agent-4xkqz", "node-agent-7p2wd", "node-agent-9hj5c"],
+    );
+}
+
+#[test]
+fn replicaset_target() {
+    check_target(
+        &["replicaset/legacy"],
+        &[
+            "GET /apis/apps/v1/namespaces/shop/replicasets/legacy",
+            "GET /api/v1/namespaces/shop/pods?labelSelector=app=legacy",
+        ],
+        &["legacy-zx7vw"],
+    );
+}
+
+#[test]
+fn job_target() {
+    check_target(
+        &["job/nightly"],
+        &[
+            "GET /apis/batch/v1/namespaces/shop/jobs/nightly",
+            "GET /api/v1/namespaces/shop/pods?labelSelector=controller-uid=uid-nightly",
+        ],
+        &["nightly-5k2jd"],
+    );
+}
+
+#[test]
+fn service_target_lists_pods_by_its_selector() {
+    check_target(
+        &["svc/web"],
+        &["GET /api/v1/namespaces/shop/services/web", "GET /api/v1/namespaces/shop/pods?labelSelector=app=api"],
+        &[API_A, API_B],
+    );
+}
+
+#[test]
+fn label_selector_with_a_target() {
+    check_target(
+        &["pod/solo", "-l", "tier=web"],
+        &["GET /api/v1/namespaces/shop/pods?labelSelector=tier=web", "GET /api/v1/namespaces/shop/pods/solo"],
+        &[API_A, API_B, "solo"],
+    );
+}
+
+/// `-l SELECTOR` is a target of its own (DESIGN.md "Targets"), but main.rs refuses a run
+/// without a TYPE/NAME target before it looks at `-l`: exit 2 "nothing to profile: name a
+/// target". Un-ignore once main.rs counts the selector as a target.
+#[test]
+#[ignore = "main.rs refuses `-l` without a TYPE/NAME target (exit 2)"]
+fn label_selector_alone_is_a_target() {
+    let (case, _) = check_target(
+        &["-l", "tier=web"],
+        &["GET /api/v1/namespaces/shop/pods?labelSelector=tier=web"],
+        &[API_A, API_B],
+    );
+    let run = case.profile(&["-l", "app=ghost"], "ghost.folded");
+    assert_eq!(run.code, Some(5), "{}", case.context(&run));
+    assert!(
+        run.stderr.lines().any(|l| l == "kubectl-eagle: error: -l app=ghost in namespace shop has no pods"),
+        "{}",
+        case.context(&run)
+    );
+}
+
+#[test]
+fn several_targets_at_once_are_merged_without_duplicates() {
+    // The service selects the deployment's pods again: each container is profiled once.
+    check_target(
+        &["statefulset/db", "pod/solo", "deployment/api", "service/web"],
+        &[
+            "GET /apis/apps/v1/namespaces/shop/statefulsets/db",
+            "GET /api/v1/namespaces/shop/pods?labelSelector=app=db",
+            "GET /api/v1/namespaces/shop/pods/solo",
+            "GET /apis/apps/v1/namespaces/shop/deployments/api",
+            "GET /api/v1/namespaces/shop/pods?labelSelector=app=api",
+            "GET /api/v1/namespaces/shop/services/web",
+            "GET /api/v1/namespaces/shop/pods?labelSelector=app=api",
+        ],
+        &["db-0", "db-1", "solo", API_A, API_B],
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Many pods, few nodes: one Job per node, O(nodes) requests
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn namespace_target_runs_one_job_per_node_with_o_nodes_requests() {
+    let running: Vec<&str> = PODS.iter().map(|(p, _, _)| *p).filter(|p| !p.starts_with("broken")).collect();
+    let (case, run) = check_target(&["namespace/shop"], &["GET /api/v1/namespaces/shop/pods"], &running);
+    let ctx = case.context(&run);
+    assert!(run.stderr.contains("skipped shop/broken-6c9f8-aaaaa/app: not running: CrashLoopBackOff"), "{ctx}");
+    assert!(run.stderr.contains("skipped shop/broken-6c9f8-bbbbb/app: not running: pod is Pending"), "{ctx}");
+
+    // 10 pods on 3 nodes: every per-run request is per node, not per pod.
+    let nodes = 3;
+    assert_eq!(case.count(|r| r.is("POST", &format!("/apis/batch/v1/namespaces/{EAGLE_NS}/jobs"))), nodes, "{ctx}");
+    assert_eq!(case.count(|r| r.is_watch()), 1, "one watch for the whole run\n{ctx}");
+    assert_eq!(case.count(is_eagle_pod_list), 1, "the watcher's initial list\n{ctx}");
+    assert_eq!(case.count(|r| r.is_follow()), nodes, "one log follow per node\n{ctx}");
+    assert_eq!(case.count(|r| r.method == "DELETE"), nodes, "{ctx}");
+    let total = case.requests().len();
+    // namespace GET + POST, list in shop, N creates, list + watch, N follows, N deletes
+    assert!(total <= 5 + 3 * nodes, "{total} requests for {nodes} nodes\n{ctx}");
+    let watch = case.requests().into_iter().find(Recorded::is_watch).expect("a watch");
+    assert!(watch.path == format!("/api/v1/namespaces/{EAGLE_NS}/pods"), "{ctx}");
+    let run_id = watch
+        .param("labelSelector")
+        .and_then(|s| s.strip_prefix("kube-eagle.io/run="))
+        .expect("the run's label")
+        .to_owned();
+    assert!(stderr_line(&run, "profiling ").is_some_and(|l| l.ends_with(&format!("run {run_id}"))), "{ctx}");
+
+    // The Job contract, as the API server received it.
+    for (i, (node, job)) in case.jobs_by_node().iter().enumerate() {
+        assert_eq!(job["metadata"]["name"], format!("eagle-{run_id}-{i}"), "{ctx}");
+        assert_eq!(job["metadata"]["namespace"], EAGLE_NS);
+        assert_eq!(job["metadata"]["labels"]["kube-eagle.io/run"], run_id.as_str());
+        assert_eq!(job["metadata"]["annotations"]["kube-eagle.io/node"], node.as_str());
+        let spec = &job["spec"];
+        assert_eq!(spec["backoffLimit"], 0);
+        assert_eq!(spec["activeDeadlineSeconds"], 121, "window + 120 s");
+        assert!(spec["ttlSecondsAfterFinished"].as_i64().is_some_and(|t| t > 0));
+        let pod = &spec["template"]["spec"];
+        assert_eq!(pod["hostPID"], true);
+        assert_eq!(pod["automountServiceAccountToken"], false);
+        assert_eq!(pod["restartPolicy"], "Never");
+        assert_eq!(pod["tolerations"], json!([{"operator": "Exists"}]));
+        assert_eq!(pod["containers"][0]["securityContext"]["privileged"], true);
+        let args = &pod["containers"][0]["args"];
+        assert!(args.to_string().contains(r#""--duration-ms","1000""#), "{args}");
+    }
+    // The locked namespace was made, with its Pod Security label.
+    let ns = case.requests().into_iter().find(|r| r.is("POST", "/api/v1/namespaces")).expect("namespace created");
+    let body = ns.body.expect("body");
+    assert_eq!(body["metadata"]["name"], EAGLE_NS);
+    assert_eq!(body["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "privileged");
+}
+
+#[test]
+fn an_existing_locked_namespace_is_left_alone() {
+    let mut world = shop();
+    world.push(namespace(EAGLE_NS));
+    let case = Case { server: ApiServer::start(world, Scenario::new()) };
+    let run = case.profile(&["pod/solo"], "out.folded");
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(0), "{ctx}");
+    assert_eq!(case.count(|r| r.is("GET", &format!("/api/v1/namespaces/{EAGLE_NS}"))), 1, "{ctx}");
+    assert_eq!(case.count(|r| r.is("POST", "/api/v1/namespaces")), 0, "{ctx}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nodes that fail: the graph comes from the others, the exit code says partial
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn unschedulable_node_fails_and_the_svg_says_partial() {
+    let case = Case::new(Scenario::new().node("node-b", Fate::Unschedulable));
+    let run = case.profile(&["deployment/api"], "api.svg");
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(7), "partial\n{ctx}");
+    assert!(row(&run, "node-a").ends_with(" ok"), "{ctx}");
+    assert!(
+        row(&run, "node-b").contains("FAILED: unschedulable: the profiling pod cannot be placed on this node"),
+        "{ctx}"
+    );
+    assert!(stderr_line(&run, "wrote ").is_some_and(|l| l.ends_with(" PARTIAL")), "{ctx}");
+    let svg = std::fs::read_to_string(case.out("api.svg")).expect("the graph is written");
+    assert!(svg.contains("PARTIAL: 1 node(s) failed"), "subtitle: {}", subtitle(&svg));
+    assert!(svg.contains("1 of 2 nodes"), "subtitle: {}", subtitle(&svg));
+    assert!(svg.contains("cpu_60") && svg.contains(API_A) && !svg.contains(API_B), "only node-a's stacks");
+    case.assert_jobs_deleted(&run);
+}
+
+fn subtitle(svg: &str) -> &str {
+    svg.find("id=\"subtitle\"").map_or("(none)", |i| &svg[i..(i + 200).min(svg.len())])
+}
+
+#[test]
+fn image_pull_failure_fails_its_node_at_once() {
+    let case = Case::new(Scenario::new().node("node-a", Fate::ImagePullError));
+    let run = case.profile(&["deployment/api"], "out.folded");
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(7), "{ctx}");
+    let failed = row(&run, "node-a");
+    // The pull error, or the back-off that follows it, whichever the CLI saw first.
+    assert!(
+        failed.contains("FAILED: ErrImagePull: rpc error: code = NotFound desc = failed to pull and unpack image")
+            || failed.contains("FAILED: ImagePullBackOff: Back-off pulling image"),
+        "{ctx}"
+    );
+    assert!(failed.contains("ghcr.io/kube-eagle/eagle-agent:"), "the image is named\n{ctx}");
+    assert!(row(&run, "node-b").ends_with(" ok"), "{ctx}");
+    assert_eq!(lines_of(&case.out("out.folded")), expected_lines(&[API_B], &groundtruth()), "{ctx}");
+    assert!(run.elapsed < Duration::from_secs(10), "an image pull error is not waited out: {:?}", run.elapsed);
+    case.assert_jobs_deleted(&run);
+}
+
+#[test]
+fn agent_error_is_the_nodes_reason() {
+    let message = "not permitted to load the eBPF program (Operation not permitted (os error 1)): run as root, or grant CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN on kernels before 5.8)";
+    let case = Case::new(Scenario::new().node("node-b", Fate::AgentError { exit_code: 4, message: message.into() }));
+    let run = case.profile(&["deployment/api"], "out.folded");
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(7), "{ctx}");
+    assert!(row(&run, "node-b").ends_with(&format!("FAILED: {message}")), "{ctx}");
+    assert_eq!(lines_of(&case.out("out.folded")), expected_lines(&[API_A], &groundtruth()), "{ctx}");
+    // The finished log was read in one piece after the follow ended.
+    assert!(case.count(|r| r.path.ends_with("/log") && r.param("follow").is_none()) >= 1, "{ctx}");
+    case.assert_jobs_deleted(&run);
+}
+
+#[test]
+fn truncated_log_fails_its_node_as_cut_short() {
+    let case = Case::new(Scenario::new().node("node-a", Fate::Truncated(groundtruth())));
+    let run = case.profile(&["deployment/api"], "out.folded");
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(7), "{ctx}");
+    let failed = row(&run, "node-a");
+    assert!(
+        failed.contains("FAILED: ")
+            && failed.contains("the stream ended without its trailer after 1 payload chunks: the log was cut short"),
+        "{ctx}"
+    );
+    assert_eq!(lines_of(&case.out("out.folded")), expected_lines(&[API_B], &groundtruth()), "{ctx}");
+    case.assert_jobs_deleted(&run);
+}
+
+#[test]
+fn every_node_failing_writes_nothing_and_exits_6() {
+    let scenario = Scenario::new()
+        .node("node-a", Fate::Corrupt(groundtruth()))
+        .node("node-b", Fate::AgentError { exit_code: 3, message: "no such process: pid:1".into() });
+    let case = Case::new(scenario);
+    let run = case.profile(&["deployment/api"], "out.folded");
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(6), "{ctx}");
+    assert!(row(&run, "node-a").contains("FAILED: the payload is corrupt: checksum"), "{ctx}");
+    assert!(row(&run, "node-b").ends_with("FAILED: no such process: pid:1"), "{ctx}");
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l == "kubectl-eagle: error: no node delivered a profile (2 failed): see the table above"),
+        "{ctx}"
+    );
+    assert!(!case.out("out.folded").exists(), "no graph from no result");
+    case.assert_jobs_deleted(&run);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ctrl-C
+// ---------------------------------------------------------------------------------------------
+
+fn start_long_run(case: &Case, out: &str) -> eagle_tests::apiserver::RunningCli {
+    let out = case.out(out);
+    let cli = case.server.spawn(&["deployment/api", "-n", "shop", "-d", "30s", "-o", out.to_str().expect("utf-8")]);
+    // Both agents are sampling once both logs are followed.
+    let following = case
+        .server
+        .wait_for(Duration::from_secs(10), |rs| rs.iter().filter(|r| r.is_follow() && r.status == 200).count() == 2);
+    assert!(following, "the CLI never followed both logs\n{}", case.server.transcript());
+    std::thread::sleep(Duration::from_millis(200));
+    cli
+}
+
+#[test]
+fn ctrl_c_stops_the_agents_renders_what_they_sent_and_deletes_the_jobs() {
+    let case = Case::new(
+        Scenario::new()
+            .node("node-a", Fate::UntilStopped(groundtruth()))
+            .node("node-b", Fate::UntilStopped(vec![stack("main;io;cpu_30", 30)])),
+    );
+    let cli = start_long_run(&case, "api.svg");
+    cli.signal(libc::SIGINT);
+    let run = cli.wait(Duration::from_secs(20));
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(7), "partial: interrupted\n{ctx}");
+    assert!(run.elapsed < Duration::from_secs(10), "stopped well before the 30 s window: {:?}", run.elapsed);
+    assert!(run.stderr.contains("interrupted: stopping the agents"), "{ctx}");
+    // Each agent pod was deleted (SIGTERM), which made it complete its stream.
+    for (node, job) in case.jobs_by_node() {
+        let name = job["metadata"]["name"].as_str().expect("named");
+        let prefix = format!("/api/v1/namespaces/{EAGLE_NS}/pods/{name}-");
+        assert_eq!(
+            case.count(|r| r.method == "DELETE" && r.path.starts_with(&prefix)),
+            1,
+            "pod of {node} deleted once\n{ctx}"
+        );
+        assert!(row(&run, &node).ends_with(" ok"), "{ctx}");
+    }
+    assert!(
+        run.stderr.contains("warning: stopped by a signal after 0.4s of the 30.0s window"),
+        "the agents' warnings are shown\n{ctx}"
+    );
+    let svg = std::fs::read_to_string(case.out("api.svg")).expect("the graph is written");
+    assert!(svg.contains("PARTIAL: interrupted"), "subtitle: {}", subtitle(&svg));
+    assert!(svg.contains("<title>cpu_60 (") && svg.contains("<title>io ("), "both nodes' stacks");
+    assert!(svg.contains(API_A) && svg.contains(API_B));
+    case.assert_jobs_deleted(&run);
+}
+
+#[test]
+fn second_ctrl_c_stops_waiting_and_still_deletes_the_jobs() {
+    let case = Case::new(Scenario::new().node("node-a", Fate::IgnoresStop).node("node-b", Fate::IgnoresStop));
+    let cli = start_long_run(&case, "out.folded");
+    cli.signal(libc::SIGINT);
+    let stopping = case.server.wait_for(Duration::from_secs(5), |rs| {
+        rs.iter().filter(|r| r.method == "DELETE" && r.path.contains("/pods/")).count() == 2
+    });
+    assert!(stopping, "the first Ctrl-C deletes the agent pods\n{}", case.server.transcript());
+    std::thread::sleep(Duration::from_millis(200));
+    cli.signal(libc::SIGINT);
+    let run = cli.wait(Duration::from_secs(20));
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(6), "no node delivered anything\n{ctx}");
+    assert!(run.elapsed < Duration::from_secs(10), "{:?}", run.elapsed);
+    assert!(row(&run, "node-a").ends_with("FAILED: interrupted"), "{ctx}");
+    assert!(row(&run, "node-b").ends_with("FAILED: interrupted"), "{ctx}");
+    assert!(!case.out("out.folded").exists());
+    case.assert_jobs_deleted(&run);
+}
+
+#[test]
+fn ctrl_c_while_the_jobs_are_being_created_still_deletes_them() {
+    // A slow admission webhook keeps the creates in flight when the user gives up.
+    let scenario = Scenario::new().slow_job_create(Duration::from_millis(600));
+    let case = Case::new(scenario);
+    let out = case.out("out.folded");
+    let cli = case.server.spawn(&["deployment/api", "-n", "shop", "-d", "30s", "-o", out.to_str().expect("utf-8")]);
+    let creating = case.server.wait_for(Duration::from_secs(10), |rs| {
+        rs.iter().any(|r| r.method == "POST" && r.path.ends_with("/jobs") && r.status == 0)
+    });
+    assert!(creating, "no Job creation seen\n{}", case.server.transcript());
+    std::thread::sleep(Duration::from_millis(100));
+    cli.signal(libc::SIGINT);
+    let run = cli.wait(Duration::from_secs(30));
+    let ctx = case.context(&run);
+    assert!(run.code.is_some(), "killed by the signal: its Jobs are left behind\n{ctx}");
+    assert_eq!(case.server.created_jobs().len(), 2, "{ctx}");
+    case.assert_jobs_deleted(&run);
+    // The pods, first seen after the Ctrl-C, were stopped before their agents started: no
+    // result, and no waiting for one.
+    assert_eq!(case.count(|r| r.method == "DELETE" && r.path.contains("/pods/")), 2, "{ctx}");
+    assert_eq!(run.code, Some(6), "{ctx}");
+    assert!(row(&run, "node-a").ends_with("FAILED: interrupted before the agent started"), "{ctx}");
+    assert!(row(&run, "node-b").ends_with("FAILED: interrupted before the agent started"), "{ctx}");
+    assert!(run.elapsed < Duration::from_secs(5), "{:?}\n{ctx}", run.elapsed);
+}
+
+#[test]
+fn sigterm_stops_the_run_like_ctrl_c() {
+    let case = Case::new(
+        Scenario::new()
+            .node("node-a", Fate::UntilStopped(groundtruth()))
+            .node("node-b", Fate::UntilStopped(groundtruth())),
+    );
+    let cli = start_long_run(&case, "out.folded");
+    cli.signal(libc::SIGTERM);
+    let run = cli.wait(Duration::from_secs(20));
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(7), "{ctx}");
+    assert_eq!(case.count(|r| r.method == "DELETE" && r.path.contains("/pods/")), 2, "{ctx}");
+    assert_eq!(lines_of(&case.out("out.folded")), expected_lines(&[API_A, API_B], &groundtruth()), "{ctx}");
+    case.assert_jobs_deleted(&run);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The API misbehaving on the way: timing, broken connections
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_pod_that_finished_before_the_watch_began_is_read_in_one_piece() {
+    let case = Case::new(Scenario::new().node("node-a", Fate::FinishedBeforeWatch(groundtruth())));
+    let run = case.profile(&["deployment/api"], "out.folded");
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(0), "{ctx}");
+    assert_eq!(lines_of(&case.out("out.folded")), expected_lines(&[API_A, API_B], &groundtruth()), "{ctx}");
+    let node_a_job = case.jobs_by_node().into_iter().find(|(n, _)| n == "node-a").expect("a Job on node-a").1;
+    let pod_prefix =
+        format!("/api/v1/namespaces/{EAGLE_NS}/pods/{}-", node_a_job["metadata"]["name"].as_str().expect("named"));
+    let logs: Vec<Recorded> =
+        case.requests().into_iter().filter(|r| r.path.starts_with(&pod_prefix) && r.path.ends_with("/log")).collect();
+    assert!(logs.len() == 1 && !logs[0].is_follow(), "a finished pod's log is read once, not followed\n{ctx}");
+    case.assert_jobs_deleted(&run);
+}
+
+#[test]
+fn a_broken_log_follow_is_recovered_from_the_finished_log() {
+    let case = Case::new(Scenario::new().follow_breaks_after(2));
+    let run = case.profile(&["deployment/api"], "out.folded");
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(0), "{ctx}");
+    assert_eq!(lines_of(&case.out("out.folded")), expected_lines(&[API_A, API_B], &groundtruth()), "{ctx}");
+    assert_eq!(case.count(Recorded::is_follow), 2, "followed once per node\n{ctx}");
+    assert_eq!(case.count(|r| r.path.ends_with("/log") && !r.is_follow()), 2, "then read once per node\n{ctx}");
+    case.assert_jobs_deleted(&run);
+}
+
+#[test]
+fn a_broken_watch_is_resumed_where_it_broke() {
+    let case = Case::new(Scenario::new().watch_breaks_after(1));
+    let run = case.profile(&["deployment/api"], "out.folded");
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(0), "{ctx}");
+    assert_eq!(lines_of(&case.out("out.folded")), expected_lines(&[API_A, API_B], &groundtruth()), "{ctx}");
+    let watches: Vec<Recorded> = case.requests().into_iter().filter(Recorded::is_watch).collect();
+    assert!(watches.len() >= 2, "watched again\n{ctx}");
+    let rv = |r: &Recorded| r.param("resourceVersion").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    assert!(rv(&watches[1]) > rv(&watches[0]), "resumed from the last event seen, not from the start\n{ctx}");
+    case.assert_jobs_deleted(&run);
+}
+
+#[test]
+fn keep_leaves_the_jobs_for_their_ttl() {
+    let case = Case::new(Scenario::new());
+    let run = case.profile(&["deployment/api", "--keep"], "out.folded");
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(0), "{ctx}");
+    assert_eq!(case.count(|r| r.method == "DELETE"), 0, "{ctx}");
+    for job in case.server.created_jobs() {
+        assert!(case.server.exists("jobs", EAGLE_NS, job["metadata"]["name"].as_str().expect("named")), "{ctx}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refusals: forbidden, not found, nothing to profile
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn forbidden_job_create_exits_4_and_says_what_is_forbidden() {
+    let case = Case::new(Scenario::new().deny("create", "jobs", EAGLE_NS));
+    let run = case.profile(&["deployment/api"], "out.folded");
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(4), "{ctx}");
+    let error = stderr_line(&run, "kubectl-eagle: error: ").unwrap_or_else(|| panic!("no error line\n{ctx}"));
+    assert!(
+        error.contains(r#"forbidden: jobs.batch is forbidden: User "alice" cannot create resource "jobs" in API group "batch" in the namespace "kube-eagle""#),
+        "{ctx}"
+    );
+    assert!(error.contains("ask your cluster admin"), "{ctx}");
+    assert_eq!(
+        case.count(|r| r.is("POST", &format!("/apis/batch/v1/namespaces/{EAGLE_NS}/jobs"))),
+        2,
+        "both nodes were tried\n{ctx}"
+    );
+    assert_eq!(case.count(|r| r.is_watch() || is_eagle_pod_list(r)), 0, "no watch without Jobs\n{ctx}");
+    assert!(case.server.created_jobs().is_empty());
+    assert!(!case.out("out.folded").exists());
+    case.assert_jobs_deleted(&run);
+}
+
+#[test]
+fn forbidden_watch_exits_4_and_still_deletes_the_jobs() {
+    let case = Case::new(Scenario::new().deny("list", "pods", EAGLE_NS).deny("watch", "pods", EAGLE_NS));
+    let run = case.profile(&["deployment/api"], "out.folded");
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(4), "{ctx}");
+    let error = stderr_line(&run, "kubectl-eagle: error: ").unwrap_or_else(|| panic!("no error line\n{ctx}"));
+    assert!(error.contains("not allowed to watch pods in the profiling namespace"), "{ctx}");
+    assert_eq!(case.server.created_jobs().len(), 2, "{ctx}");
+    case.assert_jobs_deleted(&run);
+}
+
+#[test]
+fn creating_the_locked_namespace_forbidden_exits_4() {
+    let case = Case::new(Scenario::new().deny("create", "namespaces", ""));
+    let run = case.profile(&["deployment/api"], "out.folded");
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(4), "{ctx}");
+    let error = stderr_line(&run, "kubectl-eagle: error: ").unwrap_or_else(|| panic!("no error line\n{ctx}"));
+    assert!(error.contains(r#"namespaces is forbidden: User "alice" cannot create resource "namespaces" in API group "" at the cluster scope"#), "{ctx}");
+    assert!(case.server.created_jobs().is_empty(), "{ctx}");
+    assert_eq!(case.count(|r| r.path.ends_with("/jobs")), 0, "{ctx}");
+}
+
+#[test]
+fn reading_namespaces_forbidden_is_no_obstacle_when_the_locked_one_exists() {
+    let mut world = shop();
+    world.push(namespace(EAGLE_NS));
+    let case = Case { server: ApiServer::start(world, Scenario::new().deny("get", "namespaces", "")) };
+    let run = case.profile(&["deployment/api"], "out.folded");
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(0), "{ctx}");
+    assert_eq!(case.count(|r| r.is("GET", &format!("/api/v1/namespaces/{EAGLE_NS}")) && r.status == 403), 1, "{ctx}");
+    assert_eq!(case.count(|r| r.is("POST", "/api/v1/namespaces")), 0, "{ctx}");
+    case.assert_jobs_deleted(&run);
+}
+
+#[test]
+fn a_missing_locked_namespace_that_cannot_be_checked_is_named() {
+    // Reading namespaces is forbidden, so the CLI cannot know the locked one is missing until
+    // the Job create says so.
+    let case = Case::new(Scenario::new().deny("get", "namespaces", ""));
+    let run = case.profile(&["deployment/api"], "out.folded");
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(3), "{ctx}");
+    let error = stderr_line(&run, "kubectl-eagle: error: ").unwrap_or_else(|| panic!("no error line\n{ctx}"));
+    assert!(
+        error.contains("namespace kube-eagle") && error.contains("--eagle-namespace"),
+        "says which namespace is missing and how to choose another\n{ctx}"
+    );
+    assert!(!error.contains("-n)"), "-n is the targets' namespace, not the profiling one\n{ctx}");
+    case.assert_jobs_deleted(&run);
+}
+
+#[test]
+fn missing_target_exits_3() {
+    for (target, says, path) in [
+        (
+            "deployment/nope",
+            "kubectl-eagle: error: deployment/nope not found in namespace shop (check the name, or -n)",
+            "/apis/apps/v1/namespaces/shop/deployments/nope",
+        ),
+        (
+            "pod/nope",
+            "kubectl-eagle: error: pod/nope not found in namespace shop (check the name, or -n)",
+            "/api/v1/namespaces/shop/pods/nope",
+        ),
+    ] {
+        let case = Case::new(Scenario::new());
+        let run = case.profile(&[target], "out.folded");
+        let ctx = case.context(&run);
+        assert_eq!(run.code, Some(3), "{ctx}");
+        assert!(run.stderr.lines().any(|l| l == says), "{ctx}");
+        let requests = case.requests();
+        assert!(requests.iter().any(|r| r.is("GET", path) && r.status == 404), "{ctx}");
+        assert!(requests.iter().all(|r| r.method == "GET"), "nothing created or deleted\n{ctx}");
+    }
+}
+
+#[test]
+fn nothing_running_exits_5_and_lists_why() {
+    let case = Case::new(Scenario::new());
+    let run = case.profile(&["deployment/broken"], "out.folded");
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(5), "{ctx}");
+    let error = stderr_line(&run, "kubectl-eagle: error: ").unwrap_or_else(|| panic!("no error line\n{ctx}"));
+    assert!(error.starts_with("kubectl-eagle: error: no running containers in deployment/broken -n shop: "), "{ctx}");
+    assert!(error.contains("shop/broken-6c9f8-aaaaa/app not running: CrashLoopBackOff"), "{ctx}");
+    assert!(error.contains("shop/broken-6c9f8-bbbbb/app not running: pod is Pending"), "{ctx}");
+    assert!(case.requests().iter().all(|r| r.method == "GET"), "nothing created\n{ctx}");
+
+    for (args, says) in [
+        (
+            vec!["namespace/empty"],
+            "kubectl-eagle: error: namespace empty has no pods (does it exist? `kubectl get ns empty`)",
+        ),
+        (vec!["pod/solo", "-l", "app=ghost"], "kubectl-eagle: error: -l app=ghost in namespace shop has no pods"),
+    ] {
+        let run = case.profile(&args, "out.folded");
+        assert_eq!(run.code, Some(5), "{}", case.context(&run));
+        assert!(run.stderr.lines().any(|l| l == says), "{}", case.context(&run));
+    }
+    assert!(case.server.created_jobs().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// --dry-run
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn dry_run_prints_the_jobs_as_yaml_and_creates_nothing() {
+    let case = Case::new(Scenario::new());
+    let run = case.profile(&["deployment/api", "--dry-run"], "out.folded");
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(0), "{ctx}");
+    let documents: Vec<&str> = run.stdout.split("\n---\n").collect();
+    assert_eq!(documents.len(), 3, "the namespace and one Job per node\n{ctx}");
+    assert!(
+        documents[0].contains("kind: Namespace")
+            && documents[0].contains("pod-security.kubernetes.io/enforce: privileged"),
+        "{ctx}"
+    );
+    for (doc, pod) in documents[1..].iter().zip([API_A, API_B]) {
+        assert!(doc.contains("kind: Job"), "{ctx}");
+        assert!(doc.contains(&format!("container:{}", container_id(pod, "app"))), "{pod}'s container\n{ctx}");
+        assert!(doc.contains(&format!("- {}", node_of(pod))), "pinned to {}\n{ctx}", node_of(pod));
+        assert!(doc.contains("namespace: kube-eagle"), "{ctx}");
+    }
+    assert!(case.requests().iter().all(|r| r.method == "GET" && !r.is_watch()), "only reads\n{ctx}");
+    assert_eq!(case.count(|r| r.path.contains(EAGLE_NS)), 0, "the locked namespace is not even read\n{ctx}");
+    assert!(!case.out("out.folded").exists());
+}
