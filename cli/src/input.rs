@@ -5,6 +5,7 @@
 use std::io::Read;
 use std::path::Path;
 
+use eagle_proto::folded::ParseError;
 use eagle_proto::FoldedStacks;
 use flate2::read::MultiGzDecoder;
 
@@ -20,9 +21,42 @@ pub struct Loaded {
     pub run: RunInfo,
 }
 
+/// A profile file's content, before folded text is parsed.
+pub enum Raw {
+    Folded(String),
+    Parsed(Loaded),
+}
+
 pub fn load(path: &Path) -> Result<Loaded, CliError> {
-    let shown = if path == Path::new("-") { "standard input".to_owned() } else { format!("`{}`", path.display()) };
-    let fail = |why: String| CliError::Io(format!("cannot read the profile {shown}: {why}"));
+    match read(path)? {
+        Raw::Parsed(loaded) => Ok(loaded),
+        Raw::Folded(text) => {
+            let folded = FoldedStacks::parse(&text).map_err(|e| parse_error(path, e))?;
+            Ok(Loaded { folded, run: RunInfo::default() })
+        }
+    }
+}
+
+fn shown(path: &Path) -> String {
+    if path == Path::new("-") {
+        "standard input".to_owned()
+    } else {
+        format!("`{}`", path.display())
+    }
+}
+
+/// The one line for a malformed line of folded text.
+pub fn parse_error(path: &Path, e: ParseError) -> CliError {
+    CliError::Io(format!(
+        "cannot read the profile {}: line {}: {}; each line must be `frame;frame;... COUNT`",
+        shown(path),
+        e.line,
+        e.reason
+    ))
+}
+
+pub fn read(path: &Path) -> Result<Raw, CliError> {
+    let fail = |why: String| CliError::Io(format!("cannot read the profile {}: {why}", shown(path)));
     let mut bytes = Vec::new();
     let read = if path == Path::new("-") {
         std::io::stdin().lock().read_to_end(&mut bytes)
@@ -38,16 +72,14 @@ pub fn load(path: &Path) -> Result<Loaded, CliError> {
         bytes = plain;
     }
     // Folded text never holds control characters other than line ends and tabs; a protobuf
-    // always does (field tags of 0x08, 0x10, 0x12, ...).
-    if bytes.iter().any(|b| matches!(b, 0..=8 | 14..=31)) {
+    // always does, from its first bytes on (field tags of 0x08, 0x10, 0x12, ...).
+    if bytes.iter().take(4096).any(|b| matches!(b, 0..=8 | 14..=31)) {
         let (folded, run) = pprof::decode(&bytes).map_err(|e| fail(format!("not a pprof profile: {e}")))?;
-        return Ok(Loaded { folded, run });
+        return Ok(Raw::Parsed(Loaded { folded, run }));
     }
-    let text = std::str::from_utf8(&bytes)
+    let text = String::from_utf8(bytes)
         .map_err(|_| fail("neither folded stacks (UTF-8 text) nor a pprof profile".to_owned()))?;
-    let folded = FoldedStacks::parse(text)
-        .map_err(|e| fail(format!("line {}: {}; each line must be `frame;frame;... COUNT`", e.line, e.reason)))?;
-    Ok(Loaded { folded, run: RunInfo::default() })
+    Ok(Raw::Folded(text))
 }
 
 fn io_reason(e: &std::io::Error) -> String {

@@ -3,6 +3,7 @@
 mod folded;
 pub mod pprof;
 pub mod pprof_proto;
+pub mod sorted;
 mod speedscope;
 mod svg;
 
@@ -118,17 +119,27 @@ impl Destination {
         if let Some(kept) = &self.kept {
             *kept.borrow_mut() = Some(Written { analysis: Analysis::new(folded), labels: labels.clone() });
         }
+        self.write_bytes(&bytes)
+    }
+
+    /// The SVG of folded text already sorted and merged (`output::sorted::parse_sorted`).
+    pub fn write_sorted_svg(&self, text: &str, labels: &Labels) -> Result<(), CliError> {
+        debug_assert_eq!(self.format, Format::Svg);
+        self.write_bytes(&svg::render_sorted(text, labels)?)
+    }
+
+    fn write_bytes(&self, bytes: &[u8]) -> Result<(), CliError> {
         match &self.path {
             None => {
                 let mut out = std::io::stdout().lock();
-                match out.write_all(&bytes).and_then(|_| out.flush()) {
+                match out.write_all(bytes).and_then(|_| out.flush()) {
                     Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
                         Err(CliError::Io(format!("cannot write to stdout: {e}")))
                     }
                     _ => Ok(()),
                 }
             }
-            Some(path) => write_atomically(path, &bytes, "output"),
+            Some(path) => write_atomically(path, bytes, "output"),
         }
     }
 }

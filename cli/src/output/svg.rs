@@ -7,6 +7,12 @@ use super::Labels;
 use crate::error::CliError;
 
 pub fn render(folded: &FoldedStacks, labels: &Labels) -> Result<Vec<u8>, CliError> {
+    // Sorted here, on two threads: inferno need not sort again.
+    render_sorted(&super::sorted::sorted_text(folded), labels)
+}
+
+/// The flame graph of folded text that is already sorted and merged.
+pub fn render_sorted(text: &str, labels: &Labels) -> Result<Vec<u8>, CliError> {
     let mut options = flamegraph::Options::default();
     options.title = labels.title.clone();
     options.subtitle = Some(labels.subtitle.clone()).filter(|s| !s.is_empty());
@@ -15,8 +21,8 @@ pub fn render(folded: &FoldedStacks, labels: &Labels) -> Result<Vec<u8>, CliErro
     // apart from plain C, which keeps mixed graphs readable.
     options.colors = Palette::Multi(MultiPalette::Java);
     options.hash = true;
-    let text = folded.to_text();
-    let mut svg = Vec::with_capacity(text.len() * 2);
+    options.no_sort = true;
+    let mut svg = Vec::with_capacity(1 << 20);
     flamegraph::from_lines(&mut options, text.lines(), &mut svg)
         .map_err(|e| CliError::Failed(format!("cannot render the flame graph: {e}")))?;
     Ok(svg)
