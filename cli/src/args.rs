@@ -78,6 +78,67 @@ Examples:
 
 Exit codes: 0 written, 2 usage, 5 no samples, 8 the input cannot be read or the output written.")]
     Convert(ConvertArgs),
+
+    /// List the profiling runs in the cluster, newest first: status, nodes, and why one failed.
+    #[command(after_help = "\
+Examples:
+  kubectl eagle list
+  kubectl eagle list -o json | jq '.[] | select(.status == \"failed\") | .id'
+
+Reads the Jobs of the locked namespace: runs started with -a stay listed for --ttl after they
+end; synchronous runs while they run. Exit codes: 0 listed, 4 forbidden, 9 cluster unreachable.")]
+    List(crate::cluster::tasks::ListArgs),
+
+    /// Get the graph of a run started with `profile -a`; waits while it still runs.
+    #[command(after_help = "\
+Examples:
+  kubectl eagle profile namespace/shop -d 5m -a       # prints the run id
+  kubectl eagle fetch 9e2017d3 -o shop.svg
+  kubectl eagle fetch 9e2017d3 -o shop.folded --group-by workload --clean
+
+Exit codes: 0 written, 1 a --max/--max-self/regression rule broken, 3 no such run or its results
+expired, 4 forbidden, 5 no samples, 6 no node delivered, 7 partial, 8 output not writable,
+9 cluster unreachable.")]
+    Fetch(crate::cluster::tasks::FetchArgs),
+
+    /// Delete profiling runs (their Jobs and pods), running or not.
+    #[command(after_help = "\
+Examples:
+  kubectl eagle clean 9e2017d3
+  kubectl eagle clean --all
+
+Only objects labelled app.kubernetes.io/managed-by=kube-eagle are touched; a run that is gone
+already is not an error.")]
+    Clean(crate::cluster::tasks::CleanArgs),
+
+    /// Remove everything kube-eagle created: Jobs, pods, RBAC, and its namespace.
+    #[command(after_help = "\
+Deletes what carries app.kubernetes.io/managed-by=kube-eagle for the locked namespace
+(--eagle-namespace): its Jobs and pods, the roles and bindings `init --apply` made for it (in
+any namespace), and the namespace itself if kube-eagle created it. Needs cluster-admin.
+Running it again finds nothing and exits 0.")]
+    Uninstall(crate::cluster::tasks::UninstallArgs),
+
+    /// Set up the cluster: the locked namespace, and least-privilege RBAC for the plugin's users.
+    #[command(after_help = "\
+Examples:
+  kubectl eagle init                                   # namespace; prints the RBAC for review
+  kubectl eagle init --group devs --target-namespace shop --apply
+  kubectl eagle init --dry-run > kube-eagle.yaml       # everything as YAML, for GitOps
+
+Users get: read pods and workloads in the target namespaces; create/list/watch/delete Jobs,
+pods and pod logs in the locked namespace only. Needs cluster-admin.")]
+    Init(crate::cluster::rbac::InitArgs),
+
+    /// Check that you can profile here: permissions, the locked namespace, the profiler image.
+    #[command(after_help = "\
+Examples:
+  kubectl eagle doctor -n shop
+  kubectl eagle doctor --skip-image -o json
+
+Exit codes: 0 ready (warnings allowed), 4 a permission is missing, 6 something else is
+missing (namespace, image, admission), 9 cluster unreachable.")]
+    Doctor(crate::cluster::doctor::DoctorArgs),
 }
 
 #[derive(Debug, Args)]
@@ -182,6 +243,23 @@ pub struct ClusterArgs {
     /// Keep the Jobs after the run (their TTL still removes them).
     #[arg(long)]
     pub keep: bool,
+
+    /// Start the run and return at once: print its id and the `fetch` command that gets the
+    /// graph; the Jobs keep their results for --ttl.
+    #[arg(short = 'a', long = "async")]
+    pub async_: bool,
+
+    /// How long finished Jobs keep their results: 30m, 24h, 7d [default: 24h with -a, 5m otherwise].
+    #[arg(long, value_parser = crate::cluster::tasks::parse_ttl, value_name = "DURATION")]
+    pub ttl: Option<Duration>,
+
+    /// Refuse the run when one of its nodes already runs this many profiling runs.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_per_node: u32,
+
+    /// Run even on nodes busy with other profiling runs (see --max-per-node).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `--summary`, on `profile`, `check` and `convert`.

@@ -26,6 +26,8 @@ pub enum Exit {
     Io = 8,
     /// The cluster could not be reached or configured (kubeconfig, API server).
     Cluster = 9,
+    /// A node already runs as many profiling runs as `--max-per-node` allows.
+    Busy = 10,
 }
 
 impl From<Exit> for ExitCode {
@@ -51,6 +53,8 @@ pub enum CliError {
     #[allow(dead_code)] // the cluster path of `profile` reports through it
     #[error("{0}")]
     Cluster(String),
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl CliError {
@@ -63,6 +67,7 @@ impl CliError {
             CliError::Failed(_) => Exit::Failed,
             CliError::Io(_) => Exit::Io,
             CliError::Cluster(_) => Exit::Cluster,
+            CliError::Busy(_) => Exit::Busy,
         }
     }
 }

@@ -35,6 +35,12 @@ fn main() -> ExitCode {
         Command::Check(args) => offline::check(args),
         Command::Diff(args) => diff::diff(args),
         Command::Convert(args) => offline::convert(args),
+        Command::List(args) => cluster::tasks::list(&args),
+        Command::Fetch(args) => cluster::tasks::fetch(&args),
+        Command::Clean(args) => cluster::tasks::clean(&args),
+        Command::Uninstall(args) => cluster::tasks::uninstall(&args),
+        Command::Init(args) => cluster::rbac::init(&args),
+        Command::Doctor(args) => cluster::doctor::doctor(&args),
     };
     match result {
         Ok(exit) => exit.into(),
@@ -61,6 +67,9 @@ fn profile(args: ProfileArgs) -> Result<Exit, CliError> {
         return Err(CliError::Usage(
             "cluster targets and local ones (pid/N, -- COMMAND) cannot be mixed in one run".into(),
         ));
+    }
+    if args.cluster.async_ {
+        return cluster::tasks::profile_async(&args, &cluster_targets, is_cluster);
     }
     // Rules, baseline and summary path are checked before any sampling.
     let gate = gate::Gate::plan(&args.summary, &args.checks)?;

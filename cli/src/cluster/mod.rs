@@ -2,10 +2,13 @@
 //! Modules follow the flow: [`resolve`] -> [`plan`] -> [`run`]; merging and rendering are
 //! shared with local mode.
 
+pub mod doctor;
 pub mod plan;
 pub mod profile;
+pub mod rbac;
 pub mod resolve;
 pub mod run;
+pub mod tasks;
 
 use std::path::PathBuf;
 use std::time::Duration;

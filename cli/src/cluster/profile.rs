@@ -1,22 +1,23 @@
 //! `kubectl eagle profile TYPE/NAME ...`: the cluster path from arguments to the written graph
 //! and the per-node report.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use eagle_proto::NodeResult;
 
 use super::plan::{self, PlanOptions};
-use super::resolve::{self, Resolution};
+use super::resolve::{self, Resolution, Skipped};
 use super::run::{self, NodeOutcome, NodeRun};
+use super::tasks;
 use super::{connect, ensure_namespace, new_run_id, Connection, DEFAULT_WINDOW};
 use crate::args::ProfileArgs;
 use crate::duration::human;
 use crate::error::{CliError, Exit};
-use crate::merge::{self, Placements};
+use crate::merge::{self, GroupBy, Placements};
 use crate::output::{Destination, Labels};
 use crate::target::ClusterKind;
 
-fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -31,15 +32,15 @@ fn describe(args: &ProfileArgs, namespace: &str) -> String {
     format!("{} -n {namespace}", parts.join(" "))
 }
 
-struct Prepared {
-    client: kube::Client,
-    resolution: Resolution,
-    jobs: Vec<(String, usize, k8s_openapi::api::batch::v1::Job)>,
-    run_id: String,
-    what: String,
+pub(super) struct Prepared {
+    pub client: kube::Client,
+    pub resolution: Resolution,
+    pub jobs: Vec<(String, usize, k8s_openapi::api::batch::v1::Job)>,
+    pub run_id: String,
+    pub what: String,
 }
 
-async fn prepare(args: &ProfileArgs, targets: &[(ClusterKind, String)]) -> Result<Prepared, CliError> {
+pub(super) async fn prepare(args: &ProfileArgs, targets: &[(ClusterKind, String)]) -> Result<Prepared, CliError> {
     let conn = Connection { kubeconfig: args.cluster.kubeconfig.clone(), context: args.cluster.context.clone() };
     let (client, default_ns) = connect(&conn).await?;
     let namespace = args.cluster.namespace.clone().unwrap_or(default_ns);
@@ -70,17 +71,22 @@ async fn prepare(args: &ProfileArgs, targets: &[(ClusterKind, String)]) -> Resul
         duration: args.duration.unwrap_or(DEFAULT_WINDOW),
         frequency_hz: args.frequency,
         capabilities_only: args.cluster.capabilities,
-        ttl_after_finished: 300,
+        ttl_after_finished: tasks::ttl_seconds(args.cluster.ttl, args.cluster.async_),
         runtime: args.runtime.clone(),
         python_native: args.native,
     };
-    let jobs = resolution
-        .by_node()
+    let by_node = resolution.by_node();
+    let nodes = by_node.len();
+    let jobs = by_node
         .into_iter()
         .enumerate()
         .map(|(i, (node, containers))| {
             let ids: Vec<&str> = containers.iter().map(|c| c.id.as_str()).collect();
-            (node.to_owned(), ids.len(), plan::job_for_node(&opts, i, node, &ids))
+            let mut job = plan::job_for_node(&opts, i, node, &ids);
+            // What `list` and `fetch` read back: the run's size and each container's place.
+            let task = tasks::Task { nodes, is_async: args.cluster.async_, frequency_hz: args.frequency };
+            task.annotate(&mut job, containers.iter().map(|c| (c.id.as_str(), &c.placement)));
+            (node.to_owned(), ids.len(), job)
         })
         .collect();
     Ok(Prepared { client, resolution, jobs, run_id, what })
@@ -98,7 +104,7 @@ pub fn dry_run(args: &ProfileArgs, targets: &[(ClusterKind, String)]) -> Result<
         out.push_str(&serde_saphyr::to_string(job).map_err(|e| CliError::Failed(e.to_string()))?);
     }
     print!("{out}");
-    report_skipped(&prepared.resolution);
+    report_skipped(&prepared.resolution.skipped);
     Ok(Exit::Ok)
 }
 
@@ -111,6 +117,11 @@ pub fn profile(
         let p = prepare(args, targets).await?;
         let window = args.duration.unwrap_or(DEFAULT_WINDOW);
         ensure_namespace(&p.client, &args.cluster.eagle_namespace).await?;
+        if !args.cluster.force {
+            let nodes: Vec<&str> = p.jobs.iter().map(|(node, _, _)| node.as_str()).collect();
+            tasks::refuse_conflicts(&p.client, &args.cluster.eagle_namespace, &nodes, args.cluster.max_per_node)
+                .await?;
+        }
         eprintln!(
             "profiling {} ({} containers on {} nodes) for {} at {} Hz: run {}",
             p.what,
@@ -127,57 +138,81 @@ pub fn profile(
         let elapsed = started.elapsed();
 
         let placements: Placements = p.resolution.running.iter().map(|c| (c.id.clone(), c.placement.clone())).collect();
-        let done: Vec<&NodeResult> = outcome
-            .nodes
-            .iter()
-            .filter_map(|n| match &n.outcome {
-                Some(NodeOutcome::Done(r)) => Some(r.as_ref()),
-                _ => None,
-            })
-            .collect();
-        let failed = outcome.nodes.len() - done.len();
-        report(&outcome.nodes, &p.resolution);
-        if done.is_empty() {
-            return Err(CliError::Failed(format!(
-                "no node delivered a profile ({} failed): see the table above",
-                outcome.nodes.len()
-            )));
-        }
-        let folded = merge::merge(done.iter().copied(), &placements, args.group_by);
-        if folded.is_empty() {
-            return Err(CliError::NothingToProfile(format!(
-                "no samples of {} in {}: the containers used no CPU; try a longer --duration while they are busy",
-                p.what,
-                human(window)
-            )));
-        }
-        let partial = failed > 0 || outcome.interrupted;
-        let frequency = done[0].header.frequency_hz;
-        let mut subtitle = format!(
-            "{} at {frequency} Hz, {} samples, {} of {} nodes",
-            human(window),
-            folded.total(),
-            done.len(),
-            outcome.nodes.len()
-        );
-        if partial {
-            let why = if outcome.interrupted { "interrupted".to_owned() } else { format!("{failed} node(s) failed") };
-            subtitle.push_str(&format!(" | PARTIAL: {why}"));
-        }
-        destination.write(&folded, &Labels { title: format!("kube-eagle: {}", p.what), subtitle })?;
-        eprintln!(
-            "wrote {} ({} samples, {} stacks, {}){}",
-            destination.describe(),
-            folded.total(),
-            folded.len(),
-            human(elapsed),
-            if partial { " PARTIAL" } else { "" }
-        );
-        Ok(if partial { Exit::Partial } else { Exit::Ok })
+        let finished = Finished {
+            what: &p.what,
+            window,
+            elapsed,
+            group_by: args.group_by,
+            placements: &placements,
+            skipped: &p.resolution.skipped,
+        };
+        render(&outcome, &finished, destination)
     })
 }
 
-fn report(nodes: &[NodeRun], resolution: &Resolution) {
+/// What is known about a run once its nodes have their outcomes.
+pub(super) struct Finished<'a> {
+    pub what: &'a str,
+    pub window: Duration,
+    pub elapsed: Duration,
+    pub group_by: GroupBy,
+    pub placements: &'a Placements,
+    pub skipped: &'a [Skipped],
+}
+
+/// The per-node table, then the merged graph from the nodes that delivered: shared by a
+/// synchronous run and `fetch`.
+pub(super) fn render(outcome: &run::Outcome, run: &Finished, destination: &Destination) -> Result<Exit, CliError> {
+    let done: Vec<&NodeResult> = outcome
+        .nodes
+        .iter()
+        .filter_map(|n| match &n.outcome {
+            Some(NodeOutcome::Done(r)) => Some(r.as_ref()),
+            _ => None,
+        })
+        .collect();
+    let failed = outcome.nodes.len() - done.len();
+    report(&outcome.nodes, run.skipped);
+    if done.is_empty() {
+        return Err(CliError::Failed(format!(
+            "no node delivered a profile ({} failed): see the table above",
+            outcome.nodes.len()
+        )));
+    }
+    let folded = merge::merge(done.iter().copied(), run.placements, run.group_by);
+    if folded.is_empty() {
+        return Err(CliError::NothingToProfile(format!(
+            "no samples of {} in {}: the containers used no CPU; try a longer --duration while they are busy",
+            run.what,
+            human(run.window)
+        )));
+    }
+    let partial = failed > 0 || outcome.interrupted;
+    let frequency = done[0].header.frequency_hz;
+    let mut subtitle = format!(
+        "{} at {frequency} Hz, {} samples, {} of {} nodes",
+        human(run.window),
+        folded.total(),
+        done.len(),
+        outcome.nodes.len()
+    );
+    if partial {
+        let why = if outcome.interrupted { "interrupted".to_owned() } else { format!("{failed} node(s) failed") };
+        subtitle.push_str(&format!(" | PARTIAL: {why}"));
+    }
+    destination.write(&folded, &Labels { title: format!("kube-eagle: {}", run.what), subtitle })?;
+    eprintln!(
+        "wrote {} ({} samples, {} stacks, {}){}",
+        destination.describe(),
+        folded.total(),
+        folded.len(),
+        human(run.elapsed),
+        if partial { " PARTIAL" } else { "" }
+    );
+    Ok(if partial { Exit::Partial } else { Exit::Ok })
+}
+
+fn report(nodes: &[NodeRun], skipped: &[Skipped]) {
     let width = nodes.iter().map(|n| n.node.len()).max().unwrap_or(4).max(4);
     eprintln!("{:width$}  {:>10}  {:>8}  STATUS", "NODE", "CONTAINERS", "SAMPLES");
     for n in nodes {
@@ -194,11 +229,11 @@ fn report(nodes: &[NodeRun], resolution: &Resolution) {
             }
         }
     }
-    report_skipped(resolution);
+    report_skipped(skipped);
 }
 
-fn report_skipped(resolution: &Resolution) {
-    for s in &resolution.skipped {
+fn report_skipped(skipped: &[Skipped]) {
+    for s in skipped {
         eprintln!("skipped {}/{}: {}", s.pod, s.container, s.reason);
     }
 }

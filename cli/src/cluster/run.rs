@@ -1,6 +1,10 @@
 //! Running the planned Jobs: create them, watch their pods (one watch for the whole run),
 //! follow each agent's log once its pod runs, decode and verify each node's stream, and delete
 //! every Job the run created, on success, error, Ctrl-C and SIGTERM alike.
+//!
+//! The same watch-and-follow loop serves `fetch` ([`attach`]): the Jobs of an earlier run are
+//! read as they are, whether their pods still run (followed) or have finished (read in one
+//! piece), and a finished Job whose pod is gone is reported as expired.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -24,6 +28,19 @@ use crate::error::CliError;
 const UNSCHEDULABLE_GRACE: Duration = Duration::from_secs(20);
 /// After Ctrl-C: how long agents get to complete their streams before we stop waiting.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(15);
+/// Waiting reasons of a profiling pod's container that will not resolve by themselves.
+pub const FATAL_WAITING: [&str; 6] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+/// A pod deleted before its agent's stream was read (`clean`, by hand), not by this run.
+const POD_DELETED: &str = "the profiling pod was deleted before its result was read";
+/// Why a node of a fetched run has no result: its Job finished and its pod is gone.
+pub const EXPIRED: &str = "result expired: the profiling pod is gone (its Job's TTL ran out, or it was deleted)";
 
 /// How one node's profile ended.
 #[derive(Debug)]
@@ -37,6 +54,8 @@ pub struct NodeRun {
     pub job: String,
     pub containers: usize,
     pub outcome: Option<NodeOutcome>,
+    /// The Job had finished before the watch started (`fetch`): no pod then means no result.
+    pub job_finished: bool,
     pod: Option<String>,
     following: bool,
     /// A log is followed once; after that the finished log is re-read instead.
@@ -49,7 +68,24 @@ pub struct NodeRun {
 }
 
 impl NodeRun {
-    fn finish(&mut self, outcome: NodeOutcome) {
+    pub fn new(node: String, job: String, containers: usize, bar: ProgressBar) -> Self {
+        NodeRun {
+            node,
+            job,
+            containers,
+            outcome: None,
+            job_finished: false,
+            pod: None,
+            following: false,
+            followed: false,
+            stop_sent: false,
+            unschedulable_since: None,
+            decoder: Decoder::new(),
+            bar,
+        }
+    }
+
+    pub fn finish(&mut self, outcome: NodeOutcome) {
         if self.outcome.is_some() {
             return;
         }
@@ -72,6 +108,39 @@ pub struct Outcome {
     pub interrupted: bool,
 }
 
+/// One progress bar per node, under one [`MultiProgress`].
+pub struct Bars {
+    multi: MultiProgress,
+    style: ProgressStyle,
+    window: Duration,
+}
+
+impl Bars {
+    pub fn new(window: Duration) -> Self {
+        let style = ProgressStyle::with_template("{spinner} {prefix:20} [{bar:25}] {msg}")
+            .expect("valid template")
+            .progress_chars("=> ");
+        Bars { multi: MultiProgress::new(), style, window }
+    }
+
+    pub fn bar(&self, node: &str, message: &str) -> ProgressBar {
+        let bar = self.multi.add(
+            ProgressBar::new(self.window.as_millis() as u64)
+                .with_style(self.style.clone())
+                .with_prefix(node.to_owned()),
+        );
+        bar.set_message(message.to_owned());
+        bar.enable_steady_tick(Duration::from_millis(250));
+        bar
+    }
+}
+
+/// The wait for a run's results ends at the latest this long after it started: the window plus
+/// the Job's own deadline margin, and a little more.
+pub fn give_up_after(window: Duration) -> Duration {
+    window + super::plan::DEADLINE_MARGIN + Duration::from_secs(30)
+}
+
 /// Creates the Jobs, waits for every node's result, and always deletes the Jobs (unless
 /// `keep`).
 pub async fn execute(
@@ -83,36 +152,43 @@ pub async fn execute(
     keep: bool,
 ) -> Result<Outcome, CliError> {
     let job_api: Api<Job> = Api::namespaced(client.clone(), namespace);
-    let bars = MultiProgress::new();
-    let style = ProgressStyle::with_template("{spinner} {prefix:20} [{bar:25}] {msg}")
-        .expect("valid template")
-        .progress_chars("=> ");
-    let mut nodes: Vec<NodeRun> = jobs
-        .iter()
-        .map(|(node, containers, job)| {
-            let bar = bars
-                .add(ProgressBar::new(window.as_millis() as u64).with_style(style.clone()).with_prefix(node.clone()));
-            bar.set_message("creating Job");
-            bar.enable_steady_tick(Duration::from_millis(250));
-            NodeRun {
-                node: node.clone(),
-                job: job.metadata.name.clone().unwrap_or_default(),
-                containers: *containers,
-                outcome: None,
-                pod: None,
-                following: false,
-                followed: false,
-                stop_sent: false,
-                unschedulable_since: None,
-                decoder: Decoder::new(),
-                bar,
-            }
-        })
-        .collect();
+    let bars = Bars::new(window);
+    let mut nodes = node_runs(&jobs, |node| bars.bar(node, "creating Job"));
 
     // Caught from before the first Job exists: from here on Ctrl-C and SIGTERM must not kill
     // the process, or the Jobs it created would be left running.
     let mut signals = Signals::catch();
+    let create_error = create(&job_api, namespace, &jobs, &mut nodes).await;
+    let outcome = if nodes.iter().all(|n| n.outcome.is_some()) {
+        Err(create_error.expect("every node failed at creation"))
+    } else {
+        let give_up = Instant::now() + give_up_after(window);
+        follow(client, namespace, run_id, &mut nodes, give_up, &mut signals).await
+    };
+    if !keep {
+        cleanup(&job_api, &nodes).await;
+    }
+    let interrupted = outcome?;
+    Ok(Outcome { nodes, interrupted })
+}
+
+/// A node per planned Job, with the progress bar `bar` makes for it.
+pub fn node_runs(jobs: &[(String, usize, Job)], bar: impl Fn(&str) -> ProgressBar) -> Vec<NodeRun> {
+    jobs.iter()
+        .map(|(node, containers, job)| {
+            NodeRun::new(node.clone(), job.metadata.name.clone().unwrap_or_default(), *containers, bar(node))
+        })
+        .collect()
+}
+
+/// Creates the Jobs concurrently. A node whose Job was refused is finished as failed; the
+/// first refusal is returned, for when every node was refused.
+pub async fn create(
+    job_api: &Api<Job>,
+    namespace: &str,
+    jobs: &[(String, usize, Job)],
+    nodes: &mut [NodeRun],
+) -> Option<CliError> {
     let post = PostParams::default();
     let created = futures::future::join_all(jobs.iter().map(|(_, _, job)| job_api.create(&post, job))).await;
     let mut create_error = None;
@@ -122,7 +198,7 @@ pub async fn execute(
                 // All a create can miss is its namespace: ensure_namespace could not tell (it
                 // may not read namespaces) and the API says so only here.
                 kube::Error::Api(s) if s.code == 404 => CliError::NotFound(format!(
-                    "the profiling namespace {namespace} does not exist: have it created (`kubectl create namespace {namespace}`), or name an existing one with --eagle-namespace"
+                    "the profiling namespace {namespace} does not exist: have it created (`kubectl eagle init`, or `kubectl create namespace {namespace}`), or name an existing one with --eagle-namespace"
                 )),
                 e => api_error(e, &format!("job {}", n.job), namespace),
             };
@@ -130,15 +206,21 @@ pub async fn execute(
             create_error.get_or_insert(e);
         }
     }
-    let outcome = if nodes.iter().all(|n| n.outcome.is_some()) {
-        Err(create_error.expect("every node failed at creation"))
-    } else {
-        follow(client, namespace, run_id, &mut nodes, window, &mut signals).await
-    };
-    if !keep {
-        cleanup(&job_api, &nodes).await;
-    }
-    let interrupted = outcome?;
+    create_error
+}
+
+/// Reads the results of Jobs that already exist (`fetch`): follows the logs of running agents
+/// and reads finished ones in one piece, until every node has its outcome or `give_up` comes.
+/// Creates and deletes nothing; Ctrl-C keeps its default (the run goes on without us).
+pub async fn attach(
+    client: &Client,
+    namespace: &str,
+    run_id: &str,
+    mut nodes: Vec<NodeRun>,
+    give_up: Instant,
+) -> Result<Outcome, CliError> {
+    let mut signals = Signals { interrupt: None, terminate: None };
+    let interrupted = follow(client, namespace, run_id, &mut nodes, give_up, &mut signals).await?;
     Ok(Outcome { nodes, interrupted })
 }
 
@@ -148,23 +230,21 @@ async fn follow(
     namespace: &str,
     run_id: &str,
     nodes: &mut [NodeRun],
-    window: Duration,
+    give_up: Instant,
     signals: &mut Signals,
 ) -> Result<bool, CliError> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let config = watcher::Config::default().labels(&format!("{RUN_LABEL}={run_id}"));
-    let mut events = watcher(pods.clone(), config).default_backoff().applied_objects().boxed();
+    let mut events = watcher(pods.clone(), config).default_backoff().boxed();
     let (log_tx, mut log_rx) = mpsc::unbounded_channel::<LogMsg>();
     let by_job: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.job.clone(), i)).collect();
-    // Beyond the window plus the Job's own deadline margin, nothing more will come.
-    let give_up = Instant::now() + window + super::plan::DEADLINE_MARGIN + Duration::from_secs(30);
     let mut interrupted_at: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
 
     while nodes.iter().any(|n| n.outcome.is_none()) {
         tokio::select! {
             event = events.try_next() => match event {
-                Ok(Some(pod)) => {
+                Ok(Some(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod))) => {
                     let job = pod.metadata.labels.as_ref().and_then(|l| l.get("job-name")).cloned().unwrap_or_default();
                     if let Some(&i) = by_job.get(&job) {
                         on_pod(&pods, &mut nodes[i], i, &pod, &log_tx).await;
@@ -175,6 +255,24 @@ async fn follow(
                         }
                     }
                 }
+                Ok(Some(watcher::Event::Delete(pod))) => {
+                    let job = pod.metadata.labels.as_ref().and_then(|l| l.get("job-name")).cloned().unwrap_or_default();
+                    if let Some(&i) = by_job.get(&job) {
+                        let n = &mut nodes[i];
+                        // Not read while it ran nor once it finished: deleted under us.
+                        if n.outcome.is_none() && !n.following && !n.stop_sent {
+                            n.finish(NodeOutcome::Failed(POD_DELETED.into()));
+                        }
+                    }
+                }
+                Ok(Some(watcher::Event::InitDone)) => {
+                    // Every pod of the run is listed now: a finished Job without one has lost
+                    // its result.
+                    for n in nodes.iter_mut().filter(|n| n.job_finished && n.pod.is_none()) {
+                        n.finish(NodeOutcome::Failed(EXPIRED.into()));
+                    }
+                }
+                Ok(Some(watcher::Event::Init)) => {}
                 Ok(None) => return Err(CliError::Cluster("the watch on the profiling pods ended unexpectedly".into())),
                 Err(e) => {
                     if let Some(msg) = forbidden(&e) {
@@ -249,15 +347,7 @@ async fn on_pod(pods: &Api<Pod>, n: &mut NodeRun, index: usize, pod: &Pod, log_t
     let waiting = status.container_statuses.iter().flatten().find_map(|s| s.state.as_ref()?.waiting.clone());
     if let Some(w) = waiting {
         let reason = w.reason.unwrap_or_default();
-        const FATAL: [&str; 6] = [
-            "ErrImagePull",
-            "ImagePullBackOff",
-            "InvalidImageName",
-            "ErrImageNeverPull",
-            "CreateContainerConfigError",
-            "CreateContainerError",
-        ];
-        if FATAL.contains(&reason.as_str()) {
+        if FATAL_WAITING.contains(&reason.as_str()) {
             let message = w.message.unwrap_or_default();
             n.finish(NodeOutcome::Failed(format!("{reason}: {message}").trim_end_matches([':', ' ']).to_owned()));
             return;
@@ -325,11 +415,15 @@ fn on_line(n: &mut NodeRun, line: &str) {
 }
 
 async fn reread_if_terminated(pods: &Api<Pod>, n: &mut NodeRun, pod: &str) {
-    if let Ok(p) = pods.get(pod).await {
-        let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or_default();
-        if phase == "Succeeded" || phase == "Failed" {
-            reread(pods, n, pod, Some(&p)).await;
+    match pods.get(pod).await {
+        Ok(p) => {
+            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or_default();
+            if phase == "Succeeded" || phase == "Failed" {
+                reread(pods, n, pod, Some(&p)).await;
+            }
         }
+        Err(kube::Error::Api(s)) if s.code == 404 && !n.stop_sent => n.finish(NodeOutcome::Failed(POD_DELETED.into())),
+        Err(_) => {}
     }
 }
 

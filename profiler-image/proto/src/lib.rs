@@ -20,4 +20,6 @@ pub mod folded;
 pub mod stream;
 
 pub use folded::FoldedStacks;
-pub use stream::{DecodeError, Decoder, Encoder, Event, Header, NodeResult, Progress, StackRecord, Trailer, Warning};
+pub use stream::{
+    trailer_in_tail, DecodeError, Decoder, Encoder, Event, Header, NodeResult, Progress, StackRecord, Trailer, Warning,
+};

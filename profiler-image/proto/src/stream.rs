@@ -211,6 +211,16 @@ pub enum DecodeError {
     Corrupt { reason: String },
 }
 
+/// The trailer of the last stream in the tail of a log (say `tailLines=5`), without decoding
+/// the rest: enough to tell how many samples a finished agent delivered, cheaply. The stream
+/// itself is only trusted once [`Decoder::finish`] has verified it.
+pub fn trailer_in_tail(tail: &str) -> Option<Trailer> {
+    tail.lines().rev().find_map(|line| {
+        let payload = line.trim_end_matches(['\r', '\n']).strip_prefix(MARKER)?.strip_prefix("T ")?;
+        serde_json::from_str(payload).ok()
+    })
+}
+
 /// One thing the decoder understood, for live progress display.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -418,4 +428,29 @@ fn check(what: &'static str, expected: u64, found: u64) -> Result<(), DecodeErro
 
 fn parse_json<T: for<'de> Deserialize<'de>>(line: usize, kind: char, payload: &str) -> Result<T, DecodeError> {
     serde_json::from_str(payload).map_err(|e| DecodeError::Malformed { line, kind, reason: e.to_string() })
+}
+
+#[cfg(test)]
+mod tail_tests {
+    use super::*;
+
+    #[test]
+    fn the_trailer_is_found_in_a_tail_with_other_lines_around_it() {
+        let record = StackRecord {
+            container: None,
+            pid: 7,
+            process: "p".into(),
+            sampler: "ebpf".into(),
+            frames: vec!["main".into()],
+            count: 3,
+        };
+        let mut lines = Encoder.payload(&[record], 0);
+        lines.push("eagle-agent: done".into());
+        let tail = lines.join("\n") + "\n";
+        let trailer = trailer_in_tail(&tail).expect("a trailer");
+        assert_eq!((trailer.samples, trailer.stacks), (3, 1));
+        assert_eq!(trailer_in_tail("eagle-agent: error: no BPF\n"), None);
+        assert_eq!(trailer_in_tail("EAGLE1 T {not json"), None);
+        assert_eq!(trailer_in_tail("EAGLE2 T {}"), None);
+    }
 }
