@@ -18,6 +18,16 @@
 //!   its Job names, or a deliberately broken one;
 //! - DELETE of jobs (their pods go too) and pods (the agent gets "SIGTERM").
 //!
+//! For the task commands (`list`, `fetch`, `clean`, `uninstall`, `init`, `doctor`) also:
+//!
+//! - LIST across namespaces (`/apis/batch/v1/jobs`, `/api/v1/pods`, ...) and of cluster-scoped
+//!   kinds; a Job's status follows its pod (`Complete` or `Failed` when the pod ends);
+//! - ClusterRoles, ClusterRoleBindings, Roles and RoleBindings: POST, GET, PUT, DELETE, LIST;
+//! - PATCH (JSON merge patch) and DELETE of namespaces (which takes what is inside);
+//! - POST of SelfSubjectAccessReviews, answered from the scenario's denials; `GET /version`;
+//! - `dryRun=All` on POST (validated, answered, not stored), `tailLines` on logs;
+//! - a profiling pod that runs `eagle-agent --version` prints the version and exits 0.
+//!
 //! Errors are real `Status` objects (404 NotFound, 403 Forbidden through [`Scenario::deny`],
 //! 409 AlreadyExists, 422 Invalid). Every request is recorded, with its body, for assertions
 //! ([`ApiServer::requests`]). [`ApiServer::run`] runs the real `kubectl-eagle` against it with
@@ -117,6 +127,8 @@ pub struct Scenario {
     job_create_delay: Duration,
     watch_breaks_after: Option<usize>,
     follow_breaks_after: Option<usize>,
+    drops_ttl: bool,
+    line_gap: Duration,
 }
 
 impl Default for Scenario {
@@ -136,7 +148,22 @@ impl Scenario {
             job_create_delay: Duration::ZERO,
             watch_breaks_after: None,
             follow_breaks_after: None,
+            drops_ttl: false,
+            line_gap: LINE_GAP,
         }
+    }
+
+    /// The agents write one line every `gap` (5 ms by default): a run that takes a while.
+    pub fn agent_line_gap(mut self, gap: Duration) -> Self {
+        self.line_gap = gap;
+        self
+    }
+
+    /// The API server drops `ttlSecondsAfterFinished` from Jobs, as Kubernetes 1.20 does
+    /// without the TTLAfterFinished feature gate.
+    pub fn without_ttl_controller(mut self) -> Self {
+        self.drops_ttl = true;
+        self
     }
 
     /// The fate of the profiling pod on `node`.
@@ -566,10 +593,46 @@ impl ApiServer {
         self.requests().iter().map(|r| format!("  {r}\n")).collect()
     }
 
+    /// Every object of a kind (`jobs`, `pods`, `clusterroles`, ...), in every namespace.
+    pub fn objects(&self, plural: &str) -> Vec<Value> {
+        self.shared.lock().objects.iter().filter(|((p, _, _), _)| p == plural).map(|(_, o)| o.clone()).collect()
+    }
+
+    /// What the pod garbage collector does to finished pods: deletes those of `run` (label
+    /// `kube-eagle.io/run`) and waits until they are gone. Their Jobs stay.
+    pub fn expire_pods(&self, run: &str) {
+        let keys: Vec<PodKey> = {
+            let mut state = self.shared.lock();
+            let keys: Vec<PodKey> = state
+                .objects
+                .iter()
+                .filter(|((plural, _, _), pod)| {
+                    plural == "pods" && pod["metadata"]["labels"]["kube-eagle.io/run"] == run
+                })
+                .map(|((_, ns, name), _)| (ns.clone(), name.clone()))
+                .collect();
+            for key in &keys {
+                state.mark_deleted(key, 0);
+            }
+            self.shared.changed.notify_all();
+            keys
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while keys.iter().any(|(ns, name)| self.exists("pods", ns, name)) {
+            assert!(Instant::now() < deadline, "the pods of run {run} were not removed");
+            thread::sleep(STEP);
+        }
+    }
+
     /// `kubectl-eagle profile --kubeconfig <ours> ARGS`, with no proxy in the way.
     pub fn command(&self, args: &[&str]) -> Command {
+        self.command_for("profile", args)
+    }
+
+    /// `kubectl-eagle SUBCOMMAND --kubeconfig <ours> ARGS`.
+    pub fn command_for(&self, subcommand: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new(kubectl_eagle());
-        cmd.arg("profile").arg("--kubeconfig").arg(&self.kubeconfig).args(args).current_dir(&self.dir);
+        cmd.arg(subcommand).arg("--kubeconfig").arg(&self.kubeconfig).args(args).current_dir(&self.dir);
         for var in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "KUBECONFIG"] {
             cmd.env_remove(var);
         }
@@ -579,8 +642,13 @@ impl ApiServer {
 
     /// Starts `kubectl-eagle profile ARGS` against this server.
     pub fn spawn(&self, args: &[&str]) -> RunningCli {
+        self.spawn_for("profile", args)
+    }
+
+    /// Starts `kubectl-eagle SUBCOMMAND ARGS` against this server.
+    pub fn spawn_for(&self, subcommand: &str, args: &[&str]) -> RunningCli {
         let mut child = self
-            .command(args)
+            .command_for(subcommand, args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -604,6 +672,11 @@ impl ApiServer {
     /// Runs `kubectl-eagle profile ARGS` to its end (at most 60 s).
     pub fn run(&self, args: &[&str]) -> CliRun {
         self.spawn(args).wait(Duration::from_secs(60))
+    }
+
+    /// Runs `kubectl-eagle SUBCOMMAND ARGS` to its end (at most 60 s).
+    pub fn run_for(&self, subcommand: &str, args: &[&str]) -> CliRun {
+        self.spawn_for(subcommand, args).wait(Duration::from_secs(60))
     }
 }
 
@@ -893,7 +966,7 @@ struct KindInfo {
     namespaced: bool,
 }
 
-const KINDS: [KindInfo; 8] = [
+const KINDS: [KindInfo; 13] = [
     KindInfo { plural: "pods", group: "", kind: "Pod", namespaced: true },
     KindInfo { plural: "services", group: "", kind: "Service", namespaced: true },
     KindInfo { plural: "namespaces", group: "", kind: "Namespace", namespaced: false },
@@ -902,7 +975,25 @@ const KINDS: [KindInfo; 8] = [
     KindInfo { plural: "daemonsets", group: "apps", kind: "DaemonSet", namespaced: true },
     KindInfo { plural: "replicasets", group: "apps", kind: "ReplicaSet", namespaced: true },
     KindInfo { plural: "jobs", group: "batch", kind: "Job", namespaced: true },
+    KindInfo { plural: "clusterroles", group: "rbac.authorization.k8s.io", kind: "ClusterRole", namespaced: false },
+    KindInfo {
+        plural: "clusterrolebindings",
+        group: "rbac.authorization.k8s.io",
+        kind: "ClusterRoleBinding",
+        namespaced: false,
+    },
+    KindInfo { plural: "roles", group: "rbac.authorization.k8s.io", kind: "Role", namespaced: true },
+    KindInfo { plural: "rolebindings", group: "rbac.authorization.k8s.io", kind: "RoleBinding", namespaced: true },
+    KindInfo {
+        plural: "selfsubjectaccessreviews",
+        group: "authorization.k8s.io",
+        kind: "SelfSubjectAccessReview",
+        namespaced: false,
+    },
 ];
+
+/// Kinds the double stores as they are posted (no controller behind them).
+const PLAIN: [&str; 5] = ["namespaces", "clusterroles", "clusterrolebindings", "roles", "rolebindings"];
 
 impl KindInfo {
     fn api_version(&self) -> String {
@@ -952,6 +1043,12 @@ fn route(path: &str) -> Option<Route> {
                 sub: tail.get(1).map(|s| (*s).to_owned()),
             })
         }
+        // A cluster-scoped collection, or a namespaced kind across all namespaces.
+        [plural] => Some(Route { kind: find(plural)?, namespace: String::new(), name: None, sub: None }),
+        [plural, name] => {
+            let kind = find(plural).filter(|k| !k.namespaced)?;
+            Some(Route { kind, namespace: String::new(), name: Some((*name).into()), sub: None })
+        }
         _ => None,
     }
 }
@@ -983,6 +1080,14 @@ fn handle(shared: &Arc<Shared>, req: &HttpRequest, w: &mut TcpStream) -> io::Res
         shared.changed.notify_all();
         state.requests.len() - 1
     };
+    if req.method == "GET" && req.path == "/version" {
+        let version = json!({
+            "major": "1", "minor": "20", "gitVersion": "v1.20.2", "gitCommit": "faecb196815e248d3ecfb03c680a4507229c2a56",
+            "gitTreeState": "clean", "buildDate": "2021-01-13T13:20:00Z", "goVersion": "go1.15.5", "compiler": "gc",
+            "platform": "linux/amd64"
+        });
+        return respond(shared, index, w, 200, &version);
+    }
     let Some(route) = route(&req.path) else {
         let page = status(404, "NotFound", "the server could not find the requested resource".into(), json!({}));
         return respond(shared, index, w, 404, &page);
@@ -993,6 +1098,8 @@ fn handle(shared: &Arc<Shared>, req: &HttpRequest, w: &mut TcpStream) -> io::Res
         ("GET", None) => "list",
         ("POST", None) => "create",
         ("DELETE", Some(_)) => "delete",
+        ("PUT", Some(_)) => "update",
+        ("PATCH", Some(_)) => "patch",
         _ => "",
     };
     let resource = match &route.sub {
@@ -1005,7 +1112,12 @@ fn handle(shared: &Arc<Shared>, req: &HttpRequest, w: &mut TcpStream) -> io::Res
     let param = |key: &str| req.query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
     match (verb, route.sub.as_deref()) {
         ("get", Some("log")) if route.kind.plural == "pods" => {
-            pod_log(shared, index, w, &route, param("follow") == Some("true"))
+            let tail = param("tailLines").and_then(|t| t.parse().ok());
+            pod_log(shared, index, w, &route, param("follow") == Some("true"), tail)
+        }
+        ("create", None) if route.kind.plural == "selfsubjectaccessreviews" => {
+            let value = shared.review(body.unwrap_or_else(|| json!({})));
+            respond(shared, index, w, 201, &value)
         }
         ("get", None) => {
             let (code, value) = shared.get(&route);
@@ -1022,14 +1134,29 @@ fn handle(shared: &Arc<Shared>, req: &HttpRequest, w: &mut TcpStream) -> io::Res
             if route.kind.plural == "jobs" {
                 thread::sleep(shared.scenario.job_create_delay);
             }
+            let dry_run = param("dryRun") == Some("All");
             let (code, value) = match body {
-                Some(body) => shared.create(&route, body),
+                Some(body) => shared.create(&route, body, dry_run),
                 None => (400, status(400, "BadRequest", "the body of the request was not JSON".into(), json!({}))),
             };
             respond(shared, index, w, code, &value)
         }
         ("delete", None) => {
             let (code, value) = shared.delete(&route, body.as_ref());
+            respond(shared, index, w, code, &value)
+        }
+        ("update", None) if PLAIN.contains(&route.kind.plural) => {
+            let (code, value) = match body {
+                Some(body) => shared.replace(&route, body),
+                None => (400, status(400, "BadRequest", "the body of the request was not JSON".into(), json!({}))),
+            };
+            respond(shared, index, w, code, &value)
+        }
+        ("patch", None) if route.kind.plural == "namespaces" => {
+            let (code, value) = match body {
+                Some(body) => shared.merge_patch(&route, &body),
+                None => (400, status(400, "BadRequest", "the body of the request was not JSON".into(), json!({}))),
+            };
             respond(shared, index, w, code, &value)
         }
         _ => {
@@ -1112,7 +1239,7 @@ impl Shared {
         json!({"kind": format!("{}List", route.kind.kind), "apiVersion": route.kind.api_version(), "metadata": {"resourceVersion": state.rv.to_string()}, "items": items})
     }
 
-    fn create(self: &Arc<Self>, route: &Route, mut object: Value) -> (u16, Value) {
+    fn create(self: &Arc<Self>, route: &Route, mut object: Value, dry_run: bool) -> (u16, Value) {
         let kind = route.kind;
         let Some(name) = object["metadata"]["name"].as_str().map(str::to_owned) else {
             return (
@@ -1128,14 +1255,16 @@ impl Shared {
                 ),
             );
         };
-        if !matches!(kind.plural, "namespaces" | "jobs") {
+        if !PLAIN.contains(&kind.plural) && kind.plural != "jobs" {
             return (
                 405,
                 status(405, "MethodNotAllowed", format!("the double does not create {}", kind.plural), json!({})),
             );
         }
+        // RBAC names are path segments (`kube-eagle:runner`); the others RFC 1123 labels.
+        let rbac = kind.group == "rbac.authorization.k8s.io";
         let valid = name.len() <= 63
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || (rbac && b == b':'))
             && !name.starts_with('-')
             && !name.ends_with('-');
         if !valid {
@@ -1164,6 +1293,21 @@ impl Shared {
             );
         }
         let posted = object.clone();
+        if kind.plural == "jobs" && self.scenario.drops_ttl {
+            if let Some(spec) = object["spec"].as_object_mut() {
+                spec.remove("ttlSecondsAfterFinished");
+            }
+        }
+        if dry_run {
+            // Validated and defaulted as a create would be; nothing is stored or started.
+            object["apiVersion"] = json!(kind.api_version());
+            object["kind"] = json!(kind.kind);
+            object["metadata"]["creationTimestamp"] = json!(TIMESTAMP);
+            if kind.namespaced {
+                object["metadata"]["namespace"] = json!(route.namespace);
+            }
+            return (201, object);
+        }
         state.rv += 1;
         let uid = format!("uid-{}-{name}-{}", kind.plural, state.rv);
         object["apiVersion"] = json!(kind.api_version());
@@ -1171,13 +1315,16 @@ impl Shared {
         let meta = &mut object["metadata"];
         meta["uid"] = json!(uid);
         meta["resourceVersion"] = json!(state.rv.to_string());
-        meta["creationTimestamp"] = json!(TIMESTAMP);
+        // The real time, to the second: runs created one after another sort newest first.
+        meta["creationTimestamp"] = json!(now_rfc3339());
         if kind.namespaced {
             meta["namespace"] = json!(route.namespace);
         }
         if kind.plural == "namespaces" {
             object["spec"] = json!({"finalizers": ["kubernetes"]});
             object["status"] = json!({"phase": "Active"});
+        }
+        if PLAIN.contains(&kind.plural) {
             state.objects.insert(key, object.clone());
             self.changed.notify_all();
             return (201, object);
@@ -1192,6 +1339,7 @@ impl Shared {
         state.objects.insert(key, object.clone());
         state.created_jobs.push(posted);
         let (pod_key, fate, agent) = state.add_job_pod(&object, &self.scenario);
+        let watched = object["metadata"]["annotations"]["kube-eagle.io/async"] != "true";
         self.changed.notify_all();
         drop(state);
         let shared = self.clone();
@@ -1199,7 +1347,7 @@ impl Shared {
             let stopped = live(&shared, &pod_key, &fate, &agent);
             thread::spawn(move || end(&shared, &pod_key, stopped));
         } else {
-            thread::spawn(move || drive(&shared, &pod_key, &fate, &agent));
+            thread::spawn(move || drive(&shared, &pod_key, &fate, &agent, watched));
         }
         (201, object)
     }
@@ -1243,9 +1391,168 @@ impl Shared {
                 self.changed.notify_all();
                 (200, pod.unwrap_or(object))
             }
+            "namespaces" => {
+                // What the namespace controller does, at once: everything inside goes; pods
+                // gracefully, through their drivers.
+                state.objects.remove(&key);
+                let inside: Vec<Key> = state.objects.keys().filter(|(_, ns, _)| *ns == name).cloned().collect();
+                for k in inside {
+                    if k.0 == "pods" {
+                        state.mark_deleted(&(k.1.clone(), k.2.clone()), 0);
+                    } else {
+                        state.objects.remove(&k);
+                    }
+                }
+                self.changed.notify_all();
+                (200, object)
+            }
+            plural if PLAIN.contains(&plural) => {
+                state.objects.remove(&key);
+                self.changed.notify_all();
+                (200, status_success(kind, &name))
+            }
             _ => {
                 (405, status(405, "MethodNotAllowed", format!("the double does not delete {}", kind.plural), json!({})))
             }
+        }
+    }
+
+    /// PUT: replaces an object, when its `resourceVersion` is the current one.
+    fn replace(&self, route: &Route, mut object: Value) -> (u16, Value) {
+        let kind = route.kind;
+        let name = route.name.clone().unwrap_or_default();
+        let key = (kind.plural.to_owned(), route.namespace.clone(), name.clone());
+        let mut state = self.lock();
+        let Some(current) = state.objects.get(&key).cloned() else {
+            return (404, not_found(kind, &name));
+        };
+        if object["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"] {
+            let message = format!("Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again", kind.qualified());
+            return (
+                409,
+                status(409, "Conflict", message, json!({"name": name, "group": kind.group, "kind": kind.plural})),
+            );
+        }
+        let rv = state.bump();
+        object["apiVersion"] = json!(kind.api_version());
+        object["kind"] = json!(kind.kind);
+        object["metadata"]["uid"] = current["metadata"]["uid"].clone();
+        object["metadata"]["creationTimestamp"] = json!(TIMESTAMP);
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        if kind.plural == "namespaces" {
+            object["spec"] = current["spec"].clone();
+            object["status"] = current["status"].clone();
+        }
+        state.objects.insert(key, object.clone());
+        self.changed.notify_all();
+        (200, object)
+    }
+
+    /// PATCH with a JSON merge patch (RFC 7386).
+    fn merge_patch(&self, route: &Route, patch: &Value) -> (u16, Value) {
+        let kind = route.kind;
+        let name = route.name.clone().unwrap_or_default();
+        let key = (kind.plural.to_owned(), route.namespace.clone(), name.clone());
+        let mut state = self.lock();
+        let rv = state.bump();
+        let Some(object) = state.objects.get_mut(&key) else {
+            return (404, not_found(kind, &name));
+        };
+        json_merge(object, patch);
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let object = object.clone();
+        self.changed.notify_all();
+        (200, object)
+    }
+
+    /// A SelfSubjectAccessReview, answered as RBAC with the scenario's denials would.
+    fn review(&self, mut review: Value) -> Value {
+        let attrs = review["spec"]["resourceAttributes"].clone();
+        let text = |key: &str| attrs[key].as_str().unwrap_or_default().to_owned();
+        let mut resource = text("resource");
+        if !text("subresource").is_empty() {
+            resource = format!("{resource}/{}", text("subresource"));
+        }
+        let (verb, namespace) = (text("verb"), text("namespace"));
+        let denied = self.scenario.denials.iter().any(|d| {
+            d.verb == verb && d.resource == resource && d.namespace.as_ref().is_none_or(|ns| *ns == namespace)
+        });
+        review["apiVersion"] = json!("authorization.k8s.io/v1");
+        review["kind"] = json!("SelfSubjectAccessReview");
+        review["metadata"] = json!({"creationTimestamp": null});
+        review["status"] = if denied {
+            json!({"allowed": false})
+        } else {
+            json!({"allowed": true, "reason": format!("RBAC: allowed by the double for user \"{}\"", self.scenario.user)})
+        };
+        review
+    }
+
+    /// What the Job controller records when the Job's pod ends.
+    fn finish_job(&self, pod: &PodKey, succeeded: bool) {
+        let mut state = self.lock();
+        let Some(job) = state
+            .objects
+            .get(&("pods".to_owned(), pod.0.clone(), pod.1.clone()))
+            .and_then(|p| p["metadata"]["labels"]["job-name"].as_str().map(str::to_owned))
+        else {
+            return;
+        };
+        let rv = state.bump();
+        let Some(object) = state.objects.get_mut(&("jobs".to_owned(), pod.0.clone(), job)) else {
+            return;
+        };
+        let now = now_rfc3339();
+        object["status"] = if succeeded {
+            json!({"startTime": TIMESTAMP, "completionTime": now, "succeeded": 1, "conditions": [
+                {"type": "Complete", "status": "True", "lastProbeTime": now, "lastTransitionTime": now}
+            ]})
+        } else {
+            json!({"startTime": TIMESTAMP, "failed": 1, "conditions": [
+                {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit",
+                 "lastProbeTime": now, "lastTransitionTime": now}
+            ]})
+        };
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        self.changed.notify_all();
+    }
+}
+
+/// Now as `2026-11-22T10:00:00Z` (days to civil date: H. Hinnant's algorithm).
+fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+fn status_success(kind: &KindInfo, name: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": {"name": name, "group": kind.group, "kind": kind.plural}})
+}
+
+/// RFC 7386: objects merge key by key, `null` deletes, anything else replaces.
+fn json_merge(target: &mut Value, patch: &Value) {
+    let Some(patch) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let map = target.as_object_mut().expect("an object");
+    for (k, v) in patch {
+        if v.is_null() {
+            map.remove(k);
+        } else {
+            json_merge(map.entry(k.clone()).or_insert(Value::Null), v);
         }
     }
 }
@@ -1390,7 +1697,14 @@ fn watch_line(kind: &str, object: &Value) -> Vec<u8> {
     line
 }
 
-fn pod_log(shared: &Shared, index: usize, w: &mut TcpStream, route: &Route, follow: bool) -> io::Result<()> {
+fn pod_log(
+    shared: &Shared,
+    index: usize,
+    w: &mut TcpStream,
+    route: &Route,
+    follow: bool,
+    tail: Option<usize>,
+) -> io::Result<()> {
     let name = route.name.clone().unwrap_or_default();
     let key = (route.namespace.clone(), name.clone());
     let mut sent = 0;
@@ -1411,7 +1725,8 @@ fn pod_log(shared: &Shared, index: usize, w: &mut TcpStream, route: &Route, foll
             return respond(shared, index, w, 400, &status(400, "BadRequest", message, json!({})));
         };
         if !follow {
-            let text: String = log.lines.iter().map(|l| format!("{l}\n")).collect();
+            let skip = tail.map_or(0, |t| log.lines.len().saturating_sub(t));
+            let text: String = log.lines.iter().skip(skip).map(|l| format!("{l}\n")).collect();
             drop(state);
             shared.set_status(index, 200);
             return write_body(w, 200, "text/plain", text.as_bytes());
@@ -1463,6 +1778,8 @@ struct AgentArgs {
     containers: Vec<String>,
     duration_ms: u64,
     frequency_hz: u64,
+    /// `eagle-agent --version`: the doctor's probe.
+    version_only: bool,
 }
 
 impl State {
@@ -1508,7 +1825,9 @@ impl State {
                 _ => {}
             }
         }
-        agent.node = node_of(&template["spec"]).unwrap_or_default();
+        agent.version_only = args.contains(&"--version");
+        // Not pinned to a node: the scheduler picks the first one.
+        agent.node = node_of(&template["spec"]).or_else(|| self.nodes.first().cloned()).unwrap_or_default();
         let known = self.nodes.contains(&agent.node);
         let fate = if known { scenario.fate(&agent.node) } else { Fate::Unschedulable };
         self.events.push(WatchEvent { rv, kind: "ADDED", object: pod.clone() });
@@ -1684,6 +2003,10 @@ fn script(fate: &Fate, agent: &AgentArgs) -> Script {
         on_stop: Vec::new(),
         exit_code,
     };
+    let runs = !matches!(fate, Fate::AgentError { .. } | Fate::Unschedulable | Fate::ImagePullError);
+    if agent.version_only && runs {
+        return plain(vec![format!("eagle-agent {}", env!("CARGO_PKG_VERSION"))], 0);
+    }
     match fate {
         Fate::Profile(stacks) | Fate::FinishedBeforeWatch(stacks) => plain(complete(stacks), 0),
         Fate::Truncated(stacks) => {
@@ -1734,10 +2057,11 @@ fn script(fate: &Fate, agent: &AgentArgs) -> Script {
 }
 
 /// The life of a profiling pod, then its deletion once asked (pod or Job deleted).
-fn drive(shared: &Shared, key: &PodKey, fate: &Fate, agent: &AgentArgs) {
+fn drive(shared: &Shared, key: &PodKey, fate: &Fate, agent: &AgentArgs, watched: bool) {
     // The kubelet is slower than the CLI: nothing happens to a profiling pod before the run's
-    // watch is open, so that every run sees the same sequence of events.
-    while shared.lock().watches == 0 {
+    // watch is open, so that every run sees the same sequence of events. A run started with
+    // `-a` has no watch: its pods go their way at once.
+    while watched && shared.lock().watches == 0 {
         if shared.pause(key, Duration::from_millis(5)) {
             return end(shared, key, true);
         }
@@ -1827,7 +2151,7 @@ fn live(shared: &Shared, key: &PodKey, fate: &Fate, agent: &AgentArgs) -> bool {
     let mut lines = script.lines.iter();
     for line in lines.by_ref() {
         shared.log_line(key, line);
-        if shared.pause(key, LINE_GAP) {
+        if shared.pause(key, shared.scenario.line_gap) {
             stopped = true;
             break;
         }
@@ -1880,6 +2204,7 @@ fn live(shared: &Shared, key: &PodKey, fate: &Fate, agent: &AgentArgs) -> bool {
             "containerID": container_id, "state": {"terminated": terminated}
         }]);
     });
+    shared.finish_job(key, exit_code == 0);
     stopped
 }
 
@@ -1924,5 +2249,12 @@ mod tests {
         assert!(route("/apis/apps/v1/namespaces/x/pods").is_none());
         assert_eq!(route("/api/v1/namespaces/kube-eagle").unwrap().name.as_deref(), Some("kube-eagle"));
         assert_eq!(percent_decode("kube-eagle.io%2Frun%3Dab+c"), "kube-eagle.io/run=ab c");
+        let r = route("/apis/batch/v1/jobs").unwrap();
+        assert_eq!((r.kind.plural, r.namespace.as_str(), r.name.as_deref()), ("jobs", "", None));
+        let r = route("/apis/rbac.authorization.k8s.io/v1/clusterroles/kube-eagle:targets").unwrap();
+        assert_eq!((r.kind.plural, r.name.as_deref()), ("clusterroles", Some("kube-eagle:targets")));
+        assert!(route("/api/v1/pods/x").is_none(), "pods are namespaced");
+        let now = now_rfc3339();
+        assert!(now.len() == 20 && now.ends_with('Z') && now.as_str() > "2025-01-01", "{now}");
     }
 }

@@ -470,9 +470,12 @@ fn namespace_target_runs_one_job_per_node_with_o_nodes_requests() {
     assert_eq!(case.count(is_eagle_pod_list), 1, "the watcher's initial list\n{ctx}");
     assert_eq!(case.count(|r| r.is_follow()), nodes, "one log follow per node\n{ctx}");
     assert_eq!(case.count(|r| r.method == "DELETE"), nodes, "{ctx}");
+    let job_lists = case.count(|r| r.is("GET", &format!("/apis/batch/v1/namespaces/{EAGLE_NS}/jobs")));
+    assert_eq!(job_lists, 1, "one list of Jobs: the per-node conflict check\n{ctx}");
     let total = case.requests().len();
-    // namespace GET + POST, list in shop, N creates, list + watch, N follows, N deletes
-    assert!(total <= 5 + 3 * nodes, "{total} requests for {nodes} nodes\n{ctx}");
+    // namespace GET + POST, list in shop, the conflict check's list of Jobs, N creates,
+    // list + watch, N follows, N deletes
+    assert!(total <= 6 + 3 * nodes, "{total} requests for {nodes} nodes\n{ctx}");
     let watch = case.requests().into_iter().find(Recorded::is_watch).expect("a watch");
     assert!(watch.path == format!("/api/v1/namespaces/{EAGLE_NS}/pods"), "{ctx}");
     let run_id = watch
