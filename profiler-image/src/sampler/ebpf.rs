@@ -194,9 +194,18 @@ fn child_pid_offset() -> Result<u32, SamplerError> {
         "/sys/kernel/debug/tracing/events/sched/sched_process_fork/format",
     ];
     for path in FORMATS {
-        if let Ok(format) = std::fs::read_to_string(path) {
-            return parse_child_pid_offset(&format)
-                .ok_or_else(|| SamplerError::Unsupported(format!("{path} has no child_pid field")));
+        match std::fs::read_to_string(path) {
+            Ok(format) => {
+                return parse_child_pid_offset(&format)
+                    .ok_or_else(|| SamplerError::Unsupported(format!("{path} has no child_pid field")));
+            }
+            // tracefs is root's: an unprivileged user gets here first, and must hear so.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(SamplerError::PermissionDenied(format!(
+                    "not permitted to read the fork tracepoint ({path}: {e}): run as root, or grant CAP_BPF, CAP_PERFMON and read access to tracefs"
+                )));
+            }
+            Err(_) => {}
         }
     }
     Err(SamplerError::Unsupported(
