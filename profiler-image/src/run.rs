@@ -415,7 +415,14 @@ impl Run {
                     self.processes.insert(pid, info);
                     self.reroute_interpreted(pid);
                 }
-                ProcessEvent::Execed { pid } => self.reroute_interpreted(pid),
+                ProcessEvent::Execed { pid } => {
+                    // Named now, not at the next refresh: a command started through a shell
+                    // may exit before that, and would be reported and graphed as `sh`.
+                    if let (Some(info), Some(name)) = (self.processes.get_mut(&pid), self.proc.name(pid)) {
+                        info.name = name;
+                    }
+                    self.reroute_interpreted(pid)
+                }
                 ProcessEvent::Exited { pid } if self.requested.contains(&pid) => {
                     let name = self.processes.get(&pid).map_or("?", |p| p.name.as_str());
                     self.warnings.push(Warning {
