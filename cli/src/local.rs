@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use eagle_agent::sampler::SamplerError;
 use eagle_agent::{AgentConfig, AgentError};
-use eagle_proto::{Decoder, Event, NodeResult};
+use eagle_proto::{Decoder, Event, NodeResult, Warning};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::error::CliError;
@@ -64,6 +64,15 @@ pub fn profile(run: &LocalRun) -> Result<LocalResult, CliError> {
     let agent =
         std::thread::spawn(move || eagle_agent::run(&config, &STOP, &mut |line| drop(tx.send(line.to_owned()))));
 
+    // Without a window the command's exit is how the run ends, not news: no warning for it.
+    let until_exit = run.duration.is_none() && child.is_some();
+    let command_pid = child.as_ref().map(|c| c.child.id());
+    let expected_end = |w: &Warning| {
+        until_exit
+            && !STOP.load(Ordering::Relaxed)
+            && (w.code == "ended-early" || (w.code == "process-exited" && w.pid == command_pid))
+    };
+
     let bar = progress_bar(run.duration);
     let started = Instant::now();
     let mut decoder = Decoder::new();
@@ -80,7 +89,7 @@ pub fn profile(run: &LocalRun) -> Result<LocalResult, CliError> {
                 bar.set_position(p.elapsed_ms);
                 bar.set_message(format!("{} samples, {} processes", p.samples, p.processes));
             }
-            Ok(Some(Event::Warning(w))) if w.code.starts_with("info-") => {}
+            Ok(Some(Event::Warning(w))) if w.code.starts_with("info-") || expected_end(&w) => {}
             Ok(Some(Event::Warning(w))) => bar.suspend(|| eprintln!("warning: {}", w.message)),
             Ok(_) => {}
             Err(e) => decode_error = decode_error.or(Some(e)),
@@ -98,13 +107,14 @@ pub fn profile(run: &LocalRun) -> Result<LocalResult, CliError> {
     if let Some(e) = decode_error {
         return Err(CliError::Failed(format!("internal error: the local result stream does not decode: {e}")));
     }
-    let result = decoder
+    let mut result = decoder
         .finish()
         .map_err(|e| CliError::Failed(format!("internal error: the local result stream does not decode: {e}")))?;
     // Which sampler took which process: the user never named a language, so say it.
     for w in result.warnings.iter().filter(|w| w.code.starts_with("info-")) {
         eprintln!("{}", w.message);
     }
+    result.warnings.retain(|w| !expected_end(w));
     Ok(LocalResult { result, elapsed, interrupted: STOP.load(Ordering::Relaxed) })
 }
 
