@@ -2,14 +2,17 @@
 //! view of its files (`/proc/PID/map_files`, so container binaries resolve without the host
 //! seeing their paths), kernel code through kallsyms.
 //!
-//! Results are cached per process and address: hot loops hit the same few addresses, and the
-//! cache is what still names a process's frames after it exits.
+//! Results are cached per process and address: hot loops hit the same few addresses. A process's
+//! memory map and binaries are kept while it lives, so that the addresses of its last samples,
+//! collected after it exited, are still named.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use blazesym::normalize::{Normalizer, UserMeta};
+use blazesym::symbolize::cache::{self, Cache};
+use blazesym::symbolize::evict::{self, Evict};
 use blazesym::symbolize::source::{Kernel, Process, Source};
 use blazesym::symbolize::{Input, Reason, Symbolized, Symbolizer};
 use blazesym::{MaybeDefault, Pid};
@@ -30,6 +33,9 @@ pub struct Symbols {
     /// now may be named after the next map dump, so unknowns are not cached; their JIT frames
     /// carry this tag.
     jit: HashMap<u32, &'static str>,
+    /// Processes whose memory map and binaries (`/proc/PID/map_files/...`, pinned open in
+    /// blazesym's caches) are kept, so that their code is still read after they exit.
+    kept: HashMap<u32, Vec<PathBuf>>,
 }
 
 impl Default for Symbols {
@@ -50,6 +56,7 @@ impl Symbols {
             user: HashMap::new(),
             kernel: HashMap::new(),
             jit: HashMap::new(),
+            kept: HashMap::new(),
         }
     }
 
@@ -66,6 +73,9 @@ impl Symbols {
         };
         if !missing.is_empty() {
             let jit = self.jit.get(&pid).copied();
+            if let Some(via) = via {
+                self.keep(via);
+            }
             let resolved = match via {
                 Some(via) => resolve_user(&self.blaze, &self.normalizer, via, &missing, jit),
                 None => vec![None; missing.len()],
@@ -128,9 +138,38 @@ impl Symbols {
         addrs.iter().map(|a| self.kernel[a].clone()).collect()
     }
 
-    /// Drops what is cached for a process that is gone and whose samples are all named.
+    /// Keeps `pid`'s memory map and the binaries mapped into it, read now while it lives, for
+    /// naming its code after it exits. Refreshed at each call (the map may have grown); if the
+    /// process is gone, what was kept before stays.
+    fn keep(&mut self, pid: u32) {
+        let mut process = cache::Process::new(Pid::from(pid));
+        process.cache_perf_map = false;
+        if self.blaze.cache(&Cache::Process(process)).is_err() {
+            return;
+        }
+        let kept = self.kept.entry(pid).or_default();
+        for path in mapped_code(pid) {
+            if !kept.contains(&path) && self.blaze.cache(&Cache::Elf(cache::Elf::new(&path))).is_ok() {
+                kept.push(path);
+            }
+        }
+    }
+
+    /// Whether `pid`'s code can be read although it may have exited (see [`Symbols::keep`]).
+    pub fn is_kept(&self, pid: u32) -> bool {
+        self.kept.contains_key(&pid)
+    }
+
+    /// Drops what is cached for a process that is gone and whose samples are all named; its
+    /// pid may be reused by another program.
     pub fn forget(&mut self, pid: u32) {
         self.user.remove(&pid);
+        if let Some(paths) = self.kept.remove(&pid) {
+            let _ = self.blaze.evict(&Evict::Process(evict::Process::new(Pid::from(pid))));
+            for path in paths {
+                let _ = self.blaze.evict(&Evict::Elf(evict::Elf::new(path)));
+            }
+        }
     }
 }
 
@@ -198,6 +237,23 @@ fn resolve_user(
         }
     }
     out
+}
+
+/// The `/proc/PID/map_files/START-END` entries of `pid`'s executable file mappings, named the
+/// way blazesym names them.
+fn mapped_code(pid: u32) -> Vec<PathBuf> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    maps.lines()
+        .filter_map(|line| {
+            // START-END PERMS OFFSET DEV INODE PATH
+            let mut fields = line.split_whitespace();
+            let (range, perms, path) = (fields.next()?, fields.next()?, fields.nth(3)?);
+            let (start, end) = range.split_once('-')?;
+            let (start, end) = (u64::from_str_radix(start, 16).ok()?, u64::from_str_radix(end, 16).ok()?);
+            (perms.contains('x') && path.starts_with('/'))
+                .then(|| PathBuf::from(format!("/proc/{pid}/map_files/{start:x}-{end:x}")))
+        })
+        .collect()
 }
 
 fn module_name(path: &Path) -> Option<String> {

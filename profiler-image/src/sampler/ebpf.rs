@@ -27,6 +27,9 @@ pub struct EbpfSampler {
     proc: ProcFs,
     symbols: Symbols,
     tracked: HashMap<u32, Tracked>,
+    /// Processes found gone at the last collection: their last samples may still come with
+    /// this one, then what is cached for them is dropped.
+    gone: Vec<u32>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -95,6 +98,7 @@ impl EbpfSampler {
             proc,
             symbols: Symbols::new(),
             tracked: HashMap::new(),
+            gone: Vec::new(),
         })
     }
 
@@ -142,17 +146,17 @@ impl EbpfSampler {
         }
     }
 
-    /// Which live process to read a pid's code from: itself, or the process it was forked
-    /// from when it exited without exec'ing another program (same code, same addresses).
+    /// Which process to read a pid's code from. A forked child that did not exec runs its
+    /// root's code at the root's addresses: read there, which does not race the child's exit
+    /// (children often live a few milliseconds). Otherwise the process itself, while it lives
+    /// or after it exited if its code was kept while it lived.
     fn symbol_source(&self, pid: u32) -> Option<u32> {
         let t = self.tracked.get(&pid)?;
-        if t.alive {
-            return Some(pid);
+        let readable = |p: u32| self.tracked.get(&p).is_some_and(|t| t.alive) || self.symbols.is_kept(p);
+        if t.root != pid && t.execs == 0 && readable(t.root) {
+            return Some(t.root);
         }
-        if t.execs > 0 || t.root == pid {
-            return None;
-        }
-        self.tracked.get(&t.root).filter(|r| r.alive).map(|_| t.root)
+        readable(pid).then_some(pid)
     }
 }
 
@@ -295,6 +299,13 @@ let names: Vec<Frames> = self.symbols.lookup_user(key.tgid, &user_addrs(&traces[
             }
             out.add(key.tgid, "ebpf", frames, count);
         }
+        for pid in std::mem::take(&mut self.gone) {
+            self.symbols.forget(pid);
+        }
+        self.gone = events
+            .iter()
+            .filter_map(|e| if let ProcessEvent::Exited { pid } = e { Some(*pid) } else { None })
+            .collect();
         Ok(())
     }
 
