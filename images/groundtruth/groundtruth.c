@@ -3,12 +3,21 @@
  * Each round does the same unit of work 6 times in cpu_60, 3 times in cpu_30 and once in
  * cpu_10: a correct profiler shows those functions at 60%, 30% and 10% of the samples.
  *
- *   groundtruth [--threads N] [--fork-every MS] [--syscalls] [--seconds S]
+ *   groundtruth [--threads N] [--fork-every MS] [--child-rounds N] [--syscalls] [--seconds S]
+ *               [--rounds N] [--report-cpu]
  *
- * --threads N      run the rounds on N threads (the split holds per process)
- * --fork-every MS  also fork a short-lived child every MS ms that does a few rounds and exits
- * --syscalls       spend the time in getppid()/write() syscalls instead (kernel frames)
- * --seconds S      exit after S seconds (default: run until killed)
+ * --threads N        run the rounds on N threads (the split holds per process)
+ * --fork-every MS    instead, fork a short-lived child every MS ms that does a few rounds and
+ *                    exits; the parent only forks and reaps
+ * --child-rounds N   rounds each forked child does (default 20); keep N * round time / MS
+ *                    below the CPUs you have, or children pile up faster than they finish
+ * --syscalls         spend the time in getppid()/write() syscalls instead (kernel frames)
+ * --seconds S        exit after S seconds (default: run until killed)
+ * --rounds N         a fixed amount of work: every thread does N rounds, then the process
+ *                    exits 0 (for timing a run, e.g. the cost of sampling it)
+ * --report-cpu       with --rounds: at exit, print on stderr the CPU time used (what a
+ *                    profile's samples add up to) and the time from start to exit, as
+ *                    `groundtruth: cpu SECONDS s wall SECONDS s`
  *
  * Build with frame pointers (clang keeps them in leaves; see DESIGN.md):
  *   clang -O2 -g -fno-omit-frame-pointer -static -pthread -o groundtruth groundtruth.c
@@ -18,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -60,30 +70,48 @@ __attribute__((noinline)) void round_of_work(void)
 	sink = s;
 }
 
+static long rounds; /* 0: forever */
+
 static void *worker(void *arg)
 {
 	(void)arg;
-	for (;;)
+	for (long i = 0; rounds == 0 || i < rounds; i++)
 		round_of_work();
 	return NULL;
 }
 
+static int child_rounds = 20;
+
 __attribute__((noinline)) void child_work(void)
 {
-	for (int i = 0; i < 20; i++)
+	for (int i = 0; i < child_rounds; i++)
 		round_of_work();
+}
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 int main(int argc, char **argv)
 {
-	int threads = 1, fork_every_ms = 0;
+	double started = now();
+	int threads = 1, fork_every_ms = 0, report_cpu = 0;
 	double seconds = 0;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--fork-every") && i + 1 < argc) fork_every_ms = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = atof(argv[++i]);
+		else if (!strcmp(argv[i], "--child-rounds") && i + 1 < argc) child_rounds = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--rounds") && i + 1 < argc) rounds = atol(argv[++i]);
 		else if (!strcmp(argv[i], "--syscalls")) syscalls = 1;
-		else { fprintf(stderr, "usage: %s [--threads N] [--fork-every MS] [--syscalls] [--seconds S]\n", argv[0]); return 2; }
+		else if (!strcmp(argv[i], "--report-cpu")) report_cpu = 1;
+		else {
+			fprintf(stderr, "usage: %s [--threads N] [--fork-every MS] [--child-rounds N] [--syscalls] [--seconds S] [--rounds N] [--report-cpu]\n", argv[0]);
+			return 2;
+		}
 	}
 	devnull = open("/dev/null", O_WRONLY);
 	if (seconds > 0)
@@ -102,10 +130,17 @@ int main(int argc, char **argv)
 				;
 		}
 	}
-	for (int i = 1; i < threads; i++) {
-		pthread_t t;
-		pthread_create(&t, NULL, worker, NULL);
-	}
+	pthread_t extra[threads > 1 ? threads - 1 : 1];
+	for (int i = 0; i < threads - 1; i++)
+		pthread_create(&extra[i], NULL, worker, NULL);
 	worker(NULL);
+	for (int i = 0; i < threads - 1; i++)
+		pthread_join(extra[i], NULL);
+	if (report_cpu) {
+		struct rusage ru;
+		getrusage(RUSAGE_SELF, &ru);
+		double cpu = ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+		fprintf(stderr, "groundtruth: cpu %.3f s wall %.3f s\n", cpu, now() - started);
+	}
 	return 0;
 }
