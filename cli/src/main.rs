@@ -53,9 +53,10 @@ fn main() -> ExitCode {
 
 fn profile(args: ProfileArgs) -> Result<Exit, CliError> {
     let targets = args.targets.iter().map(|t| target::parse(t)).collect::<Result<Vec<_>, _>>()?;
-    if targets.is_empty() && args.command.is_empty() {
+    if targets.is_empty() && args.command.is_empty() && args.cluster.selector.is_none() {
         return Err(CliError::Usage(
-            "nothing to profile: name a target (pid/N, deployment/NAME, ...) or a command after `--`".into(),
+            "nothing to profile: name a target (pid/N, deployment/NAME, -l SELECTOR, ...) or a command after `--`"
+                .into(),
         ));
     }
     let cluster_targets: Vec<(target::ClusterKind, String)> = targets

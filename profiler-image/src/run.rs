@@ -12,8 +12,8 @@ use crate::aggregate::Aggregate;
 use crate::discovery::{ProcFs, ProcessInfo};
 use crate::runtime::{self, ProcessTraits, Runtime};
 use crate::sampler::ebpf::EbpfSampler;
-use crate::sampler::jit::{self, PerfMapRequests};
 use crate::sampler::interpreter::{self, InterpreterSampler, Tool};
+use crate::sampler::jit::{self, PerfMapRequests};
 use crate::sampler::{ProcessEvent, Sampler, SamplerError};
 use crate::target::Target;
 
@@ -251,9 +251,11 @@ impl Run {
         self.processes.insert(pid, info);
         match result {
             Ok(sampler) => self.info(pid, format!("{name} ({pid}): {runtime}, sampled by {sampler}")),
-            Err(e) => {
-                self.warnings.push(Warning { code: "sampler-failed".into(), pid: Some(pid), message: format!("{name} ({pid}): {e}") })
-            }
+            Err(e) => self.warnings.push(Warning {
+                code: "sampler-failed".into(),
+                pid: Some(pid),
+                message: format!("{name} ({pid}): {e}"),
+            }),
         }
     }
 
@@ -276,14 +278,20 @@ impl Run {
                 self.ebpf.mark_jit(pid, jit::JAVA_SUFFIX);
                 self.jvms.push(pid);
                 let cmdline = std::fs::read(self.proc.path().join(format!("{pid}/cmdline"))).unwrap_or_default();
-                let mut hint = String::from("async-profiler is not in this image: Java is sampled natively with the JIT's perf map");
+                let mut hint = String::from(
+                    "async-profiler is not in this image: Java is sampled natively with the JIT's perf map",
+                );
                 if let Err(e) = self.perf_maps.request(pid) {
                     hint.push_str(&format!(" (unavailable: {e}; Java frames show as [unknown])"));
                 }
                 if !jit::jvm_preserves_frame_pointers(&cmdline) {
                     hint.push_str("; start the JVM with -XX:+PreserveFramePointer to see whole Java stacks, not only their leaves");
                 }
-                self.warnings.push(Warning { code: "sampler-fallback".into(), pid: Some(pid), message: format!("java ({pid}): {hint}") });
+                self.warnings.push(Warning {
+                    code: "sampler-fallback".into(),
+                    pid: Some(pid),
+                    message: format!("java ({pid}): {hint}"),
+                });
                 Ok("ebpf+perf-map")
             }
             Runtime::Node => {

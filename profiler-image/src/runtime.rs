@@ -117,7 +117,8 @@ fn has_go_buildinfo(exe: &std::path::Path) -> bool {
     let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as u64;
     let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap()) as u64;
     let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
-    let (shoff, shentsize, shnum, shstrndx) = (u64_at(&ehdr, 0x28), u16_at(&ehdr, 0x3a), u16_at(&ehdr, 0x3c), u16_at(&ehdr, 0x3e));
+    let (shoff, shentsize, shnum, shstrndx) =
+        (u64_at(&ehdr, 0x28), u16_at(&ehdr, 0x3a), u16_at(&ehdr, 0x3c), u16_at(&ehdr, 0x3e));
     if shentsize != 64 || shnum == 0 || shnum > 4096 || shstrndx >= shnum {
         return false;
     }

@@ -191,7 +191,9 @@ fn resolve_user(
         // only its own frames. A process that is gone fails every one of them.
         Err(_) => addrs
             .iter()
-            .map(|a| blaze.symbolize_single(&source, Input::AbsAddr(*a)).unwrap_or(Symbolized::Unknown(Reason::IgnoredError)))
+            .map(|a| {
+                blaze.symbolize_single(&source, Input::AbsAddr(*a)).unwrap_or(Symbolized::Unknown(Reason::IgnoredError))
+            })
             .collect(),
     };
     let mut out: Vec<Option<Frames>> = syms
@@ -274,7 +276,8 @@ impl PerfMap {
     pub fn read(pid: u32) -> Option<Self> {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         // The pid inside the process's own pid namespace names the file.
-        let ns_pid = status.lines().find_map(|l| l.strip_prefix("NStgid:")).and_then(|v| v.split_whitespace().last())?;
+        let ns_pid =
+            status.lines().find_map(|l| l.strip_prefix("NStgid:")).and_then(|v| v.split_whitespace().last())?;
         let text = std::fs::read_to_string(format!("/proc/{pid}/root/tmp/perf-{ns_pid}.map")).ok()?;
         Some(Self::parse(&text))
     }

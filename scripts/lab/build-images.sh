@@ -32,7 +32,7 @@ PY_SPY_VERSION=${EAGLE_PY_SPY_VERSION:-0.4.3}
 MUSL=x86_64-unknown-linux-musl
 for t in umoci skopeo; do command -v "$t" >/dev/null || die "$t missing: run scripts/lab/install.sh"; done
 
-NAMES=("$@"); [ ${#NAMES[@]} -gt 0 ] || NAMES=(pause busybox eagle-agent groundtruth)
+NAMES=("$@"); [ ${#NAMES[@]} -gt 0 ] || NAMES=(pause busybox eagle-agent groundtruth python-groundtruth)
 WORK=$(mktemp -d /tmp/eagle-lab-images.XXXXXX)
 trap 'rc=$?; rm -rf "$WORK"; lab_exit_report $rc' EXIT
 mkdir -p "$OUT"
@@ -173,6 +173,21 @@ build_eagle_agent() {
   mkimage eagle-agent "ghcr.io/kube-eagle/eagle-agent:$VERSION" "$r" entrypoint /eagle-agent
 }
 
+# Python ground truth (images/python/groundtruth.py) on Debian's interpreter, packed with the
+# libraries it loads and its standard library (tests and caches left out): a Python workload
+# for the runtime end-to-end tests without a registry.
+build_python_groundtruth() {
+  local r=$WORK/python-groundtruth-root py=/usr/bin/python3.11
+  [ -x $py ] || die "$py missing: apt-get install python3"
+  mkdir -p "$r/tmp" "$r/usr/lib"; chmod 1777 "$r/tmp"
+  install_with_libs $py "$r" /usr/bin/python3.11
+  cp -a /usr/lib/python3.11 "$r/usr/lib/" || die "copying the Python standard library failed"
+  find "$r/usr/lib/python3.11" -depth -type d \( -name __pycache__ -o -name test -o -name tests -o -name idlelib \
+    -o -name tkinter -o -name ensurepip -o -name lib2to3 \) -exec rm -rf {} +
+  install -m 644 "$REPO_ROOT/images/python/groundtruth.py" "$r/groundtruth.py"
+  mkimage python-groundtruth "lab.local/python-groundtruth:$VERSION" "$r" entrypoint /usr/bin/python3.11 /groundtruth.py
+}
+
 build_groundtruth() { # static, frame pointers and DWARF kept: the e2e tests check symbolized stacks
   local src=${GROUNDTRUTH_SRC:-$REPO_ROOT/images/groundtruth/groundtruth.c} r=$WORK/groundtruth-root
   [ -f "$src" ] || die "$src missing (set GROUNDTRUTH_SRC to another C file)"
@@ -192,6 +207,7 @@ for n in "${NAMES[@]}"; do
     busybox) timed "image busybox" build_busybox ;;
     eagle-agent) timed "image eagle-agent" build_eagle_agent ;;
     groundtruth) timed "image groundtruth" build_groundtruth ;;
-    *) die "unknown image '$n' (known: pause busybox eagle-agent groundtruth)" ;;
+    python-groundtruth) timed "image python-groundtruth" build_python_groundtruth ;;
+    *) die "unknown image '$n' (known: pause busybox eagle-agent groundtruth python-groundtruth)" ;;
   esac
 done

@@ -8,7 +8,7 @@
 # changed) + up.sh (idempotent) + load-images.sh (imports only what changed).
 # Environment: EAGLE_LAB, EAGLE_LAB_CACHE (see lib.sh), EAGLE_AGENT_BIN, GROUNDTRUTH_SRC (see
 # build-images.sh), EAGLE_LAB_IMAGES: the images to build and load (default
-# "pause busybox groundtruth eagle-agent"; drop eagle-agent to skip the cargo musl build).
+# "pause busybox groundtruth python-groundtruth eagle-agent"; drop eagle-agent to skip the cargo musl build).
 # Progress and timings go to stderr; the last line on stdout is the admin kubeconfig's path.
 # On failure: non-zero exit, and the last line on stderr says which step failed and why.
 # Tear down with scripts/lab/e2e-down.sh.
@@ -16,7 +16,7 @@ set -euo pipefail
 # shellcheck source=scripts/lab/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need_root
-read -r -a IMAGES <<<"${EAGLE_LAB_IMAGES:-pause busybox groundtruth eagle-agent}"
+read -r -a IMAGES <<<"${EAGLE_LAB_IMAGES:-pause busybox groundtruth python-groundtruth eagle-agent}"
 ERR=$(mktemp /tmp/eagle-lab-e2e.XXXXXX)
 trap 'rc=$?; rm -f "$ERR"; lab_exit_report $rc' EXIT
 

@@ -4,7 +4,7 @@
 # imagePullPolicy: Never, or IfNotPresent with a tag other than :latest.
 #
 #   scripts/lab/load-images.sh [NAME|TARBALL...]
-#     NAME     an image built by build-images.sh (pause busybox eagle-agent groundtruth)
+#     NAME     an image built by build-images.sh (pause busybox eagle-agent groundtruth python-groundtruth)
 #     TARBALL  any docker-archive (RepoTags set) or OCI archive (ref name annotation)
 #   No argument: every image build-images.sh has built.
 # Output: one line per image: "REF loaded" or "REF unchanged".

@@ -413,11 +413,9 @@ fn label_selector_with_a_target() {
     );
 }
 
-/// `-l SELECTOR` is a target of its own (DESIGN.md "Targets"), but main.rs refuses a run
-/// without a TYPE/NAME target before it looks at `-l`: exit 2 "nothing to profile: name a
-/// target". Un-ignore once main.rs counts the selector as a target.
+/// `-l SELECTOR` is a target of its own (DESIGN.md "Targets"): the pods it selects, and exit 5
+/// with the selector named when it selects none.
 #[test]
-#[ignore = "main.rs refuses `-l` without a TYPE/NAME target (exit 2)"]
 fn label_selector_alone_is_a_target() {
     let (case, _) = check_target(
         &["-l", "tier=web"],
@@ -544,6 +542,24 @@ fn unschedulable_node_fails_and_the_svg_says_partial() {
     assert!(svg.contains("1 of 2 nodes"), "subtitle: {}", subtitle(&svg));
     assert!(svg.contains("cpu_60") && svg.contains(API_A) && !svg.contains(API_B), "only node-a's stacks");
     case.assert_jobs_deleted(&run);
+}
+
+#[test]
+fn the_summary_names_each_nodes_status() {
+    let case = Case::new(Scenario::new().node("node-b", Fate::Unschedulable));
+    let summary = case.out("summary.json");
+    let run = case.profile(&["deployment/api", "--summary", summary.to_str().unwrap()], "api.folded");
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(7), "{ctx}");
+    let summary: Value = serde_json::from_slice(&std::fs::read(&summary).expect("summary written")).unwrap();
+    assert_eq!(summary["partial"], true, "{summary}");
+    let nodes = summary["nodes"].as_array().expect("nodes listed");
+    let by_name = |n: &str| nodes.iter().find(|x| x["node"] == n).unwrap_or_else(|| panic!("{n} in {summary}"));
+    assert_eq!(by_name("node-a")["status"], "ok", "{summary}");
+    assert!(by_name("node-a")["samples"].as_u64().unwrap() > 0, "{summary}");
+    assert_eq!(by_name("node-b")["status"], "failed", "{summary}");
+    assert!(by_name("node-b")["messages"][0].as_str().unwrap().contains("unschedulable"), "{summary}");
+    assert!(summary["started_unix_ms"].as_u64().is_some(), "{summary}");
 }
 
 fn subtitle(svg: &str) -> &str {

@@ -90,7 +90,11 @@ fn assert_split(folded: &FoldedStacks, names: [&str; 3], tolerance: f64) {
     assert!(code.total() > 300, "{} samples in the known functions: too few to judge", code.total());
     for (name, expected) in names.iter().zip([60.0, 30.0, 10.0]) {
         let got = share(&code, |f| f.contains(name));
-        assert!((got - expected).abs() <= tolerance, "{name}: {got:.1}% of {} samples, expected {expected}±{tolerance}", code.total());
+        assert!(
+            (got - expected).abs() <= tolerance,
+            "{name}: {got:.1}% of {} samples, expected {expected}±{tolerance}",
+            code.total()
+        );
     }
 }
 
@@ -121,12 +125,8 @@ fn java_is_named_through_the_jit_perf_map() {
         return;
     }
     let dir = temp_dir("java");
-    let javac = Command::new("javac")
-        .arg("-d")
-        .arg(&dir)
-        .arg(root().join("images/java/GroundTruth.java"))
-        .status()
-        .unwrap();
+    let javac =
+        Command::new("javac").arg("-d").arg(&dir).arg(root().join("images/java/GroundTruth.java")).status().unwrap();
     assert!(javac.success());
     // Warm up: the split holds once the JIT has compiled the hot methods.
     let w = start(
@@ -170,7 +170,10 @@ fn python_native_frames_with_native_flag() {
         return;
     };
     let dir = temp_dir("native");
-    let w = start(Command::new(&python).arg(root().join("images/python/groundtruth.py")).arg("--zlib"), Duration::from_millis(300));
+    let w = start(
+        Command::new(&python).arg(root().join("images/python/groundtruth.py")).arg("--zlib"),
+        Duration::from_millis(300),
+    );
     let pid = format!("pid/{}", w.0.id());
     let out_path = dir.join("native.folded");
     let out = profile(&[&pid, "-d", "3s", "-f", "99", "--native", "-o", out_path.to_str().unwrap()], None);
@@ -178,7 +181,9 @@ fn python_native_frames_with_native_flag() {
     let folded = read(&out_path);
     assert!(share(&folded, |f| f.starts_with("compress_loop (")) > 80.0, "the Python caller is kept");
     // py-spy names the C code under the Python frame: zlib's deflate.
-    assert!(share(&folded, |f| f.contains("deflate") || f.contains("zlib_compress") || f.contains("compress (")) > 50.0);
+    assert!(
+        share(&folded, |f| f.contains("deflate") || f.contains("zlib_compress") || f.contains("compress (")) > 50.0
+    );
 }
 
 #[test]
@@ -199,7 +204,12 @@ fn a_missing_sampler_is_reported_and_the_others_still_run() {
     assert!(stderr.contains("py-spy is not installed") && stderr.contains("pip install py-spy"), "{stderr}");
     let folded = read(&out_path);
     assert!(share(&folded, |f| f.starts_with(&format!("sh ({})", sh.0.id()))) > 20.0, "the shell is still profiled");
-    assert!(share(&folded, |f| f.starts_with(&format!("python3 ({})", py.0.id())) || f.contains(&format!("({})", py.0.id()))) > 5.0, "and python natively");
+    assert!(
+        share(&folded, |f| f.starts_with(&format!("python3 ({})", py.0.id()))
+            || f.contains(&format!("({})", py.0.id())))
+            > 5.0,
+        "and python natively"
+    );
 }
 
 #[test]
@@ -211,7 +221,11 @@ fn node_js_frames_come_from_its_perf_map_and_a_hint_otherwise() {
     let dir = temp_dir("node");
     let script = root().join("images/node/groundtruth.js");
     let w = start(
-        Command::new("node").args(["--perf-basic-prof", "--interpreted-frames-native-stack"]).arg(&script),
+        // In the temp dir: V8 leaves its isolate-*.log files in the working directory.
+        Command::new("node")
+            .args(["--perf-basic-prof", "--interpreted-frames-native-stack"])
+            .arg(&script)
+            .current_dir(&dir),
         Duration::from_millis(1500),
     );
     let pid = format!("pid/{}", w.0.id());
@@ -224,7 +238,7 @@ fn node_js_frames_come_from_its_perf_map_and_a_hint_otherwise() {
     drop(w);
 
     // Without the flag V8 writes no map: native frames only, and the report says what to add.
-    let _bare = start(Command::new("node").arg(&script), Duration::from_millis(500));
+    let _bare = start(Command::new("node").arg(&script).current_dir(&dir), Duration::from_millis(500));
     let pid = format!("pid/{}", _bare.0.id());
     let out = profile(&[&pid, "-d", "1s", "-o", dir.join("bare.folded").to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(0));

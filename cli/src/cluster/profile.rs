@@ -15,6 +15,7 @@ use crate::duration::human;
 use crate::error::{CliError, Exit};
 use crate::merge::{self, GroupBy, Placements};
 use crate::output::{Destination, Labels};
+use crate::summary::{NodeStatus, RunInfo};
 use crate::target::ClusterKind;
 
 pub(super) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
@@ -132,6 +133,11 @@ pub fn profile(
             p.run_id
         );
         let started = Instant::now();
+        let started_unix_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok();
+        destination.record_run(RunInfo {
+            started_unix_ms: started_unix_ms.map(|d| d.as_millis() as u64),
+            ..Default::default()
+        });
         let outcome =
             run::execute(&p.client, &args.cluster.eagle_namespace, &p.run_id, p.jobs, window, args.cluster.keep)
                 .await?;
@@ -188,6 +194,11 @@ pub(super) fn render(outcome: &run::Outcome, run: &Finished, destination: &Desti
         )));
     }
     let partial = failed > 0 || outcome.interrupted;
+    destination.record_run(RunInfo {
+        partial: Some(partial),
+        nodes: Some(outcome.nodes.iter().map(node_status).collect()),
+        ..Default::default()
+    });
     let frequency = done[0].header.frequency_hz;
     let mut subtitle = format!(
         "{} at {frequency} Hz, {} samples, {} of {} nodes",
@@ -210,6 +221,20 @@ pub(super) fn render(outcome: &run::Outcome, run: &Finished, destination: &Desti
         if partial { " PARTIAL" } else { "" }
     );
     Ok(if partial { Exit::Partial } else { Exit::Ok })
+}
+
+/// A node's line in the `--summary` file: what the table on stderr says, for CI to read.
+fn node_status(n: &NodeRun) -> NodeStatus {
+    let (status, samples, messages) = match &n.outcome {
+        Some(NodeOutcome::Done(r)) => {
+            let early = r.warnings.iter().any(|w| w.code == "ended-early");
+            let messages = r.warnings.iter().filter(|w| !w.code.starts_with("info-")).map(|w| w.message.clone());
+            (if early { "partial" } else { "ok" }, Some(r.samples()), messages.collect())
+        }
+        Some(NodeOutcome::Failed(why)) => ("failed", None, vec![why.clone()]),
+        None => ("failed", None, vec!["no result: the run ended before the node reported".to_owned()]),
+    };
+    NodeStatus { node: n.node.clone(), status: status.to_owned(), samples, messages }
 }
 
 fn report(nodes: &[NodeRun], skipped: &[Skipped]) {

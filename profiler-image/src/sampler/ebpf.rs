@@ -287,7 +287,7 @@ impl Sampler for EbpfSampler {
         for (key, count) in entries {
             let mut frames: Vec<String> = Vec::new();
             if key.user_stack_id >= 0 {
-let names: Vec<Frames> = self.symbols.lookup_user(key.tgid, &user_addrs(&traces[&key.user_stack_id]));
+                let names: Vec<Frames> = self.symbols.lookup_user(key.tgid, &user_addrs(&traces[&key.user_stack_id]));
                 frames.extend(names.iter().rev().flat_map(|f| f.iter().cloned()));
             }
             if key.kernel_stack_id >= 0 {

@@ -34,10 +34,8 @@ pub const PY_SPY: Tool = Tool {
     suffix: " [py]_[j]",
     install: "`pip install py-spy`",
     args: |pid, rate, output, native| {
-        let mut a: Vec<String> = ["record", "--pid", &pid.to_string(), "--rate", &rate.to_string()]
-            .into_iter()
-            .map(String::from)
-            .collect();
+        let mut a: Vec<String> =
+            ["record", "--pid", &pid.to_string(), "--rate", &rate.to_string()].into_iter().map(String::from).collect();
         // Ended by SIGINT at the end of the window; the duration is only a backstop.
         a.extend(["--duration", "86400", "--nolineno", "--format", "raw", "--output"].map(String::from));
         a.push(output.display().to_string());
@@ -56,10 +54,8 @@ pub const RBSPY: Tool = Tool {
     suffix: " [rb]_[j]",
     install: "`cargo install rbspy`",
     args: |pid, rate, output, _native| {
-        let mut a: Vec<String> = ["record", "--pid", &pid.to_string(), "--rate", &rate.to_string()]
-            .into_iter()
-            .map(String::from)
-            .collect();
+        let mut a: Vec<String> =
+            ["record", "--pid", &pid.to_string(), "--rate", &rate.to_string()].into_iter().map(String::from).collect();
         a.extend(["--duration", "86400", "--silent", "--format", "collapsed", "--file"].map(String::from));
         a.push(output.display().to_string());
         a
@@ -74,7 +70,10 @@ fn rbspy_frame(frame: &str) -> String {
     if name.starts_with("(unknown) [c function]") {
         return "[c function]".to_owned();
     }
-    let file = location.rsplit_once(':').map_or(location, |(f, line)| if line.bytes().all(|b| b.is_ascii_digit()) { f } else { location });
+    let file =
+        location
+            .rsplit_once(':')
+            .map_or(location, |(f, line)| if line.bytes().all(|b| b.is_ascii_digit()) { f } else { location });
     let file = file.rsplit('/').next().unwrap_or(file);
     format!("{name} ({file})")
 }
@@ -101,7 +100,16 @@ impl InterpreterSampler {
         std::fs::create_dir_all(&dir).map_err(|e| {
             SamplerError::Failed(format!("{} needs a writable temporary directory ({}): {e}", tool.name, dir.display()))
         })?;
-        Ok(Self { tool, binary, rate_hz, native, dir, running: HashMap::new(), samples: 0, pending_warnings: Vec::new() })
+        Ok(Self {
+            tool,
+            binary,
+            rate_hz,
+            native,
+            dir,
+            running: HashMap::new(),
+            samples: 0,
+            pending_warnings: Vec::new(),
+        })
     }
 
     fn output(&self, pid: u32) -> PathBuf {
@@ -125,7 +133,8 @@ impl InterpreterSampler {
         }
         self.samples += samples;
         if samples == 0 {
-            let said = log.lines().rev().find(|l| !l.trim().is_empty() && !l.contains("Wrote raw")).unwrap_or("no output");
+            let said =
+                log.lines().rev().find(|l| !l.trim().is_empty() && !l.contains("Wrote raw")).unwrap_or("no output");
             let how = status.map(|s| s.to_string()).unwrap_or_default();
             let name = self.tool.name;
             self.pending_warnings.push((pid, format!("{name} got no samples ({how}): {}", said.trim())));
@@ -172,7 +181,8 @@ impl Sampler for InterpreterSampler {
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| SamplerError::Failed(e.to_string()))?)
             .stderr(log);
-        let child = cmd.spawn().map_err(|e| SamplerError::Failed(format!("cannot start {}: {e}", self.binary.display())))?;
+        let child =
+            cmd.spawn().map_err(|e| SamplerError::Failed(format!("cannot start {}: {e}", self.binary.display())))?;
         self.running.insert(pid, child);
         Ok(())
     }

@@ -4,9 +4,9 @@
 
 #[cfg(target_os = "linux")]
 pub mod ebpf;
+pub mod interpreter;
 #[cfg(target_os = "linux")]
 pub mod jit;
-pub mod interpreter;
 
 use crate::aggregate::Aggregate;
 
