@@ -147,7 +147,8 @@ install_with_libs() {
   local bin=$1 root=$2 dest=$3 lib
   install -D -m 755 "$bin" "$root$dest"
   for lib in $(ldd "$bin" 2>/dev/null | grep -o '/[^ ]*' || true); do
-    [ -f "$lib" ] && install -D -m 644 "$lib" "$root$lib"
+    # 755: the kernel refuses to exec a binary whose ELF interpreter (ld-linux) is not executable
+    [ -f "$lib" ] && install -D -m 755 "$lib" "$root$lib"
   done
 }
 

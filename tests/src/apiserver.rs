@@ -42,7 +42,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use eagle_proto::stream::TargetReport;
 use eagle_proto::{Encoder, Header, Progress, StackRecord, Warning};
@@ -151,6 +151,12 @@ impl Scenario {
             drops_ttl: false,
             line_gap: LINE_GAP,
         }
+    }
+
+    /// What every node not named by [`Scenario::node`] does.
+    pub fn default_fate(mut self, fate: Fate) -> Self {
+        self.default_fate = fate;
+        self
     }
 
     /// The agents write one line every `gap` (5 ms by default): a run that takes a while.
@@ -465,6 +471,8 @@ struct State {
     nodes: Vec<String>,
     watches: usize,
     followed: HashSet<PodKey>,
+    /// When the last agent's log ended: the end of the run's sampling, for the benchmarks.
+    last_log_end: Option<SystemTime>,
 }
 
 struct Shared {
@@ -551,6 +559,11 @@ impl ApiServer {
 
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// When the last profiling pod's log ended (its agent wrote its trailer and exited).
+    pub fn last_log_end(&self) -> Option<SystemTime> {
+        self.shared.lock().last_log_end
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -721,8 +734,12 @@ users:
     )
 }
 
-/// The `kubectl-eagle` binary next to this test's directory: target/debug/deps/.. .
+/// The `kubectl-eagle` binary next to this test's directory: target/debug/deps/.. (or
+/// `EAGLE_KUBECTL_EAGLE`: the benchmarks use a release build).
 pub fn kubectl_eagle() -> PathBuf {
+    if let Some(bin) = std::env::var_os("EAGLE_KUBECTL_EAGLE") {
+        return PathBuf::from(bin);
+    }
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(Path::parent).expect("target/debug/deps/..");
     let bin = dir.join("kubectl-eagle");
@@ -1919,6 +1936,7 @@ impl Shared {
 
     fn log_end(&self, key: &PodKey) {
         let mut state = self.lock();
+        state.last_log_end = Some(SystemTime::now());
         state.logs.entry(key.clone()).or_default().ended = true;
         self.changed.notify_all();
     }
