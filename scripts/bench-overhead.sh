@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# How much does profiling slow the target down?
+# How much does profiling slow the target down, per runtime?
 #
-# groundtruth does a fixed amount of work (`--rounds N`) and reports the time from its start to
-# its exit (`--report-cpu`), so the profiler's own start-up and the writing of its output are not
-# counted: only what the target itself lost. Each repetition runs, in turn:
+# Each runtime's groundtruth (images/) does a fixed amount of work (`--rounds N`) and reports
+# its CPU time and the time its rounds took (`groundtruth: cpu S s wall S s`), so the
+# profiler's own start-up and the writing of its output are not counted: only what the target
+# itself lost. For each runtime, each repetition runs, in turn:
 #
-#   base      groundtruth --rounds N                                  (the reference)
-#   eagle-99  kubectl-eagle profile -f 99  -o ... -- groundtruth ...  (sampled from exec to exit)
+#   base      the groundtruth alone                                    (the reference)
+#   eagle-99  kubectl-eagle profile -f 99 -o ... -- groundtruth ...     (the default rate)
+# and for native code also
 #   eagle-999 kubectl-eagle profile -f 999 -o ... -- groundtruth ...
-#   perf-99   perf record -F 99  -g -o ... -- groundtruth ...         (where perf works)
+#   perf-99   perf record -F 99  -g -o ... -- groundtruth ...           (where perf works)
 #   perf-999  perf record -F 999 -g -o ... -- groundtruth ...
+#
+# What is measured is each runtime's sampler: eBPF for native code (and for Java and Node.js,
+# whose JIT frames are named from perf maps: jattach asks the JVM for one, `node
+# --perf-basic-prof` writes it, and `base` runs with the same flags), py-spy for Python and
+# rbspy for Ruby (both read the interpreter's memory, pausing it for each sample).
 #
 # The variants are interleaved, so that drift in the machine's load hits them all alike, and
 # each is summarised by its median, as a ratio to the median of `base` measured in the same run.
@@ -21,19 +28,23 @@
 # The profilers' own threads run real-time too, on whatever CPU is free. Every variant runs once,
 # uncounted, to warm caches up.
 #
-#   scripts/bench-overhead.sh                 7 repetitions of 1000 rounds (about 3 s each)
-#   REPS=11 ROUNDS=2000 scripts/bench-overhead.sh
-#   THREADS=2 scripts/bench-overhead.sh       a two-thread target
+#   scripts/bench-overhead.sh                 native python java node ruby, 7 repetitions each
+#   RUNTIMES="native java" REPS=11 scripts/bench-overhead.sh
+#   ROUNDS=2000 THREADS=2 RUNTIMES=native scripts/bench-overhead.sh   a two-thread native target
 #   RT=0 scripts/bench-overhead.sh            normal scheduling (an idle machine)
 #
-# Needs root (or CAP_BPF and CAP_PERFMON), clang-19 or clang, and a Rust toolchain.
+# Runtimes whose interpreter (python3, java/javac, node, ruby) or sampler (py-spy, rbspy: see
+# scripts/setup.sh) is missing are skipped with a note. Needs root (or CAP_BPF and
+# CAP_PERFMON), clang-19 or clang, and a Rust toolchain.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 REPS=${REPS:-7}
-ROUNDS=${ROUNDS:-1000}
 THREADS=${THREADS:-1}
 RT=${RT:-1}
+read -r -a RUNTIMES <<<"${RUNTIMES:-native python java node ruby}"
+# Rounds of about 2.5 s each on this machine, per runtime; ROUNDS overrides them all.
+declare -A rounds=([native]=1000 [python]=200 [java]=500 [node]=800 [ruby]=400)
 
 policy=()
 if [ "$RT" = 1 ]; then
@@ -49,17 +60,37 @@ trap 'rm -rf "$work"' EXIT
 echo "building release binaries..." >&2
 cargo build --release --workspace --bins --quiet
 eagle=target/release/kubectl-eagle
-clang=$(command -v clang-19 || command -v clang || true)
-[ -n "$clang" ] || { echo "bench-overhead: needs clang-19 or clang to build groundtruth" >&2; exit 1; }
-"$clang" -O2 -g -fno-omit-frame-pointer -static -pthread -o "$work/groundtruth" images/groundtruth/groundtruth.c
-target=("$work/groundtruth" --rounds "$ROUNDS" --threads "$THREADS" --report-cpu)
+export PATH=$PATH:/var/cache/kube-eagle/tools/bin # rbspy, where scripts/setup.sh builds it
 
-variants=(base eagle-99 eagle-999)
-if perf record -F 99 -g -o "$work/probe.data" -- true >/dev/null 2>&1; then
-  variants+=(perf-99 perf-999)
-else
-  echo "perf record does not work here: comparing with perf skipped" >&2
-fi
+# Sets `target` to the runtime's fixed-work command line; fails (with the reason on stdout)
+# when the runtime cannot be measured here.
+prepare() {
+  local n=${ROUNDS:-${rounds[$1]}}
+  case $1 in
+    native)
+      local clang; clang=$(command -v clang-19 || command -v clang || true)
+      [ -n "$clang" ] || { echo "needs clang-19 or clang to build groundtruth"; return 1; }
+      "$clang" -O2 -g -fno-omit-frame-pointer -static -pthread -o "$work/groundtruth" images/groundtruth/groundtruth.c
+      target=("$work/groundtruth" --rounds "$n" --threads "$THREADS" --report-cpu) ;;
+    python)
+      command -v python3 >/dev/null || { echo "needs python3"; return 1; }
+      command -v py-spy >/dev/null || { echo "needs py-spy (scripts/setup.sh)"; return 1; }
+      target=(python3 images/python/groundtruth.py --rounds "$n") ;;
+    java)
+      command -v javac >/dev/null || { echo "needs a JDK (javac)"; return 1; }
+      command -v jattach >/dev/null || { echo "needs jattach (scripts/setup.sh)"; return 1; }
+      javac -d "$work/java" images/java/GroundTruth.java
+      target=(java -XX:+PreserveFramePointer -cp "$work/java" GroundTruth --rounds "$n") ;;
+    node)
+      command -v node >/dev/null || { echo "needs node"; return 1; }
+      target=(node --perf-basic-prof --interpreted-frames-native-stack images/node/groundtruth.js --rounds "$n") ;;
+    ruby)
+      command -v ruby >/dev/null || { echo "needs ruby"; return 1; }
+      command -v rbspy >/dev/null || { echo "needs rbspy (scripts/setup.sh)"; return 1; }
+      target=(ruby images/ruby/groundtruth.rb --rounds "$n") ;;
+    *) echo "unknown runtime (known: native python java node ruby)"; return 1 ;;
+  esac
+}
 
 # Runs one variant once; prints "WALL CPU" as groundtruth measured them.
 run() {
@@ -72,30 +103,45 @@ run() {
   awk '/^groundtruth: cpu/ { print $6, $3 }' "$log"
 }
 
-for v in "${variants[@]}"; do
-  run "$v" >/dev/null || true
-done
-declare -A walls cpus
-for ((rep = 1; rep <= REPS; rep++)); do
-  for v in "${variants[@]}"; do
-    read -r wall cpu < <(run "$v") || { echo "bench-overhead: $v printed no timing; see $work/$v.log" >&2; cat "$work/$v.log" >&2; exit 1; }
-    walls[$v]+="$wall "
-    cpus[$v]+="$cpu "
-  done
-  echo "repetition $rep/$REPS done" >&2
-done
-
 median() { tr ' ' '\n' | grep . | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
-base_wall=$(median <<<"${walls[base]}")
-base_cpu=$(median <<<"${cpus[base]}")
-echo
 echo "machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p' | head -1), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "target: groundtruth --rounds $ROUNDS --threads $THREADS; ${policy[*]:-normal scheduling}; $REPS repetitions, interleaved; medians"
-printf '%-10s %10s %10s %10s %10s  %s\n' variant "wall (s)" "cpu (s)" "wall/base" "cpu/base" "all walls (s)"
-for v in "${variants[@]}"; do
-  w=$(median <<<"${walls[$v]}")
-  c=$(median <<<"${cpus[$v]}")
-  printf '%-10s %10.3f %10.3f %10.3f %10.3f  %s\n' "$v" "$w" "$c" "$(awk -v a="$w" -v b="$base_wall" 'BEGIN { print a / b }')" \
-    "$(awk -v a="$c" -v b="$base_cpu" 'BEGIN { print a / b }')" "${walls[$v]}"
+echo "${policy[*]:-normal scheduling}; $REPS repetitions per runtime, variants interleaved; medians"
+for runtime in "${RUNTIMES[@]}"; do
+  if ! prepare "$runtime" >"$work/why"; then
+    echo; echo "$runtime: skipped: $(cat "$work/why")"; continue
+  fi
+  variants=(base eagle-99)
+  if [ "$runtime" = native ]; then
+    variants+=(eagle-999)
+    if perf record -F 99 -g -o "$work/probe.data" -- true >/dev/null 2>&1; then
+      variants+=(perf-99 perf-999)
+    else
+      echo "perf record does not work here: comparing with perf skipped" >&2
+    fi
+  fi
+  for v in "${variants[@]}"; do
+    run "$v" >/dev/null || true
+  done
+  unset walls cpus
+  declare -A walls cpus
+  for ((rep = 1; rep <= REPS; rep++)); do
+    for v in "${variants[@]}"; do
+      read -r wall cpu < <(run "$v") || { echo "bench-overhead: $runtime $v printed no timing; see $work/$v.log" >&2; cat "$work/$v.log" >&2; exit 1; }
+      walls[$v]+="$wall "
+      cpus[$v]+="$cpu "
+    done
+    echo "$runtime: repetition $rep/$REPS done" >&2
+  done
+  base_wall=$(median <<<"${walls[base]}")
+  base_cpu=$(median <<<"${cpus[base]}")
+  echo
+  echo "$runtime: ${target[*]/#$work\//}"
+  printf '%-10s %10s %10s %10s %10s  %s\n' variant "wall (s)" "cpu (s)" "wall/base" "cpu/base" "all walls (s)"
+  for v in "${variants[@]}"; do
+    w=$(median <<<"${walls[$v]}")
+    c=$(median <<<"${cpus[$v]}")
+    printf '%-10s %10.3f %10.3f %10.3f %10.3f  %s\n' "$v" "$w" "$c" "$(awk -v a="$w" -v b="$base_wall" 'BEGIN { print a / b }')" \
+      "$(awk -v a="$c" -v b="$base_cpu" 'BEGIN { print a / b }')" "${walls[$v]}"
+  done
 done

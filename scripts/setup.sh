@@ -11,7 +11,11 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok install
 pkgs=(clang-19 libbpf-dev linux-libc-dev pkg-config)
 # Tests: real interpreters and their samplers' helpers (jattach asks a JVM for its perf map).
 [ "$minimal" = --minimal ] || pkgs+=(bpftool util-linux binutils python3 python3-pip jattach ruby)
-if [ "$minimal" != --minimal ] && ! command -v javac >/dev/null; then pkgs+=(openjdk-17-jdk-headless); fi
+if [ "$minimal" != --minimal ]; then
+  command -v javac >/dev/null || pkgs+=(openjdk-17-jdk-headless)
+  command -v node >/dev/null || pkgs+=(nodejs)
+  command -v go >/dev/null || pkgs+=(golang-go)
+fi
 missing=()
 for p in "${pkgs[@]}"; do have_pkg "$p" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -1,7 +1,10 @@
 // groundtruth for the JVM: each round does the same unit of work 6 times in cpu60, 3 times in
 // cpu30 and once in cpu10, so a correct profile shows them at 60%, 30% and 10%.
 //
-//   javac GroundTruth.java && java -XX:+PreserveFramePointer GroundTruth
+//   javac GroundTruth.java && java -XX:+PreserveFramePointer GroundTruth [--rounds N]
+//
+// --rounds N: do N rounds, then print `groundtruth: cpu SECONDS s wall SECONDS s` on stderr
+// and exit (fixed work, for scripts/bench-overhead.sh).
 //
 // -XX:+PreserveFramePointer lets native (frame pointer) stack walks pass through JIT frames;
 // async-profiler does not need it.
@@ -22,12 +25,17 @@ public class GroundTruth {
     static long cpu10(long s) { return spin(s); }
 
     public static void main(String[] args) {
+        long rounds = args.length == 2 && args[0].equals("--rounds") ? Long.parseLong(args[1]) : -1;
+        long started = System.nanoTime();
         long s = 1;
-        while (true) {
+        for (long done = 0; rounds < 0 || done < rounds; done++) {
             s = cpu60(s);
             s = cpu30(s);
             s = cpu10(s);
             sink = s;
         }
+        long cpu = ((com.sun.management.OperatingSystemMXBean) java.lang.management.ManagementFactory
+                .getOperatingSystemMXBean()).getProcessCpuTime();
+        System.err.printf("groundtruth: cpu %.3f s wall %.3f s%n", cpu / 1e9, (System.nanoTime() - started) / 1e9);
     }
 }

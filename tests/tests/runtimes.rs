@@ -1,6 +1,6 @@
-//! Interpreted and JIT runtimes, detected per process and profiled with real interpreters:
-//! py-spy for Python, the JIT's perf map for Java (Java 17 here). Each workload spends known
-//! shares of CPU in known functions (images/python, images/java).
+//! Runtimes, detected per process and profiled with the real toolchains: Go (native, eBPF),
+//! py-spy for Python, the JIT's perf map for Java (Java 17 here) and Node.js, rbspy for Ruby.
+//! Each workload spends known shares of CPU in known functions (images/).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -114,6 +114,38 @@ fn python_is_detected_and_profiled_with_real_function_names() {
     assert!(folded.iter().all(|(s, _)| s.contains(" [py]")), "every stack is Python, tagged [py]");
     assert!(folded.iter().any(|(s, _)| s.contains("cpu_60 (groundtruth.py) [py]")));
     assert_split(&folded, ["cpu_60 (", "cpu_30 (", "cpu_10 ("], 5.0);
+}
+
+#[test]
+fn go_is_detected_and_named_from_its_symbol_table() {
+    if !Command::new("go").arg("version").output().is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: needs go (scripts/setup.sh installs golang-go)");
+        return;
+    }
+    let dir = temp_dir("go");
+    let bin = dir.join("groundtruth-go");
+    let build = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg(".")
+        .current_dir(root().join("images/go"))
+        .env("GOCACHE", dir.join("gocache"))
+        .env("GOFLAGS", "-mod=mod")
+        .status()
+        .unwrap();
+    assert!(build.success(), "go build images/go");
+    let w = start(&mut Command::new(&bin), Duration::from_millis(300));
+    let pid = format!("pid/{}", w.0.id());
+    let out_path = dir.join("go.folded");
+    let out = profile(&[&pid, "-d", "3s", "-f", "499", "-o", out_path.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(": go, sampled by ebpf"), "detected as Go");
+    let folded = read(&out_path);
+    assert!(
+        folded.iter().any(|(s, _)| s.contains("runtime.main;main.main;main.cpu60;main.spin")),
+        "whole Go stacks, named from the binary's symbol table"
+    );
+    assert_split(&folded, ["main.cpu60", "main.cpu30", "main.cpu10"], 3.0);
 }
 
 #[test]

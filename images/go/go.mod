@@ -1,0 +1,3 @@
+module kube-eagle.io/groundtruth
+
+go 1.19
