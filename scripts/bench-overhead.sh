@@ -28,12 +28,12 @@
 # The profilers' own threads run real-time too, on whatever CPU is free. Every variant runs once,
 # uncounted, to warm caches up.
 #
-#   scripts/bench-overhead.sh                 native python java node ruby, 7 repetitions each
+#   scripts/bench-overhead.sh                 native go python java node ruby, 7 repetitions each
 #   RUNTIMES="native java" REPS=11 scripts/bench-overhead.sh
 #   ROUNDS=2000 THREADS=2 RUNTIMES=native scripts/bench-overhead.sh   a two-thread native target
 #   RT=0 scripts/bench-overhead.sh            normal scheduling (an idle machine)
 #
-# Runtimes whose interpreter (python3, java/javac, node, ruby) or sampler (py-spy, rbspy: see
+# Runtimes whose toolchain (go, python3, java/javac, node, ruby) or sampler (py-spy, rbspy: see
 # scripts/setup.sh) is missing are skipped with a note. Needs root (or CAP_BPF and
 # CAP_PERFMON), clang-19 or clang, and a Rust toolchain.
 set -euo pipefail
@@ -42,9 +42,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPS=${REPS:-7}
 THREADS=${THREADS:-1}
 RT=${RT:-1}
-read -r -a RUNTIMES <<<"${RUNTIMES:-native python java node ruby}"
+read -r -a RUNTIMES <<<"${RUNTIMES:-native go python java node ruby}"
 # Rounds of about 2.5 s each on this machine, per runtime; ROUNDS overrides them all.
-declare -A rounds=([native]=1000 [python]=200 [java]=500 [node]=800 [ruby]=400)
+declare -A rounds=([native]=1000 [go]=800 [python]=200 [java]=500 [node]=800 [ruby]=400)
 
 policy=()
 if [ "$RT" = 1 ]; then
@@ -72,6 +72,10 @@ prepare() {
       [ -n "$clang" ] || { echo "needs clang-19 or clang to build groundtruth"; return 1; }
       "$clang" -O2 -g -fno-omit-frame-pointer -static -pthread -o "$work/groundtruth" images/groundtruth/groundtruth.c
       target=("$work/groundtruth" --rounds "$n" --threads "$THREADS" --report-cpu) ;;
+    go)
+      command -v go >/dev/null || { echo "needs go (scripts/setup.sh installs golang-go)"; return 1; }
+      (cd images/go && GOFLAGS=-mod=mod go build -o "$work/groundtruth-go" .)
+      target=("$work/groundtruth-go" --rounds "$n") ;;
     python)
       command -v python3 >/dev/null || { echo "needs python3"; return 1; }
       command -v py-spy >/dev/null || { echo "needs py-spy (scripts/setup.sh)"; return 1; }
@@ -88,7 +92,7 @@ prepare() {
       command -v ruby >/dev/null || { echo "needs ruby"; return 1; }
       command -v rbspy >/dev/null || { echo "needs rbspy (scripts/setup.sh)"; return 1; }
       target=(ruby images/ruby/groundtruth.rb --rounds "$n") ;;
-    *) echo "unknown runtime (known: native python java node ruby)"; return 1 ;;
+    *) echo "unknown runtime (known: native go python java node ruby)"; return 1 ;;
   esac
 }
 
