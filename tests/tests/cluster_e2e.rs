@@ -186,6 +186,14 @@ fn read_folded(path: &Path) -> FoldedStacks {
     FoldedStacks::parse(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// 3 percentage points, or three standard errors of a share of `n` samples when that is more:
+/// a pod that shares a two-core node with others gets fewer samples, and the test must not
+/// fail on chance alone.
+fn tolerance_for(n: u64) -> f64 {
+    let standard_error = (0.6f64 * 0.4 / n.max(1) as f64).sqrt() * 100.0;
+    (3.0 * standard_error).max(3.0)
+}
+
 fn assert_groundtruth_split(folded: &FoldedStacks, tolerance: f64) {
     for (frame, expected) in [("cpu_60", 60.0), ("cpu_30", 30.0), ("cpu_10", 10.0)] {
         let got = share(folded, frame);
@@ -253,7 +261,7 @@ fn python_and_native_pods_in_one_namespace_share_one_graph() {
     fx.deploy("native", 1, &[]);
     fx.deploy_image("py", &python_groundtruth_image(), 1, &[]);
     let target = format!("namespace/{}", fx.namespace);
-    let out = fx.profile(&[&target, "-d", "5s", "-f", "199", "-o", "mixed.folded", "--group-by", "workload"]);
+    let out = fx.profile(&[&target, "-d", "5s", "-f", "499", "-o", "mixed.folded", "--group-by", "workload"]);
     assert_eq!(out.status.code(), Some(0));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(": python, sampled by py-spy"), "the Python process is routed to py-spy");
@@ -268,12 +276,19 @@ fn python_and_native_pods_in_one_namespace_share_one_graph() {
         native.total(),
         python.total()
     );
-    assert_groundtruth_split(&native, 3.0);
-    // Python frames are `cpu_60 (/groundtruth.py) [py]`; py-spy's samples at 199 Hz for 5 s are
-    // fewer, hence the wider tolerance.
+    assert_groundtruth_split(&native, tolerance_for(native.total()));
+    // Python frames are `cpu_60 (groundtruth.py) [py]`. py-spy samples on a fixed period and
+    // the workload repeats on one too (a round is about 12 ms): over a 5 s window the two stay
+    // nearly in phase, so samples are not independent and cpu_60 was seen between 55.8 and 62.1%
+    // (against 60.5% measured by timing each call): 5 points, the local tests' tolerance.
+    let tolerance = tolerance_for(python.total()).max(5.0);
     for (function, expected) in [("cpu_60 (", 60.0), ("cpu_30 (", 30.0), ("cpu_10 (", 10.0)] {
         let got = share_where(&python, |f| f.starts_with(function) && f.contains("[py]"));
-        assert!((got - expected).abs() <= 5.0, "{function}...: {got:.1}% of the Python samples, expected {expected}%");
+        assert!(
+            (got - expected).abs() <= tolerance,
+            "{function}...: {got:.1}% of {} Python samples, expected {expected}±{tolerance:.1}",
+            python.total()
+        );
     }
 }
 
