@@ -326,11 +326,30 @@ impl Sampler for EbpfSampler {
 /// return address, one past its call; step back into the call so the caller is named, not
 /// whatever follows the call.
 fn user_addrs(ips: &[u64]) -> Vec<u64> {
-    ips.iter().enumerate().map(|(i, &ip)| if i == 0 { ip } else { ip.saturating_sub(1) }).collect()
+    // A frame-pointer walk that reaches code built without frame pointers (libc's start-up,
+    // for one) reads stack data as return addresses. A value outside user space, or in its
+    // first page, is no code address: the walk has left the chain there, and what it found
+    // from there on is noise, not frames (`perf` shows it as `[unknown]`).
+    // The leaf itself is what the CPU ran: kept even when odd (the vsyscall page).
+    let walked = ips.iter().skip(1).position(|&ip| !is_user_code_address(ip)).map_or(ips.len(), |i| i + 1);
+    ips[..walked].iter().enumerate().map(|(i, &ip)| if i == 0 { ip } else { ip.saturating_sub(1) }).collect()
+}
+
+/// x86-64 and arm64 user space (48-bit virtual addresses), above the never-mapped first page.
+fn is_user_code_address(ip: u64) -> bool {
+    (0x1000..0x0000_8000_0000_0000).contains(&ip)
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_walk_that_left_the_frame_chain_ends_there() {
+        // cpu_60 <- main <- __libc_start_call_main, then stack data read as addresses.
+        let ips = [0x4016d4, 0x401ba5, 0x4020d4, 0xbe55_2274_c085_4800, 0x401600];
+        assert_eq!(super::user_addrs(&ips), vec![0x4016d4, 0x401ba4, 0x4020d3]);
+        assert_eq!(super::user_addrs(&[0x7f00_0000_1000, 0x10]), vec![0x7f00_0000_1000]);
+    }
+
     #[test]
     fn child_pid_offset_old_and_new_layouts() {
         let new = "\tfield:__data_loc char[] parent_comm;\toffset:8;\tsize:4;\tsigned:0;\n\tfield:pid_t parent_pid;\toffset:12;\tsize:4;\tsigned:1;\n\tfield:__data_loc char[] child_comm;\toffset:16;\tsize:4;\tsigned:0;\n\tfield:pid_t child_pid;\toffset:20;\tsize:4;\tsigned:1;\n";
