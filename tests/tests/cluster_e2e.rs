@@ -77,11 +77,11 @@ impl Fixture {
 
     /// A groundtruth deployment, waited for until every replica runs.
     fn deploy(&self, name: &str, replicas: i32, args: &[&str]) {
-        self.deploy_image(name, &groundtruth_image(), replicas, args)
+        self.deploy_image(name, &groundtruth_image(), replicas, args, None)
     }
 
-    /// A deployment of `image`, waited for until every replica runs.
-    fn deploy_image(&self, name: &str, image: &str, replicas: i32, args: &[&str]) {
+    /// A deployment of `image`, waited for until every replica runs; as user `run_as` if given.
+    fn deploy_image(&self, name: &str, image: &str, replicas: i32, args: &[&str], run_as: Option<i64>) {
         let d: Deployment = serde_json::from_value(serde_json::json!({
             "metadata": {"name": name, "namespace": self.namespace},
             "spec": {
@@ -92,6 +92,7 @@ impl Fixture {
                     "spec": {
                         "terminationGracePeriodSeconds": 1,
                         "automountServiceAccountToken": false,
+                        "securityContext": run_as.map(|uid| serde_json::json!({"runAsUser": uid, "runAsNonRoot": true})),
                         "containers": [{"name": "app", "image": image, "imagePullPolicy": "IfNotPresent", "args": args}]
                     }
                 }
@@ -250,16 +251,17 @@ fn namespace_target_renders_every_workload_in_one_svg() {
     }
 }
 
-/// A Python pod and a native one in one namespace: each process gets its own sampler (py-spy
-/// reads the interpreter's frames, eBPF the native code), and one graph shows both workloads,
-/// each with its own true split.
+/// A Python pod (running as nobody) and a native one in one namespace: each process gets its own
+/// sampler (py-spy reads the interpreter's frames, eBPF the native code), and one graph shows
+/// both workloads, each with its own true split.
 #[test]
 #[ignore = "needs a cluster: EAGLE_E2E_KUBECONFIG"]
 fn python_and_native_pods_in_one_namespace_share_one_graph() {
     let Some(kc) = kubeconfig() else { return };
     let fx = Fixture::new(kc, "mixed");
     fx.deploy("native", 1, &[]);
-    fx.deploy_image("py", &python_groundtruth_image(), 1, &[]);
+    // Not root, in its own mount namespace: py-spy reaches it from the agent's pod all the same.
+    fx.deploy_image("py", &python_groundtruth_image(), 1, &[], Some(65534));
     let target = format!("namespace/{}", fx.namespace);
     let out = fx.profile(&[&target, "-d", "5s", "-f", "499", "-o", "mixed.folded", "--group-by", "workload"]);
     assert_eq!(out.status.code(), Some(0));
