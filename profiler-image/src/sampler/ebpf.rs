@@ -252,15 +252,19 @@ impl Sampler for EbpfSampler {
         for (key, _) in &entries {
             let _ = self.counts[idle].remove(key);
         }
-        let mut traces: HashMap<i32, Vec<u64>> = HashMap::new();
+        // Each stack read once; user stacks as the addresses to name (see `user_addrs`).
+        let mut user_traces: HashMap<i32, Vec<u64>> = HashMap::new();
+        let mut kernel_traces: HashMap<i32, Vec<u64>> = HashMap::new();
         for (key, _) in &entries {
-            for id in [key.user_stack_id, key.kernel_stack_id] {
+            for (id, traces, user) in
+                [(key.user_stack_id, &mut user_traces, true), (key.kernel_stack_id, &mut kernel_traces, false)]
+            {
                 if id >= 0 && !traces.contains_key(&id) {
-                    let ips = self.stacks[idle]
+                    let ips: Vec<u64> = self.stacks[idle]
                         .get(&(id as u32), 0)
                         .map(|t| t.frames().iter().map(|f| f.ip).collect())
                         .unwrap_or_default();
-                    traces.insert(id, ips);
+                    traces.insert(id, if user { user_addrs(&ips) } else { ips });
                 }
             }
         }
@@ -275,7 +279,7 @@ impl Sampler for EbpfSampler {
         let mut by_pid: HashMap<u32, Vec<u64>> = HashMap::new();
         for (key, _) in &entries {
             if key.user_stack_id >= 0 {
-                by_pid.entry(key.tgid).or_default().extend(user_addrs(&traces[&key.user_stack_id]));
+                by_pid.entry(key.tgid).or_default().extend(&user_traces[&key.user_stack_id]);
             }
         }
         for (pid, addrs) in &by_pid {
@@ -287,11 +291,11 @@ impl Sampler for EbpfSampler {
         for (key, count) in entries {
             let mut frames: Vec<String> = Vec::new();
             if key.user_stack_id >= 0 {
-                let names: Vec<Frames> = self.symbols.lookup_user(key.tgid, &user_addrs(&traces[&key.user_stack_id]));
+                let names: Vec<Frames> = self.symbols.lookup_user(key.tgid, &user_traces[&key.user_stack_id]);
                 frames.extend(names.iter().rev().flat_map(|f| f.iter().cloned()));
             }
             if key.kernel_stack_id >= 0 {
-                let names = self.symbols.kernel(&traces[&key.kernel_stack_id]);
+                let names = self.symbols.kernel(&kernel_traces[&key.kernel_stack_id]);
                 frames.extend(names.iter().rev().flat_map(|f| f.iter().cloned()));
             }
             if frames.is_empty() {
