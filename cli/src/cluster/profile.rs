@@ -66,9 +66,9 @@ pub(super) async fn prepare(args: &ProfileArgs, targets: &[(ClusterKind, String)
         run_id: run_id.clone(),
         target: what.clone(),
         namespace: args.cluster.eagle_namespace.clone(),
-        image: args.cluster.image.clone().unwrap_or_else(plan::default_image),
-        image_pull_policy: args.cluster.image_pull_policy.clone(),
-        image_pull_secrets: args.cluster.image_pull_secret.clone(),
+        image: args.cluster.agent_image.reference(),
+        image_pull_policy: args.cluster.agent_image.image_pull_policy.clone(),
+        image_pull_secrets: args.cluster.agent_image.image_pull_secret.clone(),
         duration: args.duration.unwrap_or(DEFAULT_WINDOW),
         frequency_hz: args.frequency,
         capabilities_only: args.cluster.capabilities,
@@ -133,11 +133,6 @@ pub fn profile(
             p.run_id
         );
         let started = Instant::now();
-        let started_unix_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok();
-        destination.record_run(RunInfo {
-            started_unix_ms: started_unix_ms.map(|d| d.as_millis() as u64),
-            ..Default::default()
-        });
         let outcome =
             run::execute(&p.client, &args.cluster.eagle_namespace, &p.run_id, p.jobs, window, args.cluster.keep)
                 .await?;
@@ -195,6 +190,8 @@ pub(super) fn render(outcome: &run::Outcome, run: &Finished, destination: &Desti
     }
     let partial = failed > 0 || outcome.interrupted;
     destination.record_run(RunInfo {
+        // The agents' own clocks, as in local runs; also known to `fetch`.
+        started_unix_ms: done.iter().map(|r| r.header.started_unix_ms).min(),
         partial: Some(partial),
         nodes: Some(outcome.nodes.iter().map(node_status).collect()),
         ..Default::default()
