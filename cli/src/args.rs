@@ -192,6 +192,29 @@ pub struct ProfileArgs {
 }
 
 /// Flags of cluster mode, spelled as kubectl spells them.
+/// The profiler image and how the nodes get it: the same flags for `profile` and `doctor`.
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    /// Profiler image [default: the eagle-agent image of this version].
+    #[arg(long)]
+    pub image: Option<String>,
+
+    /// imagePullPolicy of the profiler pods.
+    #[arg(long, value_parser = ["Always", "IfNotPresent", "Never"])]
+    pub image_pull_policy: Option<String>,
+
+    /// Image pull secret (in the profiling namespace); repeatable.
+    #[arg(long)]
+    pub image_pull_secret: Vec<String>,
+}
+
+impl ImageArgs {
+    /// `--image`, or the eagle-agent image of this version.
+    pub fn reference(&self) -> String {
+        self.image.clone().unwrap_or_else(crate::cluster::plan::default_image)
+    }
+}
+
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Cluster")]
 pub struct ClusterArgs {
@@ -215,17 +238,8 @@ pub struct ClusterArgs {
     #[arg(long)]
     pub context: Option<String>,
 
-    /// Profiler image [default: the eagle-agent image of this version].
-    #[arg(long)]
-    pub image: Option<String>,
-
-    /// imagePullPolicy of the profiler pods.
-    #[arg(long, value_parser = ["Always", "IfNotPresent", "Never"])]
-    pub image_pull_policy: Option<String>,
-
-    /// Image pull secret (in the profiling namespace); repeatable.
-    #[arg(long)]
-    pub image_pull_secret: Vec<String>,
+    #[command(flatten)]
+    pub agent_image: ImageArgs,
 
     /// The locked namespace the profiling Jobs run in.
     #[arg(long, default_value = "kube-eagle", value_name = "NAMESPACE")]

@@ -30,6 +30,7 @@ use super::plan::{self, PlanOptions, AGENT_CONTAINER, MANAGED_BY};
 use super::run::FATAL_WAITING;
 use super::tasks::ConnArgs;
 use super::{connect, new_run_id, profile};
+use crate::args::ImageArgs;
 use crate::duration::{human, parse_duration};
 use crate::error::{CliError, Exit};
 
@@ -49,17 +50,9 @@ pub struct DoctorArgs {
     #[arg(short = 'n', long)]
     pub namespace: Option<String>,
 
-    /// Profiler image to check [default: the eagle-agent image of this version].
-    #[arg(long)]
-    pub image: Option<String>,
-
-    /// imagePullPolicy of the probe pod.
-    #[arg(long, value_parser = ["Always", "IfNotPresent", "Never"])]
-    pub image_pull_policy: Option<String>,
-
-    /// Image pull secret (in the profiling namespace); repeatable.
-    #[arg(long)]
-    pub image_pull_secret: Vec<String>,
+    /// The image to check, as `profile` would use it.
+    #[command(flatten)]
+    pub agent_image: ImageArgs,
 
     /// Check the image on this node [default: wherever the scheduler puts the probe].
     #[arg(long)]
@@ -336,7 +329,7 @@ async fn run_checks(args: &DoctorArgs) -> Result<Vec<Check>, CliError> {
     }
 
     // 4. A dry-run Job, then 5. the image.
-    let image = args.image.clone().unwrap_or_else(plan::default_image);
+    let image = args.agent_image.reference();
     if !may("create", "jobs") {
         let why = "not allowed to create Jobs in the profiling namespace";
         checks.push(Check::new("job", "dry run of a profiling Job", Status::Skipped, why));
@@ -349,8 +342,8 @@ async fn run_checks(args: &DoctorArgs) -> Result<Vec<Check>, CliError> {
         target: "kubectl eagle doctor".into(),
         namespace: locked.clone(),
         image: image.clone(),
-        image_pull_policy: args.image_pull_policy.clone(),
-        image_pull_secrets: args.image_pull_secret.clone(),
+        image_pull_policy: args.agent_image.image_pull_policy.clone(),
+        image_pull_secrets: args.agent_image.image_pull_secret.clone(),
         duration: Duration::from_secs(1),
         frequency_hz: 99,
         capabilities_only: args.capabilities,
