@@ -33,7 +33,7 @@
 //! ([`ApiServer::requests`]). [`ApiServer::run`] runs the real `kubectl-eagle` against it with
 //! a kubeconfig of its own.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -223,6 +223,24 @@ fn fnv(text: &str, seed: u64) -> u64 {
 }
 
 /// The container id (64 hex digits, as in cgroup paths) the double gives `container` of `pod`.
+/// The folded lines a graph (`--group-by process`) holds for the `app` containers of `pods`,
+/// each given as (pod, its workload frame), when every agent reports `stacks`.
+pub fn expected_folded_lines(namespace: &str, pods: &[(&str, &str)], stacks: &[Stack]) -> BTreeSet<String> {
+    pods.iter()
+        .flat_map(|(pod, workload)| {
+            let pid = pid_of(&container_id(pod, "app"));
+            stacks.iter().map(move |s| {
+                format!(
+                    "namespace/{namespace};{workload};pod/{pod};container/app;{} ({pid});{} {}",
+                    process_name(),
+                    s.frames.join(";"),
+                    s.count
+                )
+            })
+        })
+        .collect()
+}
+
 pub fn container_id(pod: &str, container: &str) -> String {
     let key = format!("{pod}/{container}");
     (0..4).map(|i| format!("{:016x}", fnv(&key, i))).collect()
@@ -644,7 +662,7 @@ impl ApiServer {
 
     /// `kubectl-eagle SUBCOMMAND --kubeconfig <ours> ARGS`.
     pub fn command_for(&self, subcommand: &str, args: &[&str]) -> Command {
-        let mut cmd = Command::new(kubectl_eagle());
+        let mut cmd = Command::new(crate::kubectl_eagle());
         cmd.arg(subcommand).arg("--kubeconfig").arg(&self.kubeconfig).args(args).current_dir(&self.dir);
         for var in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "KUBECONFIG"] {
             cmd.env_remove(var);
@@ -732,23 +750,6 @@ users:
   user: {{}}
 "
     )
-}
-
-/// The `kubectl-eagle` binary next to this test's directory: target/debug/deps/.. (or
-/// `EAGLE_KUBECTL_EAGLE`: the benchmarks use a release build).
-pub fn kubectl_eagle() -> PathBuf {
-    if let Some(bin) = std::env::var_os("EAGLE_KUBECTL_EAGLE") {
-        return PathBuf::from(bin);
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target/debug/deps/..");
-    let bin = dir.join("kubectl-eagle");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first with `cargo build -p kube-eagle --bin kubectl-eagle`",
-        bin.display()
-    );
-    bin
 }
 
 /// A running `kubectl-eagle`.

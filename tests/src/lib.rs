@@ -67,9 +67,12 @@ fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// The CLI under test.
+/// The CLI under test (or `EAGLE_KUBECTL_EAGLE`: the benchmarks time a release build).
 pub fn kubectl_eagle() -> PathBuf {
-    binary("kubectl-eagle")
+    match std::env::var_os("EAGLE_KUBECTL_EAGLE") {
+        Some(bin) => PathBuf::from(bin),
+        None => binary("kubectl-eagle"),
+    }
 }
 
 /// The node-side agent under test.
@@ -80,6 +83,27 @@ pub fn eagle_agent() -> PathBuf {
 /// The repository root (this package is `tests/` in it).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the repository").to_path_buf()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cluster end-to-end tests (`--run-ignored only`)
+
+/// The cluster the end-to-end tests run against: `EAGLE_E2E_KUBECONFIG`, or `None` (after
+/// saying so) when it is not set.
+pub fn e2e_kubeconfig() -> Option<PathBuf> {
+    match std::env::var_os("EAGLE_E2E_KUBECONFIG") {
+        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
+        _ => {
+            eprintln!("skipped: EAGLE_E2E_KUBECONFIG is not set (scripts/test.sh sets it to the lab cluster)");
+            None
+        }
+    }
+}
+
+/// The groundtruth image the cluster's nodes have: `EAGLE_E2E_GROUNDTRUTH_IMAGE`, else the lab's.
+pub fn e2e_groundtruth_image() -> String {
+    std::env::var("EAGLE_E2E_GROUNDTRUTH_IMAGE")
+        .unwrap_or_else(|_| format!("lab.local/groundtruth:{}", env!("CARGO_PKG_VERSION")))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use eagle_tests::apiserver::{
-    container_id, groundtruth, match_labels, namespace, pid_of, pod, process_name, service, stack, workload, ApiServer,
-    CliRun, Fate, Recorded, Scenario, Stack,
+    container_id, expected_folded_lines, groundtruth, match_labels, namespace, pod, service, stack, workload,
+    ApiServer, CliRun, Fate, Recorded, Scenario, Stack,
 };
 use serde_json::{json, Value};
 
@@ -140,21 +140,8 @@ fn workload_of(pod: &str) -> &'static str {
 
 /// The folded lines the graph must hold for these pods' `app` containers.
 fn expected_lines(pods: &[&str], stacks: &[Stack]) -> BTreeSet<String> {
-    pods.iter()
-        .flat_map(|pod| {
-            let id = container_id(pod, "app");
-            stacks.iter().map(move |s| {
-                format!(
-                    "namespace/shop;{};pod/{pod};container/app;{} ({});{} {}",
-                    workload_of(pod),
-                    process_name(),
-                    pid_of(&id),
-                    s.frames.join(";"),
-                    s.count
-                )
-            })
-        })
-        .collect()
+    let pods: Vec<(&str, &str)> = pods.iter().map(|p| (*p, workload_of(p))).collect();
+    expected_folded_lines("shop", &pods, stacks)
 }
 
 fn lines_of(path: &Path) -> BTreeSet<String> {

@@ -20,28 +20,6 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
-fn kubeconfig() -> Option<PathBuf> {
-    match std::env::var_os("EAGLE_E2E_KUBECONFIG") {
-        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
-        _ => {
-            eprintln!("skipped: EAGLE_E2E_KUBECONFIG is not set (scripts/test.sh sets it to the lab cluster)");
-            None
-        }
-    }
-}
-
-fn binary() -> PathBuf {
-    let dir = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
-    let bin = dir.join("kubectl-eagle");
-    assert!(bin.exists(), "{} is missing: run `cargo build --workspace --bins` first", bin.display());
-    bin
-}
-
-fn groundtruth_image() -> String {
-    std::env::var("EAGLE_E2E_GROUNDTRUTH_IMAGE")
-        .unwrap_or_else(|_| format!("lab.local/groundtruth:{}", env!("CARGO_PKG_VERSION")))
-}
-
 /// images/python/groundtruth.py on a Python interpreter (scripts/lab/build-images.sh).
 fn python_groundtruth_image() -> String {
     std::env::var("EAGLE_E2E_PYTHON_GROUNDTRUTH_IMAGE")
@@ -77,7 +55,7 @@ impl Fixture {
 
     /// A groundtruth deployment, waited for until every replica runs.
     fn deploy(&self, name: &str, replicas: i32, args: &[&str]) {
-        self.deploy_image(name, &groundtruth_image(), replicas, args, None)
+        self.deploy_image(name, &eagle_tests::e2e_groundtruth_image(), replicas, args, None)
     }
 
     /// A deployment of `image`, waited for until every replica runs; as user `run_as` if given.
@@ -119,7 +97,7 @@ impl Fixture {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(binary());
+        let mut cmd = Command::new(eagle_tests::kubectl_eagle());
         cmd.arg("profile").args(args).arg("-n").arg(&self.namespace).arg("--kubeconfig").arg(&self.kubeconfig);
         if let Ok(image) = std::env::var("EAGLE_E2E_AGENT_IMAGE") {
             cmd.arg("--image").arg(image);
@@ -187,12 +165,11 @@ fn read_folded(path: &Path) -> FoldedStacks {
     FoldedStacks::parse(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-/// 3 percentage points, or three standard errors of a share of `n` samples when that is more:
-/// a pod that shares a two-core node with others gets fewer samples, and the test must not
-/// fail on chance alone.
+/// 3 percentage points, or the sampling noise of `n` samples when that is more (the project's
+/// rule, [`eagle_tests::tolerance`]): a pod that shares a two-core node with others gets fewer
+/// samples, and the test must not fail on chance alone.
 fn tolerance_for(n: u64) -> f64 {
-    let standard_error = (0.6f64 * 0.4 / n.max(1) as f64).sqrt() * 100.0;
-    (3.0 * standard_error).max(3.0)
+    eagle_tests::tolerance(0.03, 0.6, n) * 100.0
 }
 
 fn assert_groundtruth_split(folded: &FoldedStacks, tolerance: f64) {
@@ -209,7 +186,7 @@ fn assert_groundtruth_split(folded: &FoldedStacks, tolerance: f64) {
 #[test]
 #[ignore = "needs a cluster: EAGLE_E2E_KUBECONFIG"]
 fn deployment_with_two_replicas_shows_the_true_split_per_pod() {
-    let Some(kc) = kubeconfig() else { return };
+    let Some(kc) = eagle_tests::e2e_kubeconfig() else { return };
     let fx = Fixture::new(kc, "deploy");
     fx.deploy("api", 2, &[]);
     let out = fx.profile(&["deployment/api", "-d", "5s", "-f", "499", "-o", "api.folded", "--group-by", "pod"]);
@@ -236,7 +213,7 @@ fn deployment_with_two_replicas_shows_the_true_split_per_pod() {
 #[test]
 #[ignore = "needs a cluster: EAGLE_E2E_KUBECONFIG"]
 fn namespace_target_renders_every_workload_in_one_svg() {
-    let Some(kc) = kubeconfig() else { return };
+    let Some(kc) = eagle_tests::e2e_kubeconfig() else { return };
     let fx = Fixture::new(kc, "ns");
     fx.deploy("api", 1, &[]);
     fx.deploy("worker", 1, &["--syscalls"]);
@@ -257,7 +234,7 @@ fn namespace_target_renders_every_workload_in_one_svg() {
 #[test]
 #[ignore = "needs a cluster: EAGLE_E2E_KUBECONFIG"]
 fn python_and_native_pods_in_one_namespace_share_one_graph() {
-    let Some(kc) = kubeconfig() else { return };
+    let Some(kc) = eagle_tests::e2e_kubeconfig() else { return };
     let fx = Fixture::new(kc, "mixed");
     fx.deploy("native", 1, &[]);
     // Not root, in its own mount namespace: py-spy reaches it from the agent's pod all the same.
@@ -297,7 +274,7 @@ fn python_and_native_pods_in_one_namespace_share_one_graph() {
 #[test]
 #[ignore = "needs a cluster: EAGLE_E2E_KUBECONFIG"]
 fn ctrl_c_writes_a_partial_profile_and_leaves_no_job() {
-    let Some(kc) = kubeconfig() else { return };
+    let Some(kc) = eagle_tests::e2e_kubeconfig() else { return };
     let fx = Fixture::new(kc, "sigint");
     fx.deploy("api", 1, &[]);
     let child = fx
@@ -344,7 +321,7 @@ fn ctrl_c_writes_a_partial_profile_and_leaves_no_job() {
 #[test]
 #[ignore = "needs a cluster: EAGLE_E2E_KUBECONFIG"]
 fn a_bad_image_fails_the_node_with_the_reason_and_leaves_nothing() {
-    let Some(kc) = kubeconfig() else { return };
+    let Some(kc) = eagle_tests::e2e_kubeconfig() else { return };
     let fx = Fixture::new(kc, "badimage");
     fx.deploy("api", 1, &[]);
     let out = fx.profile(&[

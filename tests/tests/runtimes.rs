@@ -8,17 +8,6 @@ use std::time::Duration;
 
 use eagle_proto::FoldedStacks;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn binary() -> PathBuf {
-    let dir = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
-    let bin = dir.join("kubectl-eagle");
-    assert!(bin.exists(), "{} is missing: run `cargo build --workspace --bins` first", bin.display());
-    bin
-}
-
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("eagle-runtimes-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -56,7 +45,7 @@ fn start(cmd: &mut Command, warmup: Duration) -> Workload {
 }
 
 fn profile(args: &[&str], env_path: Option<&str>) -> Output {
-    let mut cmd = Command::new(binary());
+    let mut cmd = Command::new(eagle_tests::kubectl_eagle());
     cmd.arg("profile").args(args);
     if let Some(path) = env_path {
         cmd.env("PATH", path);
@@ -105,7 +94,10 @@ fn python_is_detected_and_profiled_with_real_function_names() {
         return;
     };
     let dir = temp_dir("python");
-    let w = start(Command::new(&python).arg(root().join("images/python/groundtruth.py")), Duration::from_millis(500));
+    let w = start(
+        Command::new(&python).arg(eagle_tests::repo_root().join("images/python/groundtruth.py")),
+        Duration::from_millis(500),
+    );
     let pid = format!("pid/{}", w.0.id());
     let out_path = dir.join("py.folded");
     let out = profile(&[&pid, "-d", "4s", "-f", "499", "-o", out_path.to_str().unwrap()], None);
@@ -128,7 +120,7 @@ fn go_is_detected_and_named_from_its_symbol_table() {
         .args(["build", "-o"])
         .arg(&bin)
         .arg(".")
-        .current_dir(root().join("images/go"))
+        .current_dir(eagle_tests::repo_root().join("images/go"))
         .env("GOCACHE", dir.join("gocache"))
         .env("GOFLAGS", "-mod=mod")
         .status()
@@ -157,8 +149,12 @@ fn java_is_named_through_the_jit_perf_map() {
         return;
     }
     let dir = temp_dir("java");
-    let javac =
-        Command::new("javac").arg("-d").arg(&dir).arg(root().join("images/java/GroundTruth.java")).status().unwrap();
+    let javac = Command::new("javac")
+        .arg("-d")
+        .arg(&dir)
+        .arg(eagle_tests::repo_root().join("images/java/GroundTruth.java"))
+        .status()
+        .unwrap();
     assert!(javac.success());
     // Warm up: the split holds once the JIT has compiled the hot methods.
     let w = start(
@@ -183,7 +179,10 @@ fn two_runtimes_in_one_run_make_one_graph() {
         return;
     };
     let dir = temp_dir("mixed");
-    let py = start(Command::new(&python).arg(root().join("images/python/groundtruth.py")), Duration::from_millis(300));
+    let py = start(
+        Command::new(&python).arg(eagle_tests::repo_root().join("images/python/groundtruth.py")),
+        Duration::from_millis(300),
+    );
     let sh = start(Command::new("sh").args(["-c", "while :; do :; done"]), Duration::from_millis(100));
     let out_path = dir.join("mixed.folded");
     let (a, b) = (format!("pid/{}", py.0.id()), format!("pid/{}", sh.0.id()));
@@ -203,7 +202,7 @@ fn python_native_frames_with_native_flag() {
     };
     let dir = temp_dir("native");
     let w = start(
-        Command::new(&python).arg(root().join("images/python/groundtruth.py")).arg("--zlib"),
+        Command::new(&python).arg(eagle_tests::repo_root().join("images/python/groundtruth.py")).arg("--zlib"),
         Duration::from_millis(300),
     );
     let pid = format!("pid/{}", w.0.id());
@@ -225,7 +224,10 @@ fn a_missing_sampler_is_reported_and_the_others_still_run() {
         return;
     };
     let dir = temp_dir("missing");
-    let py = start(Command::new(&python).arg(root().join("images/python/groundtruth.py")), Duration::from_millis(300));
+    let py = start(
+        Command::new(&python).arg(eagle_tests::repo_root().join("images/python/groundtruth.py")),
+        Duration::from_millis(300),
+    );
     let sh = start(Command::new("sh").args(["-c", "while :; do :; done"]), Duration::from_millis(100));
     let out_path = dir.join("missing.folded");
     let (a, b) = (format!("pid/{}", py.0.id()), format!("pid/{}", sh.0.id()));
@@ -251,7 +253,7 @@ fn node_js_frames_come_from_its_perf_map_and_a_hint_otherwise() {
         return;
     }
     let dir = temp_dir("node");
-    let script = root().join("images/node/groundtruth.js");
+    let script = eagle_tests::repo_root().join("images/node/groundtruth.js");
     let w = start(
         // In the temp dir: V8 leaves its isolate-*.log files in the working directory.
         Command::new("node")
@@ -293,10 +295,13 @@ fn ruby_is_detected_and_profiled_with_rbspy() {
         return;
     };
     let dir = temp_dir("ruby");
-    let w = start(Command::new("ruby").arg(root().join("images/ruby/groundtruth.rb")), Duration::from_millis(500));
+    let w = start(
+        Command::new("ruby").arg(eagle_tests::repo_root().join("images/ruby/groundtruth.rb")),
+        Duration::from_millis(500),
+    );
     let pid = format!("pid/{}", w.0.id());
     let out_path = dir.join("rb.folded");
-    let out = Command::new(binary())
+    let out = Command::new(eagle_tests::kubectl_eagle())
         .args(["profile", &pid, "-d", "4s", "-f", "499", "-o", out_path.to_str().unwrap()])
         .env("EAGLE_RBSPY", &rbspy)
         .output()

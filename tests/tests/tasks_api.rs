@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use eagle_tests::apiserver::{
-    container_id, groundtruth, match_labels, namespace, pid_of, pod, process_name, workload, ApiServer, CliRun, Fate,
+    container_id, expected_folded_lines, groundtruth, match_labels, namespace, pod, workload, ApiServer, CliRun, Fate,
     Recorded, Scenario,
 };
 use serde_json::{json, Value};
@@ -133,21 +133,7 @@ fn lines_of(path: &Path) -> BTreeSet<String> {
 
 /// The folded lines of the deployment's two pods, with the full hierarchy.
 fn api_lines() -> BTreeSet<String> {
-    [API_A, API_B]
-        .iter()
-        .flat_map(|pod| {
-            let id = container_id(pod, "app");
-            groundtruth().into_iter().map(move |s| {
-                format!(
-                    "namespace/shop;deployment/api;pod/{pod};container/app;{} ({});{} {}",
-                    process_name(),
-                    pid_of(&id),
-                    s.frames.join(";"),
-                    s.count
-                )
-            })
-        })
-        .collect()
+    expected_folded_lines("shop", &[(API_A, "deployment/api"), (API_B, "deployment/api")], &groundtruth())
 }
 
 fn list_json(case: &Case) -> Vec<Value> {

@@ -28,28 +28,6 @@ use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig, NamedAuthInfo};
 use kube::{Api, Client, Config};
 use serde_json::{json, Value};
 
-fn kubeconfig() -> Option<PathBuf> {
-    match std::env::var_os("EAGLE_E2E_KUBECONFIG") {
-        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
-        _ => {
-            eprintln!("skipped: EAGLE_E2E_KUBECONFIG is not set (scripts/test.sh sets it to the lab cluster)");
-            None
-        }
-    }
-}
-
-fn binary() -> PathBuf {
-    let dir = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
-    let bin = dir.join("kubectl-eagle");
-    assert!(bin.exists(), "{} is missing: run `cargo build --workspace --bins` first", bin.display());
-    bin
-}
-
-fn groundtruth_image() -> String {
-    std::env::var("EAGLE_E2E_GROUNDTRUTH_IMAGE")
-        .unwrap_or_else(|_| format!("lab.local/groundtruth:{}", env!("CARGO_PKG_VERSION")))
-}
-
 fn idle_image() -> String {
     std::env::var("EAGLE_E2E_IDLE_IMAGE").unwrap_or_else(|_| "lab.local/busybox:1.35".into())
 }
@@ -121,7 +99,7 @@ impl Fixture {
     }
 
     fn command_as(&self, kubeconfig: &Path, subcommand: &str, args: &[&str]) -> Command {
-        let mut cmd = Command::new(binary());
+        let mut cmd = Command::new(eagle_tests::kubectl_eagle());
         cmd.arg(subcommand).args(args).arg("--kubeconfig").arg(kubeconfig);
         cmd.arg("--eagle-namespace").arg(&self.eagle_ns);
         if subcommand == "profile" || subcommand == "doctor" {
@@ -271,9 +249,9 @@ fn stdout(out: &Output) -> String {
 #[test]
 #[ignore = "needs a cluster: EAGLE_E2E_KUBECONFIG"]
 fn async_run_then_fetch_renders_the_true_split_with_its_hierarchy() {
-    let Some(kc) = kubeconfig() else { return };
+    let Some(kc) = eagle_tests::e2e_kubeconfig() else { return };
     let fx = Fixture::new(kc, "async");
-    fx.deploy("api", &groundtruth_image(), &[]);
+    fx.deploy("api", &eagle_tests::e2e_groundtruth_image(), &[]);
     let started = Instant::now();
     let id = fx.start("deployment/api", &["-d", "5s", "-f", "199"]);
     assert!(started.elapsed() < Duration::from_secs(20), "-a returns without waiting for the window");
@@ -303,9 +281,9 @@ fn async_run_then_fetch_renders_the_true_split_with_its_hierarchy() {
 #[test]
 #[ignore = "needs a cluster: EAGLE_E2E_KUBECONFIG"]
 fn expired_results_are_named_and_exit_3() {
-    let Some(kc) = kubeconfig() else { return };
+    let Some(kc) = eagle_tests::e2e_kubeconfig() else { return };
     let fx = Fixture::new(kc, "expired");
-    fx.deploy("api", &groundtruth_image(), &[]);
+    fx.deploy("api", &eagle_tests::e2e_groundtruth_image(), &[]);
     let id = fx.start("deployment/api", &["-d", "2s"]);
     fx.wait_finished(&id, Duration::from_secs(120));
     fx.delete_pods_of(&id);
@@ -323,9 +301,9 @@ fn expired_results_are_named_and_exit_3() {
 #[test]
 #[ignore = "needs a cluster: EAGLE_E2E_KUBECONFIG"]
 fn list_running_failed_empty_and_done_runs_and_refuse_a_busy_node() {
-    let Some(kc) = kubeconfig() else { return };
+    let Some(kc) = eagle_tests::e2e_kubeconfig() else { return };
     let fx = Fixture::new(kc, "list");
-    fx.deploy("api", &groundtruth_image(), &[]);
+    fx.deploy("api", &eagle_tests::e2e_groundtruth_image(), &[]);
     fx.deploy("idle", &idle_image(), &["sleep", "3600"]);
 
     let done = fx.start("deployment/api", &["-d", "2s"]);
@@ -381,9 +359,9 @@ fn list_running_failed_empty_and_done_runs_and_refuse_a_busy_node() {
 #[test]
 #[ignore = "needs a cluster: EAGLE_E2E_KUBECONFIG"]
 fn clean_by_id_then_all_never_touches_what_is_not_ours() {
-    let Some(kc) = kubeconfig() else { return };
+    let Some(kc) = eagle_tests::e2e_kubeconfig() else { return };
     let fx = Fixture::new(kc, "clean");
-    fx.deploy("api", &groundtruth_image(), &[]);
+    fx.deploy("api", &eagle_tests::e2e_groundtruth_image(), &[]);
     let one = fx.start("deployment/api", &["-d", "30s"]);
     let two = fx.start("deployment/api", &["-d", "30s", "--force"]);
     // Someone else's Job in the same namespace.
@@ -413,9 +391,9 @@ fn clean_by_id_then_all_never_touches_what_is_not_ours() {
 #[test]
 #[ignore = "needs a cluster: EAGLE_E2E_KUBECONFIG"]
 fn doctor_init_and_uninstall_for_a_user_without_permissions() {
-    let Some(kc) = kubeconfig() else { return };
+    let Some(kc) = eagle_tests::e2e_kubeconfig() else { return };
     let fx = Fixture::new(kc, "rbac");
-    fx.deploy("api", &groundtruth_image(), &[]);
+    fx.deploy("api", &eagle_tests::e2e_groundtruth_image(), &[]);
     let init = fx.run("init", &[]);
     assert_eq!(init.status.code(), Some(0), "the locked namespace, and the RBAC printed");
     let user = fx.service_account("profiler");
