@@ -6,6 +6,7 @@
 #   scripts/test.sh                     everything
 #   EAGLE_SKIP_E2E=1 scripts/test.sh    skip the cluster end-to-end tests
 #   EAGLE_E2E_KUBECONFIG=~/.kube/config scripts/test.sh   run them against another cluster
+#   EAGLE_FUZZ_SECONDS=60 scripts/test.sh  fuzz each parser longer (default 15 s)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 t0=$(date +%s)
@@ -22,6 +23,8 @@ stamp "unit, fixture and local end-to-end tests"
 # Here and in CI eBPF is available: a test that cannot load it fails rather than skips.
 export EAGLE_TESTS_REQUIRE_BPF=${EAGLE_TESTS_REQUIRE_BPF:-1}
 cargo nextest run --workspace --locked --no-fail-fast
+stamp "fuzzing the parsers of hostile input"
+scripts/fuzz.sh "${EAGLE_FUZZ_SECONDS:-15}"
 
 if [ "${EAGLE_SKIP_E2E:-0}" = 1 ]; then
   echo "cluster end-to-end tests skipped: EAGLE_SKIP_E2E=1" >&2
