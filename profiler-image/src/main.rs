@@ -74,7 +74,7 @@ fn main() -> std::process::ExitCode {
     match eagle_agent::run(&config, &STOP, &mut emit) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("eagle-agent: error: {e}");
+            eprintln!("{}{e}", eagle_proto::AGENT_ERROR_PREFIX);
             ExitCode::from(match e {
                 AgentError::InvalidConfig(_) => 2,
                 AgentError::NotFound(_) => 3,

@@ -17,9 +17,8 @@ use crate::sampler::jit::{self, PerfMapRequests};
 use crate::sampler::{ProcessEvent, Sampler, SamplerError};
 use crate::target::Target;
 
-/// Highest sampling frequency accepted. Above a few kHz the sampling itself dominates the
-/// target's CPU; the kernel also caps it (`kernel.perf_event_max_sample_rate`).
-pub const MAX_FREQUENCY_HZ: u64 = 10_000;
+/// Highest sampling frequency accepted: a limit the CLI shares (eagle-proto).
+pub use eagle_proto::MAX_FREQUENCY_HZ;
 /// How often samples are drained and symbolized: short enough that a process that exits is
 /// usually named before it goes.
 const COLLECT_EVERY: Duration = Duration::from_millis(250);

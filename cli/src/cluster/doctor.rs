@@ -1,4 +1,4 @@
-//! `kubectl eagle doctor`: can this user profile in this cluster, and if not, what is missing.
+//! The checks of `kubectl eagle doctor`: can this user profile in this cluster, and if not, what is missing.
 //!
 //! 1. the API server answers (its version);
 //! 2. every permission the plugin uses, asked with a SelfSubjectAccessReview each (allowed to
@@ -16,7 +16,6 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use clap::{Args, ValueEnum};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
 use k8s_openapi::api::batch::v1::Job;
@@ -26,57 +25,12 @@ use kube::runtime::watcher;
 use kube::{Api, Client};
 use serde::Serialize;
 
-use super::plan::{self, PlanOptions, AGENT_CONTAINER, MANAGED_BY};
+use super::annotations::{MANAGED_BY, PROBE_LABEL};
+use super::api::{connect, new_run_id, Connection};
+use super::plan::{self, Image, PlanOptions, AGENT_CONTAINER};
 use super::run::FATAL_WAITING;
-use super::tasks::ConnArgs;
-use super::{connect, new_run_id, profile};
-use crate::args::ImageArgs;
-use crate::duration::{human, parse_duration};
-use crate::error::{CliError, Exit};
-
-/// Labels the probe Job: `list` does not show it (no run label); `clean --all` and
-/// `uninstall` remove it (managed-by).
-pub const PROBE_LABEL: &str = "kube-eagle.io/probe";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DoctorOutput {
-    Table,
-    Json,
-}
-
-#[derive(Debug, Args)]
-pub struct DoctorArgs {
-    /// Namespace of the workloads to profile [default: the context's].
-    #[arg(short = 'n', long)]
-    pub namespace: Option<String>,
-
-    /// The image to check, as `profile` would use it.
-    #[command(flatten)]
-    pub agent_image: ImageArgs,
-
-    /// Check the image on this node [default: wherever the scheduler puts the probe].
-    #[arg(long)]
-    pub node: Option<String>,
-
-    /// Probe with the minimal capabilities (as `profile --capabilities`) instead of privileged.
-    #[arg(long)]
-    pub capabilities: bool,
-
-    /// Skip the image check (it starts one short pod).
-    #[arg(long)]
-    pub skip_image: bool,
-
-    /// How long the image check may take.
-    #[arg(long, default_value = "2m", value_parser = parse_duration, value_name = "DURATION")]
-    pub timeout: Duration,
-
-    /// `table`, or `json`: every check with its status.
-    #[arg(short = 'o', long, value_enum, default_value_t = DoctorOutput::Table)]
-    pub output: DoctorOutput,
-
-    #[command(flatten)]
-    pub conn: ConnArgs,
-}
+use crate::duration::human;
+use crate::error::CliError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -180,58 +134,27 @@ async fn allowed(client: &Client, perm: &Permission, namespace: &str) -> Result<
     Ok((status.allowed && !status.denied.unwrap_or(false), why))
 }
 
-/// `kubectl eagle doctor`.
-pub fn doctor(args: &DoctorArgs) -> Result<Exit, CliError> {
-    let checks = profile::runtime()?.block_on(run_checks(args))?;
-    match args.output {
-        DoctorOutput::Json => println!("{}", serde_json::to_string_pretty(&checks).expect("checks serialize")),
-        DoctorOutput::Table => print!("{}", table(&checks)),
-    }
-    let missing: Vec<&Check> = checks.iter().filter(|c| c.status == Status::Missing).collect();
-    if missing.is_empty() {
-        if args.output == DoctorOutput::Table {
-            let warnings = checks.iter().filter(|c| c.status == Status::Warning).count();
-            println!(
-                "\nready to profile{}",
-                if warnings > 0 { format!(" ({warnings} warning(s) above)") } else { String::new() }
-            );
-        }
-        return Ok(Exit::Ok);
-    }
-    let first = missing[0];
-    let what = format!("{} problem(s); first: {} {}: {}", missing.len(), first.area, first.check, first.detail);
-    if missing.iter().any(|c| c.area == "permission") {
-        Err(CliError::Forbidden(what))
-    } else {
-        Err(CliError::Failed(what))
-    }
+/// What `doctor` checks: the user's permissions in the target and locked namespaces, and the
+/// image as `profile` would run it.
+#[derive(Debug)]
+pub struct DoctorPlan {
+    pub conn: Connection,
+    pub eagle_namespace: String,
+    /// The targets' namespace; `None` is the context's.
+    pub namespace: Option<String>,
+    pub image: Image,
+    /// Probe the image on this node; `None`: wherever the scheduler puts it.
+    pub node: Option<String>,
+    pub capabilities: bool,
+    pub skip_image: bool,
+    pub timeout: Duration,
 }
 
-fn table(checks: &[Check]) -> String {
-    let width = checks.iter().map(|c| c.check.len()).max().unwrap_or(0);
-    let mut out = String::new();
-    let mut area = "";
-    for c in checks {
-        if c.area != area {
-            area = c.area;
-            out.push_str(&format!("{}\n", area.to_uppercase()));
-        }
-        let status = match c.status {
-            Status::Ok => "ok",
-            Status::Missing => "MISSING",
-            Status::Warning => "warning",
-            Status::Skipped => "skipped",
-        };
-        out.push_str(format!("  {status:8} {:width$}  {}", c.check, c.detail).trim_end());
-        out.push('\n');
-    }
-    out
-}
-
-async fn run_checks(args: &DoctorArgs) -> Result<Vec<Check>, CliError> {
-    let (client, default_ns) = connect(&args.conn.connection()).await?;
+/// Every check, in the order of the module's list.
+pub async fn run_checks(args: &DoctorPlan) -> Result<Vec<Check>, CliError> {
+    let (client, default_ns) = connect(&args.conn).await?;
     let target_ns = args.namespace.clone().unwrap_or(default_ns);
-    let locked = args.conn.eagle_namespace.clone();
+    let locked = args.eagle_namespace.clone();
     let mut checks = Vec::new();
 
     // 1. The server.
@@ -329,7 +252,7 @@ async fn run_checks(args: &DoctorArgs) -> Result<Vec<Check>, CliError> {
     }
 
     // 4. A dry-run Job, then 5. the image.
-    let image = args.agent_image.reference();
+    let image = args.image.reference.clone();
     if !may("create", "jobs") {
         let why = "not allowed to create Jobs in the profiling namespace";
         checks.push(Check::new("job", "dry run of a profiling Job", Status::Skipped, why));
@@ -341,9 +264,7 @@ async fn run_checks(args: &DoctorArgs) -> Result<Vec<Check>, CliError> {
         run_id: id.clone(),
         target: "kubectl eagle doctor".into(),
         namespace: locked.clone(),
-        image: image.clone(),
-        image_pull_policy: args.agent_image.image_pull_policy.clone(),
-        image_pull_secrets: args.agent_image.image_pull_secret.clone(),
+        image: args.image.clone(),
         duration: Duration::from_secs(1),
         frequency_hz: 99,
         capabilities_only: args.capabilities,
@@ -557,9 +478,7 @@ mod tests {
             run_id: "abcd1234".into(),
             target: "t".into(),
             namespace: "kube-eagle".into(),
-            image: "img:1".into(),
-            image_pull_policy: None,
-            image_pull_secrets: Vec::new(),
+            image: Image { reference: "img:1".into(), pull_policy: None, pull_secrets: Vec::new() },
             duration: Duration::from_secs(1),
             frequency_hz: 99,
             capabilities_only: false,
@@ -571,7 +490,7 @@ mod tests {
         assert_eq!(job.metadata.name.as_deref(), Some("eagle-doctor-abcd1234"));
         let labels = job.metadata.labels.clone().unwrap();
         assert_eq!(labels.get(PROBE_LABEL).map(String::as_str), Some("abcd1234"));
-        assert!(!labels.contains_key(super::super::plan::RUN_LABEL), "list must not show the probe as a run");
+        assert!(!labels.contains_key(super::super::annotations::RUN_LABEL), "list must not show the probe as a run");
         let pod = job.spec.unwrap().template.spec.unwrap();
         assert_eq!(pod.host_pid, Some(true));
         assert!(pod.affinity.is_none(), "any node");

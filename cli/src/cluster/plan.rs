@@ -14,12 +14,23 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "kube-eagle");
-pub const RUN_LABEL: &str = "kube-eagle.io/run";
-pub const ANNOTATION_TARGET: &str = "kube-eagle.io/target";
-pub const ANNOTATION_NODE: &str = "kube-eagle.io/node";
-pub const ANNOTATION_DURATION: &str = "kube-eagle.io/duration-ms";
+use super::annotations::{ANNOTATION_DURATION, ANNOTATION_NODE, ANNOTATION_TARGET, MANAGED_BY, RUN_LABEL};
+
 pub const AGENT_CONTAINER: &str = "eagle-agent";
+
+/// How long finished Jobs of a run started with `-a` keep their results.
+pub const ASYNC_TTL: Duration = Duration::from_secs(24 * 3600);
+/// ... and those of a synchronous run, which deletes them itself: a backstop.
+pub const SYNC_TTL: Duration = Duration::from_secs(300);
+
+/// The Jobs' `ttlSecondsAfterFinished`.
+pub fn ttl_seconds(ttl: Option<Duration>, is_async: bool) -> i32 {
+    let ttl = ttl.unwrap_or(if is_async { ASYNC_TTL } else { SYNC_TTL });
+    ttl.as_secs().min(i32::MAX as u64) as i32
+}
+
+/// The window when `-d` is not given.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
 
 /// Time a Job may take beyond its window (scheduling, image pull, symbolization) before the
 /// API server ends it.
@@ -31,9 +42,7 @@ pub struct PlanOptions {
     /// What the user asked for, for `list` and for people reading the Job.
     pub target: String,
     pub namespace: String,
-    pub image: String,
-    pub image_pull_policy: Option<String>,
-    pub image_pull_secrets: Vec<String>,
+    pub image: Image,
     pub duration: Duration,
     pub frequency_hz: u64,
     /// Minimal capabilities instead of `privileged: true`.
@@ -43,6 +52,16 @@ pub struct PlanOptions {
     pub runtime: Option<String>,
     /// Python native frames (py-spy --native).
     pub python_native: bool,
+}
+
+/// The profiler image and how the nodes get it: the same for `profile` and `doctor`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Image {
+    pub reference: String,
+    /// `imagePullPolicy`: `Always`, `IfNotPresent` or `Never`; `None` is Kubernetes' default.
+    pub pull_policy: Option<String>,
+    /// Image pull secrets in the locked namespace.
+    pub pull_secrets: Vec<String>,
 }
 
 /// The default agent image: the one this CLI version decodes.
@@ -119,8 +138,8 @@ pub fn job_for_node(opts: &PlanOptions, index: usize, node: &str, container_ids:
     };
     let container = Container {
         name: AGENT_CONTAINER.into(),
-        image: Some(opts.image.clone()),
-        image_pull_policy: opts.image_pull_policy.clone(),
+        image: Some(opts.image.reference.clone()),
+        image_pull_policy: opts.image.pull_policy.clone(),
         args: Some(args),
         env: Some(vec![EnvVar {
             name: "NODE_NAME".into(),
@@ -187,8 +206,8 @@ pub fn job_for_node(opts: &PlanOptions, index: usize, node: &str, container_ids:
         }),
         // A profile must reach tainted nodes too.
         tolerations: Some(vec![Toleration { operator: Some("Exists".into()), ..Default::default() }]),
-        image_pull_secrets: (!opts.image_pull_secrets.is_empty())
-            .then(|| opts.image_pull_secrets.iter().map(|s| LocalObjectReference { name: s.clone() }).collect()),
+        image_pull_secrets: (!opts.image.pull_secrets.is_empty())
+            .then(|| opts.image.pull_secrets.iter().map(|s| LocalObjectReference { name: s.clone() }).collect()),
         volumes: Some(vec![
             Volume {
                 name: "tmp".into(),
@@ -245,9 +264,11 @@ mod tests {
             run_id: "9e2017d3".into(),
             target: "deployment/api -n shop".into(),
             namespace: "kube-eagle".into(),
-            image: "ghcr.io/kube-eagle/eagle-agent:0.1.0".into(),
-            image_pull_policy: Some("IfNotPresent".into()),
-            image_pull_secrets: vec!["regcred".into()],
+            image: Image {
+                reference: "ghcr.io/kube-eagle/eagle-agent:0.1.0".into(),
+                pull_policy: Some("IfNotPresent".into()),
+                pull_secrets: vec!["regcred".into()],
+            },
             duration: Duration::from_secs(30),
             frequency_hz: 99,
             capabilities_only: false,
@@ -268,6 +289,13 @@ mod tests {
         }
         let expected = std::fs::read_to_string(path).expect("snapshot exists: run with UPDATE_SNAPSHOTS=1");
         assert_eq!(actual, expected, "the planned Job changed; if intended, UPDATE_SNAPSHOTS=1 cargo test");
+    }
+
+    #[test]
+    fn ttls_of_sync_and_async_runs() {
+        assert_eq!(ttl_seconds(None, true), 86_400);
+        assert_eq!(ttl_seconds(None, false), 300);
+        assert_eq!(ttl_seconds(Some(Duration::from_secs(60)), true), 60);
     }
 
     #[test]

@@ -20,8 +20,9 @@ use kube::{Api, Client};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 
-use super::api_error;
-use super::plan::{AGENT_CONTAINER, RUN_LABEL};
+use super::annotations::RUN_LABEL;
+use super::api::api_error;
+use super::plan::AGENT_CONTAINER;
 use crate::error::CliError;
 
 /// How long a pod may stay unschedulable before its node is given up.
