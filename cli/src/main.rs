@@ -25,6 +25,9 @@ mod merge;
 mod output;
 mod placement;
 mod run_info;
+#[cfg(test)]
+#[path = "../tests/common/snapshot.rs"]
+mod snapshot;
 mod summary;
 mod target;
 

@@ -137,8 +137,8 @@ Examples:
   kubectl eagle init --group devs --target-namespace shop --apply
   kubectl eagle init --dry-run > kube-eagle.yaml       # everything as YAML, for GitOps
 
-Users get: read pods and workloads in the target namespaces; create/list/watch/delete Jobs,
-pods and pod logs in the locked namespace only. Needs cluster-admin.")]
+Users get: read pods and workloads in the target namespaces; create/list/delete Jobs and
+get/list/watch/delete pods and their logs in the locked namespace only. Needs cluster-admin.")]
     Init(InitArgs),
 
     /// Check that you can profile here: permissions, the locked namespace, the profiler image.

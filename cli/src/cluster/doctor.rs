@@ -27,8 +27,9 @@ use serde::Serialize;
 
 use super::annotations::{MANAGED_BY, PROBE_LABEL};
 use super::api::{connect, new_run_id, Connection};
+use super::permissions::{Permission, Scope, PERMISSIONS};
 use super::plan::{self, Image, PlanOptions, AGENT_CONTAINER};
-use super::run::FATAL_WAITING;
+use super::pod_state::{Phase, PodState};
 use crate::duration::human;
 use crate::error::CliError;
 
@@ -55,48 +56,6 @@ impl Check {
         Check { area, check: check.into(), status, detail: detail.into() }
     }
 }
-
-/// One permission the plugin uses.
-struct Permission {
-    verb: &'static str,
-    group: &'static str,
-    resource: &'static str,
-    subresource: Option<&'static str>,
-    /// The locked namespace, else the target namespace.
-    locked: bool,
-    why: &'static str,
-}
-
-const fn p(
-    verb: &'static str,
-    group: &'static str,
-    resource: &'static str,
-    subresource: Option<&'static str>,
-    locked: bool,
-    why: &'static str,
-) -> Permission {
-    Permission { verb, group, resource, subresource, locked, why }
-}
-
-const PERMISSIONS: [Permission; 17] = [
-    p("create", "batch", "jobs", None, true, "start profiling Jobs"),
-    p("list", "batch", "jobs", None, true, "list, fetch, clean, and the per-node conflict check"),
-    p("delete", "batch", "jobs", None, true, "remove a run's Jobs when it ends, and clean"),
-    p("list", "", "pods", None, true, "watch the agents' pods (list)"),
-    p("watch", "", "pods", None, true, "watch the agents' pods"),
-    p("get", "", "pods", None, true, "re-read a finished agent"),
-    p("delete", "", "pods", None, true, "stop the agents early on Ctrl-C"),
-    p("get", "", "pods", Some("log"), true, "read the agents' results"),
-    p("get", "", "pods", None, false, "pod/NAME targets"),
-    p("list", "", "pods", None, false, "every target's pods"),
-    p("get", "", "services", None, false, "service/NAME targets"),
-    p("get", "apps", "deployments", None, false, "deployment/NAME targets"),
-    p("get", "apps", "statefulsets", None, false, "statefulset/NAME targets"),
-    p("get", "apps", "daemonsets", None, false, "daemonset/NAME targets"),
-    p("get", "apps", "replicasets", None, false, "replicaset/NAME targets"),
-    p("get", "batch", "jobs", None, false, "job/NAME targets"),
-    p("get", "", "namespaces", None, true, "see the locked namespace and its labels"),
-];
 
 fn qualified(resource: &str, group: &str, sub: Option<&str>) -> String {
     let r = match sub {
@@ -173,12 +132,14 @@ pub async fn run_checks(args: &DoctorPlan) -> Result<Vec<Check>, CliError> {
 
     // 2. Permissions, all asked at once.
     let answers = futures::future::join_all(
-        PERMISSIONS.iter().map(|perm| allowed(&client, perm, if perm.locked { &locked } else { &target_ns })),
+        PERMISSIONS
+            .iter()
+            .map(|perm| allowed(&client, perm, if perm.scope == Scope::Targets { &target_ns } else { &locked })),
     )
     .await;
     let mut can = BTreeMap::new();
     for (perm, answer) in PERMISSIONS.iter().zip(answers) {
-        let ns = if perm.locked { &locked } else { &target_ns };
+        let ns = if perm.scope == Scope::Targets { &target_ns } else { &locked };
         let what = if perm.resource == "namespaces" {
             format!("{} namespace {ns}", perm.verb)
         } else {
@@ -210,7 +171,7 @@ pub async fn run_checks(args: &DoctorPlan) -> Result<Vec<Check>, CliError> {
                 false
             }
         };
-        can.insert((perm.verb, perm.resource, perm.subresource, perm.locked), ok);
+        can.insert((perm.verb, perm.resource, perm.subresource, perm.scope != Scope::Targets), ok);
     }
     let may = |verb, resource| can.get(&(verb, resource, None, true)).copied().unwrap_or(false);
 
@@ -411,29 +372,16 @@ async fn watch_probe(
         };
         seen_pod = true;
         let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_else(|| "?".into());
-        let status = pod.status.clone().unwrap_or_default();
-        let waiting = status.container_statuses.iter().flatten().find_map(|s| s.state.as_ref()?.waiting.clone());
-        if let Some(w) = waiting {
-            let reason = w.reason.unwrap_or_default();
-            if FATAL_WAITING.contains(&reason.as_str()) {
-                let msg = w.message.unwrap_or_default();
-                return check(
-                    Status::Missing,
-                    format!("cannot be started on node {node}: {reason}: {msg}")
-                        .trim_end_matches([' ', ':'])
-                        .to_owned(),
-                );
-            }
+        let state = PodState::of(&pod);
+        if let Some(why) = &state.cannot_start {
+            return check(Status::Missing, format!("cannot be started on node {node}: {why}"));
         }
-        let unschedulable =
-            status.conditions.iter().flatten().any(|c| {
-                c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable")
-            });
-        if unschedulable {
+        if state.unschedulable.is_some() {
             unschedulable_since.get_or_insert_with(Instant::now);
         }
-        match status.phase.as_deref() {
-            Some("Succeeded") => {
+        let status = pod.status.clone().unwrap_or_default();
+        match state.phase {
+            Phase::Succeeded => {
                 let params = LogParams { container: Some(AGENT_CONTAINER.into()), ..Default::default() };
                 let log =
                     pods.logs(pod.metadata.name.as_deref().unwrap_or_default(), &params).await.unwrap_or_default();
@@ -452,7 +400,7 @@ async fn watch_probe(
                     )
                 };
             }
-            Some("Failed") => {
+            Phase::Failed => {
                 let terminated =
                     status.container_statuses.iter().flatten().find_map(|s| s.state.as_ref()?.terminated.clone());
                 let why = terminated

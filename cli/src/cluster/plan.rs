@@ -278,17 +278,13 @@ mod tests {
         }
     }
 
-    /// The Job as the API server receives it. Regenerate with `UPDATE_SNAPSHOTS=1 cargo test`.
+    /// The Job as the API server receives it. Regenerate with `EAGLE_BLESS=1 cargo test` (and review the diff).
     #[test]
     fn job_snapshot() {
         let job = job_for_node(&options(), 0, "node-a", &["abc123", "def456"]);
         let actual = serde_json::to_string_pretty(&job).unwrap() + "\n";
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/cluster/testdata/job-node-a.json");
-        if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
-            std::fs::write(path, &actual).unwrap();
-        }
-        let expected = std::fs::read_to_string(path).expect("snapshot exists: run with UPDATE_SNAPSHOTS=1");
-        assert_eq!(actual, expected, "the planned Job changed; if intended, UPDATE_SNAPSHOTS=1 cargo test");
+        crate::snapshot::assert_snapshot(std::path::Path::new(path), &actual);
     }
 
     #[test]

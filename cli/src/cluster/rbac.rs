@@ -29,6 +29,7 @@ use serde::Serialize;
 
 use super::annotations::{INSTANCE_LABEL, MANAGED_BY};
 use super::api::api_error;
+use super::permissions::{self, Scope};
 use super::plan;
 use crate::error::CliError;
 
@@ -59,16 +60,6 @@ fn meta(name: &str, namespace: Option<&str>, instance: &str) -> ObjectMeta {
     }
 }
 
-fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
-    PolicyRule {
-        api_groups: Some(vec![group.to_owned()]),
-        resources: Some(resources.iter().map(|r| (*r).to_owned()).collect()),
-        verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
-        ..Default::default()
-    }
-}
-
-/// The subjects the bindings name.
 /// Who may profile, and where: what `init` grants.
 #[derive(Clone, Debug, Default)]
 pub struct Grant {
@@ -80,6 +71,7 @@ pub struct Grant {
     pub target_namespaces: Vec<String>,
 }
 
+/// The subjects the bindings name.
 pub fn subjects(args: &Grant) -> Result<Vec<Subject>, CliError> {
     let mut subjects = Vec::new();
     for user in &args.users {
@@ -128,32 +120,29 @@ pub fn rbac(eagle_namespace: &str, subjects: &[Subject], target_namespaces: &[St
     let ns = eagle_namespace;
     let (runner, targets_name, reader) =
         (rbac_name(ns, RUNNER), rbac_name(ns, TARGETS), rbac_name(ns, NAMESPACE_READER));
+    let rules_of = |scope| -> Vec<PolicyRule> {
+        permissions::rules(scope)
+            .into_iter()
+            .map(|(group, resources, verbs)| PolicyRule {
+                api_groups: Some(vec![group.to_owned()]),
+                resources: Some(resources),
+                verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
+                ..Default::default()
+            })
+            .collect()
+    };
     let targets = ClusterRole {
         metadata: meta(&targets_name, None, ns),
-        rules: Some(vec![
-            rule("", &["pods"], &["get", "list"]),
-            rule("", &["services"], &["get"]),
-            rule("apps", &["deployments", "statefulsets", "daemonsets", "replicasets"], &["get"]),
-            rule("batch", &["jobs"], &["get"]),
-        ]),
+        rules: Some(rules_of(Scope::Targets)),
         ..Default::default()
     };
-    let namespace_reader = ClusterRole {
-        metadata: meta(&reader, None, ns),
-        rules: Some(vec![PolicyRule {
-            resource_names: Some(vec![eagle_namespace.to_owned()]),
-            ..rule("", &["namespaces"], &["get"])
-        }]),
-        ..Default::default()
-    };
-    let runner_role = Role {
-        metadata: meta(&runner, Some(ns), ns),
-        rules: Some(vec![
-            rule("batch", &["jobs"], &["create", "get", "list", "watch", "delete"]),
-            rule("", &["pods"], &["get", "list", "watch", "delete"]),
-            rule("", &["pods/log"], &["get"]),
-        ]),
-    };
+    let mut reads_namespace = rules_of(Scope::LockedNamespace);
+    for rule in &mut reads_namespace {
+        rule.resource_names = Some(vec![eagle_namespace.to_owned()]);
+    }
+    let namespace_reader =
+        ClusterRole { metadata: meta(&reader, None, ns), rules: Some(reads_namespace), ..Default::default() };
+    let runner_role = Role { metadata: meta(&runner, Some(ns), ns), rules: Some(rules_of(Scope::Locked)) };
     let role_ref = |kind: &str, name: &str| RoleRef {
         api_group: "rbac.authorization.k8s.io".into(),
         kind: kind.into(),
@@ -325,7 +314,7 @@ mod tests {
         s.iter().map(|s| (*s).to_owned()).collect()
     }
 
-    /// The manifest `init --dry-run` prints. Regenerate with `UPDATE_SNAPSHOTS=1 cargo test`.
+    /// The manifest `init --dry-run` prints. Regenerate with `EAGLE_BLESS=1 cargo test` (and review the diff).
     #[test]
     fn manifest_snapshot() {
         // init --user alice --service-account ci/profiler --target-namespace shop
@@ -338,11 +327,7 @@ mod tests {
         let r = rbac("kube-eagle", &subjects(&a).unwrap(), &a.target_namespaces);
         let actual = manifest("kube-eagle", &r, &comment("kube-eagle", &a)).unwrap();
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/cluster/testdata/init-rbac.yaml");
-        if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
-            std::fs::write(path, &actual).unwrap();
-        }
-        let expected = std::fs::read_to_string(path).expect("snapshot exists: run with UPDATE_SNAPSHOTS=1");
-        assert_eq!(actual, expected, "the RBAC changed; if intended, UPDATE_SNAPSHOTS=1 cargo test");
+        crate::snapshot::assert_snapshot(std::path::Path::new(path), &actual);
     }
 
     #[test]

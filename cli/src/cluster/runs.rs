@@ -1,5 +1,5 @@
 //! The state of runs, derived from their Jobs and pods (pure): what `list` shows, and what
-//! `clean` names. A node's state comes from its pod (through [`pod_state`]) and its Job.
+//! `clean` names. A node's state comes from its pod (what `pod_state` says of it) and its Job.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -13,6 +13,7 @@ use super::annotations::{
     annotation, name_of, run_of, ANNOTATION_ASYNC, ANNOTATION_DURATION, ANNOTATION_FREQUENCY, ANNOTATION_NODE,
     ANNOTATION_NODES, ANNOTATION_TARGET,
 };
+use super::pod_state::{self, Phase, PodState};
 use super::run;
 use super::store::{created, is_active, job_end, job_end_time, pod_of};
 use crate::duration::{ago, human, span};
@@ -113,27 +114,6 @@ pub struct RunView {
     pub node_views: Vec<NodeView>,
 }
 
-/// (the termination message falls back to the log's end), else the exit code.
-pub fn pod_failure(pod: &Pod) -> String {
-    let status = pod.status.as_ref();
-    let terminated = status
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|c| c.first())
-        .and_then(|c| c.state.as_ref()?.terminated.clone());
-    if let Some(t) = terminated {
-        let said = t
-            .message
-            .as_deref()
-            .and_then(|m| m.lines().rev().find_map(|l| l.strip_prefix("eagle-agent: error: ")).map(str::to_owned));
-        return said
-            .unwrap_or_else(|| format!("agent exited with code {} ({})", t.exit_code, t.reason.unwrap_or_default()));
-    }
-    match status.and_then(|s| s.reason.clone()) {
-        Some(reason) => format!("{reason}: {}", status.and_then(|s| s.message.clone()).unwrap_or_default()),
-        None => "the profiling pod failed".into(),
-    }
-}
-
 /// One node's state from its Job, its pod (if any) and the samples its trailer announced.
 pub fn node_view(job: &Job, pod: Option<&Pod>, samples: Option<u64>) -> NodeView {
     let node = annotation(job, ANNOTATION_NODE).unwrap_or("?").to_owned();
@@ -152,36 +132,25 @@ pub fn node_view(job: &Job, pod: Option<&Pod>, samples: Option<u64>) -> NodeView
             None => view(NodeState::Pending, Some("no pod yet".into())),
         };
     };
-    let status = pod.status.clone().unwrap_or_default();
-    match status.phase.as_deref() {
-        Some("Succeeded") => return view(NodeState::Done, None),
-        Some("Failed") => return view(NodeState::Failed, Some(pod_failure(pod))),
+    let state = PodState::of(pod);
+    match state.phase {
+        Phase::Succeeded => return view(NodeState::Done, None),
+        Phase::Failed => return view(NodeState::Failed, Some(pod_state::failure(pod))),
         _ => {}
     }
     if let Some(Err(why)) = end {
         return view(NodeState::Failed, Some(why));
     }
-    let waiting = status.container_statuses.iter().flatten().find_map(|s| s.state.as_ref()?.waiting.clone());
-    if let Some(w) = &waiting {
-        let reason = w.reason.clone().unwrap_or_default();
-        if run::FATAL_WAITING.contains(&reason.as_str()) {
-            let why = format!("{reason}: {}", w.message.clone().unwrap_or_default());
-            return view(NodeState::Failed, Some(why.trim_end_matches([' ', ':']).to_owned()));
-        }
+    if let Some(why) = state.cannot_start {
+        return view(NodeState::Failed, Some(why));
     }
-    if status.phase.as_deref() == Some("Running") {
-        let stopping = pod.metadata.deletion_timestamp.is_some();
-        return view(NodeState::Running, stopping.then(|| "stopping".to_owned()));
+    if state.phase == Phase::Running {
+        return view(NodeState::Running, state.stopping.then(|| "stopping".to_owned()));
     }
-    let unschedulable = status
-        .conditions
-        .iter()
-        .flatten()
-        .find(|c| c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable"));
-    if let Some(c) = unschedulable {
-        return view(NodeState::Pending, Some(format!("unschedulable: {}", c.message.clone().unwrap_or_default())));
+    if let Some(message) = state.unschedulable {
+        return view(NodeState::Pending, Some(format!("unschedulable: {message}")));
     }
-    view(NodeState::Pending, waiting.and_then(|w| w.reason))
+    view(NodeState::Pending, state.waiting.filter(|r| !r.is_empty()))
 }
 
 /// The failure reason of a run, from its failed nodes: one reason when they agree.
