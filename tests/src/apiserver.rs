@@ -2048,7 +2048,7 @@ fn script(fate: &Fate, agent: &AgentArgs) -> Script {
         }
         Fate::UntilStopped(stacks) => {
             let mut on_stop = vec![encoder.warning(&Warning {
-                code: "ended-early".into(),
+                code: eagle_proto::WarningCode::EndedEarly,
                 pid: None,
                 message: format!(
                     "stopped by a signal after 0.4s of the {:.1}s window",

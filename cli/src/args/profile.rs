@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, ValueEnum};
-use eagle_proto::MAX_FREQUENCY_HZ;
+use eagle_proto::{Runtime, MAX_FREQUENCY_HZ};
 
 use super::shared::{CheckArgs, ConnArgs, ImageArgs, SummaryArgs};
 use crate::cluster::plan::DEFAULT_WINDOW;
@@ -45,8 +46,8 @@ pub struct ProfileArgs {
 
     /// Treat every target process as this runtime instead of detecting it:
     /// native, go, python, java, ruby, node.
-    #[arg(long, value_name = "RUNTIME", value_parser = ["native", "go", "python", "java", "ruby", "node"])]
-    pub runtime: Option<String>,
+    #[arg(long, value_name = "RUNTIME", value_parser = parse_runtime())]
+    pub runtime: Option<Runtime>,
 
     /// Python: merge native (C extension) frames into the Python stacks (py-spy --native).
     #[arg(long)]
@@ -117,6 +118,12 @@ pub struct ClusterArgs {
     /// Run even on nodes busy with other profiling runs (see --max-per-node).
     #[arg(long)]
     pub force: bool,
+}
+
+/// `--runtime`: the names the agent knows, as it spells them (clap lists them in the help).
+fn parse_runtime() -> impl TypedValueParser<Value = Runtime> {
+    PossibleValuesParser::new(Runtime::ALL.map(Runtime::name))
+        .map(|name| name.parse::<Runtime>().expect("a name of Runtime::ALL parses"))
 }
 
 /// How a `--format` and `--group-by` are written back, for the command that fetches a run.

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use eagle_proto::{AgentArgs, Runtime};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, HostPathVolumeSource,
@@ -49,7 +50,7 @@ pub struct PlanOptions {
     pub capabilities_only: bool,
     pub ttl_after_finished: i32,
     /// `--runtime` override, passed to the agent.
-    pub runtime: Option<String>,
+    pub runtime: Option<Runtime>,
     /// Python native frames (py-spy --native).
     pub python_native: bool,
 }
@@ -97,23 +98,15 @@ pub fn job_for_node(opts: &PlanOptions, index: usize, node: &str, container_ids:
         (ANNOTATION_NODE.to_owned(), node.to_owned()),
         (ANNOTATION_DURATION.to_owned(), opts.duration.as_millis().to_string()),
     ]);
-    let mut args: Vec<String> = Vec::new();
-    for id in container_ids {
-        args.push("--target".into());
-        args.push(format!("container:{id}"));
+    let args = AgentArgs {
+        targets: container_ids.iter().map(|id| format!("container:{id}")).collect(),
+        duration_ms: opts.duration.as_millis() as u64,
+        frequency_hz: opts.frequency_hz,
+        node: None,
+        runtime: opts.runtime,
+        python_native: opts.python_native,
     }
-    args.extend([
-        "--duration-ms".into(),
-        opts.duration.as_millis().to_string(),
-        "--frequency".into(),
-        opts.frequency_hz.to_string(),
-    ]);
-    if let Some(runtime) = &opts.runtime {
-        args.extend(["--runtime".into(), runtime.clone()]);
-    }
-    if opts.python_native {
-        args.push("--python-native".into());
-    }
+    .to_args();
 
     let security = if opts.capabilities_only {
         SecurityContext {

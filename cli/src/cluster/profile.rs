@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use eagle_proto::NodeResult;
+use eagle_proto::{NodeResult, Runtime, WarningCode};
 
 use k8s_openapi::api::batch::v1::Job;
 use kube::Api;
@@ -40,7 +40,7 @@ pub struct ClusterRequest {
     pub image: Image,
     pub window: Duration,
     pub frequency_hz: u64,
-    pub runtime: Option<String>,
+    pub runtime: Option<Runtime>,
     pub python_native: bool,
     pub capabilities: bool,
     pub dry_run: bool,
@@ -99,7 +99,7 @@ async fn prepare(req: &ClusterRequest) -> Result<Prepared, CliError> {
         frequency_hz: req.frequency_hz,
         capabilities_only: req.capabilities,
         ttl_after_finished: plan::ttl_seconds(req.ttl, req.is_async),
-        runtime: req.runtime.clone(),
+        runtime: req.runtime,
         python_native: req.python_native,
     };
     let by_node = resolution.by_node();
@@ -244,8 +244,8 @@ pub fn render(outcome: &run::Outcome, run: &Finished, destination: &Destination)
 fn node_status(n: &NodeRun) -> NodeStatus {
     let (status, samples, messages) = match &n.outcome {
         Some(NodeOutcome::Done(r)) => {
-            let early = r.warnings.iter().any(|w| w.code == "ended-early");
-            let messages = r.warnings.iter().filter(|w| !w.code.starts_with("info-")).map(|w| w.message.clone());
+            let early = r.warnings.iter().any(|w| w.code == WarningCode::EndedEarly);
+            let messages = r.warnings.iter().filter(|w| !w.code.is_info()).map(|w| w.message.clone());
             (if early { "partial" } else { "ok" }, Some(r.samples()), messages.collect())
         }
         Some(NodeOutcome::Failed(why)) => ("failed", None, vec![why.clone()]),
@@ -266,7 +266,7 @@ fn report(nodes: &[NodeRun], skipped: &[Skipped]) {
         eprintln!("{:width$}  {:>10}  {:>8}  {status}", n.node, n.containers, samples);
         if let Some(NodeOutcome::Done(r)) = &n.outcome {
             for w in &r.warnings {
-                let kind = if w.code.starts_with("info-") { "" } else { "warning: " };
+                let kind = if w.code.is_info() { "" } else { "warning: " };
                 eprintln!("{:width$}  {kind}{}", "", w.message);
             }
         }

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use eagle_proto::Runtime;
+
 use crate::check::RuleSpecs;
 use crate::cluster::profile::{self, ClusterRequest};
 use crate::error::{CliError, Exit};
@@ -39,7 +41,7 @@ pub struct LocalRequest {
     pub command: Vec<String>,
     pub duration: Option<Duration>,
     pub frequency_hz: u64,
-    pub runtime: Option<String>,
+    pub runtime: Option<Runtime>,
     pub native: bool,
     pub group_by: GroupBy,
 }
@@ -102,6 +104,8 @@ fn fetch_command(plan: &ProfilePlan, req: &ClusterRequest, run_id: &str) -> Stri
 mod local {
     use super::LocalRequest;
     use crate::closing::{self, Profile};
+    use eagle_proto::WarningCode;
+
     use crate::duration;
     use crate::error::{CliError, Exit};
     use crate::local;
@@ -112,16 +116,12 @@ mod local {
 
     pub fn profile(req: &LocalRequest, destination: &Destination) -> Result<Exit, CliError> {
         local::install_signal_handlers();
-        let runtime = match &req.runtime {
-            Some(r) => Some(r.parse().map_err(CliError::Usage)?),
-            None => None,
-        };
         let run = local::LocalRun {
             pids: req.pids.clone(),
             command: req.command.clone(),
             duration: req.duration,
             frequency_hz: req.frequency_hz,
-            runtime,
+            runtime: req.runtime,
             native: req.native,
         };
         let outcome = local::profile(&run)?;
@@ -134,7 +134,7 @@ mod local {
                 duration::human(outcome.elapsed)
             )));
         }
-        let ended_early = result.warnings.iter().find(|w| w.code == "ended-early");
+        let ended_early = result.warnings.iter().find(|w| w.code == WarningCode::EndedEarly);
         let partial = outcome.interrupted;
         let mut subtitle = format!(
             "{} at {} Hz, {} samples, node {}",
@@ -157,12 +157,7 @@ mod local {
                 node: result.header.node.clone(),
                 status: if partial { "partial" } else { "ok" }.into(),
                 samples: Some(folded.total()),
-                messages: result
-                    .warnings
-                    .iter()
-                    .filter(|w| !w.code.starts_with("info-"))
-                    .map(|w| w.message.clone())
-                    .collect(),
+                messages: result.warnings.iter().filter(|w| !w.code.is_info()).map(|w| w.message.clone()).collect(),
             }]),
         };
         closing::write(

@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use serde::{Deserialize, Serialize};
 
+use crate::contract::WarningCode;
 use crate::folded::push_frame;
 
 /// Protocol version written by this build and the only one it decodes.
@@ -47,7 +48,7 @@ pub struct Progress {
 /// sampler failed for one pid. `code` is stable and machine-readable.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Warning {
-    pub code: String,
+    pub code: WarningCode,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
     pub message: String,
