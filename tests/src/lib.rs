@@ -10,7 +10,8 @@
 //! - [`Workload`]: a process (group) that is killed when the guard drops, even on panic.
 //! - [`Eagle`] / [`Run`]: one run of a binary with a deadline, and its full diagnostics.
 //! - [`Profile`]: a folded profile with the questions a user asks of it (inclusive shares).
-//! - [`can_sample`] / [`require_sampling!`]: the root/CAP_BPF precondition, skipped loudly.
+//! - [`skip`] / [`skip_unless!`] / [`require_sampling!`]: one rule for a test that cannot run
+//!   here: only a missing capability skips; the skip is printed, counted, and fails in CI.
 //! - [`apiserver`]: a Kubernetes API server double, for the cluster mode without a cluster.
 
 pub mod apiserver;
@@ -94,7 +95,7 @@ pub fn e2e_kubeconfig() -> Option<PathBuf> {
     match std::env::var_os("EAGLE_E2E_KUBECONFIG") {
         Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
         _ => {
-            eprintln!("skipped: EAGLE_E2E_KUBECONFIG is not set (scripts/test.sh sets it to the lab cluster)");
+            skip("EAGLE_E2E_KUBECONFIG is not set (scripts/test.sh sets it to the lab cluster)");
             None
         }
     }
@@ -187,17 +188,64 @@ pub fn can_sample() -> Result<(), String> {
     }
 }
 
-/// Returns from the test, saying so on stderr, when this process cannot sample; with
-/// `EAGLE_TESTS_REQUIRE_BPF=1` (CI) the test fails instead, so a mis-set-up runner cannot pass
-/// by skipping everything.
+// ---------------------------------------------------------------------------------------------
+// Skips: one rule for every test that cannot run here
+
+/// Whether a skipped test fails: in CI (`CI=true`) and under `scripts/test.sh`
+/// (`EAGLE_TESTS_REQUIRE_BPF=1`), where every capability the tests need is set up, so a
+/// mis-set-up runner cannot pass by skipping.
+pub fn skips_fail() -> bool {
+    let set = |name: &str| std::env::var(name).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    set("EAGLE_TESTS_REQUIRE_BPF") || set("CI")
+}
+
+/// Where skips are counted: one line per skipped test, `target/<profile>/eagle-skips.txt`,
+/// which `scripts/test.sh` empties before the tests and reports after them.
+pub fn skips_file() -> PathBuf {
+    target_dir().join("eagle-skips.txt")
+}
+
+/// A test that cannot run here because a capability is missing (a privilege, a tool, a
+/// cluster). Only that may skip, never a failure: a run that went wrong is asserted on. The
+/// skip is printed (`skipped: REASON`), counted in [`skips_file`], and fails the test where
+/// [`skips_fail`]. The caller returns after it (see [`skip_unless!`]).
+pub fn skip(reason: &str) {
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    if skips_fail() {
+        panic!("{test} cannot run here, and skips fail this run (EAGLE_TESTS_REQUIRE_BPF=1 or CI): {reason}");
+    }
+    eprintln!("skipped: {reason}");
+    use std::io::Write as _;
+    let line = format!("{test}: {reason}\n");
+    let counted = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(skips_file())
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+    if let Err(e) = counted {
+        eprintln!("(the skip could not be counted in {}: {e})", skips_file().display());
+    }
+}
+
+/// `skip_unless!(condition, "reason")`: skips (see [`skip`]) and returns from the test unless
+/// the capability is there. The reason is built only when it is needed.
+#[macro_export]
+macro_rules! skip_unless {
+    ($available:expr, $($reason:tt)+) => {
+        if !$available {
+            $crate::skip(&format!($($reason)+));
+            return;
+        }
+    };
+}
+
+/// Returns from the test when this process cannot sample (root or CAP_BPF+CAP_PERFMON): a
+/// [`skip`], printed, counted, and a failure under `EAGLE_TESTS_REQUIRE_BPF=1` or in CI.
 #[macro_export]
 macro_rules! require_sampling {
     () => {
         if let Err(reason) = $crate::can_sample() {
-            if std::env::var_os("EAGLE_TESTS_REQUIRE_BPF").is_some_and(|v| v == "1") {
-                panic!("EAGLE_TESTS_REQUIRE_BPF=1 but {reason}");
-            }
-            eprintln!("skipped: {reason}");
+            $crate::skip(&reason);
             return;
         }
     };
