@@ -1789,9 +1789,10 @@ fn pod_log(
 // The Job controller, scheduler and kubelet, for the profiling pods
 // ---------------------------------------------------------------------------------------------
 
-/// What a Job's agent was asked to do, from its pod template.
+/// What a Job's agent was asked to do, from its pod template (read by the agent's own
+/// `eagle_proto::AgentArgs::parse`, as the real agent reads it).
 #[derive(Clone, Debug, Default)]
-struct AgentArgs {
+struct AgentRun {
     node: String,
     containers: Vec<String>,
     duration_ms: u64,
@@ -1806,7 +1807,7 @@ impl State {
         self.rv
     }
 
-    fn add_job_pod(&mut self, job: &Value, scenario: &Scenario) -> (PodKey, Fate, AgentArgs) {
+    fn add_job_pod(&mut self, job: &Value, scenario: &Scenario) -> (PodKey, Fate, AgentRun) {
         let ns = job["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
         let job_name = job["metadata"]["name"].as_str().unwrap_or_default().to_owned();
         let template = &job["spec"]["template"];
@@ -1832,18 +1833,22 @@ impl State {
         });
         pod["spec"]["serviceAccountName"] = json!("default");
         let container = &template["spec"]["containers"][0];
-        let args: Vec<&str> =
-            container["args"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
-        let mut agent = AgentArgs { frequency_hz: 99, duration_ms: 30_000, ..Default::default() };
-        for pair in args.windows(2) {
-            match pair[0] {
-                "--target" => agent.containers.extend(pair[1].strip_prefix("container:").map(str::to_owned)),
-                "--duration-ms" => agent.duration_ms = pair[1].parse().unwrap_or(0),
-                "--frequency" => agent.frequency_hz = pair[1].parse().unwrap_or(0),
-                _ => {}
-            }
-        }
-        agent.version_only = args.contains(&"--version");
+        let args: Vec<String> = container["args"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default();
+        let asked = eagle_proto::AgentArgs::parse(args);
+        let run = match &asked {
+            Ok(eagle_proto::AgentCommand::Run(run)) => run.clone(),
+            _ => eagle_proto::AgentArgs::default(),
+        };
+        let mut agent = AgentRun {
+            containers: run.targets.iter().filter_map(|t| t.strip_prefix("container:")).map(str::to_owned).collect(),
+            duration_ms: run.duration_ms,
+            frequency_hz: run.frequency_hz,
+            version_only: asked == Ok(eagle_proto::AgentCommand::Version),
+            ..Default::default()
+        };
         // Not pinned to a node: the scheduler picks the first one.
         agent.node = node_of(&template["spec"]).or_else(|| self.nodes.first().cloned()).unwrap_or_default();
         let known = self.nodes.contains(&agent.node);
@@ -1968,7 +1973,7 @@ struct Script {
     exit_code: i32,
 }
 
-fn script(fate: &Fate, agent: &AgentArgs) -> Script {
+fn script(fate: &Fate, agent: &AgentRun) -> Script {
     let encoder = Encoder;
     let header = encoder.header(&Header {
         agent_version: "0.1.0".into(),
@@ -2076,7 +2081,7 @@ fn script(fate: &Fate, agent: &AgentArgs) -> Script {
 }
 
 /// The life of a profiling pod, then its deletion once asked (pod or Job deleted).
-fn drive(shared: &Shared, key: &PodKey, fate: &Fate, agent: &AgentArgs, watched: bool) {
+fn drive(shared: &Shared, key: &PodKey, fate: &Fate, agent: &AgentRun, watched: bool) {
     // The kubelet is slower than the CLI: nothing happens to a profiling pod before the run's
     // watch is open, so that every run sees the same sequence of events. A run started with
     // `-a` has no watch: its pods go their way at once.
@@ -2100,7 +2105,7 @@ fn end(shared: &Shared, key: &PodKey, stopped: bool) {
 
 /// Moves the pod through its phases as its fate says. True when it was stopped (deleted)
 /// on the way.
-fn live(shared: &Shared, key: &PodKey, fate: &Fate, agent: &AgentArgs) -> bool {
+fn live(shared: &Shared, key: &PodKey, fate: &Fate, agent: &AgentRun) -> bool {
     let node = agent.node.clone();
     let image = {
         let state = shared.lock();
