@@ -6,6 +6,7 @@
 #   scripts/test.sh                     everything
 #   EAGLE_SKIP_E2E=1 scripts/test.sh    skip the cluster end-to-end tests
 #   EAGLE_E2E_KUBECONFIG=~/.kube/config scripts/test.sh   run them against another cluster
+#   EAGLE_FUZZ_SECONDS=60 scripts/test.sh  fuzz each parser longer (default 15 s)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 t0=$(date +%s)
@@ -35,6 +36,8 @@ report_skips() {
 }
 cargo nextest run --workspace --locked --no-fail-fast
 report_skips
+stamp "fuzzing the parsers of hostile input"
+scripts/fuzz.sh "${EAGLE_FUZZ_SECONDS:-15}"
 
 if [ "${EAGLE_SKIP_E2E:-0}" = 1 ]; then
   echo "cluster end-to-end tests skipped: EAGLE_SKIP_E2E=1" >&2

@@ -11,7 +11,7 @@ use eagle_proto::{Encoder, Header, Progress, Warning, WarningCode};
 use crate::aggregate::Aggregate;
 use crate::discovery::{ProcFs, ProcessInfo};
 use crate::runtime::{self, ProcessTraits, Runtime};
-use crate::sampler::ebpf::EbpfSampler;
+use crate::sampler::ebpf::{EbpfSampler, ProcessEvents, FORCE_TRACEFS_ENV};
 use crate::sampler::interpreter::{self, InterpreterSampler, Tool};
 use crate::sampler::jit::{self, PerfMapRequests};
 use crate::sampler::{ProcessEvent, Sampler, SamplerError};
@@ -115,6 +115,19 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
         requested: HashSet::new(),
         warnings: Vec::new(),
     };
+    if let Some(how) = match run.ebpf.process_events() {
+        ProcessEvents::BtfTracepoints => None,
+        ProcessEvents::Tracefs => Some("through the tracefs mounted on this machine"),
+        ProcessEvents::PrivateTracefs => Some("through a tracefs the agent mounted privately"),
+    } {
+        run.warnings.push(Warning {
+            code: WarningCode::SamplerFallback,
+            pid: None,
+            message: format!(
+                "new processes are followed {how}, not by BTF-typed tracepoints: this kernel offers no BTF (/sys/kernel/btf/vmlinux), or {FORCE_TRACEFS_ENV} is set"
+            ),
+        });
+    }
     // Every sampler starts on the processes known now, together: one window for all.
     for pid in resolved.values().flatten() {
         run.add(*pid, true);

@@ -68,10 +68,16 @@ fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// The CLI under test (or `EAGLE_KUBECTL_EAGLE`: the benchmarks time a release build).
+/// The CLI under test (or `EAGLE_KUBECTL_EAGLE`: the benchmarks time a release build). A relative
+/// path is taken from the workspace root, where the docs' commands are typed: cargo runs tests
+/// and benches from their package's directory instead.
 pub fn kubectl_eagle() -> PathBuf {
     match std::env::var_os("EAGLE_KUBECTL_EAGLE") {
-        Some(bin) => PathBuf::from(bin),
+        Some(bin) => {
+            let path = repo_root().join(bin);
+            assert!(path.is_file(), "EAGLE_KUBECTL_EAGLE names {}, which is no file", path.display());
+            path
+        }
         None => binary("kubectl-eagle"),
     }
 }

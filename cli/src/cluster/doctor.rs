@@ -9,7 +9,7 @@
 //!    its `ttlSecondsAfterFinished` (Kubernetes 1.20 drops it unless the TTLAfterFinished feature
 //!    gate is on, and finished Jobs then stay until `clean`);
 //! 5. the profiler image: one short Job with the exact pod of a profiling run (privileged,
-//!    hostPID, the host's tracefs) that only runs `eagle-agent --version`. Its pod shows
+//!    hostPID) that only runs `eagle-agent --version`. Its pod shows
 //!    whether admission lets the privileged pod in, whether a node can pull the image and mount
 //!    what the agent needs, and whether the agent speaks this CLI's version. Deleted after.
 

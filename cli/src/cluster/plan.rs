@@ -7,10 +7,9 @@ use std::time::Duration;
 use eagle_proto::{AgentArgs, Runtime};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, HostPathVolumeSource,
-    LocalObjectReference, Namespace, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
-    ObjectFieldSelector, PodSpec, PodTemplateSpec, ResourceRequirements, SecurityContext, Toleration, Volume,
-    VolumeMount,
+    Affinity, Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, LocalObjectReference, Namespace,
+    NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector, PodSpec,
+    PodTemplateSpec, ResourceRequirements, SecurityContext, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -154,19 +153,10 @@ pub fn job_for_node(opts: &PlanOptions, index: usize, node: &str, container_ids:
             ..Default::default()
         }),
         security_context: Some(security),
-        // tracefs: the sampler attaches to the fork/exec tracepoints and reads their layout.
-        // A container's own /sys does not carry it.
-        volume_mounts: Some(vec![
-            // Samplers that write files (py-spy's output) get a small private /tmp; the root
-            // filesystem stays read-only.
-            VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..Default::default() },
-            VolumeMount {
-                name: "tracefs".into(),
-                mount_path: "/sys/kernel/tracing".into(),
-                read_only: Some(true),
-                ..Default::default()
-            },
-        ]),
+        // Samplers that write files (py-spy's output) get a small private /tmp; the root
+        // filesystem stays read-only. No tracefs: fork and exec are followed by BTF-typed
+        // tracepoints, and on a kernel without BTF the agent mounts tracefs privately.
+        volume_mounts: Some(vec![VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..Default::default() }]),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Default::default()
     };
@@ -201,24 +191,14 @@ pub fn job_for_node(opts: &PlanOptions, index: usize, node: &str, container_ids:
         tolerations: Some(vec![Toleration { operator: Some("Exists".into()), ..Default::default() }]),
         image_pull_secrets: (!opts.image.pull_secrets.is_empty())
             .then(|| opts.image.pull_secrets.iter().map(|s| LocalObjectReference { name: s.clone() }).collect()),
-        volumes: Some(vec![
-            Volume {
-                name: "tmp".into(),
-                empty_dir: Some(EmptyDirVolumeSource {
-                    medium: Some("Memory".into()),
-                    size_limit: Some(Quantity("64Mi".into())),
-                }),
-                ..Default::default()
-            },
-            Volume {
-                name: "tracefs".into(),
-                host_path: Some(HostPathVolumeSource {
-                    path: "/sys/kernel/tracing".into(),
-                    type_: Some("Directory".into()),
-                }),
-                ..Default::default()
-            },
-        ]),
+        volumes: Some(vec![Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: Some("Memory".into()),
+                size_limit: Some(Quantity("64Mi".into())),
+            }),
+            ..Default::default()
+        }]),
         ..Default::default()
     };
     let deadline = (opts.duration + DEADLINE_MARGIN).as_secs() as i64;

@@ -38,11 +38,15 @@ pub enum WarningCode {
     ProcessExited,
     /// A report, not a warning: which runtime and sampler a process got.
     InfoSampler,
+    /// The encoder folded the smallest stacks away to stay within the stream's size limit.
+    StacksFolded,
+    /// Warnings beyond the stream's limit were dropped (counted in this one).
+    WarningsDropped,
     Other(String),
 }
 
 impl WarningCode {
-    const KNOWN: [(WarningCode, &'static str); 8] = [
+    const KNOWN: [(WarningCode, &'static str); 10] = [
         (WarningCode::NoProcesses, "no-processes"),
         (WarningCode::EndedEarly, "ended-early"),
         (WarningCode::SamplesLost, "samples-lost"),
@@ -51,6 +55,8 @@ impl WarningCode {
         (WarningCode::SamplerMissing, "sampler-missing"),
         (WarningCode::ProcessExited, "process-exited"),
         (WarningCode::InfoSampler, "info-sampler"),
+        (WarningCode::StacksFolded, "stacks-folded"),
+        (WarningCode::WarningsDropped, "warnings-dropped"),
     ];
 
     pub fn as_str(&self) -> &str {
