@@ -7,7 +7,9 @@
 //! counts only against the CPU time the kernel accounted to the workload in the same run.
 //!
 //! Every test needs root (or CAP_BPF and CAP_PERFMON); without, it is skipped by the one rule
-//! of `eagle_tests::skip` (printed, counted, a failure in CI). Each runs in a directory of its own and is safe to run in parallel.
+//! of `eagle_tests::skip` (printed, counted, a failure in CI). Each runs in a directory of its
+//! own and is safe to run in parallel. Long (over 600 lines) by its cases: 17 tests, each one
+//! situation end to end; the helpers are in `eagle_tests`.
 
 use std::path::Path;
 use std::process::Command;

@@ -1,4 +1,6 @@
 //! Encoding and decoding of the result stream (see the crate docs for the line grammar).
+//! One file (about 600 lines with its tests) on purpose: the encoder and the decoder of one
+//! format, and the limits both keep, read side by side.
 
 use std::collections::hash_map::{Entry, HashMap};
 use std::io::{Read, Write};
