@@ -22,9 +22,13 @@
 //! project parses or prints this format: the agent encodes with [`stream::Encoder`], the CLI
 //! decodes with [`stream::Decoder`]. No I/O happens here.
 
+pub mod agent;
+pub mod contract;
 pub mod folded;
 pub mod stream;
 
+pub use agent::{AgentArgs, AgentCommand, Exit, Runtime, AGENT_USAGE};
+pub use contract::{agent_error_in, WarningCode, AGENT_ERROR_PREFIX, MAX_FREQUENCY_HZ};
 pub use folded::FoldedStacks;
 pub use stream::{
     trailer_in_tail, DecodeError, Decoder, Encoder, Event, Header, Limits, NodeResult, Progress, StackRecord, Trailer,

@@ -1,4 +1,6 @@
 //! Encoding and decoding of the result stream (see the crate docs for the line grammar).
+//! One file (about 600 lines with its tests) on purpose: the encoder and the decoder of one
+//! format, and the limits both keep, read side by side.
 
 use std::collections::hash_map::{Entry, HashMap};
 use std::io::{Read, Write};
@@ -6,6 +8,7 @@ use std::io::{Read, Write};
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use serde::{Deserialize, Serialize};
 
+use crate::contract::WarningCode;
 use crate::folded::push_frame;
 
 /// Protocol version written by this build and the only one it decodes.
@@ -59,9 +62,9 @@ pub const PAYLOAD_BUDGET_BYTES: usize = 6 << 20;
 pub const FOLDED_AWAY_FRAME: &str = "[stacks folded: stream size limit]";
 
 /// Warning code of a payload whose smallest stacks were folded away.
-pub const WARNING_STACKS_FOLDED: &str = "stacks-folded";
+pub const WARNING_STACKS_FOLDED: WarningCode = WarningCode::StacksFolded;
 /// Warning code that stands for the warnings past [`Limits::warnings`].
-pub const WARNING_WARNINGS_DROPPED: &str = "warnings-dropped";
+pub const WARNING_WARNINGS_DROPPED: WarningCode = WarningCode::WarningsDropped;
 
 /// What the agent says about itself and its window, before sampling starts.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,7 +98,7 @@ pub struct Progress {
 /// sampler failed for one pid. `code` is stable and machine-readable.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Warning {
-    pub code: String,
+    pub code: WarningCode,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
     pub message: String,
@@ -177,7 +180,7 @@ impl Encoder {
             let (text, compressed) = compress(&kept);
             if compressed.len() <= budget || keep == 0 {
                 let warning = Warning {
-                    code: WARNING_STACKS_FOLDED.into(),
+                    code: WARNING_STACKS_FOLDED,
                     pid: None,
                     message: format!(
                         "the profile was larger than the stream allows ({} compressed bytes): its {folded_stacks} smallest stacks ({folded_samples} samples) are folded into one `{FOLDED_AWAY_FRAME}` stack per process; a shorter window or a lower frequency keeps them whole",
@@ -555,7 +558,7 @@ impl Decoder {
         let mut warnings = self.warnings;
         if self.warnings_dropped > 0 {
             warnings.push(Warning {
-                code: WARNING_WARNINGS_DROPPED.into(),
+                code: WARNING_WARNINGS_DROPPED,
                 pid: None,
                 message: format!(
                     "{} more warnings were not kept (at most {} are)",

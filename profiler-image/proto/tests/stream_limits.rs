@@ -5,7 +5,7 @@ use std::io::Write as _;
 
 use base64::Engine as _;
 use eagle_proto::stream::{FOLDED_AWAY_FRAME, WARNING_STACKS_FOLDED, WARNING_WARNINGS_DROPPED};
-use eagle_proto::{DecodeError, Decoder, Encoder, Header, Limits, StackRecord, Trailer, Warning};
+use eagle_proto::{DecodeError, Decoder, Encoder, Header, Limits, StackRecord, Trailer, Warning, WarningCode};
 
 fn header_line() -> String {
     Encoder.header(&Header { node: "n1".into(), ..Header::default() })
@@ -144,7 +144,11 @@ fn warnings_past_the_limit_are_counted_not_kept() {
     let limits = Limits { warnings: 3, ..Limits::DEFAULT };
     let mut lines = vec![header_line()];
     for i in 0..10 {
-        lines.push(Encoder.warning(&Warning { code: "process-exited".into(), pid: Some(i), message: "gone".into() }));
+        lines.push(Encoder.warning(&Warning {
+            code: WarningCode::ProcessExited,
+            pid: Some(i),
+            message: "gone".into(),
+        }));
     }
     lines.extend(Encoder.payload(&records(1), 0));
     let result = decode(&lines, limits).unwrap();
