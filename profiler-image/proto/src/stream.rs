@@ -298,6 +298,12 @@ fn write_record(out: &mut String, r: &StackRecord) {
     out.push('\n');
 }
 
+/// `s` with every control character (C0, DEL, C1: what starts a terminal escape sequence) as a
+/// space, the way payload fields are sanitized on the way in.
+pub fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
 fn push_field(out: &mut String, s: &str) {
     out.extend(s.chars().map(|c| if c.is_control() { ' ' } else { c }));
 }
@@ -472,7 +478,14 @@ impl Decoder {
             return Err(DecodeError::AfterTrailer { line: at });
         }
         if kind == 'H' {
-            let h: Header = parse_json(at, kind, payload)?;
+            let mut h: Header = parse_json(at, kind, payload)?;
+            // What the agent reports of its node and targets ends up on a terminal.
+            for field in [&mut h.agent_version, &mut h.node, &mut h.kernel] {
+                *field = printable(field);
+            }
+            for t in &mut h.targets {
+                t.target = printable(&t.target);
+            }
             self.header = Some(h.clone());
             return Ok(Some(Event::Header(h)));
         }
@@ -486,7 +499,13 @@ impl Decoder {
                 Ok(Some(Event::Progress(p)))
             }
             'W' => {
-                let w: Warning = parse_json(at, kind, payload)?;
+                let mut w: Warning = parse_json(at, kind, payload)?;
+                // Messages carry process names, which the profiled processes choose: no escape
+                // sequence of theirs reaches the user's terminal.
+                w.message = printable(&w.message);
+                if let WarningCode::Other(code) = &mut w.code {
+                    *code = printable(code);
+                }
                 if self.warnings.len() < self.limits.warnings {
                     self.warnings.push(w.clone());
                 } else {
