@@ -961,3 +961,34 @@ fn dry_run_prints_the_jobs_as_yaml_and_creates_nothing() {
     assert_eq!(case.count(|r| r.path.contains(EAGLE_NS)), 0, "the locked namespace is not even read\n{ctx}");
     assert!(!case.out("out.folded").exists());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile agent output (a custom --image, a forged run): a clear per-node failure, never the
+// CLI's memory
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_line_longer_than_any_stream_has_fails_its_node_only() {
+    let scenario =
+        Scenario::new().node("node-a", Fate::OversizedLine(groundtruth())).node("node-b", Fate::Profile(groundtruth()));
+    let case = Case::new(scenario);
+    let run = case.profile(&["deployment/api"], "out.folded");
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(7), "{ctx}");
+    // Refused by the follower ("has a line over") or, when the log is read whole, by the decoder.
+    assert!(row(&run, "node-a").contains("FAILED: ") && row(&run, "node-a").contains("1048576 bytes"), "{ctx}");
+    assert!(case.out("out.folded").exists(), "the other node's graph is written");
+    case.assert_jobs_deleted(&run);
+}
+
+#[test]
+fn a_compression_bomb_is_refused_before_it_is_inflated() {
+    let scenario = Scenario::new().node("node-a", Fate::Bomb).node("node-b", Fate::Profile(groundtruth()));
+    let case = Case::new(scenario);
+    let run = case.profile(&["deployment/api"], "out.folded");
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(7), "{ctx}");
+    let failed = row(&run, "node-a");
+    assert!(failed.contains("FAILED: ") && failed.contains("the payload the trailer announces exceeds"), "{ctx}");
+    case.assert_jobs_deleted(&run);
+}

@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use eagle_proto::{Decoder, Event, NodeResult};
-use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
+use eagle_proto::{Decoder, Event, Limits, NodeResult};
+use futures::{AsyncBufReadExt, AsyncReadExt, StreamExt, TryStreamExt};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -90,8 +90,18 @@ impl NodeRun {
     }
 }
 
+/// Log lines in flight from all followers to the event loop.
+const LOG_QUEUE: usize = 1024;
+
+/// The most of a finished agent's log read in one piece: the largest stream an agent writes
+/// (its compressed payload's limit in base64, plus room for header, progress and warnings).
+const MAX_LOG_BYTES: i64 = (Limits::DEFAULT.compressed_bytes as i64) * 4 / 3 + (8 << 20);
+
 enum LogMsg {
     Line(usize, String),
+    /// A line longer than the stream allows: no agent of ours writes one, so the node's result
+    /// cannot be trusted (and its reading stops before it takes the CLI's memory).
+    TooLong(usize),
     /// The follow ended (container exited, or the connection broke).
     Ended(usize),
 }
@@ -229,7 +239,8 @@ async fn follow(
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let config = watcher::Config::default().labels(&format!("{RUN_LABEL}={run_id}"));
     let mut events = watcher(pods.clone(), config).default_backoff().boxed();
-    let (log_tx, mut log_rx) = mpsc::unbounded_channel::<LogMsg>();
+    // Bounded: followers wait while the loop is busy, instead of queueing a whole log each.
+    let (log_tx, mut log_rx) = mpsc::channel::<LogMsg>(LOG_QUEUE);
     let by_job: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.job.clone(), i)).collect();
     let mut interrupted_at: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -275,6 +286,10 @@ async fn follow(
             },
             Some(msg) = log_rx.recv() => match msg {
                 LogMsg::Line(i, line) => on_line(&mut nodes[i], &line),
+                LogMsg::TooLong(i) => nodes[i].finish(NodeOutcome::Failed(format!(
+                    "the agent's log has a line over {} bytes, which no eagle-agent of this version writes (a custom --image?): its result is refused",
+                    Limits::DEFAULT.line_bytes
+                ))),
                 LogMsg::Ended(i) => {
                     let n = &mut nodes[i];
                     n.following = false;
@@ -328,7 +343,7 @@ fn forbidden(e: &watcher::Error) -> Option<String> {
         .then(|| format!("not allowed to watch pods in the profiling namespace: {text}; ask for `watch` on pods there, or run `kubectl eagle init`"))
 }
 
-async fn on_pod(pods: &Api<Pod>, n: &mut NodeRun, index: usize, pod: &Pod, log_tx: &mpsc::UnboundedSender<LogMsg>) {
+async fn on_pod(pods: &Api<Pod>, n: &mut NodeRun, index: usize, pod: &Pod, log_tx: &mpsc::Sender<LogMsg>) {
     if n.outcome.is_some() {
         return;
     }
@@ -362,18 +377,31 @@ async fn on_pod(pods: &Api<Pod>, n: &mut NodeRun, index: usize, pod: &Pod, log_t
     }
 }
 
-fn spawn_follow(pods: Api<Pod>, pod: String, index: usize, tx: mpsc::UnboundedSender<LogMsg>) {
+fn spawn_follow(pods: Api<Pod>, pod: String, index: usize, tx: mpsc::Sender<LogMsg>) {
     tokio::spawn(async move {
         let params = LogParams { follow: true, container: Some(AGENT_CONTAINER.into()), ..Default::default() };
-        if let Ok(stream) = pods.log_stream(&pod, &params).await {
-            let mut lines = stream.lines();
-            while let Some(Ok(line)) = lines.next().await {
-                if tx.send(LogMsg::Line(index, line)).is_err() {
-                    return;
+        if let Ok(mut stream) = pods.log_stream(&pod, &params).await {
+            let limit = Limits::DEFAULT.line_bytes;
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                // At most one byte past the limit is read into memory for any line.
+                match (&mut stream).take(limit as u64 + 1).read_until(b'\n', &mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) if buf.len() > limit && buf.last() != Some(&b'\n') => {
+                        let _ = tx.send(LogMsg::TooLong(index)).await;
+                        return;
+                    }
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(&buf).into_owned();
+                        if tx.send(LogMsg::Line(index, line)).await.is_err() {
+                            return;
+                        }
+                    }
                 }
             }
         }
-        let _ = tx.send(LogMsg::Ended(index));
+        let _ = tx.send(LogMsg::Ended(index)).await;
     });
 }
 
@@ -416,7 +444,10 @@ async fn reread(pods: &Api<Pod>, n: &mut NodeRun, pod_name: &str, pod: Option<&P
     if n.outcome.is_some() {
         return;
     }
-    let params = LogParams { container: Some(AGENT_CONTAINER.into()), ..Default::default() };
+    // The API server stops at limitBytes: a log larger than any stream of ours arrives cut, and
+    // the decoder says it was cut short, instead of the whole of it landing in memory.
+    let params =
+        LogParams { container: Some(AGENT_CONTAINER.into()), limit_bytes: Some(MAX_LOG_BYTES), ..Default::default() };
     let log = match pods.logs(pod_name, &params).await {
         Ok(log) => log,
         Err(e) => return n.finish(NodeOutcome::Failed(format!("cannot read the agent's log: {e}"))),

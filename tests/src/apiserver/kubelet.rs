@@ -266,6 +266,31 @@ pub(super) fn script(fate: &Fate, agent: &AgentRun) -> Script {
             lines.push(format!("EAGLE1 T {t}"));
             plain(lines, 0)
         }
+        Fate::OversizedLine(stacks) => {
+            let mut lines = complete(stacks);
+            lines.insert(2, format!("EAGLE1 W {{\"code\":\"x\",\"message\":\"{}\"}}", "a".repeat(2 << 20)));
+            plain(lines, 0)
+        }
+        Fate::Bomb => {
+            use base64::Engine as _;
+            use std::io::Write as _;
+            let mut deflate = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+            let zeros = vec![0u8; 1 << 20];
+            for _ in 0..64 {
+                deflate.write_all(&zeros).expect("deflate to memory");
+            }
+            let bomb = deflate.finish().expect("deflate to memory");
+            let mut lines = vec![stderr_noise.clone(), header.clone()];
+            for (seq, chunk) in bomb.chunks(8192).enumerate() {
+                lines.push(format!("EAGLE1 D {seq} {}", base64::engine::general_purpose::STANDARD.encode(chunk)));
+            }
+            let chunks = bomb.chunks(8192).len();
+            lines.push(format!(
+                "EAGLE1 T {{\"samples\":1,\"stacks\":1,\"chunks\":{chunks},\"payload_bytes\":{},\"crc32\":0}}",
+                1u64 << 30
+            ));
+            plain(lines, 0)
+        }
         Fate::AgentError { exit_code, message } => {
             plain(vec![stderr_noise.clone(), format!("eagle-agent: error: {message}")], *exit_code)
         }

@@ -47,6 +47,11 @@ pub enum Fate {
     /// The agent reports progress and ignores SIGTERM; it is killed (137) a while after its pod
     /// is deleted, without a trailer.
     IgnoresStop,
+    /// A hostile or broken image: after its header the agent writes one line of 2 MiB, then
+    /// the complete stream of these stacks.
+    OversizedLine(Vec<Stack>),
+    /// A hostile image: a deflate bomb (64 MiB of zeros) whose trailer announces 1 GiB.
+    Bomb,
     /// The scheduler never places the pod: `PodScheduled=False`, reason `Unschedulable`.
     Unschedulable,
     /// Scheduled, but the image cannot be pulled: `ErrImagePull`, then `ImagePullBackOff`.
