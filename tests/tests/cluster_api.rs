@@ -295,10 +295,15 @@ fn check_target(args: &[&str], calls: &[&str], pods: &[&str]) -> (Case, CliRun) 
     let ctx = case.context(&run);
     assert_eq!(run.code, Some(0), "{ctx}");
     let nodes: BTreeSet<&str> = pods.iter().map(|p| node_of(p)).collect();
-    let announced = format!("({} containers on {} nodes)", pods.len(), nodes.len());
+    let plural = |n: usize, noun: &str| if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") };
+    let announced = format!("({} on {})", plural(pods.len(), "container"), plural(nodes.len(), "node"));
+    // `-n` only where a target is looked up in the namespace: `namespace/NAME` names its own.
+    let namespaced = args.iter().any(|a| !a.starts_with("namespace/"));
     assert!(
-        stderr_line(&run, "profiling ").is_some_and(|l| l.contains(&announced) && l.contains("-n shop")),
-        "expected `{announced}`\n{ctx}"
+        stderr_line(&run, "profiling ").is_some_and(|l| l.contains(&announced)
+            && l.contains("-n shop") == namespaced
+            && !l.contains("-n default")),
+        "expected `{announced}`, with -n shop: {namespaced}\n{ctx}"
     );
     assert_eq!(case.shop_calls(), calls, "{ctx}");
     assert_eq!(lines_of(&case.out("out.folded")), expected_lines(pods, &groundtruth()), "{ctx}");

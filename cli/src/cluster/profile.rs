@@ -54,12 +54,27 @@ pub struct ClusterRequest {
     pub fetch_flags: Vec<String>,
 }
 
+/// The run as a user would type it: `-n NS` only where a target or the selector is looked up in
+/// it (`namespace/NAME` names its own).
 fn describe(req: &ClusterRequest, namespace: &str) -> String {
     let mut parts = req.target_words.clone();
     if let Some(l) = &req.selector {
         parts.push(format!("-l {l}"));
     }
-    format!("{} -n {namespace}", parts.join(" "))
+    let namespaced = req.selector.is_some() || req.targets.iter().any(|(kind, _)| *kind != ClusterKind::Namespace);
+    if namespaced {
+        parts.push(format!("-n {namespace}"));
+    }
+    parts.join(" ")
+}
+
+/// `1 container`, `2 containers`.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 struct Prepared {
@@ -147,10 +162,10 @@ pub fn profile(req: &ClusterRequest, destination: &Destination) -> Result<Exit, 
             refuse_conflicts(&p.client, &req.eagle_namespace, &nodes, req.max_per_node).await?;
         }
         eprintln!(
-            "profiling {} ({} containers on {} nodes) for {} at {} Hz: run {}",
+            "profiling {} ({} on {}) for {} at {} Hz: run {}",
             p.what,
-            p.resolution.running.len(),
-            p.jobs.len(),
+            count(p.resolution.running.len(), "container"),
+            count(p.jobs.len(), "node"),
             human(window),
             req.frequency_hz,
             p.run_id
@@ -306,11 +321,11 @@ pub fn start_detached(req: &ClusterRequest, fetch_command: impl Fn(&str) -> Stri
         let ttl = Duration::from_secs(plan::ttl_seconds(req.ttl, true) as u64);
         println!("{}", p.run_id);
         eprintln!(
-            "started run {}: {} ({} containers on {} nodes) for {} at {} Hz; its results are kept {} after it ends",
+            "started run {}: {} ({} on {}) for {} at {} Hz; its results are kept {} after it ends",
             p.run_id,
             p.what,
-            p.resolution.running.len(),
-            nodes.len() - failed.len(),
+            count(p.resolution.running.len(), "container"),
+            count(nodes.len() - failed.len(), "node"),
             human(req.window),
             req.frequency_hz,
             span(ttl.as_secs() as i64)
