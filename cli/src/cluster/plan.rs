@@ -58,10 +58,30 @@ pub struct PlanOptions {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Image {
     pub reference: String,
-    /// `imagePullPolicy`: `Always`, `IfNotPresent` or `Never`; `None` is Kubernetes' default.
-    pub pull_policy: Option<String>,
+    /// `None` is Kubernetes' default.
+    pub pull_policy: Option<PullPolicy>,
     /// Image pull secrets in the locked namespace.
     pub pull_secrets: Vec<String>,
+}
+
+/// `imagePullPolicy` of the profiling pods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub const ALL: [PullPolicy; 3] = [PullPolicy::Always, PullPolicy::IfNotPresent, PullPolicy::Never];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
 }
 
 /// The default agent image: the one this CLI version decodes.
@@ -131,7 +151,7 @@ pub fn job_for_node(opts: &PlanOptions, index: usize, node: &str, container_ids:
     let container = Container {
         name: AGENT_CONTAINER.into(),
         image: Some(opts.image.reference.clone()),
-        image_pull_policy: opts.image.pull_policy.clone(),
+        image_pull_policy: opts.image.pull_policy.map(|p| p.as_str().to_owned()),
         args: Some(args),
         env: Some(vec![EnvVar {
             name: "NODE_NAME".into(),
@@ -239,7 +259,7 @@ mod tests {
             namespace: "kube-eagle".into(),
             image: Image {
                 reference: "ghcr.io/kube-eagle/eagle-agent:0.1.0".into(),
-                pull_policy: Some("IfNotPresent".into()),
+                pull_policy: Some(PullPolicy::IfNotPresent),
                 pull_secrets: vec!["regcred".into()],
             },
             duration: Duration::from_secs(30),

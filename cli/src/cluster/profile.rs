@@ -21,7 +21,7 @@ use crate::error::{CliError, Exit};
 use crate::merge;
 use crate::output::{Destination, Labels};
 use crate::placement::{GroupBy, Placements};
-use crate::run_info::{NodeStatus, RunInfo};
+use crate::run_info::{NodeStatus, NodeStatusKind, RunInfo};
 use crate::target::ClusterKind;
 
 /// A cluster profile, as the user asked for it.
@@ -246,12 +246,13 @@ fn node_status(n: &NodeRun) -> NodeStatus {
         Some(NodeOutcome::Done(r)) => {
             let early = r.warnings.iter().any(|w| w.code == WarningCode::EndedEarly);
             let messages = r.warnings.iter().filter(|w| !w.code.is_info()).map(|w| w.message.clone());
-            (if early { "partial" } else { "ok" }, Some(r.samples()), messages.collect())
+            let status = if early { NodeStatusKind::Partial } else { NodeStatusKind::Ok };
+            (status, Some(r.samples()), messages.collect())
         }
-        Some(NodeOutcome::Failed(why)) => ("failed", None, vec![why.clone()]),
-        None => ("failed", None, vec!["no result: the run ended before the node reported".to_owned()]),
+        Some(NodeOutcome::Failed(why)) => (NodeStatusKind::Failed, None, vec![why.clone()]),
+        None => (NodeStatusKind::Failed, None, vec!["no result: the run ended before the node reported".to_owned()]),
     };
-    NodeStatus { node: n.node.clone(), status: status.to_owned(), samples, messages }
+    NodeStatus { node: n.node.clone(), status, samples, messages }
 }
 
 fn report(nodes: &[NodeRun], skipped: &[Skipped]) {
