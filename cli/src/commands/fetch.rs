@@ -10,13 +10,13 @@ use k8s_openapi::jiff::Timestamp;
 use crate::check::RuleSpecs;
 use crate::cluster::annotations::{
     annotation, check_run_id, decode_placements, name_of, ANNOTATION_DURATION, ANNOTATION_FREQUENCY, ANNOTATION_NODE,
-    ANNOTATION_NODES, ANNOTATION_PLACEMENTS, ANNOTATION_TARGET, RUN_LABEL,
+    ANNOTATION_NODES, ANNOTATION_PLACEMENTS, ANNOTATION_TARGET,
 };
 use crate::cluster::api::{connect, runtime, Connection};
 use crate::cluster::plan::DEFAULT_WINDOW;
 use crate::cluster::profile::{self, Finished};
 use crate::cluster::run::{self, NodeOutcome, NodeRun};
-use crate::cluster::store::{created, delete_jobs, is_active, list_jobs};
+use crate::cluster::store::{created, delete_jobs, is_active, list_jobs, run_selector};
 use crate::duration::{ago, human};
 use crate::error::{CliError, Exit};
 use crate::format::Format;
@@ -53,7 +53,7 @@ async fn fetch_run(args: &FetchPlan, destination: &Destination) -> Result<Exit, 
     let namespace = &args.eagle_namespace;
     let id = &args.run;
     let (client, _) = connect(&args.conn).await?;
-    let mut jobs = list_jobs(&client, namespace, &format!("{RUN_LABEL}={id}")).await?;
+    let mut jobs = list_jobs(&client, namespace, &run_selector(id)).await?;
     if jobs.is_empty() {
         return Err(CliError::NotFound(format!(
             "no run {id} in namespace {namespace}: it never existed, was cleaned, or its results expired (runs started with -a keep them for --ttl, 24h by default); `kubectl eagle list` shows the runs there are"
