@@ -22,6 +22,7 @@ use crate::analysis::round;
 use crate::analysis::{Analysis, FunctionStats, Group, Measure};
 use crate::error::CliError;
 use crate::input;
+use crate::table;
 
 /// The rules as the user wrote them (`--max`, `--max-self`, `--baseline`, `--max-regression`,
 /// `--max-self-regression`), for [`Rules::plan`] to parse and validate.
@@ -402,29 +403,8 @@ pub fn table(report: &CheckReport, profile: &Path, total: u64) -> String {
         let result = if r.broken { "BROKEN" } else { "ok" };
         rows.push([result.to_owned(), r.rule.clone(), limit, value, detail]);
     }
-    let mut widths = [0usize; 4];
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row.iter()) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in &rows {
-        let line = format!(
-            "{:w0$}  {:w1$}  {:>w2$}  {:>w3$}  {}",
-            row[0],
-            row[1],
-            row[2],
-            row[3],
-            row[4],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2],
-            w3 = widths[3]
-        );
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
+    let rows: Vec<Vec<String>> = rows.into_iter().map(|r| r.to_vec()).collect();
+    let mut out = table::render(&[table::LEFT, table::LEFT, table::RIGHT, table::RIGHT, table::LEFT], &rows);
     for (rule, n) in hidden {
         out.push_str(&format!("... and {n} more functions broke `{rule}` (all of them are in --summary)\n"));
     }

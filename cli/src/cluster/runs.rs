@@ -17,6 +17,7 @@ use super::pod_state::{self, Phase, PodState};
 use super::run;
 use super::store::{created, is_active, job_end, job_end_time, pod_of};
 use crate::duration::{ago, human, span};
+use crate::table;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -298,28 +299,9 @@ pub fn table(views: &[RunView], now: Timestamp) -> String {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut out = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:w$}  "));
-            }
-        }
-        out.trim_end().to_owned() + "\n"
-    };
-    let mut out = line(header.to_vec());
-    for row in &rows {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
-    }
-    out
+    let mut lines = vec![header.map(str::to_owned).to_vec()];
+    lines.extend(rows.into_iter().map(|r| r.to_vec()));
+    table::render(&[table::LEFT; 10], &lines)
 }
 
 #[cfg(test)]
