@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::annotations::{ANNOTATION_DURATION, ANNOTATION_NODE, ANNOTATION_TARGET, MANAGED_BY, RUN_LABEL};
+use super::annotations::{self, MANAGED_BY, RUN_LABEL};
 
 pub const AGENT_CONTAINER: &str = "eagle-agent";
 
@@ -112,11 +112,7 @@ pub fn job_for_node(opts: &PlanOptions, index: usize, node: &str, container_ids:
         (MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()),
         (RUN_LABEL.to_owned(), opts.run_id.clone()),
     ]);
-    let annotations = BTreeMap::from([
-        (ANNOTATION_TARGET.to_owned(), opts.target.clone()),
-        (ANNOTATION_NODE.to_owned(), node.to_owned()),
-        (ANNOTATION_DURATION.to_owned(), opts.duration.as_millis().to_string()),
-    ]);
+    let annotations = annotations::planned(&opts.target, node, opts.duration);
     let args = AgentArgs {
         targets: container_ids.iter().map(|id| format!("container:{id}")).collect(),
         duration_ms: opts.duration.as_millis() as u64,
