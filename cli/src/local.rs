@@ -152,7 +152,7 @@ fn agent_error(e: AgentError) -> CliError {
 /// keeps the pid the sampler was given.
 struct GatedChild {
     child: Child,
-    gate: Option<std::fs::File>,
+    gate: Option<std::io::PipeWriter>,
 }
 
 /// The shell reads one line from fd 3; EOF (the CLI gave up) means: do not run the command.
@@ -163,14 +163,9 @@ impl GatedChild {
         let program = which::which(&argv[0]).map_err(|_| {
             CliError::NotFound(format!("cannot start `{}`: no such command (not a file, and not on PATH)", argv[0]))
         })?;
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 writes two fds into the array.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return Err(CliError::Failed(format!("cannot create a pipe: {}", std::io::Error::last_os_error())));
-        }
-        let (read_fd, write_fd) = (fds[0], fds[1]);
-        // SAFETY: write_fd is a fresh fd that only this File owns.
-        let gate = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(write_fd) };
+        // Both ends close on exec; the child gets its own copy of the read end as fd 3 below.
+        let (reader, gate) = std::io::pipe().map_err(|e| CliError::Failed(format!("cannot create a pipe: {e}")))?;
+        let read_fd = std::os::fd::AsRawFd::as_raw_fd(&reader);
         let mut command = Command::new("/bin/sh");
         command.arg("-c").arg(GATE_SCRIPT).arg("kubectl-eagle").arg(&program).args(&argv[1..]);
         // SAFETY: only dup2(2) and fcntl(2), both async-signal-safe, between fork and exec.
@@ -185,8 +180,8 @@ impl GatedChild {
             });
         }
         let spawned = command.spawn();
-        // SAFETY: read_fd belongs to this function and the child has its own copy now.
-        unsafe { libc::close(read_fd) };
+        // The child has its own copy of the read end now.
+        drop(reader);
         match spawned {
             Ok(child) => Ok(Self { child, gate: Some(gate) }),
             Err(e) => Err(CliError::Failed(format!("cannot start `{}`: {e}", argv[0]))),

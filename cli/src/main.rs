@@ -29,6 +29,7 @@ mod run_info;
 #[path = "../tests/common/snapshot.rs"]
 mod snapshot;
 mod summary;
+mod table;
 mod target;
 
 use std::process::ExitCode;

@@ -29,12 +29,24 @@ impl RunInfo {
     }
 }
 
+/// How a node's part in a run went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeStatusKind {
+    /// It delivered its whole window.
+    #[default]
+    Ok,
+    /// It was stopped early, and still delivered what it sampled.
+    Partial,
+    /// It delivered nothing.
+    Failed,
+}
+
 /// One node's part in a run.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub node: String,
-    /// `ok`, `partial` (stopped early, still delivered) or `failed`.
-    pub status: String,
+    pub status: NodeStatusKind,
     /// Samples the node delivered; absent when it failed.
     #[serde(default)]
     pub samples: Option<u64>,

@@ -3,11 +3,12 @@
 
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Args;
 
 use crate::check::RuleSpecs;
 use crate::cluster::api::Connection;
-use crate::cluster::plan::{self, Image};
+use crate::cluster::plan::{self, Image, PullPolicy};
 use crate::gate::SummaryRequest;
 
 /// How to reach the cluster and the locked namespace, for the commands that need nothing else.
@@ -41,12 +42,18 @@ pub struct ImageArgs {
     pub image: Option<String>,
 
     /// imagePullPolicy of the profiler pods.
-    #[arg(long, value_parser = ["Always", "IfNotPresent", "Never"])]
-    pub image_pull_policy: Option<String>,
+    #[arg(long, value_parser = parse_pull_policy())]
+    pub image_pull_policy: Option<PullPolicy>,
 
     /// Image pull secret (in the profiling namespace); repeatable.
     #[arg(long)]
     pub image_pull_secret: Vec<String>,
+}
+
+/// `--image-pull-policy`, spelled as Kubernetes spells it (clap lists the values in the help).
+fn parse_pull_policy() -> impl TypedValueParser<Value = PullPolicy> {
+    PossibleValuesParser::new(PullPolicy::ALL.map(PullPolicy::as_str))
+        .map(|name| PullPolicy::ALL.into_iter().find(|p| p.as_str() == name).expect("a name of PullPolicy::ALL"))
 }
 
 impl ImageArgs {

@@ -3,6 +3,7 @@
 //! window and rate, the run's size, and where each profiled container sits).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 
@@ -109,7 +110,55 @@ pub fn decode_placements(text: &str) -> Result<Placements, String> {
     Ok(placements)
 }
 
-pub fn annotation<'a>(job: &'a Job, key: &str) -> Option<&'a str> {
+/// The annotations `plan` writes on a Job and on its pod template: what was asked, where, for
+/// how long.
+pub fn planned(target: &str, node: &str, window: Duration) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (ANNOTATION_TARGET.to_owned(), target.to_owned()),
+        (ANNOTATION_NODE.to_owned(), node.to_owned()),
+        (ANNOTATION_DURATION.to_owned(), window.as_millis().to_string()),
+    ])
+}
+
+/// What a Job's annotations say about its run, read back (`list`, `fetch`, the conflict gate).
+/// Each field is `None` when the Job does not say (made by an older kubectl-eagle, or by hand).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunAnnotations {
+    pub target: Option<String>,
+    pub node: Option<String>,
+    pub duration_ms: Option<u64>,
+    pub frequency_hz: Option<u64>,
+    /// The run's Job count.
+    pub nodes: Option<usize>,
+    pub is_async: bool,
+    pub cli_version: Option<String>,
+    /// The placements as JSON; [`RunAnnotations::placements`] decodes them.
+    placements: Option<String>,
+}
+
+impl RunAnnotations {
+    pub fn of(job: &Job) -> RunAnnotations {
+        let text = |key| annotation(job, key).map(str::to_owned);
+        let number = |key| annotation(job, key).and_then(|v| v.parse().ok());
+        RunAnnotations {
+            target: text(ANNOTATION_TARGET),
+            node: text(ANNOTATION_NODE),
+            duration_ms: number(ANNOTATION_DURATION),
+            frequency_hz: number(ANNOTATION_FREQUENCY),
+            nodes: annotation(job, ANNOTATION_NODES).and_then(|v| v.parse().ok()),
+            is_async: annotation(job, ANNOTATION_ASYNC) == Some("true"),
+            cli_version: text(ANNOTATION_CLI_VERSION),
+            placements: text(ANNOTATION_PLACEMENTS),
+        }
+    }
+
+    /// Where each container the Job profiles sits; `None` when the Job does not say.
+    pub fn placements(&self) -> Option<Result<Placements, String>> {
+        self.placements.as_deref().map(decode_placements)
+    }
+}
+
+fn annotation<'a>(job: &'a Job, key: &str) -> Option<&'a str> {
     job.metadata.annotations.as_ref()?.get(key).map(String::as_str)
 }
 
@@ -144,6 +193,24 @@ mod tests {
         assert_eq!(back["bbb"], b);
         assert_eq!(back["ccc"], c);
         assert!(decode_placements("{not json").is_err());
+    }
+
+    #[test]
+    fn what_a_job_carries_reads_back() {
+        let a = placement("shop", "deployment/api", "api-1", "app");
+        let mut job = Job::default();
+        job.metadata.annotations = Some(planned("deployment/api -n shop", "node-a", Duration::from_secs(30)));
+        Task { nodes: 3, is_async: true, frequency_hz: 99 }.annotate(&mut job, [("aaa", &a)]);
+        let said = RunAnnotations::of(&job);
+        assert_eq!(said.target.as_deref(), Some("deployment/api -n shop"));
+        assert_eq!(
+            (said.node.as_deref(), said.duration_ms, said.frequency_hz),
+            (Some("node-a"), Some(30_000), Some(99))
+        );
+        assert_eq!((said.nodes, said.is_async), (Some(3), true));
+        assert_eq!(said.cli_version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
+        assert_eq!(said.placements().unwrap().unwrap()["aaa"], a);
+        assert_eq!(RunAnnotations::of(&Job::default()), RunAnnotations::default());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 
-use super::annotations::{annotation, run_of, ANNOTATION_NODE, ANNOTATION_TARGET};
+use super::annotations::{run_of, RunAnnotations};
 use super::store::{created, is_active, list_jobs, runs_selector};
 use crate::duration::ago;
 use crate::error::CliError;
@@ -20,7 +20,7 @@ pub fn conflicts<'a>(jobs: &'a [Job], nodes: &[&str], limit: usize) -> Vec<(Stri
         .filter_map(|node| {
             let busy: Vec<&Job> = jobs
                 .iter()
-                .filter(|j| run_of(j).is_some() && is_active(j) && annotation(j, ANNOTATION_NODE) == Some(*node))
+                .filter(|j| run_of(j).is_some() && is_active(j) && RunAnnotations::of(j).node.as_deref() == Some(*node))
                 .collect();
             (busy.len() >= limit).then(|| ((*node).to_owned(), busy))
         })
@@ -53,7 +53,7 @@ pub async fn refuse_conflicts(client: &Client, namespace: &str, nodes: &[&str], 
                     let id = run_of(j).unwrap_or_default();
                     ids.insert(id.to_owned());
                     let started = created(j).map(|t| format!(", started {}", ago(now, t))).unwrap_or_default();
-                    format!("run {id} ({}{started})", annotation(j, ANNOTATION_TARGET).unwrap_or("?"))
+                    format!("run {id} ({}{started})", RunAnnotations::of(j).target.as_deref().unwrap_or("?"))
                 })
                 .collect();
             format!("node {node} already runs {}", runs.join(", "))

@@ -21,6 +21,7 @@ use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessR
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{DeleteParams, LogParams, PostParams};
+use kube::core::Expression;
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use serde::Serialize;
@@ -332,7 +333,7 @@ async fn watch_probe(
     started: Instant,
 ) -> Check {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let config = watcher::Config::default().labels(&format!("{PROBE_LABEL}={id}"));
+    let config = watcher::Config::default().labels_from(&Expression::Equal(PROBE_LABEL.into(), id.into()).into());
     let mut events = watcher(pods.clone(), config).boxed();
     let deadline = started + timeout;
     let mut seen_pod = false;

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::annotations::{ANNOTATION_DURATION, ANNOTATION_NODE, ANNOTATION_TARGET, MANAGED_BY, RUN_LABEL};
+use super::annotations::{self, MANAGED_BY, RUN_LABEL};
 
 pub const AGENT_CONTAINER: &str = "eagle-agent";
 
@@ -58,10 +58,30 @@ pub struct PlanOptions {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Image {
     pub reference: String,
-    /// `imagePullPolicy`: `Always`, `IfNotPresent` or `Never`; `None` is Kubernetes' default.
-    pub pull_policy: Option<String>,
+    /// `None` is Kubernetes' default.
+    pub pull_policy: Option<PullPolicy>,
     /// Image pull secrets in the locked namespace.
     pub pull_secrets: Vec<String>,
+}
+
+/// `imagePullPolicy` of the profiling pods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub const ALL: [PullPolicy; 3] = [PullPolicy::Always, PullPolicy::IfNotPresent, PullPolicy::Never];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
 }
 
 /// The default agent image: the one this CLI version decodes.
@@ -92,11 +112,7 @@ pub fn job_for_node(opts: &PlanOptions, index: usize, node: &str, container_ids:
         (MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()),
         (RUN_LABEL.to_owned(), opts.run_id.clone()),
     ]);
-    let annotations = BTreeMap::from([
-        (ANNOTATION_TARGET.to_owned(), opts.target.clone()),
-        (ANNOTATION_NODE.to_owned(), node.to_owned()),
-        (ANNOTATION_DURATION.to_owned(), opts.duration.as_millis().to_string()),
-    ]);
+    let annotations = annotations::planned(&opts.target, node, opts.duration);
     let args = AgentArgs {
         targets: container_ids.iter().map(|id| format!("container:{id}")).collect(),
         duration_ms: opts.duration.as_millis() as u64,
@@ -131,7 +147,7 @@ pub fn job_for_node(opts: &PlanOptions, index: usize, node: &str, container_ids:
     let container = Container {
         name: AGENT_CONTAINER.into(),
         image: Some(opts.image.reference.clone()),
-        image_pull_policy: opts.image.pull_policy.clone(),
+        image_pull_policy: opts.image.pull_policy.map(|p| p.as_str().to_owned()),
         args: Some(args),
         env: Some(vec![EnvVar {
             name: "NODE_NAME".into(),
@@ -239,7 +255,7 @@ mod tests {
             namespace: "kube-eagle".into(),
             image: Image {
                 reference: "ghcr.io/kube-eagle/eagle-agent:0.1.0".into(),
-                pull_policy: Some("IfNotPresent".into()),
+                pull_policy: Some(PullPolicy::IfNotPresent),
                 pull_secrets: vec!["regcred".into()],
             },
             duration: Duration::from_secs(30),

@@ -21,7 +21,8 @@ use crate::error::{CliError, Exit};
 use crate::merge;
 use crate::output::{Destination, Labels};
 use crate::placement::{GroupBy, Placements};
-use crate::run_info::{NodeStatus, RunInfo};
+use crate::run_info::{NodeStatus, NodeStatusKind, RunInfo};
+use crate::table::{self, Align, Column};
 use crate::target::ClusterKind;
 
 /// A cluster profile, as the user asked for it.
@@ -261,28 +262,39 @@ fn node_status(n: &NodeRun) -> NodeStatus {
         Some(NodeOutcome::Done(r)) => {
             let early = r.warnings.iter().any(|w| w.code == WarningCode::EndedEarly);
             let messages = r.warnings.iter().filter(|w| !w.code.is_info()).map(|w| w.message.clone());
-            (if early { "partial" } else { "ok" }, Some(r.samples()), messages.collect())
+            let status = if early { NodeStatusKind::Partial } else { NodeStatusKind::Ok };
+            (status, Some(r.samples()), messages.collect())
         }
-        Some(NodeOutcome::Failed(why)) => ("failed", None, vec![why.clone()]),
-        None => ("failed", None, vec!["no result: the run ended before the node reported".to_owned()]),
+        Some(NodeOutcome::Failed(why)) => (NodeStatusKind::Failed, None, vec![why.clone()]),
+        None => (NodeStatusKind::Failed, None, vec!["no result: the run ended before the node reported".to_owned()]),
     };
-    NodeStatus { node: n.node.clone(), status: status.to_owned(), samples, messages }
+    NodeStatus { node: n.node.clone(), status, samples, messages }
 }
 
 fn report(nodes: &[NodeRun], skipped: &[Skipped]) {
-    let width = nodes.iter().map(|n| n.node.len()).max().unwrap_or(4).max(4);
-    eprintln!("{:width$}  {:>10}  {:>8}  STATUS", "NODE", "CONTAINERS", "SAMPLES");
+    let columns = [
+        Column { align: Align::Left, min_width: 4 },
+        Column { align: Align::Right, min_width: 10 },
+        Column { align: Align::Right, min_width: 8 },
+        table::LEFT,
+    ];
+    let mut rows = vec![["NODE", "CONTAINERS", "SAMPLES", "STATUS"].map(str::to_owned).to_vec()];
     for n in nodes {
         let (samples, status) = match &n.outcome {
             Some(NodeOutcome::Done(r)) => (r.samples().to_string(), "ok".to_owned()),
             Some(NodeOutcome::Failed(why)) => ("-".into(), format!("FAILED: {why}")),
             None => ("-".into(), "unknown".into()),
         };
-        eprintln!("{:width$}  {:>10}  {:>8}  {status}", n.node, n.containers, samples);
+        rows.push(vec![n.node.clone(), n.containers.to_string(), samples, status]);
+    }
+    let widths = table::widths(&columns, &rows);
+    eprintln!("{}", table::line(&columns, &widths, &rows[0]));
+    for (n, row) in nodes.iter().zip(&rows[1..]) {
+        eprintln!("{}", table::line(&columns, &widths, row));
         if let Some(NodeOutcome::Done(r)) = &n.outcome {
             for w in &r.warnings {
                 let kind = if w.code.is_info() { "" } else { "warning: " };
-                eprintln!("{:width$}  {kind}{}", "", w.message);
+                eprintln!("{:width$}  {kind}{}", "", w.message, width = widths[0]);
             }
         }
     }

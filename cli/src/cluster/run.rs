@@ -20,10 +20,10 @@ use kube::{Api, Client};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 
-use super::annotations::RUN_LABEL;
 use super::api::api_error;
 use super::plan::AGENT_CONTAINER;
 use super::pod_state::{self, Phase, PodState};
+use super::store::run_selector;
 use crate::error::CliError;
 
 /// How long a pod may stay unschedulable before its node is given up.
@@ -237,7 +237,7 @@ async fn follow(
     signals: &mut Signals,
 ) -> Result<bool, CliError> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let config = watcher::Config::default().labels(&format!("{RUN_LABEL}={run_id}"));
+    let config = watcher::Config::default().labels_from(&run_selector(run_id));
     let mut events = watcher(pods.clone(), config).default_backoff().boxed();
     // Bounded: followers wait while the loop is busy, instead of queueing a whole log each.
     let (log_tx, mut log_rx) = mpsc::channel::<LogMsg>(LOG_QUEUE);

@@ -9,14 +9,12 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
-use super::annotations::{
-    annotation, name_of, run_of, ANNOTATION_ASYNC, ANNOTATION_DURATION, ANNOTATION_FREQUENCY, ANNOTATION_NODE,
-    ANNOTATION_NODES, ANNOTATION_TARGET,
-};
+use super::annotations::{name_of, run_of, RunAnnotations};
 use super::pod_state::{self, Phase, PodState};
 use super::run;
 use super::store::{created, is_active, job_end, job_end_time, pod_of};
 use crate::duration::{ago, human, span};
+use crate::table;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -116,7 +114,7 @@ pub struct RunView {
 
 /// One node's state from its Job, its pod (if any) and the samples its trailer announced.
 pub fn node_view(job: &Job, pod: Option<&Pod>, samples: Option<u64>) -> NodeView {
-    let node = annotation(job, ANNOTATION_NODE).unwrap_or("?").to_owned();
+    let node = RunAnnotations::of(job).node.unwrap_or_else(|| "?".into());
     let end = job_end(job);
     let view = |state, reason: Option<String>| NodeView {
         node: node.clone(),
@@ -193,7 +191,7 @@ pub fn runs(jobs: &[Job], pods: &[Pod], samples: &HashMap<String, u64>) -> Vec<R
                     node_view(j, pod, n)
                 })
                 .collect();
-            let announced = jobs.iter().filter_map(|j| annotation(j, ANNOTATION_NODES)?.parse::<usize>().ok()).max();
+            let announced = jobs.iter().filter_map(|j| RunAnnotations::of(j).nodes).max();
             let total = announced.unwrap_or(jobs.len()).max(jobs.len());
             let missing = total - jobs.len();
             let count = |s: NodeState| node_views.iter().filter(|v| v.state == s).count();
@@ -237,6 +235,7 @@ pub fn runs(jobs: &[Job], pods: &[Pod], samples: &HashMap<String, u64>) -> Vec<R
             } else {
                 (RunStatus::Done, None)
             };
+            let said = RunAnnotations::of(first);
             let started_at = jobs.iter().filter_map(|j| created(j)).min();
             let ttl = first.spec.as_ref().and_then(|s| s.ttl_seconds_after_finished);
             let finished = jobs.iter().all(|j| !is_active(j));
@@ -252,10 +251,10 @@ pub fn runs(jobs: &[Job], pods: &[Pod], samples: &HashMap<String, u64>) -> Vec<R
                 id: id.to_owned(),
                 started: started_at.map(|t| t.to_string()),
                 started_at,
-                target: annotation(first, ANNOTATION_TARGET).unwrap_or("?").to_owned(),
-                duration_ms: annotation(first, ANNOTATION_DURATION).and_then(|d| d.parse().ok()),
-                frequency_hz: annotation(first, ANNOTATION_FREQUENCY).and_then(|d| d.parse().ok()),
-                is_async: annotation(first, ANNOTATION_ASYNC) == Some("true"),
+                target: said.target.unwrap_or_else(|| "?".into()),
+                duration_ms: said.duration_ms,
+                frequency_hz: said.frequency_hz,
+                is_async: said.is_async,
                 ttl_seconds: ttl,
                 expires: expires_at.map(|t| t.to_string()),
                 expires_at,
@@ -298,28 +297,9 @@ pub fn table(views: &[RunView], now: Timestamp) -> String {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut out = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:w$}  "));
-            }
-        }
-        out.trim_end().to_owned() + "\n"
-    };
-    let mut out = line(header.to_vec());
-    for row in &rows {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
-    }
-    out
+    let mut lines = vec![header.map(str::to_owned).to_vec()];
+    lines.extend(rows.into_iter().map(|r| r.to_vec()));
+    table::render(&[table::LEFT; 10], &lines)
 }
 
 #[cfg(test)]

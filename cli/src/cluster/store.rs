@@ -8,18 +8,42 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams};
+use kube::core::{Expression, Selector};
 use kube::{Api, Client};
 
-use super::annotations::{name_of, MANAGED_BY, RUN_LABEL};
+use super::annotations::{name_of, INSTANCE_LABEL, MANAGED_BY, RUN_LABEL};
 use super::api::api_error;
 use crate::error::CliError;
 
-pub fn managed_selector() -> String {
-    format!("{}={}", MANAGED_BY.0, MANAGED_BY.1)
+/// Everything kube-eagle made (`clean --all`, `uninstall`).
+pub fn managed_selector() -> Selector {
+    Expression::Equal(MANAGED_BY.0.into(), MANAGED_BY.1.into()).into()
 }
 
-pub fn runs_selector() -> String {
-    format!("{},{RUN_LABEL}", managed_selector())
+/// The Jobs and pods of every run (not `doctor`'s probes).
+pub fn runs_selector() -> Selector {
+    let mut selector = managed_selector();
+    selector.extend(Expression::Exists(RUN_LABEL.into()));
+    selector
+}
+
+/// The Jobs and pods of these runs.
+pub fn runs_of(ids: &[String]) -> Selector {
+    let mut selector = managed_selector();
+    selector.extend(Expression::In(RUN_LABEL.into(), ids.iter().cloned().collect()));
+    selector
+}
+
+/// The Jobs and pods of one run.
+pub fn run_selector(id: &str) -> Selector {
+    Expression::Equal(RUN_LABEL.into(), id.into()).into()
+}
+
+/// What `init` made for the locked namespace `namespace`.
+pub fn instance_selector(namespace: &str) -> Selector {
+    let mut selector = managed_selector();
+    selector.extend(Expression::Equal(INSTANCE_LABEL.into(), namespace.into()));
+    selector
 }
 
 /// How a Job ended: `Some(Ok(()))` complete, `Some(Err(why))` failed, `None` still active.
@@ -73,18 +97,18 @@ pub fn pod_of<'a>(job: &Job, pods: &'a [Pod]) -> Option<&'a Pod> {
         .max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0))
 }
 
-pub async fn list_jobs(client: &Client, namespace: &str, selector: &str) -> Result<Vec<Job>, CliError> {
+pub async fn list_jobs(client: &Client, namespace: &str, selector: &Selector) -> Result<Vec<Job>, CliError> {
     let api: Api<Job> = Api::namespaced(client.clone(), namespace);
-    match api.list(&ListParams::default().labels(selector)).await {
+    match api.list(&ListParams::default().labels_from(selector)).await {
         Ok(list) => Ok(list.items),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(Vec::new()),
         Err(e) => Err(api_error(e, "profiling Jobs", namespace)),
     }
 }
 
-pub async fn list_pods(client: &Client, namespace: &str, selector: &str) -> Result<Vec<Pod>, CliError> {
+pub async fn list_pods(client: &Client, namespace: &str, selector: &Selector) -> Result<Vec<Pod>, CliError> {
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    match api.list(&ListParams::default().labels(selector)).await {
+    match api.list(&ListParams::default().labels_from(selector)).await {
         Ok(list) => Ok(list.items),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(Vec::new()),
         Err(e) => Err(api_error(e, "profiling pods", namespace)),
@@ -145,14 +169,14 @@ pub async fn sweep(
     resource: &ApiResource,
     what: &str,
     scope: Option<&str>,
-    selector: &str,
+    selector: &Selector,
     dry_run: bool,
 ) -> Result<usize, CliError> {
     let api: Api<DynamicObject> = match scope {
         Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
         None => Api::all_with(client.clone(), resource),
     };
-    let list = match api.list(&ListParams::default().labels(selector)).await {
+    let list = match api.list(&ListParams::default().labels_from(selector)).await {
         Ok(list) => list,
         Err(kube::Error::Api(s)) if s.code == 404 => return Ok(0),
         Err(e) => return Err(api_error(e, &format!("{what}s"), scope.unwrap_or("(all namespaces)"))),

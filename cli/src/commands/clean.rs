@@ -9,10 +9,12 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBind
 use kube::api::{ApiResource, DeleteParams};
 use kube::Api;
 
-use crate::cluster::annotations::{check_run_id, run_of, INSTANCE_LABEL, MANAGED_BY, RUN_LABEL};
+use crate::cluster::annotations::{check_run_id, run_of, MANAGED_BY};
 use crate::cluster::api::{api_error, connect, runtime, Connection};
 use crate::cluster::runs::runs;
-use crate::cluster::store::{delete_jobs, delete_pods, list_jobs, list_pods, managed_selector, orphans, sweep};
+use crate::cluster::store::{
+    delete_jobs, delete_pods, instance_selector, list_jobs, list_pods, managed_selector, orphans, runs_of, sweep,
+};
 use crate::error::{CliError, Exit};
 
 /// `clean`, as its arguments asked for it.
@@ -41,11 +43,7 @@ pub fn run(args: CleanPlan) -> Result<Exit, CliError> {
     let namespace = &args.eagle_namespace;
     runtime()?.block_on(async {
         let (client, _) = connect(&args.conn).await?;
-        let selector = if args.all {
-            managed_selector()
-        } else {
-            format!("{},{RUN_LABEL} in ({})", managed_selector(), args.runs.join(","))
-        };
+        let selector = if args.all { managed_selector() } else { runs_of(&args.runs) };
         let (jobs, pods) = futures::future::try_join(
             list_jobs(&client, namespace, &selector),
             list_pods(&client, namespace, &selector),
@@ -90,16 +88,16 @@ pub fn uninstall(args: UninstallPlan) -> Result<Exit, CliError> {
         let mut problems: Vec<CliError> = Vec::new();
         let mut removed = 0usize;
         let managed = managed_selector();
-        let instance = format!("{managed},{INSTANCE_LABEL}={namespace}");
+        let instance = instance_selector(namespace);
         // Jobs first (their pods go with them), then pods left without a Job, the RBAC, and last
         // the namespace, which takes whatever is still inside.
         let sweeps = [
-            (ApiResource::erase::<Job>(&()), "job", Some(namespace.as_str()), managed.as_str()),
-            (ApiResource::erase::<Pod>(&()), "pod", Some(namespace.as_str()), managed.as_str()),
-            (ApiResource::erase::<ClusterRoleBinding>(&()), "clusterrolebinding", None, instance.as_str()),
-            (ApiResource::erase::<ClusterRole>(&()), "clusterrole", None, instance.as_str()),
-            (ApiResource::erase::<RoleBinding>(&()), "rolebinding", None, instance.as_str()),
-            (ApiResource::erase::<Role>(&()), "role", None, instance.as_str()),
+            (ApiResource::erase::<Job>(&()), "job", Some(namespace.as_str()), &managed),
+            (ApiResource::erase::<Pod>(&()), "pod", Some(namespace.as_str()), &managed),
+            (ApiResource::erase::<ClusterRoleBinding>(&()), "clusterrolebinding", None, &instance),
+            (ApiResource::erase::<ClusterRole>(&()), "clusterrole", None, &instance),
+            (ApiResource::erase::<RoleBinding>(&()), "rolebinding", None, &instance),
+            (ApiResource::erase::<Role>(&()), "role", None, &instance),
         ];
         for (resource, what, scope, selector) in &sweeps {
             match sweep(&client, resource, what, *scope, selector, args.dry_run).await {

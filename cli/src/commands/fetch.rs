@@ -8,15 +8,12 @@ use std::time::{Duration, Instant};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::check::RuleSpecs;
-use crate::cluster::annotations::{
-    annotation, check_run_id, decode_placements, name_of, ANNOTATION_DURATION, ANNOTATION_FREQUENCY, ANNOTATION_NODE,
-    ANNOTATION_NODES, ANNOTATION_PLACEMENTS, ANNOTATION_TARGET, RUN_LABEL,
-};
+use crate::cluster::annotations::{check_run_id, name_of, RunAnnotations};
 use crate::cluster::api::{connect, runtime, Connection};
 use crate::cluster::plan::DEFAULT_WINDOW;
 use crate::cluster::profile::{self, Finished};
 use crate::cluster::run::{self, NodeOutcome, NodeRun};
-use crate::cluster::store::{created, delete_jobs, is_active, list_jobs};
+use crate::cluster::store::{created, delete_jobs, is_active, list_jobs, run_selector};
 use crate::duration::{ago, human};
 use crate::error::{CliError, Exit};
 use crate::format::Format;
@@ -53,7 +50,7 @@ async fn fetch_run(args: &FetchPlan, destination: &Destination) -> Result<Exit, 
     let namespace = &args.eagle_namespace;
     let id = &args.run;
     let (client, _) = connect(&args.conn).await?;
-    let mut jobs = list_jobs(&client, namespace, &format!("{RUN_LABEL}={id}")).await?;
+    let mut jobs = list_jobs(&client, namespace, &run_selector(id)).await?;
     if jobs.is_empty() {
         return Err(CliError::NotFound(format!(
             "no run {id} in namespace {namespace}: it never existed, was cleaned, or its results expired (runs started with -a keep them for --ttl, 24h by default); `kubectl eagle list` shows the runs there are"
@@ -61,17 +58,15 @@ async fn fetch_run(args: &FetchPlan, destination: &Destination) -> Result<Exit, 
     }
     jobs.sort_by_key(|j| (name_of(j).len(), name_of(j).to_owned()));
     let first = &jobs[0];
-    let what = annotation(first, ANNOTATION_TARGET).unwrap_or(id).to_owned();
-    let window = annotation(first, ANNOTATION_DURATION)
-        .and_then(|d| d.parse().ok())
-        .map(Duration::from_millis)
-        .unwrap_or(DEFAULT_WINDOW);
-    let total =
-        jobs.iter().filter_map(|j| annotation(j, ANNOTATION_NODES)?.parse::<usize>().ok()).max().unwrap_or(jobs.len());
+    let said = RunAnnotations::of(first);
+    let what = said.target.clone().unwrap_or_else(|| id.clone());
+    let window = said.duration_ms.map(Duration::from_millis).unwrap_or(DEFAULT_WINDOW);
+    let records: Vec<RunAnnotations> = jobs.iter().map(RunAnnotations::of).collect();
+    let total = records.iter().filter_map(|r| r.nodes).max().unwrap_or(jobs.len());
     let mut placements = Placements::new();
     let mut unplaced = 0;
-    for job in &jobs {
-        match annotation(job, ANNOTATION_PLACEMENTS).map(decode_placements) {
+    for record in &records {
+        match record.placements() {
             Some(Ok(p)) => placements.extend(p),
             _ => unplaced += 1,
         }
@@ -84,7 +79,7 @@ async fn fetch_run(args: &FetchPlan, destination: &Destination) -> Result<Exit, 
     let now = Timestamp::now();
     let started = jobs.iter().filter_map(created).min();
     let active = jobs.iter().filter(|j| is_active(j)).count();
-    let frequency: Option<u64> = annotation(first, ANNOTATION_FREQUENCY).and_then(|f| f.parse().ok());
+    let frequency = said.frequency_hz;
     destination.record_run(RunInfo { duration: Some(window), frequency_hz: frequency, ..Default::default() });
     let since = started.map(|t| format!(", started {}", ago(now, t))).unwrap_or_default();
     if active > 0 {
@@ -100,10 +95,10 @@ async fn fetch_run(args: &FetchPlan, destination: &Destination) -> Result<Exit, 
     let bars = run::Bars::new(window);
     let mut nodes: Vec<NodeRun> = jobs
         .iter()
-        .map(|j| {
-            let node = annotation(j, ANNOTATION_NODE).unwrap_or("?").to_owned();
-            let containers =
-                annotation(j, ANNOTATION_PLACEMENTS).and_then(|p| decode_placements(p).ok()).map_or(0, |p| p.len());
+        .zip(&records)
+        .map(|(j, record)| {
+            let node = record.node.clone().unwrap_or_else(|| "?".into());
+            let containers = record.placements().and_then(Result::ok).map_or(0, |p| p.len());
             let bar = bars.bar(&node, if is_active(j) { "waiting" } else { "reading the log" });
             let mut n = NodeRun::new(node, name_of(j).to_owned(), containers, bar);
             n.job_finished = !is_active(j);

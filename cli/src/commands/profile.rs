@@ -112,7 +112,7 @@ mod local {
     use crate::merge;
     use crate::output::{Destination, Labels};
     use crate::placement::Placements;
-    use crate::run_info::{NodeStatus, RunInfo};
+    use crate::run_info::{NodeStatus, NodeStatusKind, RunInfo};
 
     pub fn profile(req: &LocalRequest, destination: &Destination) -> Result<Exit, CliError> {
         local::install_signal_handlers();
@@ -155,7 +155,7 @@ mod local {
             partial: Some(partial),
             nodes: Some(vec![NodeStatus {
                 node: result.header.node.clone(),
-                status: if partial { "partial" } else { "ok" }.into(),
+                status: if partial { NodeStatusKind::Partial } else { NodeStatusKind::Ok },
                 samples: Some(folded.total()),
                 messages: result.warnings.iter().filter(|w| !w.code.is_info()).map(|w| w.message.clone()).collect(),
             }]),
