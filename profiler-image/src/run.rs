@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use eagle_proto::stream::TargetReport;
-use eagle_proto::{Encoder, Header, Progress, Warning};
+use eagle_proto::{Encoder, Header, Progress, Warning, WarningCode};
 
 use crate::aggregate::Aggregate;
 use crate::discovery::{ProcFs, ProcessInfo};
@@ -17,16 +17,12 @@ use crate::sampler::jit::{self, PerfMapRequests};
 use crate::sampler::{ProcessEvent, Sampler, SamplerError};
 use crate::target::Target;
 
-/// Highest sampling frequency accepted. Above a few kHz the sampling itself dominates the
-/// target's CPU; the kernel also caps it (`kernel.perf_event_max_sample_rate`).
-pub const MAX_FREQUENCY_HZ: u64 = 10_000;
+/// Highest sampling frequency accepted: a limit the CLI shares (eagle-proto).
+pub use eagle_proto::MAX_FREQUENCY_HZ;
 /// How often samples are drained and symbolized: short enough that a process that exits is
 /// usually named before it goes.
 const COLLECT_EVERY: Duration = Duration::from_millis(250);
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
-
-/// Warning codes that are information, not trouble: which sampler took which process.
-pub const INFO_SAMPLER: &str = "info-sampler";
 
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
@@ -125,7 +121,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
         ProcessEvents::PrivateTracefs => Some("through a tracefs the agent mounted privately"),
     } {
         run.warnings.push(Warning {
-            code: "sampler-fallback".into(),
+            code: WarningCode::SamplerFallback,
             pid: None,
             message: format!(
                 "new processes are followed {how}, not by BTF-typed tracepoints: this kernel offers no BTF (/sys/kernel/btf/vmlinux), or {FORCE_TRACEFS_ENV} is set"
@@ -148,7 +144,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
     for (target, pids) in &resolved {
         if pids.is_empty() {
             emit(&encoder.warning(&Warning {
-                code: "no-processes".into(),
+                code: WarningCode::NoProcesses,
                 pid: None,
                 message: format!("{target} has no processes yet; watching for them during the window"),
             }));
@@ -210,13 +206,13 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
     run.refresh_names();
     run.finish(&mut aggregate);
     if let Some(message) = &ended {
-        run.warnings.push(Warning { code: "ended-early".into(), pid: None, message: message.clone() });
+        run.warnings.push(Warning { code: WarningCode::EndedEarly, pid: None, message: message.clone() });
     }
     let lost = run.ebpf.lost_samples();
     if lost > 0 {
         let total = run.ebpf.samples().max(1);
         run.warnings.push(Warning {
-            code: "samples-lost".into(),
+            code: WarningCode::SamplesLost,
             pid: None,
             message: format!(
                 "{lost} of {total} samples ({:.1}%) lost to stack-map collisions or full maps",
@@ -265,7 +261,7 @@ impl Run {
         match result {
             Ok(sampler) => self.info(pid, format!("{name} ({pid}): {runtime}, sampled by {sampler}")),
             Err(e) => self.warnings.push(Warning {
-                code: "sampler-failed".into(),
+                code: WarningCode::SamplerFailed,
                 pid: Some(pid),
                 message: format!("{name} ({pid}): {e}"),
             }),
@@ -279,7 +275,7 @@ impl Run {
             match sampler.add(pid) {
                 Ok(()) => return Ok(name),
                 Err(e) => self.warnings.push(Warning {
-                    code: "sampler-failed".into(),
+                    code: WarningCode::SamplerFailed,
                     pid: Some(pid),
                     message: format!("{name} for {pid}: {e}; sampling it natively instead"),
                 }),
@@ -301,7 +297,7 @@ impl Run {
                     hint.push_str("; start the JVM with -XX:+PreserveFramePointer to see whole Java stacks, not only their leaves");
                 }
                 self.warnings.push(Warning {
-                    code: "sampler-fallback".into(),
+                    code: WarningCode::SamplerFallback,
                     pid: Some(pid),
                     message: format!("java ({pid}): {hint}"),
                 });
@@ -312,7 +308,7 @@ impl Run {
                 let cmdline = std::fs::read(self.proc.path().join(format!("{pid}/cmdline"))).unwrap_or_default();
                 if !jit::node_writes_perf_map(&cmdline) {
                     self.warnings.push(Warning {
-                        code: "sampler-fallback".into(),
+                        code: WarningCode::SamplerFallback,
                         pid: Some(pid),
                         message: format!("node ({pid}): JavaScript frames need `node --perf-basic-prof`; without it only native frames are named"),
                     });
@@ -347,7 +343,9 @@ impl Run {
                 )),
             };
             let sampler = sampler
-                .map_err(|why| self.warnings.push(Warning { code: "sampler-missing".into(), pid: None, message: why }))
+                .map_err(|why| {
+                    self.warnings.push(Warning { code: WarningCode::SamplerMissing, pid: None, message: why })
+                })
                 .ok();
             self.interpreters.insert(runtime, sampler);
         }
@@ -355,7 +353,7 @@ impl Run {
     }
 
     fn info(&mut self, pid: u32, message: String) {
-        self.warnings.push(Warning { code: INFO_SAMPLER.into(), pid: Some(pid), message });
+        self.warnings.push(Warning { code: WarningCode::InfoSampler, pid: Some(pid), message });
     }
 
     fn collect(&mut self, aggregate: &mut Aggregate, started: Instant) -> Result<(), AgentError> {
@@ -364,7 +362,7 @@ impl Run {
         for p in self.interpreters.values_mut().flatten() {
             p.collect(aggregate, &mut events)?;
             for (pid, message) in p.take_warnings() {
-                self.warnings.push(Warning { code: "sampler-failed".into(), pid: Some(pid), message });
+                self.warnings.push(Warning { code: WarningCode::SamplerFailed, pid: Some(pid), message });
             }
         }
         self.handle(events, started);
@@ -375,7 +373,7 @@ impl Run {
         for p in self.interpreters.values_mut().flatten() {
             p.finish(aggregate);
             for (pid, message) in p.take_warnings() {
-                self.warnings.push(Warning { code: "sampler-failed".into(), pid: Some(pid), message });
+                self.warnings.push(Warning { code: WarningCode::SamplerFailed, pid: Some(pid), message });
             }
         }
     }
@@ -411,7 +409,7 @@ impl Run {
             match self.route(pid, runtime) {
                 Ok(sampler) => self.info(pid, format!("{name} ({pid}): {runtime}, sampled by {sampler}")),
                 Err(e) => self.warnings.push(Warning {
-                    code: "sampler-failed".into(),
+                    code: WarningCode::SamplerFailed,
                     pid: Some(pid),
                     message: format!("{name} ({pid}): {e}"),
                 }),
@@ -447,7 +445,7 @@ impl Run {
                 ProcessEvent::Exited { pid } if self.requested.contains(&pid) => {
                     let name = self.processes.get(&pid).map_or("?", |p| p.name.as_str());
                     self.warnings.push(Warning {
-                        code: "process-exited".into(),
+                        code: WarningCode::ProcessExited,
                         pid: Some(pid),
                         message: format!("process {pid} ({name}) exited after {:.1}s", started.elapsed().as_secs_f64()),
                     });
