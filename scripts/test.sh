@@ -6,7 +6,6 @@
 #   scripts/test.sh                     everything
 #   EAGLE_SKIP_E2E=1 scripts/test.sh    skip the cluster end-to-end tests
 #   EAGLE_E2E_KUBECONFIG=~/.kube/config scripts/test.sh   run them against another cluster
-#   EAGLE_LAB_NODES=1 scripts/test.sh   a one-node lab (quicker; the node-level tests skip)
 #   EAGLE_FUZZ_SECONDS=60 scripts/test.sh  fuzz each parser longer (default 15 s)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

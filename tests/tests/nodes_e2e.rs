@@ -10,7 +10,8 @@
 //! Each test makes its own namespace with a groundtruth deployment (known 60/30/10 split) whose
 //! replicas are spread one per node (required pod anti-affinity), runs the real binary, and
 //! removes what it made, nodes' taints and labels included. The kubelet-stop test needs the lab
-//! (`scripts/lab/node.sh`) and is skipped on another cluster. `#[ignore]`d so that a plain
+//! (`scripts/lab/node.sh`); on another cluster it skips, and with fewer than 3 nodes the others
+//! do (`eagle_tests::skip`: counted, and a failure under `scripts/test.sh` and in CI). `#[ignore]`d so that a plain
 //! `cargo test` needs no cluster; `scripts/test.sh` runs them with `--run-ignored only`.
 //!
 //! Environment: `EAGLE_E2E_KUBECONFIG` (required), `EAGLE_E2E_GROUNDTRUTH_IMAGE` (default
@@ -71,10 +72,10 @@ impl Fixture {
             ready = fx.ready_nodes();
         }
         if ready.len() < nodes {
-            eprintln!(
-                "skipped: needs {nodes} Ready schedulable nodes, the cluster has {} ({ready:?}); the lab runs 3 unless EAGLE_LAB_NODES says otherwise",
+            eagle_tests::skip(&format!(
+                "needs {nodes} Ready schedulable nodes, the cluster has {} ({ready:?}); the lab runs 3 unless EAGLE_LAB_NODES says otherwise",
                 ready.len()
-            );
+            ));
             return None;
         }
         std::fs::create_dir_all(&fx.dir).unwrap();
@@ -461,8 +462,8 @@ fn a_deployment_spread_over_three_nodes_gets_one_job_per_node_and_one_graph() {
 #[ignore = "needs a cluster: EAGLE_E2E_KUBECONFIG"]
 fn a_node_whose_kubelet_stops_mid_window_fails_alone_and_the_rest_is_partial() {
     let Some(script) = eagle_tests::e2e_lab_node_script() else {
-        eprintln!(
-            "skipped: stopping a kubelet needs the lab (scripts/lab/node.sh); EAGLE_E2E_KUBECONFIG is another cluster"
+        eagle_tests::skip(
+            "stopping a kubelet needs the lab (scripts/lab/node.sh), and EAGLE_E2E_KUBECONFIG is another cluster",
         );
         return;
     };
