@@ -112,6 +112,16 @@ pub fn e2e_kubeconfig() -> Option<PathBuf> {
     }
 }
 
+/// The lab's `scripts/lab/node.sh` (it stops and starts a node's kubelet) when the end-to-end
+/// cluster is the lab's (`EAGLE_E2E_KUBECONFIG` is `$EAGLE_LAB/admin.kubeconfig`), else `None`:
+/// a test that needs to break a node can do it only there.
+pub fn e2e_lab_node_script() -> Option<PathBuf> {
+    let kubeconfig = std::fs::canonicalize(std::env::var_os("EAGLE_E2E_KUBECONFIG")?).ok()?;
+    let lab = std::env::var_os("EAGLE_LAB").unwrap_or_else(|| "/var/lib/kube-eagle/lab".into());
+    let lab_kubeconfig = std::fs::canonicalize(Path::new(&lab).join("admin.kubeconfig")).ok()?;
+    (kubeconfig == lab_kubeconfig).then(|| repo_root().join("scripts/lab/node.sh"))
+}
+
 /// The groundtruth image the cluster's nodes have: `EAGLE_E2E_GROUNDTRUTH_IMAGE`, else the lab's.
 pub fn e2e_groundtruth_image() -> String {
     std::env::var("EAGLE_E2E_GROUNDTRUTH_IMAGE")
