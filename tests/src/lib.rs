@@ -136,6 +136,19 @@ pub fn chains() -> &'static Path {
     BUILT.get_or_init(|| build_c("images/chains/chains.c", "chains", &CHAINS_FLAGS))
 }
 
+/// chains built with neither unwind tables for its own code nor frame pointers: what an
+/// unwinder cannot follow, and must say so about.
+pub fn chains_without_unwind_tables() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        build_c(
+            "images/chains/chains.c",
+            "chains-bare",
+            &["-O2", "-g", "-Wall", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables"],
+        )
+    })
+}
+
 /// The chains of [`chains`] and the share of its CPU time each one takes.
 pub const CHAINS_SPLIT: [(&str, f64); 3] =
     [("chain_60_outer", 0.60), ("chain_30_outer", 0.30), ("chain_10_outer", 0.10)];

@@ -156,6 +156,8 @@ struct Loader {
     processes: HashMap<u32, ProcessEntry>,
     /// Warnings said once per run.
     said: HashSet<String>,
+    /// For `EAGLE_UNWIND_DEBUG=1`: when each process became ready, from here.
+    started: Instant,
 }
 
 impl Loader {
@@ -172,6 +174,7 @@ impl Loader {
             rows_loaded: 0,
             processes: HashMap::new(),
             said: HashSet::new(),
+            started: Instant::now(),
         }
     }
 
