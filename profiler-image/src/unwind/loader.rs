@@ -181,7 +181,7 @@ impl Loader {
     fn run(&mut self, commands: &Receiver<Command>) {
         loop {
             match commands.recv_timeout(POLL_EVERY) {
-                Ok(Command::Build { pid, generation }) => self.build(pid, generation, false),
+                Ok(Command::Build { pid, generation }) => self.build(pid, generation),
                 Ok(Command::Forget { pid }) => self.forget(pid),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
@@ -199,7 +199,7 @@ impl Loader {
                 if refresh && known.is_some_and(|p| p.refreshed.elapsed() < REFRESH_EVERY) {
                     continue;
                 }
-                self.build(pid, generation, refresh);
+                self.build(pid, generation);
             }
         }
     }
@@ -213,7 +213,7 @@ impl Loader {
     }
 
     /// Reads `pid`'s executable mappings and points the kernel at their tables.
-    fn build(&mut self, pid: u32, generation: u32, _refresh: bool) {
+    fn build(&mut self, pid: u32, generation: u32) {
         let started = Instant::now();
         let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
             return; // gone already: its samples stay frame-pointer walks
@@ -285,9 +285,12 @@ impl Loader {
         }
         if std::env::var_os("EAGLE_UNWIND_DEBUG").is_some() {
             eprintln!(
-                "unwind: pid {pid} generation {generation} refresh {_refresh}: {} mappings in {:?}",
+                "unwind: {:.3}s after start: pid {pid} (generation {generation}) ready, {} mappings, built in {:.3}s; {} tables, {} rows loaded",
+                self.started.elapsed().as_secs_f64(),
                 entry.count,
-                started.elapsed()
+                started.elapsed().as_secs_f64(),
+                self.tables.len(),
+                self.rows_loaded
             );
         }
         if let Ok(mut s) = self.shared.lock() {
