@@ -69,11 +69,13 @@ STACK_MAP(stacks_1);
 COUNT_MAP(counts_0);
 COUNT_MAP(counts_1);
 
-/* User stacks unwound with tables, keyed by a hash of their frames (see `unwind_user`). */
+/* User stacks unwound with tables, keyed by a hash of their frames (see `unwind_user`).
+ * Allocated as stacks come (1 KiB each), not 16 MiB up front per buffer. */
 #define USER_STACK_MAP(name)                                              \
 	struct {                                                              \
 		__uint(type, BPF_MAP_TYPE_HASH);                                  \
 		__uint(max_entries, 16384);                                       \
+		__uint(map_flags, BPF_F_NO_PREALLOC);                             \
 		__type(key, __u64);                                               \
 		__type(value, struct eagle_user_stack);                           \
 	} name SEC(".maps")
