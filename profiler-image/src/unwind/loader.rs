@@ -76,7 +76,14 @@ impl Unwinder {
         let (commands, receiver) = mpsc::channel();
         let shared = Arc::new(Mutex::new(Shared::default()));
         let mut loader = Loader::new(maps, max_rows, Arc::clone(&shared));
-        let thread = std::thread::Builder::new().name("eagle-unwind".into()).spawn(move || loader.run(&receiver))?;
+        let thread = std::thread::Builder::new().name("eagle-unwind".into()).spawn(move || {
+            // Until a process's tables are built its samples are frame-pointer walks: on a busy
+            // node this thread must not wait behind everything else for its few milliseconds.
+            // Without CAP_SYS_NICE this fails, and it runs at the agent's priority.
+            // SAFETY: plain system calls on this thread's own id.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, -10) };
+            loader.run(&receiver)
+        })?;
         Ok(Self { commands: Some(commands), shared, thread: Some(thread) })
     }
 
