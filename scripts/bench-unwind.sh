@@ -23,9 +23,11 @@ echo "building release binaries..." >&2
 cargo build --release --workspace --bins --quiet
 eagle=$PWD/target/release/kubectl-eagle
 
-# share FILE: "reaching/total (percent)" of the samples in a folded FILE whose stack has `main`.
+# share FILE: "whole/total (percent)" of the samples in a folded FILE whose stack is whole: it
+# reaches `main` or the C library's start of the process or of a thread (the outermost frames of
+# a stripped binary have no names of their own, libc's have).
 share() {
-  awk '{ n = $NF; total += n; if ($0 ~ /(^|;)main(;| [0-9]+$)/) reach += n }
+  awk '{ n = $NF; total += n; if ($0 ~ /;(main|_start|__libc_start_main|__libc_start_main_impl|__libc_start_call_main|start_thread|clone|clone3);/) reach += n }
        END { printf "%d/%d (%.1f%%)", reach, total, total ? 100 * reach / total : 0 }' "$1"
 }
 
@@ -42,9 +44,9 @@ measure() {
 
 echo "machine: $(nproc) CPUs, kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-printf '%-36s %-24s %-24s\n' "stacks reaching main" "frame pointers" ".eh_frame tables"
+printf '%-36s %-24s %-24s\n' "whole stacks (down to main/start)" "frame pointers" ".eh_frame tables"
 head -c 64M /usr/lib/x86_64-linux-gnu/libLLVM-15.so.1 >"$work/input" 2>/dev/null || head -c 64M /dev/urandom >"$work/input"
-measure "xz -9 (Debian)" -d 8s -f 499 -- /usr/bin/xz -9 -T1 -k -c "$work/input" >/dev/null
+measure "xz -9 (Debian)" -d 8s -f 499 -- sh -c "exec /usr/bin/xz -9 -T1 -k -c $work/input >/dev/null"
 measure "python3 --runtime native (Debian)" -d 6s -f 499 --runtime native -- /usr/bin/python3 images/python/groundtruth.py --zlib
 measure "python3 --native (py-spy)" -d 6s -f 499 --native -- /usr/bin/python3 images/python/groundtruth.py --zlib
 # A big profile to convert, made by the release binary itself.
@@ -63,7 +65,11 @@ while True:
 " $libs &
 big=$!
 sleep 2
-code=$(awk '$2 ~ /x/ { split($1, r, "-"); total += strtonum("0x" r[2]) - strtonum("0x" r[1]) } END { printf "%.0f", total / 1048576 }' /proc/$big/maps)
+code=0
+while read -r range perms _; do
+  [[ $perms == *x* ]] && code=$((code + 0x${range#*-} - 0x${range%-*}))
+done </proc/$big/maps
+code=$((code / 1048576))
 echo "a process with $code MiB of executable mappings (python3 + $libs)"
 for mode in frame-pointers tables; do
   EAGLE_UNWIND=$mode EAGLE_UNWIND_DEBUG=1 /usr/bin/time -f "peak RSS %M KiB" "$eagle" profile -o "$work/big-$mode.folded" -d 5s -f 99 "pid/$big" 2>"$work/big-$mode.log" || { cat "$work/big-$mode.log" >&2; exit 1; }

@@ -408,7 +408,7 @@ impl Loader {
             return self.table_for(pid, m);
         }
         let object = Object { segments: file.segments.clone(), ..Object::default() };
-        Ok(object.bias(m.start, m.offset).map(|bias| (key, bias)))
+        Ok(object.bias(m.start, m.end, m.offset).map(|bias| (key, bias)))
     }
 
     /// Reads an object through the process's own view of it (so a container's files are

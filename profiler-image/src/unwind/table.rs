@@ -29,6 +29,7 @@ pub struct Segment {
     pub offset: u64,
     pub vaddr: u64,
     pub filesz: u64,
+    pub executable: bool,
 }
 
 /// What an object offers the unwinder.
@@ -70,7 +71,12 @@ impl Object {
             .elf_program_headers()
             .iter()
             .filter(|p| p.p_type(endian) == object::elf::PT_LOAD)
-            .map(|p| Segment { offset: p.p_offset(endian), vaddr: p.p_vaddr(endian), filesz: p.p_filesz(endian) })
+            .map(|p| Segment {
+                offset: p.p_offset(endian),
+                vaddr: p.p_vaddr(endian),
+                filesz: p.p_filesz(endian),
+                executable: p.p_flags(endian) & object::elf::PF_X != 0,
+            })
             .collect();
         let build_id = elf.build_id().ok().flatten().map(<[u8]>::to_vec);
         let section = |name: &str| {
@@ -109,13 +115,20 @@ impl Object {
         Ok(object)
     }
 
-    /// `address - bias` is the object's own address for code mapped at `start` from file
-    /// offset `offset`; `None` when no loadable segment holds that offset.
-    pub fn bias(&self, start: u64, offset: u64) -> Option<u64> {
-        let segment = self.segments.iter().find(|s| {
-            let first = s.offset & !0xfff; // mappings start on a page
-            offset >= first && offset < s.offset.saturating_add(s.filesz.max(1))
-        })?;
+    /// `address - bias` is the object's own address for code mapped at `start..end` from file
+    /// offset `offset`; `None` when no loadable segment is in that part of the file.
+    pub fn bias(&self, start: u64, end: u64, offset: u64) -> Option<u64> {
+        // Mappings start on a page, segments need not: the page a code segment starts in may
+        // also hold the end of the read-only segment before it, whose addresses can be offset
+        // differently from the file (lld puts them a page apart). The code segment is the one.
+        let last = offset.saturating_add(end.saturating_sub(start));
+        let overlapping = |s: &&Segment| s.offset < last && offset < s.offset.saturating_add(s.filesz.max(1));
+        let segment = self
+            .segments
+            .iter()
+            .filter(overlapping)
+            .find(|s| s.executable)
+            .or_else(|| self.segments.iter().find(overlapping))?;
         // The file offset `s.offset` is mapped at `start + (s.offset - offset)`, and is the
         // object's address `s.vaddr`.
         Some(start.wrapping_add(segment.offset).wrapping_sub(offset).wrapping_sub(segment.vaddr))
@@ -341,10 +354,27 @@ mod tests {
         let pc = the_agent_itself_has_a_table_that_covers_its_code as *const () as usize as u64;
         let maps = std::fs::read_to_string("/proc/self/maps").expect("maps");
         let mapping = crate::unwind::maps::parse(&maps).into_iter().find(|m| m.start <= pc && pc < m.end).unwrap();
-        let bias = object.bias(mapping.start, mapping.offset).expect("a segment holds the code");
+        let bias = object.bias(mapping.start, mapping.end, mapping.offset).expect("a segment holds the code");
         let relative = (pc - bias) as u32;
         let i = object.rows.partition_point(|r| r.pc <= relative) - 1;
         assert_ne!(object.rows[i].kind & 0x7f, cfa::NONE, "{:?}", object.rows[i]);
+    }
+
+    #[test]
+    fn the_code_segment_gives_the_bias_where_a_page_holds_two_segments() {
+        // lld's layout (this project's release binary): the code starts in the page where the
+        // read-only data ends, one page further in addresses than in the file.
+        let object = Object {
+            segments: vec![
+                Segment { offset: 0, vaddr: 0, filesz: 0x3c80b8, executable: false },
+                Segment { offset: 0x3c80c0, vaddr: 0x3c90c0, filesz: 0xb635c0, executable: true },
+                Segment { offset: 0xf2b680, vaddr: 0xf2d680, filesz: 0x7eda0, executable: false },
+            ],
+            ..Object::default()
+        };
+        let bias = object.bias(0x55f0526be000, 0x55f053222000, 0x3c8000).expect("a bias");
+        assert_eq!(0x55f0526be0c0 - bias, 0x3c90c0, "the code segment's first byte is its own address");
+        assert_eq!(object.bias(0x1000, 0x2000, 0x7000_0000), None);
     }
 
     #[test]
