@@ -72,7 +72,7 @@ done </proc/$big/maps
 code=$((code / 1048576))
 echo "a process with $code MiB of executable mappings (python3 + $libs)"
 for mode in frame-pointers tables; do
-  EAGLE_UNWIND=$mode EAGLE_UNWIND_DEBUG=1 /usr/bin/time -f "peak RSS %M KiB" "$eagle" profile -o "$work/big-$mode.folded" -d 5s -f 99 "pid/$big" 2>"$work/big-$mode.log" || { cat "$work/big-$mode.log" >&2; exit 1; }
+  EAGLE_UNWIND=$mode EAGLE_UNWIND_DEBUG=1 /usr/bin/time -f "peak RSS %M KiB" "$eagle" profile -o "$work/big-$mode.folded" -d 5s -f 99 --runtime native "pid/$big" 2>"$work/big-$mode.log" || { cat "$work/big-$mode.log" >&2; exit 1; }
   ready=$(grep -m1 "pid $big (generation" "$work/big-$mode.log" | sed 's/^unwind: \([0-9.]*\)s after start.*built in \([0-9.]*\)s; \([0-9]*\) tables, \([0-9]*\) rows.*/tables ready \1 s after start (\3 tables, \4 rows)/' || true)
   echo "$mode: $(grep 'peak RSS' "$work/big-$mode.log")${ready:+; $ready}"
 done
