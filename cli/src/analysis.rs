@@ -46,21 +46,15 @@ pub struct Group<'a> {
     pub functions: usize,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Measure {
     /// Inclusive: the function anywhere on the stack.
+    #[default]
     Total,
     /// Exclusive: the function is the innermost frame.
+    #[serde(rename = "self")]
     SelfTime,
-}
-
-impl Measure {
-    pub fn word(self) -> &'static str {
-        match self {
-            Measure::Total => "total",
-            Measure::SelfTime => "self",
-        }
-    }
 }
 
 impl Analysis {
@@ -182,6 +176,11 @@ impl Analysis {
         group.top_total = best(|f| f.total_samples);
         group
     }
+}
+
+/// Percentages as they appear in summaries and tables: 4 decimals, stable across platforms.
+pub fn round(percent: f64) -> f64 {
+    (percent * 10_000.0).round() / 10_000.0
 }
 
 #[cfg(test)]

@@ -18,16 +18,68 @@ use std::path::{Path, PathBuf};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
+use crate::analysis::round;
 use crate::analysis::{Analysis, FunctionStats, Group, Measure};
-use crate::args::CheckArgs;
 use crate::error::CliError;
 use crate::input;
-use crate::summary::round;
+use crate::table;
+
+/// The rules as the user wrote them (`--max`, `--max-self`, `--baseline`, `--max-regression`,
+/// `--max-self-regression`), for [`Rules::plan`] to parse and validate.
+#[derive(Clone, Debug, Default)]
+pub struct RuleSpecs {
+    pub max: Vec<String>,
+    pub max_self: Vec<String>,
+    pub baseline: Option<PathBuf>,
+    pub max_regression: Vec<String>,
+    pub max_self_regression: Vec<String>,
+}
+
+impl RuleSpecs {
+    /// No rule and no baseline given.
+    pub fn is_empty(&self) -> bool {
+        self.max.is_empty()
+            && self.max_self.is_empty()
+            && self.max_regression.is_empty()
+            && self.max_self_regression.is_empty()
+            && self.baseline.is_none()
+    }
+}
+
+/// Which rule a result is of, named as its flag without dashes in the summary (`max-self`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuleKind {
+    #[default]
+    Max,
+    MaxSelf,
+    MaxRegression,
+    MaxSelfRegression,
+}
+
+impl RuleKind {
+    pub fn flag(self) -> &'static str {
+        match self {
+            RuleKind::Max => "--max",
+            RuleKind::MaxSelf => "--max-self",
+            RuleKind::MaxRegression => "--max-regression",
+            RuleKind::MaxSelfRegression => "--max-self-regression",
+        }
+    }
+
+    /// Inclusive or self shares.
+    pub fn measure(self) -> Measure {
+        match self {
+            RuleKind::Max | RuleKind::MaxRegression => Measure::Total,
+            RuleKind::MaxSelf | RuleKind::MaxSelfRegression => Measure::SelfTime,
+        }
+    }
+}
 
 /// A bound on a group's share.
 #[derive(Clone, Debug)]
 pub struct Limit {
-    pub flag: &'static str,
+    pub kind: RuleKind,
     pub spec: String,
     pub measure: Measure,
     pub pattern: Regex,
@@ -37,7 +89,7 @@ pub struct Limit {
 /// A bound on the growth of a share over the baseline, in percentage points.
 #[derive(Clone, Debug)]
 pub struct Regression {
-    pub flag: &'static str,
+    pub kind: RuleKind,
     pub spec: String,
     pub measure: Measure,
     /// `None`: every function on its own.
@@ -75,9 +127,9 @@ pub struct CheckResult {
     /// The rule as given: `--max serde_json::.*=15%`.
     pub rule: String,
     /// `max`, `max-self`, `max-regression` or `max-self-regression`.
-    pub kind: String,
+    pub kind: RuleKind,
     /// `total` or `self`.
-    pub measure: String,
+    pub measure: Measure,
     /// The regex, absent for per-function regression rules.
     pub pattern: Option<String>,
     /// For limits: the matching function with the largest share. For regressions: the
@@ -104,19 +156,19 @@ pub struct CheckResult {
 impl Rules {
     /// Parses and validates every rule and reads the baseline, before any sampling: a typo
     /// must not cost a profiling window. `None` when no rule was given.
-    pub fn plan(args: &CheckArgs) -> Result<Option<Rules>, CliError> {
+    pub fn plan(args: &RuleSpecs) -> Result<Option<Rules>, CliError> {
         let mut rules = Rules::default();
         for spec in &args.max {
-            rules.limits.push(parse_limit("--max", spec, Measure::Total)?);
+            rules.limits.push(parse_limit(RuleKind::Max, spec)?);
         }
         for spec in &args.max_self {
-            rules.limits.push(parse_limit("--max-self", spec, Measure::SelfTime)?);
+            rules.limits.push(parse_limit(RuleKind::MaxSelf, spec)?);
         }
         for spec in &args.max_regression {
-            rules.regressions.push(parse_regression("--max-regression", spec, Measure::Total)?);
+            rules.regressions.push(parse_regression(RuleKind::MaxRegression, spec)?);
         }
         for spec in &args.max_self_regression {
-            rules.regressions.push(parse_regression("--max-self-regression", spec, Measure::SelfTime)?);
+            rules.regressions.push(parse_regression(RuleKind::MaxSelfRegression, spec)?);
         }
         match (&args.baseline, rules.regressions.is_empty()) {
             (Some(path), true) => {
@@ -153,9 +205,9 @@ impl Rules {
             let (samples, top) = pick(&group, limit.measure);
             let value = round(profile.percent(samples));
             results.push(CheckResult {
-                rule: format!("{} {}", limit.flag, limit.spec),
-                kind: limit.flag.trim_start_matches('-').to_owned(),
-                measure: limit.measure.word().to_owned(),
+                rule: format!("{} {}", limit.kind.flag(), limit.spec),
+                kind: limit.kind,
+                measure: limit.measure,
                 pattern: Some(limit.pattern.as_str().to_owned()),
                 function: top.map(|f| f.name.to_owned()),
                 function_percent: top.map(|f| round(profile.percent(samples_of(Some(f), limit.measure)))),
@@ -201,9 +253,9 @@ fn regression(rule: &Regression, base: &Analysis, new: &Analysis) -> Vec<CheckRe
         let (before, after) = (round(before), round(after));
         let value = round(after - before);
         CheckResult {
-            rule: format!("{} {}", rule.flag, rule.spec),
-            kind: rule.flag.trim_start_matches('-').to_owned(),
-            measure: rule.measure.word().to_owned(),
+            rule: format!("{} {}", rule.kind.flag(), rule.spec),
+            kind: rule.kind,
+            measure: rule.measure,
             pattern: rule.pattern.as_ref().map(|p| p.as_str().to_owned()),
             function: function.map(str::to_owned),
             limit: rule.max_points,
@@ -241,7 +293,8 @@ fn regression(rule: &Regression, base: &Analysis, new: &Analysis) -> Vec<CheckRe
     }
 }
 
-fn parse_limit(flag: &'static str, spec: &str, measure: Measure) -> Result<Limit, CliError> {
+fn parse_limit(kind: RuleKind, spec: &str) -> Result<Limit, CliError> {
+    let (flag, measure) = (kind.flag(), kind.measure());
     let example = if measure == Measure::Total { "'serde_json::.*=15%'" } else { "'regex::.*=5%'" };
     let Some((pattern, value)) = spec.rsplit_once('=') else {
         return Err(CliError::Usage(format!("{flag} `{spec}`: write REGEX=PERCENT, for example {flag} {example}")));
@@ -256,10 +309,11 @@ fn parse_limit(flag: &'static str, spec: &str, measure: Measure) -> Result<Limit
             )))
         }
     };
-    Ok(Limit { flag, spec: spec.to_owned(), measure, pattern, max_percent })
+    Ok(Limit { kind, spec: spec.to_owned(), measure, pattern, max_percent })
 }
 
-fn parse_regression(flag: &'static str, spec: &str, measure: Measure) -> Result<Regression, CliError> {
+fn parse_regression(kind: RuleKind, spec: &str) -> Result<Regression, CliError> {
+    let (flag, measure) = (kind.flag(), kind.measure());
     let (pattern, value) = match spec.rsplit_once('=') {
         Some((pattern, value)) => (Some(compile(flag, spec, pattern)?), value),
         None => (None, spec),
@@ -276,7 +330,7 @@ fn parse_regression(flag: &'static str, spec: &str, measure: Measure) -> Result<
     let number = value.strip_suffix("pp").unwrap_or(value).trim();
     match number.parse::<f64>() {
         Ok(p) if (0.0..=100.0).contains(&p) => {
-            Ok(Regression { flag, spec: spec.to_owned(), measure, pattern, max_points: p })
+            Ok(Regression { kind, spec: spec.to_owned(), measure, pattern, max_points: p })
         }
         _ => bad(&format!("`{value}` is not a number of percentage points from 0 to 100")),
     }
@@ -349,29 +403,8 @@ pub fn table(report: &CheckReport, profile: &Path, total: u64) -> String {
         let result = if r.broken { "BROKEN" } else { "ok" };
         rows.push([result.to_owned(), r.rule.clone(), limit, value, detail]);
     }
-    let mut widths = [0usize; 4];
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row.iter()) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in &rows {
-        let line = format!(
-            "{:w0$}  {:w1$}  {:>w2$}  {:>w3$}  {}",
-            row[0],
-            row[1],
-            row[2],
-            row[3],
-            row[4],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2],
-            w3 = widths[3]
-        );
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
+    let rows: Vec<Vec<String>> = rows.into_iter().map(|r| r.to_vec()).collect();
+    let mut out = table::render(&[table::LEFT, table::LEFT, table::RIGHT, table::RIGHT, table::LEFT], &rows);
     for (rule, n) in hidden {
         out.push_str(&format!("... and {n} more functions broke `{rule}` (all of them are in --summary)\n"));
     }
@@ -411,8 +444,8 @@ mod tests {
 
     use super::*;
 
-    fn args(max: &[&str], max_self: &[&str]) -> CheckArgs {
-        CheckArgs {
+    fn args(max: &[&str], max_self: &[&str]) -> RuleSpecs {
+        RuleSpecs {
             max: max.iter().map(|s| s.to_string()).collect(),
             max_self: max_self.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
@@ -450,19 +483,19 @@ mod tests {
             assert!(e.to_string().contains(needle), "{max}: {e}");
             assert_eq!(e.to_string().lines().count(), 1, "{e}");
         }
-        let regression = |spec: &str| CheckArgs { max_regression: vec![spec.into()], ..Default::default() };
+        let regression = |spec: &str| RuleSpecs { max_regression: vec![spec.into()], ..Default::default() };
         let e = Rules::plan(&regression("3%")).unwrap_err();
         assert!(e.to_string().contains("percentage points"), "{e}");
         let e = Rules::plan(&regression("3pp")).unwrap_err();
         assert!(e.to_string().contains("--baseline"), "{e}");
-        assert!(Rules::plan(&CheckArgs::default()).unwrap().is_none());
+        assert!(Rules::plan(&RuleSpecs::default()).unwrap().is_none());
     }
 
     #[test]
     fn regressions_per_function_and_per_group() {
         let base = analysis("main;parse 20\nmain;work 80\n");
         let new = analysis("main;parse 30\nmain;work 60\nmain;fresh 10\n");
-        let rule = |spec: &str| parse_regression("--max-regression", spec, Measure::Total).unwrap();
+        let rule = |spec: &str| parse_regression(RuleKind::MaxRegression, spec).unwrap();
         let rows = regression(&rule("5pp"), &base, &new);
         assert_eq!(rows.len(), 2);
         assert_eq!((rows[0].function.as_deref(), rows[0].value), (Some("fresh"), 10.0));

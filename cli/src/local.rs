@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use eagle_agent::sampler::SamplerError;
 use eagle_agent::{AgentConfig, AgentError};
-use eagle_proto::{Decoder, Event, NodeResult, Warning};
+use eagle_proto::{Decoder, Event, NodeResult, Warning, WarningCode};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::error::CliError;
@@ -37,7 +37,7 @@ pub struct LocalRun {
     pub command: Vec<String>,
     pub duration: Option<Duration>,
     pub frequency_hz: u64,
-    pub runtime: Option<eagle_agent::runtime::Runtime>,
+    pub runtime: Option<eagle_proto::Runtime>,
     pub native: bool,
 }
 
@@ -70,7 +70,7 @@ pub fn profile(run: &LocalRun) -> Result<LocalResult, CliError> {
     let expected_end = |w: &Warning| {
         until_exit
             && !STOP.load(Ordering::Relaxed)
-            && (w.code == "ended-early" || (w.code == "process-exited" && w.pid == command_pid))
+            && (w.code == WarningCode::EndedEarly || (w.code == WarningCode::ProcessExited && w.pid == command_pid))
     };
 
     let bar = progress_bar(run.duration);
@@ -89,7 +89,7 @@ pub fn profile(run: &LocalRun) -> Result<LocalResult, CliError> {
                 bar.set_position(p.elapsed_ms);
                 bar.set_message(format!("{} samples, {} processes", p.samples, p.processes));
             }
-            Ok(Some(Event::Warning(w))) if w.code.starts_with("info-") || expected_end(&w) => {}
+            Ok(Some(Event::Warning(w))) if w.code.is_info() || expected_end(&w) => {}
             Ok(Some(Event::Warning(w))) => bar.suspend(|| eprintln!("warning: {}", w.message)),
             Ok(_) => {}
             Err(e) => decode_error = decode_error.or(Some(e)),
@@ -111,7 +111,7 @@ pub fn profile(run: &LocalRun) -> Result<LocalResult, CliError> {
         .finish()
         .map_err(|e| CliError::Failed(format!("internal error: the local result stream does not decode: {e}")))?;
     // Which sampler took which process: the user never named a language, so say it.
-    for w in result.warnings.iter().filter(|w| w.code.starts_with("info-")) {
+    for w in result.warnings.iter().filter(|w| w.code.is_info()) {
         eprintln!("{}", w.message);
     }
     result.warnings.retain(|w| !expected_end(w));
@@ -152,7 +152,7 @@ fn agent_error(e: AgentError) -> CliError {
 /// keeps the pid the sampler was given.
 struct GatedChild {
     child: Child,
-    gate: Option<std::fs::File>,
+    gate: Option<std::io::PipeWriter>,
 }
 
 /// The shell reads one line from fd 3; EOF (the CLI gave up) means: do not run the command.
@@ -163,14 +163,9 @@ impl GatedChild {
         let program = which::which(&argv[0]).map_err(|_| {
             CliError::NotFound(format!("cannot start `{}`: no such command (not a file, and not on PATH)", argv[0]))
         })?;
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 writes two fds into the array.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return Err(CliError::Failed(format!("cannot create a pipe: {}", std::io::Error::last_os_error())));
-        }
-        let (read_fd, write_fd) = (fds[0], fds[1]);
-        // SAFETY: write_fd is a fresh fd that only this File owns.
-        let gate = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(write_fd) };
+        // Both ends close on exec; the child gets its own copy of the read end as fd 3 below.
+        let (reader, gate) = std::io::pipe().map_err(|e| CliError::Failed(format!("cannot create a pipe: {e}")))?;
+        let read_fd = std::os::fd::AsRawFd::as_raw_fd(&reader);
         let mut command = Command::new("/bin/sh");
         command.arg("-c").arg(GATE_SCRIPT).arg("kubectl-eagle").arg(&program).args(&argv[1..]);
         // SAFETY: only dup2(2) and fcntl(2), both async-signal-safe, between fork and exec.
@@ -185,8 +180,8 @@ impl GatedChild {
             });
         }
         let spawned = command.spawn();
-        // SAFETY: read_fd belongs to this function and the child has its own copy now.
-        unsafe { libc::close(read_fd) };
+        // The child has its own copy of the read end now.
+        drop(reader);
         match spawned {
             Ok(child) => Ok(Self { child, gate: Some(gate) }),
             Err(e) => Err(CliError::Failed(format!("cannot start `{}`: {e}", argv[0]))),

@@ -6,27 +6,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use eagle_proto::stream::TargetReport;
-use eagle_proto::{Encoder, Header, Progress, Warning};
+use eagle_proto::{Encoder, Header, Progress, Warning, WarningCode};
 
 use crate::aggregate::Aggregate;
 use crate::discovery::{ProcFs, ProcessInfo};
 use crate::runtime::{self, ProcessTraits, Runtime};
-use crate::sampler::ebpf::EbpfSampler;
+use crate::sampler::ebpf::{EbpfSampler, ProcessEvents, FORCE_TRACEFS_ENV};
 use crate::sampler::interpreter::{self, InterpreterSampler, Tool};
 use crate::sampler::jit::{self, PerfMapRequests};
 use crate::sampler::{ProcessEvent, Sampler, SamplerError};
 use crate::target::Target;
 
-/// Highest sampling frequency accepted. Above a few kHz the sampling itself dominates the
-/// target's CPU; the kernel also caps it (`kernel.perf_event_max_sample_rate`).
-pub const MAX_FREQUENCY_HZ: u64 = 10_000;
+/// Highest sampling frequency accepted: a limit the CLI shares (eagle-proto).
+pub use eagle_proto::MAX_FREQUENCY_HZ;
 /// How often samples are drained and symbolized: short enough that a process that exits is
 /// usually named before it goes.
 const COLLECT_EVERY: Duration = Duration::from_millis(250);
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
-
-/// Warning codes that are information, not trouble: which sampler took which process.
-pub const INFO_SAMPLER: &str = "info-sampler";
 
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
@@ -119,6 +115,19 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
         requested: HashSet::new(),
         warnings: Vec::new(),
     };
+    if let Some(how) = match run.ebpf.process_events() {
+        ProcessEvents::BtfTracepoints => None,
+        ProcessEvents::Tracefs => Some("through the tracefs mounted on this machine"),
+        ProcessEvents::PrivateTracefs => Some("through a tracefs the agent mounted privately"),
+    } {
+        run.warnings.push(Warning {
+            code: WarningCode::SamplerFallback,
+            pid: None,
+            message: format!(
+                "new processes are followed {how}, not by BTF-typed tracepoints: this kernel offers no BTF (/sys/kernel/btf/vmlinux), or {FORCE_TRACEFS_ENV} is set"
+            ),
+        });
+    }
     // Every sampler starts on the processes known now, together: one window for all.
     for pid in resolved.values().flatten() {
         run.add(*pid, true);
@@ -135,7 +144,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
     for (target, pids) in &resolved {
         if pids.is_empty() {
             emit(&encoder.warning(&Warning {
-                code: "no-processes".into(),
+                code: WarningCode::NoProcesses,
                 pid: None,
                 message: format!("{target} has no processes yet; watching for them during the window"),
             }));
@@ -197,7 +206,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
     run.refresh_names();
     run.finish(&mut aggregate);
     if let Some(message) = &ended {
-        run.warnings.push(Warning { code: "ended-early".into(), pid: None, message: message.clone() });
+        run.warnings.push(Warning { code: WarningCode::EndedEarly, pid: None, message: message.clone() });
     }
     let unwind_warnings = run.ebpf.take_warnings(true);
     run.warnings.extend(unwind_warnings);
@@ -205,7 +214,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
     if lost > 0 {
         let total = run.ebpf.samples().max(1);
         run.warnings.push(Warning {
-            code: "samples-lost".into(),
+            code: WarningCode::SamplesLost,
             pid: None,
             message: format!(
                 "{lost} of {total} samples ({:.1}%) lost to stack-map collisions or full maps",
@@ -254,7 +263,7 @@ impl Run {
         match result {
             Ok(sampler) => self.info(pid, format!("{name} ({pid}): {runtime}, sampled by {sampler}")),
             Err(e) => self.warnings.push(Warning {
-                code: "sampler-failed".into(),
+                code: WarningCode::SamplerFailed,
                 pid: Some(pid),
                 message: format!("{name} ({pid}): {e}"),
             }),
@@ -268,7 +277,7 @@ impl Run {
             match sampler.add(pid) {
                 Ok(()) => return Ok(name),
                 Err(e) => self.warnings.push(Warning {
-                    code: "sampler-failed".into(),
+                    code: WarningCode::SamplerFailed,
                     pid: Some(pid),
                     message: format!("{name} for {pid}: {e}; sampling it natively instead"),
                 }),
@@ -290,7 +299,7 @@ impl Run {
                     hint.push_str("; start the JVM with -XX:+PreserveFramePointer to see whole Java stacks, not only their leaves");
                 }
                 self.warnings.push(Warning {
-                    code: "sampler-fallback".into(),
+                    code: WarningCode::SamplerFallback,
                     pid: Some(pid),
                     message: format!("java ({pid}): {hint}"),
                 });
@@ -301,7 +310,7 @@ impl Run {
                 let cmdline = std::fs::read(self.proc.path().join(format!("{pid}/cmdline"))).unwrap_or_default();
                 if !jit::node_writes_perf_map(&cmdline) {
                     self.warnings.push(Warning {
-                        code: "sampler-fallback".into(),
+                        code: WarningCode::SamplerFallback,
                         pid: Some(pid),
                         message: format!("node ({pid}): JavaScript frames need `node --perf-basic-prof`; without it only native frames are named"),
                     });
@@ -336,7 +345,9 @@ impl Run {
                 )),
             };
             let sampler = sampler
-                .map_err(|why| self.warnings.push(Warning { code: "sampler-missing".into(), pid: None, message: why }))
+                .map_err(|why| {
+                    self.warnings.push(Warning { code: WarningCode::SamplerMissing, pid: None, message: why })
+                })
                 .ok();
             self.interpreters.insert(runtime, sampler);
         }
@@ -344,7 +355,7 @@ impl Run {
     }
 
     fn info(&mut self, pid: u32, message: String) {
-        self.warnings.push(Warning { code: INFO_SAMPLER.into(), pid: Some(pid), message });
+        self.warnings.push(Warning { code: WarningCode::InfoSampler, pid: Some(pid), message });
     }
 
     fn collect(&mut self, aggregate: &mut Aggregate, started: Instant) -> Result<(), AgentError> {
@@ -354,7 +365,7 @@ impl Run {
         for p in self.interpreters.values_mut().flatten() {
             p.collect(aggregate, &mut events)?;
             for (pid, message) in p.take_warnings() {
-                self.warnings.push(Warning { code: "sampler-failed".into(), pid: Some(pid), message });
+                self.warnings.push(Warning { code: WarningCode::SamplerFailed, pid: Some(pid), message });
             }
         }
         self.handle(events, started);
@@ -365,7 +376,7 @@ impl Run {
         for p in self.interpreters.values_mut().flatten() {
             p.finish(aggregate);
             for (pid, message) in p.take_warnings() {
-                self.warnings.push(Warning { code: "sampler-failed".into(), pid: Some(pid), message });
+                self.warnings.push(Warning { code: WarningCode::SamplerFailed, pid: Some(pid), message });
             }
         }
     }
@@ -401,7 +412,7 @@ impl Run {
             match self.route(pid, runtime) {
                 Ok(sampler) => self.info(pid, format!("{name} ({pid}): {runtime}, sampled by {sampler}")),
                 Err(e) => self.warnings.push(Warning {
-                    code: "sampler-failed".into(),
+                    code: WarningCode::SamplerFailed,
                     pid: Some(pid),
                     message: format!("{name} ({pid}): {e}"),
                 }),
@@ -437,7 +448,7 @@ impl Run {
                 ProcessEvent::Exited { pid } if self.requested.contains(&pid) => {
                     let name = self.processes.get(&pid).map_or("?", |p| p.name.as_str());
                     self.warnings.push(Warning {
-                        code: "process-exited".into(),
+                        code: WarningCode::ProcessExited,
                         pid: Some(pid),
                         message: format!("process {pid} ({name}) exited after {:.1}s", started.elapsed().as_secs_f64()),
                     });

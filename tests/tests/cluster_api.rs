@@ -4,6 +4,9 @@
 //! the API calls that were made, including that every Job created is deleted again.
 //!
 //! Needs `target/debug/kubectl-eagle`: `cargo build -p kube-eagle --bin kubectl-eagle`.
+//!
+//! Long (over 600 lines) by its cases, not its logic: 34 short tests, one per situation a user
+//! meets, each reading top to bottom; the shared set-up is in `eagle_tests::apiserver`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -292,10 +295,15 @@ fn check_target(args: &[&str], calls: &[&str], pods: &[&str]) -> (Case, CliRun) 
     let ctx = case.context(&run);
     assert_eq!(run.code, Some(0), "{ctx}");
     let nodes: BTreeSet<&str> = pods.iter().map(|p| node_of(p)).collect();
-    let announced = format!("({} containers on {} nodes)", pods.len(), nodes.len());
+    let plural = |n: usize, noun: &str| if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") };
+    let announced = format!("({} on {})", plural(pods.len(), "container"), plural(nodes.len(), "node"));
+    // `-n` only where a target is looked up in the namespace: `namespace/NAME` names its own.
+    let namespaced = args.iter().any(|a| !a.starts_with("namespace/"));
     assert!(
-        stderr_line(&run, "profiling ").is_some_and(|l| l.contains(&announced) && l.contains("-n shop")),
-        "expected `{announced}`\n{ctx}"
+        stderr_line(&run, "profiling ").is_some_and(|l| l.contains(&announced)
+            && l.contains("-n shop") == namespaced
+            && !l.contains("-n default")),
+        "expected `{announced}`, with -n shop: {namespaced}\n{ctx}"
     );
     assert_eq!(case.shop_calls(), calls, "{ctx}");
     assert_eq!(lines_of(&case.out("out.folded")), expected_lines(pods, &groundtruth()), "{ctx}");
@@ -957,4 +965,35 @@ fn dry_run_prints_the_jobs_as_yaml_and_creates_nothing() {
     assert!(case.requests().iter().all(|r| r.method == "GET" && !r.is_watch()), "only reads\n{ctx}");
     assert_eq!(case.count(|r| r.path.contains(EAGLE_NS)), 0, "the locked namespace is not even read\n{ctx}");
     assert!(!case.out("out.folded").exists());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile agent output (a custom --image, a forged run): a clear per-node failure, never the
+// CLI's memory
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_line_longer_than_any_stream_has_fails_its_node_only() {
+    let scenario =
+        Scenario::new().node("node-a", Fate::OversizedLine(groundtruth())).node("node-b", Fate::Profile(groundtruth()));
+    let case = Case::new(scenario);
+    let run = case.profile(&["deployment/api"], "out.folded");
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(7), "{ctx}");
+    // Refused by the follower ("has a line over") or, when the log is read whole, by the decoder.
+    assert!(row(&run, "node-a").contains("FAILED: ") && row(&run, "node-a").contains("1048576 bytes"), "{ctx}");
+    assert!(case.out("out.folded").exists(), "the other node's graph is written");
+    case.assert_jobs_deleted(&run);
+}
+
+#[test]
+fn a_compression_bomb_is_refused_before_it_is_inflated() {
+    let scenario = Scenario::new().node("node-a", Fate::Bomb).node("node-b", Fate::Profile(groundtruth()));
+    let case = Case::new(scenario);
+    let run = case.profile(&["deployment/api"], "out.folded");
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(7), "{ctx}");
+    let failed = row(&run, "node-a");
+    assert!(failed.contains("FAILED: ") && failed.contains("the payload the trailer announces exceeds"), "{ctx}");
+    case.assert_jobs_deleted(&run);
 }

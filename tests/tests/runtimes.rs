@@ -90,7 +90,7 @@ fn assert_split(folded: &FoldedStacks, names: [&str; 3], tolerance: f64) {
 #[test]
 fn python_is_detected_and_profiled_with_real_function_names() {
     let (Ok(python), true) = (python(), has_py_spy()) else {
-        eprintln!("skipped: needs python3 and py-spy (scripts/setup.sh installs py-spy)");
+        eagle_tests::skip("needs python3 and py-spy (scripts/setup.sh installs py-spy)");
         return;
     };
     let dir = temp_dir("python");
@@ -111,7 +111,7 @@ fn python_is_detected_and_profiled_with_real_function_names() {
 #[test]
 fn go_is_detected_and_named_from_its_symbol_table() {
     if !Command::new("go").arg("version").output().is_ok_and(|o| o.status.success()) {
-        eprintln!("skipped: needs go (scripts/setup.sh installs golang-go)");
+        eagle_tests::skip("needs go (scripts/setup.sh installs golang-go)");
         return;
     }
     let dir = temp_dir("go");
@@ -145,7 +145,7 @@ fn java_is_named_through_the_jit_perf_map() {
     let has = |c: &str| Command::new(c).arg("-version").output().is_ok_and(|o| o.status.success());
     let jattach = Command::new("jattach").output().is_ok();
     if !has("javac") || !has("java") || !jattach {
-        eprintln!("skipped: needs javac, java and jattach (scripts/setup.sh installs them)");
+        eagle_tests::skip("needs javac, java and jattach (scripts/setup.sh installs them)");
         return;
     }
     let dir = temp_dir("java");
@@ -175,7 +175,7 @@ fn java_is_named_through_the_jit_perf_map() {
 #[test]
 fn two_runtimes_in_one_run_make_one_graph() {
     let (Ok(python), true) = (python(), has_py_spy()) else {
-        eprintln!("skipped: needs python3 and py-spy");
+        eagle_tests::skip("needs python3 and py-spy");
         return;
     };
     let dir = temp_dir("mixed");
@@ -197,7 +197,7 @@ fn two_runtimes_in_one_run_make_one_graph() {
 #[test]
 fn python_native_frames_with_native_flag() {
     let (Ok(python), true) = (python(), has_py_spy()) else {
-        eprintln!("skipped: needs python3 and py-spy");
+        eagle_tests::skip("needs python3 and py-spy");
         return;
     };
     let dir = temp_dir("native");
@@ -220,7 +220,7 @@ fn python_native_frames_with_native_flag() {
 #[test]
 fn a_missing_sampler_is_reported_and_the_others_still_run() {
     let Ok(python) = python() else {
-        eprintln!("skipped: needs python3");
+        eagle_tests::skip("needs python3");
         return;
     };
     let dir = temp_dir("missing");
@@ -249,7 +249,7 @@ fn a_missing_sampler_is_reported_and_the_others_still_run() {
 #[test]
 fn node_js_frames_come_from_its_perf_map_and_a_hint_otherwise() {
     if !Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success()) {
-        eprintln!("skipped: needs node");
+        eagle_tests::skip("needs node");
         return;
     }
     let dir = temp_dir("node");
@@ -291,7 +291,7 @@ fn rbspy() -> Option<PathBuf> {
 fn ruby_is_detected_and_profiled_with_rbspy() {
     let ruby = Command::new("ruby").arg("--version").output().is_ok_and(|o| o.status.success());
     let (true, Some(rbspy)) = (ruby, rbspy()) else {
-        eprintln!("skipped: needs ruby and rbspy (scripts/setup.sh installs both)");
+        eagle_tests::skip("needs ruby and rbspy (scripts/setup.sh installs both)");
         return;
     };
     let dir = temp_dir("ruby");

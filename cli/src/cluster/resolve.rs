@@ -8,11 +8,12 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::ListParams;
+use kube::core::Selector;
 use kube::{Api, Client};
 
-use super::api_error;
+use super::api::api_error;
 use crate::error::CliError;
-use crate::merge::Placement;
+use crate::placement::Placement;
 use crate::target::ClusterKind;
 
 /// One running container to profile.
@@ -132,23 +133,13 @@ pub fn containers_of(pod: &Pod, only_container: Option<&str>) -> (Vec<RunningCon
     (running, skipped)
 }
 
-/// A label selector as the API's `labelSelector` query parameter.
+/// A label selector as the API's `labelSelector` query parameter (kube's `Selector` writes it).
 pub fn selector_query(selector: &LabelSelector) -> Result<String, String> {
-    let mut parts: Vec<String> = selector.match_labels.iter().flatten().map(|(k, v)| format!("{k}={v}")).collect();
-    for e in selector.match_expressions.iter().flatten() {
-        let values = e.values.clone().unwrap_or_default().join(",");
-        parts.push(match e.operator.as_str() {
-            "In" => format!("{} in ({values})", e.key),
-            "NotIn" => format!("{} notin ({values})", e.key),
-            "Exists" => e.key.clone(),
-            "DoesNotExist" => format!("!{}", e.key),
-            op => return Err(format!("unknown selector operator {op}")),
-        });
-    }
-    if parts.is_empty() {
+    let selector = Selector::try_from(selector.clone()).map_err(|e| format!("its selector cannot be read: {e}"))?;
+    if selector.selects_all() {
         return Err("its selector is empty (it would select every pod)".into());
     }
-    Ok(parts.join(","))
+    Ok(selector.to_string())
 }
 
 /// What the user named, fetched from the API.
@@ -337,7 +328,8 @@ mod tests {
             "matchLabels": {"app": "api"},
             "matchExpressions": [{"key": "tier", "operator": "In", "values": ["web", "api"]}, {"key": "canary", "operator": "DoesNotExist"}]
         })).unwrap();
-        assert_eq!(selector_query(&s).unwrap(), "app=api,tier in (web,api),!canary");
+        // The values of `in` are a set: kube writes them sorted.
+        assert_eq!(selector_query(&s).unwrap(), "app=api,tier in (api,web),!canary");
         assert!(selector_query(&LabelSelector::default()).is_err());
     }
 }

@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use eagle_proto::{Decoder, Event, NodeResult};
-use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
+use eagle_proto::{Decoder, Event, Limits, NodeResult};
+use futures::{AsyncBufReadExt, AsyncReadExt, StreamExt, TryStreamExt};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -20,23 +20,16 @@ use kube::{Api, Client};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 
-use super::api_error;
-use super::plan::{AGENT_CONTAINER, RUN_LABEL};
+use super::api::api_error;
+use super::plan::AGENT_CONTAINER;
+use super::pod_state::{self, Phase, PodState};
+use super::store::run_selector;
 use crate::error::CliError;
 
 /// How long a pod may stay unschedulable before its node is given up.
 const UNSCHEDULABLE_GRACE: Duration = Duration::from_secs(20);
 /// After Ctrl-C: how long agents get to complete their streams before we stop waiting.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(15);
-/// Waiting reasons of a profiling pod's container that will not resolve by themselves.
-pub const FATAL_WAITING: [&str; 6] = [
-    "ErrImagePull",
-    "ImagePullBackOff",
-    "InvalidImageName",
-    "ErrImageNeverPull",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-];
 /// A pod deleted before its agent's stream was read (`clean`, by hand), not by this run.
 const POD_DELETED: &str = "the profiling pod was deleted before its result was read";
 /// Why a node of a fetched run has no result: its Job finished and its pod is gone.
@@ -97,8 +90,18 @@ impl NodeRun {
     }
 }
 
+/// Log lines in flight from all followers to the event loop.
+const LOG_QUEUE: usize = 1024;
+
+/// The most of a finished agent's log read in one piece: the largest stream an agent writes
+/// (its compressed payload's limit in base64, plus room for header, progress and warnings).
+const MAX_LOG_BYTES: i64 = (Limits::DEFAULT.compressed_bytes as i64) * 4 / 3 + (8 << 20);
+
 enum LogMsg {
     Line(usize, String),
+    /// A line longer than the stream allows: no agent of ours writes one, so the node's result
+    /// cannot be trusted (and its reading stops before it takes the CLI's memory).
+    TooLong(usize),
     /// The follow ended (container exited, or the connection broke).
     Ended(usize),
 }
@@ -234,9 +237,10 @@ async fn follow(
     signals: &mut Signals,
 ) -> Result<bool, CliError> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let config = watcher::Config::default().labels(&format!("{RUN_LABEL}={run_id}"));
+    let config = watcher::Config::default().labels_from(&run_selector(run_id));
     let mut events = watcher(pods.clone(), config).default_backoff().boxed();
-    let (log_tx, mut log_rx) = mpsc::unbounded_channel::<LogMsg>();
+    // Bounded: followers wait while the loop is busy, instead of queueing a whole log each.
+    let (log_tx, mut log_rx) = mpsc::channel::<LogMsg>(LOG_QUEUE);
     let by_job: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.job.clone(), i)).collect();
     let mut interrupted_at: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -282,6 +286,10 @@ async fn follow(
             },
             Some(msg) = log_rx.recv() => match msg {
                 LogMsg::Line(i, line) => on_line(&mut nodes[i], &line),
+                LogMsg::TooLong(i) => nodes[i].finish(NodeOutcome::Failed(format!(
+                    "the agent's log has a line over {} bytes, which no eagle-agent of this version writes (a custom --image?): its result is refused",
+                    Limits::DEFAULT.line_bytes
+                ))),
                 LogMsg::Ended(i) => {
                     let n = &mut nodes[i];
                     n.following = false;
@@ -335,61 +343,65 @@ fn forbidden(e: &watcher::Error) -> Option<String> {
         .then(|| format!("not allowed to watch pods in the profiling namespace: {text}; ask for `watch` on pods there, or run `kubectl eagle init`"))
 }
 
-async fn on_pod(pods: &Api<Pod>, n: &mut NodeRun, index: usize, pod: &Pod, log_tx: &mpsc::UnboundedSender<LogMsg>) {
+async fn on_pod(pods: &Api<Pod>, n: &mut NodeRun, index: usize, pod: &Pod, log_tx: &mpsc::Sender<LogMsg>) {
     if n.outcome.is_some() {
         return;
     }
     let name = pod.metadata.name.clone().unwrap_or_default();
     n.pod = Some(name.clone());
-    let status = pod.status.clone().unwrap_or_default();
-    let phase = status.phase.clone().unwrap_or_default();
+    let state = PodState::of(pod);
     // Failures visible before the container runs.
-    let waiting = status.container_statuses.iter().flatten().find_map(|s| s.state.as_ref()?.waiting.clone());
-    if let Some(w) = waiting {
-        let reason = w.reason.unwrap_or_default();
-        if FATAL_WAITING.contains(&reason.as_str()) {
-            let message = w.message.unwrap_or_default();
-            n.finish(NodeOutcome::Failed(format!("{reason}: {message}").trim_end_matches([':', ' ']).to_owned()));
-            return;
-        }
-        n.bar.set_message(reason.to_string());
+    if let Some(why) = state.cannot_start {
+        n.finish(NodeOutcome::Failed(why));
+        return;
     }
-    let unschedulable = status
-        .conditions
-        .iter()
-        .flatten()
-        .any(|c| c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable"));
-    if unschedulable {
+    if let Some(reason) = &state.waiting {
+        n.bar.set_message(reason.clone());
+    }
+    if state.unschedulable.is_some() {
         n.unschedulable_since.get_or_insert_with(Instant::now);
         n.bar.set_message("unschedulable");
     } else {
         n.unschedulable_since = None;
     }
-    match phase.as_str() {
+    match state.phase {
         // A Pending pod's log is empty and its follow ends at once: wait for it to run.
-        "Running" if !n.followed => {
+        Phase::Running if !n.followed => {
             n.following = true;
             n.followed = true;
             n.bar.set_message("sampling");
             spawn_follow(pods.clone(), name, index, log_tx.clone());
         }
-        "Succeeded" | "Failed" if !n.following => reread(pods, n, &name, Some(pod)).await,
+        Phase::Succeeded | Phase::Failed if !n.following => reread(pods, n, &name, Some(pod)).await,
         _ => {}
     }
 }
 
-fn spawn_follow(pods: Api<Pod>, pod: String, index: usize, tx: mpsc::UnboundedSender<LogMsg>) {
+fn spawn_follow(pods: Api<Pod>, pod: String, index: usize, tx: mpsc::Sender<LogMsg>) {
     tokio::spawn(async move {
         let params = LogParams { follow: true, container: Some(AGENT_CONTAINER.into()), ..Default::default() };
-        if let Ok(stream) = pods.log_stream(&pod, &params).await {
-            let mut lines = stream.lines();
-            while let Some(Ok(line)) = lines.next().await {
-                if tx.send(LogMsg::Line(index, line)).is_err() {
-                    return;
+        if let Ok(mut stream) = pods.log_stream(&pod, &params).await {
+            let limit = Limits::DEFAULT.line_bytes;
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                // At most one byte past the limit is read into memory for any line.
+                match (&mut stream).take(limit as u64 + 1).read_until(b'\n', &mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) if buf.len() > limit && buf.last() != Some(&b'\n') => {
+                        let _ = tx.send(LogMsg::TooLong(index)).await;
+                        return;
+                    }
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(&buf).into_owned();
+                        if tx.send(LogMsg::Line(index, line)).await.is_err() {
+                            return;
+                        }
+                    }
                 }
             }
         }
-        let _ = tx.send(LogMsg::Ended(index));
+        let _ = tx.send(LogMsg::Ended(index)).await;
     });
 }
 
@@ -417,8 +429,7 @@ fn on_line(n: &mut NodeRun, line: &str) {
 async fn reread_if_terminated(pods: &Api<Pod>, n: &mut NodeRun, pod: &str) {
     match pods.get(pod).await {
         Ok(p) => {
-            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or_default();
-            if phase == "Succeeded" || phase == "Failed" {
+            if PodState::of(&p).finished() {
                 reread(pods, n, pod, Some(&p)).await;
             }
         }
@@ -433,7 +444,10 @@ async fn reread(pods: &Api<Pod>, n: &mut NodeRun, pod_name: &str, pod: Option<&P
     if n.outcome.is_some() {
         return;
     }
-    let params = LogParams { container: Some(AGENT_CONTAINER.into()), ..Default::default() };
+    // The API server stops at limitBytes: a log larger than any stream of ours arrives cut, and
+    // the decoder says it was cut short, instead of the whole of it landing in memory.
+    let params =
+        LogParams { container: Some(AGENT_CONTAINER.into()), limit_bytes: Some(MAX_LOG_BYTES), ..Default::default() };
     let log = match pods.logs(pod_name, &params).await {
         Ok(log) => log,
         Err(e) => return n.finish(NodeOutcome::Failed(format!("cannot read the agent's log: {e}"))),
@@ -444,16 +458,8 @@ async fn reread(pods: &Api<Pod>, n: &mut NodeRun, pod_name: &str, pod: Option<&P
         Ok(result) => n.finish(NodeOutcome::Done(Box::new(result))),
         Err(e) => {
             // Say why the agent stopped, if it said so itself.
-            let agent_said = log
-                .lines()
-                .rev()
-                .find(|l| l.starts_with("eagle-agent: error:"))
-                .map(|l| l.trim_start_matches("eagle-agent: error: ").to_owned());
-            let terminated = pod
-                .and_then(|p| {
-                    p.status.as_ref()?.container_statuses.as_ref()?.first()?.state.as_ref()?.terminated.clone()
-                })
-                .map(|t| format!("agent exited with code {} ({})", t.exit_code, t.reason.unwrap_or_default()));
+            let agent_said = eagle_proto::agent_error_in(&log).map(str::to_owned);
+            let terminated = pod.and_then(pod_state::terminated).map(|t| pod_state::exit_of(&t));
             let why = match (agent_said, terminated) {
                 (Some(said), _) => said,
                 (None, Some(t)) if log.trim().is_empty() => t,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use aya::maps::{ArrayOfMaps, HashMap as BpfHashMap, MapData};
 use eagle_ebpf::{Mapping, ProcessMaps, UnwindRow, MAX_MAPPINGS, MAX_TABLES, PROCESS_FRAME_POINTERS, REQUEST_REFRESH};
-use eagle_proto::Warning;
+use eagle_proto::{Warning, WarningCode};
 
 use super::maps::{self, ExecMapping};
 use super::table::{Object, Segment};
@@ -211,10 +211,10 @@ impl Loader {
         }
     }
 
-    fn warn(&mut self, code: &str, pid: Option<u32>, once: String, message: String) {
+    fn warn(&mut self, code: WarningCode, pid: Option<u32>, once: String, message: String) {
         if self.said.insert(once) {
             if let Ok(mut s) = self.shared.lock() {
-                s.warnings.push(Warning { code: code.into(), pid, message });
+                s.warnings.push(Warning { code, pid, message });
             }
         }
     }
@@ -228,7 +228,7 @@ impl Loader {
         let mut mappings = maps::parse(&text);
         if mappings.len() > MAX_MAPPINGS {
             self.warn(
-                "unwind-mappings",
+                WarningCode::UnwindMappings,
                 Some(pid),
                 format!("mappings {pid}"),
                 format!(
@@ -266,7 +266,7 @@ impl Loader {
         if over_budget {
             entry.flags |= PROCESS_FRAME_POINTERS;
             self.warn(
-                "unwind-budget",
+                WarningCode::UnwindBudget,
                 Some(pid),
                 format!("budget {pid}"),
                 format!(
@@ -277,7 +277,7 @@ impl Loader {
         }
         if let Err(e) = self.maps.process_maps.insert(pid, entry, 0) {
             self.warn(
-                "unwind-failed",
+                WarningCode::UnwindFailed,
                 Some(pid),
                 format!("insert {pid}"),
                 format!(
@@ -374,7 +374,7 @@ impl Loader {
                             Ok(None) => return Err(OverBudget),
                             Err(e) => {
                                 self.warn(
-                                    "unwind-failed",
+                                    WarningCode::UnwindFailed,
                                     Some(pid),
                                     format!("load {}", m.path),
                                     format!("cannot load the unwind table of {} into the kernel ({e}): its frames are walked by frame pointers", m.path),
@@ -387,7 +387,7 @@ impl Loader {
                 }
                 Err(message) => {
                     self.warn(
-                        "unwind-table",
+                        WarningCode::UnwindTable,
                         Some(pid),
                         format!("table {}", m.path),
                         format!(
