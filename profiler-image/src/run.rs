@@ -14,7 +14,9 @@ use crate::runtime::{self, ProcessTraits, Runtime};
 use crate::sampler::ebpf::EbpfSampler;
 use crate::sampler::interpreter::{self, InterpreterSampler, Tool};
 use crate::sampler::jit::{self, PerfMapRequests};
-use crate::sampler::{ProcessEvent, Sampler, SamplerError};
+use crate::sampler::oncpu::{Distribution, OnCpu};
+use crate::sampler::python::PythonSampler;
+use crate::sampler::{ProcessEvent, RuntimeSampler, Sampler, SamplerError};
 use crate::target::Target;
 
 /// Highest sampling frequency accepted. Above a few kHz the sampling itself dominates the
@@ -113,6 +115,8 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
         config: config.clone(),
         ebpf,
         interpreters: HashMap::new(),
+        interpreted: HashMap::new(),
+        recorded: HashMap::new(),
         perf_maps: PerfMapRequests::new(),
         jvms: Vec::new(),
         processes: HashMap::new(),
@@ -123,6 +127,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
     for pid in resolved.values().flatten() {
         run.add(*pid, true);
     }
+    let mut aggregate = Aggregate::default();
     emit(&encoder.header(&Header {
         agent_version: env!("CARGO_PKG_VERSION").into(),
         node: config.node.clone(),
@@ -143,7 +148,6 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
     }
 
     let watches_groups = config.targets.iter().any(|t| !matches!(t, Target::Pid(_)));
-    let mut aggregate = Aggregate::default();
     let mut last_progress = Instant::now();
     let mut ended = None;
     loop {
@@ -228,9 +232,15 @@ struct Run {
     proc: ProcFs,
     config: AgentConfig,
     ebpf: EbpfSampler,
-    /// One sampler per interpreted runtime, started on its first process; `None` once its
-    /// tool turned out to be missing (reported once).
-    interpreters: HashMap<Runtime, Option<InterpreterSampler>>,
+    /// One sampler per runtime that has its own (py-spy, rbspy), started on its first process;
+    /// `None` once its tool turned out to be missing (reported once).
+    interpreters: HashMap<Runtime, Option<Box<dyn RuntimeSampler>>>,
+    /// Processes whose frames come from their runtime's own sampler, and what eBPF saw of
+    /// them on the CPU meanwhile: the magnitude their stacks are scaled to (see `oncpu`).
+    interpreted: HashMap<u32, Interpreted>,
+    /// Recordings that ended before the window did (the process exited, or the sampler gave
+    /// up on it), kept until the window's last eBPF samples are in.
+    recorded: HashMap<u32, Result<Distribution, String>>,
     perf_maps: PerfMapRequests,
     /// JVMs whose perf map is refreshed while sampling.
     jvms: Vec<u32>,
@@ -246,7 +256,7 @@ impl Run {
             self.requested.insert(pid);
         }
         let runtime = self.config.runtime.unwrap_or_else(|| runtime::detect(&ProcessTraits::read(&self.proc, pid)));
-        let result = self.route(pid, runtime);
+        let result = self.route(pid, runtime, false);
         let name = info.name.clone();
         self.processes.insert(pid, info);
         match result {
@@ -259,12 +269,20 @@ impl Run {
         }
     }
 
-    /// Hands a process to the sampler of its runtime; native sampling is the fallback.
-    fn route(&mut self, pid: u32, runtime: Runtime) -> Result<&'static str, SamplerError> {
+    /// Hands a process to the sampler of its runtime. eBPF samples every process, also those
+    /// whose frames another sampler reads: their on-CPU count is the magnitude of their stacks,
+    /// and their native stacks the fallback. `in_ebpf`: eBPF follows it already (a forked child).
+    fn route(&mut self, pid: u32, runtime: Runtime, in_ebpf: bool) -> Result<&'static str, SamplerError> {
+        if !in_ebpf {
+            self.ebpf.add(pid)?;
+        }
         if let Some(sampler) = self.interpreter(runtime) {
             let name = sampler.name();
             match sampler.add(pid) {
-                Ok(()) => return Ok(name),
+                Ok(()) => {
+                    self.interpreted.insert(pid, Interpreted { runtime, sampler: name, on_cpu: OnCpu::default() });
+                    return Ok(name);
+                }
                 Err(e) => self.warnings.push(Warning {
                     code: "sampler-failed".into(),
                     pid: Some(pid),
@@ -272,7 +290,6 @@ impl Run {
                 }),
             }
         }
-        self.ebpf.add(pid)?;
         match runtime {
             Runtime::Java => {
                 self.ebpf.mark_jit(pid, jit::JAVA_SUFFIX);
@@ -317,9 +334,17 @@ impl Run {
         }
     }
 
-    /// The sampler of an interpreted runtime, started on first use.
-    fn interpreter(&mut self, runtime: Runtime) -> Option<&mut InterpreterSampler> {
+    /// The sampler of a runtime that has its own, started on first use.
+    fn interpreter(&mut self, runtime: Runtime) -> Option<&mut Box<dyn RuntimeSampler>> {
         let tool: Tool = match runtime {
+            // py-spy's library, in the agent; its separate program only for native frames.
+            Runtime::Python if !self.config.python_native => {
+                return self
+                    .interpreters
+                    .entry(runtime)
+                    .or_insert_with(|| Some(Box::new(PythonSampler::new(self.config.frequency_hz))))
+                    .as_mut();
+            }
             Runtime::Python => interpreter::PY_SPY,
             Runtime::Ruby => interpreter::RBSPY,
             _ => return None,
@@ -327,6 +352,7 @@ impl Run {
         if !self.interpreters.contains_key(&runtime) {
             let sampler = match InterpreterSampler::find(tool) {
                 Some(binary) => InterpreterSampler::new(tool, binary, self.config.frequency_hz, self.config.python_native)
+                    .map(|s| Box::new(s) as Box<dyn RuntimeSampler>)
                     .map_err(|e| e.to_string()),
                 None => Err(format!(
                     "{} is not installed: {runtime} processes show interpreter frames only; install it ({}) or use the eagle-agent image, which has it",
@@ -347,23 +373,59 @@ impl Run {
 
     fn collect(&mut self, aggregate: &mut Aggregate, started: Instant) -> Result<(), AgentError> {
         let mut events = Vec::new();
-        self.ebpf.collect(aggregate, &mut events)?;
-        for p in self.interpreters.values_mut().flatten() {
-            p.collect(aggregate, &mut events)?;
-            for (pid, message) in p.take_warnings() {
-                self.warnings.push(Warning { code: "sampler-failed".into(), pid: Some(pid), message });
+        let mut fresh = Aggregate::default();
+        self.ebpf.collect(&mut fresh, &mut events)?;
+        for (pid, sampler, frames, count) in fresh.into_entries() {
+            match self.interpreted.get_mut(&pid) {
+                Some(p) => p.on_cpu.add(frames, count),
+                None => aggregate.add(pid, sampler, frames, count),
             }
         }
-        self.handle(events, started);
+        for sampler in self.interpreters.values_mut().flatten() {
+            self.recorded.extend(sampler.ended());
+        }
+        self.handle(events, started, aggregate);
         Ok(())
     }
 
     fn finish(&mut self, aggregate: &mut Aggregate) {
-        for p in self.interpreters.values_mut().flatten() {
-            p.finish(aggregate);
-            for (pid, message) in p.take_warnings() {
-                self.warnings.push(Warning { code: "sampler-failed".into(), pid: Some(pid), message });
+        for sampler in self.interpreters.values_mut().flatten() {
+            self.recorded.extend(sampler.finish());
+        }
+        let mut pids: Vec<u32> = self.interpreted.keys().copied().collect();
+        pids.sort_unstable();
+        for pid in pids {
+            let process = self.interpreted.remove(&pid).expect("listed above");
+            let recorded = self.recorded.remove(&pid).unwrap_or_else(|| Err("no recording".into()));
+            self.settle(pid, process, recorded, aggregate);
+        }
+    }
+
+    /// Puts an interpreted process's stacks into the graph, in CPU time: the runtime sampler's
+    /// distribution scaled to the process's eBPF on-CPU samples; its native stacks when the
+    /// runtime sampler got nothing.
+    fn settle(&mut self, pid: u32, process: Interpreted, recorded: Result<Distribution, String>, out: &mut Aggregate) {
+        let Interpreted { sampler, on_cpu, .. } = process;
+        let why = match recorded {
+            Ok(d) if !d.is_empty() => {
+                for (frames, count) in d.apportion(on_cpu.samples) {
+                    out.add(pid, sampler, frames, count);
+                }
+                return;
             }
+            // Idle all along: no stacks, and no CPU time to show.
+            Ok(_) if on_cpu.samples == 0 => return,
+            Ok(d) => format!("{sampler} read {} stacks but none while it used the CPU", d.samples),
+            Err(why) => why,
+        };
+        let name = self.processes.get(&pid).map_or("?", |p| p.name.as_str()).to_owned();
+        self.warnings.push(Warning {
+            code: "sampler-failed".into(),
+            pid: Some(pid),
+            message: format!("{name} ({pid}): {why}; its native stacks are shown instead"),
+        });
+        for (frames, count) in on_cpu.native {
+            out.add(pid, "ebpf", frames, count);
         }
     }
 
@@ -371,8 +433,10 @@ impl Run {
         self.ebpf.live() + self.interpreters.values().flatten().map(|p| p.live()).sum::<usize>()
     }
 
+    /// Samples on the CPU clock so far, of every process (interpreted ones included: their
+    /// stacks are scaled to these).
     fn samples(&self) -> u64 {
-        self.ebpf.samples() + self.interpreters.values().flatten().map(|p| p.samples()).sum::<u64>()
+        self.ebpf.samples()
     }
 
     /// Names change on exec (a shell that execs the command, a launcher script): keep the
@@ -385,17 +449,32 @@ impl Run {
         }
     }
 
-    /// A process that became an interpreter (a child that exec'd python, a launcher shell)
-    /// goes from native sampling to that interpreter's sampler.
-    fn reroute_interpreted(&mut self, pid: u32) {
+    /// A process that became an interpreter (a child that exec'd python, a launcher shell) gets
+    /// that interpreter's sampler; one that exec'd away from an interpreter ends its recording,
+    /// which is settled with the on-CPU samples seen until then, and is sampled natively on.
+    fn reroute(&mut self, pid: u32, execed: bool, aggregate: &mut Aggregate) {
+        if let Some(current) = self.interpreted.get(&pid) {
+            if !execed {
+                return;
+            }
+            // Its recording read the program it ran before the exec.
+            let runtime = current.runtime;
+            let process = self.interpreted.remove(&pid).expect("looked up above");
+            let recorded = self
+                .interpreters
+                .get_mut(&runtime)
+                .and_then(|s| s.as_mut()?.stop(pid))
+                .or_else(|| self.recorded.remove(&pid))
+                .unwrap_or_else(|| Err("no recording".into()));
+            self.settle(pid, process, recorded, aggregate);
+        }
         if !self.proc.is_alive(pid) {
             return;
         }
         let runtime = self.config.runtime.unwrap_or_else(|| runtime::detect(&ProcessTraits::read(&self.proc, pid)));
-        if matches!(runtime, Runtime::Python | Runtime::Ruby) && self.interpreter(runtime).is_some() {
-            self.ebpf.remove(pid);
+        if self.interpreter(runtime).is_some() {
             let name = self.proc.name(pid).unwrap_or_default();
-            match self.route(pid, runtime) {
+            match self.route(pid, runtime, true) {
                 Ok(sampler) => self.info(pid, format!("{name} ({pid}): {runtime}, sampled by {sampler}")),
                 Err(e) => self.warnings.push(Warning {
                     code: "sampler-failed".into(),
@@ -406,7 +485,7 @@ impl Run {
         }
     }
 
-    fn handle(&mut self, events: Vec<ProcessEvent>, started: Instant) {
+    fn handle(&mut self, events: Vec<ProcessEvent>, started: Instant, aggregate: &mut Aggregate) {
         for event in events {
             match event {
                 ProcessEvent::Found { pid, root } => {
@@ -421,7 +500,7 @@ impl Run {
                     });
                     let Some(info) = info else { continue };
                     self.processes.insert(pid, info);
-                    self.reroute_interpreted(pid);
+                    self.reroute(pid, false, aggregate);
                 }
                 ProcessEvent::Execed { pid } => {
                     // Named now, not at the next refresh: a command started through a shell
@@ -429,7 +508,7 @@ impl Run {
                     if let (Some(info), Some(name)) = (self.processes.get_mut(&pid), self.proc.name(pid)) {
                         info.name = name;
                     }
-                    self.reroute_interpreted(pid)
+                    self.reroute(pid, true, aggregate)
                 }
                 ProcessEvent::Exited { pid } if self.requested.contains(&pid) => {
                     let name = self.processes.get(&pid).map_or("?", |p| p.name.as_str());
@@ -443,6 +522,13 @@ impl Run {
             }
         }
     }
+}
+
+/// A process whose frames its runtime's own sampler reads.
+struct Interpreted {
+    runtime: Runtime,
+    sampler: &'static str,
+    on_cpu: OnCpu,
 }
 
 fn kernel_release() -> String {
