@@ -13,6 +13,7 @@ use crate::discovery::{ProcFs, ProcessInfo};
 use crate::runtime::{self, ProcessTraits, Runtime};
 use crate::sampler::ebpf::EbpfSampler;
 use crate::sampler::interpreter::{self, InterpreterSampler, Tool};
+use crate::sampler::jfr::JfrSampler;
 use crate::sampler::jit::{self, PerfMapRequests};
 use crate::sampler::oncpu::{Distribution, OnCpu};
 use crate::sampler::python::PythonSampler;
@@ -276,13 +277,22 @@ impl Run {
         if !in_ebpf {
             self.ebpf.add(pid)?;
         }
+        // Why the runtime's own sampler could not take it, when it could not.
+        let mut refused = None;
         if let Some(sampler) = self.interpreter(runtime) {
             let name = sampler.name();
             match sampler.add(pid) {
                 Ok(()) => {
                     self.interpreted.insert(pid, Interpreted { runtime, sampler: name, on_cpu: OnCpu::default() });
+                    if runtime == Runtime::Java {
+                        // Its native stacks, the fallback, name JIT code from a perf map if
+                        // one is there.
+                        self.ebpf.mark_jit(pid, jit::JAVA_SUFFIX);
+                    }
                     return Ok(name);
                 }
+                // A JVM's refusal is said once, below, with what native sampling shows of it.
+                Err(e) if runtime == Runtime::Java => refused = Some(format!("Flight Recorder is unavailable ({e})")),
                 Err(e) => self.warnings.push(Warning {
                     code: "sampler-failed".into(),
                     pid: Some(pid),
@@ -293,16 +303,22 @@ impl Run {
         match runtime {
             Runtime::Java => {
                 self.ebpf.mark_jit(pid, jit::JAVA_SUFFIX);
-                self.jvms.push(pid);
                 let cmdline = std::fs::read(self.proc.path().join(format!("{pid}/cmdline"))).unwrap_or_default();
-                let mut hint = String::from(
-                    "async-profiler is not in this image: Java is sampled natively with the JIT's perf map",
-                );
-                if let Err(e) = self.perf_maps.request(pid) {
-                    hint.push_str(&format!(" (unavailable: {e}; Java frames show as [unknown])"));
+                let mut hint = refused.map_or_else(String::new, |why| format!("{why}; "));
+                hint.push_str("Java is sampled natively with the JIT's perf map");
+                // A JVM that refused attach is not asked again, for a perf map either.
+                let attach_refused = hint.contains("SIGQUIT") || hint.contains("DisableAttachMechanism");
+                if attach_refused {
+                    hint.push_str(" (not asked for either; Java frames show as [unknown])");
+                } else {
+                    match self.perf_maps.request(pid) {
+                        // Asked again while sampling.
+                        Ok(()) => self.jvms.push(pid),
+                        Err(e) => hint.push_str(&format!(" (unavailable: {e}; Java frames show as [unknown])")),
+                    }
                 }
                 if !jit::jvm_preserves_frame_pointers(&cmdline) {
-                    hint.push_str("; start the JVM with -XX:+PreserveFramePointer to see whole Java stacks, not only their leaves");
+                    hint.push_str(", and only the JIT's leaves without -XX:+PreserveFramePointer");
                 }
                 self.warnings.push(Warning {
                     code: "sampler-fallback".into(),
@@ -328,10 +344,8 @@ impl Run {
     }
 
     fn refresh_perf_maps(&mut self) {
-        self.jvms.retain(|pid| self.proc.is_alive(*pid));
-        for pid in &self.jvms {
-            let _ = self.perf_maps.request(*pid);
-        }
+        // A JVM that stops answering is not asked again: no retry storm.
+        self.jvms.retain(|pid| self.proc.is_alive(*pid) && self.perf_maps.request(*pid).is_ok());
     }
 
     /// The sampler of a runtime that has its own, started on first use.
@@ -347,6 +361,20 @@ impl Run {
             }
             Runtime::Python => interpreter::PY_SPY,
             Runtime::Ruby => interpreter::RBSPY,
+            Runtime::Java => {
+                if !self.interpreters.contains_key(&runtime) {
+                    let sampler = JfrSampler::new(self.config.frequency_hz, self.config.duration);
+                    if sampler.is_none() {
+                        self.warnings.push(Warning {
+                            code: "sampler-missing".into(),
+                            pid: None,
+                            message: "jattach is not installed: Java processes are sampled natively, and show whole Java stacks only when started with -XX:+PreserveFramePointer; install it (`apt-get install jattach`) or use the eagle-agent image, which has it".into(),
+                        });
+                    }
+                    self.interpreters.insert(runtime, sampler.map(|s| Box::new(s) as Box<dyn RuntimeSampler>));
+                }
+                return self.interpreters.get_mut(&runtime).and_then(Option::as_mut);
+            }
             _ => return None,
         };
         if !self.interpreters.contains_key(&runtime) {

@@ -6,6 +6,8 @@
 pub mod ebpf;
 pub mod interpreter;
 #[cfg(target_os = "linux")]
+pub mod jfr;
+#[cfg(target_os = "linux")]
 pub mod jit;
 pub mod oncpu;
 #[cfg(target_os = "linux")]
