@@ -17,6 +17,7 @@ use crate::sampler::jfr::JfrSampler;
 use crate::sampler::jit::{self, PerfMapRequests};
 use crate::sampler::oncpu::{Distribution, OnCpu};
 use crate::sampler::python::PythonSampler;
+use crate::sampler::ruby::RubySampler;
 use crate::sampler::{ProcessEvent, RuntimeSampler, Sampler, SamplerError};
 use crate::target::Target;
 
@@ -360,7 +361,14 @@ impl Run {
                     .as_mut();
             }
             Runtime::Python => interpreter::PY_SPY,
-            Runtime::Ruby => interpreter::RBSPY,
+            // rbspy's library, in the agent.
+            Runtime::Ruby => {
+                return self
+                    .interpreters
+                    .entry(runtime)
+                    .or_insert_with(|| Some(Box::new(RubySampler::new(self.config.frequency_hz))))
+                    .as_mut();
+            }
             Runtime::Java => {
                 if !self.interpreters.contains_key(&runtime) {
                     let sampler = JfrSampler::new(self.config.frequency_hz, self.config.duration);

@@ -451,36 +451,34 @@ fn node_js_frames_come_from_its_perf_map_and_a_hint_otherwise() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--perf-basic-prof"));
 }
 
-fn rbspy() -> Option<PathBuf> {
-    let cached = PathBuf::from("/var/cache/kube-eagle/tools/bin/rbspy");
-    if cached.exists() {
-        return Some(cached);
-    }
-    Command::new("rbspy").arg("--version").output().ok().filter(|o| o.status.success()).map(|_| PathBuf::from("rbspy"))
-}
-
-#[test]
-fn ruby_is_detected_and_profiled_with_rbspy() {
-    let ruby = Command::new("ruby").arg("--version").output().is_ok_and(|o| o.status.success());
-    let (true, Some(rbspy)) = (ruby, rbspy()) else {
-        eprintln!("skipped: needs ruby and rbspy (scripts/setup.sh installs both)");
+/// The Ruby ground truth at `hz`: rbspy's library reads the frames, each stack weighed by the
+/// process's CPU clock.
+fn ruby_split_at(hz: &str, window: &str) {
+    if !Command::new("ruby").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: needs ruby (scripts/setup.sh installs it)");
         return;
-    };
-    let dir = temp_dir("ruby");
+    }
+    let dir = temp_dir(&format!("ruby-{hz}"));
     let w = start(
         Command::new("ruby").arg(eagle_tests::repo_root().join("images/ruby/groundtruth.rb")),
         Duration::from_millis(500),
     );
     let pid = format!("pid/{}", w.0.id());
     let out_path = dir.join("rb.folded");
-    let out = Command::new(eagle_tests::kubectl_eagle())
-        .args(["profile", &pid, "-d", "4s", "-f", "499", "-o", out_path.to_str().unwrap()])
-        .env("EAGLE_RBSPY", &rbspy)
-        .output()
-        .unwrap();
-    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    let out = profile(&[&pid, "-d", window, "-f", hz, "-o", out_path.to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(": ruby, sampled by rbspy"));
     let folded = read(&out_path);
-    assert!(folded.iter().any(|(s, _)| s.contains("cpu_60") && s.contains("[rb]")), "Ruby frames named and tagged");
+    assert!(folded.iter().any(|(s, _)| s.contains("cpu_60 (groundtruth.rb) [rb]")), "Ruby frames named and tagged");
     assert_split(&folded, ["cpu_60", "cpu_30", "cpu_10"]);
+}
+
+#[test]
+fn ruby_is_detected_and_profiled_with_rbspy() {
+    ruby_split_at("499", "4s");
+}
+
+#[test]
+fn ruby_split_holds_at_99_hz() {
+    ruby_split_at("99", "8s");
 }

@@ -68,7 +68,7 @@ pub const RBSPY: Tool = Tool {
 
 /// rbspy writes `name - /path/file.rb:LINE`; the graph wants one frame per function, named like
 /// py-spy's: `name (file.rb)`. C functions it cannot name become `[c function]`.
-fn rbspy_frame(frame: &str) -> String {
+pub(crate) fn rbspy_frame(frame: &str) -> String {
     let Some((name, location)) = frame.rsplit_once(" - ") else { return frame.to_owned() };
     if name.starts_with("(unknown) [c function]") {
         return "[c function]".to_owned();

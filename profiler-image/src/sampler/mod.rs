@@ -12,6 +12,8 @@ pub mod jit;
 pub mod oncpu;
 #[cfg(target_os = "linux")]
 pub mod python;
+#[cfg(target_os = "linux")]
+pub mod ruby;
 
 use crate::aggregate::Aggregate;
 use oncpu::Distribution;

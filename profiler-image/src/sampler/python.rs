@@ -5,8 +5,8 @@
 //! busy node or throttled by its CPU limit. A preemption lasts a few milliseconds, so every
 //! sample taken during it lands on whatever function was running when it began, in chunks;
 //! measured here, a true 10 % read 2 to 15 % from run to run, far more spread than sampling
-//! noise. So the agent drives py-spy's library itself: at each instant (exponentially spaced,
-//! so no periodic work can phase-lock with it) it reads the process's CPU clock and the Python
+//! noise. So the agent drives py-spy's library itself: at each instant (randomly spaced, so no
+//! periodic work can phase-lock with it) it reads the process's CPU clock and the Python
 //! stacks, and weighs the active threads' stacks by the CPU time the process used since the
 //! previous instant. A sample taken while the process waited weighs nothing. The result is a
 //! [`Distribution`] in CPU nanoseconds; its magnitude comes from eBPF (see [`super::oncpu`]).
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use py_spy::config::{LineNo, LockingStrategy};
 use py_spy::{Config, PythonSpy, StackTrace};
-use rand_distr::{Distribution as _, Exp};
+use rand::Rng;
 
 use super::oncpu::Distribution;
 use super::{Recorded, RuntimeSampler, SamplerError};
@@ -115,7 +115,7 @@ fn record(pid: u32, rate_hz: u64, stop: &AtomicBool) -> Result<Distribution, Str
     let mut spy = PythonSpy::retry_new(pid as py_spy::Pid, &config, 5)
         .map_err(|e| format!("py-spy cannot read this Python process: {}", one_line(&e)))?;
     let clock = ProcessCpuClock::of(pid).ok_or("its CPU clock cannot be read (it exited?)")?;
-    let gap = Exp::new(rate_hz.max(1) as f64).map_err(|e| e.to_string())?;
+    let period = 1.0 / rate_hz.max(1) as f64;
     let mut rng = rand::rng();
     let started = Instant::now();
     let mut due = Duration::ZERO;
@@ -124,7 +124,11 @@ fn record(pid: u32, rate_hz: u64, stop: &AtomicBool) -> Result<Distribution, Str
     let mut last_error = String::new();
     let mut distribution = Distribution::default();
     while !stop.load(Ordering::Relaxed) {
-        due += Duration::from_secs_f64(gap.sample(&mut rng));
+        // Spaced at random between half and one and a half periods: no periodic work can
+        // phase-lock with it, and a read's weight (the CPU time since the previous read) varies
+        // less than with exponential gaps, whose squared weights would halve the effective
+        // number of samples.
+        due += Duration::from_secs_f64(period * rng.random_range(0.5..1.5));
         let now = started.elapsed();
         if due > now {
             std::thread::sleep(due - now);
