@@ -482,3 +482,45 @@ fn ruby_is_detected_and_profiled_with_rbspy() {
 fn ruby_split_holds_at_99_hz() {
     ruby_split_at("99", "8s");
 }
+
+/// A program that looks like Python (its executable is called python3) but that py-spy cannot
+/// read, as a Python built without symbols: named in the report, sampled natively, the run
+/// unaffected.
+#[test]
+fn a_python_that_py_spy_cannot_read_is_reported_and_sampled_natively() {
+    let dir = temp_dir("fake-python");
+    let fake = dir.join("python3");
+    std::fs::copy("/bin/sh", &fake).unwrap();
+    let w = start(Command::new(&fake).args(["-c", "while :; do :; done"]), Duration::from_millis(200));
+    let pid = w.0.id();
+    let out_path = dir.join("fake.folded");
+    let out = profile(&[&format!("pid/{pid}"), "-d", "2s", "-f", "499", "-o", out_path.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("({pid}): py-spy cannot read this Python process")), "{stderr}");
+    assert!(stderr.contains("its native stacks are shown instead"), "{stderr}");
+    // However busy the machine, a spinning process gets some CPU in 2 s at 499 Hz.
+    assert!(read(&out_path).total() > 20, "sampled natively");
+}
+
+/// A process that changes runtime by exec, Python into a shell: its Python part is read by
+/// py-spy and weighed until the exec, its native part sampled by eBPF after it.
+#[test]
+fn a_process_that_execs_from_python_into_native_code_keeps_both_parts() {
+    let Ok(python) = python() else {
+        eprintln!("skipped: needs python3");
+        return;
+    };
+    let dir = temp_dir("exec");
+    let script = "import os, time\ndef python_part():\n    t = time.time()\n    while time.time() - t < 1.5:\n        pass\npython_part()\nos.execv('/bin/sh', ['sh', '-c', 'while :; do :; done'])\n";
+    let w = start(Command::new(&python).args(["-c", script]), Duration::from_millis(300));
+    let pid = w.0.id();
+    let out_path = dir.join("exec.folded");
+    let out = profile(&[&format!("pid/{pid}"), "-d", "3s", "-o", out_path.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0));
+    let folded = read(&out_path);
+    let python_part = share(&folded, |f| f.starts_with("python_part (") && f.ends_with("[py]_[j]"));
+    let native_part = folded.iter().filter(|(s, _)| !s.contains("[py]")).map(|(_, c)| c).sum::<u64>();
+    assert!(python_part > 15.0, "the Python part, weighed: {python_part:.0}%");
+    assert!(native_part as f64 > folded.total() as f64 * 0.15, "the native part after the exec");
+}

@@ -2,11 +2,10 @@
 //!
 //! rbspy's `record` counts wall-clock samples of the thread that holds the interpreter lock,
 //! also while it waits for a CPU; on a busy machine a true 60 % read 31 to 62 % from run to
-//! run. Here rbspy's sampler hands each stack over as it reads it, and the stack weighs the CPU
-//! time the process used since the previous one (read from the process's CPU clock as it
-//! arrives): stacks read while the process waited weigh nothing. rbspy reads on a fixed period,
-//! unlike py-spy's library driven by `python.rs` at random instants. The magnitude comes from
-//! eBPF (see `oncpu.rs`).
+//! run. Here rbspy's sampler hands each stack over as it reads it, at random instants this
+//! module sets, and the stack weighs the CPU time the process used since the previous one (the
+//! process's CPU clock): stacks read while the process waited weigh nothing. The magnitude
+//! comes from eBPF (see `oncpu.rs`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +13,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+use rand::Rng;
 
 use super::interpreter::rbspy_frame;
 use super::oncpu::Distribution;
@@ -94,22 +95,37 @@ impl Drop for RubySampler {
 
 fn record(pid: u32, rate_hz: u32, stop: &AtomicBool) -> Result<Distribution, String> {
     let clock = ProcessCpuClock::of(pid).ok_or("its CPU clock cannot be read (it exited?)")?;
-    let mut last_cpu = clock.now_ns().ok_or("it exited")?;
+    // rbspy's sampler reads on a fixed schedule, which phase-locks with periodic work. Asked
+    // for far more than it can do, it reads again as soon as its last stack was handed over;
+    // over a channel with no room, that is when this loop takes it: the loop sets the pace,
+    // at random instants, as `python.rs` does. A stack received now was read just after the
+    // previous receipt.
+    const FLAT_OUT_HZ: u32 = 100_000;
     // Pauses the process while it is read (rbspy's default), so stacks are not torn.
-    let sampler = rbspy::sampler::Sampler::new(pid as rbspy::Pid, rate_hz, true, None, false, None, false);
-    let (traces, trace_receiver) = std::sync::mpsc::sync_channel(1024);
+    let sampler = rbspy::sampler::Sampler::new(pid as rbspy::Pid, FLAT_OUT_HZ, true, None, false, None, false);
+    let (traces, trace_receiver) = std::sync::mpsc::sync_channel(0);
     let (results, result_receiver) = std::sync::mpsc::channel();
     sampler.start(traces, results).map_err(|e| format!("rbspy cannot read this Ruby process: {e}"))?;
+    let period = 1.0 / rate_hz.max(1) as f64;
+    let mut rng = rand::rng();
     let mut distribution = Distribution::default();
+    // The CPU clock at the last two receipts: the stack received next was read at the last
+    // one, and weighs the CPU time used since the one before.
+    let (mut before_last, mut last) = (None::<u64>, clock.now_ns());
     loop {
         if stop.load(Ordering::Relaxed) {
             sampler.stop();
+        } else {
+            std::thread::sleep(Duration::from_secs_f64(period * rng.random_range(0.5..1.5)));
         }
-        match trace_receiver.recv_timeout(Duration::from_millis(50)) {
+        match trace_receiver.recv_timeout(Duration::from_millis(500)) {
             Ok(trace) => {
-                let Some(cpu) = clock.now_ns() else { continue };
-                let spent = cpu.saturating_sub(last_cpu);
-                last_cpu = cpu;
+                let now = clock.now_ns();
+                let spent = match (before_last, last) {
+                    (Some(a), Some(b)) => b.saturating_sub(a),
+                    _ => 0,
+                };
+                (before_last, last) = (last, now);
                 distribution.samples += 1;
                 let frames: Vec<String> =
                     trace.trace.iter().rev().map(|f| format!("{}{RB_SUFFIX}", rbspy_frame(&f.to_string()))).collect();
