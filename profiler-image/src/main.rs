@@ -21,6 +21,11 @@ fn main() -> std::process::ExitCode {
         eprintln!("eagle-agent: {msg}\nusage: eagle-agent --target pid:N|container:ID|pod:UID [...] [--duration-ms MS] [--frequency HZ] [--node NAME] [--runtime RUNTIME] [--python-native]");
         ExitCode::from(2)
     };
+    // A child of the agent itself: reads one JDK Flight Recorder recording apart from the agent
+    // (see sampler/jfr.rs).
+    if std::env::args().nth(1).as_deref() == Some(eagle_agent::sampler::jfr::READ_SAMPLES_FLAG) {
+        return ExitCode::from(eagle_agent::sampler::jfr::serve_read_samples() as u8);
+    }
     let mut config = AgentConfig::new(Vec::new(), Duration::from_secs(30), 99);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {

@@ -86,8 +86,7 @@ impl JfrSampler {
         let bytes = read_in_root(pid, &file);
         let _ = remove_in_root(pid, &file);
         let bytes = bytes.map_err(|e| format!("cannot read the recording {file} in the JVM's file system: {e}"))?;
-        let samples = std::panic::catch_unwind(|| execution_samples(&bytes))
-            .map_err(|_| "the recording is malformed".to_owned())??;
+        let samples = read_samples(bytes)?;
         Ok(weigh(samples, &recording, &cpu_at_end, |tid| thread_name(pid, tid)))
     }
 }
@@ -246,6 +245,99 @@ fn thread_name(pid: u32, tid: u32) -> String {
 
 /// One execution sample: the OS thread it was taken in, and its frames, outermost first.
 type Sample = (u32, Vec<String>);
+
+/// The flag that makes `eagle-agent` read a recording from stdin and print its samples.
+pub const READ_SAMPLES_FLAG: &str = "--read-jfr-samples";
+/// Address space of the process that reads a recording: a crafted recording can ask the
+/// reader for any allocation, which aborts a process; bounded, and in a process of its own.
+const READER_ADDRESS_SPACE: u64 = 2 << 30;
+const READER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The recording's execution samples. The recording was written by the target, so it is
+/// hostile input: in the agent's own binary it is read by a child process with a bounded
+/// address space and time (a crafted file can at worst end that child); embedded in another
+/// program (local mode, profiling the user's own processes) it is read in-process.
+fn read_samples(bytes: Vec<u8>) -> Result<Vec<Sample>, String> {
+    let exe = std::env::current_exe().ok().filter(|e| e.file_name().is_some_and(|n| n == "eagle-agent"));
+    let Some(exe) = exe else {
+        return std::panic::catch_unwind(|| execution_samples(&bytes))
+            .map_err(|_| "the recording is malformed".to_owned())?;
+    };
+    let mut child = Command::new(exe)
+        .arg(READ_SAMPLES_FLAG)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start the recording's reader: {e}"))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = stdin.write_all(&bytes);
+    });
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = (&mut stdout).take(MAX_RECORDING_BYTES * 4).read_to_end(&mut text);
+        text
+    });
+    let deadline = Instant::now() + READER_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("reading the recording took over {} s", READER_TIMEOUT.as_secs()));
+            }
+        }
+    };
+    let _ = writer.join();
+    let text = reader.join().unwrap_or_default();
+    let mut said = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        let _ = (&mut stderr).take(4096).read_to_string(&mut said);
+    }
+    if !status.success() {
+        let why = said.lines().next().unwrap_or("it crashed");
+        return Err(format!("the recording could not be read ({status}): {why}"));
+    }
+    Ok(String::from_utf8_lossy(&text)
+        .lines()
+        .filter_map(|line| {
+            let (tid, stack) = line.split_once('\t')?;
+            Some((tid.parse().ok()?, stack.split(';').map(str::to_owned).collect()))
+        })
+        .collect())
+}
+
+/// The child side of [`read_samples`]: a recording on stdin, `TID<TAB>frame;frame...` lines on
+/// stdout. Returns the process's exit code.
+pub fn serve_read_samples() -> i32 {
+    use std::io::Write;
+    let limit = libc::rlimit { rlim_cur: READER_ADDRESS_SPACE, rlim_max: READER_ADDRESS_SPACE };
+    // SAFETY: a valid rlimit for this process.
+    unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) };
+    let mut bytes = Vec::new();
+    if let Err(e) = std::io::stdin().take(MAX_RECORDING_BYTES + 1).read_to_end(&mut bytes) {
+        eprintln!("cannot read the recording: {e}");
+        return 1;
+    }
+    match execution_samples(&bytes) {
+        Ok(samples) => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for (tid, frames) in samples {
+                let _ = writeln!(out, "{tid}\t{}", frames.join(";"));
+            }
+            i32::from(out.flush().is_err())
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}
 
 /// The execution samples of a recording.
 fn execution_samples(bytes: &[u8]) -> Result<Vec<Sample>, String> {
@@ -437,7 +529,7 @@ mod tests {
             "java.util.HashMap.put(java.lang.Object, int[][], java.lang.String, boolean) [java]_[j]"
         );
         assert_eq!(java_frame("A", "run", "()V"), "A.run() [java]_[j]");
-        assert_eq!(java_frame("A", "odd", "(Lbroken"), "A.odd(broken) [java]_[j]");
+        assert_eq!(java_frame("A", "odd", "(Lbroken)V"), "A.odd(broken) [java]_[j]");
         assert_eq!(java_frame("A", "odd", "garbage"), "A.odd() [java]_[j]");
     }
 
