@@ -13,7 +13,7 @@ use crate::discovery::{ProcFs, ProcessInfo};
 use crate::runtime::{self, ProcessTraits, Runtime};
 use crate::sampler::ebpf::EbpfSampler;
 use crate::sampler::interpreter::{self, InterpreterSampler, Tool};
-use crate::sampler::jfr::JfrSampler;
+use crate::sampler::jfr::{self, JfrSampler};
 use crate::sampler::jit::{self, PerfMapRequests};
 use crate::sampler::oncpu::{Distribution, OnCpu};
 use crate::sampler::python::PythonSampler;
@@ -28,6 +28,9 @@ pub const MAX_FREQUENCY_HZ: u64 = 10_000;
 /// usually named before it goes.
 const COLLECT_EVERY: Duration = Duration::from_millis(250);
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// How long a JVM may take to install its signal handlers (and so be attachable) after it
+/// started.
+const JVM_STARTUP: Duration = Duration::from_secs(10);
 
 /// Warning codes that are information, not trouble: which sampler took which process.
 pub const INFO_SAMPLER: &str = "info-sampler";
@@ -121,6 +124,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
         recorded: HashMap::new(),
         perf_maps: PerfMapRequests::new(),
         jvms: Vec::new(),
+        starting_jvms: Vec::new(),
         processes: HashMap::new(),
         requested: HashSet::new(),
         warnings: Vec::new(),
@@ -179,6 +183,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
             }
             run.refresh_names();
             run.refresh_perf_maps();
+            run.attach_started_jvms();
             emit(&encoder.progress(&Progress {
                 elapsed_ms: started.elapsed().as_millis() as u64,
                 samples: run.samples(),
@@ -246,6 +251,9 @@ struct Run {
     perf_maps: PerfMapRequests,
     /// JVMs whose perf map is refreshed while sampling.
     jvms: Vec<u32>,
+    /// JVMs too young to handle SIGQUIT yet (`profile -- java ...`): sampled natively, and
+    /// handed to Flight Recorder as soon as they can be attached to.
+    starting_jvms: Vec<u32>,
     processes: HashMap<u32, ProcessInfo>,
     requested: HashSet<u32>,
     warnings: Vec<Warning>,
@@ -291,6 +299,17 @@ impl Run {
                         self.ebpf.mark_jit(pid, jit::JAVA_SUFFIX);
                     }
                     return Ok(name);
+                }
+                // A JVM that has only just started does not handle SIGQUIT yet: asked again
+                // once it does.
+                Err(SamplerError::Unsupported(e))
+                    if runtime == Runtime::Java
+                        && e.contains("SIGQUIT")
+                        && jfr::process_age(pid).is_some_and(|age| age < JVM_STARTUP) =>
+                {
+                    self.ebpf.mark_jit(pid, jit::JAVA_SUFFIX);
+                    self.starting_jvms.push(pid);
+                    return Ok("ebpf, until it can be attached to");
                 }
                 // A JVM's refusal is said once, below, with what native sampling shows of it.
                 Err(e) if runtime == Runtime::Java => refused = Some(format!("Flight Recorder is unavailable ({e})")),
@@ -341,6 +360,31 @@ impl Run {
                 Ok("ebpf+perf-map")
             }
             _ => Ok("ebpf"),
+        }
+    }
+
+    /// Hands JVMs that were too young to attach to over to Flight Recorder once they handle
+    /// SIGQUIT; one that still does not after [`JVM_STARTUP`] is reported and stays native.
+    fn attach_started_jvms(&mut self) {
+        for pid in std::mem::take(&mut self.starting_jvms) {
+            if !self.proc.is_alive(pid) {
+                continue;
+            }
+            let ready = jfr::attach_allowed(pid).is_ok();
+            let young = jfr::process_age(pid).is_some_and(|age| age < JVM_STARTUP);
+            if !ready && young {
+                self.starting_jvms.push(pid);
+                continue;
+            }
+            let name = self.proc.name(pid).unwrap_or_default();
+            match self.route(pid, Runtime::Java, true) {
+                Ok(sampler) => self.info(pid, format!("{name} ({pid}): java, sampled by {sampler}")),
+                Err(e) => self.warnings.push(Warning {
+                    code: "sampler-failed".into(),
+                    pid: Some(pid),
+                    message: format!("{name} ({pid}): {e}"),
+                }),
+            }
         }
     }
 

@@ -177,6 +177,17 @@ pub fn attach_allowed(pid: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// How long ago `pid` started; `None` if that cannot be read.
+pub fn process_age(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22, counted after the command name, which may hold spaces and parentheses.
+    let started_ticks: u64 = stat.get(stat.rfind(')')? + 2..)?.split(' ').nth(19)?.parse().ok()?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime").ok()?.split(' ').next()?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some(Duration::from_secs_f64((uptime - started_ticks as f64 / ticks_per_second).max(0.0)))
+}
+
 /// Whether `SigCgt` of /proc/PID/status has SIGQUIT (3): the JVM's attach listener is
 /// started by SIGQUIT, whose default action ends the process.
 fn handles_sigquit(status: &str) -> bool {
@@ -531,6 +542,12 @@ mod tests {
         assert_eq!(java_frame("A", "run", "()V"), "A.run() [java]_[j]");
         assert_eq!(java_frame("A", "odd", "(Lbroken)V"), "A.odd(broken) [java]_[j]");
         assert_eq!(java_frame("A", "odd", "garbage"), "A.odd() [java]_[j]");
+    }
+
+    #[test]
+    fn this_process_is_young() {
+        let age = process_age(std::process::id()).unwrap();
+        assert!(age < Duration::from_secs(600), "{age:?}");
     }
 
     #[test]
