@@ -254,8 +254,9 @@ fn java_split_at(hz: &str, window: &str) {
     }
     let dir = temp_dir(&format!("java-{hz}"));
     compile_java(&dir);
-    // Warm up: the split holds once the JIT has compiled the hot methods.
-    let w = start(Command::new("java").arg("-cp").arg(&dir).arg("GroundTruth"), Duration::from_secs(3));
+    // Warm up: the split holds once the JIT has compiled the hot methods (at 3 s, C2 was still
+    // compiling, and a call of cpu30 cost more than half a call of cpu60).
+    let w = start(Command::new("java").arg("-cp").arg(&dir).arg("GroundTruth"), Duration::from_secs(6));
     let pid = w.0.id();
     let out_path = dir.join("java.folded");
     let out = profile(&[&format!("pid/{pid}"), "-d", window, "-f", hz, "-o", out_path.to_str().unwrap()], None);
