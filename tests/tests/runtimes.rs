@@ -254,8 +254,8 @@ fn java_split_at(hz: &str, window: &str) {
     }
     let dir = temp_dir(&format!("java-{hz}"));
     compile_java(&dir);
-    // Warm up: the split holds once the JIT has compiled the hot methods (at 3 s, C2 was still
-    // compiling, and a call of cpu30 cost more than half a call of cpu60).
+    // Warm up: the split holds once the JIT has compiled the hot methods (at 3 s its compiler
+    // threads were still busy, and the first profile read cpu60 2.6 points high).
     let w = start(Command::new("java").arg("-cp").arg(&dir).arg("GroundTruth"), Duration::from_secs(6));
     let pid = w.0.id();
     let out_path = dir.join("java.folded");
