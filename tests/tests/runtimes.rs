@@ -78,7 +78,9 @@ fn assert_split(folded: &FoldedStacks, names: [&str; 3]) {
         }
         f
     };
-    assert!(code.total() >= 100, "{} samples in the known functions: too few to judge", code.total());
+    // A floor, not the tolerance (which widens with fewer samples): on a two-core machine with a
+    // load of 15, a JVM got 84 samples in 8 s at 99 Hz.
+    assert!(code.total() >= 50, "{} samples in the known functions: too few to judge", code.total());
     for (name, expected) in names.iter().zip([60.0, 30.0, 10.0]) {
         let got = share(&code, |f| f.contains(name));
         let tolerance = eagle_tests::tolerance(0.03, expected / 100.0, code.total()) * 100.0;
@@ -291,8 +293,8 @@ fn java_split_holds_at_99_hz() {
     java_split_at("99", "8s");
 }
 
-/// A JVM that would die of SIGQUIT (-Xrs) is never attached to: reported once, sampled
-/// natively, and alive after the run.
+/// A JVM that would die of SIGQUIT (-Xrs), or that disabled attach, is never sent anything:
+/// reported once, sampled natively, and alive after the run.
 #[test]
 fn a_jvm_that_cannot_be_attached_is_left_alone_and_sampled_natively() {
     if !has_java() {
@@ -300,15 +302,48 @@ fn a_jvm_that_cannot_be_attached_is_left_alone_and_sampled_natively() {
     }
     let dir = temp_dir("java-xrs");
     compile_java(&dir);
-    let mut w = start(Command::new("java").args(["-Xrs", "-cp"]).arg(&dir).arg("GroundTruth"), Duration::from_secs(1));
+    for (flag, said) in [("-Xrs", "does not handle SIGQUIT"), ("-XX:+DisableAttachMechanism", "DisableAttachMechanism")]
+    {
+        let mut w =
+            start(Command::new("java").args([flag, "-cp"]).arg(&dir).arg("GroundTruth"), Duration::from_secs(1));
+        let pid = w.0.id();
+        let out_path = dir.join("refused.folded");
+        let out = profile(&[&format!("pid/{pid}"), "-d", "2s", "-f", "499", "-o", out_path.to_str().unwrap()], None);
+        assert_eq!(out.status.code(), Some(0));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.matches(said).count(), 1, "{flag}: reported once: {stderr}");
+        assert!(matches!(w.0.try_wait(), Ok(None)), "{flag}: the JVM is alive");
+        assert!(read(&out_path).total() > 20, "{flag}: sampled natively");
+    }
+}
+
+/// A profile interrupted (Ctrl-C) while Flight Recorder runs still stops the recording.
+#[test]
+fn an_interrupted_profile_leaves_no_recording_in_the_jvm() {
+    if !has_java() {
+        return;
+    }
+    let dir = temp_dir("java-interrupted");
+    compile_java(&dir);
+    let w = start(Command::new("java").arg("-cp").arg(&dir).arg("GroundTruth"), Duration::from_secs(2));
     let pid = w.0.id();
-    let out_path = dir.join("xrs.folded");
-    let out = profile(&[&format!("pid/{pid}"), "-d", "2s", "-o", out_path.to_str().unwrap()], None);
-    assert_eq!(out.status.code(), Some(0));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.matches("does not handle SIGQUIT").count(), 1, "reported once: {stderr}");
-    assert!(matches!(w.0.try_wait(), Ok(None)), "the JVM is alive");
-    assert!(read(&out_path).total() > 50, "sampled natively");
+    let mut eagle = Command::new(eagle_tests::kubectl_eagle())
+        .args(["profile", &format!("pid/{pid}"), "-d", "60s", "-o"])
+        .arg(dir.join("interrupted.folded"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while jfr_recordings(pid).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!jfr_recordings(pid).is_empty(), "Flight Recorder started");
+    // SAFETY: signalling a child of this test.
+    unsafe { libc::kill(eagle.id() as libc::pid_t, libc::SIGINT) };
+    let status = eagle.wait().unwrap();
+    assert!(status.code().is_some(), "kubectl-eagle ended by itself after Ctrl-C: {status}");
+    assert_eq!(jfr_recordings(pid), "", "no recording left running in the JVM");
 }
 
 /// A JVM that exits in the middle of the window: named in the report, its samples until then

@@ -31,7 +31,8 @@ pub const JAVA_SUFFIX: &str = " [java]_[j]";
 /// Larger recordings are not read: a window of execution samples is a few MiB.
 const MAX_RECORDING_BYTES: u64 = 256 << 20;
 /// How long one attach request may take: a JVM stuck in a safepoint must not stall the run.
-const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Starting a recording on a starved JVM took up to 10 s on a two-core machine with a load of 15.
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct JfrSampler {
     jattach: PathBuf,
@@ -106,7 +107,14 @@ impl RuntimeSampler for JfrSampler {
             self.profiling,
             self.backstop.as_secs()
         );
-        let said = self.jcmd(pid, &command).map_err(SamplerError::Unsupported)?;
+        let said = match self.jcmd(pid, &command) {
+            Ok(said) => said,
+            Err(e) => {
+                // It may still start once the JVM gets to it: ask for it to be stopped, once.
+                let _ = self.jcmd(pid, &format!("JFR.stop name={name}"));
+                return Err(SamplerError::Unsupported(e));
+            }
+        };
         if !said.contains("Started recording") {
             // Started or not, make sure nothing runs on.
             let _ = self.jcmd(pid, &format!("JFR.stop name={name}"));
