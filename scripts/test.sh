@@ -6,6 +6,7 @@
 #   scripts/test.sh                     everything
 #   EAGLE_SKIP_E2E=1 scripts/test.sh    skip the cluster end-to-end tests
 #   EAGLE_E2E_KUBECONFIG=~/.kube/config scripts/test.sh   run them against another cluster
+#   EAGLE_FUZZ_SECONDS=60 scripts/test.sh  fuzz each parser longer (default 15 s)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 t0=$(date +%s)
@@ -19,9 +20,24 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 stamp build
 cargo build --workspace --bins --locked
 stamp "unit, fixture and local end-to-end tests"
-# Here and in CI eBPF is available: a test that cannot load it fails rather than skips.
+# Here and in CI every capability the tests need is set up (eBPF, the toolchains, py-spy,
+# rbspy): a test that cannot run fails rather than skips (eagle_tests::skip). Skips allowed by
+# hand (EAGLE_TESTS_REQUIRE_BPF=0) are counted in this file and reported below.
 export EAGLE_TESTS_REQUIRE_BPF=${EAGLE_TESTS_REQUIRE_BPF:-1}
+skips=target/debug/eagle-skips.txt
+rm -f "$skips"
+report_skips() {
+  if [ -s "$skips" ]; then
+    echo "skipped tests: $(wc -l < "$skips")" >&2
+    cat "$skips" >&2
+    return 1
+  fi
+  echo "skipped tests: 0" >&2
+}
 cargo nextest run --workspace --locked --no-fail-fast
+report_skips
+stamp "fuzzing the parsers of hostile input"
+scripts/fuzz.sh "${EAGLE_FUZZ_SECONDS:-15}"
 
 if [ "${EAGLE_SKIP_E2E:-0}" = 1 ]; then
   echo "cluster end-to-end tests skipped: EAGLE_SKIP_E2E=1" >&2
@@ -35,5 +51,6 @@ else
   stamp "cluster end-to-end tests against $EAGLE_E2E_KUBECONFIG"
   # One at a time: each test measures CPU shares of busy pods on a small cluster.
   cargo nextest run -p eagle-tests --locked --run-ignored only --no-fail-fast --test-threads 1
+  report_skips
 fi
 stamp done

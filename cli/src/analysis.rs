@@ -184,6 +184,11 @@ impl Analysis {
     }
 }
 
+/// Percentages as they appear in summaries and tables: 4 decimals, stable across platforms.
+pub fn round(percent: f64) -> f64 {
+    (percent * 10_000.0).round() / 10_000.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,11 +18,32 @@ use std::path::{Path, PathBuf};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
+use crate::analysis::round;
 use crate::analysis::{Analysis, FunctionStats, Group, Measure};
-use crate::args::CheckArgs;
 use crate::error::CliError;
 use crate::input;
-use crate::summary::round;
+
+/// The rules as the user wrote them (`--max`, `--max-self`, `--baseline`, `--max-regression`,
+/// `--max-self-regression`), for [`Rules::plan`] to parse and validate.
+#[derive(Clone, Debug, Default)]
+pub struct RuleSpecs {
+    pub max: Vec<String>,
+    pub max_self: Vec<String>,
+    pub baseline: Option<PathBuf>,
+    pub max_regression: Vec<String>,
+    pub max_self_regression: Vec<String>,
+}
+
+impl RuleSpecs {
+    /// No rule and no baseline given.
+    pub fn is_empty(&self) -> bool {
+        self.max.is_empty()
+            && self.max_self.is_empty()
+            && self.max_regression.is_empty()
+            && self.max_self_regression.is_empty()
+            && self.baseline.is_none()
+    }
+}
 
 /// A bound on a group's share.
 #[derive(Clone, Debug)]
@@ -104,7 +125,7 @@ pub struct CheckResult {
 impl Rules {
     /// Parses and validates every rule and reads the baseline, before any sampling: a typo
     /// must not cost a profiling window. `None` when no rule was given.
-    pub fn plan(args: &CheckArgs) -> Result<Option<Rules>, CliError> {
+    pub fn plan(args: &RuleSpecs) -> Result<Option<Rules>, CliError> {
         let mut rules = Rules::default();
         for spec in &args.max {
             rules.limits.push(parse_limit("--max", spec, Measure::Total)?);
@@ -411,8 +432,8 @@ mod tests {
 
     use super::*;
 
-    fn args(max: &[&str], max_self: &[&str]) -> CheckArgs {
-        CheckArgs {
+    fn args(max: &[&str], max_self: &[&str]) -> RuleSpecs {
+        RuleSpecs {
             max: max.iter().map(|s| s.to_string()).collect(),
             max_self: max_self.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
@@ -450,12 +471,12 @@ mod tests {
             assert!(e.to_string().contains(needle), "{max}: {e}");
             assert_eq!(e.to_string().lines().count(), 1, "{e}");
         }
-        let regression = |spec: &str| CheckArgs { max_regression: vec![spec.into()], ..Default::default() };
+        let regression = |spec: &str| RuleSpecs { max_regression: vec![spec.into()], ..Default::default() };
         let e = Rules::plan(&regression("3%")).unwrap_err();
         assert!(e.to_string().contains("percentage points"), "{e}");
         let e = Rules::plan(&regression("3pp")).unwrap_err();
         assert!(e.to_string().contains("--baseline"), "{e}");
-        assert!(Rules::plan(&CheckArgs::default()).unwrap().is_none());
+        assert!(Rules::plan(&RuleSpecs::default()).unwrap().is_none());
     }
 
     #[test]

@@ -6,17 +6,26 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::analysis::Analysis;
-use crate::args::{CheckArgs, SummaryArgs};
-use crate::check::{self, Rules};
+use crate::check::{self, RuleSpecs, Rules};
 use crate::error::{CliError, Exit};
-use crate::output::{self, Destination};
-use crate::summary::{RunInfo, Summary};
+use crate::files;
+use crate::output::Destination;
+use crate::run_info::RunInfo;
+use crate::summary::Summary;
 
 /// Where the check table goes: stdout for `check`, stderr beside `profile`'s other messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TableTo {
     Stdout,
     Stderr,
+}
+
+/// `--summary FILE` and `--summary-top N`.
+#[derive(Clone, Debug, Default)]
+pub struct SummaryRequest {
+    pub path: Option<PathBuf>,
+    /// Functions in each of the summary's top lists.
+    pub top: usize,
 }
 
 #[derive(Debug)]
@@ -27,12 +36,12 @@ pub struct Gate {
 }
 
 impl Gate {
-    pub fn plan(summary: &SummaryArgs, checks: &CheckArgs) -> Result<Gate, CliError> {
-        let rules = Rules::plan(checks)?;
-        if let Some(path) = summary.summary.as_deref().filter(|p| *p != Path::new("-")) {
-            output::check_writable(path, "summary")?;
+    pub fn plan(summary: &SummaryRequest, rules: &RuleSpecs) -> Result<Gate, CliError> {
+        let rules = Rules::plan(rules)?;
+        if let Some(path) = summary.path.as_deref().filter(|p| *p != Path::new("-")) {
+            files::check_writable(path, "summary")?;
         }
-        Ok(Gate { summary: summary.summary.clone(), top: summary.summary_top, rules })
+        Ok(Gate { summary: summary.path.clone(), top: summary.top, rules })
     }
 
     pub fn is_active(&self) -> bool {

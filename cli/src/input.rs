@@ -11,7 +11,7 @@ use flate2::read::MultiGzDecoder;
 
 use crate::error::CliError;
 use crate::output::pprof;
-use crate::summary::RunInfo;
+use crate::run_info::RunInfo;
 
 /// A profile read from a file.
 pub struct Loaded {
@@ -25,6 +25,29 @@ pub struct Loaded {
 pub enum Raw {
     Folded(String),
     Parsed(Loaded),
+}
+
+/// A profile with samples in it: an empty one is a failed run upstream, never a pass.
+pub fn load_samples(path: &Path) -> Result<Loaded, CliError> {
+    let loaded = load(path)?;
+    if loaded.folded.is_empty() {
+        return Err(no_samples(path));
+    }
+    Ok(loaded)
+}
+
+pub fn no_samples(path: &Path) -> CliError {
+    CliError::NothingToProfile(format!(
+        "the profile `{}` has no samples: was the run idle or did it fail?",
+        path.display()
+    ))
+}
+
+pub fn name_of(path: &Path) -> String {
+    if path == Path::new("-") {
+        return "stdin".into();
+    }
+    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
 }
 
 pub fn load(path: &Path) -> Result<Loaded, CliError> {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use eagle_agent::sampler::SamplerError;
 use eagle_agent::{AgentConfig, AgentError};
-use eagle_proto::{Decoder, Event, NodeResult, Warning};
+use eagle_proto::{Decoder, Event, NodeResult, Warning, WarningCode};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::error::CliError;
@@ -37,7 +37,7 @@ pub struct LocalRun {
     pub command: Vec<String>,
     pub duration: Option<Duration>,
     pub frequency_hz: u64,
-    pub runtime: Option<eagle_agent::runtime::Runtime>,
+    pub runtime: Option<eagle_proto::Runtime>,
     pub native: bool,
 }
 
@@ -70,7 +70,7 @@ pub fn profile(run: &LocalRun) -> Result<LocalResult, CliError> {
     let expected_end = |w: &Warning| {
         until_exit
             && !STOP.load(Ordering::Relaxed)
-            && (w.code == "ended-early" || (w.code == "process-exited" && w.pid == command_pid))
+            && (w.code == WarningCode::EndedEarly || (w.code == WarningCode::ProcessExited && w.pid == command_pid))
     };
 
     let bar = progress_bar(run.duration);
@@ -89,7 +89,7 @@ pub fn profile(run: &LocalRun) -> Result<LocalResult, CliError> {
                 bar.set_position(p.elapsed_ms);
                 bar.set_message(format!("{} samples, {} processes", p.samples, p.processes));
             }
-            Ok(Some(Event::Warning(w))) if w.code.starts_with("info-") || expected_end(&w) => {}
+            Ok(Some(Event::Warning(w))) if w.code.is_info() || expected_end(&w) => {}
             Ok(Some(Event::Warning(w))) => bar.suspend(|| eprintln!("warning: {}", w.message)),
             Ok(_) => {}
             Err(e) => decode_error = decode_error.or(Some(e)),
@@ -111,7 +111,7 @@ pub fn profile(run: &LocalRun) -> Result<LocalResult, CliError> {
         .finish()
         .map_err(|e| CliError::Failed(format!("internal error: the local result stream does not decode: {e}")))?;
     // Which sampler took which process: the user never named a language, so say it.
-    for w in result.warnings.iter().filter(|w| w.code.starts_with("info-")) {
+    for w in result.warnings.iter().filter(|w| w.code.is_info()) {
         eprintln!("{}", w.message);
     }
     result.warnings.retain(|w| !expected_end(w));

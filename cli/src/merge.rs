@@ -1,36 +1,9 @@
 //! Merging node results into one set of folded stacks, each prefixed with the hierarchy
 //! `namespace -> workload -> pod -> container -> process` down to the `--group-by` level.
 
-use std::collections::HashMap;
-
-use clap::ValueEnum;
 use eagle_proto::{FoldedStacks, NodeResult, StackRecord};
 
-/// How many hierarchy levels to keep above the code frames. `none` merges replicas and
-/// processes into one code view; each level keeps the ones above it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
-pub enum GroupBy {
-    None,
-    Namespace,
-    Workload,
-    Pod,
-    Container,
-    #[default]
-    Process,
-}
-
-/// Where a container sits in the cluster, from the CLI's own knowledge of its pods.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Placement {
-    pub namespace: String,
-    /// `deployment/api`, `statefulset/db`, or `pod/NAME` for a bare pod.
-    pub workload: String,
-    pub pod: String,
-    pub container: String,
-}
-
-/// Container id -> placement.
-pub type Placements = HashMap<String, Placement>;
+use crate::placement::{GroupBy, Placements};
 
 pub fn merge<'a>(
     results: impl IntoIterator<Item = &'a NodeResult>,
@@ -78,6 +51,7 @@ fn hierarchy(record: &StackRecord, placements: &Placements, group_by: GroupBy) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::placement::Placement;
 
     fn result(records: Vec<StackRecord>) -> NodeResult {
         NodeResult { records, ..Default::default() }

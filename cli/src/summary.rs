@@ -3,53 +3,16 @@
 //! a removal or a change of meaning raises it.
 
 use std::path::Path;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::{Analysis, FunctionStats, Measure};
+use crate::analysis::{round, Analysis, FunctionStats, Measure};
 use crate::check::CheckReport;
 use crate::error::CliError;
+use crate::files;
+use crate::run_info::{NodeStatus, RunInfo};
 
 pub const SCHEMA_VERSION: u32 = 1;
-
-/// What is known about the run that produced a profile; `None` where it is not (a profile read
-/// from a folded file knows only its stacks).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct RunInfo {
-    pub started_unix_ms: Option<u64>,
-    pub duration: Option<Duration>,
-    pub frequency_hz: Option<u64>,
-    pub partial: Option<bool>,
-    pub nodes: Option<Vec<NodeStatus>>,
-}
-
-impl RunInfo {
-    /// Fills what `self` does not know from `other`.
-    pub fn or(self, other: &RunInfo) -> RunInfo {
-        RunInfo {
-            started_unix_ms: self.started_unix_ms.or(other.started_unix_ms),
-            duration: self.duration.or(other.duration),
-            frequency_hz: self.frequency_hz.or(other.frequency_hz),
-            partial: self.partial.or(other.partial),
-            nodes: self.nodes.or_else(|| other.nodes.clone()),
-        }
-    }
-}
-
-/// One node's part in a run.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeStatus {
-    pub node: String,
-    /// `ok`, `partial` (stopped early, still delivered) or `failed`.
-    pub status: String,
-    /// Samples the node delivered; absent when it failed.
-    #[serde(default)]
-    pub samples: Option<u64>,
-    /// Why it failed, or the warnings it sent.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub messages: Vec<String>,
-}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
@@ -88,11 +51,6 @@ pub struct FunctionShare {
     pub total_percent: f64,
 }
 
-/// Percentages as they appear in summaries and tables: 4 decimals, stable across platforms.
-pub fn round(percent: f64) -> f64 {
-    (percent * 10_000.0).round() / 10_000.0
-}
-
 impl Summary {
     pub fn new(title: &str, analysis: &Analysis, run: &RunInfo, top: usize) -> Summary {
         let share = |f: FunctionStats| FunctionShare {
@@ -129,6 +87,6 @@ impl Summary {
     }
 
     pub fn write(&self, path: &Path) -> Result<(), CliError> {
-        crate::output::write_file(path, self.to_json().as_bytes(), "summary")
+        files::write_file(path, self.to_json().as_bytes(), "summary")
     }
 }

@@ -20,6 +20,9 @@ pub mod names {
     pub const SAMPLE_PROGRAM: &str = "sample_cpu";
     pub const FORK_PROGRAM: &str = "follow_fork";
     pub const EXEC_PROGRAM: &str = "note_exec";
+    /// The classic tracepoints through tracefs, for kernels without BTF.
+    pub const FORK_TRACEFS_PROGRAM: &str = "follow_fork_tracefs";
+    pub const EXEC_TRACEFS_PROGRAM: &str = "note_exec_tracefs";
     pub const TARGETS: &str = "targets";
     pub const ACTIVE: &str = "active";
     pub const COUNTERS: &str = "counters";

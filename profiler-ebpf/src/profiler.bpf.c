@@ -15,13 +15,10 @@
 #include <linux/bpf_perf_event.h>
 #include <linux/errno.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
 #include "eagle.h"
 
 char LICENSE[] SEC("license") = "GPL";
-
-/* Offset of `child_pid` in the sched_process_fork tracepoint record. It moved in 6.x (comm
- * became __data_loc), so the agent reads it from the tracepoint's format file at load time. */
-const volatile __u32 CHILD_PID_OFFSET = 20;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -126,31 +123,74 @@ int sample_cpu(struct bpf_perf_event_data *ctx)
 	return 0;
 }
 
-SEC("tracepoint/sched/sched_process_fork")
-int follow_fork(void *ctx)
+/* The kernel's view of a task, reduced to the fields read here. `preserve_access_index` makes
+ * every access a CO-RE relocation: the loader rewrites the offsets from the running kernel's BTF
+ * (/sys/kernel/btf/vmlinux), so no header of the build machine's kernel is baked in. */
+struct task_struct {
+	int pid;
+	int tgid;
+} __attribute__((preserve_access_index));
+
+/* A new task descends from a target: follow it if it is a new process. Threads need nothing:
+ * their samples count under their process's tgid already. */
+static __always_inline void follow_child(__u32 parent, __u32 child_tgid)
 {
-	__u32 parent = bpf_get_current_pid_tgid() >> 32;
+	if (child_tgid == 0 || child_tgid == parent)
+		return;
 	struct eagle_target *target = bpf_map_lookup_elem(&targets, &parent);
 	if (!target)
-		return 0;
-	__s32 child = 0;
-	if (bpf_probe_read_kernel(&child, sizeof(child), (char *)ctx + CHILD_PID_OFFSET) != 0 || child <= 0)
-		return 0;
-	/* Thread creation fires here too, with the new thread's id as child: a harmless entry that
-	 * no sample's tgid will ever match; the agent prunes such entries. */
-	__u32 child_tgid = child;
+		return;
 	struct eagle_target followed = { .root = target->root };
 	if (bpf_map_update_elem(&targets, &child_tgid, &followed, BPF_NOEXIST) == 0)
 		bump(EAGLE_FORKS_FOLLOWED);
-	return 0;
 }
 
-SEC("tracepoint/sched/sched_process_exec")
-int note_exec(void *ctx)
+static __always_inline void count_exec(void)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct eagle_target *target = bpf_map_lookup_elem(&targets, &tgid);
 	if (target)
 		__sync_fetch_and_add(&target->execed, 1);
+}
+
+/* BTF-typed tracepoints (tp_btf): attached by BTF id, with the kernel's own typed arguments, so
+ * they need neither tracefs nor record offsets read from its format files. Arguments of
+ * sched_process_fork: (struct task_struct *parent, struct task_struct *child). */
+SEC("tp_btf/sched_process_fork")
+int follow_fork(__u64 *ctx)
+{
+	struct task_struct *child = (struct task_struct *)ctx[1];
+	__u32 parent = bpf_get_current_pid_tgid() >> 32;
+	follow_child(parent, BPF_CORE_READ(child, tgid));
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int note_exec(__u64 *ctx)
+{
+	count_exec();
+	return 0;
+}
+
+/* Fallback for kernels without BTF: the classic tracepoints, attached through tracefs, whose
+ * record layout the agent reads from the format file (child_pid moved in Linux 6.x). */
+const volatile __u32 CHILD_PID_OFFSET = 20;
+
+SEC("tracepoint/sched/sched_process_fork")
+int follow_fork_tracefs(void *ctx)
+{
+	__s32 child = 0;
+	if (bpf_probe_read_kernel(&child, sizeof(child), (char *)ctx + CHILD_PID_OFFSET) != 0 || child <= 0)
+		return 0;
+	/* The record names the child's thread id, not its tgid: a new thread of a target is added
+	 * too, and the agent prunes it (no sample's tgid matches it). */
+	follow_child(bpf_get_current_pid_tgid() >> 32, child);
+	return 0;
+}
+
+SEC("tracepoint/sched/sched_process_exec")
+int note_exec_tracefs(void *ctx)
+{
+	count_exec();
 	return 0;
 }

@@ -12,6 +12,8 @@ pub mod sampler;
 #[cfg(target_os = "linux")]
 pub mod symbolize;
 pub mod target;
+#[cfg(target_os = "linux")]
+pub mod target_file;
 
 #[cfg(target_os = "linux")]
 pub mod run;

@@ -11,6 +11,7 @@ fn main() -> std::process::ExitCode {
     use std::time::Duration;
 
     use eagle_agent::{AgentConfig, AgentError, Target};
+    use eagle_proto::{AgentArgs, AgentCommand, Exit, AGENT_USAGE};
 
     static STOP: AtomicBool = AtomicBool::new(false);
     extern "C" fn on_signal(_: libc::c_int) {
@@ -18,50 +19,38 @@ fn main() -> std::process::ExitCode {
     }
 
     let usage = |msg: &str| {
-        eprintln!("eagle-agent: {msg}\nusage: eagle-agent --target pid:N|container:ID|pod:UID [...] [--duration-ms MS] [--frequency HZ] [--node NAME] [--runtime RUNTIME] [--python-native]");
-        ExitCode::from(2)
+        eprintln!("eagle-agent: {msg}\n{AGENT_USAGE}");
+        ExitCode::from(Exit::Usage)
     };
     // A child of the agent itself: reads one JDK Flight Recorder recording apart from the agent
     // (see sampler/jfr.rs).
     if std::env::args().nth(1).as_deref() == Some(eagle_agent::sampler::jfr::READ_SAMPLES_FLAG) {
         return ExitCode::from(eagle_agent::sampler::jfr::serve_read_samples() as u8);
     }
-    let mut config = AgentConfig::new(Vec::new(), Duration::from_secs(30), 99);
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        if flag == "--help" || flag == "-h" {
-            return usage("profiles CPU of processes, containers or pods and writes the result stream to stdout");
+    let args = match AgentArgs::parse(std::env::args().skip(1)) {
+        Ok(AgentCommand::Run(args)) => args,
+        Ok(AgentCommand::Help) => {
+            return usage("profiles CPU of processes, containers or pods and writes the result stream to stdout")
         }
-        if flag == "--python-native" {
-            config.python_native = true;
-            continue;
-        }
-        if flag == "--version" {
+        Ok(AgentCommand::Version) => {
             println!("eagle-agent {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        let Some(value) = args.next() else { return usage(&format!("{flag} needs a value")) };
-        match flag.as_str() {
-            "--target" => match value.parse::<Target>() {
-                Ok(t) => config.targets.push(t),
-                Err(e) => return usage(&e.to_string()),
-            },
-            "--duration-ms" => match value.parse() {
-                Ok(ms) => config.duration = Duration::from_millis(ms),
-                Err(_) => return usage(&format!("--duration-ms `{value}` is not a number of milliseconds")),
-            },
-            "--frequency" => match value.parse() {
-                Ok(hz) => config.frequency_hz = hz,
-                Err(_) => return usage(&format!("--frequency `{value}` is not a number of Hz")),
-            },
-            "--node" => config.node = value,
-            "--runtime" => match value.parse() {
-                Ok(r) => config.runtime = Some(r),
-                Err(e) => return usage(&e),
-            },
-            _ => return usage(&format!("unknown flag {flag}")),
+        Err(e) => return usage(&e),
+    };
+    let mut targets = Vec::new();
+    for target in &args.targets {
+        match target.parse::<Target>() {
+            Ok(t) => targets.push(t),
+            Err(e) => return usage(&e.to_string()),
         }
     }
+    let mut config = AgentConfig::new(targets, Duration::from_millis(args.duration_ms), args.frequency_hz);
+    if let Some(node) = args.node {
+        config.node = node;
+    }
+    config.runtime = args.runtime;
+    config.python_native = args.python_native;
     // SIGTERM (Job deadline, pod deletion) and SIGINT end the window early; the stream is
     // still completed with what was sampled.
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
@@ -79,12 +68,12 @@ fn main() -> std::process::ExitCode {
     match eagle_agent::run(&config, &STOP, &mut emit) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("eagle-agent: error: {e}");
+            eprintln!("{}{e}", eagle_proto::AGENT_ERROR_PREFIX);
             ExitCode::from(match e {
-                AgentError::InvalidConfig(_) => 2,
-                AgentError::NotFound(_) => 3,
-                AgentError::Sampler(eagle_agent::sampler::SamplerError::PermissionDenied(_)) => 4,
-                AgentError::Sampler(_) => 6,
+                AgentError::InvalidConfig(_) => Exit::Usage,
+                AgentError::NotFound(_) => Exit::NotFound,
+                AgentError::Sampler(eagle_agent::sampler::SamplerError::PermissionDenied(_)) => Exit::Forbidden,
+                AgentError::Sampler(_) => Exit::Failed,
             })
         }
     }

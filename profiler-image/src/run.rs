@@ -6,12 +6,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use eagle_proto::stream::TargetReport;
-use eagle_proto::{Encoder, Header, Progress, Warning};
+use eagle_proto::{Encoder, Header, Progress, Warning, WarningCode};
 
 use crate::aggregate::Aggregate;
 use crate::discovery::{ProcFs, ProcessInfo};
 use crate::runtime::{self, ProcessTraits, Runtime};
-use crate::sampler::ebpf::EbpfSampler;
+use crate::sampler::ebpf::{EbpfSampler, ProcessEvents, FORCE_TRACEFS_ENV};
 use crate::sampler::interpreter::{self, InterpreterSampler, Tool};
 use crate::sampler::jfr::{self, JfrSampler};
 use crate::sampler::jit::{self, PerfMapRequests};
@@ -21,9 +21,8 @@ use crate::sampler::ruby::RubySampler;
 use crate::sampler::{ProcessEvent, RuntimeSampler, Sampler, SamplerError};
 use crate::target::Target;
 
-/// Highest sampling frequency accepted. Above a few kHz the sampling itself dominates the
-/// target's CPU; the kernel also caps it (`kernel.perf_event_max_sample_rate`).
-pub const MAX_FREQUENCY_HZ: u64 = 10_000;
+/// Highest sampling frequency accepted: a limit the CLI shares (eagle-proto).
+pub use eagle_proto::MAX_FREQUENCY_HZ;
 /// How often samples are drained and symbolized: short enough that a process that exits is
 /// usually named before it goes.
 const COLLECT_EVERY: Duration = Duration::from_millis(250);
@@ -31,9 +30,6 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// How long a JVM may take to install its signal handlers (and so be attachable) after it
 /// started.
 const JVM_STARTUP: Duration = Duration::from_secs(10);
-
-/// Warning codes that are information, not trouble: which sampler took which process.
-pub const INFO_SAMPLER: &str = "info-sampler";
 
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
@@ -129,6 +125,19 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
         requested: HashSet::new(),
         warnings: Vec::new(),
     };
+    if let Some(how) = match run.ebpf.process_events() {
+        ProcessEvents::BtfTracepoints => None,
+        ProcessEvents::Tracefs => Some("through the tracefs mounted on this machine"),
+        ProcessEvents::PrivateTracefs => Some("through a tracefs the agent mounted privately"),
+    } {
+        run.warnings.push(Warning {
+            code: WarningCode::SamplerFallback,
+            pid: None,
+            message: format!(
+                "new processes are followed {how}, not by BTF-typed tracepoints: this kernel offers no BTF (/sys/kernel/btf/vmlinux), or {FORCE_TRACEFS_ENV} is set"
+            ),
+        });
+    }
     // Every sampler starts on the processes known now, together: one window for all.
     for pid in resolved.values().flatten() {
         run.add(*pid, true);
@@ -146,7 +155,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
     for (target, pids) in &resolved {
         if pids.is_empty() {
             emit(&encoder.warning(&Warning {
-                code: "no-processes".into(),
+                code: WarningCode::NoProcesses,
                 pid: None,
                 message: format!("{target} has no processes yet; watching for them during the window"),
             }));
@@ -208,13 +217,13 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
     run.refresh_names();
     run.finish(&mut aggregate);
     if let Some(message) = &ended {
-        run.warnings.push(Warning { code: "ended-early".into(), pid: None, message: message.clone() });
+        run.warnings.push(Warning { code: WarningCode::EndedEarly, pid: None, message: message.clone() });
     }
     let lost = run.ebpf.lost_samples();
     if lost > 0 {
         let total = run.ebpf.samples().max(1);
         run.warnings.push(Warning {
-            code: "samples-lost".into(),
+            code: WarningCode::SamplesLost,
             pid: None,
             message: format!(
                 "{lost} of {total} samples ({:.1}%) lost to stack-map collisions or full maps",
@@ -272,7 +281,7 @@ impl Run {
         match result {
             Ok(sampler) => self.info(pid, format!("{name} ({pid}): {runtime}, sampled by {sampler}")),
             Err(e) => self.warnings.push(Warning {
-                code: "sampler-failed".into(),
+                code: WarningCode::SamplerFailed,
                 pid: Some(pid),
                 message: format!("{name} ({pid}): {e}"),
             }),
@@ -314,7 +323,7 @@ impl Run {
                 // A JVM's refusal is said once, below, with what native sampling shows of it.
                 Err(e) if runtime == Runtime::Java => refused = Some(format!("Flight Recorder is unavailable ({e})")),
                 Err(e) => self.warnings.push(Warning {
-                    code: "sampler-failed".into(),
+                    code: WarningCode::SamplerFailed,
                     pid: Some(pid),
                     message: format!("{name} for {pid}: {e}; sampling it natively instead"),
                 }),
@@ -341,7 +350,7 @@ impl Run {
                     hint.push_str(", and only the JIT's leaves without -XX:+PreserveFramePointer");
                 }
                 self.warnings.push(Warning {
-                    code: "sampler-fallback".into(),
+                    code: WarningCode::SamplerFallback,
                     pid: Some(pid),
                     message: format!("java ({pid}): {hint}"),
                 });
@@ -352,7 +361,7 @@ impl Run {
                 let cmdline = std::fs::read(self.proc.path().join(format!("{pid}/cmdline"))).unwrap_or_default();
                 if !jit::node_writes_perf_map(&cmdline) {
                     self.warnings.push(Warning {
-                        code: "sampler-fallback".into(),
+                        code: WarningCode::SamplerFallback,
                         pid: Some(pid),
                         message: format!("node ({pid}): JavaScript frames need `node --perf-basic-prof`; without it only native frames are named"),
                     });
@@ -380,7 +389,7 @@ impl Run {
             match self.route(pid, Runtime::Java, true) {
                 Ok(sampler) => self.info(pid, format!("{name} ({pid}): java, sampled by {sampler}")),
                 Err(e) => self.warnings.push(Warning {
-                    code: "sampler-failed".into(),
+                    code: WarningCode::SamplerFailed,
                     pid: Some(pid),
                     message: format!("{name} ({pid}): {e}"),
                 }),
@@ -418,7 +427,7 @@ impl Run {
                     let sampler = JfrSampler::new(self.config.frequency_hz, self.config.duration);
                     if sampler.is_none() {
                         self.warnings.push(Warning {
-                            code: "sampler-missing".into(),
+                            code: WarningCode::SamplerMissing,
                             pid: None,
                             message: "jattach is not installed: Java processes are sampled natively, and show whole Java stacks only when started with -XX:+PreserveFramePointer; install it (`apt-get install jattach`) or use the eagle-agent image, which has it".into(),
                         });
@@ -440,7 +449,9 @@ impl Run {
                 )),
             };
             let sampler = sampler
-                .map_err(|why| self.warnings.push(Warning { code: "sampler-missing".into(), pid: None, message: why }))
+                .map_err(|why| {
+                    self.warnings.push(Warning { code: WarningCode::SamplerMissing, pid: None, message: why })
+                })
                 .ok();
             self.interpreters.insert(runtime, sampler);
         }
@@ -448,7 +459,7 @@ impl Run {
     }
 
     fn info(&mut self, pid: u32, message: String) {
-        self.warnings.push(Warning { code: INFO_SAMPLER.into(), pid: Some(pid), message });
+        self.warnings.push(Warning { code: WarningCode::InfoSampler, pid: Some(pid), message });
     }
 
     fn collect(&mut self, aggregate: &mut Aggregate, started: Instant) -> Result<(), AgentError> {
@@ -500,7 +511,7 @@ impl Run {
         };
         let name = self.processes.get(&pid).map_or("?", |p| p.name.as_str()).to_owned();
         self.warnings.push(Warning {
-            code: "sampler-failed".into(),
+            code: WarningCode::SamplerFailed,
             pid: Some(pid),
             message: format!("{name} ({pid}): {why}; its native stacks are shown instead"),
         });
@@ -557,7 +568,7 @@ impl Run {
             match self.route(pid, runtime, true) {
                 Ok(sampler) => self.info(pid, format!("{name} ({pid}): {runtime}, sampled by {sampler}")),
                 Err(e) => self.warnings.push(Warning {
-                    code: "sampler-failed".into(),
+                    code: WarningCode::SamplerFailed,
                     pid: Some(pid),
                     message: format!("{name} ({pid}): {e}"),
                 }),
@@ -593,7 +604,7 @@ impl Run {
                 ProcessEvent::Exited { pid } if self.requested.contains(&pid) => {
                     let name = self.processes.get(&pid).map_or("?", |p| p.name.as_str());
                     self.warnings.push(Warning {
-                        code: "process-exited".into(),
+                        code: WarningCode::ProcessExited,
                         pid: Some(pid),
                         message: format!("process {pid} ({name}) exited after {:.1}s", started.elapsed().as_secs_f64()),
                     });

@@ -1,56 +1,10 @@
 //! Which runtime a process runs, so the right sampler handles it without the user naming a
 //! language: from its executable, command line and mapped libraries.
 
-use std::fmt;
-use std::str::FromStr;
-
 use crate::discovery::ProcFs;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Runtime {
-    /// C, C++, Rust and everything else compiled ahead of time.
-    Native,
-    Go,
-    Python,
-    Java,
-    Ruby,
-    Node,
-}
-
-impl Runtime {
-    pub fn name(self) -> &'static str {
-        match self {
-            Runtime::Native => "native",
-            Runtime::Go => "go",
-            Runtime::Python => "python",
-            Runtime::Java => "java",
-            Runtime::Ruby => "ruby",
-            Runtime::Node => "node",
-        }
-    }
-}
-
-impl fmt::Display for Runtime {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Runtime {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "native" | "c" | "cpp" | "rust" => Runtime::Native,
-            "go" => Runtime::Go,
-            "python" | "py" => Runtime::Python,
-            "java" | "jvm" => Runtime::Java,
-            "ruby" | "rb" => Runtime::Ruby,
-            "node" | "nodejs" | "js" => Runtime::Node,
-            _ => return Err(format!("unknown runtime `{s}`: use native, go, python, java, ruby or node")),
-        })
-    }
-}
+/// The runtimes the agent tells apart (and `--runtime` names): a contract with the CLI.
+pub use eagle_proto::Runtime;
 
 /// What detection looks at, read once from /proc.
 #[derive(Clone, Debug, Default)]

@@ -17,6 +17,8 @@ use blazesym::symbolize::source::{Kernel, Process, Source};
 use blazesym::symbolize::{Input, Reason, Symbolized, Symbolizer};
 use blazesym::{MaybeDefault, Pid};
 
+use crate::target_file::{read_in_root, TargetFileError};
+
 /// Marks a kernel frame, as perf and inferno's palettes do.
 pub const KERNEL_SUFFIX: &str = "_[k]";
 pub const UNKNOWN: &str = "[unknown]";
@@ -214,7 +216,7 @@ fn resolve_user(
         .collect();
     // JIT code, named by the runtime's perf map.
     if let Some(tag) = jit_tag {
-        if let Some(map) = PerfMap::read(pid) {
+        if let Ok(map) = PerfMap::read(pid) {
             for (i, addr) in addrs.iter().enumerate() {
                 if out[i].is_none() {
                     out[i] = map.find(*addr).map(|name| Rc::from(vec![format!("{name}{tag}")]));
@@ -273,13 +275,25 @@ pub struct PerfMap {
 }
 
 impl PerfMap {
-    pub fn read(pid: u32) -> Option<Self> {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    /// Perf maps larger than this are refused: a JIT writes some hundred bytes per compiled
+    /// method, so this is hundreds of thousands of methods, and a larger file is more likely
+    /// hostile than real.
+    pub const MAX_BYTES: u64 = 64 << 20;
+
+    /// The map of `pid`, read as the hostile input it may be (see [`crate::target_file`]).
+    pub fn read(pid: u32) -> Result<Self, TargetFileError> {
+        let proc = Path::new("/proc");
+        let gone =
+            || TargetFileError::Unreadable { path: format!("/proc/{pid}/status"), reason: "process gone".into() };
+        let status = std::fs::read_to_string(proc.join(format!("{pid}/status"))).map_err(|_| gone())?;
         // The pid inside the process's own pid namespace names the file.
-        let ns_pid =
-            status.lines().find_map(|l| l.strip_prefix("NStgid:")).and_then(|v| v.split_whitespace().last())?;
-        let text = std::fs::read_to_string(format!("/proc/{pid}/root/tmp/perf-{ns_pid}.map")).ok()?;
-        Some(Self::parse(&text))
+        let ns_pid: u32 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("NStgid:"))
+            .and_then(|v| v.split_whitespace().last()?.parse().ok())
+            .ok_or_else(gone)?;
+        let bytes = read_in_root(proc, pid, &format!("/tmp/perf-{ns_pid}.map"), Self::MAX_BYTES)?;
+        Ok(Self::parse(&String::from_utf8_lossy(&bytes)))
     }
 
     pub fn parse(text: &str) -> Self {
@@ -291,7 +305,9 @@ impl PerfMap {
                 let start = hex(parts.next()?)?;
                 let size = hex(parts.next()?)?;
                 let name = parts.next()?.trim();
-                (size > 0 && !name.is_empty()).then(|| (start, start + size, name.to_owned()))
+                // A hostile map may say anything: an end past the address space is no code.
+                let end = start.checked_add(size)?;
+                (size > 0 && !name.is_empty()).then(|| (start, end, name.to_owned()))
             })
             .collect();
         // Later lines win for the same start: the JIT reuses code memory.
@@ -321,6 +337,9 @@ mod tests {
         assert_eq!(map.find(0x7f7fb9401740), Some("long GroundTruth.cpu60(long)"));
         assert_eq!(map.find(0x7f7fb9401740 + 0x1c0), None);
         assert_eq!(map.find(1), None);
+        // An end past the address space is dropped, not wrapped around.
+        assert_eq!(PerfMap::parse("ffffffffffffff00 1000 wraps\n10 10 ok\n").find(0x10), Some("ok"));
+        assert_eq!(PerfMap::parse("ffffffffffffff00 1000 wraps\n").find(0x0), None);
         let node = "3ef414c0 398 RegExp:[{(]\n3ef418a0 884 LazyCompile:~main /app/server.js:1\n";
         assert_eq!(PerfMap::parse(node).find(0x3ef418a0 + 4), Some("LazyCompile:~main /app/server.js:1"));
     }

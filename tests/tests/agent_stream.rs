@@ -81,7 +81,7 @@ fn stream_of_a_pid_has_header_progress_payload_and_trailer() {
         "records of another process or sampler",
     );
     run.check(result.records.iter().all(|r| r.container.is_none()), "a host process placed in a container");
-    let warnings: Vec<_> = result.warnings.iter().filter(|w| !w.code.starts_with("info-")).collect();
+    let warnings: Vec<_> = result.warnings.iter().filter(|w| !w.code.is_info()).collect();
     run.check(warnings.is_empty(), format!("warnings: {warnings:?}"));
     // 2 threads for 2 s at 199 Hz: up to ~800 samples; a busy machine gives fewer, so the
     // count is checked against the CPU time the process had, and the split's tolerance

@@ -4,6 +4,9 @@
 //! the API calls that were made, including that every Job created is deleted again.
 //!
 //! Needs `target/debug/kubectl-eagle`: `cargo build -p kube-eagle --bin kubectl-eagle`.
+//!
+//! Long (over 600 lines) by its cases, not its logic: 34 short tests, one per situation a user
+//! meets, each reading top to bottom; the shared set-up is in `eagle_tests::apiserver`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -97,7 +97,7 @@ fn assert_split(folded: &FoldedStacks, names: [&str; 3]) {
 /// does not pile onto the function it waited in.
 fn python_split_at(hz: &str, window: &str) {
     let Ok(python) = python() else {
-        eprintln!("skipped: needs python3");
+        eagle_tests::skip("needs python3");
         return;
     };
     let dir = temp_dir(&format!("python-{hz}"));
@@ -139,7 +139,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 #[test]
 fn python_weighs_the_cpu_time_it_used_beside_native_code() {
     let Ok(python) = python() else {
-        eprintln!("skipped: needs python3");
+        eagle_tests::skip("needs python3");
         return;
     };
     let dir = temp_dir("python-cpu");
@@ -192,7 +192,7 @@ fn python_weighs_the_cpu_time_it_used_beside_native_code() {
 #[test]
 fn go_is_detected_and_named_from_its_symbol_table() {
     if !Command::new("go").arg("version").output().is_ok_and(|o| o.status.success()) {
-        eprintln!("skipped: needs go (scripts/setup.sh installs golang-go)");
+        eagle_tests::skip("needs go (scripts/setup.sh installs golang-go)");
         return;
     }
     let dir = temp_dir("go");
@@ -225,7 +225,7 @@ fn has_java() -> bool {
     let has = |c: &str| Command::new(c).arg("-version").output().is_ok_and(|o| o.status.success());
     let jattach = Command::new("jattach").output().is_ok();
     if !has("javac") || !has("java") || !jattach {
-        eprintln!("skipped: needs javac, java and jattach (scripts/setup.sh installs them)");
+        eagle_tests::skip("needs javac, java and jattach (scripts/setup.sh installs them)");
         return false;
     }
     true
@@ -380,7 +380,7 @@ fn a_jvm_that_dies_during_the_window_is_reported() {
 #[test]
 fn two_runtimes_in_one_run_make_one_graph() {
     let Ok(python) = python() else {
-        eprintln!("skipped: needs python3");
+        eagle_tests::skip("needs python3");
         return;
     };
     let dir = temp_dir("mixed");
@@ -402,7 +402,7 @@ fn two_runtimes_in_one_run_make_one_graph() {
 #[test]
 fn python_native_frames_with_native_flag() {
     let (Ok(python), true) = (python(), has_py_spy()) else {
-        eprintln!("skipped: needs python3 and py-spy");
+        eagle_tests::skip("needs python3 and py-spy");
         return;
     };
     let dir = temp_dir("native");
@@ -425,7 +425,7 @@ fn python_native_frames_with_native_flag() {
 #[test]
 fn a_missing_sampler_is_reported_and_the_others_still_run() {
     let Ok(python) = python() else {
-        eprintln!("skipped: needs python3");
+        eagle_tests::skip("needs python3");
         return;
     };
     let dir = temp_dir("missing");
@@ -457,7 +457,7 @@ fn a_missing_sampler_is_reported_and_the_others_still_run() {
 #[test]
 fn node_js_frames_come_from_its_perf_map_and_a_hint_otherwise() {
     if !Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success()) {
-        eprintln!("skipped: needs node");
+        eagle_tests::skip("needs node");
         return;
     }
     let dir = temp_dir("node");
@@ -491,7 +491,7 @@ fn node_js_frames_come_from_its_perf_map_and_a_hint_otherwise() {
 /// process's CPU clock.
 fn ruby_split_at(hz: &str, window: &str) {
     if !Command::new("ruby").arg("--version").output().is_ok_and(|o| o.status.success()) {
-        eprintln!("skipped: needs ruby (scripts/setup.sh installs it)");
+        eagle_tests::skip("needs ruby (scripts/setup.sh installs it)");
         return;
     }
     let dir = temp_dir(&format!("ruby-{hz}"));
@@ -544,7 +544,7 @@ fn a_python_that_py_spy_cannot_read_is_reported_and_sampled_natively() {
 #[test]
 fn a_process_that_execs_from_python_into_native_code_keeps_both_parts() {
     let Ok(python) = python() else {
-        eprintln!("skipped: needs python3");
+        eagle_tests::skip("needs python3");
         return;
     };
     let dir = temp_dir("exec");

@@ -1,4 +1,4 @@
-//! `kubectl eagle doctor`: can this user profile in this cluster, and if not, what is missing.
+//! The checks of `kubectl eagle doctor`: can this user profile in this cluster, and if not, what is missing.
 //!
 //! 1. the API server answers (its version);
 //! 2. every permission the plugin uses, asked with a SelfSubjectAccessReview each (allowed to
@@ -9,14 +9,13 @@
 //!    its `ttlSecondsAfterFinished` (Kubernetes 1.20 drops it unless the TTLAfterFinished feature
 //!    gate is on, and finished Jobs then stay until `clean`);
 //! 5. the profiler image: one short Job with the exact pod of a profiling run (privileged,
-//!    hostPID, the host's tracefs) that only runs `eagle-agent --version`. Its pod shows
+//!    hostPID) that only runs `eagle-agent --version`. Its pod shows
 //!    whether admission lets the privileged pod in, whether a node can pull the image and mount
 //!    what the agent needs, and whether the agent speaks this CLI's version. Deleted after.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use clap::{Args, ValueEnum};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
 use k8s_openapi::api::batch::v1::Job;
@@ -26,57 +25,13 @@ use kube::runtime::watcher;
 use kube::{Api, Client};
 use serde::Serialize;
 
-use super::plan::{self, PlanOptions, AGENT_CONTAINER, MANAGED_BY};
-use super::run::FATAL_WAITING;
-use super::tasks::ConnArgs;
-use super::{connect, new_run_id, profile};
-use crate::args::ImageArgs;
-use crate::duration::{human, parse_duration};
-use crate::error::{CliError, Exit};
-
-/// Labels the probe Job: `list` does not show it (no run label); `clean --all` and
-/// `uninstall` remove it (managed-by).
-pub const PROBE_LABEL: &str = "kube-eagle.io/probe";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DoctorOutput {
-    Table,
-    Json,
-}
-
-#[derive(Debug, Args)]
-pub struct DoctorArgs {
-    /// Namespace of the workloads to profile [default: the context's].
-    #[arg(short = 'n', long)]
-    pub namespace: Option<String>,
-
-    /// The image to check, as `profile` would use it.
-    #[command(flatten)]
-    pub agent_image: ImageArgs,
-
-    /// Check the image on this node [default: wherever the scheduler puts the probe].
-    #[arg(long)]
-    pub node: Option<String>,
-
-    /// Probe with the minimal capabilities (as `profile --capabilities`) instead of privileged.
-    #[arg(long)]
-    pub capabilities: bool,
-
-    /// Skip the image check (it starts one short pod).
-    #[arg(long)]
-    pub skip_image: bool,
-
-    /// How long the image check may take.
-    #[arg(long, default_value = "2m", value_parser = parse_duration, value_name = "DURATION")]
-    pub timeout: Duration,
-
-    /// `table`, or `json`: every check with its status.
-    #[arg(short = 'o', long, value_enum, default_value_t = DoctorOutput::Table)]
-    pub output: DoctorOutput,
-
-    #[command(flatten)]
-    pub conn: ConnArgs,
-}
+use super::annotations::{MANAGED_BY, PROBE_LABEL};
+use super::api::{connect, new_run_id, Connection};
+use super::permissions::{Permission, Scope, PERMISSIONS};
+use super::plan::{self, Image, PlanOptions, AGENT_CONTAINER};
+use super::pod_state::{Phase, PodState};
+use crate::duration::human;
+use crate::error::CliError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -101,48 +56,6 @@ impl Check {
         Check { area, check: check.into(), status, detail: detail.into() }
     }
 }
-
-/// One permission the plugin uses.
-struct Permission {
-    verb: &'static str,
-    group: &'static str,
-    resource: &'static str,
-    subresource: Option<&'static str>,
-    /// The locked namespace, else the target namespace.
-    locked: bool,
-    why: &'static str,
-}
-
-const fn p(
-    verb: &'static str,
-    group: &'static str,
-    resource: &'static str,
-    subresource: Option<&'static str>,
-    locked: bool,
-    why: &'static str,
-) -> Permission {
-    Permission { verb, group, resource, subresource, locked, why }
-}
-
-const PERMISSIONS: [Permission; 17] = [
-    p("create", "batch", "jobs", None, true, "start profiling Jobs"),
-    p("list", "batch", "jobs", None, true, "list, fetch, clean, and the per-node conflict check"),
-    p("delete", "batch", "jobs", None, true, "remove a run's Jobs when it ends, and clean"),
-    p("list", "", "pods", None, true, "watch the agents' pods (list)"),
-    p("watch", "", "pods", None, true, "watch the agents' pods"),
-    p("get", "", "pods", None, true, "re-read a finished agent"),
-    p("delete", "", "pods", None, true, "stop the agents early on Ctrl-C"),
-    p("get", "", "pods", Some("log"), true, "read the agents' results"),
-    p("get", "", "pods", None, false, "pod/NAME targets"),
-    p("list", "", "pods", None, false, "every target's pods"),
-    p("get", "", "services", None, false, "service/NAME targets"),
-    p("get", "apps", "deployments", None, false, "deployment/NAME targets"),
-    p("get", "apps", "statefulsets", None, false, "statefulset/NAME targets"),
-    p("get", "apps", "daemonsets", None, false, "daemonset/NAME targets"),
-    p("get", "apps", "replicasets", None, false, "replicaset/NAME targets"),
-    p("get", "batch", "jobs", None, false, "job/NAME targets"),
-    p("get", "", "namespaces", None, true, "see the locked namespace and its labels"),
-];
 
 fn qualified(resource: &str, group: &str, sub: Option<&str>) -> String {
     let r = match sub {
@@ -180,58 +93,27 @@ async fn allowed(client: &Client, perm: &Permission, namespace: &str) -> Result<
     Ok((status.allowed && !status.denied.unwrap_or(false), why))
 }
 
-/// `kubectl eagle doctor`.
-pub fn doctor(args: &DoctorArgs) -> Result<Exit, CliError> {
-    let checks = profile::runtime()?.block_on(run_checks(args))?;
-    match args.output {
-        DoctorOutput::Json => println!("{}", serde_json::to_string_pretty(&checks).expect("checks serialize")),
-        DoctorOutput::Table => print!("{}", table(&checks)),
-    }
-    let missing: Vec<&Check> = checks.iter().filter(|c| c.status == Status::Missing).collect();
-    if missing.is_empty() {
-        if args.output == DoctorOutput::Table {
-            let warnings = checks.iter().filter(|c| c.status == Status::Warning).count();
-            println!(
-                "\nready to profile{}",
-                if warnings > 0 { format!(" ({warnings} warning(s) above)") } else { String::new() }
-            );
-        }
-        return Ok(Exit::Ok);
-    }
-    let first = missing[0];
-    let what = format!("{} problem(s); first: {} {}: {}", missing.len(), first.area, first.check, first.detail);
-    if missing.iter().any(|c| c.area == "permission") {
-        Err(CliError::Forbidden(what))
-    } else {
-        Err(CliError::Failed(what))
-    }
+/// What `doctor` checks: the user's permissions in the target and locked namespaces, and the
+/// image as `profile` would run it.
+#[derive(Debug)]
+pub struct DoctorPlan {
+    pub conn: Connection,
+    pub eagle_namespace: String,
+    /// The targets' namespace; `None` is the context's.
+    pub namespace: Option<String>,
+    pub image: Image,
+    /// Probe the image on this node; `None`: wherever the scheduler puts it.
+    pub node: Option<String>,
+    pub capabilities: bool,
+    pub skip_image: bool,
+    pub timeout: Duration,
 }
 
-fn table(checks: &[Check]) -> String {
-    let width = checks.iter().map(|c| c.check.len()).max().unwrap_or(0);
-    let mut out = String::new();
-    let mut area = "";
-    for c in checks {
-        if c.area != area {
-            area = c.area;
-            out.push_str(&format!("{}\n", area.to_uppercase()));
-        }
-        let status = match c.status {
-            Status::Ok => "ok",
-            Status::Missing => "MISSING",
-            Status::Warning => "warning",
-            Status::Skipped => "skipped",
-        };
-        out.push_str(format!("  {status:8} {:width$}  {}", c.check, c.detail).trim_end());
-        out.push('\n');
-    }
-    out
-}
-
-async fn run_checks(args: &DoctorArgs) -> Result<Vec<Check>, CliError> {
-    let (client, default_ns) = connect(&args.conn.connection()).await?;
+/// Every check, in the order of the module's list.
+pub async fn run_checks(args: &DoctorPlan) -> Result<Vec<Check>, CliError> {
+    let (client, default_ns) = connect(&args.conn).await?;
     let target_ns = args.namespace.clone().unwrap_or(default_ns);
-    let locked = args.conn.eagle_namespace.clone();
+    let locked = args.eagle_namespace.clone();
     let mut checks = Vec::new();
 
     // 1. The server.
@@ -250,12 +132,14 @@ async fn run_checks(args: &DoctorArgs) -> Result<Vec<Check>, CliError> {
 
     // 2. Permissions, all asked at once.
     let answers = futures::future::join_all(
-        PERMISSIONS.iter().map(|perm| allowed(&client, perm, if perm.locked { &locked } else { &target_ns })),
+        PERMISSIONS
+            .iter()
+            .map(|perm| allowed(&client, perm, if perm.scope == Scope::Targets { &target_ns } else { &locked })),
     )
     .await;
     let mut can = BTreeMap::new();
     for (perm, answer) in PERMISSIONS.iter().zip(answers) {
-        let ns = if perm.locked { &locked } else { &target_ns };
+        let ns = if perm.scope == Scope::Targets { &target_ns } else { &locked };
         let what = if perm.resource == "namespaces" {
             format!("{} namespace {ns}", perm.verb)
         } else {
@@ -287,7 +171,7 @@ async fn run_checks(args: &DoctorArgs) -> Result<Vec<Check>, CliError> {
                 false
             }
         };
-        can.insert((perm.verb, perm.resource, perm.subresource, perm.locked), ok);
+        can.insert((perm.verb, perm.resource, perm.subresource, perm.scope != Scope::Targets), ok);
     }
     let may = |verb, resource| can.get(&(verb, resource, None, true)).copied().unwrap_or(false);
 
@@ -329,7 +213,7 @@ async fn run_checks(args: &DoctorArgs) -> Result<Vec<Check>, CliError> {
     }
 
     // 4. A dry-run Job, then 5. the image.
-    let image = args.agent_image.reference();
+    let image = args.image.reference.clone();
     if !may("create", "jobs") {
         let why = "not allowed to create Jobs in the profiling namespace";
         checks.push(Check::new("job", "dry run of a profiling Job", Status::Skipped, why));
@@ -341,9 +225,7 @@ async fn run_checks(args: &DoctorArgs) -> Result<Vec<Check>, CliError> {
         run_id: id.clone(),
         target: "kubectl eagle doctor".into(),
         namespace: locked.clone(),
-        image: image.clone(),
-        image_pull_policy: args.agent_image.image_pull_policy.clone(),
-        image_pull_secrets: args.agent_image.image_pull_secret.clone(),
+        image: args.image.clone(),
         duration: Duration::from_secs(1),
         frequency_hz: 99,
         capabilities_only: args.capabilities,
@@ -490,29 +372,16 @@ async fn watch_probe(
         };
         seen_pod = true;
         let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_else(|| "?".into());
-        let status = pod.status.clone().unwrap_or_default();
-        let waiting = status.container_statuses.iter().flatten().find_map(|s| s.state.as_ref()?.waiting.clone());
-        if let Some(w) = waiting {
-            let reason = w.reason.unwrap_or_default();
-            if FATAL_WAITING.contains(&reason.as_str()) {
-                let msg = w.message.unwrap_or_default();
-                return check(
-                    Status::Missing,
-                    format!("cannot be started on node {node}: {reason}: {msg}")
-                        .trim_end_matches([' ', ':'])
-                        .to_owned(),
-                );
-            }
+        let state = PodState::of(&pod);
+        if let Some(why) = &state.cannot_start {
+            return check(Status::Missing, format!("cannot be started on node {node}: {why}"));
         }
-        let unschedulable =
-            status.conditions.iter().flatten().any(|c| {
-                c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable")
-            });
-        if unschedulable {
+        if state.unschedulable.is_some() {
             unschedulable_since.get_or_insert_with(Instant::now);
         }
-        match status.phase.as_deref() {
-            Some("Succeeded") => {
+        let status = pod.status.clone().unwrap_or_default();
+        match state.phase {
+            Phase::Succeeded => {
                 let params = LogParams { container: Some(AGENT_CONTAINER.into()), ..Default::default() };
                 let log =
                     pods.logs(pod.metadata.name.as_deref().unwrap_or_default(), &params).await.unwrap_or_default();
@@ -531,7 +400,7 @@ async fn watch_probe(
                     )
                 };
             }
-            Some("Failed") => {
+            Phase::Failed => {
                 let terminated =
                     status.container_statuses.iter().flatten().find_map(|s| s.state.as_ref()?.terminated.clone());
                 let why = terminated
@@ -557,9 +426,7 @@ mod tests {
             run_id: "abcd1234".into(),
             target: "t".into(),
             namespace: "kube-eagle".into(),
-            image: "img:1".into(),
-            image_pull_policy: None,
-            image_pull_secrets: Vec::new(),
+            image: Image { reference: "img:1".into(), pull_policy: None, pull_secrets: Vec::new() },
             duration: Duration::from_secs(1),
             frequency_hz: 99,
             capabilities_only: false,
@@ -571,7 +438,7 @@ mod tests {
         assert_eq!(job.metadata.name.as_deref(), Some("eagle-doctor-abcd1234"));
         let labels = job.metadata.labels.clone().unwrap();
         assert_eq!(labels.get(PROBE_LABEL).map(String::as_str), Some("abcd1234"));
-        assert!(!labels.contains_key(super::super::plan::RUN_LABEL), "list must not show the probe as a run");
+        assert!(!labels.contains_key(super::super::annotations::RUN_LABEL), "list must not show the probe as a run");
         let pod = job.spec.unwrap().template.spec.unwrap();
         assert_eq!(pod.host_pid, Some(true));
         assert!(pod.affinity.is_none(), "any node");

@@ -4,22 +4,33 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use eagle_proto::{AgentArgs, Runtime};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, HostPathVolumeSource,
-    LocalObjectReference, Namespace, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
-    ObjectFieldSelector, PodSpec, PodTemplateSpec, ResourceRequirements, SecurityContext, Toleration, Volume,
-    VolumeMount,
+    Affinity, Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, LocalObjectReference, Namespace,
+    NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector, PodSpec,
+    PodTemplateSpec, ResourceRequirements, SecurityContext, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "kube-eagle");
-pub const RUN_LABEL: &str = "kube-eagle.io/run";
-pub const ANNOTATION_TARGET: &str = "kube-eagle.io/target";
-pub const ANNOTATION_NODE: &str = "kube-eagle.io/node";
-pub const ANNOTATION_DURATION: &str = "kube-eagle.io/duration-ms";
+use super::annotations::{ANNOTATION_DURATION, ANNOTATION_NODE, ANNOTATION_TARGET, MANAGED_BY, RUN_LABEL};
+
 pub const AGENT_CONTAINER: &str = "eagle-agent";
+
+/// How long finished Jobs of a run started with `-a` keep their results.
+pub const ASYNC_TTL: Duration = Duration::from_secs(24 * 3600);
+/// ... and those of a synchronous run, which deletes them itself: a backstop.
+pub const SYNC_TTL: Duration = Duration::from_secs(300);
+
+/// The Jobs' `ttlSecondsAfterFinished`.
+pub fn ttl_seconds(ttl: Option<Duration>, is_async: bool) -> i32 {
+    let ttl = ttl.unwrap_or(if is_async { ASYNC_TTL } else { SYNC_TTL });
+    ttl.as_secs().min(i32::MAX as u64) as i32
+}
+
+/// The window when `-d` is not given.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
 
 /// Time a Job may take beyond its window (scheduling, image pull, symbolization) before the
 /// API server ends it.
@@ -31,18 +42,26 @@ pub struct PlanOptions {
     /// What the user asked for, for `list` and for people reading the Job.
     pub target: String,
     pub namespace: String,
-    pub image: String,
-    pub image_pull_policy: Option<String>,
-    pub image_pull_secrets: Vec<String>,
+    pub image: Image,
     pub duration: Duration,
     pub frequency_hz: u64,
     /// Minimal capabilities instead of `privileged: true`.
     pub capabilities_only: bool,
     pub ttl_after_finished: i32,
     /// `--runtime` override, passed to the agent.
-    pub runtime: Option<String>,
+    pub runtime: Option<Runtime>,
     /// Python native frames (py-spy --native).
     pub python_native: bool,
+}
+
+/// The profiler image and how the nodes get it: the same for `profile` and `doctor`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Image {
+    pub reference: String,
+    /// `imagePullPolicy`: `Always`, `IfNotPresent` or `Never`; `None` is Kubernetes' default.
+    pub pull_policy: Option<String>,
+    /// Image pull secrets in the locked namespace.
+    pub pull_secrets: Vec<String>,
 }
 
 /// The default agent image: the one this CLI version decodes.
@@ -78,23 +97,15 @@ pub fn job_for_node(opts: &PlanOptions, index: usize, node: &str, container_ids:
         (ANNOTATION_NODE.to_owned(), node.to_owned()),
         (ANNOTATION_DURATION.to_owned(), opts.duration.as_millis().to_string()),
     ]);
-    let mut args: Vec<String> = Vec::new();
-    for id in container_ids {
-        args.push("--target".into());
-        args.push(format!("container:{id}"));
+    let args = AgentArgs {
+        targets: container_ids.iter().map(|id| format!("container:{id}")).collect(),
+        duration_ms: opts.duration.as_millis() as u64,
+        frequency_hz: opts.frequency_hz,
+        node: None,
+        runtime: opts.runtime,
+        python_native: opts.python_native,
     }
-    args.extend([
-        "--duration-ms".into(),
-        opts.duration.as_millis().to_string(),
-        "--frequency".into(),
-        opts.frequency_hz.to_string(),
-    ]);
-    if let Some(runtime) = &opts.runtime {
-        args.extend(["--runtime".into(), runtime.clone()]);
-    }
-    if opts.python_native {
-        args.push("--python-native".into());
-    }
+    .to_args();
 
     let security = if opts.capabilities_only {
         SecurityContext {
@@ -119,8 +130,8 @@ pub fn job_for_node(opts: &PlanOptions, index: usize, node: &str, container_ids:
     };
     let container = Container {
         name: AGENT_CONTAINER.into(),
-        image: Some(opts.image.clone()),
-        image_pull_policy: opts.image_pull_policy.clone(),
+        image: Some(opts.image.reference.clone()),
+        image_pull_policy: opts.image.pull_policy.clone(),
         args: Some(args),
         env: Some(vec![EnvVar {
             name: "NODE_NAME".into(),
@@ -142,19 +153,10 @@ pub fn job_for_node(opts: &PlanOptions, index: usize, node: &str, container_ids:
             ..Default::default()
         }),
         security_context: Some(security),
-        // tracefs: the sampler attaches to the fork/exec tracepoints and reads their layout.
-        // A container's own /sys does not carry it.
-        volume_mounts: Some(vec![
-            // Samplers that write files (py-spy's output) get a small private /tmp; the root
-            // filesystem stays read-only.
-            VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..Default::default() },
-            VolumeMount {
-                name: "tracefs".into(),
-                mount_path: "/sys/kernel/tracing".into(),
-                read_only: Some(true),
-                ..Default::default()
-            },
-        ]),
+        // Samplers that write files (py-spy's output) get a small private /tmp; the root
+        // filesystem stays read-only. No tracefs: fork and exec are followed by BTF-typed
+        // tracepoints, and on a kernel without BTF the agent mounts tracefs privately.
+        volume_mounts: Some(vec![VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..Default::default() }]),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Default::default()
     };
@@ -187,26 +189,16 @@ pub fn job_for_node(opts: &PlanOptions, index: usize, node: &str, container_ids:
         }),
         // A profile must reach tainted nodes too.
         tolerations: Some(vec![Toleration { operator: Some("Exists".into()), ..Default::default() }]),
-        image_pull_secrets: (!opts.image_pull_secrets.is_empty())
-            .then(|| opts.image_pull_secrets.iter().map(|s| LocalObjectReference { name: s.clone() }).collect()),
-        volumes: Some(vec![
-            Volume {
-                name: "tmp".into(),
-                empty_dir: Some(EmptyDirVolumeSource {
-                    medium: Some("Memory".into()),
-                    size_limit: Some(Quantity("64Mi".into())),
-                }),
-                ..Default::default()
-            },
-            Volume {
-                name: "tracefs".into(),
-                host_path: Some(HostPathVolumeSource {
-                    path: "/sys/kernel/tracing".into(),
-                    type_: Some("Directory".into()),
-                }),
-                ..Default::default()
-            },
-        ]),
+        image_pull_secrets: (!opts.image.pull_secrets.is_empty())
+            .then(|| opts.image.pull_secrets.iter().map(|s| LocalObjectReference { name: s.clone() }).collect()),
+        volumes: Some(vec![Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: Some("Memory".into()),
+                size_limit: Some(Quantity("64Mi".into())),
+            }),
+            ..Default::default()
+        }]),
         ..Default::default()
     };
     let deadline = (opts.duration + DEADLINE_MARGIN).as_secs() as i64;
@@ -245,9 +237,11 @@ mod tests {
             run_id: "9e2017d3".into(),
             target: "deployment/api -n shop".into(),
             namespace: "kube-eagle".into(),
-            image: "ghcr.io/kube-eagle/eagle-agent:0.1.0".into(),
-            image_pull_policy: Some("IfNotPresent".into()),
-            image_pull_secrets: vec!["regcred".into()],
+            image: Image {
+                reference: "ghcr.io/kube-eagle/eagle-agent:0.1.0".into(),
+                pull_policy: Some("IfNotPresent".into()),
+                pull_secrets: vec!["regcred".into()],
+            },
             duration: Duration::from_secs(30),
             frequency_hz: 99,
             capabilities_only: false,
@@ -257,17 +251,20 @@ mod tests {
         }
     }
 
-    /// The Job as the API server receives it. Regenerate with `UPDATE_SNAPSHOTS=1 cargo test`.
+    /// The Job as the API server receives it. Regenerate with `EAGLE_BLESS=1 cargo test` (and review the diff).
     #[test]
     fn job_snapshot() {
         let job = job_for_node(&options(), 0, "node-a", &["abc123", "def456"]);
         let actual = serde_json::to_string_pretty(&job).unwrap() + "\n";
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/cluster/testdata/job-node-a.json");
-        if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
-            std::fs::write(path, &actual).unwrap();
-        }
-        let expected = std::fs::read_to_string(path).expect("snapshot exists: run with UPDATE_SNAPSHOTS=1");
-        assert_eq!(actual, expected, "the planned Job changed; if intended, UPDATE_SNAPSHOTS=1 cargo test");
+        crate::snapshot::assert_snapshot(std::path::Path::new(path), &actual);
+    }
+
+    #[test]
+    fn ttls_of_sync_and_async_runs() {
+        assert_eq!(ttl_seconds(None, true), 86_400);
+        assert_eq!(ttl_seconds(None, false), 300);
+        assert_eq!(ttl_seconds(Some(Duration::from_secs(60)), true), 60);
     }
 
     #[test]

@@ -1,39 +1,68 @@
-//! `kubectl eagle profile TYPE/NAME ...`: the cluster path from arguments to the written graph
-//! and the per-node report.
+//! A cluster profile from its request to the written graph and the per-node report:
+//! resolve -> plan -> (conflict gate) -> run -> render. `profile -a` stops after creating the
+//! Jobs ([`start_detached`]); `fetch` joins at [`render`].
 
 use std::time::{Duration, Instant};
 
-use eagle_proto::NodeResult;
+use eagle_proto::{NodeResult, Runtime, WarningCode};
 
-use super::plan::{self, PlanOptions};
+use k8s_openapi::api::batch::v1::Job;
+use kube::Api;
+
+use super::annotations::Task;
+use super::api::{connect, ensure_namespace, new_run_id, runtime, Connection};
+use super::conflicts::refuse_conflicts;
+use super::plan::{self, Image, PlanOptions};
 use super::resolve::{self, Resolution, Skipped};
 use super::run::{self, NodeOutcome, NodeRun};
-use super::tasks;
-use super::{connect, ensure_namespace, new_run_id, Connection, DEFAULT_WINDOW};
-use crate::args::ProfileArgs;
-use crate::duration::human;
+use crate::closing::{self, Profile};
+use crate::duration::{human, span};
 use crate::error::{CliError, Exit};
-use crate::merge::{self, GroupBy, Placements};
+use crate::merge;
 use crate::output::{Destination, Labels};
-use crate::summary::{NodeStatus, RunInfo};
+use crate::placement::{GroupBy, Placements};
+use crate::run_info::{NodeStatus, RunInfo};
 use crate::target::ClusterKind;
 
-pub(super) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::Failed(format!("cannot start the async runtime: {e}")))
+/// A cluster profile, as the user asked for it.
+#[derive(Debug)]
+pub struct ClusterRequest {
+    pub conn: Connection,
+    /// The locked namespace the Jobs run in.
+    pub eagle_namespace: String,
+    pub targets: Vec<(ClusterKind, String)>,
+    /// The targets as the user wrote them, for titles and `list`.
+    pub target_words: Vec<String>,
+    pub selector: Option<String>,
+    /// The targets' namespace; `None` is the context's.
+    pub namespace: Option<String>,
+    pub container: Option<String>,
+    pub image: Image,
+    pub window: Duration,
+    pub frequency_hz: u64,
+    pub runtime: Option<Runtime>,
+    pub python_native: bool,
+    pub capabilities: bool,
+    pub dry_run: bool,
+    pub keep: bool,
+    pub is_async: bool,
+    pub ttl: Option<Duration>,
+    pub max_per_node: u32,
+    pub force: bool,
+    pub group_by: GroupBy,
+    /// `fetch` flags that write the graph as this run would have: `--format`, `--group-by`.
+    pub fetch_flags: Vec<String>,
 }
 
-fn describe(args: &ProfileArgs, namespace: &str) -> String {
-    let mut parts = args.targets.clone();
-    if let Some(l) = &args.cluster.selector {
+fn describe(req: &ClusterRequest, namespace: &str) -> String {
+    let mut parts = req.target_words.clone();
+    if let Some(l) = &req.selector {
         parts.push(format!("-l {l}"));
     }
     format!("{} -n {namespace}", parts.join(" "))
 }
 
-pub(super) struct Prepared {
+struct Prepared {
     pub client: kube::Client,
     pub resolution: Resolution,
     pub jobs: Vec<(String, usize, k8s_openapi::api::batch::v1::Job)>,
@@ -41,18 +70,17 @@ pub(super) struct Prepared {
     pub what: String,
 }
 
-pub(super) async fn prepare(args: &ProfileArgs, targets: &[(ClusterKind, String)]) -> Result<Prepared, CliError> {
-    let conn = Connection { kubeconfig: args.cluster.kubeconfig.clone(), context: args.cluster.context.clone() };
-    let (client, default_ns) = connect(&conn).await?;
-    let namespace = args.cluster.namespace.clone().unwrap_or(default_ns);
+async fn prepare(req: &ClusterRequest) -> Result<Prepared, CliError> {
+    let (client, default_ns) = connect(&req.conn).await?;
+    let namespace = req.namespace.clone().unwrap_or(default_ns);
     let request = resolve::Request {
         namespace: &namespace,
-        targets,
-        selector: args.cluster.selector.as_deref(),
-        container: args.cluster.container.as_deref(),
+        targets: &req.targets,
+        selector: req.selector.as_deref(),
+        container: req.container.as_deref(),
     };
     let resolution = resolve::resolve(&client, &request).await?;
-    let what = describe(args, &namespace);
+    let what = describe(req, &namespace);
     if resolution.running.is_empty() {
         let mut why: Vec<String> =
             resolution.skipped.iter().take(5).map(|s| format!("{}/{} {}", s.pod, s.container, s.reason)).collect();
@@ -65,16 +93,14 @@ pub(super) async fn prepare(args: &ProfileArgs, targets: &[(ClusterKind, String)
     let opts = PlanOptions {
         run_id: run_id.clone(),
         target: what.clone(),
-        namespace: args.cluster.eagle_namespace.clone(),
-        image: args.cluster.agent_image.reference(),
-        image_pull_policy: args.cluster.agent_image.image_pull_policy.clone(),
-        image_pull_secrets: args.cluster.agent_image.image_pull_secret.clone(),
-        duration: args.duration.unwrap_or(DEFAULT_WINDOW),
-        frequency_hz: args.frequency,
-        capabilities_only: args.cluster.capabilities,
-        ttl_after_finished: tasks::ttl_seconds(args.cluster.ttl, args.cluster.async_),
-        runtime: args.runtime.clone(),
-        python_native: args.native,
+        namespace: req.eagle_namespace.clone(),
+        image: req.image.clone(),
+        duration: req.window,
+        frequency_hz: req.frequency_hz,
+        capabilities_only: req.capabilities,
+        ttl_after_finished: plan::ttl_seconds(req.ttl, req.is_async),
+        runtime: req.runtime,
+        python_native: req.python_native,
     };
     let by_node = resolution.by_node();
     let nodes = by_node.len();
@@ -85,7 +111,7 @@ pub(super) async fn prepare(args: &ProfileArgs, targets: &[(ClusterKind, String)
             let ids: Vec<&str> = containers.iter().map(|c| c.id.as_str()).collect();
             let mut job = plan::job_for_node(&opts, i, node, &ids);
             // What `list` and `fetch` read back: the run's size and each container's place.
-            let task = tasks::Task { nodes, is_async: args.cluster.async_, frequency_hz: args.frequency };
+            let task = Task { nodes, is_async: req.is_async, frequency_hz: req.frequency_hz };
             task.annotate(&mut job, containers.iter().map(|c| (c.id.as_str(), &c.placement)));
             (node.to_owned(), ids.len(), job)
         })
@@ -93,11 +119,12 @@ pub(super) async fn prepare(args: &ProfileArgs, targets: &[(ClusterKind, String)
     Ok(Prepared { client, resolution, jobs, run_id, what })
 }
 
-pub fn dry_run(args: &ProfileArgs, targets: &[(ClusterKind, String)]) -> Result<Exit, CliError> {
-    let prepared = runtime()?.block_on(prepare(args, targets))?;
+/// `--dry-run`: the namespace and the Jobs as YAML; nothing is created.
+pub fn dry_run(req: &ClusterRequest) -> Result<Exit, CliError> {
+    let prepared = runtime()?.block_on(prepare(req))?;
     let mut out = String::new();
     out.push_str(
-        &serde_saphyr::to_string(&plan::locked_namespace(&args.cluster.eagle_namespace))
+        &serde_saphyr::to_string(&plan::locked_namespace(&req.eagle_namespace))
             .map_err(|e| CliError::Failed(e.to_string()))?,
     );
     for (_, _, job) in &prepared.jobs {
@@ -109,19 +136,15 @@ pub fn dry_run(args: &ProfileArgs, targets: &[(ClusterKind, String)]) -> Result<
     Ok(Exit::Ok)
 }
 
-pub fn profile(
-    args: &ProfileArgs,
-    targets: &[(ClusterKind, String)],
-    destination: &Destination,
-) -> Result<Exit, CliError> {
+/// A synchronous run: creates the Jobs, follows them, deletes them, writes the graph.
+pub fn profile(req: &ClusterRequest, destination: &Destination) -> Result<Exit, CliError> {
     runtime()?.block_on(async {
-        let p = prepare(args, targets).await?;
-        let window = args.duration.unwrap_or(DEFAULT_WINDOW);
-        ensure_namespace(&p.client, &args.cluster.eagle_namespace).await?;
-        if !args.cluster.force {
+        let p = prepare(req).await?;
+        let window = req.window;
+        ensure_namespace(&p.client, &req.eagle_namespace).await?;
+        if !req.force {
             let nodes: Vec<&str> = p.jobs.iter().map(|(node, _, _)| node.as_str()).collect();
-            tasks::refuse_conflicts(&p.client, &args.cluster.eagle_namespace, &nodes, args.cluster.max_per_node)
-                .await?;
+            refuse_conflicts(&p.client, &req.eagle_namespace, &nodes, req.max_per_node).await?;
         }
         eprintln!(
             "profiling {} ({} containers on {} nodes) for {} at {} Hz: run {}",
@@ -129,13 +152,11 @@ pub fn profile(
             p.resolution.running.len(),
             p.jobs.len(),
             human(window),
-            args.frequency,
+            req.frequency_hz,
             p.run_id
         );
         let started = Instant::now();
-        let outcome =
-            run::execute(&p.client, &args.cluster.eagle_namespace, &p.run_id, p.jobs, window, args.cluster.keep)
-                .await?;
+        let outcome = run::execute(&p.client, &req.eagle_namespace, &p.run_id, p.jobs, window, req.keep).await?;
         let elapsed = started.elapsed();
 
         let placements: Placements = p.resolution.running.iter().map(|c| (c.id.clone(), c.placement.clone())).collect();
@@ -143,7 +164,7 @@ pub fn profile(
             what: &p.what,
             window,
             elapsed,
-            group_by: args.group_by,
+            group_by: req.group_by,
             placements: &placements,
             skipped: &p.resolution.skipped,
         };
@@ -152,7 +173,7 @@ pub fn profile(
 }
 
 /// What is known about a run once its nodes have their outcomes.
-pub(super) struct Finished<'a> {
+pub struct Finished<'a> {
     pub what: &'a str,
     pub window: Duration,
     pub elapsed: Duration,
@@ -163,7 +184,7 @@ pub(super) struct Finished<'a> {
 
 /// The per-node table, then the merged graph from the nodes that delivered: shared by a
 /// synchronous run and `fetch`.
-pub(super) fn render(outcome: &run::Outcome, run: &Finished, destination: &Destination) -> Result<Exit, CliError> {
+pub fn render(outcome: &run::Outcome, run: &Finished, destination: &Destination) -> Result<Exit, CliError> {
     let done: Vec<&NodeResult> = outcome
         .nodes
         .iter()
@@ -189,13 +210,6 @@ pub(super) fn render(outcome: &run::Outcome, run: &Finished, destination: &Desti
         )));
     }
     let partial = failed > 0 || outcome.interrupted;
-    destination.record_run(RunInfo {
-        // The agents' own clocks, as in local runs; also known to `fetch`.
-        started_unix_ms: done.iter().map(|r| r.header.started_unix_ms).min(),
-        partial: Some(partial),
-        nodes: Some(outcome.nodes.iter().map(node_status).collect()),
-        ..Default::default()
-    });
     let frequency = done[0].header.frequency_hz;
     let mut subtitle = format!(
         "{} at {frequency} Hz, {} samples, {} of {} nodes",
@@ -208,24 +222,30 @@ pub(super) fn render(outcome: &run::Outcome, run: &Finished, destination: &Desti
         let why = if outcome.interrupted { "interrupted".to_owned() } else { format!("{failed} node(s) failed") };
         subtitle.push_str(&format!(" | PARTIAL: {why}"));
     }
-    destination.write(&folded, &Labels { title: format!("kube-eagle: {}", run.what), subtitle })?;
-    eprintln!(
-        "wrote {} ({} samples, {} stacks, {}){}",
-        destination.describe(),
-        folded.total(),
-        folded.len(),
-        human(run.elapsed),
-        if partial { " PARTIAL" } else { "" }
-    );
-    Ok(if partial { Exit::Partial } else { Exit::Ok })
+    closing::write(
+        destination,
+        Profile {
+            folded: &folded,
+            labels: Labels { title: format!("kube-eagle: {}", run.what), subtitle },
+            run: RunInfo {
+                // The agents' own clocks, as in local runs; also known to `fetch`.
+                started_unix_ms: done.iter().map(|r| r.header.started_unix_ms).min(),
+                partial: Some(partial),
+                nodes: Some(outcome.nodes.iter().map(node_status).collect()),
+                ..Default::default()
+            },
+            partial: Some(partial),
+            tail: format!(", {}){}", human(run.elapsed), if partial { " PARTIAL" } else { "" }),
+        },
+    )
 }
 
 /// A node's line in the `--summary` file: what the table on stderr says, for CI to read.
 fn node_status(n: &NodeRun) -> NodeStatus {
     let (status, samples, messages) = match &n.outcome {
         Some(NodeOutcome::Done(r)) => {
-            let early = r.warnings.iter().any(|w| w.code == "ended-early");
-            let messages = r.warnings.iter().filter(|w| !w.code.starts_with("info-")).map(|w| w.message.clone());
+            let early = r.warnings.iter().any(|w| w.code == WarningCode::EndedEarly);
+            let messages = r.warnings.iter().filter(|w| !w.code.is_info()).map(|w| w.message.clone());
             (if early { "partial" } else { "ok" }, Some(r.samples()), messages.collect())
         }
         Some(NodeOutcome::Failed(why)) => ("failed", None, vec![why.clone()]),
@@ -246,7 +266,7 @@ fn report(nodes: &[NodeRun], skipped: &[Skipped]) {
         eprintln!("{:width$}  {:>10}  {:>8}  {status}", n.node, n.containers, samples);
         if let Some(NodeOutcome::Done(r)) = &n.outcome {
             for w in &r.warnings {
-                let kind = if w.code.starts_with("info-") { "" } else { "warning: " };
+                let kind = if w.code.is_info() { "" } else { "warning: " };
                 eprintln!("{:width$}  {kind}{}", "", w.message);
             }
         }
@@ -258,4 +278,44 @@ fn report_skipped(skipped: &[Skipped]) {
     for s in skipped {
         eprintln!("skipped {}/{}: {}", s.pod, s.container, s.reason);
     }
+}
+
+/// `profile -a`: plans and creates the Jobs like a synchronous run, prints the run id
+/// (stdout) and how to fetch it (stderr, as `fetch_command` writes it), and returns.
+pub fn start_detached(req: &ClusterRequest, fetch_command: impl Fn(&str) -> String) -> Result<Exit, CliError> {
+    let namespace = &req.eagle_namespace;
+    runtime()?.block_on(async {
+        let p = prepare(req).await?;
+        ensure_namespace(&p.client, namespace).await?;
+        if !req.force {
+            let nodes: Vec<&str> = p.jobs.iter().map(|(node, _, _)| node.as_str()).collect();
+            refuse_conflicts(&p.client, namespace, &nodes, req.max_per_node).await?;
+        }
+        let job_api: Api<Job> = Api::namespaced(p.client.clone(), namespace);
+        let mut nodes = run::node_runs(&p.jobs, |_| indicatif::ProgressBar::hidden());
+        let create_error = run::create(&job_api, namespace, &p.jobs, &mut nodes).await;
+        let failed: Vec<&NodeRun> = nodes.iter().filter(|n| n.outcome.is_some()).collect();
+        if failed.len() == nodes.len() {
+            return Err(create_error.expect("every node failed at creation"));
+        }
+        for n in &failed {
+            if let Some(NodeOutcome::Failed(why)) = &n.outcome {
+                eprintln!("node {}: no Job: {why}", n.node);
+            }
+        }
+        let ttl = Duration::from_secs(plan::ttl_seconds(req.ttl, true) as u64);
+        println!("{}", p.run_id);
+        eprintln!(
+            "started run {}: {} ({} containers on {} nodes) for {} at {} Hz; its results are kept {} after it ends",
+            p.run_id,
+            p.what,
+            p.resolution.running.len(),
+            nodes.len() - failed.len(),
+            human(req.window),
+            req.frequency_hz,
+            span(ttl.as_secs() as i64)
+        );
+        eprintln!("fetch it with:\n  {}", fetch_command(&p.run_id));
+        Ok(if failed.is_empty() { Exit::Ok } else { Exit::Partial })
+    })
 }

@@ -19,7 +19,6 @@
 
 use std::collections::BTreeMap;
 
-use clap::Args;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -28,10 +27,11 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::plan::{self, MANAGED_BY};
-use super::tasks::{ConnArgs, INSTANCE_LABEL};
-use super::{api_error, connect, profile};
-use crate::error::{CliError, Exit};
+use super::annotations::{INSTANCE_LABEL, MANAGED_BY};
+use super::api::api_error;
+use super::permissions::{self, Scope};
+use super::plan;
+use crate::error::CliError;
 
 pub const RUNNER: &str = "runner";
 pub const TARGETS: &str = "targets";
@@ -48,38 +48,6 @@ pub fn rbac_name(eagle_namespace: &str, role: &str) -> String {
 /// The subject when none is named: a group the cluster's authenticator must put users in.
 pub const DEFAULT_GROUP: &str = "kube-eagle:users";
 
-#[derive(Debug, Args)]
-pub struct InitArgs {
-    /// Also create (or update) the RBAC objects; without it they are printed, for review or
-    /// `kubectl apply -f -`. Needs cluster-admin.
-    #[arg(long)]
-    pub apply: bool,
-
-    /// Print the namespace and the RBAC as YAML, and change nothing.
-    #[arg(long, conflicts_with = "apply")]
-    pub dry_run: bool,
-
-    /// A user who may profile; repeatable.
-    #[arg(long = "user", value_name = "NAME")]
-    pub users: Vec<String>,
-
-    /// A group whose members may profile; repeatable [default, when no subject is named:
-    /// kube-eagle:users].
-    #[arg(long = "group", value_name = "NAME")]
-    pub groups: Vec<String>,
-
-    /// A service account that may profile (CI), as NAMESPACE/NAME; repeatable.
-    #[arg(long = "service-account", value_name = "NAMESPACE/NAME")]
-    pub service_accounts: Vec<String>,
-
-    /// A namespace whose workloads they may profile; repeatable [default: every namespace].
-    #[arg(long = "target-namespace", value_name = "NAMESPACE")]
-    pub target_namespaces: Vec<String>,
-
-    #[command(flatten)]
-    pub conn: ConnArgs,
-}
-
 fn meta(name: &str, namespace: Option<&str>, instance: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.to_owned()),
@@ -92,17 +60,19 @@ fn meta(name: &str, namespace: Option<&str>, instance: &str) -> ObjectMeta {
     }
 }
 
-fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
-    PolicyRule {
-        api_groups: Some(vec![group.to_owned()]),
-        resources: Some(resources.iter().map(|r| (*r).to_owned()).collect()),
-        verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
-        ..Default::default()
-    }
+/// Who may profile, and where: what `init` grants.
+#[derive(Clone, Debug, Default)]
+pub struct Grant {
+    pub users: Vec<String>,
+    pub groups: Vec<String>,
+    /// `NAMESPACE/NAME`.
+    pub service_accounts: Vec<String>,
+    /// Empty: every namespace.
+    pub target_namespaces: Vec<String>,
 }
 
 /// The subjects the bindings name.
-pub fn subjects(args: &InitArgs) -> Result<Vec<Subject>, CliError> {
+pub fn subjects(args: &Grant) -> Result<Vec<Subject>, CliError> {
     let mut subjects = Vec::new();
     for user in &args.users {
         subjects.push(Subject {
@@ -150,32 +120,29 @@ pub fn rbac(eagle_namespace: &str, subjects: &[Subject], target_namespaces: &[St
     let ns = eagle_namespace;
     let (runner, targets_name, reader) =
         (rbac_name(ns, RUNNER), rbac_name(ns, TARGETS), rbac_name(ns, NAMESPACE_READER));
+    let rules_of = |scope| -> Vec<PolicyRule> {
+        permissions::rules(scope)
+            .into_iter()
+            .map(|(group, resources, verbs)| PolicyRule {
+                api_groups: Some(vec![group.to_owned()]),
+                resources: Some(resources),
+                verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
+                ..Default::default()
+            })
+            .collect()
+    };
     let targets = ClusterRole {
         metadata: meta(&targets_name, None, ns),
-        rules: Some(vec![
-            rule("", &["pods"], &["get", "list"]),
-            rule("", &["services"], &["get"]),
-            rule("apps", &["deployments", "statefulsets", "daemonsets", "replicasets"], &["get"]),
-            rule("batch", &["jobs"], &["get"]),
-        ]),
+        rules: Some(rules_of(Scope::Targets)),
         ..Default::default()
     };
-    let namespace_reader = ClusterRole {
-        metadata: meta(&reader, None, ns),
-        rules: Some(vec![PolicyRule {
-            resource_names: Some(vec![eagle_namespace.to_owned()]),
-            ..rule("", &["namespaces"], &["get"])
-        }]),
-        ..Default::default()
-    };
-    let runner_role = Role {
-        metadata: meta(&runner, Some(ns), ns),
-        rules: Some(vec![
-            rule("batch", &["jobs"], &["create", "get", "list", "watch", "delete"]),
-            rule("", &["pods"], &["get", "list", "watch", "delete"]),
-            rule("", &["pods/log"], &["get"]),
-        ]),
-    };
+    let mut reads_namespace = rules_of(Scope::LockedNamespace);
+    for rule in &mut reads_namespace {
+        rule.resource_names = Some(vec![eagle_namespace.to_owned()]);
+    }
+    let namespace_reader =
+        ClusterRole { metadata: meta(&reader, None, ns), rules: Some(reads_namespace), ..Default::default() };
+    let runner_role = Role { metadata: meta(&runner, Some(ns), ns), rules: Some(rules_of(Scope::Locked)) };
     let role_ref = |kind: &str, name: &str| RoleRef {
         api_group: "rbac.authorization.k8s.io".into(),
         kind: kind.into(),
@@ -241,11 +208,11 @@ pub fn manifest(eagle_namespace: &str, rbac: &Rbac, comment: &str) -> Result<Str
     Ok(out)
 }
 
-fn comment(args: &InitArgs) -> String {
+pub fn comment(eagle_namespace: &str, args: &Grant) -> String {
     let mut c = format!(
         "kube-eagle {}: the locked namespace {} and RBAC for the users of `kubectl eagle`.\n",
         env!("CARGO_PKG_VERSION"),
-        args.conn.eagle_namespace
+        eagle_namespace
     );
     if args.users.is_empty() && args.groups.is_empty() && args.service_accounts.is_empty() {
         c.push_str(&format!(
@@ -258,60 +225,8 @@ fn comment(args: &InitArgs) -> String {
     c
 }
 
-/// `kubectl eagle init`.
-pub fn init(args: &InitArgs) -> Result<Exit, CliError> {
-    let subjects = subjects(args)?;
-    let ns = &args.conn.eagle_namespace;
-    let rbac = rbac(ns, &subjects, &args.target_namespaces);
-    let manifest = manifest(ns, &rbac, &comment(args))?;
-    if args.dry_run {
-        print!("{manifest}");
-        return Ok(Exit::Ok);
-    }
-    profile::runtime()?.block_on(async {
-        let (client, _) = connect(&args.conn.connection()).await?;
-        namespace(&client, ns).await?;
-        if !args.apply {
-            print!("{manifest}");
-            eprintln!(
-                "the RBAC above is not applied: review it, then `kubectl apply -f -` it or run `kubectl eagle init --apply`"
-            );
-            return Ok(Exit::Ok);
-        }
-        let mut kept = Vec::new();
-        for o in &rbac.cluster_roles {
-            kept.extend(apply(&Api::all(client.clone()), o, "clusterrole", |_, _| {}).await?);
-        }
-        for o in &rbac.roles {
-            let api = Api::namespaced(client.clone(), o.metadata.namespace.as_deref().unwrap_or(ns));
-            kept.extend(apply(&api, o, "role", |_, _| {}).await?);
-        }
-        for o in &rbac.cluster_role_bindings {
-            let union = |new: &mut ClusterRoleBinding, old: &ClusterRoleBinding| union(&mut new.subjects, &old.subjects);
-            kept.extend(apply(&Api::all(client.clone()), o, "clusterrolebinding", union).await?);
-        }
-        for o in &rbac.role_bindings {
-            let api = Api::namespaced(client.clone(), o.metadata.namespace.as_deref().unwrap_or(ns));
-            let union = |new: &mut RoleBinding, old: &RoleBinding| union(&mut new.subjects, &old.subjects);
-            kept.extend(apply(&api, o, "rolebinding", union).await?);
-        }
-        if kept.is_empty() {
-            eprintln!("done: check a user with `kubectl eagle doctor` (as that user)");
-            Ok(Exit::Ok)
-        } else {
-            Err(CliError::Failed(format!(
-                "{} existed without the {}={} label and were left as they are: {}; rename or delete them, then run init again",
-                kept.len(),
-                MANAGED_BY.0,
-                MANAGED_BY.1,
-                kept.join(", ")
-            )))
-        }
-    })
-}
-
 /// Creates the locked namespace, or adds the labels it lacks. Reports what it did on stdout.
-async fn namespace(client: &Client, name: &str) -> Result<(), CliError> {
+pub async fn namespace(client: &Client, name: &str) -> Result<(), CliError> {
     let api: Api<Namespace> = Api::all(client.clone());
     let wanted = plan::locked_namespace(name);
     match api.create(&PostParams::default(), &wanted).await {
@@ -340,7 +255,7 @@ async fn namespace(client: &Client, name: &str) -> Result<(), CliError> {
 }
 
 /// Subjects already bound stay bound: `init --user bob` after `init --user alice` binds both.
-fn union(new: &mut Option<Vec<Subject>>, old: &Option<Vec<Subject>>) {
+pub fn union(new: &mut Option<Vec<Subject>>, old: &Option<Vec<Subject>>) {
     let mut subjects = old.clone().unwrap_or_default();
     for s in new.take().unwrap_or_default() {
         if !subjects.contains(&s) {
@@ -353,7 +268,12 @@ fn union(new: &mut Option<Vec<Subject>>, old: &Option<Vec<Subject>>) {
 /// Create, or replace when it exists with the project's label (`merge` first carries over what
 /// the existing object has that must stay). Returns the object's name when it exists without
 /// the label (someone else's): it is not touched.
-async fn apply<K>(api: &Api<K>, object: &K, kind: &str, merge: impl Fn(&mut K, &K)) -> Result<Option<String>, CliError>
+pub async fn apply<K>(
+    api: &Api<K>,
+    object: &K,
+    kind: &str,
+    merge: impl Fn(&mut K, &K),
+) -> Result<Option<String>, CliError>
 where
     K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
 {
@@ -389,35 +309,30 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        init: InitArgs,
+    fn strings(s: &[&str]) -> Vec<String> {
+        s.iter().map(|s| (*s).to_owned()).collect()
     }
 
-    fn args(argv: &[&str]) -> InitArgs {
-        Cli::parse_from(std::iter::once("init").chain(argv.iter().copied())).init
-    }
-
-    /// The manifest `init --dry-run` prints. Regenerate with `UPDATE_SNAPSHOTS=1 cargo test`.
+    /// The manifest `init --dry-run` prints. Regenerate with `EAGLE_BLESS=1 cargo test` (and review the diff).
     #[test]
     fn manifest_snapshot() {
-        let a = args(&["--user", "alice", "--service-account", "ci/profiler", "--target-namespace", "shop"]);
-        let r = rbac(&a.conn.eagle_namespace, &subjects(&a).unwrap(), &a.target_namespaces);
-        let actual = manifest(&a.conn.eagle_namespace, &r, &comment(&a)).unwrap();
+        // init --user alice --service-account ci/profiler --target-namespace shop
+        let a = Grant {
+            users: strings(&["alice"]),
+            service_accounts: strings(&["ci/profiler"]),
+            target_namespaces: strings(&["shop"]),
+            ..Default::default()
+        };
+        let r = rbac("kube-eagle", &subjects(&a).unwrap(), &a.target_namespaces);
+        let actual = manifest("kube-eagle", &r, &comment("kube-eagle", &a)).unwrap();
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/cluster/testdata/init-rbac.yaml");
-        if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
-            std::fs::write(path, &actual).unwrap();
-        }
-        let expected = std::fs::read_to_string(path).expect("snapshot exists: run with UPDATE_SNAPSHOTS=1");
-        assert_eq!(actual, expected, "the RBAC changed; if intended, UPDATE_SNAPSHOTS=1 cargo test");
+        crate::snapshot::assert_snapshot(std::path::Path::new(path), &actual);
     }
 
     #[test]
     fn least_privilege() {
-        let a = args(&[]);
+        let a = Grant::default();
         let subjects = subjects(&a).unwrap();
         assert_eq!(subjects.len(), 1);
         assert_eq!((subjects[0].kind.as_str(), subjects[0].name.as_str()), ("Group", DEFAULT_GROUP));
@@ -443,10 +358,10 @@ mod tests {
         let alice = Subject { kind: "User".into(), name: "alice".into(), ..Default::default() };
         union(&mut new, &Some(vec![alice.clone()]));
         assert_eq!(new.unwrap(), vec![alice, subjects[0].clone()]);
-        assert!(subjects_of(&args(&["--service-account", "nope"])).is_err());
+        assert!(subjects_of(&Grant { service_accounts: strings(&["nope"]), ..Default::default() }).is_err());
     }
 
-    fn subjects_of(a: &InitArgs) -> Result<Vec<Subject>, CliError> {
+    fn subjects_of(a: &Grant) -> Result<Vec<Subject>, CliError> {
         subjects(a)
     }
 }

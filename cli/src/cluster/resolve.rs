@@ -10,9 +10,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::ListParams;
 use kube::{Api, Client};
 
-use super::api_error;
+use super::api::api_error;
 use crate::error::CliError;
-use crate::merge::Placement;
+use crate::placement::Placement;
 use crate::target::ClusterKind;
 
 /// One running container to profile.

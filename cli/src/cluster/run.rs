@@ -20,23 +20,16 @@ use kube::{Api, Client};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 
-use super::api_error;
-use super::plan::{AGENT_CONTAINER, RUN_LABEL};
+use super::annotations::RUN_LABEL;
+use super::api::api_error;
+use super::plan::AGENT_CONTAINER;
+use super::pod_state::{self, Phase, PodState};
 use crate::error::CliError;
 
 /// How long a pod may stay unschedulable before its node is given up.
 const UNSCHEDULABLE_GRACE: Duration = Duration::from_secs(20);
 /// After Ctrl-C: how long agents get to complete their streams before we stop waiting.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(15);
-/// Waiting reasons of a profiling pod's container that will not resolve by themselves.
-pub const FATAL_WAITING: [&str; 6] = [
-    "ErrImagePull",
-    "ImagePullBackOff",
-    "InvalidImageName",
-    "ErrImageNeverPull",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-];
 /// A pod deleted before its agent's stream was read (`clean`, by hand), not by this run.
 const POD_DELETED: &str = "the profiling pod was deleted before its result was read";
 /// Why a node of a fetched run has no result: its Job finished and its pod is gone.
@@ -341,39 +334,30 @@ async fn on_pod(pods: &Api<Pod>, n: &mut NodeRun, index: usize, pod: &Pod, log_t
     }
     let name = pod.metadata.name.clone().unwrap_or_default();
     n.pod = Some(name.clone());
-    let status = pod.status.clone().unwrap_or_default();
-    let phase = status.phase.clone().unwrap_or_default();
+    let state = PodState::of(pod);
     // Failures visible before the container runs.
-    let waiting = status.container_statuses.iter().flatten().find_map(|s| s.state.as_ref()?.waiting.clone());
-    if let Some(w) = waiting {
-        let reason = w.reason.unwrap_or_default();
-        if FATAL_WAITING.contains(&reason.as_str()) {
-            let message = w.message.unwrap_or_default();
-            n.finish(NodeOutcome::Failed(format!("{reason}: {message}").trim_end_matches([':', ' ']).to_owned()));
-            return;
-        }
-        n.bar.set_message(reason.to_string());
+    if let Some(why) = state.cannot_start {
+        n.finish(NodeOutcome::Failed(why));
+        return;
     }
-    let unschedulable = status
-        .conditions
-        .iter()
-        .flatten()
-        .any(|c| c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable"));
-    if unschedulable {
+    if let Some(reason) = &state.waiting {
+        n.bar.set_message(reason.clone());
+    }
+    if state.unschedulable.is_some() {
         n.unschedulable_since.get_or_insert_with(Instant::now);
         n.bar.set_message("unschedulable");
     } else {
         n.unschedulable_since = None;
     }
-    match phase.as_str() {
+    match state.phase {
         // A Pending pod's log is empty and its follow ends at once: wait for it to run.
-        "Running" if !n.followed => {
+        Phase::Running if !n.followed => {
             n.following = true;
             n.followed = true;
             n.bar.set_message("sampling");
             spawn_follow(pods.clone(), name, index, log_tx.clone());
         }
-        "Succeeded" | "Failed" if !n.following => reread(pods, n, &name, Some(pod)).await,
+        Phase::Succeeded | Phase::Failed if !n.following => reread(pods, n, &name, Some(pod)).await,
         _ => {}
     }
 }
@@ -417,8 +401,7 @@ fn on_line(n: &mut NodeRun, line: &str) {
 async fn reread_if_terminated(pods: &Api<Pod>, n: &mut NodeRun, pod: &str) {
     match pods.get(pod).await {
         Ok(p) => {
-            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or_default();
-            if phase == "Succeeded" || phase == "Failed" {
+            if PodState::of(&p).finished() {
                 reread(pods, n, pod, Some(&p)).await;
             }
         }
@@ -444,16 +427,8 @@ async fn reread(pods: &Api<Pod>, n: &mut NodeRun, pod_name: &str, pod: Option<&P
         Ok(result) => n.finish(NodeOutcome::Done(Box::new(result))),
         Err(e) => {
             // Say why the agent stopped, if it said so itself.
-            let agent_said = log
-                .lines()
-                .rev()
-                .find(|l| l.starts_with("eagle-agent: error:"))
-                .map(|l| l.trim_start_matches("eagle-agent: error: ").to_owned());
-            let terminated = pod
-                .and_then(|p| {
-                    p.status.as_ref()?.container_statuses.as_ref()?.first()?.state.as_ref()?.terminated.clone()
-                })
-                .map(|t| format!("agent exited with code {} ({})", t.exit_code, t.reason.unwrap_or_default()));
+            let agent_said = eagle_proto::agent_error_in(&log).map(str::to_owned);
+            let terminated = pod.and_then(pod_state::terminated).map(|t| pod_state::exit_of(&t));
             let why = match (agent_said, terminated) {
                 (Some(said), _) => said,
                 (None, Some(t)) if log.trim().is_empty() => t,

@@ -1,6 +1,7 @@
 //! Output formats, one module each, chosen from the file extension or `--format`.
 
 mod folded;
+mod labels;
 pub mod pprof;
 pub mod pprof_proto;
 pub mod sorted;
@@ -11,32 +12,14 @@ use std::cell::RefCell;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use clap::ValueEnum;
 use eagle_proto::FoldedStacks;
 
 use crate::analysis::Analysis;
 use crate::error::CliError;
-use crate::summary::RunInfo;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// Interactive flame graph (inferno): search, zoom, tooltips.
-    Svg,
-    /// Folded stacks, `frame;frame count` per line: input for inferno, flamegraph.pl, `check`.
-    Folded,
-    /// speedscope JSON (https://www.speedscope.app).
-    Speedscope,
-    /// pprof (gzipped profile.proto) for `go tool pprof` and Grafana Pyroscope.
-    Pprof,
-}
-
-/// What a rendered profile says about itself.
-#[derive(Clone, Debug, Default)]
-pub struct Labels {
-    pub title: String,
-    /// One line under the title: window, rate, samples; and PARTIAL when it is.
-    pub subtitle: String,
-}
+use crate::files;
+use crate::format::Format;
+use crate::run_info::RunInfo;
+pub use labels::Labels;
 
 /// Where the profile goes.
 #[derive(Clone, Debug)]
@@ -67,9 +50,9 @@ impl Destination {
         }
         let format = match format {
             Some(f) => f,
-            None => format_from_extension(path)?,
+            None => Format::from_extension(path)?,
         };
-        check_writable(path, "output")?;
+        files::check_writable(path, "output")?;
         Ok(Self::new(Some(path.to_owned()), format))
     }
 
@@ -139,79 +122,7 @@ impl Destination {
                     _ => Ok(()),
                 }
             }
-            Some(path) => write_atomically(path, bytes, "output"),
+            Some(path) => files::write_atomically(path, bytes, "output"),
         }
     }
-}
-
-/// Writes a file other than the profile (a summary) the same safe way, `-` being stdout.
-pub fn write_file(path: &Path, bytes: &[u8], what: &str) -> Result<(), CliError> {
-    if path == Path::new("-") {
-        let mut out = std::io::stdout().lock();
-        return out
-            .write_all(bytes)
-            .and_then(|_| out.flush())
-            .map_err(|e| CliError::Io(format!("cannot write the {what} to stdout: {e}")));
-    }
-    write_atomically(path, bytes, what)
-}
-
-fn format_from_extension(path: &Path) -> Result<Format, CliError> {
-    let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
-    if name.ends_with(".svg") {
-        Ok(Format::Svg)
-    } else if name.ends_with(".folded") || name.ends_with(".txt") {
-        Ok(Format::Folded)
-    } else if name.ends_with(".speedscope.json") || name.ends_with(".json") {
-        Ok(Format::Speedscope)
-    } else if [".pb.gz", ".pb", ".pprof", ".pprof.gz"].iter().any(|ext| name.ends_with(ext)) {
-        Ok(Format::Pprof)
-    } else {
-        Err(CliError::Usage(format!(
-            "cannot tell the output format of `{}` from its extension: use .svg, .folded, .txt, .json or .pb.gz, or say --format svg|folded|speedscope|pprof",
-            path.display()
-        )))
-    }
-}
-
-pub fn check_writable(path: &Path, what: &str) -> Result<(), CliError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let fail = |why: String| Err(CliError::Io(format!("cannot write the {what} to `{}`: {why}", path.display())));
-    match std::fs::metadata(dir) {
-        Err(e) => return fail(format!("directory `{}`: {e}", dir.display())),
-        Ok(m) if !m.is_dir() => return fail(format!("`{}` is not a directory", dir.display())),
-        Ok(_) => {}
-    }
-    if path.is_dir() {
-        return fail("it is a directory".into());
-    }
-    // Probe with a real file: permission bits say nothing about read-only mounts, and root
-    // passes every permission check.
-    let probe = dir.join(format!(".kubectl-eagle-probe-{}", std::process::id()));
-    match std::fs::File::create(&probe) {
-        Ok(_) => {
-            let _ = std::fs::remove_file(&probe);
-            Ok(())
-        }
-        Err(e) => fail(e.to_string()),
-    }
-}
-
-/// Writes beside the destination and renames, so a failed or interrupted write never leaves a
-/// truncated graph where the previous one was.
-fn write_atomically(path: &Path, bytes: &[u8], what: &str) -> Result<(), CliError> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
-        std::process::id()
-    ));
-    let result = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        CliError::Io(format!("cannot write the {what} to `{}`: {e}", path.display()))
-    })
 }

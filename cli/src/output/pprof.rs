@@ -21,10 +21,10 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use prost::Message;
 
+use super::labels::Labels;
 use super::pprof_proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
-use super::Labels;
 use crate::hierarchy::{self, Level};
-use crate::summary::RunInfo;
+use crate::run_info::RunInfo;
 
 #[derive(Default)]
 struct Strings {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use eagle_proto::FoldedStacks;
 use serde::Serialize;
 
-use super::Labels;
+use super::labels::Labels;
 
 #[derive(Serialize)]
 struct File<'a> {

@@ -3,7 +3,7 @@
 use eagle_proto::FoldedStacks;
 use inferno::flamegraph::{self, color::MultiPalette, Palette};
 
-use super::Labels;
+use super::labels::Labels;
 use crate::error::CliError;
 
 pub fn render(folded: &FoldedStacks, labels: &Labels) -> Result<Vec<u8>, CliError> {

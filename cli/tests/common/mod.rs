@@ -5,6 +5,9 @@
 
 #![allow(dead_code)] // each test binary uses a part
 
+#[path = "snapshot.rs"]
+mod snapshot;
+
 use std::collections::HashSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -92,19 +95,9 @@ impl Drop for TempDir {
     }
 }
 
-/// Compares `actual` with the expected file, or writes it when `EAGLE_BLESS=1`.
+/// Compares `actual` with the expected file (see `snapshot.rs` for `EAGLE_BLESS=1`).
 pub fn assert_expected(expected: &Path, actual: &str) {
-    if std::env::var_os("EAGLE_BLESS").is_some_and(|v| v == "1") {
-        std::fs::write(expected, actual).unwrap();
-        return;
-    }
-    let want = std::fs::read_to_string(expected)
-        .unwrap_or_else(|e| panic!("{}: {e} (EAGLE_BLESS=1 writes it)", expected.display()));
-    assert!(
-        want == actual,
-        "{} differs (EAGLE_BLESS=1 rewrites it)\n--- expected\n{want}\n--- actual\n{actual}",
-        expected.display()
-    );
+    snapshot::assert_snapshot(expected, actual)
 }
 
 /// The folded stacks of a file, merged and sorted: what every output must hold.

@@ -12,14 +12,25 @@
 //! EAGLE1 T {"samples":..,"stacks":..,"chunks":..,"payload_bytes":..,"crc32":..}  trailer, last
 //! ```
 //!
+//! Both sides keep to [`stream::Limits`]: the agent writes at most
+//! [`stream::PAYLOAD_BUDGET_BYTES`] of compressed payload (keeping its biggest stacks whole and
+//! folding the rest per process, so every sample still counts), and the decoder refuses longer
+//! lines, larger payloads and bigger announced sizes with [`DecodeError::TooLarge`] instead of
+//! allocating what a damaged or forged stream asks for.
+//!
 //! Any line that does not start with `EAGLE` is not ours and is skipped. Nothing else in the
 //! project parses or prints this format: the agent encodes with [`stream::Encoder`], the CLI
 //! decodes with [`stream::Decoder`]. No I/O happens here.
 
+pub mod agent;
+pub mod contract;
 pub mod folded;
 pub mod stream;
 
+pub use agent::{AgentArgs, AgentCommand, Exit, Runtime, AGENT_USAGE};
+pub use contract::{agent_error_in, WarningCode, AGENT_ERROR_PREFIX, MAX_FREQUENCY_HZ};
 pub use folded::FoldedStacks;
 pub use stream::{
-    trailer_in_tail, DecodeError, Decoder, Encoder, Event, Header, NodeResult, Progress, StackRecord, Trailer, Warning,
+    trailer_in_tail, DecodeError, Decoder, Encoder, Event, Header, Limits, NodeResult, Progress, StackRecord, Trailer,
+    Warning,
 };

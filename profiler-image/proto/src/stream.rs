@@ -1,10 +1,14 @@
 //! Encoding and decoding of the result stream (see the crate docs for the line grammar).
+//! One file (about 600 lines with its tests) on purpose: the encoder and the decoder of one
+//! format, and the limits both keep, read side by side.
 
+use std::collections::hash_map::{Entry, HashMap};
 use std::io::{Read, Write};
 
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use serde::{Deserialize, Serialize};
 
+use crate::contract::WarningCode;
 use crate::folded::push_frame;
 
 /// Protocol version written by this build and the only one it decodes.
@@ -14,6 +18,53 @@ const MARKER: &str = "EAGLE1 ";
 /// Compressed bytes per payload line. Base64 makes that ~11 KiB of text, under the 16 KiB at
 /// which container runtimes split a log line into partial entries.
 pub const CHUNK_BYTES: usize = 8 * 1024;
+
+/// Hard limits of a stream, on both sides. The agent keeps its output within them; the CLI
+/// refuses (or, for warnings, trims) what exceeds them, so a damaged log, a custom `--image` or
+/// a forged run cannot make it allocate without bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest line the decoder accepts (and a log reader should read): the header with a
+    /// node's targets is the longest record an agent writes, far below this.
+    pub line_bytes: usize,
+    /// Compressed payload, summed over its chunks.
+    pub compressed_bytes: u64,
+    /// Payload after inflating: what a trailer may announce.
+    pub payload_bytes: u64,
+    /// Warnings kept; later ones are counted and summed up in one last warning.
+    pub warnings: usize,
+}
+
+impl Limits {
+    pub const DEFAULT: Limits = Limits {
+        line_bytes: 1 << 20,
+        // The agent keeps its payload under `PAYLOAD_BUDGET_BYTES`; twice that leaves room for
+        // an older or newer agent without letting a hostile one in.
+        compressed_bytes: 2 * PAYLOAD_BUDGET_BYTES as u64,
+        payload_bytes: 512 << 20,
+        warnings: 10_000,
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Compressed payload an agent writes at most. Base64 makes it 4/3 larger in the log: 8 MiB,
+/// under the kubelet's default log rotation size (10 MiB) with room for the header, progress
+/// and warnings. A larger profile keeps its biggest stacks whole and folds the rest (see
+/// [`Encoder::payload`]).
+pub const PAYLOAD_BUDGET_BYTES: usize = 6 << 20;
+
+/// The frame that stands for stacks folded away to keep a payload within its budget.
+pub const FOLDED_AWAY_FRAME: &str = "[stacks folded: stream size limit]";
+
+/// Warning code of a payload whose smallest stacks were folded away.
+pub const WARNING_STACKS_FOLDED: WarningCode = WarningCode::StacksFolded;
+/// Warning code that stands for the warnings past [`Limits::warnings`].
+pub const WARNING_WARNINGS_DROPPED: WarningCode = WarningCode::WarningsDropped;
 
 /// What the agent says about itself and its window, before sampling starts.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,7 +98,7 @@ pub struct Progress {
 /// sampler failed for one pid. `code` is stable and machine-readable.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Warning {
-    pub code: String,
+    pub code: WarningCode,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
     pub message: String,
@@ -104,25 +155,64 @@ impl Encoder {
         json_line('W', warning)
     }
 
-    /// The payload chunk lines followed by the trailer line.
+    /// The payload chunk lines followed by the trailer line, within [`PAYLOAD_BUDGET_BYTES`].
     pub fn payload(&self, records: &[StackRecord], lost_samples: u64) -> Vec<String> {
-        let mut text = String::new();
-        for r in records {
-            write_record(&mut text, r);
-        }
-        let mut deflate = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
-        deflate.write_all(text.as_bytes()).expect("writing to a Vec cannot fail");
-        let compressed = deflate.finish().expect("writing to a Vec cannot fail");
+        self.payload_within(records, lost_samples, PAYLOAD_BUDGET_BYTES)
+    }
 
-        let mut lines: Vec<String> = compressed
-            .chunks(CHUNK_BYTES)
-            .enumerate()
-            .map(|(seq, chunk)| format!("{MARKER}D {seq} {}", BASE64.encode(chunk)))
-            .collect();
+    /// [`Encoder::payload`] with a budget of `budget` compressed bytes. When the stacks do not
+    /// fit, the ones with the most samples are kept whole and each process's others are folded
+    /// into one stack `process;[stacks folded: stream size limit]`: every sample still counts,
+    /// for the right process, and a `stacks-folded` warning line (first of the returned lines)
+    /// says how many stacks and samples lost their detail.
+    pub fn payload_within(&self, records: &[StackRecord], lost_samples: u64, budget: usize) -> Vec<String> {
+        let (text, compressed) = compress(records);
+        if compressed.len() <= budget {
+            return self.payload_lines(records, &text, compressed, lost_samples, None);
+        }
+        let mut order: Vec<usize> = (0..records.len()).collect();
+        order.sort_by(|&a, &b| records[b].count.cmp(&records[a].count).then(a.cmp(&b)));
+        // Keep a share of the stacks proportional to how far over the budget the whole is, and
+        // shrink it until the result fits (a few rounds at most: sizes scale near linearly).
+        let mut keep = (records.len() as f64 * budget as f64 / compressed.len() as f64 * 0.9) as usize;
+        loop {
+            let (kept, folded_stacks, folded_samples) = fold_smallest(records, &order, keep);
+            let (text, compressed) = compress(&kept);
+            if compressed.len() <= budget || keep == 0 {
+                let warning = Warning {
+                    code: WARNING_STACKS_FOLDED,
+                    pid: None,
+                    message: format!(
+                        "the profile was larger than the stream allows ({} compressed bytes): its {folded_stacks} smallest stacks ({folded_samples} samples) are folded into one `{FOLDED_AWAY_FRAME}` stack per process; a shorter window or a lower frequency keeps them whole",
+                        budget
+                    ),
+                };
+                return self.payload_lines(&kept, &text, compressed, lost_samples, Some(warning));
+            }
+            keep = keep * 3 / 4;
+        }
+    }
+
+    fn payload_lines(
+        &self,
+        records: &[StackRecord],
+        text: &str,
+        compressed: Vec<u8>,
+        lost_samples: u64,
+        warning: Option<Warning>,
+    ) -> Vec<String> {
+        let mut lines: Vec<String> = warning.iter().map(|w| self.warning(w)).collect();
+        let chunks = compressed.chunks(CHUNK_BYTES).len();
+        lines.extend(
+            compressed
+                .chunks(CHUNK_BYTES)
+                .enumerate()
+                .map(|(seq, chunk)| format!("{MARKER}D {seq} {}", BASE64.encode(chunk))),
+        );
         let trailer = Trailer {
             samples: total_samples(records),
             stacks: records.len() as u64,
-            chunks: lines.len() as u64,
+            chunks: chunks as u64,
             payload_bytes: text.len() as u64,
             crc32: crc32fast::hash(text.as_bytes()),
             lost_samples,
@@ -130,6 +220,50 @@ impl Encoder {
         lines.push(json_line('T', &trailer));
         lines
     }
+}
+
+/// The payload text of `records` and its deflated bytes.
+fn compress(records: &[StackRecord]) -> (String, Vec<u8>) {
+    let mut text = String::new();
+    for r in records {
+        write_record(&mut text, r);
+    }
+    let mut deflate = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    deflate.write_all(text.as_bytes()).expect("writing to a Vec cannot fail");
+    (text, deflate.finish().expect("writing to a Vec cannot fail"))
+}
+
+/// The `keep` records with the most samples (by `order`), in their original order, then one
+/// folded record per process (and container) for the rest; with how many stacks and samples
+/// were folded.
+fn fold_smallest(records: &[StackRecord], order: &[usize], keep: usize) -> (Vec<StackRecord>, u64, u64) {
+    let mut kept_index: Vec<usize> = order[..keep.min(order.len())].to_vec();
+    kept_index.sort_unstable();
+    let mut kept: Vec<StackRecord> = kept_index.iter().map(|&i| records[i].clone()).collect();
+    let mut folded: Vec<StackRecord> = Vec::new();
+    let mut slot: HashMap<(u32, Option<&str>, &str), usize> = HashMap::new();
+    let (mut stacks, mut samples) = (0u64, 0u64);
+    for &i in &order[keep.min(order.len())..] {
+        let r = &records[i];
+        stacks += 1;
+        samples = samples.saturating_add(r.count);
+        match slot.entry((r.pid, r.container.as_deref(), r.sampler.as_str())) {
+            Entry::Occupied(e) => folded[*e.get()].count = folded[*e.get()].count.saturating_add(r.count),
+            Entry::Vacant(e) => {
+                e.insert(folded.len());
+                folded.push(StackRecord {
+                    container: r.container.clone(),
+                    pid: r.pid,
+                    process: r.process.clone(),
+                    sampler: r.sampler.clone(),
+                    frames: vec![FOLDED_AWAY_FRAME.to_owned()],
+                    count: r.count,
+                });
+            }
+        }
+    }
+    kept.extend(folded);
+    (kept, stacks, samples)
 }
 
 /// The sum of the counts, saturating: a sum past `u64::MAX` must not panic (debug) or wrap
@@ -162,6 +296,12 @@ fn write_record(out: &mut String, r: &StackRecord) {
     out.push(' ');
     out.push_str(&r.count.to_string());
     out.push('\n');
+}
+
+/// `s` with every control character (C0, DEL, C1: what starts a terminal escape sequence) as a
+/// space, the way payload fields are sanitized on the way in.
+pub fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
 fn push_field(out: &mut String, s: &str) {
@@ -209,6 +349,8 @@ pub enum DecodeError {
     Mismatch { what: &'static str, expected: u64, found: u64 },
     #[error("the payload is corrupt: {reason}")]
     Corrupt { reason: String },
+    #[error("line {line}: {what} exceeds the stream's limit of {limit} bytes: this is no stream an eagle-agent of this version writes (a custom --image, or a damaged log)")]
+    TooLarge { line: usize, what: &'static str, limit: u64 },
 }
 
 /// The trailer of the last stream in the tail of a log (say `tailLines=5`), without decoding
@@ -250,7 +392,9 @@ impl NodeResult {
 /// Feeds on log lines, one at a time, and checks the grammar as it goes.
 #[derive(Debug, Default)]
 pub struct Decoder {
+    limits: Limits,
     line: usize,
+    warnings_dropped: u64,
     header: Option<Header>,
     warnings: Vec<Warning>,
     last_progress: Option<Progress>,
@@ -265,6 +409,10 @@ impl Decoder {
         Self::default()
     }
 
+    pub fn with_limits(limits: Limits) -> Self {
+        Self { limits, ..Self::default() }
+    }
+
     /// Decodes one line. Lines that are not ours yield `Ok(None)`. After the first error every
     /// later call returns that error again, and so does [`Decoder::finish`].
     pub fn feed_line(&mut self, line: &str) -> Result<Option<Event>, DecodeError> {
@@ -272,7 +420,12 @@ impl Decoder {
             return Err(e.clone());
         }
         self.line += 1;
-        match self.decode(line.trim_end_matches(['\r', '\n'])) {
+        let decoded = if line.len() > self.limits.line_bytes {
+            Err(DecodeError::TooLarge { line: self.line, what: "a line", limit: self.limits.line_bytes as u64 })
+        } else {
+            self.decode(line.trim_end_matches(['\r', '\n']))
+        };
+        match decoded {
             Ok(ev) => Ok(ev),
             Err(e) => {
                 self.error = Some(e.clone());
@@ -325,7 +478,14 @@ impl Decoder {
             return Err(DecodeError::AfterTrailer { line: at });
         }
         if kind == 'H' {
-            let h: Header = parse_json(at, kind, payload)?;
+            let mut h: Header = parse_json(at, kind, payload)?;
+            // What the agent reports of its node and targets ends up on a terminal.
+            for field in [&mut h.agent_version, &mut h.node, &mut h.kernel] {
+                *field = printable(field);
+            }
+            for t in &mut h.targets {
+                t.target = printable(&t.target);
+            }
             self.header = Some(h.clone());
             return Ok(Some(Event::Header(h)));
         }
@@ -339,8 +499,18 @@ impl Decoder {
                 Ok(Some(Event::Progress(p)))
             }
             'W' => {
-                let w: Warning = parse_json(at, kind, payload)?;
-                self.warnings.push(w.clone());
+                let mut w: Warning = parse_json(at, kind, payload)?;
+                // Messages carry process names, which the profiled processes choose: no escape
+                // sequence of theirs reaches the user's terminal.
+                w.message = printable(&w.message);
+                if let WarningCode::Other(code) = &mut w.code {
+                    *code = printable(code);
+                }
+                if self.warnings.len() < self.limits.warnings {
+                    self.warnings.push(w.clone());
+                } else {
+                    self.warnings_dropped += 1;
+                }
                 Ok(Some(Event::Warning(w)))
             }
             'D' => {
@@ -351,12 +521,26 @@ impl Decoder {
                     return Err(DecodeError::ChunkOutOfOrder { line: at, expected: self.chunks, found: seq });
                 }
                 let bytes = BASE64.decode(data).map_err(|e| malformed(&format!("bad base64: {e}")))?;
+                if (self.compressed.len() + bytes.len()) as u64 > self.limits.compressed_bytes {
+                    return Err(DecodeError::TooLarge {
+                        line: at,
+                        what: "the compressed payload",
+                        limit: self.limits.compressed_bytes,
+                    });
+                }
                 self.compressed.extend_from_slice(&bytes);
                 self.chunks += 1;
                 Ok(Some(Event::Chunk(seq)))
             }
             _ => {
                 let t: Trailer = parse_json(at, kind, payload)?;
+                if t.payload_bytes > self.limits.payload_bytes {
+                    return Err(DecodeError::TooLarge {
+                        line: at,
+                        what: "the payload the trailer announces",
+                        limit: self.limits.payload_bytes,
+                    });
+                }
                 self.trailer = Some(t.clone());
                 Ok(Some(Event::Trailer(t)))
             }
@@ -390,7 +574,18 @@ impl Decoder {
             .collect::<Result<Vec<_>, _>>()?;
         check("stacks", trailer.stacks, records.len() as u64)?;
         check("samples", trailer.samples, total_samples(&records))?;
-        Ok(NodeResult { header, warnings: self.warnings, last_progress: self.last_progress, records, trailer })
+        let mut warnings = self.warnings;
+        if self.warnings_dropped > 0 {
+            warnings.push(Warning {
+                code: WARNING_WARNINGS_DROPPED,
+                pid: None,
+                message: format!(
+                    "{} more warnings were not kept (at most {} are)",
+                    self.warnings_dropped, self.limits.warnings
+                ),
+            });
+        }
+        Ok(NodeResult { header, warnings, last_progress: self.last_progress, records, trailer })
     }
 }
 

@@ -6,7 +6,9 @@
 mod common;
 
 use eagle_proto::stream::TargetReport;
-use eagle_proto::{DecodeError, Decoder, Encoder, Event, Header, NodeResult, Progress, StackRecord, Trailer, Warning};
+use eagle_proto::{
+    DecodeError, Decoder, Encoder, Event, Header, NodeResult, Progress, StackRecord, Trailer, Warning, WarningCode,
+};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
@@ -100,7 +102,7 @@ fn note() -> impl Strategy<Value = Note> {
             Note::Progress(Progress { elapsed_ms, samples, processes })
         }),
         (text(), proptest::option::of(any::<u32>()), text()).prop_map(|(code, pid, message)| Note::Warning(Warning {
-            code,
+            code: WarningCode::from(code.as_str()),
             pid,
             message
         })),

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, StackTraceMap};
 use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
-use aya::programs::{PerfEvent, TracePoint};
-use aya::{Ebpf, EbpfLoader};
+use aya::programs::{BtfTracePoint, PerfEvent, TracePoint};
+use aya::{Btf, Ebpf, EbpfLoader};
 use eagle_ebpf::{names, Counter, StackKey, TargetEntry};
 
 use super::{ProcessEvent, Sampler, SamplerError};
@@ -24,6 +24,7 @@ pub struct EbpfSampler {
     counts: [BpfHashMap<MapData, StackKey, u64>; 2],
     stacks: [StackTraceMap<MapData>; 2],
     buffer: u32,
+    process_events: ProcessEvents,
     proc: ProcFs,
     symbols: Symbols,
     tracked: HashMap<u32, Tracked>,
@@ -45,19 +46,20 @@ impl EbpfSampler {
     /// fork and exec tracepoints. Nothing is sampled until [`Sampler::add`].
     pub fn start(frequency_hz: u64, proc: ProcFs) -> Result<Self, SamplerError> {
         let object = eagle_ebpf::object().ok_or(SamplerError::NoProgram)?;
-        let offset = child_pid_offset()?;
+        let btf = if std::env::var_os(FORCE_TRACEFS_ENV).is_some() { None } else { Btf::from_sys_fs().ok() };
+        let offset = if btf.is_some() { 0 } else { tracefs::with_tracefs(tracefs::child_pid_offset)?.0 };
         let mut bpf = EbpfLoader::new()
+            .btf(btf.as_ref())
             .override_global(names::CHILD_PID_OFFSET, &offset, true)
             .load(object)
             .map_err(|e| classify("load the eBPF program", &e))?;
-
-        for (program, event) in
-            [(names::FORK_PROGRAM, "sched_process_fork"), (names::EXEC_PROGRAM, "sched_process_exec")]
-        {
-            let tp: &mut TracePoint = program_mut(&mut bpf, program)?;
-            tp.load().map_err(|e| classify("load the fork/exec tracepoints", &e))?;
-            tp.attach("sched", event).map_err(|e| classify("attach to sched tracepoints", &e))?;
-        }
+        let process_events = match &btf {
+            Some(btf) => {
+                attach_btf_tracepoints(&mut bpf, btf)?;
+                ProcessEvents::BtfTracepoints
+            }
+            None => tracefs::with_tracefs(|| attach_tracefs_tracepoints(&mut bpf))?.1,
+        };
         let sample: &mut PerfEvent = program_mut(&mut bpf, names::SAMPLE_PROGRAM)?;
         sample.load().map_err(|e| classify("load the sampling program", &e))?;
         let cpus = aya::util::online_cpus().map_err(|(what, e)| SamplerError::Failed(format!("{what}: {e}")))?;
@@ -95,11 +97,17 @@ impl EbpfSampler {
             counts,
             stacks,
             buffer: 0,
+            process_events,
             proc,
             symbols: Symbols::new(),
             tracked: HashMap::new(),
             gone: Vec::new(),
         })
+    }
+
+    /// How fork and exec are followed; anything but BTF tracepoints is worth a line to the user.
+    pub fn process_events(&self) -> ProcessEvents {
+        self.process_events
     }
 
     /// `pid` runs JIT code named by its perf map (Java, Node): see [`Symbols::set_jit`].
@@ -191,36 +199,149 @@ fn classify(action: &str, error: &dyn std::error::Error) -> SamplerError {
     }
 }
 
-/// Offset of `child_pid` in the sched_process_fork record, from tracefs: it moved in Linux 6.x.
-fn child_pid_offset() -> Result<u32, SamplerError> {
-    const FORMATS: [&str; 2] = [
-        "/sys/kernel/tracing/events/sched/sched_process_fork/format",
-        "/sys/kernel/debug/tracing/events/sched/sched_process_fork/format",
-    ];
-    for path in FORMATS {
-        match std::fs::read_to_string(path) {
-            Ok(format) => {
-                return parse_child_pid_offset(&format)
-                    .ok_or_else(|| SamplerError::Unsupported(format!("{path} has no child_pid field")));
-            }
-            // tracefs is root's: an unprivileged user gets here first, and must hear so.
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                return Err(SamplerError::PermissionDenied(format!(
-                    "not permitted to read the fork tracepoint ({path}: {e}): run as root, or grant CAP_BPF, CAP_PERFMON and read access to tracefs"
-                )));
-            }
-            Err(_) => {}
-        }
-    }
-    Err(SamplerError::Unsupported(
-        "tracefs is not mounted (no /sys/kernel/tracing or /sys/kernel/debug/tracing): mount it with `mount -t tracefs tracefs /sys/kernel/tracing`, or in a pod mount the host's /sys/kernel/debug".into(),
-    ))
+/// How the fork and exec tracepoints were attached, which the run reports when it is not the
+/// ordinary way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcessEvents {
+    /// BTF-typed tracepoints: no tracefs, no record layout to read. Every kernel with
+    /// `/sys/kernel/btf/vmlinux` (5.5 and later, as distributions build them).
+    BtfTracepoints,
+    /// Classic tracepoints through a tracefs that was already mounted.
+    Tracefs,
+    /// Classic tracepoints through a tracefs the agent mounted in a private mount namespace of
+    /// its own (the host's mounts are untouched), because the kernel has no BTF.
+    PrivateTracefs,
 }
 
-fn parse_child_pid_offset(format: &str) -> Option<u32> {
-    let line = format.lines().find(|l| l.contains(" child_pid;"))?;
-    let offset = line.split(';').find_map(|f| f.trim().strip_prefix("offset:"))?;
-    offset.trim().parse().ok()
+/// Set (to anything) to attach the classic tracepoints even where BTF exists: how the tests
+/// exercise the fallback on a kernel that has BTF.
+pub const FORCE_TRACEFS_ENV: &str = "EAGLE_AGENT_FORCE_TRACEFS";
+
+fn attach_btf_tracepoints(bpf: &mut Ebpf, btf: &Btf) -> Result<(), SamplerError> {
+    for (program, event) in [(names::FORK_PROGRAM, "sched_process_fork"), (names::EXEC_PROGRAM, "sched_process_exec")] {
+        let tp: &mut BtfTracePoint = program_mut(bpf, program)?;
+        tp.load(event, btf).map_err(|e| classify("load the fork/exec tracepoints", &e))?;
+        tp.attach().map_err(|e| classify("attach to the fork/exec tracepoints", &e))?;
+    }
+    Ok(())
+}
+
+fn attach_tracefs_tracepoints(bpf: &mut Ebpf) -> Result<(), SamplerError> {
+    for (program, event) in
+        [(names::FORK_TRACEFS_PROGRAM, "sched_process_fork"), (names::EXEC_TRACEFS_PROGRAM, "sched_process_exec")]
+    {
+        let tp: &mut TracePoint = program_mut(bpf, program)?;
+        tp.load().map_err(|e| classify("load the fork/exec tracepoints", &e))?;
+        tp.attach("sched", event).map_err(|e| classify("attach to sched tracepoints", &e))?;
+    }
+    Ok(())
+}
+
+/// The fallback for kernels without BTF: tracefs, mounted privately when nobody mounted it.
+mod tracefs {
+    use super::{ProcessEvents, SamplerError};
+
+    const MOUNTS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+    const FORK_FORMAT: &str = "events/sched/sched_process_fork/format";
+
+    fn mounted() -> bool {
+        MOUNTS.iter().any(|m| std::path::Path::new(m).join(FORK_FORMAT).exists())
+    }
+
+    /// Runs `f` where tracefs is visible: here if it is mounted, else on a thread of its own
+    /// that unshares its mount namespace and mounts tracefs there. What `f` opens (the
+    /// tracepoints' perf event fds) stays valid after that thread and its mounts are gone.
+    pub(super) fn with_tracefs<T: Send>(
+        f: impl FnOnce() -> Result<T, SamplerError> + Send,
+    ) -> Result<(T, ProcessEvents), SamplerError> {
+        if mounted() {
+            return f().map(|t| (t, ProcessEvents::Tracefs));
+        }
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    private_mount()?;
+                    f().map(|t| (t, ProcessEvents::PrivateTracefs))
+                })
+                .join()
+                .unwrap_or_else(|_| Err(SamplerError::Failed("the tracefs thread panicked".into())))
+        })
+    }
+
+    /// Mounts tracefs at /sys/kernel/tracing in a mount namespace of this thread alone.
+    fn private_mount() -> Result<(), SamplerError> {
+        let fail = |what: &str| {
+            let e = std::io::Error::last_os_error();
+            let message = format!(
+                "this kernel has no BTF (/sys/kernel/btf/vmlinux) and tracefs is not mounted; mounting it privately failed ({what}: {e}): mount it with `mount -t tracefs tracefs /sys/kernel/tracing`"
+            );
+            if e.raw_os_error() == Some(libc::EPERM) {
+                SamplerError::PermissionDenied(message)
+            } else {
+                SamplerError::Unsupported(message)
+            }
+        };
+        // SAFETY: plain syscalls on constant, NUL-terminated strings; CLONE_NEWNS affects only
+        // the calling thread, which unshares its filesystem context with it.
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return Err(fail("unshare"));
+            }
+            // Nothing mounted from here on may propagate back to the host's namespace.
+            if libc::mount(
+                c"none".as_ptr(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(fail("make / private"));
+            }
+            if libc::mount(
+                c"tracefs".as_ptr(),
+                c"/sys/kernel/tracing".as_ptr(),
+                c"tracefs".as_ptr(),
+                0,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(fail("mount tracefs"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Offset of `child_pid` in the sched_process_fork record: it moved in Linux 6.x.
+    pub(super) fn child_pid_offset() -> Result<u32, SamplerError> {
+        for mount in MOUNTS {
+            let path = std::path::Path::new(mount).join(FORK_FORMAT);
+            match std::fs::read_to_string(&path) {
+                Ok(format) => {
+                    return parse_child_pid_offset(&format).ok_or_else(|| {
+                        SamplerError::Unsupported(format!("{} has no child_pid field", path.display()))
+                    });
+                }
+                // tracefs is root's: an unprivileged user gets here first, and must hear so.
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    return Err(SamplerError::PermissionDenied(format!(
+                        "not permitted to read the fork tracepoint ({}: {e}): run as root, or grant CAP_BPF, CAP_PERFMON and read access to tracefs",
+                        path.display()
+                    )));
+                }
+                Err(_) => {}
+            }
+        }
+        Err(SamplerError::Unsupported(
+            "tracefs has no sched_process_fork tracepoint: this kernel lacks tracepoints".into(),
+        ))
+    }
+
+    pub(super) fn parse_child_pid_offset(format: &str) -> Option<u32> {
+        let line = format.lines().find(|l| l.contains(" child_pid;"))?;
+        let offset = line.split(';').find_map(|f| f.trim().strip_prefix("offset:"))?;
+        offset.trim().parse().ok()
+    }
 }
 
 impl Sampler for EbpfSampler {
@@ -357,8 +478,8 @@ mod tests {
     #[test]
     fn child_pid_offset_old_and_new_layouts() {
         let new = "\tfield:__data_loc char[] parent_comm;\toffset:8;\tsize:4;\tsigned:0;\n\tfield:pid_t parent_pid;\toffset:12;\tsize:4;\tsigned:1;\n\tfield:__data_loc char[] child_comm;\toffset:16;\tsize:4;\tsigned:0;\n\tfield:pid_t child_pid;\toffset:20;\tsize:4;\tsigned:1;\n";
-        assert_eq!(super::parse_child_pid_offset(new), Some(20));
+        assert_eq!(super::tracefs::parse_child_pid_offset(new), Some(20));
         let old = "\tfield:char parent_comm[16];\toffset:8;\tsize:16;\tsigned:1;\n\tfield:pid_t parent_pid;\toffset:24;\tsize:4;\tsigned:1;\n\tfield:char child_comm[16];\toffset:28;\tsize:16;\tsigned:1;\n\tfield:pid_t child_pid;\toffset:44;\tsize:4;\tsigned:1;\n";
-        assert_eq!(super::parse_child_pid_offset(old), Some(44));
+        assert_eq!(super::tracefs::parse_child_pid_offset(old), Some(44));
     }
 }

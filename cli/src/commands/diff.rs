@@ -4,19 +4,30 @@
 //! compare by share. Levels that differ between two runs of one workload (pod names, pids) are
 //! dropped first (`hierarchy::stable_stack`), or every level with `--code-only`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use eagle_proto::FoldedStacks;
 use inferno::{differential, flamegraph};
 
 use crate::analysis::Analysis;
-use crate::args::DiffArgs;
 use crate::error::{CliError, Exit};
+use crate::files;
+use crate::format::Format;
 use crate::hierarchy;
-use crate::offline::{load_samples, name_of};
-use crate::output::{self, Format};
+use crate::input::{load_samples, name_of};
 
-pub fn diff(args: DiffArgs) -> Result<Exit, CliError> {
+/// `diff`, as its arguments asked for it.
+#[derive(Debug)]
+pub struct DiffPlan {
+    pub base: PathBuf,
+    pub new: PathBuf,
+    pub output: PathBuf,
+    pub title: Option<String>,
+    pub negate: bool,
+    pub code_only: bool,
+}
+
+pub fn run(args: DiffPlan) -> Result<Exit, CliError> {
     let name = args.output.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
     let format = if name.ends_with(".svg") {
         Format::Svg
@@ -29,7 +40,7 @@ pub fn diff(args: DiffArgs) -> Result<Exit, CliError> {
         )));
     };
     if args.output != Path::new("-") {
-        output::check_writable(&args.output, "diff")?;
+        files::check_writable(&args.output, "diff")?;
     }
     let base = comparable(load_samples(&args.base)?.folded, args.code_only);
     let new = comparable(load_samples(&args.new)?.folded, args.code_only);
@@ -78,7 +89,7 @@ pub fn diff(args: DiffArgs) -> Result<Exit, CliError> {
             svg
         }
     };
-    output::write_file(&args.output, &bytes, "diff")?;
+    files::write_file(&args.output, &bytes, "diff")?;
     eprintln!(
         "wrote {} ({} -> {} samples, {} stacks)",
         if args.output == Path::new("-") { "stdout".to_owned() } else { args.output.display().to_string() },

@@ -1,0 +1,216 @@
+//! `profile`'s arguments, and the summary and check flags it shares with `check` and `fetch`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Args, ValueEnum};
+use eagle_proto::{Runtime, MAX_FREQUENCY_HZ};
+
+use super::shared::{CheckArgs, ConnArgs, ImageArgs, SummaryArgs};
+use crate::cluster::plan::DEFAULT_WINDOW;
+use crate::cluster::profile::ClusterRequest;
+use crate::commands::profile::{LocalRequest, ProfilePlan, Work};
+use crate::duration::{parse_duration, parse_ttl};
+use crate::error::CliError;
+use crate::format::Format;
+use crate::placement::GroupBy;
+use crate::target::{self, Target};
+
+#[derive(Debug, Args)]
+pub struct ProfileArgs {
+    /// What to profile: pod/NAME, deployment/NAME, statefulset/, daemonset/, replicaset/, job/,
+    /// service/NAME, namespace/NAME in the cluster; pid/N on this machine. Several allowed.
+    #[arg(value_name = "TARGET")]
+    pub targets: Vec<String>,
+
+    /// Sampling window: 500ms, 10s, 2m [default: 30s; with a command: until it exits]
+    #[arg(short = 'd', long, value_parser = parse_duration, value_name = "DURATION")]
+    pub duration: Option<Duration>,
+
+    /// Samples per second per CPU.
+    #[arg(short = 'f', long, default_value_t = 99, value_name = "HZ", value_parser = clap::value_parser!(u64).range(1..=MAX_FREQUENCY_HZ))]
+    pub frequency: u64,
+
+    /// Output file; the format follows the extension (.svg, .folded/.txt, .json, .pb.gz/.pprof); `-` is stdout.
+    #[arg(short = 'o', long, value_name = "FILE", default_value = "flamegraph.svg")]
+    pub output: PathBuf,
+
+    /// Output format, overriding the extension.
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+
+    /// Hierarchy levels kept above the code frames; `none` merges processes into one code view.
+    #[arg(long, value_enum, default_value_t = GroupBy::Process)]
+    pub group_by: GroupBy,
+
+    /// Treat every target process as this runtime instead of detecting it:
+    /// native, go, python, java, ruby, node.
+    #[arg(long, value_name = "RUNTIME", value_parser = parse_runtime())]
+    pub runtime: Option<Runtime>,
+
+    /// Python: merge native (C extension) frames into the Python stacks (py-spy --native).
+    #[arg(long)]
+    pub native: bool,
+
+    #[command(flatten)]
+    pub summary: SummaryArgs,
+
+    #[command(flatten)]
+    pub checks: CheckArgs,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// A command to start and profile from its first instruction (after `--`).
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// Flags of cluster mode, spelled as kubectl spells them.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Cluster")]
+pub struct ClusterArgs {
+    /// Namespace of the targets [default: the context's].
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+
+    /// Profile the pods matching this label selector (like kubectl -l).
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+
+    /// Only this container of each pod.
+    #[arg(short = 'c', long)]
+    pub container: Option<String>,
+
+    #[command(flatten)]
+    pub conn: ConnArgs,
+
+    #[command(flatten)]
+    pub agent_image: ImageArgs,
+
+    /// Run the agent with the minimal capabilities (BPF, PERFMON, SYS_PTRACE, SYS_ADMIN)
+    /// instead of privileged.
+    #[arg(long)]
+    pub capabilities: bool,
+
+    /// Print the Jobs that would be created, as YAML, and create nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Keep the Jobs after the run (their TTL still removes them).
+    #[arg(long)]
+    pub keep: bool,
+
+    /// Start the run and return at once: print its id and the `fetch` command that gets the
+    /// graph; the Jobs keep their results for --ttl.
+    #[arg(short = 'a', long = "async")]
+    pub async_: bool,
+
+    /// How long finished Jobs keep their results: 30m, 24h, 7d [default: 24h with -a, 5m otherwise].
+    #[arg(long, value_parser = parse_ttl, value_name = "DURATION")]
+    pub ttl: Option<Duration>,
+
+    /// Refuse the run when one of its nodes already runs this many profiling runs.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_per_node: u32,
+
+    /// Run even on nodes busy with other profiling runs (see --max-per-node).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `--runtime`: the names the agent knows, as it spells them (clap lists them in the help).
+fn parse_runtime() -> impl TypedValueParser<Value = Runtime> {
+    PossibleValuesParser::new(Runtime::ALL.map(Runtime::name))
+        .map(|name| name.parse::<Runtime>().expect("a name of Runtime::ALL parses"))
+}
+
+/// How a `--format` and `--group-by` are written back, for the command that fetches a run.
+fn flag_value(value: impl ValueEnum) -> String {
+    value.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default()
+}
+
+impl ProfileArgs {
+    /// What to profile, where, and how: the targets parsed, local and cluster ones kept apart,
+    /// and the flags that make no sense together refused, before anything else happens.
+    pub fn into_plan(self) -> Result<ProfilePlan, CliError> {
+        let targets = self.targets.iter().map(|t| target::parse(t)).collect::<Result<Vec<_>, _>>()?;
+        if targets.is_empty() && self.command.is_empty() && self.cluster.selector.is_none() {
+            return Err(CliError::Usage(
+                "nothing to profile: name a target (pid/N, deployment/NAME, -l SELECTOR, ...) or a command after `--`"
+                    .into(),
+            ));
+        }
+        let cluster_targets: Vec<(target::ClusterKind, String)> = targets
+            .iter()
+            .filter_map(|t| if let Target::Cluster { kind, name } = t { Some((*kind, name.clone())) } else { None })
+            .collect();
+        let is_cluster = !cluster_targets.is_empty() || self.cluster.selector.is_some();
+        if is_cluster && (cluster_targets.len() != targets.len() || !self.command.is_empty()) {
+            return Err(CliError::Usage(
+                "cluster targets and local ones (pid/N, -- COMMAND) cannot be mixed in one run".into(),
+            ));
+        }
+        let summary = self.summary.into_plan();
+        let rules = self.checks.into_plan();
+        if self.cluster.async_ {
+            if !is_cluster {
+                return Err(CliError::Usage(
+                    "-a/--async runs in the cluster: name cluster targets (deployment/NAME, ...); a local profile (pid/N, -- COMMAND) cannot run detached".into(),
+                ));
+            }
+            if !rules.is_empty() || summary.path.is_some() {
+                return Err(CliError::Usage(
+                    "--summary and the check rules need the profile, which -a does not wait for: pass them to `kubectl eagle fetch`".into(),
+                ));
+            }
+        }
+        let work = if is_cluster {
+            let c = self.cluster;
+            let mut fetch_flags = Vec::new();
+            if let Some(f) = self.format {
+                fetch_flags.extend(["--format".to_owned(), flag_value(f)]);
+            }
+            if self.group_by != GroupBy::Process {
+                fetch_flags.extend(["--group-by".to_owned(), flag_value(self.group_by)]);
+            }
+            Work::Cluster(Box::new(ClusterRequest {
+                conn: c.conn.connection(),
+                eagle_namespace: c.conn.eagle_namespace,
+                targets: cluster_targets,
+                target_words: self.targets,
+                selector: c.selector,
+                namespace: c.namespace,
+                container: c.container,
+                image: c.agent_image.into_plan(),
+                window: self.duration.unwrap_or(DEFAULT_WINDOW),
+                frequency_hz: self.frequency,
+                runtime: self.runtime,
+                python_native: self.native,
+                capabilities: c.capabilities,
+                dry_run: c.dry_run,
+                keep: c.keep,
+                is_async: c.async_,
+                ttl: c.ttl,
+                max_per_node: c.max_per_node,
+                force: c.force,
+                group_by: self.group_by,
+                fetch_flags,
+            }))
+        } else {
+            let pids = targets.iter().filter_map(|t| if let Target::Pid(p) = t { Some(*p) } else { None }).collect();
+            Work::Local(LocalRequest {
+                pids,
+                target_words: self.targets,
+                command: self.command,
+                duration: self.duration,
+                frequency_hz: self.frequency,
+                runtime: self.runtime,
+                native: self.native,
+                group_by: self.group_by,
+            })
+        };
+        Ok(ProfilePlan { output: self.output, format: self.format, summary, rules, work })
+    }
+}

@@ -1,0 +1,253 @@
+//! The arguments of the cluster's task commands (`list`, `fetch`, `clean`, `uninstall`) and of
+//! its set-up (`init`, `doctor`), with the connection flags every cluster command shares.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use super::shared::{CheckArgs, ConnArgs, ImageArgs, SummaryArgs};
+use crate::cluster::doctor::DoctorPlan;
+use crate::cluster::rbac::Grant;
+use crate::commands::clean::{CleanPlan, UninstallPlan};
+use crate::commands::doctor::{DoctorOutput, DoctorRun};
+use crate::commands::fetch::FetchPlan;
+use crate::commands::init::InitPlan;
+use crate::commands::list::ListPlan;
+use crate::duration::parse_duration;
+use crate::format::Format;
+use crate::placement::GroupBy;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ListOutputArg {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// `table`, or `json`: every run with its nodes, newest first.
+    #[arg(short = 'o', long, value_enum, default_value_t = ListOutputArg::Table)]
+    pub output: ListOutputArg,
+
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// The run id that `profile -a` printed (also in `kubectl eagle list`).
+    #[arg(value_name = "RUN")]
+    pub run: String,
+
+    /// Output file; the format follows the extension (.svg, .folded/.txt, .json, .pb.gz/.pprof); `-` is stdout.
+    #[arg(short = 'o', long, value_name = "FILE", default_value = "flamegraph.svg")]
+    pub output: PathBuf,
+
+    /// Output format, overriding the extension.
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+
+    /// Hierarchy levels kept above the code frames; `none` merges processes into one code view.
+    #[arg(long, value_enum, default_value_t = GroupBy::Process)]
+    pub group_by: GroupBy,
+
+    /// Delete the run's Jobs once the profile is written (else their TTL does).
+    #[arg(long)]
+    pub clean: bool,
+
+    #[command(flatten)]
+    pub summary: SummaryArgs,
+
+    #[command(flatten)]
+    pub checks: CheckArgs,
+
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    /// Run ids to delete.
+    #[arg(value_name = "RUN", required_unless_present = "all", conflicts_with = "all")]
+    pub runs: Vec<String>,
+
+    /// Every run (and doctor probe) in the locked namespace, running or not.
+    #[arg(long)]
+    pub all: bool,
+
+    /// Say what would be deleted, and delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    /// Say what would be deleted, and delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Also create (or update) the RBAC objects; without it they are printed, for review or
+    /// `kubectl apply -f -`. Needs cluster-admin.
+    #[arg(long)]
+    pub apply: bool,
+
+    /// Print the namespace and the RBAC as YAML, and change nothing.
+    #[arg(long, conflicts_with = "apply")]
+    pub dry_run: bool,
+
+    /// A user who may profile; repeatable.
+    #[arg(long = "user", value_name = "NAME")]
+    pub users: Vec<String>,
+
+    /// A group whose members may profile; repeatable [default, when no subject is named:
+    /// kube-eagle:users].
+    #[arg(long = "group", value_name = "NAME")]
+    pub groups: Vec<String>,
+
+    /// A service account that may profile (CI), as NAMESPACE/NAME; repeatable.
+    #[arg(long = "service-account", value_name = "NAMESPACE/NAME")]
+    pub service_accounts: Vec<String>,
+
+    /// A namespace whose workloads they may profile; repeatable [default: every namespace].
+    #[arg(long = "target-namespace", value_name = "NAMESPACE")]
+    pub target_namespaces: Vec<String>,
+
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DoctorOutputArg {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Namespace of the workloads to profile [default: the context's].
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+
+    /// The image to check, as `profile` would use it.
+    #[command(flatten)]
+    pub agent_image: ImageArgs,
+
+    /// Check the image on this node [default: wherever the scheduler puts the probe].
+    #[arg(long)]
+    pub node: Option<String>,
+
+    /// Probe with the minimal capabilities (as `profile --capabilities`) instead of privileged.
+    #[arg(long)]
+    pub capabilities: bool,
+
+    /// Skip the image check (it starts one short pod).
+    #[arg(long)]
+    pub skip_image: bool,
+
+    /// How long the image check may take.
+    #[arg(long, default_value = "2m", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+
+    /// `table`, or `json`: every check with its status.
+    #[arg(short = 'o', long, value_enum, default_value_t = DoctorOutputArg::Table)]
+    pub output: DoctorOutputArg,
+
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+impl ListArgs {
+    pub fn into_plan(self) -> ListPlan {
+        ListPlan {
+            conn: self.conn.connection(),
+            eagle_namespace: self.conn.eagle_namespace,
+            json: self.output == ListOutputArg::Json,
+        }
+    }
+}
+
+impl FetchArgs {
+    pub fn into_plan(self) -> FetchPlan {
+        FetchPlan {
+            conn: self.conn.connection(),
+            eagle_namespace: self.conn.eagle_namespace,
+            run: self.run,
+            output: self.output,
+            format: self.format,
+            group_by: self.group_by,
+            clean: self.clean,
+            summary: self.summary.into_plan(),
+            rules: self.checks.into_plan(),
+        }
+    }
+}
+
+impl CleanArgs {
+    pub fn into_plan(self) -> CleanPlan {
+        CleanPlan {
+            conn: self.conn.connection(),
+            eagle_namespace: self.conn.eagle_namespace,
+            runs: self.runs,
+            all: self.all,
+            dry_run: self.dry_run,
+        }
+    }
+}
+
+impl UninstallArgs {
+    pub fn into_plan(self) -> UninstallPlan {
+        UninstallPlan {
+            conn: self.conn.connection(),
+            eagle_namespace: self.conn.eagle_namespace,
+            dry_run: self.dry_run,
+        }
+    }
+}
+
+impl InitArgs {
+    pub fn into_plan(self) -> InitPlan {
+        InitPlan {
+            conn: self.conn.connection(),
+            eagle_namespace: self.conn.eagle_namespace,
+            apply: self.apply,
+            dry_run: self.dry_run,
+            grant: Grant {
+                users: self.users,
+                groups: self.groups,
+                service_accounts: self.service_accounts,
+                target_namespaces: self.target_namespaces,
+            },
+        }
+    }
+}
+
+impl DoctorArgs {
+    pub fn into_plan(self) -> DoctorRun {
+        DoctorRun {
+            output: match self.output {
+                DoctorOutputArg::Table => DoctorOutput::Table,
+                DoctorOutputArg::Json => DoctorOutput::Json,
+            },
+            checks: DoctorPlan {
+                conn: self.conn.connection(),
+                eagle_namespace: self.conn.eagle_namespace,
+                namespace: self.namespace,
+                image: self.agent_image.into_plan(),
+                node: self.node,
+                capabilities: self.capabilities,
+                skip_image: self.skip_image,
+                timeout: self.timeout,
+            },
+        }
+    }
+}

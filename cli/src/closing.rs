@@ -1,0 +1,40 @@
+//! The closing step of every command that writes a profile (`profile`, locally and in the
+//! cluster, `fetch`, `convert`): record what is known about the run, write the profile, say so
+//! on one line, and turn a partial result into its exit code. The summary and the checks on
+//! what was written follow in [`crate::gate::Gate::after_write`].
+
+use eagle_proto::FoldedStacks;
+
+use crate::error::{CliError, Exit};
+use crate::output::{Destination, Labels};
+use crate::run_info::RunInfo;
+
+/// A merged profile, ready to be written.
+pub struct Profile<'a> {
+    pub folded: &'a FoldedStacks,
+    pub labels: Labels,
+    /// What the run was; fields left `None` keep what the destination knew before.
+    pub run: RunInfo,
+    /// Some nodes failed or the run was stopped early: exit 7. `None` for files, which do not
+    /// say.
+    pub partial: Option<bool>,
+    /// The end of the `wrote` line after the stack count: `, 1.2s) PARTIAL`.
+    pub tail: String,
+}
+
+/// Writes `profile` to `destination`; the exit code says whether it is partial.
+pub fn write(destination: &Destination, profile: Profile) -> Result<Exit, CliError> {
+    destination.record_run(profile.run);
+    destination.write(profile.folded, &profile.labels)?;
+    eprintln!(
+        "wrote {} ({} samples, {} stacks{}",
+        destination.describe(),
+        profile.folded.total(),
+        profile.folded.len(),
+        profile.tail
+    );
+    if let (Some(partial), None) = (profile.partial, destination.run().partial) {
+        destination.record_run(RunInfo { partial: Some(partial), ..Default::default() });
+    }
+    Ok(if profile.partial == Some(true) { Exit::Partial } else { Exit::Ok })
+}

@@ -1,0 +1,153 @@
+//! `kubectl eagle fetch RUN`: the graph of a run started with `profile -a`. The run's Jobs say
+//! what it profiled (their annotations); the same watch-and-follow loop as a synchronous run
+//! reads the agents (`run::attach`), the same rendering writes the graph (`profile::render`).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::jiff::Timestamp;
+
+use crate::check::RuleSpecs;
+use crate::cluster::annotations::{
+    annotation, check_run_id, decode_placements, name_of, ANNOTATION_DURATION, ANNOTATION_FREQUENCY, ANNOTATION_NODE,
+    ANNOTATION_NODES, ANNOTATION_PLACEMENTS, ANNOTATION_TARGET, RUN_LABEL,
+};
+use crate::cluster::api::{connect, runtime, Connection};
+use crate::cluster::plan::DEFAULT_WINDOW;
+use crate::cluster::profile::{self, Finished};
+use crate::cluster::run::{self, NodeOutcome, NodeRun};
+use crate::cluster::store::{created, delete_jobs, is_active, list_jobs};
+use crate::duration::{ago, human};
+use crate::error::{CliError, Exit};
+use crate::format::Format;
+use crate::gate::{Gate, SummaryRequest};
+use crate::output::Destination;
+use crate::placement::{GroupBy, Placements};
+use crate::run_info::RunInfo;
+
+/// `fetch`, as its arguments asked for it.
+#[derive(Debug)]
+pub struct FetchPlan {
+    pub conn: Connection,
+    pub eagle_namespace: String,
+    pub run: String,
+    pub output: PathBuf,
+    pub format: Option<Format>,
+    pub group_by: GroupBy,
+    /// Delete the run's Jobs once the profile is written.
+    pub clean: bool,
+    pub summary: SummaryRequest,
+    pub rules: RuleSpecs,
+}
+
+/// `kubectl eagle fetch RUN -o FILE`.
+pub fn run(plan: FetchPlan) -> Result<Exit, CliError> {
+    check_run_id(&plan.run)?;
+    let gate = Gate::plan(&plan.summary, &plan.rules)?;
+    let destination = gate.watch(Destination::plan(Some(&plan.output), plan.format)?);
+    let exit = runtime()?.block_on(fetch_run(&plan, &destination))?;
+    gate.after_write(&destination, exit)
+}
+
+async fn fetch_run(args: &FetchPlan, destination: &Destination) -> Result<Exit, CliError> {
+    let namespace = &args.eagle_namespace;
+    let id = &args.run;
+    let (client, _) = connect(&args.conn).await?;
+    let mut jobs = list_jobs(&client, namespace, &format!("{RUN_LABEL}={id}")).await?;
+    if jobs.is_empty() {
+        return Err(CliError::NotFound(format!(
+            "no run {id} in namespace {namespace}: it never existed, was cleaned, or its results expired (runs started with -a keep them for --ttl, 24h by default); `kubectl eagle list` shows the runs there are"
+        )));
+    }
+    jobs.sort_by_key(|j| (name_of(j).len(), name_of(j).to_owned()));
+    let first = &jobs[0];
+    let what = annotation(first, ANNOTATION_TARGET).unwrap_or(id).to_owned();
+    let window = annotation(first, ANNOTATION_DURATION)
+        .and_then(|d| d.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_WINDOW);
+    let total =
+        jobs.iter().filter_map(|j| annotation(j, ANNOTATION_NODES)?.parse::<usize>().ok()).max().unwrap_or(jobs.len());
+    let mut placements = Placements::new();
+    let mut unplaced = 0;
+    for job in &jobs {
+        match annotation(job, ANNOTATION_PLACEMENTS).map(decode_placements) {
+            Some(Ok(p)) => placements.extend(p),
+            _ => unplaced += 1,
+        }
+    }
+    if unplaced > 0 {
+        eprintln!(
+            "warning: {unplaced} of the run's Jobs do not say where their containers run (made by an older kubectl-eagle?): their stacks are labelled by container id"
+        );
+    }
+    let now = Timestamp::now();
+    let started = jobs.iter().filter_map(created).min();
+    let active = jobs.iter().filter(|j| is_active(j)).count();
+    let frequency: Option<u64> = annotation(first, ANNOTATION_FREQUENCY).and_then(|f| f.parse().ok());
+    destination.record_run(RunInfo { duration: Some(window), frequency_hz: frequency, ..Default::default() });
+    let since = started.map(|t| format!(", started {}", ago(now, t))).unwrap_or_default();
+    if active > 0 {
+        eprintln!(
+            "run {id} ({what}, {} window{since}) is still running on {active} of {} nodes: waiting for it (Ctrl-C stops waiting; the run goes on)",
+            human(window),
+            jobs.len()
+        );
+    } else {
+        eprintln!("fetching run {id} ({what}, {} window{since}) from {} nodes", human(window), jobs.len());
+    }
+
+    let bars = run::Bars::new(window);
+    let mut nodes: Vec<NodeRun> = jobs
+        .iter()
+        .map(|j| {
+            let node = annotation(j, ANNOTATION_NODE).unwrap_or("?").to_owned();
+            let containers =
+                annotation(j, ANNOTATION_PLACEMENTS).and_then(|p| decode_placements(p).ok()).map_or(0, |p| p.len());
+            let bar = bars.bar(&node, if is_active(j) { "waiting" } else { "reading the log" });
+            let mut n = NodeRun::new(node, name_of(j).to_owned(), containers, bar);
+            n.job_finished = !is_active(j);
+            n
+        })
+        .collect();
+    for i in jobs.len()..total {
+        let mut n =
+            NodeRun::new(format!("(Job {} of {total})", i + 1), String::new(), 0, bars.bar("(missing Job)", ""));
+        n.finish(NodeOutcome::Failed("its Job is gone: never created, or deleted".into()));
+        nodes.push(n);
+    }
+    // Until the latest the run can still deliver: its start, the window and the deadline margin.
+    let wait = match started {
+        Some(t) => {
+            let elapsed = Duration::from_secs((now.as_second() - t.as_second()).max(0) as u64);
+            run::give_up_after(window).saturating_sub(elapsed).max(Duration::from_secs(30))
+        }
+        None => run::give_up_after(window),
+    };
+    let fetching = Instant::now();
+    let outcome = run::attach(&client, namespace, id, nodes, Instant::now() + wait).await?;
+    let expired = outcome
+        .nodes
+        .iter()
+        .filter(|n| matches!(&n.outcome, Some(NodeOutcome::Failed(w)) if w == run::EXPIRED))
+        .count();
+    if expired == outcome.nodes.len() {
+        return Err(CliError::NotFound(format!(
+            "the results of run {id} expired: its Jobs remain but their pods (and logs) are gone; profile again, and fetch sooner or keep results longer (-a --ttl)"
+        )));
+    }
+    let finished = Finished {
+        what: &what,
+        window,
+        elapsed: fetching.elapsed(),
+        group_by: args.group_by,
+        placements: &placements,
+        skipped: &[],
+    };
+    let exit = profile::render(&outcome, &finished, destination)?;
+    if args.clean {
+        let deleted = delete_jobs(&client, namespace, &jobs).await?;
+        eprintln!("cleaned run {id}: deleted {deleted} Job(s)");
+    }
+    Ok(exit)
+}

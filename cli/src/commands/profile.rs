@@ -1,0 +1,196 @@
+//! `kubectl eagle profile`: local (`pid/N`, `-- COMMAND`) or in the cluster, synchronous or
+//! detached (`-a`); the rules, baseline and summary path are checked before any sampling.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use eagle_proto::Runtime;
+
+use crate::check::RuleSpecs;
+use crate::cluster::profile::{self, ClusterRequest};
+use crate::error::{CliError, Exit};
+use crate::format::Format;
+use crate::gate::{Gate, SummaryRequest};
+use crate::output::Destination;
+use crate::placement::GroupBy;
+use crate::run_info::RunInfo;
+
+/// `profile`, as its arguments asked for it.
+#[derive(Debug)]
+pub struct ProfilePlan {
+    pub output: PathBuf,
+    pub format: Option<Format>,
+    pub summary: SummaryRequest,
+    pub rules: RuleSpecs,
+    pub work: Work,
+}
+
+#[derive(Debug)]
+pub enum Work {
+    Local(LocalRequest),
+    Cluster(Box<ClusterRequest>),
+}
+
+/// A profile of processes of this machine.
+#[derive(Debug)]
+pub struct LocalRequest {
+    pub pids: Vec<u32>,
+    /// The targets as the user wrote them, for the title.
+    pub target_words: Vec<String>,
+    /// Started and profiled from its first instruction.
+    pub command: Vec<String>,
+    pub duration: Option<Duration>,
+    pub frequency_hz: u64,
+    pub runtime: Option<Runtime>,
+    pub native: bool,
+    pub group_by: GroupBy,
+}
+
+pub fn run(plan: ProfilePlan) -> Result<Exit, CliError> {
+    if let Work::Cluster(req) = &plan.work {
+        if req.is_async {
+            if req.dry_run {
+                return profile::dry_run(req);
+            }
+            return profile::start_detached(req, |id| fetch_command(&plan, req, id));
+        }
+    }
+    let gate = Gate::plan(&plan.summary, &plan.rules)?;
+    match &plan.work {
+        Work::Cluster(req) => {
+            if req.dry_run {
+                return profile::dry_run(req);
+            }
+            let requested =
+                RunInfo { duration: Some(req.window), frequency_hz: Some(req.frequency_hz), ..Default::default() };
+            let destination = gate.watch(Destination::plan(Some(&plan.output), plan.format)?.with_run(requested));
+            let exit = profile::profile(req, &destination)?;
+            gate.after_write(&destination, exit)
+        }
+        Work::Local(req) => {
+            let destination = gate.watch(Destination::plan(Some(&plan.output), plan.format)?);
+            let exit = local::profile(req, &destination)?;
+            gate.after_write(&destination, exit)
+        }
+    }
+}
+
+fn quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%".contains(c)) {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// The exact command that fetches `run_id` as this `profile` would have written it.
+fn fetch_command(plan: &ProfilePlan, req: &ClusterRequest, run_id: &str) -> String {
+    let mut cmd = vec!["kubectl".to_owned(), "eagle".into(), "fetch".into(), run_id.to_owned()];
+    cmd.extend(["-o".into(), quote(&plan.output.to_string_lossy())]);
+    cmd.extend(req.fetch_flags.iter().cloned());
+    if let Some(k) = &req.conn.kubeconfig {
+        cmd.extend(["--kubeconfig".into(), quote(&k.to_string_lossy())]);
+    }
+    if let Some(c) = &req.conn.context {
+        cmd.extend(["--context".into(), quote(c)]);
+    }
+    if req.eagle_namespace != "kube-eagle" {
+        cmd.extend(["--eagle-namespace".into(), quote(&req.eagle_namespace)]);
+    }
+    cmd.join(" ")
+}
+
+#[cfg(target_os = "linux")]
+mod local {
+    use super::LocalRequest;
+    use crate::closing::{self, Profile};
+    use eagle_proto::WarningCode;
+
+    use crate::duration;
+    use crate::error::{CliError, Exit};
+    use crate::local;
+    use crate::merge;
+    use crate::output::{Destination, Labels};
+    use crate::placement::Placements;
+    use crate::run_info::{NodeStatus, RunInfo};
+
+    pub fn profile(req: &LocalRequest, destination: &Destination) -> Result<Exit, CliError> {
+        local::install_signal_handlers();
+        let run = local::LocalRun {
+            pids: req.pids.clone(),
+            command: req.command.clone(),
+            duration: req.duration,
+            frequency_hz: req.frequency_hz,
+            runtime: req.runtime,
+            native: req.native,
+        };
+        let outcome = local::profile(&run)?;
+        let result = &outcome.result;
+        let folded = merge::merge([result], &Placements::new(), req.group_by);
+        let what = describe_targets(&req.target_words, &req.command);
+        if folded.is_empty() {
+            return Err(CliError::NothingToProfile(format!(
+                "no samples of {what} in {}: it used no CPU (idle, or blocked); try a longer --duration while it is busy",
+                duration::human(outcome.elapsed)
+            )));
+        }
+        let ended_early = result.warnings.iter().find(|w| w.code == WarningCode::EndedEarly);
+        let partial = outcome.interrupted;
+        let mut subtitle = format!(
+            "{} at {} Hz, {} samples, node {}",
+            duration::human(outcome.elapsed),
+            result.header.frequency_hz,
+            folded.total(),
+            result.header.node
+        );
+        if partial {
+            subtitle.push_str(" | PARTIAL: stopped by Ctrl-C before the window ended");
+        } else if let Some(w) = ended_early {
+            subtitle.push_str(&format!(" | {}", w.message));
+        }
+        let run = RunInfo {
+            started_unix_ms: Some(result.header.started_unix_ms),
+            duration: Some(outcome.elapsed),
+            frequency_hz: Some(result.header.frequency_hz),
+            partial: Some(partial),
+            nodes: Some(vec![NodeStatus {
+                node: result.header.node.clone(),
+                status: if partial { "partial" } else { "ok" }.into(),
+                samples: Some(folded.total()),
+                messages: result.warnings.iter().filter(|w| !w.code.is_info()).map(|w| w.message.clone()).collect(),
+            }]),
+        };
+        closing::write(
+            destination,
+            Profile {
+                folded: &folded,
+                labels: Labels { title: format!("kube-eagle: {what}"), subtitle },
+                run,
+                partial: Some(partial),
+                tail: if partial { ", PARTIAL)" } else { ")" }.to_owned(),
+            },
+        )
+    }
+
+    fn describe_targets(targets: &[String], command: &[String]) -> String {
+        let mut parts: Vec<String> = targets.to_vec();
+        if !command.is_empty() {
+            parts.push(format!("`{}`", command.join(" ")));
+        }
+        parts.join(" ")
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod local {
+    use super::LocalRequest;
+    use crate::error::{CliError, Exit};
+    use crate::output::Destination;
+
+    pub fn profile(_: &LocalRequest, _: &Destination) -> Result<Exit, CliError> {
+        Err(CliError::Usage(
+            "local profiling (pid/N, -- COMMAND) needs Linux; profile cluster workloads from this machine instead"
+                .into(),
+        ))
+    }
+}

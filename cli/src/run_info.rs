@@ -1,0 +1,44 @@
+//! What is known about the run behind a profile: a value shared by the writers (pprof), the
+//! summary and every command that makes or reads a profile.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// What is known about the run that produced a profile; `None` where it is not (a profile read
+/// from a folded file knows only its stacks).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunInfo {
+    pub started_unix_ms: Option<u64>,
+    pub duration: Option<Duration>,
+    pub frequency_hz: Option<u64>,
+    pub partial: Option<bool>,
+    pub nodes: Option<Vec<NodeStatus>>,
+}
+
+impl RunInfo {
+    /// Fills what `self` does not know from `other`.
+    pub fn or(self, other: &RunInfo) -> RunInfo {
+        RunInfo {
+            started_unix_ms: self.started_unix_ms.or(other.started_unix_ms),
+            duration: self.duration.or(other.duration),
+            frequency_hz: self.frequency_hz.or(other.frequency_hz),
+            partial: self.partial.or(other.partial),
+            nodes: self.nodes.or_else(|| other.nodes.clone()),
+        }
+    }
+}
+
+/// One node's part in a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node: String,
+    /// `ok`, `partial` (stopped early, still delivered) or `failed`.
+    pub status: String,
+    /// Samples the node delivered; absent when it failed.
+    #[serde(default)]
+    pub samples: Option<u64>,
+    /// Why it failed, or the warnings it sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<String>,
+}

@@ -1,0 +1,217 @@
+//! Files the agent reads on behalf of a target process (a JIT's perf map), which that process
+//! controls. The agent runs as root with the host's view of every mount; the target may be
+//! anyone's container. So such a file is:
+//! - resolved inside the target's own root (`openat2` with `RESOLVE_IN_ROOT`): no `..` or
+//!   symlink leaves it, and no magic link (`/proc/self/fd/N`) is followed;
+//! - opened non-blocking and accepted only as a regular file: a FIFO cannot hang the agent,
+//!   `/dev/zero` cannot fill its memory;
+//! - owned by the target's user (or root): a process cannot name another user's file, or a
+//!   host file reached through a shared root, as its own;
+//! - read up to a size cap, the excess refused rather than allocated.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TargetFileError {
+    #[error("{path} does not exist")]
+    Missing { path: String },
+    #[error(
+        "{path} is not a regular file (a FIFO, device, directory or a link that leaves the process's root): refused"
+    )]
+    NotRegular { path: String },
+    #[error("{path} belongs to uid {owner}, not to the process's user (uid {process}): refused")]
+    ForeignOwner { path: String, owner: u32, process: u32 },
+    #[error("{path} is larger than {limit} bytes: refused")]
+    TooLarge { path: String, limit: u64 },
+    #[error("cannot read {path}: {reason}")]
+    Unreadable { path: String, reason: String },
+}
+
+/// Reads `path` (absolute, as the process sees it) inside the root of process `pid`, at most
+/// `limit` bytes; see the module docs for what is refused.
+pub fn read_in_root(proc_root: &Path, pid: u32, path: &str, limit: u64) -> Result<Vec<u8>, TargetFileError> {
+    let unreadable = |e: std::io::Error| TargetFileError::Unreadable { path: path.to_owned(), reason: e.to_string() };
+    let root = File::open(proc_root.join(format!("{pid}/root"))).map_err(unreadable)?;
+    let owner = process_uids(proc_root, pid).ok_or_else(|| TargetFileError::Unreadable {
+        path: path.to_owned(),
+        reason: format!("process {pid} is gone"),
+    })?;
+    let file = openat2_in_root(&root, path.trim_start_matches('/')).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOENT) => TargetFileError::Missing { path: path.to_owned() },
+        // ELOOP: a magic link; EXDEV: a path that would leave the root.
+        Some(libc::ELOOP | libc::EXDEV) => TargetFileError::NotRegular { path: path.to_owned() },
+        _ => unreadable(e),
+    })?;
+    let meta = file.metadata().map_err(unreadable)?;
+    if !meta.file_type().is_file() {
+        return Err(TargetFileError::NotRegular { path: path.to_owned() });
+    }
+    if meta.uid() != 0 && !owner.contains(&meta.uid()) {
+        return Err(TargetFileError::ForeignOwner { path: path.to_owned(), owner: meta.uid(), process: owner[1] });
+    }
+    if meta.len() > limit {
+        return Err(TargetFileError::TooLarge { path: path.to_owned(), limit });
+    }
+    // The file may grow between fstat and read: the cap holds for what is read, too.
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(unreadable)?;
+    if bytes.len() as u64 > limit {
+        return Err(TargetFileError::TooLarge { path: path.to_owned(), limit });
+    }
+    Ok(bytes)
+}
+
+/// Real, effective, saved and filesystem uid of `pid`.
+fn process_uids(proc_root: &Path, pid: u32) -> Option<[u32; 4]> {
+    let status = std::fs::read_to_string(proc_root.join(format!("{pid}/status"))).ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    let mut ids = line.split_whitespace().map(|v| v.parse::<u32>().ok());
+    Some([ids.next()??, ids.next()??, ids.next()??, ids.next()??])
+}
+
+fn openat2_in_root(root: &File, relative: &str) -> std::io::Result<File> {
+    let path = std::ffi::CString::new(relative).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `open_how` is plain old data; zeroed is a valid value for every field.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: a valid directory fd, a NUL-terminated path and a pointer to `how` with its size,
+    // as openat2(2) takes them.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: openat2 returned a new descriptor that nothing else owns.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    const PROC: &str = "/proc";
+
+    fn here() -> u32 {
+        std::process::id()
+    }
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("eagle-target-file-{name}-{}", here()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn read(path: &Path, limit: u64) -> Result<Vec<u8>, TargetFileError> {
+        read_in_root(Path::new(PROC), here(), path.to_str().unwrap(), limit)
+    }
+
+    #[test]
+    fn a_regular_file_of_the_process_is_read() {
+        let dir = scratch("regular");
+        std::fs::write(dir.join("perf.map"), b"1000 10 f\n").unwrap();
+        assert_eq!(read(&dir.join("perf.map"), 1 << 20).unwrap(), b"1000 10 f\n");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn devices_fifos_and_directories_are_refused_without_blocking() {
+        let dir = scratch("special");
+        let fifo = dir.join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(matches!(read(&fifo, 1 << 20), Err(TargetFileError::NotRegular { .. })));
+        assert!(matches!(read(Path::new("/dev/zero"), 1 << 20), Err(TargetFileError::NotRegular { .. })));
+        assert!(matches!(read(&dir, 1 << 20), Err(TargetFileError::NotRegular { .. })));
+        symlink("/dev/zero", dir.join("zero.map")).unwrap();
+        assert!(matches!(read(&dir.join("zero.map"), 1 << 20), Err(TargetFileError::NotRegular { .. })));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn magic_links_are_not_followed() {
+        // /proc/self/root is a magic link: inside a root, it would lead anywhere.
+        let err = read(Path::new("/proc/self/root/etc/hostname"), 1 << 20).unwrap_err();
+        assert!(matches!(err, TargetFileError::NotRegular { .. } | TargetFileError::Unreadable { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_file_of_another_user_is_refused() {
+        // As root (the agent's case) every file is readable: ownership is what tells.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root to give a file away");
+            return;
+        }
+        let dir = scratch("owner");
+        let file = dir.join("perf.map");
+        std::fs::write(&file, b"1000 10 f\n").unwrap();
+        std::os::unix::fs::chown(&file, Some(65534), Some(65534)).unwrap();
+        assert!(matches!(read(&file, 1 << 20), Err(TargetFileError::ForeignOwner { owner: 65534, .. })));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_over_the_limit_is_refused() {
+        let dir = scratch("large");
+        std::fs::write(dir.join("big.map"), vec![b'x'; 4096]).unwrap();
+        assert_eq!(
+            read(&dir.join("big.map"), 1000),
+            Err(TargetFileError::TooLarge { path: dir.join("big.map").to_str().unwrap().into(), limit: 1000 })
+        );
+        assert!(matches!(read(&dir.join("none.map"), 1000), Err(TargetFileError::Missing { .. })));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A symlink is resolved inside the process's root: `..` cannot climb above it. Shown with
+    /// a process whose root is a directory of ours (chroot in a child).
+    #[test]
+    fn a_symlink_cannot_leave_the_process_root() {
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root to chroot");
+            return;
+        }
+        let dir = scratch("chroot");
+        let root = dir.join("root");
+        std::fs::create_dir_all(root.join("tmp")).unwrap();
+        std::fs::write(dir.join("secret"), b"host file\n").unwrap();
+        symlink("../../secret", root.join("tmp/up.map")).unwrap();
+        symlink("/etc/hostname", root.join("tmp/abs.map")).unwrap();
+        let c_root = std::ffi::CString::new(root.to_str().unwrap()).unwrap();
+        // SAFETY: fork in a test; the child only makes async-signal-safe calls on memory
+        // prepared before the fork.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: as above.
+            unsafe {
+                libc::chroot(c_root.as_ptr());
+                libc::pause();
+                libc::_exit(0);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let result_up = read_in_root(Path::new(PROC), pid as u32, "/tmp/up.map", 1 << 20);
+        let result_abs = read_in_root(Path::new(PROC), pid as u32, "/tmp/abs.map", 1 << 20);
+        // SAFETY: our own child.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        assert!(matches!(result_up, Err(TargetFileError::Missing { .. })), "{result_up:?}");
+        assert!(matches!(result_abs, Err(TargetFileError::Missing { .. })), "{result_abs:?}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# What one agent costs its node, and how big its result stream is: the two limits a cluster run
+# lives within (the kubelet rotates a pod log at 10 MiB; the agent shares the node with the
+# workloads it profiles).
+#
+#   stream   100 groundtruth processes (2 threads each), sampled at 999 Hz for 60 s: bytes of
+#            the whole stream (what the pod log holds), of its payload lines, samples, stacks
+#   node     every process of this machine, as a node-wide run sees them, at 99 Hz for 30 s:
+#            the agent's peak RSS and CPU (user + system) as a share of one core
+#
+#   scripts/bench-agent.sh                 both
+#   WINDOW_S=10 PROCS=20 scripts/bench-agent.sh stream
+#
+# Run it while the machine is busy (a build, the other benchmarks): that is the case it is for.
+# Needs root, a Rust toolchain and clang-19 (for the groundtruth).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+what=${1:-all}
+procs=${PROCS:-100}
+[ "$(id -u)" = 0 ] || { echo "bench-agent: needs root (eBPF)" >&2; exit 4; }
+cargo build --release --locked --bin eagle-agent >&2
+agent=$PWD/target/release/eagle-agent
+work=$(mktemp -d)
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+clang-19 -O2 -g -fno-omit-frame-pointer -pthread -o "$work/groundtruth" images/groundtruth/groundtruth.c
+
+# run NAME ARGS...: the agent with its stdout in $work/NAME.stream, /usr/bin/time's figures in
+# $work/NAME.time (peak RSS in KiB, user s, system s, wall s)
+run() {
+  local name=$1; shift
+  /usr/bin/time -f '%M %U %S %e' -o "$work/$name.time" "$agent" "$@" >"$work/$name.stream" 2>"$work/$name.err" || {
+    echo "bench-agent: the agent failed:" >&2; tail -n 5 "$work/$name.err" >&2; exit 1; }
+}
+report() {
+  local name=$1 window=$2 rss user sys wall
+  read -r rss user sys wall <"$work/$name.time"
+  local total payload samples stacks
+  total=$(stat -c %s "$work/$name.stream")
+  payload=$(grep '^EAGLE1 D ' "$work/$name.stream" | wc -c)
+  samples=$(grep -o '"samples":[0-9]*' "$work/$name.stream" | tail -n1 | cut -d: -f2)
+  stacks=$(grep '^EAGLE1 T ' "$work/$name.stream" | grep -o '"stacks":[0-9]*' | cut -d: -f2)
+  awk -v n="$name" -v t="$total" -v p="$payload" -v s="$samples" -v k="$stacks" -v r="$rss" -v u="$user" \
+    -v y="$sys" -v w="$wall" -v win="$window" 'BEGIN {
+      printf "%s: stream %d bytes (%.2f MiB; payload lines %d bytes), %s samples in %s stacks; agent peak RSS %.1f MiB, CPU %.2f s user + %.2f s system in %.1f s wall = %.2f %% of one core over the %d s window\n",
+        n, t, t / 1048576, p, s, k, r / 1024, u, y, w, (u + y) * 100 / win, win }'
+}
+
+if [ "$what" = all ] || [ "$what" = stream ]; then
+  window=${WINDOW_S:-60}
+  targets=()
+  for _ in $(seq "$procs"); do
+    nice -n 10 "$work/groundtruth" --threads 2 >/dev/null 2>&1 &
+    pids+=($!); targets+=(--target "pid:$!")
+  done
+  sleep 1
+  run stream "${targets[@]}" --frequency 999 --duration-ms $((window * 1000)) --node bench
+  report stream "$window"
+  kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; pids=()
+fi
+if [ "$what" = all ] || [ "$what" = node ]; then
+  window=${WINDOW_S:-30}
+  # Processes that have lived 10 s or more: a node-wide run's containers are long-lived, and a
+  # pid that is gone when the agent starts is an error (as a target that does not exist).
+  targets=()
+  now=$(awk '{print int($1 * 100)}' /proc/uptime)
+  for p in /proc/[0-9]*; do
+    start=$(awk '{print $22}' "$p/stat" 2>/dev/null) || continue
+    [ -n "$start" ] && [ $((now - start)) -ge 1000 ] && targets+=(--target "pid:${p#/proc/}")
+  done
+  echo "bench-agent: node-wide: ${#targets[@]} processes" >&2
+  run node "${targets[@]}" --frequency 99 --duration-ms $((window * 1000)) --node bench
+  report node "$window"
+fi

@@ -1,0 +1,225 @@
+//! The API's paths: which kind, namespace, name and subresource a request is for, and the
+//! handler that dispatches it.
+
+use super::*;
+
+// ---------------------------------------------------------------------------------------------
+// The API
+// ---------------------------------------------------------------------------------------------
+
+pub(super) struct KindInfo {
+    pub(super) plural: &'static str,
+    pub(super) group: &'static str,
+    pub(super) kind: &'static str,
+    pub(super) namespaced: bool,
+}
+
+pub(super) const KINDS: [KindInfo; 13] = [
+    KindInfo { plural: "pods", group: "", kind: "Pod", namespaced: true },
+    KindInfo { plural: "services", group: "", kind: "Service", namespaced: true },
+    KindInfo { plural: "namespaces", group: "", kind: "Namespace", namespaced: false },
+    KindInfo { plural: "deployments", group: "apps", kind: "Deployment", namespaced: true },
+    KindInfo { plural: "statefulsets", group: "apps", kind: "StatefulSet", namespaced: true },
+    KindInfo { plural: "daemonsets", group: "apps", kind: "DaemonSet", namespaced: true },
+    KindInfo { plural: "replicasets", group: "apps", kind: "ReplicaSet", namespaced: true },
+    KindInfo { plural: "jobs", group: "batch", kind: "Job", namespaced: true },
+    KindInfo { plural: "clusterroles", group: "rbac.authorization.k8s.io", kind: "ClusterRole", namespaced: false },
+    KindInfo {
+        plural: "clusterrolebindings",
+        group: "rbac.authorization.k8s.io",
+        kind: "ClusterRoleBinding",
+        namespaced: false,
+    },
+    KindInfo { plural: "roles", group: "rbac.authorization.k8s.io", kind: "Role", namespaced: true },
+    KindInfo { plural: "rolebindings", group: "rbac.authorization.k8s.io", kind: "RoleBinding", namespaced: true },
+    KindInfo {
+        plural: "selfsubjectaccessreviews",
+        group: "authorization.k8s.io",
+        kind: "SelfSubjectAccessReview",
+        namespaced: false,
+    },
+];
+
+/// Kinds the double stores as they are posted (no controller behind them).
+pub(super) const PLAIN: [&str; 5] = ["namespaces", "clusterroles", "clusterrolebindings", "roles", "rolebindings"];
+
+impl KindInfo {
+    pub(super) fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            "v1".into()
+        } else {
+            format!("{}/v1", self.group)
+        }
+    }
+
+    /// `jobs.batch`, `pods`: how the API server names a resource in messages.
+    pub(super) fn qualified(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.into()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+}
+
+pub(super) struct Route {
+    pub(super) kind: &'static KindInfo,
+    pub(super) namespace: String,
+    pub(super) name: Option<String>,
+    pub(super) sub: Option<String>,
+}
+
+pub(super) fn route(path: &str) -> Option<Route> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, rest) = match segments.as_slice() {
+        ["api", "v1", rest @ ..] => ("", rest),
+        ["apis", group, "v1", rest @ ..] => (*group, rest),
+        _ => return None,
+    };
+    let find = |plural: &str| KINDS.iter().find(|k| k.plural == plural && k.group == group);
+    match rest {
+        ["namespaces"] => Some(Route { kind: find("namespaces")?, namespace: String::new(), name: None, sub: None }),
+        ["namespaces", name] => {
+            Some(Route { kind: find("namespaces")?, namespace: String::new(), name: Some((*name).into()), sub: None })
+        }
+        ["namespaces", ns, plural, tail @ ..] if tail.len() <= 2 => {
+            let kind = find(plural).filter(|k| k.namespaced)?;
+            Some(Route {
+                kind,
+                namespace: (*ns).into(),
+                name: tail.first().map(|s| (*s).to_owned()),
+                sub: tail.get(1).map(|s| (*s).to_owned()),
+            })
+        }
+        // A cluster-scoped collection, or a namespaced kind across all namespaces.
+        [plural] => Some(Route { kind: find(plural)?, namespace: String::new(), name: None, sub: None }),
+        [plural, name] => {
+            let kind = find(plural).filter(|k| !k.namespaced)?;
+            Some(Route { kind, namespace: String::new(), name: Some((*name).into()), sub: None })
+        }
+        _ => None,
+    }
+}
+
+pub(super) fn status(code: u16, reason: &str, message: String, details: Value) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "details": details, "code": code})
+}
+
+pub(super) fn not_found(kind: &KindInfo, name: &str) -> Value {
+    status(
+        404,
+        "NotFound",
+        format!("{} \"{name}\" not found", kind.qualified()),
+        json!({"name": name, "group": kind.group, "kind": kind.plural}),
+    )
+}
+
+pub(super) fn handle(shared: &Arc<Shared>, req: &HttpRequest, w: &mut TcpStream) -> io::Result<()> {
+    let body = serde_json::from_slice::<Value>(&req.body).ok();
+    let index = {
+        let mut state = shared.lock();
+        state.requests.push(Recorded {
+            method: req.method.clone(),
+            path: req.path.clone(),
+            query: req.query.clone(),
+            body: body.clone(),
+            status: 0,
+        });
+        shared.changed.notify_all();
+        state.requests.len() - 1
+    };
+    if req.method == "GET" && req.path == "/version" {
+        let version = json!({
+            "major": "1", "minor": "20", "gitVersion": "v1.20.2", "gitCommit": "faecb196815e248d3ecfb03c680a4507229c2a56",
+            "gitTreeState": "clean", "buildDate": "2021-01-13T13:20:00Z", "goVersion": "go1.15.5", "compiler": "gc",
+            "platform": "linux/amd64"
+        });
+        return respond(shared, index, w, 200, &version);
+    }
+    let Some(route) = route(&req.path) else {
+        let page = status(404, "NotFound", "the server could not find the requested resource".into(), json!({}));
+        return respond(shared, index, w, 404, &page);
+    };
+    let verb = match (req.method.as_str(), &route.name) {
+        ("GET", Some(_)) => "get",
+        ("GET", None) if req.query.iter().any(|(k, v)| k == "watch" && (v == "true" || v == "1")) => "watch",
+        ("GET", None) => "list",
+        ("POST", None) => "create",
+        ("DELETE", Some(_)) => "delete",
+        ("PUT", Some(_)) => "update",
+        ("PATCH", Some(_)) => "patch",
+        _ => "",
+    };
+    let resource = match &route.sub {
+        Some(sub) => format!("{}/{sub}", route.kind.plural),
+        None => route.kind.plural.to_owned(),
+    };
+    if let Some(denied) = shared.denied(verb, &resource, &route) {
+        return respond(shared, index, w, 403, &denied);
+    }
+    let param = |key: &str| req.query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    match (verb, route.sub.as_deref()) {
+        ("get", Some("log")) if route.kind.plural == "pods" => {
+            let tail = param("tailLines").and_then(|t| t.parse().ok());
+            pod_log(shared, index, w, &route, param("follow") == Some("true"), tail)
+        }
+        ("create", None) if route.kind.plural == "selfsubjectaccessreviews" => {
+            let value = shared.review(body.unwrap_or_else(|| json!({})));
+            respond(shared, index, w, 201, &value)
+        }
+        ("get", None) => {
+            let (code, value) = shared.get(&route);
+            respond(shared, index, w, code, &value)
+        }
+        ("list", None) => {
+            let value = shared.list(&route, param("labelSelector").unwrap_or_default());
+            respond(shared, index, w, 200, &value)
+        }
+        ("watch", None) if route.kind.plural == "pods" => {
+            watch_pods(shared, index, w, &route, param("labelSelector").unwrap_or_default(), param("resourceVersion"))
+        }
+        ("create", None) => {
+            if route.kind.plural == "jobs" {
+                thread::sleep(shared.scenario.job_create_delay);
+            }
+            let dry_run = param("dryRun") == Some("All");
+            let (code, value) = match body {
+                Some(body) => shared.create(&route, body, dry_run),
+                None => (400, status(400, "BadRequest", "the body of the request was not JSON".into(), json!({}))),
+            };
+            respond(shared, index, w, code, &value)
+        }
+        ("delete", None) => {
+            let (code, value) = shared.delete(&route, body.as_ref());
+            respond(shared, index, w, code, &value)
+        }
+        ("update", None) if PLAIN.contains(&route.kind.plural) => {
+            let (code, value) = match body {
+                Some(body) => shared.replace(&route, body),
+                None => (400, status(400, "BadRequest", "the body of the request was not JSON".into(), json!({}))),
+            };
+            respond(shared, index, w, code, &value)
+        }
+        ("patch", None) if route.kind.plural == "namespaces" => {
+            let (code, value) = match body {
+                Some(body) => shared.merge_patch(&route, &body),
+                None => (400, status(400, "BadRequest", "the body of the request was not JSON".into(), json!({}))),
+            };
+            respond(shared, index, w, code, &value)
+        }
+        _ => {
+            let value = status(
+                405,
+                "MethodNotAllowed",
+                format!("{} is not supported by the double on {}", req.method, req.path),
+                json!({}),
+            );
+            respond(shared, index, w, 405, &value)
+        }
+    }
+}
+
+pub(super) fn respond(shared: &Shared, index: usize, w: &mut TcpStream, code: u16, value: &Value) -> io::Result<()> {
+    shared.set_status(index, code);
+    write_body(w, code, "application/json", &serde_json::to_vec(value).expect("json"))
+}
