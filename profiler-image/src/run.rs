@@ -213,6 +213,15 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
     }
     // A last map dump names what the JIT compiled since the previous one.
     run.refresh_perf_maps();
+    for pid in std::mem::take(&mut run.starting_jvms) {
+        run.warnings.push(Warning {
+            code: WarningCode::SamplerFallback,
+            pid: Some(pid),
+            message: format!(
+                "java ({pid}): it did not handle SIGQUIT yet when the window ended (still starting?): sampled natively, only the JIT's leaves without -XX:+PreserveFramePointer"
+            ),
+        });
+    }
     run.collect(&mut aggregate, started)?;
     run.refresh_names();
     run.finish(&mut aggregate);
@@ -313,7 +322,7 @@ impl Run {
                 // once it does.
                 Err(SamplerError::Unsupported(e))
                     if runtime == Runtime::Java
-                        && e.contains("SIGQUIT")
+                        && e == jfr::NO_SIGQUIT
                         && jfr::process_age(pid).is_some_and(|age| age < JVM_STARTUP) =>
                 {
                     self.ebpf.mark_jit(pid, jit::JAVA_SUFFIX);
@@ -336,7 +345,7 @@ impl Run {
                 let mut hint = refused.map_or_else(String::new, |why| format!("{why}; "));
                 hint.push_str("Java is sampled natively with the JIT's perf map");
                 // A JVM that refused attach is not asked again, for a perf map either.
-                let attach_refused = hint.contains("SIGQUIT") || hint.contains("DisableAttachMechanism");
+                let attach_refused = ["SIGQUIT", "-Xrs", "DisableAttachMechanism"].iter().any(|w| hint.contains(w));
                 if attach_refused {
                     hint.push_str(" (not asked for either; Java frames show as [unknown])");
                 } else {

@@ -302,8 +302,7 @@ fn a_jvm_that_cannot_be_attached_is_left_alone_and_sampled_natively() {
     }
     let dir = temp_dir("java-xrs");
     compile_java(&dir);
-    for (flag, said) in [("-Xrs", "does not handle SIGQUIT"), ("-XX:+DisableAttachMechanism", "DisableAttachMechanism")]
-    {
+    for (flag, said) in [("-Xrs", "started with -Xrs"), ("-XX:+DisableAttachMechanism", "DisableAttachMechanism:")] {
         let mut w =
             start(Command::new("java").args([flag, "-cp"]).arg(&dir).arg("GroundTruth"), Duration::from_secs(1));
         let pid = w.0.id();
@@ -371,7 +370,8 @@ fn a_jvm_that_dies_during_the_window_is_reported() {
     killer.join().unwrap();
     assert_eq!(out.status.code(), Some(0));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("exited during the window"), "{stderr}");
+    // Named in the report: gone before or while Flight Recorder started, or during the window.
+    assert!(stderr.contains(&format!("process {jvm_pid} (java) exited")), "{stderr}");
     let folded = read(&out_path);
     assert!(share(&folded, |f| f.starts_with(&format!("sh ({})", sh.0.id()))) > 20.0, "the shell is still profiled");
     assert!(share(&folded, |f| f.ends_with(&format!("({jvm_pid})"))) > 5.0, "the JVM's time until it died is kept");
@@ -548,11 +548,13 @@ fn a_process_that_execs_from_python_into_native_code_keeps_both_parts() {
         return;
     };
     let dir = temp_dir("exec");
-    let script = "import os, time\ndef python_part():\n    t = time.time()\n    while time.time() - t < 1.5:\n        pass\npython_part()\nos.execv('/bin/sh', ['sh', '-c', 'while :; do :; done'])\n";
+    // Python for 4 s of wall time: on a loaded machine the profiler may take a second or two
+    // to start.
+    let script = "import os, time\ndef python_part():\n    t = time.time()\n    while time.time() - t < 4:\n        pass\npython_part()\nos.execv('/bin/sh', ['sh', '-c', 'while :; do :; done'])\n";
     let w = start(Command::new(&python).args(["-c", script]), Duration::from_millis(300));
     let pid = w.0.id();
     let out_path = dir.join("exec.folded");
-    let out = profile(&[&format!("pid/{pid}"), "-d", "3s", "-o", out_path.to_str().unwrap()], None);
+    let out = profile(&[&format!("pid/{pid}"), "-d", "7s", "-f", "499", "-o", out_path.to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(0));
     let folded = read(&out_path);
     let python_part = share(&folded, |f| f.starts_with("python_part (") && f.ends_with("[py]_[j]"));

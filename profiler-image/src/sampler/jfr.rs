@@ -168,19 +168,25 @@ impl Drop for JfrSampler {
     }
 }
 
+/// Why a JVM is not attached to when it does not handle SIGQUIT (yet, when it has only just
+/// started).
+pub const NO_SIGQUIT: &str = "it does not handle SIGQUIT: attaching would end it, so it is not asked";
+
 /// Whether the attach mechanism may be used on `pid`, before anything is sent to it.
 pub fn attach_allowed(pid: u32) -> Result<(), String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("cannot read it: {e}"))?;
-    if !handles_sigquit(&status) {
-        return Err(
-            "it does not handle SIGQUIT (started with -Xrs?): attaching would end it, so it is not asked".into()
-        );
-    }
     let mut flags = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     // JAVA_TOOL_OPTIONS and JDK_JAVA_OPTIONS carry flags too.
     flags.extend(std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default());
-    if flags.windows(b"+DisableAttachMechanism".len()).any(|w| w == b"+DisableAttachMechanism") {
+    let has = |flag: &[u8]| flags.split(|b| *b == 0 || *b == b' ' || *b == b'=').any(|f| f == flag);
+    if has(b"-Xrs") {
+        return Err("it was started with -Xrs: SIGQUIT, which attaching sends, would end it, so it is not asked".into());
+    }
+    if has(b"-XX:+DisableAttachMechanism") {
         return Err("it was started with -XX:+DisableAttachMechanism: it cannot be asked for a recording".into());
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("cannot read it: {e}"))?;
+    if !handles_sigquit(&status) {
+        return Err(NO_SIGQUIT.into());
     }
     Ok(())
 }
