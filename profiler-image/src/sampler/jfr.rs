@@ -84,9 +84,10 @@ impl JfrSampler {
                 "the JVM exited during the window: its recording went with it".to_owned()
             });
         }
-        let bytes = read_in_root(pid, &file);
+        // Resolved in the JVM's root, owned by its user, a regular file, size-capped.
+        let bytes = crate::target_file::read_in_root(std::path::Path::new("/proc"), pid, &file, MAX_RECORDING_BYTES);
         let _ = remove_in_root(pid, &file);
-        let bytes = bytes.map_err(|e| format!("cannot read the recording {file} in the JVM's file system: {e}"))?;
+        let bytes = bytes.map_err(|e| format!("the recording could not be read: {e}"))?;
         let samples = read_samples(bytes)?;
         Ok(weigh(samples, &recording, &cpu_at_end, |tid| thread_name(pid, tid)))
     }
@@ -516,19 +517,6 @@ fn open_in_root(pid: u32, path: &str, flags: libc::c_int) -> std::io::Result<Own
     }
     // SAFETY: a file descriptor that was just opened and is owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-fn read_in_root(pid: u32, path: &str) -> std::io::Result<Vec<u8>> {
-    let file = std::fs::File::from(open_in_root(pid, path, libc::O_RDONLY)?);
-    if !file.metadata()?.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_RECORDING_BYTES + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_RECORDING_BYTES {
-        return Err(std::io::Error::other(format!("larger than {} MiB", MAX_RECORDING_BYTES >> 20)));
-    }
-    Ok(bytes)
 }
 
 fn remove_in_root(pid: u32, path: &str) -> std::io::Result<()> {
