@@ -19,10 +19,15 @@
 #   perf-dwarf-99, perf-dwarf-999   perf record --call-graph dwarf (copies 8 KiB of stack per
 #             sample and unwinds them afterwards)
 #
-# What is measured is each runtime's sampler: eBPF for native code (and for Java and Node.js,
-# whose JIT frames are named from perf maps: jattach asks the JVM for one, `node
-# --perf-basic-prof` writes it, and `base` runs with the same flags), py-spy for Python and
-# rbspy for Ruby (both read the interpreter's memory, pausing it for each sample).
+# What is measured is each runtime's sampler: eBPF for native code (and for Node.js, whose JIT
+# frames are named from the perf map that `node --perf-basic-prof` writes; `base` runs with the
+# same flags), JDK Flight Recorder attached through jattach for Java (started plainly), py-spy's
+# and rbspy's libraries for Python and Ruby (both read the interpreter's memory, pausing it for
+# each read); eBPF counts every process on the CPU clock besides.
+#
+# JVM_ATTACH=1 (the default when java is measured) adds what attaching costs a JVM: a Java
+# thread that notes every gap in its own progress runs alone and while it is profiled, and the
+# longest pause, the gaps over 1 ms and the JVM's CPU time are compared.
 #
 # The variants are interleaved, so that drift in the machine's load hits them all alike, and
 # each is summarised by its median, as a ratio to the median of `base` measured in the same run.
@@ -89,19 +94,17 @@ prepare() {
       target=("$work/groundtruth-go" --rounds "$n") ;;
     python)
       command -v python3 >/dev/null || { echo "needs python3"; return 1; }
-      command -v py-spy >/dev/null || { echo "needs py-spy (scripts/setup.sh)"; return 1; }
       target=(python3 images/python/groundtruth.py --rounds "$n") ;;
     java)
       command -v javac >/dev/null || { echo "needs a JDK (javac)"; return 1; }
       command -v jattach >/dev/null || { echo "needs jattach (scripts/setup.sh)"; return 1; }
       javac -d "$work/java" images/java/GroundTruth.java
-      target=(java -XX:+PreserveFramePointer -cp "$work/java" GroundTruth --rounds "$n") ;;
+      target=(java -cp "$work/java" GroundTruth --rounds "$n") ;;
     node)
       command -v node >/dev/null || { echo "needs node"; return 1; }
       target=(node --perf-basic-prof --interpreted-frames-native-stack images/node/groundtruth.js --rounds "$n") ;;
     ruby)
       command -v ruby >/dev/null || { echo "needs ruby"; return 1; }
-      command -v rbspy >/dev/null || { echo "needs rbspy (scripts/setup.sh)"; return 1; }
       target=(ruby images/ruby/groundtruth.rb --rounds "$n") ;;
     *) echo "unknown runtime (known: native go python java node ruby)"; return 1 ;;
   esac
@@ -162,3 +165,55 @@ for runtime in "${RUNTIMES[@]}"; do
       "$(awk -v a="$c" -v b="$base_cpu" 'BEGIN { print a / b }')" "${walls[$v]}"
   done
 done
+
+# --- What attaching costs a JVM (JVM_ATTACH=1, the default when java is measured) ---------------
+if [[ " ${RUNTIMES[*]} " == *" java "* ]] && [ "${JVM_ATTACH:-1}" = 1 ] && command -v javac >/dev/null \
+  && command -v jattach >/dev/null; then
+  mkdir -p "$work/hiccup"
+  cat >"$work/hiccup/Hiccup.java" <<'JAVA'
+// Spins for the given seconds, noting every gap in its own progress: a safepoint or a suspension
+// of the JVM shows as a gap. Prints the longest, the count over 1 ms, and the JVM's CPU time.
+public class Hiccup {
+    public static void main(String[] args) {
+        long end = System.nanoTime() + Long.parseLong(args[0]) * 1_000_000_000L;
+        long last = System.nanoTime(), longest = 0, over1ms = 0, x = 1;
+        for (long now = last; now < end; now = System.nanoTime()) {
+            long gap = now - last;
+            longest = Math.max(longest, gap);
+            if (gap > 1_000_000) over1ms++;
+            last = now;
+            for (int i = 0; i < 2000; i++) x = x * 6364136223846793005L + 1;
+        }
+        long cpu = ((com.sun.management.OperatingSystemMXBean) java.lang.management.ManagementFactory
+                .getOperatingSystemMXBean()).getProcessCpuTime();
+        System.err.printf("hiccup: longest %.3f ms, over 1 ms %d, cpu %.3f s (%d)%n", longest / 1e6, over1ms, cpu / 1e9, x & 1);
+    }
+}
+JAVA
+  javac -d "$work/hiccup" "$work/hiccup/Hiccup.java"
+  # Runs the JVM for 10 s; with a profile of seconds 3 to 8 when $1 is a rate.
+  hiccup() {
+    "${policy[@]}" java -cp "$work/hiccup" Hiccup 10 2>"$work/hiccup.log" &
+    local jvm=$!
+    if [ -n "${1:-}" ]; then
+      sleep 3
+      "$eagle" profile "pid/$jvm" -d 5s -f "$1" -o "$work/hiccup.folded" 2>"$work/hiccup-eagle.log" || true
+    fi
+    wait "$jvm"
+    awk '/^hiccup:/ { print $3, $7, $10 }' "$work/hiccup.log"
+  }
+  echo
+  echo "java attach: a spinning JVM for 10 s, alone (base) and profiled from 3 to 8 s; medians of $REPS"
+  printf '%-10s %14s %14s %10s %10s\n' variant "longest (ms)" "gaps > 1 ms" "cpu (s)" "cpu/base"
+  for v in base 99 499; do
+    unset longest over cpu
+    for ((rep = 1; rep <= REPS; rep++)); do
+      read -r l o c < <(hiccup "${v#base}")
+      longest+="$l "; over+="$o "; cpu+="$c "
+    done
+    l=$(median <<<"$longest"); o=$(median <<<"$over"); c=$(median <<<"$cpu")
+    [ "$v" = base ] && base_cpu=$c
+    name=$v; [ "$v" = base ] || name="eagle-$v"
+    printf '%-10s %14.3f %14s %10.3f %10.3f  longest: %s\n' "$name" "$l" "$o" "$c" "$(awk -v a="$c" -v b="$base_cpu" 'BEGIN { print a / b }')" "$longest"
+  done
+fi

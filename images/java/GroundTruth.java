@@ -1,13 +1,13 @@
 // groundtruth for the JVM: each round does the same unit of work 6 times in cpu60, 3 times in
 // cpu30 and once in cpu10, so a correct profile shows them at 60%, 30% and 10%.
 //
-//   javac GroundTruth.java && java -XX:+PreserveFramePointer GroundTruth [--rounds N]
+//   javac GroundTruth.java && java GroundTruth [--rounds N]
 //
 // --rounds N: do N rounds, then print `groundtruth: cpu SECONDS s wall SECONDS s` on stderr
 // and exit (fixed work, for scripts/bench-overhead.sh).
 //
-// -XX:+PreserveFramePointer lets native (frame pointer) stack walks pass through JIT frames;
-// async-profiler does not need it.
+// Started without profiling flags: eagle-agent reads whole Java stacks from JDK Flight Recorder,
+// attached at run time.
 public class GroundTruth {
     static long sink;
 

@@ -23,6 +23,11 @@ impl Aggregate {
         self.samples
     }
 
+    /// Every (pid, sampler, frames, count), for moving samples on.
+    pub fn into_entries(self) -> impl Iterator<Item = (u32, &'static str, Vec<String>, u64)> {
+        self.counts.into_iter().map(|((pid, sampler, frames), count)| (pid, sampler, frames, count))
+    }
+
     pub fn pids(&self) -> impl Iterator<Item = u32> + '_ {
         self.counts.keys().map(|k| k.0)
     }

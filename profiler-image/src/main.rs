@@ -22,6 +22,11 @@ fn main() -> std::process::ExitCode {
         eprintln!("eagle-agent: {msg}\n{AGENT_USAGE}");
         ExitCode::from(Exit::Usage)
     };
+    // A child of the agent itself: reads one JDK Flight Recorder recording apart from the agent
+    // (see sampler/jfr.rs).
+    if std::env::args().nth(1).as_deref() == Some(eagle_agent::sampler::jfr::READ_SAMPLES_FLAG) {
+        return ExitCode::from(eagle_agent::sampler::jfr::serve_read_samples() as u8);
+    }
     let args = match AgentArgs::parse(std::env::args().skip(1)) {
         Ok(AgentCommand::Run(args)) => args,
         Ok(AgentCommand::Help) => {

@@ -13,8 +13,12 @@ use crate::discovery::{ProcFs, ProcessInfo};
 use crate::runtime::{self, ProcessTraits, Runtime};
 use crate::sampler::ebpf::{EbpfSampler, ProcessEvents, FORCE_TRACEFS_ENV};
 use crate::sampler::interpreter::{self, InterpreterSampler, Tool};
+use crate::sampler::jfr::{self, JfrSampler};
 use crate::sampler::jit::{self, PerfMapRequests};
-use crate::sampler::{ProcessEvent, Sampler, SamplerError};
+use crate::sampler::oncpu::{Distribution, OnCpu};
+use crate::sampler::python::PythonSampler;
+use crate::sampler::ruby::RubySampler;
+use crate::sampler::{ProcessEvent, RuntimeSampler, Sampler, SamplerError};
 use crate::target::Target;
 
 /// Highest sampling frequency accepted: a limit the CLI shares (eagle-proto).
@@ -23,6 +27,9 @@ pub use eagle_proto::MAX_FREQUENCY_HZ;
 /// usually named before it goes.
 const COLLECT_EVERY: Duration = Duration::from_millis(250);
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// How long a JVM may take to install its signal handlers (and so be attachable) after it
+/// started.
+const JVM_STARTUP: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
@@ -109,8 +116,11 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
         config: config.clone(),
         ebpf,
         interpreters: HashMap::new(),
+        interpreted: HashMap::new(),
+        recorded: HashMap::new(),
         perf_maps: PerfMapRequests::new(),
         jvms: Vec::new(),
+        starting_jvms: Vec::new(),
         processes: HashMap::new(),
         requested: HashSet::new(),
         warnings: Vec::new(),
@@ -132,6 +142,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
     for pid in resolved.values().flatten() {
         run.add(*pid, true);
     }
+    let mut aggregate = Aggregate::default();
     emit(&encoder.header(&Header {
         agent_version: env!("CARGO_PKG_VERSION").into(),
         node: config.node.clone(),
@@ -152,7 +163,6 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
     }
 
     let watches_groups = config.targets.iter().any(|t| !matches!(t, Target::Pid(_)));
-    let mut aggregate = Aggregate::default();
     let mut last_progress = Instant::now();
     let mut ended = None;
     loop {
@@ -182,6 +192,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
             }
             run.refresh_names();
             run.refresh_perf_maps();
+            run.attach_started_jvms();
             emit(&encoder.progress(&Progress {
                 elapsed_ms: started.elapsed().as_millis() as u64,
                 samples: run.samples(),
@@ -202,6 +213,15 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
     }
     // A last map dump names what the JIT compiled since the previous one.
     run.refresh_perf_maps();
+    for pid in std::mem::take(&mut run.starting_jvms) {
+        run.warnings.push(Warning {
+            code: WarningCode::SamplerFallback,
+            pid: Some(pid),
+            message: format!(
+                "java ({pid}): it did not handle SIGQUIT yet when the window ended (still starting?): sampled natively, only the JIT's leaves without -XX:+PreserveFramePointer"
+            ),
+        });
+    }
     run.collect(&mut aggregate, started)?;
     run.refresh_names();
     run.finish(&mut aggregate);
@@ -239,12 +259,21 @@ struct Run {
     proc: ProcFs,
     config: AgentConfig,
     ebpf: EbpfSampler,
-    /// One sampler per interpreted runtime, started on its first process; `None` once its
-    /// tool turned out to be missing (reported once).
-    interpreters: HashMap<Runtime, Option<InterpreterSampler>>,
+    /// One sampler per runtime that has its own (py-spy, rbspy), started on its first process;
+    /// `None` once its tool turned out to be missing (reported once).
+    interpreters: HashMap<Runtime, Option<Box<dyn RuntimeSampler>>>,
+    /// Processes whose frames come from their runtime's own sampler, and what eBPF saw of
+    /// them on the CPU meanwhile: the magnitude their stacks are scaled to (see `oncpu`).
+    interpreted: HashMap<u32, Interpreted>,
+    /// Recordings that ended before the window did (the process exited, or the sampler gave
+    /// up on it), kept until the window's last eBPF samples are in.
+    recorded: HashMap<u32, Result<Distribution, String>>,
     perf_maps: PerfMapRequests,
     /// JVMs whose perf map is refreshed while sampling.
     jvms: Vec<u32>,
+    /// JVMs too young to handle SIGQUIT yet (`profile -- java ...`): sampled natively, and
+    /// handed to Flight Recorder as soon as they can be attached to.
+    starting_jvms: Vec<u32>,
     processes: HashMap<u32, ProcessInfo>,
     requested: HashSet<u32>,
     warnings: Vec<Warning>,
@@ -257,7 +286,7 @@ impl Run {
             self.requested.insert(pid);
         }
         let runtime = self.config.runtime.unwrap_or_else(|| runtime::detect(&ProcessTraits::read(&self.proc, pid)));
-        let result = self.route(pid, runtime);
+        let result = self.route(pid, runtime, false);
         let name = info.name.clone();
         self.processes.insert(pid, info);
         match result {
@@ -270,12 +299,40 @@ impl Run {
         }
     }
 
-    /// Hands a process to the sampler of its runtime; native sampling is the fallback.
-    fn route(&mut self, pid: u32, runtime: Runtime) -> Result<&'static str, SamplerError> {
+    /// Hands a process to the sampler of its runtime. eBPF samples every process, also those
+    /// whose frames another sampler reads: their on-CPU count is the magnitude of their stacks,
+    /// and their native stacks the fallback. `in_ebpf`: eBPF follows it already (a forked child).
+    fn route(&mut self, pid: u32, runtime: Runtime, in_ebpf: bool) -> Result<&'static str, SamplerError> {
+        if !in_ebpf {
+            self.ebpf.add(pid)?;
+        }
+        // Why the runtime's own sampler could not take it, when it could not.
+        let mut refused = None;
         if let Some(sampler) = self.interpreter(runtime) {
             let name = sampler.name();
             match sampler.add(pid) {
-                Ok(()) => return Ok(name),
+                Ok(()) => {
+                    self.interpreted.insert(pid, Interpreted { runtime, sampler: name, on_cpu: OnCpu::default() });
+                    if runtime == Runtime::Java {
+                        // Its native stacks, the fallback, name JIT code from a perf map if
+                        // one is there.
+                        self.ebpf.mark_jit(pid, jit::JAVA_SUFFIX);
+                    }
+                    return Ok(name);
+                }
+                // A JVM that has only just started does not handle SIGQUIT yet: asked again
+                // once it does.
+                Err(SamplerError::Unsupported(e))
+                    if runtime == Runtime::Java
+                        && e == jfr::NO_SIGQUIT
+                        && jfr::process_age(pid).is_some_and(|age| age < JVM_STARTUP) =>
+                {
+                    self.ebpf.mark_jit(pid, jit::JAVA_SUFFIX);
+                    self.starting_jvms.push(pid);
+                    return Ok("ebpf, until it can be attached to");
+                }
+                // A JVM's refusal is said once, below, with what native sampling shows of it.
+                Err(e) if runtime == Runtime::Java => refused = Some(format!("Flight Recorder is unavailable ({e})")),
                 Err(e) => self.warnings.push(Warning {
                     code: WarningCode::SamplerFailed,
                     pid: Some(pid),
@@ -283,20 +340,25 @@ impl Run {
                 }),
             }
         }
-        self.ebpf.add(pid)?;
         match runtime {
             Runtime::Java => {
                 self.ebpf.mark_jit(pid, jit::JAVA_SUFFIX);
-                self.jvms.push(pid);
                 let cmdline = std::fs::read(self.proc.path().join(format!("{pid}/cmdline"))).unwrap_or_default();
-                let mut hint = String::from(
-                    "async-profiler is not in this image: Java is sampled natively with the JIT's perf map",
-                );
-                if let Err(e) = self.perf_maps.request(pid) {
-                    hint.push_str(&format!(" (unavailable: {e}; Java frames show as [unknown])"));
+                let mut hint = refused.map_or_else(String::new, |why| format!("{why}; "));
+                hint.push_str("Java is sampled natively with the JIT's perf map");
+                // A JVM that refused attach is not asked again, for a perf map either.
+                let attach_refused = ["SIGQUIT", "-Xrs", "DisableAttachMechanism"].iter().any(|w| hint.contains(w));
+                if attach_refused {
+                    hint.push_str(" (not asked for either; Java frames show as [unknown])");
+                } else {
+                    match self.perf_maps.request(pid) {
+                        // Asked again while sampling.
+                        Ok(()) => self.jvms.push(pid),
+                        Err(e) => hint.push_str(&format!(" (unavailable: {e}; Java frames show as [unknown])")),
+                    }
                 }
                 if !jit::jvm_preserves_frame_pointers(&cmdline) {
-                    hint.push_str("; start the JVM with -XX:+PreserveFramePointer to see whole Java stacks, not only their leaves");
+                    hint.push_str(", and only the JIT's leaves without -XX:+PreserveFramePointer");
                 }
                 self.warnings.push(Warning {
                     code: WarningCode::SamplerFallback,
@@ -321,23 +383,76 @@ impl Run {
         }
     }
 
-    fn refresh_perf_maps(&mut self) {
-        self.jvms.retain(|pid| self.proc.is_alive(*pid));
-        for pid in &self.jvms {
-            let _ = self.perf_maps.request(*pid);
+    /// Hands JVMs that were too young to attach to over to Flight Recorder once they handle
+    /// SIGQUIT; one that still does not after [`JVM_STARTUP`] is reported and stays native.
+    fn attach_started_jvms(&mut self) {
+        for pid in std::mem::take(&mut self.starting_jvms) {
+            if !self.proc.is_alive(pid) {
+                continue;
+            }
+            let ready = jfr::attach_allowed(pid).is_ok();
+            let young = jfr::process_age(pid).is_some_and(|age| age < JVM_STARTUP);
+            if !ready && young {
+                self.starting_jvms.push(pid);
+                continue;
+            }
+            let name = self.proc.name(pid).unwrap_or_default();
+            match self.route(pid, Runtime::Java, true) {
+                Ok(sampler) => self.info(pid, format!("{name} ({pid}): java, sampled by {sampler}")),
+                Err(e) => self.warnings.push(Warning {
+                    code: WarningCode::SamplerFailed,
+                    pid: Some(pid),
+                    message: format!("{name} ({pid}): {e}"),
+                }),
+            }
         }
     }
 
-    /// The sampler of an interpreted runtime, started on first use.
-    fn interpreter(&mut self, runtime: Runtime) -> Option<&mut InterpreterSampler> {
+    fn refresh_perf_maps(&mut self) {
+        // A JVM that stops answering is not asked again: no retry storm.
+        self.jvms.retain(|pid| self.proc.is_alive(*pid) && self.perf_maps.request(*pid).is_ok());
+    }
+
+    /// The sampler of a runtime that has its own, started on first use.
+    fn interpreter(&mut self, runtime: Runtime) -> Option<&mut Box<dyn RuntimeSampler>> {
         let tool: Tool = match runtime {
+            // py-spy's library, in the agent; its separate program only for native frames.
+            Runtime::Python if !self.config.python_native => {
+                return self
+                    .interpreters
+                    .entry(runtime)
+                    .or_insert_with(|| Some(Box::new(PythonSampler::new(self.config.frequency_hz))))
+                    .as_mut();
+            }
             Runtime::Python => interpreter::PY_SPY,
-            Runtime::Ruby => interpreter::RBSPY,
+            // rbspy's library, in the agent.
+            Runtime::Ruby => {
+                return self
+                    .interpreters
+                    .entry(runtime)
+                    .or_insert_with(|| Some(Box::new(RubySampler::new(self.config.frequency_hz))))
+                    .as_mut();
+            }
+            Runtime::Java => {
+                if !self.interpreters.contains_key(&runtime) {
+                    let sampler = JfrSampler::new(self.config.frequency_hz, self.config.duration);
+                    if sampler.is_none() {
+                        self.warnings.push(Warning {
+                            code: WarningCode::SamplerMissing,
+                            pid: None,
+                            message: "jattach is not installed: Java processes are sampled natively, and show whole Java stacks only when started with -XX:+PreserveFramePointer; install it (`apt-get install jattach`) or use the eagle-agent image, which has it".into(),
+                        });
+                    }
+                    self.interpreters.insert(runtime, sampler.map(|s| Box::new(s) as Box<dyn RuntimeSampler>));
+                }
+                return self.interpreters.get_mut(&runtime).and_then(Option::as_mut);
+            }
             _ => return None,
         };
         if !self.interpreters.contains_key(&runtime) {
             let sampler = match InterpreterSampler::find(tool) {
                 Some(binary) => InterpreterSampler::new(tool, binary, self.config.frequency_hz, self.config.python_native)
+                    .map(|s| Box::new(s) as Box<dyn RuntimeSampler>)
                     .map_err(|e| e.to_string()),
                 None => Err(format!(
                     "{} is not installed: {runtime} processes show interpreter frames only; install it ({}) or use the eagle-agent image, which has it",
@@ -360,24 +475,60 @@ impl Run {
 
     fn collect(&mut self, aggregate: &mut Aggregate, started: Instant) -> Result<(), AgentError> {
         let mut events = Vec::new();
-        self.ebpf.collect(aggregate, &mut events)?;
+        let mut fresh = Aggregate::default();
+        self.ebpf.collect(&mut fresh, &mut events)?;
         self.warnings.extend(self.ebpf.take_warnings(false));
-        for p in self.interpreters.values_mut().flatten() {
-            p.collect(aggregate, &mut events)?;
-            for (pid, message) in p.take_warnings() {
-                self.warnings.push(Warning { code: WarningCode::SamplerFailed, pid: Some(pid), message });
+        for (pid, sampler, frames, count) in fresh.into_entries() {
+            match self.interpreted.get_mut(&pid) {
+                Some(p) => p.on_cpu.add(frames, count),
+                None => aggregate.add(pid, sampler, frames, count),
             }
         }
-        self.handle(events, started);
+        for sampler in self.interpreters.values_mut().flatten() {
+            self.recorded.extend(sampler.ended());
+        }
+        self.handle(events, started, aggregate);
         Ok(())
     }
 
     fn finish(&mut self, aggregate: &mut Aggregate) {
-        for p in self.interpreters.values_mut().flatten() {
-            p.finish(aggregate);
-            for (pid, message) in p.take_warnings() {
-                self.warnings.push(Warning { code: WarningCode::SamplerFailed, pid: Some(pid), message });
+        for sampler in self.interpreters.values_mut().flatten() {
+            self.recorded.extend(sampler.finish());
+        }
+        let mut pids: Vec<u32> = self.interpreted.keys().copied().collect();
+        pids.sort_unstable();
+        for pid in pids {
+            let process = self.interpreted.remove(&pid).expect("listed above");
+            let recorded = self.recorded.remove(&pid).unwrap_or_else(|| Err("no recording".into()));
+            self.settle(pid, process, recorded, aggregate);
+        }
+    }
+
+    /// Puts an interpreted process's stacks into the graph, in CPU time: the runtime sampler's
+    /// distribution scaled to the process's eBPF on-CPU samples; its native stacks when the
+    /// runtime sampler got nothing.
+    fn settle(&mut self, pid: u32, process: Interpreted, recorded: Result<Distribution, String>, out: &mut Aggregate) {
+        let Interpreted { sampler, on_cpu, .. } = process;
+        let why = match recorded {
+            Ok(d) if !d.is_empty() => {
+                for (frames, count) in d.apportion(on_cpu.samples) {
+                    out.add(pid, sampler, frames, count);
+                }
+                return;
             }
+            // Idle all along: no stacks, and no CPU time to show.
+            Ok(_) if on_cpu.samples == 0 => return,
+            Ok(d) => format!("{sampler} read {} stacks but none while it used the CPU", d.samples),
+            Err(why) => why,
+        };
+        let name = self.processes.get(&pid).map_or("?", |p| p.name.as_str()).to_owned();
+        self.warnings.push(Warning {
+            code: WarningCode::SamplerFailed,
+            pid: Some(pid),
+            message: format!("{name} ({pid}): {why}; its native stacks are shown instead"),
+        });
+        for (frames, count) in on_cpu.native {
+            out.add(pid, "ebpf", frames, count);
         }
     }
 
@@ -385,8 +536,10 @@ impl Run {
         self.ebpf.live() + self.interpreters.values().flatten().map(|p| p.live()).sum::<usize>()
     }
 
+    /// Samples on the CPU clock so far, of every process (interpreted ones included: their
+    /// stacks are scaled to these).
     fn samples(&self) -> u64 {
-        self.ebpf.samples() + self.interpreters.values().flatten().map(|p| p.samples()).sum::<u64>()
+        self.ebpf.samples()
     }
 
     /// Names change on exec (a shell that execs the command, a launcher script): keep the
@@ -399,17 +552,32 @@ impl Run {
         }
     }
 
-    /// A process that became an interpreter (a child that exec'd python, a launcher shell)
-    /// goes from native sampling to that interpreter's sampler.
-    fn reroute_interpreted(&mut self, pid: u32) {
+    /// A process that became an interpreter (a child that exec'd python, a launcher shell) gets
+    /// that interpreter's sampler; one that exec'd away from an interpreter ends its recording,
+    /// which is settled with the on-CPU samples seen until then, and is sampled natively on.
+    fn reroute(&mut self, pid: u32, execed: bool, aggregate: &mut Aggregate) {
+        if let Some(current) = self.interpreted.get(&pid) {
+            if !execed {
+                return;
+            }
+            // Its recording read the program it ran before the exec.
+            let runtime = current.runtime;
+            let process = self.interpreted.remove(&pid).expect("looked up above");
+            let recorded = self
+                .interpreters
+                .get_mut(&runtime)
+                .and_then(|s| s.as_mut()?.stop(pid))
+                .or_else(|| self.recorded.remove(&pid))
+                .unwrap_or_else(|| Err("no recording".into()));
+            self.settle(pid, process, recorded, aggregate);
+        }
         if !self.proc.is_alive(pid) {
             return;
         }
         let runtime = self.config.runtime.unwrap_or_else(|| runtime::detect(&ProcessTraits::read(&self.proc, pid)));
-        if matches!(runtime, Runtime::Python | Runtime::Ruby) && self.interpreter(runtime).is_some() {
-            self.ebpf.remove(pid);
+        if self.interpreter(runtime).is_some() {
             let name = self.proc.name(pid).unwrap_or_default();
-            match self.route(pid, runtime) {
+            match self.route(pid, runtime, true) {
                 Ok(sampler) => self.info(pid, format!("{name} ({pid}): {runtime}, sampled by {sampler}")),
                 Err(e) => self.warnings.push(Warning {
                     code: WarningCode::SamplerFailed,
@@ -420,7 +588,7 @@ impl Run {
         }
     }
 
-    fn handle(&mut self, events: Vec<ProcessEvent>, started: Instant) {
+    fn handle(&mut self, events: Vec<ProcessEvent>, started: Instant, aggregate: &mut Aggregate) {
         for event in events {
             match event {
                 ProcessEvent::Found { pid, root } => {
@@ -435,7 +603,7 @@ impl Run {
                     });
                     let Some(info) = info else { continue };
                     self.processes.insert(pid, info);
-                    self.reroute_interpreted(pid);
+                    self.reroute(pid, false, aggregate);
                 }
                 ProcessEvent::Execed { pid } => {
                     // Named now, not at the next refresh: a command started through a shell
@@ -443,7 +611,7 @@ impl Run {
                     if let (Some(info), Some(name)) = (self.processes.get_mut(&pid), self.proc.name(pid)) {
                         info.name = name;
                     }
-                    self.reroute_interpreted(pid)
+                    self.reroute(pid, true, aggregate)
                 }
                 ProcessEvent::Exited { pid } if self.requested.contains(&pid) => {
                     let name = self.processes.get(&pid).map_or("?", |p| p.name.as_str());
@@ -457,6 +625,13 @@ impl Run {
             }
         }
     }
+}
+
+/// A process whose frames its runtime's own sampler reads.
+struct Interpreted {
+    runtime: Runtime,
+    sampler: &'static str,
+    on_cpu: OnCpu,
 }
 
 fn kernel_release() -> String {

@@ -1,16 +1,19 @@
-//! Interpreted runtimes, sampled by their own tools: py-spy for Python, rbspy for Ruby. One
+//! Interpreted runtimes sampled by their own tools as separate programs: rbspy for Ruby, and
+//! py-spy for Python when native (C extension) frames are asked for (`--native` needs py-spy's
+//! unwinder, which its library is built without here; `python.rs` has the default). One
 //! `record` per process, started together with the other samplers so every process shares the
 //! same window, ended by SIGINT (both tools then write what they have). They read the
-//! interpreter's own frame objects, so the graph shows Python or Ruby functions, not the C
-//! loop of the interpreter.
+//! interpreter's own frame objects, so the graph shows Python or Ruby functions, not the C loop
+//! of the interpreter. Their counts are wall-clock samples: they give the distribution only,
+//! weighed by eBPF's on-CPU samples of the same process (`oncpu.rs`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{ProcessEvent, Sampler, SamplerError};
-use crate::aggregate::Aggregate;
+use super::oncpu::Distribution;
+use super::{Recorded, RuntimeSampler, SamplerError};
 
 /// A sampling tool for one interpreter.
 #[derive(Clone, Copy, Debug)]
@@ -65,7 +68,7 @@ pub const RBSPY: Tool = Tool {
 
 /// rbspy writes `name - /path/file.rb:LINE`; the graph wants one frame per function, named like
 /// py-spy's: `name (file.rb)`. C functions it cannot name become `[c function]`.
-fn rbspy_frame(frame: &str) -> String {
+pub(crate) fn rbspy_frame(frame: &str) -> String {
     let Some((name, location)) = frame.rsplit_once(" - ") else { return frame.to_owned() };
     if name.starts_with("(unknown) [c function]") {
         return "[c function]".to_owned();
@@ -85,8 +88,6 @@ pub struct InterpreterSampler {
     native: bool,
     dir: PathBuf,
     running: HashMap<u32, Child>,
-    samples: u64,
-    pending_warnings: Vec<(u32, String)>,
 }
 
 impl InterpreterSampler {
@@ -100,80 +101,64 @@ impl InterpreterSampler {
         std::fs::create_dir_all(&dir).map_err(|e| {
             SamplerError::Failed(format!("{} needs a writable temporary directory ({}): {e}", tool.name, dir.display()))
         })?;
-        Ok(Self {
-            tool,
-            binary,
-            rate_hz,
-            native,
-            dir,
-            running: HashMap::new(),
-            samples: 0,
-            pending_warnings: Vec::new(),
-        })
+        Ok(Self { tool, binary, rate_hz, native, dir, running: HashMap::new() })
     }
 
     fn output(&self, pid: u32) -> PathBuf {
         self.dir.join(format!("{pid}.folded"))
     }
 
-    /// Reads what py-spy wrote for `pid` into `out`, and why it failed if it did.
-    fn harvest(&mut self, pid: u32, mut child: Child, out: &mut Aggregate) {
+    /// Reads what the tool wrote for `pid`, or why it failed.
+    fn harvest(&mut self, pid: u32, mut child: Child) -> Result<Distribution, String> {
         let status = child.wait();
         let output = self.output(pid);
         let text = std::fs::read_to_string(&output).unwrap_or_default();
         let _ = std::fs::remove_file(&output);
         let log = std::fs::read_to_string(self.dir.join(format!("{pid}.log"))).unwrap_or_default();
-        let mut samples = 0;
+        let mut distribution = Distribution::default();
         for line in text.lines() {
             let Some((stack, count)) = line.rsplit_once(' ') else { continue };
             let Ok(count) = count.parse::<u64>() else { continue };
             let frames = stack.split(';').map(|f| format!("{}{}", (self.tool.frame)(f), self.tool.suffix)).collect();
-            out.add(pid, self.tool.name, frames, count);
-            samples += count;
+            distribution.add(frames, count as f64);
+            distribution.samples += count;
         }
-        self.samples += samples;
-        if samples == 0 {
+        if distribution.is_empty() {
             let said =
                 log.lines().rev().find(|l| !l.trim().is_empty() && !l.contains("Wrote raw")).unwrap_or("no output");
             let how = status.map(|s| s.to_string()).unwrap_or_default();
-            let name = self.tool.name;
-            self.pending_warnings.push((pid, format!("{name} got no samples ({how}): {}", said.trim())));
+            return Err(format!("{} got no samples ({how}): {}", self.tool.name, said.trim()));
         }
+        Ok(distribution)
     }
 
-    /// Warnings about processes py-spy could not sample.
-    pub fn take_warnings(&mut self) -> Vec<(u32, String)> {
-        std::mem::take(&mut self.pending_warnings)
+    /// Ends one recording: the tools write what they have on SIGINT.
+    fn end(&mut self, pid: u32, deadline: Instant) -> Option<Result<Distribution, String>> {
+        let mut child = self.running.remove(&pid)?;
+        while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if matches!(child.try_wait(), Ok(None)) {
+            let _ = child.kill();
+        }
+        Some(self.harvest(pid, child))
     }
 
-    /// Ends every recording (py-spy writes its output on SIGINT) and collects the results.
-    pub fn finish(&mut self, out: &mut Aggregate) {
-        for child in self.running.values() {
-            // SAFETY: signalling a child we spawned.
-            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let pids: Vec<u32> = self.running.keys().copied().collect();
-        for pid in pids {
-            let mut child = self.running.remove(&pid).expect("listed above");
-            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if matches!(child.try_wait(), Ok(None)) {
-                let _ = child.kill();
-            }
-            self.harvest(pid, child, out);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+    fn interrupt(child: &Child) {
+        // SAFETY: signalling a child we spawned.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
     }
 }
 
-impl Sampler for InterpreterSampler {
+impl RuntimeSampler for InterpreterSampler {
     fn name(&self) -> &'static str {
         self.tool.name
     }
 
     fn add(&mut self, pid: u32) -> Result<(), SamplerError> {
+        if self.running.contains_key(&pid) {
+            let _ = self.stop(pid);
+        }
         let log = std::fs::File::create(self.dir.join(format!("{pid}.log")))
             .map_err(|e| SamplerError::Failed(format!("{} log: {e}", self.tool.name)))?;
         let mut cmd = Command::new(&self.binary);
@@ -187,28 +172,31 @@ impl Sampler for InterpreterSampler {
         Ok(())
     }
 
-    fn collect(&mut self, out: &mut Aggregate, events: &mut Vec<ProcessEvent>) -> Result<(), SamplerError> {
-        // A recording that ended by itself: its process exited (or py-spy failed).
+    fn stop(&mut self, pid: u32) -> Option<Result<Distribution, String>> {
+        Self::interrupt(self.running.get(&pid)?);
+        self.end(pid, Instant::now() + Duration::from_secs(10))
+    }
+
+    fn ended(&mut self) -> Vec<Recorded> {
+        // A recording that ended by itself: its process exited (or the tool failed).
         let ended: Vec<u32> =
             self.running.iter_mut().filter_map(|(p, c)| matches!(c.try_wait(), Ok(Some(_))).then_some(*p)).collect();
-        for pid in ended {
-            let child = self.running.remove(&pid).expect("listed above");
-            self.harvest(pid, child, out);
-            events.push(ProcessEvent::Exited { pid });
+        ended.into_iter().filter_map(|pid| Some((pid, self.end(pid, Instant::now())?))).collect()
+    }
+
+    fn finish(&mut self) -> Vec<Recorded> {
+        for child in self.running.values() {
+            Self::interrupt(child);
         }
-        Ok(())
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let pids: Vec<u32> = self.running.keys().copied().collect();
+        let done = pids.into_iter().filter_map(|pid| Some((pid, self.end(pid, deadline)?))).collect();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        done
     }
 
     fn live(&self) -> usize {
         self.running.len()
-    }
-
-    fn samples(&self) -> u64 {
-        self.samples
-    }
-
-    fn lost_samples(&self) -> u64 {
-        0
     }
 }
 

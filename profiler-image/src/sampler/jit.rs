@@ -30,6 +30,7 @@ impl PerfMapRequests {
     /// not stall sampling of everything else.
     pub fn request(&self, pid: u32) -> Result<(), String> {
         let jattach = self.jattach.as_ref().ok_or("jattach is not installed")?;
+        super::jfr::attach_allowed(pid)?;
         let mut child = Command::new(jattach)
             .args([&pid.to_string(), "jcmd", "Compiler.perfmap"])
             .stdin(Stdio::null())

@@ -6,9 +6,17 @@
 pub mod ebpf;
 pub mod interpreter;
 #[cfg(target_os = "linux")]
+pub mod jfr;
+#[cfg(target_os = "linux")]
 pub mod jit;
+pub mod oncpu;
+#[cfg(target_os = "linux")]
+pub mod python;
+#[cfg(target_os = "linux")]
+pub mod ruby;
 
 use crate::aggregate::Aggregate;
+use oncpu::Distribution;
 
 /// What a sampler learned about processes since the last collection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,4 +65,32 @@ pub trait Sampler {
 
     /// Samples taken but lost (stack-map collisions, full maps).
     fn lost_samples(&self) -> u64;
+}
+
+/// What a runtime's own sampler (py-spy, rbspy, Flight Recorder) made of one process: how its
+/// time divides among its stacks, or why it could not tell.
+pub type Recorded = (u32, Result<Distribution, String>);
+
+/// A sampler that reads a runtime's own frames. It gives each process's distribution over
+/// stacks; the magnitude, CPU time, comes from the eBPF sampler (see [`oncpu`]).
+pub trait RuntimeSampler {
+    /// Stable name carried in the result stream (`py-spy`, `rbspy`, `jfr`).
+    fn name(&self) -> &'static str;
+
+    /// Starts recording a process.
+    fn add(&mut self, pid: u32) -> Result<(), SamplerError>;
+
+    /// Ends the recording of one process (it exec'd another program) and hands back what it
+    /// got; `None` if it was not recorded.
+    fn stop(&mut self, pid: u32) -> Option<Result<Distribution, String>>;
+
+    /// Recordings that ended by themselves since the last call (their process exited, or the
+    /// sampler failed on it).
+    fn ended(&mut self) -> Vec<Recorded>;
+
+    /// Ends every recording and hands back what each got.
+    fn finish(&mut self) -> Vec<Recorded>;
+
+    /// Processes being recorded.
+    fn live(&self) -> usize;
 }

@@ -1,0 +1,586 @@
+//! Java with no JVM flags: whole Java stacks from JDK Flight Recorder, started at run time
+//! through the HotSpot attach mechanism (`jattach PID jcmd JFR.start ...`), read back from the
+//! recording JFR writes at `JFR.stop`.
+//!
+//! A JVM started plainly runs JIT code without frame pointers, so a native stack walk ends in
+//! the JIT leaf; Flight Recorder walks Java frames itself. Its execution samples are taken on
+//! a timer in threads that run Java code, so they give each thread's distribution over stacks;
+//! the magnitude is CPU time: each thread's samples weigh the CPU time the thread used in the
+//! window (`/proc/PID/task/TID/schedstat`), and the process's total is scaled to its eBPF
+//! on-CPU samples (see `oncpu.rs`). Threads JFR does not sample (GC, JIT compiler, threads in
+//! native code) appear under their thread name.
+//!
+//! A JVM must never be harmed: attach works by SIGQUIT, which ends a JVM that does not handle
+//! it (`-Xrs`) and makes one that disabled attach (`-XX:+DisableAttachMechanism`) print a
+//! thread dump; such JVMs are refused before anything is sent. A JVM that refuses or fails is
+//! reported once and never asked again. Every recording has a `duration` backstop, is stopped
+//! on every exit path, and its file is deleted after it is read.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::oncpu::Distribution;
+use super::{Recorded, RuntimeSampler, SamplerError};
+
+pub const JAVA_SUFFIX: &str = " [java]_[j]";
+/// Larger recordings are not read: a window of execution samples is a few MiB.
+const MAX_RECORDING_BYTES: u64 = 256 << 20;
+/// How long one attach request may take: a JVM stuck in a safepoint must not stall the run.
+/// Starting a recording on a starved JVM took up to 10 s on a two-core machine with a load of 15.
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct JfrSampler {
+    jattach: PathBuf,
+    /// `method-profiling` of JDK 17's default settings: `max` samples every 1 ms, `high`
+    /// every 10 ms (JDK 11 ignores the option and samples every 20 ms).
+    profiling: &'static str,
+    /// Backstop: the JVM ends the recording by itself if the agent dies without stopping it.
+    backstop: Duration,
+    running: HashMap<u32, Recording>,
+    ended: Vec<Recorded>,
+}
+
+struct Recording {
+    name: String,
+    /// CPU time of each thread when the recording started.
+    cpu_at_start: HashMap<u32, u64>,
+    period_ns: f64,
+}
+
+impl JfrSampler {
+    /// `None` when jattach is not installed.
+    pub fn new(rate_hz: u64, window: Duration) -> Option<Self> {
+        let jattach = std::env::var_os("EAGLE_JATTACH").map(PathBuf::from).or_else(|| which::which("jattach").ok())?;
+        let profiling = if rate_hz > 100 { "max" } else { "high" };
+        Some(Self {
+            jattach,
+            profiling,
+            backstop: window + Duration::from_secs(120),
+            running: HashMap::new(),
+            ended: Vec::new(),
+        })
+    }
+
+    fn jcmd(&self, pid: u32, command: &str) -> Result<String, String> {
+        jattach(&self.jattach, pid, command)
+    }
+
+    /// `JFR.stop` with a file to write to, then the file read (inside the JVM's own root) and
+    /// deleted.
+    fn stop_and_read(&mut self, pid: u32, recording: Recording) -> Result<Distribution, String> {
+        let file = format!("/tmp/{}.jfr", recording.name);
+        let stopped = self.jcmd(pid, &format!("JFR.stop name={} filename={file}", recording.name));
+        let cpu_at_end = thread_cpu(pid);
+        if let Err(e) = stopped {
+            let _ = remove_in_root(pid, &file);
+            return Err(if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                format!("the JVM did not hand over its recording: {e}")
+            } else {
+                "the JVM exited during the window: its recording went with it".to_owned()
+            });
+        }
+        // Resolved in the JVM's root, owned by its user, a regular file, size-capped.
+        let bytes = crate::target_file::read_in_root(std::path::Path::new("/proc"), pid, &file, MAX_RECORDING_BYTES);
+        let _ = remove_in_root(pid, &file);
+        let bytes = bytes.map_err(|e| format!("the recording could not be read: {e}"))?;
+        let samples = read_samples(bytes)?;
+        Ok(weigh(samples, &recording, &cpu_at_end, |tid| thread_name(pid, tid)))
+    }
+}
+
+impl RuntimeSampler for JfrSampler {
+    fn name(&self) -> &'static str {
+        "jfr"
+    }
+
+    fn add(&mut self, pid: u32) -> Result<(), SamplerError> {
+        attach_allowed(pid).map_err(SamplerError::Unsupported)?;
+        let name = format!("eagle-{}-{pid}", std::process::id());
+        // Only memory buffers (disk=false): nothing is written into the target until the
+        // recording is handed over, and nothing stays there after.
+        let command = format!(
+            "JFR.start name={name} settings=default method-profiling={} disk=false duration={}s",
+            self.profiling,
+            self.backstop.as_secs()
+        );
+        let said = match self.jcmd(pid, &command) {
+            Ok(said) => said,
+            Err(e) => {
+                // It may still start once the JVM gets to it: ask for it to be stopped, once.
+                let _ = self.jcmd(pid, &format!("JFR.stop name={name}"));
+                return Err(SamplerError::Unsupported(e));
+            }
+        };
+        if !said.contains("Started recording") {
+            // Started or not, make sure nothing runs on.
+            let _ = self.jcmd(pid, &format!("JFR.stop name={name}"));
+            return Err(SamplerError::Unsupported(format!("the JVM did not start a recording: {}", first_line(&said))));
+        }
+        let period_ns = if self.profiling == "max" { 1e6 } else { 1e7 };
+        self.running.insert(pid, Recording { name, cpu_at_start: thread_cpu(pid), period_ns });
+        Ok(())
+    }
+
+    fn stop(&mut self, pid: u32) -> Option<Result<Distribution, String>> {
+        let recording = self.running.remove(&pid)?;
+        Some(self.stop_and_read(pid, recording))
+    }
+
+    fn ended(&mut self) -> Vec<Recorded> {
+        let gone: Vec<u32> = self
+            .running
+            .keys()
+            .copied()
+            .filter(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+            .collect();
+        for pid in gone {
+            self.running.remove(&pid);
+            self.ended.push((pid, Err("the JVM exited during the window: its recording went with it".into())));
+        }
+        std::mem::take(&mut self.ended)
+    }
+
+    fn finish(&mut self) -> Vec<Recorded> {
+        let pids: Vec<u32> = self.running.keys().copied().collect();
+        let mut done = std::mem::take(&mut self.ended);
+        for pid in pids {
+            let recording = self.running.remove(&pid).expect("listed above");
+            done.push((pid, self.stop_and_read(pid, recording)));
+        }
+        done
+    }
+
+    fn live(&self) -> usize {
+        self.running.len()
+    }
+}
+
+impl Drop for JfrSampler {
+    /// A run that ends without `finish` (an error, a panic) still leaves no recording running.
+    fn drop(&mut self) {
+        for (pid, recording) in std::mem::take(&mut self.running) {
+            let _ = self.jcmd(pid, &format!("JFR.stop name={}", recording.name));
+        }
+    }
+}
+
+/// Why a JVM is not attached to when it does not handle SIGQUIT (yet, when it has only just
+/// started).
+pub const NO_SIGQUIT: &str = "it does not handle SIGQUIT: attaching would end it, so it is not asked";
+
+/// Whether the attach mechanism may be used on `pid`, before anything is sent to it.
+pub fn attach_allowed(pid: u32) -> Result<(), String> {
+    let mut flags = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    // JAVA_TOOL_OPTIONS and JDK_JAVA_OPTIONS carry flags too.
+    flags.extend(std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default());
+    let has = |flag: &[u8]| flags.split(|b| *b == 0 || *b == b' ' || *b == b'=').any(|f| f == flag);
+    if has(b"-Xrs") {
+        return Err("it was started with -Xrs: SIGQUIT, which attaching sends, would end it, so it is not asked".into());
+    }
+    if has(b"-XX:+DisableAttachMechanism") {
+        return Err("it was started with -XX:+DisableAttachMechanism: it cannot be asked for a recording".into());
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("cannot read it: {e}"))?;
+    if !handles_sigquit(&status) {
+        return Err(NO_SIGQUIT.into());
+    }
+    Ok(())
+}
+
+/// How long ago `pid` started; `None` if that cannot be read.
+pub fn process_age(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22, counted after the command name, which may hold spaces and parentheses.
+    let started_ticks: u64 = stat.get(stat.rfind(')')? + 2..)?.split(' ').nth(19)?.parse().ok()?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime").ok()?.split(' ').next()?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some(Duration::from_secs_f64((uptime - started_ticks as f64 / ticks_per_second).max(0.0)))
+}
+
+/// Whether `SigCgt` of /proc/PID/status has SIGQUIT (3): the JVM's attach listener is
+/// started by SIGQUIT, whose default action ends the process.
+fn handles_sigquit(status: &str) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (libc::SIGQUIT - 1)) != 0)
+}
+
+/// Runs one jcmd command through jattach, bounded in time; its output, or why it failed.
+pub fn jattach(binary: &std::path::Path, pid: u32, command: &str) -> Result<String, String> {
+    let mut child = Command::new(binary)
+        .args([&pid.to_string(), "jcmd", command])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
+    let deadline = Instant::now() + ATTACH_TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("the JVM did not answer within {} s", ATTACH_TIMEOUT.as_secs()));
+            }
+        }
+    }
+    let output = child.wait_with_output().map_err(|e| e.to_string())?;
+    let said = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    if output.status.success() && !said.contains("JVM response code = 1") {
+        Ok(said)
+    } else {
+        let why = said.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no answer").trim().to_owned();
+        Err(format!("jattach {pid} jcmd {}: {why}", command.split(' ').next().unwrap_or_default()))
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines()
+        .find(|l| !l.trim().is_empty() && !l.starts_with("Connected") && !l.starts_with("JVM response"))
+        .unwrap_or("")
+}
+
+/// CPU time of every thread of `pid` so far, in ns (`schedstat`'s first field).
+fn thread_cpu(pid: u32) -> HashMap<u32, u64> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return HashMap::new() };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| {
+            let tid: u32 = t.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+            Some((tid, stat.split_whitespace().next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+fn thread_name(pid: u32, tid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| format!("thread {tid}"))
+}
+
+/// One execution sample: the OS thread it was taken in, and its frames, outermost first.
+type Sample = (u32, Vec<String>);
+
+/// The flag that makes `eagle-agent` read a recording from stdin and print its samples.
+pub const READ_SAMPLES_FLAG: &str = "--read-jfr-samples";
+/// Address space of the process that reads a recording: a crafted recording can ask the
+/// reader for any allocation, which aborts a process; bounded, and in a process of its own.
+const READER_ADDRESS_SPACE: u64 = 2 << 30;
+const READER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The recording's execution samples. The recording was written by the target, so it is
+/// hostile input: in the agent's own binary it is read by a child process with a bounded
+/// address space and time (a crafted file can at worst end that child); embedded in another
+/// program (local mode, profiling the user's own processes) it is read in-process.
+fn read_samples(bytes: Vec<u8>) -> Result<Vec<Sample>, String> {
+    let exe = std::env::current_exe().ok().filter(|e| e.file_name().is_some_and(|n| n == "eagle-agent"));
+    let Some(exe) = exe else {
+        return std::panic::catch_unwind(|| execution_samples(&bytes))
+            .map_err(|_| "the recording is malformed".to_owned())?;
+    };
+    let mut child = Command::new(exe)
+        .arg(READ_SAMPLES_FLAG)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start the recording's reader: {e}"))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = stdin.write_all(&bytes);
+    });
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = (&mut stdout).take(MAX_RECORDING_BYTES * 4).read_to_end(&mut text);
+        text
+    });
+    let deadline = Instant::now() + READER_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("reading the recording took over {} s", READER_TIMEOUT.as_secs()));
+            }
+        }
+    };
+    let _ = writer.join();
+    let text = reader.join().unwrap_or_default();
+    let mut said = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        let _ = (&mut stderr).take(4096).read_to_string(&mut said);
+    }
+    if !status.success() {
+        let why = said.lines().next().unwrap_or("it crashed");
+        return Err(format!("the recording could not be read ({status}): {why}"));
+    }
+    Ok(String::from_utf8_lossy(&text)
+        .lines()
+        .filter_map(|line| {
+            let (tid, stack) = line.split_once('\t')?;
+            Some((tid.parse().ok()?, stack.split(';').map(str::to_owned).collect()))
+        })
+        .collect())
+}
+
+/// The child side of [`read_samples`]: a recording on stdin, `TID<TAB>frame;frame...` lines on
+/// stdout. Returns the process's exit code.
+pub fn serve_read_samples() -> i32 {
+    use std::io::Write;
+    let limit = libc::rlimit { rlim_cur: READER_ADDRESS_SPACE, rlim_max: READER_ADDRESS_SPACE };
+    // SAFETY: a valid rlimit for this process.
+    unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) };
+    let mut bytes = Vec::new();
+    if let Err(e) = std::io::stdin().take(MAX_RECORDING_BYTES + 1).read_to_end(&mut bytes) {
+        eprintln!("cannot read the recording: {e}");
+        return 1;
+    }
+    match execution_samples(&bytes) {
+        Ok(samples) => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for (tid, frames) in samples {
+                let _ = writeln!(out, "{tid}\t{}", frames.join(";"));
+            }
+            i32::from(out.flush().is_err())
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}
+
+/// The execution samples of a recording.
+fn execution_samples(bytes: &[u8]) -> Result<Vec<Sample>, String> {
+    use jfrs::reader::JfrReader;
+    let mut reader = JfrReader::new(std::io::Cursor::new(bytes));
+    let mut samples = Vec::new();
+    for chunk in reader.chunks() {
+        let (mut chunk_reader, chunk) = chunk.map_err(|e| format!("the recording is malformed: {e}"))?;
+        for event in chunk_reader.events(&chunk).flatten() {
+            if event.class.name() != "jdk.ExecutionSample" {
+                continue;
+            }
+            let value = event.value();
+            let tid = value
+                .get_field("sampledThread")
+                .and_then(|t| t.get_field("osThreadId"))
+                .and_then(|v| i64::try_from(v.value).ok())
+                .unwrap_or(0);
+            let Some(frames) =
+                value.get_field("stackTrace").and_then(|s| s.get_field("frames")).and_then(|f| f.as_iter())
+            else {
+                continue;
+            };
+            let mut names: Vec<String> = frames
+                .map(|frame| {
+                    let method = frame.get_field("method");
+                    let symbol = |field: &str| -> Option<String> {
+                        let m = method.as_ref()?;
+                        let s = m.get_field(field)?.get_field("string")?;
+                        <&str>::try_from(s.value).ok().map(str::to_owned)
+                    };
+                    let class = method
+                        .as_ref()
+                        .and_then(|m| m.get_field("type"))
+                        .and_then(|t| t.get_field("name"))
+                        .and_then(|n| n.get_field("string"))
+                        .and_then(|s| <&str>::try_from(s.value).ok().map(str::to_owned));
+                    java_frame(
+                        class.as_deref().unwrap_or("?"),
+                        symbol("name").as_deref().unwrap_or("?"),
+                        symbol("descriptor").as_deref().unwrap_or(""),
+                    )
+                })
+                .collect();
+            if names.is_empty() {
+                continue;
+            }
+            names.reverse();
+            samples.push((u32::try_from(tid).unwrap_or(0), names));
+        }
+    }
+    Ok(samples)
+}
+
+/// `java/util/HashMap`, `get`, `(Ljava/lang/Object;)Ljava/lang/Object;` as the graph's
+/// `java.util.HashMap.get(java.lang.Object) [java]`: the perf map's naming, without the return
+/// type.
+fn java_frame(class: &str, method: &str, descriptor: &str) -> String {
+    let class = class.replace('/', ".");
+    let params = descriptor.strip_prefix('(').and_then(|d| d.split_once(')')).map_or("", |(p, _)| p);
+    let mut types = Vec::new();
+    let mut rest = params;
+    while !rest.is_empty() {
+        let dims = rest.len() - rest.trim_start_matches('[').len();
+        rest = &rest[dims..];
+        let (name, after) = match rest.as_bytes().first() {
+            Some(b'L') => match rest.split_once(';') {
+                Some((c, after)) => (c[1..].replace('/', "."), after),
+                None => (rest[1..].replace('/', "."), ""),
+            },
+            Some(&b) => {
+                let name = match b {
+                    b'Z' => "boolean",
+                    b'B' => "byte",
+                    b'C' => "char",
+                    b'S' => "short",
+                    b'I' => "int",
+                    b'J' => "long",
+                    b'F' => "float",
+                    b'D' => "double",
+                    b'V' => "void",
+                    _ => "?",
+                };
+                (name.to_owned(), &rest[1..])
+            }
+            None => break,
+        };
+        types.push(name + &"[]".repeat(dims));
+        rest = after;
+    }
+    format!("{class}.{method}({}){JAVA_SUFFIX}", types.join(", "))
+}
+
+/// The recording's samples as CPU time: each thread's samples share the CPU time the thread
+/// used in the window; threads that used CPU but were never sampled (GC, compiler, native
+/// code) appear under their name.
+fn weigh(
+    samples: Vec<Sample>,
+    recording: &Recording,
+    cpu_at_end: &HashMap<u32, u64>,
+    name: impl Fn(u32) -> String,
+) -> Distribution {
+    let mut per_thread: HashMap<u32, Vec<Vec<String>>> = HashMap::new();
+    let mut distribution = Distribution::default();
+    distribution.samples = samples.len() as u64;
+    for (tid, frames) in samples {
+        per_thread.entry(tid).or_default().push(frames);
+    }
+    let used = |tid: u32| -> Option<f64> {
+        let end = *cpu_at_end.get(&tid)?;
+        Some(end.saturating_sub(recording.cpu_at_start.get(&tid).copied().unwrap_or(0)) as f64)
+    };
+    for (tid, stacks) in &per_thread {
+        // A thread gone before the end: what its samples say, at the sampling period each.
+        let cpu = used(*tid).unwrap_or(stacks.len() as f64 * recording.period_ns);
+        let each = cpu / stacks.len() as f64;
+        for frames in stacks {
+            distribution.add(frames.clone(), each);
+        }
+    }
+    for tid in cpu_at_end.keys().filter(|t| !per_thread.contains_key(t)) {
+        if let Some(cpu) = used(*tid).filter(|c| *c > 0.0) {
+            distribution.add(vec![format!("{} (JVM thread outside Java code)", name(*tid))], cpu);
+        }
+    }
+    distribution
+}
+
+/// Opens `path` (absolute, as the JVM sees it) inside the root of `pid`: symbolic links are
+/// resolved within that root, so a hostile container cannot point the agent, which runs as
+/// root, at a file of the node.
+fn open_in_root(pid: u32, path: &str, flags: libc::c_int) -> std::io::Result<OwnedFd> {
+    let root = std::fs::File::open(format!("/proc/{pid}/root"))?;
+    let relative = CString::new(path.trim_start_matches('/')).map_err(std::io::Error::other)?;
+    // SAFETY: open_how is plain integers; all zero is its neutral value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: valid fd, NUL-terminated path and a correctly sized open_how.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            relative.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a file descriptor that was just opened and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn remove_in_root(pid: u32, path: &str) -> std::io::Result<()> {
+    let (dir, file) = path.rsplit_once('/').unwrap_or(("/", path));
+    let dir = open_in_root(pid, if dir.is_empty() { "/" } else { dir }, libc::O_DIRECTORY | libc::O_PATH)?;
+    let file = CString::new(file).map_err(std::io::Error::other)?;
+    // SAFETY: valid directory fd and NUL-terminated name.
+    if unsafe { libc::unlinkat(dir.as_raw_fd(), file.as_ptr(), 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn java_frames_read_like_the_perf_map() {
+        assert_eq!(java_frame("GroundTruth", "cpu60", "(J)J"), "GroundTruth.cpu60(long) [java]_[j]");
+        assert_eq!(
+            java_frame("java/util/HashMap", "put", "(Ljava/lang/Object;[[ILjava/lang/String;Z)V"),
+            "java.util.HashMap.put(java.lang.Object, int[][], java.lang.String, boolean) [java]_[j]"
+        );
+        assert_eq!(java_frame("A", "run", "()V"), "A.run() [java]_[j]");
+        assert_eq!(java_frame("A", "odd", "(Lbroken)V"), "A.odd(broken) [java]_[j]");
+        assert_eq!(java_frame("A", "odd", "garbage"), "A.odd() [java]_[j]");
+    }
+
+    #[test]
+    fn this_process_is_young() {
+        let age = process_age(std::process::id()).unwrap();
+        assert!(age < Duration::from_secs(600), "{age:?}");
+    }
+
+    #[test]
+    fn sigquit_must_be_caught() {
+        // A JVM: SIGQUIT (bit 2) caught.
+        assert!(handles_sigquit("Name:\tjava\nSigCgt:\t0000000101005ccd\n"));
+        // Started with -Xrs, or not a JVM at all.
+        assert!(!handles_sigquit("SigCgt:\t0000000000000000\n"));
+        assert!(!handles_sigquit("SigCgt:\tzz\n"));
+        assert!(!handles_sigquit(""));
+    }
+
+    #[test]
+    fn samples_weigh_their_threads_cpu_time() {
+        let recording =
+            Recording { name: "r".into(), cpu_at_start: HashMap::from([(1, 0), (2, 100), (3, 0)]), period_ns: 1e6 };
+        let end = HashMap::from([(1, 3_000), (2, 1_100), (3, 500)]);
+        let a = || vec!["main".to_owned(), "a".to_owned()];
+        let b = || vec!["worker".to_owned(), "b".to_owned()];
+        // Thread 1: 3 samples for 3000 ns; thread 2: 1 sample for 1000 ns; thread 3 unsampled.
+        let samples = vec![(1, a()), (1, a()), (1, a()), (2, b())];
+        let d = weigh(samples, &recording, &end, |tid| format!("T{tid}"));
+        let counts: HashMap<_, _> = d.apportion(45).into_iter().collect();
+        assert_eq!(counts[&a()], 30);
+        assert_eq!(counts[&b()], 10);
+        assert_eq!(counts[&vec!["T3 (JVM thread outside Java code)".to_owned()]], 5);
+    }
+
+    #[test]
+    fn a_garbage_recording_is_an_error_not_a_crash() {
+        assert!(execution_samples(b"FLR\0\x00\x02\x00\x01garbage").is_err() || execution_samples(b"").is_ok());
+        assert!(execution_samples(b"not a recording").is_err());
+    }
+}

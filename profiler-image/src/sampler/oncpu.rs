@@ -1,0 +1,132 @@
+//! One unit in one graph: CPU time.
+//!
+//! Native code is sampled on the CPU clock (eBPF), so a sample is a slice of CPU time. The
+//! samplers that read an interpreter's or a JVM's own frames (py-spy, rbspy, JDK Flight Recorder)
+//! run on the wall clock: a throttled, preempted or waiting process is sampled as often as a busy
+//! one. So their stacks give only the *distribution* of a process's time; its *magnitude* comes
+//! from the eBPF sampler, which keeps counting every interpreted process on the CPU clock in the
+//! same window at the same frequency. Each such process's stacks are scaled so their total is its
+//! eBPF on-CPU sample count ([`Distribution::apportion`]), and the graph stays in one unit.
+
+use std::collections::HashMap;
+
+/// How one process's time divides among its stacks, as its runtime's own sampler saw it:
+/// relative weights (counts, or CPU nanoseconds), not samples of the graph's unit.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Distribution {
+    weights: HashMap<Vec<String>, f64>,
+    /// Stacks the runtime's sampler read, for the report.
+    pub samples: u64,
+}
+
+impl Distribution {
+    /// Adds `weight` to the stack `frames` (outermost first).
+    pub fn add(&mut self, frames: Vec<String>, weight: f64) {
+        if weight > 0.0 && weight.is_finite() {
+            *self.weights.entry(frames).or_insert(0.0) += weight;
+        }
+    }
+
+    pub fn total(&self) -> f64 {
+        self.weights.values().sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.weights.is_empty()
+    }
+
+    /// Splits `n` samples over the stacks in proportion to their weights, exactly: each stack
+    /// gets the floor of its share, and the samples left over go to the largest remainders
+    /// (Hamilton's method), so the counts sum to `n` and none is off by a whole sample.
+    pub fn apportion(&self, n: u64) -> Vec<(Vec<String>, u64)> {
+        let total = self.total();
+        if n == 0 || total <= 0.0 {
+            return Vec::new();
+        }
+        // Sorted so that ties go the same way in every run.
+        let mut stacks: Vec<(&Vec<String>, f64)> = self.weights.iter().map(|(s, w)| (s, *w)).collect();
+        stacks.sort_by(|a, b| a.0.cmp(b.0));
+        let mut shares: Vec<(usize, u64, f64)> = stacks
+            .iter()
+            .enumerate()
+            .map(|(i, (_, w))| {
+                let exact = w / total * n as f64;
+                let floor = exact.floor();
+                (i, floor as u64, exact - floor)
+            })
+            .collect();
+        let given: u64 = shares.iter().map(|s| s.1).sum();
+        let mut left = n.saturating_sub(given);
+        let mut by_remainder: Vec<usize> = (0..shares.len()).collect();
+        by_remainder.sort_by(|&a, &b| shares[b].2.total_cmp(&shares[a].2).then(a.cmp(&b)));
+        for i in by_remainder.into_iter().cycle() {
+            if left == 0 {
+                break;
+            }
+            shares[i].1 += 1;
+            left -= 1;
+        }
+        shares.into_iter().filter(|s| s.1 > 0).map(|(i, count, _)| (stacks[i].0.clone(), count)).collect()
+    }
+}
+
+/// What the eBPF sampler saw of one interpreted process: its on-CPU samples (the magnitude)
+/// and their native stacks, kept as the fallback for when the runtime's own sampler fails.
+#[derive(Clone, Debug, Default)]
+pub struct OnCpu {
+    pub samples: u64,
+    pub native: HashMap<Vec<String>, u64>,
+}
+
+impl OnCpu {
+    pub fn add(&mut self, frames: Vec<String>, count: u64) {
+        self.samples += count;
+        *self.native.entry(frames).or_insert(0) += count;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stack(name: &str) -> Vec<String> {
+        vec!["main".to_owned(), name.to_owned()]
+    }
+
+    #[test]
+    fn apportion_is_exact_and_proportional() {
+        let mut d = Distribution::default();
+        d.add(stack("a"), 6.0);
+        d.add(stack("b"), 3.0);
+        d.add(stack("c"), 1.0);
+        let counts: HashMap<_, _> = d.apportion(1001).into_iter().collect();
+        assert_eq!(counts.values().sum::<u64>(), 1001);
+        assert_eq!(counts[&stack("a")], 601); // 600.6 has the largest remainder
+        assert_eq!(counts[&stack("b")], 300);
+        assert_eq!(counts[&stack("c")], 100);
+    }
+
+    #[test]
+    fn apportion_of_thirds_sums_to_n() {
+        let mut d = Distribution::default();
+        for s in ["a", "b", "c"] {
+            d.add(stack(s), 1.0);
+        }
+        let counts = d.apportion(2);
+        assert_eq!(counts.iter().map(|c| c.1).sum::<u64>(), 2);
+        assert_eq!(counts.len(), 2, "no stack gets a sample it did not earn");
+        assert_eq!(d.apportion(2), counts, "ties go the same way every time");
+    }
+
+    #[test]
+    fn nothing_to_apportion() {
+        let mut d = Distribution::default();
+        assert!(d.apportion(10).is_empty());
+        d.add(stack("a"), f64::NAN);
+        d.add(stack("a"), -1.0);
+        assert!(d.is_empty(), "nonsense weights are ignored");
+        d.add(stack("a"), 1e-9);
+        assert!(d.apportion(0).is_empty());
+        assert_eq!(d.apportion(5), vec![(stack("a"), 5)]);
+    }
+}
