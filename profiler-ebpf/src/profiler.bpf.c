@@ -157,46 +157,80 @@ static __always_inline void record(void *counts, struct eagle_stack_key *key)
 		bump(EAGLE_COUNTS_FULL);
 }
 
-/* The mapping of `pc` in a process's sorted mapping list, or NULL. */
-static __always_inline struct eagle_mapping *find_mapping(struct eagle_process_maps *maps, __u64 pc)
+/* A binary search as a bpf_loop of its own: the verifier checks its body once, instead of every
+ * step of an unrolled search inside every step of the unwinding loop (which took it seconds).
+ * Finds the last element whose start is <= pc among [lo, hi). */
+struct search {
+	__u64 pc;
+	__u32 lo;
+	__u32 hi;
+	__u32 key;  /* the tgid of the mapping list, or the table's slot */
+	__u32 fail; /* set when a lookup failed: no answer */
+};
+
+static long mapping_search_step(__u32 index, void *ctx)
 {
-	__u32 lo = 0, hi = maps->count;
-	if (hi > EAGLE_MAX_MAPPINGS)
-		hi = EAGLE_MAX_MAPPINGS;
-	for (int step = 0; step < EAGLE_MAPPING_STEPS; step++) {
-		if (lo >= hi)
-			break;
-		__u32 mid = (lo + hi) / 2;
-		if (pc < maps->mappings[mid & (EAGLE_MAX_MAPPINGS - 1)].start)
-			hi = mid;
-		else
-			lo = mid + 1;
+	struct search *q = ctx;
+	if (q->lo >= q->hi)
+		return 1;
+	struct eagle_process_maps *maps = bpf_map_lookup_elem(&process_maps, &q->key);
+	if (!maps) {
+		q->fail = 1;
+		return 1;
 	}
-	if (lo == 0)
+	__u32 mid = (q->lo + q->hi) / 2;
+	if (q->pc < maps->mappings[mid & (EAGLE_MAX_MAPPINGS - 1)].start)
+		q->hi = mid;
+	else
+		q->lo = mid + 1;
+	return 0;
+}
+
+/* The mapping of `pc` in a process's sorted mapping list, or NULL. */
+static __always_inline struct eagle_mapping *find_mapping(struct eagle_process_maps *maps, __u32 tgid, __u64 pc)
+{
+	struct search q = { .pc = pc, .lo = 0, .hi = maps->count, .key = tgid };
+	if (q.hi > EAGLE_MAX_MAPPINGS)
+		q.hi = EAGLE_MAX_MAPPINGS;
+	bpf_loop(EAGLE_MAPPING_STEPS, mapping_search_step, &q, 0);
+	if (q.fail || q.lo == 0)
 		return 0;
-	struct eagle_mapping *m = &maps->mappings[(lo - 1) & (EAGLE_MAX_MAPPINGS - 1)];
+	struct eagle_mapping *m = &maps->mappings[(q.lo - 1) & (EAGLE_MAX_MAPPINGS - 1)];
 	return pc < m->end ? m : 0;
 }
 
-/* The row of `table` covering `pc`: the last with row.pc <= pc. False if there is none. */
-static __always_inline int find_row(void *table, __u32 rows, __u32 pc, struct eagle_unwind_row *out)
+static long row_search_step(__u32 index, void *ctx)
 {
-	__u32 lo = 0, hi = rows;
-	for (int step = 0; step < EAGLE_TABLE_STEPS; step++) {
-		if (lo >= hi)
-			break;
-		__u32 mid = (lo + hi) / 2;
-		struct eagle_unwind_row *row = bpf_map_lookup_elem(table, &mid);
-		if (!row)
-			return 0;
-		if (pc < row->pc)
-			hi = mid;
-		else
-			lo = mid + 1;
+	struct search *q = ctx;
+	if (q->lo >= q->hi)
+		return 1;
+	void *table = bpf_map_lookup_elem(&unwind_tables, &q->key);
+	if (!table) {
+		q->fail = 1;
+		return 1;
 	}
-	if (lo == 0)
+	__u32 mid = (q->lo + q->hi) / 2;
+	struct eagle_unwind_row *row = bpf_map_lookup_elem(table, &mid);
+	if (!row) {
+		q->fail = 1;
+		return 1;
+	}
+	if (q->pc < row->pc)
+		q->hi = mid;
+	else
+		q->lo = mid + 1;
+	return 0;
+}
+
+/* The row of `table` (in slot `slot`) covering `pc`: the last with row.pc <= pc. False if there
+ * is none. */
+static __always_inline int find_row(void *table, __u32 slot, __u32 rows, __u32 pc, struct eagle_unwind_row *out)
+{
+	struct search q = { .pc = pc, .lo = 0, .hi = rows, .key = slot };
+	bpf_loop(EAGLE_TABLE_STEPS, row_search_step, &q, 0);
+	if (q.fail || q.lo == 0)
 		return 0;
-	__u32 found = lo - 1;
+	__u32 found = q.lo - 1;
 	struct eagle_unwind_row *row = bpf_map_lookup_elem(table, &found);
 	if (!row)
 		return 0;
@@ -255,7 +289,7 @@ static long unwind_step(__u32 index, void *ctx)
 	/* A return address is one past its call, which may be a function's last instruction
 	 * (a call to a noreturn function): the call itself says which rules apply. */
 	__u64 pc = s->exact_ip ? s->ip : s->ip - 1;
-	struct eagle_mapping *m = find_mapping(maps, pc);
+	struct eagle_mapping *m = find_mapping(maps, s->maps_tgid, pc);
 	if (!m) {
 		/* Code the agent does not know of (mapped since it read the process). */
 		__u32 request = maps->generation | EAGLE_REQUEST_REFRESH;
@@ -274,7 +308,7 @@ static long unwind_step(__u32 index, void *ctx)
 		return step_frame_pointer(s);
 	}
 	struct eagle_unwind_row row;
-	if (relative > 0xffffffffULL || !find_row(table, rows, (__u32)relative, &row))
+	if (relative > 0xffffffffULL || !find_row(table, slot, rows, (__u32)relative, &row))
 		return step_frame_pointer(s);
 
 	__u64 cfa;
