@@ -1194,3 +1194,17 @@ fn a_run_its_user_could_not_stop_is_not_started() {
     assert!(error.contains("patch jobs in namespace kube-eagle (stop the agents early on Ctrl-C"), "{ctx}");
     assert!(case.server.created_jobs().is_empty(), "{ctx}");
 }
+
+/// Kubernetes 1.20 without the TTLAfterFinished gate drops the Jobs' TTL: the backstop that
+/// removes what a run could not delete is gone, and the run says so.
+#[test]
+fn a_dropped_ttl_is_a_warning() {
+    let case = Case::new(Scenario::new().without_ttl_controller());
+    let run = case.profile(&["deployment/api"], "out.folded");
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(0), "{ctx}");
+    let warnings: Vec<&str> =
+        run.stderr.lines().filter(|l| l.contains("dropped the Jobs' ttlSecondsAfterFinished")).collect();
+    assert_eq!(warnings.len(), 1, "once per run\n{ctx}");
+    assert!(warnings[0].starts_with("warning: ") && warnings[0].contains("kubectl eagle clean"), "{ctx}");
+}

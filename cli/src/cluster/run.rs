@@ -223,9 +223,12 @@ pub async fn create(
     let creates = jobs.iter().map(|(_, _, job)| with_retries(throttled, || job_api.create(&post, job)));
     let created: Vec<_> = futures::stream::iter(creates).buffered(limit).collect().await;
     let mut create_error = None;
-    for (n, result) in nodes.iter_mut().zip(created) {
+    let mut ttl_dropped = false;
+    for ((n, result), (_, _, posted)) in nodes.iter_mut().zip(created).zip(jobs) {
         if let Ok(job) = &result {
             n.uid = job.metadata.uid.clone();
+            let ttl = |j: &Job| j.spec.as_ref().and_then(|s| s.ttl_seconds_after_finished);
+            ttl_dropped |= ttl(posted).is_some() && ttl(job).is_none();
         }
         if let Err(e) = result {
             let e = match e {
@@ -239,6 +242,12 @@ pub async fn create(
             n.finish(NodeOutcome::Failed(e.to_string()));
             create_error.get_or_insert(e);
         }
+    }
+    if ttl_dropped {
+        // Kubernetes before 1.21 drops the field unless the TTLAfterFinished gate is on.
+        eprintln!(
+            "warning: the API server dropped the Jobs' ttlSecondsAfterFinished (no TTL controller): a Job this run cannot delete stays until `kubectl eagle clean`"
+        );
     }
     create_error
 }
