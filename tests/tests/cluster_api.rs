@@ -735,6 +735,36 @@ fn second_ctrl_c_stops_waiting_and_still_deletes_the_jobs() {
 }
 
 #[test]
+fn third_ctrl_c_quits_even_while_the_jobs_are_being_deleted() {
+    let scenario = Scenario::new()
+        .node("node-a", Fate::IgnoresStop)
+        .node("node-b", Fate::IgnoresStop)
+        .slow_job_delete(Duration::from_secs(20));
+    let case = Case::new(scenario);
+    let cli = start_long_run(&case, "out.folded");
+    cli.signal(libc::SIGINT);
+    let stopping = case
+        .server
+        .wait_for(Duration::from_secs(5), |rs| rs.iter().filter(|r| is_stop(r) && r.status == 200).count() == 2);
+    assert!(stopping, "the first Ctrl-C ends the agents' Jobs\n{}", case.server.transcript());
+    std::thread::sleep(Duration::from_millis(200));
+    cli.signal(libc::SIGINT);
+    let deleting = case.server.wait_for(Duration::from_secs(5), |rs| rs.iter().any(|r| r.method == "DELETE"));
+    assert!(deleting, "the second Ctrl-C goes on to the cleanup\n{}", case.server.transcript());
+    std::thread::sleep(Duration::from_millis(200));
+    cli.signal(libc::SIGINT);
+    let run = cli.wait(Duration::from_secs(10));
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(6), "{ctx}");
+    assert!(run.elapsed < Duration::from_secs(8), "quit at once, not after the deletes: {:?}\n{ctx}", run.elapsed);
+    assert!(
+        run.stderr.lines().any(|l| l.starts_with("interrupted again: quitting before the run's Jobs are deleted")
+            && l.contains("kubectl eagle clean ")),
+        "says what is left and how to remove it\n{ctx}"
+    );
+}
+
+#[test]
 fn ctrl_c_while_the_jobs_are_being_created_still_deletes_them() {
     // A slow admission webhook keeps the creates in flight when the user gives up.
     let scenario = Scenario::new().slow_job_create(Duration::from_millis(600));

@@ -213,6 +213,9 @@ pub(super) fn handle(shared: &Arc<Shared>, req: &HttpRequest, w: &mut TcpStream)
             respond(shared, index, w, code, &value)
         }
         ("delete", None) => {
+            if route.kind.plural == "jobs" {
+                thread::sleep(shared.scenario.job_delete_delay);
+            }
             let (code, value) = shared.delete(&route, body.as_ref());
             respond(shared, index, w, code, &value)
         }

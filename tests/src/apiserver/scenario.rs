@@ -85,6 +85,7 @@ pub struct Scenario {
     pub(super) user: String,
     pub(super) job_create_delay: Duration,
     pub(super) throttled_creates: usize,
+    pub(super) job_delete_delay: Duration,
     pub(super) watch_breaks_after: Option<usize>,
     pub(super) follow_breaks_after: Option<usize>,
     pub(super) drops_ttl: bool,
@@ -107,6 +108,7 @@ impl Scenario {
             user: "alice".into(),
             job_create_delay: Duration::ZERO,
             throttled_creates: 0,
+            job_delete_delay: Duration::ZERO,
             watch_breaks_after: None,
             follow_breaks_after: None,
             drops_ttl: false,
@@ -154,6 +156,12 @@ impl Scenario {
     /// Fairness shedding load), with nothing created.
     pub fn throttle_job_creates(mut self, n: usize) -> Self {
         self.throttled_creates = n;
+        self
+    }
+
+    /// Deleting a Job takes this long (an API server under load): the answer comes after.
+    pub fn slow_job_delete(mut self, delay: Duration) -> Self {
+        self.job_delete_delay = delay;
         self
     }
 
