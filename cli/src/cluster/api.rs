@@ -185,3 +185,42 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .build()
         .map_err(|e| CliError::Failed(format!("cannot start the async runtime: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    fn status(code: u16) -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status { code, ..Default::default() }))
+    }
+
+    /// Attempts `with_retries` makes against a request that fails with `code` `failures` times.
+    fn attempts(retry_if: fn(&kube::Error) -> bool, code: u16, failures: u32) -> (u32, bool) {
+        let calls = Cell::new(0);
+        let result = runtime().unwrap().block_on(with_retries(retry_if, || {
+            calls.set(calls.get() + 1);
+            let fail = calls.get() <= failures;
+            async move {
+                if fail {
+                    Err(status(code))
+                } else {
+                    Ok(())
+                }
+            }
+        }));
+        (calls.get(), result.is_ok())
+    }
+
+    #[test]
+    fn transient_failures_are_retried_a_bounded_number_of_times() {
+        assert_eq!(attempts(transient, 503, 2), (3, true));
+        assert_eq!(attempts(transient, 429, 3), (4, true));
+        assert_eq!(attempts(transient, 500, 10), (ATTEMPTS, false), "bounded");
+        assert_eq!(attempts(transient, 403, 1), (1, false), "a refusal is final");
+        assert_eq!(attempts(transient, 404, 1), (1, false));
+        // A create is retried when throttled only: after a 5xx it may exist.
+        assert_eq!(attempts(throttled, 503, 1), (1, false));
+        assert_eq!(attempts(throttled, 429, 1), (2, true));
+    }
+}
