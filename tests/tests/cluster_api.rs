@@ -236,6 +236,29 @@ impl Case {
         }
     }
 
+    /// Every Job was stopped by one patch (suspended, its deadline passed), naming its uid (so that only the
+    /// Job this run created is ended); no pod was deleted by the CLI, and the Job controller
+    /// created exactly one pod per Job: no replacement.
+    fn assert_stopped_by_their_jobs(&self, ctx: &str) {
+        let requests = self.requests();
+        assert_eq!(
+            requests.iter().filter(|r| r.method == "DELETE" && r.path.contains("/pods/")).count(),
+            0,
+            "no pod deleted: the Job controller would replace it\n{ctx}"
+        );
+        for job in self.server.created_jobs() {
+            let name = job["metadata"]["name"].as_str().expect("named");
+            let path = format!("/apis/batch/v1/namespaces/{EAGLE_NS}/jobs/{name}");
+            let stops: Vec<&Recorded> = requests.iter().filter(|r| is_stop(r) && r.path == path).collect();
+            assert_eq!(stops.len(), 1, "Job {name} stopped once\n{ctx}");
+            let uid = &stops[0].body.as_ref().expect("a body")["metadata"]["uid"];
+            assert!(uid.as_str().is_some_and(|u| u.starts_with("uid-jobs-")), "the uid as a precondition: {uid}");
+            assert!(stops[0].body.as_ref().expect("a body")["spec"]["activeDeadlineSeconds"].as_i64() > Some(0));
+            let pods = self.server.job_pods().into_iter().filter(|(j, _)| j == name).count();
+            assert_eq!(pods, 1, "exactly one pod ever for Job {name}\n{ctx}");
+        }
+    }
+
     /// The created Jobs by node, nodes sorted (as the CLI numbers them).
     fn jobs_by_node(&self) -> Vec<(String, Value)> {
         let mut jobs: Vec<(String, Value)> =
@@ -466,9 +489,10 @@ fn namespace_target_runs_one_job_per_node_with_o_nodes_requests() {
     let job_lists = case.count(|r| r.is("GET", &format!("/apis/batch/v1/namespaces/{EAGLE_NS}/jobs")));
     assert_eq!(job_lists, 1, "one list of Jobs: the per-node conflict check\n{ctx}");
     let total = case.requests().len();
-    // namespace GET + POST, list in shop, the conflict check's list of Jobs, N creates,
-    // list + watch, N follows, N deletes
-    assert!(total <= 6 + 3 * nodes, "{total} requests for {nodes} nodes\n{ctx}");
+    // namespace GET + POST, list in shop, the conflict check's list of Jobs, 4 access reviews
+    // (list pods in shop; create, patch, delete Jobs), N creates, list + watch, N follows, N
+    // deletes
+    assert!(total <= 6 + 4 + 3 * nodes, "{total} requests for {nodes} nodes\n{ctx}");
     let watch = case.requests().into_iter().find(Recorded::is_watch).expect("a watch");
     assert!(watch.path == format!("/api/v1/namespaces/{EAGLE_NS}/pods"), "{ctx}");
     let run_id = watch
@@ -492,7 +516,17 @@ fn namespace_target_runs_one_job_per_node_with_o_nodes_requests() {
         assert_eq!(pod["hostPID"], true);
         assert_eq!(pod["automountServiceAccountToken"], false);
         assert_eq!(pod["restartPolicy"], "Never");
-        assert_eq!(pod["tolerations"], json!([{"operator": "Exists"}]));
+        // Every taint tolerated, but a node gone not ready or unreachable only for 30 s (the
+        // first matching toleration is the one that counts).
+        assert_eq!(
+            pod["tolerations"],
+            json!([
+                {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30},
+                {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30},
+                {"operator": "Exists"}
+            ])
+        );
+        assert_eq!(pod["terminationGracePeriodSeconds"], 30, "time for the agent to flush on SIGTERM");
         assert_eq!(pod["containers"][0]["securityContext"]["privileged"], true);
         let args = &pod["containers"][0]["args"];
         assert!(args.to_string().contains(r#""--duration-ms","1000""#), "{args}");
@@ -662,16 +696,11 @@ fn ctrl_c_stops_the_agents_renders_what_they_sent_and_deletes_the_jobs() {
     assert_eq!(run.code, Some(7), "partial: interrupted\n{ctx}");
     assert!(run.elapsed < Duration::from_secs(10), "stopped well before the 30 s window: {:?}", run.elapsed);
     assert!(run.stderr.contains("interrupted: stopping the agents"), "{ctx}");
-    // Each agent pod was deleted (SIGTERM), which made it complete its stream.
-    for (node, job) in case.jobs_by_node() {
-        let name = job["metadata"]["name"].as_str().expect("named");
-        let prefix = format!("/api/v1/namespaces/{EAGLE_NS}/pods/{name}-");
-        assert_eq!(
-            case.count(|r| r.method == "DELETE" && r.path.starts_with(&prefix)),
-            1,
-            "pod of {node} deleted once\n{ctx}"
-        );
-        assert!(row(&run, &node).ends_with(" ok"), "{ctx}");
+    // Each Job was suspended: the Job controller deleted its pod (SIGTERM), which made the
+    // agent complete its stream, and created no other pod.
+    case.assert_stopped_by_their_jobs(&ctx);
+    for (node, _) in case.jobs_by_node() {
+        assert!(row(&run, &node).ends_with("PARTIAL: ended early"), "{ctx}");
     }
     assert!(
         run.stderr.contains("warning: stopped by a signal after 0.4s of the 30.0s window"),
@@ -689,10 +718,10 @@ fn second_ctrl_c_stops_waiting_and_still_deletes_the_jobs() {
     let case = Case::new(Scenario::new().node("node-a", Fate::IgnoresStop).node("node-b", Fate::IgnoresStop));
     let cli = start_long_run(&case, "out.folded");
     cli.signal(libc::SIGINT);
-    let stopping = case.server.wait_for(Duration::from_secs(5), |rs| {
-        rs.iter().filter(|r| r.method == "DELETE" && r.path.contains("/pods/")).count() == 2
-    });
-    assert!(stopping, "the first Ctrl-C deletes the agent pods\n{}", case.server.transcript());
+    let stopping = case
+        .server
+        .wait_for(Duration::from_secs(5), |rs| rs.iter().filter(|r| is_stop(r) && r.status == 200).count() == 2);
+    assert!(stopping, "the first Ctrl-C ends the agents' Jobs\n{}", case.server.transcript());
     std::thread::sleep(Duration::from_millis(200));
     cli.signal(libc::SIGINT);
     let run = cli.wait(Duration::from_secs(20));
@@ -703,6 +732,36 @@ fn second_ctrl_c_stops_waiting_and_still_deletes_the_jobs() {
     assert!(row(&run, "node-b").ends_with("FAILED: interrupted"), "{ctx}");
     assert!(!case.out("out.folded").exists());
     case.assert_jobs_deleted(&run);
+}
+
+#[test]
+fn third_ctrl_c_quits_even_while_the_jobs_are_being_deleted() {
+    let scenario = Scenario::new()
+        .node("node-a", Fate::IgnoresStop)
+        .node("node-b", Fate::IgnoresStop)
+        .slow_job_delete(Duration::from_secs(20));
+    let case = Case::new(scenario);
+    let cli = start_long_run(&case, "out.folded");
+    cli.signal(libc::SIGINT);
+    let stopping = case
+        .server
+        .wait_for(Duration::from_secs(5), |rs| rs.iter().filter(|r| is_stop(r) && r.status == 200).count() == 2);
+    assert!(stopping, "the first Ctrl-C ends the agents' Jobs\n{}", case.server.transcript());
+    std::thread::sleep(Duration::from_millis(200));
+    cli.signal(libc::SIGINT);
+    let deleting = case.server.wait_for(Duration::from_secs(5), |rs| rs.iter().any(|r| r.method == "DELETE"));
+    assert!(deleting, "the second Ctrl-C goes on to the cleanup\n{}", case.server.transcript());
+    std::thread::sleep(Duration::from_millis(200));
+    cli.signal(libc::SIGINT);
+    let run = cli.wait(Duration::from_secs(10));
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(6), "{ctx}");
+    assert!(run.elapsed < Duration::from_secs(8), "quit at once, not after the deletes: {:?}\n{ctx}", run.elapsed);
+    assert!(
+        run.stderr.lines().any(|l| l.starts_with("interrupted again: quitting before the run's Jobs are deleted")
+            && l.contains("kubectl eagle clean ")),
+        "says what is left and how to remove it\n{ctx}"
+    );
 }
 
 #[test]
@@ -723,30 +782,99 @@ fn ctrl_c_while_the_jobs_are_being_created_still_deletes_them() {
     assert!(run.code.is_some(), "killed by the signal: its Jobs are left behind\n{ctx}");
     assert_eq!(case.server.created_jobs().len(), 2, "{ctx}");
     case.assert_jobs_deleted(&run);
-    // The pods, first seen after the Ctrl-C, were stopped before their agents started: no
-    // result, and no waiting for one.
-    assert_eq!(case.count(|r| r.method == "DELETE" && r.path.contains("/pods/")), 2, "{ctx}");
+    // The Jobs, created after the Ctrl-C, were ended before their agents started: no result,
+    // and no waiting for one.
+    case.assert_stopped_by_their_jobs(&ctx);
     assert_eq!(run.code, Some(6), "{ctx}");
     assert!(row(&run, "node-a").ends_with("FAILED: interrupted before the agent started"), "{ctx}");
     assert!(row(&run, "node-b").ends_with("FAILED: interrupted before the agent started"), "{ctx}");
     assert!(run.elapsed < Duration::from_secs(5), "{:?}\n{ctx}", run.elapsed);
 }
 
-#[test]
-fn sigterm_stops_the_run_like_ctrl_c() {
+fn stops_the_run_like_ctrl_c(signal: i32) {
     let case = Case::new(
         Scenario::new()
             .node("node-a", Fate::UntilStopped(groundtruth()))
             .node("node-b", Fate::UntilStopped(groundtruth())),
     );
     let cli = start_long_run(&case, "out.folded");
-    cli.signal(libc::SIGTERM);
+    cli.signal(signal);
     let run = cli.wait(Duration::from_secs(20));
     let ctx = case.context(&run);
     assert_eq!(run.code, Some(7), "{ctx}");
-    assert_eq!(case.count(|r| r.method == "DELETE" && r.path.contains("/pods/")), 2, "{ctx}");
+    case.assert_stopped_by_their_jobs(&ctx);
     assert_eq!(lines_of(&case.out("out.folded")), expected_lines(&[API_A, API_B], &groundtruth()), "{ctx}");
     case.assert_jobs_deleted(&run);
+}
+
+#[test]
+fn sigterm_stops_the_run_like_ctrl_c() {
+    stops_the_run_like_ctrl_c(libc::SIGTERM);
+}
+
+/// A closed terminal: the run stops and cleans up as on Ctrl-C.
+#[test]
+fn sighup_stops_the_run_like_ctrl_c() {
+    stops_the_run_like_ctrl_c(libc::SIGHUP);
+}
+
+/// A node whose agent stopped before its window ended, for a reason of its own (its Job's
+/// deadline, an eviction), delivers a valid stream: the graph has it, but the run is partial.
+#[test]
+fn a_node_that_ended_early_makes_the_run_partial() {
+    let case = Case::new(Scenario::new().node("node-b", Fate::EndsEarly(groundtruth())));
+    let summary = case.out("summary.json");
+    let run = case.profile(&["deployment/api", "--summary", summary.to_str().unwrap()], "api.svg");
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(7), "partial\n{ctx}");
+    assert!(row(&run, "node-a").ends_with(" ok"), "{ctx}");
+    assert!(row(&run, "node-b").ends_with("PARTIAL: ended early"), "{ctx}");
+    assert!(stderr_line(&run, "wrote ").is_some_and(|l| l.ends_with(" PARTIAL")), "{ctx}");
+    let svg = std::fs::read_to_string(case.out("api.svg")).expect("the graph is written");
+    assert!(svg.contains("PARTIAL: 1 node(s) ended early"), "subtitle: {}", subtitle(&svg));
+    assert!(svg.contains(API_A) && svg.contains(API_B), "both nodes' stacks");
+    let summary: Value = serde_json::from_slice(&std::fs::read(&summary).expect("summary written")).unwrap();
+    assert_eq!(summary["partial"], true, "{summary}");
+    let nodes = summary["nodes"].as_array().expect("nodes listed");
+    let by_name = |n: &str| nodes.iter().find(|x| x["node"] == n).unwrap_or_else(|| panic!("{n} in {summary}"));
+    assert_eq!(by_name("node-a")["status"], "ok", "{summary}");
+    assert_eq!(by_name("node-b")["status"], "partial", "{summary}");
+    assert!(
+        by_name("node-b")["messages"][0].as_str().unwrap().contains("stopped by a signal after 0.6s"),
+        "the reason, as the agent gave it: {summary}"
+    );
+    case.assert_jobs_deleted(&run);
+}
+
+/// Another user's `clean` (its Job deleted from another terminal) stops one node's agent: it
+/// sends what it sampled, and the first run ends partial.
+#[test]
+fn a_node_cleaned_by_someone_else_makes_the_run_partial() {
+    let case = Case::new(
+        Scenario::new()
+            .node("node-a", Fate::UntilStopped(groundtruth()))
+            .node("node-b", Fate::UntilStopped(groundtruth())),
+    );
+    let cli = start_long_run(&case, "out.folded");
+    let (_, job_b) = case.jobs_by_node().into_iter().find(|(n, _)| n == "node-b").expect("a Job on node-b");
+    let job_b = job_b["metadata"]["name"].as_str().expect("named").to_owned();
+    case.server.delete_object("jobs", EAGLE_NS, &job_b);
+    std::thread::sleep(Duration::from_millis(300));
+    cli.signal(libc::SIGINT);
+    let run = cli.wait(Duration::from_secs(20));
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(7), "{ctx}");
+    assert!(row(&run, "node-b").ends_with("PARTIAL: ended early"), "{ctx}");
+    assert_eq!(lines_of(&case.out("out.folded")), expected_lines(&[API_A, API_B], &groundtruth()), "{ctx}");
+}
+
+/// A request that ends a Job (suspended, and its deadline passed), as the CLI stops an agent.
+fn is_stop(r: &Recorded) -> bool {
+    r.method == "PATCH"
+        && r.path.starts_with(&format!("/apis/batch/v1/namespaces/{EAGLE_NS}/jobs/"))
+        && r.body
+            .as_ref()
+            .is_some_and(|b| b["spec"]["suspend"] == true && b["spec"]["activeDeadlineSeconds"].as_i64().is_some())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -819,14 +947,15 @@ fn forbidden_job_create_exits_4_and_says_what_is_forbidden() {
     assert_eq!(run.code, Some(4), "{ctx}");
     let error = stderr_line(&run, "kubectl-eagle: error: ").unwrap_or_else(|| panic!("no error line\n{ctx}"));
     assert!(
-        error.contains(r#"forbidden: jobs.batch is forbidden: User "alice" cannot create resource "jobs" in API group "batch" in the namespace "kube-eagle""#),
+        error
+            .contains("not allowed to create jobs in namespace kube-eagle (start profiling Jobs): nothing was started"),
         "{ctx}"
     );
     assert!(error.contains("ask your cluster admin"), "{ctx}");
     assert_eq!(
         case.count(|r| r.is("POST", &format!("/apis/batch/v1/namespaces/{EAGLE_NS}/jobs"))),
-        2,
-        "both nodes were tried\n{ctx}"
+        0,
+        "asked before trying\n{ctx}"
     );
     assert_eq!(case.count(|r| r.is_watch() || is_eagle_pod_list(r)), 0, "no watch without Jobs\n{ctx}");
     assert!(case.server.created_jobs().is_empty());
@@ -996,4 +1125,116 @@ fn a_compression_bomb_is_refused_before_it_is_inflated() {
     let failed = row(&run, "node-a");
     assert!(failed.contains("FAILED: ") && failed.contains("the payload the trailer announces exceeds"), "{ctx}");
     case.assert_jobs_deleted(&run);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Limits a cluster admin can count on: admission, names, throttling, timeouts, concurrency
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn an_admission_rejection_is_named_within_seconds() {
+    let why = "violates PodSecurity \"baseline:latest\": privileged (container \"eagle-agent\" must not set securityContext.privileged=true)";
+    let case = Case::new(Scenario::new().node("node-b", Fate::AdmissionRejected(why.into())));
+    let run = case.profile(&["deployment/api"], "out.folded");
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(7), "{ctx}");
+    assert!(
+        row(&run, "node-b").contains("FAILED: no pod: its Job could not create one: Error creating: pods"),
+        "{ctx}"
+    );
+    assert!(row(&run, "node-b").ends_with(why), "the admission's own reason\n{ctx}");
+    assert!(run.elapsed < Duration::from_secs(20), "named within 20 s: {:?}", run.elapsed);
+    assert_eq!(lines_of(&case.out("out.folded")), expected_lines(&[API_A], &groundtruth()), "{ctx}");
+    case.assert_jobs_deleted(&run);
+}
+
+#[test]
+fn a_job_name_taken_by_another_run_is_never_deleted() {
+    let case = Case::new(Scenario::new().node("node-b", Fate::NameTaken));
+    let run = case.profile(&["deployment/api"], "out.folded");
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(7), "{ctx}");
+    assert!(row(&run, "node-b").contains("already exists"), "{ctx}");
+    let others: Vec<Value> = case
+        .server
+        .objects("jobs")
+        .into_iter()
+        .filter(|j| j["metadata"]["uid"].as_str().is_some_and(|u| u.starts_with("uid-jobs-of-another-run-")))
+        .collect();
+    assert_eq!(others.len(), 1, "the other run's Job is still there\n{ctx}");
+    let name = others[0]["metadata"]["name"].as_str().expect("named");
+    assert_eq!(case.count(|r| r.method == "DELETE" && r.path.ends_with(&format!("/jobs/{name}"))), 0, "{ctx}");
+    // The Job this run did create was deleted, with its uid as a precondition.
+    let deletes: Vec<Recorded> =
+        case.requests().into_iter().filter(|r| r.method == "DELETE" && r.path.contains("/jobs/")).collect();
+    assert_eq!(deletes.len(), 1, "{ctx}");
+    let body = deletes[0].body.clone().unwrap_or_default();
+    assert!(body["preconditions"]["uid"].as_str().is_some_and(|u| u.starts_with("uid-jobs-eagle-")), "{body}");
+}
+
+#[test]
+fn throttled_creates_are_retried() {
+    let case = Case::new(Scenario::new().throttle_job_creates(2));
+    let run = case.profile(&["deployment/api"], "out.folded");
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(0), "{ctx}");
+    assert_eq!(case.count(|r| r.method == "POST" && r.path.ends_with("/jobs") && r.status == 429), 2, "{ctx}");
+    assert_eq!(case.server.created_jobs().len(), 2, "{ctx}");
+    case.assert_jobs_deleted(&run);
+}
+
+#[test]
+fn concurrent_creates_are_capped() {
+    let case = Case::new(Scenario::new().slow_job_create(Duration::from_millis(150)));
+    let run = case.profile(&["namespace/shop", "--max-concurrent-requests", "1"], "out.folded");
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(0), "{ctx}");
+    assert_eq!(case.server.created_jobs().len(), 3, "one Job per node\n{ctx}");
+    assert_eq!(case.server.peak_job_creates_in_flight(), 1, "{ctx}");
+
+    let case = Case::new(Scenario::new().slow_job_create(Duration::from_millis(150)));
+    let run = case.profile(&["namespace/shop"], "out.folded");
+    assert_eq!(run.code, Some(0), "{}", case.context(&run));
+    assert_eq!(case.server.peak_job_creates_in_flight(), 3, "by default, up to 20 at once");
+}
+
+#[test]
+fn an_api_server_that_does_not_answer_ends_the_run_within_its_timeout() {
+    let case = Case::new(Scenario::new().slow_job_create(Duration::from_secs(20)));
+    let run = case.profile(&["deployment/api", "--request-timeout", "1s"], "out.folded");
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(9), "{ctx}");
+    assert!(run.elapsed < Duration::from_secs(8), "{:?}\n{ctx}", run.elapsed);
+    assert!(
+        run.stderr.lines().any(|l| l.starts_with("kubectl-eagle: error: cannot reach the API server")),
+        "one clear line\n{ctx}"
+    );
+}
+
+/// A user who could start privileged pods but not stop or delete them again starts none.
+#[test]
+fn a_run_its_user_could_not_stop_is_not_started() {
+    let case = Case::new(Scenario::new().deny("patch", "jobs", EAGLE_NS).deny("list", "pods", "shop"));
+    let run = case.profile(&["pod/solo"], "out.folded");
+    let ctx = case.context(&run);
+    // The pod is read by name; listing pods in shop is what every other target needs.
+    assert_eq!(run.code, Some(4), "{ctx}");
+    let error = stderr_line(&run, "kubectl-eagle: error: ").unwrap_or_else(|| panic!("no error line\n{ctx}"));
+    assert!(error.contains("list pods in namespace shop"), "{ctx}");
+    assert!(error.contains("patch jobs in namespace kube-eagle (stop the agents early on Ctrl-C"), "{ctx}");
+    assert!(case.server.created_jobs().is_empty(), "{ctx}");
+}
+
+/// Kubernetes 1.20 without the TTLAfterFinished gate drops the Jobs' TTL: the backstop that
+/// removes what a run could not delete is gone, and the run says so.
+#[test]
+fn a_dropped_ttl_is_a_warning() {
+    let case = Case::new(Scenario::new().without_ttl_controller());
+    let run = case.profile(&["deployment/api"], "out.folded");
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(0), "{ctx}");
+    let warnings: Vec<&str> =
+        run.stderr.lines().filter(|l| l.contains("dropped the Jobs' ttlSecondsAfterFinished")).collect();
+    assert_eq!(warnings.len(), 1, "once per run\n{ctx}");
+    assert!(warnings[0].starts_with("warning: ") && warnings[0].contains("kubectl eagle clean"), "{ctx}");
 }

@@ -2,6 +2,7 @@
 //! (`profile`, `doctor`), the summary and the check rules (`profile`, `fetch`, `check`).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Args;
@@ -28,12 +29,34 @@ pub struct ConnArgs {
     /// The locked namespace the profiling Jobs run in.
     #[arg(long, default_value = "kube-eagle", value_name = "NAMESPACE")]
     pub eagle_namespace: String,
+
+    /// How long to wait for each API request (not for log follows and watches, which last the
+    /// run), as kubectl's flag: `10s`, `1m`; `0` waits forever.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_request_timeout)]
+    pub request_timeout: Duration,
+
+    /// The most API requests of one kind (Job creates, log follows, deletes) in flight at once.
+    #[arg(long, default_value_t = 20, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_concurrent_requests: u32,
 }
 
 impl ConnArgs {
     pub fn connection(&self) -> Connection {
-        Connection { kubeconfig: self.kubeconfig.clone(), context: self.context.clone() }
+        Connection {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+            request_timeout: (!self.request_timeout.is_zero()).then_some(self.request_timeout),
+            max_concurrent_requests: self.max_concurrent_requests as usize,
+        }
     }
+}
+
+/// `--request-timeout`: a duration, or `0` for none (kubectl's spelling).
+fn parse_request_timeout(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    crate::duration::parse_duration(s)
 }
 
 /// The profiler image and how the nodes get it: the same flags for `profile` and `doctor`.

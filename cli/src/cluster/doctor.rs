@@ -17,7 +17,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{DeleteParams, LogParams, PostParams};
@@ -28,7 +27,7 @@ use serde::Serialize;
 
 use super::annotations::{MANAGED_BY, PROBE_LABEL};
 use super::api::{connect, new_run_id, Connection};
-use super::permissions::{Permission, Scope, PERMISSIONS};
+use super::permissions::{allowed, Scope, PERMISSIONS};
 use super::plan::{self, Image, PlanOptions, AGENT_CONTAINER};
 use super::pod_state::{Phase, PodState};
 use crate::duration::human;
@@ -68,30 +67,6 @@ fn qualified(resource: &str, group: &str, sub: Option<&str>) -> String {
     } else {
         format!("{r}.{group}")
     }
-}
-
-async fn allowed(client: &Client, perm: &Permission, namespace: &str) -> Result<(bool, String), kube::Error> {
-    let namespaced = perm.resource != "namespaces";
-    let review = SelfSubjectAccessReview {
-        spec: SelfSubjectAccessReviewSpec {
-            resource_attributes: Some(ResourceAttributes {
-                verb: Some(perm.verb.into()),
-                group: Some(perm.group.into()),
-                resource: Some(perm.resource.into()),
-                subresource: perm.subresource.map(str::to_owned),
-                namespace: namespaced.then(|| namespace.to_owned()),
-                name: (!namespaced).then(|| namespace.to_owned()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
-    let answer = api.create(&PostParams::default(), &review).await?;
-    let status = answer.status.unwrap_or_default();
-    let why = status.reason.or(status.evaluation_error).unwrap_or_default();
-    Ok((status.allowed && !status.denied.unwrap_or(false), why))
 }
 
 /// What `doctor` checks: the user's permissions in the target and locked namespaces, and the

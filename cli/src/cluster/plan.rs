@@ -36,6 +36,11 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
 /// API server ends it.
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(120);
 
+/// The profiling pods' grace period: after SIGTERM (Ctrl-C, the Job's deadline, a drain) the
+/// agent stops its samplers, symbolizes and writes its stream. The slowest part is py-spy and
+/// rbspy flushing and a JVM's perf map being dumped, a few seconds each on a busy node.
+pub const TERMINATION_GRACE_SECONDS: i64 = 30;
+
 #[derive(Clone, Debug)]
 pub struct PlanOptions {
     pub run_id: String,
@@ -102,6 +107,28 @@ pub fn locked_namespace(name: &str) -> Namespace {
         },
         ..Default::default()
     }
+}
+
+/// How long a profiling pod stays on a node that became not ready or unreachable.
+pub const DEAD_NODE_TOLERATION_SECONDS: i64 = 30;
+
+/// A profile must reach tainted nodes too (dedicated, GPU, control plane): every taint is
+/// tolerated, except that a node gone not ready or unreachable keeps its pod only briefly. The
+/// taint manager applies, for each taint, the first toleration that matches it, so the two
+/// bounded ones come before the one that matches everything.
+fn tolerations() -> Vec<Toleration> {
+    let dead = |key: &str| Toleration {
+        key: Some(key.to_owned()),
+        operator: Some("Exists".into()),
+        effect: Some("NoExecute".into()),
+        toleration_seconds: Some(DEAD_NODE_TOLERATION_SECONDS),
+        ..Default::default()
+    };
+    vec![
+        dead("node.kubernetes.io/not-ready"),
+        dead("node.kubernetes.io/unreachable"),
+        Toleration { operator: Some("Exists".into()), ..Default::default() },
+    ]
 }
 
 /// The Job that profiles `container_ids` on `node`. `index` keeps Job names short and unique
@@ -183,7 +210,7 @@ pub fn job_for_node(opts: &PlanOptions, index: usize, node: &str, container_ids:
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
         // The agent completes its stream on SIGTERM: give it time to write.
-        termination_grace_period_seconds: Some(10),
+        termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
         // Exactly this node, by name, through the scheduler (so resources are honoured):
         // unlike a hostname nodeSelector this needs no read access to Node objects and works
         // where the hostname label differs from the node name.
@@ -203,8 +230,7 @@ pub fn job_for_node(opts: &PlanOptions, index: usize, node: &str, container_ids:
             }),
             ..Default::default()
         }),
-        // A profile must reach tainted nodes too.
-        tolerations: Some(vec![Toleration { operator: Some("Exists".into()), ..Default::default() }]),
+        tolerations: Some(tolerations()),
         image_pull_secrets: (!opts.image.pull_secrets.is_empty())
             .then(|| opts.image.pull_secrets.iter().map(|s| LocalObjectReference { name: s.clone() }).collect()),
         volumes: Some(vec![Volume {
@@ -292,7 +318,17 @@ mod tests {
         let pod = spec.template.spec.as_ref().unwrap();
         assert_eq!(pod.host_pid, Some(true));
         assert_eq!(pod.automount_service_account_token, Some(false));
-        assert_eq!(pod.tolerations.as_ref().unwrap()[0].operator.as_deref(), Some("Exists"));
+        let tolerations = pod.tolerations.as_ref().unwrap();
+        for (t, key) in tolerations.iter().zip(["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"]) {
+            assert_eq!((t.key.as_deref(), t.effect.as_deref()), (Some(key), Some("NoExecute")));
+            assert_eq!(t.toleration_seconds, Some(DEAD_NODE_TOLERATION_SECONDS));
+        }
+        let last = tolerations.last().unwrap();
+        assert_eq!(
+            (last.key.as_deref(), last.operator.as_deref(), last.effect.as_deref()),
+            (None, Some("Exists"), None)
+        );
+        assert_eq!(tolerations.len(), 3);
         assert_eq!(job.metadata.namespace.as_deref(), Some("kube-eagle"));
         assert_eq!(job.metadata.name.as_deref(), Some("eagle-9e2017d3-3"));
         let sc = pod.containers[0].security_context.as_ref().unwrap();

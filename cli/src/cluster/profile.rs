@@ -12,6 +12,7 @@ use kube::Api;
 use super::annotations::Task;
 use super::api::{connect, ensure_namespace, new_run_id, runtime, Connection};
 use super::conflicts::refuse_conflicts;
+use super::permissions::may_run;
 use super::plan::{self, Image, PlanOptions};
 use super::resolve::{self, Resolution, Skipped};
 use super::run::{self, NodeOutcome, NodeRun};
@@ -135,6 +136,13 @@ async fn prepare(req: &ClusterRequest) -> Result<Prepared, CliError> {
     Ok(Prepared { client, resolution, jobs, run_id, what })
 }
 
+/// The namespaces of the containers a run profiles, each once.
+fn target_namespaces(resolution: &Resolution) -> Vec<&str> {
+    let set: std::collections::BTreeSet<&str> =
+        resolution.running.iter().map(|c| c.placement.namespace.as_str()).collect();
+    set.into_iter().collect()
+}
+
 /// `--dry-run`: the namespace and the Jobs as YAML; nothing is created.
 pub fn dry_run(req: &ClusterRequest) -> Result<Exit, CliError> {
     let prepared = runtime()?.block_on(prepare(req))?;
@@ -162,6 +170,7 @@ pub fn profile(req: &ClusterRequest, destination: &Destination) -> Result<Exit, 
             let nodes: Vec<&str> = p.jobs.iter().map(|(node, _, _)| node.as_str()).collect();
             refuse_conflicts(&p.client, &req.eagle_namespace, &nodes, req.max_per_node).await?;
         }
+        may_run(&p.client, &req.eagle_namespace, &target_namespaces(&p.resolution)).await?;
         eprintln!(
             "profiling {} ({} on {}) for {} at {} Hz: run {}",
             p.what,
@@ -172,7 +181,16 @@ pub fn profile(req: &ClusterRequest, destination: &Destination) -> Result<Exit, 
             p.run_id
         );
         let started = Instant::now();
-        let outcome = run::execute(&p.client, &req.eagle_namespace, &p.run_id, p.jobs, window, req.keep).await?;
+        let outcome = run::execute(
+            &p.client,
+            &req.eagle_namespace,
+            &p.run_id,
+            p.jobs,
+            window,
+            req.keep,
+            req.conn.max_concurrent_requests,
+        )
+        .await?;
         let elapsed = started.elapsed();
 
         let placements: Placements = p.resolution.running.iter().map(|c| (c.id.clone(), c.placement.clone())).collect();
@@ -225,7 +243,10 @@ pub fn render(outcome: &run::Outcome, run: &Finished, destination: &Destination)
             human(run.window)
         )));
     }
-    let partial = failed > 0 || outcome.interrupted;
+    // A node stopped before its window ended (a deadline, an eviction or drain, another user's
+    // `clean`, Ctrl-C) delivers a valid but shorter profile: the run is partial all the same.
+    let ended_early = done.iter().filter(|r| ended_early(r)).count();
+    let partial = failed > 0 || outcome.interrupted || ended_early > 0;
     let frequency = done[0].header.frequency_hz;
     let mut subtitle = format!(
         "{} at {frequency} Hz, {} samples, {} of {} nodes",
@@ -235,7 +256,16 @@ pub fn render(outcome: &run::Outcome, run: &Finished, destination: &Destination)
         outcome.nodes.len()
     );
     if partial {
-        let why = if outcome.interrupted { "interrupted".to_owned() } else { format!("{failed} node(s) failed") };
+        let mut why = Vec::new();
+        if outcome.interrupted {
+            why.push("interrupted".to_owned());
+        } else if ended_early > 0 {
+            why.push(format!("{ended_early} node(s) ended early"));
+        }
+        if failed > 0 {
+            why.push(format!("{failed} node(s) failed"));
+        }
+        let why = why.join(", ");
         subtitle.push_str(&format!(" | PARTIAL: {why}"));
     }
     closing::write(
@@ -260,7 +290,7 @@ pub fn render(outcome: &run::Outcome, run: &Finished, destination: &Destination)
 fn node_status(n: &NodeRun) -> NodeStatus {
     let (status, samples, messages) = match &n.outcome {
         Some(NodeOutcome::Done(r)) => {
-            let early = r.warnings.iter().any(|w| w.code == WarningCode::EndedEarly);
+            let early = ended_early(r);
             let messages = r.warnings.iter().filter(|w| !w.code.is_info()).map(|w| w.message.clone());
             let status = if early { NodeStatusKind::Partial } else { NodeStatusKind::Ok };
             (status, Some(r.samples()), messages.collect())
@@ -269,6 +299,12 @@ fn node_status(n: &NodeRun) -> NodeStatus {
         None => (NodeStatusKind::Failed, None, vec!["no result: the run ended before the node reported".to_owned()]),
     };
     NodeStatus { node: n.node.clone(), status, samples, messages }
+}
+
+/// Whether a node's agent stopped before its window ended, as it says in an `ended-early`
+/// warning.
+fn ended_early(result: &NodeResult) -> bool {
+    result.warnings.iter().any(|w| w.code == WarningCode::EndedEarly)
 }
 
 fn report(nodes: &[NodeRun], skipped: &[Skipped]) {
@@ -281,6 +317,9 @@ fn report(nodes: &[NodeRun], skipped: &[Skipped]) {
     let mut rows = vec![["NODE", "CONTAINERS", "SAMPLES", "STATUS"].map(str::to_owned).to_vec()];
     for n in nodes {
         let (samples, status) = match &n.outcome {
+            Some(NodeOutcome::Done(r)) if ended_early(r) => {
+                (r.samples().to_string(), "PARTIAL: ended early".to_owned())
+            }
             Some(NodeOutcome::Done(r)) => (r.samples().to_string(), "ok".to_owned()),
             Some(NodeOutcome::Failed(why)) => ("-".into(), format!("FAILED: {why}")),
             None => ("-".into(), "unknown".into()),
@@ -318,9 +357,11 @@ pub fn start_detached(req: &ClusterRequest, fetch_command: impl Fn(&str) -> Stri
             let nodes: Vec<&str> = p.jobs.iter().map(|(node, _, _)| node.as_str()).collect();
             refuse_conflicts(&p.client, namespace, &nodes, req.max_per_node).await?;
         }
+        may_run(&p.client, namespace, &target_namespaces(&p.resolution)).await?;
         let job_api: Api<Job> = Api::namespaced(p.client.clone(), namespace);
         let mut nodes = run::node_runs(&p.jobs, |_| indicatif::ProgressBar::hidden());
-        let create_error = run::create(&job_api, namespace, &p.jobs, &mut nodes).await;
+        let create_error =
+            run::create(&job_api, namespace, &p.jobs, &mut nodes, req.conn.max_concurrent_requests).await;
         let failed: Vec<&NodeRun> = nodes.iter().filter(|n| n.outcome.is_some()).collect();
         if failed.len() == nodes.len() {
             return Err(create_error.expect("every node failed at creation"));

@@ -7,29 +7,36 @@
 //! piece), and a finished Job whose pod is gone is reported as expired.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eagle_proto::{Decoder, Event, Limits, NodeResult};
-use futures::{AsyncBufReadExt, AsyncReadExt, StreamExt, TryStreamExt};
+use futures::{AsyncBufReadExt, AsyncReadExt, FutureExt, StreamExt, TryStreamExt};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, LogParams, PostParams};
+use k8s_openapi::api::core::v1::{Event as KubeEvent, Pod};
+use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
-use super::api::api_error;
+use super::api::{api_error, throttled, transient, with_retries};
 use super::plan::AGENT_CONTAINER;
 use super::pod_state::{self, Phase, PodState};
 use super::store::run_selector;
-use crate::error::CliError;
+use crate::error::{CliError, Exit};
 
 /// How long a pod may stay unschedulable before its node is given up.
 const UNSCHEDULABLE_GRACE: Duration = Duration::from_secs(20);
-/// After Ctrl-C: how long agents get to complete their streams before we stop waiting.
-const INTERRUPT_GRACE: Duration = Duration::from_secs(15);
+/// After Ctrl-C: how long agents get to complete their streams before we stop waiting: the
+/// pods' own grace period, and time to read what they wrote.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(super::plan::TERMINATION_GRACE_SECONDS as u64 + 15);
+/// How long a Job may be without a pod before its events are read for the reason.
+const NO_POD_YET: Duration = Duration::from_secs(5);
+/// After Ctrl-C: how long a node whose agent was not seen running may still show it running.
+const NOT_STARTED_GRACE: Duration = Duration::from_secs(2);
 /// A pod deleted before its agent's stream was read (`clean`, by hand), not by this run.
 const POD_DELETED: &str = "the profiling pod was deleted before its result was read";
 /// Why a node of a fetched run has no result: its Job finished and its pod is gone.
@@ -47,13 +54,16 @@ pub struct NodeRun {
     pub job: String,
     pub containers: usize,
     pub outcome: Option<NodeOutcome>,
+    /// The uid of the Job this run created: only a Job with this uid is stopped or deleted
+    /// (a create refused with 409 leaves another run's Job of that name alone).
+    pub uid: Option<String>,
     /// The Job had finished before the watch started (`fetch`): no pod then means no result.
     pub job_finished: bool,
     pod: Option<String>,
     following: bool,
     /// A log is followed once; after that the finished log is re-read instead.
     followed: bool,
-    /// Its pod was deleted to stop the agent (Ctrl-C, SIGTERM).
+    /// Its Job was told to end (Ctrl-C, SIGTERM, SIGHUP).
     stop_sent: bool,
     unschedulable_since: Option<Instant>,
     decoder: Decoder,
@@ -67,6 +77,7 @@ impl NodeRun {
             job,
             containers,
             outcome: None,
+            uid: None,
             job_finished: false,
             pod: None,
             following: false,
@@ -153,23 +164,36 @@ pub async fn execute(
     jobs: Vec<(String, usize, Job)>,
     window: Duration,
     keep: bool,
+    limit: usize,
 ) -> Result<Outcome, CliError> {
     let job_api: Api<Job> = Api::namespaced(client.clone(), namespace);
     let bars = Bars::new(window);
     let mut nodes = node_runs(&jobs, |node| bars.bar(node, "creating Job"));
 
-    // Caught from before the first Job exists: from here on Ctrl-C and SIGTERM must not kill
-    // the process, or the Jobs it created would be left running.
+    // Caught from before the first Job exists: from here on Ctrl-C, SIGTERM and SIGHUP must
+    // not kill the process, or the Jobs it created would be left running.
     let mut signals = Signals::catch();
-    let create_error = create(&job_api, namespace, &jobs, &mut nodes).await;
+    let create_error = create(&job_api, namespace, &jobs, &mut nodes, limit).await;
     let outcome = if nodes.iter().all(|n| n.outcome.is_some()) {
         Err(create_error.expect("every node failed at creation"))
     } else {
         let give_up = Instant::now() + give_up_after(window);
-        follow(client, namespace, run_id, &mut nodes, give_up, &mut signals).await
+        // A panic on the way still deletes the Jobs: caught here, re-raised after the cleanup.
+        let followed = AssertUnwindSafe(follow(client, namespace, run_id, &mut nodes, give_up, &mut signals, limit))
+            .catch_unwind()
+            .await;
+        match followed {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                if !keep {
+                    cleanup(&job_api, &nodes, limit, run_id, &mut signals).await;
+                }
+                std::panic::resume_unwind(panic);
+            }
+        }
     };
     if !keep {
-        cleanup(&job_api, &nodes).await;
+        cleanup(&job_api, &nodes, limit, run_id, &mut signals).await;
     }
     let interrupted = outcome?;
     Ok(Outcome { nodes, interrupted })
@@ -191,11 +215,21 @@ pub async fn create(
     namespace: &str,
     jobs: &[(String, usize, Job)],
     nodes: &mut [NodeRun],
+    limit: usize,
 ) -> Option<CliError> {
     let post = PostParams::default();
-    let created = futures::future::join_all(jobs.iter().map(|(_, _, job)| job_api.create(&post, job))).await;
+    // Retried only when throttled: after a 5xx or a broken connection the Job may exist, and
+    // a second create would fail with 409 on this run's own Job.
+    let creates = jobs.iter().map(|(_, _, job)| with_retries(throttled, || job_api.create(&post, job)));
+    let created: Vec<_> = futures::stream::iter(creates).buffered(limit).collect().await;
     let mut create_error = None;
-    for (n, result) in nodes.iter_mut().zip(created) {
+    let mut ttl_dropped = false;
+    for ((n, result), (_, _, posted)) in nodes.iter_mut().zip(created).zip(jobs) {
+        if let Ok(job) = &result {
+            n.uid = job.metadata.uid.clone();
+            let ttl = |j: &Job| j.spec.as_ref().and_then(|s| s.ttl_seconds_after_finished);
+            ttl_dropped |= ttl(posted).is_some() && ttl(job).is_none();
+        }
         if let Err(e) = result {
             let e = match e {
                 // All a create can miss is its namespace: ensure_namespace could not tell (it
@@ -209,6 +243,12 @@ pub async fn create(
             create_error.get_or_insert(e);
         }
     }
+    if ttl_dropped {
+        // Kubernetes before 1.21 drops the field unless the TTLAfterFinished gate is on.
+        eprintln!(
+            "warning: the API server dropped the Jobs' ttlSecondsAfterFinished (no TTL controller): a Job this run cannot delete stays until `kubectl eagle clean`"
+        );
+    }
     create_error
 }
 
@@ -221,9 +261,10 @@ pub async fn attach(
     run_id: &str,
     mut nodes: Vec<NodeRun>,
     give_up: Instant,
+    limit: usize,
 ) -> Result<Outcome, CliError> {
-    let mut signals = Signals { interrupt: None, terminate: None };
-    let interrupted = follow(client, namespace, run_id, &mut nodes, give_up, &mut signals).await?;
+    let mut signals = Signals { interrupt: None, terminate: None, hangup: None, interrupts: 0 };
+    let interrupted = follow(client, namespace, run_id, &mut nodes, give_up, &mut signals, limit).await?;
     Ok(Outcome { nodes, interrupted })
 }
 
@@ -235,7 +276,11 @@ async fn follow(
     nodes: &mut [NodeRun],
     give_up: Instant,
     signals: &mut Signals,
+    limit: usize,
 ) -> Result<bool, CliError> {
+    // Log follows last as long as their agents: at most `limit` at once; the others wait, and
+    // a pod that finished meanwhile is read in one piece.
+    let follows = Arc::new(Semaphore::new(limit));
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let config = watcher::Config::default().labels_from(&run_selector(run_id));
     let mut events = watcher(pods.clone(), config).default_backoff().boxed();
@@ -244,6 +289,8 @@ async fn follow(
     let by_job: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.job.clone(), i)).collect();
     let mut interrupted_at: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut events_read: Option<Instant> = None;
+    let started = Instant::now();
 
     while nodes.iter().any(|n| n.outcome.is_none()) {
         tokio::select! {
@@ -251,21 +298,21 @@ async fn follow(
                 Ok(Some(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod))) => {
                     let job = pod.metadata.labels.as_ref().and_then(|l| l.get("job-name")).cloned().unwrap_or_default();
                     if let Some(&i) = by_job.get(&job) {
-                        on_pod(&pods, &mut nodes[i], i, &pod, &log_tx).await;
-                        if interrupted_at.is_some() {
-                            // A pod first seen after the interrupt (its Job was still being
-                            // created) is stopped too.
-                            stop_agents(client, namespace, nodes).await;
-                        }
+                        on_pod(&pods, &mut nodes[i], i, &pod, &log_tx, &follows).await;
                     }
                 }
                 Ok(Some(watcher::Event::Delete(pod))) => {
                     let job = pod.metadata.labels.as_ref().and_then(|l| l.get("job-name")).cloned().unwrap_or_default();
                     if let Some(&i) = by_job.get(&job) {
                         let n = &mut nodes[i];
-                        // Not read while it ran nor once it finished: deleted under us.
-                        if n.outcome.is_none() && !n.following && !n.stop_sent {
-                            n.finish(NodeOutcome::Failed(POD_DELETED.into()));
+                        if n.outcome.is_none() && !n.following {
+                            if n.stop_sent && !n.followed {
+                                // Its Job ended it before its agent ran: nothing will come.
+                                n.finish(NodeOutcome::Failed("interrupted before the agent started".into()));
+                            } else if !n.stop_sent {
+                                // Not read while it ran nor once it finished: deleted under us.
+                                n.finish(NodeOutcome::Failed(POD_DELETED.into()));
+                            }
                         }
                     }
                 }
@@ -305,25 +352,38 @@ async fn follow(
                 }
             },
             _ = received(&mut signals.interrupt) => {
+                signals.interrupts += 1;
                 if interrupted_at.is_none() {
                     interrupted_at = Some(Instant::now());
-                    eprintln!("interrupted: stopping the agents; they send what they sampled so far (Ctrl-C again to quit at once)");
-                    stop_agents(client, namespace, nodes).await;
+                    eprintln!("interrupted: stopping the agents; they send what they sampled so far (Ctrl-C again to stop waiting)");
+                    stop_agents(client, namespace, nodes, limit).await;
                 } else {
                     for n in nodes.iter_mut() {
                         n.finish(NodeOutcome::Failed("interrupted".into()));
                     }
                 }
             }
-            _ = received(&mut signals.terminate), if interrupted_at.is_none() => {
+            // SIGTERM, and SIGHUP (the terminal closed): stopped as on Ctrl-C.
+            _ = async { tokio::select! { _ = received(&mut signals.terminate) => {}, _ = received(&mut signals.hangup) => {} } }, if interrupted_at.is_none() => {
                 interrupted_at = Some(Instant::now());
-                stop_agents(client, namespace, nodes).await;
+                stop_agents(client, namespace, nodes, limit).await;
             }
             _ = tick.tick() => {
                 let now = Instant::now();
+                // A Job whose pod does not appear within seconds: its controller's events say
+                // why (an admission rejection), one list for the whole run every few seconds.
+                let waiting = nodes.iter().any(|n| n.outcome.is_none() && n.pod.is_none() && n.uid.is_some());
+                if waiting && now - started > NO_POD_YET && events_read.is_none_or(|t| now - t > NO_POD_YET) {
+                    events_read = Some(now);
+                    fail_refused_creates(client, namespace, nodes).await;
+                }
                 for n in nodes.iter_mut().filter(|n| n.outcome.is_none()) {
                     if n.unschedulable_since.is_some_and(|t| now - t > UNSCHEDULABLE_GRACE) {
                         n.finish(NodeOutcome::Failed("unschedulable: the profiling pod cannot be placed on this node".into()));
+                    } else if n.stop_sent && !n.followed && interrupted_at.is_some_and(|t| now - t > NOT_STARTED_GRACE) {
+                        // Its Job ended before the agent ran (the pod may be gone before the
+                        // watch ever listed it): nothing will come.
+                        n.finish(NodeOutcome::Failed("interrupted before the agent started".into()));
                     } else if interrupted_at.is_some_and(|t| now - t > INTERRUPT_GRACE) {
                         n.finish(NodeOutcome::Failed("interrupted before the agent sent its result".into()));
                     } else if now > give_up {
@@ -337,13 +397,38 @@ async fn follow(
     Ok(interrupted_at.is_some())
 }
 
+/// Fails the nodes whose Job could not create its pod, with the Job controller's reason
+/// (`FailedCreate`: Pod Security, an admission webhook, a quota). Events that cannot be read
+/// (no permission, an old cluster) leave the nodes waiting, as before.
+async fn fail_refused_creates(client: &Client, namespace: &str, nodes: &mut [NodeRun]) {
+    let events: Api<KubeEvent> = Api::namespaced(client.clone(), namespace);
+    let params = ListParams::default().fields("involvedObject.kind=Job,reason=FailedCreate");
+    let Ok(list) = with_retries(transient, || events.list(&params)).await else { return };
+    for n in nodes.iter_mut().filter(|n| n.outcome.is_none() && n.pod.is_none()) {
+        let refused = list.items.iter().rev().find(|e| n.uid.is_some() && e.involved_object.uid == n.uid);
+        if let Some(message) = refused.and_then(|e| e.message.as_deref()) {
+            n.finish(NodeOutcome::Failed(format!(
+                "no pod: its Job could not create one: {}",
+                eagle_proto::stream::printable(message.trim())
+            )));
+        }
+    }
+}
+
 fn forbidden(e: &watcher::Error) -> Option<String> {
     let text = e.to_string();
     (text.contains("403") || text.to_lowercase().contains("forbidden"))
         .then(|| format!("not allowed to watch pods in the profiling namespace: {text}; ask for `watch` on pods there, or run `kubectl eagle init`"))
 }
 
-async fn on_pod(pods: &Api<Pod>, n: &mut NodeRun, index: usize, pod: &Pod, log_tx: &mpsc::Sender<LogMsg>) {
+async fn on_pod(
+    pods: &Api<Pod>,
+    n: &mut NodeRun,
+    index: usize,
+    pod: &Pod,
+    log_tx: &mpsc::Sender<LogMsg>,
+    follows: &Arc<Semaphore>,
+) {
     if n.outcome.is_some() {
         return;
     }
@@ -370,15 +455,16 @@ async fn on_pod(pods: &Api<Pod>, n: &mut NodeRun, index: usize, pod: &Pod, log_t
             n.following = true;
             n.followed = true;
             n.bar.set_message("sampling");
-            spawn_follow(pods.clone(), name, index, log_tx.clone());
+            spawn_follow(pods.clone(), name, index, log_tx.clone(), follows.clone());
         }
         Phase::Succeeded | Phase::Failed if !n.following => reread(pods, n, &name, Some(pod)).await,
         _ => {}
     }
 }
 
-fn spawn_follow(pods: Api<Pod>, pod: String, index: usize, tx: mpsc::Sender<LogMsg>) {
+fn spawn_follow(pods: Api<Pod>, pod: String, index: usize, tx: mpsc::Sender<LogMsg>, follows: Arc<Semaphore>) {
     tokio::spawn(async move {
+        let _permit = follows.acquire_owned().await;
         let params = LogParams { follow: true, container: Some(AGENT_CONTAINER.into()), ..Default::default() };
         if let Ok(mut stream) = pods.log_stream(&pod, &params).await {
             let limit = Limits::DEFAULT.line_bytes;
@@ -448,7 +534,7 @@ async fn reread(pods: &Api<Pod>, n: &mut NodeRun, pod_name: &str, pod: Option<&P
     // the decoder says it was cut short, instead of the whole of it landing in memory.
     let params =
         LogParams { container: Some(AGENT_CONTAINER.into()), limit_bytes: Some(MAX_LOG_BYTES), ..Default::default() };
-    let log = match pods.logs(pod_name, &params).await {
+    let log = match with_retries(transient, || pods.logs(pod_name, &params)).await {
         Ok(log) => log,
         Err(e) => return n.finish(NodeOutcome::Failed(format!("cannot read the agent's log: {e}"))),
     };
@@ -476,11 +562,20 @@ async fn reread(pods: &Api<Pod>, n: &mut NodeRun, pod_name: &str, pod: Option<&P
 struct Signals {
     interrupt: Option<Signal>,
     terminate: Option<Signal>,
+    hangup: Option<Signal>,
+    /// Ctrl-Cs so far: the first stops the agents, the second stops waiting for them, the
+    /// third quits, even while the Jobs are being deleted.
+    interrupts: u32,
 }
 
 impl Signals {
     fn catch() -> Self {
-        Signals { interrupt: signal(SignalKind::interrupt()).ok(), terminate: signal(SignalKind::terminate()).ok() }
+        Signals {
+            interrupt: signal(SignalKind::interrupt()).ok(),
+            terminate: signal(SignalKind::terminate()).ok(),
+            hangup: signal(SignalKind::hangup()).ok(),
+            interrupts: 0,
+        }
     }
 }
 
@@ -494,28 +589,79 @@ async fn received(signal: &mut Option<Signal>) {
     std::future::pending::<()>().await
 }
 
-/// Ctrl-C: the agents end their window on SIGTERM and still write their stream, so deleting
-/// the pods (gracefully) is how to stop them early without losing what they sampled.
-async fn stop_agents(client: &Client, namespace: &str, nodes: &mut [NodeRun]) {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    for n in nodes.iter_mut().filter(|n| n.outcome.is_none() && !n.stop_sent) {
-        if let Some(pod) = &n.pod {
-            n.stop_sent = true;
-            let _ = pods.delete(pod, &DeleteParams::default()).await;
-            if !n.followed {
-                // Not running yet: its agent never starts, so nothing will come.
-                n.finish(NodeOutcome::Failed("interrupted before the agent started".into()));
+/// Ctrl-C: the agents end their window on SIGTERM and still write their stream. Each Job is
+/// suspended (Kubernetes 1.22+; earlier API servers drop the field) and its deadline moved to
+/// one second after its start: the Job controller deletes its pod with the pod's grace period
+/// (SIGTERM, time to flush) and, the Job being suspended or failed, creates no other. Deleting
+/// the pods instead would have the controller replace them (before Kubernetes 1.26 always,
+/// later while the old pod terminates): a second privileged pod per node.
+async fn stop_agents(client: &Client, namespace: &str, nodes: &mut [NodeRun], limit: usize) {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    let stopping: Vec<usize> =
+        (0..nodes.len()).filter(|&i| nodes[i].outcome.is_none() && !nodes[i].stop_sent).collect();
+    let patches = stopping.iter().map(|&i| {
+        let n = &nodes[i];
+        // The uid makes the patch a precondition: only the Job this run created is ended.
+        let patch = serde_json::json!({
+            "metadata": {"uid": n.uid},
+            "spec": {"suspend": true, "activeDeadlineSeconds": 1},
+        });
+        let jobs = jobs.clone();
+        let name = n.job.clone();
+        async move {
+            let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
+            with_retries(transient, || jobs.patch(&name, &params, &patch)).await
+        }
+    });
+    let results: Vec<_> = futures::stream::iter(patches).buffered(limit).collect().await;
+    for (&i, result) in stopping.iter().zip(results) {
+        let n = &mut nodes[i];
+        n.stop_sent = true;
+        if let Err(e) = result {
+            n.bar.set_message("could not stop the agent");
+            eprintln!(
+                "warning: could not stop the agent on node {} (patching Job {}: {e}); it runs to the end of its window",
+                n.node, n.job
+            );
+        } else if n.pod.is_none() {
+            n.bar.set_message("stopped before its pod was seen");
+        }
+    }
+}
+
+/// Deletes the Jobs this run created, each only if it is still the one created (its uid). A
+/// third Ctrl-C quits at once, leaving them to their deadline and TTL.
+async fn cleanup(jobs: &Api<Job>, nodes: &[NodeRun], limit: usize, run_id: &str, signals: &mut Signals) {
+    let deletes = delete_created(jobs, nodes, limit);
+    tokio::pin!(deletes);
+    loop {
+        tokio::select! {
+            _ = &mut deletes => return,
+            _ = received(&mut signals.interrupt) => {
+                signals.interrupts += 1;
+                if signals.interrupts >= 3 {
+                    eprintln!("interrupted again: quitting before the run's Jobs are deleted; their deadline and TTL end them, or remove them now with `kubectl eagle clean {run_id}`");
+                    std::process::exit(Exit::Failed as i32);
+                }
             }
         }
     }
 }
 
-async fn cleanup(jobs: &Api<Job>, nodes: &[NodeRun]) {
-    let params = DeleteParams::background();
-    let deletes = nodes.iter().map(|n| jobs.delete(&n.job, &params));
-    for (n, result) in nodes.iter().zip(futures::future::join_all(deletes).await) {
+async fn delete_created(jobs: &Api<Job>, nodes: &[NodeRun], limit: usize) {
+    let created: Vec<&NodeRun> = nodes.iter().filter(|n| n.uid.is_some()).collect();
+    let deletes = created.iter().map(|n| {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions { uid: n.uid.clone(), resource_version: None }),
+            ..DeleteParams::background()
+        };
+        async move { with_retries(transient, || jobs.delete(&n.job, &params)).await }
+    });
+    let results: Vec<_> = futures::stream::iter(deletes).buffered(limit).collect().await;
+    for (n, result) in created.into_iter().zip(results) {
         if let Err(e) = result {
-            let gone = matches!(&e, kube::Error::Api(s) if s.code == 404);
+            // 404: gone already (another user's `clean`); 409: the name is another Job's now.
+            let gone = matches!(&e, kube::Error::Api(s) if s.code == 404 || s.code == 409);
             if !gone {
                 eprintln!("warning: could not delete Job {} (node {}): {e}; its TTL removes it later", n.job, n.node);
             }

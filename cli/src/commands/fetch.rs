@@ -120,7 +120,8 @@ async fn fetch_run(args: &FetchPlan, destination: &Destination) -> Result<Exit, 
         None => run::give_up_after(window),
     };
     let fetching = Instant::now();
-    let outcome = run::attach(&client, namespace, id, nodes, Instant::now() + wait).await?;
+    let outcome =
+        run::attach(&client, namespace, id, nodes, Instant::now() + wait, args.conn.max_concurrent_requests).await?;
     let expired = outcome
         .nodes
         .iter()

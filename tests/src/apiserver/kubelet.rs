@@ -73,7 +73,27 @@ impl State {
         let fate = if known { scenario.fate(&agent.node) } else { Fate::Unschedulable };
         self.events.push(WatchEvent { rv, kind: "ADDED", object: pod.clone() });
         self.objects.insert(("pods".into(), ns.clone(), name.clone()), pod);
+        self.job_pods.push((job_name, name.clone()));
         ((ns, name), fate, agent)
+    }
+
+    /// The `FailedCreate` Event of a Job whose pod admission refused (Pod Security, a webhook,
+    /// a quota), as the Job controller records it.
+    pub(super) fn record_failed_create(&mut self, job: &Value, why: &str) {
+        let ns = job["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
+        let job_name = job["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        let rv = self.bump();
+        let name = format!("{job_name}.{rv:x}");
+        let event = json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": name, "namespace": ns, "uid": format!("uid-event-{rv}"), "resourceVersion": rv.to_string(), "creationTimestamp": TIMESTAMP},
+            "involvedObject": {"kind": "Job", "namespace": ns, "name": job_name, "uid": job["metadata"]["uid"], "apiVersion": "batch/v1", "resourceVersion": job["metadata"]["resourceVersion"]},
+            "reason": "FailedCreate", "type": "Warning", "count": 1,
+            "message": format!("Error creating: pods \"{job_name}-xxxxx\" is forbidden: {why}"),
+            "source": {"component": "job-controller"},
+            "firstTimestamp": TIMESTAMP, "lastTimestamp": TIMESTAMP
+        });
+        self.objects.insert(("events".into(), ns, name), event);
     }
 
     /// Starts a graceful deletion; the pod's driver finishes it.
@@ -245,12 +265,29 @@ pub(super) fn script(fate: &Fate, agent: &AgentRun) -> Script {
         on_stop: Vec::new(),
         exit_code,
     };
-    let runs = !matches!(fate, Fate::AgentError { .. } | Fate::Unschedulable | Fate::ImagePullError);
+    let runs = !matches!(
+        fate,
+        Fate::AgentError { .. } | Fate::Unschedulable | Fate::ImagePullError | Fate::AdmissionRejected(_)
+    );
     if agent.version_only && runs {
         return plain(vec![format!("eagle-agent {}", env!("CARGO_PKG_VERSION"))], 0);
     }
     match fate {
         Fate::Profile(stacks) | Fate::FinishedBeforeWatch(stacks) => plain(complete(stacks), 0),
+        Fate::EndsEarly(stacks) => {
+            let mut lines = complete(stacks);
+            let first_chunk = lines.iter().position(|l| l.starts_with("EAGLE1 D ")).expect("a payload chunk");
+            let warning = encoder.warning(&Warning {
+                code: eagle_proto::WarningCode::EndedEarly,
+                pid: None,
+                message: format!(
+                    "stopped by a signal after 0.6s of the {:.1}s window",
+                    agent.duration_ms as f64 / 1000.0
+                ),
+            });
+            lines.insert(first_chunk, warning);
+            plain(lines, 0)
+        }
         Fate::Truncated(stacks) => {
             let mut lines = complete(stacks);
             let first_chunk = lines.iter().position(|l| l.starts_with("EAGLE1 D ")).expect("a payload chunk");
@@ -319,7 +356,9 @@ pub(super) fn script(fate: &Fate, agent: &AgentRun) -> Script {
             on_stop: Vec::new(),
             exit_code: 137,
         },
-        Fate::Unschedulable | Fate::ImagePullError => plain(Vec::new(), 0),
+        Fate::Unschedulable | Fate::ImagePullError | Fate::AdmissionRejected(_) | Fate::NameTaken => {
+            plain(Vec::new(), 0)
+        }
     }
 }
 

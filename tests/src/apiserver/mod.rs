@@ -16,7 +16,13 @@
 //! - GET of `pods/NAME/log`, with `follow=true` chunked and streamed as the agent writes. The
 //!   agent's log is a real result stream made with [`eagle_proto::Encoder`] for the containers
 //!   its Job names, or a deliberately broken one;
-//! - DELETE of jobs (their pods go too) and pods (the agent gets "SIGTERM").
+//! - DELETE of jobs (their pods go too) and pods (the agent gets "SIGTERM"). As the Job
+//!   controller of Kubernetes before 1.26 does, a deleted pod of a Job that has not finished is
+//!   replaced by a new one;
+//! - PATCH (JSON merge patch) of jobs, with `metadata.uid` as a precondition: `suspend: true`
+//!   (condition `Suspended`) or an `activeDeadlineSeconds` that has passed (`Failed`,
+//!   `DeadlineExceeded`; one still ahead is waited for) deletes the Job's pod gracefully (the
+//!   agent gets "SIGTERM"), with no replacement.
 //!
 //! For the task commands (`list`, `fetch`, `clean`, `uninstall`, `init`, `doctor`) also:
 //!
@@ -145,6 +151,14 @@ struct State {
     stopping: HashSet<PodKey>,
     requests: Vec<Recorded>,
     created_jobs: Vec<Value>,
+    /// Every pod the Job controller created, by Job name, in order (replacements included).
+    job_pods: Vec<(String, String)>,
+    /// Job creates answered 429 so far; Job creates in flight now, and at most.
+    throttled: usize,
+    creates_in_flight: usize,
+    peak_creates_in_flight: usize,
+    /// When each Job was created, for its `activeDeadlineSeconds`.
+    job_started: HashMap<Key, Instant>,
     nodes: Vec<String>,
     watches: usize,
     followed: HashSet<PodKey>,
@@ -250,6 +264,32 @@ impl ApiServer {
     /// The Jobs the API accepted (201), as the CLI posted them.
     pub fn created_jobs(&self) -> Vec<Value> {
         self.shared.lock().created_jobs.clone()
+    }
+
+    /// The most Job creates that were in flight at once.
+    pub fn peak_job_creates_in_flight(&self) -> usize {
+        self.shared.lock().peak_creates_in_flight
+    }
+
+    /// Every pod the Job controller created, as `(job, pod)`, replacements included.
+    pub fn job_pods(&self) -> Vec<(String, String)> {
+        self.shared.lock().job_pods.clone()
+    }
+
+    /// Deletes an object as another client would (`kubectl delete`, another user's `clean`):
+    /// a Job with background propagation, its pods gracefully.
+    pub fn delete_object(&self, plural: &str, namespace: &str, name: &str) {
+        let route = Route {
+            kind: KINDS
+                .iter()
+                .find(|k| k.plural == plural)
+                .unwrap_or_else(|| panic!("the double does not serve {plural}")),
+            namespace: namespace.to_owned(),
+            name: Some(name.to_owned()),
+            sub: None,
+        };
+        let (code, answer) = self.shared.delete(&route, None);
+        assert_eq!(code, 200, "delete {plural}/{name}: {answer}");
     }
 
     /// Whether a namespaced or cluster object exists now: `exists("jobs", "kube-eagle", name)`.

@@ -14,8 +14,9 @@ pub(super) struct KindInfo {
     pub(super) namespaced: bool,
 }
 
-pub(super) const KINDS: [KindInfo; 13] = [
+pub(super) const KINDS: [KindInfo; 14] = [
     KindInfo { plural: "pods", group: "", kind: "Pod", namespaced: true },
+    KindInfo { plural: "events", group: "", kind: "Event", namespaced: true },
     KindInfo { plural: "services", group: "", kind: "Service", namespaced: true },
     KindInfo { plural: "namespaces", group: "", kind: "Namespace", namespaced: false },
     KindInfo { plural: "deployments", group: "apps", kind: "Deployment", namespaced: true },
@@ -172,14 +173,33 @@ pub(super) fn handle(shared: &Arc<Shared>, req: &HttpRequest, w: &mut TcpStream)
             respond(shared, index, w, code, &value)
         }
         ("list", None) => {
-            let value = shared.list(&route, param("labelSelector").unwrap_or_default());
+            let mut value = shared.list(&route, param("labelSelector").unwrap_or_default());
+            if let (Some(fields), Some(items)) = (param("fieldSelector"), value["items"].as_array_mut()) {
+                items.retain(|item| selects_fields(fields, item));
+            }
             respond(shared, index, w, 200, &value)
         }
         ("watch", None) if route.kind.plural == "pods" => {
             watch_pods(shared, index, w, &route, param("labelSelector").unwrap_or_default(), param("resourceVersion"))
         }
         ("create", None) => {
-            if route.kind.plural == "jobs" {
+            let job = route.kind.plural == "jobs";
+            if job {
+                let mut state = shared.lock();
+                if state.throttled < shared.scenario.throttled_creates {
+                    state.throttled += 1;
+                    drop(state);
+                    let value = status(
+                        429,
+                        "TooManyRequests",
+                        "Too many requests, please try again later.".into(),
+                        json!({"retryAfterSeconds": 1}),
+                    );
+                    return respond(shared, index, w, 429, &value);
+                }
+                state.creates_in_flight += 1;
+                state.peak_creates_in_flight = state.peak_creates_in_flight.max(state.creates_in_flight);
+                drop(state);
                 thread::sleep(shared.scenario.job_create_delay);
             }
             let dry_run = param("dryRun") == Some("All");
@@ -187,15 +207,28 @@ pub(super) fn handle(shared: &Arc<Shared>, req: &HttpRequest, w: &mut TcpStream)
                 Some(body) => shared.create(&route, body, dry_run),
                 None => (400, status(400, "BadRequest", "the body of the request was not JSON".into(), json!({}))),
             };
+            if job {
+                shared.lock().creates_in_flight -= 1;
+            }
             respond(shared, index, w, code, &value)
         }
         ("delete", None) => {
+            if route.kind.plural == "jobs" {
+                thread::sleep(shared.scenario.job_delete_delay);
+            }
             let (code, value) = shared.delete(&route, body.as_ref());
             respond(shared, index, w, code, &value)
         }
         ("update", None) if PLAIN.contains(&route.kind.plural) => {
             let (code, value) = match body {
                 Some(body) => shared.replace(&route, body),
+                None => (400, status(400, "BadRequest", "the body of the request was not JSON".into(), json!({}))),
+            };
+            respond(shared, index, w, code, &value)
+        }
+        ("patch", None) if route.kind.plural == "jobs" => {
+            let (code, value) = match body {
+                Some(body) => shared.patch_job(&route, &body),
                 None => (400, status(400, "BadRequest", "the body of the request was not JSON".into(), json!({}))),
             };
             respond(shared, index, w, code, &value)
@@ -222,4 +255,15 @@ pub(super) fn handle(shared: &Arc<Shared>, req: &HttpRequest, w: &mut TcpStream)
 pub(super) fn respond(shared: &Shared, index: usize, w: &mut TcpStream, code: u16, value: &Value) -> io::Result<()> {
     shared.set_status(index, code);
     write_body(w, code, "application/json", &serde_json::to_vec(value).expect("json"))
+}
+
+/// Whether a field selector (`involvedObject.kind=Job,reason=FailedCreate`, equality only)
+/// selects `object`.
+pub(super) fn selects_fields(selector: &str, object: &Value) -> bool {
+    selector.split(',').filter(|r| !r.trim().is_empty()).all(|requirement| {
+        let (path, want) =
+            requirement.split_once("==").or_else(|| requirement.split_once('=')).unwrap_or((requirement, ""));
+        let value = path.trim().split('.').fold(object, |v, key| &v[key]);
+        value.as_str() == Some(want.trim())
+    })
 }

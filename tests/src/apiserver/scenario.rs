@@ -44,6 +44,9 @@ pub enum Fate {
     /// The agent reports progress until its pod is deleted (SIGTERM); then it writes an
     /// `ended-early` warning, the payload of these stacks and the trailer, and exits 0.
     UntilStopped(Vec<Stack>),
+    /// As `Profile`, but the agent was stopped before its window ended by something other than
+    /// this run (its Job's deadline, an eviction): an `ended-early` warning before the payload.
+    EndsEarly(Vec<Stack>),
     /// The agent reports progress and ignores SIGTERM; it is killed (137) a while after its pod
     /// is deleted, without a trailer.
     IgnoresStop,
@@ -56,6 +59,12 @@ pub enum Fate {
     Unschedulable,
     /// Scheduled, but the image cannot be pulled: `ErrImagePull`, then `ImagePullBackOff`.
     ImagePullError,
+    /// Another run's Job already has the name of this node's Job: the create is answered 409
+    /// AlreadyExists, and that Job (of another uid) stays.
+    NameTaken,
+    /// Admission refuses the Job's pod (Pod Security, a webhook, a quota) with this reason:
+    /// the Job exists, no pod ever does, and a `FailedCreate` Event on the Job says why.
+    AdmissionRejected(String),
 }
 
 /// A permission the double refuses with 403, as RBAC would.
@@ -75,6 +84,8 @@ pub struct Scenario {
     pub(super) denials: Vec<Denial>,
     pub(super) user: String,
     pub(super) job_create_delay: Duration,
+    pub(super) throttled_creates: usize,
+    pub(super) job_delete_delay: Duration,
     pub(super) watch_breaks_after: Option<usize>,
     pub(super) follow_breaks_after: Option<usize>,
     pub(super) drops_ttl: bool,
@@ -96,6 +107,8 @@ impl Scenario {
             denials: Vec::new(),
             user: "alice".into(),
             job_create_delay: Duration::ZERO,
+            throttled_creates: 0,
+            job_delete_delay: Duration::ZERO,
             watch_breaks_after: None,
             follow_breaks_after: None,
             drops_ttl: false,
@@ -136,6 +149,19 @@ impl Scenario {
             resource: resource.to_owned(),
             namespace: (!namespace.is_empty()).then(|| namespace.to_owned()),
         });
+        self
+    }
+
+    /// The first `n` Job creates are answered 429 Too Many Requests (API Priority and
+    /// Fairness shedding load), with nothing created.
+    pub fn throttle_job_creates(mut self, n: usize) -> Self {
+        self.throttled_creates = n;
+        self
+    }
+
+    /// Deleting a Job takes this long (an API server under load): the answer comes after.
+    pub fn slow_job_delete(mut self, delay: Duration) -> Self {
+        self.job_delete_delay = delay;
         self
     }
 

@@ -105,9 +105,19 @@ impl Shared {
         if kind.namespaced
             && !state.objects.contains_key(&("namespaces".to_owned(), String::new(), route.namespace.clone()))
         {
-            return (404, not_found(&KINDS[2], &route.namespace));
+            return (404, not_found(&KINDS[3], &route.namespace));
         }
         let key = (kind.plural.to_owned(), route.namespace.clone(), name.clone());
+        if kind.plural == "jobs" && !dry_run {
+            let node = node_of(&object["spec"]["template"]["spec"]).unwrap_or_default();
+            if let Fate::NameTaken = self.scenario.fate(&node) {
+                // Another run's Job of that name, made long ago (its pod is gone).
+                let mut other = object.clone();
+                other["metadata"]["uid"] = json!(format!("uid-jobs-of-another-run-{name}"));
+                other["status"] = json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]});
+                state.objects.entry(key.clone()).or_insert(other);
+            }
+        }
         if state.objects.contains_key(&key) {
             return (
                 409,
@@ -163,8 +173,16 @@ impl Shared {
         object["spec"]["parallelism"] = json!(1);
         object["spec"]["completions"] = json!(1);
         object["status"] = json!({"active": 1, "startTime": TIMESTAMP});
+        state.job_started.insert(key.clone(), Instant::now());
         state.objects.insert(key, object.clone());
         state.created_jobs.push(posted);
+        let node = node_of(&object["spec"]["template"]["spec"]).unwrap_or_default();
+        if let Fate::AdmissionRejected(why) = self.scenario.fate(&node) {
+            // The Job controller's create of the pod is refused; it records why on the Job.
+            state.record_failed_create(&object, &why);
+            self.changed.notify_all();
+            return (201, object);
+        }
         let (pod_key, fate, agent) = state.add_job_pod(&object, &self.scenario);
         let watched = object["metadata"]["annotations"]["kube-eagle.io/async"] != "true";
         self.changed.notify_all();
@@ -179,7 +197,7 @@ impl Shared {
         (201, object)
     }
 
-    pub(super) fn delete(&self, route: &Route, options: Option<&Value>) -> (u16, Value) {
+    pub(super) fn delete(self: &Arc<Self>, route: &Route, options: Option<&Value>) -> (u16, Value) {
         let kind = route.kind;
         let name = route.name.clone().unwrap_or_default();
         let key = (kind.plural.to_owned(), route.namespace.clone(), name.clone());
@@ -187,6 +205,18 @@ impl Shared {
         let Some(object) = state.objects.get(&key).cloned() else {
             return (404, not_found(kind, &name));
         };
+        if let Some(uid) = options.and_then(|o| o["preconditions"]["uid"].as_str()) {
+            if object["metadata"]["uid"] != uid {
+                let message = format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    object["metadata"]["uid"].as_str().unwrap_or_default()
+                );
+                return (
+                    409,
+                    status(409, "Conflict", message, json!({"name": name, "group": kind.group, "kind": kind.plural})),
+                );
+            }
+        }
         match kind.plural {
             "jobs" => {
                 // Background propagation: the Job goes now, the garbage collector deletes its
@@ -215,7 +245,25 @@ impl Shared {
                     .or_else(|| object["spec"]["terminationGracePeriodSeconds"].as_i64())
                     .unwrap_or(30);
                 let pod = state.mark_deleted(&(route.namespace.clone(), name), grace);
+                // The Job controller (before 1.26) sees one active pod fewer than it wants and
+                // creates another, while the first still terminates.
+                let job_key = (
+                    "jobs".to_owned(),
+                    route.namespace.clone(),
+                    object["metadata"]["labels"]["job-name"].as_str().unwrap_or_default().to_owned(),
+                );
+                let replace = state
+                    .objects
+                    .get(&job_key)
+                    .filter(|job| !job_finished(job) && job["spec"]["suspend"] != true)
+                    .cloned();
+                let replacement = replace.map(|job| state.add_job_pod(&job, &self.scenario));
                 self.changed.notify_all();
+                drop(state);
+                if let Some((pod_key, fate, agent)) = replacement {
+                    let shared = self.clone();
+                    thread::spawn(move || drive(&shared, &pod_key, &fate, &agent, true));
+                }
                 (200, pod.unwrap_or(object))
             }
             "namespaces" => {
@@ -292,6 +340,92 @@ impl Shared {
         (200, object)
     }
 
+    /// PATCH of a Job (JSON merge patch), then what the Job controller does about it: a
+    /// deadline that has passed or `suspend: true` ends the Job and deletes its pod gracefully
+    /// (with the pod's own grace period); a deadline still ahead is waited for.
+    pub(super) fn patch_job(self: &Arc<Self>, route: &Route, patch: &Value) -> (u16, Value) {
+        let kind = route.kind;
+        let name = route.name.clone().unwrap_or_default();
+        let key = (kind.plural.to_owned(), route.namespace.clone(), name.clone());
+        let mut state = self.lock();
+        let Some(current) = state.objects.get(&key).cloned() else {
+            return (404, not_found(kind, &name));
+        };
+        if let Some(uid) = patch["metadata"]["uid"].as_str() {
+            if current["metadata"]["uid"] != uid {
+                let message = format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    current["metadata"]["uid"].as_str().unwrap_or_default()
+                );
+                return (
+                    409,
+                    status(409, "Conflict", message, json!({"name": name, "group": kind.group, "kind": kind.plural})),
+                );
+            }
+        }
+        let rv = state.bump();
+        let object = state.objects.get_mut(&key).expect("checked");
+        json_merge(object, patch);
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let object = object.clone();
+        let started = state.job_started.get(&key).copied().unwrap_or_else(Instant::now);
+        drop(state);
+        self.changed.notify_all();
+        let deadline = object["spec"]["activeDeadlineSeconds"].as_u64().map(|s| started + Duration::from_secs(s));
+        let suspended = object["spec"]["suspend"] == true;
+        if suspended || deadline.is_some_and(|d| d <= Instant::now()) {
+            self.end_job(&key, if suspended { "Suspended" } else { "DeadlineExceeded" });
+        } else if let Some(deadline) = deadline {
+            let shared = self.clone();
+            thread::spawn(move || {
+                thread::sleep(deadline.saturating_duration_since(Instant::now()));
+                shared.end_job(&key, "DeadlineExceeded");
+            });
+        }
+        (200, object)
+    }
+
+    /// The Job controller ending a Job that has not finished: suspended, or `Failed` with
+    /// `reason`; its active pods deleted gracefully, none created after.
+    fn end_job(&self, key: &Key, reason: &str) {
+        let mut state = self.lock();
+        let rv = state.bump();
+        let Some(job) = state.objects.get_mut(key) else { return };
+        if job_finished(job) {
+            return;
+        }
+        let now = now_rfc3339();
+        job["status"] = if reason == "Suspended" {
+            json!({"conditions": [
+                {"type": "Suspended", "status": "True", "reason": "JobSuspended", "message": "Job suspended",
+                 "lastProbeTime": now, "lastTransitionTime": now}
+            ]})
+        } else {
+            json!({"startTime": TIMESTAMP, "failed": 1, "conditions": [
+                {"type": "Failed", "status": "True", "reason": reason, "message": "Job was active longer than specified deadline",
+                 "lastProbeTime": now, "lastTransitionTime": now}
+            ]})
+        };
+        job["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let uid = job["metadata"]["uid"].clone();
+        let pods: Vec<(PodKey, i64)> = state
+            .objects
+            .iter()
+            .filter(|((plural, _, _), pod)| {
+                plural == "pods"
+                    && pod["metadata"]["labels"]["controller-uid"] == uid
+                    && pod["metadata"]["deletionTimestamp"].is_null()
+            })
+            .map(|((_, ns, name), pod)| {
+                ((ns.clone(), name.clone()), pod["spec"]["terminationGracePeriodSeconds"].as_i64().unwrap_or(30))
+            })
+            .collect();
+        for (pod, grace) in pods {
+            state.mark_deleted(&pod, grace);
+        }
+        self.changed.notify_all();
+    }
+
     /// A SelfSubjectAccessReview, answered as RBAC with the scenario's denials would.
     pub(super) fn review(&self, mut review: Value) -> Value {
         let attrs = review["spec"]["resourceAttributes"].clone();
@@ -329,6 +463,9 @@ impl Shared {
         let Some(object) = state.objects.get_mut(&("jobs".to_owned(), pod.0.clone(), job)) else {
             return;
         };
+        if job_finished(object) {
+            return; // ended by its deadline already
+        }
         let now = now_rfc3339();
         object["status"] = if succeeded {
             json!({"startTime": TIMESTAMP, "completionTime": now, "succeeded": 1, "conditions": [
@@ -343,6 +480,13 @@ impl Shared {
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
         self.changed.notify_all();
     }
+}
+
+/// Whether a Job has its final condition (`Complete` or `Failed`).
+pub(super) fn job_finished(job: &Value) -> bool {
+    job["status"]["conditions"]
+        .as_array()
+        .is_some_and(|c| c.iter().any(|c| (c["type"] == "Complete" || c["type"] == "Failed") && c["status"] == "True"))
 }
 
 /// Now as `2026-11-22T10:00:00Z` (days to civil date: H. Hinnant's algorithm).
