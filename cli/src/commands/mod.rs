@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod clean;
+pub mod complete;
 pub mod convert;
 pub mod diff;
 pub mod doctor;
