@@ -20,7 +20,7 @@ use clap::{Parser, Subcommand};
 pub use complete::{CompleteArgs, CompletionArgs};
 pub use offline::{CheckCommand, ConvertArgs, DiffArgs};
 pub use profile::ProfileArgs;
-pub use tasks::{CleanArgs, DoctorArgs, FetchArgs, InitArgs, ListArgs, UninstallArgs};
+pub use tasks::{CleanArgs, DoctorArgs, FetchArgs, InitArgs, ListArgs, UninstallArgs, VersionArgs};
 
 use crate::commands;
 use crate::error::{CliError, Exit};
@@ -153,6 +153,15 @@ Exit codes: 0 ready (warnings allowed), 4 a permission is missing, 6 something e
 missing (namespace, image, admission), 9 cluster unreachable.")]
     Doctor(DoctorArgs),
 
+    /// The CLI's version, the agent image it runs, and the cluster's version.
+    #[command(after_help = "\
+Examples:
+  kubectl eagle version
+  kubectl eagle version --client        # without asking the cluster
+
+Exit codes: 0 printed, 9 the cluster is unreachable (the client's lines are printed first).")]
+    Version(VersionArgs),
+
     /// Print a shell completion script for kubectl-eagle: bash, zsh or fish.
     #[command(after_help = "\
 Examples:
@@ -183,6 +192,7 @@ impl Command {
             Command::Uninstall(args) => commands::clean::uninstall(args.into_plan()),
             Command::Init(args) => commands::init::run(args.into_plan()),
             Command::Doctor(args) => commands::doctor::run(args.into_plan()),
+            Command::Version(args) => commands::version::run(args.into_plan()),
             Command::Completion(args) => {
                 use std::io::Write;
                 std::io::stdout()

@@ -11,3 +11,4 @@ pub mod fetch;
 pub mod init;
 pub mod list;
 pub mod profile;
+pub mod version;
