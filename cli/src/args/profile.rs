@@ -1,19 +1,17 @@
 //! `profile`'s arguments, and the summary and check flags it shares with `check` and `fetch`.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, ValueEnum};
 use eagle_proto::{Runtime, MAX_FREQUENCY_HZ};
 
-use super::shared::{CheckArgs, ConnArgs, ImageArgs, SummaryArgs};
+use super::shared::{CheckArgs, ConnArgs, GraphArgs, ImageArgs, SummaryArgs};
 use crate::cluster::plan::DEFAULT_WINDOW;
 use crate::cluster::profile::ClusterRequest;
 use crate::commands::profile::{LocalRequest, ProfilePlan, Work};
 use crate::duration::{parse_duration, parse_ttl};
 use crate::error::CliError;
-use crate::format::Format;
 use crate::placement::GroupBy;
 use crate::target::{self, Target};
 
@@ -32,17 +30,8 @@ pub struct ProfileArgs {
     #[arg(short = 'f', long, default_value_t = 99, value_name = "HZ", value_parser = clap::value_parser!(u64).range(1..=MAX_FREQUENCY_HZ))]
     pub frequency: u64,
 
-    /// Output file; the format follows the extension (.svg, .folded/.txt, .json, .pb.gz/.pprof); `-` is stdout.
-    #[arg(short = 'o', long, value_name = "FILE", default_value = "flamegraph.svg")]
-    pub output: PathBuf,
-
-    /// Output format, overriding the extension.
-    #[arg(long, value_enum)]
-    pub format: Option<Format>,
-
-    /// Hierarchy levels kept above the code frames; `none` merges processes into one code view.
-    #[arg(long, value_enum, default_value_t = GroupBy::Process)]
-    pub group_by: GroupBy,
+    #[command(flatten)]
+    pub graph: GraphArgs,
 
     /// Treat every target process as this runtime instead of detecting it:
     /// native, go, python, java, ruby, node.
@@ -169,11 +158,11 @@ impl ProfileArgs {
         let work = if is_cluster {
             let c = self.cluster;
             let mut fetch_flags = Vec::new();
-            if let Some(f) = self.format {
+            if let Some(f) = self.graph.format {
                 fetch_flags.extend(["--format".to_owned(), flag_value(f)]);
             }
-            if self.group_by != GroupBy::Process {
-                fetch_flags.extend(["--group-by".to_owned(), flag_value(self.group_by)]);
+            if self.graph.group_by != GroupBy::Process {
+                fetch_flags.extend(["--group-by".to_owned(), flag_value(self.graph.group_by)]);
             }
             Work::Cluster(Box::new(ClusterRequest {
                 conn: c.conn.connection(),
@@ -195,7 +184,7 @@ impl ProfileArgs {
                 ttl: c.ttl,
                 max_per_node: c.max_per_node,
                 force: c.force,
-                group_by: self.group_by,
+                group_by: self.graph.group_by,
                 fetch_flags,
             }))
         } else {
@@ -208,9 +197,9 @@ impl ProfileArgs {
                 frequency_hz: self.frequency,
                 runtime: self.runtime,
                 native: self.native,
-                group_by: self.group_by,
+                group_by: self.graph.group_by,
             })
         };
-        Ok(ProfilePlan { output: self.output, format: self.format, summary, rules, work })
+        Ok(ProfilePlan { output: self.graph.output, format: self.graph.format, summary, rules, work })
     }
 }

@@ -9,7 +9,9 @@ use clap::Args;
 use crate::check::RuleSpecs;
 use crate::cluster::api::Connection;
 use crate::cluster::plan::{self, Image, PullPolicy};
+use crate::format::Format;
 use crate::gate::SummaryRequest;
+use crate::placement::GroupBy;
 
 /// How to reach the cluster and the locked namespace, for the commands that need nothing else.
 #[derive(Clone, Debug, Args)]
@@ -123,4 +125,21 @@ impl CheckArgs {
             max_self_regression: self.max_self_regression,
         }
     }
+}
+
+/// Where and how a profile is written: the same flags on `profile` and `fetch`, which writes the
+/// graph of a run as `profile` would have.
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    /// Output file; the format follows the extension (.svg, .folded/.txt, .json, .pb.gz/.pprof); `-` is stdout.
+    #[arg(short = 'o', long, value_name = "FILE", default_value = "flamegraph.svg")]
+    pub output: PathBuf,
+
+    /// Output format, overriding the extension.
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+
+    /// Hierarchy levels kept above the code frames; `none` merges processes into one code view.
+    #[arg(long, value_enum, default_value_t = GroupBy::Process)]
+    pub group_by: GroupBy,
 }

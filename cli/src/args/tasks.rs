@@ -1,12 +1,11 @@
 //! The arguments of the cluster's task commands (`list`, `fetch`, `clean`, `uninstall`) and of
 //! its set-up (`init`, `doctor`), with the connection flags every cluster command shares.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use super::shared::{CheckArgs, ConnArgs, ImageArgs, SummaryArgs};
+use super::shared::{CheckArgs, ConnArgs, GraphArgs, ImageArgs, SummaryArgs};
 use crate::cluster::doctor::DoctorPlan;
 use crate::cluster::rbac::Grant;
 use crate::commands::clean::{CleanPlan, UninstallPlan};
@@ -16,8 +15,6 @@ use crate::commands::init::InitPlan;
 use crate::commands::list::ListPlan;
 use crate::commands::version::VersionPlan;
 use crate::duration::parse_duration;
-use crate::format::Format;
-use crate::placement::GroupBy;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ListOutputArg {
@@ -41,17 +38,8 @@ pub struct FetchArgs {
     #[arg(value_name = "RUN")]
     pub run: String,
 
-    /// Output file; the format follows the extension (.svg, .folded/.txt, .json, .pb.gz/.pprof); `-` is stdout.
-    #[arg(short = 'o', long, value_name = "FILE", default_value = "flamegraph.svg")]
-    pub output: PathBuf,
-
-    /// Output format, overriding the extension.
-    #[arg(long, value_enum)]
-    pub format: Option<Format>,
-
-    /// Hierarchy levels kept above the code frames; `none` merges processes into one code view.
-    #[arg(long, value_enum, default_value_t = GroupBy::Process)]
-    pub group_by: GroupBy,
+    #[command(flatten)]
+    pub graph: GraphArgs,
 
     /// Delete the run's Jobs once the profile is written (else their TTL does).
     #[arg(long)]
@@ -183,9 +171,9 @@ impl FetchArgs {
             conn: self.conn.connection(),
             eagle_namespace: self.conn.eagle_namespace,
             run: self.run,
-            output: self.output,
-            format: self.format,
-            group_by: self.group_by,
+            output: self.graph.output,
+            format: self.graph.format,
+            group_by: self.graph.group_by,
             clean: self.clean,
             summary: self.summary.into_plan(),
             rules: self.checks.into_plan(),
