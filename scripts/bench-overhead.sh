@@ -10,8 +10,14 @@
 #   eagle-99  kubectl-eagle profile -f 99 -o ... -- groundtruth ...     (the default rate)
 # and for native code also
 #   eagle-999 kubectl-eagle profile -f 999 -o ... -- groundtruth ...
+#   eagle-fp-99, eagle-fp-999   the same with EAGLE_UNWIND=frame-pointers: user stacks walked
+#             by frame pointers only, as before the .eh_frame unwinder (the cost it adds)
 #   perf-99   perf record -F 99  -g -o ... -- groundtruth ...           (where perf works)
 #   perf-999  perf record -F 999 -g -o ... -- groundtruth ...
+# and for `chains` (images/chains: C built with plain -O2, no frame pointers, whose stacks only
+# an unwinder with tables gets right) the reference a user would otherwise reach for:
+#   perf-dwarf-99, perf-dwarf-999   perf record --call-graph dwarf (copies 8 KiB of stack per
+#             sample and unwinds them afterwards)
 #
 # What is measured is each runtime's sampler: eBPF for native code (and for Java and Node.js,
 # whose JIT frames are named from perf maps: jattach asks the JVM for one, `node
@@ -28,7 +34,7 @@
 # The profilers' own threads run real-time too, on whatever CPU is free. Every variant runs once,
 # uncounted, to warm caches up.
 #
-#   scripts/bench-overhead.sh                 native go python java node ruby, 7 repetitions each
+#   scripts/bench-overhead.sh                 native chains go python java node ruby, 7 repetitions each
 #   RUNTIMES="native java" REPS=11 scripts/bench-overhead.sh
 #   ROUNDS=2000 THREADS=2 RUNTIMES=native scripts/bench-overhead.sh   a two-thread native target
 #   RT=0 scripts/bench-overhead.sh            normal scheduling (an idle machine)
@@ -42,9 +48,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPS=${REPS:-7}
 THREADS=${THREADS:-1}
 RT=${RT:-1}
-read -r -a RUNTIMES <<<"${RUNTIMES:-native go python java node ruby}"
+read -r -a RUNTIMES <<<"${RUNTIMES:-native chains go python java node ruby}"
 # Rounds of about 2.5 s each on this machine, per runtime; ROUNDS overrides them all.
-declare -A rounds=([native]=1000 [go]=800 [python]=200 [java]=500 [node]=800 [ruby]=400)
+declare -A rounds=([native]=1000 [chains]=1200 [go]=800 [python]=200 [java]=500 [node]=800 [ruby]=400)
 
 policy=()
 if [ "$RT" = 1 ]; then
@@ -72,6 +78,11 @@ prepare() {
       [ -n "$clang" ] || { echo "needs clang-19 or clang to build groundtruth"; return 1; }
       "$clang" -O2 -g -fno-omit-frame-pointer -static -pthread -o "$work/groundtruth" images/groundtruth/groundtruth.c
       target=("$work/groundtruth" --rounds "$n" --threads "$THREADS" --report-cpu) ;;
+    chains)
+      local clang; clang=$(command -v clang-19 || command -v clang || true)
+      [ -n "$clang" ] || { echo "needs clang-19 or clang to build chains"; return 1; }
+      "$clang" -O2 -g -o "$work/chains" images/chains/chains.c
+      target=("$work/chains" --rounds "$n" --report-cpu) ;;
     go)
       command -v go >/dev/null || { echo "needs go (scripts/setup.sh installs golang-go)"; return 1; }
       (cd images/go && GOFLAGS=-mod=mod go build -o "$work/groundtruth-go" .)
@@ -101,7 +112,9 @@ run() {
   local log="$work/$1.log"
   case $1 in
     base) "${policy[@]}" "${target[@]}" 2>"$log" ;;
+    eagle-fp-*) EAGLE_UNWIND=frame-pointers "${policy[@]}" "$eagle" profile -f "${1#eagle-fp-}" -o "$work/out.folded" -- "${target[@]}" 2>"$log" ;;
     eagle-*) "${policy[@]}" "$eagle" profile -f "${1#eagle-}" -o "$work/out.folded" -- "${target[@]}" 2>"$log" ;;
+    perf-dwarf-*) "${policy[@]}" perf record -q -F "${1#perf-dwarf-}" --call-graph dwarf -o "$work/perf.data" -- "${target[@]}" 2>"$log" >/dev/null ;;
     perf-*) "${policy[@]}" perf record -q -F "${1#perf-}" -g -o "$work/perf.data" -- "${target[@]}" 2>"$log" >/dev/null ;;
   esac
   awk '/^groundtruth: cpu/ { print $6, $3 }' "$log"
@@ -116,10 +129,10 @@ for runtime in "${RUNTIMES[@]}"; do
     echo; echo "$runtime: skipped: $(cat "$work/why")"; continue
   fi
   variants=(base eagle-99)
-  if [ "$runtime" = native ]; then
-    variants+=(eagle-999)
+  if [ "$runtime" = native ] || [ "$runtime" = chains ]; then
+    variants+=(eagle-999 eagle-fp-99 eagle-fp-999)
     if perf record -F 99 -g -o "$work/probe.data" -- true >/dev/null 2>&1; then
-      variants+=(perf-99 perf-999)
+      if [ "$runtime" = native ]; then variants+=(perf-99 perf-999); else variants+=(perf-dwarf-99 perf-dwarf-999); fi
     else
       echo "perf record does not work here: comparing with perf skipped" >&2
     fi
@@ -141,11 +154,11 @@ for runtime in "${RUNTIMES[@]}"; do
   base_cpu=$(median <<<"${cpus[base]}")
   echo
   echo "$runtime: ${target[*]/#$work\//}"
-  printf '%-10s %10s %10s %10s %10s  %s\n' variant "wall (s)" "cpu (s)" "wall/base" "cpu/base" "all walls (s)"
+  printf '%-14s %10s %10s %10s %10s  %s\n' variant "wall (s)" "cpu (s)" "wall/base" "cpu/base" "all walls (s)"
   for v in "${variants[@]}"; do
     w=$(median <<<"${walls[$v]}")
     c=$(median <<<"${cpus[$v]}")
-    printf '%-10s %10.3f %10.3f %10.3f %10.3f  %s\n' "$v" "$w" "$c" "$(awk -v a="$w" -v b="$base_wall" 'BEGIN { print a / b }')" \
+    printf '%-14s %10.3f %10.3f %10.3f %10.3f  %s\n' "$v" "$w" "$c" "$(awk -v a="$w" -v b="$base_wall" 'BEGIN { print a / b }')" \
       "$(awk -v a="$c" -v b="$base_cpu" 'BEGIN { print a / b }')" "${walls[$v]}"
   done
 done

@@ -42,15 +42,18 @@ scripts/fuzz.sh "${EAGLE_FUZZ_SECONDS:-15}"
 if [ "${EAGLE_SKIP_E2E:-0}" = 1 ]; then
   echo "cluster end-to-end tests skipped: EAGLE_SKIP_E2E=1" >&2
 else
+  cluster_t0=$(date +%s)
   if [ -z "${EAGLE_E2E_KUBECONFIG:-}" ]; then
-    stamp "lab cluster up"
+    stamp "lab cluster up (${EAGLE_LAB_NODES:-3} nodes)"
     trap 'stamp "lab cluster down"; scripts/lab/e2e-down.sh >&2 || true' EXIT
     EAGLE_E2E_KUBECONFIG=$(scripts/lab/e2e-up.sh | tail -n 1)
     export EAGLE_E2E_KUBECONFIG
   fi
+  tests_t0=$(date +%s)
   stamp "cluster end-to-end tests against $EAGLE_E2E_KUBECONFIG"
   # One at a time: each test measures CPU shares of busy pods on a small cluster.
   cargo nextest run -p eagle-tests --locked --run-ignored only --no-fail-fast --test-threads 1
+  echo "== cluster part: $(( $(date +%s) - cluster_t0 ))s (cluster up $(( tests_t0 - cluster_t0 ))s, tests $(( $(date +%s) - tests_t0 ))s)" >&2
   report_skips
 fi
 stamp done

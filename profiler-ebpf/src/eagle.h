@@ -5,12 +5,31 @@
 
 #define EAGLE_MAX_STACK_DEPTH 127
 
+/* Frames kept per user stack unwound with tables (a power of two: indexes are masked). */
+#define EAGLE_UNWIND_DEPTH 128
+/* Executable mappings of one process the unwinder knows (a power of two). */
+#define EAGLE_MAX_MAPPINGS 256
+/* Steps of the binary search in one mapping list: log2(EAGLE_MAX_MAPPINGS) + 1. */
+#define EAGLE_MAPPING_STEPS 9
+/* Unwind tables loaded at once, one per object (deduplicated by device and inode). */
+#define EAGLE_MAX_TABLES 4096
+/* Rows of one object's table are fewer than 2^EAGLE_TABLE_STEPS. */
+#define EAGLE_TABLE_STEPS 24
+
 /* One aggregation bucket: a process and the pair of stacks it was sampled in. */
 struct eagle_stack_key {
 	__u32 tgid;
 	__s32 user_stack_id;   /* >= 0: id in the stack map; < 0: -errno from bpf_get_stackid */
 	__s32 kernel_stack_id; /* -EFAULT is normal: the sample hit user mode */
-	__u32 _pad;
+	__u32 flags;           /* enum eagle_key_flag */
+	__u64 user_stack_hash; /* with EAGLE_KEY_UNWOUND: key of the user stack in `ustacks_N` */
+};
+
+enum eagle_key_flag {
+	/* The user stack was unwound with tables and is `ustacks_N[user_stack_hash]`. */
+	EAGLE_KEY_UNWOUND = 1,
+	/* The process's tables were not ready: the user stack is a frame-pointer walk. */
+	EAGLE_KEY_PENDING = 2,
 };
 
 /* Value of the targets map. `root` lets the agent symbolize a forked child that exited before
@@ -20,13 +39,76 @@ struct eagle_target {
 	__u32 execed; /* execs since it was added: each may change its runtime (shell -> python) */
 };
 
+/* One row of an object's unwind table: from `pc` (an address of the object as linked, i.e. an
+ * ELF virtual address) up to the next row's, how to find the caller's frame. */
+struct eagle_unwind_row {
+	__u32 pc;
+	__u16 cfa_offset; /* EAGLE_CFA_RSP/RBP: CFA = reg + cfa_offset; EAGLE_CFA_PLT: the threshold */
+	__u8 kind;        /* enum eagle_cfa_kind, | EAGLE_RBP_SAVED */
+	__s8 rbp_offset;  /* with EAGLE_RBP_SAVED: the caller's rbp is at CFA + 8 * rbp_offset */
+};
+
+enum eagle_cfa_kind {
+	EAGLE_CFA_RSP = 0,    /* CFA = rsp + cfa_offset; return address at CFA - 8 */
+	EAGLE_CFA_RBP = 1,    /* CFA = rbp + cfa_offset */
+	EAGLE_CFA_PLT = 2,    /* PLT stubs: CFA = rsp + 8, + 8 once (rip & 15) >= cfa_offset */
+	EAGLE_CFA_SIGNAL = 3, /* a signal trampoline: the registers are in the ucontext at rsp */
+	EAGLE_CFA_END = 4,    /* the return address is undefined: the outermost frame (_start, clone) */
+	EAGLE_CFA_NONE = 5,   /* no usable rule (a gap, a DWARF expression): walk the frame pointer */
+};
+#define EAGLE_CFA_KIND_MASK 0x7f
+#define EAGLE_RBP_SAVED 0x80
+
+/* One executable mapping of a process, sorted by `start` in `eagle_process_maps`. */
+struct eagle_mapping {
+	__u64 start;
+	__u64 end;
+	__u64 bias;  /* address in the process - bias = address in the object's table */
+	__u32 table; /* slot in `unwind_tables`; 0: no table, walk frame pointers (Go, JIT code) */
+	__u32 rows;
+};
+
+/* Value of `process_maps`: what the unwinder knows about a process's executable mappings. */
+struct eagle_process_maps {
+	__u32 count;
+	__u32 generation; /* the target's `execed` when the agent read the mappings */
+	__u32 flags;      /* enum eagle_process_flag */
+	__u32 _pad;
+	struct eagle_mapping mappings[EAGLE_MAX_MAPPINGS];
+};
+
+enum eagle_process_flag {
+	/* Its tables did not fit in the agent's budget: walk frame pointers, ask for nothing. */
+	EAGLE_PROCESS_FRAME_POINTERS = 1,
+};
+
+/* Value of `unwind_requests` (key: tgid): why the agent should (re)read a process. */
+#define EAGLE_REQUEST_REFRESH 0x80000000 /* an address outside every known mapping (dlopen) */
+
+/* A user stack unwound with tables: value of `ustacks_N`. */
+struct eagle_user_stack {
+	__u32 len;
+	__u32 flags; /* enum eagle_stack_flag */
+	__u64 ips[EAGLE_UNWIND_DEPTH];
+};
+
+enum eagle_stack_flag {
+	/* Unwinding stopped before the outermost frame (unreadable stack, unknown code, depth). */
+	EAGLE_STACK_TRUNCATED = 1,
+	/* Some frame had no table ready and was walked by its frame pointer. */
+	EAGLE_STACK_PENDING = 2,
+};
+
 /* Indexes of the per-CPU counter array. */
 enum eagle_counter {
 	EAGLE_SAMPLES = 0,        /* samples that hit a target process, kept or lost */
 	EAGLE_STACK_LOST = 1,     /* dropped: stack-map collision or full stack map */
 	EAGLE_COUNTS_FULL = 2,    /* dropped: the counts map had no room */
 	EAGLE_FORKS_FOLLOWED = 3, /* children added to the target set by the fork tracepoint */
-	EAGLE_COUNTER_MAX = 4,
+	EAGLE_UNWOUND = 4,        /* user stacks unwound with tables */
+	EAGLE_UNWIND_PENDING = 5, /* user stacks walked by frame pointers: tables not ready yet */
+	EAGLE_UNWIND_TRUNCATED = 6, /* unwound stacks that stopped before the outermost frame */
+	EAGLE_COUNTER_MAX = 7,
 };
 
 #endif

@@ -29,10 +29,63 @@ pub mod names {
     pub const STACKS: [&str; 2] = ["stacks_0", "stacks_1"];
     pub const COUNTS: [&str; 2] = ["counts_0", "counts_1"];
     pub const CHILD_PID_OFFSET: &str = "CHILD_PID_OFFSET";
+    pub const UNWIND_WITH_TABLES: &str = "UNWIND_WITH_TABLES";
+    pub const USER_STACKS: [&str; 2] = ["ustacks_0", "ustacks_1"];
+    pub const PROCESS_MAPS: &str = "process_maps";
+    pub const UNWIND_TABLES: &str = "unwind_tables";
+    pub const UNWIND_REQUESTS: &str = "unwind_requests";
 }
 
 /// Frames kept per stack by the kernel side.
 pub const MAX_STACK_DEPTH: usize = 127;
+
+/// Frames kept per user stack unwound with tables.
+pub const UNWIND_DEPTH: usize = 128;
+/// Executable mappings of one process the unwinder knows.
+pub const MAX_MAPPINGS: usize = 256;
+/// Unwind tables loaded at once (slot 0 stays empty: it means "no table").
+pub const MAX_TABLES: u32 = 4096;
+/// Rows of one table are fewer than this (the kernel's binary search takes 24 steps).
+pub const MAX_TABLE_ROWS: usize = 1 << 24;
+
+/// `StackKey::flags`: `enum eagle_key_flag`.
+pub mod key_flags {
+    /// The user stack was unwound with tables: `ustacks_N[user_stack_hash]`.
+    pub const UNWOUND: u32 = 1;
+    /// The process's tables were not ready: the user stack is a frame-pointer walk.
+    pub const PENDING: u32 = 2;
+}
+
+/// `UserStack::flags`: `enum eagle_stack_flag`.
+pub mod stack_flags {
+    /// Unwinding stopped before the outermost frame.
+    pub const TRUNCATED: u32 = 1;
+    /// Some frame had no table ready and was walked by its frame pointer.
+    pub const PENDING: u32 = 2;
+}
+
+/// `UnwindRow::kind`: `enum eagle_cfa_kind`, with [`RBP_SAVED`] or'd in.
+pub mod cfa {
+    /// CFA = rsp + offset.
+    pub const RSP: u8 = 0;
+    /// CFA = rbp + offset.
+    pub const RBP: u8 = 1;
+    /// A PLT stub: CFA = rsp + 8, + 8 once `(rip & 15) >= offset`.
+    pub const PLT: u8 = 2;
+    /// A signal trampoline: the registers are in the ucontext at rsp.
+    pub const SIGNAL: u8 = 3;
+    /// The return address is undefined: the outermost frame.
+    pub const END: u8 = 4;
+    /// No usable rule: walk the frame pointer.
+    pub const NONE: u8 = 5;
+    /// The caller's rbp is saved at CFA + 8 * `rbp_offset`.
+    pub const RBP_SAVED: u8 = 0x80;
+}
+
+/// `eagle_process_maps::flags`.
+pub const PROCESS_FRAME_POINTERS: u32 = 1;
+/// `unwind_requests` value bit: an address outside every known mapping.
+pub const REQUEST_REFRESH: u32 = 0x8000_0000;
 
 /// Key of the counts maps: `struct eagle_stack_key`.
 #[repr(C)]
@@ -43,7 +96,60 @@ pub struct StackKey {
     pub user_stack_id: i32,
     /// `-EFAULT` is normal: the sample hit user mode.
     pub kernel_stack_id: i32,
+    /// [`key_flags`].
+    pub flags: u32,
+    /// With [`key_flags::UNWOUND`]: key of the user stack in `ustacks_N`.
+    pub user_stack_hash: u64,
+}
+
+/// One row of an object's unwind table: `struct eagle_unwind_row`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct UnwindRow {
+    /// From this address of the object as linked (an ELF virtual address) to the next row's.
+    pub pc: u32,
+    /// [`cfa::RSP`]/[`cfa::RBP`]: CFA = register + offset; [`cfa::PLT`]: the threshold.
+    pub cfa_offset: u16,
+    /// One of [`cfa`], with [`cfa::RBP_SAVED`] or'd in.
+    pub kind: u8,
+    /// With [`cfa::RBP_SAVED`]: the caller's rbp is at CFA + 8 * this.
+    pub rbp_offset: i8,
+}
+
+/// One executable mapping of a process: `struct eagle_mapping`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    /// Address in the process - bias = address in the object's table.
+    pub bias: u64,
+    /// Slot in `unwind_tables`; 0: no table, walk frame pointers.
+    pub table: u32,
+    pub rows: u32,
+}
+
+/// Value of `process_maps`: `struct eagle_process_maps`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProcessMaps {
+    pub count: u32,
+    /// The target's `execed` when the agent read the mappings.
+    pub generation: u32,
+    /// [`PROCESS_FRAME_POINTERS`].
+    pub flags: u32,
     pub _pad: u32,
+    pub mappings: [Mapping; MAX_MAPPINGS],
+}
+
+/// Value of `ustacks_N`: `struct eagle_user_stack`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct UserStack {
+    pub len: u32,
+    /// [`stack_flags`].
+    pub flags: u32,
+    pub ips: [u64; UNWIND_DEPTH],
 }
 
 /// Value of the `targets` map: `struct eagle_target`.
@@ -68,13 +174,28 @@ pub enum Counter {
     CountsFull = 2,
     /// Children added to the target set by the fork tracepoint.
     ForksFollowed = 3,
+    /// User stacks unwound with tables.
+    Unwound = 4,
+    /// User stacks walked by frame pointers because the tables were not ready yet.
+    UnwindPending = 5,
+    /// Unwound stacks that stopped before the outermost frame.
+    UnwindTruncated = 6,
 }
 
-pub const COUNTER_MAX: u32 = 4;
+pub const COUNTER_MAX: u32 = 7;
 
 #[cfg(feature = "user")]
-// SAFETY: plain old data, `repr(C)`, no padding the kernel would not also write (explicit `_pad`).
+// SAFETY: plain old data, `repr(C)`, no padding (24 bytes: 4 x u32, then a u64).
 unsafe impl aya::Pod for StackKey {}
 #[cfg(feature = "user")]
 // SAFETY: as above.
 unsafe impl aya::Pod for TargetEntry {}
+#[cfg(feature = "user")]
+// SAFETY: as above (8 bytes, no padding).
+unsafe impl aya::Pod for UnwindRow {}
+#[cfg(feature = "user")]
+// SAFETY: as above (explicit `_pad`; `Mapping` is 32 bytes without padding).
+unsafe impl aya::Pod for ProcessMaps {}
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for UserStack {}

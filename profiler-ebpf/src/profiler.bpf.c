@@ -14,11 +14,15 @@
 #include <linux/bpf.h>
 #include <linux/bpf_perf_event.h>
 #include <linux/errno.h>
+#include <asm/ptrace.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include "eagle.h"
 
 char LICENSE[] SEC("license") = "GPL";
+
+/* 0: walk every user stack by frame pointers, as before tables existed (for comparisons). */
+const volatile __u32 UNWIND_WITH_TABLES = 1;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -62,6 +66,72 @@ STACK_MAP(stacks_1);
 COUNT_MAP(counts_0);
 COUNT_MAP(counts_1);
 
+/* User stacks unwound with tables, keyed by a hash of their frames (see `unwind_user`).
+ * Allocated as stacks come (1 KiB each), not 16 MiB up front per buffer. */
+#define USER_STACK_MAP(name)                                              \
+	struct {                                                              \
+		__uint(type, BPF_MAP_TYPE_HASH);                                  \
+		__uint(max_entries, 16384);                                       \
+		__uint(map_flags, BPF_F_NO_PREALLOC);                             \
+		__type(key, __u64);                                               \
+		__type(value, struct eagle_user_stack);                           \
+	} name SEC(".maps")
+
+USER_STACK_MAP(ustacks_0);
+USER_STACK_MAP(ustacks_1);
+
+/* The executable mappings of each process the agent built tables for (key: tgid). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct eagle_process_maps);
+} process_maps SEC(".maps");
+
+/* One table per object, each an array of exactly its rows: the agent creates them with the
+ * size the object needs (BPF_F_INNER_MAP lets sizes differ) and fills them through mmap. */
+struct unwind_table {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_INNER_MAP | BPF_F_MMAPABLE);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(struct eagle_unwind_row));
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, EAGLE_MAX_TABLES);
+	__type(key, __u32);
+	__array(values, struct unwind_table);
+} unwind_tables SEC(".maps");
+
+/* Processes whose tables the agent should build or refresh (key: tgid, value: generation,
+ * | EAGLE_REQUEST_REFRESH). The agent polls it often: a new process is unwound within ms. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u32);
+} unwind_requests SEC(".maps");
+
+/* The unwinder's working state: too big for the 512-byte eBPF stack. */
+struct unwind_state {
+	__u64 ip;
+	__u64 sp;
+	__u64 bp;
+	__u32 maps_tgid; /* whose `process_maps` entry describes this process's code */
+	__u32 exact_ip;  /* ip is where the CPU was (leaf, after a signal), not a return address */
+	struct eagle_user_stack stack;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct unwind_state);
+} unwind_scratch SEC(".maps");
+
 static __always_inline void bump(__u32 counter)
 {
 	__u64 *value = bpf_map_lookup_elem(&counters, &counter);
@@ -87,11 +157,269 @@ static __always_inline void record(void *counts, struct eagle_stack_key *key)
 		bump(EAGLE_COUNTS_FULL);
 }
 
+/* The mapping of `pc` in a process's sorted mapping list, or NULL. */
+static __always_inline struct eagle_mapping *find_mapping(struct eagle_process_maps *maps, __u64 pc)
+{
+	__u32 lo = 0, hi = maps->count;
+	if (hi > EAGLE_MAX_MAPPINGS)
+		hi = EAGLE_MAX_MAPPINGS;
+	for (int step = 0; step < EAGLE_MAPPING_STEPS; step++) {
+		if (lo >= hi)
+			break;
+		__u32 mid = (lo + hi) / 2;
+		if (pc < maps->mappings[mid & (EAGLE_MAX_MAPPINGS - 1)].start)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	if (lo == 0)
+		return 0;
+	struct eagle_mapping *m = &maps->mappings[(lo - 1) & (EAGLE_MAX_MAPPINGS - 1)];
+	return pc < m->end ? m : 0;
+}
+
+/* The row of `table` covering `pc`: the last with row.pc <= pc. False if there is none. */
+static __always_inline int find_row(void *table, __u32 rows, __u32 pc, struct eagle_unwind_row *out)
+{
+	__u32 lo = 0, hi = rows;
+	for (int step = 0; step < EAGLE_TABLE_STEPS; step++) {
+		if (lo >= hi)
+			break;
+		__u32 mid = (lo + hi) / 2;
+		struct eagle_unwind_row *row = bpf_map_lookup_elem(table, &mid);
+		if (!row)
+			return 0;
+		if (pc < row->pc)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	if (lo == 0)
+		return 0;
+	__u32 found = lo - 1;
+	struct eagle_unwind_row *row = bpf_map_lookup_elem(table, &found);
+	if (!row)
+		return 0;
+	*out = *row;
+	return 1;
+}
+
+/* Return codes of one unwinding step, for bpf_loop: 0 goes on, 1 stops. */
+#define STEP_ON 0
+#define STEP_STOP 1
+
+/* The caller's frame by the frame-pointer chain: for objects without tables (Go keeps frame
+ * pointers, JIT code) and rows without a usable rule. */
+static __always_inline long step_frame_pointer(struct unwind_state *s)
+{
+	__u64 frame[2]; /* saved rbp, return address */
+	if (s->bp == 0)
+		return STEP_STOP; /* the end of the chain: the outermost frame */
+	if (bpf_probe_read_user(frame, sizeof(frame), (void *)s->bp) != 0) {
+		s->stack.flags |= EAGLE_STACK_TRUNCATED;
+		return STEP_STOP;
+	}
+	if (frame[1] == 0)
+		return STEP_STOP;
+	s->sp = s->bp + 16;
+	s->bp = frame[0];
+	s->ip = frame[1];
+	s->exact_ip = 0;
+	return STEP_ON;
+}
+
+/* One frame: record s->ip, then find the caller's ip, sp and bp. A bpf_loop callback. */
+static long unwind_step(__u32 index, void *ctx)
+{
+	__u32 zero = 0;
+	struct unwind_state *s = bpf_map_lookup_elem(&unwind_scratch, &zero);
+	if (!s)
+		return STEP_STOP;
+	__u32 len = s->stack.len;
+	if (len >= EAGLE_UNWIND_DEPTH) {
+		s->stack.flags |= EAGLE_STACK_TRUNCATED;
+		return STEP_STOP;
+	}
+	s->stack.ips[len & (EAGLE_UNWIND_DEPTH - 1)] = s->ip;
+	s->stack.len = len + 1;
+	if (len + 1 >= EAGLE_UNWIND_DEPTH) {
+		s->stack.flags |= EAGLE_STACK_TRUNCATED;
+		return STEP_STOP;
+	}
+
+	struct eagle_process_maps *maps = bpf_map_lookup_elem(&process_maps, &s->maps_tgid);
+	if (!maps) {
+		s->stack.flags |= EAGLE_STACK_TRUNCATED;
+		return STEP_STOP;
+	}
+	/* A return address is one past its call, which may be a function's last instruction
+	 * (a call to a noreturn function): the call itself says which rules apply. */
+	__u64 pc = s->exact_ip ? s->ip : s->ip - 1;
+	struct eagle_mapping *m = find_mapping(maps, pc);
+	if (!m) {
+		/* Code the agent does not know of (mapped since it read the process). */
+		__u32 request = maps->generation | EAGLE_REQUEST_REFRESH;
+		bpf_map_update_elem(&unwind_requests, &s->maps_tgid, &request, BPF_NOEXIST);
+		s->stack.flags |= EAGLE_STACK_TRUNCATED;
+		return STEP_STOP;
+	}
+	if (m->table == 0)
+		return step_frame_pointer(s);
+	__u32 slot = m->table;
+	__u32 rows = m->rows;
+	__u64 relative = pc - m->bias;
+	void *table = bpf_map_lookup_elem(&unwind_tables, &slot);
+	if (!table) {
+		s->stack.flags |= EAGLE_STACK_PENDING;
+		return step_frame_pointer(s);
+	}
+	struct eagle_unwind_row row;
+	if (relative > 0xffffffffULL || !find_row(table, rows, (__u32)relative, &row))
+		return step_frame_pointer(s);
+
+	__u64 cfa;
+	switch (row.kind & EAGLE_CFA_KIND_MASK) {
+	case EAGLE_CFA_RSP:
+		cfa = s->sp + row.cfa_offset;
+		break;
+	case EAGLE_CFA_RBP:
+		cfa = s->bp + row.cfa_offset;
+		break;
+	case EAGLE_CFA_PLT:
+		cfa = s->sp + 8 + ((s->ip & 15) >= row.cfa_offset ? 8 : 0);
+		break;
+	case EAGLE_CFA_SIGNAL: {
+		/* rsp points at the ucontext of the rt_sigframe; its mcontext (at 40) holds rbp at
+		 * 80, rsp at 120 and rip at 128: the interrupted code, at the instruction it was on. */
+		__u64 regs[7]; /* rbp, rbx, rdx, rax, rcx, rsp, rip */
+		if (bpf_probe_read_user(regs, sizeof(regs), (void *)(s->sp + 40 + 80)) != 0) {
+			s->stack.flags |= EAGLE_STACK_TRUNCATED;
+			return STEP_STOP;
+		}
+		s->bp = regs[0];
+		s->sp = regs[5];
+		s->ip = regs[6];
+		s->exact_ip = 1;
+		return STEP_ON;
+	}
+	case EAGLE_CFA_END:
+		return STEP_STOP;
+	default:
+		return step_frame_pointer(s);
+	}
+
+	__u64 ra = 0;
+	if (bpf_probe_read_user(&ra, sizeof(ra), (void *)(cfa - 8)) != 0) {
+		s->stack.flags |= EAGLE_STACK_TRUNCATED;
+		return STEP_STOP;
+	}
+	if (row.kind & EAGLE_RBP_SAVED) {
+		__u64 bp = 0;
+		if (bpf_probe_read_user(&bp, sizeof(bp), (void *)(cfa + (__s64)row.rbp_offset * 8)) != 0) {
+			s->stack.flags |= EAGLE_STACK_TRUNCATED;
+			return STEP_STOP;
+		}
+		s->bp = bp;
+	}
+	if (ra == 0)
+		return STEP_STOP; /* some outermost frames end the chain with a null return address */
+	if (cfa <= s->sp) {
+		/* The stack grows down: a caller's frame is above. Anything else is a loop. */
+		s->stack.flags |= EAGLE_STACK_TRUNCATED;
+		return STEP_STOP;
+	}
+	s->sp = cfa;
+	s->ip = ra;
+	s->exact_ip = 0;
+	return STEP_ON;
+}
+
+/* The process's user registers: the sample's own when it hit user mode, else those saved on
+ * entry to the kernel. */
+static __always_inline int user_regs(struct bpf_perf_event_data *ctx, __u64 *ip, __u64 *sp, __u64 *bp)
+{
+	if ((ctx->regs.cs & 3) == 3) {
+		*ip = ctx->regs.rip;
+		*sp = ctx->regs.rsp;
+		*bp = ctx->regs.rbp;
+		return 1;
+	}
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct pt_regs regs;
+	if (bpf_probe_read_kernel(&regs, sizeof(regs), (void *)bpf_task_pt_regs(task)) != 0)
+		return 0;
+	if ((regs.cs & 3) != 3)
+		return 0; /* a kernel thread: no user stack */
+	*ip = regs.rip;
+	*sp = regs.rsp;
+	*bp = regs.rbp;
+	return 1;
+}
+
+/* Which `process_maps` entry describes `tgid`'s code now: its own, or, for a forked child that
+ * did not exec, its root's. 0 when there is none up to date. */
+static __always_inline __u32 maps_owner(__u32 tgid, struct eagle_target *target, __u32 *flags)
+{
+	struct eagle_process_maps *maps = bpf_map_lookup_elem(&process_maps, &tgid);
+	if (maps && maps->generation == target->execed) {
+		*flags = maps->flags;
+		return tgid;
+	}
+	if (target->execed == 0 && target->root != tgid) {
+		__u32 root = target->root;
+		struct eagle_target *root_target = bpf_map_lookup_elem(&targets, &root);
+		maps = bpf_map_lookup_elem(&process_maps, &root);
+		if (root_target && maps && maps->generation == root_target->execed) {
+			*flags = maps->flags;
+			return root;
+		}
+	}
+	return 0;
+}
+
+/* Unwinds the user stack of the current sample with the tables into `ustacks`; sets the
+ * key's hash. False when it could not (the caller falls back to frame pointers). */
+static __always_inline int unwind_user(struct bpf_perf_event_data *ctx, void *ustacks, __u32 owner,
+				       struct eagle_stack_key *key)
+{
+	__u32 zero = 0;
+	struct unwind_state *s = bpf_map_lookup_elem(&unwind_scratch, &zero);
+	if (!s)
+		return 0;
+	if (!user_regs(ctx, &s->ip, &s->sp, &s->bp))
+		return 0;
+	s->maps_tgid = owner;
+	s->exact_ip = 1;
+	s->stack.len = 0;
+	s->stack.flags = 0;
+	bpf_loop(EAGLE_UNWIND_DEPTH, unwind_step, 0, 0);
+
+	/* FNV-1a over the frames: equal stacks share one entry. */
+	__u32 len = s->stack.len;
+	__u64 hash = 0xcbf29ce484222325ULL ^ len ^ ((__u64)s->stack.flags << 32);
+	for (int i = 0; i < EAGLE_UNWIND_DEPTH; i++) {
+		if (i >= len)
+			break;
+		hash = (hash ^ s->stack.ips[i]) * 0x100000001b3ULL;
+	}
+	/* What lies past `len` is left from earlier samples: the agent reads `len` frames. */
+	long err = bpf_map_update_elem(ustacks, &hash, &s->stack, BPF_NOEXIST);
+	if (err != 0 && err != -EEXIST)
+		return -1;
+	if (s->stack.flags & EAGLE_STACK_TRUNCATED)
+		bump(EAGLE_UNWIND_TRUNCATED);
+	key->user_stack_hash = hash;
+	key->user_stack_id = -ENOENT;
+	key->flags |= EAGLE_KEY_UNWOUND;
+	return 1;
+}
+
 SEC("perf_event")
 int sample_cpu(struct bpf_perf_event_data *ctx)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!bpf_map_lookup_elem(&targets, &tgid))
+	struct eagle_target *target = bpf_map_lookup_elem(&targets, &tgid);
+	if (!target)
 		return 0;
 	bump(EAGLE_SAMPLES);
 
@@ -101,16 +429,40 @@ int sample_cpu(struct bpf_perf_event_data *ctx)
 	__u32 buffer = active_buffer ? *(volatile __u32 *)active_buffer : 0;
 	struct eagle_stack_key key = { .tgid = tgid };
 
+	/* User stacks by the tables where the agent built them; by frame pointers otherwise,
+	 * as before, asking the agent for tables unless it gave up on this process. */
+	__u32 process_flags = 0;
+	__u32 owner = UNWIND_WITH_TABLES ? maps_owner(tgid, target, &process_flags) : 0;
+	int unwound = 0;
+	if (!UNWIND_WITH_TABLES) {
+		/* frame pointers only */
+	} else if (owner != 0 && !(process_flags & EAGLE_PROCESS_FRAME_POINTERS)) {
+		unwound = unwind_user(ctx, buffer == 1 ? (void *)&ustacks_1 : (void *)&ustacks_0, owner, &key);
+		if (unwound < 0) {
+			bump(EAGLE_STACK_LOST);
+			return 0;
+		}
+		if (unwound)
+			bump(EAGLE_UNWOUND);
+	} else if (owner == 0) {
+		__u32 generation = target->execed;
+		bpf_map_update_elem(&unwind_requests, &tgid, &generation, BPF_NOEXIST);
+		key.flags |= EAGLE_KEY_PENDING;
+		bump(EAGLE_UNWIND_PENDING);
+	}
+
 	if (buffer == 1) {
-		key.user_stack_id = bpf_get_stackid(ctx, &stacks_1, BPF_F_USER_STACK);
+		if (!unwound)
+			key.user_stack_id = bpf_get_stackid(ctx, &stacks_1, BPF_F_USER_STACK);
 		key.kernel_stack_id = bpf_get_stackid(ctx, &stacks_1, 0);
 	} else {
-		key.user_stack_id = bpf_get_stackid(ctx, &stacks_0, BPF_F_USER_STACK);
+		if (!unwound)
+			key.user_stack_id = bpf_get_stackid(ctx, &stacks_0, BPF_F_USER_STACK);
 		key.kernel_stack_id = bpf_get_stackid(ctx, &stacks_0, 0);
 	}
 	/* -EFAULT only means "no stack of this kind" (a user-mode sample has no kernel stack);
 	 * anything else is a collision or a full map, and the sample's stack is lost. */
-	if ((key.user_stack_id < 0 && key.user_stack_id != -EFAULT) ||
+	if ((!unwound && key.user_stack_id < 0 && key.user_stack_id != -EFAULT) ||
 	    (key.kernel_stack_id < 0 && key.kernel_stack_id != -EFAULT)) {
 		bump(EAGLE_STACK_LOST);
 		return 0;

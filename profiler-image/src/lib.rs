@@ -14,6 +14,8 @@ pub mod symbolize;
 pub mod target;
 #[cfg(target_os = "linux")]
 pub mod target_file;
+#[cfg(target_os = "linux")]
+pub mod unwind;
 
 #[cfg(target_os = "linux")]
 pub mod run;

@@ -208,6 +208,8 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
     if let Some(message) = &ended {
         run.warnings.push(Warning { code: WarningCode::EndedEarly, pid: None, message: message.clone() });
     }
+    let unwind_warnings = run.ebpf.take_warnings(true);
+    run.warnings.extend(unwind_warnings);
     let lost = run.ebpf.lost_samples();
     if lost > 0 {
         let total = run.ebpf.samples().max(1);
@@ -359,6 +361,7 @@ impl Run {
     fn collect(&mut self, aggregate: &mut Aggregate, started: Instant) -> Result<(), AgentError> {
         let mut events = Vec::new();
         self.ebpf.collect(aggregate, &mut events)?;
+        self.warnings.extend(self.ebpf.take_warnings(false));
         for p in self.interpreters.values_mut().flatten() {
             p.collect(aggregate, &mut events)?;
             for (pid, message) in p.take_warnings() {

@@ -20,7 +20,8 @@ for a in "$@"; do
     *) die "usage: down.sh [--wipe]" ;;
   esac
 done
-C=$EAGLE_LAB; R=$C/run
+C=$EAGLE_LAB; R=$LAB_RUN
+mapfile -t NODES < <(lab_nodes)
 # the lab's own executables: the only processes the sweep below may end
 LAB_EXES='^(etcd|containerd|containerd-shim-runc-v2|containerd-shim|runc|kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|strace)$'
 
@@ -36,7 +37,7 @@ stop() {
     # up.sh starts each component with setsid, so its PID is its process group: signal the
     # group (covers "strace ... kubelet"), except containerd's: its shims must not get signals
     tgt=$p
-    if [ "$n" != containerd ] && [ "$(ps -o pgid= -p "$p" | tr -d ' ')" = "$p" ]; then tgt=-$p; fi
+    if [[ $n != containerd* ]] && [ "$(ps -o pgid= -p "$p" | tr -d ' ')" = "$p" ]; then tgt=-$p; fi
     kill -TERM -- "$tgt" 2>/dev/null || true
     pids+=("$p"); tgts+=("$tgt"); names+=("$n($p)")
   done
@@ -52,7 +53,7 @@ stop() {
   log "stopped ${names[*]}"
 }
 # PIDs of processes left over from the lab: any lab executable whose command line names the
-# state dir (components, shims), and any process still in a kubepods cgroup (containers).
+# state dir (components, shims), and any process still in a node's cgroup tree (containers).
 leftover_pids() {
   local d p exe
   for d in /proc/[0-9]*; do
@@ -62,7 +63,7 @@ leftover_pids() {
     [[ $exe =~ $LAB_EXES ]] || continue
     grep -qF -- "$C/" <<<"$(tr '\0' ' ' < "$d/cmdline" 2>/dev/null)" && echo "$p"
   done
-  for d in /sys/fs/cgroup/*/kubepods; do
+  for d in /sys/fs/cgroup/*/"$LAB_CGROUP_PARENT"; do
     [ -d "$d" ] && find "$d" -name cgroup.procs -exec cat {} + 2>/dev/null
   done
   true
@@ -76,21 +77,26 @@ lab_mounts() { # mount points under the state dir or under host paths we created
 }
 
 T0=$(date +%s)
-# 1. the kubelet first (it would restart containers), then every pod container via containerd
-stop kubelet
-if [ -S "$CTR_SOCK" ] && timeout 3 ctr --address "$CTR_SOCK" version >/dev/null 2>&1; then
-  tasks=$(ctr_lab tasks ls -q 2>/dev/null || true)
-  for t in $tasks; do ctr_lab tasks kill -s KILL "$t" >/dev/null 2>&1 || true; done
+# 1. the kubelets first (they would restart containers), then every pod container via its
+#    node's containerd
+stop "${NODES[@]/#/kubelet-}"
+kill_containers() { # NODE
+  local n=$1 tasks t c i
+  timeout 3 ctr --address "$(node_ctr_sock "$n")" version >/dev/null 2>&1 || return 0
+  tasks=$(ctr_node "$n" tasks ls -q 2>/dev/null || true)
+  for t in $tasks; do ctr_node "$n" tasks kill -s KILL "$t" >/dev/null 2>&1 || true; done
   for ((i = 0; i < 20; i++)); do
-    [ -z "$(ctr_lab tasks ls 2>/dev/null | awk 'NR>1 && $3!="STOPPED"')" ] && break; sleep 0.5
+    [ -z "$(ctr_node "$n" tasks ls 2>/dev/null | awk 'NR>1 && $3!="STOPPED"')" ] && break; sleep 0.5
   done
-  for t in $tasks; do ctr_lab tasks delete "$t" >/dev/null 2>&1 || true; done
-  for c in $(ctr_lab containers ls -q 2>/dev/null || true); do ctr_lab containers delete "$c" >/dev/null 2>&1 || true; done
-  [ -z "$tasks" ] || log "killed $(wc -w <<<"$tasks") pod containers"
-fi
-# 2. the control plane and containerd, reverse start order
+  for t in $tasks; do ctr_node "$n" tasks delete "$t" >/dev/null 2>&1 || true; done
+  for c in $(ctr_node "$n" containers ls -q 2>/dev/null || true); do ctr_node "$n" containers delete "$c" >/dev/null 2>&1 || true; done
+  [ -z "$tasks" ] || log "killed $(wc -w <<<"$tasks") pod containers of $n"
+}
+for n in "${NODES[@]}"; do kill_containers "$n" & done
+wait
+# 2. the control plane and the containerds, reverse start order
 stop kube-scheduler kube-controller-manager kube-apiserver
-stop containerd etcd
+stop "${NODES[@]/#/containerd-}" etcd
 # 3. anything left (shims, container processes, a component whose PID file was lost): by PID
 left_pids=$(leftover_pids | sort -un)
 if [ -n "$left_pids" ]; then
@@ -99,7 +105,8 @@ if [ -n "$left_pids" ]; then
   kill -KILL $left_pids 2>/dev/null || true
   for ((i = 0; i < 20; i++)); do [ -z "$(leftover_pids)" ] && break; sleep 0.5; done
 fi
-# 4. mounts: container rootfs, shm, netns, secret/configmap volumes
+# 4. mounts: the nodes' mount namespaces (their nsfs files under run/ns: container root
+#    filesystems, volumes and network namespaces go with them), anything else under the state dir
 for ((i = 0; i < 3; i++)); do
   m=$(lab_mounts); [ -n "$m" ] || break
   while read -r mp; do umount "$mp" 2>/dev/null || umount -l "$mp" 2>/dev/null || true; done <<<"$m"
@@ -126,8 +133,9 @@ if [ -f "$R/iptables-chains.orig" ]; then
   done || true
 fi
 # 8. the CNI bridge (veths went with their network namespaces) and the IPAM leases of dead pods
-if ip link show labcni0 >/dev/null 2>&1; then ip link delete labcni0 && log "deleted bridge labcni0"; fi
-rm -rf "$C/cni/ipam"
+lab_bridges() { ip -o link show 2>/dev/null | sed -n 's/^[0-9]*: \(labcni[0-9]*\)[:@].*/\1/p'; }
+for b in $(lab_bridges); do ip link delete "$b" && log "deleted bridge $b"; done
+for n in "${NODES[@]}"; do rm -rf "$(node_dir "$n")/cni/ipam"; done
 # never rm -rf a tree that still has something mounted in it (a bind mount of a host dir)
 [ -z "$(lab_mounts)" ] || die "down.sh could not unmount: $(lab_mounts | tr '\n' ' ')"
 # 9. host paths that did not exist before the first up.sh
@@ -140,7 +148,7 @@ fi
 # --- check that nothing is left, then forget the records (the next up.sh takes new ones)
 left=()
 [ -z "$(leftover_pids)" ] || left+=("processes: $(leftover_pids | sort -un | tr '\n' ' ')")
-! ip link show labcni0 >/dev/null 2>&1 || left+=("bridge labcni0")
+[ -z "$(lab_bridges)" ] || left+=("bridges $(lab_bridges | tr '\n' ' ')")
 if [ -f "$R/cgroups.created" ]; then
   while read -r d; do [ ! -e "$d" ] || left+=("cgroup $d"); done < "$R/cgroups.created"
 fi

@@ -6,7 +6,8 @@
 #
 # = install.sh (cached: seconds after the first run) + build-images.sh (repacks only what
 # changed) + up.sh (idempotent) + load-images.sh (imports only what changed).
-# Environment: EAGLE_LAB, EAGLE_LAB_CACHE (see lib.sh), EAGLE_AGENT_BIN, GROUNDTRUTH_SRC (see
+# Environment: EAGLE_LAB, EAGLE_LAB_CACHE, EAGLE_LAB_NODES (1 to 5, default 3; see lib.sh),
+# EAGLE_AGENT_BIN, GROUNDTRUTH_SRC (see
 # build-images.sh), EAGLE_LAB_IMAGES: the images to build and load (default
 # "pause busybox groundtruth python-groundtruth eagle-agent"; drop eagle-agent to skip the cargo musl build).
 # Progress and timings go to stderr; the last line on stdout is the admin kubeconfig's path.

@@ -1,12 +1,17 @@
 #!/bin/bash
-# Kubeconfigs and component configs of the lab cluster, into $EAGLE_LAB (conf/, cni/net.d/,
-# admin.kubeconfig). Rewritten on every up.sh: cheap, and a changed script always takes effect.
+# Kubeconfigs and component configs of the lab cluster, into $EAGLE_LAB: the control plane's
+# (conf/, admin.kubeconfig) and each node's (node/NAME/conf/: kubelet, containerd, CNI).
+# Rewritten on every up.sh: cheap, and a changed script always takes effect.
+#
+#   scripts/lab/mkconf.sh [NODE...]      (default: the lab's nodes, see lib.sh)
 set -euo pipefail
 # shellcheck source=scripts/lab/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 C=$EAGLE_LAB
 P=$C/pki
-mkdir -p "$C/conf" "$C/cni/net.d"
+NODES=("$@")
+[ ${#NODES[@]} -gt 0 ] || mapfile -t NODES < <(lab_nodes)
+mkdir -p "$C/conf"
 
 # mkkc FILE USER CERT: a kubeconfig with embedded certs (the file stands alone if copied).
 # Written by hand, not with `kubectl config`: Debian's kubectl 1.20 is built with Go 1.19 and a
@@ -40,18 +45,25 @@ EOK
 mkkc "$C/admin.kubeconfig" admin admin
 mkkc "$C/conf/controller-manager.kubeconfig" system:kube-controller-manager controller-manager
 mkkc "$C/conf/scheduler.kubeconfig" system:kube-scheduler scheduler
-mkkc "$C/conf/kubelet.kubeconfig" "system:node:$LAB_NODE" kubelet-client
+
+# node_conf NAME: the node's kubelet kubeconfig and config, containerd config and CNI network
+node_conf() {
+local n=$1 N i port healthz
+N=$(node_dir "$n"); i=$(node_index "$n")
+port=$(node_kubelet_port "$n"); healthz=$(node_healthz_port "$n")
+mkdir -p "$N/conf" "$N/cni/net.d"
+mkkc "$N/conf/kubelet.kubeconfig" "system:node:$n" "kubelet-client-$n"
 
 # makeIPTablesUtilChains: false: the KUBE-MARK-* chains serve kube-proxy, which the lab does not
 # run; without this the kubelet would write iptables rules that outlive the cluster.
-cat > "$C/conf/kubelet-config.yaml" <<EOC
+cat > "$N/conf/kubelet-config.yaml" <<EOC
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: 127.0.0.1
-port: 10250
+port: $port
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
-healthzPort: 10248
+healthzPort: $healthz
 authentication:
   anonymous:
     enabled: false
@@ -61,9 +73,10 @@ authentication:
     clientCAFile: $P/ca.crt
 authorization:
   mode: Webhook
-tlsCertFile: $P/kubelet-server.crt
-tlsPrivateKeyFile: $P/kubelet-server.key
+tlsCertFile: $P/kubelet-server-$n.crt
+tlsPrivateKeyFile: $P/kubelet-server-$n.key
 cgroupDriver: cgroupfs
+cgroupRoot: $(node_cgroup_root "$n")
 failSwapOn: false
 makeIPTablesUtilChains: false
 clusterDomain: cluster.local
@@ -79,22 +92,22 @@ featureGates:
   TTLAfterFinished: true
 EOC
 
-cat > "$C/conf/containerd.toml" <<EOC
+cat > "$N/conf/containerd.toml" <<EOC
 version = 2
-root = "$C/containerd/root"
-state = "$C/containerd/state"
+root = "$N/containerd/root"
+state = "$N/containerd/state"
 [grpc]
-  address = "$C/run/containerd.sock"
+  address = "$N/run/containerd.sock"
 [ttrpc]
-  address = "$C/run/containerd.sock.ttrpc"
+  address = "$N/run/containerd.sock.ttrpc"
 [debug]
-  address = "$C/run/containerd-debug.sock"
+  address = "$N/run/containerd-debug.sock"
   level = "info"
 [metrics]
   address = ""
 # the "opt" plugin would create /opt/containerd on the host
 [plugins."io.containerd.internal.v1.opt"]
-  path = "$C/containerd/opt"
+  path = "$N/containerd/opt"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "lab.local/pause:3.4.1"
   stream_server_address = "127.0.0.1"
@@ -114,31 +127,35 @@ state = "$C/containerd/state"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
         BinaryName = "/usr/sbin/runc"
-        Root = "$C/containerd/runc"
+        Root = "$N/containerd/runc"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
-    conf_dir = "$C/cni/net.d"
+    conf_dir = "$N/cni/net.d"
 EOC
 
-# CNI for pods without hostNetwork: a private bridge on a subnet that exists only on this
-# machine; no gateway, no masquerade, so pod traffic cannot leave the host.
-cat > "$C/cni/net.d/10-labnet.conflist" <<EOC
+# CNI for pods without hostNetwork: a private bridge per node (labcniI), on a subnet of its own
+# (10.244.76+I.0/24) that exists only on this machine; no gateway, no masquerade, so pod traffic
+# cannot leave the host (nor reach another node's pods: no test needs it).
+cat > "$N/cni/net.d/10-labnet.conflist" <<EOC
 {
   "cniVersion": "0.4.0",
-  "name": "labnet",
+  "name": "labnet-$i",
   "plugins": [
     {
       "type": "bridge",
-      "bridge": "labcni0",
+      "bridge": "labcni$i",
       "isGateway": false,
       "ipMasq": false,
       "hairpinMode": true,
       "ipam": {
         "type": "host-local",
-        "ranges": [[{"subnet": "10.244.77.0/24"}]],
-        "dataDir": "$C/cni/ipam"
+        "ranges": [[{"subnet": "10.244.$((76 + i)).0/24"}]],
+        "dataDir": "$N/cni/ipam"
       }
     }
   ]
 }
 EOC
+}
+
+for n in "${NODES[@]}"; do node_conf "$n"; done

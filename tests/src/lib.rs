@@ -112,6 +112,16 @@ pub fn e2e_kubeconfig() -> Option<PathBuf> {
     }
 }
 
+/// The lab's `scripts/lab/node.sh` (it stops and starts a node's kubelet) when the end-to-end
+/// cluster is the lab's (`EAGLE_E2E_KUBECONFIG` is `$EAGLE_LAB/admin.kubeconfig`), else `None`:
+/// a test that needs to break a node can do it only there.
+pub fn e2e_lab_node_script() -> Option<PathBuf> {
+    let kubeconfig = std::fs::canonicalize(std::env::var_os("EAGLE_E2E_KUBECONFIG")?).ok()?;
+    let lab = std::env::var_os("EAGLE_LAB").unwrap_or_else(|| "/var/lib/kube-eagle/lab".into());
+    let lab_kubeconfig = std::fs::canonicalize(Path::new(&lab).join("admin.kubeconfig")).ok()?;
+    (kubeconfig == lab_kubeconfig).then(|| repo_root().join("scripts/lab/node.sh"))
+}
+
 /// The groundtruth image the cluster's nodes have: `EAGLE_E2E_GROUNDTRUTH_IMAGE`, else the lab's.
 pub fn e2e_groundtruth_image() -> String {
     std::env::var("EAGLE_E2E_GROUNDTRUTH_IMAGE")
@@ -133,35 +143,63 @@ const GROUNDTRUTH_FLAGS: [&str; 6] = ["-O2", "-g", "-fno-omit-frame-pointer", "-
 /// a half-written binary.
 pub fn groundtruth() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(build_groundtruth)
+    BUILT.get_or_init(|| build_c("images/groundtruth/groundtruth.c", "groundtruth", &GROUNDTRUTH_FLAGS))
 }
 
-fn build_groundtruth() -> PathBuf {
-    let source = repo_root().join("images/groundtruth/groundtruth.c");
+/// Built the way distributions build C: plain `-O2` (no frame pointers on x86-64), linked
+/// against the system's shared libc.
+const CHAINS_FLAGS: [&str; 3] = ["-O2", "-g", "-Wall"];
+
+/// The chains binary (`images/chains/chains.c`): one leaf, `crunch`, reached through
+/// `chain_60_outer`, `chain_30_outer` and `chain_10_outer` at 60/30/10 % of its CPU time, built
+/// without frame pointers. Built and cached as [`groundtruth`] is.
+pub fn chains() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| build_c("images/chains/chains.c", "chains", &CHAINS_FLAGS))
+}
+
+/// chains built with neither unwind tables for its own code nor frame pointers: what an
+/// unwinder cannot follow, and must say so about.
+pub fn chains_without_unwind_tables() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        build_c(
+            "images/chains/chains.c",
+            "chains-bare",
+            &["-O2", "-g", "-Wall", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables"],
+        )
+    })
+}
+
+/// The chains of [`chains`] and the share of its CPU time each one takes.
+pub const CHAINS_SPLIT: [(&str, f64); 3] =
+    [("chain_60_outer", 0.60), ("chain_30_outer", 0.30), ("chain_10_outer", 0.10)];
+
+fn build_c(source: &str, name: &str, flags: &[&str]) -> PathBuf {
+    let source = repo_root().join(source);
     let text = std::fs::read(&source).unwrap_or_else(|e| panic!("cannot read {}: {e}", source.display()));
     let compiler = ["clang-19", "clang"]
         .into_iter()
         .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
-        .expect("groundtruth needs clang (clang-19 or clang on PATH): apt-get install clang-19");
+        .unwrap_or_else(|| panic!("{name} needs clang (clang-19 or clang on PATH): apt-get install clang-19"));
     let mut hasher = std::hash::DefaultHasher::new();
-    (&text, compiler, GROUNDTRUTH_FLAGS).hash(&mut hasher);
+    (&text, compiler, flags).hash(&mut hasher);
     // The binary keeps its name (it is the process name in profiles); its directory is keyed.
     let cache = target_dir().join("eagle-tests");
-    let home = cache.join(format!("groundtruth-{:016x}", hasher.finish()));
-    let binary = home.join("groundtruth");
+    let home = cache.join(format!("{name}-{:016x}", hasher.finish()));
+    let binary = home.join(name);
     if binary.is_file() {
         return binary;
     }
-    let scratch = cache.join(format!("build-{}", std::process::id()));
+    let scratch = cache.join(format!("build-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
-    std::fs::create_dir_all(&scratch).expect("create the groundtruth build directory");
-    let out = scratch.join("groundtruth");
-    let result =
-        Command::new(compiler).args(GROUNDTRUTH_FLAGS).arg("-o").arg(&out).arg(&source).output().expect("run clang");
+    std::fs::create_dir_all(&scratch).unwrap_or_else(|e| panic!("create the {name} build directory: {e}"));
+    let out = scratch.join(name);
+    let result = Command::new(compiler).args(flags).arg("-o").arg(&out).arg(&source).output().expect("run clang");
     assert!(
         result.status.success(),
-        "building groundtruth failed: {compiler} {} -o {} {}\n{}",
-        GROUNDTRUTH_FLAGS.join(" "),
+        "building {name} failed: {compiler} {} -o {} {}\n{}",
+        flags.join(" "),
         out.display(),
         source.display(),
         String::from_utf8_lossy(&result.stderr)

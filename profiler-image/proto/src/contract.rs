@@ -42,11 +42,23 @@ pub enum WarningCode {
     StacksFolded,
     /// Warnings beyond the stream's limit were dropped (counted in this one).
     WarningsDropped,
+    /// A report, not a warning: how many native stacks were not unwound whole (a small share).
+    InfoUnwind,
+    /// Over 5 % of the native stacks were not unwound whole.
+    UnwindIncomplete,
+    /// An object's unwind table could not be built (a damaged `.eh_frame`, not x86-64...).
+    UnwindTable,
+    /// A process's unwind tables did not fit in the agent's budget.
+    UnwindBudget,
+    /// A process maps more executable regions than the unwinder follows.
+    UnwindMappings,
+    /// The kernel refused an unwind table or a process's mappings.
+    UnwindFailed,
     Other(String),
 }
 
 impl WarningCode {
-    const KNOWN: [(WarningCode, &'static str); 10] = [
+    const KNOWN: [(WarningCode, &'static str); 16] = [
         (WarningCode::NoProcesses, "no-processes"),
         (WarningCode::EndedEarly, "ended-early"),
         (WarningCode::SamplesLost, "samples-lost"),
@@ -57,6 +69,12 @@ impl WarningCode {
         (WarningCode::InfoSampler, "info-sampler"),
         (WarningCode::StacksFolded, "stacks-folded"),
         (WarningCode::WarningsDropped, "warnings-dropped"),
+        (WarningCode::InfoUnwind, "info-unwind"),
+        (WarningCode::UnwindIncomplete, "unwind-incomplete"),
+        (WarningCode::UnwindTable, "unwind-table"),
+        (WarningCode::UnwindBudget, "unwind-budget"),
+        (WarningCode::UnwindMappings, "unwind-mappings"),
+        (WarningCode::UnwindFailed, "unwind-failed"),
     ];
 
     pub fn as_str(&self) -> &str {

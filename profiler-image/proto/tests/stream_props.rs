@@ -5,7 +5,7 @@
 
 mod common;
 
-use eagle_proto::stream::TargetReport;
+use eagle_proto::stream::{printable, TargetReport};
 use eagle_proto::{
     DecodeError, Decoder, Encoder, Event, Header, NodeResult, Progress, StackRecord, Trailer, Warning, WarningCode,
 };
@@ -146,6 +146,29 @@ impl Sent {
             ..written
         };
         let records = records.iter().map(sanitized).collect();
+        // Text that reaches a terminal reads back without control characters.
+        let header = Header {
+            agent_version: printable(&header.agent_version),
+            node: printable(&header.node),
+            kernel: printable(&header.kernel),
+            targets: header
+                .targets
+                .iter()
+                .map(|t| TargetReport { target: printable(&t.target), pids: t.pids.clone() })
+                .collect(),
+            ..header
+        };
+        let warnings = warnings
+            .into_iter()
+            .map(|w| Warning {
+                message: printable(&w.message),
+                code: match w.code {
+                    WarningCode::Other(c) => WarningCode::Other(printable(&c)),
+                    code => code,
+                },
+                ..w
+            })
+            .collect();
         Sent { lines, expected: NodeResult { header, warnings, last_progress, records, trailer } }
     }
 

@@ -4,16 +4,22 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, StackTraceMap};
+use aya::maps::{Array, ArrayOfMaps, HashMap as BpfHashMap, MapData, PerCpuArray, StackTraceMap};
 use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
 use aya::programs::{BtfTracePoint, PerfEvent, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
-use eagle_ebpf::{names, Counter, StackKey, TargetEntry};
+use eagle_ebpf::{key_flags, names, stack_flags, Counter, StackKey, TargetEntry, UserStack};
+use eagle_proto::{Warning, WarningCode};
 
 use super::{ProcessEvent, Sampler, SamplerError};
 use crate::aggregate::Aggregate;
 use crate::discovery::ProcFs;
 use crate::symbolize::{Frames, Symbols};
+use crate::unwind::{UnwindMaps, Unwinder};
+
+/// The outermost frame of a user stack whose unwinding stopped early: what is below it is
+/// missing, not absent.
+pub const TRUNCATED: &str = "[truncated]";
 
 pub struct EbpfSampler {
     // Owns the programs and their perf/tracepoint links: dropping it detaches everything.
@@ -23,6 +29,10 @@ pub struct EbpfSampler {
     counters: PerCpuArray<MapData, u64>,
     counts: [BpfHashMap<MapData, StackKey, u64>; 2],
     stacks: [StackTraceMap<MapData>; 2],
+    /// User stacks unwound with tables, by hash.
+    user_stacks: [BpfHashMap<MapData, u64, UserStack>; 2],
+    /// `None` when stacks are walked by frame pointers only (`EAGLE_UNWIND=frame-pointers`).
+    unwinder: Option<Unwinder>,
     buffer: u32,
     process_events: ProcessEvents,
     proc: ProcFs,
@@ -48,8 +58,10 @@ impl EbpfSampler {
         let object = eagle_ebpf::object().ok_or(SamplerError::NoProgram)?;
         let btf = if std::env::var_os(FORCE_TRACEFS_ENV).is_some() { None } else { Btf::from_sys_fs().ok() };
         let offset = if btf.is_some() { 0 } else { tracefs::with_tracefs(tracefs::child_pid_offset)?.0 };
+        let with_tables = unwind_with_tables();
         let mut bpf = EbpfLoader::new()
             .btf(btf.as_ref())
+            .override_global(names::UNWIND_WITH_TABLES, &u32::from(with_tables), true)
             .override_global(names::CHILD_PID_OFFSET, &offset, true)
             .load(object)
             .map_err(|e| classify("load the eBPF program", &e))?;
@@ -89,6 +101,23 @@ impl EbpfSampler {
             StackTraceMap::try_from(take(names::STACKS[0])?).map_err(conv)?,
             StackTraceMap::try_from(take(names::STACKS[1])?).map_err(conv)?,
         ];
+        let user_stacks = [
+            BpfHashMap::try_from(take(names::USER_STACKS[0])?).map_err(conv)?,
+            BpfHashMap::try_from(take(names::USER_STACKS[1])?).map_err(conv)?,
+        ];
+        let unwind_maps = UnwindMaps {
+            process_maps: BpfHashMap::try_from(take(names::PROCESS_MAPS)?).map_err(conv)?,
+            tables: ArrayOfMaps::try_from(take(names::UNWIND_TABLES)?).map_err(conv)?,
+            requests: BpfHashMap::try_from(take(names::UNWIND_REQUESTS)?).map_err(conv)?,
+        };
+        let unwinder = if with_tables {
+            Some(
+                Unwinder::start(unwind_maps)
+                    .map_err(|e| SamplerError::Failed(format!("cannot start the unwind table thread: {e}")))?,
+            )
+        } else {
+            None
+        };
         Ok(Self {
             _bpf: bpf,
             targets,
@@ -96,6 +125,8 @@ impl EbpfSampler {
             counters,
             counts,
             stacks,
+            user_stacks,
+            unwinder,
             buffer: 0,
             process_events,
             proc,
@@ -115,6 +146,21 @@ impl EbpfSampler {
         self.symbols.set_jit(pid, tag);
     }
 
+    /// Warnings of the unwinder (objects without tables, budgets), and at the end of a run
+    /// (`last`), how many stacks were walked by frame pointers or cut short.
+    pub fn take_warnings(&mut self, last: bool) -> Vec<Warning> {
+        let mut warnings = self.unwinder.as_ref().map(Unwinder::take_warnings).unwrap_or_default();
+        if last && self.unwinder.is_some() {
+            let total = self.counter(Counter::Samples);
+            let pending = self.counter(Counter::UnwindPending);
+            let truncated = self.counter(Counter::UnwindTruncated);
+            if let Some(w) = unwind_summary(total, pending, truncated) {
+                warnings.push(w);
+            }
+        }
+        warnings
+    }
+
     fn counter(&self, c: Counter) -> u64 {
         self.counters.get(&(c as u32), 0).map(|v| v.iter().sum()).unwrap_or(0)
     }
@@ -131,6 +177,9 @@ impl EbpfSampler {
                 if t.alive && !self.proc.is_alive(id) {
                     t.alive = false;
                     let _ = self.targets.remove(&id);
+                    if let Some(u) = &self.unwinder {
+                        u.forget(id);
+                    }
                     events.push(ProcessEvent::Exited { pid: id });
                 }
                 continue;
@@ -166,6 +215,42 @@ impl EbpfSampler {
         }
         readable(pid).then_some(pid)
     }
+}
+
+/// What the run's native stacks lack, said once at its end: an `info-` line when it is a
+/// small part of the samples (a new process's first milliseconds, before its tables were
+/// built), a warning when it is enough to change what a flame graph says (over 5 %).
+fn unwind_summary(total: u64, pending: u64, truncated: u64) -> Option<Warning> {
+    if pending + truncated == 0 || total == 0 {
+        return None;
+    }
+    let share = |n: u64| n as f64 * 100.0 / total as f64;
+    let mut parts = Vec::new();
+    if pending > 0 {
+        parts.push(format!(
+            "{pending} ({:.1}%) were taken before their process's unwind tables were ready and were walked by frame pointers (short where the code has none)",
+            share(pending)
+        ));
+    }
+    if truncated > 0 {
+        parts.push(format!(
+            "{truncated} ({:.1}%) stop before their outermost frame (code with neither unwind tables nor frame pointers, an unreadable stack, or over {} frames) and hang under `{TRUNCATED}`",
+            share(truncated),
+            eagle_ebpf::UNWIND_DEPTH
+        ));
+    }
+    let significant = (pending + truncated) * 20 > total;
+    Some(Warning {
+        code: if significant { WarningCode::UnwindIncomplete } else { WarningCode::InfoUnwind },
+        pid: None,
+        message: format!("native stacks: of {total} samples, {}", parts.join("; ")),
+    })
+}
+
+/// Whether user stacks are unwound with `.eh_frame` tables (the default) or walked by frame
+/// pointers only: `EAGLE_UNWIND=frame-pointers`, to compare the two or to rule the unwinder out.
+fn unwind_with_tables() -> bool {
+    std::env::var("EAGLE_UNWIND").map_or(true, |v| v != "frame-pointers")
 }
 
 fn program_mut<'a, T>(bpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, SamplerError>
@@ -354,11 +439,17 @@ impl Sampler for EbpfSampler {
             .insert(pid, TargetEntry { root: pid, execed: 0 }, 0)
             .map_err(|e| SamplerError::Failed(format!("cannot add pid {pid} to the target set: {e}")))?;
         self.tracked.insert(pid, Tracked { root: pid, alive: true, execs: 0 });
+        if let Some(u) = &self.unwinder {
+            u.build(pid);
+        }
         Ok(())
     }
 
     fn remove(&mut self, pid: u32) {
         let _ = self.targets.remove(&pid);
+        if let Some(u) = &self.unwinder {
+            u.forget(pid);
+        }
         self.tracked.remove(&pid);
     }
 
@@ -376,6 +467,20 @@ impl Sampler for EbpfSampler {
         // Each stack read once; user stacks as the addresses to name (see `user_addrs`).
         let mut user_traces: HashMap<i32, Vec<u64>> = HashMap::new();
         let mut kernel_traces: HashMap<i32, Vec<u64>> = HashMap::new();
+        // Unwound with tables: the addresses and whether the walk stopped early.
+        let mut unwound: HashMap<u64, (Vec<u64>, bool)> = HashMap::new();
+        for (key, _) in &entries {
+            if key.flags & key_flags::UNWOUND != 0 && !unwound.contains_key(&key.user_stack_hash) {
+                let (ips, truncated) = match self.user_stacks[idle].get(&key.user_stack_hash, 0) {
+                    Ok(stack) => {
+                        let len = (stack.len as usize).min(stack.ips.len());
+                        (stack.ips[..len].to_vec(), stack.flags & stack_flags::TRUNCATED != 0)
+                    }
+                    Err(_) => (Vec::new(), true),
+                };
+                unwound.insert(key.user_stack_hash, (user_addrs(&ips), truncated));
+            }
+        }
         for (key, _) in &entries {
             for (id, traces, user) in
                 [(key.user_stack_id, &mut user_traces, true), (key.kernel_stack_id, &mut kernel_traces, false)]
@@ -393,14 +498,18 @@ impl Sampler for EbpfSampler {
         for id in ids {
             let _ = self.stacks[idle].remove(&id);
         }
+        let hashes: Vec<u64> = self.user_stacks[idle].keys().filter_map(Result::ok).collect();
+        for hash in hashes {
+            let _ = self.user_stacks[idle].remove(&hash);
+        }
 
         self.sync_targets(events);
 
         // Symbolize each process's addresses in one batch, then assemble stacks from the cache.
         let mut by_pid: HashMap<u32, Vec<u64>> = HashMap::new();
         for (key, _) in &entries {
-            if key.user_stack_id >= 0 {
-                by_pid.entry(key.tgid).or_default().extend(&user_traces[&key.user_stack_id]);
+            if let Some(addrs) = user_addresses(key, &user_traces, &unwound) {
+                by_pid.entry(key.tgid).or_default().extend(addrs);
             }
         }
         for (pid, addrs) in &by_pid {
@@ -411,8 +520,11 @@ impl Sampler for EbpfSampler {
         }
         for (key, count) in entries {
             let mut frames: Vec<String> = Vec::new();
-            if key.user_stack_id >= 0 {
-                let names: Vec<Frames> = self.symbols.lookup_user(key.tgid, &user_traces[&key.user_stack_id]);
+            if key.flags & key_flags::UNWOUND != 0 && unwound.get(&key.user_stack_hash).is_some_and(|(_, t)| *t) {
+                frames.push(TRUNCATED.to_owned());
+            }
+            if let Some(addrs) = user_addresses(&key, &user_traces, &unwound) {
+                let names: Vec<Frames> = self.symbols.lookup_user(key.tgid, addrs);
                 frames.extend(names.iter().rev().flat_map(|f| f.iter().cloned()));
             }
             if key.kernel_stack_id >= 0 {
@@ -447,6 +559,21 @@ impl Sampler for EbpfSampler {
     }
 }
 
+/// The user addresses of a sample: unwound with tables, or walked by frame pointers.
+fn user_addresses<'a>(
+    key: &StackKey,
+    walked: &'a HashMap<i32, Vec<u64>>,
+    unwound: &'a HashMap<u64, (Vec<u64>, bool)>,
+) -> Option<&'a [u64]> {
+    if key.flags & key_flags::UNWOUND != 0 {
+        unwound.get(&key.user_stack_hash).map(|(a, _)| a.as_slice())
+    } else if key.user_stack_id >= 0 {
+        walked.get(&key.user_stack_id).map(Vec::as_slice)
+    } else {
+        None
+    }
+}
+
 /// A stack's addresses as symbolization wants them: every frame but the innermost holds a
 /// return address, one past its call; step back into the call so the caller is named, not
 /// whatever follows the call.
@@ -467,6 +594,15 @@ fn is_user_code_address(ip: u64) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn incomplete_stacks_are_an_info_line_until_they_matter() {
+        assert!(super::unwind_summary(1000, 0, 0).is_none());
+        let small = super::unwind_summary(1000, 20, 1).expect("said");
+        assert_eq!(small.code, eagle_proto::WarningCode::InfoUnwind);
+        assert!(small.message.contains("20 (2.0%)") && small.message.contains("1 (0.1%)"), "{}", small.message);
+        assert_eq!(super::unwind_summary(1000, 40, 20).expect("said").code, eagle_proto::WarningCode::UnwindIncomplete);
+    }
+
     #[test]
     fn a_walk_that_left_the_frame_chain_ends_there() {
         // cpu_60 <- main <- __libc_start_call_main, then stack data read as addresses.

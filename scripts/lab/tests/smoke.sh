@@ -62,7 +62,7 @@ log "ok: 2 groundtruth pods Running ($(tr '\n' ' ' <<<"$ids"))"
 passed=2 skipped=0
 agent_ref=ghcr.io/kube-eagle/eagle-agent:$VERSION
 if [ "${SMOKE_SKIP_AGENT:-0}" = 1 ] \
-   || { [ "$KC" = "$EAGLE_LAB/admin.kubeconfig" ] && ! grep -qxF "$agent_ref" <<<"$(ctr_lab images ls -q 2>/dev/null)"; }; then
+   || { [ "$KC" = "$EAGLE_LAB/admin.kubeconfig" ] && ! grep -qxF "$agent_ref" <<<"$(ctr_node "$(lab_nodes | head -n1)" images ls -q 2>/dev/null)"; }; then
   log "skipped: $agent_ref is not loaded in the cluster"; skipped=1
 else
   kubectl delete job agent-image-probe -n kube-eagle --ignore-not-found --wait=true >/dev/null

@@ -1,0 +1,509 @@
+//! Keeps the kernel's unwind tables in step with the target processes, on a thread of its own
+//! so that building the table of a big binary never delays a collection.
+//!
+//! The eBPF program asks for a process (the `unwind_requests` map) on its first sample without
+//! an up-to-date entry: a new process, one that exec'd, one that mapped new code. The thread
+//! polls the requests every few milliseconds, reads the process's executable mappings, builds
+//! the table of each object it has not loaded yet (one per device and inode, shared by build
+//! id), and writes the process's mapping list. Until then its samples are walked by frame
+//! pointers and counted as pending.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use aya::maps::{ArrayOfMaps, HashMap as BpfHashMap, MapData};
+use eagle_ebpf::{Mapping, ProcessMaps, UnwindRow, MAX_MAPPINGS, MAX_TABLES, PROCESS_FRAME_POINTERS, REQUEST_REFRESH};
+use eagle_proto::{Warning, WarningCode};
+
+use super::maps::{self, ExecMapping};
+use super::table::{Object, Segment};
+
+/// How often the thread looks for requests: the share of a new process's first samples that
+/// are walked by frame pointers is about this over its run time.
+const POLL_EVERY: Duration = Duration::from_millis(5);
+/// A process asking again for code outside its mappings is re-read at most this often (JIT
+/// code outside any mapping would otherwise have it re-read on every sample).
+const REFRESH_EVERY: Duration = Duration::from_millis(200);
+
+/// Rows loaded at most, over all objects: 8 bytes each in the kernel. A process whose tables
+/// would pass it is walked by frame pointers. `EAGLE_UNWIND_MAX_ROWS` overrides it.
+pub const DEFAULT_MAX_ROWS: usize = 16 << 20;
+
+/// The eBPF maps the unwinder fills.
+pub struct UnwindMaps {
+    pub process_maps: BpfHashMap<MapData, u32, ProcessMaps>,
+    pub tables: ArrayOfMaps<MapData>,
+    pub requests: BpfHashMap<MapData, u32, u32>,
+}
+
+/// What the thread did, for the run's report.
+#[derive(Clone, Debug, Default)]
+pub struct UnwindStats {
+    pub tables: usize,
+    pub rows: usize,
+    pub processes: usize,
+    /// Time spent reading objects and building their tables.
+    pub build_time: Duration,
+}
+
+#[derive(Default)]
+struct Shared {
+    warnings: Vec<Warning>,
+    stats: UnwindStats,
+}
+
+enum Command {
+    Build { pid: u32, generation: u32 },
+    Forget { pid: u32 },
+}
+
+/// The handle the sampler keeps: dropping it stops the thread.
+pub struct Unwinder {
+    commands: Option<Sender<Command>>,
+    shared: Arc<Mutex<Shared>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Unwinder {
+    pub fn start(maps: UnwindMaps) -> std::io::Result<Self> {
+        let max_rows =
+            std::env::var("EAGLE_UNWIND_MAX_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_MAX_ROWS);
+        let (commands, receiver) = mpsc::channel();
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let mut loader = Loader::new(maps, max_rows, Arc::clone(&shared));
+        let thread = std::thread::Builder::new().name("eagle-unwind".into()).spawn(move || {
+            // Until a process's tables are built its samples are frame-pointer walks: on a busy
+            // node this thread must not wait behind everything else for its few milliseconds.
+            // Without CAP_SYS_NICE this fails, and it runs at the agent's priority.
+            // SAFETY: plain system calls on this thread's own id.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, -10) };
+            loader.run(&receiver)
+        })?;
+        Ok(Self { commands: Some(commands), shared, thread: Some(thread) })
+    }
+
+    /// Builds `pid`'s tables now, before its first sample asks for them.
+    pub fn build(&self, pid: u32) {
+        self.send(Command::Build { pid, generation: 0 });
+    }
+
+    /// `pid` exited or is no longer sampled: its entry goes, and tables no process uses.
+    pub fn forget(&self, pid: u32) {
+        self.send(Command::Forget { pid });
+    }
+
+    fn send(&self, command: Command) {
+        if let Some(c) = &self.commands {
+            let _ = c.send(command);
+        }
+    }
+
+    pub fn take_warnings(&self) -> Vec<Warning> {
+        self.shared.lock().map(|mut s| std::mem::take(&mut s.warnings)).unwrap_or_default()
+    }
+
+    pub fn stats(&self) -> UnwindStats {
+        self.shared.lock().map(|s| s.stats.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for Unwinder {
+    fn drop(&mut self) {
+        self.commands.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Which table an object's rows are: objects with the same build id share one.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum TableKey {
+    BuildId(Vec<u8>),
+    File(u64, u64),
+    Vdso,
+}
+
+/// A file (device, inode) as far as it was read.
+struct FileEntry {
+    segments: Vec<Segment>,
+    /// `None`: no table (no unwind info, or it could not be read): frame pointers.
+    table: Option<TableKey>,
+}
+
+struct Loaded {
+    slot: u32,
+    rows: u32,
+    /// Processes whose mapping list points at it.
+    users: usize,
+}
+
+struct ProcessEntry {
+    tables: Vec<TableKey>,
+    generation: u32,
+    refreshed: Instant,
+}
+
+struct Loader {
+    maps: UnwindMaps,
+    max_rows: usize,
+    shared: Arc<Mutex<Shared>>,
+    /// Put into freed slots: an array of one row, so the slot's old table is released.
+    empty: Option<MapData>,
+    files: HashMap<(u64, u64), FileEntry>,
+    tables: HashMap<TableKey, Loaded>,
+    free_slots: Vec<u32>,
+    next_slot: u32,
+    rows_loaded: usize,
+    processes: HashMap<u32, ProcessEntry>,
+    /// Warnings said once per run.
+    said: HashSet<String>,
+    /// For `EAGLE_UNWIND_DEBUG=1`: when each process became ready, from here.
+    started: Instant,
+}
+
+impl Loader {
+    fn new(maps: UnwindMaps, max_rows: usize, shared: Arc<Mutex<Shared>>) -> Self {
+        Self {
+            maps,
+            max_rows,
+            shared,
+            empty: create_table(&[UnwindRow::default()]).ok(),
+            files: HashMap::new(),
+            tables: HashMap::new(),
+            free_slots: Vec::new(),
+            next_slot: 1, // 0 means "no table"
+            rows_loaded: 0,
+            processes: HashMap::new(),
+            said: HashSet::new(),
+            started: Instant::now(),
+        }
+    }
+
+    fn run(&mut self, commands: &Receiver<Command>) {
+        loop {
+            match commands.recv_timeout(POLL_EVERY) {
+                Ok(Command::Build { pid, generation }) => self.build(pid, generation),
+                Ok(Command::Forget { pid }) => self.forget(pid),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            let requests: Vec<(u32, u32)> = self.maps.requests.iter().filter_map(Result::ok).collect();
+            for (pid, request) in requests {
+                let _ = self.maps.requests.remove(&pid);
+                let refresh = request & REQUEST_REFRESH != 0;
+                let generation = request & !REQUEST_REFRESH;
+                let known = self.processes.get(&pid);
+                // Samples taken while a build was under way ask for what it just did.
+                if !refresh && known.is_some_and(|p| p.generation == generation) {
+                    continue;
+                }
+                if refresh && known.is_some_and(|p| p.refreshed.elapsed() < REFRESH_EVERY) {
+                    continue;
+                }
+                self.build(pid, generation);
+            }
+        }
+    }
+
+    fn warn(&mut self, code: WarningCode, pid: Option<u32>, once: String, message: String) {
+        if self.said.insert(once) {
+            if let Ok(mut s) = self.shared.lock() {
+                s.warnings.push(Warning { code, pid, message });
+            }
+        }
+    }
+
+    /// Reads `pid`'s executable mappings and points the kernel at their tables.
+    fn build(&mut self, pid: u32, generation: u32) {
+        let started = Instant::now();
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+            return; // gone already: its samples stay frame-pointer walks
+        };
+        let mut mappings = maps::parse(&text);
+        if mappings.len() > MAX_MAPPINGS {
+            self.warn(
+                WarningCode::UnwindMappings,
+                Some(pid),
+                format!("mappings {pid}"),
+                format!(
+                    "pid {pid} maps {} executable regions, the unwinder follows {MAX_MAPPINGS}: code in the others is walked by frame pointers",
+                    mappings.len()
+                ),
+            );
+            // Keep files (their code has tables) before anonymous regions (JIT code).
+            mappings.sort_by_key(|m| (!m.is_file(), m.start));
+            mappings.truncate(MAX_MAPPINGS);
+            mappings.sort_by_key(|m| m.start);
+        }
+        let mut entry =
+            ProcessMaps { count: 0, generation, flags: 0, _pad: 0, mappings: [Mapping::default(); MAX_MAPPINGS] };
+        let mut used: Vec<TableKey> = Vec::new();
+        let mut over_budget = false;
+        for (i, m) in mappings.iter().enumerate() {
+            let mut mapping = Mapping { start: m.start, end: m.end, bias: 0, table: 0, rows: 0 };
+            match self.table_for(pid, m) {
+                Ok(Some((key, bias))) => {
+                    if let Some(t) = self.tables.get_mut(&key) {
+                        t.users += 1;
+                        mapping.table = t.slot;
+                        mapping.rows = t.rows;
+                        mapping.bias = bias;
+                        used.push(key);
+                    }
+                }
+                Ok(None) => {}
+                Err(OverBudget) => over_budget = true,
+            }
+            entry.mappings[i] = mapping;
+            entry.count = i as u32 + 1;
+        }
+        if over_budget {
+            entry.flags |= PROCESS_FRAME_POINTERS;
+            self.warn(
+                WarningCode::UnwindBudget,
+                Some(pid),
+                format!("budget {pid}"),
+                format!(
+                    "the unwind tables of pid {pid} do not fit in the {} rows the agent loads at most (EAGLE_UNWIND_MAX_ROWS): its stacks are walked by frame pointers, and code built without them shows short stacks",
+                    self.max_rows
+                ),
+            );
+        }
+        if let Err(e) = self.maps.process_maps.insert(pid, entry, 0) {
+            self.warn(
+                WarningCode::UnwindFailed,
+                Some(pid),
+                format!("insert {pid}"),
+                format!(
+                    "cannot give the kernel the mappings of pid {pid} ({e}): its stacks are walked by frame pointers"
+                ),
+            );
+        }
+        // Release what the process used before only now: what it still maps stays loaded.
+        let previous = self.processes.insert(pid, ProcessEntry { tables: used, generation, refreshed: Instant::now() });
+        if let Some(previous) = previous {
+            self.release(previous.tables);
+        }
+        if std::env::var_os("EAGLE_UNWIND_DEBUG").is_some() {
+            eprintln!(
+                "unwind: {:.3}s after start: pid {pid} (generation {generation}) ready, {} mappings, built in {:.3}s; {} tables, {} rows loaded",
+                self.started.elapsed().as_secs_f64(),
+                entry.count,
+                started.elapsed().as_secs_f64(),
+                self.tables.len(),
+                self.rows_loaded
+            );
+        }
+        if let Ok(mut s) = self.shared.lock() {
+            s.stats.build_time += started.elapsed();
+            s.stats.processes = self.processes.len();
+            s.stats.tables = self.tables.len();
+            s.stats.rows = self.rows_loaded;
+        }
+    }
+
+    fn forget(&mut self, pid: u32) {
+        let _ = self.maps.process_maps.remove(&pid);
+        if let Some(p) = self.processes.remove(&pid) {
+            self.release(p.tables);
+        }
+    }
+
+    fn release(&mut self, keys: Vec<TableKey>) {
+        for key in keys {
+            let Some(t) = self.tables.get_mut(&key) else { continue };
+            t.users = t.users.saturating_sub(1);
+            if t.users == 0 {
+                let t = self.tables.remove(&key).expect("present");
+                if let Some(empty) = &self.empty {
+                    let _ = self.maps.tables.set(t.slot, empty, 0);
+                }
+                self.rows_loaded -= t.rows as usize;
+                self.free_slots.push(t.slot);
+            }
+        }
+    }
+
+    /// The table of the object behind mapping `m` of `pid`, loading it if needed, and the
+    /// mapping's bias; `None` when its code is walked by frame pointers.
+    fn table_for(&mut self, pid: u32, m: &ExecMapping) -> Result<Option<(TableKey, u64)>, OverBudget> {
+        let file_key = if m.is_file() {
+            (m.dev, m.inode)
+        } else if m.path == "[vdso]" {
+            (0, 0)
+        } else {
+            return Ok(None); // JIT code, anonymous memory
+        };
+        if !self.files.contains_key(&file_key) {
+            let parsed = if m.is_file() {
+                match self.read_file(pid, m) {
+                    Some(parsed) => parsed,
+                    // The process exec'd or exited since its maps were read: nothing learnt
+                    // about the file; a sample of its new program asks again.
+                    None => return Ok(None),
+                }
+            } else {
+                read_vdso()
+            };
+            let entry = match parsed {
+                Ok(object) => {
+                    let key = if !m.is_file() {
+                        TableKey::Vdso
+                    } else if let Some(id) = object.build_id.clone().filter(|id| !id.is_empty()) {
+                        TableKey::BuildId(id)
+                    } else {
+                        TableKey::File(m.dev, m.inode)
+                    };
+                    let table = if object.rows.is_empty() {
+                        None
+                    } else if self.tables.contains_key(&key) {
+                        Some(key)
+                    } else {
+                        match self.load(&object.rows) {
+                            Ok(Some(slot)) => {
+                                self.tables
+                                    .insert(key.clone(), Loaded { slot, rows: object.rows.len() as u32, users: 0 });
+                                Some(key)
+                            }
+                            Ok(None) => return Err(OverBudget),
+                            Err(e) => {
+                                self.warn(
+                                    WarningCode::UnwindFailed,
+                                    Some(pid),
+                                    format!("load {}", m.path),
+                                    format!("cannot load the unwind table of {} into the kernel ({e}): its frames are walked by frame pointers", m.path),
+                                );
+                                None
+                            }
+                        }
+                    };
+                    FileEntry { segments: object.segments, table }
+                }
+                Err(message) => {
+                    self.warn(
+                        WarningCode::UnwindTable,
+                        Some(pid),
+                        format!("table {}", m.path),
+                        format!(
+                            "no unwind table for {} (pid {pid}): {message}; its frames are walked by frame pointers",
+                            m.path
+                        ),
+                    );
+                    FileEntry { segments: Vec::new(), table: None }
+                }
+            };
+            self.files.insert(file_key, entry);
+        }
+        let file = &self.files[&file_key];
+        let Some(key) = file.table.clone() else { return Ok(None) };
+        if !self.tables.contains_key(&key) {
+            // Released since it was read: read it again.
+            self.files.remove(&file_key);
+            return self.table_for(pid, m);
+        }
+        let object = Object { segments: file.segments.clone(), ..Object::default() };
+        Ok(object.bias(m.start, m.end, m.offset).map(|bias| (key, bias)))
+    }
+
+    /// Reads an object through the process's own view of it (so a container's files are
+    /// found, and a file deleted since it was mapped too).
+    /// `None` when the mapping is gone.
+    fn read_file(&self, pid: u32, m: &ExecMapping) -> Option<Result<Object, String>> {
+        let path = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+        let file = File::open(&path).ok()?;
+        // Read through a cache of the parts asked for, not mapped: a file truncated while it
+        // is read must give an error, not a SIGBUS.
+        let cache = object::ReadCache::new(file);
+        Some(Object::parse(&cache).map_err(|e| e.to_string()))
+    }
+
+    /// Loads rows into a new kernel table; `Ok(None)` when they do not fit in the budget.
+    fn load(&mut self, rows: &[UnwindRow]) -> std::io::Result<Option<u32>> {
+        if self.rows_loaded + rows.len() > self.max_rows {
+            return Ok(None);
+        }
+        let slot = match self.free_slots.pop() {
+            Some(s) => s,
+            None if self.next_slot < MAX_TABLES => {
+                self.next_slot += 1;
+                self.next_slot - 1
+            }
+            None => return Ok(None),
+        };
+        let map = create_table(rows)?;
+        if let Err(e) = self.maps.tables.set(slot, &map, 0) {
+            self.free_slots.push(slot);
+            return Err(std::io::Error::other(e.to_string()));
+        }
+        // The outer map holds the table now; our descriptor can go.
+        drop(map);
+        self.rows_loaded += rows.len();
+        Ok(Some(slot))
+    }
+}
+
+struct OverBudget;
+
+/// A kernel array of exactly `rows`, filled through one mapping of its memory rather than one
+/// system call per row.
+fn create_table(rows: &[UnwindRow]) -> std::io::Result<MapData> {
+    const BPF_MAP_TYPE_ARRAY: u32 = 2;
+    const BPF_F_MMAPABLE: u32 = 1 << 10;
+    const BPF_F_INNER_MAP: u32 = 1 << 12;
+    let row_size = std::mem::size_of::<UnwindRow>();
+    let definition = aya_obj::Map::new_from_params(
+        BPF_MAP_TYPE_ARRAY,
+        4,
+        row_size as u32,
+        rows.len() as u32,
+        BPF_F_INNER_MAP | BPF_F_MMAPABLE,
+    );
+    let map = MapData::create(definition, "eagle_unwind", None).map_err(|e| std::io::Error::other(e.to_string()))?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+    let bytes = std::mem::size_of_val(rows);
+    let len = bytes.div_ceil(page) * page;
+    let fd = map.fd().as_fd().as_raw_fd();
+    // SAFETY: a fresh shared mapping of the map's value area, which is `len` bytes or more
+    // (the kernel rounds it up to pages); nothing else refers to it.
+    let memory =
+        unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0) };
+    if memory == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `memory` is valid for `len >= bytes` bytes and does not overlap `rows`; rows are
+    // plain `repr(C)` data with no padding, laid out as the kernel's array elements (8 bytes).
+    unsafe {
+        std::ptr::copy_nonoverlapping(rows.as_ptr().cast::<u8>(), memory.cast::<u8>(), bytes);
+        libc::munmap(memory, len);
+    }
+    Ok(map)
+}
+
+/// The vDSO is the same in every process of this kernel: read ours.
+fn read_vdso() -> Result<Object, String> {
+    // SAFETY: getauxval has no preconditions.
+    let base = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) };
+    if base == 0 {
+        return Err("no vDSO in this process".into());
+    }
+    let text = std::fs::read_to_string("/proc/self/maps").map_err(|e| e.to_string())?;
+    let size = text
+        .lines()
+        .find(|l| l.ends_with("[vdso]"))
+        .and_then(|l| {
+            let (start, end) = l.split(' ').next()?.split_once('-')?;
+            Some(u64::from_str_radix(end, 16).ok()? - u64::from_str_radix(start, 16).ok()?)
+        })
+        .ok_or("no [vdso] line in /proc/self/maps")?;
+    // SAFETY: the kernel maps the vDSO readable at `base` for `size` bytes for the life of
+    // the process, and nothing writes it.
+    let image = unsafe { std::slice::from_raw_parts(base as *const u8, size as usize) };
+    Object::parse(image).map_err(|e| e.to_string())
+}
