@@ -23,7 +23,8 @@ pub enum ClusterKind {
 }
 
 impl ClusterKind {
-    fn parse(kind: &str) -> Option<Self> {
+    /// A kind as kubectl spells it (`deploy`, `deployments`, ...).
+    pub fn parse(kind: &str) -> Option<Self> {
         Some(match kind.to_ascii_lowercase().as_str() {
             "pod" | "pods" | "po" => Self::Pod,
             "deployment" | "deployments" | "deploy" => Self::Deployment,

@@ -8,6 +8,7 @@
 //! - [`offline`]: `check`, `diff`, `convert`;
 //! - [`values`]: how the value types (`Format`, `GroupBy`) are spelled on the command line.
 
+mod complete;
 mod offline;
 mod profile;
 mod shared;
@@ -16,9 +17,10 @@ mod values;
 
 use clap::{Parser, Subcommand};
 
+pub use complete::{CompleteArgs, CompletionArgs};
 pub use offline::{CheckCommand, ConvertArgs, DiffArgs};
 pub use profile::ProfileArgs;
-pub use tasks::{CleanArgs, DoctorArgs, FetchArgs, InitArgs, ListArgs, UninstallArgs};
+pub use tasks::{CleanArgs, DoctorArgs, FetchArgs, InitArgs, ListArgs, UninstallArgs, VersionArgs};
 
 use crate::commands;
 use crate::error::{CliError, Exit};
@@ -150,6 +152,30 @@ Examples:
 Exit codes: 0 ready (warnings allowed), 4 a permission is missing, 6 something else is
 missing (namespace, image, admission), 9 cluster unreachable.")]
     Doctor(DoctorArgs),
+
+    /// The CLI's version, the agent image it runs, and the cluster's version.
+    #[command(after_help = "\
+Examples:
+  kubectl eagle version
+  kubectl eagle version --client        # without asking the cluster
+
+Exit codes: 0 printed, 9 the cluster is unreachable (the client's lines are printed first).")]
+    Version(VersionArgs),
+
+    /// Print a shell completion script for kubectl-eagle: bash, zsh or fish.
+    #[command(after_help = "\
+Examples:
+  source <(kubectl-eagle completion bash)                 # bash, for this shell
+  kubectl-eagle completion zsh > \"${fpath[1]}/_kubectl-eagle\"
+  kubectl-eagle completion fish > ~/.config/fish/completions/kubectl-eagle.fish
+
+For `kubectl eagle <TAB>` (kubectl 1.26 or later), put cli/completion/kubectl_complete-eagle
+(it runs `kubectl-eagle __complete`) on your PATH beside kubectl-eagle; krew installs it.")]
+    Completion(CompletionArgs),
+
+    /// kubectl's plugin completion protocol, spoken with `kubectl_complete-eagle`.
+    #[command(name = "__complete", hide = true)]
+    Complete(CompleteArgs),
 }
 
 impl Command {
@@ -166,6 +192,17 @@ impl Command {
             Command::Uninstall(args) => commands::clean::uninstall(args.into_plan()),
             Command::Init(args) => commands::init::run(args.into_plan()),
             Command::Doctor(args) => commands::doctor::run(args.into_plan()),
+            Command::Version(args) => commands::version::run(args.into_plan()),
+            Command::Completion(args) => {
+                use std::io::Write;
+                std::io::stdout()
+                    .write_all(&args.script(<Cli as clap::CommandFactory>::command()))
+                    .map_err(|e| CliError::Io(format!("cannot write the script: {e}")))?;
+                Ok(Exit::Ok)
+            }
+            Command::Complete(args) => {
+                commands::complete::run(args.into_plan(<Cli as clap::CommandFactory>::command()))
+            }
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::commands::doctor::{DoctorOutput, DoctorRun};
 use crate::commands::fetch::FetchPlan;
 use crate::commands::init::InitPlan;
 use crate::commands::list::ListPlan;
+use crate::commands::version::VersionPlan;
 use crate::duration::parse_duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -236,6 +237,25 @@ impl DoctorArgs {
                 skip_image: self.skip_image,
                 timeout: self.timeout,
             },
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct VersionArgs {
+    /// The client's version and agent image only: do not ask the cluster.
+    #[arg(long)]
+    pub client: bool,
+
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+impl VersionArgs {
+    pub fn into_plan(self) -> VersionPlan {
+        VersionPlan {
+            conn: (!self.client).then(|| self.conn.connection()),
+            image: crate::cluster::plan::default_image(),
         }
     }
 }

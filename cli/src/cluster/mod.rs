@@ -8,6 +8,7 @@ pub mod annotations;
 pub mod api;
 pub mod conflicts;
 pub mod doctor;
+pub mod names;
 pub mod permissions;
 pub mod plan;
 pub mod pod_state;

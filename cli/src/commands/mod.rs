@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod clean;
+pub mod complete;
 pub mod convert;
 pub mod diff;
 pub mod doctor;
@@ -10,3 +11,4 @@ pub mod fetch;
 pub mod init;
 pub mod list;
 pub mod profile;
+pub mod version;
