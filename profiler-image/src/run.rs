@@ -514,6 +514,18 @@ impl Run {
                 for (frames, count) in d.apportion(on_cpu.samples) {
                     out.add(pid, sampler, frames, count);
                 }
+                let name = self.processes.get(&pid).map_or("?", |p| p.name.as_str()).to_owned();
+                // The stream's counts are the CPU clock's; the shares among them are as precise
+                // as the weighted reads they come from.
+                let effective = d.effective_samples().min(on_cpu.samples as f64);
+                self.warnings.push(Warning {
+                    code: WarningCode::InfoPrecision,
+                    pid: Some(pid),
+                    message: format!(
+                        "{name} ({pid}): {} stacks read by {sampler}, weighed by CPU time: shares as precise as {effective:.0} samples",
+                        d.samples
+                    ),
+                });
                 return;
             }
             // Idle all along: no stacks, and no CPU time to show.
@@ -575,8 +587,24 @@ impl Run {
             return;
         }
         let runtime = self.config.runtime.unwrap_or_else(|| runtime::detect(&ProcessTraits::read(&self.proc, pid)));
-        if self.interpreter(runtime).is_some() {
-            let name = self.proc.name(pid).unwrap_or_default();
+        let name = self.proc.name(pid).unwrap_or_default();
+        if self.interpreter(runtime).is_none() {
+            // Still sampled natively, but now running another program (`profile -- CMD` starts
+            // CMD through a shell): report a requested process under the name it has now, as
+            // the graph names it. (Its children are not reported one by one.)
+            if execed && self.requested.contains(&pid) && !name.is_empty() {
+                match self.route(pid, runtime, true) {
+                    Ok(sampler) => self.info(pid, format!("{name} ({pid}): {runtime}, sampled by {sampler}")),
+                    Err(e) => self.warnings.push(Warning {
+                        code: WarningCode::SamplerFailed,
+                        pid: Some(pid),
+                        message: format!("{name} ({pid}): {e}"),
+                    }),
+                }
+            }
+            return;
+        }
+        {
             match self.route(pid, runtime, true) {
                 Ok(sampler) => self.info(pid, format!("{name} ({pid}): {runtime}, sampled by {sampler}")),
                 Err(e) => self.warnings.push(Warning {

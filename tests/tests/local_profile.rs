@@ -501,6 +501,25 @@ fn output_speedscope_json() {
     run.check(in_range, "a sample refers to a frame that does not exist");
 }
 
+/// A command is started through a shell that execs it: it is reported under its own name, as
+/// the graph names it, not as `sh`.
+#[test]
+fn a_command_is_reported_under_the_name_it_runs() {
+    require_sampling!();
+    let dir = TestDir::new("command_name");
+    let run = profile_groundtruth(&dir, "flame.folded", &["-d", "2s"], &["--seconds", "1"]);
+    run.assert_code(0);
+    let reports: Vec<String> = run.stderr_lines().into_iter().filter(|l| l.contains("sampled by")).collect();
+    run.check(
+        reports.len() == 1 && reports[0].starts_with("groundtruth ("),
+        format!("the command is reported as {reports:?}, not once as groundtruth"),
+    );
+    run.check(
+        run.profile().by_root().keys().all(|root| root.starts_with("groundtruth (")),
+        "the graph names another process",
+    );
+}
+
 /// `-o -` writes folded stacks to stdout, and only them.
 #[test]
 fn output_dash_is_folded_on_stdout() {

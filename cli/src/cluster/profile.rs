@@ -331,7 +331,7 @@ fn report(nodes: &[NodeRun], skipped: &[Skipped]) {
     for (n, row) in nodes.iter().zip(&rows[1..]) {
         eprintln!("{}", table::line(&columns, &widths, row));
         if let Some(NodeOutcome::Done(r)) = &n.outcome {
-            for w in &r.warnings {
+            for w in r.shown_warnings() {
                 let kind = if w.code.is_info() { "" } else { "warning: " };
                 eprintln!("{:width$}  {kind}{}", "", w.message, width = widths[0]);
             }

@@ -54,11 +54,14 @@ pub enum WarningCode {
     UnwindMappings,
     /// The kernel refused an unwind table or a process's mappings.
     UnwindFailed,
+    /// A report, not a warning: how precise a process's shares are when its stacks were read
+    /// by its runtime's sampler and weighed by CPU time (as many unweighted samples as).
+    InfoPrecision,
     Other(String),
 }
 
 impl WarningCode {
-    const KNOWN: [(WarningCode, &'static str); 16] = [
+    const KNOWN: [(WarningCode, &'static str); 17] = [
         (WarningCode::NoProcesses, "no-processes"),
         (WarningCode::EndedEarly, "ended-early"),
         (WarningCode::SamplesLost, "samples-lost"),
@@ -75,6 +78,7 @@ impl WarningCode {
         (WarningCode::UnwindBudget, "unwind-budget"),
         (WarningCode::UnwindMappings, "unwind-mappings"),
         (WarningCode::UnwindFailed, "unwind-failed"),
+        (WarningCode::InfoPrecision, "info-precision"),
     ];
 
     pub fn as_str(&self) -> &str {

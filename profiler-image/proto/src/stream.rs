@@ -387,6 +387,18 @@ impl NodeResult {
     pub fn samples(&self) -> u64 {
         self.trailer.samples
     }
+
+    /// The warnings to show a user: an info record followed by a later one about the same
+    /// process (which exec'd another program since) is left out, so each process is reported
+    /// once, under the program it ran last.
+    pub fn shown_warnings(&self) -> impl Iterator<Item = &Warning> {
+        self.warnings.iter().enumerate().filter_map(|(i, w)| {
+            let superseded = w.code.is_info()
+                && w.pid.is_some()
+                && self.warnings[i + 1..].iter().any(|later| later.code == w.code && later.pid == w.pid);
+            (!superseded).then_some(w)
+        })
+    }
 }
 
 /// Feeds on log lines, one at a time, and checks the grammar as it goes.

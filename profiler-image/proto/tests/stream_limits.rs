@@ -157,3 +157,22 @@ fn warnings_past_the_limit_are_counted_not_kept() {
     assert_eq!(last.code, WARNING_WARNINGS_DROPPED);
     assert!(last.message.starts_with("7 more warnings"), "{}", last.message);
 }
+
+/// A process reported again after an exec is shown once, under the program it ran last.
+#[test]
+fn a_process_reported_again_after_an_exec_is_shown_once() {
+    use eagle_proto::WarningCode;
+    let info = |pid: u32, name: &str| Warning {
+        code: WarningCode::InfoSampler,
+        pid: Some(pid),
+        message: format!("{name} ({pid}): native, sampled by ebpf"),
+    };
+    let mut lines = vec![header_line()];
+    for w in [info(7, "sh"), info(8, "other"), info(7, "groundtruth")] {
+        lines.push(Encoder.warning(&w));
+    }
+    lines.extend(Encoder.payload(&records(1), 0));
+    let result = decode(&lines, Limits::DEFAULT).unwrap();
+    let shown: Vec<&str> = result.shown_warnings().map(|w| w.message.as_str()).collect();
+    assert_eq!(shown, ["other (8): native, sampled by ebpf", "groundtruth (7): native, sampled by ebpf"]);
+}

@@ -525,7 +525,8 @@ impl Sampler for EbpfSampler {
             }
             if let Some(addrs) = user_addresses(&key, &user_traces, &unwound) {
                 let names: Vec<Frames> = self.symbols.lookup_user(key.tgid, addrs);
-                frames.extend(names.iter().rev().flat_map(|f| f.iter().cloned()));
+                let user: Vec<String> = names.iter().rev().flat_map(|f| f.iter().cloned()).collect();
+                frames.extend_from_slice(from_thread_entry(&user));
             }
             if key.kernel_stack_id >= 0 {
                 let names = self.symbols.kernel(&kernel_traces[&key.kernel_stack_id]);
@@ -574,6 +575,30 @@ fn user_addresses<'a>(
     }
 }
 
+/// Functions where a thread's code begins: the C library's process and thread start routines.
+/// Nothing calls them but the kernel.
+const THREAD_ENTRIES: [&str; 9] = [
+    "_start",
+    "__libc_start_main",
+    "__libc_start_main_impl",
+    "__libc_start_call_main",
+    "clone",
+    "clone3",
+    "__clone",
+    "start_thread",
+    "thread_start",
+];
+
+/// A user stack (outermost frame first) from its thread's entry on: a frame outside it is no
+/// caller, but what a frame-pointer walk read past code built without frame pointers (libc's
+/// start-up in a static binary showed `register_tm_clones` above `__libc_start_call_main`).
+fn from_thread_entry(frames: &[String]) -> &[String] {
+    match frames.iter().position(|f| THREAD_ENTRIES.contains(&f.as_str())) {
+        Some(entry) => &frames[entry..],
+        None => frames,
+    }
+}
+
 /// A stack's addresses as symbolization wants them: every frame but the innermost holds a
 /// return address, one past its call; step back into the call so the caller is named, not
 /// whatever follows the call.
@@ -601,6 +626,22 @@ mod tests {
         assert_eq!(small.code, eagle_proto::WarningCode::InfoUnwind);
         assert!(small.message.contains("20 (2.0%)") && small.message.contains("1 (0.1%)"), "{}", small.message);
         assert_eq!(super::unwind_summary(1000, 40, 20).expect("said").code, eagle_proto::WarningCode::UnwindIncomplete);
+    }
+
+    #[test]
+    fn a_stack_starts_at_its_thread_entry() {
+        let stack = |s: &str| s.split(';').map(str::to_owned).collect::<Vec<String>>();
+        // A frame-pointer walk past libc's start-up (static binary): the bogus caller goes.
+        let walked = stack("register_tm_clones;__libc_start_call_main;main;cpu_60");
+        assert_eq!(super::from_thread_entry(&walked), &walked[1..]);
+        // An unwound stack keeps every real start routine.
+        let whole = stack("_start;__libc_start_main;__libc_start_call_main;main;cpu_60");
+        assert_eq!(super::from_thread_entry(&whole), &whole[..]);
+        let thread = stack("clone3;start_thread;worker;cpu_60");
+        assert_eq!(super::from_thread_entry(&thread), &thread[..]);
+        // A stack without a known entry (Go, a truncated walk) is left as it is.
+        let go = stack("runtime.goexit;main.main;main.cpu60");
+        assert_eq!(super::from_thread_entry(&go), &go[..]);
     }
 
     #[test]

@@ -15,6 +15,8 @@ use std::collections::HashMap;
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Distribution {
     weights: HashMap<Vec<String>, f64>,
+    /// The sum of the squared weight of every read, for the effective sample count.
+    squares: f64,
     /// Stacks the runtime's sampler read, for the report.
     pub samples: u64,
 }
@@ -24,6 +26,18 @@ impl Distribution {
     pub fn add(&mut self, frames: Vec<String>, weight: f64) {
         if weight > 0.0 && weight.is_finite() {
             *self.weights.entry(frames).or_insert(0.0) += weight;
+            self.squares += weight * weight;
+        }
+    }
+
+    /// How many unweighted samples the weighted reads are worth for the shares' precision
+    /// (Kish's effective sample size, (sum w)^2 / sum w^2): reads of unequal weight say less
+    /// than as many equal ones, which is what a share's tolerance must be judged on.
+    pub fn effective_samples(&self) -> f64 {
+        if self.squares > 0.0 {
+            self.total().powi(2) / self.squares
+        } else {
+            0.0
         }
     }
 

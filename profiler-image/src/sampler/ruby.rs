@@ -145,7 +145,9 @@ fn drain_result(
     results: &Receiver<Result<(), anyhow::Error>>,
     distribution: Distribution,
 ) -> Result<Distribution, String> {
-    match results.try_recv() {
+    // The sampler's thread sends its verdict as it ends; it panics if nobody is left to take
+    // it, so wait for it (its trace channel is closed, so it is ending).
+    match results.recv_timeout(Duration::from_secs(2)) {
         Ok(Err(e)) if distribution.samples == 0 => Err(format!("rbspy cannot read this Ruby process: {e:#}")),
         _ => Ok(distribution),
     }
