@@ -9,6 +9,11 @@
 //! eBPF on-CPU sample count ([`Distribution::apportion`]), and the graph stays in one unit.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use super::{Recorded, SamplerError};
 
 /// How one process's time divides among its stacks, as its runtime's own sampler saw it:
 /// relative weights (counts, or CPU nanoseconds), not samples of the graph's unit.
@@ -96,6 +101,74 @@ impl OnCpu {
     pub fn add(&mut self, frames: Vec<String>, count: u64) {
         self.samples += count;
         *self.native.entry(frames).or_insert(0) += count;
+    }
+}
+
+/// One reading thread per process, as the library-driven samplers (py-spy's, rbspy's) run them:
+/// each records a [`Distribution`] until it is told to stop or its process ends.
+pub struct Recordings {
+    /// The tool that reads, for thread names and messages.
+    tool: &'static str,
+    running: HashMap<u32, Recording>,
+}
+
+struct Recording {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Result<Distribution, String>>,
+}
+
+impl Recording {
+    fn end(self, tool: &str) -> Result<Distribution, String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or_else(|_| Err(format!("{tool}'s reader panicked on this process")))
+    }
+}
+
+impl Recordings {
+    pub fn new(tool: &'static str) -> Self {
+        Self { tool, running: HashMap::new() }
+    }
+
+    /// Starts `record` on a thread of its own for `pid` (ending a recording it had).
+    pub fn start(
+        &mut self,
+        pid: u32,
+        what: &str,
+        record: impl FnOnce(&AtomicBool) -> Result<Distribution, String> + Send + 'static,
+    ) -> Result<(), SamplerError> {
+        if let Some(old) = self.running.remove(&pid) {
+            let _ = old.end(self.tool);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("{} {pid}", self.tool))
+            .spawn(move || record(&flag))
+            .map_err(|e| SamplerError::Failed(format!("cannot start a thread to read {what} process {pid}: {e}")))?;
+        self.running.insert(pid, Recording { stop, thread });
+        Ok(())
+    }
+
+    pub fn stop(&mut self, pid: u32) -> Option<Result<Distribution, String>> {
+        self.running.remove(&pid).map(|r| r.end(self.tool))
+    }
+
+    /// Recordings whose thread ended by itself (the process exited, or could not be read).
+    pub fn ended(&mut self) -> Vec<Recorded> {
+        let done: Vec<u32> = self.running.iter().filter(|(_, r)| r.thread.is_finished()).map(|(p, _)| *p).collect();
+        done.into_iter().map(|pid| (pid, self.stop(pid).expect("listed above"))).collect()
+    }
+
+    pub fn finish(&mut self) -> Vec<Recorded> {
+        for r in self.running.values() {
+            r.stop.store(true, Ordering::Relaxed);
+        }
+        let tool = self.tool;
+        self.running.drain().map(|(pid, r)| (pid, r.end(tool))).collect()
+    }
+
+    pub fn live(&self) -> usize {
+        self.running.len()
     }
 }
 

@@ -11,17 +11,14 @@
 //! previous instant. A sample taken while the process waited weighs nothing. The result is a
 //! [`Distribution`] in CPU nanoseconds; its magnitude comes from eBPF (see [`super::oncpu`]).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use py_spy::config::{LineNo, LockingStrategy};
 use py_spy::{Config, PythonSpy, StackTrace};
 use rand::Rng;
 
-use super::oncpu::Distribution;
+use super::oncpu::{Distribution, Recordings};
 use super::{Recorded, RuntimeSampler, SamplerError};
 
 pub const PY_SUFFIX: &str = " [py]_[j]";
@@ -33,24 +30,12 @@ const MAX_FAILURES_IN_A_ROW: u32 = 200;
 
 pub struct PythonSampler {
     rate_hz: u64,
-    running: HashMap<u32, Recording>,
-}
-
-struct Recording {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<Result<Distribution, String>>,
-}
-
-impl Recording {
-    fn end(self) -> Result<Distribution, String> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap_or_else(|_| Err("py-spy's reader panicked on this process".into()))
-    }
+    recordings: Recordings,
 }
 
 impl PythonSampler {
     pub fn new(rate_hz: u64) -> Self {
-        Self { rate_hz, running: HashMap::new() }
+        Self { rate_hz, recordings: Recordings::new("py-spy") }
     }
 }
 
@@ -60,38 +45,24 @@ impl RuntimeSampler for PythonSampler {
     }
 
     fn add(&mut self, pid: u32) -> Result<(), SamplerError> {
-        if let Some(old) = self.running.remove(&pid) {
-            let _ = old.end();
-        }
-        let stop = Arc::new(AtomicBool::new(false));
         let rate_hz = self.rate_hz;
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("py-spy {pid}"))
-            .spawn(move || record(pid, rate_hz, &flag))
-            .map_err(|e| SamplerError::Failed(format!("cannot start a thread to read Python process {pid}: {e}")))?;
-        self.running.insert(pid, Recording { stop, thread });
-        Ok(())
+        self.recordings.start(pid, "Python", move |stop| record(pid, rate_hz, stop))
     }
 
     fn stop(&mut self, pid: u32) -> Option<Result<Distribution, String>> {
-        self.running.remove(&pid).map(Recording::end)
+        self.recordings.stop(pid)
     }
 
     fn ended(&mut self) -> Vec<Recorded> {
-        let done: Vec<u32> = self.running.iter().filter(|(_, r)| r.thread.is_finished()).map(|(p, _)| *p).collect();
-        done.into_iter().map(|pid| (pid, self.running.remove(&pid).expect("listed above").end())).collect()
+        self.recordings.ended()
     }
 
     fn finish(&mut self) -> Vec<Recorded> {
-        for r in self.running.values() {
-            r.stop.store(true, Ordering::Relaxed);
-        }
-        self.running.drain().map(|(pid, r)| (pid, r.end())).collect()
+        self.recordings.finish()
     }
 
     fn live(&self) -> usize {
-        self.running.len()
+        self.recordings.live()
     }
 }
 

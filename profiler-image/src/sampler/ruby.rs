@@ -7,17 +7,14 @@
 //! process's CPU clock): stacks read while the process waited weigh nothing. The magnitude
 //! comes from eBPF (see `oncpu.rs`).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rand::Rng;
 
 use super::interpreter::rbspy_frame;
-use super::oncpu::Distribution;
+use super::oncpu::{Distribution, Recordings};
 use super::python::ProcessCpuClock;
 use super::{Recorded, RuntimeSampler, SamplerError};
 
@@ -25,24 +22,12 @@ pub const RB_SUFFIX: &str = " [rb]_[j]";
 
 pub struct RubySampler {
     rate_hz: u32,
-    running: HashMap<u32, Recording>,
-}
-
-struct Recording {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<Result<Distribution, String>>,
-}
-
-impl Recording {
-    fn end(self) -> Result<Distribution, String> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap_or_else(|_| Err("rbspy's reader panicked on this process".into()))
-    }
+    recordings: Recordings,
 }
 
 impl RubySampler {
     pub fn new(rate_hz: u64) -> Self {
-        Self { rate_hz: rate_hz.clamp(1, u32::MAX as u64) as u32, running: HashMap::new() }
+        Self { rate_hz: rate_hz.clamp(1, u32::MAX as u64) as u32, recordings: Recordings::new("rbspy") }
     }
 }
 
@@ -52,38 +37,24 @@ impl RuntimeSampler for RubySampler {
     }
 
     fn add(&mut self, pid: u32) -> Result<(), SamplerError> {
-        if let Some(old) = self.running.remove(&pid) {
-            let _ = old.end();
-        }
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
         let rate_hz = self.rate_hz;
-        let thread = std::thread::Builder::new()
-            .name(format!("rbspy {pid}"))
-            .spawn(move || record(pid, rate_hz, &flag))
-            .map_err(|e| SamplerError::Failed(format!("cannot start a thread to read Ruby process {pid}: {e}")))?;
-        self.running.insert(pid, Recording { stop, thread });
-        Ok(())
+        self.recordings.start(pid, "Ruby", move |stop| record(pid, rate_hz, stop))
     }
 
     fn stop(&mut self, pid: u32) -> Option<Result<Distribution, String>> {
-        self.running.remove(&pid).map(Recording::end)
+        self.recordings.stop(pid)
     }
 
     fn ended(&mut self) -> Vec<Recorded> {
-        let done: Vec<u32> = self.running.iter().filter(|(_, r)| r.thread.is_finished()).map(|(p, _)| *p).collect();
-        done.into_iter().map(|pid| (pid, self.running.remove(&pid).expect("listed above").end())).collect()
+        self.recordings.ended()
     }
 
     fn finish(&mut self) -> Vec<Recorded> {
-        for r in self.running.values() {
-            r.stop.store(true, Ordering::Relaxed);
-        }
-        self.running.drain().map(|(pid, r)| (pid, r.end())).collect()
+        self.recordings.finish()
     }
 
     fn live(&self) -> usize {
-        self.running.len()
+        self.recordings.live()
     }
 }
 
