@@ -16,9 +16,7 @@ use crate::sampler::interpreter::{self, InterpreterSampler, Tool};
 use crate::sampler::jfr::{self, JfrSampler};
 use crate::sampler::jit::{self, PerfMapRequests};
 use crate::sampler::oncpu::{Distribution, OnCpu};
-use crate::sampler::python::PythonSampler;
-use crate::sampler::ruby::RubySampler;
-use crate::sampler::{ProcessEvent, RuntimeSampler, Sampler, SamplerError};
+use crate::sampler::{self, ProcessEvent, RuntimeSampler, Sampler, SamplerError};
 use crate::target::Target;
 
 /// Highest sampling frequency accepted: a limit the CLI shares (eagle-proto).
@@ -421,7 +419,7 @@ impl Run {
                 return self
                     .interpreters
                     .entry(runtime)
-                    .or_insert_with(|| Some(Box::new(PythonSampler::new(self.config.frequency_hz))))
+                    .or_insert_with(|| Some(Box::new(sampler::python::sampler(self.config.frequency_hz))))
                     .as_mut();
             }
             Runtime::Python => interpreter::PY_SPY,
@@ -430,7 +428,7 @@ impl Run {
                 return self
                     .interpreters
                     .entry(runtime)
-                    .or_insert_with(|| Some(Box::new(RubySampler::new(self.config.frequency_hz))))
+                    .or_insert_with(|| Some(Box::new(sampler::ruby::sampler(self.config.frequency_hz))))
                     .as_mut();
             }
             Runtime::Java => {

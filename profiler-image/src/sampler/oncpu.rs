@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use super::{Recorded, SamplerError};
+use super::{Recorded, RuntimeSampler, SamplerError};
 
 /// How one process's time divides among its stacks, as its runtime's own sampler saw it:
 /// relative weights (counts, or CPU nanoseconds), not samples of the graph's unit.
@@ -109,8 +109,16 @@ impl OnCpu {
 pub struct Recordings {
     /// The tool that reads, for thread names and messages.
     tool: &'static str,
+    /// The runtime it reads, for messages.
+    what: &'static str,
+    rate_hz: u64,
+    /// Reads one process at `rate_hz` until told to stop or the process ends.
+    record: RecordFn,
     running: HashMap<u32, Recording>,
 }
+
+/// How a library-driven sampler reads one process: `(pid, rate_hz, stop)`.
+pub type RecordFn = fn(u32, u64, &AtomicBool) -> Result<Distribution, String>;
 
 struct Recording {
     stop: Arc<AtomicBool>,
@@ -125,41 +133,45 @@ impl Recording {
 }
 
 impl Recordings {
-    pub fn new(tool: &'static str) -> Self {
-        Self { tool, running: HashMap::new() }
+    pub fn new(tool: &'static str, what: &'static str, rate_hz: u64, record: RecordFn) -> Self {
+        Self { tool, what, rate_hz, record, running: HashMap::new() }
+    }
+}
+
+impl RuntimeSampler for Recordings {
+    fn name(&self) -> &'static str {
+        self.tool
     }
 
-    /// Starts `record` on a thread of its own for `pid` (ending a recording it had).
-    pub fn start(
-        &mut self,
-        pid: u32,
-        what: &str,
-        record: impl FnOnce(&AtomicBool) -> Result<Distribution, String> + Send + 'static,
-    ) -> Result<(), SamplerError> {
+    /// Starts reading `pid` on a thread of its own (ending a recording it had).
+    fn add(&mut self, pid: u32) -> Result<(), SamplerError> {
         if let Some(old) = self.running.remove(&pid) {
             let _ = old.end(self.tool);
         }
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let (record, rate_hz) = (self.record, self.rate_hz);
         let thread = std::thread::Builder::new()
             .name(format!("{} {pid}", self.tool))
-            .spawn(move || record(&flag))
-            .map_err(|e| SamplerError::Failed(format!("cannot start a thread to read {what} process {pid}: {e}")))?;
+            .spawn(move || record(pid, rate_hz, &flag))
+            .map_err(|e| {
+                SamplerError::Failed(format!("cannot start a thread to read {} process {pid}: {e}", self.what))
+            })?;
         self.running.insert(pid, Recording { stop, thread });
         Ok(())
     }
 
-    pub fn stop(&mut self, pid: u32) -> Option<Result<Distribution, String>> {
+    fn stop(&mut self, pid: u32) -> Option<Result<Distribution, String>> {
         self.running.remove(&pid).map(|r| r.end(self.tool))
     }
 
     /// Recordings whose thread ended by itself (the process exited, or could not be read).
-    pub fn ended(&mut self) -> Vec<Recorded> {
+    fn ended(&mut self) -> Vec<Recorded> {
         let done: Vec<u32> = self.running.iter().filter(|(_, r)| r.thread.is_finished()).map(|(p, _)| *p).collect();
         done.into_iter().map(|pid| (pid, self.stop(pid).expect("listed above"))).collect()
     }
 
-    pub fn finish(&mut self) -> Vec<Recorded> {
+    fn finish(&mut self) -> Vec<Recorded> {
         for r in self.running.values() {
             r.stop.store(true, Ordering::Relaxed);
         }
@@ -167,8 +179,14 @@ impl Recordings {
         self.running.drain().map(|(pid, r)| (pid, r.end(tool))).collect()
     }
 
-    pub fn live(&self) -> usize {
+    fn live(&self) -> usize {
         self.running.len()
+    }
+}
+
+impl Drop for Recordings {
+    fn drop(&mut self) {
+        let _ = self.finish();
     }
 }
 

@@ -19,7 +19,6 @@ use py_spy::{Config, PythonSpy, StackTrace};
 use rand::Rng;
 
 use super::oncpu::{Distribution, Recordings};
-use super::{Recorded, RuntimeSampler, SamplerError};
 
 pub const PY_SUFFIX: &str = " [py]_[j]";
 
@@ -28,48 +27,9 @@ pub const PY_SUFFIX: &str = " [py]_[j]";
 /// fails every time.
 const MAX_FAILURES_IN_A_ROW: u32 = 200;
 
-pub struct PythonSampler {
-    rate_hz: u64,
-    recordings: Recordings,
-}
-
-impl PythonSampler {
-    pub fn new(rate_hz: u64) -> Self {
-        Self { rate_hz, recordings: Recordings::new("py-spy") }
-    }
-}
-
-impl RuntimeSampler for PythonSampler {
-    fn name(&self) -> &'static str {
-        "py-spy"
-    }
-
-    fn add(&mut self, pid: u32) -> Result<(), SamplerError> {
-        let rate_hz = self.rate_hz;
-        self.recordings.start(pid, "Python", move |stop| record(pid, rate_hz, stop))
-    }
-
-    fn stop(&mut self, pid: u32) -> Option<Result<Distribution, String>> {
-        self.recordings.stop(pid)
-    }
-
-    fn ended(&mut self) -> Vec<Recorded> {
-        self.recordings.ended()
-    }
-
-    fn finish(&mut self) -> Vec<Recorded> {
-        self.recordings.finish()
-    }
-
-    fn live(&self) -> usize {
-        self.recordings.live()
-    }
-}
-
-impl Drop for PythonSampler {
-    fn drop(&mut self) {
-        let _ = self.finish();
-    }
+/// The sampler: one py-spy reading thread per process (see [`Recordings`]).
+pub fn sampler(rate_hz: u64) -> Recordings {
+    Recordings::new("py-spy", "Python", rate_hz, record)
 }
 
 /// Reads `pid` until `stop` or its exit.

@@ -16,55 +16,15 @@ use rand::Rng;
 use super::interpreter::rbspy_frame;
 use super::oncpu::{Distribution, Recordings};
 use super::python::ProcessCpuClock;
-use super::{Recorded, RuntimeSampler, SamplerError};
 
 pub const RB_SUFFIX: &str = " [rb]_[j]";
 
-pub struct RubySampler {
-    rate_hz: u32,
-    recordings: Recordings,
+/// The sampler: one rbspy reading thread per process (see [`Recordings`]).
+pub fn sampler(rate_hz: u64) -> Recordings {
+    Recordings::new("rbspy", "Ruby", rate_hz, record)
 }
 
-impl RubySampler {
-    pub fn new(rate_hz: u64) -> Self {
-        Self { rate_hz: rate_hz.clamp(1, u32::MAX as u64) as u32, recordings: Recordings::new("rbspy") }
-    }
-}
-
-impl RuntimeSampler for RubySampler {
-    fn name(&self) -> &'static str {
-        "rbspy"
-    }
-
-    fn add(&mut self, pid: u32) -> Result<(), SamplerError> {
-        let rate_hz = self.rate_hz;
-        self.recordings.start(pid, "Ruby", move |stop| record(pid, rate_hz, stop))
-    }
-
-    fn stop(&mut self, pid: u32) -> Option<Result<Distribution, String>> {
-        self.recordings.stop(pid)
-    }
-
-    fn ended(&mut self) -> Vec<Recorded> {
-        self.recordings.ended()
-    }
-
-    fn finish(&mut self) -> Vec<Recorded> {
-        self.recordings.finish()
-    }
-
-    fn live(&self) -> usize {
-        self.recordings.live()
-    }
-}
-
-impl Drop for RubySampler {
-    fn drop(&mut self) {
-        let _ = self.finish();
-    }
-}
-
-fn record(pid: u32, rate_hz: u32, stop: &AtomicBool) -> Result<Distribution, String> {
+fn record(pid: u32, rate_hz: u64, stop: &AtomicBool) -> Result<Distribution, String> {
     let clock = ProcessCpuClock::of(pid).ok_or("its CPU clock cannot be read (it exited?)")?;
     // rbspy's sampler reads on a fixed schedule, which phase-locks with periodic work. Asked
     // for far more than it can do, it reads again as soon as its last stack was handed over;
