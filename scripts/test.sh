@@ -52,7 +52,14 @@ else
   tests_t0=$(date +%s)
   stamp "cluster end-to-end tests against $EAGLE_E2E_KUBECONFIG"
   # One at a time: each test measures CPU shares of busy pods on a small cluster.
-  cargo nextest run -p eagle-tests --locked --run-ignored only --no-fail-fast --test-threads 1
+  if ! cargo nextest run -p eagle-tests --locked --run-ignored only --no-fail-fast --test-threads 1; then
+    # CI is read from its log alone: say what state the cluster and the host were in.
+    echo "== cluster end-to-end tests failed; the cluster and the host as they are now:" >&2
+    df -h / /var/lib /tmp >&2 || true
+    (k=$EAGLE_E2E_KUBECONFIG; . scripts/lab/env.sh; export KUBECONFIG=$k; kubectl get nodes -o wide && kubectl describe nodes | grep -E -A12 '^(Name|Conditions|Taints):' \
+      && kubectl get pods -A -o wide) >&2 || true
+    exit 1
+  fi
   echo "== cluster part: $(( $(date +%s) - cluster_t0 ))s (cluster up $(( tests_t0 - cluster_t0 ))s, tests $(( $(date +%s) - tests_t0 ))s)" >&2
   report_skips
 fi

@@ -38,6 +38,8 @@ step() {
 }
 
 T0=$(date +%s)
+# The nodes share the host's disk: say how much is left, for a failure read from a CI log.
+log "e2e-up: host disk: $(df -h --output=avail,pcent / | tail -n 1 | awk '{print $1 " free, " $2 " used"}')"
 step install "$LAB_DIR/install.sh"
 step build-images "$LAB_DIR/build-images.sh" "${IMAGES[@]}"
 step up "$LAB_DIR/up.sh"

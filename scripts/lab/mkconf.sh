@@ -82,12 +82,17 @@ makeIPTablesUtilChains: false
 clusterDomain: cluster.local
 resolvConf: /etc/resolv.conf
 serializeImagePulls: false
+# The lab's nodes share the host's disk with everything else on it (a CI run writes ~20 GiB
+# of build output before the lab starts). Percentages of a large shared disk would taint every
+# node with disk-pressure, or garbage-collect the images that were loaded because no registry
+# can give them back, for space the lab does not use. Evict only when the disk is truly full,
+# and never collect images.
 evictionHard:
   memory.available: "100Mi"
-  nodefs.available: "2%"
-  imagefs.available: "2%"
-imageGCHighThresholdPercent: 98
-imageGCLowThresholdPercent: 95
+  nodefs.available: "256Mi"
+  imagefs.available: "256Mi"
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
 featureGates:
   TTLAfterFinished: true
 EOC

@@ -13,11 +13,13 @@
 //! - [`skip`] / [`skip_unless!`] / [`require_sampling!`]: one rule for a test that cannot run
 //!   here: only a missing capability skips; the skip is printed, counted, and fails in CI.
 //! - [`apiserver`]: a Kubernetes API server double, for the cluster mode without a cluster.
+//! - [`cluster`]: why a real cluster runs no pods (pods, nodes, events), for failure messages.
 //!
 //! Modules: this file (binaries, the e2e cluster, groundtruth, preconditions, the skip rule,
 //! test directories), `workload`, `eagle` (Eagle, Run), `profile`, `xml`, `apiserver/`.
 
 pub mod apiserver;
+pub mod cluster;
 mod eagle;
 mod profile;
 mod workload;

@@ -91,7 +91,14 @@ impl Fixture {
             if running == replicas as usize {
                 return;
             }
-            assert!(Instant::now() < deadline, "deployment {name}: only {running}/{replicas} pods Running after 120 s");
+            if Instant::now() >= deadline {
+                let why = self.rt.block_on(eagle_tests::cluster::why_pods_wait(
+                    &self.client,
+                    &self.namespace,
+                    Some(&format!("app={name}")),
+                ));
+                panic!("deployment {name}: only {running}/{replicas} pods Running after 120 s:{why}");
+            }
             std::thread::sleep(Duration::from_millis(500));
         }
     }

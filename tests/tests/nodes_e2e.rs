@@ -72,8 +72,9 @@ impl Fixture {
             ready = fx.ready_nodes();
         }
         if ready.len() < nodes {
+            let why = fx.rt.block_on(eagle_tests::cluster::why_nodes_refuse(&fx.client));
             eagle_tests::skip(&format!(
-                "needs {nodes} Ready schedulable nodes, the cluster has {} ({ready:?}); the lab runs 3 unless EAGLE_LAB_NODES says otherwise",
+                "needs {nodes} Ready schedulable nodes, the cluster has {} ({ready:?}); the lab runs 3 unless EAGLE_LAB_NODES says otherwise:{why}",
                 ready.len()
             ));
             return None;
@@ -164,11 +165,14 @@ impl Fixture {
                 assert_eq!(nodes.len(), replicas, "one replica per node: {running:?}");
                 return running;
             }
-            assert!(
-                Instant::now() < deadline,
-                "deployment {name}: {}/{replicas} pods Running after 120 s: {running:?}",
-                running.len()
-            );
+            if Instant::now() >= deadline {
+                let why = self.rt.block_on(eagle_tests::cluster::why_pods_wait(
+                    &self.client,
+                    &self.namespace,
+                    Some(&format!("app={name}")),
+                ));
+                panic!("deployment {name}: {}/{replicas} pods Running after 120 s: {running:?}{why}", running.len());
+            }
             std::thread::sleep(Duration::from_millis(500));
         }
     }

@@ -88,7 +88,14 @@ impl Fixture {
             if list.items.iter().any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")) {
                 return;
             }
-            assert!(Instant::now() < deadline, "deployment {name}: no pod Running after 120 s");
+            if Instant::now() >= deadline {
+                let why = self.rt.block_on(eagle_tests::cluster::why_pods_wait(
+                    &self.client,
+                    &self.namespace,
+                    Some(&format!("app={name}")),
+                ));
+                panic!("deployment {name}: no pod Running after 120 s:{why}");
+            }
             std::thread::sleep(Duration::from_millis(500));
         }
     }
