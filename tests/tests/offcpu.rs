@@ -47,7 +47,7 @@ fn assert_share(run: &Run, function: &str, got: f64, expected: f64, allowed: f64
 fn off_cpu_time_splits_between_sleeping_and_waiting_on_a_pipe() {
     require_sampling!();
     let dir = TestDir::new("offcpu-split");
-    let run = profile_waits(&dir, "off.folded", &["--mode", "off-cpu", "-d", "6s"]);
+    let run = profile_waits(&dir, "off.folded", &["--mode", "off-cpu", "-d", "8s"]);
     run.assert_code(0);
     let text = std::fs::read_to_string(dir.join("off.folded")).expect("the profile was written");
     run.check(text.starts_with("# unit: off-cpu-microseconds\n"), "the folded file says its unit on its first line");
@@ -86,7 +86,7 @@ fn wall_clock_time_splits_sleep_pipe_and_cpu() {
     let run = profile_waits(
         &dir,
         "wall.folded",
-        &["--mode", "wall", "-f", &hz.to_string(), "-d", "6s", "--summary", "summary.json"],
+        &["--mode", "wall", "-f", &hz.to_string(), "-d", "8s", "--summary", "summary.json"],
     );
     run.assert_code(0);
     let summary: serde_json::Value =
