@@ -81,6 +81,10 @@ impl ProfileMode {
         }
     }
 
+    pub fn is_cpu(&self) -> bool {
+        *self == ProfileMode::Cpu
+    }
+
     /// The unit a profile of this mode counts in.
     pub fn unit(self) -> Unit {
         match self {

@@ -78,8 +78,8 @@ pub struct Header {
     pub frequency_hz: u64,
     /// Each requested target and the processes it resolved to when sampling started.
     pub targets: Vec<TargetReport>,
-    /// What the counts measure (absent in streams of agents before modes: CPU).
-    #[serde(default)]
+    /// What the counts measure; absent for CPU, so a CPU stream is what it was before modes.
+    #[serde(default, skip_serializing_if = "ProfileMode::is_cpu")]
     pub mode: ProfileMode,
     /// Off-CPU modes: blocks shorter than this were not counted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
