@@ -22,6 +22,8 @@ pub mod names {
     pub const EXEC_PROGRAM: &str = "note_exec";
     /// Off-CPU time: the scheduler's switch event.
     pub const OFFCPU_PROGRAM: &str = "offcpu_switch";
+    /// The end of a block: the thread is woken.
+    pub const WAKEUP_PROGRAM: &str = "offcpu_wakeup";
     pub const OFFCPU_START: &str = "offcpu_start";
     pub const OFFCPU_STACKS: &str = "offcpu_stacks";
     pub const OFFCPU_USER_STACKS: &str = "offcpu_ustacks";

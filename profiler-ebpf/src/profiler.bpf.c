@@ -538,40 +538,57 @@ int sample_cpu(struct bpf_perf_event_data *ctx)
 	return 0;
 }
 
-/* Off-CPU time, from the scheduler's own switch event (a BTF-typed tracepoint: no tracefs).
+/* Off-CPU time, from the scheduler's own switch and wake-up events (BTF-typed: no tracefs).
  * Arguments: (bool preempt, struct task_struct *prev, struct task_struct *next,
  * unsigned int prev_state), the last since Linux 5.18. It runs on the CPU that switches, with
  * `prev` still current: its stacks are where it stopped.
  *
  * A target thread that leaves the CPU not runnable (prev_state != TASK_RUNNING, and not
  * preempted) starts a block: its stacks are taken now and kept with the time. When the thread
- * is switched in again, the time since is added to its stacks' count, if it is at least
- * MIN_BLOCK_NS. A thread preempted while runnable is waiting for a CPU, not blocked. */
+ * is woken (or switched in, whichever is seen first), the time since is added to its stacks'
+ * count, if it is at least MIN_BLOCK_NS. A thread preempted while runnable is waiting for a CPU, not blocked. */
 struct task_struct;
 static __always_inline int task_tid(struct task_struct *task);
+static __always_inline void end_block(__u32 tid, __u64 now);
+
+/* A block ends when its thread is woken (runnable again): the time it then waits for a CPU is
+ * not time blocked. Counted once, by whoever removes the entry. */
+static __always_inline void end_block(__u32 tid, __u64 now)
+{
+	struct eagle_offcpu_start *start = bpf_map_lookup_elem(&offcpu_start, &tid);
+	if (!start)
+		return;
+	__u64 blocked = now - start->since;
+	struct eagle_stack_key key = start->key;
+	if (bpf_map_delete_elem(&offcpu_start, &tid) != 0)
+		return; /* ended on another CPU meanwhile */
+	__u32 zero = 0;
+	__u32 *active_buffer = bpf_map_lookup_elem(&active, &zero);
+	__u32 buffer = active_buffer ? *(volatile __u32 *)active_buffer : 0;
+	if (blocked < MIN_BLOCK_NS)
+		bump(EAGLE_OFFCPU_SHORT);
+	else if (record_n(buffer == 1 ? (void *)&counts_1 : (void *)&counts_0, &key, blocked))
+		bump(EAGLE_OFFCPU_BLOCKS);
+	else
+		bump(EAGLE_COUNTS_FULL);
+}
+
+/* sched_wakeup: (struct task_struct *p), on the waker's CPU. */
+SEC("tp_btf/sched_wakeup")
+int offcpu_wakeup(__u64 *ctx)
+{
+	end_block(task_tid((struct task_struct *)ctx[0]), bpf_ktime_get_ns());
+	return 0;
+}
 
 SEC("tp_btf/sched_switch")
 int offcpu_switch(__u64 *ctx)
 {
 	__u64 now = bpf_ktime_get_ns();
-	struct task_struct *next = (struct task_struct *)ctx[2];
-	__u32 next_tid = task_tid(next);
-	struct eagle_offcpu_start *start = bpf_map_lookup_elem(&offcpu_start, &next_tid);
 	__u32 zero = 0;
-	__u32 *active_buffer = bpf_map_lookup_elem(&active, &zero);
-	__u32 buffer = active_buffer ? *(volatile __u32 *)active_buffer : 0;
-	if (start) {
-		__u64 blocked = now - start->since;
-		struct eagle_stack_key key = start->key;
-		bpf_map_delete_elem(&offcpu_start, &next_tid);
-		if (blocked < MIN_BLOCK_NS) {
-			bump(EAGLE_OFFCPU_SHORT);
-		} else if (record_n(buffer == 1 ? (void *)&counts_1 : (void *)&counts_0, &key, blocked)) {
-			bump(EAGLE_OFFCPU_BLOCKS);
-		} else {
-			bump(EAGLE_COUNTS_FULL);
-		}
-	}
+	/* A thread switched in whose wake-up was not seen (woken before it was counted as
+	 * blocked): its block ends here at the latest. */
+	end_block(task_tid((struct task_struct *)ctx[2]), now);
 
 	int preempted = (int)ctx[0];
 	unsigned int prev_state = (unsigned int)ctx[3];

@@ -92,9 +92,11 @@ impl EbpfSampler {
                     "--mode {mode} follows the scheduler through a BTF-typed tracepoint, and this kernel has no BTF (/sys/kernel/btf/vmlinux): use --mode cpu, or a kernel built with CONFIG_DEBUG_INFO_BTF"
                 )));
             };
-            let switch: &mut BtfTracePoint = program_mut(&mut bpf, names::OFFCPU_PROGRAM)?;
-            switch.load("sched_switch", btf).map_err(|e| classify("load the off-CPU program (sched_switch)", &e))?;
-            switch.attach().map_err(|e| classify("attach to the sched_switch tracepoint", &e))?;
+            for (program, event) in [(names::OFFCPU_PROGRAM, "sched_switch"), (names::WAKEUP_PROGRAM, "sched_wakeup")] {
+                let tp: &mut BtfTracePoint = program_mut(&mut bpf, program)?;
+                tp.load(event, btf).map_err(|e| classify(&format!("load the off-CPU program ({event})"), &e))?;
+                tp.attach().map_err(|e| classify(&format!("attach to the {event} tracepoint"), &e))?;
+            }
         }
         let sample: &mut PerfEvent = program_mut(&mut bpf, names::SAMPLE_PROGRAM)?;
         sample.load().map_err(|e| classify("load the sampling program", &e))?;
