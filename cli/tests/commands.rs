@@ -135,7 +135,40 @@ fn profile_checks_its_flags_before_sampling() {
     assert!(run.error_line().contains("nope.folded"), "{run:?}");
     let run = eagle(&data, &["profile", "pid/1", "-o", "/tmp/x.folded", "--summary", "/nonexistent-dir/s.json"]);
     assert_eq!(run.code, 8, "{run:?}");
-    assert!(run.error_line().contains("cannot write the summary"), "{run:?}");
+    assert!(run.error_line().contains("cannot write the summary"), "{run:?}"); // --min-block filters blocks, which a CPU profile has none of.
+    let run = eagle(&data, &["profile", "pid/1", "-o", "/tmp/x.folded", "--min-block", "5ms"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.error_line().contains("--mode off-cpu"), "{run:?}");
+    let run = eagle(&data, &["profile", "pid/1", "-o", "/tmp/x.folded", "--mode", "gpu"]);
+    assert_eq!(run.code, 2, "{run:?}");
+}
+
+#[test]
+fn off_cpu_profiles_keep_their_unit_through_convert_and_check() {
+    let data = data_dir();
+    let tmp = TempDir::new("units");
+    std::fs::write(
+        tmp.path("off.folded"),
+        "# unit: off-cpu-microseconds\nw (1);main;sleep_60 600000\nw (1);main;pipe_30 300000\n",
+    )
+    .unwrap();
+    std::fs::write(tmp.path("cpu.folded"), "w (1);main;cpu_10 10\n").unwrap();
+    // pprof carries the unit as its sample type, and reads it back.
+    let run = eagle(&data, &["convert", &tmp.arg("off.folded"), "-o", &tmp.arg("off.pb.gz")]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("900000 µs off-CPU"), "{run:?}");
+    let run = eagle(&data, &["convert", &tmp.arg("off.pb.gz"), "-o", "-"]);
+    assert!(run.stdout.starts_with("# unit: off-cpu-microseconds\n"), "{run:?}");
+    let run = eagle(&data, &["convert", &tmp.arg("off.folded"), "-o", &tmp.arg("off.json")]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(std::fs::read_to_string(tmp.path("off.json")).unwrap().contains("\"unit\":\"microseconds\""));
+    let run = eagle(&data, &["convert", &tmp.arg("off.folded"), "-o", &tmp.arg("off.svg")]);
+    assert!(std::fs::read_to_string(tmp.path("off.svg")).unwrap().contains("µs off-CPU"), "{run:?}");
+    let run = eagle(&data, &["check", &tmp.arg("off.pb.gz"), "--max", "sleep_60=50%"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let run = eagle(&data, &["diff", &tmp.arg("cpu.folded"), &tmp.arg("off.pb.gz"), "-o", &tmp.arg("d.svg")]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.error_line().contains("cannot combine a profile in CPU samples with one in microseconds off-CPU"));
 }
 
 /// A real local profile with --summary and inline checks. It needs a machine that may sample
