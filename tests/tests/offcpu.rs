@@ -9,8 +9,11 @@
 //! How precise a share must be: off-CPU time is measured, not sampled. Each block is counted
 //! whole with its duration, so the share of sleeping among the blocks has no sampling noise;
 //! what can move it is the window's edges, where one block of either kind may be cut off. The
-//! count that matters is the number of rounds: with 40 or more, one block is under 2 points of
-//! the split, inside the 3 points the tests allow. In wall mode the 10 % on the CPU is sampled:
+//! count that matters is the number of rounds: with 30 or more, one 60 ms block is at most 2.2
+//! points of the split, inside the 3 points the tests allow. (A busy machine slows the rounds
+//! down: cpu_10 needs 10 ms of CPU; the windows are 10 s.) A block ends when its thread is
+//! woken, so the main thread's own waits for a CPU do not move the split, and the helper runs
+//! at a real-time priority where permitted (see waits.c), so its do not either. In wall mode the 10 % on the CPU is sampled:
 //! there the count is the window in sampling periods (a wall graph's microseconds over the
 //! period of one sample), the number of samples the graph would have if every microsecond were
 //! sampled, which is what `eagle_tests::tolerance` takes.
@@ -47,7 +50,7 @@ fn assert_share(run: &Run, function: &str, got: f64, expected: f64, allowed: f64
 fn off_cpu_time_splits_between_sleeping_and_waiting_on_a_pipe() {
     require_sampling!();
     let dir = TestDir::new("offcpu-split");
-    let run = profile_waits(&dir, "off.folded", &["--mode", "off-cpu", "-d", "8s"]);
+    let run = profile_waits(&dir, "off.folded", &["--mode", "off-cpu", "-d", "10s"]);
     run.assert_code(0);
     let text = std::fs::read_to_string(dir.join("off.folded")).expect("the profile was written");
     run.check(text.starts_with("# unit: off-cpu-microseconds\n"), "the folded file says its unit on its first line");
@@ -59,7 +62,7 @@ fn off_cpu_time_splits_between_sleeping_and_waiting_on_a_pipe() {
     // A round is 100 ms: 90 ms of it blocked. Fewer rounds than 40 would let the window's
     // edges move the split (see the module's docs).
     let rounds = blocked / 90_000.0;
-    run.check(rounds >= 40.0, format!("only {rounds:.0} rounds of blocks under main: too few to judge a split"));
+    run.check(rounds >= 30.0, format!("only {rounds:.0} rounds of blocks under main: too few to judge a split"));
     // Computing is not blocking: at most a stray page fault or preemption under cpu_10.
     run.check((split[2].1 as f64) < 0.01 * blocked, format!("{} µs off-CPU in cpu_10, which never blocks", split[2].1));
     let allowed = 0.03;
@@ -86,7 +89,7 @@ fn wall_clock_time_splits_sleep_pipe_and_cpu() {
     let run = profile_waits(
         &dir,
         "wall.folded",
-        &["--mode", "wall", "-f", &hz.to_string(), "-d", "8s", "--summary", "summary.json"],
+        &["--mode", "wall", "-f", &hz.to_string(), "-d", "10s", "--summary", "summary.json"],
     );
     run.assert_code(0);
     let summary: serde_json::Value =
@@ -98,7 +101,7 @@ fn wall_clock_time_splits_sleep_pipe_and_cpu() {
     let split = main_thread(&profile);
     let total: u64 = split.iter().map(|(_, t)| t).sum();
     let rounds = total as f64 / 100_000.0;
-    run.check(rounds >= 40.0, format!("only {rounds:.0} rounds under main: too few to judge a split"));
+    run.check(rounds >= 30.0, format!("only {rounds:.0} rounds under main: too few to judge a split"));
     // In sampling periods: what the on-CPU share was sampled from (see the module's docs).
     let periods = total * hz / 1_000_000;
     for ((function, expected), (_, time)) in WAITS_SPLIT.iter().zip(&split) {
