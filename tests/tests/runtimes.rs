@@ -213,6 +213,41 @@ fn python_weighs_the_cpu_time_it_used_beside_native_code() {
     );
 }
 
+/// Each stack weighs the CPU time of the thread it shows: a Python process with one busy thread
+/// (`cpu_busy`) and two that wait (`idle_wait`, waking every millisecond, so py-spy sometimes
+/// finds them runnable) shows the waiting threads at ~0 %, not at the share of the process's
+/// CPU time an even split among the runnable threads would give them. At 99 Hz: each read
+/// stops every thread of the process (py-spy's lock, against torn stacks), which costs a
+/// waiting thread about 35 us of CPU each time; at 499 Hz the two waiting threads really
+/// used 5 % of the process's CPU time that way, and the graph shows it.
+#[test]
+fn python_threads_weigh_their_own_cpu_time() {
+    let Ok(python) = python() else {
+        eagle_tests::skip("needs python3");
+        return;
+    };
+    let dir = temp_dir("python-threads");
+    let w = start(
+        Command::new(&python).arg(eagle_tests::repo_root().join("images/python/threads.py")),
+        Duration::from_millis(500),
+    );
+    let out_path = dir.join("threads.folded");
+    let out = profile(&[&format!("pid/{}", w.0.id()), "-d", "6s", "-f", "99", "-o", out_path.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0));
+    let folded = read(&out_path);
+    let samples = reported_precision(&out.stderr).map_or(folded.total(), |p| p.min(folded.total()));
+    assert!(samples >= 50, "{} samples (as precise as {samples}): too few to judge", folded.total());
+    let idle = share(&folded, |f| f.starts_with("idle_wait ("));
+    let busy = share(&folded, |f| f.starts_with("cpu_busy ("));
+    let tolerance = eagle_tests::tolerance(0.03, 0.0, samples) * 100.0;
+    assert!(idle <= tolerance, "idle_wait: {idle:.1}% of {} samples, expected 0+{tolerance:.1}", folded.total());
+    assert!(
+        busy >= 100.0 - tolerance,
+        "cpu_busy: {busy:.1}% of {} samples, expected 100-{tolerance:.1}",
+        folded.total()
+    );
+}
+
 #[test]
 fn go_is_detected_and_named_from_its_symbol_table() {
     if !Command::new("go").arg("version").output().is_ok_and(|o| o.status.success()) {
