@@ -78,6 +78,7 @@ fn stream_of_a_pid_has_header_progress_payload_and_trailer() {
     // sampling noise (Poisson: its square root), or 10 %, whichever is wider.
     let expected = cpu * 499.0;
     let allowed = (0.1 * expected).max(eagle_tests::NOISE_SIGMAS * expected.sqrt());
+    eprintln!("{} samples for {cpu:.3}s of CPU in the window: {expected:.0}±{allowed:.0} expected", t.samples);
     run.check(
         (t.samples as f64 - expected).abs() <= allowed,
         format!(
