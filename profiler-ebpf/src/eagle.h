@@ -25,6 +25,10 @@ struct eagle_stack_key {
 	__u64 user_stack_hash; /* with EAGLE_KEY_UNWOUND: key of the user stack in `ustacks_N` */
 };
 
+/* Written into `active` (instead of a buffer, 0 or 1) when the sampling window ends: no sample
+ * is taken after it, however late the agent's last collection comes. */
+#define EAGLE_WINDOW_ENDED 2
+
 enum eagle_key_flag {
 	/* The user stack was unwound with tables and is `ustacks_N[user_stack_hash]`. */
 	EAGLE_KEY_UNWOUND = 1,

@@ -33,6 +33,9 @@ pub mod names {
     pub const EXEC_TRACEFS_PROGRAM: &str = "note_exec_tracefs";
     pub const TARGETS: &str = "targets";
     pub const ACTIVE: &str = "active";
+    /// Written into [`ACTIVE`] when the window ends (`EAGLE_WINDOW_ENDED` of `eagle.h`): the
+    /// program takes no sample after it.
+    pub const WINDOW_ENDED: u32 = 2;
     pub const COUNTERS: &str = "counters";
     pub const STACKS: [&str; 2] = ["stacks_0", "stacks_1"];
     pub const COUNTS: [&str; 2] = ["counts_0", "counts_1"];

@@ -482,12 +482,14 @@ int sample_cpu(struct bpf_perf_event_data *ctx)
 	struct eagle_target *target = bpf_map_lookup_elem(&targets, &tgid);
 	if (!target)
 		return 0;
-	bump(EAGLE_SAMPLES);
 
 	__u32 zero = 0;
 	__u32 *active_buffer = bpf_map_lookup_elem(&active, &zero);
 	/* Read once: stacks and counts of one sample must land in the same buffer. */
 	__u32 buffer = active_buffer ? *(volatile __u32 *)active_buffer : 0;
+	if (buffer >= EAGLE_WINDOW_ENDED)
+		return 0;
+	bump(EAGLE_SAMPLES);
 	struct eagle_stack_key key = { .tgid = tgid };
 
 	/* User stacks by the tables where the agent built them; by frame pointers otherwise,

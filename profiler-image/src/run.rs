@@ -136,6 +136,9 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
         requested: HashSet::new(),
         warnings: Vec::new(),
     };
+    // Samples are counted from each process's `add` below to this instant, which the header
+    // states as the window, whenever the last collection comes.
+    run.ebpf.end_window_at(started + config.duration)?;
     if let Some(how) = match run.ebpf.process_events() {
         ProcessEvents::BtfTracepoints => None,
         ProcessEvents::Tracefs => Some("through the tracefs mounted on this machine"),

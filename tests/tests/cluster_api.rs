@@ -490,9 +490,9 @@ fn namespace_target_runs_one_job_per_node_with_o_nodes_requests() {
     assert_eq!(job_lists, 1, "one list of Jobs: the per-node conflict check\n{ctx}");
     let total = case.requests().len();
     // namespace GET + POST, list in shop, the conflict check's list of Jobs, 4 access reviews
-    // (list pods in shop; create, patch, delete Jobs), N creates, list + watch, N follows, N
-    // deletes
-    assert!(total <= 6 + 4 + 3 * nodes, "{total} requests for {nodes} nodes\n{ctx}");
+    // (list pods in shop; create, patch, delete Jobs), who the user is (one SelfSubjectReview),
+    // N creates, list + watch, N follows, N deletes
+    assert!(total <= 6 + 4 + 1 + 3 * nodes, "{total} requests for {nodes} nodes\n{ctx}");
     let watch = case.requests().into_iter().find(Recorded::is_watch).expect("a watch");
     assert!(watch.path == format!("/api/v1/namespaces/{EAGLE_NS}/pods"), "{ctx}");
     let run_id = watch
@@ -880,6 +880,28 @@ fn a_node_that_ended_early_makes_the_run_partial() {
         by_name("node-b")["messages"][0].as_str().unwrap().contains("stopped by a signal after 0.6s"),
         "the reason, as the agent gave it: {summary}"
     );
+    case.assert_jobs_deleted(&run);
+}
+
+/// A node whose kubelet stops mid window (log follow cut, log reads refused, the pod's status
+/// frozen but for the node controller's not-ready) is noticed while the window runs and given
+/// up seconds after the window's end, with the reason, instead of at the run's give-up time
+/// (window + 150 s); the other node delivers and the run is partial.
+#[test]
+fn a_node_whose_kubelet_stops_fails_soon_after_the_window_and_the_rest_is_partial() {
+    let case = Case::new(Scenario::new().node("node-b", Fate::KubeletStops));
+    let run = case.profile(&["deployment/api"], "api.svg");
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(7), "partial\n{ctx}");
+    assert!(row(&run, "node-a").ends_with(" ok"), "{ctx}");
+    let b = row(&run, "node-b");
+    assert!(b.contains("FAILED: the node went silent during the window") && b.contains("kubelet"), "{ctx}");
+    assert!(b.contains("connection refused") || b.contains("not ready"), "what was seen: {b}");
+    // The window is 1 s; the node is given up 10 s after it ends.
+    assert!(run.elapsed < Duration::from_secs(20), "took {:?}\n{ctx}", run.elapsed);
+    let svg = std::fs::read_to_string(case.out("api.svg")).expect("the graph is written");
+    assert!(svg.contains("PARTIAL: 1 node(s) failed"), "subtitle: {}", subtitle(&svg));
+    assert!(svg.contains(API_A) && !svg.contains(API_B), "only node-a's stacks");
     case.assert_jobs_deleted(&run);
 }
 

@@ -37,8 +37,8 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(120);
 
 /// The profiling pods' grace period: after SIGTERM (Ctrl-C, the Job's deadline, a drain) the
-/// agent stops its samplers, symbolizes and writes its stream. The slowest part is py-spy and
-/// rbspy flushing and a JVM's perf map being dumped, a few seconds each on a busy node.
+/// agent stops its samplers, symbolizes and writes its stream. The slowest part is stopping a JVM's
+/// Flight Recorder and reading its recording, a few seconds on a busy node.
 pub const TERMINATION_GRACE_SECONDS: i64 = 30;
 
 #[derive(Clone, Debug)]

@@ -12,6 +12,7 @@ use kube::Api;
 use super::annotations::Task;
 use super::api::{connect, ensure_namespace, new_run_id, runtime, Connection};
 use super::conflicts::refuse_conflicts;
+use super::identity;
 use super::permissions::may_run;
 use super::plan::{self, Image, PlanOptions};
 use super::resolve::{self, Resolution, Skipped};
@@ -90,7 +91,9 @@ struct Prepared {
     pub what: String,
 }
 
-async fn prepare(req: &ClusterRequest) -> Result<Prepared, CliError> {
+/// Resolves and plans the run; `record_user`: ask the API server who the user is, to record it
+/// on the Jobs (a POST, which `--dry-run` does not make).
+async fn prepare(req: &ClusterRequest, record_user: bool) -> Result<Prepared, CliError> {
     let (client, default_ns) = connect(&req.conn).await?;
     let namespace = req.namespace.clone().unwrap_or(default_ns);
     let request = resolve::Request {
@@ -110,6 +113,7 @@ async fn prepare(req: &ClusterRequest) -> Result<Prepared, CliError> {
         return Err(CliError::NothingToProfile(format!("no running containers in {what}: {}", why.join("; "))));
     }
     let run_id = new_run_id();
+    let user = if record_user { identity::whoami(&client, &req.conn).await } else { None };
     let opts = PlanOptions {
         run_id: run_id.clone(),
         target: what.clone(),
@@ -133,7 +137,7 @@ async fn prepare(req: &ClusterRequest) -> Result<Prepared, CliError> {
             let ids: Vec<&str> = containers.iter().map(|c| c.id.as_str()).collect();
             let mut job = plan::job_for_node(&opts, i, node, &ids);
             // What `list` and `fetch` read back: the run's size and each container's place.
-            let task = Task { nodes, is_async: req.is_async, frequency_hz: req.frequency_hz };
+            let task = Task { nodes, is_async: req.is_async, frequency_hz: req.frequency_hz, user: user.clone() };
             task.annotate(&mut job, containers.iter().map(|c| (c.id.as_str(), &c.placement)));
             (node.to_owned(), ids.len(), job)
         })
@@ -150,7 +154,7 @@ fn target_namespaces(resolution: &Resolution) -> Vec<&str> {
 
 /// `--dry-run`: the namespace and the Jobs as YAML; nothing is created.
 pub fn dry_run(req: &ClusterRequest) -> Result<Exit, CliError> {
-    let prepared = runtime()?.block_on(prepare(req))?;
+    let prepared = runtime()?.block_on(prepare(req, false))?;
     let mut out = String::new();
     out.push_str(
         &serde_saphyr::to_string(&plan::locked_namespace(&req.eagle_namespace))
@@ -168,7 +172,7 @@ pub fn dry_run(req: &ClusterRequest) -> Result<Exit, CliError> {
 /// A synchronous run: creates the Jobs, follows them, deletes them, writes the graph.
 pub fn profile(req: &ClusterRequest, destination: &Destination) -> Result<Exit, CliError> {
     runtime()?.block_on(async {
-        let p = prepare(req).await?;
+        let p = prepare(req, true).await?;
         let window = req.window;
         ensure_namespace(&p.client, &req.eagle_namespace).await?;
         if !req.force {
@@ -359,7 +363,7 @@ fn report_skipped(skipped: &[Skipped]) {
 pub fn start_detached(req: &ClusterRequest, fetch_command: impl Fn(&str) -> String) -> Result<Exit, CliError> {
     let namespace = &req.eagle_namespace;
     runtime()?.block_on(async {
-        let p = prepare(req).await?;
+        let p = prepare(req, true).await?;
         ensure_namespace(&p.client, namespace).await?;
         if !req.force {
             let nodes: Vec<&str> = p.jobs.iter().map(|(node, _, _)| node.as_str()).collect();

@@ -2,9 +2,11 @@
 //! thread of the target processes, on every CPU, at a fixed frequency.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::os::fd::AsFd;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-use aya::maps::{Array, ArrayOfMaps, HashMap as BpfHashMap, MapData, PerCpuArray, StackTraceMap};
+use aya::maps::{Array, ArrayOfMaps, HashMap as BpfHashMap, IterableMap, Map, MapData, PerCpuArray, StackTraceMap};
 use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
 use aya::programs::{BtfTracePoint, PerfEvent, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
@@ -34,6 +36,9 @@ pub struct EbpfSampler {
     /// `None` when stacks are walked by frame pointers only (`EAGLE_UNWIND=frame-pointers`).
     unwinder: Option<Unwinder>,
     buffer: u32,
+    /// When the window ends (see [`EbpfSampler::end_window_at`]), and the thread that ends it
+    /// then (dropping the sender ends the thread early).
+    window_end: Option<(Instant, mpsc::Sender<()>)>,
     process_events: ProcessEvents,
     proc: ProcFs,
     symbols: Symbols,
@@ -161,6 +166,7 @@ impl EbpfSampler {
             user_stacks,
             unwinder,
             buffer: 0,
+            window_end: None,
             process_events,
             proc,
             symbols: Symbols::new(),
@@ -214,6 +220,35 @@ impl EbpfSampler {
                 human_micros(self.min_block_ns / 1000)
             ),
         })
+    }
+
+    /// Ends the sampling window at `end`, to the instant: a thread of its own writes
+    /// [`names::WINDOW_ENDED`] into `active` then, and the program takes no sample after it.
+    /// Otherwise the window would last until the last collection, which a loaded machine
+    /// delays by seconds (symbolizing), and a process's samples would cover more than the
+    /// window the stream's header states.
+    pub fn end_window_at(&mut self, end: Instant) -> Result<(), SamplerError> {
+        let fd = IterableMap::map(&self.active)
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| SamplerError::Failed(format!("cannot share the eBPF map `active`: {e}")))?;
+        let map = MapData::from_fd(fd).map_err(|e| SamplerError::Failed(format!("eBPF map `active`: {e}")))?;
+        let mut active: Array<MapData, u32> =
+            Array::try_from(Map::Array(map)).map_err(|e| SamplerError::Failed(format!("eBPF map `active`: {e}")))?;
+        let (sender, receiver) = mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("window end".into())
+            .spawn(move || {
+                if let Err(mpsc::RecvTimeoutError::Timeout) =
+                    receiver.recv_timeout(end.saturating_duration_since(Instant::now()))
+                {
+                    let _ = active.set(0, names::WINDOW_ENDED, 0);
+                }
+            })
+            .map_err(|e| SamplerError::Failed(format!("cannot start the thread that ends the window: {e}")))?;
+        self.window_end = Some((end, sender));
+        Ok(())
     }
 
     /// How fork and exec are followed; anything but BTF tracepoints is worth a line to the user.
@@ -556,7 +591,10 @@ impl Sampler for EbpfSampler {
         // Flip, let samples that already chose the old buffer land, then drain it alone.
         let idle = self.buffer as usize;
         self.buffer ^= 1;
-        self.active.set(0, self.buffer, 0).map_err(|e| SamplerError::Failed(format!("flip buffers: {e}")))?;
+        // Once the window has ended, no buffer takes samples any more.
+        let ended = self.window_end.as_ref().is_some_and(|(end, _)| Instant::now() >= *end);
+        let next = if ended { names::WINDOW_ENDED } else { self.buffer };
+        self.active.set(0, next, 0).map_err(|e| SamplerError::Failed(format!("flip buffers: {e}")))?;
         std::thread::sleep(Duration::from_millis(1));
 
         let entries: Vec<(StackKey, u64)> = self.counts[idle].iter().filter_map(Result::ok).collect();
