@@ -560,13 +560,17 @@ static __always_inline void end_block(__u32 tid, __u64 now)
 	struct eagle_offcpu_start *start = bpf_map_lookup_elem(&offcpu_start, &tid);
 	if (!start)
 		return;
+	__u32 zero = 0;
+	__u32 *active_buffer = bpf_map_lookup_elem(&active, &zero);
+	__u32 buffer = active_buffer ? *(volatile __u32 *)active_buffer : 0;
+	/* After the window: the block stays for the agent, which counts it up to the window's
+	 * end (`close_blocks`). */
+	if (buffer >= EAGLE_WINDOW_ENDED)
+		return;
 	__u64 blocked = now - start->since;
 	struct eagle_stack_key key = start->key;
 	if (bpf_map_delete_elem(&offcpu_start, &tid) != 0)
 		return; /* ended on another CPU meanwhile */
-	__u32 zero = 0;
-	__u32 *active_buffer = bpf_map_lookup_elem(&active, &zero);
-	__u32 buffer = active_buffer ? *(volatile __u32 *)active_buffer : 0;
 	if (blocked < MIN_BLOCK_NS)
 		bump(EAGLE_OFFCPU_SHORT);
 	else if (record_n(buffer == 1 ? (void *)&counts_1 : (void *)&counts_0, &key, blocked))
@@ -591,6 +595,9 @@ int offcpu_switch(__u64 *ctx)
 	/* A thread switched in whose wake-up was not seen (woken before it was counted as
 	 * blocked): its block ends here at the latest. */
 	end_block(task_tid((struct task_struct *)ctx[2]), now);
+	__u32 *active_buffer = bpf_map_lookup_elem(&active, &zero);
+	if (active_buffer && *(volatile __u32 *)active_buffer >= EAGLE_WINDOW_ENDED)
+		return 0; /* no block starts after the window */
 
 	int preempted = (int)ctx[0];
 	unsigned int prev_state = (unsigned int)ctx[3];

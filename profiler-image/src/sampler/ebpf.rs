@@ -179,14 +179,18 @@ impl EbpfSampler {
         })
     }
 
-    /// Counts the blocks still under way as the window ends, up to now: a thread that waits
-    /// for the whole window (a worker on an empty queue) is off-CPU all along, not absent.
-    /// Before the last collection.
+    /// Counts the blocks still under way as the window ended, up to its end: a thread that
+    /// waits for the whole window (a worker on an empty queue) is off-CPU all along, not
+    /// absent. After the window (the kernel then leaves every block to this), before the last
+    /// collection, which drains the buffer written here.
     pub fn close_blocks(&mut self) {
         if self.mode == ProfileMode::Cpu {
             return;
         }
+        // The window's end on the kernel's clock (CLOCK_MONOTONIC, as `Instant`).
         let now = monotonic_ns();
+        let since_end = self.window_end.as_ref().map_or(Duration::ZERO, |(end, _)| end.elapsed());
+        let now = now.saturating_sub(since_end.as_nanos() as u64);
         let under_way: Vec<(u32, OffCpuStart)> = self.offcpu.started.iter().filter_map(Result::ok).collect();
         let counts = &mut self.counts[self.buffer as usize];
         for (tid, start) in under_way {
@@ -199,8 +203,7 @@ impl EbpfSampler {
             if blocked < self.min_block_ns || !self.tracked.contains_key(&start.key.tgid) {
                 continue;
             }
-            // The kernel may add to the same key at this instant; the window is over, and a
-            // block ending right now is a few microseconds at most.
+            // The kernel writes no counts after the window: nothing races this update.
             let so_far = counts.get(&start.key, 0).unwrap_or(0);
             let _ = counts.insert(start.key, so_far + blocked, 0);
         }
