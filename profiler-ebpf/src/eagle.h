@@ -33,10 +33,14 @@ enum eagle_key_flag {
 };
 
 /* Value of the targets map. `root` lets the agent symbolize a forked child that exited before
- * it was read, with the binary of the target it came from, unless it exec'd another program. */
+ * it was read, with the binary of the target it came from, unless it exec'd another program.
+ * `start` tells the process from a later one that reuses its pid: a pid names a process only
+ * while it lives, and another container's process may get it during the window. */
 struct eagle_target {
 	__u32 root;   /* tgid of the requested target this process descends from (itself if requested) */
 	__u32 execed; /* execs since it was added: each may change its runtime (shell -> python) */
+	__u64 start;  /* when the process started, in clock ticks since boot (/proc/PID/stat field 22,
+	               * the group leader's start_boottime); 0: unknown, not checked */
 };
 
 /* One row of an object's unwind table: from `pc` (an address of the object as linked, i.e. an
@@ -108,7 +112,8 @@ enum eagle_counter {
 	EAGLE_UNWOUND = 4,        /* user stacks unwound with tables */
 	EAGLE_UNWIND_PENDING = 5, /* user stacks walked by frame pointers: tables not ready yet */
 	EAGLE_UNWIND_TRUNCATED = 6, /* unwound stacks that stopped before the outermost frame */
-	EAGLE_COUNTER_MAX = 7,
+	EAGLE_NOT_TARGET = 7,     /* dropped: a process that reuses a target's pid, not the target */
+	EAGLE_COUNTER_MAX = 8,
 };
 
 #endif

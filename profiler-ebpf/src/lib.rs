@@ -30,6 +30,8 @@ pub mod names {
     pub const COUNTS: [&str; 2] = ["counts_0", "counts_1"];
     pub const CHILD_PID_OFFSET: &str = "CHILD_PID_OFFSET";
     pub const UNWIND_WITH_TABLES: &str = "UNWIND_WITH_TABLES";
+    pub const CHECK_IDENTITY: &str = "CHECK_IDENTITY";
+    pub const NSEC_PER_CLOCK_TICK: &str = "NSEC_PER_CLOCK_TICK";
     pub const USER_STACKS: [&str; 2] = ["ustacks_0", "ustacks_1"];
     pub const PROCESS_MAPS: &str = "process_maps";
     pub const UNWIND_TABLES: &str = "unwind_tables";
@@ -160,6 +162,9 @@ pub struct TargetEntry {
     pub root: u32,
     /// Execs since the process was added: each may change its runtime.
     pub execed: u32,
+    /// When the process started, in clock ticks since boot (`/proc/PID/stat` field 22): a later
+    /// process that reuses the pid is not the target. 0: unknown, not checked.
+    pub start: u64,
 }
 
 /// Indexes of the per-CPU `counters` array: `enum eagle_counter`.
@@ -180,15 +185,17 @@ pub enum Counter {
     UnwindPending = 5,
     /// Unwound stacks that stopped before the outermost frame.
     UnwindTruncated = 6,
+    /// Dropped: a process that reuses a target's pid, not the target.
+    NotTarget = 7,
 }
 
-pub const COUNTER_MAX: u32 = 7;
+pub const COUNTER_MAX: u32 = 8;
 
 #[cfg(feature = "user")]
 // SAFETY: plain old data, `repr(C)`, no padding (24 bytes: 4 x u32, then a u64).
 unsafe impl aya::Pod for StackKey {}
 #[cfg(feature = "user")]
-// SAFETY: as above.
+// SAFETY: as above (16 bytes: 2 x u32, then a u64).
 unsafe impl aya::Pod for TargetEntry {}
 #[cfg(feature = "user")]
 // SAFETY: as above (8 bytes, no padding).
