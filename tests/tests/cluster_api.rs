@@ -591,6 +591,43 @@ fn the_summary_names_each_nodes_status() {
     assert!(summary["started_unix_ms"].as_u64().is_some(), "{summary}");
 }
 
+/// `--mode` reaches each Job as an agent argument, the (double's) agent answers in that mode,
+/// and the graph and summary are in its unit.
+#[test]
+fn the_profile_mode_reaches_the_jobs_and_names_the_unit() {
+    let case = Case::new(Scenario::new());
+    let summary = case.out("summary.json");
+    let run = case.profile(
+        &["deployment/api", "--mode", "off-cpu", "--min-block", "5ms", "--summary", summary.to_str().unwrap()],
+        "api.folded",
+    );
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(0), "{ctx}");
+    let jobs = case.jobs_by_node();
+    assert!(!jobs.is_empty(), "{ctx}");
+    for (node, job) in &jobs {
+        let args: Vec<&str> = job["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(args.windows(2).any(|w| w == ["--mode", "off-cpu"]), "the Job on {node}: {args:?}\n{ctx}");
+        assert!(args.windows(2).any(|w| w == ["--min-block-us", "5000"]), "the Job on {node}: {args:?}\n{ctx}");
+    }
+    let text = std::fs::read_to_string(case.out("api.folded")).expect("written");
+    assert!(text.starts_with("# unit: off-cpu-microseconds\n"), "{text}");
+    let summary: Value = serde_json::from_slice(&std::fs::read(&summary).expect("summary written")).unwrap();
+    assert_eq!(summary["unit"], "off-cpu-microseconds", "{summary}");
+    assert!(stderr_line(&run, "wrote ").is_some_and(|l| l.contains("µs off-CPU")), "{ctx}");
+
+    // A CPU profile's Jobs carry no mode: they are what they were before modes existed.
+    let cpu = case.profile(&["deployment/api"], "cpu.folded");
+    assert_eq!(cpu.code, Some(0), "{}", case.context(&cpu));
+    let text = std::fs::read_to_string(case.out("cpu.folded")).expect("written");
+    assert!(!text.starts_with('#'), "{text}");
+}
+
 fn subtitle(svg: &str) -> &str {
     svg.find("id=\"subtitle\"").map_or("(none)", |i| &svg[i..(i + 200).min(svg.len())])
 }

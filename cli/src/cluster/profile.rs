@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use eagle_proto::{NodeResult, Runtime, WarningCode};
+use eagle_proto::{NodeResult, ProfileMode, Runtime, WarningCode};
 
 use k8s_openapi::api::batch::v1::Job;
 use kube::Api;
@@ -45,6 +45,9 @@ pub struct ClusterRequest {
     pub frequency_hz: u64,
     pub runtime: Option<Runtime>,
     pub python_native: bool,
+    pub mode: ProfileMode,
+    /// Off-CPU blocks shorter than this are not counted.
+    pub min_block_us: u64,
     pub capabilities: bool,
     pub dry_run: bool,
     pub keep: bool,
@@ -122,6 +125,8 @@ async fn prepare(req: &ClusterRequest, record_user: bool) -> Result<Prepared, Cl
         ttl_after_finished: plan::ttl_seconds(req.ttl, req.is_async),
         runtime: req.runtime,
         python_native: req.python_native,
+        mode: req.mode,
+        min_block_us: req.min_block_us,
     };
     let by_node = resolution.by_node();
     let nodes = by_node.len();
@@ -239,6 +244,7 @@ pub fn render(outcome: &run::Outcome, run: &Finished, destination: &Destination)
             outcome.nodes.len()
         )));
     }
+    let unit = merge::unit_of(done.iter().copied()).map_err(CliError::Failed)?;
     let folded = merge::merge(done.iter().copied(), run.placements, run.group_by);
     if folded.is_empty() {
         return Err(CliError::NothingToProfile(format!(
@@ -252,10 +258,11 @@ pub fn render(outcome: &run::Outcome, run: &Finished, destination: &Destination)
     let ended_early = done.iter().filter(|r| ended_early(r)).count();
     let partial = failed > 0 || outcome.interrupted || ended_early > 0;
     let frequency = done[0].header.frequency_hz;
+    let rate = if unit == eagle_proto::Unit::CpuSamples { format!(" at {frequency} Hz") } else { String::new() };
     let mut subtitle = format!(
-        "{} at {frequency} Hz, {} samples, {} of {} nodes",
+        "{}{rate}, {}, {} of {} nodes",
         human(run.window),
-        folded.total(),
+        crate::output::amount(folded.total(), unit),
         done.len(),
         outcome.nodes.len()
     );
@@ -276,8 +283,9 @@ pub fn render(outcome: &run::Outcome, run: &Finished, destination: &Destination)
         destination,
         Profile {
             folded: &folded,
-            labels: Labels { title: format!("kube-eagle: {}", run.what), subtitle },
+            labels: Labels { title: crate::output::title(run.what, unit), subtitle },
             run: RunInfo {
+                unit: Some(unit),
                 // The agents' own clocks, as in local runs; also known to `fetch`.
                 started_unix_ms: done.iter().map(|r| r.header.started_unix_ms).min(),
                 partial: Some(partial),

@@ -15,6 +15,8 @@ pub(super) struct AgentRun {
     pub(super) containers: Vec<String>,
     pub(super) duration_ms: u64,
     pub(super) frequency_hz: u64,
+    /// What it was asked to measure: its header says so, as the real agent's does.
+    pub(super) mode: eagle_proto::ProfileMode,
     /// `eagle-agent --version`: the doctor's probe.
     pub(super) version_only: bool,
 }
@@ -64,6 +66,7 @@ impl State {
             containers: run.targets.iter().filter_map(|t| t.strip_prefix("container:")).map(str::to_owned).collect(),
             duration_ms: run.duration_ms,
             frequency_hz: run.frequency_hz,
+            mode: run.mode,
             version_only: asked == Ok(eagle_proto::AgentCommand::Version),
             ..Default::default()
         };
@@ -225,6 +228,8 @@ pub(super) fn script(fate: &Fate, agent: &AgentRun) -> Script {
             .iter()
             .map(|id| TargetReport { target: format!("container:{id}"), pids: vec![pid_of(id)] })
             .collect(),
+        mode: agent.mode,
+        min_block_us: None,
     });
     let records = |stacks: &[Stack]| -> Vec<StackRecord> {
         agent
