@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use eagle_proto::stream::TargetReport;
-use eagle_proto::{Encoder, Header, Progress, Warning, WarningCode};
+use eagle_proto::{Encoder, Header, ProfileMode, Progress, Warning, WarningCode};
 
 use crate::aggregate::Aggregate;
 use crate::discovery::{ProcFs, ProcessInfo};
@@ -40,11 +40,24 @@ pub struct AgentConfig {
     pub runtime: Option<Runtime>,
     /// Python: add native (C extension) frames to the interpreted ones.
     pub python_native: bool,
+    /// What to measure.
+    pub mode: ProfileMode,
+    /// Off-CPU blocks shorter than this are not counted.
+    pub min_block_us: u64,
 }
 
 impl AgentConfig {
     pub fn new(targets: Vec<Target>, duration: Duration, frequency_hz: u64) -> Self {
-        Self { targets, duration, frequency_hz, node: default_node_name(), runtime: None, python_native: false }
+        Self {
+            targets,
+            duration,
+            frequency_hz,
+            node: default_node_name(),
+            runtime: None,
+            python_native: false,
+            mode: ProfileMode::Cpu,
+            min_block_us: eagle_proto::DEFAULT_MIN_BLOCK_US,
+        }
     }
 }
 
@@ -106,7 +119,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
         )));
     }
 
-    let ebpf = EbpfSampler::start(config.frequency_hz, proc.clone())?;
+    let ebpf = EbpfSampler::start(config.frequency_hz, proc.clone(), config.mode, config.min_block_us)?;
     let encoder = Encoder;
     let started = Instant::now();
     let mut run = Run {
@@ -152,6 +165,8 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
         duration_ms: config.duration.as_millis() as u64,
         frequency_hz: config.frequency_hz,
         targets: resolved.iter().map(|(t, pids)| TargetReport { target: t.to_string(), pids: pids.clone() }).collect(),
+        mode: config.mode,
+        min_block_us: (config.mode != ProfileMode::Cpu).then_some(config.min_block_us),
     }));
     for (target, pids) in &resolved {
         if pids.is_empty() {
@@ -223,6 +238,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
             ),
         });
     }
+    run.ebpf.close_blocks();
     run.collect(&mut aggregate, started)?;
     run.refresh_names();
     run.finish(&mut aggregate);
@@ -416,6 +432,23 @@ impl Run {
 
     /// The sampler of a runtime that has its own, started on first use.
     fn interpreter(&mut self, runtime: Runtime) -> Option<&mut Box<dyn RuntimeSampler>> {
+        // Those samplers read where a runtime is while it runs, which off-CPU and wall
+        // profiles do not count in: their processes show native stacks (said once).
+        if self.config.mode != ProfileMode::Cpu {
+            if matches!(runtime, Runtime::Python | Runtime::Ruby | Runtime::Java)
+                && self.interpreters.insert(runtime, None).is_none()
+            {
+                self.warnings.push(Warning {
+                    code: WarningCode::SamplerFallback,
+                    pid: None,
+                    message: format!(
+                        "{runtime} processes show native stacks in --mode {}: the {runtime} sampler reads stacks on the CPU only, so interpreted frames are not named off-CPU",
+                        self.config.mode
+                    ),
+                });
+            }
+            return None;
+        }
         let tool: Tool = match runtime {
             // py-spy's library, in the agent; its separate program only for native frames.
             Runtime::Python if !self.config.python_native => {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use eagle_proto::{AgentArgs, Runtime};
+use eagle_proto::{AgentArgs, ProfileMode, Runtime};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, LocalObjectReference, Namespace,
@@ -57,6 +57,9 @@ pub struct PlanOptions {
     pub runtime: Option<Runtime>,
     /// Python native frames (py-spy --native).
     pub python_native: bool,
+    /// What the agents measure, and their shortest off-CPU block.
+    pub mode: ProfileMode,
+    pub min_block_us: u64,
 }
 
 /// The profiler image and how the nodes get it: the same for `profile` and `doctor`.
@@ -147,6 +150,8 @@ pub fn job_for_node(opts: &PlanOptions, index: usize, node: &str, container_ids:
         node: None,
         runtime: opts.runtime,
         python_native: opts.python_native,
+        mode: opts.mode,
+        min_block_us: opts.min_block_us,
     }
     .to_args();
 
@@ -290,6 +295,8 @@ mod tests {
             ttl_after_finished: 300,
             runtime: None,
             python_native: false,
+            mode: eagle_proto::ProfileMode::Cpu,
+            min_block_us: eagle_proto::DEFAULT_MIN_BLOCK_US,
         }
     }
 
