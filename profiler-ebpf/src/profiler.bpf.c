@@ -597,6 +597,10 @@ int offcpu_switch(__u64 *ctx)
 	__u32 zero = 0;
 	__u32 *active_buffer = bpf_map_lookup_elem(&active, &zero);
 	__u32 buffer = active_buffer ? *(volatile __u32 *)active_buffer : 0;
+	/* After the window: blocks under way are left for the agent to close (up to its end), and
+	 * none begins. */
+	if (buffer >= EAGLE_WINDOW_ENDED)
+		return 0;
 	if (start) {
 		__u64 blocked = now - start->since;
 		struct eagle_stack_key key = start->key;
