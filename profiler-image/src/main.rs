@@ -51,6 +51,7 @@ fn main() -> std::process::ExitCode {
     }
     config.runtime = args.runtime;
     config.python_native = args.python_native;
+    config.net = args.net;
     // SIGTERM (Job deadline, pod deletion) and SIGINT end the window early; the stream is
     // still completed with what was sampled.
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.

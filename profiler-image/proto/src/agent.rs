@@ -103,6 +103,8 @@ pub struct AgentArgs {
     pub runtime: Option<Runtime>,
     /// py-spy `--native`: C frames in Python stacks.
     pub python_native: bool,
+    /// `--net`: the network side of the window too (TCP per peer, HTTP/1.x per route).
+    pub net: bool,
 }
 
 impl Default for AgentArgs {
@@ -114,6 +116,7 @@ impl Default for AgentArgs {
             node: None,
             runtime: None,
             python_native: false,
+            net: false,
         }
     }
 }
@@ -126,7 +129,7 @@ pub enum AgentCommand {
     Version,
 }
 
-pub const AGENT_USAGE: &str = "usage: eagle-agent --target pid:N|container:ID|pod:UID [...] [--duration-ms MS] [--frequency HZ] [--node NAME] [--runtime RUNTIME] [--python-native]";
+pub const AGENT_USAGE: &str = "usage: eagle-agent --target pid:N|container:ID|pod:UID [...] [--duration-ms MS] [--frequency HZ] [--node NAME] [--runtime RUNTIME] [--python-native] [--net]";
 
 impl AgentArgs {
     /// The command line that asks for `self`.
@@ -150,6 +153,9 @@ impl AgentArgs {
         if self.python_native {
             args.push("--python-native".to_owned());
         }
+        if self.net {
+            args.push("--net".to_owned());
+        }
         args
     }
 
@@ -163,6 +169,10 @@ impl AgentArgs {
                 "--version" => return Ok(AgentCommand::Version),
                 "--python-native" => {
                     out.python_native = true;
+                    continue;
+                }
+                "--net" => {
+                    out.net = true;
                     continue;
                 }
                 _ => {}
@@ -204,6 +214,7 @@ mod tests {
             node: Some("node-a".into()),
             runtime: Some(Runtime::Python),
             python_native: true,
+            net: true,
         };
         assert_eq!(AgentArgs::parse(args.to_args()), Ok(AgentCommand::Run(args.clone())));
         for runtime in Runtime::ALL {

@@ -243,6 +243,9 @@ pub struct HttpRoute {
     pub container: Option<String>,
     pub pid: u32,
     pub process: String,
+    /// Inbound: requests the process served (it read the request and wrote the response);
+    /// outbound: requests it made.
+    pub direction: Direction,
     pub method: String,
     /// The request path with numbers and ids replaced (`/api/users/{id}`), no query.
     pub path: String,
@@ -254,8 +257,8 @@ pub struct HttpRoute {
 }
 
 impl HttpRoute {
-    fn key(&self) -> (Option<&str>, u32, &str, &str, u16) {
-        (self.container.as_deref(), self.pid, self.method.as_str(), self.path.as_str(), self.status)
+    fn key(&self) -> (Option<&str>, u32, Direction, &str, &str, u16) {
+        (self.container.as_deref(), self.pid, self.direction, self.method.as_str(), self.path.as_str(), self.status)
     }
 }
 
@@ -431,19 +434,20 @@ impl NetPayload {
         if self.http.len() <= max {
             return 0;
         }
-        let processes: std::collections::BTreeSet<(Option<String>, u32)> =
-            self.http.iter().map(|r| (r.container.clone(), r.pid)).collect();
+        let processes: std::collections::BTreeSet<(Option<String>, u32, Direction)> =
+            self.http.iter().map(|r| (r.container.clone(), r.pid, r.direction)).collect();
         let keep = max.saturating_sub(processes.len().min(max));
         let mut rows = std::mem::take(&mut self.http);
         rows.sort_by(|a, b| b.requests.cmp(&a.requests).then_with(|| key_of_route(a).cmp(&key_of_route(b))));
         let rest = rows.split_off(keep.min(rows.len()));
         let folded = rest.len();
-        let mut by_process: BTreeMap<(Option<String>, u32), HttpRoute> = BTreeMap::new();
+        let mut by_process: BTreeMap<(Option<String>, u32, Direction), HttpRoute> = BTreeMap::new();
         for r in rest {
-            let row = by_process.entry((r.container.clone(), r.pid)).or_insert_with(|| HttpRoute {
+            let row = by_process.entry((r.container.clone(), r.pid, r.direction)).or_insert_with(|| HttpRoute {
                 container: r.container.clone(),
                 pid: r.pid,
                 process: r.process.clone(),
+                direction: r.direction,
                 method: "*".into(),
                 path: FOLDED_ROUTES_PATH.into(),
                 ..HttpRoute::default()
@@ -458,7 +462,7 @@ impl NetPayload {
 }
 
 type PeerKey = (Option<String>, u32, Direction, u16, String);
-type RouteKey = (Option<String>, u32, String, String, u16);
+type RouteKey = (Option<String>, u32, Direction, String, String, u16);
 
 fn key_of_peer(p: &PeerTraffic) -> PeerKey {
     let (c, pid, d, port, peer) = p.key();
@@ -466,8 +470,8 @@ fn key_of_peer(p: &PeerTraffic) -> PeerKey {
 }
 
 fn key_of_route(r: &HttpRoute) -> RouteKey {
-    let (c, pid, m, path, status) = r.key();
-    (c.map(str::to_owned), pid, m.to_owned(), path.to_owned(), status)
+    let (c, pid, d, m, path, status) = r.key();
+    (c.map(str::to_owned), pid, d, m.to_owned(), path.to_owned(), status)
 }
 
 #[cfg(test)]

@@ -46,6 +46,7 @@ fn net() -> NetPayload {
             container: Some("abc".into()),
             pid: 7,
             process: "srv".into(),
+            direction: Direction::Inbound,
             method: "GET".into(),
             path: "/api/items/{id}".into(),
             status: 200,
