@@ -39,6 +39,8 @@ pub struct LocalRun {
     pub frequency_hz: u64,
     pub runtime: Option<eagle_proto::Runtime>,
     pub native: bool,
+    /// The network side too (`net`, `profile --net`).
+    pub net: bool,
 }
 
 pub struct LocalResult {
@@ -57,6 +59,7 @@ pub fn profile(run: &LocalRun) -> Result<LocalResult, CliError> {
     let config = AgentConfig {
         runtime: run.runtime,
         python_native: run.native,
+        net: run.net,
         ..AgentConfig::new(targets, duration, run.frequency_hz)
     };
 

@@ -123,6 +123,7 @@ mod local {
             frequency_hz: req.frequency_hz,
             runtime: req.runtime,
             native: req.native,
+            net: false,
         };
         let outcome = local::profile(&run)?;
         let result = &outcome.result;
