@@ -199,7 +199,8 @@ mod tests {
         t.data(3, 10, true, 1, b"HTTP/1.1 200 OK\r\n"); // no request seen: ignored
         t.data(4, 10, false, 1, b"DELETE /x HTTP/1.1\r\n"); // unanswered
         let routes = t.finish();
-        let rows: Vec<(Direction, &str, &str, u16, u64, Option<f64>)> = routes
+        type Row<'a> = (Direction, &'a str, &'a str, u16, u64, Option<f64>);
+        let rows: Vec<Row> = routes
             .iter()
             .map(|(k, c)| (k.direction, k.method, k.path.as_str(), k.status, c.requests, c.latency_us.quantile(0.5)))
             .collect();

@@ -32,7 +32,7 @@ fn http_requests_errors_latency_and_bytes_agree_with_the_client() {
     let images = repo_root().join("images/http");
     let ready = dir.join("ready");
     let report = dir.join("net.json");
-    let mut eagle = Command::new(kubectl_eagle())
+    let eagle = Command::new(kubectl_eagle())
         .args(["net", "-d", "9s", "--format", "json", "-o"])
         .arg(&report)
         .args(["--max-p99", "http:/api/.*=10s", "--"])
@@ -97,7 +97,7 @@ fn a_broken_p99_rule_exits_1_and_names_the_route() {
     let port = free_port().to_string();
     let images = repo_root().join("images/http");
     let ready = dir.join("ready");
-    let mut eagle = Command::new(kubectl_eagle())
+    let eagle = Command::new(kubectl_eagle())
         .args(["net", "-d", "8s", "--max-p99", "http:/api/.*=5ms", "--"])
         .arg("python3")
         .arg(images.join("server.py"))
