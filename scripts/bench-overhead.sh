@@ -44,7 +44,7 @@
 #   ROUNDS=2000 THREADS=2 RUNTIMES=native scripts/bench-overhead.sh   a two-thread native target
 #   RT=0 scripts/bench-overhead.sh            normal scheduling (an idle machine)
 #
-# Runtimes whose toolchain (go, python3, java/javac, node, ruby) or sampler (py-spy, rbspy: see
+# Runtimes whose toolchain (go, python3, java/javac, node, ruby) or helper (jattach: see
 # scripts/setup.sh) is missing are skipped with a note. Needs root (or CAP_BPF and
 # CAP_PERFMON), clang-19 or clang, and a Rust toolchain.
 set -euo pipefail
@@ -71,7 +71,6 @@ trap 'rm -rf "$work"' EXIT
 echo "building release binaries..." >&2
 cargo build --release --workspace --bins --quiet
 eagle=target/release/kubectl-eagle
-export PATH=$PATH:/var/cache/kube-eagle/tools/bin # rbspy, where scripts/setup.sh builds it
 
 # Sets `target` to the runtime's fixed-work command line; fails (with the reason on stdout)
 # when the runtime cannot be measured here.

@@ -12,7 +12,6 @@
 #
 # Both images are tagged with the workspace version, never :latest, so that pods may use
 # imagePullPolicy: IfNotPresent and find the loaded image instead of trying a registry.
-# Building eagle-agent's image downloads async-profiler from GitHub (see its Dockerfile).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CLUSTER=${KIND_CLUSTER_NAME:-kind}

@@ -9,7 +9,7 @@ sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
 
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
 pkgs=(clang-19 libbpf-dev linux-libc-dev pkg-config)
-# Tests: real interpreters and their samplers' helpers (jattach asks a JVM for its perf map).
+# Tests: real interpreters and their samplers' helpers (jattach starts Flight Recorder in a JVM).
 [ "$minimal" = --minimal ] || pkgs+=(bpftool util-linux binutils python3 python3-pip jattach ruby)
 if [ "$minimal" != --minimal ]; then
   command -v javac >/dev/null || pkgs+=(openjdk-17-jdk-headless)
@@ -33,14 +33,8 @@ if [ "$minimal" != --minimal ]; then
     rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
   done
   command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
-  # py-spy samples Python; its PyPI wheel carries a static binary.
+  # py-spy's program reads Python's native frames (`--native`; the agent reads Python through
+  # py-spy's library otherwise, and Ruby through rbspy's); its PyPI wheel carries a static binary.
   command -v py-spy >/dev/null || python3 -m pip install --quiet --break-system-packages py-spy 2>/dev/null \
     || python3 -m pip install --quiet py-spy
-  # rbspy samples Ruby; crates.io is its only reachable source, so it is built once and cached
-  # outside the checkout (the agent finds it through EAGLE_RBSPY or PATH).
-  tools=/var/cache/kube-eagle/tools
-  if ! command -v rbspy >/dev/null && [ ! -x $tools/bin/rbspy ]; then
-    echo "setup: building rbspy into $tools (once)" >&2
-    $sudo mkdir -p $tools && cargo install rbspy --locked --root $tools --quiet
-  fi
 fi

@@ -21,7 +21,7 @@ stamp build
 cargo build --workspace --bins --locked
 stamp "unit, fixture and local end-to-end tests"
 # Here and in CI every capability the tests need is set up (eBPF, the toolchains, py-spy,
-# rbspy): a test that cannot run fails rather than skips (eagle_tests::skip). Skips allowed by
+# jattach): a test that cannot run fails rather than skips (eagle_tests::skip). Skips allowed by
 # hand (EAGLE_TESTS_REQUIRE_BPF=0) are counted in this file and reported below.
 export EAGLE_TESTS_REQUIRE_BPF=${EAGLE_TESTS_REQUIRE_BPF:-1}
 skips=target/debug/eagle-skips.txt

@@ -101,6 +101,8 @@ pub struct Regression {
 pub struct Baseline {
     pub path: PathBuf,
     pub analysis: Analysis,
+    /// A profile is compared only with a baseline in its own unit.
+    pub unit: eagle_proto::Unit,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -191,7 +193,11 @@ impl Rules {
                         path.display()
                     )));
                 }
-                rules.baseline = Some(Baseline { path: path.clone(), analysis: Analysis::new(&loaded.folded) });
+                rules.baseline = Some(Baseline {
+                    path: path.clone(),
+                    analysis: Analysis::new(&loaded.folded),
+                    unit: loaded.run.unit(),
+                });
             }
             (None, true) => {}
         }

@@ -27,9 +27,9 @@ pub fn write(destination: &Destination, profile: Profile) -> Result<Exit, CliErr
     destination.record_run(profile.run);
     destination.write(profile.folded, &profile.labels)?;
     eprintln!(
-        "wrote {} ({} samples, {} stacks{}",
+        "wrote {} ({}, {} stacks{}",
         destination.describe(),
-        profile.folded.total(),
+        crate::output::amount(profile.folded.total(), destination.run().unit()),
         profile.folded.len(),
         profile.tail
     );

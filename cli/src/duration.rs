@@ -12,6 +12,7 @@ fn seconds_of(s: &str) -> Result<f64, Unreadable<'_>> {
     let (number, unit) = s.split_at(split);
     let value: f64 = number.parse().map_err(|_| Unreadable::Number)?;
     Ok(match unit {
+        "us" | "µs" => value / 1e6,
         "ms" => value / 1000.0,
         "" | "s" => value,
         "m" => value * 60.0,
@@ -40,6 +41,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("`{s}` is longer than a day: profile in shorter windows"));
     }
     Ok(Duration::from_secs_f64(seconds))
+}
+
+/// `--min-block`: the shortest off-CPU block counted, `0` (every block) to a second;
+/// `500us`, `1ms`, `20ms`. In whole microseconds, as the agent takes it.
+pub fn parse_min_block(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let seconds = seconds_of(s).map_err(|e| match e {
+        Unreadable::Number => format!("`{s}` is not a duration: write it like 500us, 1ms or 10ms"),
+        Unreadable::Unit(unit) => format!("`{s}` has an unknown unit `{unit}`: use us, ms or s"),
+    })?;
+    if !(0.0..=1.0).contains(&seconds) {
+        return Err(format!("--min-block `{s}` is out of range: use 0 (every block) to 1s"));
+    }
+    Ok((seconds * 1e6).round() as u64)
 }
 
 /// `1.5s`, `2m`, `250ms`: short and exact enough for titles and summaries.
@@ -92,6 +107,16 @@ pub fn span(seconds: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn min_block_in_microseconds() {
+        assert_eq!(parse_min_block("0"), Ok(0));
+        assert_eq!(parse_min_block("500us"), Ok(500));
+        assert_eq!(parse_min_block("1ms"), Ok(1000));
+        assert_eq!(parse_min_block("0.25s"), Ok(250_000));
+        assert!(parse_min_block("2s").unwrap_err().contains("out of range"));
+        assert!(parse_min_block("1ns").unwrap_err().contains("unknown unit"));
+    }
 
     #[test]
     fn parses_what_users_type() {

@@ -88,6 +88,11 @@ impl Gate {
         table_to: TableTo,
         profile: &str,
     ) -> Result<Exit, CliError> {
+        if let Some(baseline) = self.rules.as_ref().and_then(|r| r.baseline.as_ref()) {
+            run.unit().same(baseline.unit).map_err(|why| {
+                CliError::Usage(format!("{profile} and the baseline {}: {why}", baseline.path.display()))
+            })?;
+        }
         let report = self.rules.as_ref().map(|r| r.evaluate(analysis));
         if let Some(path) = &self.summary {
             let mut summary = Summary::new(title, analysis, run, self.top);

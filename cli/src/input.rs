@@ -54,8 +54,8 @@ pub fn load(path: &Path) -> Result<Loaded, CliError> {
     match read(path)? {
         Raw::Parsed(loaded) => Ok(loaded),
         Raw::Folded(text) => {
-            let folded = FoldedStacks::parse(&text).map_err(|e| parse_error(path, e))?;
-            Ok(Loaded { folded, run: RunInfo::default() })
+            let (folded, unit) = FoldedStacks::parse_with_unit(&text).map_err(|e| parse_error(path, e))?;
+            Ok(Loaded { folded, run: RunInfo { unit: Some(unit), ..RunInfo::default() } })
         }
     }
 }

@@ -41,6 +41,8 @@ pub struct LocalRun {
     pub native: bool,
     /// The network side too (`net`, `profile --net`).
     pub net: bool,
+    pub mode: eagle_proto::ProfileMode,
+    pub min_block_us: u64,
 }
 
 pub struct LocalResult {
@@ -60,6 +62,8 @@ pub fn profile(run: &LocalRun) -> Result<LocalResult, CliError> {
         runtime: run.runtime,
         python_native: run.native,
         net: run.net,
+        mode: run.mode,
+        min_block_us: run.min_block_us,
         ..AgentConfig::new(targets, duration, run.frequency_hz)
     };
 

@@ -33,6 +33,7 @@ mod snapshot;
 mod summary;
 mod table;
 mod target;
+mod verbose;
 
 use std::process::ExitCode;
 

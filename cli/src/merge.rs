@@ -1,7 +1,7 @@
 //! Merging node results into one set of folded stacks, each prefixed with the hierarchy
 //! `namespace -> workload -> pod -> container -> process` down to the `--group-by` level.
 
-use eagle_proto::{FoldedStacks, NodeResult, StackRecord};
+use eagle_proto::{FoldedStacks, NodeResult, StackRecord, Unit};
 
 use crate::placement::{GroupBy, Placements};
 
@@ -19,6 +19,17 @@ pub fn merge<'a>(
         }
     }
     folded
+}
+
+/// The one unit of the results to merge: each agent's header says what its counts are, and
+/// counts of different units are never added up (an agent of another version, a forged log).
+pub fn unit_of<'a>(results: impl IntoIterator<Item = &'a NodeResult>) -> Result<Unit, String> {
+    let mut unit = None;
+    for result in results {
+        let this = result.header.mode.unit();
+        unit = Some(unit.unwrap_or(this).same(this).map_err(|why| format!("node {}: {why}", result.header.node))?);
+    }
+    Ok(unit.unwrap_or_default())
 }
 
 fn hierarchy(record: &StackRecord, placements: &Placements, group_by: GroupBy) -> Vec<String> {
@@ -51,6 +62,18 @@ fn hierarchy(record: &StackRecord, placements: &Placements, group_by: GroupBy) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn results_of_different_units_are_not_merged() {
+        let mut cpu = result(Vec::new());
+        cpu.header.node = "a".into();
+        let mut off = result(Vec::new());
+        off.header.node = "b".into();
+        off.header.mode = eagle_proto::ProfileMode::OffCpu;
+        assert_eq!(unit_of([&off, &off]), Ok(Unit::OffCpuMicros));
+        let refused = unit_of([&cpu, &off]).unwrap_err();
+        assert!(refused.starts_with("node b: cannot combine a profile in CPU samples"), "{refused}");
+    }
     use crate::placement::Placement;
 
     fn result(records: Vec<StackRecord>) -> NodeResult {

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use eagle_proto::Unit;
 use serde::{Deserialize, Serialize};
 
 /// What is known about the run that produced a profile; `None` where it is not (a profile read
@@ -14,6 +15,8 @@ pub struct RunInfo {
     pub frequency_hz: Option<u64>,
     pub partial: Option<bool>,
     pub nodes: Option<Vec<NodeStatus>>,
+    /// What a count stands for; `None` (unknown) reads as CPU samples.
+    pub unit: Option<Unit>,
 }
 
 impl RunInfo {
@@ -25,7 +28,13 @@ impl RunInfo {
             frequency_hz: self.frequency_hz.or(other.frequency_hz),
             partial: self.partial.or(other.partial),
             nodes: self.nodes.or_else(|| other.nodes.clone()),
+            unit: self.unit.or(other.unit),
         }
+    }
+
+    /// What a count stands for: CPU samples unless the run or the file said otherwise.
+    pub fn unit(&self) -> Unit {
+        self.unit.unwrap_or_default()
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use eagle_proto::Unit;
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::{round, Analysis, FunctionStats, Measure};
@@ -13,6 +14,10 @@ use crate::files;
 use crate::run_info::{NodeStatus, RunInfo};
 
 pub const SCHEMA_VERSION: u32 = 1;
+
+fn cpu_samples() -> String {
+    Unit::CpuSamples.name().to_owned()
+}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
@@ -24,9 +29,16 @@ pub struct Summary {
     pub started_unix_ms: Option<u64>,
     pub duration_ms: Option<u64>,
     pub frequency_hz: Option<u64>,
+    /// The sum of the profile's counts, in `unit`.
     pub total_samples: u64,
-    /// total_samples / frequency_hz: CPU time the samples stand for.
+    /// What a count stands for: `cpu-samples`, `off-cpu-microseconds`, `wall-microseconds`.
+    #[serde(default = "cpu_samples")]
+    pub unit: String,
+    /// total_samples / frequency_hz: CPU time the samples stand for (CPU samples only).
     pub cpu_seconds: Option<f64>,
+    /// Off-CPU and wall-clock profiles: the time their microseconds add up to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
     pub stacks: u64,
     pub functions: u64,
     /// True when some node failed or the run was stopped early; null when unknown (files).
@@ -61,6 +73,7 @@ impl Summary {
             total_percent: round(analysis.percent(f.total_samples)),
         };
         let total = analysis.total();
+        let unit = run.unit();
         Summary {
             schema_version: SCHEMA_VERSION,
             generator: format!("kube-eagle {}", env!("CARGO_PKG_VERSION")),
@@ -69,7 +82,12 @@ impl Summary {
             duration_ms: run.duration.map(|d| d.as_millis() as u64),
             frequency_hz: run.frequency_hz,
             total_samples: total,
-            cpu_seconds: run.frequency_hz.filter(|hz| *hz > 0).map(|hz| round(total as f64 / hz as f64)),
+            unit: unit.name().to_owned(),
+            cpu_seconds: run
+                .frequency_hz
+                .filter(|hz| *hz > 0 && unit == Unit::CpuSamples)
+                .map(|hz| round(total as f64 / hz as f64)),
+            seconds: (unit != Unit::CpuSamples).then(|| round(total as f64 / 1e6)),
             stacks: analysis.stacks() as u64,
             functions: analysis.function_count() as u64,
             partial: run.partial,

@@ -99,3 +99,20 @@ fn the_krew_manifest_is_valid_for_the_four_platforms() {
         "the completion hook the archives ship"
     );
 }
+
+/// The LICENSE every archive ships (krew's index requires one) is the license Cargo.toml
+/// declares, Apache-2.0, in full.
+#[test]
+fn the_license_the_archives_ship_is_the_declared_one() {
+    let cargo = std::fs::read_to_string(repo_root().join("Cargo.toml")).expect("read Cargo.toml");
+    assert!(cargo.lines().any(|l| l.trim() == "license = \"Apache-2.0\""), "Cargo.toml declares Apache-2.0");
+    let license = std::fs::read_to_string(repo_root().join("LICENSE")).expect("a LICENSE at the repository's root");
+    assert!(license.contains("Apache License") && license.contains("Version 2.0, January 2004"));
+    assert!(
+        license.contains("END OF TERMS AND CONDITIONS") && license.contains("APPENDIX: How to apply"),
+        "the whole text"
+    );
+    let workflow =
+        std::fs::read_to_string(repo_root().join(".github/workflows/release.yml")).expect("read release.yml");
+    assert!(workflow.contains(" LICENSE \"$name\"/"), "the release archives copy LICENSE");
+}

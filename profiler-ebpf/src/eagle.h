@@ -25,11 +25,25 @@ struct eagle_stack_key {
 	__u64 user_stack_hash; /* with EAGLE_KEY_UNWOUND: key of the user stack in `ustacks_N` */
 };
 
+/* Written into `active` (instead of a buffer, 0 or 1) when the sampling window ends: no sample
+ * is taken after it, however late the agent's last collection comes. */
+#define EAGLE_WINDOW_ENDED 2
+
 enum eagle_key_flag {
 	/* The user stack was unwound with tables and is `ustacks_N[user_stack_hash]`. */
 	EAGLE_KEY_UNWOUND = 1,
 	/* The process's tables were not ready: the user stack is a frame-pointer walk. */
 	EAGLE_KEY_PENDING = 2,
+	/* Time blocked, not a CPU sample: the count is nanoseconds, and the stacks are in
+	 * `offcpu_stacks` / `offcpu_ustacks` (which live for the whole run). */
+	EAGLE_KEY_OFFCPU = 4,
+};
+
+/* Value of `offcpu_start` (key: thread id): a thread switched out while not runnable, when,
+ * and the stacks it blocked at. */
+struct eagle_offcpu_start {
+	__u64 since; /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) at the switch */
+	struct eagle_stack_key key;
 };
 
 /* Value of the targets map. `root` lets the agent symbolize a forked child that exited before
@@ -108,7 +122,10 @@ enum eagle_counter {
 	EAGLE_UNWOUND = 4,        /* user stacks unwound with tables */
 	EAGLE_UNWIND_PENDING = 5, /* user stacks walked by frame pointers: tables not ready yet */
 	EAGLE_UNWIND_TRUNCATED = 6, /* unwound stacks that stopped before the outermost frame */
-	EAGLE_COUNTER_MAX = 7,
+	EAGLE_OFFCPU_BLOCKS = 7,  /* blocks of a target thread counted (min_block or longer) */
+	EAGLE_OFFCPU_SHORT = 8,   /* blocks shorter than min_block: not counted */
+	EAGLE_OFFCPU_LOST = 9,    /* blocks whose stack or start could not be kept */
+	EAGLE_COUNTER_MAX = 10,
 };
 
 #endif

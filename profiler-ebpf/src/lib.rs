@@ -22,11 +22,20 @@ pub mod names {
     pub const SAMPLE_PROGRAM: &str = "sample_cpu";
     pub const FORK_PROGRAM: &str = "follow_fork";
     pub const EXEC_PROGRAM: &str = "note_exec";
+    /// Off-CPU time: the scheduler's switch event.
+    pub const OFFCPU_PROGRAM: &str = "offcpu_switch";
+    pub const OFFCPU_START: &str = "offcpu_start";
+    pub const OFFCPU_STACKS: &str = "offcpu_stacks";
+    pub const OFFCPU_USER_STACKS: &str = "offcpu_ustacks";
+    pub const MIN_BLOCK_NS: &str = "MIN_BLOCK_NS";
     /// The classic tracepoints through tracefs, for kernels without BTF.
     pub const FORK_TRACEFS_PROGRAM: &str = "follow_fork_tracefs";
     pub const EXEC_TRACEFS_PROGRAM: &str = "note_exec_tracefs";
     pub const TARGETS: &str = "targets";
     pub const ACTIVE: &str = "active";
+    /// Written into [`ACTIVE`] when the window ends (`EAGLE_WINDOW_ENDED` of `eagle.h`): the
+    /// program takes no sample after it.
+    pub const WINDOW_ENDED: u32 = 2;
     pub const COUNTERS: &str = "counters";
     pub const STACKS: [&str; 2] = ["stacks_0", "stacks_1"];
     pub const COUNTS: [&str; 2] = ["counts_0", "counts_1"];
@@ -56,6 +65,8 @@ pub mod key_flags {
     pub const UNWOUND: u32 = 1;
     /// The process's tables were not ready: the user stack is a frame-pointer walk.
     pub const PENDING: u32 = 2;
+    /// Time blocked: the count is nanoseconds, the stacks are in the `offcpu_*` maps.
+    pub const OFFCPU: u32 = 4;
 }
 
 /// `UserStack::flags`: `enum eagle_stack_flag`.
@@ -182,9 +193,24 @@ pub enum Counter {
     UnwindPending = 5,
     /// Unwound stacks that stopped before the outermost frame.
     UnwindTruncated = 6,
+    /// Blocks of a target thread counted (the minimum duration or longer).
+    OffCpuBlocks = 7,
+    /// Blocks shorter than the minimum duration: not counted.
+    OffCpuShort = 8,
+    /// Blocks whose stack or start could not be kept.
+    OffCpuLost = 9,
 }
 
-pub const COUNTER_MAX: u32 = 7;
+pub const COUNTER_MAX: u32 = 10;
+
+/// Value of `offcpu_start`: `struct eagle_offcpu_start`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OffCpuStart {
+    /// CLOCK_MONOTONIC nanoseconds when the thread blocked.
+    pub since: u64,
+    pub key: StackKey,
+}
 
 #[cfg(feature = "user")]
 // SAFETY: plain old data, `repr(C)`, no padding (24 bytes: 4 x u32, then a u64).
@@ -192,6 +218,9 @@ unsafe impl aya::Pod for StackKey {}
 #[cfg(feature = "user")]
 // SAFETY: as above.
 unsafe impl aya::Pod for TargetEntry {}
+#[cfg(feature = "user")]
+// SAFETY: as above (a u64, then the 24-byte key: 32 bytes, no padding).
+unsafe impl aya::Pod for OffCpuStart {}
 #[cfg(feature = "user")]
 // SAFETY: as above (8 bytes, no padding).
 unsafe impl aya::Pod for UnwindRow {}

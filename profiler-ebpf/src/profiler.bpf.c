@@ -80,6 +80,24 @@ COUNT_MAP(counts_1);
 USER_STACK_MAP(ustacks_0);
 USER_STACK_MAP(ustacks_1);
 
+/* Off-CPU time. Threads blocked now (key: thread id), with the stacks they blocked at; LRU,
+ * so a thread that exits while blocked does not hold its entry for ever. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 32768);
+	__type(key, __u32);
+	__type(value, struct eagle_offcpu_start);
+} offcpu_start SEC(".maps");
+
+/* The stacks of blocks, kept for the whole run (not double-buffered): a block's stack is taken
+ * when it starts and counted when it ends, possibly many buffer flips later. Blocking sites
+ * are few (a program waits in a handful of places), so they fit. */
+STACK_MAP(offcpu_stacks);
+USER_STACK_MAP(offcpu_ustacks);
+
+/* Blocks shorter than this are not counted (the agent's --min-block-us). */
+const volatile __u64 MIN_BLOCK_NS = 1000000;
+
 /* The executable mappings of each process the agent built tables for (key: tgid). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -139,21 +157,28 @@ static __always_inline void bump(__u32 counter)
 		*value += 1; /* per-CPU slot: no other CPU writes it */
 }
 
-static __always_inline void record(void *counts, struct eagle_stack_key *key)
+/* Adds `n` to a key's count: 1 per CPU sample, nanoseconds per block. False when the map is
+ * full. */
+static __always_inline int record_n(void *counts, struct eagle_stack_key *key, __u64 n)
 {
-	__u64 one = 1;
 	__u64 *value = bpf_map_lookup_elem(counts, key);
 	if (value) {
-		__sync_fetch_and_add(value, 1);
-		return;
+		__sync_fetch_and_add(value, n);
+		return 1;
 	}
-	if (bpf_map_update_elem(counts, key, &one, BPF_NOEXIST) == 0)
-		return;
+	if (bpf_map_update_elem(counts, key, &n, BPF_NOEXIST) == 0)
+		return 1;
 	/* Another CPU inserted the same key between our lookup and update. */
 	value = bpf_map_lookup_elem(counts, key);
-	if (value)
-		__sync_fetch_and_add(value, 1);
-	else
+	if (!value)
+		return 0;
+	__sync_fetch_and_add(value, n);
+	return 1;
+}
+
+static __always_inline void record(void *counts, struct eagle_stack_key *key)
+{
+	if (!record_n(counts, key, 1))
 		bump(EAGLE_COUNTS_FULL);
 }
 
@@ -368,16 +393,10 @@ static long unwind_step(__u32 index, void *ctx)
 	return STEP_ON;
 }
 
-/* The process's user registers: the sample's own when it hit user mode, else those saved on
- * entry to the kernel. */
-static __always_inline int user_regs(struct bpf_perf_event_data *ctx, __u64 *ip, __u64 *sp, __u64 *bp)
+/* The current task's user registers as saved on its entry to the kernel. False for a kernel
+ * thread. */
+static __always_inline int saved_user_regs(__u64 *ip, __u64 *sp, __u64 *bp)
 {
-	if ((ctx->regs.cs & 3) == 3) {
-		*ip = ctx->regs.rip;
-		*sp = ctx->regs.rsp;
-		*bp = ctx->regs.rbp;
-		return 1;
-	}
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct pt_regs regs;
 	if (bpf_probe_read_kernel(&regs, sizeof(regs), (void *)bpf_task_pt_regs(task)) != 0)
@@ -388,6 +407,19 @@ static __always_inline int user_regs(struct bpf_perf_event_data *ctx, __u64 *ip,
 	*sp = regs.rsp;
 	*bp = regs.rbp;
 	return 1;
+}
+
+/* The process's user registers: the sample's own when it hit user mode, else those saved on
+ * entry to the kernel. */
+static __always_inline int user_regs(struct bpf_perf_event_data *ctx, __u64 *ip, __u64 *sp, __u64 *bp)
+{
+	if ((ctx->regs.cs & 3) == 3) {
+		*ip = ctx->regs.rip;
+		*sp = ctx->regs.rsp;
+		*bp = ctx->regs.rbp;
+		return 1;
+	}
+	return saved_user_regs(ip, sp, bp);
 }
 
 /* Which `process_maps` entry describes `tgid`'s code now: its own, or, for a forked child that
@@ -411,17 +443,12 @@ static __always_inline __u32 maps_owner(__u32 tgid, struct eagle_target *target,
 	return 0;
 }
 
-/* Unwinds the user stack of the current sample with the tables into `ustacks`; sets the
- * key's hash. False when it could not (the caller falls back to frame pointers). */
-static __always_inline int unwind_user(struct bpf_perf_event_data *ctx, void *ustacks, __u32 owner,
+/* Unwinds a user stack with the tables into `ustacks`, from the registers the caller put in
+ * the scratch state; sets the key's hash. False when it could not (the caller falls back to
+ * frame pointers), < 0 when the stack could not be stored. */
+static __always_inline int unwind_user(struct unwind_state *s, void *ustacks, __u32 owner,
 				       struct eagle_stack_key *key)
 {
-	__u32 zero = 0;
-	struct unwind_state *s = bpf_map_lookup_elem(&unwind_scratch, &zero);
-	if (!s)
-		return 0;
-	if (!user_regs(ctx, &s->ip, &s->sp, &s->bp))
-		return 0;
 	s->maps_tgid = owner;
 	s->exact_ip = 1;
 	s->stack.len = 0;
@@ -455,12 +482,14 @@ int sample_cpu(struct bpf_perf_event_data *ctx)
 	struct eagle_target *target = bpf_map_lookup_elem(&targets, &tgid);
 	if (!target)
 		return 0;
-	bump(EAGLE_SAMPLES);
 
 	__u32 zero = 0;
 	__u32 *active_buffer = bpf_map_lookup_elem(&active, &zero);
 	/* Read once: stacks and counts of one sample must land in the same buffer. */
 	__u32 buffer = active_buffer ? *(volatile __u32 *)active_buffer : 0;
+	if (buffer >= EAGLE_WINDOW_ENDED)
+		return 0;
+	bump(EAGLE_SAMPLES);
 	struct eagle_stack_key key = { .tgid = tgid };
 
 	/* User stacks by the tables where the agent built them; by frame pointers otherwise,
@@ -471,7 +500,9 @@ int sample_cpu(struct bpf_perf_event_data *ctx)
 	if (!UNWIND_WITH_TABLES) {
 		/* frame pointers only */
 	} else if (owner != 0 && !(process_flags & EAGLE_PROCESS_FRAME_POINTERS)) {
-		unwound = unwind_user(ctx, buffer == 1 ? (void *)&ustacks_1 : (void *)&ustacks_0, owner, &key);
+		struct unwind_state *s = bpf_map_lookup_elem(&unwind_scratch, &zero);
+		if (s && user_regs(ctx, &s->ip, &s->sp, &s->bp))
+			unwound = unwind_user(s, buffer == 1 ? (void *)&ustacks_1 : (void *)&ustacks_0, owner, &key);
 		if (unwound < 0) {
 			bump(EAGLE_STACK_LOST);
 			return 0;
@@ -509,6 +540,82 @@ int sample_cpu(struct bpf_perf_event_data *ctx)
 	return 0;
 }
 
+/* Off-CPU time, from the scheduler's own switch event (a BTF-typed tracepoint: no tracefs).
+ * Arguments: (bool preempt, struct task_struct *prev, struct task_struct *next,
+ * unsigned int prev_state), the last since Linux 5.18. It runs on the CPU that switches, with
+ * `prev` still current: its stacks are where it stopped.
+ *
+ * A target thread that leaves the CPU not runnable (prev_state != TASK_RUNNING, and not
+ * preempted) starts a block: its stacks are taken now and kept with the time. When the thread
+ * is switched in again, the time since is added to its stacks' count, if it is at least
+ * MIN_BLOCK_NS. A thread preempted while runnable is waiting for a CPU, not blocked. */
+struct task_struct;
+static __always_inline int task_tid(struct task_struct *task);
+
+SEC("tp_btf/sched_switch")
+int offcpu_switch(__u64 *ctx)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct task_struct *next = (struct task_struct *)ctx[2];
+	__u32 next_tid = task_tid(next);
+	struct eagle_offcpu_start *start = bpf_map_lookup_elem(&offcpu_start, &next_tid);
+	__u32 zero = 0;
+	__u32 *active_buffer = bpf_map_lookup_elem(&active, &zero);
+	__u32 buffer = active_buffer ? *(volatile __u32 *)active_buffer : 0;
+	if (start) {
+		__u64 blocked = now - start->since;
+		struct eagle_stack_key key = start->key;
+		bpf_map_delete_elem(&offcpu_start, &next_tid);
+		if (blocked < MIN_BLOCK_NS) {
+			bump(EAGLE_OFFCPU_SHORT);
+		} else if (record_n(buffer == 1 ? (void *)&counts_1 : (void *)&counts_0, &key, blocked)) {
+			bump(EAGLE_OFFCPU_BLOCKS);
+		} else {
+			bump(EAGLE_COUNTS_FULL);
+		}
+	}
+
+	int preempted = (int)ctx[0];
+	unsigned int prev_state = (unsigned int)ctx[3];
+	if (preempted || prev_state == 0)
+		return 0;
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	__u32 tid = (__u32)id;
+	struct eagle_target *target = bpf_map_lookup_elem(&targets, &tgid);
+	if (!target)
+		return 0;
+
+	struct eagle_offcpu_start begun = { .since = now, .key = { .tgid = tgid, .flags = EAGLE_KEY_OFFCPU } };
+	__u32 process_flags = 0;
+	__u32 owner = UNWIND_WITH_TABLES ? maps_owner(tgid, target, &process_flags) : 0;
+	int unwound = 0;
+	if (owner != 0 && !(process_flags & EAGLE_PROCESS_FRAME_POINTERS)) {
+		struct unwind_state *s = bpf_map_lookup_elem(&unwind_scratch, &zero);
+		if (s && saved_user_regs(&s->ip, &s->sp, &s->bp))
+			unwound = unwind_user(s, &offcpu_ustacks, owner, &begun.key);
+		if (unwound < 0) {
+			bump(EAGLE_OFFCPU_LOST);
+			return 0;
+		}
+	} else if (UNWIND_WITH_TABLES && owner == 0) {
+		__u32 generation = target->execed;
+		bpf_map_update_elem(&unwind_requests, &tgid, &generation, BPF_NOEXIST);
+		begun.key.flags |= EAGLE_KEY_PENDING;
+	}
+	if (!unwound)
+		begun.key.user_stack_id = bpf_get_stackid(ctx, &offcpu_stacks, BPF_F_USER_STACK);
+	begun.key.kernel_stack_id = bpf_get_stackid(ctx, &offcpu_stacks, 0);
+	if ((!unwound && begun.key.user_stack_id < 0 && begun.key.user_stack_id != -EFAULT) ||
+	    (begun.key.kernel_stack_id < 0 && begun.key.kernel_stack_id != -EFAULT)) {
+		bump(EAGLE_OFFCPU_LOST);
+		return 0;
+	}
+	if (bpf_map_update_elem(&offcpu_start, &tid, &begun, BPF_ANY) != 0)
+		bump(EAGLE_OFFCPU_LOST);
+	return 0;
+}
+
 /* The kernel's view of a task, reduced to the fields read here. `preserve_access_index` makes
  * every access a CO-RE relocation: the loader rewrites the offsets from the running kernel's BTF
  * (/sys/kernel/btf/vmlinux), so no header of the build machine's kernel is baked in. */
@@ -516,6 +623,11 @@ struct task_struct {
 	int pid;
 	int tgid;
 } __attribute__((preserve_access_index));
+
+static __always_inline int task_tid(struct task_struct *task)
+{
+	return BPF_CORE_READ(task, pid);
+}
 
 /* A new task descends from a target: follow it if it is a new process. Threads need nothing:
  * their samples count under their process's tgid already. */

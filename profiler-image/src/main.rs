@@ -52,6 +52,8 @@ fn main() -> std::process::ExitCode {
     config.runtime = args.runtime;
     config.python_native = args.python_native;
     config.net = args.net;
+    config.mode = args.mode;
+    config.min_block_us = args.min_block_us;
     // SIGTERM (Job deadline, pod deletion) and SIGINT end the window early; the stream is
     // still completed with what was sampled.
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.

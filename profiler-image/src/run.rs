@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use eagle_proto::stream::TargetReport;
-use eagle_proto::{Encoder, Header, Progress, Warning, WarningCode};
+use eagle_proto::{Encoder, Header, ProfileMode, Progress, Warning, WarningCode};
 
 use crate::aggregate::Aggregate;
 use crate::discovery::{ProcFs, ProcessInfo};
@@ -43,6 +43,10 @@ pub struct AgentConfig {
     pub python_native: bool,
     /// Also count the targets' TCP traffic per peer and their HTTP/1.x requests.
     pub net: bool,
+    /// What to measure.
+    pub mode: ProfileMode,
+    /// Off-CPU blocks shorter than this are not counted.
+    pub min_block_us: u64,
 }
 
 impl AgentConfig {
@@ -55,6 +59,8 @@ impl AgentConfig {
             runtime: None,
             python_native: false,
             net: false,
+            mode: ProfileMode::Cpu,
+            min_block_us: eagle_proto::DEFAULT_MIN_BLOCK_US,
         }
     }
 }
@@ -117,7 +123,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
         )));
     }
 
-    let ebpf = EbpfSampler::start(config.frequency_hz, proc.clone())?;
+    let ebpf = EbpfSampler::start(config.frequency_hz, proc.clone(), config.mode, config.min_block_us)?;
     let mut net = if config.net { Some(NetCollector::start(true)?) } else { None };
     let encoder = Encoder;
     let started = Instant::now();
@@ -135,6 +141,9 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
         requested: HashSet::new(),
         warnings: Vec::new(),
     };
+    // Samples are counted from each process's `add` below to this instant, which the header
+    // states as the window, whenever the last collection comes.
+    run.ebpf.end_window_at(started + config.duration)?;
     if let Some(how) = match run.ebpf.process_events() {
         ProcessEvents::BtfTracepoints => None,
         ProcessEvents::Tracefs => Some("through the tracefs mounted on this machine"),
@@ -162,6 +171,8 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
         duration_ms: config.duration.as_millis() as u64,
         frequency_hz: config.frequency_hz,
         targets: resolved.iter().map(|(t, pids)| TargetReport { target: t.to_string(), pids: pids.clone() }).collect(),
+        mode: config.mode,
+        min_block_us: (config.mode != ProfileMode::Cpu).then_some(config.min_block_us),
     }));
     for (target, pids) in &resolved {
         if pids.is_empty() {
@@ -237,6 +248,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
             ),
         });
     }
+    run.ebpf.close_blocks();
     run.collect(&mut aggregate, started)?;
     run.refresh_names();
     run.finish(&mut aggregate);
@@ -446,6 +458,23 @@ impl Run {
 
     /// The sampler of a runtime that has its own, started on first use.
     fn interpreter(&mut self, runtime: Runtime) -> Option<&mut Box<dyn RuntimeSampler>> {
+        // Those samplers read where a runtime is while it runs, which off-CPU and wall
+        // profiles do not count in: their processes show native stacks (said once).
+        if self.config.mode != ProfileMode::Cpu {
+            if matches!(runtime, Runtime::Python | Runtime::Ruby | Runtime::Java)
+                && self.interpreters.insert(runtime, None).is_none()
+            {
+                self.warnings.push(Warning {
+                    code: WarningCode::SamplerFallback,
+                    pid: None,
+                    message: format!(
+                        "{runtime} processes show native stacks in --mode {}: the {runtime} sampler reads stacks on the CPU only, so interpreted frames are not named off-CPU",
+                        self.config.mode
+                    ),
+                });
+            }
+            return None;
+        }
         let tool: Tool = match runtime {
             // py-spy's library, in the agent; its separate program only for native frames.
             Runtime::Python if !self.config.python_native => {

@@ -164,13 +164,11 @@ build_eagle_agent() {
   # the symbol table stays, so a panic's backtrace still names functions
   strip --strip-debug "$r/eagle-agent"
   install -m 755 "$PYSPY_BIN" "$r/usr/local/bin/py-spy"
-  # Dynamically linked helpers come with the libraries they load: jattach (asks JVMs for their
-  # perf map), rbspy (Ruby) when it was built (scripts/setup.sh).
-  local tool
-  for tool in jattach rbspy; do
-    local bin; bin=$(PATH=$PATH:/var/cache/kube-eagle/tools/bin command -v "$tool" || true)
-    if [ -n "$bin" ]; then install_with_libs "$bin" "$r" "/usr/local/bin/$tool"; else log "$tool not found: the image goes without it"; fi
-  done
+  # jattach (starts Flight Recorder in JVMs, asks them for their perf map) is dynamically
+  # linked: it comes with the libraries it loads. Ruby is read through rbspy's library, in the
+  # agent.
+  local bin; bin=$(command -v jattach || true)
+  if [ -n "$bin" ]; then install_with_libs "$bin" "$r" /usr/local/bin/jattach; else log "jattach not found: the image goes without it"; fi
   mkimage eagle-agent "ghcr.io/kube-eagle/eagle-agent:$VERSION" "$r" entrypoint /eagle-agent
 }
 

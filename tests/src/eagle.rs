@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use eagle_proto::{Decoder, Event, NodeResult};
+
 use crate::{eagle_agent, kubectl_eagle, raise_priority, Profile, TestDir};
 
 // ---------------------------------------------------------------------------------------------
@@ -191,6 +193,25 @@ impl Run {
             .unwrap_or_else(|e| panic!("cannot read {}: {e}{}", path.display(), self.diagnostics()));
         Profile::parse(&text)
             .unwrap_or_else(|e| panic!("{} is not folded stacks: {e}{}", path.display(), self.diagnostics()))
+    }
+
+    /// The agent's result stream (its stdout) decoded line by line, as the CLI decodes a pod
+    /// log: the events in order and the verified result. Any line that is not the stream's, or
+    /// that does not decode or verify, fails the test with the diagnostics.
+    #[track_caller]
+    pub fn stream(&self) -> (Vec<Event>, NodeResult) {
+        let mut decoder = Decoder::new();
+        let mut events = Vec::new();
+        for line in self.stdout().lines() {
+            match decoder.feed_line(line) {
+                Ok(Some(event)) => events.push(event),
+                Ok(None) => panic!("a line on stdout that is not the stream's: {line:?}{}", self.diagnostics()),
+                Err(e) => panic!("the stream does not decode: {e}{}", self.diagnostics()),
+            }
+        }
+        let result =
+            decoder.finish().unwrap_or_else(|e| panic!("the stream does not verify: {e}{}", self.diagnostics()));
+        (events, result)
     }
 
     /// The sample and stack counts of the CLI's closing line: `wrote PATH (N samples, M stacks)`.

@@ -173,6 +173,17 @@ pub fn chains_without_unwind_tables() -> &'static Path {
     })
 }
 
+/// The waits binary (`images/waits/waits.c`), built as distributions build C (plain `-O2`):
+/// its main thread sleeps 60 %, waits on a pipe 30 % and computes 10 % of its wall-clock time,
+/// in `sleep_60`, `pipe_30` and `cpu_10`. Built and cached as [`groundtruth`] is.
+pub fn waits() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| build_c("images/waits/waits.c", "waits", &["-O2", "-g", "-Wall", "-pthread"]))
+}
+
+/// The functions of waits' main thread and the share of its wall-clock time each one takes.
+pub const WAITS_SPLIT: [(&str, f64); 3] = [("sleep_60", 0.60), ("pipe_30", 0.30), ("cpu_10", 0.10)];
+
 /// The chains of [`chains`] and the share of its CPU time each one takes.
 pub const CHAINS_SPLIT: [(&str, f64); 3] =
     [("chain_60_outer", 0.60), ("chain_30_outer", 0.30), ("chain_10_outer", 0.10)];

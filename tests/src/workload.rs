@@ -2,6 +2,8 @@
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::groundtruth;
@@ -123,4 +125,88 @@ pub fn descendants(root: u32) -> Vec<u32> {
     }
     found.remove(0);
     found
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU time over a window another program names
+
+/// The CPU clocks of some processes (all their threads, to the nanosecond), read every few
+/// milliseconds on a thread of its own, each reading stamped with the wall-clock time. The agent
+/// names its sampling window only in its stream (the header's start and duration), after the
+/// fact; with this log a test compares a window's samples with the CPU time of that window, not
+/// of the whole command (start-up and the work after the window included).
+pub struct CpuLog {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<CpuReadings>,
+}
+
+/// What a [`CpuLog`] read: `(unix time in ns, CPU ns of each process)`, in time order.
+pub struct CpuReadings {
+    readings: Vec<(u64, Vec<u64>)>,
+}
+
+/// How often the clocks are read: a window's ends are known to this, far below a window's
+/// length (seconds).
+const CPU_LOG_EVERY: Duration = Duration::from_millis(5);
+
+impl CpuLog {
+    /// Starts reading the CPU clocks of `pids` (processes of this machine, alive now).
+    pub fn start(pids: &[u32]) -> Self {
+        let clocks: Vec<libc::clockid_t> = pids
+            .iter()
+            .map(|&pid| {
+                let mut id: libc::clockid_t = 0;
+                // SAFETY: `id` is a valid out-pointer.
+                let found = unsafe { libc::clock_getcpuclockid(pid as libc::pid_t, &mut id) } == 0;
+                assert!(found, "process {pid} has no CPU clock (it exited?)");
+                id
+            })
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut readings = Vec::new();
+            while !stopped.load(Ordering::Relaxed) {
+                let cpu: Option<Vec<u64>> = clocks.iter().map(|&c| clock_ns(c)).collect();
+                let Some(cpu) = cpu else { break };
+                readings.push((clock_ns(libc::CLOCK_REALTIME).expect("the wall clock reads"), cpu));
+                std::thread::sleep(CPU_LOG_EVERY);
+            }
+            CpuReadings { readings }
+        });
+        Self { stop, thread }
+    }
+
+    /// Stops reading and hands back what was read.
+    pub fn finish(self) -> CpuReadings {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("the CPU clock reader ended")
+    }
+}
+
+impl CpuReadings {
+    /// Seconds of CPU the `index`th process used between two wall-clock instants (unix time in
+    /// ms), interpolated between the readings around each. Panics when the log does not cover
+    /// them (it was started too late or finished too early).
+    pub fn used(&self, index: usize, from_unix_ms: u64, to_unix_ms: u64) -> f64 {
+        let at = |ms: u64| -> f64 {
+            let t = ms * 1_000_000;
+            let after = self.readings.partition_point(|(time, _)| *time < t);
+            assert!(
+                after > 0 && after < self.readings.len(),
+                "the CPU log ({} readings) does not cover unix time {ms} ms",
+                self.readings.len()
+            );
+            let ((t0, c0), (t1, c1)) = (&self.readings[after - 1], &self.readings[after]);
+            let (c0, c1) = (c0[index] as f64, c1[index] as f64);
+            c0 + (c1 - c0) * (t - t0) as f64 / (*t1 - *t0).max(1) as f64
+        };
+        (at(to_unix_ms) - at(from_unix_ms)) / 1e9
+    }
+}
+
+fn clock_ns(clock: libc::clockid_t) -> Option<u64> {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer.
+    (unsafe { libc::clock_gettime(clock, &mut ts) } == 0).then(|| ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
 }

@@ -490,9 +490,9 @@ fn namespace_target_runs_one_job_per_node_with_o_nodes_requests() {
     assert_eq!(job_lists, 1, "one list of Jobs: the per-node conflict check\n{ctx}");
     let total = case.requests().len();
     // namespace GET + POST, list in shop, the conflict check's list of Jobs, 4 access reviews
-    // (list pods in shop; create, patch, delete Jobs), N creates, list + watch, N follows, N
-    // deletes
-    assert!(total <= 6 + 4 + 3 * nodes, "{total} requests for {nodes} nodes\n{ctx}");
+    // (list pods in shop; create, patch, delete Jobs), who the user is (one SelfSubjectReview),
+    // N creates, list + watch, N follows, N deletes
+    assert!(total <= 6 + 4 + 1 + 3 * nodes, "{total} requests for {nodes} nodes\n{ctx}");
     let watch = case.requests().into_iter().find(Recorded::is_watch).expect("a watch");
     assert!(watch.path == format!("/api/v1/namespaces/{EAGLE_NS}/pods"), "{ctx}");
     let run_id = watch
@@ -589,6 +589,43 @@ fn the_summary_names_each_nodes_status() {
     assert_eq!(by_name("node-b")["status"], "failed", "{summary}");
     assert!(by_name("node-b")["messages"][0].as_str().unwrap().contains("unschedulable"), "{summary}");
     assert!(summary["started_unix_ms"].as_u64().is_some(), "{summary}");
+}
+
+/// `--mode` reaches each Job as an agent argument, the (double's) agent answers in that mode,
+/// and the graph and summary are in its unit.
+#[test]
+fn the_profile_mode_reaches_the_jobs_and_names_the_unit() {
+    let case = Case::new(Scenario::new());
+    let summary = case.out("summary.json");
+    let run = case.profile(
+        &["deployment/api", "--mode", "off-cpu", "--min-block", "5ms", "--summary", summary.to_str().unwrap()],
+        "api.folded",
+    );
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(0), "{ctx}");
+    let jobs = case.jobs_by_node();
+    assert!(!jobs.is_empty(), "{ctx}");
+    for (node, job) in &jobs {
+        let args: Vec<&str> = job["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(args.windows(2).any(|w| w == ["--mode", "off-cpu"]), "the Job on {node}: {args:?}\n{ctx}");
+        assert!(args.windows(2).any(|w| w == ["--min-block-us", "5000"]), "the Job on {node}: {args:?}\n{ctx}");
+    }
+    let text = std::fs::read_to_string(case.out("api.folded")).expect("written");
+    assert!(text.starts_with("# unit: off-cpu-microseconds\n"), "{text}");
+    let summary: Value = serde_json::from_slice(&std::fs::read(&summary).expect("summary written")).unwrap();
+    assert_eq!(summary["unit"], "off-cpu-microseconds", "{summary}");
+    assert!(stderr_line(&run, "wrote ").is_some_and(|l| l.contains("µs off-CPU")), "{ctx}");
+
+    // A CPU profile's Jobs carry no mode: they are what they were before modes existed.
+    let cpu = case.profile(&["deployment/api"], "cpu.folded");
+    assert_eq!(cpu.code, Some(0), "{}", case.context(&cpu));
+    let text = std::fs::read_to_string(case.out("cpu.folded")).expect("written");
+    assert!(!text.starts_with('#'), "{text}");
 }
 
 fn subtitle(svg: &str) -> &str {
@@ -843,6 +880,28 @@ fn a_node_that_ended_early_makes_the_run_partial() {
         by_name("node-b")["messages"][0].as_str().unwrap().contains("stopped by a signal after 0.6s"),
         "the reason, as the agent gave it: {summary}"
     );
+    case.assert_jobs_deleted(&run);
+}
+
+/// A node whose kubelet stops mid window (log follow cut, log reads refused, the pod's status
+/// frozen but for the node controller's not-ready) is noticed while the window runs and given
+/// up seconds after the window's end, with the reason, instead of at the run's give-up time
+/// (window + 150 s); the other node delivers and the run is partial.
+#[test]
+fn a_node_whose_kubelet_stops_fails_soon_after_the_window_and_the_rest_is_partial() {
+    let case = Case::new(Scenario::new().node("node-b", Fate::KubeletStops));
+    let run = case.profile(&["deployment/api"], "api.svg");
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(7), "partial\n{ctx}");
+    assert!(row(&run, "node-a").ends_with(" ok"), "{ctx}");
+    let b = row(&run, "node-b");
+    assert!(b.contains("FAILED: the node went silent during the window") && b.contains("kubelet"), "{ctx}");
+    assert!(b.contains("connection refused") || b.contains("not ready"), "what was seen: {b}");
+    // The window is 1 s; the node is given up 10 s after it ends.
+    assert!(run.elapsed < Duration::from_secs(20), "took {:?}\n{ctx}", run.elapsed);
+    let svg = std::fs::read_to_string(case.out("api.svg")).expect("the graph is written");
+    assert!(svg.contains("PARTIAL: 1 node(s) failed"), "subtitle: {}", subtitle(&svg));
+    assert!(svg.contains(API_A) && !svg.contains(API_B), "only node-a's stacks");
     case.assert_jobs_deleted(&run);
 }
 

@@ -501,11 +501,15 @@ fn a_node_whose_kubelet_stops_mid_window_fails_alone_and_the_rest_is_partial() {
     let status = child.wait().unwrap();
     eprintln!("kubectl-eagle profile: {status} {:?} after the kubelet stopped\n{text}", stopped_at.elapsed());
     assert_eq!(status.code(), Some(7), "PARTIAL: {text}");
+    // Noticed while the window ran, given up 10 s after its end (not at the give-up time, the
+    // window plus 150 s): the stop came 2 s into the 6 s window.
+    assert!(stopped_at.elapsed() < Duration::from_secs(30), "the silent node was noticed late: {text}");
 
     let table = node_table(&text, &nodes);
     assert_eq!(table.len(), 3, "{table:?}");
     let failed = &table[&victim];
     assert!(failed.starts_with("FAILED: ") && failed.len() > "FAILED: ".len() + 10, "with its reason: {failed}");
+    assert!(failed.contains("went silent") && failed.contains("kubelet"), "says why: {failed}");
     for node in nodes.iter().filter(|n| **n != victim) {
         assert_eq!(table[node], "ok", "{table:?}");
     }

@@ -584,3 +584,248 @@ fn doctor_reports_a_bad_image_and_a_dropped_ttl() {
     let ttl = run.stdout.lines().find(|l| l.contains("dry run of a profiling Job")).unwrap();
     assert!(ttl.contains("warning") && ttl.contains("ttlSecondsAfterFinished"), "{ctx}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// kubectl's flags: --as, --as-group, -v
+// ---------------------------------------------------------------------------------------------
+
+/// `--as bob --as-group devs --as-group ops`: every request carries kubectl's impersonation
+/// headers, and the API server answers for bob: `doctor` reports what bob may not do, the
+/// access check of a run refuses to start for him, while alice (the kubeconfig's user) may.
+#[test]
+fn impersonation_reaches_every_request_and_the_access_checks_answer_for_that_user() {
+    let case = Case::new(scenario().deny_user("bob", "list", "pods", "shop"));
+    let as_bob = ["--as", "bob", "--as-group", "devs", "--as-group", "ops"];
+    let mut args = vec!["-n", "shop", "--skip-image"];
+    args.extend(as_bob);
+    let doctor = case.run("doctor", &args);
+    let ctx = case.context(&doctor);
+    assert_eq!(doctor.code, Some(4), "bob may not list pods in shop\n{ctx}");
+    let line = doctor.stdout.lines().find(|l| l.contains("list pods in shop")).expect("the check");
+    assert!(line.trim_start().starts_with("MISSING"), "{ctx}");
+    let requests = case.requests();
+    assert!(!requests.is_empty());
+    for r in &requests {
+        assert_eq!(r.user(), Some("bob"), "{r} acts as bob\n{ctx}");
+        assert_eq!(r.header_values("impersonate-group"), ["devs", "ops"], "{r}: both groups, in order");
+    }
+
+    let seen = case.requests().len();
+    let alice = case.run("doctor", &["-n", "shop", "--skip-image"]);
+    assert_eq!(alice.code, Some(0), "alice may\n{}", case.context(&alice));
+    assert!(case.requests()[seen..].iter().all(|r| r.user().is_none()), "no impersonation without --as");
+
+    let seen = case.requests().len();
+    let mut profile = vec!["deployment/api", "-n", "shop", "-d", "1s", "-o"];
+    let out = case.out("bob.folded");
+    profile.push(out.to_str().unwrap());
+    profile.extend(as_bob);
+    let run = case.server.run(&profile);
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(4), "the access check refuses bob's run\n{ctx}");
+    assert!(run.stderr.contains("pods") && run.stderr.contains("shop"), "{ctx}");
+    assert!(!case.requests()[seen..].iter().any(|r| r.is("POST", JOBS)), "no Job for bob\n{ctx}");
+    assert!(case.requests()[seen..].iter().all(|r| r.user() == Some("bob")), "{ctx}");
+}
+
+#[test]
+fn as_group_without_as_is_a_usage_error() {
+    let case = Case::new(scenario());
+    let run = case.run("list", &["--as-group", "devs"]);
+    assert_eq!(run.code, Some(2), "{}", case.context(&run));
+    assert!(run.stderr.contains("--as"), "{}", run.stderr);
+    assert!(case.requests().is_empty(), "nothing sent");
+}
+
+/// `-v 6` logs each API request with its status and time, as `kubectl -v=6` does; `--v=1` the
+/// connection; without `-v` the output is as before.
+#[test]
+fn verbosity_6_logs_every_request_and_1_the_connection() {
+    let case = Case::new(scenario());
+    let quiet = case.run("list", &[]);
+    assert_eq!(quiet.code, Some(0), "{}", case.context(&quiet));
+    assert!(!quiet.stderr.contains("[v"), "no log lines without -v: {}", quiet.stderr);
+
+    let seen = case.requests().len();
+    let six = case.run("list", &["-v", "6"]);
+    assert_eq!(six.code, Some(0), "{}", case.context(&six));
+    let logged: Vec<&str> = six.stderr.lines().filter(|l| l.starts_with("kubectl-eagle: [v6] ")).collect();
+    let sent = &case.requests()[seen..];
+    assert_eq!(logged.len(), sent.len(), "one line per request:\n{}\n{}", six.stderr, case.server.transcript());
+    let url = case.server.url();
+    let jobs = logged
+        .iter()
+        .find(|l| l.contains(&format!("GET {url}/apis/batch/v1/namespaces/kube-eagle/jobs?")))
+        .unwrap_or_else(|| panic!("the Job list, with the server's URL: {}", six.stderr));
+    assert!(jobs.contains(" 200 OK in ") && jobs.ends_with(" milliseconds"), "{jobs}");
+    assert!(six.stderr.contains("[v1] API server "), "-v 6 includes level 1: {}", six.stderr);
+
+    let one = case.run("list", &["--v=1", "--as", "bob"]);
+    assert_eq!(one.code, Some(0), "{}", case.context(&one));
+    assert!(one.stderr.contains("[v1] API server ") && one.stderr.contains("acting as user bob"), "{}", one.stderr);
+    assert!(!one.stderr.contains("[v6]"), "{}", one.stderr);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runs recorded per user
+// ---------------------------------------------------------------------------------------------
+
+fn run_user(case: &Case, id: &str) -> Vec<String> {
+    case.jobs_of(id)
+        .iter()
+        .map(|j| j["metadata"]["annotations"]["kube-eagle.io/user"].as_str().unwrap_or("(none)").to_owned())
+        .collect()
+}
+
+/// Each run records who started it (SelfSubjectReview's name); `list` shows and `clean` acts
+/// on one's own runs, another's only with `--all-users`, and naming another's run is refused.
+#[test]
+fn runs_are_recorded_per_user_and_list_and_clean_act_on_ones_own() {
+    let case = Case::new(scenario());
+    let mine = case.start("deployment/api", &[]);
+    let bobs = case.start("pod/crashy", &["--as", "bob"]);
+    assert_eq!(run_user(&case, &mine), ["alice", "alice"]);
+    assert_eq!(run_user(&case, &bobs), ["bob"]);
+    case.wait_finished(&mine);
+    case.wait_finished(&bobs);
+
+    let listed = list_json(&case);
+    let ids: Vec<&str> = listed.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [mine.as_str()], "only alice's");
+    assert_eq!(listed[0]["user"], "alice");
+    let all = case.run("list", &["-o", "json", "--all-users"]);
+    let all: Vec<Value> = serde_json::from_str(&all.stdout).expect("JSON");
+    assert_eq!(all.len(), 2, "{all:#?}");
+    let table = case.run("list", &[]);
+    assert!(table.stderr.contains("1 run(s) of other users not shown (--all-users shows them)"), "{}", table.stderr);
+
+    let refused = case.run("clean", &[&bobs]);
+    let ctx = case.context(&refused);
+    assert_eq!(refused.code, Some(4), "{ctx}");
+    assert!(
+        refused.stderr.contains(&format!("not your run: {bobs} (of bob)")) && refused.stderr.contains("--all-users"),
+        "{ctx}"
+    );
+    assert!(!case.jobs_of(&bobs).is_empty(), "bob's run stays");
+
+    let all = case.run("clean", &["--all"]);
+    let ctx = case.context(&all);
+    assert_eq!(all.code, Some(0), "{ctx}");
+    assert!(all.stdout.contains("kept 1 run(s) of other users"), "{ctx}");
+    assert!(case.jobs_of(&mine).is_empty(), "alice's run is gone\n{ctx}");
+    assert!(!case.jobs_of(&bobs).is_empty(), "bob's run stays\n{ctx}");
+    assert!(case.server.exists("jobs", EAGLE_NS, "someone-elses"), "not kube-eagle's: never touched");
+
+    let by_bob = case.run("clean", &[&bobs, "--as", "bob"]);
+    assert_eq!(by_bob.code, Some(0), "{}", case.context(&by_bob));
+    assert!(case.jobs_of(&bobs).is_empty());
+}
+
+/// A server without SelfSubjectReview (the lab's 1.20): the kubeconfig's user entry names the
+/// run, and `--as` the impersonated user.
+#[test]
+fn without_self_subject_review_the_kubeconfig_or_as_names_the_user() {
+    let case = Case::new(scenario().without_self_subject_review());
+    let mine = case.start("pod/crashy", &[]);
+    assert_eq!(run_user(&case, &mine), ["alice"]);
+    let bobs = case.start("pod/idle", &["--as", "bob"]);
+    assert_eq!(run_user(&case, &bobs), ["bob"]);
+    let reviews = case.requests().iter().filter(|r| r.path.ends_with("/selfsubjectreviews")).count();
+    assert!(reviews >= 2, "asked, and fell back: {}", case.server.transcript());
+}
+
+// ---------------------------------------------------------------------------------------------
+// init: quota, network policy, admission policy
+// ---------------------------------------------------------------------------------------------
+
+fn object_named(case: &Case, plural: &str, name: &str) -> Value {
+    case.server
+        .objects(plural)
+        .into_iter()
+        .find(|o| o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {plural} {name}: {}", case.server.transcript()))
+}
+
+/// Where the server has ValidatingAdmissionPolicy (1.30+), `init --apply` makes it and its
+/// binding for the locked namespace, beside a pod quota of the node count and a deny-all
+/// NetworkPolicy; `uninstall` removes each.
+#[test]
+fn init_limits_the_locked_namespace_and_uninstall_removes_the_limits() {
+    let case = Case::new(scenario().with_admission_policies());
+    let image = "registry.example/eagle-agent@sha256:".to_owned() + &"ab".repeat(32);
+    let init = case.run("init", &["--apply", "--image", &image]);
+    let ctx = case.context(&init);
+    assert_eq!(init.code, Some(0), "{ctx}");
+    for made in [
+        "created resourcequota kube-eagle/kube-eagle",
+        "created networkpolicy kube-eagle/kube-eagle-deny-all",
+        "created validatingadmissionpolicy kube-eagle-agents",
+        "created validatingadmissionpolicybinding kube-eagle-agents",
+    ] {
+        assert!(init.stdout.contains(made), "{made}\n{ctx}");
+    }
+    let quota = object_named(&case, "resourcequotas", "kube-eagle");
+    assert_eq!(quota["metadata"]["namespace"], EAGLE_NS);
+    assert_eq!(quota["spec"]["hard"]["pods"], "5", "one pod per node of the 5: {quota}");
+    let policy = object_named(&case, "networkpolicies", "kube-eagle-deny-all");
+    assert_eq!(policy["spec"]["podSelector"], json!({}), "every pod there");
+    assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    assert!(policy["spec"]["ingress"].is_null() && policy["spec"]["egress"].is_null(), "no rule lets anything through");
+    let vap = object_named(&case, "validatingadmissionpolicies", "kube-eagle-agents");
+    assert_eq!(vap["apiVersion"], "admissionregistration.k8s.io/v1");
+    assert_eq!(vap["spec"]["failurePolicy"], "Fail");
+    let expressions: Vec<&str> =
+        vap["spec"]["validations"].as_array().unwrap().iter().map(|v| v["expression"].as_str().unwrap()).collect();
+    assert!(expressions.iter().any(|e| e.contains(&format!("c.image == '{image}'"))), "{expressions:#?}");
+    assert!(expressions.iter().any(|e| e.contains("readOnlyRootFilesystem")), "{expressions:#?}");
+    let binding = object_named(&case, "validatingadmissionpolicybindings", "kube-eagle-agents");
+    assert_eq!(binding["spec"]["policyName"], "kube-eagle-agents");
+    assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
+    assert_eq!(
+        binding["spec"]["matchResources"]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        EAGLE_NS
+    );
+
+    // --max-pods sets the quota; applying again updates what is there.
+    let again = case.run("init", &["--apply", "--max-pods", "2"]);
+    assert_eq!(again.code, Some(0), "{}", case.context(&again));
+    assert!(again.stdout.contains("updated resourcequota kube-eagle/kube-eagle"), "{}", again.stdout);
+    assert_eq!(object_named(&case, "resourcequotas", "kube-eagle")["spec"]["hard"]["pods"], "2");
+
+    let run = case.run("uninstall", &[]);
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(0), "{ctx}");
+    for kind in
+        ["resourcequotas", "networkpolicies", "validatingadmissionpolicies", "validatingadmissionpolicybindings"]
+    {
+        assert!(case.server.objects(kind).is_empty(), "{kind} left\n{ctx}");
+    }
+    assert!(run.stdout.contains("deleted validatingadmissionpolicy kube-eagle-agents"), "{ctx}");
+}
+
+/// A server without ValidatingAdmissionPolicy (the lab's 1.20): init says so clearly, and
+/// still makes the quota and the network policy.
+#[test]
+fn init_says_when_the_server_has_no_admission_policies() {
+    let case = Case::new(scenario());
+    let init = case.run("init", &["--apply"]);
+    let ctx = case.context(&init);
+    assert_eq!(init.code, Some(0), "{ctx}");
+    assert!(init.stderr.contains("this cluster does not serve ValidatingAdmissionPolicy"), "{ctx}");
+    assert!(init.stderr.contains("root on every node"), "what that means: {ctx}");
+    assert!(case.server.objects("validatingadmissionpolicies").is_empty());
+    assert!(!case.requests().iter().any(|r| r.path.contains("validatingadmissionpolic")), "nothing posted\n{ctx}");
+    assert!(init.stdout.contains("created resourcequota kube-eagle/kube-eagle"), "{ctx}");
+    assert!(init.stdout.contains("created networkpolicy kube-eagle/kube-eagle-deny-all"), "{ctx}");
+    // The manifest printed for review has every object, the policy as v1.
+    let dry = case.run("init", &["--dry-run", "--max-pods", "3"]);
+    assert_eq!(dry.code, Some(0));
+    for kind in [
+        "kind: ResourceQuota",
+        "kind: NetworkPolicy",
+        "kind: ValidatingAdmissionPolicy",
+        "kind: ValidatingAdmissionPolicyBinding",
+    ] {
+        assert!(dry.stdout.contains(kind), "{kind}: {}", dry.stdout);
+    }
+}

@@ -99,6 +99,8 @@ fn plan(mut root: Command, mut words: Vec<String>) -> CompletionPlan {
                 "context" => conn.context = Some(word.clone()),
                 "namespace" => namespace = Some(word.clone()),
                 "eagle_namespace" => eagle_namespace = word.clone(),
+                "as_user" => conn.impersonate_user = Some(word.clone()),
+                "as_group" => conn.impersonate_groups.push(word.clone()),
                 _ => {}
             }
             continue;
@@ -119,6 +121,8 @@ fn plan(mut root: Command, mut words: Vec<String>) -> CompletionPlan {
                         "context" => conn.context = Some(v.to_owned()),
                         "namespace" => namespace = Some(v.to_owned()),
                         "eagle_namespace" => eagle_namespace = v.to_owned(),
+                        "as_user" => conn.impersonate_user = Some(v.to_owned()),
+                        "as_group" => conn.impersonate_groups.push(v.to_owned()),
                         _ => {}
                     },
                     None if takes_value(arg) => pending = Some(arg),

@@ -4,13 +4,13 @@ use std::time::Duration;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, ValueEnum};
-use eagle_proto::{Runtime, MAX_FREQUENCY_HZ};
+use eagle_proto::{ProfileMode, Runtime, DEFAULT_MIN_BLOCK_US, MAX_FREQUENCY_HZ};
 
 use super::shared::{CheckArgs, ConnArgs, GraphArgs, ImageArgs, SummaryArgs};
 use crate::cluster::plan::DEFAULT_WINDOW;
 use crate::cluster::profile::ClusterRequest;
 use crate::commands::profile::{LocalRequest, ProfilePlan, Work};
-use crate::duration::{parse_duration, parse_ttl};
+use crate::duration::{parse_duration, parse_min_block, parse_ttl};
 use crate::error::CliError;
 use crate::placement::GroupBy;
 use crate::target::{self, Target};
@@ -29,6 +29,15 @@ pub struct ProfileArgs {
     /// Samples per second per CPU.
     #[arg(short = 'f', long, default_value_t = 99, value_name = "HZ", value_parser = clap::value_parser!(u64).range(1..=MAX_FREQUENCY_HZ))]
     pub frequency: u64,
+
+    /// What to measure: cpu (on-CPU samples), off-cpu (microseconds blocked, by the stack
+    /// that blocked), wall (on-CPU and off-CPU microseconds in one graph).
+    #[arg(long, default_value = "cpu", value_name = "MODE", value_parser = parse_mode())]
+    pub mode: ProfileMode,
+
+    /// off-cpu and wall: blocks shorter than this are not counted (0: every block) [default: 1ms]
+    #[arg(long, value_parser = parse_min_block, value_name = "DURATION")]
+    pub min_block: Option<u64>,
 
     #[command(flatten)]
     pub graph: GraphArgs,
@@ -115,6 +124,12 @@ fn parse_runtime() -> impl TypedValueParser<Value = Runtime> {
         .map(|name| name.parse::<Runtime>().expect("a name of Runtime::ALL parses"))
 }
 
+/// `--mode`: the names the agent knows (clap lists them in the help).
+fn parse_mode() -> impl TypedValueParser<Value = ProfileMode> {
+    PossibleValuesParser::new(ProfileMode::ALL.map(ProfileMode::name))
+        .map(|name| name.parse::<ProfileMode>().expect("a name of ProfileMode::ALL parses"))
+}
+
 /// How a `--format` and `--group-by` are written back, for the command that fetches a run.
 fn flag_value(value: impl ValueEnum) -> String {
     value.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default()
@@ -141,6 +156,12 @@ impl ProfileArgs {
                 "cluster targets and local ones (pid/N, -- COMMAND) cannot be mixed in one run".into(),
             ));
         }
+        if self.min_block.is_some() && self.mode == ProfileMode::Cpu {
+            return Err(CliError::Usage(
+                "--min-block filters off-CPU blocks: add --mode off-cpu or --mode wall".into(),
+            ));
+        }
+        let min_block_us = self.min_block.unwrap_or(DEFAULT_MIN_BLOCK_US);
         let summary = self.summary.into_plan();
         let rules = self.checks.into_plan();
         if self.cluster.async_ {
@@ -177,6 +198,8 @@ impl ProfileArgs {
                 frequency_hz: self.frequency,
                 runtime: self.runtime,
                 python_native: self.native,
+                mode: self.mode,
+                min_block_us,
                 capabilities: c.capabilities,
                 dry_run: c.dry_run,
                 keep: c.keep,
@@ -197,6 +220,8 @@ impl ProfileArgs {
                 frequency_hz: self.frequency,
                 runtime: self.runtime,
                 native: self.native,
+                mode: self.mode,
+                min_block_us,
                 group_by: self.graph.group_by,
             })
         };

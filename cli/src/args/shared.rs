@@ -35,6 +35,20 @@ pub struct ConnArgs {
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_request_timeout)]
     pub request_timeout: Duration,
 
+    /// Act as this user (impersonation: the real user needs RBAC's `impersonate` verb), as
+    /// kubectl's flag; every request, access check and `doctor` answer is for that user.
+    #[arg(long = "as", value_name = "USER")]
+    pub as_user: Option<String>,
+
+    /// A group to act as, with --as; repeatable.
+    #[arg(long = "as-group", value_name = "GROUP", requires = "as_user")]
+    pub as_group: Vec<String>,
+
+    /// Log level, as kubectl's: 1 the connection, 2 each node's steps, 4 retries and
+    /// decisions, 6 every API request with its status and time, 7 also request headers.
+    #[arg(short = 'v', long = "v", value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=10))]
+    pub verbosity: u8,
+
     /// The most API requests of one kind (Job creates, log follows, deletes) in flight at once.
     #[arg(long, default_value_t = 20, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_concurrent_requests: u32,
@@ -47,6 +61,9 @@ impl ConnArgs {
             context: self.context.clone(),
             request_timeout: (!self.request_timeout.is_zero()).then_some(self.request_timeout),
             max_concurrent_requests: self.max_concurrent_requests as usize,
+            impersonate_user: self.as_user.clone(),
+            impersonate_groups: self.as_group.clone(),
+            verbosity: self.verbosity,
         }
     }
 }

@@ -28,6 +28,10 @@ pub struct ListArgs {
     #[arg(short = 'o', long, value_enum, default_value_t = ListOutputArg::Table)]
     pub output: ListOutputArg,
 
+    /// Also the runs other users started [default: only yours].
+    #[arg(long)]
+    pub all_users: bool,
+
     #[command(flatten)]
     pub conn: ConnArgs,
 }
@@ -68,6 +72,11 @@ pub struct CleanArgs {
     /// Say what would be deleted, and delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Also act on runs other users started [default: only yours; naming another's run is
+    /// refused].
+    #[arg(long)]
+    pub all_users: bool,
 
     #[command(flatten)]
     pub conn: ConnArgs,
@@ -110,6 +119,15 @@ pub struct InitArgs {
     /// A namespace whose workloads they may profile; repeatable [default: every namespace].
     #[arg(long = "target-namespace", value_name = "NAMESPACE")]
     pub target_namespaces: Vec<String>,
+
+    /// The most pods the locked namespace may hold (a ResourceQuota) [default: the node count].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_pods: Option<u32>,
+
+    /// The agent image the admission policy admits in the locked namespace [default: the
+    /// eagle-agent image of this version]; pin it by digest.
+    #[arg(long = "image", value_name = "IMAGE")]
+    pub agent_image: Option<String>,
 
     #[command(flatten)]
     pub conn: ConnArgs,
@@ -161,6 +179,7 @@ impl ListArgs {
             conn: self.conn.connection(),
             eagle_namespace: self.conn.eagle_namespace,
             json: self.output == ListOutputArg::Json,
+            all_users: self.all_users,
         }
     }
 }
@@ -189,6 +208,7 @@ impl CleanArgs {
             runs: self.runs,
             all: self.all,
             dry_run: self.dry_run,
+            all_users: self.all_users,
         }
     }
 }
@@ -216,6 +236,8 @@ impl InitArgs {
                 service_accounts: self.service_accounts,
                 target_namespaces: self.target_namespaces,
             },
+            max_pods: self.max_pods,
+            image: self.agent_image.unwrap_or_else(crate::cluster::plan::default_image),
         }
     }
 }

@@ -32,6 +32,10 @@ pub const ANNOTATION_ASYNC: &str = "kube-eagle.io/async";
 pub const ANNOTATION_FREQUENCY: &str = "kube-eagle.io/frequency-hz";
 /// The CLI version that created the run.
 pub const ANNOTATION_CLI_VERSION: &str = "kube-eagle.io/cli-version";
+/// Who started the run, as the API server names them (`cluster::identity`): `list` and
+/// `clean` act on one's own runs unless `--all-users`. On the Job and its pod template (an
+/// orphaned pod keeps it).
+pub const ANNOTATION_USER: &str = "kube-eagle.io/user";
 
 /// On the objects `init` makes: which locked namespace they serve, so that two installations
 /// (`--eagle-namespace`) keep apart and `uninstall` removes one.
@@ -58,6 +62,8 @@ pub struct Task {
     pub nodes: usize,
     pub is_async: bool,
     pub frequency_hz: u64,
+    /// Who starts it; `None` when nothing says (it is then everyone's to see).
+    pub user: Option<String>,
 }
 
 impl Task {
@@ -69,6 +75,13 @@ impl Task {
         annotations.insert(ANNOTATION_CLI_VERSION.into(), env!("CARGO_PKG_VERSION").into());
         if self.is_async {
             annotations.insert(ANNOTATION_ASYNC.into(), "true".into());
+        }
+        if let Some(user) = &self.user {
+            annotations.insert(ANNOTATION_USER.into(), user.clone());
+            let template = job.spec.as_mut().map(|s| s.template.metadata.get_or_insert_with(Default::default));
+            if let Some(meta) = template {
+                meta.annotations.get_or_insert_with(BTreeMap::new).insert(ANNOTATION_USER.into(), user.clone());
+            }
         }
     }
 }
@@ -132,6 +145,7 @@ pub struct RunAnnotations {
     pub nodes: Option<usize>,
     pub is_async: bool,
     pub cli_version: Option<String>,
+    pub user: Option<String>,
     /// The placements as JSON; [`RunAnnotations::placements`] decodes them.
     placements: Option<String>,
 }
@@ -148,6 +162,7 @@ impl RunAnnotations {
             nodes: annotation(job, ANNOTATION_NODES).and_then(|v| v.parse().ok()),
             is_async: annotation(job, ANNOTATION_ASYNC) == Some("true"),
             cli_version: text(ANNOTATION_CLI_VERSION),
+            user: text(ANNOTATION_USER),
             placements: text(ANNOTATION_PLACEMENTS),
         }
     }
@@ -200,7 +215,9 @@ mod tests {
         let a = placement("shop", "deployment/api", "api-1", "app");
         let mut job = Job::default();
         job.metadata.annotations = Some(planned("deployment/api -n shop", "node-a", Duration::from_secs(30)));
-        Task { nodes: 3, is_async: true, frequency_hz: 99 }.annotate(&mut job, [("aaa", &a)]);
+        job.spec = Some(Default::default());
+        Task { nodes: 3, is_async: true, frequency_hz: 99, user: Some("alice@example.com".into()) }
+            .annotate(&mut job, [("aaa", &a)]);
         let said = RunAnnotations::of(&job);
         assert_eq!(said.target.as_deref(), Some("deployment/api -n shop"));
         assert_eq!(
@@ -209,6 +226,13 @@ mod tests {
         );
         assert_eq!((said.nodes, said.is_async), (Some(3), true));
         assert_eq!(said.cli_version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
+        assert_eq!(said.user.as_deref(), Some("alice@example.com"));
+        let template = job.spec.as_ref().unwrap().template.metadata.as_ref().unwrap();
+        assert_eq!(
+            template.annotations.as_ref().unwrap()[ANNOTATION_USER],
+            "alice@example.com",
+            "orphaned pods keep it"
+        );
         assert_eq!(said.placements().unwrap().unwrap()["aaa"], a);
         assert_eq!(RunAnnotations::of(&Job::default()), RunAnnotations::default());
     }

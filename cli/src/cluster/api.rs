@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::PostParams;
+use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
 use crate::error::CliError;
+use crate::verbose::{self, vlog, RequestLog};
 
 /// Connection flags, as kubectl spells them.
 #[derive(Clone, Debug)]
@@ -20,6 +22,12 @@ pub struct Connection {
     pub request_timeout: Option<Duration>,
     /// The most requests of one kind (creates, follows, stops, deletes) in flight at once.
     pub max_concurrent_requests: usize,
+    /// `--as`: the user to act as (the API server checks that the real user may impersonate).
+    pub impersonate_user: Option<String>,
+    /// `--as-group`, repeatable; only with `--as`, as kubectl requires.
+    pub impersonate_groups: Vec<String>,
+    /// `-v N`: what the CLI logs on stderr (`crate::verbose`).
+    pub verbosity: u8,
 }
 
 impl Default for Connection {
@@ -29,6 +37,9 @@ impl Default for Connection {
             context: None,
             request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
             max_concurrent_requests: MAX_CONCURRENT_REQUESTS,
+            impersonate_user: None,
+            impersonate_groups: Vec::new(),
+            verbosity: 0,
         }
     }
 }
@@ -42,6 +53,12 @@ const ATTEMPTS: u32 = 4;
 
 /// A client, and the namespace the context defaults to.
 pub async fn connect(conn: &Connection) -> Result<(Client, String), CliError> {
+    verbose::set_level(conn.verbosity);
+    if conn.impersonate_user.is_none() && !conn.impersonate_groups.is_empty() {
+        return Err(CliError::Usage(
+            "--as-group needs --as: a group is impersonated together with a user, as kubectl requires".into(),
+        ));
+    }
     let kubeconfig = match &conn.kubeconfig {
         Some(path) => Kubeconfig::read_from(path).map_err(|e| {
             CliError::Cluster(format!("cannot read kubeconfig `{}`: {e}; check --kubeconfig", path.display()))
@@ -60,6 +77,14 @@ pub async fn connect(conn: &Connection) -> Result<(Client, String), CliError> {
         ))
     })?;
     let mut config = config;
+    // kube sends `Impersonate-User` and one `Impersonate-Group` per group on every request
+    // (its extra-headers layer), as kubectl does for `--as` and `--as-group`; flags override
+    // the kubeconfig's `as:` entries, as in kubectl.
+    if let Some(user) = &conn.impersonate_user {
+        config.auth_info.impersonate = Some(user.clone());
+        config.auth_info.impersonate_groups =
+            (!conn.impersonate_groups.is_empty()).then(|| conn.impersonate_groups.clone());
+    }
     // Every request gets an answer in time or fails; a read that waits longer than this on a
     // watch or a follow ends that stream, which the watcher resumes and a follow recovers
     // from by reading the finished log (an agent writes progress every second).
@@ -70,8 +95,27 @@ pub async fn connect(conn: &Connection) -> Result<(Client, String), CliError> {
     // kube's own retry waits up to 1000 s between up to 15 attempts: ours is bounded.
     config.default_retry = false;
     let namespace = config.default_namespace.clone();
-    let client =
-        Client::try_from(config).map_err(|e| CliError::Cluster(format!("cannot set up the API client: {e}")))?;
+    let server = config.cluster_url.to_string();
+    vlog!(
+        1,
+        "API server {server}{}{}, default namespace {namespace}, request timeout {}",
+        conn.context.as_ref().map_or(String::new(), |c| format!(" (context {c})")),
+        match &config.auth_info.impersonate {
+            Some(user) => format!(
+                ", acting as user {user}{}",
+                config
+                    .auth_info
+                    .impersonate_groups
+                    .as_ref()
+                    .map_or(String::new(), |g| format!(" in groups {}", g.join(", ")))
+            ),
+            None => String::new(),
+        },
+        conn.request_timeout.map_or("none".to_owned(), |t| format!("{t:?}")),
+    );
+    let builder =
+        ClientBuilder::try_from(config).map_err(|e| CliError::Cluster(format!("cannot set up the API client: {e}")))?;
+    let client = builder.with_layer(&RequestLog::new(&server)).build();
     Ok((client, namespace))
 }
 
@@ -98,6 +142,7 @@ where
     loop {
         match request().await {
             Err(e) if attempt < ATTEMPTS && retry_if(&e) => {
+                vlog!(4, "request failed ({e}); attempt {} of {ATTEMPTS} in {delay:?}", attempt + 1);
                 tokio::time::sleep(delay).await;
                 delay *= 2;
                 attempt += 1;

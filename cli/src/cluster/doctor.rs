@@ -208,6 +208,8 @@ pub async fn run_checks(args: &DoctorPlan) -> Result<Vec<Check>, CliError> {
         ttl_after_finished: 60,
         runtime: None,
         python_native: false,
+        mode: eagle_proto::ProfileMode::Cpu,
+        min_block_us: eagle_proto::DEFAULT_MIN_BLOCK_US,
     };
     let mut job = probe_job(&opts, args.node.as_deref(), &id);
     let jobs: Api<Job> = Api::namespaced(client.clone(), &locked);
@@ -409,6 +411,8 @@ mod tests {
             ttl_after_finished: 60,
             runtime: None,
             python_native: false,
+            mode: eagle_proto::ProfileMode::Cpu,
+            min_block_us: eagle_proto::DEFAULT_MIN_BLOCK_US,
         };
         let job = probe_job(&opts, None, "abcd1234");
         assert_eq!(job.metadata.name.as_deref(), Some("eagle-doctor-abcd1234"));

@@ -8,6 +8,8 @@ pub mod annotations;
 pub mod api;
 pub mod conflicts;
 pub mod doctor;
+pub mod identity;
+pub mod limits;
 pub mod names;
 pub mod permissions;
 pub mod plan;

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use eagle_proto::{AgentArgs, Runtime};
+use eagle_proto::{AgentArgs, ProfileMode, Runtime};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, LocalObjectReference, Namespace,
@@ -37,8 +37,8 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(120);
 
 /// The profiling pods' grace period: after SIGTERM (Ctrl-C, the Job's deadline, a drain) the
-/// agent stops its samplers, symbolizes and writes its stream. The slowest part is py-spy and
-/// rbspy flushing and a JVM's perf map being dumped, a few seconds each on a busy node.
+/// agent stops its samplers, symbolizes and writes its stream. The slowest part is stopping a JVM's
+/// Flight Recorder and reading its recording, a few seconds on a busy node.
 pub const TERMINATION_GRACE_SECONDS: i64 = 30;
 
 #[derive(Clone, Debug)]
@@ -57,6 +57,9 @@ pub struct PlanOptions {
     pub runtime: Option<Runtime>,
     /// Python native frames (py-spy --native).
     pub python_native: bool,
+    /// What the agents measure, and their shortest off-CPU block.
+    pub mode: ProfileMode,
+    pub min_block_us: u64,
 }
 
 /// The profiler image and how the nodes get it: the same for `profile` and `doctor`.
@@ -148,6 +151,8 @@ pub fn job_for_node(opts: &PlanOptions, index: usize, node: &str, container_ids:
         runtime: opts.runtime,
         python_native: opts.python_native,
         net: false,
+        mode: opts.mode,
+        min_block_us: opts.min_block_us,
     }
     .to_args();
 
@@ -291,6 +296,8 @@ mod tests {
             ttl_after_finished: 300,
             runtime: None,
             python_native: false,
+            mode: eagle_proto::ProfileMode::Cpu,
+            min_block_us: eagle_proto::DEFAULT_MIN_BLOCK_US,
         }
     }
 

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use eagle_proto::{NodeResult, Runtime, WarningCode};
+use eagle_proto::{NodeResult, ProfileMode, Runtime, WarningCode};
 
 use k8s_openapi::api::batch::v1::Job;
 use kube::Api;
@@ -12,6 +12,7 @@ use kube::Api;
 use super::annotations::Task;
 use super::api::{connect, ensure_namespace, new_run_id, runtime, Connection};
 use super::conflicts::refuse_conflicts;
+use super::identity;
 use super::permissions::may_run;
 use super::plan::{self, Image, PlanOptions};
 use super::resolve::{self, Resolution, Skipped};
@@ -44,6 +45,9 @@ pub struct ClusterRequest {
     pub frequency_hz: u64,
     pub runtime: Option<Runtime>,
     pub python_native: bool,
+    pub mode: ProfileMode,
+    /// Off-CPU blocks shorter than this are not counted.
+    pub min_block_us: u64,
     pub capabilities: bool,
     pub dry_run: bool,
     pub keep: bool,
@@ -87,7 +91,9 @@ struct Prepared {
     pub what: String,
 }
 
-async fn prepare(req: &ClusterRequest) -> Result<Prepared, CliError> {
+/// Resolves and plans the run; `record_user`: ask the API server who the user is, to record it
+/// on the Jobs (a POST, which `--dry-run` does not make).
+async fn prepare(req: &ClusterRequest, record_user: bool) -> Result<Prepared, CliError> {
     let (client, default_ns) = connect(&req.conn).await?;
     let namespace = req.namespace.clone().unwrap_or(default_ns);
     let request = resolve::Request {
@@ -107,6 +113,7 @@ async fn prepare(req: &ClusterRequest) -> Result<Prepared, CliError> {
         return Err(CliError::NothingToProfile(format!("no running containers in {what}: {}", why.join("; "))));
     }
     let run_id = new_run_id();
+    let user = if record_user { identity::whoami(&client, &req.conn).await } else { None };
     let opts = PlanOptions {
         run_id: run_id.clone(),
         target: what.clone(),
@@ -118,6 +125,8 @@ async fn prepare(req: &ClusterRequest) -> Result<Prepared, CliError> {
         ttl_after_finished: plan::ttl_seconds(req.ttl, req.is_async),
         runtime: req.runtime,
         python_native: req.python_native,
+        mode: req.mode,
+        min_block_us: req.min_block_us,
     };
     let by_node = resolution.by_node();
     let nodes = by_node.len();
@@ -128,7 +137,7 @@ async fn prepare(req: &ClusterRequest) -> Result<Prepared, CliError> {
             let ids: Vec<&str> = containers.iter().map(|c| c.id.as_str()).collect();
             let mut job = plan::job_for_node(&opts, i, node, &ids);
             // What `list` and `fetch` read back: the run's size and each container's place.
-            let task = Task { nodes, is_async: req.is_async, frequency_hz: req.frequency_hz };
+            let task = Task { nodes, is_async: req.is_async, frequency_hz: req.frequency_hz, user: user.clone() };
             task.annotate(&mut job, containers.iter().map(|c| (c.id.as_str(), &c.placement)));
             (node.to_owned(), ids.len(), job)
         })
@@ -145,7 +154,7 @@ fn target_namespaces(resolution: &Resolution) -> Vec<&str> {
 
 /// `--dry-run`: the namespace and the Jobs as YAML; nothing is created.
 pub fn dry_run(req: &ClusterRequest) -> Result<Exit, CliError> {
-    let prepared = runtime()?.block_on(prepare(req))?;
+    let prepared = runtime()?.block_on(prepare(req, false))?;
     let mut out = String::new();
     out.push_str(
         &serde_saphyr::to_string(&plan::locked_namespace(&req.eagle_namespace))
@@ -163,7 +172,7 @@ pub fn dry_run(req: &ClusterRequest) -> Result<Exit, CliError> {
 /// A synchronous run: creates the Jobs, follows them, deletes them, writes the graph.
 pub fn profile(req: &ClusterRequest, destination: &Destination) -> Result<Exit, CliError> {
     runtime()?.block_on(async {
-        let p = prepare(req).await?;
+        let p = prepare(req, true).await?;
         let window = req.window;
         ensure_namespace(&p.client, &req.eagle_namespace).await?;
         if !req.force {
@@ -235,6 +244,7 @@ pub fn render(outcome: &run::Outcome, run: &Finished, destination: &Destination)
             outcome.nodes.len()
         )));
     }
+    let unit = merge::unit_of(done.iter().copied()).map_err(CliError::Failed)?;
     let folded = merge::merge(done.iter().copied(), run.placements, run.group_by);
     if folded.is_empty() {
         return Err(CliError::NothingToProfile(format!(
@@ -248,10 +258,11 @@ pub fn render(outcome: &run::Outcome, run: &Finished, destination: &Destination)
     let ended_early = done.iter().filter(|r| ended_early(r)).count();
     let partial = failed > 0 || outcome.interrupted || ended_early > 0;
     let frequency = done[0].header.frequency_hz;
+    let rate = if unit == eagle_proto::Unit::CpuSamples { format!(" at {frequency} Hz") } else { String::new() };
     let mut subtitle = format!(
-        "{} at {frequency} Hz, {} samples, {} of {} nodes",
+        "{}{rate}, {}, {} of {} nodes",
         human(run.window),
-        folded.total(),
+        crate::output::amount(folded.total(), unit),
         done.len(),
         outcome.nodes.len()
     );
@@ -272,8 +283,9 @@ pub fn render(outcome: &run::Outcome, run: &Finished, destination: &Destination)
         destination,
         Profile {
             folded: &folded,
-            labels: Labels { title: format!("kube-eagle: {}", run.what), subtitle },
+            labels: Labels { title: crate::output::title(run.what, unit), subtitle },
             run: RunInfo {
+                unit: Some(unit),
                 // The agents' own clocks, as in local runs; also known to `fetch`.
                 started_unix_ms: done.iter().map(|r| r.header.started_unix_ms).min(),
                 partial: Some(partial),
@@ -351,7 +363,7 @@ fn report_skipped(skipped: &[Skipped]) {
 pub fn start_detached(req: &ClusterRequest, fetch_command: impl Fn(&str) -> String) -> Result<Exit, CliError> {
     let namespace = &req.eagle_namespace;
     runtime()?.block_on(async {
-        let p = prepare(req).await?;
+        let p = prepare(req, true).await?;
         ensure_namespace(&p.client, namespace).await?;
         if !req.force {
             let nodes: Vec<&str> = p.jobs.iter().map(|(node, _, _)| node.as_str()).collect();

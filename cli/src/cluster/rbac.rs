@@ -185,8 +185,14 @@ fn yaml<T: Serialize>(object: &T) -> Result<String, CliError> {
     serde_saphyr::to_string(object).map_err(|e| CliError::Failed(format!("cannot write YAML: {e}")))
 }
 
-/// The whole manifest: namespace, then RBAC; one document each.
-pub fn manifest(eagle_namespace: &str, rbac: &Rbac, comment: &str) -> Result<String, CliError> {
+/// The whole manifest: namespace, then RBAC, then `limits` (quota, network policy, admission
+/// policy); one document each.
+pub fn manifest(
+    eagle_namespace: &str,
+    rbac: &Rbac,
+    limits: &[serde_json::Value],
+    comment: &str,
+) -> Result<String, CliError> {
     let mut docs = vec![yaml(&plan::locked_namespace(eagle_namespace))?];
     for o in &rbac.cluster_roles {
         docs.push(yaml(o)?);
@@ -198,6 +204,9 @@ pub fn manifest(eagle_namespace: &str, rbac: &Rbac, comment: &str) -> Result<Str
         docs.push(yaml(o)?);
     }
     for o in &rbac.role_bindings {
+        docs.push(yaml(o)?);
+    }
+    for o in limits {
         docs.push(yaml(o)?);
     }
     let mut out = String::new();
@@ -325,7 +334,15 @@ mod tests {
             ..Default::default()
         };
         let r = rbac("kube-eagle", &subjects(&a).unwrap(), &a.target_namespaces);
-        let actual = manifest("kube-eagle", &r, &comment("kube-eagle", &a)).unwrap();
+        let image = "ghcr.io/kube-eagle/eagle-agent:0.1.0";
+        let v1 = "admissionregistration.k8s.io/v1";
+        let limits = [
+            super::super::limits::resource_quota("kube-eagle", 3),
+            super::super::limits::network_policy("kube-eagle"),
+            super::super::limits::admission_policy("kube-eagle", image, v1),
+            super::super::limits::admission_binding("kube-eagle", v1),
+        ];
+        let actual = manifest("kube-eagle", &r, &limits, &comment("kube-eagle", &a)).unwrap();
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/cluster/testdata/init-rbac.yaml");
         crate::snapshot::assert_snapshot(std::path::Path::new(path), &actual);
     }

@@ -27,6 +27,7 @@ use super::plan::AGENT_CONTAINER;
 use super::pod_state::{self, Phase, PodState};
 use super::store::run_selector;
 use crate::error::{CliError, Exit};
+use crate::verbose::vlog;
 
 /// How long a pod may stay unschedulable before its node is given up.
 const UNSCHEDULABLE_GRACE: Duration = Duration::from_secs(20);
@@ -37,6 +38,17 @@ const INTERRUPT_GRACE: Duration = Duration::from_secs(super::plan::TERMINATION_G
 const NO_POD_YET: Duration = Duration::from_secs(5);
 /// After Ctrl-C: how long a node whose agent was not seen running may still show it running.
 const NOT_STARTED_GRACE: Duration = Duration::from_secs(2);
+/// How long after its window should have ended a node that went silent (its log stream cut
+/// while the pod still runs, its kubelet not answering, its pod marked not ready by the node
+/// controller, no line for [`SILENT_AFTER`]) is given up: a kubelet that comes back in that
+/// time still delivers.
+const SILENT_NODE_GRACE: Duration = Duration::from_secs(10);
+/// How long after a follow ended without the agent's trailer, its pod still running, the
+/// kubelet is asked (one short log read) whether it still answers: a follow cut by the network
+/// is followed by the pod's end within that time, and costs no request.
+const PROBE_AFTER: Duration = Duration::from_secs(3);
+/// An agent writes progress every second: a followed log quiet for this long is silent.
+const SILENT_AFTER: Duration = Duration::from_secs(10);
 /// A pod deleted before its agent's stream was read (`clean`, by hand), not by this run.
 const POD_DELETED: &str = "the profiling pod was deleted before its result was read";
 /// Why a node of a fetched run has no result: its Job finished and its pod is gone.
@@ -66,6 +78,18 @@ pub struct NodeRun {
     /// Its Job was told to end (Ctrl-C, SIGTERM, SIGHUP).
     stop_sent: bool,
     unschedulable_since: Option<Instant>,
+    /// The agent's window, when this run set it (`fetch` does not know it): a silent node is
+    /// given up [`SILENT_NODE_GRACE`] after it.
+    pub window: Option<Duration>,
+    /// When its pod was first seen running: the agent's window starts about then.
+    running_since: Option<Instant>,
+    /// When the last line of its log came.
+    last_line: Option<Instant>,
+    /// When its follow ended without the trailer while its pod still ran; `None` again once
+    /// its kubelet was asked ([`PROBE_AFTER`]).
+    stalled_since: Option<Instant>,
+    /// Since when, and why, nothing is heard from the node (see [`SILENT_NODE_GRACE`]).
+    silent: Option<(Instant, String)>,
     decoder: Decoder,
     bar: ProgressBar,
 }
@@ -84,14 +108,44 @@ impl NodeRun {
             followed: false,
             stop_sent: false,
             unschedulable_since: None,
+            window: None,
+            running_since: None,
+            last_line: None,
+            silent: None,
+            stalled_since: None,
             decoder: Decoder::new(),
             bar,
         }
     }
 
+    /// Marks the node silent (the first reason stays).
+    fn went_silent(&mut self, why: String) {
+        if self.silent.is_none() && self.outcome.is_none() {
+            vlog!(2, "node {}: silent: {why}", self.node);
+            self.bar.set_message(format!("no word from the node: {why}"));
+            self.silent = Some((Instant::now(), why));
+        }
+    }
+
+    /// A silent node whose window (and a grace) has passed: the reason to give it up.
+    fn silent_too_long(&self, now: Instant) -> Option<String> {
+        let (since, why) = self.silent.as_ref()?;
+        let window_end = self.running_since? + self.window?;
+        (now > window_end.max(*since) + SILENT_NODE_GRACE).then(|| {
+            format!(
+                "the node went silent during the window ({why}): its kubelet is down or unreachable (`kubectl get node {}`)",
+                self.node
+            )
+        })
+    }
+
     pub fn finish(&mut self, outcome: NodeOutcome) {
         if self.outcome.is_some() {
             return;
+        }
+        match &outcome {
+            NodeOutcome::Done(r) => vlog!(2, "node {}: done, {} samples", self.node, r.samples()),
+            NodeOutcome::Failed(why) => vlog!(2, "node {}: failed: {why}", self.node),
         }
         match &outcome {
             NodeOutcome::Done(r) => self.bar.finish_with_message(format!("done: {} samples", r.samples())),
@@ -169,6 +223,9 @@ pub async fn execute(
     let job_api: Api<Job> = Api::namespaced(client.clone(), namespace);
     let bars = Bars::new(window);
     let mut nodes = node_runs(&jobs, |node| bars.bar(node, "creating Job"));
+    for n in &mut nodes {
+        n.window = Some(window);
+    }
 
     // Caught from before the first Job exists: from here on Ctrl-C, SIGTERM and SIGHUP must
     // not kill the process, or the Jobs it created would be left running.
@@ -226,6 +283,7 @@ pub async fn create(
     let mut ttl_dropped = false;
     for ((n, result), (_, _, posted)) in nodes.iter_mut().zip(created).zip(jobs) {
         if let Ok(job) = &result {
+            vlog!(2, "node {}: created Job {}", n.node, n.job);
             n.uid = job.metadata.uid.clone();
             let ttl = |j: &Job| j.spec.as_ref().and_then(|s| s.ttl_seconds_after_finished);
             ttl_dropped |= ttl(posted).is_some() && ttl(job).is_none();
@@ -347,6 +405,9 @@ async fn follow(
                         n.bar.set_message("re-reading the log");
                         if let Some(pod) = n.pod.clone() {
                             reread_if_terminated(&pods, n, &pod).await;
+                            if n.outcome.is_none() && !n.stop_sent {
+                                n.stalled_since = Some(Instant::now());
+                            }
                         }
                     }
                 }
@@ -377,8 +438,21 @@ async fn follow(
                     events_read = Some(now);
                     fail_refused_creates(client, namespace, nodes).await;
                 }
+                for n in nodes.iter_mut().filter(|n| n.outcome.is_none() && !n.stop_sent) {
+                    if n.stalled_since.is_some_and(|t| now - t > PROBE_AFTER) {
+                        n.stalled_since = None;
+                        if let Some(pod) = n.pod.clone() {
+                            probe_kubelet(&pods, n, &pod).await;
+                        }
+                    }
+                }
                 for n in nodes.iter_mut().filter(|n| n.outcome.is_none()) {
-                    if n.unschedulable_since.is_some_and(|t| now - t > UNSCHEDULABLE_GRACE) {
+                    if n.following && !n.stop_sent && n.last_line.is_some_and(|t| now - t > SILENT_AFTER) {
+                        n.went_silent(format!("no line from its agent for {} s", SILENT_AFTER.as_secs()));
+                    }
+                    if let Some(why) = n.silent_too_long(now).filter(|_| interrupted_at.is_none()) {
+                        n.finish(NodeOutcome::Failed(why));
+                    } else if n.unschedulable_since.is_some_and(|t| now - t > UNSCHEDULABLE_GRACE) {
                         n.finish(NodeOutcome::Failed("unschedulable: the profiling pod cannot be placed on this node".into()));
                     } else if n.stop_sent && !n.followed && interrupted_at.is_some_and(|t| now - t > NOT_STARTED_GRACE) {
                         // Its Job ended before the agent ran (the pod may be gone before the
@@ -449,12 +523,19 @@ async fn on_pod(
     } else {
         n.unschedulable_since = None;
     }
+    if state.phase == Phase::Running {
+        n.running_since.get_or_insert_with(Instant::now);
+        if let Some(why) = node_not_ready(pod) {
+            n.went_silent(why);
+        }
+    }
     match state.phase {
         // A Pending pod's log is empty and its follow ends at once: wait for it to run.
         Phase::Running if !n.followed => {
             n.following = true;
             n.followed = true;
             n.bar.set_message("sampling");
+            vlog!(2, "node {}: pod {name} runs; following its log", n.node);
             spawn_follow(pods.clone(), name, index, log_tx.clone(), follows.clone());
         }
         Phase::Succeeded | Phase::Failed if !n.following => reread(pods, n, &name, Some(pod)).await,
@@ -495,6 +576,10 @@ fn on_line(n: &mut NodeRun, line: &str) {
     if n.outcome.is_some() {
         return;
     }
+    n.last_line = Some(Instant::now());
+    if n.silent.take().is_some() {
+        vlog!(2, "node {}: heard from again", n.node);
+    }
     match n.decoder.feed_line(line) {
         Ok(Some(Event::Progress(p))) => {
             n.bar.set_position(p.elapsed_ms);
@@ -510,6 +595,44 @@ fn on_line(n: &mut NodeRun, line: &str) {
         Ok(_) => {}
         Err(_) => {} // kept in the decoder; reported when the stream ends
     }
+}
+
+/// After a follow ended without the agent's trailer while its pod still runs: one short read
+/// of the log says whether the node's kubelet still answers (the API server reaches logs
+/// through it). A refusal other than "not found" makes the node silent.
+async fn probe_kubelet(pods: &Api<Pod>, n: &mut NodeRun, pod: &str) {
+    let params = LogParams { container: Some(AGENT_CONTAINER.into()), tail_lines: Some(1), ..Default::default() };
+    match pods.logs(pod, &params).await {
+        Ok(_) => vlog!(4, "node {}: its log stream ended early, but its kubelet answers", n.node),
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => {
+            let said = match &e {
+                kube::Error::Api(s) => s.message.clone(),
+                e => e.to_string(),
+            };
+            n.went_silent(format!(
+                "its log stream broke and the kubelet does not answer: {}",
+                eagle_proto::stream::printable(said.trim())
+            ));
+        }
+    }
+}
+
+/// The node controller's word on a running pod whose node stopped reporting: `Ready` turned
+/// `False` while the kubelet's last status still has the agent running and ready (only the
+/// node controller, not the kubelet, makes that pair).
+fn node_not_ready(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    let ready = status.conditions.iter().flatten().find(|c| c.type_ == "Ready")?;
+    let agent_ready = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .any(|c| c.name == AGENT_CONTAINER && c.ready && c.state.as_ref().is_some_and(|s| s.running.is_some()));
+    (ready.status == "False" && agent_ready).then(|| {
+        let reason = ready.reason.as_deref().or(ready.message.as_deref()).unwrap_or("NodeNotReady");
+        format!("the node controller marked its pod not ready: {}", eagle_proto::stream::printable(reason))
+    })
 }
 
 async fn reread_if_terminated(pods: &Api<Pod>, n: &mut NodeRun, pod: &str) {

@@ -90,6 +90,9 @@ pub struct RunView {
     #[serde(skip)]
     pub started_at: Option<Timestamp>,
     pub target: String,
+    /// Who started it (`kube-eagle.io/user`); `None` for runs that do not say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -166,6 +169,16 @@ fn failure_reason(views: &[&NodeView], missing: usize) -> Option<String> {
         0 => None,
         1 => reasons.pop(),
         n => Some(format!("{} (and {} more)", reasons[0], n - 1)),
+    }
+}
+
+/// Whether a run (or pod) whose annotation says `owner` is `me`'s to list and clean without
+/// `--all-users`: theirs, or one that does not say (made before runs were recorded), or
+/// anyone's when the CLI cannot tell who `me` is.
+pub fn is_mine(owner: Option<&str>, me: Option<&str>) -> bool {
+    match (owner, me) {
+        (Some(owner), Some(me)) => owner == me,
+        _ => true,
     }
 }
 
@@ -252,6 +265,7 @@ pub fn runs(jobs: &[Job], pods: &[Pod], samples: &HashMap<String, u64>) -> Vec<R
                 started: started_at.map(|t| t.to_string()),
                 started_at,
                 target: said.target.unwrap_or_else(|| "?".into()),
+                user: said.user,
                 duration_ms: said.duration_ms,
                 frequency_hz: said.frequency_hz,
                 is_async: said.is_async,

@@ -6,12 +6,14 @@ use std::collections::{BTreeSet, HashMap};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-use kube::api::{ApiResource, DeleteParams};
+use kube::api::{ApiResource, DeleteParams, GroupVersionKind};
 use kube::Api;
 
+use crate::cluster::annotations::ANNOTATION_USER;
 use crate::cluster::annotations::{check_run_id, run_of, MANAGED_BY};
 use crate::cluster::api::{api_error, connect, runtime, Connection};
-use crate::cluster::runs::runs;
+use crate::cluster::identity::whoami;
+use crate::cluster::runs::{is_mine, runs};
 use crate::cluster::store::{
     delete_jobs, delete_pods, instance_selector, list_jobs, list_pods, managed_selector, orphans, runs_of, sweep,
 };
@@ -25,6 +27,8 @@ pub struct CleanPlan {
     pub runs: Vec<String>,
     pub all: bool,
     pub dry_run: bool,
+    /// Also other users' runs.
+    pub all_users: bool,
 }
 
 /// `uninstall`, as its arguments asked for it.
@@ -49,8 +53,31 @@ pub fn run(args: CleanPlan) -> Result<Exit, CliError> {
             list_pods(&client, namespace, &selector),
         )
         .await?;
-        let orphans = orphans(&pods, &jobs);
-        let views = runs(&jobs, &pods, &HashMap::new());
+        let me = if args.all_users { None } else { whoami(&client, &args.conn).await };
+        let all_views = runs(&jobs, &pods, &HashMap::new());
+        let (views, others): (Vec<_>, Vec<_>) =
+            all_views.into_iter().partition(|v| is_mine(v.user.as_deref(), me.as_deref()));
+        if let (Some(me), false) = (&me, others.is_empty()) {
+            let theirs: Vec<String> =
+                others.iter().map(|v| format!("{} (of {})", v.id, v.user.as_deref().unwrap_or("?"))).collect();
+            if !args.all {
+                return Err(CliError::Forbidden(format!(
+                    "not your run{}: {}; you are {me}. Clean another user's run with --all-users",
+                    if theirs.len() > 1 { "s" } else { "" },
+                    theirs.join(", ")
+                )));
+            }
+            println!("kept {} run(s) of other users (--all-users deletes them too)", others.len());
+        }
+        let orphans: Vec<&Pod> = orphans(&pods, &jobs)
+            .into_iter()
+            .filter(|p| {
+                let owner = p.metadata.annotations.as_ref().and_then(|a| a.get(ANNOTATION_USER));
+                is_mine(owner.map(String::as_str), me.as_deref())
+            })
+            .collect();
+        let jobs: Vec<Job> =
+            jobs.into_iter().filter(|j| run_of(j).is_none_or(|id| !others.iter().any(|v| v.id == id))).collect();
         let verb = if args.dry_run { "would delete" } else { "deleted" };
         for v in &views {
             println!("{verb} run {} ({}, {}, {} Job(s))", v.id, v.target, v.status.label(), v.node_views.len());
@@ -89,11 +116,53 @@ pub fn uninstall(args: UninstallPlan) -> Result<Exit, CliError> {
         let mut removed = 0usize;
         let managed = managed_selector();
         let instance = instance_selector(namespace);
-        // Jobs first (their pods go with them), then pods left without a Job, the RBAC, and last
-        // the namespace, which takes whatever is still inside.
+        // Jobs first (their pods go with them), then pods left without a Job, the limits and
+        // the RBAC of `init`, and last the namespace, which takes whatever is still inside. A
+        // kind the server does not serve (ValidatingAdmissionPolicy before 1.28) lists as 404:
+        // nothing to delete.
+        let resource = |group: &str, version: &str, kind: &str, plural: &str| {
+            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
+        };
+        let admission = "admissionregistration.k8s.io";
         let sweeps = [
             (ApiResource::erase::<Job>(&()), "job", Some(namespace.as_str()), &managed),
             (ApiResource::erase::<Pod>(&()), "pod", Some(namespace.as_str()), &managed),
+            (
+                resource("", "v1", "ResourceQuota", "resourcequotas"),
+                "resourcequota",
+                Some(namespace.as_str()),
+                &instance,
+            ),
+            (
+                resource("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies"),
+                "networkpolicy",
+                Some(namespace.as_str()),
+                &instance,
+            ),
+            (
+                resource(admission, "v1", "ValidatingAdmissionPolicyBinding", "validatingadmissionpolicybindings"),
+                "validatingadmissionpolicybinding",
+                None,
+                &instance,
+            ),
+            (
+                resource(admission, "v1", "ValidatingAdmissionPolicy", "validatingadmissionpolicies"),
+                "validatingadmissionpolicy",
+                None,
+                &instance,
+            ),
+            (
+                resource(admission, "v1beta1", "ValidatingAdmissionPolicyBinding", "validatingadmissionpolicybindings"),
+                "validatingadmissionpolicybinding",
+                None,
+                &instance,
+            ),
+            (
+                resource(admission, "v1beta1", "ValidatingAdmissionPolicy", "validatingadmissionpolicies"),
+                "validatingadmissionpolicy",
+                None,
+                &instance,
+            ),
             (ApiResource::erase::<ClusterRoleBinding>(&()), "clusterrolebinding", None, &instance),
             (ApiResource::erase::<ClusterRole>(&()), "clusterrole", None, &instance),
             (ApiResource::erase::<RoleBinding>(&()), "rolebinding", None, &instance),

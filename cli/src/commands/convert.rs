@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use eagle_proto::FoldedStacks;
+use eagle_proto::{FoldedStacks, Unit};
 
 use crate::check::RuleSpecs;
 use crate::closing::{self, Profile};
@@ -34,28 +34,35 @@ pub fn run(args: ConvertPlan) -> Result<Exit, CliError> {
     let raw = input::read(&args.input)?;
     // Folded text to SVG, the largest conversions: merged by sorting, on two threads, with no
     // map of stacks (see output/sorted.rs). Everything else goes through FoldedStacks.
+    let declares_unit =
+        |text: &str| text.lines().find(|l| !l.trim().is_empty()).and_then(Unit::from_folded_line).is_some();
     if let (Raw::Folded(text), Format::Svg, false) = (&raw, destination.format, gate.is_active()) {
-        let stacks = sorted::parse_sorted(text).map_err(|e| input::parse_error(&args.input, e))?;
-        let total = stacks.iter().fold(0u64, |sum, (_, c)| sum.saturating_add(*c));
-        if total == 0 {
-            return Err(input::no_samples(&args.input));
+        if !declares_unit(text) {
+            let stacks = sorted::parse_sorted(text).map_err(|e| input::parse_error(&args.input, e))?;
+            let total = stacks.iter().fold(0u64, |sum, (_, c)| sum.saturating_add(*c));
+            if total == 0 {
+                return Err(input::no_samples(&args.input));
+            }
+            let run = RunInfo { frequency_hz: args.frequency_hz, ..Default::default() };
+            destination
+                .write_sorted_svg(&sorted::text_of(&stacks), &Labels { title, subtitle: subtitle(total, &run) })?;
+            eprintln!("wrote {} ({total} samples, {} stacks)", destination.describe(), stacks.len());
+            return Ok(Exit::Ok);
         }
-        let run = RunInfo { frequency_hz: args.frequency_hz, ..Default::default() };
-        destination.write_sorted_svg(&sorted::text_of(&stacks), &Labels { title, subtitle: subtitle(total, &run) })?;
-        eprintln!("wrote {} ({total} samples, {} stacks)", destination.describe(), stacks.len());
-        return Ok(Exit::Ok);
     }
     let loaded = match raw {
         Raw::Parsed(loaded) => loaded,
-        Raw::Folded(text) => Loaded {
-            folded: FoldedStacks::parse(&text).map_err(|e| input::parse_error(&args.input, e))?,
-            run: RunInfo::default(),
-        },
+        Raw::Folded(text) => {
+            let (folded, unit) =
+                FoldedStacks::parse_with_unit(&text).map_err(|e| input::parse_error(&args.input, e))?;
+            Loaded { folded, run: RunInfo { unit: Some(unit), ..RunInfo::default() } }
+        }
     };
     if loaded.folded.is_empty() {
         return Err(input::no_samples(&args.input));
     }
     let run = RunInfo { frequency_hz: args.frequency_hz, ..Default::default() }.or(&loaded.run);
+    let title = args.title.clone().unwrap_or_else(|| crate::output::title(&name_of(&args.input), run.unit()));
     let labels = Labels { title, subtitle: subtitle(loaded.folded.total(), &run) };
     let destination = gate.watch(destination.with_run(run));
     let exit = closing::write(
@@ -73,6 +80,6 @@ fn subtitle(samples: u64, run: &RunInfo) -> String {
     if let Some(hz) = run.frequency_hz {
         parts.push(format!("{hz} Hz"));
     }
-    parts.push(format!("{samples} samples"));
+    parts.push(crate::output::amount(samples, run.unit()));
     parts.join(", ")
 }

@@ -42,8 +42,13 @@ pub fn run(args: DiffPlan) -> Result<Exit, CliError> {
     if args.output != Path::new("-") {
         files::check_writable(&args.output, "diff")?;
     }
-    let base = comparable(load_samples(&args.base)?.folded, args.code_only);
-    let new = comparable(load_samples(&args.new)?.folded, args.code_only);
+    let (base, new) = (load_samples(&args.base)?, load_samples(&args.new)?);
+    base.run
+        .unit()
+        .same(new.run.unit())
+        .map_err(|why| CliError::Usage(format!("{} and {}: {why}", args.base.display(), args.new.display())))?;
+    let base = comparable(base.folded, args.code_only);
+    let new = comparable(new.folded, args.code_only);
     let (base_text, new_text) = (base.to_text(), new.to_text());
     let mut lines = Vec::with_capacity(new_text.len() + base_text.len());
     differential::from_readers(

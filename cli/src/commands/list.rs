@@ -11,8 +11,9 @@ use kube::api::LogParams;
 use kube::{Api, Client};
 
 use crate::cluster::api::{connect, runtime, Connection};
+use crate::cluster::identity::whoami;
 use crate::cluster::plan::AGENT_CONTAINER;
-use crate::cluster::runs::{runs, table};
+use crate::cluster::runs::{is_mine, runs, table};
 use crate::cluster::store::{list_jobs, list_pods, runs_selector};
 use crate::error::{CliError, Exit};
 
@@ -23,13 +24,16 @@ pub struct ListPlan {
     pub eagle_namespace: String,
     /// JSON on stdout instead of the table.
     pub json: bool,
+    /// Also other users' runs.
+    pub all_users: bool,
 }
 
 /// `kubectl eagle list`.
 pub fn run(args: ListPlan) -> Result<Exit, CliError> {
     let namespace = &args.eagle_namespace;
-    let views = runtime()?.block_on(async {
+    let (views, me) = runtime()?.block_on(async {
         let (client, _) = connect(&args.conn).await?;
+        let me = if args.all_users { None } else { whoami(&client, &args.conn).await };
         let selector = runs_selector();
         let (jobs, pods) = futures::future::try_join(
             list_jobs(&client, namespace, &selector),
@@ -37,12 +41,19 @@ pub fn run(args: ListPlan) -> Result<Exit, CliError> {
         )
         .await?;
         let samples = samples_of_finished(&client, namespace, &pods).await;
-        Ok::<_, CliError>(runs(&jobs, &pods, &samples))
+        Ok::<_, CliError>((runs(&jobs, &pods, &samples), me))
     })?;
+    let (views, others): (Vec<_>, Vec<_>) = views.into_iter().partition(|v| is_mine(v.user.as_deref(), me.as_deref()));
+    if !others.is_empty() {
+        eprintln!("{} run(s) of other users not shown (--all-users shows them)", others.len());
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&views).expect("runs serialize"));
     } else if views.is_empty() {
-        eprintln!("no profiling runs in namespace {namespace}");
+        match &me {
+            Some(me) if !others.is_empty() => eprintln!("no profiling runs of {me} in namespace {namespace}"),
+            _ => eprintln!("no profiling runs in namespace {namespace}"),
+        }
     } else {
         print!("{}", table(&views, Timestamp::now()));
     }

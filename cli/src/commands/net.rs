@@ -45,6 +45,8 @@ pub fn run(plan: NetPlan) -> Result<Exit, CliError> {
         frequency_hz: 1,
         runtime: None,
         native: false,
+        mode: eagle_proto::ProfileMode::Cpu,
+        min_block_us: eagle_proto::DEFAULT_MIN_BLOCK_US,
         net: true,
     };
     let outcome = local::profile(&run)?;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use eagle_proto::Runtime;
+use eagle_proto::{ProfileMode, Runtime};
 
 use crate::check::RuleSpecs;
 use crate::cluster::profile::{self, ClusterRequest};
@@ -43,6 +43,8 @@ pub struct LocalRequest {
     pub frequency_hz: u64,
     pub runtime: Option<Runtime>,
     pub native: bool,
+    pub mode: ProfileMode,
+    pub min_block_us: u64,
     pub group_by: GroupBy,
 }
 
@@ -102,15 +104,17 @@ fn fetch_command(plan: &ProfilePlan, req: &ClusterRequest, run_id: &str) -> Stri
 
 #[cfg(target_os = "linux")]
 mod local {
+    use std::time::Duration;
+
     use super::LocalRequest;
     use crate::closing::{self, Profile};
-    use eagle_proto::WarningCode;
+    use eagle_proto::{Unit, WarningCode};
 
     use crate::duration;
     use crate::error::{CliError, Exit};
     use crate::local;
     use crate::merge;
-    use crate::output::{Destination, Labels};
+    use crate::output::{self, Destination, Labels};
     use crate::placement::Placements;
     use crate::run_info::{NodeStatus, NodeStatusKind, RunInfo};
 
@@ -124,24 +128,46 @@ mod local {
             runtime: req.runtime,
             native: req.native,
             net: false,
+            mode: req.mode,
+            min_block_us: req.min_block_us,
         };
         let outcome = local::profile(&run)?;
         let result = &outcome.result;
+        let unit = merge::unit_of([result]).map_err(CliError::Failed)?;
         let folded = merge::merge([result], &Placements::new(), req.group_by);
         let what = describe_targets(&req.target_words, &req.command);
         if folded.is_empty() {
+            let why = match unit {
+                Unit::CpuSamples => {
+                    "it used no CPU (idle, or blocked); try a longer --duration while it is busy".to_owned()
+                }
+                _ => format!(
+                    "it neither ran nor blocked for {} or more; try a longer --duration, or a lower --min-block",
+                    duration::human(std::time::Duration::from_micros(req.min_block_us))
+                ),
+            };
             return Err(CliError::NothingToProfile(format!(
-                "no samples of {what} in {}: it used no CPU (idle, or blocked); try a longer --duration while it is busy",
+                "no samples of {what} in {}: {why}",
                 duration::human(outcome.elapsed)
             )));
         }
         let ended_early = result.warnings.iter().find(|w| w.code == WarningCode::EndedEarly);
         let partial = outcome.interrupted;
+        let how = match unit {
+            Unit::CpuSamples => format!("at {} Hz", result.header.frequency_hz),
+            Unit::OffCpuMicros => {
+                format!("blocks of {} or more", duration::human(Duration::from_micros(req.min_block_us)))
+            }
+            Unit::WallMicros => format!(
+                "on-CPU at {} Hz, blocks of {} or more",
+                result.header.frequency_hz,
+                duration::human(Duration::from_micros(req.min_block_us))
+            ),
+        };
         let mut subtitle = format!(
-            "{} at {} Hz, {} samples, node {}",
+            "{} {how}, {}, node {}",
             duration::human(outcome.elapsed),
-            result.header.frequency_hz,
-            folded.total(),
+            output::amount(folded.total(), unit),
             result.header.node
         );
         if partial {
@@ -154,6 +180,7 @@ mod local {
             duration: Some(outcome.elapsed),
             frequency_hz: Some(result.header.frequency_hz),
             partial: Some(partial),
+            unit: Some(unit),
             nodes: Some(vec![NodeStatus {
                 node: result.header.node.clone(),
                 status: if partial { NodeStatusKind::Partial } else { NodeStatusKind::Ok },
@@ -165,7 +192,7 @@ mod local {
             destination,
             Profile {
                 folded: &folded,
-                labels: Labels { title: format!("kube-eagle: {what}"), subtitle },
+                labels: Labels { title: output::title(&what, unit), subtitle },
                 run,
                 partial: Some(partial),
                 tail: if partial { ", PARTIAL)" } else { ")" }.to_owned(),

@@ -1,7 +1,8 @@
 //! Folded stacks, sorted: the lingua franca of flame graph tools.
 
-use eagle_proto::FoldedStacks;
+use eagle_proto::{FoldedStacks, Unit};
 
-pub fn render(folded: &FoldedStacks) -> Vec<u8> {
-    folded.to_text().into_bytes()
+/// CPU samples as every tool expects them; other units with their `# unit:` line first.
+pub fn render(folded: &FoldedStacks, unit: Unit) -> Vec<u8> {
+    folded.to_text_in(unit).into_bytes()
 }

@@ -19,7 +19,7 @@ use crate::error::CliError;
 use crate::files;
 use crate::format::Format;
 use crate::run_info::RunInfo;
-pub use labels::Labels;
+pub use labels::{amount, title, Labels};
 
 /// Where the profile goes.
 #[derive(Clone, Debug)]
@@ -93,10 +93,11 @@ impl Destination {
     }
 
     pub fn write(&self, folded: &FoldedStacks, labels: &Labels) -> Result<(), CliError> {
+        let unit = self.run.borrow().unit();
         let bytes = match self.format {
-            Format::Svg => svg::render(folded, labels)?,
-            Format::Folded => folded::render(folded),
-            Format::Speedscope => speedscope::render(folded, labels),
+            Format::Svg => svg::render(folded, labels, unit)?,
+            Format::Folded => folded::render(folded, unit),
+            Format::Speedscope => speedscope::render(folded, labels, unit),
             Format::Pprof => pprof::render(folded, labels, &self.run.borrow()),
         };
         if let Some(kept) = &self.kept {
@@ -108,7 +109,7 @@ impl Destination {
     /// The SVG of folded text already sorted and merged (`output::sorted::parse_sorted`).
     pub fn write_sorted_svg(&self, text: &str, labels: &Labels) -> Result<(), CliError> {
         debug_assert_eq!(self.format, Format::Svg);
-        self.write_bytes(&svg::render_sorted(text, labels)?)
+        self.write_bytes(&svg::render_sorted(text, labels, self.run.borrow().unit())?)
     }
 
     fn write_bytes(&self, bytes: &[u8]) -> Result<(), CliError> {

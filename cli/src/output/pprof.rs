@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 
-use eagle_proto::FoldedStacks;
+use eagle_proto::{FoldedStacks, Unit};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use prost::Message;
@@ -54,8 +54,12 @@ impl Strings {
 pub fn build(folded: &FoldedStacks, labels: &Labels, run: &RunInfo) -> Profile {
     let mut strings = Strings::new();
     let mut profile = Profile::default();
-    let period_ns = run.frequency_hz.filter(|hz| *hz > 0).map(|hz| (1_000_000_000 / hz) as i64);
-    let samples_type = ValueType { r#type: strings.get("samples"), unit: strings.get("count") };
+    let unit = run.unit();
+    // Time units are their own value: one sample type, a period of one of it.
+    let period_ns =
+        run.frequency_hz.filter(|hz| *hz > 0 && unit == Unit::CpuSamples).map(|hz| (1_000_000_000 / hz) as i64);
+    let (kind, unit_name) = unit.pprof_type();
+    let samples_type = ValueType { r#type: strings.get(kind), unit: strings.get(unit_name) };
     profile.sample_type.push(samples_type.clone());
     match period_ns {
         Some(period) => {
@@ -162,7 +166,8 @@ pub fn decode(bytes: &[u8]) -> Result<(FoldedStacks, RunInfo), String> {
             index = i;
         }
     }
-    let (_, unit) = type_of(&p.sample_type[index])?;
+    let (kind, unit) = type_of(&p.sample_type[index])?;
+    let known_unit = Unit::from_pprof_type(kind, unit);
     let period_unit = p.period_type.as_ref().map(&type_of).transpose()?.map(|(_, unit)| unit);
     // A profile with only cpu/nanoseconds still counts samples: one per period.
     let divisor = if unit != "count" && period_unit == Some(unit) && p.period > 0 { p.period } else { 1 };
@@ -219,6 +224,7 @@ pub fn decode(bytes: &[u8]) -> Result<(FoldedStacks, RunInfo), String> {
         duration: (p.duration_nanos > 0).then(|| std::time::Duration::from_nanos(p.duration_nanos as u64)),
         frequency_hz: (period_unit == Some("nanoseconds") && p.period > 0)
             .then(|| (1_000_000_000.0 / p.period as f64).round() as u64),
+        unit: known_unit,
         ..Default::default()
     };
     Ok((folded, run))

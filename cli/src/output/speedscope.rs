@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use eagle_proto::FoldedStacks;
+use eagle_proto::{FoldedStacks, Unit};
 use serde::Serialize;
 
 use super::labels::Labels;
@@ -48,7 +48,7 @@ struct Profile<'a> {
     weights: Vec<u64>,
 }
 
-pub fn render(folded: &FoldedStacks, labels: &Labels) -> Vec<u8> {
+pub fn render(folded: &FoldedStacks, labels: &Labels, unit: Unit) -> Vec<u8> {
     let mut index: HashMap<&str, usize> = HashMap::new();
     let mut frames = Vec::new();
     let mut samples = Vec::new();
@@ -76,7 +76,7 @@ pub fn render(folded: &FoldedStacks, labels: &Labels) -> Vec<u8> {
         profiles: [Profile {
             kind: "sampled",
             name: &labels.title,
-            unit: "none",
+            unit: unit.speedscope(),
             start_value: 0,
             end_value: folded.total(),
             samples,

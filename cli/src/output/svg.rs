@@ -1,22 +1,23 @@
 //! Interactive SVG flame graphs through inferno.
 
-use eagle_proto::FoldedStacks;
+use eagle_proto::{FoldedStacks, Unit};
 use inferno::flamegraph::{self, color::MultiPalette, Palette};
 
 use super::labels::Labels;
 use crate::error::CliError;
 
-pub fn render(folded: &FoldedStacks, labels: &Labels) -> Result<Vec<u8>, CliError> {
+pub fn render(folded: &FoldedStacks, labels: &Labels, unit: Unit) -> Result<Vec<u8>, CliError> {
     // Sorted here, on two threads: inferno need not sort again.
-    render_sorted(&super::sorted::sorted_text(folded), labels)
+    render_sorted(&super::sorted::sorted_text(folded), labels, unit)
 }
 
 /// The flame graph of folded text that is already sorted and merged.
-pub fn render_sorted(text: &str, labels: &Labels) -> Result<Vec<u8>, CliError> {
+pub fn render_sorted(text: &str, labels: &Labels, unit: Unit) -> Result<Vec<u8>, CliError> {
     let mut options = flamegraph::Options::default();
     options.title = labels.title.clone();
     options.subtitle = Some(labels.subtitle.clone()).filter(|s| !s.is_empty());
-    options.count_name = "samples".into();
+    // Every frame's tooltip says what its count is: `(1,234 µs off-CPU, 12%)`.
+    options.count_name = unit.count_name().into();
     // The Java palette colors `_[k]` kernel frames apart from user code, and C++/Rust paths
     // apart from plain C, which keeps mixed graphs readable.
     options.colors = Palette::Multi(MultiPalette::Java);

@@ -56,6 +56,168 @@ impl FromStr for Runtime {
     }
 }
 
+/// What a profile measures. Each mode counts in one unit (see [`Unit`]), and a graph holds one
+/// unit only.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProfileMode {
+    /// On-CPU stacks, sampled on the CPU clock.
+    #[default]
+    Cpu,
+    /// Time threads spent blocked (switched out, not runnable), by the stack they blocked at.
+    OffCpu,
+    /// On-CPU and off-CPU time together: where the wall-clock time of each thread goes.
+    Wall,
+}
+
+impl ProfileMode {
+    pub const ALL: [ProfileMode; 3] = [ProfileMode::Cpu, ProfileMode::OffCpu, ProfileMode::Wall];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ProfileMode::Cpu => "cpu",
+            ProfileMode::OffCpu => "off-cpu",
+            ProfileMode::Wall => "wall",
+        }
+    }
+
+    /// The unit a profile of this mode counts in.
+    pub fn unit(self) -> Unit {
+        match self {
+            ProfileMode::Cpu => Unit::CpuSamples,
+            ProfileMode::OffCpu => Unit::OffCpuMicros,
+            ProfileMode::Wall => Unit::WallMicros,
+        }
+    }
+}
+
+impl fmt::Display for ProfileMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ProfileMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ProfileMode::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| format!("unknown mode `{s}`: use cpu, off-cpu or wall"))
+    }
+}
+
+/// What one count of a profile stands for. Every output says it: the SVG's title and counts,
+/// the summary, pprof's sample type, speedscope's unit, a folded file's first line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Unit {
+    /// One sample of the CPU clock: 1/frequency seconds of CPU time.
+    #[default]
+    CpuSamples,
+    /// A microsecond a thread spent blocked.
+    OffCpuMicros,
+    /// A microsecond of a thread's wall-clock time, on or off the CPU.
+    WallMicros,
+}
+
+impl Unit {
+    pub const ALL: [Unit; 3] = [Unit::CpuSamples, Unit::OffCpuMicros, Unit::WallMicros];
+
+    /// The machine-readable name: the summary's `unit`, a folded file's `# unit:` line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Unit::CpuSamples => "cpu-samples",
+            Unit::OffCpuMicros => "off-cpu-microseconds",
+            Unit::WallMicros => "wall-microseconds",
+        }
+    }
+
+    /// For people: `CPU samples`, `microseconds off-CPU`, `microseconds of wall-clock time`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Unit::CpuSamples => "CPU samples",
+            Unit::OffCpuMicros => "microseconds off-CPU",
+            Unit::WallMicros => "microseconds of wall-clock time",
+        }
+    }
+
+    /// What a flame graph calls its counts (`1,234 samples`, `1,234 µs off-CPU`).
+    pub fn count_name(self) -> &'static str {
+        match self {
+            Unit::CpuSamples => "samples",
+            Unit::OffCpuMicros => "µs off-CPU",
+            Unit::WallMicros => "µs wall",
+        }
+    }
+
+    /// `(type, unit)` of pprof's sample type.
+    pub fn pprof_type(self) -> (&'static str, &'static str) {
+        match self {
+            Unit::CpuSamples => ("samples", "count"),
+            Unit::OffCpuMicros => ("off-cpu", "microseconds"),
+            Unit::WallMicros => ("wall", "microseconds"),
+        }
+    }
+
+    /// The unit of a pprof sample type, if it is one of ours.
+    pub fn from_pprof_type(kind: &str, unit: &str) -> Option<Unit> {
+        Unit::ALL.into_iter().find(|u| u.pprof_type() == (kind, unit))
+    }
+
+    /// speedscope's `unit` of a sampled profile's weights.
+    pub fn speedscope(self) -> &'static str {
+        match self {
+            Unit::CpuSamples => "none",
+            Unit::OffCpuMicros | Unit::WallMicros => "microseconds",
+        }
+    }
+
+    /// The first line of a folded file in this unit; none for CPU samples, which every
+    /// folded-stack tool assumes.
+    pub fn folded_header(self) -> Option<String> {
+        (self != Unit::CpuSamples).then(|| format!("{FOLDED_UNIT_PREFIX}{}", self.name()))
+    }
+
+    /// The unit a folded file's line declares, if it is a unit line.
+    pub fn from_folded_line(line: &str) -> Option<Result<Unit, String>> {
+        let name = line.trim().strip_prefix(FOLDED_UNIT_PREFIX)?.trim();
+        Some(Unit::ALL.into_iter().find(|u| u.name() == name).ok_or_else(|| {
+            format!(
+                "unknown unit `{name}`: this kube-eagle knows cpu-samples, off-cpu-microseconds and wall-microseconds"
+            )
+        }))
+    }
+
+    /// Profiles are put together (merged, compared, diffed) only in one unit: the one line
+    /// that says why not otherwise.
+    pub fn same(self, other: Unit) -> Result<Unit, String> {
+        if self == other {
+            return Ok(self);
+        }
+        Err(format!(
+            "cannot combine a profile in {} with one in {}: one graph holds one unit; compare profiles taken with the same --mode",
+            self.describe(),
+            other.describe()
+        ))
+    }
+}
+
+impl fmt::Display for Unit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+/// How a folded file says its unit, on its first line.
+pub const FOLDED_UNIT_PREFIX: &str = "# unit: ";
+
+/// Blocks shorter than this are not counted off-CPU by default: 1 ms. A thread switching
+/// context 50,000 times a second blocks for 20 µs at a time; those blocks are the bulk of the
+/// events and barely any of the time, while a wait a user looks for (a lock held, a disk, a
+/// peer, a sleep) lasts milliseconds. `--min-block 0` counts every block.
+pub const DEFAULT_MIN_BLOCK_US: u64 = 1000;
+
 /// The exit codes of both binaries (README "Exit codes"): the agent's pod ends with the code
 /// the CLI would use for the same failure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,6 +267,10 @@ pub struct AgentArgs {
     pub python_native: bool,
     /// `--net`: the network side of the window too (TCP per peer, HTTP/1.x per route).
     pub net: bool,
+    /// What to measure.
+    pub mode: ProfileMode,
+    /// Off-CPU blocks shorter than this many microseconds are not counted.
+    pub min_block_us: u64,
 }
 
 impl Default for AgentArgs {
@@ -117,6 +283,8 @@ impl Default for AgentArgs {
             runtime: None,
             python_native: false,
             net: false,
+            mode: ProfileMode::Cpu,
+            min_block_us: DEFAULT_MIN_BLOCK_US,
         }
     }
 }
@@ -129,7 +297,7 @@ pub enum AgentCommand {
     Version,
 }
 
-pub const AGENT_USAGE: &str = "usage: eagle-agent --target pid:N|container:ID|pod:UID [...] [--duration-ms MS] [--frequency HZ] [--node NAME] [--runtime RUNTIME] [--python-native] [--net]";
+pub const AGENT_USAGE: &str = "usage: eagle-agent --target pid:N|container:ID|pod:UID [...] [--duration-ms MS] [--frequency HZ] [--node NAME] [--runtime RUNTIME] [--python-native] [--mode cpu|off-cpu|wall] [--min-block-us US] [--net]";
 
 impl AgentArgs {
     /// The command line that asks for `self`.
@@ -155,6 +323,13 @@ impl AgentArgs {
         }
         if self.net {
             args.push("--net".to_owned());
+        }
+        // Written only when not the default, so the Jobs of a CPU profile stay as they were.
+        if self.mode != ProfileMode::Cpu {
+            args.extend(["--mode".to_owned(), self.mode.name().to_owned()]);
+        }
+        if self.min_block_us != DEFAULT_MIN_BLOCK_US {
+            args.extend(["--min-block-us".to_owned(), self.min_block_us.to_string()]);
         }
         args
     }
@@ -190,6 +365,12 @@ impl AgentArgs {
                 }
                 "--node" => out.node = Some(value),
                 "--runtime" => out.runtime = Some(value.parse()?),
+                "--mode" => out.mode = value.parse()?,
+                "--min-block-us" => {
+                    out.min_block_us = value
+                        .parse()
+                        .map_err(|_| format!("--min-block-us `{value}` is not a number of microseconds"))?
+                }
                 _ => return Err(format!("unknown flag {flag}")),
             }
         }
@@ -215,8 +396,16 @@ mod tests {
             runtime: Some(Runtime::Python),
             python_native: true,
             net: true,
+            mode: ProfileMode::Wall,
+            min_block_us: 250,
         };
         assert_eq!(AgentArgs::parse(args.to_args()), Ok(AgentCommand::Run(args.clone())));
+        for mode in ProfileMode::ALL {
+            let args = AgentArgs { mode, ..AgentArgs::default() };
+            assert_eq!(AgentArgs::parse(args.to_args()), Ok(AgentCommand::Run(args)));
+        }
+        // A CPU profile's command line is what it was before modes existed.
+        assert!(!AgentArgs::default().to_args().iter().any(|a| a == "--mode" || a == "--min-block-us"));
         for runtime in Runtime::ALL {
             let args = AgentArgs { runtime: Some(runtime), ..AgentArgs::default() };
             assert_eq!(AgentArgs::parse(args.to_args()), Ok(AgentCommand::Run(args)));
@@ -228,8 +417,45 @@ mod tests {
         assert_eq!(AgentArgs::parse(strings(&["--target"])), Err("--target needs a value".to_owned()));
         assert!(AgentArgs::parse(strings(&["--duration-ms", "ten"])).unwrap_err().contains("milliseconds"));
         assert!(AgentArgs::parse(strings(&["--runtime", "cobol"])).unwrap_err().contains("unknown runtime"));
+        assert!(AgentArgs::parse(strings(&["--mode", "gpu"])).unwrap_err().contains("off-cpu"));
+        assert!(AgentArgs::parse(strings(&["--min-block-us", "1ms"])).unwrap_err().contains("microseconds"));
         assert_eq!(AgentArgs::parse(strings(&["--bogus", "x"])), Err("unknown flag --bogus".to_owned()));
         assert_eq!(AgentArgs::parse(strings(&["--version"])), Ok(AgentCommand::Version));
         assert_eq!(AgentArgs::parse(Vec::new()), Ok(AgentCommand::Run(AgentArgs::default())));
+    }
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    #[test]
+    fn every_unit_reads_back_from_what_it_writes() {
+        for unit in Unit::ALL {
+            let (kind, name) = unit.pprof_type();
+            assert_eq!(Unit::from_pprof_type(kind, name), Some(unit));
+            if let Some(line) = unit.folded_header() {
+                assert_eq!(Unit::from_folded_line(&line), Some(Ok(unit)));
+            }
+        }
+        assert_eq!(Unit::from_folded_line("main;f 3"), None);
+        assert!(Unit::from_folded_line("# unit: furlongs").unwrap().unwrap_err().contains("furlongs"));
+    }
+
+    #[test]
+    fn units_do_not_mix() {
+        assert_eq!(Unit::WallMicros.same(Unit::WallMicros), Ok(Unit::WallMicros));
+        let refused = Unit::CpuSamples.same(Unit::OffCpuMicros).unwrap_err();
+        assert!(
+            refused.contains("CPU samples") && refused.contains("microseconds off-CPU") && refused.contains("--mode")
+        );
+        assert!(!refused.contains('\n'));
+    }
+
+    #[test]
+    fn a_header_without_a_mode_is_a_cpu_profile() {
+        let mode: ProfileMode = serde_json::from_str("\"off-cpu\"").unwrap();
+        assert_eq!(mode, ProfileMode::OffCpu);
+        assert_eq!(ProfileMode::default().unit(), Unit::CpuSamples);
     }
 }

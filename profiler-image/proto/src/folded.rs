@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
+use crate::agent::Unit;
+
 /// Aggregated stacks: each distinct `;`-joined stack with its sample count.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FoldedStacks {
@@ -85,13 +87,27 @@ impl FoldedStacks {
 
     /// Parses folded text. Blank lines are skipped; any other line must end in ` COUNT`.
     pub fn parse(text: &str) -> Result<Self, ParseError> {
+        Self::parse_with_unit(text).map(|(folded, _)| folded)
+    }
+
+    /// Folded text, line and its unit: a first line `# unit: NAME` (what kube-eagle writes
+    /// for profiles not in CPU samples), CPU samples without one.
+    pub fn parse_with_unit(text: &str) -> Result<(Self, Unit), ParseError> {
         let mut folded = Self::new();
+        let mut unit = Unit::CpuSamples;
+        let mut first = true;
         for (i, line) in text.lines().enumerate() {
             let line = line.trim_end_matches('\r');
             if line.trim().is_empty() {
                 continue;
             }
             let err = |reason: &str| ParseError { line: i + 1, reason: reason.to_owned() };
+            if std::mem::take(&mut first) {
+                if let Some(declared) = Unit::from_folded_line(line) {
+                    unit = declared.map_err(|e| err(&e))?;
+                    continue;
+                }
+            }
             let (stack, count) =
                 line.rsplit_once(' ').ok_or_else(|| err("expected `frame;frame;... COUNT`, found no count"))?;
             let count: u64 = count.parse().map_err(|_| err(&format!("`{count}` is not a sample count")))?;
@@ -100,7 +116,16 @@ impl FoldedStacks {
             }
             folded.add_joined(stack.to_owned(), count);
         }
-        Ok(folded)
+        Ok((folded, unit))
+    }
+
+    /// Folded text in `unit`: its unit line first (see [`Unit::folded_header`]), then the
+    /// stacks.
+    pub fn to_text_in(&self, unit: Unit) -> String {
+        match unit.folded_header() {
+            Some(header) => format!("{header}\n{}", self.to_text()),
+            None => self.to_text(),
+        }
     }
 }
 
@@ -134,6 +159,19 @@ mod tests {
         assert_eq!(e.line, 2);
         let e = FoldedStacks::parse("a;b x\n").unwrap_err();
         assert!(e.to_string().contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn a_unit_line_says_what_the_counts_are() {
+        let mut f = FoldedStacks::new();
+        f.add(&["main", "sleep_60"], 60_000);
+        for unit in Unit::ALL {
+            assert_eq!(FoldedStacks::parse_with_unit(&f.to_text_in(unit)), Ok((f.clone(), unit)));
+        }
+        assert_eq!(f.to_text_in(Unit::CpuSamples), f.to_text());
+        // Only as the first line: anywhere else it is a broken stack line.
+        assert!(FoldedStacks::parse("a 1\n# unit: wall-microseconds\n").is_err());
+        assert!(FoldedStacks::parse("# unit: parsecs\na 1\n").unwrap_err().reason.contains("parsecs"));
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub mod folded;
 pub mod net;
 pub mod stream;
 
-pub use agent::{AgentArgs, AgentCommand, Exit, Runtime, AGENT_USAGE};
+pub use agent::{AgentArgs, AgentCommand, Exit, ProfileMode, Runtime, Unit, AGENT_USAGE, DEFAULT_MIN_BLOCK_US};
 pub use contract::{agent_error_in, WarningCode, AGENT_ERROR_PREFIX, MAX_FREQUENCY_HZ};
 pub use folded::FoldedStacks;
 pub use net::{Direction, HttpRoute, LatencyHistogram, NetLimits, NetPayload, PeerTraffic};

@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use serde::{Deserialize, Serialize};
 
+use crate::agent::ProfileMode;
 use crate::contract::WarningCode;
 use crate::folded::push_frame;
 use crate::net::{NetLimits, NetPayload};
@@ -81,6 +82,12 @@ pub struct Header {
     pub frequency_hz: u64,
     /// Each requested target and the processes it resolved to when sampling started.
     pub targets: Vec<TargetReport>,
+    /// What the counts measure (absent in streams of agents before modes: CPU).
+    #[serde(default)]
+    pub mode: ProfileMode,
+    /// Off-CPU modes: blocks shorter than this were not counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_block_us: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

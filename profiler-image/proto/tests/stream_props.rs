@@ -86,6 +86,7 @@ fn header() -> impl Strategy<Value = Header> {
             duration_ms,
             frequency_hz,
             targets,
+            ..Header::default()
         },
     )
 }

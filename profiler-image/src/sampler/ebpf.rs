@@ -2,14 +2,16 @@
 //! thread of the target processes, on every CPU, at a fixed frequency.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::os::fd::AsFd;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-use aya::maps::{Array, ArrayOfMaps, HashMap as BpfHashMap, MapData, PerCpuArray, StackTraceMap};
+use aya::maps::{Array, ArrayOfMaps, HashMap as BpfHashMap, IterableMap, Map, MapData, PerCpuArray, StackTraceMap};
 use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
 use aya::programs::{BtfTracePoint, PerfEvent, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
-use eagle_ebpf::{key_flags, names, stack_flags, Counter, StackKey, TargetEntry, UserStack};
-use eagle_proto::{Warning, WarningCode};
+use eagle_ebpf::{key_flags, names, stack_flags, Counter, OffCpuStart, StackKey, TargetEntry, UserStack};
+use eagle_proto::{ProfileMode, Warning, WarningCode};
 
 use super::{ProcessEvent, Sampler, SamplerError};
 use crate::aggregate::Aggregate;
@@ -34,6 +36,9 @@ pub struct EbpfSampler {
     /// `None` when stacks are walked by frame pointers only (`EAGLE_UNWIND=frame-pointers`).
     unwinder: Option<Unwinder>,
     buffer: u32,
+    /// When the window ends (see [`EbpfSampler::end_window_at`]), and the thread that ends it
+    /// then (dropping the sender ends the thread early).
+    window_end: Option<(Instant, mpsc::Sender<()>)>,
     process_events: ProcessEvents,
     proc: ProcFs,
     symbols: Symbols,
@@ -41,6 +46,18 @@ pub struct EbpfSampler {
     /// Processes found gone at the last collection: their last samples may still come with
     /// this one, then what is cached for them is dropped.
     gone: Vec<u32>,
+    mode: ProfileMode,
+    /// Wall mode: the microseconds one CPU sample stands for.
+    sample_us: u64,
+    min_block_ns: u64,
+    offcpu: OffCpuMaps,
+}
+
+/// The maps of off-CPU time: blocks under way, and the stacks of blocks, kept for the whole run.
+struct OffCpuMaps {
+    started: BpfHashMap<MapData, u32, OffCpuStart>,
+    stacks: StackTraceMap<MapData>,
+    user_stacks: BpfHashMap<MapData, u64, UserStack>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -52,9 +69,10 @@ struct Tracked {
 }
 
 impl EbpfSampler {
-    /// Loads and attaches the program: a perf event per online CPU at `frequency_hz`, and the
-    /// fork and exec tracepoints. Nothing is sampled until [`Sampler::add`].
-    pub fn start(frequency_hz: u64, proc: ProcFs) -> Result<Self, SamplerError> {
+    /// Loads and attaches the program: a perf event per online CPU at `frequency_hz` (CPU and
+    /// wall modes), the scheduler's switch event (off-CPU and wall modes), and the fork and
+    /// exec tracepoints. Nothing is sampled until [`Sampler::add`].
+    pub fn start(frequency_hz: u64, proc: ProcFs, mode: ProfileMode, min_block_us: u64) -> Result<Self, SamplerError> {
         let object = eagle_ebpf::object().ok_or(SamplerError::NoProgram)?;
         let btf = if std::env::var_os(FORCE_TRACEFS_ENV).is_some() { None } else { Btf::from_sys_fs().ok() };
         let offset = if btf.is_some() { 0 } else { tracefs::with_tracefs(tracefs::child_pid_offset)?.0 };
@@ -63,6 +81,7 @@ impl EbpfSampler {
             .btf(btf.as_ref())
             .override_global(names::UNWIND_WITH_TABLES, &u32::from(with_tables), true)
             .override_global(names::CHILD_PID_OFFSET, &offset, true)
+            .override_global(names::MIN_BLOCK_NS, &min_block_us.saturating_mul(1000), true)
             .load(object)
             .map_err(|e| classify("load the eBPF program", &e))?;
         let process_events = match &btf {
@@ -72,10 +91,22 @@ impl EbpfSampler {
             }
             None => tracefs::with_tracefs(|| attach_tracefs_tracepoints(&mut bpf))?.1,
         };
+        if mode != ProfileMode::Cpu {
+            let Some(btf) = &btf else {
+                return Err(SamplerError::Unsupported(format!(
+                    "--mode {mode} follows the scheduler through a BTF-typed tracepoint, and this kernel has no BTF (/sys/kernel/btf/vmlinux): use --mode cpu, or a kernel built with CONFIG_DEBUG_INFO_BTF"
+                )));
+            };
+            let switch: &mut BtfTracePoint = program_mut(&mut bpf, names::OFFCPU_PROGRAM)?;
+            switch.load("sched_switch", btf).map_err(|e| classify("load the off-CPU program (sched_switch)", &e))?;
+            switch.attach().map_err(|e| classify("attach to the sched_switch tracepoint", &e))?;
+        }
         let sample: &mut PerfEvent = program_mut(&mut bpf, names::SAMPLE_PROGRAM)?;
         sample.load().map_err(|e| classify("load the sampling program", &e))?;
         let cpus = aya::util::online_cpus().map_err(|(what, e)| SamplerError::Failed(format!("{what}: {e}")))?;
-        for cpu in cpus {
+        // Off-CPU mode samples nothing on the CPU.
+        let sampled_cpus = if mode == ProfileMode::OffCpu { Vec::new() } else { cpus };
+        for cpu in sampled_cpus {
             sample
                 .attach(
                     PerfEventConfig::Software(SoftwareEvent::CpuClock),
@@ -110,6 +141,11 @@ impl EbpfSampler {
             tables: ArrayOfMaps::try_from(take(names::UNWIND_TABLES)?).map_err(conv)?,
             requests: BpfHashMap::try_from(take(names::UNWIND_REQUESTS)?).map_err(conv)?,
         };
+        let offcpu = OffCpuMaps {
+            started: BpfHashMap::try_from(take(names::OFFCPU_START)?).map_err(conv)?,
+            stacks: StackTraceMap::try_from(take(names::OFFCPU_STACKS)?).map_err(conv)?,
+            user_stacks: BpfHashMap::try_from(take(names::OFFCPU_USER_STACKS)?).map_err(conv)?,
+        };
         let unwinder = if with_tables {
             Some(
                 Unwinder::start(unwind_maps)
@@ -128,12 +164,89 @@ impl EbpfSampler {
             user_stacks,
             unwinder,
             buffer: 0,
+            window_end: None,
             process_events,
             proc,
             symbols: Symbols::new(),
             tracked: HashMap::new(),
             gone: Vec::new(),
+            mode,
+            sample_us: 1_000_000 / frequency_hz.max(1),
+            min_block_ns: min_block_us.saturating_mul(1000),
+            offcpu,
         })
+    }
+
+    /// Counts the blocks still under way as the window ends, up to now: a thread that waits
+    /// for the whole window (a worker on an empty queue) is off-CPU all along, not absent.
+    /// Before the last collection.
+    pub fn close_blocks(&mut self) {
+        if self.mode == ProfileMode::Cpu {
+            return;
+        }
+        let now = monotonic_ns();
+        let under_way: Vec<(u32, OffCpuStart)> = self.offcpu.started.iter().filter_map(Result::ok).collect();
+        let counts = &mut self.counts[self.buffer as usize];
+        for (tid, start) in under_way {
+            // Whoever removes the entry counts the block: here, or the kernel if the thread
+            // woke meanwhile.
+            if self.offcpu.started.remove(&tid).is_err() {
+                continue;
+            }
+            let blocked = now.saturating_sub(start.since);
+            if blocked < self.min_block_ns || !self.tracked.contains_key(&start.key.tgid) {
+                continue;
+            }
+            // The kernel may add to the same key at this instant; the window is over, and a
+            // block ending right now is a few microseconds at most.
+            let so_far = counts.get(&start.key, 0).unwrap_or(0);
+            let _ = counts.insert(start.key, so_far + blocked, 0);
+        }
+    }
+
+    /// What off-CPU counting did, said once at the end of a run.
+    fn offcpu_summary(&self) -> Option<Warning> {
+        if self.mode == ProfileMode::Cpu {
+            return None;
+        }
+        let (counted, short) = (self.counter(Counter::OffCpuBlocks), self.counter(Counter::OffCpuShort));
+        Some(Warning {
+            code: WarningCode::InfoPrecision,
+            pid: None,
+            message: format!(
+                "off-CPU: {counted} blocks of {} or more counted, {short} shorter ones not (--min-block)",
+                human_micros(self.min_block_ns / 1000)
+            ),
+        })
+    }
+
+    /// Ends the sampling window at `end`, to the instant: a thread of its own writes
+    /// [`names::WINDOW_ENDED`] into `active` then, and the program takes no sample after it.
+    /// Otherwise the window would last until the last collection, which a loaded machine
+    /// delays by seconds (symbolizing), and a process's samples would cover more than the
+    /// window the stream's header states.
+    pub fn end_window_at(&mut self, end: Instant) -> Result<(), SamplerError> {
+        let fd = IterableMap::map(&self.active)
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| SamplerError::Failed(format!("cannot share the eBPF map `active`: {e}")))?;
+        let map = MapData::from_fd(fd).map_err(|e| SamplerError::Failed(format!("eBPF map `active`: {e}")))?;
+        let mut active: Array<MapData, u32> =
+            Array::try_from(Map::Array(map)).map_err(|e| SamplerError::Failed(format!("eBPF map `active`: {e}")))?;
+        let (sender, receiver) = mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("window end".into())
+            .spawn(move || {
+                if let Err(mpsc::RecvTimeoutError::Timeout) =
+                    receiver.recv_timeout(end.saturating_duration_since(Instant::now()))
+                {
+                    let _ = active.set(0, names::WINDOW_ENDED, 0);
+                }
+            })
+            .map_err(|e| SamplerError::Failed(format!("cannot start the thread that ends the window: {e}")))?;
+        self.window_end = Some((end, sender));
+        Ok(())
     }
 
     /// How fork and exec are followed; anything but BTF tracepoints is worth a line to the user.
@@ -150,6 +263,9 @@ impl EbpfSampler {
     /// (`last`), how many stacks were walked by frame pointers or cut short.
     pub fn take_warnings(&mut self, last: bool) -> Vec<Warning> {
         let mut warnings = self.unwinder.as_ref().map(Unwinder::take_warnings).unwrap_or_default();
+        if last {
+            warnings.extend(self.offcpu_summary());
+        }
         if last && self.unwinder.is_some() {
             let total = self.counter(Counter::Samples);
             let pending = self.counter(Counter::UnwindPending);
@@ -214,6 +330,22 @@ impl EbpfSampler {
             return Some(t.root);
         }
         readable(pid).then_some(pid)
+    }
+}
+
+/// CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn human_micros(us: u64) -> String {
+    if us >= 1000 && us.is_multiple_of(1000) {
+        format!("{}ms", us / 1000)
+    } else {
+        format!("{us}us")
     }
 }
 
@@ -457,40 +589,49 @@ impl Sampler for EbpfSampler {
         // Flip, let samples that already chose the old buffer land, then drain it alone.
         let idle = self.buffer as usize;
         self.buffer ^= 1;
-        self.active.set(0, self.buffer, 0).map_err(|e| SamplerError::Failed(format!("flip buffers: {e}")))?;
+        // Once the window has ended, no buffer takes samples any more.
+        let ended = self.window_end.as_ref().is_some_and(|(end, _)| Instant::now() >= *end);
+        let next = if ended { names::WINDOW_ENDED } else { self.buffer };
+        self.active.set(0, next, 0).map_err(|e| SamplerError::Failed(format!("flip buffers: {e}")))?;
         std::thread::sleep(Duration::from_millis(1));
 
         let entries: Vec<(StackKey, u64)> = self.counts[idle].iter().filter_map(Result::ok).collect();
         for (key, _) in &entries {
             let _ = self.counts[idle].remove(key);
         }
-        // Each stack read once; user stacks as the addresses to name (see `user_addrs`).
-        let mut user_traces: HashMap<i32, Vec<u64>> = HashMap::new();
-        let mut kernel_traces: HashMap<i32, Vec<u64>> = HashMap::new();
+        // Each stack read once; user stacks as the addresses to name (see `user_addrs`). The
+        // stacks of CPU samples are in this buffer's maps; those of blocks (`OFFCPU`) in the
+        // off-CPU maps, which are never cleared: a block's stack outlives buffer flips.
+        let mut user_traces: HashMap<(bool, i32), Vec<u64>> = HashMap::new();
+        let mut kernel_traces: HashMap<(bool, i32), Vec<u64>> = HashMap::new();
         // Unwound with tables: the addresses and whether the walk stopped early.
-        let mut unwound: HashMap<u64, (Vec<u64>, bool)> = HashMap::new();
+        let mut unwound: HashMap<(bool, u64), (Vec<u64>, bool)> = HashMap::new();
         for (key, _) in &entries {
-            if key.flags & key_flags::UNWOUND != 0 && !unwound.contains_key(&key.user_stack_hash) {
-                let (ips, truncated) = match self.user_stacks[idle].get(&key.user_stack_hash, 0) {
+            let off = is_offcpu(key);
+            if key.flags & key_flags::UNWOUND != 0 && !unwound.contains_key(&(off, key.user_stack_hash)) {
+                let map = if off { &self.offcpu.user_stacks } else { &self.user_stacks[idle] };
+                let (ips, truncated) = match map.get(&key.user_stack_hash, 0) {
                     Ok(stack) => {
                         let len = (stack.len as usize).min(stack.ips.len());
                         (stack.ips[..len].to_vec(), stack.flags & stack_flags::TRUNCATED != 0)
                     }
                     Err(_) => (Vec::new(), true),
                 };
-                unwound.insert(key.user_stack_hash, (user_addrs(&ips), truncated));
+                unwound.insert((off, key.user_stack_hash), (user_addrs(&ips), truncated));
             }
         }
         for (key, _) in &entries {
+            let off = is_offcpu(key);
+            let stacks = if off { &self.offcpu.stacks } else { &self.stacks[idle] };
             for (id, traces, user) in
                 [(key.user_stack_id, &mut user_traces, true), (key.kernel_stack_id, &mut kernel_traces, false)]
             {
-                if id >= 0 && !traces.contains_key(&id) {
-                    let ips: Vec<u64> = self.stacks[idle]
+                if id >= 0 && !traces.contains_key(&(off, id)) {
+                    let ips: Vec<u64> = stacks
                         .get(&(id as u32), 0)
                         .map(|t| t.frames().iter().map(|f| f.ip).collect())
                         .unwrap_or_default();
-                    traces.insert(id, if user { user_addrs(&ips) } else { ips });
+                    traces.insert((off, id), if user { user_addrs(&ips) } else { ips });
                 }
             }
         }
@@ -519,8 +660,10 @@ impl Sampler for EbpfSampler {
             }
         }
         for (key, count) in entries {
+            let off = is_offcpu(&key);
             let mut frames: Vec<String> = Vec::new();
-            if key.flags & key_flags::UNWOUND != 0 && unwound.get(&key.user_stack_hash).is_some_and(|(_, t)| *t) {
+            if key.flags & key_flags::UNWOUND != 0 && unwound.get(&(off, key.user_stack_hash)).is_some_and(|(_, t)| *t)
+            {
                 frames.push(TRUNCATED.to_owned());
             }
             if let Some(addrs) = user_addresses(&key, &user_traces, &unwound) {
@@ -529,12 +672,23 @@ impl Sampler for EbpfSampler {
                 frames.extend_from_slice(from_thread_entry(&user));
             }
             if key.kernel_stack_id >= 0 {
-                let names = self.symbols.kernel(&kernel_traces[&key.kernel_stack_id]);
-                frames.extend(names.iter().rev().flat_map(|f| f.iter().cloned()));
+                let names = self.symbols.kernel(&kernel_traces[&(off, key.kernel_stack_id)]);
+                // A block's kernel stack was taken inside the switch event: its innermost
+                // frames are the tracing machinery and this program, not the blocked thread.
+                let from =
+                    if off { names.iter().take_while(|f| f.iter().any(|n| is_tracing_frame(n))).count() } else { 0 };
+                frames.extend(names[from..].iter().rev().flat_map(|f| f.iter().cloned()));
             }
             if frames.is_empty() {
                 frames.push(crate::symbolize::UNKNOWN.to_owned());
             }
+            // One unit per graph: CPU samples, or microseconds (blocks are counted in
+            // nanoseconds; a CPU sample in wall mode is its period).
+            let count = match (off, self.mode) {
+                (true, _) => (count + 500) / 1000,
+                (false, ProfileMode::Wall) => count * self.sample_us,
+                (false, _) => count,
+            };
             out.add(key.tgid, "ebpf", frames, count);
         }
         for pid in std::mem::take(&mut self.gone) {
@@ -551,25 +705,37 @@ impl Sampler for EbpfSampler {
         self.tracked.values().filter(|t| t.alive).count()
     }
 
+    /// CPU samples and counted blocks.
     fn samples(&self) -> u64 {
-        self.counter(Counter::Samples)
+        self.counter(Counter::Samples) + self.counter(Counter::OffCpuBlocks)
     }
 
     fn lost_samples(&self) -> u64 {
-        self.counter(Counter::StackLost) + self.counter(Counter::CountsFull)
+        self.counter(Counter::StackLost) + self.counter(Counter::CountsFull) + self.counter(Counter::OffCpuLost)
     }
 }
 
-/// The user addresses of a sample: unwound with tables, or walked by frame pointers.
+/// Kernel frames of the tracing path that ran an eBPF program: `bpf_prog_<tag>_offcpu_switch`,
+/// `bpf_trace_run4`, `__bpf_trace_sched_switch`.
+fn is_tracing_frame(name: &str) -> bool {
+    ["bpf_prog_", "bpf_trace_run", "__bpf_trace_", "__traceiter_"].iter().any(|p| name.starts_with(p))
+}
+
+fn is_offcpu(key: &StackKey) -> bool {
+    key.flags & key_flags::OFFCPU != 0
+}
+
+/// The user addresses of a sample or block: unwound with tables, or walked by frame pointers.
 fn user_addresses<'a>(
     key: &StackKey,
-    walked: &'a HashMap<i32, Vec<u64>>,
-    unwound: &'a HashMap<u64, (Vec<u64>, bool)>,
+    walked: &'a HashMap<(bool, i32), Vec<u64>>,
+    unwound: &'a HashMap<(bool, u64), (Vec<u64>, bool)>,
 ) -> Option<&'a [u64]> {
+    let off = is_offcpu(key);
     if key.flags & key_flags::UNWOUND != 0 {
-        unwound.get(&key.user_stack_hash).map(|(a, _)| a.as_slice())
+        unwound.get(&(off, key.user_stack_hash)).map(|(a, _)| a.as_slice())
     } else if key.user_stack_id >= 0 {
-        walked.get(&key.user_stack_id).map(Vec::as_slice)
+        walked.get(&(off, key.user_stack_id)).map(Vec::as_slice)
     } else {
         None
     }
@@ -626,6 +792,14 @@ mod tests {
         assert_eq!(small.code, eagle_proto::WarningCode::InfoUnwind);
         assert!(small.message.contains("20 (2.0%)") && small.message.contains("1 (0.1%)"), "{}", small.message);
         assert_eq!(super::unwind_summary(1000, 40, 20).expect("said").code, eagle_proto::WarningCode::UnwindIncomplete);
+    }
+
+    #[test]
+    fn the_tracing_path_is_no_part_of_a_block() {
+        assert!(super::is_tracing_frame("bpf_prog_47caeab29ceadefe_offcpu_switch_[k]"));
+        assert!(super::is_tracing_frame("bpf_trace_run4_[k]"));
+        assert!(!super::is_tracing_frame("__schedule_[k]"));
+        assert!(!super::is_tracing_frame("bpf_map_lookup_elem"));
     }
 
     #[test]

@@ -1,10 +1,10 @@
-//! Interpreted runtimes sampled by their own tools as separate programs: rbspy for Ruby, and
-//! py-spy for Python when native (C extension) frames are asked for (`--native` needs py-spy's
-//! unwinder, which its library is built without here; `python.rs` has the default). One
-//! `record` per process, started together with the other samplers so every process shares the
-//! same window, ended by SIGINT (both tools then write what they have). They read the
-//! interpreter's own frame objects, so the graph shows Python or Ruby functions, not the C loop
-//! of the interpreter. Their counts are wall-clock samples: they give the distribution only,
+//! Interpreted runtimes sampled by their own tools as separate programs: py-spy's program for
+//! Python when native (C extension) frames are asked for (`--native` needs py-spy's unwinder,
+//! which its library is built without here; `python.rs` has the default, and `ruby.rs` reads
+//! Ruby through rbspy's library). One `record` per process, started together with the other
+//! samplers so every process shares the same window, ended by SIGINT (the tool then writes
+//! what it has). It reads the interpreter's own frame objects, so the graph shows Python
+//! functions, not the C loop of the interpreter. Their counts are wall-clock samples: they give the distribution only,
 //! weighed by eBPF's on-CPU samples of the same process (`oncpu.rs`).
 
 use std::collections::HashMap;
@@ -50,36 +50,6 @@ pub const PY_SPY: Tool = Tool {
     // Already `func (file.py)` with --nolineno.
     frame: str::to_owned,
 };
-
-pub const RBSPY: Tool = Tool {
-    name: "rbspy",
-    env: "EAGLE_RBSPY",
-    suffix: " [rb]_[j]",
-    install: "`cargo install rbspy`",
-    args: |pid, rate, output, _native| {
-        let mut a: Vec<String> =
-            ["record", "--pid", &pid.to_string(), "--rate", &rate.to_string()].into_iter().map(String::from).collect();
-        a.extend(["--duration", "86400", "--silent", "--format", "collapsed", "--file"].map(String::from));
-        a.push(output.display().to_string());
-        a
-    },
-    frame: rbspy_frame,
-};
-
-/// rbspy writes `name - /path/file.rb:LINE`; the graph wants one frame per function, named like
-/// py-spy's: `name (file.rb)`. C functions it cannot name become `[c function]`.
-pub(crate) fn rbspy_frame(frame: &str) -> String {
-    let Some((name, location)) = frame.rsplit_once(" - ") else { return frame.to_owned() };
-    if name.starts_with("(unknown) [c function]") {
-        return "[c function]".to_owned();
-    }
-    let file =
-        location
-            .rsplit_once(':')
-            .map_or(location, |(f, line)| if line.bytes().all(|b| b.is_ascii_digit()) { f } else { location });
-    let file = file.rsplit('/').next().unwrap_or(file);
-    format!("{name} ({file})")
-}
 
 pub struct InterpreterSampler {
     tool: Tool,
@@ -207,16 +177,5 @@ impl Drop for InterpreterSampler {
             let _ = child.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn rbspy_frames_become_one_per_function() {
-        assert_eq!(super::rbspy_frame("cpu_60 - /app/groundtruth.rb:12"), "cpu_60 (groundtruth.rb)");
-        assert_eq!(super::rbspy_frame("block in <main> - /app/x.rb:20"), "block in <main> (x.rb)");
-        assert_eq!(super::rbspy_frame("(unknown) [c function] - (unknown)"), "[c function]");
-        assert_eq!(super::rbspy_frame("plain"), "plain");
     }
 }

@@ -7,10 +7,15 @@
 //! measured here, a true 10 % read 2 to 15 % from run to run, far more spread than sampling
 //! noise. So the agent drives py-spy's library itself: at each instant (randomly spaced, so no
 //! periodic work can phase-lock with it) it reads the process's CPU clock and the Python
-//! stacks, and weighs the active threads' stacks by the CPU time the process used since the
-//! previous instant. A sample taken while the process waited weighs nothing. The result is a
-//! [`Distribution`] in CPU nanoseconds; its magnitude comes from eBPF (see [`super::oncpu`]).
+//! stacks, and weighs each active thread's stack by the CPU time that thread used since the
+//! previous instant (`/proc/PID/task/TID/schedstat`; CPython 3.11 and later name each thread's
+//! OS id), so an idle thread's stack never takes the CPU of a busy one. Older Pythons name no
+//! OS thread: there the process's CPU time since the previous instant (its CPU clock) is
+//! shared evenly among the active threads. A sample taken while the process waited weighs
+//! nothing. The result is a [`Distribution`] in CPU nanoseconds; its magnitude comes from eBPF
+//! (see [`super::oncpu`]).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -26,6 +31,9 @@ pub const PY_SUFFIX: &str = " [py]_[j]";
 /// interpreter moved on while it was read) fails once, a process that is not Python any more
 /// fails every time.
 const MAX_FAILURES_IN_A_ROW: u32 = 200;
+
+/// Threads whose CPU time is remembered between reads before those that ended are forgotten.
+const MAX_THREADS_REMEMBERED: usize = 4096;
 
 /// The sampler: one py-spy reading thread per process (see [`Recordings`]).
 pub fn sampler(rate_hz: u64) -> Recordings {
@@ -54,6 +62,7 @@ fn record(pid: u32, rate_hz: u64, stop: &AtomicBool) -> Result<Distribution, Str
     let mut failures = 0;
     let mut last_error = String::new();
     let mut distribution = Distribution::default();
+    let mut threads = ThreadClocks::of(pid);
     while !stop.load(Ordering::Relaxed) {
         // Spaced at random between half and one and a half periods: no periodic work can
         // phase-lock with it, and a read's weight (the CPU time since the previous read) varies
@@ -88,10 +97,30 @@ fn record(pid: u32, rate_hz: u64, stop: &AtomicBool) -> Result<Distribution, Str
         let spent = cpu.saturating_sub(last_cpu);
         last_cpu = cpu;
         let active: Vec<&StackTrace> = traces.iter().filter(|t| t.active && !t.frames.is_empty()).collect();
+        // Each thread's CPU clock right after the read, while the read's pause has just brought
+        // it up to date: a stack weighs what its own thread used, so an idle thread's stack
+        // never takes the CPU of a busy one.
+        let mut per_thread: Vec<(&StackTrace, Option<u64>)> = Vec::with_capacity(active.len());
+        for trace in &active {
+            per_thread.push((trace, trace.os_thread_id.and_then(|tid| threads.spent_since_last(tid))));
+        }
+        for trace in traces.iter().filter(|t| !t.active) {
+            // Idle now, but it may run before the next read: its clock must be current then.
+            if let Some(tid) = trace.os_thread_id {
+                threads.spent_since_last(tid);
+            }
+        }
+        if per_thread.iter().all(|(_, spent)| spent.is_some()) {
+            for (trace, spent) in per_thread {
+                distribution.add(frames(trace), spent.unwrap_or(0) as f64);
+            }
+            continue;
+        }
+        // A Python before 3.11 names no thread's OS id: which of several active threads used
+        // the CPU is not known, so the process's CPU time is shared evenly.
         if spent == 0 || active.is_empty() {
             continue;
         }
-        // Which of several active threads used the CPU is not known: shared evenly.
         let weight = spent as f64 / active.len() as f64;
         for trace in active {
             distribution.add(frames(trace), weight);
@@ -122,6 +151,37 @@ fn frames(trace: &StackTrace) -> Vec<String> {
 
 fn one_line(e: &dyn std::fmt::Display) -> String {
     e.to_string().lines().next().unwrap_or_default().to_owned()
+}
+
+/// The CPU time of each thread of another process, from `/proc/PID/task/TID/schedstat` (the
+/// kernel lets no process read another's thread CPU clocks). Its first field is the time the
+/// scheduler has accounted, brought up to date whenever the thread stops running, as it does
+/// while py-spy reads the process.
+struct ThreadClocks {
+    pid: u32,
+    /// CPU nanoseconds of each thread at the previous read.
+    last: HashMap<u64, u64>,
+}
+
+impl ThreadClocks {
+    fn of(pid: u32) -> Self {
+        Self { pid, last: HashMap::new() }
+    }
+
+    /// CPU nanoseconds thread `tid` used since it was last asked about: `Some(0)` the first
+    /// time, `None` when the process has no such thread (the id comes from the process's own
+    /// memory: it may be stale, or a lie).
+    fn spent_since_last(&mut self, tid: u64) -> Option<u64> {
+        let text = std::fs::read_to_string(format!("/proc/{}/task/{tid}/schedstat", self.pid)).ok()?;
+        let now: u64 = text.split_whitespace().next()?.parse().ok()?;
+        if self.last.len() >= MAX_THREADS_REMEMBERED && !self.last.contains_key(&tid) {
+            // A process that starts threads by the thousand: forget those that ended.
+            let pid = self.pid;
+            self.last.retain(|t, _| std::path::Path::new(&format!("/proc/{pid}/task/{t}")).exists());
+        }
+        let before = self.last.insert(tid, now);
+        Some(before.map_or(0, |b| now.saturating_sub(b)))
+    }
 }
 
 /// The CPU clock of another process (all its threads), precise to the nanosecond: the kernel

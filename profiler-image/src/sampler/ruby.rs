@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use super::interpreter::rbspy_frame;
 use super::oncpu::{Distribution, Recordings};
 use super::python::ProcessCpuClock;
 
@@ -71,6 +70,21 @@ fn record(pid: u32, rate_hz: u64, stop: &AtomicBool) -> Result<Distribution, Str
     drain_result(&result_receiver, distribution)
 }
 
+/// rbspy writes `name - /path/file.rb:LINE`; the graph wants one frame per function, named like
+/// py-spy's: `name (file.rb)`. C functions it cannot name become `[c function]`.
+fn rbspy_frame(frame: &str) -> String {
+    let Some((name, location)) = frame.rsplit_once(" - ") else { return frame.to_owned() };
+    if name.starts_with("(unknown) [c function]") {
+        return "[c function]".to_owned();
+    }
+    let file =
+        location
+            .rsplit_once(':')
+            .map_or(location, |(f, line)| if line.bytes().all(|b| b.is_ascii_digit()) { f } else { location });
+    let file = file.rsplit('/').next().unwrap_or(file);
+    format!("{name} ({file})")
+}
+
 /// rbspy's own verdict on the recording once its sampler ended.
 fn drain_result(
     results: &Receiver<Result<(), anyhow::Error>>,
@@ -81,5 +95,16 @@ fn drain_result(
     match results.recv_timeout(Duration::from_secs(2)) {
         Ok(Err(e)) if distribution.samples == 0 => Err(format!("rbspy cannot read this Ruby process: {e:#}")),
         _ => Ok(distribution),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rbspy_frames_become_one_per_function() {
+        assert_eq!(super::rbspy_frame("cpu_60 - /app/groundtruth.rb:12"), "cpu_60 (groundtruth.rb)");
+        assert_eq!(super::rbspy_frame("block in <main> - /app/x.rb:20"), "block in <main> (x.rb)");
+        assert_eq!(super::rbspy_frame("(unknown) [c function] - (unknown)"), "[c function]");
+        assert_eq!(super::rbspy_frame("plain"), "plain");
     }
 }

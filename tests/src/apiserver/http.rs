@@ -10,6 +10,8 @@ pub(super) struct HttpRequest {
     pub(super) method: String,
     pub(super) path: String,
     pub(super) query: Vec<(String, String)>,
+    /// Lowercase names, in order; a repeated header (`Impersonate-Group`) once per line.
+    pub(super) headers: Vec<(String, String)>,
     pub(super) body: Vec<u8>,
 }
 
@@ -41,7 +43,7 @@ pub(super) fn read_request(r: &mut BufReader<TcpStream>) -> io::Result<Option<Ht
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("bad request line {line:?}")));
     };
     let (method, target) = (method.to_owned(), target.to_owned());
-    let mut headers = HashMap::new();
+    let mut headers: Vec<(String, String)> = Vec::new();
     loop {
         line.clear();
         r.read_line(&mut line)?;
@@ -50,15 +52,16 @@ pub(super) fn read_request(r: &mut BufReader<TcpStream>) -> io::Result<Option<Ht
             break;
         }
         if let Some((name, value)) = header.split_once(':') {
-            headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
         }
     }
+    let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v);
     let mut body = Vec::new();
-    if let Some(len) = headers.get("content-length") {
+    if let Some(len) = header("content-length") {
         let len: usize = len.parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad content-length"))?;
         body.resize(len, 0);
         r.read_exact(&mut body)?;
-    } else if headers.get("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
+    } else if header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
         loop {
             line.clear();
             r.read_line(&mut line)?;
@@ -89,7 +92,7 @@ pub(super) fn read_request(r: &mut BufReader<TcpStream>) -> io::Result<Option<Ht
             (percent_decode(k), percent_decode(v))
         })
         .collect();
-    Ok(Some(HttpRequest { method, path: percent_decode(path), query, body }))
+    Ok(Some(HttpRequest { method, path: percent_decode(path), query, headers, body }))
 }
 
 pub(super) fn percent_decode(s: &str) -> String {

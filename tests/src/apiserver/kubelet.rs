@@ -15,6 +15,8 @@ pub(super) struct AgentRun {
     pub(super) containers: Vec<String>,
     pub(super) duration_ms: u64,
     pub(super) frequency_hz: u64,
+    /// What it was asked to measure: its header says so, as the real agent's does.
+    pub(super) mode: eagle_proto::ProfileMode,
     /// `eagle-agent --version`: the doctor's probe.
     pub(super) version_only: bool,
 }
@@ -64,6 +66,7 @@ impl State {
             containers: run.targets.iter().filter_map(|t| t.strip_prefix("container:")).map(str::to_owned).collect(),
             duration_ms: run.duration_ms,
             frequency_hz: run.frequency_hz,
+            mode: run.mode,
             version_only: asked == Ok(eagle_proto::AgentCommand::Version),
             ..Default::default()
         };
@@ -225,6 +228,8 @@ pub(super) fn script(fate: &Fate, agent: &AgentRun) -> Script {
             .iter()
             .map(|id| TargetReport { target: format!("container:{id}"), pids: vec![pid_of(id)] })
             .collect(),
+        mode: agent.mode,
+        min_block_us: None,
     });
     let records = |stacks: &[Stack]| -> Vec<StackRecord> {
         agent
@@ -349,6 +354,13 @@ pub(super) fn script(fate: &Fate, agent: &AgentRun) -> Script {
                 exit_code: 0,
             }
         }
+        Fate::KubeletStops => Script {
+            lines: vec![stderr_noise, header, progress(0, 0)],
+            hold: false,
+            ignores_stop: false,
+            on_stop: Vec::new(),
+            exit_code: 0,
+        },
         Fate::IgnoresStop => Script {
             lines: vec![stderr_noise, header, progress(0, 0)],
             hold: true,
@@ -453,6 +465,37 @@ pub(super) fn live(shared: &Shared, key: &PodKey, fate: &Fate, agent: &AgentRun)
         }]);
     });
     let script = script(fate, agent);
+    if let Fate::KubeletStops = fate {
+        for line in &script.lines {
+            shared.log_line(key, line);
+        }
+        for tick in 1..=5u64 {
+            if shared.pause(key, Duration::from_millis(100)) {
+                return true;
+            }
+            let p = Progress { elapsed_ms: tick * 100, samples: tick * 10, processes: agent.containers.len() as u64 };
+            shared.log_line(key, &Encoder.progress(&p));
+        }
+        // The kubelet dies: follows break, log reads fail, the pod's status stays as it was.
+        shared.lock().dead_kubelets.insert(node.clone());
+        shared.changed.notify_all();
+        if shared.pause(key, Duration::from_secs(1)) {
+            return true;
+        }
+        // The node controller (after its grace period, shortened) marks the pod not ready.
+        shared.update_pod(key, |pod| {
+            pod["status"]["conditions"] = json!([
+                {"type": "Initialized", "status": "True"}, {"type": "Ready", "status": "False", "lastTransitionTime": TIMESTAMP},
+                {"type": "ContainersReady", "status": "True"}, {"type": "PodScheduled", "status": "True"}
+            ]);
+        });
+        // Nothing more comes from this node; a deleted pod is never confirmed gone.
+        while !shared.pause(key, Duration::from_millis(50)) {}
+        while !shared.shutdown.load(Ordering::SeqCst) {
+            thread::sleep(Duration::from_millis(50));
+        }
+        return true;
+    }
     let mut stopped = false;
     let mut lines = script.lines.iter();
     for line in lines.by_ref() {

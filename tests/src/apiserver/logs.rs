@@ -103,6 +103,12 @@ pub(super) fn pod_log(
             drop(state);
             return respond(shared, index, w, 404, &not_found(&KINDS[0], &name));
         };
+        let node = pod["spec"]["nodeName"].as_str().unwrap_or_default().to_owned();
+        if state.dead_kubelets.contains(&node) {
+            drop(state);
+            let message = format!("Get \"https://10.0.0.2:10250/containerLogs/{}/{name}/eagle-agent\": dial tcp 10.0.0.2:10250: connect: connection refused", key.0);
+            return respond(shared, index, w, 500, &status(500, "InternalError", message, json!({})));
+        }
         let Some(log) = state.logs.get(&key) else {
             let reason = pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
                 .as_str()
@@ -134,6 +140,14 @@ pub(super) fn pod_log(
             loop {
                 if shared.shutdown.load(Ordering::SeqCst) {
                     return Err(io::Error::other("shut down"));
+                }
+                let node_of_pod = state
+                    .objects
+                    .get(&("pods".to_owned(), key.0.clone(), key.1.clone()))
+                    .and_then(|p| p["spec"]["nodeName"].as_str().map(str::to_owned));
+                if node_of_pod.is_some_and(|n| state.dead_kubelets.contains(&n)) {
+                    // The API server's connection to the kubelet is gone: the stream breaks.
+                    return Err(io::Error::other("the kubelet stopped"));
                 }
                 match state.logs.get(&key) {
                     None => break (Vec::new(), true),

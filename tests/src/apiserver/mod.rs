@@ -30,7 +30,13 @@
 //!   kinds; a Job's status follows its pod (`Complete` or `Failed` when the pod ends);
 //! - ClusterRoles, ClusterRoleBindings, Roles and RoleBindings: POST, GET, PUT, DELETE, LIST;
 //! - PATCH (JSON merge patch) and DELETE of namespaces (which takes what is inside);
-//! - POST of SelfSubjectAccessReviews, answered from the scenario's denials; `GET /version`;
+//! - POST of SelfSubjectAccessReviews, answered from the scenario's denials for the user the
+//!   request acts for (`Impersonate-User`, else the kubeconfig's `alice`), and of
+//!   SelfSubjectReviews (unless [`Scenario::without_self_subject_review`]); `GET /version`;
+//! - ResourceQuotas and NetworkPolicies, and, with [`Scenario::with_admission_policies`],
+//!   ValidatingAdmissionPolicies and their bindings (and the `admissionregistration.k8s.io/v1`
+//!   discovery that names them); the nodes, as metadata;
+//! - a node whose kubelet stops ([`Fate::KubeletStops`]): follows cut, log reads 500;
 //! - `dryRun=All` on POST (validated, answered, not stored), `tailLines` on logs;
 //! - a profiling pod that runs `eagle-agent --version` prints the version and exits 0.
 //!
@@ -93,11 +99,23 @@ pub struct Recorded {
     pub body: Option<Value>,
     /// 0 while a streamed answer has not started.
     pub status: u16,
+    /// Lowercase names, in the order sent.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Recorded {
     pub fn param(&self, key: &str) -> Option<&str> {
         self.query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of a header (lowercase name), in order: `header_values("impersonate-group")`.
+    pub fn header_values(&self, name: &str) -> Vec<&str> {
+        self.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect()
+    }
+
+    /// The user the API server would act for: the impersonated one, else the kubeconfig's.
+    pub fn user(&self) -> Option<&str> {
+        self.header_values("impersonate-user").first().copied()
     }
 
     pub fn is(&self, method: &str, path: &str) -> bool {
@@ -162,6 +180,8 @@ struct State {
     nodes: Vec<String>,
     watches: usize,
     followed: HashSet<PodKey>,
+    /// Nodes whose kubelet stopped ([`Fate::KubeletStops`]).
+    dead_kubelets: HashSet<String>,
     /// When the last agent's log ended: the end of the run's sampling, for the benchmarks.
     last_log_end: Option<SystemTime>,
 }

@@ -14,7 +14,7 @@ pub(super) struct KindInfo {
     pub(super) namespaced: bool,
 }
 
-pub(super) const KINDS: [KindInfo; 14] = [
+pub(super) const KINDS: [KindInfo; 19] = [
     KindInfo { plural: "pods", group: "", kind: "Pod", namespaced: true },
     KindInfo { plural: "events", group: "", kind: "Event", namespaced: true },
     KindInfo { plural: "services", group: "", kind: "Service", namespaced: true },
@@ -39,10 +39,43 @@ pub(super) const KINDS: [KindInfo; 14] = [
         kind: "SelfSubjectAccessReview",
         namespaced: false,
     },
+    KindInfo {
+        plural: "selfsubjectreviews",
+        group: "authentication.k8s.io",
+        kind: "SelfSubjectReview",
+        namespaced: false,
+    },
+    KindInfo { plural: "resourcequotas", group: "", kind: "ResourceQuota", namespaced: true },
+    KindInfo { plural: "networkpolicies", group: "networking.k8s.io", kind: "NetworkPolicy", namespaced: true },
+    KindInfo {
+        plural: "validatingadmissionpolicies",
+        group: "admissionregistration.k8s.io",
+        kind: "ValidatingAdmissionPolicy",
+        namespaced: false,
+    },
+    KindInfo {
+        plural: "validatingadmissionpolicybindings",
+        group: "admissionregistration.k8s.io",
+        kind: "ValidatingAdmissionPolicyBinding",
+        namespaced: false,
+    },
 ];
 
 /// Kinds the double stores as they are posted (no controller behind them).
-pub(super) const PLAIN: [&str; 5] = ["namespaces", "clusterroles", "clusterrolebindings", "roles", "rolebindings"];
+pub(super) const PLAIN: [&str; 9] = [
+    "namespaces",
+    "clusterroles",
+    "clusterrolebindings",
+    "roles",
+    "rolebindings",
+    "resourcequotas",
+    "networkpolicies",
+    "validatingadmissionpolicies",
+    "validatingadmissionpolicybindings",
+];
+
+/// Kinds a server before Kubernetes 1.30 (without the beta API enabled) does not serve.
+const ADMISSION_POLICIES: [&str; 2] = ["validatingadmissionpolicies", "validatingadmissionpolicybindings"];
 
 impl KindInfo {
     pub(super) fn api_version(&self) -> String {
@@ -125,6 +158,7 @@ pub(super) fn handle(shared: &Arc<Shared>, req: &HttpRequest, w: &mut TcpStream)
             query: req.query.clone(),
             body: body.clone(),
             status: 0,
+            headers: req.headers.clone(),
         });
         shared.changed.notify_all();
         state.requests.len() - 1
@@ -137,7 +171,41 @@ pub(super) fn handle(shared: &Arc<Shared>, req: &HttpRequest, w: &mut TcpStream)
         });
         return respond(shared, index, w, 200, &version);
     }
-    let Some(route) = route(&req.path) else {
+    // The user the request acts for: `Impersonate-User` (kubectl's `--as`), else the
+    // kubeconfig's; and the groups it is in.
+    let header =
+        |name: &str| -> Vec<String> { req.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.clone()).collect() };
+    let user = header("impersonate-user").into_iter().next().unwrap_or_else(|| shared.scenario.user.clone());
+    let mut groups = header("impersonate-group");
+    groups.push("system:authenticated".into());
+    if req.method == "GET" && req.path == "/api/v1/nodes" {
+        // The nodes the world's pods run on, as metadata (what `init` counts for its quota).
+        let nodes = shared.lock().nodes.clone();
+        let items: Vec<Value> = nodes
+            .iter()
+            .map(|n| json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": {"name": n}}))
+            .collect();
+        let list = json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": {}, "items": items});
+        return respond(shared, index, w, 200, &list);
+    }
+    if req.method == "GET" && req.path == "/apis/admissionregistration.k8s.io/v1" {
+        let mut resources = vec![
+            json!({"name": "validatingwebhookconfigurations", "singularName": "", "namespaced": false, "kind": "ValidatingWebhookConfiguration", "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}),
+            json!({"name": "mutatingwebhookconfigurations", "singularName": "", "namespaced": false, "kind": "MutatingWebhookConfiguration", "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}),
+        ];
+        if shared.scenario.admission_policies {
+            for kind in KINDS.iter().filter(|k| ADMISSION_POLICIES.contains(&k.plural)) {
+                resources.push(json!({"name": kind.plural, "singularName": "", "namespaced": false, "kind": kind.kind, "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}));
+            }
+        }
+        let list = json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "admissionregistration.k8s.io/v1", "resources": resources});
+        return respond(shared, index, w, 200, &list);
+    }
+    let served = |r: &Route| {
+        (shared.scenario.admission_policies || !ADMISSION_POLICIES.contains(&r.kind.plural))
+            && (shared.scenario.self_subject_review || r.kind.plural != "selfsubjectreviews")
+    };
+    let Some(route) = route(&req.path).filter(served) else {
         let page = status(404, "NotFound", "the server could not find the requested resource".into(), json!({}));
         return respond(shared, index, w, 404, &page);
     };
@@ -155,7 +223,7 @@ pub(super) fn handle(shared: &Arc<Shared>, req: &HttpRequest, w: &mut TcpStream)
         Some(sub) => format!("{}/{sub}", route.kind.plural),
         None => route.kind.plural.to_owned(),
     };
-    if let Some(denied) = shared.denied(verb, &resource, &route) {
+    if let Some(denied) = shared.denied(&user, verb, &resource, &route) {
         return respond(shared, index, w, 403, &denied);
     }
     let param = |key: &str| req.query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
@@ -165,7 +233,15 @@ pub(super) fn handle(shared: &Arc<Shared>, req: &HttpRequest, w: &mut TcpStream)
             pod_log(shared, index, w, &route, param("follow") == Some("true"), tail)
         }
         ("create", None) if route.kind.plural == "selfsubjectaccessreviews" => {
-            let value = shared.review(body.unwrap_or_else(|| json!({})));
+            let value = shared.review(&user, body.unwrap_or_else(|| json!({})));
+            respond(shared, index, w, 201, &value)
+        }
+        ("create", None) if route.kind.plural == "selfsubjectreviews" => {
+            let value = json!({
+                "kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
+                "metadata": {"creationTimestamp": null},
+                "status": {"userInfo": {"username": user, "groups": groups}}
+            });
             respond(shared, index, w, 201, &value)
         }
         ("get", None) => {

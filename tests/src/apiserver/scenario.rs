@@ -50,6 +50,12 @@ pub enum Fate {
     /// The agent reports progress and ignores SIGTERM; it is killed (137) a while after its pod
     /// is deleted, without a trailer.
     IgnoresStop,
+    /// The node's kubelet stops mid window: the agent writes its header and progress for a
+    /// while, then the node goes silent. Log follows of its pods are cut, later log reads are
+    /// answered 500 (the API server cannot dial the kubelet), the pod's status is never
+    /// updated again but for the node controller marking it not ready a moment later, and a
+    /// deleted pod stays until the test ends.
+    KubeletStops,
     /// A hostile or broken image: after its header the agent writes one line of 2 MiB, then
     /// the complete stream of these stacks.
     OversizedLine(Vec<Stack>),
@@ -74,6 +80,17 @@ pub(super) struct Denial {
     pub(super) resource: String,
     /// `None`: in every namespace (and at the cluster scope).
     pub(super) namespace: Option<String>,
+    /// `None`: whoever asks.
+    pub(super) user: Option<String>,
+}
+
+impl Denial {
+    pub(super) fn refuses(&self, user: &str, verb: &str, resource: &str, namespace: &str) -> bool {
+        self.verb == verb
+            && self.resource == resource
+            && self.namespace.as_ref().is_none_or(|ns| ns == namespace)
+            && self.user.as_ref().is_none_or(|u| u == user)
+    }
 }
 
 /// How the double behaves in one test.
@@ -90,6 +107,8 @@ pub struct Scenario {
     pub(super) follow_breaks_after: Option<usize>,
     pub(super) drops_ttl: bool,
     pub(super) line_gap: Duration,
+    pub(super) admission_policies: bool,
+    pub(super) self_subject_review: bool,
 }
 
 impl Default for Scenario {
@@ -113,6 +132,8 @@ impl Scenario {
             follow_breaks_after: None,
             drops_ttl: false,
             line_gap: LINE_GAP,
+            admission_policies: false,
+            self_subject_review: true,
         }
     }
 
@@ -135,6 +156,20 @@ impl Scenario {
         self
     }
 
+    /// The server serves `admissionregistration.k8s.io/v1` ValidatingAdmissionPolicies and their
+    /// bindings (Kubernetes 1.30+); by default it does not, as the lab's 1.20.
+    pub fn with_admission_policies(mut self) -> Self {
+        self.admission_policies = true;
+        self
+    }
+
+    /// The server does not serve `authentication.k8s.io` SelfSubjectReviews (before 1.27
+    /// without the alpha API, as the lab's 1.20): 404.
+    pub fn without_self_subject_review(mut self) -> Self {
+        self.self_subject_review = false;
+        self
+    }
+
     /// The fate of the profiling pod on `node`.
     pub fn node(mut self, node: &str, fate: Fate) -> Self {
         self.fates.insert(node.to_owned(), fate);
@@ -148,6 +183,19 @@ impl Scenario {
             verb: verb.to_owned(),
             resource: resource.to_owned(),
             namespace: (!namespace.is_empty()).then(|| namespace.to_owned()),
+            user: None,
+        });
+        self
+    }
+
+    /// As [`Scenario::deny`], for requests acting as `user` only (the kubeconfig's user is
+    /// `alice`; another is reached with `--as`).
+    pub fn deny_user(mut self, user: &str, verb: &str, resource: &str, namespace: &str) -> Self {
+        self.denials.push(Denial {
+            verb: verb.to_owned(),
+            resource: resource.to_owned(),
+            namespace: (!namespace.is_empty()).then(|| namespace.to_owned()),
+            user: Some(user.to_owned()),
         });
         self
     }

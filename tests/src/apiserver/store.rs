@@ -9,10 +9,8 @@ impl Shared {
         self.changed.notify_all();
     }
 
-    pub(super) fn denied(&self, verb: &str, resource: &str, route: &Route) -> Option<Value> {
-        let rule = self.scenario.denials.iter().find(|d| {
-            d.verb == verb && d.resource == resource && d.namespace.as_ref().is_none_or(|ns| *ns == route.namespace)
-        })?;
+    pub(super) fn denied(&self, user: &str, verb: &str, resource: &str, route: &Route) -> Option<Value> {
+        let rule = self.scenario.denials.iter().find(|d| d.refuses(user, verb, resource, &route.namespace))?;
         let kind = route.kind;
         let subject = match (&route.name, &route.sub) {
             (Some(name), None) if verb != "create" => format!("{} \"{name}\"", kind.qualified()),
@@ -25,7 +23,7 @@ impl Shared {
         };
         let message = format!(
             "{subject} is forbidden: User \"{}\" cannot {} resource \"{}\" in API group \"{}\" {scope}",
-            self.scenario.user, rule.verb, rule.resource, kind.group
+            user, rule.verb, rule.resource, kind.group
         );
         Some(status(
             403,
@@ -427,7 +425,7 @@ impl Shared {
     }
 
     /// A SelfSubjectAccessReview, answered as RBAC with the scenario's denials would.
-    pub(super) fn review(&self, mut review: Value) -> Value {
+    pub(super) fn review(&self, user: &str, mut review: Value) -> Value {
         let attrs = review["spec"]["resourceAttributes"].clone();
         let text = |key: &str| attrs[key].as_str().unwrap_or_default().to_owned();
         let mut resource = text("resource");
@@ -435,16 +433,14 @@ impl Shared {
             resource = format!("{resource}/{}", text("subresource"));
         }
         let (verb, namespace) = (text("verb"), text("namespace"));
-        let denied = self.scenario.denials.iter().any(|d| {
-            d.verb == verb && d.resource == resource && d.namespace.as_ref().is_none_or(|ns| *ns == namespace)
-        });
+        let denied = self.scenario.denials.iter().any(|d| d.refuses(user, &verb, &resource, &namespace));
         review["apiVersion"] = json!("authorization.k8s.io/v1");
         review["kind"] = json!("SelfSubjectAccessReview");
         review["metadata"] = json!({"creationTimestamp": null});
         review["status"] = if denied {
             json!({"allowed": false})
         } else {
-            json!({"allowed": true, "reason": format!("RBAC: allowed by the double for user \"{}\"", self.scenario.user)})
+            json!({"allowed": true, "reason": format!("RBAC: allowed by the double for user \"{user}\"")})
         };
         review
     }
