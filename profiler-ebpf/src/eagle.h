@@ -47,10 +47,14 @@ struct eagle_offcpu_start {
 };
 
 /* Value of the targets map. `root` lets the agent symbolize a forked child that exited before
- * it was read, with the binary of the target it came from, unless it exec'd another program. */
+ * it was read, with the binary of the target it came from, unless it exec'd another program.
+ * `start` tells the process from a later one that reuses its pid: a pid names a process only
+ * while it lives, and another container's process may get it during the window. */
 struct eagle_target {
 	__u32 root;   /* tgid of the requested target this process descends from (itself if requested) */
 	__u32 execed; /* execs since it was added: each may change its runtime (shell -> python) */
+	__u64 start;  /* when the process started, in clock ticks since boot (/proc/PID/stat field 22,
+	               * the group leader's start_boottime); 0: unknown, not checked */
 };
 
 /* One row of an object's unwind table: from `pc` (an address of the object as linked, i.e. an
@@ -125,7 +129,8 @@ enum eagle_counter {
 	EAGLE_OFFCPU_BLOCKS = 7,  /* blocks of a target thread counted (min_block or longer) */
 	EAGLE_OFFCPU_SHORT = 8,   /* blocks shorter than min_block: not counted */
 	EAGLE_OFFCPU_LOST = 9,    /* blocks whose stack or start could not be kept */
-	EAGLE_COUNTER_MAX = 10,
+	EAGLE_NOT_TARGET = 10,    /* dropped: a process that reuses a target's pid, not the target */
+	EAGLE_COUNTER_MAX = 11,
 };
 
 #endif

@@ -41,6 +41,8 @@ pub mod names {
     pub const COUNTS: [&str; 2] = ["counts_0", "counts_1"];
     pub const CHILD_PID_OFFSET: &str = "CHILD_PID_OFFSET";
     pub const UNWIND_WITH_TABLES: &str = "UNWIND_WITH_TABLES";
+    pub const CHECK_IDENTITY: &str = "CHECK_IDENTITY";
+    pub const NSEC_PER_CLOCK_TICK: &str = "NSEC_PER_CLOCK_TICK";
     pub const USER_STACKS: [&str; 2] = ["ustacks_0", "ustacks_1"];
     pub const PROCESS_MAPS: &str = "process_maps";
     pub const UNWIND_TABLES: &str = "unwind_tables";
@@ -173,6 +175,9 @@ pub struct TargetEntry {
     pub root: u32,
     /// Execs since the process was added: each may change its runtime.
     pub execed: u32,
+    /// When the process started, in clock ticks since boot (`/proc/PID/stat` field 22): a later
+    /// process that reuses the pid is not the target. 0: unknown, not checked.
+    pub start: u64,
 }
 
 /// Indexes of the per-CPU `counters` array: `enum eagle_counter`.
@@ -199,9 +204,11 @@ pub enum Counter {
     OffCpuShort = 8,
     /// Blocks whose stack or start could not be kept.
     OffCpuLost = 9,
+    /// Dropped: a process that reuses a target's pid, not the target.
+    NotTarget = 10,
 }
 
-pub const COUNTER_MAX: u32 = 10;
+pub const COUNTER_MAX: u32 = 11;
 
 /// Value of `offcpu_start`: `struct eagle_offcpu_start`.
 #[repr(C)]
@@ -216,7 +223,7 @@ pub struct OffCpuStart {
 // SAFETY: plain old data, `repr(C)`, no padding (24 bytes: 4 x u32, then a u64).
 unsafe impl aya::Pod for StackKey {}
 #[cfg(feature = "user")]
-// SAFETY: as above.
+// SAFETY: as above (16 bytes: 2 x u32, then a u64).
 unsafe impl aya::Pod for TargetEntry {}
 #[cfg(feature = "user")]
 // SAFETY: as above (a u64, then the 24-byte key: 32 bytes, no padding).

@@ -24,6 +24,23 @@ char LICENSE[] SEC("license") = "GPL";
 /* 0: walk every user stack by frame pointers, as before tables existed (for comparisons). */
 const volatile __u32 UNWIND_WITH_TABLES = 1;
 
+/* 1: a sample, fork or exec counts for a target only if the current process started when the
+ * target did (`struct eagle_target.start`). The agent sets it when the kernel has BTF: the start
+ * time is read through CO-RE relocations, which need it. */
+const volatile __u32 CHECK_IDENTITY = 0;
+/* Nanoseconds per clock tick (USER_HZ), the unit of /proc/PID/stat's start time. */
+const volatile __u64 NSEC_PER_CLOCK_TICK = 10000000;
+
+/* The kernel's view of a task, reduced to the fields read here. `preserve_access_index` makes
+ * every access a CO-RE relocation: the loader rewrites the offsets from the running kernel's BTF
+ * (/sys/kernel/btf/vmlinux), so no header of the build machine's kernel is baked in. */
+struct task_struct {
+	int pid;
+	int tgid;
+	struct task_struct *group_leader;
+	__u64 start_boottime;
+} __attribute__((preserve_access_index));
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
@@ -155,6 +172,21 @@ static __always_inline void bump(__u32 counter)
 	__u64 *value = bpf_map_lookup_elem(&counters, &counter);
 	if (value)
 		*value += 1; /* per-CPU slot: no other CPU writes it */
+}
+
+/* When `task`'s process started, in the unit of `struct eagle_target.start`. */
+static __always_inline __u64 process_start(struct task_struct *task)
+{
+	return BPF_CORE_READ(task, group_leader, start_boottime) / NSEC_PER_CLOCK_TICK;
+}
+
+/* Is the current process the one `target` was made for, and not a later one that got its pid
+ * after it ended (before the agent noticed and removed it)? */
+static __always_inline int is_target_process(struct eagle_target *target)
+{
+	if (!CHECK_IDENTITY || target->start == 0)
+		return 1;
+	return process_start(bpf_get_current_task_btf()) == target->start;
 }
 
 /* Adds `n` to a key's count: 1 per CPU sample, nanoseconds per block. False when the map is
@@ -482,6 +514,10 @@ int sample_cpu(struct bpf_perf_event_data *ctx)
 	struct eagle_target *target = bpf_map_lookup_elem(&targets, &tgid);
 	if (!target)
 		return 0;
+	if (!is_target_process(target)) {
+		bump(EAGLE_NOT_TARGET);
+		return 0;
+	}
 
 	__u32 zero = 0;
 	__u32 *active_buffer = bpf_map_lookup_elem(&active, &zero);
@@ -549,7 +585,6 @@ int sample_cpu(struct bpf_perf_event_data *ctx)
  * preempted) starts a block: its stacks are taken now and kept with the time. When the thread
  * is switched in again, the time since is added to its stacks' count, if it is at least
  * MIN_BLOCK_NS. A thread preempted while runnable is waiting for a CPU, not blocked. */
-struct task_struct;
 static __always_inline int task_tid(struct task_struct *task);
 
 SEC("tp_btf/sched_switch")
@@ -562,6 +597,10 @@ int offcpu_switch(__u64 *ctx)
 	__u32 zero = 0;
 	__u32 *active_buffer = bpf_map_lookup_elem(&active, &zero);
 	__u32 buffer = active_buffer ? *(volatile __u32 *)active_buffer : 0;
+	/* After the window: blocks under way are left for the agent to close (up to its end), and
+	 * none begins. */
+	if (buffer >= EAGLE_WINDOW_ENDED)
+		return 0;
 	if (start) {
 		__u64 blocked = now - start->since;
 		struct eagle_stack_key key = start->key;
@@ -583,7 +622,7 @@ int offcpu_switch(__u64 *ctx)
 	__u32 tgid = id >> 32;
 	__u32 tid = (__u32)id;
 	struct eagle_target *target = bpf_map_lookup_elem(&targets, &tgid);
-	if (!target)
+	if (!target || !is_target_process(target))
 		return 0;
 
 	struct eagle_offcpu_start begun = { .since = now, .key = { .tgid = tgid, .flags = EAGLE_KEY_OFFCPU } };
@@ -616,29 +655,22 @@ int offcpu_switch(__u64 *ctx)
 	return 0;
 }
 
-/* The kernel's view of a task, reduced to the fields read here. `preserve_access_index` makes
- * every access a CO-RE relocation: the loader rewrites the offsets from the running kernel's BTF
- * (/sys/kernel/btf/vmlinux), so no header of the build machine's kernel is baked in. */
-struct task_struct {
-	int pid;
-	int tgid;
-} __attribute__((preserve_access_index));
-
 static __always_inline int task_tid(struct task_struct *task)
 {
 	return BPF_CORE_READ(task, pid);
 }
 
 /* A new task descends from a target: follow it if it is a new process. Threads need nothing:
- * their samples count under their process's tgid already. */
-static __always_inline void follow_child(__u32 parent, __u32 child_tgid)
+ * their samples count under their process's tgid already. `child_start`: when the child
+ * started (0: unknown), so that its samples are told from a later process with its pid too. */
+static __always_inline void follow_child(__u32 parent, __u32 child_tgid, __u64 child_start)
 {
 	if (child_tgid == 0 || child_tgid == parent)
 		return;
 	struct eagle_target *target = bpf_map_lookup_elem(&targets, &parent);
-	if (!target)
+	if (!target || !is_target_process(target))
 		return;
-	struct eagle_target followed = { .root = target->root };
+	struct eagle_target followed = { .root = target->root, .start = child_start };
 	if (bpf_map_update_elem(&targets, &child_tgid, &followed, BPF_NOEXIST) == 0)
 		bump(EAGLE_FORKS_FOLLOWED);
 }
@@ -647,7 +679,7 @@ static __always_inline void count_exec(void)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct eagle_target *target = bpf_map_lookup_elem(&targets, &tgid);
-	if (target)
+	if (target && is_target_process(target))
 		__sync_fetch_and_add(&target->execed, 1);
 }
 
@@ -659,7 +691,8 @@ int follow_fork(__u64 *ctx)
 {
 	struct task_struct *child = (struct task_struct *)ctx[1];
 	__u32 parent = bpf_get_current_pid_tgid() >> 32;
-	follow_child(parent, BPF_CORE_READ(child, tgid));
+	/* The child is a new process (not a thread) exactly when it leads its group: its own start. */
+	follow_child(parent, BPF_CORE_READ(child, tgid), CHECK_IDENTITY ? process_start(child) : 0);
 	return 0;
 }
 
@@ -682,7 +715,7 @@ int follow_fork_tracefs(void *ctx)
 		return 0;
 	/* The record names the child's thread id, not its tgid: a new thread of a target is added
 	 * too, and the agent prunes it (no sample's tgid matches it). */
-	follow_child(bpf_get_current_pid_tgid() >> 32, child);
+	follow_child(bpf_get_current_pid_tgid() >> 32, child, 0);
 	return 0;
 }
 

@@ -27,6 +27,8 @@ pub struct ProcessInfo {
     pub name: String,
     /// Container id, when the process lives in one.
     pub container: Option<String>,
+    /// When it started ([`ProcFs::start_ticks`]): a later process with its pid is another one.
+    pub start_ticks: Option<u64>,
 }
 
 impl ProcFs {
@@ -52,6 +54,18 @@ impl ProcFs {
         }
     }
 
+    /// When `pid` started, in clock ticks since boot (field 22 of `/proc/PID/stat`): with the pid,
+    /// what names one process, since pids are reused once their process ended.
+    pub fn start_ticks(&self, pid: u32) -> Option<u64> {
+        parse_start_ticks(&fs::read_to_string(self.root.join(format!("{pid}/stat"))).ok()?)
+    }
+
+    /// Whether the process that started at `start_ticks` still runs as `pid`: false once it
+    /// ended, also when another process got its pid since. `None` checks the pid only.
+    pub fn is_same_alive(&self, pid: u32, start_ticks: Option<u64>) -> bool {
+        self.is_alive(pid) && (start_ticks.is_none() || self.start_ticks(pid) == start_ticks)
+    }
+
     /// The thread-group id of `id`, which may be a thread id: `None` if it is gone.
     pub fn tgid_of(&self, id: u32) -> Option<u32> {
         let status = fs::read_to_string(self.root.join(format!("{id}/status"))).ok()?;
@@ -69,7 +83,7 @@ impl ProcFs {
     pub fn info(&self, pid: u32) -> Option<ProcessInfo> {
         let name = self.name(pid)?;
         let container = self.cgroup(pid).as_deref().and_then(container_id);
-        Some(ProcessInfo { pid, name, container })
+        Some(ProcessInfo { pid, name, container, start_ticks: self.start_ticks(pid) })
     }
 
     /// The processes each target names right now. A target that matches nothing maps to an
@@ -101,6 +115,12 @@ impl ProcFs {
         }
         found
     }
+}
+
+/// Field 22 of a `/proc/PID/stat` text (the start time), counted after the command name, which
+/// may hold spaces and parentheses.
+pub fn parse_start_ticks(stat: &str) -> Option<u64> {
+    stat.get(stat.rfind(')')? + 2..)?.split(' ').nth(19)?.parse().ok()
 }
 
 /// Does a `/proc/PID/cgroup` text place the process in the target's container or pod?

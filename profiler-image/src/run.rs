@@ -453,7 +453,9 @@ impl Run {
 
     fn refresh_perf_maps(&mut self) {
         // A JVM that stops answering is not asked again: no retry storm.
-        self.jvms.retain(|pid| self.proc.is_alive(*pid) && self.perf_maps.request(*pid).is_ok());
+        let processes = &self.processes;
+        let alive = |pid: u32| self.proc.is_same_alive(pid, processes.get(&pid).and_then(|p| p.start_ticks));
+        self.jvms.retain(|pid| alive(*pid) && self.perf_maps.request(*pid).is_ok());
     }
 
     /// The sampler of a runtime that has its own, started on first use.
@@ -615,9 +617,13 @@ impl Run {
     }
 
     /// Names change on exec (a shell that execs the command, a launcher script): keep the
-    /// latest name of every live process.
+    /// latest name of every live process, and never take the name of a later process that
+    /// reuses the pid of one that ended.
     fn refresh_names(&mut self) {
         for (pid, info) in self.processes.iter_mut() {
+            if !self.proc.is_same_alive(*pid, info.start_ticks) {
+                continue;
+            }
             if let Some(name) = self.proc.name(*pid) {
                 info.name = name;
             }
@@ -643,7 +649,7 @@ impl Run {
                 .unwrap_or_else(|| Err("no recording".into()));
             self.settle(pid, process, recorded, aggregate);
         }
-        if !self.proc.is_alive(pid) {
+        if !self.proc.is_same_alive(pid, self.processes.get(&pid).and_then(|p| p.start_ticks)) {
             return;
         }
         let runtime = self.config.runtime.unwrap_or_else(|| runtime::detect(&ProcessTraits::read(&self.proc, pid)));
@@ -687,6 +693,7 @@ impl Run {
                             pid,
                             name: r.name.clone(),
                             container: r.container.clone(),
+                            start_ticks: None,
                         })
                     });
                     let Some(info) = info else { continue };
@@ -703,10 +710,20 @@ impl Run {
                 }
                 ProcessEvent::Exited { pid } if self.requested.contains(&pid) => {
                     let name = self.processes.get(&pid).map_or("?", |p| p.name.as_str());
+                    // Its pid may already belong to another process (of another container):
+                    // that one is not sampled, and the user should know why the pid lives on.
+                    let reused = if self.proc.is_alive(pid) {
+                        "; its pid now belongs to another process, which is not sampled"
+                    } else {
+                        ""
+                    };
                     self.warnings.push(Warning {
                         code: WarningCode::ProcessExited,
                         pid: Some(pid),
-                        message: format!("process {pid} ({name}) exited after {:.1}s", started.elapsed().as_secs_f64()),
+                        message: format!(
+                            "process {pid} ({name}) exited after {:.1}s{reused}",
+                            started.elapsed().as_secs_f64()
+                        ),
                     });
                 }
                 ProcessEvent::Exited { .. } => {}

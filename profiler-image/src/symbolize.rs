@@ -6,7 +6,7 @@
 //! memory map and binaries are kept while it lives, so that the addresses of its last samples,
 //! collected after it exited, are still named.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -38,6 +38,10 @@ pub struct Symbols {
     /// Processes whose memory map and binaries (`/proc/PID/map_files/...`, pinned open in
     /// blazesym's caches) are kept, so that their code is still read after they exit.
     kept: HashMap<u32, Vec<PathBuf>>,
+    /// Perf map problems not yet taken ([`Symbols::take_perf_map_issues`]), and which process
+    /// already had which kind said (once each: the map is read again at every batch).
+    perf_map_issues: Vec<(u32, PerfMapIssue)>,
+    perf_map_said: HashSet<(u32, bool)>,
 }
 
 impl Default for Symbols {
@@ -59,6 +63,20 @@ impl Symbols {
             kernel: HashMap::new(),
             jit: HashMap::new(),
             kept: HashMap::new(),
+            perf_map_issues: Vec::new(),
+            perf_map_said: HashSet::new(),
+        }
+    }
+
+    /// Problems with perf maps found since the last call, each process and kind once.
+    pub fn take_perf_map_issues(&mut self) -> Vec<(u32, PerfMapIssue)> {
+        std::mem::take(&mut self.perf_map_issues)
+    }
+
+    fn note_perf_map(&mut self, pid: u32, issue: Option<PerfMapIssue>) {
+        let Some(issue) = issue else { return };
+        if self.perf_map_said.insert((pid, matches!(issue, PerfMapIssue::Refused(_)))) {
+            self.perf_map_issues.push((pid, issue));
         }
     }
 
@@ -79,7 +97,11 @@ impl Symbols {
                 self.keep(via);
             }
             let resolved = match via {
-                Some(via) => resolve_user(&self.blaze, &self.normalizer, via, &missing, jit),
+                Some(via) => {
+                    let (resolved, issue) = resolve_user(&self.blaze, &self.normalizer, via, &missing, jit);
+                    self.note_perf_map(pid, issue);
+                    resolved
+                }
                 None => vec![None; missing.len()],
             };
             let cache = self.user.entry(pid).or_default();
@@ -181,7 +203,7 @@ fn resolve_user(
     pid: u32,
     addrs: &[u64],
     jit_tag: Option<&str>,
-) -> Vec<Option<Frames>> {
+) -> (Vec<Option<Frames>>, Option<PerfMapIssue>) {
     let mut process = Process::new(Pid::from(pid));
     // Perf maps are read by `PerfMap` below: blazesym 0.2.7 rejects the `0x` addresses that
     // HotSpot writes, and one bad map line fails the whole batch.
@@ -215,13 +237,20 @@ fn resolve_user(
         })
         .collect();
     // JIT code, named by the runtime's perf map.
+    let mut issue = None;
     if let Some(tag) = jit_tag {
-        if let Ok(map) = PerfMap::read(pid) {
-            for (i, addr) in addrs.iter().enumerate() {
-                if out[i].is_none() {
-                    out[i] = map.find(*addr).map(|name| Rc::from(vec![format!("{name}{tag}")]));
+        match PerfMap::read(pid) {
+            Ok(map) => {
+                for (i, addr) in addrs.iter().enumerate() {
+                    if out[i].is_none() {
+                        out[i] = map.find(*addr).map(|name| Rc::from(vec![format!("{name}{tag}")]));
+                    }
                 }
+                issue = map.problems.any().then_some(PerfMapIssue::Lines(map.problems));
             }
+            // No map (yet), or the process is gone: nothing the process did wrong.
+            Err(TargetFileError::Missing { .. } | TargetFileError::Unreadable { .. }) => {}
+            Err(refused) => issue = Some(PerfMapIssue::Refused(refused)),
         }
     }
     // Stripped or unreadable code: name the module and the offset in it.
@@ -240,7 +269,7 @@ fn resolve_user(
             }
         }
     }
-    out
+    (out, issue)
 }
 
 /// The `/proc/PID/map_files/START-END` entries of `pid`'s executable file mappings, named the
@@ -272,6 +301,42 @@ fn module_name(path: &Path) -> Option<String> {
 pub struct PerfMap {
     /// (start, end, name), sorted by start.
     entries: Vec<(u64, u64, String)>,
+    /// What was wrong with its lines.
+    pub problems: LineProblems,
+}
+
+/// Lines of a perf map that were not taken as they stood, by why. A hostile process writes
+/// what it likes; the user should know its JIT frames may be wrong or missing, and why.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LineProblems {
+    /// Not `START SIZE NAME` in hex, an empty name or a size of 0: skipped.
+    pub malformed: usize,
+    /// `START + SIZE` past the address space: skipped.
+    pub overflowing: usize,
+    /// Names with control characters (terminal escape sequences): kept, with them escaped.
+    pub escaped: usize,
+    /// Names longer than [`PerfMap::MAX_NAME`]: kept, cut.
+    pub cut: usize,
+}
+
+impl LineProblems {
+    pub fn any(&self) -> bool {
+        *self != Self::default()
+    }
+}
+
+impl std::fmt::Display for LineProblems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts = [
+            (self.malformed, "not `START SIZE NAME` (skipped)"),
+            (self.overflowing, "with START + SIZE past the address space (skipped)"),
+            (self.escaped, "with control characters in the name (escaped)"),
+            (self.cut, "with a name over 1024 bytes (cut)"),
+        ];
+        let said: Vec<String> =
+            parts.iter().filter(|(n, _)| *n > 0).map(|(n, what)| format!("{n} line(s) {what}")).collect();
+        f.write_str(&said.join(", "))
+    }
 }
 
 impl PerfMap {
@@ -279,6 +344,8 @@ impl PerfMap {
     /// method, so this is hundreds of thousands of methods, and a larger file is more likely
     /// hostile than real.
     pub const MAX_BYTES: u64 = 64 << 20;
+    /// Longer names are cut: a JIT's longest signatures are a few hundred bytes.
+    pub const MAX_NAME: usize = 1024;
 
     /// The map of `pid`, read as the hostile input it may be (see [`crate::target_file`]).
     pub fn read(pid: u32) -> Result<Self, TargetFileError> {
@@ -298,23 +365,49 @@ impl PerfMap {
 
     pub fn parse(text: &str) -> Self {
         let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+        let mut problems = LineProblems::default();
         let mut entries: Vec<(u64, u64, String)> = text
             .lines()
+            .filter(|line| !line.is_empty())
             .filter_map(|line| {
                 let mut parts = line.splitn(3, ' ');
-                let start = hex(parts.next()?)?;
-                let size = hex(parts.next()?)?;
-                let name = parts.next()?.trim();
+                let fields = (parts.next().and_then(hex), parts.next().and_then(hex), parts.next().map(str::trim));
+                let (Some(start), Some(size), Some(name)) = fields else {
+                    problems.malformed += 1;
+                    return None;
+                };
+                if size == 0 || name.is_empty() {
+                    problems.malformed += 1;
+                    return None;
+                }
                 // A hostile map may say anything: an end past the address space is no code.
-                let end = start.checked_add(size)?;
-                (size > 0 && !name.is_empty()).then(|| (start, end, name.to_owned()))
+                let Some(end) = start.checked_add(size) else {
+                    problems.overflowing += 1;
+                    return None;
+                };
+                let mut name = name;
+                if name.len() > Self::MAX_NAME {
+                    problems.cut += 1;
+                    let mut at = Self::MAX_NAME;
+                    while !name.is_char_boundary(at) {
+                        at -= 1;
+                    }
+                    name = &name[..at];
+                }
+                let name = if name.chars().any(char::is_control) {
+                    problems.escaped += 1;
+                    escape_controls(name)
+                } else {
+                    name.to_owned()
+                };
+                Some((start, end, name))
             })
             .collect();
         // Later lines win for the same start: the JIT reuses code memory.
         entries.reverse();
         entries.sort_by_key(|e| e.0);
         entries.dedup_by_key(|e| e.0);
-        Self { entries }
+        Self { entries, problems }
     }
 
     pub fn find(&self, addr: u64) -> Option<&str> {
@@ -324,9 +417,56 @@ impl PerfMap {
     }
 }
 
+/// `name` with each control character written as its code (`\x1b`): visible, and inert on a
+/// terminal.
+fn escape_controls(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 8);
+    for c in name.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// What was wrong with a process's perf map, said once per process and kind.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PerfMapIssue {
+    /// The file was refused (a link, not a regular file, too large, another user's).
+    Refused(TargetFileError),
+    /// Some of its lines were skipped or changed.
+    Lines(LineProblems),
+}
+
 #[cfg(test)]
 mod tests {
-    use super::PerfMap;
+    use super::{LineProblems, PerfMap};
+
+    #[test]
+    fn hostile_lines_are_counted_and_names_made_inert() {
+        let text = "ffffffffffffff00 1000 wraps\n\
+                    not a line\n\
+                    10 0 empty\n\
+                    20 10 \u{1b}]0;pwn\u{7}evil\n\
+                    \n\
+                    30 10 ok\n";
+        let map = PerfMap::parse(text);
+        assert_eq!(map.problems, LineProblems { malformed: 2, overflowing: 1, escaped: 1, cut: 0 });
+        assert_eq!(map.find(0x20), Some("\\x1b]0;pwn\\x07evil"));
+        assert_eq!(map.find(0x30), Some("ok"));
+        let said = map.problems.to_string();
+        assert!(
+            said.contains("2 line(s) not `START SIZE NAME`") && said.contains("1 line(s) with START + SIZE"),
+            "{said}"
+        );
+        let long = format!("40 10 {}é\n", "a".repeat(PerfMap::MAX_NAME - 1));
+        let map = PerfMap::parse(&long);
+        assert_eq!(map.problems.cut, 1);
+        assert_eq!(map.find(0x40).map(str::len), Some(PerfMap::MAX_NAME - 1));
+        assert!(!PerfMap::parse("30 10 ok\n").problems.any());
+    }
 
     #[test]
     fn perf_maps_of_hotspot_and_node() {

@@ -3,10 +3,13 @@
 //! anyone's container. So such a file is:
 //! - resolved inside the target's own root (`openat2` with `RESOLVE_IN_ROOT`): no `..` or
 //!   symlink leaves it, and no magic link (`/proc/self/fd/N`) is followed;
+//! - not a symbolic link itself (`O_NOFOLLOW`): a runtime writes these files, it does not link
+//!   them, and a link may point at any file of a root the process shares (the host's, in local
+//!   mode);
 //! - opened non-blocking and accepted only as a regular file: a FIFO cannot hang the agent,
 //!   `/dev/zero` cannot fill its memory;
-//! - owned by the target's user (or root): a process cannot name another user's file, or a
-//!   host file reached through a shared root, as its own;
+//! - owned by one of the target's own uids: a process cannot name another user's file (root's
+//!   included, unless it runs as root), or a host file reached through a shared root, as its own;
 //! - read up to a size cap, the excess refused rather than allocated.
 
 use std::fs::File;
@@ -23,6 +26,8 @@ pub enum TargetFileError {
         "{path} is not a regular file (a FIFO, device, directory or a link that leaves the process's root): refused"
     )]
     NotRegular { path: String },
+    #[error("{path} is a symbolic link: refused (a runtime writes this file itself; a link may point at a file that is not the process's)")]
+    Symlink { path: String },
     #[error("{path} belongs to uid {owner}, not to the process's user (uid {process}): refused")]
     ForeignOwner { path: String, owner: u32, process: u32 },
     #[error("{path} is larger than {limit} bytes: refused")]
@@ -42,15 +47,17 @@ pub fn read_in_root(proc_root: &Path, pid: u32, path: &str, limit: u64) -> Resul
     })?;
     let file = openat2_in_root(&root, path.trim_start_matches('/')).map_err(|e| match e.raw_os_error() {
         Some(libc::ENOENT) => TargetFileError::Missing { path: path.to_owned() },
-        // ELOOP: a magic link; EXDEV: a path that would leave the root.
-        Some(libc::ELOOP | libc::EXDEV) => TargetFileError::NotRegular { path: path.to_owned() },
+        // ELOOP: the file is a symbolic link (O_NOFOLLOW) or a magic link.
+        Some(libc::ELOOP) => TargetFileError::Symlink { path: path.to_owned() },
+        // EXDEV: a path that would leave the root.
+        Some(libc::EXDEV) => TargetFileError::NotRegular { path: path.to_owned() },
         _ => unreadable(e),
     })?;
     let meta = file.metadata().map_err(unreadable)?;
     if !meta.file_type().is_file() {
         return Err(TargetFileError::NotRegular { path: path.to_owned() });
     }
-    if meta.uid() != 0 && !owner.contains(&meta.uid()) {
+    if !owner.contains(&meta.uid()) {
         return Err(TargetFileError::ForeignOwner { path: path.to_owned(), owner: meta.uid(), process: owner[1] });
     }
     if meta.len() > limit {
@@ -77,7 +84,7 @@ fn openat2_in_root(root: &File, relative: &str) -> std::io::Result<File> {
     let path = std::ffi::CString::new(relative).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: `open_how` is plain old data; zeroed is a valid value for every field.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY) as u64;
+    how.flags = (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NOFOLLOW) as u64;
     how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
     // SAFETY: a valid directory fd, a NUL-terminated path and a pointer to `how` with its size,
     // as openat2(2) takes them.
@@ -138,7 +145,7 @@ mod tests {
         assert!(matches!(read(Path::new("/dev/zero"), 1 << 20), Err(TargetFileError::NotRegular { .. })));
         assert!(matches!(read(&dir, 1 << 20), Err(TargetFileError::NotRegular { .. })));
         symlink("/dev/zero", dir.join("zero.map")).unwrap();
-        assert!(matches!(read(&dir.join("zero.map"), 1 << 20), Err(TargetFileError::NotRegular { .. })));
+        assert!(matches!(read(&dir.join("zero.map"), 1 << 20), Err(TargetFileError::Symlink { .. })));
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -146,7 +153,15 @@ mod tests {
     fn magic_links_are_not_followed() {
         // /proc/self/root is a magic link: inside a root, it would lead anywhere.
         let err = read(Path::new("/proc/self/root/etc/hostname"), 1 << 20).unwrap_err();
-        assert!(matches!(err, TargetFileError::NotRegular { .. } | TargetFileError::Unreadable { .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                TargetFileError::Symlink { .. }
+                    | TargetFileError::NotRegular { .. }
+                    | TargetFileError::Unreadable { .. }
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -176,8 +191,9 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
-    /// A symlink is resolved inside the process's root: `..` cannot climb above it. Shown with
-    /// a process whose root is a directory of ours (chroot in a child).
+    /// A symlink in the path is resolved inside the process's root: `..` cannot climb above it;
+    /// the file itself being a link is refused. Shown with a process whose root is a directory
+    /// of ours (chroot in a child).
     #[test]
     fn a_symlink_cannot_leave_the_process_root() {
         if unsafe { libc::geteuid() } != 0 {
@@ -188,8 +204,13 @@ mod tests {
         let root = dir.join("root");
         std::fs::create_dir_all(root.join("tmp")).unwrap();
         std::fs::write(dir.join("secret"), b"host file\n").unwrap();
+        std::fs::create_dir_all(root.join("maps")).unwrap();
+        std::fs::write(root.join("maps/inside.map"), b"1000 10 f\n").unwrap();
         symlink("../../secret", root.join("tmp/up.map")).unwrap();
         symlink("/etc/hostname", root.join("tmp/abs.map")).unwrap();
+        // Directories that are links: resolved in the root, where `..` stops at its top.
+        symlink("../../..", root.join("up")).unwrap();
+        symlink("/maps", root.join("tmp/maps")).unwrap();
         let c_root = std::ffi::CString::new(root.to_str().unwrap()).unwrap();
         // SAFETY: fork in a test; the child only makes async-signal-safe calls on memory
         // prepared before the fork.
@@ -205,13 +226,17 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(200));
         let result_up = read_in_root(Path::new(PROC), pid as u32, "/tmp/up.map", 1 << 20);
         let result_abs = read_in_root(Path::new(PROC), pid as u32, "/tmp/abs.map", 1 << 20);
+        let result_climb = read_in_root(Path::new(PROC), pid as u32, "/up/secret", 1 << 20);
+        let result_inside = read_in_root(Path::new(PROC), pid as u32, "/tmp/maps/inside.map", 1 << 20);
         // SAFETY: our own child.
         unsafe {
             libc::kill(pid, libc::SIGKILL);
             libc::waitpid(pid, std::ptr::null_mut(), 0);
         }
-        assert!(matches!(result_up, Err(TargetFileError::Missing { .. })), "{result_up:?}");
-        assert!(matches!(result_abs, Err(TargetFileError::Missing { .. })), "{result_abs:?}");
+        assert!(matches!(result_up, Err(TargetFileError::Symlink { .. })), "{result_up:?}");
+        assert!(matches!(result_abs, Err(TargetFileError::Symlink { .. })), "{result_abs:?}");
+        assert!(matches!(result_climb, Err(TargetFileError::Missing { .. })), "{result_climb:?}");
+        assert_eq!(result_inside.as_deref(), Ok(&b"1000 10 f\n"[..]));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -66,7 +66,14 @@ fn stream_of_a_pid_has_header_progress_payload_and_trailer() {
         "records of another process or sampler",
     );
     run.check(result.records.iter().all(|r| r.container.is_none()), "a host process placed in a container");
-    let warnings: Vec<_> = result.warnings.iter().filter(|w| !w.code.is_info()).collect();
+    // Whether the unwind tables are ready before 5 % of a 2 s window has passed depends on the
+    // CPU the machine leaves the agent (5.9 % of the samples came first with a load of 15 on 2
+    // cores): `unwind-incomplete` says so truly, and tests/tests/native_unwind.rs judges it.
+    let warnings: Vec<_> = result
+        .warnings
+        .iter()
+        .filter(|w| !w.code.is_info() && w.code != eagle_proto::WarningCode::UnwindIncomplete)
+        .collect();
     run.check(warnings.is_empty(), format!("warnings: {warnings:?}"));
     // How many samples 2 s give depends on the CPU the machine leaves the workload (2 threads:
     // up to ~2000 at 499 Hz; 94 at 199 Hz with a load of 17 on 2 cores), so the test assumes

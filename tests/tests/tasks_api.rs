@@ -603,6 +603,8 @@ fn impersonation_reaches_every_request_and_the_access_checks_answer_for_that_use
     assert_eq!(doctor.code, Some(4), "bob may not list pods in shop\n{ctx}");
     let line = doctor.stdout.lines().find(|l| l.contains("list pods in shop")).expect("the check");
     assert!(line.trim_start().starts_with("MISSING"), "{ctx}");
+    let user = doctor.stdout.lines().find(|l| l.contains(" user ")).expect("who the checks are for");
+    assert!(user.contains("bob: the checks below are for this user"), "{ctx}");
     let requests = case.requests();
     assert!(!requests.is_empty());
     for r in &requests {

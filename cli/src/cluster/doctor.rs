@@ -106,6 +106,17 @@ pub async fn run_checks(args: &DoctorPlan) -> Result<Vec<Check>, CliError> {
         format!("Kubernetes {} (target namespace {target_ns}, profiling namespace {locked})", version.git_version),
     ));
 
+    // Whose permissions the rest are: the impersonated user's with --as.
+    checks.push(match super::identity::whoami(&client, &args.conn).await {
+        Some(user) => Check::new("server", "user", Status::Ok, format!("{user}: the checks below are for this user")),
+        None => Check::new(
+            "server",
+            "user",
+            Status::Warning,
+            "the API server does not say who you are, nor does the kubeconfig: runs are recorded without a user",
+        ),
+    });
+
     // 2. Permissions, all asked at once.
     let answers = futures::future::join_all(
         PERMISSIONS

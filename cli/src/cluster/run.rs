@@ -47,7 +47,8 @@ const SILENT_NODE_GRACE: Duration = Duration::from_secs(10);
 /// kubelet is asked (one short log read) whether it still answers: a follow cut by the network
 /// is followed by the pod's end within that time, and costs no request.
 const PROBE_AFTER: Duration = Duration::from_secs(3);
-/// An agent writes progress every second: a followed log quiet for this long is silent.
+/// An agent writes progress every second of its window: a followed log quiet for this long,
+/// its last line from before the window's end, is silent.
 const SILENT_AFTER: Duration = Duration::from_secs(10);
 /// A pod deleted before its agent's stream was read (`clean`, by hand), not by this run.
 const POD_DELETED: &str = "the profiling pod was deleted before its result was read";
@@ -447,7 +448,11 @@ async fn follow(
                     }
                 }
                 for n in nodes.iter_mut().filter(|n| n.outcome.is_none()) {
-                    if n.following && !n.stop_sent && n.last_line.is_some_and(|t| now - t > SILENT_AFTER) {
+                    // Quiet mid-window only: after its window an agent may symbolize for a while
+                    // without a line (the window is counted from when the pod was seen running,
+                    // before the agent's own set-up: its real end is later, never earlier).
+                    let mid_window = |t: Instant| n.running_since.zip(n.window).is_some_and(|(r, w)| t < r + w);
+                    if n.following && !n.stop_sent && n.last_line.is_some_and(|t| now - t > SILENT_AFTER && mid_window(t)) {
                         n.went_silent(format!("no line from its agent for {} s", SILENT_AFTER.as_secs()));
                     }
                     if let Some(why) = n.silent_too_long(now).filter(|_| interrupted_at.is_none()) {

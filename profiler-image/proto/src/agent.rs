@@ -71,6 +71,11 @@ pub enum ProfileMode {
 }
 
 impl ProfileMode {
+    /// The mode of profiles before modes existed, left out of CPU stream headers.
+    pub fn is_cpu(&self) -> bool {
+        *self == ProfileMode::Cpu
+    }
+
     pub const ALL: [ProfileMode; 3] = [ProfileMode::Cpu, ProfileMode::OffCpu, ProfileMode::Wall];
 
     pub fn name(self) -> &'static str {

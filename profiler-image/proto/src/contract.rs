@@ -57,11 +57,17 @@ pub enum WarningCode {
     /// A report, not a warning: how precise a process's shares are when its stacks were read
     /// by its runtime's sampler and weighed by CPU time (as many unweighted samples as).
     InfoPrecision,
+    /// A JIT's perf map was refused (a symbolic link, not a regular file, too large, another
+    /// user's): its JIT frames are unnamed.
+    PerfMapRefused,
+    /// Lines of a JIT's perf map were skipped (malformed, overflowing) or changed (control
+    /// characters escaped, names cut).
+    PerfMapLines,
     Other(String),
 }
 
 impl WarningCode {
-    const KNOWN: [(WarningCode, &'static str); 17] = [
+    const KNOWN: [(WarningCode, &'static str); 19] = [
         (WarningCode::NoProcesses, "no-processes"),
         (WarningCode::EndedEarly, "ended-early"),
         (WarningCode::SamplesLost, "samples-lost"),
@@ -79,6 +85,8 @@ impl WarningCode {
         (WarningCode::UnwindMappings, "unwind-mappings"),
         (WarningCode::UnwindFailed, "unwind-failed"),
         (WarningCode::InfoPrecision, "info-precision"),
+        (WarningCode::PerfMapRefused, "perf-map-refused"),
+        (WarningCode::PerfMapLines, "perf-map-lines"),
     ];
 
     pub fn as_str(&self) -> &str {

@@ -82,8 +82,9 @@ pub struct Header {
     pub frequency_hz: u64,
     /// Each requested target and the processes it resolved to when sampling started.
     pub targets: Vec<TargetReport>,
-    /// What the counts measure (absent in streams of agents before modes: CPU).
-    #[serde(default)]
+    /// What the counts measure. Absent means CPU, in streams of agents before modes and in
+    /// CPU streams now, so that a CPU stream is byte for byte what it always was.
+    #[serde(default, skip_serializing_if = "ProfileMode::is_cpu")]
     pub mode: ProfileMode,
     /// Off-CPU modes: blocks shorter than this were not counted.
     #[serde(default, skip_serializing_if = "Option::is_none")]

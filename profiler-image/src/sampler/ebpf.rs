@@ -16,7 +16,7 @@ use eagle_proto::{ProfileMode, Warning, WarningCode};
 use super::{ProcessEvent, Sampler, SamplerError};
 use crate::aggregate::Aggregate;
 use crate::discovery::ProcFs;
-use crate::symbolize::{Frames, Symbols};
+use crate::symbolize::{Frames, PerfMapIssue, Symbols};
 use crate::unwind::{UnwindMaps, Unwinder};
 
 /// The outermost frame of a user stack whose unwinding stopped early: what is below it is
@@ -66,6 +66,9 @@ struct Tracked {
     alive: bool,
     /// Execs seen so far (the kernel side counts them).
     execs: u32,
+    /// When it started (clock ticks since boot), if known: a later process with its pid is
+    /// another one.
+    start_ticks: Option<u64>,
 }
 
 impl EbpfSampler {
@@ -77,9 +80,13 @@ impl EbpfSampler {
         let btf = if std::env::var_os(FORCE_TRACEFS_ENV).is_some() { None } else { Btf::from_sys_fs().ok() };
         let offset = if btf.is_some() { 0 } else { tracefs::with_tracefs(tracefs::child_pid_offset)?.0 };
         let with_tables = unwind_with_tables();
+        // Start times are read through CO-RE relocations: only with the kernel's BTF.
+        let check_identity = u32::from(btf.is_some());
         let mut bpf = EbpfLoader::new()
             .btf(btf.as_ref())
             .override_global(names::UNWIND_WITH_TABLES, &u32::from(with_tables), true)
+            .override_global(names::CHECK_IDENTITY, &check_identity, true)
+            .override_global(names::NSEC_PER_CLOCK_TICK, &nsec_per_clock_tick(), true)
             .override_global(names::CHILD_PID_OFFSET, &offset, true)
             .override_global(names::MIN_BLOCK_NS, &min_block_us.saturating_mul(1000), true)
             .load(object)
@@ -263,6 +270,9 @@ impl EbpfSampler {
     /// (`last`), how many stacks were walked by frame pointers or cut short.
     pub fn take_warnings(&mut self, last: bool) -> Vec<Warning> {
         let mut warnings = self.unwinder.as_ref().map(Unwinder::take_warnings).unwrap_or_default();
+        for (pid, issue) in self.symbols.take_perf_map_issues() {
+            warnings.push(perf_map_warning(pid, &self.proc.name(pid).unwrap_or_else(|| "?".into()), issue));
+        }
         if last {
             warnings.extend(self.offcpu_summary());
         }
@@ -290,7 +300,9 @@ impl EbpfSampler {
                     t.execs = entry.execed;
                     events.push(ProcessEvent::Execed { pid: id });
                 }
-                if t.alive && !self.proc.is_alive(id) {
+                // Gone, or its pid taken by a later process (whose samples the kernel side
+                // drops: it did not start when the target did).
+                if t.alive && !self.proc.is_same_alive(id, t.start_ticks) {
                     t.alive = false;
                     let _ = self.targets.remove(&id);
                     if let Some(u) = &self.unwinder {
@@ -306,8 +318,9 @@ impl EbpfSampler {
                     let _ = self.targets.remove(&id);
                 }
                 found => {
-                    let alive = found.is_some() && self.proc.is_alive(id);
-                    self.tracked.insert(id, Tracked { root: entry.root, alive, execs: entry.execed });
+                    let start_ticks = (entry.start != 0).then_some(entry.start);
+                    let alive = found.is_some() && self.proc.is_same_alive(id, start_ticks);
+                    self.tracked.insert(id, Tracked { root: entry.root, alive, execs: entry.execed, start_ticks });
                     events.push(ProcessEvent::Found { pid: id, root: entry.root });
                     if !alive {
                         // A short-lived child, gone before we looked.
@@ -330,6 +343,25 @@ impl EbpfSampler {
             return Some(t.root);
         }
         readable(pid).then_some(pid)
+    }
+}
+
+/// A perf map's problem, for the user: what was wrong, and what it costs the graph. Nothing of
+/// the file's content is quoted (it may be a host file a link pointed at).
+fn perf_map_warning(pid: u32, name: &str, issue: PerfMapIssue) -> Warning {
+    match issue {
+        PerfMapIssue::Refused(why) => Warning {
+            code: WarningCode::PerfMapRefused,
+            pid: Some(pid),
+            message: format!("{name} ({pid}): its perf map was not read: {why}; its JIT frames show as [unknown]"),
+        },
+        PerfMapIssue::Lines(problems) => Warning {
+            code: WarningCode::PerfMapLines,
+            pid: Some(pid),
+            message: format!(
+                "{name} ({pid}): its perf map has {problems}; JIT frames of those lines may show as [unknown]"
+            ),
+        },
     }
 }
 
@@ -381,6 +413,13 @@ fn unwind_summary(total: u64, pending: u64, truncated: u64) -> Option<Warning> {
 
 /// Whether user stacks are unwound with `.eh_frame` tables (the default) or walked by frame
 /// pointers only: `EAGLE_UNWIND=frame-pointers`, to compare the two or to rule the unwinder out.
+/// The unit of `/proc/PID/stat`'s start time (USER_HZ), in nanoseconds.
+fn nsec_per_clock_tick() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    1_000_000_000 / u64::try_from(ticks_per_second).ok().filter(|&t| t > 0).unwrap_or(100)
+}
+
 fn unwind_with_tables() -> bool {
     std::env::var("EAGLE_UNWIND").map_or(true, |v| v != "frame-pointers")
 }
@@ -567,10 +606,11 @@ impl Sampler for EbpfSampler {
     }
 
     fn add(&mut self, pid: u32) -> Result<(), SamplerError> {
+        let start_ticks = self.proc.start_ticks(pid);
         self.targets
-            .insert(pid, TargetEntry { root: pid, execed: 0 }, 0)
+            .insert(pid, TargetEntry { root: pid, execed: 0, start: start_ticks.unwrap_or(0) }, 0)
             .map_err(|e| SamplerError::Failed(format!("cannot add pid {pid} to the target set: {e}")))?;
-        self.tracked.insert(pid, Tracked { root: pid, alive: true, execs: 0 });
+        self.tracked.insert(pid, Tracked { root: pid, alive: true, execs: 0, start_ticks });
         if let Some(u) = &self.unwinder {
             u.build(pid);
         }

@@ -194,9 +194,7 @@ pub fn attach_allowed(pid: u32) -> Result<(), String> {
 
 /// How long ago `pid` started; `None` if that cannot be read.
 pub fn process_age(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Field 22, counted after the command name, which may hold spaces and parentheses.
-    let started_ticks: u64 = stat.get(stat.rfind(')')? + 2..)?.split(' ').nth(19)?.parse().ok()?;
+    let started_ticks = crate::discovery::ProcFs::default().start_ticks(pid)?;
     let uptime: f64 = std::fs::read_to_string("/proc/uptime").ok()?.split(' ').next()?.parse().ok()?;
     // SAFETY: sysconf has no preconditions.
     let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
