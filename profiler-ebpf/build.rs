@@ -1,4 +1,4 @@
-//! Compiles `src/profiler.bpf.c` with clang into `$OUT_DIR/profiler.bpf.o`.
+//! Compiles `src/profiler.bpf.c` and `src/net.bpf.c` with clang into `$OUT_DIR/*.bpf.o`.
 //!
 //! Without clang (macOS, a bare CI image) an empty object is written and `eagle_ebpf_stub` is set,
 //! so `cargo check`, clippy and the CLI still build everywhere; the agent then says at run time
@@ -7,9 +7,10 @@ use std::{env, path::PathBuf, process::Command};
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let object = out.join("profiler.bpf.o");
-    println!("cargo:rerun-if-changed=src/profiler.bpf.c");
-    println!("cargo:rerun-if-changed=src/eagle.h");
+    let objects = [("src/profiler.bpf.c", out.join("profiler.bpf.o")), ("src/net.bpf.c", out.join("net.bpf.o"))];
+    for file in ["src/profiler.bpf.c", "src/eagle.h", "src/net.bpf.c", "src/net.h"] {
+        println!("cargo:rerun-if-changed={file}");
+    }
     println!("cargo:rerun-if-env-changed=EAGLE_CLANG");
     println!("cargo:rustc-check-cfg=cfg(eagle_ebpf_stub)");
 
@@ -21,24 +22,28 @@ fn main() {
             .map(str::to_owned)
     });
     let Some(clang) = clang.filter(|_| target_os == "linux") else {
-        stub(&object, "clang not found (install clang-19, or set EAGLE_CLANG)");
+        for (_, object) in &objects {
+            stub(object, "clang not found (install clang-19, or set EAGLE_CLANG)");
+        }
         return;
     };
     // The kernel's uapi headers put asm/ under the multiarch directory on Debian.
     let multiarch =
         format!("/usr/include/{}-linux-gnu", env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".into()));
-    let status = Command::new(&clang)
-        .args(["-target", "bpf", "-O2", "-g", "-Wall", "-Werror"])
-        .arg(format!("-I{multiarch}"))
-        .arg("-c")
-        .arg("src/profiler.bpf.c")
-        .arg("-o")
-        .arg(&object)
-        .status();
-    match status {
-        Ok(s) if s.success() => {}
-        Ok(s) => panic!("{clang} failed to compile src/profiler.bpf.c ({s}); is libbpf-dev installed?"),
-        Err(e) => panic!("cannot run {clang}: {e}"),
+    for (source, object) in &objects {
+        let status = Command::new(&clang)
+            .args(["-target", "bpf", "-O2", "-g", "-Wall", "-Werror"])
+            .arg(format!("-I{multiarch}"))
+            .arg("-c")
+            .arg(source)
+            .arg("-o")
+            .arg(object)
+            .status();
+        match status {
+            Ok(s) if s.success() => {}
+            Ok(s) => panic!("{clang} failed to compile {source} ({s}); is libbpf-dev installed?"),
+            Err(e) => panic!("cannot run {clang}: {e}"),
+        }
     }
 }
 

@@ -39,6 +39,8 @@ pub struct LocalRun {
     pub frequency_hz: u64,
     pub runtime: Option<eagle_proto::Runtime>,
     pub native: bool,
+    /// The network side too (`net`, `profile --net`).
+    pub net: bool,
     pub mode: eagle_proto::ProfileMode,
     pub min_block_us: u64,
 }
@@ -59,6 +61,7 @@ pub fn profile(run: &LocalRun) -> Result<LocalResult, CliError> {
     let config = AgentConfig {
         runtime: run.runtime,
         python_native: run.native,
+        net: run.net,
         mode: run.mode,
         min_block_us: run.min_block_us,
         ..AgentConfig::new(targets, duration, run.frequency_hz)

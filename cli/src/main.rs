@@ -22,6 +22,8 @@ mod input;
 #[cfg(target_os = "linux")]
 mod local;
 mod merge;
+#[cfg(target_os = "linux")]
+mod net_report;
 mod output;
 mod placement;
 mod run_info;

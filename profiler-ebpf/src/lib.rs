@@ -2,6 +2,8 @@
 //! types it shares with the agent. `src/eagle.h` is the C side of these types.
 #![no_std]
 
+pub mod net;
+
 /// Bytes of the compiled eBPF object, aligned for the ELF parser. `None` when this build had no
 /// clang (see `build.rs`).
 pub fn object() -> Option<&'static [u8]> {

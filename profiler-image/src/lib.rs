@@ -7,6 +7,7 @@
 
 pub mod aggregate;
 pub mod discovery;
+pub mod http;
 pub mod runtime;
 pub mod sampler;
 #[cfg(target_os = "linux")]

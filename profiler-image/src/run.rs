@@ -15,6 +15,7 @@ use crate::sampler::ebpf::{EbpfSampler, ProcessEvents, FORCE_TRACEFS_ENV};
 use crate::sampler::interpreter::{self, InterpreterSampler, Tool};
 use crate::sampler::jfr::{self, JfrSampler};
 use crate::sampler::jit::{self, PerfMapRequests};
+use crate::sampler::net::NetCollector;
 use crate::sampler::oncpu::{Distribution, OnCpu};
 use crate::sampler::{self, ProcessEvent, RuntimeSampler, Sampler, SamplerError};
 use crate::target::Target;
@@ -40,6 +41,8 @@ pub struct AgentConfig {
     pub runtime: Option<Runtime>,
     /// Python: add native (C extension) frames to the interpreted ones.
     pub python_native: bool,
+    /// Also count the targets' TCP traffic per peer and their HTTP/1.x requests.
+    pub net: bool,
     /// What to measure.
     pub mode: ProfileMode,
     /// Off-CPU blocks shorter than this are not counted.
@@ -55,6 +58,7 @@ impl AgentConfig {
             node: default_node_name(),
             runtime: None,
             python_native: false,
+            net: false,
             mode: ProfileMode::Cpu,
             min_block_us: eagle_proto::DEFAULT_MIN_BLOCK_US,
         }
@@ -120,6 +124,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
     }
 
     let ebpf = EbpfSampler::start(config.frequency_hz, proc.clone(), config.mode, config.min_block_us)?;
+    let mut net = if config.net { Some(NetCollector::start(true)?) } else { None };
     let encoder = Encoder;
     let started = Instant::now();
     let mut run = Run {
@@ -156,6 +161,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
     for pid in resolved.values().flatten() {
         run.add(*pid, true);
     }
+    watch_network(&mut net, &run)?;
     let mut aggregate = Aggregate::default();
     emit(&encoder.header(&Header {
         agent_version: env!("CARGO_PKG_VERSION").into(),
@@ -196,6 +202,9 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
         }
         std::thread::sleep(COLLECT_EVERY.min(config.duration - elapsed));
         run.collect(&mut aggregate, started)?;
+        if let Some(net) = &mut net {
+            net.poll();
+        }
         if last_progress.elapsed() >= PROGRESS_EVERY {
             last_progress = Instant::now();
             if watches_groups {
@@ -207,6 +216,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
                 }
             }
             run.refresh_names();
+            watch_network(&mut net, &run)?;
             run.refresh_perf_maps();
             run.attach_started_jvms();
             emit(&encoder.progress(&Progress {
@@ -263,8 +273,24 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
         emit(&encoder.warning(&w));
     }
     let samples = aggregate.samples();
-    let records = aggregate.into_records(&run.processes);
-    for line in encoder.payload(&records, lost) {
+    let lines = match net {
+        Some(net) => {
+            let net = net.finish(started.elapsed().as_millis() as u64, &run.processes);
+            if net.lost_events > 0 {
+                emit(&encoder.warning(&Warning {
+                    code: WarningCode::SamplesLost,
+                    pid: None,
+                    message: format!(
+                        "{} network events were not counted (the kernel side's maps or ring buffer were full)",
+                        net.lost_events
+                    ),
+                }));
+            }
+            encoder.payload_with_net(&aggregate.into_records(&run.processes), lost, &net)
+        }
+        None => encoder.payload(&aggregate.into_records(&run.processes), lost),
+    };
+    for line in lines {
         emit(&line);
     }
     Ok(Summary { samples, stopped_early: ended.is_some() })
@@ -725,4 +751,14 @@ pub fn default_node_name() -> String {
         .filter(|s| !s.is_empty())
         .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|s| s.trim().to_owned()))
         .unwrap_or_else(|| "localhost".into())
+}
+
+/// Counts the network of every process the run knows (the kernel adds their children itself).
+fn watch_network(net: &mut Option<NetCollector>, run: &Run) -> Result<(), AgentError> {
+    if let Some(net) = net {
+        for pid in run.processes.keys() {
+            net.add(*pid)?;
+        }
+    }
+    Ok(())
 }

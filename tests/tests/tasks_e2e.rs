@@ -268,10 +268,17 @@ fn async_run_then_fetch_renders_the_true_split_with_its_hierarchy() {
     let out = fx.run("fetch", &[&id, "-o", "api.folded", "--group-by", "pod"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let folded = FoldedStacks::parse(&std::fs::read_to_string(fx.path("api.folded")).unwrap()).unwrap();
-    assert!(folded.total() > 150, "{} samples over 5 s at 199 Hz (a busy node gives fewer)", folded.total());
+    // The count depends on the CPU the node gives the pod (a loaded machine gives less); the
+    // tolerance follows from it, so a low count is judged fairly instead of failing by luck.
+    let samples = folded.total();
+    assert!(samples >= 60, "{samples} samples over 5 s at 199 Hz: too few to judge a split");
     for (frame, expected) in [("cpu_60", 60.0), ("cpu_30", 30.0), ("cpu_10", 10.0)] {
         let got = share(&folded, frame);
-        assert!((got - expected).abs() <= 4.0, "{frame}: {got:.1}%, expected {expected}±4");
+        let tolerance = 100.0 * eagle_tests::tolerance(0.04, expected / 100.0, samples);
+        assert!(
+            (got - expected).abs() <= tolerance,
+            "{frame}: {got:.1}%, expected {expected}±{tolerance:.1} ({samples} samples)"
+        );
     }
     let prefix = format!("namespace/{};deployment/api;pod/api-", fx.namespace);
     assert!(folded.iter().all(|(s, _)| s.starts_with(&prefix)), "the hierarchy comes from the Jobs' annotations");

@@ -9,6 +9,7 @@
 //! - [`values`]: how the value types (`Format`, `GroupBy`) are spelled on the command line.
 
 mod complete;
+mod net;
 mod offline;
 mod profile;
 mod shared;
@@ -18,6 +19,7 @@ mod values;
 use clap::{Parser, Subcommand};
 
 pub use complete::{CompleteArgs, CompletionArgs};
+pub use net::NetArgs;
 pub use offline::{CheckCommand, ConvertArgs, DiffArgs};
 pub use profile::ProfileArgs;
 pub use tasks::{CleanArgs, DoctorArgs, FetchArgs, InitArgs, ListArgs, UninstallArgs, VersionArgs};
@@ -53,6 +55,21 @@ Exit codes: 0 ok, 1 a --max/--max-self/regression rule broken, 2 usage, 3 not fo
 4 not permitted, 5 nothing to profile, 6 profiling failed, 7 partial result written,
 8 output not writable or baseline unreadable, 9 cluster unreachable.")]
     Profile(ProfileArgs),
+
+    /// The network side of processes over a window: TCP per peer, HTTP/1.x per route.
+    #[command(after_help = "\
+Examples:
+  sudo kubectl-eagle net pid/4242 -d 30s
+  sudo kubectl-eagle net -d 5s --format json -- ./server --port 8080
+  sudo kubectl-eagle net pid/4242 -d 1m --format prometheus -o net.prom
+  sudo kubectl-eagle net pid/4242 -d 30s --max-p99 'http:/api/.*=200ms' --max-retransmits 1%
+
+HTTP/1.x is read from the first bytes of the processes' socket reads and writes (read, write,
+recvfrom, sendto); TLS and HTTP/2 are not decoded. The JSON schema is in docs/net.md.
+
+Exit codes: 0 ok, 1 a --max-p99/--max-retransmits rule broken, 2 usage, 3 no such process,
+4 not permitted (run as root), 6 failed, 7 stopped early.")]
+    Net(NetArgs),
 
     /// Check a profile against share thresholds and a baseline; exit 1 when a rule is broken.
     #[command(after_help = "\
@@ -184,6 +201,7 @@ impl Command {
         match self {
             Command::Profile(args) => commands::profile::run(args.into_plan()?),
             Command::Check(args) => commands::check::run(args.into_plan()),
+            Command::Net(args) => commands::net::run(args.into_plan()?),
             Command::Diff(args) => commands::diff::run(args.into_plan()),
             Command::Convert(args) => commands::convert::run(args.into_plan()),
             Command::List(args) => commands::list::run(args.into_plan()),

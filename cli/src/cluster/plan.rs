@@ -150,6 +150,7 @@ pub fn job_for_node(opts: &PlanOptions, index: usize, node: &str, container_ids:
         node: None,
         runtime: opts.runtime,
         python_native: opts.python_native,
+        net: false,
         mode: opts.mode,
         min_block_us: opts.min_block_us,
     }

@@ -10,5 +10,6 @@ pub mod doctor;
 pub mod fetch;
 pub mod init;
 pub mod list;
+pub mod net;
 pub mod profile;
 pub mod version;

@@ -127,6 +127,7 @@ mod local {
             frequency_hz: req.frequency_hz,
             runtime: req.runtime,
             native: req.native,
+            net: false,
             mode: req.mode,
             min_block_us: req.min_block_us,
         };

@@ -270,6 +270,8 @@ pub struct AgentArgs {
     pub runtime: Option<Runtime>,
     /// py-spy `--native`: C frames in Python stacks.
     pub python_native: bool,
+    /// `--net`: the network side of the window too (TCP per peer, HTTP/1.x per route).
+    pub net: bool,
     /// What to measure.
     pub mode: ProfileMode,
     /// Off-CPU blocks shorter than this many microseconds are not counted.
@@ -285,6 +287,7 @@ impl Default for AgentArgs {
             node: None,
             runtime: None,
             python_native: false,
+            net: false,
             mode: ProfileMode::Cpu,
             min_block_us: DEFAULT_MIN_BLOCK_US,
         }
@@ -299,7 +302,7 @@ pub enum AgentCommand {
     Version,
 }
 
-pub const AGENT_USAGE: &str = "usage: eagle-agent --target pid:N|container:ID|pod:UID [...] [--duration-ms MS] [--frequency HZ] [--node NAME] [--runtime RUNTIME] [--python-native] [--mode cpu|off-cpu|wall] [--min-block-us US]";
+pub const AGENT_USAGE: &str = "usage: eagle-agent --target pid:N|container:ID|pod:UID [...] [--duration-ms MS] [--frequency HZ] [--node NAME] [--runtime RUNTIME] [--python-native] [--mode cpu|off-cpu|wall] [--min-block-us US] [--net]";
 
 impl AgentArgs {
     /// The command line that asks for `self`.
@@ -323,6 +326,9 @@ impl AgentArgs {
         if self.python_native {
             args.push("--python-native".to_owned());
         }
+        if self.net {
+            args.push("--net".to_owned());
+        }
         // Written only when not the default, so the Jobs of a CPU profile stay as they were.
         if self.mode != ProfileMode::Cpu {
             args.extend(["--mode".to_owned(), self.mode.name().to_owned()]);
@@ -343,6 +349,10 @@ impl AgentArgs {
                 "--version" => return Ok(AgentCommand::Version),
                 "--python-native" => {
                     out.python_native = true;
+                    continue;
+                }
+                "--net" => {
+                    out.net = true;
                     continue;
                 }
                 _ => {}
@@ -390,6 +400,7 @@ mod tests {
             node: Some("node-a".into()),
             runtime: Some(Runtime::Python),
             python_native: true,
+            net: true,
             mode: ProfileMode::Wall,
             min_block_us: 250,
         };

@@ -8,6 +8,7 @@
 //! EAGLE1 H {"agent_version":"0.1.0","node":"lab-node",...}      header, exactly one, first
 //! EAGLE1 P {"elapsed_ms":1000,"samples":99,"processes":1}       progress, any number
 //! EAGLE1 W {"code":"process-exited","pid":42,"message":"..."}   warnings, any number
+//! EAGLE1 N {"version":1,"window_ms":5000,"peers":[..],"http":[..]}  network record, at most one
 //! EAGLE1 D 0 <base64 of a piece of one deflate stream>          payload chunks, in order
 //! EAGLE1 T {"samples":..,"stacks":..,"chunks":..,"payload_bytes":..,"crc32":..}  trailer, last
 //! ```
@@ -25,11 +26,13 @@
 pub mod agent;
 pub mod contract;
 pub mod folded;
+pub mod net;
 pub mod stream;
 
 pub use agent::{AgentArgs, AgentCommand, Exit, ProfileMode, Runtime, Unit, AGENT_USAGE, DEFAULT_MIN_BLOCK_US};
 pub use contract::{agent_error_in, WarningCode, AGENT_ERROR_PREFIX, MAX_FREQUENCY_HZ};
 pub use folded::FoldedStacks;
+pub use net::{Direction, HttpRoute, LatencyHistogram, NetLimits, NetPayload, PeerTraffic};
 pub use stream::{
     trailer_in_tail, DecodeError, Decoder, Encoder, Event, Header, Limits, NodeResult, Progress, StackRecord, Trailer,
     Warning,

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::agent::ProfileMode;
 use crate::contract::WarningCode;
 use crate::folded::push_frame;
+use crate::net::{NetLimits, NetPayload};
 
 /// Protocol version written by this build and the only one it decodes.
 pub const VERSION: u32 = 1;
@@ -34,6 +35,8 @@ pub struct Limits {
     pub payload_bytes: u64,
     /// Warnings kept; later ones are counted and summed up in one last warning.
     pub warnings: usize,
+    /// The network record (`N`).
+    pub net: NetLimits,
 }
 
 impl Limits {
@@ -44,6 +47,7 @@ impl Limits {
         compressed_bytes: 2 * PAYLOAD_BUDGET_BYTES as u64,
         payload_bytes: 512 << 20,
         warnings: 10_000,
+        net: NetLimits::DEFAULT,
     };
 }
 
@@ -122,6 +126,14 @@ pub struct Trailer {
     /// Samples the kernel side took but could not keep (stack-map collisions, full maps).
     #[serde(default)]
     pub lost_samples: u64,
+    /// Network records (`N`) sent: 0 or 1. Written only when 1, so a CPU-only stream reads as
+    /// before.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub net: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One aggregated stack of one process.
@@ -167,15 +179,41 @@ impl Encoder {
         self.payload_within(records, lost_samples, PAYLOAD_BUDGET_BYTES)
     }
 
+    /// [`Encoder::payload`] preceded by the network record, which the trailer counts. The
+    /// record is first kept within [`NetLimits::DEFAULT`] ([`NetPayload::fit`]); a
+    /// `stacks-folded` warning says so when rows had to be folded.
+    pub fn payload_with_net(&self, records: &[StackRecord], lost_samples: u64, net: &NetPayload) -> Vec<String> {
+        let mut net = net.clone();
+        let folded = net.fit(&NetLimits::DEFAULT);
+        let mut lines = Vec::new();
+        if folded > 0 {
+            lines.push(self.warning(&Warning {
+                code: WARNING_STACKS_FOLDED,
+                pid: None,
+                message: format!(
+                    "the network record was larger than the stream allows: its {folded} quietest peer and route rows are folded into one row per process"
+                ),
+            }));
+        }
+        lines.push(json_line('N', &net));
+        lines.extend(self.payload_counting(records, lost_samples, PAYLOAD_BUDGET_BYTES, 1));
+        lines
+    }
+
     /// [`Encoder::payload`] with a budget of `budget` compressed bytes. When the stacks do not
     /// fit, the ones with the most samples are kept whole and each process's others are folded
     /// into one stack `process;[stacks folded: stream size limit]`: every sample still counts,
     /// for the right process, and a `stacks-folded` warning line (first of the returned lines)
     /// says how many stacks and samples lost their detail.
     pub fn payload_within(&self, records: &[StackRecord], lost_samples: u64, budget: usize) -> Vec<String> {
+        self.payload_counting(records, lost_samples, budget, 0)
+    }
+
+    /// [`Encoder::payload_within`], with a trailer that counts `net` network records.
+    fn payload_counting(&self, records: &[StackRecord], lost_samples: u64, budget: usize, net: u64) -> Vec<String> {
         let (text, compressed) = compress(records);
         if compressed.len() <= budget {
-            return self.payload_lines(records, &text, compressed, lost_samples, None);
+            return self.payload_lines(records, &text, compressed, (lost_samples, net), None);
         }
         let mut order: Vec<usize> = (0..records.len()).collect();
         order.sort_by(|&a, &b| records[b].count.cmp(&records[a].count).then(a.cmp(&b)));
@@ -194,7 +232,7 @@ impl Encoder {
                         budget
                     ),
                 };
-                return self.payload_lines(&kept, &text, compressed, lost_samples, Some(warning));
+                return self.payload_lines(&kept, &text, compressed, (lost_samples, net), Some(warning));
             }
             keep = keep * 3 / 4;
         }
@@ -205,7 +243,7 @@ impl Encoder {
         records: &[StackRecord],
         text: &str,
         compressed: Vec<u8>,
-        lost_samples: u64,
+        (lost_samples, net): (u64, u64),
         warning: Option<Warning>,
     ) -> Vec<String> {
         let mut lines: Vec<String> = warning.iter().map(|w| self.warning(w)).collect();
@@ -223,6 +261,7 @@ impl Encoder {
             payload_bytes: text.len() as u64,
             crc32: crc32fast::hash(text.as_bytes()),
             lost_samples,
+            net,
         };
         lines.push(json_line('T', &trailer));
         lines
@@ -377,6 +416,8 @@ pub enum Event {
     Progress(Progress),
     Warning(Warning),
     Chunk(u64),
+    /// The network record arrived (it is in [`NodeResult::net`]).
+    Net,
     Trailer(Trailer),
 }
 
@@ -388,6 +429,8 @@ pub struct NodeResult {
     pub last_progress: Option<Progress>,
     pub records: Vec<StackRecord>,
     pub trailer: Trailer,
+    /// The network side of the window, when the agent was asked for it.
+    pub net: Option<NetPayload>,
 }
 
 impl NodeResult {
@@ -420,6 +463,7 @@ pub struct Decoder {
     compressed: Vec<u8>,
     chunks: u64,
     trailer: Option<Trailer>,
+    net: Option<NetPayload>,
     error: Option<DecodeError>,
 }
 
@@ -480,6 +524,7 @@ impl Decoder {
             "W" => 'W',
             "D" => 'D',
             "T" => 'T',
+            "N" => 'N',
             other => {
                 return Err(DecodeError::Malformed {
                     line: at,
@@ -551,6 +596,23 @@ impl Decoder {
                 self.chunks += 1;
                 Ok(Some(Event::Chunk(seq)))
             }
+            'N' => {
+                let malformed = |reason: String| DecodeError::Malformed { line: at, kind, reason };
+                if self.net.is_some() {
+                    return Err(malformed("a second network record".into()));
+                }
+                if payload.len() > self.limits.net.record_bytes {
+                    return Err(DecodeError::TooLarge {
+                        line: at,
+                        what: "the network record",
+                        limit: self.limits.net.record_bytes as u64,
+                    });
+                }
+                let mut net: NetPayload = parse_json(at, kind, payload)?;
+                net.validate(&self.limits.net).map_err(malformed)?;
+                self.net = Some(net);
+                Ok(Some(Event::Net))
+            }
             _ => {
                 let t: Trailer = parse_json(at, kind, payload)?;
                 if t.payload_bytes > self.limits.payload_bytes {
@@ -574,6 +636,7 @@ impl Decoder {
         let header = self.header.ok_or(DecodeError::Empty)?;
         let trailer = self.trailer.ok_or(DecodeError::Truncated { chunks: self.chunks })?;
         check("payload chunks", trailer.chunks, self.chunks)?;
+        check("network records", trailer.net, u64::from(self.net.is_some()))?;
         let text = inflate(&self.compressed, trailer.payload_bytes)?;
         check("payload bytes", trailer.payload_bytes, text.len() as u64)?;
         let crc = crc32fast::hash(text.as_bytes());
@@ -604,7 +667,7 @@ impl Decoder {
                 ),
             });
         }
-        Ok(NodeResult { header, warnings, last_progress: self.last_progress, records, trailer })
+        Ok(NodeResult { header, warnings, last_progress: self.last_progress, records, trailer, net: self.net })
     }
 }
 

@@ -170,7 +170,7 @@ impl Sent {
                 ..w
             })
             .collect();
-        Sent { lines, expected: NodeResult { header, warnings, last_progress, records, trailer } }
+        Sent { lines, expected: NodeResult { header, warnings, last_progress, records, trailer, net: None } }
     }
 
     fn text(&self) -> String {

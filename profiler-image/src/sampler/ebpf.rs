@@ -429,7 +429,7 @@ fn unwind_with_tables() -> bool {
     std::env::var("EAGLE_UNWIND").map_or(true, |v| v != "frame-pointers")
 }
 
-fn program_mut<'a, T>(bpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, SamplerError>
+pub(crate) fn program_mut<'a, T>(bpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, SamplerError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
@@ -440,7 +440,7 @@ where
 }
 
 /// Turns a kernel refusal into a message that says what to do.
-fn classify(action: &str, error: &dyn std::error::Error) -> SamplerError {
+pub(crate) fn classify(action: &str, error: &dyn std::error::Error) -> SamplerError {
     let mut chain = error.to_string();
     let mut source = error.source();
     while let Some(s) = source {

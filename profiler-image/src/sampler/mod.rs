@@ -9,6 +9,8 @@ pub mod interpreter;
 pub mod jfr;
 #[cfg(target_os = "linux")]
 pub mod jit;
+#[cfg(target_os = "linux")]
+pub mod net;
 pub mod oncpu;
 #[cfg(target_os = "linux")]
 pub mod python;

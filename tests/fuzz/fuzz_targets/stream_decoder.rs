@@ -8,7 +8,13 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     // Small limits, so that the fuzzer reaches them.
-    let limits = Limits { line_bytes: 4096, compressed_bytes: 64 * 1024, payload_bytes: 1 << 20, warnings: 8 };
+    let limits = Limits {
+        line_bytes: 4096,
+        compressed_bytes: 64 * 1024,
+        payload_bytes: 1 << 20,
+        warnings: 8,
+        net: eagle_proto::NetLimits::DEFAULT,
+    };
     let mut decoder = Decoder::with_limits(limits);
     for line in text.split_inclusive('\n') {
         if decoder.feed_line(line).is_err() {

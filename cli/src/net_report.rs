@@ -1,0 +1,459 @@
+//! The network side of a window, as a user reads it: HTTP routes with their rate, error ratio
+//! and latency percentiles, TCP peers with their traffic; as a terminal table, JSON (schema in
+//! docs/net.md) or the Prometheus text format; and the rules `net` checks (`--max-p99`,
+//! `--max-retransmits`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use eagle_proto::{Direction, LatencyHistogram, NetPayload};
+use regex::Regex;
+use serde::Serialize;
+
+use crate::table::{self, LEFT, RIGHT};
+
+/// Version of the JSON report's schema (docs/net.md).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One route of one process, every status together.
+#[derive(Clone, Debug, Serialize)]
+pub struct RouteSummary {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    pub pid: u32,
+    pub process: String,
+    pub direction: Direction,
+    pub method: String,
+    pub path: String,
+    pub requests: u64,
+    /// Responses with a 5xx status.
+    pub errors: u64,
+    /// Requests with no response before the window ended.
+    pub unanswered: u64,
+    pub rate_per_s: f64,
+    pub error_ratio: f64,
+    pub p50_ms: Option<f64>,
+    pub p90_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    /// Requests by status code.
+    pub statuses: BTreeMap<u16, u64>,
+    #[serde(skip)]
+    pub latency_us: LatencyHistogram,
+}
+
+/// One peer of one process.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerSummary {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    pub pid: u32,
+    pub process: String,
+    pub direction: Direction,
+    pub local_port: u16,
+    pub peer: String,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub connects: u64,
+    pub accepts: u64,
+    pub connect_failures: u64,
+    pub connect_p50_ms: Option<f64>,
+    pub connect_p99_ms: Option<f64>,
+    pub retransmits: u64,
+    pub resets_sent: u64,
+    pub resets_received: u64,
+    pub rtt_ms: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct NetReport {
+    pub schema_version: u32,
+    pub window_s: f64,
+    pub http: Vec<RouteSummary>,
+    pub peers: Vec<PeerSummary>,
+    pub lost_events: u64,
+}
+
+fn ms(us: Option<f64>) -> Option<f64> {
+    us.map(|us| us / 1000.0)
+}
+
+pub fn summarize(net: &NetPayload) -> NetReport {
+    let window_s = (net.window_ms as f64 / 1000.0).max(0.001);
+    let mut routes: BTreeMap<(Option<String>, u32, Direction, String, String), RouteSummary> = BTreeMap::new();
+    for r in &net.http {
+        let key = (r.container.clone(), r.pid, r.direction, r.method.clone(), r.path.clone());
+        let row = routes.entry(key).or_insert_with(|| RouteSummary {
+            container: r.container.clone(),
+            pid: r.pid,
+            process: r.process.clone(),
+            direction: r.direction,
+            method: r.method.clone(),
+            path: r.path.clone(),
+            requests: 0,
+            errors: 0,
+            unanswered: 0,
+            rate_per_s: 0.0,
+            error_ratio: 0.0,
+            p50_ms: None,
+            p90_ms: None,
+            p99_ms: None,
+            statuses: BTreeMap::new(),
+            latency_us: LatencyHistogram::default(),
+        });
+        row.requests += r.requests;
+        match r.status {
+            0 => row.unanswered += r.requests,
+            500..=599 => row.errors += r.requests,
+            _ => {}
+        }
+        *row.statuses.entry(r.status).or_default() += r.requests;
+        row.latency_us.merge(&r.latency_us);
+    }
+    let http = routes
+        .into_values()
+        .map(|mut r| {
+            r.rate_per_s = r.requests as f64 / window_s;
+            let answered = r.requests - r.unanswered;
+            r.error_ratio = if answered == 0 { 0.0 } else { r.errors as f64 / answered as f64 };
+            r.p50_ms = ms(r.latency_us.quantile(0.5));
+            r.p90_ms = ms(r.latency_us.quantile(0.9));
+            r.p99_ms = ms(r.latency_us.quantile(0.99));
+            r
+        })
+        .collect();
+    let peers = net
+        .peers
+        .iter()
+        .map(|p| PeerSummary {
+            container: p.container.clone(),
+            pid: p.pid,
+            process: p.process.clone(),
+            direction: p.direction,
+            local_port: p.local_port,
+            peer: p.peer.clone(),
+            bytes_sent: p.bytes_sent,
+            bytes_received: p.bytes_received,
+            connects: p.connects,
+            accepts: p.accepts,
+            connect_failures: p.connect_failures,
+            connect_p50_ms: ms(p.connect_latency_us.quantile(0.5)),
+            connect_p99_ms: ms(p.connect_latency_us.quantile(0.99)),
+            retransmits: p.retransmits,
+            resets_sent: p.resets_sent,
+            resets_received: p.resets_received,
+            rtt_ms: ms(p.rtt_us()),
+        })
+        .collect();
+    NetReport { schema_version: SCHEMA_VERSION, window_s, http, peers, lost_events: net.lost_events }
+}
+
+fn direction_word(d: Direction) -> &'static str {
+    match d {
+        Direction::Inbound => "in",
+        Direction::Outbound => "out",
+        Direction::Unknown => "?",
+    }
+}
+
+fn opt_ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.1}ms"))
+}
+
+fn bytes(n: u64) -> String {
+    match n {
+        n if n >= 10 << 30 => format!("{}GiB", n >> 30),
+        n if n >= 10 << 20 => format!("{}MiB", n >> 20),
+        n if n >= 10 << 10 => format!("{}KiB", n >> 10),
+        n => format!("{n}B"),
+    }
+}
+
+/// The terminal's view: an HTTP table, then a TCP one.
+pub fn table(report: &NetReport) -> String {
+    let mut out = String::new();
+    if !report.http.is_empty() {
+        let columns = [LEFT, LEFT, LEFT, LEFT, RIGHT, RIGHT, RIGHT, RIGHT, RIGHT, RIGHT];
+        let mut rows = vec![["PROCESS", "DIR", "METHOD", "PATH", "REQS", "RATE", "ERRORS", "P50", "P90", "P99"]
+            .map(String::from)
+            .to_vec()];
+        for r in &report.http {
+            rows.push(vec![
+                format!("{} ({})", r.process, r.pid),
+                direction_word(r.direction).into(),
+                r.method.clone(),
+                r.path.clone(),
+                r.requests.to_string(),
+                format!("{:.1}/s", r.rate_per_s),
+                format!("{:.2}%", r.error_ratio * 100.0),
+                opt_ms(r.p50_ms),
+                opt_ms(r.p90_ms),
+                opt_ms(r.p99_ms),
+            ]);
+        }
+        out.push_str(&table::render(&columns, &rows));
+        out.push('\n');
+    }
+    let columns = [LEFT, LEFT, LEFT, RIGHT, RIGHT, RIGHT, RIGHT, RIGHT, RIGHT, RIGHT];
+    let mut rows = vec![["PROCESS", "DIR", "PEER", "SENT", "RECEIVED", "CONN", "CONN P99", "RETRANS", "RESETS", "RTT"]
+        .map(String::from)
+        .to_vec()];
+    for p in &report.peers {
+        let peer = match p.direction {
+            Direction::Inbound => format!("{} -> :{}", p.peer, p.local_port),
+            _ => p.peer.clone(),
+        };
+        rows.push(vec![
+            format!("{} ({})", p.process, p.pid),
+            direction_word(p.direction).into(),
+            peer,
+            bytes(p.bytes_sent),
+            bytes(p.bytes_received),
+            (p.connects + p.accepts).to_string(),
+            opt_ms(p.connect_p99_ms),
+            p.retransmits.to_string(),
+            (p.resets_sent + p.resets_received).to_string(),
+            p.rtt_ms.map_or_else(|| "-".into(), |v| format!("{v:.2}ms")),
+        ]);
+    }
+    if report.peers.is_empty() {
+        out.push_str("no TCP traffic of the targets in the window\n");
+    } else {
+        out.push_str(&table::render(&columns, &rows));
+    }
+    out
+}
+
+pub fn json(report: &NetReport) -> String {
+    serde_json::to_string_pretty(report).expect("the report serializes") + "\n"
+}
+
+/// A label value as the text format wants it: `\`, `"` and line breaks escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// The Prometheus text exposition format: counters over the window and latency histograms
+/// (cumulative `le` buckets in seconds, at the bounds of the buckets that hold requests).
+pub fn prometheus(net: &NetPayload) -> String {
+    let mut out = String::new();
+    let process_labels = |container: &Option<String>, pid: u32, process: &str| {
+        let mut l = format!("pid=\"{pid}\",process=\"{}\"", label(process));
+        if let Some(c) = container {
+            l.push_str(&format!(",container=\"{}\"", label(c)));
+        }
+        l
+    };
+    type Field = fn(&eagle_proto::PeerTraffic) -> u64;
+    let counters: [(&str, &str, Field); 7] = [
+        ("eagle_tcp_sent_bytes_total", "Bytes the process sent to the peer.", |p| p.bytes_sent),
+        ("eagle_tcp_received_bytes_total", "Bytes the process received from the peer.", |p| p.bytes_received),
+        ("eagle_tcp_connections_opened_total", "Connections the process opened to the peer.", |p| p.connects),
+        ("eagle_tcp_connections_accepted_total", "Connections the process accepted from the peer.", |p| p.accepts),
+        ("eagle_tcp_connect_failures_total", "Connect attempts to the peer that failed.", |p| p.connect_failures),
+        ("eagle_tcp_retransmits_total", "Segments retransmitted to the peer.", |p| p.retransmits),
+        ("eagle_tcp_resets_total", "Resets sent to or received from the peer.", |p| p.resets_sent + p.resets_received),
+    ];
+    for (name, help, field) in counters {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+        for p in &net.peers {
+            out.push_str(&format!(
+                "{name}{{{},direction=\"{}\",peer=\"{}\",local_port=\"{}\"}} {}\n",
+                process_labels(&p.container, p.pid, &p.process),
+                direction_word(p.direction),
+                label(&p.peer),
+                p.local_port,
+                field(p)
+            ));
+        }
+    }
+    let name = "eagle_http_request_duration_seconds";
+    out.push_str(&format!(
+        "# HELP {name} HTTP/1.x requests by route and status, and their latency.\n# TYPE {name} histogram\n"
+    ));
+    for r in &net.http {
+        let labels = format!(
+            "{},direction=\"{}\",method=\"{}\",path=\"{}\",status=\"{}\"",
+            process_labels(&r.container, r.pid, &r.process),
+            direction_word(r.direction),
+            label(&r.method),
+            label(&r.path),
+            r.status
+        );
+        let mut cumulative = 0;
+        let mut sum_us = 0.0;
+        for &(index, count) in &r.latency_us.buckets {
+            cumulative += count;
+            let (lo, hi) = LatencyHistogram::bounds(index);
+            sum_us += (lo as f64 + hi as f64) / 2.0 * count as f64;
+            out.push_str(&format!("{name}_bucket{{{labels},le=\"{}\"}} {cumulative}\n", hi as f64 / 1e6));
+        }
+        out.push_str(&format!("{name}_bucket{{{labels},le=\"+Inf\"}} {}\n", r.requests));
+        out.push_str(&format!("{name}_sum{{{labels}}} {}\n", sum_us / 1e6));
+        out.push_str(&format!("{name}_count{{{labels}}} {}\n", r.requests));
+    }
+    out
+}
+
+/// A rule `net` checks after the window.
+#[derive(Clone, Debug)]
+pub enum NetRule {
+    /// `--max-p99 'http:REGEX=DURATION'`: every route whose path matches has its p99 under.
+    MaxP99 { spec: String, path: Regex, limit: Duration },
+    /// `--max-retransmits PERCENT`: per peer, retransmitted segments as a share of the
+    /// segments sent (estimated from the bytes, see [`MSS`]).
+    MaxRetransmits { spec: String, percent: f64 },
+}
+
+impl NetRule {
+    pub fn parse_p99(spec: &str) -> Result<NetRule, String> {
+        let body = spec.strip_prefix("http:").ok_or_else(|| {
+            format!("--max-p99 `{spec}`: expected http:PATH_REGEX=DURATION, e.g. 'http:/api/.*=200ms'")
+        })?;
+        let (pattern, limit) = body.rsplit_once('=').ok_or_else(|| {
+            format!("--max-p99 `{spec}`: expected http:PATH_REGEX=DURATION, e.g. 'http:/api/.*=200ms'")
+        })?;
+        let path =
+            Regex::new(&format!("^(?:{pattern})$")).map_err(|e| format!("--max-p99 `{spec}`: bad regex: {e}"))?;
+        let limit = crate::duration::parse_duration(limit).map_err(|e| format!("--max-p99 `{spec}`: {e}"))?;
+        Ok(NetRule::MaxP99 { spec: spec.to_owned(), path, limit })
+    }
+
+    pub fn parse_retransmits(spec: &str) -> Result<NetRule, String> {
+        let number = spec.strip_suffix('%').unwrap_or(spec);
+        let percent: f64 = number
+            .parse()
+            .ok()
+            .filter(|p: &f64| p.is_finite() && *p >= 0.0)
+            .ok_or_else(|| format!("--max-retransmits `{spec}`: expected a percentage, e.g. 1%"))?;
+        Ok(NetRule::MaxRetransmits { spec: spec.to_owned(), percent })
+    }
+}
+
+/// One rule's verdict on one row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verdict {
+    pub rule: String,
+    pub subject: String,
+    pub value: String,
+    pub ok: bool,
+}
+
+/// Segments per peer are estimated from bytes at a 1448-byte MSS (what Ethernet carries): the
+/// kernel counts retransmitted segments, not the segments it sent.
+const MSS: u64 = 1448;
+
+pub fn check(report: &NetReport, rules: &[NetRule]) -> Vec<Verdict> {
+    let mut verdicts = Vec::new();
+    for rule in rules {
+        match rule {
+            NetRule::MaxP99 { spec, path, limit } => {
+                for r in report.http.iter().filter(|r| path.is_match(&r.path)) {
+                    let Some(p99) = r.p99_ms else { continue };
+                    verdicts.push(Verdict {
+                        rule: format!("--max-p99 {spec}"),
+                        subject: format!("{} {} {} ({})", r.process, r.method, r.path, r.pid),
+                        value: format!("p99 {p99:.1}ms"),
+                        ok: p99 <= limit.as_secs_f64() * 1000.0,
+                    });
+                }
+            }
+            NetRule::MaxRetransmits { spec, percent } => {
+                for p in &report.peers {
+                    let segments = p.bytes_sent.div_ceil(MSS);
+                    if segments == 0 {
+                        continue;
+                    }
+                    let share = p.retransmits as f64 * 100.0 / segments as f64;
+                    verdicts.push(Verdict {
+                        rule: format!("--max-retransmits {spec}"),
+                        subject: format!("{} ({}) -> {}", p.process, p.pid, p.peer),
+                        value: format!("{share:.2}% of ~{segments} segments"),
+                        ok: share <= *percent,
+                    });
+                }
+            }
+        }
+    }
+    verdicts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eagle_proto::{HttpRoute, PeerTraffic};
+
+    fn route(status: u16, requests: u64, latency_ms: u64) -> HttpRoute {
+        let mut latency_us = LatencyHistogram::default();
+        for _ in 0..requests {
+            latency_us.record(latency_ms * 1000);
+        }
+        HttpRoute {
+            pid: 7,
+            process: "srv".into(),
+            direction: Direction::Inbound,
+            method: "GET".into(),
+            path: "/api/items/{n}".into(),
+            status,
+            requests,
+            latency_us,
+            ..HttpRoute::default()
+        }
+    }
+
+    fn payload() -> NetPayload {
+        let mut net = NetPayload::new(10_000);
+        net.http = vec![route(200, 90, 20), route(503, 10, 300)];
+        net.peers = vec![PeerTraffic {
+            pid: 7,
+            process: "srv".into(),
+            direction: Direction::Inbound,
+            local_port: 8080,
+            peer: "127.0.0.1".into(),
+            bytes_sent: 14480,
+            retransmits: 1,
+            ..PeerTraffic::default()
+        }];
+        net
+    }
+
+    #[test]
+    fn routes_add_up_over_their_statuses() {
+        let report = summarize(&payload());
+        let r = &report.http[0];
+        assert_eq!((r.requests, r.errors, r.rate_per_s, r.error_ratio), (100, 10, 10.0, 0.1));
+        assert!((r.p50_ms.unwrap() - 20.0).abs() < 0.7, "{:?}", r.p50_ms);
+        assert!((r.p99_ms.unwrap() - 300.0).abs() < 10.0, "{:?}", r.p99_ms);
+        let text = table(&report);
+        assert!(text.contains("/api/items/{n}") && text.contains("10.00%"), "{text}");
+    }
+
+    #[test]
+    fn rules_judge_each_matching_row() {
+        let report = summarize(&payload());
+        let rules = [
+            NetRule::parse_p99("http:/api/.*=200ms").unwrap(),
+            NetRule::parse_p99("http:/other=1ms").unwrap(),
+            NetRule::parse_retransmits("5%").unwrap(),
+        ];
+        let verdicts = check(&report, &rules);
+        assert_eq!(verdicts.iter().map(|v| v.ok).collect::<Vec<_>>(), [false, false]);
+        assert!(verdicts[1].value.starts_with("10.00%"), "{verdicts:?}");
+        assert!(NetRule::parse_p99("/api=1s").unwrap_err().contains("http:"));
+        assert!(NetRule::parse_p99("http:(=1s").unwrap_err().contains("regex"));
+        assert!(NetRule::parse_retransmits("lots").is_err());
+    }
+
+    #[test]
+    fn prometheus_lines_carry_escaped_labels_and_cumulative_buckets() {
+        let mut net = payload();
+        net.http[0].path = "/a\"b".into();
+        let text = prometheus(&net);
+        assert!(text.contains("path=\"/a\\\"b\""), "{text}");
+        assert!(text.contains("eagle_http_request_duration_seconds_count{pid=\"7\",process=\"srv\",direction=\"in\",method=\"GET\",path=\"/a\\\"b\",status=\"200\"} 90"));
+        assert!(text.contains("eagle_tcp_retransmits_total{pid=\"7\""));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+}

@@ -1,0 +1,466 @@
+// SPDX-License-Identifier: GPL-2.0
+/* The network side of kube-eagle (issue #19): TCP golden signals of the target processes per
+ * peer, aggregated in the kernel, and the first bytes of their socket reads and writes for the
+ * agent's HTTP/1.x parser.
+ *
+ * Every hook is a BTF-typed tracepoint (tp_btf), like the CPU program's fork/exec hooks: no
+ * tracefs, kernel structures read through CO-RE relocations. No fentry/fexit: a kernel locked
+ * down for integrity (as this project's lab machines are) refuses to load them; the
+ * `sock_send_length`/`sock_recv_length` tracepoints (Linux 6.3) give what tcp_sendmsg and
+ * tcp_recvmsg would, in the caller's context. Counters are in `net_traffic`
+ * (atomic adds: many CPUs write one row); events that need their own time (a handshake's
+ * latency, a request's bytes) go through the `net_events` ring buffer.
+ *
+ * Attribution: a read or write counts for the process that makes it; what happens in softirq or
+ * timer context (handshake end, retransmission, reset) counts for the process the socket was
+ * seen with first (`net_socks`, keyed by the socket's address, deleted when it closes).
+ */
+#include <linux/bpf.h>
+#include <linux/types.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include "net.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define MSG_PEEK 2
+#define TCP_ESTABLISHED 1
+#define TCP_SYN_SENT 2
+#define TCP_SYN_RECV 3
+#define TCP_CLOSE 7
+
+#define SYS_READ 0
+#define SYS_WRITE 1
+#define SYS_SENDTO 44
+#define SYS_RECVFROM 45
+
+/* The processes to watch (tgid -> 1), filled by the agent and extended by the fork hook. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u32);
+} net_targets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct eagle_net_key);
+	__type(value, struct eagle_net_counters);
+} net_traffic SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct eagle_net_sock);
+} net_socks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20);
+} net_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, EAGLE_NET_COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} net_counters SEC(".maps");
+
+/* 0: TCP counters only, no bytes copied for HTTP. */
+const volatile __u32 CAPTURE_HTTP = 1;
+
+/* A read or write syscall of a target thread in flight (key: thread id). */
+struct pending_io {
+	__u64 buf;  /* the user buffer */
+	__u64 sock; /* reads: the socket tcp_recvmsg read from, 0 if none */
+	__u64 len;  /* reads: bytes tcp_recvmsg returned */
+	__u64 time_ns;
+	__u32 write;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct pending_io);
+} net_pending SEC(".maps");
+
+/* The kernel's structures, reduced to the fields read here; CO-RE rewrites the offsets. */
+struct in6_addr {
+	union {
+		__u8 u6_addr8[16];
+	} in6_u;
+} __attribute__((preserve_access_index));
+
+struct sock_common {
+	__be32 skc_daddr;
+	__be16 skc_dport;
+	__u16 skc_num;
+	unsigned short skc_family;
+	struct in6_addr skc_v6_daddr;
+} __attribute__((preserve_access_index));
+
+struct sock {
+	struct sock_common __sk_common;
+	__u16 sk_protocol;
+} __attribute__((preserve_access_index));
+
+struct tcp_sock {
+	__u32 srtt_us;
+} __attribute__((preserve_access_index));
+
+struct task_struct {
+	int pid;
+	int tgid;
+} __attribute__((preserve_access_index));
+
+struct pt_regs {
+	unsigned long di;
+	unsigned long si;
+	unsigned long dx;
+} __attribute__((preserve_access_index));
+
+static __always_inline void bump(__u32 counter)
+{
+	__u64 *value = bpf_map_lookup_elem(&net_counters, &counter);
+	if (value)
+		*value += 1;
+}
+
+static __always_inline int is_target(__u32 tgid)
+{
+	return bpf_map_lookup_elem(&net_targets, &tgid) != 0;
+}
+
+static __always_inline __u16 swap16(__u16 v)
+{
+	return (v >> 8) | (v << 8);
+}
+
+/* The row of `sk` for `tgid`; 0 when the socket is no IPv4/IPv6 TCP socket. */
+static __always_inline int make_key(struct sock *sk, __u32 tgid, __u16 direction, struct eagle_net_key *key)
+{
+	__builtin_memset(key, 0, sizeof(*key));
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	key->tgid = tgid;
+	key->family = family;
+	key->direction = direction;
+	if (family == AF_INET) {
+		__be32 addr = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		__builtin_memcpy(key->peer_addr, &addr, 4);
+	} else if (family == AF_INET6) {
+		BPF_CORE_READ_INTO(&key->peer_addr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	} else {
+		return 0;
+	}
+	if (direction == EAGLE_NET_INBOUND)
+		key->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	else
+		key->peer_port = swap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	return 1;
+}
+
+static __always_inline struct eagle_net_counters *row(struct eagle_net_key *key)
+{
+	struct eagle_net_counters *counters = bpf_map_lookup_elem(&net_traffic, key);
+	if (counters)
+		return counters;
+	struct eagle_net_counters zero = {};
+	if (bpf_map_update_elem(&net_traffic, key, &zero, BPF_NOEXIST) != 0 &&
+	    !bpf_map_lookup_elem(&net_traffic, key)) {
+		bump(EAGLE_NET_ROWS_FULL);
+		return 0;
+	}
+	return bpf_map_lookup_elem(&net_traffic, key);
+}
+
+/* The socket's row for the current process if it is a target, else for the process the socket
+ * was seen with; remembers the socket on first sight. 0: nobody of ours. */
+static __always_inline struct eagle_net_counters *row_of_io(struct sock *sk, struct eagle_net_key *key)
+{
+	__u64 sock = (__u64)sk;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct eagle_net_sock *known = bpf_map_lookup_elem(&net_socks, &sock);
+	if (!is_target(tgid)) {
+		if (!known || known->pending_accept)
+			return 0;
+		tgid = known->tgid;
+	}
+	__u16 direction = known ? known->direction : EAGLE_NET_UNKNOWN;
+	if (!make_key(sk, tgid, direction, key))
+		return 0;
+	if (!known) {
+		struct eagle_net_sock seen = { .tgid = tgid, .direction = direction };
+		if (bpf_map_update_elem(&net_socks, &sock, &seen, BPF_NOEXIST) != 0)
+			bump(EAGLE_NET_SOCKS_FULL);
+		return row(key);
+	}
+	struct eagle_net_counters *counters = row(key);
+	if (known->pending_accept && __sync_lock_test_and_set(&known->pending_accept, 0)) {
+		known->tgid = tgid;
+		if (counters)
+			__sync_fetch_and_add(&counters->accepts, 1);
+	}
+	return counters;
+}
+
+/* The row of a socket in softirq or timer context: only sockets already seen count. */
+static __always_inline struct eagle_net_counters *row_of_sock(const struct sock *sk, struct eagle_net_key *key)
+{
+	__u64 sock = (__u64)sk;
+	struct eagle_net_sock *known = bpf_map_lookup_elem(&net_socks, &sock);
+	if (!known || known->pending_accept || !make_key((struct sock *)sk, known->tgid, known->direction, key))
+		return 0;
+	return row(key);
+}
+
+static __always_inline void sample_rtt(struct sock *sk, struct eagle_net_counters *counters)
+{
+	__u32 srtt = BPF_CORE_READ((struct tcp_sock *)sk, srtt_us);
+	if (srtt == 0)
+		return;
+	__sync_fetch_and_add(&counters->rtt_sum_us, srtt >> 3); /* the kernel keeps it << 3 */
+	__sync_fetch_and_add(&counters->rtt_samples, 1);
+}
+
+static __always_inline void emit_data(struct sock *sk, struct eagle_net_key *key, __u64 buf, __u64 len, __u32 write,
+				      __u64 time_ns)
+{
+	struct eagle_net_event *event = bpf_ringbuf_reserve(&net_events, sizeof(*event), 0);
+	if (!event) {
+		bump(EAGLE_NET_EVENTS_LOST);
+		return;
+	}
+	event->kind = EAGLE_NET_EVENT_DATA;
+	event->ok = write;
+	event->value = len;
+	event->time_ns = time_ns;
+	event->sock = (__u64)sk;
+	event->key = *key;
+	__u32 copy = len < EAGLE_NET_DATA_BYTES ? len : EAGLE_NET_DATA_BYTES;
+	/* Keep the bound in the register the verifier checks the size in. */
+	asm volatile("" : "+r"(copy));
+	if (copy > EAGLE_NET_DATA_BYTES)
+		copy = EAGLE_NET_DATA_BYTES;
+	event->len = copy;
+	if (bpf_probe_read_user(event->data, copy, (void *)buf) != 0)
+		event->len = 0;
+	event->_pad = 0;
+	bpf_ringbuf_submit(event, 0);
+}
+
+/* sock_send_length(struct sock *sk, int ret, int flags): a sendmsg of any socket returned. */
+SEC("tp_btf/sock_send_length")
+int net_send_length(__u64 *ctx)
+{
+	struct sock *sk = (struct sock *)ctx[0];
+	int sent = (int)ctx[1];
+	if (sent <= 0 || !sk)
+		return 0;
+	struct eagle_net_key key;
+	struct eagle_net_counters *counters = row_of_io(sk, &key);
+	if (!counters)
+		return 0;
+	__sync_fetch_and_add(&counters->bytes_sent, sent);
+	sample_rtt(sk, counters);
+	if (!CAPTURE_HTTP)
+		return 0;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct pending_io *io = bpf_map_lookup_elem(&net_pending, &tid);
+	if (io && io->write)
+		emit_data(sk, &key, io->buf, sent, 1, bpf_ktime_get_ns());
+	return 0;
+}
+
+/* sock_recv_length(struct sock *sk, int ret, int flags): a recvmsg of any socket returned. */
+SEC("tp_btf/sock_recv_length")
+int net_recv_length(__u64 *ctx)
+{
+	struct sock *sk = (struct sock *)ctx[0];
+	int copied = (int)ctx[1];
+	int flags = (int)ctx[2];
+	if (copied <= 0 || !sk || (flags & MSG_PEEK))
+		return 0;
+	struct eagle_net_key key;
+	struct eagle_net_counters *counters = row_of_io(sk, &key);
+	if (!counters)
+		return 0;
+	__sync_fetch_and_add(&counters->bytes_received, copied);
+	sample_rtt(sk, counters);
+	if (!CAPTURE_HTTP)
+		return 0;
+	/* The bytes are in the user's buffer once the syscall returns: copy them then. */
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct pending_io *io = bpf_map_lookup_elem(&net_pending, &tid);
+	if (io && !io->write) {
+		io->sock = (__u64)sk;
+		io->len = copied;
+		io->time_ns = bpf_ktime_get_ns();
+	}
+	return 0;
+}
+
+/* inet_sock_set_state(const struct sock *sk, int oldstate, int newstate) */
+SEC("tp_btf/inet_sock_set_state")
+int net_set_state(__u64 *ctx)
+{
+	struct sock *sk = (struct sock *)ctx[0];
+	int old = (int)ctx[1];
+	int new = (int)ctx[2];
+	__u64 sock = (__u64)sk;
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	if (old == TCP_CLOSE && new == TCP_SYN_SENT) {
+		/* connect(): the process context of the caller. */
+		__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+		if (!is_target(tgid))
+			return 0;
+		struct eagle_net_sock seen = {
+			.tgid = tgid,
+			.direction = EAGLE_NET_OUTBOUND,
+			.connect_start_ns = bpf_ktime_get_ns(),
+		};
+		if (bpf_map_update_elem(&net_socks, &sock, &seen, BPF_ANY) != 0)
+			bump(EAGLE_NET_SOCKS_FULL);
+		return 0;
+	}
+	if (old == TCP_SYN_RECV && new == TCP_ESTABLISHED) {
+		/* A connection accepted by a listener (softirq: whose is not known yet). Its first read
+		 * or write names the process (`row_of_io`), which counts it as accepted then. */
+		struct eagle_net_sock seen = { .direction = EAGLE_NET_INBOUND, .pending_accept = 1 };
+		if (bpf_map_update_elem(&net_socks, &sock, &seen, BPF_NOEXIST) != 0)
+			bump(EAGLE_NET_SOCKS_FULL);
+		return 0;
+	}
+	if (old != TCP_SYN_SENT && new != TCP_CLOSE)
+		return 0;
+	struct eagle_net_sock *known = bpf_map_lookup_elem(&net_socks, &sock);
+	if (!known)
+		return 0;
+	if (old == TCP_SYN_SENT) {
+		struct eagle_net_key key;
+		struct eagle_net_counters *counters = row_of_sock(sk, &key);
+		if (counters) {
+			int ok = new == TCP_ESTABLISHED;
+			__sync_fetch_and_add(ok ? &counters->connects : &counters->connect_failures, 1);
+			struct eagle_net_event *event = bpf_ringbuf_reserve(&net_events, sizeof(*event), 0);
+			if (event) {
+				__builtin_memset(event, 0, sizeof(*event));
+				event->kind = EAGLE_NET_EVENT_CONNECT;
+				event->ok = ok;
+				event->value = bpf_ktime_get_ns() - known->connect_start_ns;
+				event->time_ns = bpf_ktime_get_ns();
+				event->sock = sock;
+				event->key = key;
+				bpf_ringbuf_submit(event, 0);
+			} else {
+				bump(EAGLE_NET_EVENTS_LOST);
+			}
+		}
+	}
+	if (new == TCP_CLOSE)
+		bpf_map_delete_elem(&net_socks, &sock);
+	return 0;
+}
+
+/* tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb, int err) */
+SEC("tp_btf/tcp_retransmit_skb")
+int net_retransmit(__u64 *ctx)
+{
+	struct eagle_net_key key;
+	struct eagle_net_counters *counters = row_of_sock((const struct sock *)ctx[0], &key);
+	if (counters)
+		__sync_fetch_and_add(&counters->retransmits, 1);
+	return 0;
+}
+
+/* tcp_send_reset(const struct sock *sk, const struct sk_buff *skb, enum sk_rst_reason reason);
+ * sk is NULL for a reset answering a segment of no socket. */
+SEC("tp_btf/tcp_send_reset")
+int net_send_reset(__u64 *ctx)
+{
+	const struct sock *sk = (const struct sock *)ctx[0];
+	struct eagle_net_key key;
+	struct eagle_net_counters *counters = sk ? row_of_sock(sk, &key) : 0;
+	if (counters)
+		__sync_fetch_and_add(&counters->resets_sent, 1);
+	return 0;
+}
+
+/* tcp_receive_reset(struct sock *sk) */
+SEC("tp_btf/tcp_receive_reset")
+int net_receive_reset(__u64 *ctx)
+{
+	struct eagle_net_key key;
+	struct eagle_net_counters *counters = row_of_sock((const struct sock *)ctx[0], &key);
+	if (counters)
+		__sync_fetch_and_add(&counters->resets_received, 1);
+	return 0;
+}
+
+/* sys_enter(struct pt_regs *regs, long id): note where a target thread's read or write points. */
+SEC("tp_btf/sys_enter")
+int net_sys_enter(__u64 *ctx)
+{
+	if (!CAPTURE_HTTP)
+		return 0;
+	long id = (long)ctx[1];
+	if (id != SYS_READ && id != SYS_WRITE && id != SYS_SENDTO && id != SYS_RECVFROM)
+		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!is_target(pid_tgid >> 32))
+		return 0;
+	struct pt_regs *regs = (struct pt_regs *)ctx[0];
+	struct pending_io io = {
+		.buf = BPF_CORE_READ(regs, si),
+		.write = id == SYS_WRITE || id == SYS_SENDTO,
+	};
+	__u32 tid = (__u32)pid_tgid;
+	bpf_map_update_elem(&net_pending, &tid, &io, BPF_ANY);
+	return 0;
+}
+
+/* sys_exit(struct pt_regs *regs, long ret): a read from a TCP socket has its bytes now. */
+SEC("tp_btf/sys_exit")
+int net_sys_exit(__u64 *ctx)
+{
+	if (!CAPTURE_HTTP)
+		return 0;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct pending_io *io = bpf_map_lookup_elem(&net_pending, &tid);
+	if (!io)
+		return 0;
+	if (!io->write && io->sock) {
+		struct sock *sk = (struct sock *)io->sock;
+		struct eagle_net_key key;
+		struct eagle_net_sock *known = bpf_map_lookup_elem(&net_socks, &io->sock);
+		__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+		if (make_key(sk, tgid, known ? known->direction : EAGLE_NET_UNKNOWN, &key))
+			emit_data(sk, &key, io->buf, io->len, 0, io->time_ns);
+	}
+	bpf_map_delete_elem(&net_pending, &tid);
+	return 0;
+}
+
+/* sched_process_fork(struct task_struct *parent, struct task_struct *child): children of targets
+ * are targets (a pre-forking server's workers). */
+SEC("tp_btf/sched_process_fork")
+int net_fork(__u64 *ctx)
+{
+	struct task_struct *child = (struct task_struct *)ctx[1];
+	__u32 parent = bpf_get_current_pid_tgid() >> 32;
+	__u32 child_tgid = BPF_CORE_READ(child, tgid);
+	if (child_tgid == 0 || child_tgid == parent || !is_target(parent))
+		return 0;
+	__u32 one = 1;
+	bpf_map_update_elem(&net_targets, &child_tgid, &one, BPF_NOEXIST);
+	return 0;
+}

@@ -1,0 +1,127 @@
+//! `kubectl-eagle net` against ground truth on loopback (issue #19): the HTTP server of
+//! `images/http` with a known delay, slow share and 5xx ratio, called by its load generator,
+//! which measures latency and counts bytes itself. What the network view reports must agree
+//! with what the client measured.
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use eagle_tests::{kubectl_eagle, repo_root, require_sampling, TestDir};
+use serde_json::Value;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn within(what: &str, got: f64, truth: f64, share: f64) {
+    let error = (got - truth).abs() / truth;
+    assert!(
+        error <= share,
+        "{what}: the network view says {got:.3}, the client measured {truth:.3} ({:.1}% off, {:.0}% allowed)",
+        error * 100.0,
+        share * 100.0
+    );
+}
+
+#[test]
+fn http_requests_errors_latency_and_bytes_agree_with_the_client() {
+    require_sampling!();
+    let dir = TestDir::new("net-http");
+    let port = free_port().to_string();
+    let images = repo_root().join("images/http");
+    let ready = dir.join("ready");
+    let report = dir.join("net.json");
+    let eagle = Command::new(kubectl_eagle())
+        .args(["net", "-d", "9s", "--format", "json", "-o"])
+        .arg(&report)
+        .args(["--max-p99", "http:/api/.*=10s", "--"])
+        .arg("python3")
+        .arg(images.join("server.py"))
+        .args(["--port", &port, "--delay-ms", "20", "--slow-ms", "80", "--slow-every", "25", "--error-every", "10"])
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl-eagle starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "the server never became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let load = Command::new("python3")
+        .arg(images.join("load.py"))
+        .args(["--port", &port, "--requests", "200", "--rate", "40", "--connections", "2"])
+        .output()
+        .expect("the load generator runs");
+    assert!(load.status.success(), "load.py: {}", String::from_utf8_lossy(&load.stderr));
+    let client: Value = serde_json::from_slice(&load.stdout).expect("load.py prints JSON");
+    let run = eagle.wait_with_output().expect("kubectl-eagle ends");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(0), "kubectl-eagle net: {stderr}");
+    let text = std::fs::read_to_string(&report).expect("the report is written");
+    let net: Value = serde_json::from_str(&text).expect("the report is JSON");
+
+    let routes = net["http"].as_array().unwrap();
+    assert_eq!(routes.len(), 1, "one route, /api/items/{{n}}: {text}");
+    let route = &routes[0];
+    assert_eq!(route["path"], "/api/items/{n}");
+    assert_eq!(route["direction"], "inbound");
+    // Every request, every 5xx: the rate over the client's own span is the client's rate.
+    assert_eq!(route["requests"], client["requests"], "{text}");
+    assert_eq!(route["errors"], client["errors"], "{text}");
+    assert_eq!(route["error_ratio"].as_f64(), Some(0.1));
+    let span = client["seconds"].as_f64().unwrap();
+    within("request rate", route["requests"].as_f64().unwrap() / span, client["rate_per_s"].as_f64().unwrap(), 0.02);
+    within("p50", route["p50_ms"].as_f64().unwrap(), client["p50_ms"].as_f64().unwrap(), 0.10);
+    within("p99", route["p99_ms"].as_f64().unwrap(), client["p99_ms"].as_f64().unwrap(), 0.10);
+
+    let peers = net["peers"].as_array().unwrap();
+    let inbound: Vec<&Value> = peers.iter().filter(|p| p["direction"] == "inbound").collect();
+    assert_eq!(inbound.len(), 1, "one inbound peer, 127.0.0.1: {text}");
+    let peer = inbound[0];
+    assert_eq!(peer["peer"], "127.0.0.1");
+    assert_eq!(peer["local_port"].as_u64(), Some(port.parse().unwrap()));
+    assert_eq!(peer["accepts"], client["connections"]);
+    // What the client sent, the server received, and back.
+    within("bytes received", peer["bytes_received"].as_f64().unwrap(), client["bytes_sent"].as_f64().unwrap(), 0.01);
+    within("bytes sent", peer["bytes_sent"].as_f64().unwrap(), client["bytes_received"].as_f64().unwrap(), 0.01);
+    assert!(stderr.contains("ok     --max-p99 http:/api/.*=10s"), "{stderr}");
+}
+
+#[test]
+fn a_broken_p99_rule_exits_1_and_names_the_route() {
+    require_sampling!();
+    let dir = TestDir::new("net-rule");
+    let port = free_port().to_string();
+    let images = repo_root().join("images/http");
+    let ready = dir.join("ready");
+    let eagle = Command::new(kubectl_eagle())
+        .args(["net", "-d", "8s", "--max-p99", "http:/api/.*=5ms", "--"])
+        .arg("python3")
+        .arg(images.join("server.py"))
+        .args(["--port", &port, "--delay-ms", "20", "--ready-file"])
+        .arg(&ready)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl-eagle starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "the server never became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let load = Command::new("python3")
+        .arg(images.join("load.py"))
+        .args(["--port", &port, "--requests", "20", "--rate", "20", "--connections", "1"])
+        .output()
+        .unwrap();
+    assert!(load.status.success(), "load.py: {}", String::from_utf8_lossy(&load.stderr));
+    let run = eagle.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("BROKEN --max-p99 http:/api/.*=5ms: python3 GET /api/items/{n}"), "{stderr}");
+    assert!(stdout.contains("/api/items/{n}") && stdout.contains("127.0.0.1 -> :"), "{stdout}");
+}
