@@ -102,12 +102,16 @@ impl FoldedStacks {
                 continue;
             }
             let err = |reason: &str| ParseError { line: i + 1, reason: reason.to_owned() };
-            if std::mem::take(&mut first) {
-                if let Some(declared) = Unit::from_folded_line(line) {
-                    unit = declared.map_err(|e| err(&e))?;
-                    continue;
+            if let Some(declared) = Unit::from_folded_line(line) {
+                // Only the first line may declare the unit. Read elsewhere as a stack, it would
+                // sort first when printed and then declare a unit: refuse it where it stands.
+                if !std::mem::take(&mut first) {
+                    return Err(err("a `# unit:` line may only be the first line"));
                 }
+                unit = declared.map_err(|e| err(&e))?;
+                continue;
             }
+            first = false;
             let (stack, count) =
                 line.rsplit_once(' ').ok_or_else(|| err("expected `frame;frame;... COUNT`, found no count"))?;
             let count: u64 = count.parse().map_err(|_| err(&format!("`{count}` is not a sample count")))?;
@@ -171,6 +175,10 @@ mod tests {
         assert_eq!(f.to_text_in(Unit::CpuSamples), f.to_text());
         // Only as the first line: anywhere else it is a broken stack line.
         assert!(FoldedStacks::parse("a 1\n# unit: wall-microseconds\n").is_err());
+        // Found by fuzzing: a stack whose first frame looks like a unit line sorted first when
+        // printed, and the printed text no longer parsed.
+        let e = FoldedStacks::parse("main;serve 3\n# unit: main;serve 1\n").unwrap_err();
+        assert_eq!(e.line, 2);
         assert!(FoldedStacks::parse("# unit: parsecs\na 1\n").unwrap_err().reason.contains("parsecs"));
     }
 
