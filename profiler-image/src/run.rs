@@ -659,26 +659,23 @@ impl Run {
             // CMD through a shell): report a requested process under the name it has now, as
             // the graph names it. (Its children are not reported one by one.)
             if execed && self.requested.contains(&pid) && !name.is_empty() {
-                match self.route(pid, runtime, true) {
-                    Ok(sampler) => self.info(pid, format!("{name} ({pid}): {runtime}, sampled by {sampler}")),
-                    Err(e) => self.warnings.push(Warning {
-                        code: WarningCode::SamplerFailed,
-                        pid: Some(pid),
-                        message: format!("{name} ({pid}): {e}"),
-                    }),
-                }
+                self.route_and_report(pid, runtime, &name);
             }
             return;
         }
-        {
-            match self.route(pid, runtime, true) {
-                Ok(sampler) => self.info(pid, format!("{name} ({pid}): {runtime}, sampled by {sampler}")),
-                Err(e) => self.warnings.push(Warning {
-                    code: WarningCode::SamplerFailed,
-                    pid: Some(pid),
-                    message: format!("{name} ({pid}): {e}"),
-                }),
-            }
+        self.route_and_report(pid, runtime, &name);
+    }
+
+    /// Routes `pid` to the sampler of `runtime` again (after an exec) and says which one took
+    /// it, or why none could.
+    fn route_and_report(&mut self, pid: u32, runtime: Runtime, name: &str) {
+        match self.route(pid, runtime, true) {
+            Ok(sampler) => self.info(pid, format!("{name} ({pid}): {runtime}, sampled by {sampler}")),
+            Err(e) => self.warnings.push(Warning {
+                code: WarningCode::SamplerFailed,
+                pid: Some(pid),
+                message: format!("{name} ({pid}): {e}"),
+            }),
         }
     }
 
