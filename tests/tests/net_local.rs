@@ -45,18 +45,8 @@ fn http_requests_errors_latency_and_bytes_agree_with_the_client() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("kubectl-eagle starts");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ready.exists() {
-        assert!(Instant::now() < deadline, "the server never became ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let load = Command::new("python3")
-        .arg(images.join("load.py"))
-        .args(["--port", &port, "--requests", "200", "--rate", "40", "--connections", "2"])
-        .output()
-        .expect("the load generator runs");
-    assert!(load.status.success(), "load.py: {}", String::from_utf8_lossy(&load.stderr));
-    let client: Value = serde_json::from_slice(&load.stdout).expect("load.py prints JSON");
+    wait_until_ready(&ready);
+    let client = load(&port, &["--requests", "200", "--rate", "40", "--connections", "2"]);
     let run = eagle.wait_with_output().expect("kubectl-eagle ends");
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(0), "kubectl-eagle net: {stderr}");
@@ -107,21 +97,33 @@ fn a_broken_p99_rule_exits_1_and_names_the_route() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("kubectl-eagle starts");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ready.exists() {
-        assert!(Instant::now() < deadline, "the server never became ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let load = Command::new("python3")
-        .arg(images.join("load.py"))
-        .args(["--port", &port, "--requests", "20", "--rate", "20", "--connections", "1"])
-        .output()
-        .unwrap();
-    assert!(load.status.success(), "load.py: {}", String::from_utf8_lossy(&load.stderr));
+    wait_until_ready(&ready);
+    load(&port, &["--requests", "20", "--rate", "20", "--connections", "1"]);
     let run = eagle.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert_eq!(run.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("BROKEN --max-p99 http:/api/.*=5ms: python3 GET /api/items/{n}"), "{stderr}");
     assert!(stdout.contains("/api/items/{n}") && stdout.contains("127.0.0.1 -> :"), "{stdout}");
+}
+
+/// Waits until the server under `kubectl-eagle net` says it listens (its ready file exists).
+fn wait_until_ready(ready: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "the server never became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs the load generator against `port` and returns what it measured itself (its JSON).
+fn load(port: &str, args: &[&str]) -> Value {
+    let out = Command::new("python3")
+        .arg(repo_root().join("images/http/load.py"))
+        .args(["--port", port])
+        .args(args)
+        .output()
+        .expect("the load generator runs");
+    assert!(out.status.success(), "load.py: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("load.py prints JSON")
 }
