@@ -416,8 +416,6 @@ fn unwind_summary(total: u64, pending: u64, truncated: u64) -> Option<Warning> {
     })
 }
 
-/// Whether user stacks are unwound with `.eh_frame` tables (the default) or walked by frame
-/// pointers only: `EAGLE_UNWIND=frame-pointers`, to compare the two or to rule the unwinder out.
 /// The unit of `/proc/PID/stat`'s start time (USER_HZ), in nanoseconds.
 fn nsec_per_clock_tick() -> u64 {
     // SAFETY: sysconf has no preconditions.
@@ -425,6 +423,8 @@ fn nsec_per_clock_tick() -> u64 {
     1_000_000_000 / u64::try_from(ticks_per_second).ok().filter(|&t| t > 0).unwrap_or(100)
 }
 
+/// Whether user stacks are unwound with `.eh_frame` tables (the default) or walked by frame
+/// pointers only: `EAGLE_UNWIND=frame-pointers`, to compare the two or to rule the unwinder out.
 fn unwind_with_tables() -> bool {
     std::env::var("EAGLE_UNWIND").map_or(true, |v| v != "frame-pointers")
 }
