@@ -17,6 +17,15 @@ pub fn is_wait_frame(frame: &str) -> bool {
     frame == WAITING_FRAME || frame == THROTTLED_FRAME
 }
 
+/// A warning's message as people read it: an `info-cgroup-cpu` one without the figures kept
+/// for the CLI.
+pub fn for_people(warning: &Warning) -> &str {
+    match warning.message.rfind(TAIL) {
+        Some(at) if warning.code == WarningCode::InfoCgroupCpu => &warning.message[..at],
+        _ => &warning.message,
+    }
+}
+
 /// A cgroup's CPU-limit counters over a window (`cpu.stat`): cgroup v1 `nr_periods`,
 /// `nr_throttled`, `throttled_time` (ns); v2 `nr_periods`, `nr_throttled`, `throttled_usec`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -121,6 +130,7 @@ mod tests {
             warning.message
         );
         assert_eq!(CgroupCpuStat::from_warning(&warning), Some(stat.clone()));
+        assert!(for_people(&warning).ends_with("waited for a CPU 0.001 s"), "{}", for_people(&warning));
         let unlimited = CgroupCpuStat { limit_millicores: None, ..stat };
         assert_eq!(CgroupCpuStat::from_warning(&unlimited.to_warning()), Some(unlimited));
         let other = Warning { code: WarningCode::InfoSampler, pid: Some(1), message: "x".into() };
