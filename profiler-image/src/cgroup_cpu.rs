@@ -22,8 +22,24 @@ pub struct CpuMounts {
 }
 
 impl CpuMounts {
+    /// This mount namespace's hierarchies where they show whole (mounted from their root);
+    /// else the host's, through `/proc/1/root` (a container sees only its own group: a Job's
+    /// agent, with the host's pid namespace, reaches the host's mounts that way).
     pub fn read() -> CpuMounts {
-        fs::read_to_string("/proc/self/mountinfo").map(|m| CpuMounts::parse(&m)).unwrap_or_default()
+        let own = fs::read_to_string("/proc/self/mountinfo").map(|m| CpuMounts::parse(&m)).unwrap_or_default();
+        let whole = |m: &Option<(String, PathBuf)>| m.as_ref().is_some_and(|(root, _)| root == "/");
+        if whole(&own.v1) || (own.v1.is_none() && whole(&own.v2)) {
+            return own;
+        }
+        let host = fs::read_to_string("/proc/1/mountinfo").map(|m| CpuMounts::parse(&m)).unwrap_or_default();
+        let through_host = |m: Option<(String, PathBuf)>| {
+            m.map(|(root, point)| (root, Path::new("/proc/1/root").join(point.strip_prefix("/").unwrap_or(&point))))
+        };
+        if whole(&host.v1) || whole(&host.v2) {
+            CpuMounts { v1: through_host(host.v1), v2: through_host(host.v2) }
+        } else {
+            own
+        }
     }
 
     /// Parses mountinfo: `ID PARENT MAJ:MIN ROOT POINT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPER`.

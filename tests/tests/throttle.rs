@@ -10,7 +10,11 @@
 //!   20000` per `cfs_period_us = 100000`, made by the test and removed after it). The kernel's
 //!   own count is the cgroup's `throttled_time` over the window, which the agent reads as the
 //!   window starts and ends (`info-cgroup-cpu`, the summary's `cgroups`); the time the profile
-//!   shows under `[throttled by its cgroup's CPU limit]` must be within 10 % of it.
+//!   shows under `[throttled by its cgroup's CPU limit]` must be within 10 % of it. The two
+//!   differ at the window's edges only: the cgroup adds a throttled period when it ends (one
+//!   under way at the start counts whole, one under way at the end not at all), the profile
+//!   counts from the start to the end (a period of 100 ms at most at either edge; the window
+//!   is 15 s, in which a 200m busy loop is throttled seconds even on a loaded machine).
 //! - Waiting for a CPU: two spinning threads pinned to one CPU, each on the CPU about half the
 //!   time (less on a busy machine, whose other work shares that CPU too). The ground truth is
 //!   each thread's own wall-clock time minus its CPU time, which runq prints at its end: the
@@ -48,7 +52,7 @@ fn throttled_time_matches_the_cgroups_own_count() {
     let run = Eagle::cli(&dir)
         .arg("profile")
         .arg(format!("pid/{pid}"))
-        .args(["--mode", "off-cpu", "-d", "10s", "-o", "off.folded", "--summary", "summary.json"])
+        .args(["--mode", "off-cpu", "-d", "15s", "-o", "off.folded", "--summary", "summary.json"])
         .output_file(dir.join("off.folded"))
         .run();
     drop(workload);
@@ -68,8 +72,10 @@ fn throttled_time_matches_the_cgroups_own_count() {
         (throttled_us as f64 / 1e6 - measured).abs() < 0.001,
         format!("the summary's measured {measured:.3} s is the graph's {throttled_us} µs above spin"),
     );
-    // A busy loop limited to 200m is throttled most of the time: well over a second in 10 s.
-    run.check(kernel > 2.0, format!("the cgroup was throttled only {kernel:.3} s in a 10 s window"));
+    eprintln!("throttled: {measured:.3} s by the profile, {kernel:.3} s by the cgroup's throttled_time");
+    // A busy loop limited to 200m is throttled whenever it gets its 20 ms of a period (on a
+    // loaded machine it waits for a CPU much of the rest, and is throttled less).
+    run.check(kernel > 0.3, format!("the cgroup was throttled only {kernel:.3} s in a 15 s window"));
     run.check(
         (measured - kernel).abs() <= 0.10 * kernel,
         format!(
@@ -109,6 +115,7 @@ fn two_threads_on_one_cpu_each_wait_about_half_the_time() {
     let expected: f64 = threads.iter().map(|(cpu, w)| w - cpu).sum();
     let (throttled_us, waiting_us) = runnable_time(&run);
     let measured = (throttled_us + waiting_us) as f64 / 1e6;
+    eprintln!("waiting: {measured:.3} s by the profile, {expected:.3} s by runq's clocks, of {wall:.3} s");
     run.check(
         (measured - expected).abs() <= 0.03 * wall,
         format!(
