@@ -20,7 +20,7 @@
 #             sample and unwinds them afterwards)
 #
 # and for `switches` (images/runq `pingpong`: two threads handing a byte back and forth over
-# pipes, some 40,000 to 50,000 context switches a second), the cost of following the scheduler
+# pipes on one CPU, about 50,000 context switches a second), the cost of following the scheduler
 # beside CPU mode, with the minimum-duration filter on (the default 1 ms) and off:
 #   offcpu-1ms, offcpu-0   kubectl-eagle profile --mode off-cpu --min-block 1ms|0 -- runq ...
 #   wall-1ms, wall-0       kubectl-eagle profile --mode wall -f 99 --min-block 1ms|0 -- runq ...
@@ -63,7 +63,7 @@ THREADS=${THREADS:-1}
 RT=${RT:-1}
 read -r -a RUNTIMES <<<"${RUNTIMES:-native chains go python java node ruby switches}"
 # Rounds of about 2.5 s each on this machine, per runtime; ROUNDS overrides them all.
-declare -A rounds=([native]=1000 [chains]=1200 [go]=800 [python]=200 [java]=500 [node]=800 [ruby]=400 [switches]=50000)
+declare -A rounds=([native]=1000 [chains]=1200 [go]=800 [python]=200 [java]=500 [node]=800 [ruby]=400 [switches]=60000)
 
 policy=()
 if [ "$RT" = 1 ]; then
@@ -117,7 +117,7 @@ prepare() {
       local clang; clang=$(command -v clang-19 || command -v clang || true)
       [ -n "$clang" ] || { echo "needs clang-19 or clang to build runq"; return 1; }
       "$clang" -O2 -g -pthread -o "$work/runq" images/runq/runq.c
-      target=("$work/runq" pingpong --rounds "$n") ;;
+      target=("$work/runq" pingpong --rounds "$n" --cpu 1) ;;
     *) echo "unknown runtime (known: native chains go python java node ruby switches)"; return 1 ;;
   esac
 }

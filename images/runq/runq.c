@@ -11,11 +11,12 @@
  *     Two threads pinned to one CPU each wait about half the time; one thread in a cgroup
  *     limited to 200m is throttled about 80 % of it.
  *
- *   runq pingpong [--rounds N] [--work-us W]
+ *   runq pingpong [--rounds N] [--work-us W] [--cpu C]
  *     Two threads hand a byte back and forth over pipes N times (default 100000), each
- *     computing W microseconds of its own CPU time (default 5) per hand-off, in `pong_work`:
- *     every hand-off blocks one thread and wakes the other, about 50,000 context switches a
- *     second on a machine of this decade. Prints what scripts/bench-overhead.sh reads, and
+ *     computing W microseconds of its own CPU time (default 17) per hand-off, in `pong_work`,
+ *     both pinned to CPU C if given: every hand-off blocks one thread and wakes the other.
+ *     On one CPU (no wake-up crosses CPUs), that is about 50,000 context switches a second on
+ *     the machine of docs/performance.md. Prints what scripts/bench-overhead.sh reads, and
  *     the rate:
  *       groundtruth: cpu S s wall S s
  *       runq: S switches per second
@@ -42,7 +43,7 @@ static double seconds_of(clockid_t clock)
 /* ---- spin ---------------------------------------------------------------------------------- */
 
 static double spin_seconds;
-static int spin_cpu = -1;
+static int pinned_cpu = -1;
 static double spin_started;
 
 struct spinner {
@@ -63,18 +64,24 @@ __attribute__((noinline)) static unsigned long spin(double until)
 	return x;
 }
 
+/* Pins the calling thread to --cpu, if given. */
+static void pin(void)
+{
+	if (pinned_cpu < 0)
+		return;
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET(pinned_cpu, &set);
+	if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set) != 0) {
+		fprintf(stderr, "runq: cannot pin a thread to CPU %d\n", pinned_cpu);
+		exit(1);
+	}
+}
+
 static void *spinner_main(void *arg)
 {
 	struct spinner *s = arg;
-	if (spin_cpu >= 0) {
-		cpu_set_t set;
-		CPU_ZERO(&set);
-		CPU_SET(spin_cpu, &set);
-		if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set) != 0) {
-			fprintf(stderr, "runq: cannot pin thread %d to CPU %d\n", s->index, spin_cpu);
-			exit(1);
-		}
-	}
+	pin();
 	double start = seconds_of(CLOCK_MONOTONIC);
 	spin(spin_seconds > 0 ? spin_started + spin_seconds : 0);
 	s->cpu = seconds_of(CLOCK_THREAD_CPUTIME_ID);
@@ -104,7 +111,7 @@ static int run_spin(int threads)
 
 static int to_pong[2], to_ping[2];
 static long rounds = 100000;
-static double work_seconds = 5e-6;
+static double work_seconds = 17e-6;
 static volatile unsigned long sink;
 
 /* W microseconds of this thread's own CPU time. */
@@ -124,6 +131,7 @@ __attribute__((noinline)) static void pong_work(void)
 static void *pong_main(void *unused)
 {
 	(void)unused;
+	pin();
 	char byte;
 	while (read(to_pong[0], &byte, 1) == 1) {
 		pong_work();
@@ -139,6 +147,7 @@ static int run_pingpong(void)
 		perror("runq: pipe");
 		return 1;
 	}
+	pin();
 	pthread_t pong;
 	if (pthread_create(&pong, NULL, pong_main, NULL) != 0) {
 		perror("runq: pthread_create");
@@ -170,7 +179,7 @@ static int run_pingpong(void)
 static int usage(void)
 {
 	fprintf(stderr, "usage: runq spin [--threads N] [--cpu C] [--seconds S]\n"
-			"       runq pingpong [--rounds N] [--work-us W]\n");
+			"       runq pingpong [--rounds N] [--work-us W] [--cpu C]\n");
 	return 2;
 }
 
@@ -186,7 +195,7 @@ int main(int argc, char **argv)
 		if (strcmp(argv[i], "--threads") == 0)
 			threads = atoi(value);
 		else if (strcmp(argv[i], "--cpu") == 0)
-			spin_cpu = atoi(value);
+			pinned_cpu = atoi(value);
 		else if (strcmp(argv[i], "--seconds") == 0)
 			spin_seconds = atof(value);
 		else if (strcmp(argv[i], "--rounds") == 0)
