@@ -51,6 +51,7 @@
 #   RUNTIMES="native java" REPS=11 scripts/bench-overhead.sh
 #   ROUNDS=2000 THREADS=2 RUNTIMES=native scripts/bench-overhead.sh   a two-thread native target
 #   RT=0 scripts/bench-overhead.sh            normal scheduling (an idle machine)
+#   BUILD=debug scripts/bench-overhead.sh     the debug binaries (see below)
 #
 # Runtimes whose toolchain (go, python3, java/javac, node, ruby) or helper (jattach: see
 # scripts/setup.sh) is missing are skipped with a note. Needs root (or CAP_BPF and
@@ -76,9 +77,17 @@ fi
 work=$(mktemp -d /tmp/eagle-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
-echo "building release binaries..." >&2
-cargo build --release --workspace --bins --quiet
-eagle=target/release/kubectl-eagle
+# BUILD=debug measures the debug binaries (no release build at hand): the kernel side, which is
+# what a target pays for, is the same eBPF program either way; the agent's own threads are slower.
+if [ "${BUILD:-release}" = debug ]; then
+  echo "building debug binaries..." >&2
+  cargo build --workspace --bins --quiet
+  eagle=target/debug/kubectl-eagle
+else
+  echo "building release binaries..." >&2
+  cargo build --release --workspace --bins --quiet
+  eagle=target/release/kubectl-eagle
+fi
 
 # Sets `target` to the runtime's fixed-work command line; fails (with the reason on stdout)
 # when the runtime cannot be measured here.

@@ -45,7 +45,12 @@ fn throttled_time_matches_the_cgroups_own_count() {
         Err(reason) => return skip(&reason),
     };
     let dir = TestDir::new("throttle-200m");
-    let workload = Workload::start(std::process::Command::new(runq()).args(["spin", "--seconds", "60"]));
+    // At the highest priority of the fair class, so that the loop gets its 20 ms of each period
+    // however busy the machine (a starved loop is not throttled: it never reaches its quota).
+    // Not a real-time class: those are not throttled by CFS bandwidth at all.
+    let runq = runq().to_str().expect("a UTF-8 path");
+    let workload =
+        Workload::start(std::process::Command::new("nice").args(["-n", "-20", runq, "spin", "--seconds", "60"]));
     cgroup.add(workload.pid());
     let pid = workload.pid().to_string();
     let path = cgroup.path.clone();
@@ -72,10 +77,14 @@ fn throttled_time_matches_the_cgroups_own_count() {
         (throttled_us as f64 / 1e6 - measured).abs() < 0.001,
         format!("the summary's measured {measured:.3} s is the graph's {throttled_us} µs above spin"),
     );
-    eprintln!("throttled: {measured:.3} s by the profile, {kernel:.3} s by the cgroup's throttled_time");
-    // A busy loop limited to 200m is throttled whenever it gets its 20 ms of a period (on a
-    // loaded machine it waits for a CPU much of the rest, and is throttled less).
-    run.check(kernel > 0.3, format!("the cgroup was throttled only {kernel:.3} s in a 15 s window"));
+    eprintln!(
+        "throttled: {measured:.3} s by the profile, {kernel:.3} s by the cgroup's throttled_time; waiting for a CPU {} s",
+        ours["measured_waiting_seconds"]
+    );
+    // A busy loop limited to 200m is throttled whenever it gets its 20 ms of a period: most of
+    // the window on an idle machine, less where real-time work (benchmarks under `chrt`) takes
+    // the CPUs first; half a second of it is enough to judge 10 % by.
+    run.check(kernel > 0.5, format!("the cgroup was throttled only {kernel:.3} s in a 15 s window"));
     run.check(
         (measured - kernel).abs() <= 0.10 * kernel,
         format!(
