@@ -134,12 +134,15 @@ fn ms(us: Option<f64>) -> Option<f64> {
 
 pub fn summarize(net: &NetPayload, naming: &Naming) -> NetReport {
     let window_s = (net.window_ms as f64 / 1000.0).max(0.001);
-    let mut routes: BTreeMap<(Option<String>, u32, Direction, String, String), RouteSummary> = BTreeMap::new();
+    // Rows read by namespace, workload and pod first (a container id orders nothing).
+    type RouteKey = (Owner, Option<String>, u32, Direction, String, String);
+    let mut routes: BTreeMap<RouteKey, RouteSummary> = BTreeMap::new();
     for r in &net.http {
-        let key = (r.container.clone(), r.pid, r.direction, r.method.clone(), r.path.clone());
+        let owner = Owner::of(&r.container, naming);
+        let key = (owner.clone(), r.container.clone(), r.pid, r.direction, r.method.clone(), r.path.clone());
         let row = routes.entry(key).or_insert_with(|| RouteSummary {
             container: r.container.clone(),
-            owner: Owner::of(&r.container, naming),
+            owner,
             pid: r.pid,
             process: r.process.clone(),
             direction: r.direction,
@@ -177,7 +180,7 @@ pub fn summarize(net: &NetPayload, naming: &Naming) -> NetReport {
             r
         })
         .collect();
-    let peers = net
+    let mut peers: Vec<PeerSummary> = net
         .peers
         .iter()
         .map(|p| PeerSummary {
@@ -202,6 +205,15 @@ pub fn summarize(net: &NetPayload, naming: &Naming) -> NetReport {
             rtt_ms: ms(p.rtt_us()),
         })
         .collect();
+    peers.sort_by(|a, b| {
+        (&a.owner, &a.container, a.pid, a.direction, &a.peer).cmp(&(
+            &b.owner,
+            &b.container,
+            b.pid,
+            b.direction,
+            &b.peer,
+        ))
+    });
     let edges = ServiceMap::build(net, &naming.placements, &naming.directory).edges;
     NetReport { schema_version: SCHEMA_VERSION, window_s, http, peers, lost_events: net.lost_events, edges }
 }
