@@ -260,3 +260,50 @@ fn a_net_run_cannot_be_detached() {
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
     assert!(server.created_jobs().is_empty());
 }
+
+/// A loopback double of a Pushgateway: accepts one request, answers 200, returns its request
+/// line and body.
+fn push_gateway() -> (String, std::thread::JoinHandle<(String, String)>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let handle = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let mut length = 0;
+        loop {
+            let mut header = String::new();
+            reader.read_line(&mut header).unwrap();
+            if header.trim().is_empty() {
+                break;
+            }
+            if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        (&stream).write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").unwrap();
+        (line.trim_end().to_owned(), String::from_utf8(body).unwrap())
+    });
+    (url, handle)
+}
+
+#[test]
+fn the_window_is_pushed_to_a_push_gateway_grouped_by_run() {
+    let server = ApiServer::start(shop(), scenario());
+    let (url, gateway) = push_gateway();
+    let out = server.dir().join("net.prom");
+    let run = net(&server, &["deployment/web", "-o", out.to_str().unwrap(), "--push-gateway", &url]);
+    let ctx = context(&server, &run);
+    assert_eq!(run.code, Some(0), "{ctx}");
+    let (line, body) = gateway.join().unwrap();
+    let run_id = run.stderr.split("run ").nth(1).and_then(|r| r.split_whitespace().next()).expect("a run id");
+    assert_eq!(line, format!("PUT /metrics/job/kube-eagle-net/run/{run_id} HTTP/1.1"), "{ctx}");
+    // What was pushed is what was written: the text format, with the pods' labels.
+    assert_eq!(body, std::fs::read_to_string(&out).unwrap());
+    assert!(body.contains(&format!("pod=\"{WEB_A}\"")) && body.contains("workload=\"deployment/web\""), "{body}");
+    assert!(run.stderr.contains(&format!("pushed to {url}/metrics/job/kube-eagle-net/run/{run_id}")), "{ctx}");
+}

@@ -127,7 +127,8 @@ fn retransmissions_under_loss_are_those_the_kernel_counted() {
     let ready = dir.join("ready");
     let report = dir.join("net.json");
     let mut eagle = Command::new(kubectl_eagle());
-    eagle.args(["net", "-d", "12s", "-o"]).arg(&report).args(["--max-retransmits", "1%", "--", "nsenter", "-t"]);
+    // No -d: the window lasts until the server exits, so it covers every retransmission.
+    eagle.args(["net", "-o"]).arg(&report).args(["--max-retransmits", "1%", "--", "nsenter", "-t"]);
     let eagle = eagle
         .arg(server.pid())
         .args(["-n", "python3"])
@@ -148,9 +149,14 @@ fn retransmissions_under_loss_are_those_the_kernel_counted() {
         .expect("the load generator runs");
     assert!(load.status.success(), "load.py: {}", String::from_utf8_lossy(&load.stderr));
     let truth: Value = serde_json::from_slice(&load.stdout).unwrap();
+    // Every response arrived and the client closed its connections: the server has nothing
+    // left to send. It is stopped, which ends the window.
+    let server_pid = std::fs::read_to_string(&ready).unwrap();
+    let stopped = Command::new("kill").args(["-TERM", server_pid.trim()]).status().unwrap();
+    assert!(stopped.success(), "cannot stop the server (pid {server_pid})");
+    let run = eagle.wait_with_output().unwrap();
     let kernel = server.retransmitted_segments() - before;
     let dropped = dropped(&client);
-    let run = eagle.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
     let text = std::fs::read_to_string(&report).unwrap_or_else(|e| panic!("no report ({e}): {stderr}"));
     let net: Value = serde_json::from_str(&text).unwrap();

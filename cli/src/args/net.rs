@@ -13,6 +13,7 @@ use crate::duration::parse_duration;
 use crate::error::CliError;
 use crate::net_report::NetRule;
 use crate::placement::GroupBy;
+use crate::push::PushGateway;
 use crate::target::{self, Target};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -51,6 +52,11 @@ pub struct NetArgs {
     /// Fail (exit 1) when retransmitted segments to a peer exceed this share: 1%.
     #[arg(long, value_name = "PERCENT")]
     pub max_retransmits: Option<String>,
+
+    /// Also send the Prometheus text to this Pushgateway (http://HOST:PORT), grouped as
+    /// job=kube-eagle-net and run=RUN_ID (`local` for local targets).
+    #[arg(long, value_name = "URL")]
+    pub push_gateway: Option<String>,
 
     #[command(flatten)]
     pub cluster: ClusterArgs,
@@ -100,6 +106,7 @@ impl NetArgs {
             r.push(NetRule::parse_retransmits(spec).map_err(CliError::Usage)?);
         }
         let rules = rules.map_err(CliError::Usage)?;
+        let push = self.push_gateway.as_deref().map(PushGateway::parse).transpose().map_err(CliError::Usage)?;
         let format = match self.format {
             Some(NetFormatArg::Table) => NetFormat::Table,
             Some(NetFormatArg::Json) => NetFormat::Json,
@@ -141,7 +148,7 @@ impl NetArgs {
             let pids = targets.iter().filter_map(|t| if let Target::Pid(p) = t { Some(*p) } else { None }).collect();
             NetWork::Local { pids, command: self.command, duration: self.duration }
         };
-        Ok(NetPlan { work, format, output: self.output, rules })
+        Ok(NetPlan { work, format, output: self.output, rules, push })
     }
 }
 

@@ -28,6 +28,7 @@ pub struct ClusterNet {
     pub directory: PeerDirectory,
     /// A node failed, stopped early or sent no record, or the run was interrupted.
     pub partial: bool,
+    pub run_id: String,
 }
 
 /// Runs the Jobs for `req` (whose `net` is set), waits for every node, prints the per-node
@@ -94,7 +95,8 @@ pub fn net(req: &ClusterRequest) -> Result<ClusterNet, CliError> {
         };
         let directory = directory(&p.client, &namespace_refs).await;
         let placements: Placements = p.resolution.running.iter().map(|c| (c.id.clone(), c.placement.clone())).collect();
-        Ok(ClusterNet { net, placements, directory, partial: failed > 0 || early > 0 || outcome.interrupted })
+        let partial = failed > 0 || early > 0 || outcome.interrupted;
+        Ok(ClusterNet { net, placements, directory, partial, run_id: p.run_id })
     })
 }
 

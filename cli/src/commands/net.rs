@@ -10,6 +10,7 @@ use crate::cluster::profile::{self, ClusterRequest};
 use crate::error::{CliError, Exit};
 use crate::net_map::ServiceMap;
 use crate::net_report::{self, Naming, NetRule};
+use crate::push::PushGateway;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NetFormat {
@@ -26,6 +27,8 @@ pub struct NetPlan {
     /// `None` or `-`: stdout.
     pub output: Option<PathBuf>,
     pub rules: Vec<NetRule>,
+    /// `--push-gateway`: where the Prometheus text goes too.
+    pub push: Option<PushGateway>,
 }
 
 pub enum NetWork {
@@ -38,6 +41,8 @@ struct Watched {
     net: eagle_proto::NetPayload,
     naming: Naming,
     partial: bool,
+    /// The Pushgateway group's `run` label: the run id, `local` for local targets.
+    run: String,
 }
 
 pub fn run(plan: NetPlan) -> Result<Exit, CliError> {
@@ -45,11 +50,8 @@ pub fn run(plan: NetPlan) -> Result<Exit, CliError> {
         NetWork::Cluster(req) if req.dry_run => return profile::dry_run(req),
         NetWork::Cluster(req) => {
             let c = crate::cluster::net::net(req)?;
-            Watched {
-                net: c.net,
-                naming: Naming { placements: c.placements, directory: c.directory },
-                partial: c.partial,
-            }
+            let naming = Naming { placements: c.placements, directory: c.directory };
+            Watched { net: c.net, naming, partial: c.partial, run: c.run_id }
         }
         NetWork::Local { pids, command, duration } => local(pids, command, *duration)?,
     };
@@ -77,8 +79,20 @@ pub fn run(plan: NetPlan) -> Result<Exit, CliError> {
     for v in &verdicts {
         eprintln!("{} {}: {}: {}", if v.ok { "ok    " } else { "BROKEN" }, v.rule, v.subject, v.value);
     }
+    let pushed = match &plan.push {
+        None => Ok(()),
+        Some(gateway) => {
+            let text = net_report::prometheus(net, &watched.naming);
+            gateway.push(&[("run", &watched.run)], text).map(|url| eprintln!("pushed to {url}"))
+        }
+    };
+    if let Err(why) = &pushed {
+        eprintln!("error: {why}");
+    }
     Ok(if !broken.is_empty() {
         Exit::CheckFailed
+    } else if pushed.is_err() {
+        Exit::Io
     } else if watched.partial {
         Exit::Partial
     } else {
@@ -116,7 +130,7 @@ fn local(pids: &[u32], command: &[String], duration: Option<Duration>) -> Result
         .result
         .net
         .ok_or_else(|| CliError::Failed("internal error: the agent sent no network record".into()))?;
-    Ok(Watched { net, naming: Naming::default(), partial: outcome.interrupted })
+    Ok(Watched { net, naming: Naming::default(), partial: outcome.interrupted, run: "local".into() })
 }
 
 fn print_out(text: &str) -> Result<(), CliError> {
