@@ -307,3 +307,15 @@ fn the_window_is_pushed_to_a_push_gateway_grouped_by_run() {
     assert!(body.contains(&format!("pod=\"{WEB_A}\"")) && body.contains("workload=\"deployment/web\""), "{body}");
     assert!(run.stderr.contains(&format!("pushed to {url}/metrics/job/kube-eagle-net/run/{run_id}")), "{ctx}");
 }
+
+#[test]
+fn the_terminal_table_names_each_row_by_pod_and_each_peer_by_what_it_is() {
+    let server = ApiServer::start(shop(), scenario());
+    let run = net(&server, &["deployment/web", "deployment/load"]);
+    let ctx = context(&server, &run);
+    assert_eq!(run.code, Some(0), "{ctx}");
+    let table = &run.stdout;
+    assert!(table.contains(&format!("shop/{WEB_A}/app python3 (7)")), "{table}");
+    assert!(table.contains(&format!("{LOAD_IP} -> :8080 (shop/pod/{LOAD})")), "{table}");
+    assert!(table.contains(&format!("{WEB_SERVICE} (shop/service/web)")), "{table}");
+}
