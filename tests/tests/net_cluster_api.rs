@@ -319,3 +319,13 @@ fn the_terminal_table_names_each_row_by_pod_and_each_peer_by_what_it_is() {
     assert!(table.contains(&format!("{LOAD_IP} -> :8080 (shop/pod/{LOAD})")), "{table}");
     assert!(table.contains(&format!("{WEB_SERVICE} (shop/service/web)")), "{table}");
 }
+
+#[test]
+fn a_dry_run_prints_the_jobs_that_would_ask_for_the_network_side() {
+    let server = ApiServer::start(shop(), scenario());
+    let run = net(&server, &["deployment/web", "--dry-run"]);
+    assert_eq!(run.code, Some(0), "{}", context(&server, &run));
+    assert_eq!(run.stdout.matches("kind: Job").count(), 2, "{}", run.stdout);
+    assert_eq!(run.stdout.matches("- --net").count(), 2, "{}", run.stdout);
+    assert!(server.created_jobs().is_empty());
+}
