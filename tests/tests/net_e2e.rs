@@ -30,8 +30,8 @@ const REQUESTS: u32 = 300;
 const RATE: u32 = 30;
 /// The client waits this long after it starts before calling, so that the agents' window
 /// (started after the pods run) covers every request.
-const CLIENT_DELAY_S: u32 = 40;
-const WINDOW: &str = "75s";
+const CLIENT_DELAY_S: u32 = 30;
+const WINDOW: &str = "55s";
 
 fn python_image() -> String {
     std::env::var("EAGLE_E2E_PYTHON_GROUNDTRUTH_IMAGE")
@@ -215,7 +215,6 @@ fn a_client_pod_calling_a_server_pod_agrees_with_what_the_client_measured() {
     let load_pod = load.metadata.name.clone().unwrap();
 
     let report = fx.dir.join("net.json");
-    let map = fx.dir.join("map.dot");
     let mut cmd = Command::new(eagle_tests::kubectl_eagle());
     cmd.args(["net", "deployment/web", "deployment/load", "-d", WINDOW, "-o"])
         .arg(&report)
@@ -288,19 +287,4 @@ fn a_client_pod_calling_a_server_pod_agrees_with_what_the_client_measured() {
             .unwrap_or_else(|| panic!("no edge {client} -> {server} seen by the {side}: {edges:?}"));
         assert_eq!(edge["requests"].as_u64(), truth["requests"].as_u64(), "{edge}");
     }
-
-    // `-o map.dot`, as users type it, writes the map for Graphviz (a short window: the client
-    // is done, so the map may be empty; its edges are checked above, in the JSON).
-    let out = Command::new(eagle_tests::kubectl_eagle())
-        .args(["net", "deployment/web", "-d", "3s", "-o"])
-        .arg(&map)
-        .arg("-n")
-        .arg(&fx.namespace)
-        .arg("--kubeconfig")
-        .arg(&fx.kubeconfig)
-        .args(std::env::var("EAGLE_E2E_AGENT_IMAGE").map(|i| vec!["--image".to_owned(), i]).unwrap_or_default())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "kubectl-eagle net -o map.dot: {}", String::from_utf8_lossy(&out.stderr));
-    assert!(std::fs::read_to_string(&map).unwrap().starts_with("digraph service_map {"));
 }
