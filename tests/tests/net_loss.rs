@@ -2,8 +2,8 @@
 //! `images/http` in a network namespace of the test's own, its client in another, joined by a
 //! veth pair that exists only inside them, and a share of the server's data segments dropped
 //! on the client's side. Every segment dropped must be sent again, and the namespace's own
-//! counter (`RetransSegs` of its `/proc/net/snmp`, nothing else uses that namespace) is the
-//! ground truth the network view must match exactly.
+//! counters (`RetransSegs` less `TCPSynRetrans`, of its `/proc/net`; nothing else uses that
+//! namespace) are the ground truth the network view must match exactly.
 //!
 //! Loss is injected with iptables' `statistic` match, not `tc netem`: this machine's kernel
 //! is built without `CONFIG_NET_SCH_NETEM` (no qdisc but the default at all), and a drop on
@@ -59,13 +59,19 @@ impl NetNamespace {
         assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 
-    /// Segments TCP retransmitted in this namespace so far (`Tcp: RetransSegs`).
+    /// Data segments TCP retransmitted in this namespace so far: `Tcp: RetransSegs` less
+    /// `TcpExt: TCPSynRetrans`, the SYN and SYN-ACK retransmissions it also counts (a SYN-ACK
+    /// is sent again by the listener before any process has the connection, and is not what
+    /// `tcp:tcp_retransmit_skb` reports).
     fn retransmitted_segments(&self) -> u64 {
-        let snmp = std::fs::read_to_string(format!("/proc/{}/net/snmp", self.pid())).unwrap();
-        let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
-        let (names, values) = (tcp.next().unwrap(), tcp.next().unwrap());
-        let at = names.split_whitespace().position(|n| n == "RetransSegs").expect("RetransSegs");
-        values.split_whitespace().nth(at).unwrap().parse().unwrap()
+        let counter = |file: &str, prefix: &str, name: &str| -> u64 {
+            let text = std::fs::read_to_string(format!("/proc/{}/net/{file}", self.pid())).unwrap();
+            let mut lines = text.lines().filter(|l| l.starts_with(prefix));
+            let (names, values) = (lines.next().unwrap(), lines.next().unwrap());
+            let at = names.split_whitespace().position(|n| n == name).unwrap_or_else(|| panic!("no {name}"));
+            values.split_whitespace().nth(at).unwrap().parse().unwrap()
+        };
+        counter("snmp", "Tcp:", "RetransSegs") - counter("netstat", "TcpExt:", "TCPSynRetrans")
     }
 }
 
