@@ -155,14 +155,17 @@ fn retransmissions_under_loss_are_those_the_kernel_counted() {
         .expect("the load generator runs");
     assert!(load.status.success(), "load.py: {}", String::from_utf8_lossy(&load.stderr));
     let truth: Value = serde_json::from_slice(&load.stdout).unwrap();
-    // Every response arrived and the client closed its connections: the server has nothing
-    // left to send. It is stopped, which ends the window.
+    // Every response arrived and the client closed its connections; once the closing
+    // handshakes are over (a second is plenty on a veth) the server has nothing left to send
+    // again, and the kernel's count is final. Then the server is stopped, which ends the window
+    // (a process ending closes its sockets: what they send then is no longer the process's).
+    std::thread::sleep(Duration::from_secs(1));
+    let kernel = server.retransmitted_segments() - before;
+    let dropped = dropped(&client);
     let server_pid = std::fs::read_to_string(&ready).unwrap();
     let stopped = Command::new("kill").args(["-TERM", server_pid.trim()]).status().unwrap();
     assert!(stopped.success(), "cannot stop the server (pid {server_pid})");
     let run = eagle.wait_with_output().unwrap();
-    let kernel = server.retransmitted_segments() - before;
-    let dropped = dropped(&client);
     let stderr = String::from_utf8_lossy(&run.stderr);
     let text = std::fs::read_to_string(&report).unwrap_or_else(|e| panic!("no report ({e}): {stderr}"));
     let net: Value = serde_json::from_str(&text).unwrap();
@@ -173,6 +176,8 @@ fn retransmissions_under_loss_are_those_the_kernel_counted() {
     let row = inbound[0];
     assert_eq!(row["peer"], CLIENT_IP, "{text}");
     let seen = row["retransmits"].as_u64().unwrap();
+    let elsewhere: Vec<&Value> = peers.iter().filter(|p| p != &row && p["retransmits"].as_u64() != Some(0)).collect();
+    assert!(elsewhere.is_empty(), "retransmissions counted in other rows: {elsewhere:?}");
     eprintln!("dropped {dropped} data segments; retransmitted: kernel {kernel}, network view {seen}");
     // Loss there was, and the kernel repaired it; its count is the exact one. (Not one
     // retransmission per drop: a retransmission may collapse several unacknowledged segments
