@@ -23,7 +23,7 @@ use crate::error::{CliError, Exit};
 use crate::merge;
 use crate::output::{Destination, Labels};
 use crate::placement::{GroupBy, Placements};
-use crate::run_info::{NodeStatus, NodeStatusKind, RunInfo};
+use crate::run_info::{CgroupCpu, NodeStatus, NodeStatusKind, RunInfo};
 use crate::table::{self, Align, Column};
 use crate::target::ClusterKind;
 
@@ -293,6 +293,7 @@ pub fn render(outcome: &run::Outcome, run: &Finished, destination: &Destination)
                 started_unix_ms: done.iter().map(|r| r.header.started_unix_ms).min(),
                 partial: Some(partial),
                 nodes: Some(outcome.nodes.iter().map(node_status).collect()),
+                cgroups: CgroupCpu::of_nodes(done.iter().copied()),
                 ..Default::default()
             },
             partial: Some(partial),
@@ -348,7 +349,7 @@ pub(super) fn report(nodes: &[NodeRun], skipped: &[Skipped]) {
         if let Some(NodeOutcome::Done(r)) = &n.outcome {
             for w in r.shown_warnings() {
                 let kind = if w.code.is_info() { "" } else { "warning: " };
-                eprintln!("{:width$}  {kind}{}", "", w.message, width = widths[0]);
+                eprintln!("{:width$}  {kind}{}", "", eagle_proto::for_people(w), width = widths[0]);
             }
         }
     }
