@@ -102,6 +102,18 @@ impl AgentConfig {
     }
 }
 
+/// A target found at the start that exited before the samplers could take it (loading the
+/// eBPF program takes a while): nothing of it is in the graph, and the report says why.
+fn gone_before_sampling(pid: u32) -> Warning {
+    Warning {
+        code: WarningCode::ProcessExited,
+        pid: Some(pid),
+        message: format!(
+            "process {pid} exited before sampling began (between finding it and starting the samplers): nothing of it is in the graph"
+        ),
+    }
+}
+
 /// Samples the targets for the configured window and writes every stream line to `emit`.
 ///
 /// `stop` ends the window early (Ctrl-C, SIGTERM from a deadline); what was sampled until then
@@ -159,7 +171,10 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
     }
     // Every sampler starts on the processes known now, together: one window for all.
     for pid in resolved.values().flatten() {
-        run.add(*pid, true);
+        if !run.add(*pid, true) {
+            // The header names it as a target: its absence from the graph must be explained.
+            run.warnings.push(gone_before_sampling(*pid));
+        }
     }
     watch_network(&mut net, &run)?;
     let mut aggregate = Aggregate::default();
@@ -211,6 +226,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
                 // New processes in the target containers (exec'd in, restarted).
                 for pid in run.proc.resolve(&config.targets).into_values().flatten() {
                     if !run.processes.contains_key(&pid) {
+                        // One that exited since this look was never announced: nothing to say.
                         run.add(pid, true);
                     }
                 }
@@ -323,8 +339,9 @@ struct Run {
 }
 
 impl Run {
-    fn add(&mut self, pid: u32, requested: bool) {
-        let Some(info) = self.proc.info(pid) else { return };
+    /// Starts sampling `pid`; `false` when it is gone already (it exited since it was found).
+    fn add(&mut self, pid: u32, requested: bool) -> bool {
+        let Some(info) = self.proc.info(pid) else { return false };
         if requested {
             self.requested.insert(pid);
         }
@@ -340,6 +357,7 @@ impl Run {
                 message: format!("{name} ({pid}): {e}"),
             }),
         }
+        true
     }
 
     /// Hands a process to the sampler of its runtime. eBPF samples every process, also those
@@ -758,4 +776,17 @@ fn watch_network(net: &mut Option<NetCollector>, run: &Run) -> Result<(), AgentE
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use eagle_proto::WarningCode;
+
+    #[test]
+    fn a_target_gone_before_sampling_is_a_named_warning() {
+        let warning = super::gone_before_sampling(4242);
+        assert_eq!(warning.code, WarningCode::ProcessExited);
+        assert_eq!(warning.pid, Some(4242));
+        assert!(warning.message.starts_with("process 4242 exited before sampling began"), "{}", warning.message);
+    }
 }
