@@ -378,6 +378,9 @@ impl Run {
                         // Its native stacks, the fallback, name JIT code from a perf map if
                         // one is there.
                         self.ebpf.mark_jit(pid, jit::JAVA_SUFFIX);
+                        // Its threads outside Java code (compilers, GC) are shown with their
+                        // native stacks, which only eBPF sees.
+                        self.ebpf.count_by_thread(pid);
                     }
                     return Ok(name);
                 }
@@ -589,9 +592,10 @@ impl Run {
     /// runtime sampler got nothing.
     fn settle(&mut self, pid: u32, process: Interpreted, recorded: Result<Distribution, String>, out: &mut Aggregate) {
         let Interpreted { sampler, on_cpu, .. } = process;
+        let threads = self.ebpf.take_thread_stacks(pid);
         let why = match recorded {
             Ok(d) if !d.is_empty() => {
-                for (frames, count) in d.apportion(on_cpu.samples) {
+                for (frames, count) in d.apportion_threads(on_cpu.samples, &threads) {
                     out.add(pid, sampler, frames, count);
                 }
                 let name = self.processes.get(&pid).map_or("?", |p| p.name.as_str()).to_owned();
