@@ -396,6 +396,12 @@ impl Run {
         if !in_ebpf {
             self.ebpf.add(pid)?;
         }
+        if runtime == Runtime::Java {
+            // Its threads outside Java code (compilers, GC) are shown with their native stacks,
+            // which only eBPF sees: counted per thread from now on, while Flight Recorder is
+            // being attached too (which keeps the compilers busy with its own Java code).
+            self.ebpf.count_by_thread(pid);
+        }
         // Why the runtime's own sampler could not take it, when it could not.
         let mut refused = None;
         if let Some(sampler) = self.interpreter(runtime) {
@@ -407,9 +413,6 @@ impl Run {
                         // Its native stacks, the fallback, name JIT code from a perf map if
                         // one is there.
                         self.ebpf.mark_jit(pid, jit::JAVA_SUFFIX);
-                        // Its threads outside Java code (compilers, GC) are shown with their
-                        // native stacks, which only eBPF sees.
-                        self.ebpf.count_by_thread(pid);
                     }
                     return Ok(name);
                 }
@@ -435,6 +438,8 @@ impl Run {
         }
         match runtime {
             Runtime::Java => {
+                // Sampled natively: its samples are counted per process again.
+                drop(self.ebpf.take_thread_stacks(pid));
                 self.ebpf.mark_jit(pid, jit::JAVA_SUFFIX);
                 let cmdline = std::fs::read(self.proc.path().join(format!("{pid}/cmdline"))).unwrap_or_default();
                 let mut hint = refused.map_or_else(String::new, |why| format!("{why}; "));

@@ -368,6 +368,8 @@ fn jvm_threads_outside_java_code_show_their_names_and_native_stacks() {
     let out_path = dir.join("threads.folded");
     let out = profile(&[&format!("pid/{pid}"), "-d", "8s", "-f", "499", "-o", out_path.to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(": java, sampled by jfr"), "Flight Recorder took the JVM in the window: {stderr}");
     let folded = read(&out_path);
     let outside: Vec<(&str, u64)> =
         folded.iter().filter(|(s, _)| s.contains("(JVM thread outside Java code)")).collect();
