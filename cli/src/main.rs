@@ -26,6 +26,7 @@ mod merge;
 mod net_report;
 mod output;
 mod placement;
+mod push;
 mod run_info;
 #[cfg(test)]
 #[path = "../tests/common/snapshot.rs"]

@@ -6,7 +6,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, ValueEnum};
 use eagle_proto::{ProfileMode, Runtime, DEFAULT_MIN_BLOCK_US, MAX_FREQUENCY_HZ};
 
-use super::shared::{CheckArgs, ConnArgs, GraphArgs, ImageArgs, SummaryArgs};
+use super::shared::{CheckArgs, ConnArgs, GraphArgs, ImageArgs, PushArgs, SummaryArgs};
 use crate::cluster::plan::DEFAULT_WINDOW;
 use crate::cluster::profile::ClusterRequest;
 use crate::commands::profile::{LocalRequest, ProfilePlan, Work};
@@ -56,6 +56,9 @@ pub struct ProfileArgs {
 
     #[command(flatten)]
     pub checks: CheckArgs,
+
+    #[command(flatten)]
+    pub push: PushArgs,
 
     #[command(flatten)]
     pub cluster: ClusterArgs,
@@ -164,6 +167,7 @@ impl ProfileArgs {
         let min_block_us = self.min_block.unwrap_or(DEFAULT_MIN_BLOCK_US);
         let summary = self.summary.into_plan();
         let rules = self.checks.into_plan();
+        let push = self.push.into_plan()?;
         if self.cluster.async_ {
             if !is_cluster {
                 return Err(CliError::Usage(
@@ -185,6 +189,8 @@ impl ProfileArgs {
             if self.graph.group_by != GroupBy::Process {
                 fetch_flags.extend(["--group-by".to_owned(), flag_value(self.graph.group_by)]);
             }
+            // `-a` does not wait for the profile: the pushes go with the fetch that gets it.
+            fetch_flags.extend(push.to_args());
             Work::Cluster(Box::new(ClusterRequest {
                 conn: c.conn.connection(),
                 eagle_namespace: c.conn.eagle_namespace,
@@ -225,6 +231,6 @@ impl ProfileArgs {
                 group_by: self.graph.group_by,
             })
         };
-        Ok(ProfilePlan { output: self.graph.output, format: self.graph.format, summary, rules, work })
+        Ok(ProfilePlan { output: self.graph.output, format: self.graph.format, summary, rules, push, work })
     }
 }
