@@ -28,11 +28,11 @@ pub fn requests(
         .iter()
         .map(|s| {
             let service = s.labels.service(service);
-            let name = format!(
-                "{}{{{}}}",
-                clean(&service),
-                s.labels.pairs().iter().map(|(k, v)| format!("{k}={}", clean(v))).collect::<Vec<_>>().join(",")
-            );
+            let pairs: Vec<String> = s.labels.pairs().iter().map(|(k, v)| format!("{k}={}", clean(v))).collect();
+            let name = match pairs.is_empty() {
+                true => clean(&service),
+                false => format!("{}{{{}}}", clean(&service), pairs.join(",")),
+            };
             let mut query = format!(
                 "name={}&from={}&until={}&format=pprof",
                 utf8_percent_encode(&name, NON_ALPHANUMERIC),
