@@ -233,3 +233,10 @@ fn bad_push_flags_are_usage_errors_before_any_work() {
         assert!(!tmp.path("never.folded").exists());
     }
 }
+
+#[test]
+fn a_detached_profile_leaves_the_push_to_fetch() {
+    let run = eagle(&data_dir(), &["profile", "deployment/api", "-a", "--push", "pyroscope", "http://127.0.0.1:1"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.error_line().contains("pass it to `kubectl eagle fetch`"), "{}", run.stderr);
+}

@@ -179,6 +179,11 @@ impl ProfileArgs {
                     "--summary and the check rules need the profile, which -a does not wait for: pass them to `kubectl eagle fetch`".into(),
                 ));
             }
+            if !push.is_empty() {
+                return Err(CliError::Usage(
+                    "--push needs the profile, which -a does not wait for: pass it to `kubectl eagle fetch`".into(),
+                ));
+            }
         }
         let work = if is_cluster {
             let c = self.cluster;
@@ -189,8 +194,6 @@ impl ProfileArgs {
             if self.graph.group_by != GroupBy::Process {
                 fetch_flags.extend(["--group-by".to_owned(), flag_value(self.graph.group_by)]);
             }
-            // `-a` does not wait for the profile: the pushes go with the fetch that gets it.
-            fetch_flags.extend(push.to_args());
             Work::Cluster(Box::new(ClusterRequest {
                 conn: c.conn.connection(),
                 eagle_namespace: c.conn.eagle_namespace,

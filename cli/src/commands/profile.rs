@@ -23,7 +23,7 @@ pub struct ProfilePlan {
     pub format: Option<Format>,
     pub summary: SummaryRequest,
     pub rules: RuleSpecs,
-    /// `--push`: receivers of the written profile (with `-a`, of the `fetch` it prints).
+    /// `--push`: receivers of the written profile (refused with `-a`, which writes none).
     pub push: PushPlan,
     pub work: Work,
 }

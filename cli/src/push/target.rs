@@ -72,21 +72,6 @@ impl PushPlan {
     pub fn is_empty(&self) -> bool {
         self.targets.is_empty()
     }
-
-    /// The flags that ask for this plan again (for the `fetch` command `profile -a` prints).
-    pub fn to_args(&self) -> Vec<String> {
-        let mut args = Vec::new();
-        for t in &self.targets {
-            args.extend(["--push".to_owned(), t.receiver.name().to_owned(), t.url.to_string()]);
-        }
-        for (name, value) in &self.headers {
-            args.extend(["--push-header".to_owned(), format!("{name}: {}", value.to_str().unwrap_or_default())]);
-        }
-        if let Some(s) = &self.service {
-            args.extend(["--push-service".to_owned(), s.clone()]);
-        }
-        args
-    }
 }
 
 fn parse_receiver(word: &str) -> Result<Receiver, String> {
@@ -144,11 +129,7 @@ mod tests {
         assert_eq!(plan.targets[0].receiver, Receiver::Pyroscope);
         assert_eq!(plan.targets[1].url.path(), "/base");
         assert_eq!(plan.headers[0].0.as_str(), "x-scope-orgid");
-        assert_eq!(
-            plan.to_args().join(" "),
-            "--push pyroscope http://127.0.0.1:4040/ --push otlp https://collector:4318/base \
-             --push-header x-scope-orgid: team-a --push-service shop/api"
-        );
+        assert_eq!(plan.service.as_deref(), Some("shop/api"));
     }
 
     #[test]
