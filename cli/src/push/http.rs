@@ -55,13 +55,21 @@ pub fn post_all(requests: Vec<Request>, headers: &[(HeaderName, HeaderValue)]) -
                     .enable_all()
                     .build()
                     .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+                // The system's CA certificates only when a push needs them: a minimal container
+                // without any still pushes over plain HTTP.
+                let tls = hyper_rustls::HttpsConnectorBuilder::new();
+                let tls = match requests.iter().any(|r| r.uri.scheme_str() == Some("https")) {
+                    true => {
+                        tls.with_native_roots().map_err(|e| format!("cannot load the system's CA certificates: {e}"))?
+                    }
+                    false => tls.with_tls_config(
+                        rustls::ClientConfig::builder()
+                            .with_root_certificates(rustls::RootCertStore::empty())
+                            .with_no_client_auth(),
+                    ),
+                };
+                let https = tls.https_or_http().enable_http1().build();
                 runtime.block_on(async {
-                    let https = hyper_rustls::HttpsConnectorBuilder::new()
-                        .with_native_roots()
-                        .map_err(|e| format!("cannot load the system's CA certificates: {e}"))?
-                        .https_or_http()
-                        .enable_http1()
-                        .build();
                     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
                     let mut answers = Vec::with_capacity(requests.len());
                     for request in requests {
