@@ -22,7 +22,7 @@ mod input;
 #[cfg(target_os = "linux")]
 mod local;
 mod merge;
-#[cfg(target_os = "linux")]
+mod net_map;
 mod net_report;
 mod output;
 mod placement;

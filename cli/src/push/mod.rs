@@ -1,9 +1,12 @@
-//! `--push RECEIVER URL`: the written profile also delivered to where teams keep profiles,
-//! Grafana Pyroscope (`pyroscope.rs`) and OTLP receivers of the profiles signal (`otlp.rs`).
+//! Pushes to where teams keep their data. `--push RECEIVER URL`: the written profile also
+//! delivered to Grafana Pyroscope (`pyroscope.rs`) and OTLP receivers of the profiles signal
+//! (`otlp.rs`). `net --push-gateway URL`: a window's metrics to a Prometheus Pushgateway
+//! (`gateway.rs`, on its own).
 //! Both get the profile cut into series with the target's labels (`series.rs`). A failed push
 //! is reported on one line per receiver and turns the exit code into 11; the output file is
 //! written before any push, so it is there either way.
 
+pub mod gateway;
 mod http;
 mod otlp;
 mod otlp_proto;
