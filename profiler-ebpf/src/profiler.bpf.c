@@ -19,6 +19,23 @@
 #include <bpf/bpf_core_read.h>
 #include "eagle.h"
 
+/* The user registers the unwinder starts from, per architecture: the instruction pointer, the
+ * stack pointer and the frame pointer (rbp; x29 on arm64, whose frame records have the same
+ * layout: the caller's frame pointer, then the return address). */
+#if defined(__TARGET_ARCH_arm64)
+typedef struct user_pt_regs eagle_user_regs;
+#define REGS_IN_USER_MODE(r) (((r).pstate & 0xf) == 0) /* PSR_MODE_EL0t */
+#define REGS_IP(r) ((r).pc)
+#define REGS_SP(r) ((r).sp)
+#define REGS_BP(r) ((r).regs[29])
+#else
+typedef struct pt_regs eagle_user_regs;
+#define REGS_IN_USER_MODE(r) (((r).cs & 3) == 3)
+#define REGS_IP(r) ((r).rip)
+#define REGS_SP(r) ((r).rsp)
+#define REGS_BP(r) ((r).rbp)
+#endif
+
 char LICENSE[] SEC("license") = "GPL";
 
 /* 0: walk every user stack by frame pointers, as before tables existed (for comparisons). */
@@ -420,6 +437,11 @@ static long unwind_step(__u32 index, void *ctx)
 		cfa = s->sp + 8 + ((s->ip & 15) >= row.cfa_offset ? 8 : 0);
 		break;
 	case EAGLE_CFA_SIGNAL: {
+#if defined(__TARGET_ARCH_arm64)
+		/* The agent builds tables for x86-64 code only: there is no arm64 signal row. */
+		s->stack.flags |= EAGLE_STACK_TRUNCATED;
+		return STEP_STOP;
+#else
 		/* rsp points at the ucontext of the rt_sigframe; its mcontext (at 40) holds rbp at
 		 * 80, rsp at 120 and rip at 128: the interrupted code, at the instruction it was on. */
 		__u64 regs[7]; /* rbp, rbx, rdx, rax, rcx, rsp, rip */
@@ -432,6 +454,7 @@ static long unwind_step(__u32 index, void *ctx)
 		s->ip = regs[6];
 		s->exact_ip = 1;
 		return STEP_ON;
+#endif
 	}
 	case EAGLE_CFA_END:
 		return STEP_STOP;
@@ -470,14 +493,15 @@ static long unwind_step(__u32 index, void *ctx)
 static __always_inline int saved_user_regs(__u64 *ip, __u64 *sp, __u64 *bp)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct pt_regs regs;
+	/* arm64's kernel pt_regs starts with the user_pt_regs. */
+	eagle_user_regs regs;
 	if (bpf_probe_read_kernel(&regs, sizeof(regs), (void *)bpf_task_pt_regs(task)) != 0)
 		return 0;
-	if ((regs.cs & 3) != 3)
+	if (!REGS_IN_USER_MODE(regs))
 		return 0; /* a kernel thread: no user stack */
-	*ip = regs.rip;
-	*sp = regs.rsp;
-	*bp = regs.rbp;
+	*ip = REGS_IP(regs);
+	*sp = REGS_SP(regs);
+	*bp = REGS_BP(regs);
 	return 1;
 }
 
@@ -485,10 +509,10 @@ static __always_inline int saved_user_regs(__u64 *ip, __u64 *sp, __u64 *bp)
  * entry to the kernel. */
 static __always_inline int user_regs(struct bpf_perf_event_data *ctx, __u64 *ip, __u64 *sp, __u64 *bp)
 {
-	if ((ctx->regs.cs & 3) == 3) {
-		*ip = ctx->regs.rip;
-		*sp = ctx->regs.rsp;
-		*bp = ctx->regs.rbp;
+	if (REGS_IN_USER_MODE(ctx->regs)) {
+		*ip = REGS_IP(ctx->regs);
+		*sp = REGS_SP(ctx->regs);
+		*bp = REGS_BP(ctx->regs);
 		return 1;
 	}
 	return saved_user_regs(ip, sp, bp);

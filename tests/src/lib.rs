@@ -14,14 +14,16 @@
 //!   here: only a missing capability skips; the skip is printed, counted, and fails in CI.
 //! - [`apiserver`]: a Kubernetes API server double, for the cluster mode without a cluster.
 //! - [`cluster`]: why a real cluster runs no pods (pods, nodes, events), for failure messages.
+//! - [`receiver`]: a recorded-request double of an HTTP receiver, for `--push`.
 //!
 //! Modules: this file (binaries, the e2e cluster, groundtruth, preconditions, the skip rule,
-//! test directories), `workload`, `eagle` (Eagle, Run), `profile`, `xml`, `apiserver/`.
+//! test directories), `workload`, `eagle` (Eagle, Run), `profile`, `xml`, `apiserver/`, `receiver`.
 
 pub mod apiserver;
 pub mod cluster;
 mod eagle;
 mod profile;
+pub mod receiver;
 mod workload;
 mod xml;
 

@@ -13,7 +13,7 @@ use crate::duration::parse_duration;
 use crate::error::CliError;
 use crate::net_report::NetRule;
 use crate::placement::GroupBy;
-use crate::push::PushGateway;
+use crate::push::gateway::PushGateway;
 use crate::target::{self, Target};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

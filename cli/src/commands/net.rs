@@ -10,7 +10,7 @@ use crate::cluster::profile::{self, ClusterRequest};
 use crate::error::{CliError, Exit};
 use crate::net_map::ServiceMap;
 use crate::net_report::{self, Naming, NetRule};
-use crate::push::PushGateway;
+use crate::push::gateway::PushGateway;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NetFormat {

@@ -52,6 +52,13 @@ impl Strings {
 
 /// The profile message, before encoding and compression.
 pub fn build(folded: &FoldedStacks, labels: &Labels, run: &RunInfo) -> Profile {
+    build_labelled(folded, labels, run, &Level::ALL)
+}
+
+/// [`build`], with only the hierarchy levels in `as_labels` (from the top) turned into sample
+/// labels; the levels below stay frames. `--push pyroscope` keeps the process a frame: a
+/// receiver that makes series of sample labels would make one per pid.
+pub fn build_labelled(folded: &FoldedStacks, labels: &Labels, run: &RunInfo, as_labels: &[Level]) -> Profile {
     let mut strings = Strings::new();
     let mut profile = Profile::default();
     let unit = run.unit();
@@ -82,7 +89,8 @@ pub fn build(folded: &FoldedStacks, labels: &Labels, run: &RunInfo) -> Profile {
     for (stack, count) in folded.sorted() {
         frames.clear();
         frames.extend(stack.split(';'));
-        let levels = hierarchy::levels(&frames);
+        let mut levels = hierarchy::levels(&frames);
+        levels.truncate(levels.iter().take_while(|(level, _)| as_labels.contains(level)).count());
         let skip = levels.last().map_or(0, |(_, i)| i + 1);
         let label = levels
             .iter()
@@ -131,7 +139,12 @@ pub fn build(folded: &FoldedStacks, labels: &Labels, run: &RunInfo) -> Profile {
 
 /// Gzipped profile.proto bytes, as pprof files are stored.
 pub fn render(folded: &FoldedStacks, labels: &Labels, run: &RunInfo) -> Vec<u8> {
-    let encoded = build(folded, labels, run).encode_to_vec();
+    gzipped(&build(folded, labels, run))
+}
+
+/// The profile encoded and gzipped.
+pub fn gzipped(profile: &Profile) -> Vec<u8> {
+    let encoded = profile.encode_to_vec();
     let mut gz = GzEncoder::new(Vec::with_capacity(encoded.len() / 4), Compression::default());
     gz.write_all(&encoded).expect("writing to memory");
     gz.finish().expect("writing to memory")

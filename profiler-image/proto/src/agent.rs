@@ -250,6 +250,8 @@ pub enum Exit {
     Cluster = 9,
     /// A node already runs as many profiling runs as `--max-per-node` allows.
     Busy = 10,
+    /// The profile was written, but `--push` could not deliver it to a receiver.
+    PushFailed = 11,
 }
 
 impl From<Exit> for std::process::ExitCode {
