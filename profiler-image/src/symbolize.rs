@@ -198,8 +198,16 @@ impl Symbols {
     /// after it exits; if the process is gone, what was read before stays.
     fn read_maps(&mut self, pid: u32) {
         let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { return };
-        self.maps.insert(pid, maps::parse(&text));
-        self.release_unmapped();
+        let mappings = maps::parse(&text);
+        let files = |maps: &[ExecMapping]| -> HashSet<ObjectKey> {
+            maps.iter().filter(|m| m.is_file()).map(|m| (m.dev, m.inode)).collect()
+        };
+        let unmapped_some = self.maps.get(&pid).is_some_and(|old| !files(old).is_subset(&files(&mappings)));
+        self.maps.insert(pid, mappings);
+        // Most reads find the same files (or more): then nothing can be released.
+        if unmapped_some {
+            self.release_unmapped();
+        }
     }
 
     /// Whether `pid`'s code can be read although it may have exited (see [`Symbols::read_maps`]).
