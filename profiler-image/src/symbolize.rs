@@ -40,7 +40,7 @@ pub const UNKNOWN: &str = "[unknown]";
 /// Objects whose DWARF (`.debug_info`) is larger than this are named from their ELF symbol
 /// tables only: the same function names, without inlined frames. blazesym keeps what it parsed
 /// of an object's DWARF while the object is open, and the debug builds of big programs carry
-/// hundreds of MB of it.
+/// hundreds of MB of it. `EAGLE_DWARF_MAX_BYTES` overrides it (0: symbol tables only).
 pub const DWARF_MAX_BYTES: u64 = 32 << 20;
 
 /// Frames of one address, outermost first (a function, then what was inlined into it).
@@ -71,6 +71,8 @@ pub struct Symbols {
     /// Files in which samples landed, while a process in `maps` maps them; `None` for one
     /// that could not be opened (its frames are `module+0xOFFSET`).
     objects: HashMap<ObjectKey, Option<ObjectFile>>,
+    /// DWARF is read from objects with at most this much of it (see [`DWARF_MAX_BYTES`]).
+    dwarf_max_bytes: u64,
     /// Perf map problems not yet taken ([`Symbols::take_perf_map_issues`]), and which process
     /// already had which kind said (once each: the map is read again at every batch).
     perf_map_issues: Vec<(u32, PerfMapIssue)>,
@@ -99,6 +101,10 @@ impl Symbols {
             jit: HashMap::new(),
             maps: HashMap::new(),
             objects: HashMap::new(),
+            dwarf_max_bytes: std::env::var("EAGLE_DWARF_MAX_BYTES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(DWARF_MAX_BYTES),
             perf_map_issues: Vec::new(),
             perf_map_said: HashSet::new(),
         }
@@ -238,7 +244,8 @@ impl Symbols {
 
     /// The file of mapping `m` of `pid`, opened at its first use.
     fn object(&mut self, pid: u32, m: &ExecMapping) -> Option<&ObjectFile> {
-        self.objects.entry((m.dev, m.inode)).or_insert_with(|| ObjectFile::open(pid, m)).as_ref()
+        let dwarf_max_bytes = self.dwarf_max_bytes;
+        self.objects.entry((m.dev, m.inode)).or_insert_with(|| ObjectFile::open(pid, m, dwarf_max_bytes)).as_ref()
     }
 
     fn resolve_user(
@@ -323,14 +330,14 @@ fn frames_of<'a>(function: &str, inlined: impl Iterator<Item = &'a str>) -> Fram
 impl ObjectFile {
     /// Opens the file of mapping `m` through `pid`'s view of it; `None` when the mapping is
     /// gone or is not a regular file.
-    fn open(pid: u32, m: &ExecMapping) -> Option<Self> {
+    fn open(pid: u32, m: &ExecMapping, dwarf_max_bytes: u64) -> Option<Self> {
         let path = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
         // Non-blocking: what a hostile process maps executable is not known to be a file yet.
         let file = File::options().read(true).custom_flags(libc::O_NONBLOCK).open(path).ok()?;
         if !file.metadata().ok()?.is_file() {
             return None;
         }
-        let dwarf = debug_info_bytes(&file) <= DWARF_MAX_BYTES;
+        let dwarf = dwarf_max_bytes > 0 && debug_info_bytes(&file) <= dwarf_max_bytes;
         let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
         Some(Self { _file: file, path, dwarf })
     }
