@@ -6,7 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use eagle_proto::stream::TargetReport;
-use eagle_proto::{Encoder, Header, ProfileMode, Progress, Warning, WarningCode};
+use eagle_proto::{
+    CgroupCpuStat, Encoder, Header, ProfileMode, Progress, Warning, WarningCode, THROTTLED_FRAME, WAITING_FRAME,
+};
+
+use crate::cgroup_cpu::{self, CgroupCpuWatch};
 
 use crate::aggregate::Aggregate;
 use crate::discovery::{ProcFs, ProcessInfo};
@@ -140,6 +144,9 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
         processes: HashMap::new(),
         requested: HashSet::new(),
         warnings: Vec::new(),
+        // Off the CPU, time held back by a CPU limit is part of the graph: the cgroups' own
+        // counters are reported beside it.
+        cgroups: (config.mode != ProfileMode::Cpu).then(|| CgroupCpuWatch::new(ProcFs::default())),
     };
     // Samples are counted from each process's `add` below to this instant, which the header
     // states as the window, whenever the last collection comes.
@@ -187,6 +194,9 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
     let watches_groups = config.targets.iter().any(|t| !matches!(t, Target::Pid(_)));
     let mut last_progress = Instant::now();
     let mut ended = None;
+    // The cgroups' counters as the window ends, read before the collection that follows it
+    // (which may take seconds of symbolizing on a loaded machine).
+    let mut at_window_end = None;
     loop {
         let elapsed = started.elapsed();
         if elapsed >= config.duration {
@@ -201,6 +211,9 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
             break;
         }
         std::thread::sleep(COLLECT_EVERY.min(config.duration - elapsed));
+        if at_window_end.is_none() && started.elapsed() >= config.duration {
+            at_window_end = Some(run.cgroup_stats());
+        }
         run.collect(&mut aggregate, started)?;
         if let Some(net) = &mut net {
             net.poll();
@@ -249,9 +262,16 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
         });
     }
     run.ebpf.close_blocks();
+    let mut cgroup_stats = at_window_end.unwrap_or_else(|| run.cgroup_stats());
     run.collect(&mut aggregate, started)?;
     run.refresh_names();
     run.finish(&mut aggregate);
+    if let Some(watch) = &run.cgroups {
+        let throttled = aggregate.leaf_totals(THROTTLED_FRAME);
+        let waiting = aggregate.leaf_totals(WAITING_FRAME);
+        cgroup_cpu::add_measured(&mut cgroup_stats, watch, &throttled, &waiting);
+    }
+    run.warnings.extend(cgroup_stats.iter().map(CgroupCpuStat::to_warning));
     if let Some(message) = &ended {
         run.warnings.push(Warning { code: WarningCode::EndedEarly, pid: None, message: message.clone() });
     }
@@ -320,9 +340,15 @@ struct Run {
     processes: HashMap<u32, ProcessInfo>,
     requested: HashSet<u32>,
     warnings: Vec<Warning>,
+    /// Off-CPU and wall modes: the CPU-limit counters of the processes' cgroups.
+    cgroups: Option<CgroupCpuWatch>,
 }
 
 impl Run {
+    fn cgroup_stats(&self) -> Vec<CgroupCpuStat> {
+        self.cgroups.as_ref().map(CgroupCpuWatch::finish).unwrap_or_default()
+    }
+
     fn add(&mut self, pid: u32, requested: bool) {
         let Some(info) = self.proc.info(pid) else { return };
         if requested {
@@ -330,6 +356,9 @@ impl Run {
         }
         let runtime = self.config.runtime.unwrap_or_else(|| runtime::detect(&ProcessTraits::read(&self.proc, pid)));
         let result = self.route(pid, runtime, false);
+        if let Some(cgroups) = &mut self.cgroups {
+            cgroups.watch(pid);
+        }
         let name = info.name.clone();
         self.processes.insert(pid, info);
         match result {
@@ -695,6 +724,9 @@ impl Run {
                     });
                     let Some(info) = info else { continue };
                     self.processes.insert(pid, info);
+                    if let Some(cgroups) = &mut self.cgroups {
+                        cgroups.watch(pid);
+                    }
                     self.reroute(pid, false, aggregate);
                 }
                 ProcessEvent::Execed { pid } => {

@@ -190,6 +190,13 @@ pub fn waits() -> &'static Path {
     BUILT.get_or_init(|| build_c("images/waits/waits.c", "waits", &["-O2", "-g", "-Wall", "-pthread"]))
 }
 
+/// runq (images/runq): busy threads that never block (`spin`), and two threads handing a byte
+/// back and forth (`pingpong`).
+pub fn runq() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| build_c("images/runq/runq.c", "runq", &["-O2", "-g", "-Wall", "-pthread"]))
+}
+
 /// The functions of waits' main thread and the share of its wall-clock time each one takes.
 pub const WAITS_SPLIT: [(&str, f64); 3] = [("sleep_60", 0.60), ("pipe_30", 0.30), ("cpu_10", 0.10)];
 

@@ -35,7 +35,8 @@ pub struct ProfileArgs {
     #[arg(long, default_value = "cpu", value_name = "MODE", value_parser = parse_mode())]
     pub mode: ProfileMode,
 
-    /// off-cpu and wall: blocks shorter than this are not counted (0: every block) [default: 1ms]
+    /// off-cpu and wall: blocks and waits for a CPU shorter than this are not counted (0: every
+    /// one) [default: 1ms]
     #[arg(long, value_parser = parse_min_block, value_name = "DURATION")]
     pub min_block: Option<u64>,
 
@@ -200,6 +201,7 @@ impl ProfileArgs {
                 python_native: self.native,
                 mode: self.mode,
                 min_block_us,
+                net: false,
                 capabilities: c.capabilities,
                 dry_run: c.dry_run,
                 keep: c.keep,

@@ -116,7 +116,7 @@ mod local {
     use crate::merge;
     use crate::output::{self, Destination, Labels};
     use crate::placement::Placements;
-    use crate::run_info::{NodeStatus, NodeStatusKind, RunInfo};
+    use crate::run_info::{CgroupCpu, NodeStatus, NodeStatusKind, RunInfo};
 
     pub fn profile(req: &LocalRequest, destination: &Destination) -> Result<Exit, CliError> {
         local::install_signal_handlers();
@@ -181,6 +181,7 @@ mod local {
             frequency_hz: Some(result.header.frequency_hz),
             partial: Some(partial),
             unit: Some(unit),
+            cgroups: CgroupCpu::of_nodes([result]),
             nodes: Some(vec![NodeStatus {
                 node: result.header.node.clone(),
                 status: if partial { NodeStatusKind::Partial } else { NodeStatusKind::Ok },

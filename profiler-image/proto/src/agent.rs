@@ -120,7 +120,8 @@ pub enum Unit {
     /// One sample of the CPU clock: 1/frequency seconds of CPU time.
     #[default]
     CpuSamples,
-    /// A microsecond a thread spent blocked.
+    /// A microsecond a thread spent off the CPU: blocked, or runnable and waiting (for a CPU,
+    /// or held back by its cgroup's CPU limit).
     OffCpuMicros,
     /// A microsecond of a thread's wall-clock time, on or off the CPU.
     WallMicros,

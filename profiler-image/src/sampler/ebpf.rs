@@ -10,8 +10,8 @@ use aya::maps::{Array, ArrayOfMaps, HashMap as BpfHashMap, IterableMap, Map, Map
 use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
 use aya::programs::{BtfTracePoint, PerfEvent, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
-use eagle_ebpf::{key_flags, names, stack_flags, Counter, OffCpuStart, StackKey, TargetEntry, UserStack};
-use eagle_proto::{ProfileMode, Warning, WarningCode};
+use eagle_ebpf::{key_flags, names, stack_flags, Counter, OffCpuStart, StackKey, TargetEntry, UserStack, WaitStart};
+use eagle_proto::{ProfileMode, Warning, WarningCode, THROTTLED_FRAME, WAITING_FRAME};
 
 use super::{ProcessEvent, Sampler, SamplerError};
 use crate::aggregate::Aggregate;
@@ -53,9 +53,11 @@ pub struct EbpfSampler {
     offcpu: OffCpuMaps,
 }
 
-/// The maps of off-CPU time: blocks under way, and the stacks of blocks, kept for the whole run.
+/// The maps of off-CPU time: blocks and waits under way, and the stacks of both, kept for the
+/// whole run.
 struct OffCpuMaps {
     started: BpfHashMap<MapData, u32, OffCpuStart>,
+    waits: BpfHashMap<MapData, u32, WaitStart>,
     stacks: StackTraceMap<MapData>,
     user_stacks: BpfHashMap<MapData, u64, UserStack>,
 }
@@ -152,6 +154,7 @@ impl EbpfSampler {
         };
         let offcpu = OffCpuMaps {
             started: BpfHashMap::try_from(take(names::OFFCPU_START)?).map_err(conv)?,
+            waits: BpfHashMap::try_from(take(names::WAIT_START)?).map_err(conv)?,
             stacks: StackTraceMap::try_from(take(names::OFFCPU_STACKS)?).map_err(conv)?,
             user_stacks: BpfHashMap::try_from(take(names::OFFCPU_USER_STACKS)?).map_err(conv)?,
         };
@@ -186,10 +189,12 @@ impl EbpfSampler {
         })
     }
 
-    /// Counts the blocks still under way as the window ended, up to its end: a thread that
-    /// waits for the whole window (a worker on an empty queue) is off-CPU all along, not
-    /// absent. After the window (the kernel then leaves every block to this), before the last
-    /// collection, which drains the buffer written here.
+    /// Counts the blocks and waits still under way as the window ended, up to its end: a
+    /// thread that waits for the whole window (a worker on an empty queue) is off-CPU all
+    /// along, not absent. After the window (the kernel then leaves every block and wait to
+    /// this), before the last collection, which drains the buffer written here. A wait under
+    /// way is counted whole as what it began as: throttled if its group was throttled then
+    /// (the kernel's run queue cannot be read from here to split it).
     pub fn close_blocks(&mut self) {
         if self.mode == ProfileMode::Cpu {
             return;
@@ -214,6 +219,20 @@ impl EbpfSampler {
             let so_far = counts.get(&start.key, 0).unwrap_or(0);
             let _ = counts.insert(start.key, so_far + blocked, 0);
         }
+        let under_way: Vec<(u32, WaitStart)> = self.offcpu.waits.iter().filter_map(Result::ok).collect();
+        for (tid, wait) in under_way {
+            if self.offcpu.waits.remove(&tid).is_err() {
+                continue;
+            }
+            let waited = now.saturating_sub(wait.since);
+            if waited < self.min_block_ns || !self.tracked.contains_key(&wait.key.tgid) {
+                continue;
+            }
+            let mut key = wait.key;
+            key.flags |= if wait.throttled_then != 0 { key_flags::THROTTLED } else { key_flags::WAIT };
+            let so_far = counts.get(&key, 0).unwrap_or(0);
+            let _ = counts.insert(key, so_far + waited, 0);
+        }
     }
 
     /// What off-CPU counting did, said once at the end of a run.
@@ -222,11 +241,12 @@ impl EbpfSampler {
             return None;
         }
         let (counted, short) = (self.counter(Counter::OffCpuBlocks), self.counter(Counter::OffCpuShort));
+        let (waits, short_waits) = (self.counter(Counter::Waits), self.counter(Counter::WaitsShort));
         Some(Warning {
             code: WarningCode::InfoPrecision,
             pid: None,
             message: format!(
-                "off-CPU: {counted} blocks of {} or more counted, {short} shorter ones not (--min-block)",
+                "off-CPU: {counted} blocks and {waits} waits for a CPU of {} or more counted, {short} shorter blocks and {short_waits} shorter waits not (--min-block)",
                 human_micros(self.min_block_ns / 1000)
             ),
         })
@@ -727,6 +747,12 @@ impl Sampler for EbpfSampler {
             if frames.is_empty() {
                 frames.push(crate::symbolize::UNKNOWN.to_owned());
             }
+            // Runnable but not running: above the stack the thread stopped at.
+            if key.flags & key_flags::THROTTLED != 0 {
+                frames.push(THROTTLED_FRAME.to_owned());
+            } else if key.flags & key_flags::WAIT != 0 {
+                frames.push(WAITING_FRAME.to_owned());
+            }
             // One unit per graph: CPU samples, or microseconds (blocks are counted in
             // nanoseconds; a CPU sample in wall mode is its period).
             let count = match (off, self.mode) {
@@ -750,9 +776,9 @@ impl Sampler for EbpfSampler {
         self.tracked.values().filter(|t| t.alive).count()
     }
 
-    /// CPU samples and counted blocks.
+    /// CPU samples, counted blocks and counted waits.
     fn samples(&self) -> u64 {
-        self.counter(Counter::Samples) + self.counter(Counter::OffCpuBlocks)
+        self.counter(Counter::Samples) + self.counter(Counter::OffCpuBlocks) + self.counter(Counter::Waits)
     }
 
     fn lost_samples(&self) -> u64 {
