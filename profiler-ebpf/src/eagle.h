@@ -23,6 +23,9 @@ struct eagle_stack_key {
 	__s32 kernel_stack_id; /* -EFAULT is normal: the sample hit user mode */
 	__u32 flags;           /* enum eagle_key_flag */
 	__u64 user_stack_hash; /* with EAGLE_KEY_UNWOUND: key of the user stack in `ustacks_N` */
+	__u32 tid;             /* the thread, for processes in `by_thread` (a JVM's threads outside
+	                        * Java code get their native stacks); 0 for the others */
+	__u32 _pad;
 };
 
 /* Written into `active` (instead of a buffer, 0 or 1) when the sampling window ends: no sample

@@ -43,6 +43,8 @@ pub mod names {
     pub const COUNTERS: &str = "counters";
     pub const STACKS: [&str; 2] = ["stacks_0", "stacks_1"];
     pub const COUNTS: [&str; 2] = ["counts_0", "counts_1"];
+    /// Processes whose CPU samples are counted per thread.
+    pub const BY_THREAD: &str = "by_thread";
     pub const CHILD_PID_OFFSET: &str = "CHILD_PID_OFFSET";
     pub const UNWIND_WITH_TABLES: &str = "UNWIND_WITH_TABLES";
     pub const CHECK_IDENTITY: &str = "CHECK_IDENTITY";
@@ -123,6 +125,9 @@ pub struct StackKey {
     pub flags: u32,
     /// With [`key_flags::UNWOUND`]: key of the user stack in `ustacks_N`.
     pub user_stack_hash: u64,
+    /// The thread, for processes in `by_thread`; 0 for the others.
+    pub tid: u32,
+    pub _pad: u32,
 }
 
 /// One row of an object's unwind table: `struct eagle_unwind_row`.
@@ -248,16 +253,16 @@ pub struct WaitStart {
 }
 
 #[cfg(feature = "user")]
-// SAFETY: plain old data, `repr(C)`, no padding (24 bytes: 4 x u32, then a u64).
+// SAFETY: plain old data, `repr(C)`, no padding (32 bytes: 4 x u32, a u64, 2 x u32).
 unsafe impl aya::Pod for StackKey {}
 #[cfg(feature = "user")]
 // SAFETY: as above (16 bytes: 2 x u32, then a u64).
 unsafe impl aya::Pod for TargetEntry {}
 #[cfg(feature = "user")]
-// SAFETY: as above (a u64, then the 24-byte key: 32 bytes, no padding).
+// SAFETY: as above (a u64, then the 32-byte key: 40 bytes, no padding).
 unsafe impl aya::Pod for OffCpuStart {}
 #[cfg(feature = "user")]
-// SAFETY: as above (3 x u64, 2 x u32, then the 24-byte key: 56 bytes, no padding).
+// SAFETY: as above (3 x u64, 2 x u32, then the 32-byte key: 64 bytes, no padding).
 unsafe impl aya::Pod for WaitStart {}
 #[cfg(feature = "user")]
 // SAFETY: as above (8 bytes, no padding).

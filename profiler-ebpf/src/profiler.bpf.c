@@ -76,6 +76,16 @@ struct {
 	__type(value, __u32);
 } active SEC(".maps");
 
+/* Processes whose CPU samples are counted per thread (`eagle_stack_key.tid`): JVMs read by
+ * Flight Recorder, whose threads outside Java code (compilers, GC) get their native stacks
+ * from here. Any other process keeps one bucket per stack, whichever thread ran it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32); /* tgid */
+	__type(value, __u32);
+} by_thread SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, EAGLE_COUNTER_MAX);
@@ -556,7 +566,10 @@ int sample_cpu(struct bpf_perf_event_data *ctx)
 	if (buffer >= EAGLE_WINDOW_ENDED)
 		return 0;
 	bump(EAGLE_SAMPLES);
+	__u64 id = bpf_get_current_pid_tgid();
 	struct eagle_stack_key key = { .tgid = tgid };
+	if (bpf_map_lookup_elem(&by_thread, &tgid))
+		key.tid = (__u32)id;
 
 	/* User stacks by the tables where the agent built them; by frame pointers otherwise,
 	 * as before, asking the agent for tables unless it gave up on this process. */

@@ -51,7 +51,14 @@ pub struct EbpfSampler {
     sample_us: u64,
     min_block_ns: u64,
     offcpu: OffCpuMaps,
+    /// Processes whose samples the kernel counts per thread (see [`EbpfSampler::count_by_thread`]).
+    by_thread: BpfHashMap<MapData, u32, u32>,
+    /// Their CPU samples so far: process -> thread -> stack -> samples.
+    thread_stacks: HashMap<u32, ThreadStacks>,
 }
+
+/// One process's CPU samples by thread id, then by stack (outermost frame first).
+pub type ThreadStacks = HashMap<u32, HashMap<Vec<String>, u64>>;
 
 /// The maps of off-CPU time: blocks and waits under way, and the stacks of both, kept for the
 /// whole run.
@@ -152,6 +159,7 @@ impl EbpfSampler {
             tables: ArrayOfMaps::try_from(take(names::UNWIND_TABLES)?).map_err(conv)?,
             requests: BpfHashMap::try_from(take(names::UNWIND_REQUESTS)?).map_err(conv)?,
         };
+        let by_thread = BpfHashMap::try_from(take(names::BY_THREAD)?).map_err(conv)?;
         let offcpu = OffCpuMaps {
             started: BpfHashMap::try_from(take(names::OFFCPU_START)?).map_err(conv)?,
             waits: BpfHashMap::try_from(take(names::WAIT_START)?).map_err(conv)?,
@@ -186,6 +194,8 @@ impl EbpfSampler {
             sample_us: 1_000_000 / frequency_hz.max(1),
             min_block_ns: min_block_us.saturating_mul(1000),
             offcpu,
+            by_thread,
+            thread_stacks: HashMap::new(),
         })
     }
 
@@ -284,6 +294,22 @@ impl EbpfSampler {
     /// How fork and exec are followed; anything but BTF tracepoints is worth a line to the user.
     pub fn process_events(&self) -> ProcessEvents {
         self.process_events
+    }
+
+    /// Counts `pid`'s CPU samples per thread from now on, as well as per process: a JVM read by
+    /// Flight Recorder, whose threads outside Java code (compilers, GC) are shown with their
+    /// native stacks ([`EbpfSampler::take_thread_stacks`]).
+    pub fn count_by_thread(&mut self, pid: u32) {
+        // A full map (1024 JVMs on one node) loses only the threads' detail: the samples are
+        // still counted per process, and such threads keep their one named frame.
+        let _ = self.by_thread.insert(pid, 1, 0);
+    }
+
+    /// The CPU samples of `pid` by thread since [`EbpfSampler::count_by_thread`], and counts
+    /// them per process only from now on.
+    pub fn take_thread_stacks(&mut self, pid: u32) -> ThreadStacks {
+        let _ = self.by_thread.remove(&pid);
+        self.thread_stacks.remove(&pid).unwrap_or_default()
     }
 
     /// `pid` runs JIT code named by its perf map (Java, Node): see [`Symbols::set_jit`].
@@ -760,6 +786,10 @@ impl Sampler for EbpfSampler {
                 (false, ProfileMode::Wall) => count * self.sample_us,
                 (false, _) => count,
             };
+            if key.tid != 0 && !off {
+                let stacks = self.thread_stacks.entry(key.tgid).or_default().entry(key.tid).or_default();
+                *stacks.entry(frames.clone()).or_insert(0) += count;
+            }
             out.add(key.tgid, "ebpf", frames, count);
         }
         for pid in std::mem::take(&mut self.gone) {

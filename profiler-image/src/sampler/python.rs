@@ -90,6 +90,12 @@ fn record(pid: u32, rate_hz: u64, stop: &AtomicBool) -> Result<Distribution, Str
                 failures += 1;
                 last_error = one_line(&e);
                 if failures >= MAX_FAILURES_IN_A_ROW {
+                    if distribution.samples > 0 {
+                        // It was Python and is not any more: it exec'd another program, which
+                        // the agent learns at its next collection (under load, after these
+                        // failures). What was read before is the Python part, and is kept.
+                        break;
+                    }
                     return Err(format!("py-spy failed {failures} times in a row reading it: {last_error}"));
                 }
                 continue;
