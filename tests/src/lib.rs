@@ -175,6 +175,15 @@ pub fn chains_without_unwind_tables() -> &'static Path {
     })
 }
 
+/// The inlined binary (`images/inlined/inlined.c`), built as release code is (`-O2`) with
+/// debug information: `round_of_work` spends 60 % of its CPU time in `mix_60` and `step`,
+/// which the compiler inlined into it, and 40 % in `mix_40`, which it calls. Built and cached
+/// as [`groundtruth`] is.
+pub fn inlined() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| build_c("images/inlined/inlined.c", "inlined", &CHAINS_FLAGS))
+}
+
 /// The waits binary (`images/waits/waits.c`), built as distributions build C (plain `-O2`):
 /// its main thread sleeps 60 %, waits on a pipe 30 % and computes 10 % of its wall-clock time,
 /// in `sleep_60`, `pipe_30` and `cpu_10`. Built and cached as [`groundtruth`] is.
