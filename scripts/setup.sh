@@ -9,8 +9,9 @@ sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
 
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
 pkgs=(clang-19 libbpf-dev linux-libc-dev pkg-config)
-# Tests: real interpreters and their samplers' helpers (jattach starts Flight Recorder in a JVM).
-[ "$minimal" = --minimal ] || pkgs+=(bpftool util-linux binutils python3 python3-pip jattach ruby)
+# Tests: real interpreters and their samplers' helpers (jattach starts Flight Recorder in a JVM);
+# iproute2 and iptables make net_loss's two network namespaces, their veth pair and the loss.
+[ "$minimal" = --minimal ] || pkgs+=(bpftool util-linux binutils python3 python3-pip jattach ruby iproute2 iptables)
 if [ "$minimal" != --minimal ]; then
   command -v javac >/dev/null || pkgs+=(openjdk-17-jdk-headless)
   command -v node >/dev/null || pkgs+=(nodejs)

@@ -56,9 +56,13 @@ Exit codes: 0 ok, 1 a --max/--max-self/regression rule broken, 2 usage, 3 not fo
 8 output not writable or baseline unreadable, 9 cluster unreachable.")]
     Profile(ProfileArgs),
 
-    /// The network side of processes over a window: TCP per peer, HTTP/1.x per route.
+    /// The network side of workloads or processes over a window: TCP per peer, HTTP/1.x per
+    /// route, who calls whom.
     #[command(after_help = "\
 Examples:
+  kubectl eagle net deployment/web -n shop -d 30s
+  kubectl eagle net deployment/web deployment/load -n shop -d 1m -o map.dot   # the service map
+  kubectl eagle net namespace/shop -d 30s --format json -o net.json
   sudo kubectl-eagle net pid/4242 -d 30s
   sudo kubectl-eagle net -d 5s --format json -- ./server --port 8080
   sudo kubectl-eagle net pid/4242 -d 1m --format prometheus -o net.prom
@@ -67,8 +71,11 @@ Examples:
 HTTP/1.x is read from the first bytes of the processes' socket reads and writes (read, write,
 recvfrom, sendto); TLS and HTTP/2 are not decoded. The JSON schema is in docs/net.md.
 
-Exit codes: 0 ok, 1 a --max-p99/--max-retransmits rule broken, 2 usage, 3 no such process,
-4 not permitted (run as root), 6 failed, 7 stopped early.")]
+In a cluster, the same Jobs as `profile` run the agents; each node's record is merged, rows are
+attributed to pods, and peers are named after the pods and services of the targets' namespaces.
+
+Exit codes: 0 ok, 1 a --max-p99/--max-retransmits rule broken, 2 usage, 3 no such process or
+object, 4 not permitted, 6 failed, 7 partial (a node failed, or stopped early), 9 cluster unreachable.")]
     Net(NetArgs),
 
     /// Check a profile against share thresholds and a baseline; exit 1 when a rule is broken.

@@ -201,6 +201,7 @@ impl ProfileArgs {
                 python_native: self.native,
                 mode: self.mode,
                 min_block_us,
+                net: false,
                 capabilities: c.capabilities,
                 dry_run: c.dry_run,
                 keep: c.keep,
