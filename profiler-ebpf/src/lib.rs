@@ -26,6 +26,8 @@ pub mod names {
     pub const OFFCPU_PROGRAM: &str = "offcpu_switch";
     /// The end of a block: the thread is woken.
     pub const WAKEUP_PROGRAM: &str = "offcpu_wakeup";
+    /// A new thread queued to run for the first time: it waits for a CPU from then.
+    pub const WAKEUP_NEW_PROGRAM: &str = "offcpu_wakeup_new";
     pub const OFFCPU_START: &str = "offcpu_start";
     /// Threads runnable but not running: preempted, throttled, or woken and not yet running.
     pub const WAIT_START: &str = "wait_start";

@@ -789,6 +789,29 @@ int offcpu_wakeup(__u64 *ctx)
 	return 0;
 }
 
+/* sched_wakeup_new: (struct task_struct *p), a new thread or process queued to run for the
+ * first time. Until it runs it waits for a CPU like any woken thread (a busy machine keeps a new
+ * thread waiting a while); it has run nothing yet, so its wait has no stacks. */
+SEC("tp_btf/sched_wakeup_new")
+int offcpu_wakeup_new(__u64 *ctx)
+{
+	struct task_struct *task = (struct task_struct *)ctx[0];
+	if (active_buffer_now() >= EAGLE_WINDOW_ENDED)
+		return 0;
+	__u32 tgid = BPF_CORE_READ(task, tgid);
+	struct eagle_target *target = bpf_map_lookup_elem(&targets, &tgid);
+	if (!target)
+		return 0;
+	/* Its own process's start: `current` is its parent, another process after a fork. */
+	if (CHECK_IDENTITY && target->start != 0 && process_start(task) != target->start)
+		return 0;
+	struct eagle_stack_key key = {
+		.tgid = tgid, .user_stack_id = -EFAULT, .kernel_stack_id = -EFAULT, .flags = EAGLE_KEY_OFFCPU
+	};
+	begin_wait(task, task_tid(task), &key, bpf_ktime_get_ns());
+	return 0;
+}
+
 /* The stacks the current thread (of target process `tgid`) stops at, into `key`, from the
  * switch event `ctx`. False when they could not be kept. */
 static __always_inline int stopped_stacks(__u64 *ctx, __u32 tgid, struct eagle_target *target,

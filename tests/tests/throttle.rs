@@ -83,15 +83,18 @@ fn throttled_time_matches_the_cgroups_own_count() {
     );
     // A busy loop limited to 200m is throttled whenever it gets its 20 ms of a period: most of
     // the window on an idle machine, less where real-time work (benchmarks under `chrt`) takes
-    // the CPUs first; half a second of it is enough to judge 10 % by.
-    run.check(kernel > 0.5, format!("the cgroup was throttled only {kernel:.3} s in a 15 s window"));
+    // the CPUs first (once 5 ms in 15 s, the loop waiting for a CPU 12.9 s of them). The
+    // comparison needs throttling to have happened, not an amount of it: the two counts differ
+    // by at most the periods under way at the window's edges, which a starved loop does not
+    // reach either.
+    run.check(kernel > 0.0, format!("the cgroup was not throttled at all in a 15 s window: {ours}"));
     run.check(
         (measured - kernel).abs() <= 0.10 * kernel,
         format!(
             "throttled {measured:.3} s by the profile, {kernel:.3} s by the cgroup's throttled_time: not within 10 %"
         ),
     );
-    run.check(ours["nr_throttled"].as_u64().is_some_and(|n| n > 10), format!("nr_throttled over the window: {ours}"));
+    run.check(ours["nr_throttled"].as_u64().is_some_and(|n| n > 0), format!("nr_throttled over the window: {ours}"));
     run.check(
         run.stderr().contains("throttled in") && !run.stderr().contains("[cgroup-cpu"),
         "the cgroup's counters are said on stderr, for people",

@@ -113,7 +113,11 @@ impl EbpfSampler {
                     "--mode {mode} follows the scheduler through a BTF-typed tracepoint, and this kernel has no BTF (/sys/kernel/btf/vmlinux): use --mode cpu, or a kernel built with CONFIG_DEBUG_INFO_BTF"
                 )));
             };
-            for (program, event) in [(names::OFFCPU_PROGRAM, "sched_switch"), (names::WAKEUP_PROGRAM, "sched_wakeup")] {
+            for (program, event) in [
+                (names::OFFCPU_PROGRAM, "sched_switch"),
+                (names::WAKEUP_PROGRAM, "sched_wakeup"),
+                (names::WAKEUP_NEW_PROGRAM, "sched_wakeup_new"),
+            ] {
                 let tp: &mut BtfTracePoint = program_mut(&mut bpf, program)?;
                 tp.load(event, btf).map_err(|e| classify(&format!("load the off-CPU program ({event})"), &e))?;
                 tp.attach().map_err(|e| classify(&format!("attach to the {event} tracepoint"), &e))?;
