@@ -9,7 +9,8 @@
 //! "Window end" is the instant the last agent's log ended (its trailer written, its container
 //! exited); "SVG on disk" is the output file's modification time. "In flight" counts a watch or
 //! a log follow until its stream ends. Goals (issues 4 and 16): <= 1 s for 1 node, <= 3 s for 50,
-//! < 10 s and < 500 MiB of RSS for 1,000; requests <= 5 + 4 per node.
+//! < 10 s and < 500 MiB of RSS for 1,000; requests <= 5 + 4 per node. `EAGLE_FANOUT_REPEATS=N`
+//! runs each size N times (plus one to warm up) instead of 5, 5 and 3.
 
 use std::fs::File;
 use std::process::Stdio;
@@ -40,8 +41,11 @@ fn main() {
         "in flight",
         "CLI peak RSS"
     );
+    // `EAGLE_FANOUT_REPEATS=N`: N runs of each size instead (a quick look; medians of fewer).
+    let override_repeats = std::env::var("EAGLE_FANOUT_REPEATS").ok().and_then(|n| n.parse().ok());
+    let (repeats, repeats_1000) = override_repeats.map_or((REPEATS, REPEATS_1000), |n: usize| (n.max(1), n.max(1)));
     let mut medians = Vec::new();
-    for (nodes, repeats) in [(1usize, REPEATS), (50, REPEATS), (1_000, REPEATS_1000)] {
+    for (nodes, repeats) in [(1usize, repeats), (50, repeats), (1_000, repeats_1000)] {
         let m = measure(nodes, repeats);
         println!(
             "{nodes:>5}  {STACKS_PER_NODE:>11}  {:>16.3} s  {:>16.3} s  {:>8}  {:>11}  {:>9}  {:>9.1} MiB",
@@ -55,7 +59,7 @@ fn main() {
         medians.push(m.to_svg);
     }
     println!(
-        "window end -> SVG against 1 node: 50 nodes {:.2}x (median of {REPEATS} runs), 1,000 nodes {:.2}x (median of {REPEATS_1000})",
+        "window end -> SVG against 1 node: 50 nodes {:.2}x (median of {repeats} runs), 1,000 nodes {:.2}x (median of {repeats_1000})",
         medians[1].as_secs_f64() / medians[0].as_secs_f64(),
         medians[2].as_secs_f64() / medians[0].as_secs_f64()
     );
