@@ -27,13 +27,24 @@ fn main() {
         }
         return;
     };
-    // The kernel's uapi headers put asm/ under the multiarch directory on Debian.
-    let multiarch =
-        format!("/usr/include/{}-linux-gnu", env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".into()));
+    // The target's registers and system call numbers: the C code says which with
+    // __TARGET_ARCH_*, as libbpf's bpf_tracing.h spells them; asm/ is the kernel's uapi headers
+    // of that architecture, in the multiarch directory on Debian, or in the cross directory
+    // of linux-libc-dev-<arch>-cross when cross-building.
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".into());
+    let (define, multiarch, cross) = match arch.as_str() {
+        "aarch64" => ("arm64", "/usr/include/aarch64-linux-gnu", "/usr/aarch64-linux-gnu/include"),
+        "x86_64" => ("x86", "/usr/include/x86_64-linux-gnu", "/usr/x86_64-linux-gnu/include"),
+        other => panic!("eagle-ebpf: no eBPF program for {other} (x86_64 and aarch64 only)"),
+    };
+    let include = [multiarch, cross].into_iter().find(|d| std::path::Path::new(d).join("asm").is_dir()).unwrap_or_else(
+        || panic!("eagle-ebpf: no kernel headers for {arch} in {multiarch} or {cross}: install linux-libc-dev (linux-libc-dev-{define}-cross to cross-build)"),
+    );
     for (source, object) in &objects {
         let status = Command::new(&clang)
             .args(["-target", "bpf", "-O2", "-g", "-Wall", "-Werror"])
-            .arg(format!("-I{multiarch}"))
+            .arg(format!("-D__TARGET_ARCH_{define}"))
+            .arg(format!("-I{include}"))
             .arg("-c")
             .arg(source)
             .arg("-o")

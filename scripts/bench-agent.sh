@@ -10,6 +10,13 @@
 #
 #   scripts/bench-agent.sh                 both
 #   WINDOW_S=10 PROCS=20 scripts/bench-agent.sh stream
+#   REFERENCE=/tmp/eagle-agent.main ROUNDS=2 scripts/bench-agent.sh node
+#                                          the node case with another build of the agent (say,
+#                                          main's) and this one, alternately, ROUNDS times each:
+#                                          before and after side by side on the same load
+#
+# EAGLE_UNWIND=frame-pointers (passed on to the agent) leaves out the unwind tables, to tell
+# their cost from the rest.
 #
 # Run it while the machine is busy (a build, the other benchmarks): that is the case it is for.
 # Needs root, a Rust toolchain and clang-19 (for the groundtruth).
@@ -26,12 +33,12 @@ cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm 
 trap cleanup EXIT
 clang-19 -O2 -g -fno-omit-frame-pointer -pthread -o "$work/groundtruth" images/groundtruth/groundtruth.c
 
-# run NAME ARGS...: the agent with its stdout in $work/NAME.stream, /usr/bin/time's figures in
-# $work/NAME.time (peak RSS in KiB, user s, system s, wall s)
+# run NAME ARGS...: the agent ($bin, else this build's) with its stdout in $work/NAME.stream,
+# /usr/bin/time's figures in $work/NAME.time (peak RSS in KiB, user s, system s, wall s)
 run() {
   local name=$1; shift
-  /usr/bin/time -f '%M %U %S %e' -o "$work/$name.time" "$agent" "$@" >"$work/$name.stream" 2>"$work/$name.err" || {
-    echo "bench-agent: the agent failed:" >&2; tail -n 5 "$work/$name.err" >&2; exit 1; }
+  /usr/bin/time -f '%M %U %S %e' -o "$work/$name.time" "${bin:-$agent}" "$@" >"$work/$name.stream" 2>"$work/$name.err" || {
+    echo "bench-agent: the agent failed:" >&2; tail -n 5 "$work/$name.err" >&2; return 1; }
 }
 report() {
   local name=$1 window=$2 rss user sys wall
@@ -55,21 +62,37 @@ if [ "$what" = all ] || [ "$what" = stream ]; then
     pids+=($!); targets+=(--target "pid:$!")
   done
   sleep 1
-  run stream "${targets[@]}" --frequency 999 --duration-ms $((window * 1000)) --node bench
+  run stream "${targets[@]}" --frequency 999 --duration-ms $((window * 1000)) --node bench || exit 1
   report stream "$window"
   kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; pids=()
 fi
 if [ "$what" = all ] || [ "$what" = node ]; then
   window=${WINDOW_S:-30}
-  # Processes that have lived 10 s or more: a node-wide run's containers are long-lived, and a
-  # pid that is gone when the agent starts is an error (as a target that does not exist).
-  targets=()
-  now=$(awk '{print int($1 * 100)}' /proc/uptime)
-  for p in /proc/[0-9]*; do
-    start=$(awk '{print $22}' "$p/stat" 2>/dev/null) || continue
-    [ -n "$start" ] && [ $((now - start)) -ge 1000 ] && targets+=(--target "pid:${p#/proc/}")
+  agents=("this=$agent")
+  if [ -n "${REFERENCE:-}" ]; then
+    [ -x "$REFERENCE" ] || { echo "bench-agent: REFERENCE=$REFERENCE is no executable" >&2; exit 2; }
+    agents=("reference=$REFERENCE" "this=$agent")
+  fi
+  for round in $(seq "${ROUNDS:-1}"); do
+    for a in "${agents[@]}"; do
+      name="node-${a%%=*}-$round"
+      for attempt in 1 2 3; do
+        # Processes that have lived 10 s or more: a node-wide run's containers are
+        # long-lived, and a pid that is gone when the agent starts is an error (as a target
+        # that does not exist); one that exits meanwhile all the same makes another attempt.
+        targets=()
+        now=$(awk '{print int($1 * 100)}' /proc/uptime)
+        for p in /proc/[0-9]*; do
+          start=$(awk '{print $22}' "$p/stat" 2>/dev/null) || continue
+          [ -n "$start" ] && [ $((now - start)) -ge 1000 ] && targets+=(--target "pid:${p#/proc/}")
+        done
+        echo "bench-agent: $name: ${#targets[@]} processes" >&2
+        if bin=${a#*=} run "$name" "${targets[@]}" --frequency 99 --duration-ms $((window * 1000)) --node bench; then
+          break
+        fi
+        grep -q 'no such process' "$work/$name.err" && [ "$attempt" -lt 3 ] || exit 1
+      done
+      report "$name" "$window"
+    done
   done
-  echo "bench-agent: node-wide: ${#targets[@]} processes" >&2
-  run node "${targets[@]}" --frequency 99 --duration-ms $((window * 1000)) --node bench
-  report node "$window"
 fi

@@ -19,6 +19,13 @@
 #   perf-dwarf-99, perf-dwarf-999   perf record --call-graph dwarf (copies 8 KiB of stack per
 #             sample and unwinds them afterwards)
 #
+# and for `switches` (images/runq `pingpong`: two threads handing a byte back and forth over
+# pipes on one CPU, about 50,000 context switches a second), the cost of following the scheduler
+# beside CPU mode, with the minimum-duration filter on (the default 1 ms) and off:
+#   offcpu-1ms, offcpu-0   kubectl-eagle profile --mode off-cpu --min-block 1ms|0 -- runq ...
+#   wall-1ms, wall-0       kubectl-eagle profile --mode wall -f 99 --min-block 1ms|0 -- runq ...
+# (runq prints its switch rate, `runq: N switches per second`, shown per variant.)
+#
 # What is measured is each runtime's sampler: eBPF for native code (and for Node.js, whose JIT
 # frames are named from the perf map that `node --perf-basic-prof` writes; `base` runs with the
 # same flags), JDK Flight Recorder attached through jattach for Java (started plainly), py-spy's
@@ -39,10 +46,12 @@
 # The profilers' own threads run real-time too, on whatever CPU is free. Every variant runs once,
 # uncounted, to warm caches up.
 #
-#   scripts/bench-overhead.sh                 native chains go python java node ruby, 7 repetitions each
+#   scripts/bench-overhead.sh                 native chains go python java node ruby switches, 7 repetitions each
+#   RUNTIMES=switches scripts/bench-overhead.sh   the scheduler's events only (off-CPU and wall modes)
 #   RUNTIMES="native java" REPS=11 scripts/bench-overhead.sh
 #   ROUNDS=2000 THREADS=2 RUNTIMES=native scripts/bench-overhead.sh   a two-thread native target
 #   RT=0 scripts/bench-overhead.sh            normal scheduling (an idle machine)
+#   BUILD=debug scripts/bench-overhead.sh     the debug binaries (see below)
 #
 # Runtimes whose toolchain (go, python3, java/javac, node, ruby) or helper (jattach: see
 # scripts/setup.sh) is missing are skipped with a note. Needs root (or CAP_BPF and
@@ -53,9 +62,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPS=${REPS:-7}
 THREADS=${THREADS:-1}
 RT=${RT:-1}
-read -r -a RUNTIMES <<<"${RUNTIMES:-native chains go python java node ruby}"
+read -r -a RUNTIMES <<<"${RUNTIMES:-native chains go python java node ruby switches}"
 # Rounds of about 2.5 s each on this machine, per runtime; ROUNDS overrides them all.
-declare -A rounds=([native]=1000 [chains]=1200 [go]=800 [python]=200 [java]=500 [node]=800 [ruby]=400)
+declare -A rounds=([native]=1000 [chains]=1200 [go]=800 [python]=200 [java]=500 [node]=800 [ruby]=400 [switches]=60000)
 
 policy=()
 if [ "$RT" = 1 ]; then
@@ -68,9 +77,17 @@ fi
 work=$(mktemp -d /tmp/eagle-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
-echo "building release binaries..." >&2
-cargo build --release --workspace --bins --quiet
-eagle=target/release/kubectl-eagle
+# BUILD=debug measures the debug binaries (no release build at hand): the kernel side, which is
+# what a target pays for, is the same eBPF program either way; the agent's own threads are slower.
+if [ "${BUILD:-release}" = debug ]; then
+  echo "building debug binaries..." >&2
+  cargo build --workspace --bins --quiet
+  eagle=target/debug/kubectl-eagle
+else
+  echo "building release binaries..." >&2
+  cargo build --release --workspace --bins --quiet
+  eagle=target/release/kubectl-eagle
+fi
 
 # Sets `target` to the runtime's fixed-work command line; fails (with the reason on stdout)
 # when the runtime cannot be measured here.
@@ -105,7 +122,12 @@ prepare() {
     ruby)
       command -v ruby >/dev/null || { echo "needs ruby"; return 1; }
       target=(ruby images/ruby/groundtruth.rb --rounds "$n") ;;
-    *) echo "unknown runtime (known: native go python java node ruby)"; return 1 ;;
+    switches)
+      local clang; clang=$(command -v clang-19 || command -v clang || true)
+      [ -n "$clang" ] || { echo "needs clang-19 or clang to build runq"; return 1; }
+      "$clang" -O2 -g -pthread -o "$work/runq" images/runq/runq.c
+      target=("$work/runq" pingpong --rounds "$n" --cpu 1) ;;
+    *) echo "unknown runtime (known: native chains go python java node ruby switches)"; return 1 ;;
   esac
 }
 
@@ -116,9 +138,12 @@ run() {
     base) "${policy[@]}" "${target[@]}" 2>"$log" ;;
     eagle-fp-*) EAGLE_UNWIND=frame-pointers "${policy[@]}" "$eagle" profile -f "${1#eagle-fp-}" -o "$work/out.folded" -- "${target[@]}" 2>"$log" ;;
     eagle-*) "${policy[@]}" "$eagle" profile -f "${1#eagle-}" -o "$work/out.folded" -- "${target[@]}" 2>"$log" ;;
+    offcpu-*) "${policy[@]}" "$eagle" profile --mode off-cpu --min-block "${1#offcpu-}" -o "$work/out.folded" -- "${target[@]}" 2>"$log" ;;
+    wall-*) "${policy[@]}" "$eagle" profile --mode wall -f 99 --min-block "${1#wall-}" -o "$work/out.folded" -- "${target[@]}" 2>"$log" ;;
     perf-dwarf-*) "${policy[@]}" perf record -q -F "${1#perf-dwarf-}" --call-graph dwarf -o "$work/perf.data" -- "${target[@]}" 2>"$log" >/dev/null ;;
     perf-*) "${policy[@]}" perf record -q -F "${1#perf-}" -g -o "$work/perf.data" -- "${target[@]}" 2>"$log" >/dev/null ;;
   esac
+  awk '/^runq: .* switches per second/ { print $2 }' "$log" >>"$work/$1.rate"
   awk '/^groundtruth: cpu/ { print $6, $3 }' "$log"
 }
 
@@ -131,6 +156,10 @@ for runtime in "${RUNTIMES[@]}"; do
     echo; echo "$runtime: skipped: $(cat "$work/why")"; continue
   fi
   variants=(base eagle-99)
+  if [ "$runtime" = switches ]; then
+    variants+=(offcpu-1ms offcpu-0 wall-1ms wall-0)
+  fi
+  rm -f "$work"/*.rate
   if [ "$runtime" = native ] || [ "$runtime" = chains ]; then
     variants+=(eagle-999 eagle-fp-99 eagle-fp-999)
     if perf record -F 99 -g -o "$work/probe.data" -- true >/dev/null 2>&1; then
@@ -160,8 +189,10 @@ for runtime in "${RUNTIMES[@]}"; do
   for v in "${variants[@]}"; do
     w=$(median <<<"${walls[$v]}")
     c=$(median <<<"${cpus[$v]}")
-    printf '%-14s %10.3f %10.3f %10.3f %10.3f  %s\n' "$v" "$w" "$c" "$(awk -v a="$w" -v b="$base_wall" 'BEGIN { print a / b }')" \
-      "$(awk -v a="$c" -v b="$base_cpu" 'BEGIN { print a / b }')" "${walls[$v]}"
+    rate=""
+    [ -s "$work/$v.rate" ] && rate="  $(median <"$work/$v.rate") switches/s;"
+    printf '%-14s %10.3f %10.3f %10.3f %10.3f %s %s\n' "$v" "$w" "$c" "$(awk -v a="$w" -v b="$base_wall" 'BEGIN { print a / b }')" \
+      "$(awk -v a="$c" -v b="$base_cpu" 'BEGIN { print a / b }')" "$rate" "${walls[$v]}"
   done
 done
 

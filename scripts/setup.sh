@@ -9,12 +9,17 @@ sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
 
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
 pkgs=(clang-19 libbpf-dev linux-libc-dev pkg-config)
-# Tests: real interpreters and their samplers' helpers (jattach starts Flight Recorder in a JVM).
-[ "$minimal" = --minimal ] || pkgs+=(bpftool util-linux binutils python3 python3-pip jattach ruby)
+# Tests: real interpreters and their samplers' helpers (jattach starts Flight Recorder in a JVM);
+# iproute2 and iptables make net_loss's two network namespaces, their veth pair and the loss.
+[ "$minimal" = --minimal ] || pkgs+=(bpftool util-linux binutils python3 python3-pip jattach ruby iproute2 iptables)
 if [ "$minimal" != --minimal ]; then
   command -v javac >/dev/null || pkgs+=(openjdk-17-jdk-headless)
   command -v node >/dev/null || pkgs+=(nodejs)
   command -v go >/dev/null || pkgs+=(golang-go)
+  # The arm64 CLI and agent, cross-built and started under qemu-user by scripts/test.sh:
+  # clang-19 compiles their C (ring) and eBPF objects for arm64 (with arm64's kernel headers),
+  # lld links against Rust's own musl (scripts/cross-arm64.sh).
+  pkgs+=(lld-19 qemu-user linux-libc-dev-arm64-cross)
 fi
 missing=()
 for p in "${pkgs[@]}"; do have_pkg "$p" || missing+=("$p"); done
@@ -32,6 +37,8 @@ if [ "$minimal" != --minimal ]; then
   for c in rustfmt clippy; do
     rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
   done
+  rustup target list --installed 2>/dev/null | grep -q "^aarch64-unknown-linux-musl$" \
+    || rustup target add aarch64-unknown-linux-musl
   command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
   # py-spy's program reads Python's native frames (`--native`; the agent reads Python through
   # py-spy's library otherwise, and Ruby through rbspy's); its PyPI wheel carries a static binary.

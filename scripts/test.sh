@@ -19,6 +19,8 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 stamp build
 cargo build --workspace --bins --locked
+stamp "arm64 CLI and agent, cross-built and started under qemu-user"
+scripts/cross-arm64.sh
 stamp "unit, fixture and local end-to-end tests"
 # Here and in CI every capability the tests need is set up (eBPF, the toolchains, py-spy,
 # jattach): a test that cannot run fails rather than skips (eagle_tests::skip). Skips allowed by

@@ -1,12 +1,15 @@
 //! The closing step of every command that writes a profile (`profile`, locally and in the
 //! cluster, `fetch`, `convert`): record what is known about the run, write the profile, say so
-//! on one line, and turn a partial result into its exit code. The summary and the checks on
+//! on one line, push it to the `--push` receivers, and turn a partial result or a failed push
+//! into its exit code. The summary and the checks on
 //! what was written follow in [`crate::gate::Gate::after_write`].
 
 use eagle_proto::FoldedStacks;
 
 use crate::error::{CliError, Exit};
+use crate::format::Format;
 use crate::output::{Destination, Labels};
+use crate::push;
 use crate::run_info::RunInfo;
 
 /// A merged profile, ready to be written.
@@ -36,5 +39,44 @@ pub fn write(destination: &Destination, profile: Profile) -> Result<Exit, CliErr
     if let (Some(partial), None) = (profile.partial, destination.run().partial) {
         destination.record_run(RunInfo { partial: Some(partial), ..Default::default() });
     }
-    Ok(if profile.partial == Some(true) { Exit::Partial } else { Exit::Ok })
+    let pushed = push_to_receivers(destination, profile.folded, &profile.labels);
+    Ok(if !pushed {
+        Exit::PushFailed
+    } else if profile.partial == Some(true) {
+        Exit::Partial
+    } else {
+        Exit::Ok
+    })
+}
+
+/// Pushes what was written to every `--push` receiver, one line each; false if any failed.
+fn push_to_receivers(destination: &Destination, folded: &FoldedStacks, labels: &Labels) -> bool {
+    let plan = destination.push();
+    if plan.is_empty() {
+        return true;
+    }
+    let mut all = true;
+    for pushed in push::deliver(plan, folded, labels, &destination.run()) {
+        let receiver = pushed.receiver.name();
+        match pushed.outcome {
+            Ok(what) => eprintln!("pushed {what} to {receiver} {}", pushed.url),
+            Err(why) => {
+                all = false;
+                // Folded and pprof files can be read back and pushed again; the other formats not.
+                let again = match (&destination.path, destination.format) {
+                    (Some(path), Format::Folded | Format::Pprof) => {
+                        let file = path.display();
+                        format!("; `kubectl eagle convert {file} -o {file} --push {receiver} URL` pushes it again")
+                    }
+                    _ => String::new(),
+                };
+                eprintln!(
+                    "kubectl-eagle: error: could not push the profile to {receiver} {}: {why}; the profile is in {}{again}",
+                    pushed.url,
+                    destination.describe(),
+                );
+            }
+        }
+    }
+    all
 }

@@ -119,7 +119,7 @@ pub fn profile(run: &LocalRun) -> Result<LocalResult, CliError> {
         .map_err(|e| CliError::Failed(format!("internal error: the local result stream does not decode: {e}")))?;
     // Which sampler took which process: the user never named a language, so say it.
     for w in result.shown_warnings().filter(|w| w.code.is_info()) {
-        eprintln!("{}", w.message);
+        eprintln!("{}", eagle_proto::for_people(w));
     }
     result.warnings.retain(|w| !expected_end(w));
     Ok(LocalResult { result, elapsed, interrupted: STOP.load(Ordering::Relaxed) })

@@ -22,10 +22,11 @@ mod input;
 #[cfg(target_os = "linux")]
 mod local;
 mod merge;
-#[cfg(target_os = "linux")]
+mod net_map;
 mod net_report;
 mod output;
 mod placement;
+mod push;
 mod run_info;
 #[cfg(test)]
 #[path = "../tests/common/snapshot.rs"]

@@ -10,16 +10,64 @@ use eagle_proto::{Direction, LatencyHistogram, NetPayload};
 use regex::Regex;
 use serde::Serialize;
 
+use crate::net_map::{Edge, PeerDirectory, ServiceMap};
+use crate::placement::Placements;
 use crate::table::{self, LEFT, RIGHT};
 
 /// Version of the JSON report's schema (docs/net.md).
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// Where a row's process runs, in a cluster: its container's pod and workload.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Owner {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// The container's name (`container` is its id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
+}
+
+impl Owner {
+    fn of(container: &Option<String>, naming: &Naming) -> Owner {
+        match container.as_ref().and_then(|c| naming.placements.get(c)) {
+            Some(p) => Owner {
+                namespace: Some(p.namespace.clone()),
+                workload: Some(p.workload.clone()),
+                pod: Some(p.pod.clone()),
+                container_name: Some(p.container.clone()),
+            },
+            None => Owner::default(),
+        }
+    }
+
+    /// `shop/api-1/app python3 (42)`, or `python3 (42)` outside a cluster.
+    fn process(&self, process: &str, pid: u32) -> String {
+        match (&self.namespace, &self.pod, &self.container_name) {
+            (Some(ns), Some(pod), Some(c)) => format!("{ns}/{pod}/{c} {process} ({pid})"),
+            _ => format!("{process} ({pid})"),
+        }
+    }
+}
+
+/// What the CLI knows to name a record's rows by: the pods of the containers it targeted, and
+/// the peers' pods and services. Empty for a local run.
+#[derive(Clone, Debug, Default)]
+pub struct Naming {
+    pub placements: Placements,
+    pub directory: PeerDirectory,
+}
 
 /// One route of one process, every status together.
 #[derive(Clone, Debug, Serialize)]
 pub struct RouteSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+    #[serde(flatten)]
+    pub owner: Owner,
     pub pid: u32,
     pub process: String,
     pub direction: Direction,
@@ -46,11 +94,16 @@ pub struct RouteSummary {
 pub struct PeerSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+    #[serde(flatten)]
+    pub owner: Owner,
     pub pid: u32,
     pub process: String,
     pub direction: Direction,
     pub local_port: u16,
     pub peer: String,
+    /// The peer's pod or service (`NS/pod/NAME`, `NS/service/NAME`), when the cluster says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_name: Option<String>,
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub connects: u64,
@@ -71,19 +124,25 @@ pub struct NetReport {
     pub http: Vec<RouteSummary>,
     pub peers: Vec<PeerSummary>,
     pub lost_events: u64,
+    /// Who calls whom (`net` in a cluster names the ends by pod, service and workload).
+    pub edges: Vec<Edge>,
 }
 
 fn ms(us: Option<f64>) -> Option<f64> {
     us.map(|us| us / 1000.0)
 }
 
-pub fn summarize(net: &NetPayload) -> NetReport {
+pub fn summarize(net: &NetPayload, naming: &Naming) -> NetReport {
     let window_s = (net.window_ms as f64 / 1000.0).max(0.001);
-    let mut routes: BTreeMap<(Option<String>, u32, Direction, String, String), RouteSummary> = BTreeMap::new();
+    // Rows read by namespace, workload and pod first (a container id orders nothing).
+    type RouteKey = (Owner, Option<String>, u32, Direction, String, String);
+    let mut routes: BTreeMap<RouteKey, RouteSummary> = BTreeMap::new();
     for r in &net.http {
-        let key = (r.container.clone(), r.pid, r.direction, r.method.clone(), r.path.clone());
+        let owner = Owner::of(&r.container, naming);
+        let key = (owner.clone(), r.container.clone(), r.pid, r.direction, r.method.clone(), r.path.clone());
         let row = routes.entry(key).or_insert_with(|| RouteSummary {
             container: r.container.clone(),
+            owner,
             pid: r.pid,
             process: r.process.clone(),
             direction: r.direction,
@@ -121,11 +180,13 @@ pub fn summarize(net: &NetPayload) -> NetReport {
             r
         })
         .collect();
-    let peers = net
+    let mut peers: Vec<PeerSummary> = net
         .peers
         .iter()
         .map(|p| PeerSummary {
             container: p.container.clone(),
+            owner: Owner::of(&p.container, naming),
+            peer_name: naming.directory.name(&p.peer),
             pid: p.pid,
             process: p.process.clone(),
             direction: p.direction,
@@ -144,7 +205,17 @@ pub fn summarize(net: &NetPayload) -> NetReport {
             rtt_ms: ms(p.rtt_us()),
         })
         .collect();
-    NetReport { schema_version: SCHEMA_VERSION, window_s, http, peers, lost_events: net.lost_events }
+    peers.sort_by(|a, b| {
+        (&a.owner, &a.container, a.pid, a.direction, &a.peer).cmp(&(
+            &b.owner,
+            &b.container,
+            b.pid,
+            b.direction,
+            &b.peer,
+        ))
+    });
+    let edges = ServiceMap::build(net, &naming.placements, &naming.directory).edges;
+    NetReport { schema_version: SCHEMA_VERSION, window_s, http, peers, lost_events: net.lost_events, edges }
 }
 
 fn direction_word(d: Direction) -> &'static str {
@@ -178,7 +249,7 @@ pub fn table(report: &NetReport) -> String {
             .to_vec()];
         for r in &report.http {
             rows.push(vec![
-                format!("{} ({})", r.process, r.pid),
+                r.owner.process(&r.process, r.pid),
                 direction_word(r.direction).into(),
                 r.method.clone(),
                 r.path.clone(),
@@ -198,12 +269,15 @@ pub fn table(report: &NetReport) -> String {
         .map(String::from)
         .to_vec()];
     for p in &report.peers {
-        let peer = match p.direction {
+        let mut peer = match p.direction {
             Direction::Inbound => format!("{} -> :{}", p.peer, p.local_port),
             _ => p.peer.clone(),
         };
+        if let Some(name) = &p.peer_name {
+            peer.push_str(&format!(" ({name})"));
+        }
         rows.push(vec![
-            format!("{} ({})", p.process, p.pid),
+            p.owner.process(&p.process, p.pid),
             direction_word(p.direction).into(),
             peer,
             bytes(p.bytes_sent),
@@ -234,12 +308,18 @@ fn label(v: &str) -> String {
 
 /// The Prometheus text exposition format: counters over the window and latency histograms
 /// (cumulative `le` buckets in seconds, at the bounds of the buckets that hold requests).
-pub fn prometheus(net: &NetPayload) -> String {
+pub fn prometheus(net: &NetPayload, naming: &Naming) -> String {
     let mut out = String::new();
     let process_labels = |container: &Option<String>, pid: u32, process: &str| {
         let mut l = format!("pid=\"{pid}\",process=\"{}\"", label(process));
         if let Some(c) = container {
             l.push_str(&format!(",container=\"{}\"", label(c)));
+        }
+        let owner = Owner::of(container, naming);
+        for (name, value) in [("namespace", &owner.namespace), ("workload", &owner.workload), ("pod", &owner.pod)] {
+            if let Some(v) = value {
+                l.push_str(&format!(",{name}=\"{}\"", label(v)));
+            }
         }
         l
     };
@@ -271,7 +351,7 @@ pub fn prometheus(net: &NetPayload) -> String {
         "# HELP {name} HTTP/1.x requests by route and status, and their latency.\n# TYPE {name} histogram\n"
     ));
     for r in &net.http {
-        let labels = format!(
+        let mut labels = format!(
             "{},direction=\"{}\",method=\"{}\",path=\"{}\",status=\"{}\"",
             process_labels(&r.container, r.pid, &r.process),
             direction_word(r.direction),
@@ -279,6 +359,9 @@ pub fn prometheus(net: &NetPayload) -> String {
             label(&r.path),
             r.status
         );
+        if !r.peer.is_empty() {
+            labels.push_str(&format!(",peer=\"{}\"", label(&r.peer)));
+        }
         let mut cumulative = 0;
         let mut sum_us = 0.0;
         for &(index, count) in &r.latency_us.buckets {
@@ -418,7 +501,7 @@ mod tests {
 
     #[test]
     fn routes_add_up_over_their_statuses() {
-        let report = summarize(&payload());
+        let report = summarize(&payload(), &Naming::default());
         let r = &report.http[0];
         assert_eq!((r.requests, r.errors, r.rate_per_s, r.error_ratio), (100, 10, 10.0, 0.1));
         assert!((r.p50_ms.unwrap() - 20.0).abs() < 0.7, "{:?}", r.p50_ms);
@@ -429,7 +512,7 @@ mod tests {
 
     #[test]
     fn rules_judge_each_matching_row() {
-        let report = summarize(&payload());
+        let report = summarize(&payload(), &Naming::default());
         let rules = [
             NetRule::parse_p99("http:/api/.*=200ms").unwrap(),
             NetRule::parse_p99("http:/other=1ms").unwrap(),
@@ -447,7 +530,7 @@ mod tests {
     fn prometheus_lines_carry_escaped_labels_and_cumulative_buckets() {
         let mut net = payload();
         net.http[0].path = "/a\"b".into();
-        let text = prometheus(&net);
+        let text = prometheus(&net, &Naming::default());
         assert!(text.contains("path=\"/a\\\"b\""), "{text}");
         assert!(text.contains("eagle_http_request_duration_seconds_count{pid=\"7\",process=\"srv\",direction=\"in\",method=\"GET\",path=\"/a\\\"b\",status=\"200\"} 90"));
         assert!(text.contains("eagle_tcp_retransmits_total{pid=\"7\""));

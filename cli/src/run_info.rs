@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use eagle_proto::Unit;
+use eagle_proto::{CgroupCpuStat, NodeResult, Unit};
 use serde::{Deserialize, Serialize};
 
 /// What is known about the run that produced a profile; `None` where it is not (a profile read
@@ -17,6 +17,57 @@ pub struct RunInfo {
     pub nodes: Option<Vec<NodeStatus>>,
     /// What a count stands for; `None` (unknown) reads as CPU samples.
     pub unit: Option<Unit>,
+    /// Off-CPU and wall runs: the CPU-limit counters of the profiled cgroups, per node.
+    pub cgroups: Option<Vec<CgroupCpu>>,
+}
+
+/// One cgroup's CPU limit over the window, beside what the profile measured for its
+/// processes: the `cgroups` of the `--summary` file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CgroupCpu {
+    pub node: String,
+    /// As `/proc/PID/cgroup` names it (the cpu controller's hierarchy).
+    pub cgroup: String,
+    /// A profiled process in it.
+    pub pid: u32,
+    /// The limit (cgroup v1 `cfs_quota_us / cfs_period_us`, v2 `cpu.max`); null: none.
+    pub limit_millicores: Option<u64>,
+    /// `cpu.stat` over the window: periods, periods throttled, time throttled (summed over CPUs).
+    pub nr_periods: u64,
+    pub nr_throttled: u64,
+    pub throttled_seconds: f64,
+    /// What the profile measured for the processes of the cgroup it profiled: time their
+    /// threads were runnable and held back by the limit, and runnable and waiting for a CPU.
+    pub measured_throttled_seconds: f64,
+    pub measured_waiting_seconds: f64,
+}
+
+impl CgroupCpu {
+    /// The cgroups a node's agent reported (`info-cgroup-cpu`).
+    pub fn of_node(result: &NodeResult) -> Vec<CgroupCpu> {
+        result
+            .warnings
+            .iter()
+            .filter_map(CgroupCpuStat::from_warning)
+            .map(|s| CgroupCpu {
+                node: result.header.node.clone(),
+                cgroup: s.cgroup,
+                pid: s.pid,
+                limit_millicores: s.limit_millicores,
+                nr_periods: s.nr_periods,
+                nr_throttled: s.nr_throttled,
+                throttled_seconds: s.throttled_us as f64 / 1e6,
+                measured_throttled_seconds: s.measured_throttled_us as f64 / 1e6,
+                measured_waiting_seconds: s.measured_waiting_us as f64 / 1e6,
+            })
+            .collect()
+    }
+
+    /// Every node's, or `None` when no node reported any (CPU runs).
+    pub fn of_nodes<'a>(results: impl IntoIterator<Item = &'a NodeResult>) -> Option<Vec<CgroupCpu>> {
+        let all: Vec<CgroupCpu> = results.into_iter().flat_map(CgroupCpu::of_node).collect();
+        (!all.is_empty()).then_some(all)
+    }
 }
 
 impl RunInfo {
@@ -29,6 +80,7 @@ impl RunInfo {
             partial: self.partial.or(other.partial),
             nodes: self.nodes.or_else(|| other.nodes.clone()),
             unit: self.unit.or(other.unit),
+            cgroups: self.cgroups.or_else(|| other.cgroups.clone()),
         }
     }
 

@@ -11,7 +11,7 @@ use crate::analysis::{round, Analysis, FunctionStats, Measure};
 use crate::check::CheckReport;
 use crate::error::CliError;
 use crate::files;
-use crate::run_info::{NodeStatus, RunInfo};
+use crate::run_info::{CgroupCpu, NodeStatus, RunInfo};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -49,6 +49,10 @@ pub struct Summary {
     pub top_self: Vec<FunctionShare>,
     /// Functions by total share (anywhere on the stack), highest first.
     pub top_total: Vec<FunctionShare>,
+    /// Off-CPU and wall runs: each profiled cgroup's CPU limit, its own throttling counters
+    /// over the window, and the time the profile measured its processes throttled and waiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroups: Option<Vec<CgroupCpu>>,
     /// The checks run on this profile (`--max` ...), absent when none were asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checks: Option<CheckReport>,
@@ -94,6 +98,7 @@ impl Summary {
             nodes: run.nodes.clone(),
             top_self: analysis.top(Measure::SelfTime, top).into_iter().map(share).collect(),
             top_total: analysis.top(Measure::Total, top).into_iter().map(share).collect(),
+            cgroups: run.cgroups.clone(),
             checks: None,
         }
     }

@@ -44,12 +44,13 @@ def quantile(values, q):
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--host", default="127.0.0.1", help="the server's address (a pod IP in a cluster)")
     ap.add_argument("--port", type=int, default=8080)
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--rate", type=float, default=50.0)
     ap.add_argument("--connections", type=int, default=2)
     args = ap.parse_args()
-    conns = [socket.create_connection(("127.0.0.1", args.port)) for _ in range(args.connections)]
+    conns = [socket.create_connection((args.host, args.port)) for _ in range(args.connections)]
     pending = [b""] * len(conns)
     sent = received = errors = 0
     latencies = []
@@ -60,7 +61,7 @@ def main():
         if due > now:
             time.sleep(due - now)
         c = i % len(conns)
-        request = b"GET /api/items/%d HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % (1000 + i)
+        request = b"GET /api/items/%d HTTP/1.1\r\nHost: %s\r\n\r\n" % (1000 + i, args.host.encode())
         t0 = time.monotonic()
         conns[c].sendall(request)
         sent += len(request)

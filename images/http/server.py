@@ -17,6 +17,7 @@ import time
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=8080)
+    ap.add_argument("--bind", default="127.0.0.1", help="address to listen on (0.0.0.0 in a pod)")
     ap.add_argument("--delay-ms", type=float, default=20.0)
     ap.add_argument("--slow-ms", type=float, default=80.0)
     ap.add_argument("--slow-every", type=int, default=25)
@@ -49,7 +50,7 @@ def main():
         def log_message(self, *a):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    server = http.server.ThreadingHTTPServer((args.bind, args.port), Handler)
     if args.ready_file:
         with open(args.ready_file + ".tmp", "w") as f:
             f.write(str(os.getpid()))

@@ -23,6 +23,9 @@ struct eagle_stack_key {
 	__s32 kernel_stack_id; /* -EFAULT is normal: the sample hit user mode */
 	__u32 flags;           /* enum eagle_key_flag */
 	__u64 user_stack_hash; /* with EAGLE_KEY_UNWOUND: key of the user stack in `ustacks_N` */
+	__u32 tid;             /* the thread, for processes in `by_thread` (a JVM's threads outside
+	                        * Java code get their native stacks); 0 for the others */
+	__u32 _pad;
 };
 
 /* Written into `active` (instead of a buffer, 0 or 1) when the sampling window ends: no sample
@@ -37,12 +40,29 @@ enum eagle_key_flag {
 	/* Time blocked, not a CPU sample: the count is nanoseconds, and the stacks are in
 	 * `offcpu_stacks` / `offcpu_ustacks` (which live for the whole run). */
 	EAGLE_KEY_OFFCPU = 4,
+	/* With EAGLE_KEY_OFFCPU: time runnable but waiting for a CPU (preempted, or woken and not
+	 * yet running), not blocked. */
+	EAGLE_KEY_WAIT = 8,
+	/* With EAGLE_KEY_OFFCPU: time runnable but held back by its cgroup's CPU limit (the CFS
+	 * bandwidth controller throttled its group). */
+	EAGLE_KEY_THROTTLED = 16,
 };
 
 /* Value of `offcpu_start` (key: thread id): a thread switched out while not runnable, when,
  * and the stacks it blocked at. */
 struct eagle_offcpu_start {
 	__u64 since; /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) at the switch */
+	struct eagle_stack_key key;
+};
+
+/* Value of `wait_start` (key: thread id): a thread runnable but not running since `since`, the
+ * stacks it stopped at, and its group's throttled time then, to split the wait at its end. */
+struct eagle_wait_start {
+	__u64 since;     /* bpf_ktime_get_ns() when it was preempted or woken */
+	__u64 cfs_rq;    /* the kernel's `struct cfs_rq *` it was queued on (0: none known) */
+	__u64 throttled; /* that group's throttled time then (rq clock ns, see `group_throttled`) */
+	__u32 throttled_then; /* 1: its group was throttled as the wait began */
+	__u32 _pad;
 	struct eagle_stack_key key;
 };
 
@@ -130,7 +150,9 @@ enum eagle_counter {
 	EAGLE_OFFCPU_SHORT = 8,   /* blocks shorter than min_block: not counted */
 	EAGLE_OFFCPU_LOST = 9,    /* blocks whose stack or start could not be kept */
 	EAGLE_NOT_TARGET = 10,    /* dropped: a process that reuses a target's pid, not the target */
-	EAGLE_COUNTER_MAX = 11,
+	EAGLE_WAITS = 11,         /* waits for a CPU (or the CPU limit) counted (min_block or longer) */
+	EAGLE_WAITS_SHORT = 12,   /* waits shorter than min_block: not counted */
+	EAGLE_COUNTER_MAX = 13,
 };
 
 #endif

@@ -27,6 +27,8 @@ pub mod names {
     /// The end of a block: the thread is woken.
     pub const WAKEUP_PROGRAM: &str = "offcpu_wakeup";
     pub const OFFCPU_START: &str = "offcpu_start";
+    /// Threads runnable but not running: preempted, throttled, or woken and not yet running.
+    pub const WAIT_START: &str = "wait_start";
     pub const OFFCPU_STACKS: &str = "offcpu_stacks";
     pub const OFFCPU_USER_STACKS: &str = "offcpu_ustacks";
     pub const MIN_BLOCK_NS: &str = "MIN_BLOCK_NS";
@@ -41,6 +43,8 @@ pub mod names {
     pub const COUNTERS: &str = "counters";
     pub const STACKS: [&str; 2] = ["stacks_0", "stacks_1"];
     pub const COUNTS: [&str; 2] = ["counts_0", "counts_1"];
+    /// Processes whose CPU samples are counted per thread.
+    pub const BY_THREAD: &str = "by_thread";
     pub const CHILD_PID_OFFSET: &str = "CHILD_PID_OFFSET";
     pub const UNWIND_WITH_TABLES: &str = "UNWIND_WITH_TABLES";
     pub const CHECK_IDENTITY: &str = "CHECK_IDENTITY";
@@ -71,6 +75,10 @@ pub mod key_flags {
     pub const PENDING: u32 = 2;
     /// Time blocked: the count is nanoseconds, the stacks are in the `offcpu_*` maps.
     pub const OFFCPU: u32 = 4;
+    /// With [`OFFCPU`]: runnable, waiting for a CPU (preempted, or woken and not yet running).
+    pub const WAIT: u32 = 8;
+    /// With [`OFFCPU`]: runnable, held back by its cgroup's CPU limit (throttled).
+    pub const THROTTLED: u32 = 16;
 }
 
 /// `UserStack::flags`: `enum eagle_stack_flag`.
@@ -117,6 +125,9 @@ pub struct StackKey {
     pub flags: u32,
     /// With [`key_flags::UNWOUND`]: key of the user stack in `ustacks_N`.
     pub user_stack_hash: u64,
+    /// The thread, for processes in `by_thread`; 0 for the others.
+    pub tid: u32,
+    pub _pad: u32,
 }
 
 /// One row of an object's unwind table: `struct eagle_unwind_row`.
@@ -208,9 +219,13 @@ pub enum Counter {
     OffCpuLost = 9,
     /// Dropped: a process that reuses a target's pid, not the target.
     NotTarget = 10,
+    /// Waits for a CPU or the CPU limit counted (the minimum duration or longer).
+    Waits = 11,
+    /// Waits shorter than the minimum duration: not counted.
+    WaitsShort = 12,
 }
 
-pub const COUNTER_MAX: u32 = 11;
+pub const COUNTER_MAX: u32 = 13;
 
 /// Value of `offcpu_start`: `struct eagle_offcpu_start`.
 #[repr(C)]
@@ -221,15 +236,34 @@ pub struct OffCpuStart {
     pub key: StackKey,
 }
 
+/// Value of `wait_start`: `struct eagle_wait_start`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WaitStart {
+    /// CLOCK_MONOTONIC nanoseconds when the thread was preempted or woken.
+    pub since: u64,
+    /// The kernel's `struct cfs_rq *` it waited on (an address, never dereferenced here).
+    pub cfs_rq: u64,
+    /// That group's throttled time then, on its run queue's clock.
+    pub throttled: u64,
+    /// 1: its group was throttled as the wait began.
+    pub throttled_then: u32,
+    pub _pad: u32,
+    pub key: StackKey,
+}
+
 #[cfg(feature = "user")]
-// SAFETY: plain old data, `repr(C)`, no padding (24 bytes: 4 x u32, then a u64).
+// SAFETY: plain old data, `repr(C)`, no padding (32 bytes: 4 x u32, a u64, 2 x u32).
 unsafe impl aya::Pod for StackKey {}
 #[cfg(feature = "user")]
 // SAFETY: as above (16 bytes: 2 x u32, then a u64).
 unsafe impl aya::Pod for TargetEntry {}
 #[cfg(feature = "user")]
-// SAFETY: as above (a u64, then the 24-byte key: 32 bytes, no padding).
+// SAFETY: as above (a u64, then the 32-byte key: 40 bytes, no padding).
 unsafe impl aya::Pod for OffCpuStart {}
+#[cfg(feature = "user")]
+// SAFETY: as above (3 x u64, 2 x u32, then the 32-byte key: 64 bytes, no padding).
+unsafe impl aya::Pod for WaitStart {}
 #[cfg(feature = "user")]
 // SAFETY: as above (8 bytes, no padding).
 unsafe impl aya::Pod for UnwindRow {}

@@ -32,10 +32,19 @@ char LICENSE[] SEC("license") = "GPL";
 #define TCP_SYN_RECV 3
 #define TCP_CLOSE 7
 
+/* System call numbers and the register of their second argument (the buffer), per
+ * architecture (the kernel's own tables: arch/x86/entry/syscalls, include/uapi/asm-generic). */
+#if defined(__TARGET_ARCH_arm64)
+#define SYS_READ 63
+#define SYS_WRITE 64
+#define SYS_SENDTO 206
+#define SYS_RECVFROM 207
+#else
 #define SYS_READ 0
 #define SYS_WRITE 1
 #define SYS_SENDTO 44
 #define SYS_RECVFROM 45
+#endif
 
 /* The processes to watch (tgid -> 1), filled by the agent and extended by the fork hook. */
 struct {
@@ -120,11 +129,19 @@ struct task_struct {
 	int tgid;
 } __attribute__((preserve_access_index));
 
+#if defined(__TARGET_ARCH_arm64)
+struct pt_regs {
+	unsigned long regs[31];
+} __attribute__((preserve_access_index));
+#define SECOND_ARGUMENT(r) BPF_CORE_READ(r, regs[1])
+#else
 struct pt_regs {
 	unsigned long di;
 	unsigned long si;
 	unsigned long dx;
 } __attribute__((preserve_access_index));
+#define SECOND_ARGUMENT(r) BPF_CORE_READ(r, si)
+#endif
 
 static __always_inline void bump(__u32 counter)
 {
@@ -420,7 +437,7 @@ int net_sys_enter(__u64 *ctx)
 		return 0;
 	struct pt_regs *regs = (struct pt_regs *)ctx[0];
 	struct pending_io io = {
-		.buf = BPF_CORE_READ(regs, si),
+		.buf = SECOND_ARGUMENT(regs),
 		.write = id == SYS_WRITE || id == SYS_SENDTO,
 	};
 	__u32 tid = (__u32)pid_tgid;

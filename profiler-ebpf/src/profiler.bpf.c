@@ -19,6 +19,23 @@
 #include <bpf/bpf_core_read.h>
 #include "eagle.h"
 
+/* The user registers the unwinder starts from, per architecture: the instruction pointer, the
+ * stack pointer and the frame pointer (rbp; x29 on arm64, whose frame records have the same
+ * layout: the caller's frame pointer, then the return address). */
+#if defined(__TARGET_ARCH_arm64)
+typedef struct user_pt_regs eagle_user_regs;
+#define REGS_IN_USER_MODE(r) (((r).pstate & 0xf) == 0) /* PSR_MODE_EL0t */
+#define REGS_IP(r) ((r).pc)
+#define REGS_SP(r) ((r).sp)
+#define REGS_BP(r) ((r).regs[29])
+#else
+typedef struct pt_regs eagle_user_regs;
+#define REGS_IN_USER_MODE(r) (((r).cs & 3) == 3)
+#define REGS_IP(r) ((r).rip)
+#define REGS_SP(r) ((r).rsp)
+#define REGS_BP(r) ((r).rbp)
+#endif
+
 char LICENSE[] SEC("license") = "GPL";
 
 /* 0: walk every user stack by frame pointers, as before tables existed (for comparisons). */
@@ -31,6 +48,26 @@ const volatile __u32 CHECK_IDENTITY = 0;
 /* Nanoseconds per clock tick (USER_HZ), the unit of /proc/PID/stat's start time. */
 const volatile __u64 NSEC_PER_CLOCK_TICK = 10000000;
 
+/* The CFS side of a task, for the time its group's CPU limit held it back. A task's
+ * `se.cfs_rq` is its cgroup's run queue on the CPU it is queued on (with
+ * CONFIG_FAIR_GROUP_SCHED); the bandwidth controller (CONFIG_CFS_BANDWIDTH) keeps there how
+ * long that run queue has been throttled: `throttled_clock_self_time` adds up the throttled
+ * periods that ended, and `throttled_clock_self` is when the current one began (0: none), both
+ * on the clock of its CPU's run queue (`rq->clock`). Linux 6.5 and later. */
+struct rq {
+	__u64 clock;
+} __attribute__((preserve_access_index));
+
+struct cfs_rq {
+	struct rq *rq;
+	__u64 throttled_clock_self;
+	__u64 throttled_clock_self_time;
+} __attribute__((preserve_access_index));
+
+struct sched_entity {
+	struct cfs_rq *cfs_rq;
+} __attribute__((preserve_access_index));
+
 /* The kernel's view of a task, reduced to the fields read here. `preserve_access_index` makes
  * every access a CO-RE relocation: the loader rewrites the offsets from the running kernel's BTF
  * (/sys/kernel/btf/vmlinux), so no header of the build machine's kernel is baked in. */
@@ -39,6 +76,7 @@ struct task_struct {
 	int tgid;
 	struct task_struct *group_leader;
 	__u64 start_boottime;
+	struct sched_entity se;
 } __attribute__((preserve_access_index));
 
 struct {
@@ -54,6 +92,16 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } active SEC(".maps");
+
+/* Processes whose CPU samples are counted per thread (`eagle_stack_key.tid`): JVMs read by
+ * Flight Recorder, whose threads outside Java code (compilers, GC) get their native stacks
+ * from here. Any other process keeps one bucket per stack, whichever thread ran it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32); /* tgid */
+	__type(value, __u32);
+} by_thread SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -112,7 +160,16 @@ struct {
 STACK_MAP(offcpu_stacks);
 USER_STACK_MAP(offcpu_ustacks);
 
-/* Blocks shorter than this are not counted (the agent's --min-block-us). */
+/* Threads runnable but not running now (key: thread id): preempted, or woken and not yet on a
+ * CPU, with the stacks they stopped at and their group's throttled time then. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 32768);
+	__type(key, __u32);
+	__type(value, struct eagle_wait_start);
+} wait_start SEC(".maps");
+
+/* Blocks and waits shorter than this are not counted (the agent's --min-block-us). */
 const volatile __u64 MIN_BLOCK_NS = 1000000;
 
 /* The executable mappings of each process the agent built tables for (key: tgid). */
@@ -380,6 +437,11 @@ static long unwind_step(__u32 index, void *ctx)
 		cfa = s->sp + 8 + ((s->ip & 15) >= row.cfa_offset ? 8 : 0);
 		break;
 	case EAGLE_CFA_SIGNAL: {
+#if defined(__TARGET_ARCH_arm64)
+		/* The agent builds tables for x86-64 code only: there is no arm64 signal row. */
+		s->stack.flags |= EAGLE_STACK_TRUNCATED;
+		return STEP_STOP;
+#else
 		/* rsp points at the ucontext of the rt_sigframe; its mcontext (at 40) holds rbp at
 		 * 80, rsp at 120 and rip at 128: the interrupted code, at the instruction it was on. */
 		__u64 regs[7]; /* rbp, rbx, rdx, rax, rcx, rsp, rip */
@@ -392,6 +454,7 @@ static long unwind_step(__u32 index, void *ctx)
 		s->ip = regs[6];
 		s->exact_ip = 1;
 		return STEP_ON;
+#endif
 	}
 	case EAGLE_CFA_END:
 		return STEP_STOP;
@@ -430,14 +493,15 @@ static long unwind_step(__u32 index, void *ctx)
 static __always_inline int saved_user_regs(__u64 *ip, __u64 *sp, __u64 *bp)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct pt_regs regs;
+	/* arm64's kernel pt_regs starts with the user_pt_regs. */
+	eagle_user_regs regs;
 	if (bpf_probe_read_kernel(&regs, sizeof(regs), (void *)bpf_task_pt_regs(task)) != 0)
 		return 0;
-	if ((regs.cs & 3) != 3)
+	if (!REGS_IN_USER_MODE(regs))
 		return 0; /* a kernel thread: no user stack */
-	*ip = regs.rip;
-	*sp = regs.rsp;
-	*bp = regs.rbp;
+	*ip = REGS_IP(regs);
+	*sp = REGS_SP(regs);
+	*bp = REGS_BP(regs);
 	return 1;
 }
 
@@ -445,10 +509,10 @@ static __always_inline int saved_user_regs(__u64 *ip, __u64 *sp, __u64 *bp)
  * entry to the kernel. */
 static __always_inline int user_regs(struct bpf_perf_event_data *ctx, __u64 *ip, __u64 *sp, __u64 *bp)
 {
-	if ((ctx->regs.cs & 3) == 3) {
-		*ip = ctx->regs.rip;
-		*sp = ctx->regs.rsp;
-		*bp = ctx->regs.rbp;
+	if (REGS_IN_USER_MODE(ctx->regs)) {
+		*ip = REGS_IP(ctx->regs);
+		*sp = REGS_SP(ctx->regs);
+		*bp = REGS_BP(ctx->regs);
 		return 1;
 	}
 	return saved_user_regs(ip, sp, bp);
@@ -526,7 +590,10 @@ int sample_cpu(struct bpf_perf_event_data *ctx)
 	if (buffer >= EAGLE_WINDOW_ENDED)
 		return 0;
 	bump(EAGLE_SAMPLES);
+	__u64 id = bpf_get_current_pid_tgid();
 	struct eagle_stack_key key = { .tgid = tgid };
+	if (bpf_map_lookup_elem(&by_thread, &tgid))
+		key.tid = (__u32)id;
 
 	/* User stacks by the tables where the agent built them; by frame pointers otherwise,
 	 * as before, asking the agent for tables unless it gave up on this process. */
@@ -581,24 +648,121 @@ int sample_cpu(struct bpf_perf_event_data *ctx)
  * unsigned int prev_state), the last since Linux 5.18. It runs on the CPU that switches, with
  * `prev` still current: its stacks are where it stopped.
  *
- * A target thread that leaves the CPU not runnable (prev_state != TASK_RUNNING, and not
- * preempted) starts a block: its stacks are taken now and kept with the time. When the thread
- * is woken (or switched in, whichever is seen first), the time since is added to its stacks'
- * count, if it is at least MIN_BLOCK_NS. A thread preempted while runnable is waiting for a CPU, not blocked. */
+ * A target thread that leaves the CPU stops at a stack, taken now, and is off the CPU until it
+ * is switched in again, in two ways:
+ * - blocked (not runnable: prev_state != TASK_RUNNING, and not preempted) until it is woken
+ *   (or switched in, whichever is seen first): a block, kept in `offcpu_start`;
+ * - runnable but not running: preempted (or throttled: its group used up its CPU limit) until
+ *   it runs again, or woken after a block until it runs: a wait, kept in `wait_start`. At its
+ *   end the wait is split by how much of it its group spent throttled (`group_throttled`):
+ *   that part is EAGLE_KEY_THROTTLED, the rest EAGLE_KEY_WAIT (waiting for a CPU).
+ * Each is counted on its stacks if it lasted MIN_BLOCK_NS or more. */
 struct task_struct;
 static __always_inline int task_tid(struct task_struct *task);
-static __always_inline void end_block(__u32 tid, __u64 now);
+
+static __always_inline void *active_counts(__u32 buffer)
+{
+	return buffer == 1 ? (void *)&counts_1 : (void *)&counts_0;
+}
+
+static __always_inline __u32 active_buffer_now(void)
+{
+	__u32 zero = 0;
+	__u32 *active_buffer = bpf_map_lookup_elem(&active, &zero);
+	return active_buffer ? *(volatile __u32 *)active_buffer : 0;
+}
+
+/* The CFS run queue `task` is queued on, or NULL (no group scheduling in this kernel). */
+static __always_inline struct cfs_rq *task_cfs_rq(struct task_struct *task)
+{
+	if (!bpf_core_field_exists(task->se.cfs_rq))
+		return 0;
+	return BPF_CORE_READ(task, se.cfs_rq);
+}
+
+/* How long `cfs_rq` has been throttled so far, in its run queue's clock: the periods that ended
+ * plus the one under way. The difference of two readings is the throttled time between them.
+ * 0 without the kernel's accounting (before 6.5, or without CONFIG_CFS_BANDWIDTH). */
+static __always_inline __u64 group_throttled(struct cfs_rq *cfs_rq, __u32 *throttled_now)
+{
+	if (!cfs_rq || !bpf_core_field_exists(cfs_rq->throttled_clock_self))
+		return 0;
+	__u64 total = BPF_CORE_READ(cfs_rq, throttled_clock_self_time);
+	__u64 since = BPF_CORE_READ(cfs_rq, throttled_clock_self);
+	if (since) {
+		__u64 clock = BPF_CORE_READ(cfs_rq, rq, clock);
+		if (clock > since)
+			total += clock - since;
+		*throttled_now = 1;
+	}
+	return total;
+}
+
+/* `task` (thread `tid`) is runnable from `now` on, and stopped at `key`'s stacks. */
+static __always_inline void begin_wait(struct task_struct *task, __u32 tid, struct eagle_stack_key *key, __u64 now)
+{
+	struct eagle_wait_start wait = { .since = now, .key = *key };
+	wait.key.flags = (key->flags & ~(EAGLE_KEY_WAIT | EAGLE_KEY_THROTTLED)) | EAGLE_KEY_OFFCPU;
+	struct cfs_rq *cfs_rq = task_cfs_rq(task);
+	wait.cfs_rq = (__u64)cfs_rq;
+	wait.throttled = group_throttled(cfs_rq, &wait.throttled_then);
+	if (bpf_map_update_elem(&wait_start, &tid, &wait, BPF_ANY) != 0)
+		bump(EAGLE_OFFCPU_LOST);
+}
+
+/* Thread `tid` runs again: its wait, if one was under way, is counted, split into the time its
+ * group was throttled and the rest. Counted once, by whoever removes the entry. */
+static __always_inline void end_wait(__u32 tid, __u64 now)
+{
+	struct eagle_wait_start *start = bpf_map_lookup_elem(&wait_start, &tid);
+	if (!start)
+		return;
+	__u32 buffer = active_buffer_now();
+	/* After the window: the agent counts it up to the window's end (`close_blocks`). */
+	if (buffer >= EAGLE_WINDOW_ENDED)
+		return;
+	__u64 waited = now - start->since;
+	__u64 throttled_before = start->throttled;
+	struct cfs_rq *cfs_rq = (struct cfs_rq *)start->cfs_rq;
+	struct eagle_stack_key key = start->key;
+	if (bpf_map_delete_elem(&wait_start, &tid) != 0)
+		return; /* ended on another CPU meanwhile */
+	if (waited < MIN_BLOCK_NS) {
+		bump(EAGLE_WAITS_SHORT);
+		return;
+	}
+	/* The group's throttled time since the wait began is the part its CPU limit held the
+	 * thread back. (A thread moved to another CPU while it waited is judged by the run queue
+	 * it waited on first: a throttled thread is not moved, it waits where it was throttled.) */
+	__u32 throttled_now = 0;
+	__u64 throttled_after = group_throttled(cfs_rq, &throttled_now);
+	__u64 throttled = throttled_after > throttled_before ? throttled_after - throttled_before : 0;
+	if (throttled > waited)
+		throttled = waited;
+	void *counts = active_counts(buffer);
+	int kept = 1;
+	if (throttled > 0) {
+		key.flags |= EAGLE_KEY_THROTTLED;
+		kept &= record_n(counts, &key, throttled);
+		key.flags &= ~EAGLE_KEY_THROTTLED;
+	}
+	if (waited > throttled) {
+		key.flags |= EAGLE_KEY_WAIT;
+		kept &= record_n(counts, &key, waited - throttled);
+	}
+	bump(kept ? EAGLE_WAITS : EAGLE_COUNTS_FULL);
+}
 
 /* A block ends when its thread is woken (runnable again): the time it then waits for a CPU is
- * not time blocked. Counted once, by whoever removes the entry. */
-static __always_inline void end_block(__u32 tid, __u64 now)
+ * a wait, begun here with the block's stacks. Counted once, by whoever removes the entry.
+ * `woken`: the thread was woken (else it is being switched in, and waits no more). */
+static __always_inline void end_block(struct task_struct *task, __u64 now, int woken)
 {
+	__u32 tid = task_tid(task);
 	struct eagle_offcpu_start *start = bpf_map_lookup_elem(&offcpu_start, &tid);
 	if (!start)
 		return;
-	__u32 zero = 0;
-	__u32 *active_buffer = bpf_map_lookup_elem(&active, &zero);
-	__u32 buffer = active_buffer ? *(volatile __u32 *)active_buffer : 0;
+	__u32 buffer = active_buffer_now();
 	/* After the window: the block stays for the agent, which counts it up to the window's
 	 * end (`close_blocks`). */
 	if (buffer >= EAGLE_WINDOW_ENDED)
@@ -609,36 +773,61 @@ static __always_inline void end_block(__u32 tid, __u64 now)
 		return; /* ended on another CPU meanwhile */
 	if (blocked < MIN_BLOCK_NS)
 		bump(EAGLE_OFFCPU_SHORT);
-	else if (record_n(buffer == 1 ? (void *)&counts_1 : (void *)&counts_0, &key, blocked))
+	else if (record_n(active_counts(buffer), &key, blocked))
 		bump(EAGLE_OFFCPU_BLOCKS);
 	else
 		bump(EAGLE_COUNTS_FULL);
+	if (woken)
+		begin_wait(task, tid, &key, now);
 }
 
-/* sched_wakeup: (struct task_struct *p), on the waker's CPU. */
+/* sched_wakeup: (struct task_struct *p), on the waker's CPU, once `p` is queued to run. */
 SEC("tp_btf/sched_wakeup")
 int offcpu_wakeup(__u64 *ctx)
 {
-	end_block(task_tid((struct task_struct *)ctx[0]), bpf_ktime_get_ns());
+	end_block((struct task_struct *)ctx[0], bpf_ktime_get_ns(), 1);
 	return 0;
+}
+
+/* The stacks the current thread (of target process `tgid`) stops at, into `key`, from the
+ * switch event `ctx`. False when they could not be kept. */
+static __always_inline int stopped_stacks(__u64 *ctx, __u32 tgid, struct eagle_target *target,
+					  struct eagle_stack_key *key)
+{
+	__u32 zero = 0;
+	__u32 process_flags = 0;
+	__u32 owner = UNWIND_WITH_TABLES ? maps_owner(tgid, target, &process_flags) : 0;
+	int unwound = 0;
+	if (owner != 0 && !(process_flags & EAGLE_PROCESS_FRAME_POINTERS)) {
+		struct unwind_state *s = bpf_map_lookup_elem(&unwind_scratch, &zero);
+		if (s && saved_user_regs(&s->ip, &s->sp, &s->bp))
+			unwound = unwind_user(s, &offcpu_ustacks, owner, key);
+		if (unwound < 0)
+			return 0;
+	} else if (UNWIND_WITH_TABLES && owner == 0) {
+		__u32 generation = target->execed;
+		bpf_map_update_elem(&unwind_requests, &tgid, &generation, BPF_NOEXIST);
+		key->flags |= EAGLE_KEY_PENDING;
+	}
+	if (!unwound)
+		key->user_stack_id = bpf_get_stackid(ctx, &offcpu_stacks, BPF_F_USER_STACK);
+	key->kernel_stack_id = bpf_get_stackid(ctx, &offcpu_stacks, 0);
+	return !((!unwound && key->user_stack_id < 0 && key->user_stack_id != -EFAULT) ||
+		 (key->kernel_stack_id < 0 && key->kernel_stack_id != -EFAULT));
 }
 
 SEC("tp_btf/sched_switch")
 int offcpu_switch(__u64 *ctx)
 {
 	__u64 now = bpf_ktime_get_ns();
-	__u32 zero = 0;
-	/* A thread switched in whose wake-up was not seen (woken before it was counted as
-	 * blocked): its block ends here at the latest. */
-	end_block(task_tid((struct task_struct *)ctx[2]), now);
-	__u32 *active_buffer = bpf_map_lookup_elem(&active, &zero);
-	if (active_buffer && *(volatile __u32 *)active_buffer >= EAGLE_WINDOW_ENDED)
-		return 0; /* no block starts after the window */
+	struct task_struct *next = (struct task_struct *)ctx[2];
+	/* The thread switched in is off the CPU no more: a block whose wake-up was not seen
+	 * (woken before it was counted as blocked) ends here at the latest, and so does a wait. */
+	end_block(next, now, 0);
+	end_wait(task_tid(next), now);
+	if (active_buffer_now() >= EAGLE_WINDOW_ENDED)
+		return 0; /* nothing starts after the window */
 
-	int preempted = (int)ctx[0];
-	unsigned int prev_state = (unsigned int)ctx[3];
-	if (preempted || prev_state == 0)
-		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32;
 	__u32 tid = (__u32)id;
@@ -646,29 +835,16 @@ int offcpu_switch(__u64 *ctx)
 	if (!target || !is_target_process(target))
 		return 0;
 
+	int preempted = (int)ctx[0];
+	unsigned int prev_state = (unsigned int)ctx[3];
 	struct eagle_offcpu_start begun = { .since = now, .key = { .tgid = tgid, .flags = EAGLE_KEY_OFFCPU } };
-	__u32 process_flags = 0;
-	__u32 owner = UNWIND_WITH_TABLES ? maps_owner(tgid, target, &process_flags) : 0;
-	int unwound = 0;
-	if (owner != 0 && !(process_flags & EAGLE_PROCESS_FRAME_POINTERS)) {
-		struct unwind_state *s = bpf_map_lookup_elem(&unwind_scratch, &zero);
-		if (s && saved_user_regs(&s->ip, &s->sp, &s->bp))
-			unwound = unwind_user(s, &offcpu_ustacks, owner, &begun.key);
-		if (unwound < 0) {
-			bump(EAGLE_OFFCPU_LOST);
-			return 0;
-		}
-	} else if (UNWIND_WITH_TABLES && owner == 0) {
-		__u32 generation = target->execed;
-		bpf_map_update_elem(&unwind_requests, &tgid, &generation, BPF_NOEXIST);
-		begun.key.flags |= EAGLE_KEY_PENDING;
-	}
-	if (!unwound)
-		begun.key.user_stack_id = bpf_get_stackid(ctx, &offcpu_stacks, BPF_F_USER_STACK);
-	begun.key.kernel_stack_id = bpf_get_stackid(ctx, &offcpu_stacks, 0);
-	if ((!unwound && begun.key.user_stack_id < 0 && begun.key.user_stack_id != -EFAULT) ||
-	    (begun.key.kernel_stack_id < 0 && begun.key.kernel_stack_id != -EFAULT)) {
+	if (!stopped_stacks(ctx, tgid, target, &begun.key)) {
 		bump(EAGLE_OFFCPU_LOST);
+		return 0;
+	}
+	if (preempted || prev_state == 0) {
+		/* Still runnable: preempted, or throttled by its group's CPU limit. */
+		begin_wait((struct task_struct *)ctx[1], tid, &begun.key, now);
 		return 0;
 	}
 	if (bpf_map_update_elem(&offcpu_start, &tid, &begun, BPF_ANY) != 0)

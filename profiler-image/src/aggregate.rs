@@ -28,6 +28,17 @@ impl Aggregate {
         self.counts.into_iter().map(|((pid, sampler, frames), count)| (pid, sampler, frames, count))
     }
 
+    /// Per process, the counts of the stacks whose innermost frame is `leaf`.
+    pub fn leaf_totals(&self, leaf: &str) -> HashMap<u32, u64> {
+        let mut totals = HashMap::new();
+        for ((pid, _, frames), count) in &self.counts {
+            if frames.last().is_some_and(|f| f == leaf) {
+                *totals.entry(*pid).or_insert(0) += count;
+            }
+        }
+        totals
+    }
+
     pub fn pids(&self) -> impl Iterator<Item = u32> + '_ {
         self.counts.keys().map(|k| k.0)
     }

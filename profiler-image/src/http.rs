@@ -77,6 +77,8 @@ fn looks_like_id(s: &str) -> bool {
 pub struct RouteKey {
     pub tgid: u32,
     pub direction: Direction,
+    /// The connection's other end, as the stream writes peers (for the service map).
+    pub peer: String,
     pub method: &'static str,
     pub path: String,
     pub status: u16,
@@ -95,6 +97,7 @@ struct Connection {
     /// Requests the process wrote and got no answer to yet (it calls).
     made: VecDeque<(&'static str, String, u64)>,
     tgid: u32,
+    peer: String,
     last_ns: u64,
 }
 
@@ -108,13 +111,23 @@ pub struct HttpTracker {
 }
 
 impl HttpTracker {
-    /// The first bytes of one read (`write == false`) or write of `tgid` on connection `sock`.
-    pub fn data(&mut self, sock: u64, tgid: u32, write: bool, time_ns: u64, bytes: &[u8]) {
+    /// The first bytes of one read (`write == false`) or write of `tgid` on connection `sock`,
+    /// whose other end `peer` names (asked only when a request opens a connection's record).
+    pub fn data(
+        &mut self,
+        sock: u64,
+        tgid: u32,
+        peer: impl FnOnce() -> String,
+        write: bool,
+        time_ns: u64,
+        bytes: &[u8],
+    ) {
         if let Some((method, path)) = request_line(bytes) {
             if !self.connections.contains_key(&sock) && self.connections.len() >= MAX_CONNECTIONS {
                 self.evict_oldest();
             }
-            let conn = self.connections.entry(sock).or_default();
+            let conn =
+                self.connections.entry(sock).or_insert_with(|| Connection { peer: peer(), ..Connection::default() });
             conn.tgid = tgid;
             conn.last_ns = time_ns;
             let queue = if write { &mut conn.made } else { &mut conn.served };
@@ -129,7 +142,7 @@ impl HttpTracker {
             let (queue, direction) =
                 if write { (&mut conn.served, Direction::Inbound) } else { (&mut conn.made, Direction::Outbound) };
             let Some((method, path, started)) = queue.pop_front() else { return };
-            let route = RouteKey { tgid: conn.tgid, direction, method, path, status };
+            let route = RouteKey { tgid: conn.tgid, direction, peer: conn.peer.clone(), method, path, status };
             let counts = self.routes.entry(route).or_default();
             counts.requests += 1;
             counts.latency_us.record(time_ns.saturating_sub(started) / 1000);
@@ -152,7 +165,7 @@ impl HttpTracker {
         for conn in self.connections.into_values() {
             for (queue, direction) in [(conn.served, Direction::Inbound), (conn.made, Direction::Outbound)] {
                 for (method, path, _) in queue {
-                    let key = RouteKey { tgid: conn.tgid, direction, method, path, status: 0 };
+                    let key = RouteKey { tgid: conn.tgid, direction, peer: conn.peer.clone(), method, path, status: 0 };
                     self.routes.entry(key).or_default().requests += 1;
                 }
             }
@@ -189,28 +202,32 @@ mod tests {
 
     #[test]
     fn responses_answer_requests_in_order_on_each_connection() {
+        let peer = |sock: u64| format!("10.0.0.{sock}");
         let mut t = HttpTracker::default();
-        t.data(1, 10, false, 1_000_000, b"GET /a/1 HTTP/1.1\r\n");
-        t.data(1, 10, false, 2_000_000, b"GET /a/2 HTTP/1.1\r\n");
-        t.data(2, 10, true, 2_500_000, b"GET /b HTTP/1.1\r\n"); // a call it makes
-        t.data(1, 10, true, 5_000_000, b"HTTP/1.1 200 OK\r\n");
-        t.data(1, 10, true, 9_000_000, b"HTTP/1.1 500 Oops\r\n");
-        t.data(2, 10, false, 3_500_000, b"HTTP/1.1 404 Not Found\r\n");
-        t.data(3, 10, true, 1, b"HTTP/1.1 200 OK\r\n"); // no request seen: ignored
-        t.data(4, 10, false, 1, b"DELETE /x HTTP/1.1\r\n"); // unanswered
+        t.data(1, 10, || peer(1), false, 1_000_000, b"GET /a/1 HTTP/1.1\r\n");
+        t.data(1, 10, || peer(1), false, 2_000_000, b"GET /a/2 HTTP/1.1\r\n");
+        t.data(2, 10, || peer(2), true, 2_500_000, b"GET /b HTTP/1.1\r\n"); // a call it makes
+        t.data(1, 10, || peer(1), true, 5_000_000, b"HTTP/1.1 200 OK\r\n");
+        t.data(1, 10, || peer(1), true, 9_000_000, b"HTTP/1.1 500 Oops\r\n");
+        t.data(2, 10, || peer(2), false, 3_500_000, b"HTTP/1.1 404 Not Found\r\n");
+        t.data(3, 10, || peer(3), true, 1, b"HTTP/1.1 200 OK\r\n"); // no request seen: ignored
+        t.data(4, 10, || peer(4), false, 1, b"DELETE /x HTTP/1.1\r\n"); // unanswered
         let routes = t.finish();
-        type Row<'a> = (Direction, &'a str, &'a str, u16, u64, Option<f64>);
+        type Row<'a> = (Direction, &'a str, &'a str, &'a str, u16, u64, Option<f64>);
         let rows: Vec<Row> = routes
             .iter()
-            .map(|(k, c)| (k.direction, k.method, k.path.as_str(), k.status, c.requests, c.latency_us.quantile(0.5)))
+            .map(|(k, c)| {
+                let median = c.latency_us.quantile(0.5);
+                (k.direction, k.peer.as_str(), k.method, k.path.as_str(), k.status, c.requests, median)
+            })
             .collect();
         assert_eq!(
             rows,
             [
-                (Direction::Outbound, "GET", "/b", 404, 1, Some(mid(1000))),
-                (Direction::Inbound, "DELETE", "/x", 0, 1, None),
-                (Direction::Inbound, "GET", "/a/{n}", 200, 1, Some(mid(4000))),
-                (Direction::Inbound, "GET", "/a/{n}", 500, 1, Some(mid(7000))),
+                (Direction::Outbound, "10.0.0.2", "GET", "/b", 404, 1, Some(mid(1000))),
+                (Direction::Inbound, "10.0.0.1", "GET", "/a/{n}", 200, 1, Some(mid(4000))),
+                (Direction::Inbound, "10.0.0.1", "GET", "/a/{n}", 500, 1, Some(mid(7000))),
+                (Direction::Inbound, "10.0.0.4", "DELETE", "/x", 0, 1, None),
             ]
         );
     }

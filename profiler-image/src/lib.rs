@@ -6,6 +6,7 @@
 //! window and the stream).
 
 pub mod aggregate;
+pub mod cgroup_cpu;
 pub mod discovery;
 pub mod http;
 pub mod runtime;

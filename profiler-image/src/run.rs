@@ -6,7 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use eagle_proto::stream::TargetReport;
-use eagle_proto::{Encoder, Header, ProfileMode, Progress, Warning, WarningCode};
+use eagle_proto::{
+    CgroupCpuStat, Encoder, Header, ProfileMode, Progress, Warning, WarningCode, THROTTLED_FRAME, WAITING_FRAME,
+};
+
+use crate::cgroup_cpu::{self, CgroupCpuWatch};
 
 use crate::aggregate::Aggregate;
 use crate::discovery::{ProcFs, ProcessInfo};
@@ -102,6 +106,18 @@ impl AgentConfig {
     }
 }
 
+/// A target found at the start that exited before the samplers could take it (loading the
+/// eBPF program takes a while): nothing of it is in the graph, and the report says why.
+fn gone_before_sampling(pid: u32) -> Warning {
+    Warning {
+        code: WarningCode::ProcessExited,
+        pid: Some(pid),
+        message: format!(
+            "process {pid} exited before sampling began (between finding it and starting the samplers): nothing of it is in the graph"
+        ),
+    }
+}
+
 /// Samples the targets for the configured window and writes every stream line to `emit`.
 ///
 /// `stop` ends the window early (Ctrl-C, SIGTERM from a deadline); what was sampled until then
@@ -140,6 +156,9 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
         processes: HashMap::new(),
         requested: HashSet::new(),
         warnings: Vec::new(),
+        // Off the CPU, time held back by a CPU limit is part of the graph: the cgroups' own
+        // counters are reported beside it.
+        cgroups: (config.mode != ProfileMode::Cpu).then(|| CgroupCpuWatch::new(ProcFs::default())),
     };
     // Samples are counted from each process's `add` below to this instant, which the header
     // states as the window, whenever the last collection comes.
@@ -159,7 +178,10 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
     }
     // Every sampler starts on the processes known now, together: one window for all.
     for pid in resolved.values().flatten() {
-        run.add(*pid, true);
+        if !run.add(*pid, true) {
+            // The header names it as a target: its absence from the graph must be explained.
+            run.warnings.push(gone_before_sampling(*pid));
+        }
     }
     watch_network(&mut net, &run)?;
     let mut aggregate = Aggregate::default();
@@ -187,6 +209,9 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
     let watches_groups = config.targets.iter().any(|t| !matches!(t, Target::Pid(_)));
     let mut last_progress = Instant::now();
     let mut ended = None;
+    // The cgroups' counters as the window ends, read before the collection that follows it
+    // (which may take seconds of symbolizing on a loaded machine).
+    let mut at_window_end = None;
     loop {
         let elapsed = started.elapsed();
         if elapsed >= config.duration {
@@ -201,6 +226,9 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
             break;
         }
         std::thread::sleep(COLLECT_EVERY.min(config.duration - elapsed));
+        if at_window_end.is_none() && started.elapsed() >= config.duration {
+            at_window_end = Some(run.cgroup_stats());
+        }
         run.collect(&mut aggregate, started)?;
         if let Some(net) = &mut net {
             net.poll();
@@ -211,6 +239,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
                 // New processes in the target containers (exec'd in, restarted).
                 for pid in run.proc.resolve(&config.targets).into_values().flatten() {
                     if !run.processes.contains_key(&pid) {
+                        // One that exited since this look was never announced: nothing to say.
                         run.add(pid, true);
                     }
                 }
@@ -249,9 +278,16 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
         });
     }
     run.ebpf.close_blocks();
+    let mut cgroup_stats = at_window_end.unwrap_or_else(|| run.cgroup_stats());
     run.collect(&mut aggregate, started)?;
     run.refresh_names();
     run.finish(&mut aggregate);
+    if let Some(watch) = &run.cgroups {
+        let throttled = aggregate.leaf_totals(THROTTLED_FRAME);
+        let waiting = aggregate.leaf_totals(WAITING_FRAME);
+        cgroup_cpu::add_measured(&mut cgroup_stats, watch, &throttled, &waiting);
+    }
+    run.warnings.extend(cgroup_stats.iter().map(CgroupCpuStat::to_warning));
     if let Some(message) = &ended {
         run.warnings.push(Warning { code: WarningCode::EndedEarly, pid: None, message: message.clone() });
     }
@@ -320,16 +356,26 @@ struct Run {
     processes: HashMap<u32, ProcessInfo>,
     requested: HashSet<u32>,
     warnings: Vec<Warning>,
+    /// Off-CPU and wall modes: the CPU-limit counters of the processes' cgroups.
+    cgroups: Option<CgroupCpuWatch>,
 }
 
 impl Run {
-    fn add(&mut self, pid: u32, requested: bool) {
-        let Some(info) = self.proc.info(pid) else { return };
+    fn cgroup_stats(&self) -> Vec<CgroupCpuStat> {
+        self.cgroups.as_ref().map(CgroupCpuWatch::finish).unwrap_or_default()
+    }
+
+    /// Starts sampling `pid`; `false` when it is gone already (it exited since it was found).
+    fn add(&mut self, pid: u32, requested: bool) -> bool {
+        let Some(info) = self.proc.info(pid) else { return false };
         if requested {
             self.requested.insert(pid);
         }
         let runtime = self.config.runtime.unwrap_or_else(|| runtime::detect(&ProcessTraits::read(&self.proc, pid)));
         let result = self.route(pid, runtime, false);
+        if let Some(cgroups) = &mut self.cgroups {
+            cgroups.watch(pid);
+        }
         let name = info.name.clone();
         self.processes.insert(pid, info);
         match result {
@@ -340,6 +386,7 @@ impl Run {
                 message: format!("{name} ({pid}): {e}"),
             }),
         }
+        true
     }
 
     /// Hands a process to the sampler of its runtime. eBPF samples every process, also those
@@ -348,6 +395,12 @@ impl Run {
     fn route(&mut self, pid: u32, runtime: Runtime, in_ebpf: bool) -> Result<&'static str, SamplerError> {
         if !in_ebpf {
             self.ebpf.add(pid)?;
+        }
+        if runtime == Runtime::Java {
+            // Its threads outside Java code (compilers, GC) are shown with their native stacks,
+            // which only eBPF sees: counted per thread from now on, while Flight Recorder is
+            // being attached too (which keeps the compilers busy with its own Java code).
+            self.ebpf.count_by_thread(pid);
         }
         // Why the runtime's own sampler could not take it, when it could not.
         let mut refused = None;
@@ -385,6 +438,8 @@ impl Run {
         }
         match runtime {
             Runtime::Java => {
+                // Sampled natively: its samples are counted per process again.
+                drop(self.ebpf.take_thread_stacks(pid));
                 self.ebpf.mark_jit(pid, jit::JAVA_SUFFIX);
                 let cmdline = std::fs::read(self.proc.path().join(format!("{pid}/cmdline"))).unwrap_or_default();
                 let mut hint = refused.map_or_else(String::new, |why| format!("{why}; "));
@@ -571,9 +626,10 @@ impl Run {
     /// runtime sampler got nothing.
     fn settle(&mut self, pid: u32, process: Interpreted, recorded: Result<Distribution, String>, out: &mut Aggregate) {
         let Interpreted { sampler, on_cpu, .. } = process;
+        let threads = self.ebpf.take_thread_stacks(pid);
         let why = match recorded {
             Ok(d) if !d.is_empty() => {
-                for (frames, count) in d.apportion(on_cpu.samples) {
+                for (frames, count) in d.apportion_threads(on_cpu.samples, &threads) {
                     out.add(pid, sampler, frames, count);
                 }
                 let name = self.processes.get(&pid).map_or("?", |p| p.name.as_str()).to_owned();
@@ -695,6 +751,9 @@ impl Run {
                     });
                     let Some(info) = info else { continue };
                     self.processes.insert(pid, info);
+                    if let Some(cgroups) = &mut self.cgroups {
+                        cgroups.watch(pid);
+                    }
                     self.reroute(pid, false, aggregate);
                 }
                 ProcessEvent::Execed { pid } => {
@@ -758,4 +817,17 @@ fn watch_network(net: &mut Option<NetCollector>, run: &Run) -> Result<(), AgentE
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use eagle_proto::WarningCode;
+
+    #[test]
+    fn a_target_gone_before_sampling_is_a_named_warning() {
+        let warning = super::gone_before_sampling(4242);
+        assert_eq!(warning.code, WarningCode::ProcessExited);
+        assert_eq!(warning.pid, Some(4242));
+        assert!(warning.message.starts_with("process 4242 exited before sampling began"), "{}", warning.message);
+    }
 }

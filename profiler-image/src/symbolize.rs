@@ -1,43 +1,78 @@
-//! Addresses to frame names, on the node, with blazesym: user code through the process's own
-//! view of its files (`/proc/PID/map_files`, so container binaries resolve without the host
-//! seeing their paths), kernel code through kallsyms.
+//! Addresses to frame names, on the node, with blazesym.
 //!
-//! Results are cached per process and address: hot loops hit the same few addresses. A process's
-//! memory map and binaries are kept while it lives, so that the addresses of its last samples,
-//! collected after it exited, are still named.
+//! User code is named object by object. A process's executable mappings (`/proc/PID/maps`,
+//! kept after it exits) turn each address into an offset in a mapped file; the file is opened
+//! through the process's own view of it (`/proc/PID/map_files`, so a container's binaries
+//! resolve without the host seeing their paths) when a sample first lands in it, held open
+//! while a known process maps it (so the last samples of a process that exited are still
+//! named), and read by blazesym as an ELF source at `/proc/self/fd/N`. Nothing is read ahead:
+//! a node-wide run sees hundreds of processes mapping gigabytes of code, of which the samples
+//! touch a few hundred functions. Reading every mapped object when a process was first named
+//! (its symbol tables sorted by address and by name) cost a node-wide run 240 MiB.
+//!
+//! Names come from the ELF symbol tables, and from DWARF where an object carries it (up to
+//! [`DWARF_MAX_BYTES`]): there a function inlined at an address is a frame of its own, marked
+//! with [`INLINED_SUFFIX`]. Kernel code is named through kallsyms.
+//!
+//! Results are cached per process and address: hot loops hit the same few addresses.
 
 use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use blazesym::normalize::{Normalizer, UserMeta};
-use blazesym::symbolize::cache::{self, Cache};
 use blazesym::symbolize::evict::{self, Evict};
-use blazesym::symbolize::source::{Kernel, Process, Source};
-use blazesym::symbolize::{Input, Reason, Symbolized, Symbolizer};
+use blazesym::symbolize::source::{Elf, Kernel, Process, Source};
+use blazesym::symbolize::{Input, Symbolized, Symbolizer};
 use blazesym::{MaybeDefault, Pid};
+pub use eagle_proto::INLINED_SUFFIX;
+use object::elf::FileHeader64;
+use object::read::elf::{FileHeader, SectionHeader};
 
 use crate::target_file::{read_in_root, TargetFileError};
+use crate::unwind::maps::{self, ExecMapping};
 
 /// Marks a kernel frame, as perf and inferno's palettes do.
 pub const KERNEL_SUFFIX: &str = "_[k]";
 pub const UNKNOWN: &str = "[unknown]";
+/// Objects whose DWARF (`.debug_info`) is larger than this are named from their ELF symbol
+/// tables only: the same function names, without inlined frames. blazesym keeps what it parsed
+/// of an object's DWARF while the object is open, and the debug builds of big programs carry
+/// hundreds of MB of it. `EAGLE_DWARF_MAX_BYTES` overrides it (0: symbol tables only).
+pub const DWARF_MAX_BYTES: u64 = 32 << 20;
 
 /// Frames of one address, outermost first (a function, then what was inlined into it).
 pub type Frames = Rc<[String]>;
 
+/// A mapped file, by device and inode.
+type ObjectKey = (u64, u64);
+
+/// A mapped file, held open: blazesym reads it (and caches what it parsed) under
+/// `/proc/self/fd/N`, which stays valid after every process mapping it exited.
+struct ObjectFile {
+    _file: File,
+    path: PathBuf,
+    /// Whether its DWARF is read (see [`DWARF_MAX_BYTES`]).
+    dwarf: bool,
+}
+
 pub struct Symbols {
     blaze: Symbolizer,
-    normalizer: Normalizer,
     user: HashMap<u32, HashMap<u64, Frames>>,
     kernel: HashMap<u64, Frames>,
     /// Processes with JIT code named by a perf map that grows while they run: what is unknown
     /// now may be named after the next map dump, so unknowns are not cached; their JIT frames
     /// carry this tag.
     jit: HashMap<u32, &'static str>,
-    /// Processes whose memory map and binaries (`/proc/PID/map_files/...`, pinned open in
-    /// blazesym's caches) are kept, so that their code is still read after they exit.
-    kept: HashMap<u32, Vec<PathBuf>>,
+    /// The executable mappings of each process, as last read while it lived.
+    maps: HashMap<u32, Vec<ExecMapping>>,
+    /// Files in which samples landed, while a process in `maps` maps them; `None` for one
+    /// that could not be opened (its frames are `module+0xOFFSET`).
+    objects: HashMap<ObjectKey, Option<ObjectFile>>,
+    /// DWARF is read from objects with at most this much of it (see [`DWARF_MAX_BYTES`]).
+    dwarf_max_bytes: u64,
     /// Perf map problems not yet taken ([`Symbols::take_perf_map_issues`]), and which process
     /// already had which kind said (once each: the map is read again at every batch).
     perf_map_issues: Vec<(u32, PerfMapIssue)>,
@@ -53,16 +88,23 @@ impl Default for Symbols {
 impl Symbols {
     pub fn new() -> Self {
         Self {
+            // Inlined functions come with code information (blazesym reports them only with
+            // it), which costs a look at the line table of each unit a sample lands in. File
+            // and line themselves are not used.
             blaze: Symbolizer::builder()
-                .enable_code_info(false)
+                .enable_code_info(true)
                 .enable_inlined_fns(true)
                 .enable_demangling(true)
                 .build(),
-            normalizer: Normalizer::builder().enable_build_ids(false).build(),
             user: HashMap::new(),
             kernel: HashMap::new(),
             jit: HashMap::new(),
-            kept: HashMap::new(),
+            maps: HashMap::new(),
+            objects: HashMap::new(),
+            dwarf_max_bytes: std::env::var("EAGLE_DWARF_MAX_BYTES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(DWARF_MAX_BYTES),
             perf_map_issues: Vec::new(),
             perf_map_said: HashSet::new(),
         }
@@ -93,12 +135,10 @@ impl Symbols {
         };
         if !missing.is_empty() {
             let jit = self.jit.get(&pid).copied();
-            if let Some(via) = via {
-                self.keep(via);
-            }
             let resolved = match via {
                 Some(via) => {
-                    let (resolved, issue) = resolve_user(&self.blaze, &self.normalizer, via, &missing, jit);
+                    self.read_maps(via);
+                    let (resolved, issue) = self.resolve_user(via, &missing, jit);
                     self.note_perf_map(pid, issue);
                     resolved
                 }
@@ -117,12 +157,9 @@ impl Symbols {
                 }
             }
         }
-        let unknown: Frames = Rc::from(vec![UNKNOWN.to_owned()]);
-        let cache = &self.user[&pid];
-        addrs.iter().map(|a| cache.get(a).cloned().unwrap_or_else(|| unknown.clone())).collect()
+        self.lookup_user(pid, addrs)
     }
 
-    /// Whether every address of `pid` is already named (so an exited process needs nothing new).
     /// Frames of addresses already named (by [`Symbols::user`]); others are `[unknown]`.
     pub fn lookup_user(&self, pid: u32, addrs: &[u64]) -> Vec<Frames> {
         let unknown: Frames = Rc::from(vec![UNKNOWN.to_owned()]);
@@ -135,6 +172,7 @@ impl Symbols {
         self.jit.insert(pid, tag);
     }
 
+    /// Whether every address of `pid` is already named (so an exited process needs nothing new).
     pub fn knows_all(&self, pid: u32, addrs: &[u64]) -> bool {
         self.user.get(&pid).is_some_and(|c| addrs.iter().all(|a| c.contains_key(a)))
     }
@@ -162,137 +200,169 @@ impl Symbols {
         addrs.iter().map(|a| self.kernel[a].clone()).collect()
     }
 
-    /// Keeps `pid`'s memory map and the binaries mapped into it, read now while it lives, for
-    /// naming its code after it exits. Refreshed at each call (the map may have grown); if the
-    /// process is gone, what was kept before stays.
-    fn keep(&mut self, pid: u32) {
-        let mut process = cache::Process::new(Pid::from(pid));
-        process.cache_perf_map = false;
-        if self.blaze.cache(&Cache::Process(process)).is_err() {
-            return;
-        }
-        let kept = self.kept.entry(pid).or_default();
-        for path in mapped_code(pid) {
-            if !kept.contains(&path) && self.blaze.cache(&Cache::Elf(cache::Elf::new(&path))).is_ok() {
-                kept.push(path);
-            }
+    /// Reads `pid`'s executable mappings again (they may have grown), kept for naming its code
+    /// after it exits; if the process is gone, what was read before stays.
+    fn read_maps(&mut self, pid: u32) {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { return };
+        let mappings = maps::parse(&text);
+        let files = |maps: &[ExecMapping]| -> HashSet<ObjectKey> {
+            maps.iter().filter(|m| m.is_file()).map(|m| (m.dev, m.inode)).collect()
+        };
+        let unmapped_some = self.maps.get(&pid).is_some_and(|old| !files(old).is_subset(&files(&mappings)));
+        self.maps.insert(pid, mappings);
+        // Most reads find the same files (or more): then nothing can be released.
+        if unmapped_some {
+            self.release_unmapped();
         }
     }
 
-    /// Whether `pid`'s code can be read although it may have exited (see [`Symbols::keep`]).
+    /// Whether `pid`'s code can be read although it may have exited (see [`Symbols::read_maps`]).
     pub fn is_kept(&self, pid: u32) -> bool {
-        self.kept.contains_key(&pid)
+        self.maps.contains_key(&pid)
     }
 
     /// Drops what is cached for a process that is gone and whose samples are all named; its
     /// pid may be reused by another program.
     pub fn forget(&mut self, pid: u32) {
         self.user.remove(&pid);
-        if let Some(paths) = self.kept.remove(&pid) {
-            let _ = self.blaze.evict(&Evict::Process(evict::Process::new(Pid::from(pid))));
-            for path in paths {
-                let _ = self.blaze.evict(&Evict::Elf(evict::Elf::new(path)));
+        if self.maps.remove(&pid).is_some() {
+            self.release_unmapped();
+        }
+    }
+
+    /// Closes the files no known process maps any more, and drops what blazesym parsed of them.
+    fn release_unmapped(&mut self) {
+        let mapped: HashSet<ObjectKey> =
+            self.maps.values().flatten().filter(|m| m.is_file()).map(|m| (m.dev, m.inode)).collect();
+        let unmapped: Vec<ObjectKey> = self.objects.keys().filter(|k| !mapped.contains(k)).copied().collect();
+        for key in unmapped {
+            if let Some(Some(object)) = self.objects.remove(&key) {
+                let _ = self.blaze.evict(&Evict::Elf(evict::Elf::new(&object.path)));
             }
         }
     }
-}
 
-fn resolve_user(
-    blaze: &Symbolizer,
-    normalizer: &Normalizer,
-    pid: u32,
-    addrs: &[u64],
-    jit_tag: Option<&str>,
-) -> (Vec<Option<Frames>>, Option<PerfMapIssue>) {
-    let mut process = Process::new(Pid::from(pid));
-    // Perf maps are read by `PerfMap` below: blazesym 0.2.7 rejects the `0x` addresses that
-    // HotSpot writes, and one bad map line fails the whole batch.
-    process.perf_map = false;
-    let source = Source::Process(process);
-    let syms = match blaze.symbolize(&source, Input::AbsAddr(addrs)) {
-        Ok(s) => s,
-        // One unreadable module fails a whole batch: retry address by address so it costs
-        // only its own frames. A process that is gone fails every one of them.
-        Err(_) => addrs
-            .iter()
-            .map(|a| {
-                blaze.symbolize_single(&source, Input::AbsAddr(*a)).unwrap_or(Symbolized::Unknown(Reason::IgnoredError))
-            })
-            .collect(),
-    };
-    let mut out: Vec<Option<Frames>> = syms
-        .into_iter()
-        .map(|s| match s {
-            Symbolized::Sym(sym) => {
-                let mut frames = Vec::with_capacity(1 + sym.inlined.len());
-                // Perf-map symbols have no module: they are JIT code.
-                match (sym.module.is_none(), jit_tag) {
-                    (true, Some(tag)) => frames.push(format!("{}{tag}", sym.name)),
-                    _ => frames.push(sym.name.into_owned()),
-                }
-                frames.extend(sym.inlined.iter().map(|f| f.name.to_string()));
-                Some(Rc::from(frames))
+    /// The file of mapping `m` of `pid`, opened at its first use.
+    fn object(&mut self, pid: u32, m: &ExecMapping) -> Option<&ObjectFile> {
+        let dwarf_max_bytes = self.dwarf_max_bytes;
+        self.objects.entry((m.dev, m.inode)).or_insert_with(|| ObjectFile::open(pid, m, dwarf_max_bytes)).as_ref()
+    }
+
+    fn resolve_user(
+        &mut self,
+        pid: u32,
+        addrs: &[u64],
+        jit_tag: Option<&str>,
+    ) -> (Vec<Option<Frames>>, Option<PerfMapIssue>) {
+        let mut out: Vec<Option<Frames>> = vec![None; addrs.len()];
+        // Addresses by the object they fall in, as (index, offset in the file).
+        let mut by_object: HashMap<ObjectKey, (ExecMapping, Vec<(usize, u64)>)> = HashMap::new();
+        let mut vdso: Vec<usize> = Vec::new();
+        let mappings = self.maps.get(&pid).map(Vec::as_slice).unwrap_or_default();
+        for (i, addr) in addrs.iter().enumerate() {
+            let at = mappings.partition_point(|m| m.start <= *addr);
+            let Some(m) = at.checked_sub(1).map(|at| &mappings[at]).filter(|m| *addr < m.end) else { continue };
+            if m.is_file() {
+                let offset = addr - m.start + m.offset;
+                by_object.entry((m.dev, m.inode)).or_insert_with(|| (m.clone(), Vec::new())).1.push((i, offset));
+            } else if m.path == "[vdso]" {
+                vdso.push(i);
             }
-            Symbolized::Unknown(_) => None,
-        })
-        .collect();
-    // JIT code, named by the runtime's perf map.
-    let mut issue = None;
-    if let Some(tag) = jit_tag {
-        match PerfMap::read(pid) {
-            Ok(map) => {
-                for (i, addr) in addrs.iter().enumerate() {
-                    if out[i].is_none() {
-                        out[i] = map.find(*addr).map(|name| Rc::from(vec![format!("{name}{tag}")]));
+        }
+        for (mapping, hits) in by_object.into_values() {
+            let offsets: Vec<u64> = hits.iter().map(|(_, offset)| *offset).collect();
+            let source = self.object(pid, &mapping).map(|object| {
+                let mut source = Elf::new(&object.path);
+                source.debug_syms = object.dwarf;
+                Source::Elf(source)
+            });
+            let syms = source
+                .and_then(|source| self.blaze.symbolize(&source, Input::FileOffset(&offsets)).ok())
+                .unwrap_or_default();
+            for (n, (i, offset)) in hits.into_iter().enumerate() {
+                out[i] = Some(match syms.get(n) {
+                    Some(Symbolized::Sym(sym)) => frames_of(&sym.name, sym.inlined.iter().map(|f| f.name.as_ref())),
+                    // Stripped or unreadable code: name the module and the offset in it.
+                    _ => Rc::from(vec![format!("{}+{offset:#x}", module_name(&mapping.path))]),
+                });
+            }
+        }
+        if !vdso.is_empty() {
+            let mut process = Process::new(Pid::from(pid));
+            process.perf_map = false;
+            let vdso_addrs: Vec<u64> = vdso.iter().map(|&i| addrs[i]).collect();
+            let syms = self.blaze.symbolize(&Source::Process(process), Input::AbsAddr(&vdso_addrs)).unwrap_or_default();
+            for (n, i) in vdso.into_iter().enumerate() {
+                if let Some(Symbolized::Sym(sym)) = syms.get(n) {
+                    out[i] = Some(frames_of(&sym.name, sym.inlined.iter().map(|f| f.name.as_ref())));
+                }
+            }
+        }
+        // JIT code, named by the runtime's perf map.
+        let mut issue = None;
+        if let Some(tag) = jit_tag {
+            match PerfMap::read(pid) {
+                Ok(map) => {
+                    for (i, addr) in addrs.iter().enumerate() {
+                        if out[i].is_none() {
+                            out[i] = map.find(*addr).map(|name| Rc::from(vec![format!("{name}{tag}")]));
+                        }
                     }
+                    issue = map.problems.any().then_some(PerfMapIssue::Lines(map.problems));
                 }
-                issue = map.problems.any().then_some(PerfMapIssue::Lines(map.problems));
-            }
-            // No map (yet), or the process is gone: nothing the process did wrong.
-            Err(TargetFileError::Missing { .. } | TargetFileError::Unreadable { .. }) => {}
-            Err(refused) => issue = Some(PerfMapIssue::Refused(refused)),
-        }
-    }
-    // Stripped or unreadable code: name the module and the offset in it.
-    let unknown: Vec<usize> = (0..out.len()).filter(|&i| out[i].is_none()).collect();
-    if !unknown.is_empty() {
-        let unknown_addrs: Vec<u64> = unknown.iter().map(|&i| addrs[i]).collect();
-        if let Ok(norm) = normalizer.normalize_user_addrs(Pid::from(pid), &unknown_addrs) {
-            for (&i, (offset, meta)) in unknown.iter().zip(norm.outputs.iter()) {
-                let module = match norm.meta.get(*meta) {
-                    Some(UserMeta::Elf(elf)) => module_name(&elf.path),
-                    _ => None,
-                };
-                if let Some(module) = module {
-                    out[i] = Some(Rc::from(vec![format!("{module}+{offset:#x}")]));
-                }
+                // No map (yet), or the process is gone: nothing the process did wrong.
+                Err(TargetFileError::Missing { .. } | TargetFileError::Unreadable { .. }) => {}
+                Err(refused) => issue = Some(PerfMapIssue::Refused(refused)),
             }
         }
+        (out, issue)
     }
-    (out, issue)
 }
 
-/// The `/proc/PID/map_files/START-END` entries of `pid`'s executable file mappings, named the
-/// way blazesym names them.
-fn mapped_code(pid: u32) -> Vec<PathBuf> {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-    maps.lines()
-        .filter_map(|line| {
-            // START-END PERMS OFFSET DEV INODE PATH
-            let mut fields = line.split_whitespace();
-            let (range, perms, path) = (fields.next()?, fields.next()?, fields.nth(3)?);
-            let (start, end) = range.split_once('-')?;
-            let (start, end) = (u64::from_str_radix(start, 16).ok()?, u64::from_str_radix(end, 16).ok()?);
-            (perms.contains('x') && path.starts_with('/'))
-                .then(|| PathBuf::from(format!("/proc/{pid}/map_files/{start:x}-{end:x}")))
+/// The frames of one address: the function, then each function inlined into it, outermost
+/// first, marked.
+fn frames_of<'a>(function: &str, inlined: impl Iterator<Item = &'a str>) -> Frames {
+    let mut frames = vec![function.to_owned()];
+    frames.extend(inlined.map(|name| format!("{name}{INLINED_SUFFIX}")));
+    Rc::from(frames)
+}
+
+impl ObjectFile {
+    /// Opens the file of mapping `m` through `pid`'s view of it; `None` when the mapping is
+    /// gone or is not a regular file.
+    fn open(pid: u32, m: &ExecMapping, dwarf_max_bytes: u64) -> Option<Self> {
+        let path = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+        // Non-blocking: what a hostile process maps executable is not known to be a file yet.
+        let file = File::options().read(true).custom_flags(libc::O_NONBLOCK).open(path).ok()?;
+        if !file.metadata().ok()?.is_file() {
+            return None;
+        }
+        let dwarf = dwarf_max_bytes > 0 && debug_info_bytes(&file) <= dwarf_max_bytes;
+        let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        Some(Self { _file: file, path, dwarf })
+    }
+}
+
+/// The size of an ELF file's `.debug_info`, from its section headers alone (0 when it has none,
+/// or is no 64-bit ELF file: blazesym then says what it can).
+fn debug_info_bytes(file: &File) -> u64 {
+    let data = object::ReadCache::new(file);
+    let Ok(header) = FileHeader64::<object::Endianness>::parse(&data) else { return 0 };
+    let Ok(endian) = header.endian() else { return 0 };
+    let Ok(sections) = header.sections(endian, &data) else { return 0 };
+    sections
+        .iter()
+        .filter(|s| {
+            sections.section_name(endian, s).is_ok_and(|name| name == b".debug_info" || name == b".zdebug_info")
         })
-        .collect()
+        .map(|s| s.sh_size(endian))
+        .sum()
 }
 
-fn module_name(path: &Path) -> Option<String> {
-    let name = path.file_name()?.to_string_lossy();
+fn module_name(path: &str) -> String {
+    let name = Path::new(path).file_name().map_or_else(|| path.into(), |n| n.to_string_lossy());
     // " (deleted)" when the binary was replaced on disk while running
-    Some(name.trim_end_matches(" (deleted)").to_owned())
+    name.trim_end_matches(" (deleted)").to_owned()
 }
 
 /// A perf map (`/tmp/perf-PID.map`: `START SIZE NAME` per line, hex, `0x` optional), as JIT

@@ -14,14 +14,16 @@
 //!   here: only a missing capability skips; the skip is printed, counted, and fails in CI.
 //! - [`apiserver`]: a Kubernetes API server double, for the cluster mode without a cluster.
 //! - [`cluster`]: why a real cluster runs no pods (pods, nodes, events), for failure messages.
+//! - [`receiver`]: a recorded-request double of an HTTP receiver, for `--push`.
 //!
 //! Modules: this file (binaries, the e2e cluster, groundtruth, preconditions, the skip rule,
-//! test directories), `workload`, `eagle` (Eagle, Run), `profile`, `xml`, `apiserver/`.
+//! test directories), `workload`, `eagle` (Eagle, Run), `profile`, `xml`, `apiserver/`, `receiver`.
 
 pub mod apiserver;
 pub mod cluster;
 mod eagle;
 mod profile;
+pub mod receiver;
 mod workload;
 mod xml;
 
@@ -173,12 +175,28 @@ pub fn chains_without_unwind_tables() -> &'static Path {
     })
 }
 
+/// The inlined binary (`images/inlined/inlined.c`), built as release code is (`-O2`) with
+/// debug information: `round_of_work` spends 60 % of its CPU time in `mix_60` and `step`,
+/// which the compiler inlined into it, and 40 % in `mix_40`, which it calls. Built and cached
+/// as [`groundtruth`] is.
+pub fn inlined() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| build_c("images/inlined/inlined.c", "inlined", &CHAINS_FLAGS))
+}
+
 /// The waits binary (`images/waits/waits.c`), built as distributions build C (plain `-O2`):
 /// its main thread sleeps 60 %, waits on a pipe 30 % and computes 10 % of its wall-clock time,
 /// in `sleep_60`, `pipe_30` and `cpu_10`. Built and cached as [`groundtruth`] is.
 pub fn waits() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| build_c("images/waits/waits.c", "waits", &["-O2", "-g", "-Wall", "-pthread"]))
+}
+
+/// runq (images/runq): busy threads that never block (`spin`), and two threads handing a byte
+/// back and forth (`pingpong`).
+pub fn runq() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| build_c("images/runq/runq.c", "runq", &["-O2", "-g", "-Wall", "-pthread"]))
 }
 
 /// The functions of waits' main thread and the share of its wall-clock time each one takes.

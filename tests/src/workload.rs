@@ -1,12 +1,89 @@
 //! Workloads a test starts: processes (groups) killed when their guard drops, even on panic.
 
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::groundtruth;
+
+// ---------------------------------------------------------------------------------------------
+// A cgroup with a CPU limit
+
+/// A cgroup of the cpu controller made for one test, with a CPU limit (cgroup v1: its
+/// `cpu.cfs_quota_us` per `cpu.cfs_period_us`; v2: `cpu.max`), named after the test process and
+/// a counter so parallel tests do not meet. Dropping it moves nothing: kill its processes
+/// first (drop their [`Workload`]); it is then removed.
+pub struct LimitedCgroup {
+    dir: PathBuf,
+    /// As `/proc/PID/cgroup` names it.
+    pub path: String,
+    pub v2: bool,
+}
+
+impl LimitedCgroup {
+    /// A cgroup limited to `millicores` in 100 ms periods. `Err` says why none can be made
+    /// here (no cpu controller, not root): a missing capability, for [`crate::skip`].
+    pub fn create(millicores: u64) -> Result<LimitedCgroup, String> {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("eagle-test-{}-{}", std::process::id(), COUNT.fetch_add(1, Ordering::Relaxed));
+        let mountinfo =
+            std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("/proc/self/mountinfo: {e}"))?;
+        let mount = |kind: &str, needs_cpu: bool| {
+            mountinfo.lines().find_map(|line| {
+                let fields: Vec<&str> = line.split(' ').collect();
+                let dash = fields.iter().position(|f| *f == "-")?;
+                let cpu = fields.get(dash + 3)?.split(',').any(|o| o == "cpu");
+                (fields.get(dash + 1) == Some(&kind) && (cpu || !needs_cpu) && fields[3] == "/")
+                    .then(|| PathBuf::from(fields[4]))
+            })
+        };
+        let (root, v2) = match (mount("cgroup", true), mount("cgroup2", false)) {
+            (Some(v1), _) => (v1, false),
+            (None, Some(v2))
+                if std::fs::read_to_string(v2.join("cgroup.subtree_control"))
+                    .is_ok_and(|c| c.split_whitespace().any(|c| c == "cpu")) =>
+            {
+                (v2, true)
+            }
+            _ => return Err("no cgroup hierarchy with the cpu controller is mounted here".into()),
+        };
+        let dir = root.join(&name);
+        std::fs::create_dir(&dir)
+            .map_err(|e| format!("cannot create the cgroup {} (needs root): {e}", dir.display()))?;
+        let cgroup = LimitedCgroup { dir, path: format!("/{name}"), v2 };
+        let quota = millicores * 100;
+        let written = if v2 {
+            std::fs::write(cgroup.dir.join("cpu.max"), format!("{quota} 100000"))
+        } else {
+            std::fs::write(cgroup.dir.join("cpu.cfs_period_us"), "100000")
+                .and_then(|()| std::fs::write(cgroup.dir.join("cpu.cfs_quota_us"), quota.to_string()))
+        };
+        written.map_err(|e| format!("cannot limit the cgroup {}: {e}", cgroup.dir.display()))?;
+        Ok(cgroup)
+    }
+
+    /// Moves process `pid` (all its threads) into the cgroup.
+    pub fn add(&self, pid: u32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("cannot move {pid} into {}: {e}", self.dir.display()));
+    }
+}
+
+impl Drop for LimitedCgroup {
+    fn drop(&mut self) {
+        // Its processes were killed; a killed process leaves its cgroup once it is reaped.
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("cannot remove the test cgroup {}: is a process still in it?", self.dir.display());
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Workloads

@@ -15,6 +15,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use eagle_tests::receiver::Double;
 use eagle_tests::{
     check_xml, cpu_seconds, describe_split, groundtruth, require_sampling, svg_text_by_id, tolerance, Eagle, Profile,
     Run, TestDir, Workload, SPLIT,
@@ -431,6 +432,48 @@ fn two_pids_merged_with_group_by_none() {
 
 // ---------------------------------------------------------------------------------------------
 // Outputs
+
+/// pprof's messages as the CLI writes them, to read what a receiver got.
+#[path = "../../cli/src/output/pprof_proto.rs"]
+mod pprof_proto;
+
+/// `--push pyroscope`: the receiver gets the very profile written to the file, under the
+/// service name asked for, with no Kubernetes labels on a local process.
+#[test]
+fn pushed_profile_is_the_written_one() {
+    require_sampling!();
+    let dir = TestDir::new("push");
+    let double = Double::start(200, "");
+    let (run, _workload) =
+        profile_busy(&dir, "flame.folded", &["--push", "pyroscope", &double.url, "--push-service", "groundtruth"]);
+    run.assert_code(0);
+    let requests = double.requests();
+    run.check(requests.len() == 1, format!("one push expected, the receiver got {}", requests.len()));
+    let r = &requests[0];
+    run.check(r.path == "/ingest" && r.query["name"] == "groundtruth", format!("pushed to {} {:?}", r.path, r.query));
+    run.check(r.query["sampleRate"] == "499", format!("sampleRate {:?}", r.query.get("sampleRate")));
+    let mut body = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&r.body[..]), &mut body).unwrap();
+    let pushed = <pprof_proto::Profile as prost::Message>::decode(&body[..]).expect("a pprof body");
+    let name = |id: u64| {
+        let function = pushed.function.iter().find(|f| f.id == id).expect("a function per id");
+        pushed.string_table[function.name as usize].as_str()
+    };
+    let mut stacks = eagle_proto::FoldedStacks::new();
+    for sample in &pushed.sample {
+        let frames: Vec<&str> = sample
+            .location_id
+            .iter()
+            .rev()
+            .map(|id| {
+                name(pushed.location.iter().find(|l| l.id == *id).expect("a location per id").line[0].function_id)
+            })
+            .collect();
+        stacks.add(&frames, sample.value[0] as u64);
+    }
+    let written = run.profile();
+    run.check(stacks.to_text() == written.folded.to_text(), "the pushed stacks differ from the written ones");
+}
 
 /// A busy groundtruth profiled for a second into `out`, with `extra` arguments.
 fn profile_busy(dir: &TestDir, out: &str, extra: &[&str]) -> (Run, Workload) {

@@ -68,17 +68,21 @@ fn chains_without_frame_pointers_split_60_30_10_down_to_main() {
 /// A running process whose binary was deleted after it started (an upgrade in place, a
 /// container's layer gone): its tables are read through /proc/PID/map_files, which still
 /// reaches the file, and its stacks are whole.
+///
+/// The process does a fixed amount of work (about 2 s of CPU) and the run ends when it exits:
+/// the samples count the CPU it used, however little of it a busy machine gives it per second
+/// (a fixed 3 s window got under 200 samples at a load average of 20 on 2 CPUs).
 #[test]
 fn a_deleted_binary_is_still_unwound() {
     require_sampling!();
     let dir = TestDir::new("chains_deleted");
     let copy = dir.join("chains");
     std::fs::copy(chains(), &copy).expect("copy chains");
-    let workload = Workload::start(Command::new(&copy).args(["--seconds", "20"]));
+    let workload = Workload::start(Command::new(&copy).args(["--rounds", "1000"]));
     std::fs::remove_file(&copy).expect("delete the binary");
     let run = Eagle::cli(&dir)
         .arg("profile")
-        .args(["-o", "flame.folded", "-d", "3s", "-f", "499"])
+        .args(["-o", "flame.folded", "-d", "60s", "-f", "499"])
         .arg(format!("pid/{}", workload.pid()))
         .output_file(dir.join("flame.folded"))
         .run();

@@ -352,6 +352,44 @@ fn java_split_holds_at_99_hz() {
     java_split_at("99", "8s");
 }
 
+/// A JVM's threads outside Java code (its JIT compilers, its GC, Flight Recorder's sampler),
+/// which Flight Recorder does not sample, are shown under their names with the native stacks
+/// eBPF took of each, not as one opaque frame. Attaching Flight Recorder loads its Java code,
+/// so the compiler threads of a plain `java` are busy in the window.
+#[test]
+fn jvm_threads_outside_java_code_show_their_names_and_native_stacks() {
+    if !has_java() {
+        return;
+    }
+    let dir = temp_dir("java-threads");
+    compile_java(&dir);
+    let w = start(Command::new("java").arg("-cp").arg(&dir).arg("GroundTruth"), Duration::from_secs(1));
+    let pid = w.0.id();
+    let out_path = dir.join("threads.folded");
+    let out = profile(&[&format!("pid/{pid}"), "-d", "8s", "-f", "499", "-o", out_path.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(": java, sampled by jfr"), "Flight Recorder took the JVM in the window: {stderr}");
+    let folded = read(&out_path);
+    let outside: Vec<(&str, u64)> =
+        folded.iter().filter(|(s, _)| s.contains("(JVM thread outside Java code)")).collect();
+    let compiling = outside.iter().filter(|(s, _)| {
+        let frames: Vec<&str> = s.split(';').collect();
+        let thread = frames.iter().position(|f| f.ends_with("(JVM thread outside Java code)"));
+        thread.is_some_and(|i| {
+            frames[i].contains("CompilerThre") && frames[i + 1..].iter().any(|f| f.starts_with("CompileBroker::"))
+        })
+    });
+    assert!(
+        compiling.count() > 0,
+        "a compiler thread, named, with the native frames of its compiler under it: {outside:#?}"
+    );
+    assert!(
+        !folded.iter().any(|(s, _)| s.contains("[java]") && s.contains("(JVM thread outside Java code)")),
+        "no Java frame under a thread Flight Recorder did not sample"
+    );
+}
+
 /// A JVM that would die of SIGQUIT (-Xrs), or that disabled attach, is never sent anything:
 /// reported once, sampled natively, and alive after the run.
 #[test]

@@ -546,7 +546,7 @@ fn doctor_on_a_user_without_job_create_permission_says_what_is_missing() {
     assert!(run.stderr.contains("1 problem(s); first: permission create jobs.batch in kube-eagle"), "{ctx}");
     // One review per permission, and no Job, not even a dry run.
     let reviews = case.requests().iter().filter(|r| r.path.ends_with("/selfsubjectaccessreviews")).count();
-    assert_eq!(reviews, 19, "{ctx}");
+    assert_eq!(reviews, 20, "{ctx}");
     assert!(!case.requests().iter().any(|r| r.is("POST", JOBS)), "{ctx}");
     let asked = case.requests().into_iter().filter_map(|r| r.body).any(|b| {
         let a = &b["spec"]["resourceAttributes"];

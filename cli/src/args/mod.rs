@@ -50,15 +50,20 @@ Examples:
   kubectl eagle profile -d 5s -o flame.svg -- ./server --port 8080
   kubectl eagle profile deployment/api -n ci -d 30s -o run.folded --summary summary.json \\
       --max 'serde_json::.*=15%'
+  kubectl eagle profile deployment/api -d 30s -o run.pb.gz --push pyroscope http://pyroscope:4040
 
 Exit codes: 0 ok, 1 a --max/--max-self/regression rule broken, 2 usage, 3 not found,
 4 not permitted, 5 nothing to profile, 6 profiling failed, 7 partial result written,
-8 output not writable or baseline unreadable, 9 cluster unreachable.")]
+8 output not writable or baseline unreadable, 9 cluster unreachable, 11 written but a --push failed.")]
     Profile(ProfileArgs),
 
-    /// The network side of processes over a window: TCP per peer, HTTP/1.x per route.
+    /// The network side of workloads or processes over a window: TCP per peer, HTTP/1.x per
+    /// route, who calls whom.
     #[command(after_help = "\
 Examples:
+  kubectl eagle net deployment/web -n shop -d 30s
+  kubectl eagle net deployment/web deployment/load -n shop -d 1m -o map.dot   # the service map
+  kubectl eagle net namespace/shop -d 30s --format json -o net.json
   sudo kubectl-eagle net pid/4242 -d 30s
   sudo kubectl-eagle net -d 5s --format json -- ./server --port 8080
   sudo kubectl-eagle net pid/4242 -d 1m --format prometheus -o net.prom
@@ -67,8 +72,11 @@ Examples:
 HTTP/1.x is read from the first bytes of the processes' socket reads and writes (read, write,
 recvfrom, sendto); TLS and HTTP/2 are not decoded. The JSON schema is in docs/net.md.
 
-Exit codes: 0 ok, 1 a --max-p99/--max-retransmits rule broken, 2 usage, 3 no such process,
-4 not permitted (run as root), 6 failed, 7 stopped early.")]
+In a cluster, the same Jobs as `profile` run the agents; each node's record is merged, rows are
+attributed to pods, and peers are named after the pods and services of the targets' namespaces.
+
+Exit codes: 0 ok, 1 a --max-p99/--max-retransmits rule broken, 2 usage, 3 no such process or
+object, 4 not permitted, 6 failed, 7 partial (a node failed, or stopped early), 9 cluster unreachable.")]
     Net(NetArgs),
 
     /// Check a profile against share thresholds and a baseline; exit 1 when a rule is broken.
@@ -105,8 +113,10 @@ Examples:
   kubectl eagle convert run.folded -o run.pb.gz -f 99     # pprof: go tool pprof, Pyroscope
   kubectl eagle convert run.folded -o run.svg --summary summary.json
   kubectl eagle convert cpu.pprof -o cpu.folded           # a Go profile into folded stacks
+  kubectl eagle convert run.pb.gz -o run.pb.gz --push otlp http://collector:4318
 
-Exit codes: 0 written, 2 usage, 5 no samples, 8 the input cannot be read or the output written.")]
+Exit codes: 0 written, 2 usage, 5 no samples, 8 the input cannot be read or the output written,
+11 written but a --push failed.")]
     Convert(ConvertArgs),
 
     /// List the profiling runs in the cluster, newest first: status, nodes, and why one failed.
@@ -128,7 +138,7 @@ Examples:
 
 Exit codes: 0 written, 1 a --max/--max-self/regression rule broken, 3 no such run or its results
 expired, 4 forbidden, 5 no samples, 6 no node delivered, 7 partial, 8 output not writable,
-9 cluster unreachable.")]
+9 cluster unreachable, 11 written but a --push failed.")]
     Fetch(FetchArgs),
 
     /// Delete profiling runs (their Jobs and pods), running or not.
@@ -203,9 +213,9 @@ impl Command {
             Command::Check(args) => commands::check::run(args.into_plan()),
             Command::Net(args) => commands::net::run(args.into_plan()?),
             Command::Diff(args) => commands::diff::run(args.into_plan()),
-            Command::Convert(args) => commands::convert::run(args.into_plan()),
+            Command::Convert(args) => commands::convert::run(args.into_plan()?),
             Command::List(args) => commands::list::run(args.into_plan()),
-            Command::Fetch(args) => commands::fetch::run(args.into_plan()),
+            Command::Fetch(args) => commands::fetch::run(args.into_plan()?),
             Command::Clean(args) => commands::clean::run(args.into_plan()),
             Command::Uninstall(args) => commands::clean::uninstall(args.into_plan()),
             Command::Init(args) => commands::init::run(args.into_plan()),

@@ -1,13 +1,19 @@
 //! `net`'s arguments.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use crate::commands::net::{NetFormat, NetPlan};
+use super::profile::ClusterArgs;
+use crate::cluster::plan::DEFAULT_WINDOW;
+use crate::cluster::profile::ClusterRequest;
+use crate::commands::net::{NetFormat, NetPlan, NetWork};
 use crate::duration::parse_duration;
 use crate::error::CliError;
+use crate::net_report::NetRule;
+use crate::placement::GroupBy;
+use crate::push::gateway::PushGateway;
 use crate::target::{self, Target};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -15,12 +21,13 @@ pub enum NetFormatArg {
     Table,
     Json,
     Prometheus,
+    Dot,
 }
 
 #[derive(Debug, Args)]
 pub struct NetArgs {
-    /// What to watch: pid/N on this machine (several allowed). Cluster targets are not
-    /// supported by `net` yet.
+    /// What to watch: pod/NAME, deployment/NAME, statefulset/, daemonset/, replicaset/, job/,
+    /// service/NAME, namespace/NAME in the cluster; pid/N on this machine. Several allowed.
     #[arg(value_name = "TARGET")]
     pub targets: Vec<String>,
 
@@ -28,9 +35,11 @@ pub struct NetArgs {
     #[arg(short = 'd', long, value_parser = parse_duration, value_name = "DURATION")]
     pub duration: Option<Duration>,
 
-    /// table (the terminal), json (schema in docs/net.md) or prometheus (text format).
-    #[arg(long, value_enum, default_value = "table")]
-    pub format: NetFormatArg,
+    /// table (the terminal), json (schema in docs/net.md), prometheus (text format) or dot
+    /// (the service map, for Graphviz) [default: from the -o file's extension (.json, .prom,
+    /// .dot), else table]
+    #[arg(long, value_enum)]
+    pub format: Option<NetFormatArg>,
 
     /// Write the report here instead of stdout.
     #[arg(short = 'o', long, value_name = "FILE")]
@@ -44,48 +53,114 @@ pub struct NetArgs {
     #[arg(long, value_name = "PERCENT")]
     pub max_retransmits: Option<String>,
 
+    /// Also send the Prometheus text to this Pushgateway (http://HOST:PORT), grouped as
+    /// job=kube-eagle-net and run=RUN_ID (`local` for local targets).
+    #[arg(long, value_name = "URL")]
+    pub push_gateway: Option<String>,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
     /// A command to start and watch from its first instruction (after `--`).
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 
+/// The format a file's name asks for: `.json`, `.prom`, `.dot`/`.gv`.
+fn format_of(path: &Path) -> NetFormat {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("json") => NetFormat::Json,
+        Some("prom") => NetFormat::Prometheus,
+        Some("dot" | "gv") => NetFormat::Dot,
+        _ => NetFormat::Table,
+    }
+}
+
 impl NetArgs {
     pub fn into_plan(self) -> Result<NetPlan, CliError> {
         let targets = self.targets.iter().map(|t| target::parse(t)).collect::<Result<Vec<_>, _>>()?;
-        if targets.is_empty() && self.command.is_empty() {
-            return Err(CliError::Usage("nothing to watch: name pid/N or a command after `--`".into()));
+        if targets.is_empty() && self.command.is_empty() && self.cluster.selector.is_none() {
+            return Err(CliError::Usage(
+                "nothing to watch: name a target (pid/N, deployment/NAME, -l SELECTOR, ...) or a command after `--`"
+                    .into(),
+            ));
         }
-        let mut pids = Vec::new();
-        for t in &targets {
-            match t {
-                Target::Pid(p) => pids.push(*p),
-                _ => return Err(CliError::Usage(
-                    "`net` watches local processes only for now (pid/N, -- COMMAND); cluster targets need `profile`"
-                        .into(),
-                )),
-            }
+        let cluster_targets: Vec<(target::ClusterKind, String)> = targets
+            .iter()
+            .filter_map(|t| if let Target::Cluster { kind, name } = t { Some((*kind, name.clone())) } else { None })
+            .collect();
+        let is_cluster = !cluster_targets.is_empty() || self.cluster.selector.is_some();
+        if is_cluster && (cluster_targets.len() != targets.len() || !self.command.is_empty()) {
+            return Err(CliError::Usage(
+                "cluster targets and local ones (pid/N, -- COMMAND) cannot be mixed in one run".into(),
+            ));
         }
-        #[cfg(target_os = "linux")]
-        let rules = {
-            use crate::net_report::NetRule;
-            let mut rules = self.max_p99.iter().map(|s| NetRule::parse_p99(s)).collect::<Result<Vec<_>, _>>();
-            if let (Ok(r), Some(spec)) = (&mut rules, &self.max_retransmits) {
-                r.push(NetRule::parse_retransmits(spec).map_err(CliError::Usage)?);
-            }
-            rules.map_err(CliError::Usage)?
+        if self.cluster.async_ {
+            return Err(CliError::Usage(
+                "-a/--async: `net` waits for its window and reports at once; there is no `fetch` of a network run yet"
+                    .into(),
+            ));
+        }
+        let mut rules = self.max_p99.iter().map(|s| NetRule::parse_p99(s)).collect::<Result<Vec<_>, _>>();
+        if let (Ok(r), Some(spec)) = (&mut rules, &self.max_retransmits) {
+            r.push(NetRule::parse_retransmits(spec).map_err(CliError::Usage)?);
+        }
+        let rules = rules.map_err(CliError::Usage)?;
+        let push = self.push_gateway.as_deref().map(PushGateway::parse).transpose().map_err(CliError::Usage)?;
+        let format = match self.format {
+            Some(NetFormatArg::Table) => NetFormat::Table,
+            Some(NetFormatArg::Json) => NetFormat::Json,
+            Some(NetFormatArg::Prometheus) => NetFormat::Prometheus,
+            Some(NetFormatArg::Dot) => NetFormat::Dot,
+            None => self.output.as_deref().map_or(NetFormat::Table, format_of),
         };
-        Ok(NetPlan {
-            pids,
-            command: self.command,
-            duration: self.duration,
-            format: match self.format {
-                NetFormatArg::Table => NetFormat::Table,
-                NetFormatArg::Json => NetFormat::Json,
-                NetFormatArg::Prometheus => NetFormat::Prometheus,
-            },
-            output: self.output,
-            #[cfg(target_os = "linux")]
-            rules,
-        })
+        let work = if is_cluster {
+            let c = self.cluster;
+            NetWork::Cluster(Box::new(ClusterRequest {
+                conn: c.conn.connection(),
+                eagle_namespace: c.conn.eagle_namespace,
+                targets: cluster_targets,
+                target_words: self.targets,
+                selector: c.selector,
+                namespace: c.namespace,
+                container: c.container,
+                image: c.agent_image.into_plan(),
+                window: self.duration.unwrap_or(DEFAULT_WINDOW),
+                // The CPU sampler runs beside the network program; at its lowest rate it costs
+                // nothing worth measuring, and its stacks are not shown.
+                frequency_hz: 1,
+                runtime: None,
+                python_native: false,
+                mode: eagle_proto::ProfileMode::Cpu,
+                min_block_us: eagle_proto::DEFAULT_MIN_BLOCK_US,
+                net: true,
+                capabilities: c.capabilities,
+                dry_run: c.dry_run,
+                keep: c.keep,
+                is_async: false,
+                ttl: c.ttl,
+                max_per_node: c.max_per_node,
+                force: c.force,
+                group_by: GroupBy::Process,
+                fetch_flags: Vec::new(),
+            }))
+        } else {
+            let pids = targets.iter().filter_map(|t| if let Target::Pid(p) = t { Some(*p) } else { None }).collect();
+            NetWork::Local { pids, command: self.command, duration: self.duration }
+        };
+        Ok(NetPlan { work, format, output: self.output, rules, push })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_name_chooses_the_format() {
+        assert_eq!(format_of(Path::new("map.dot")), NetFormat::Dot);
+        assert_eq!(format_of(Path::new("net.json")), NetFormat::Json);
+        assert_eq!(format_of(Path::new("net.prom")), NetFormat::Prometheus);
+        assert_eq!(format_of(Path::new("net.txt")), NetFormat::Table);
     }
 }

@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use clap::Args;
 use eagle_proto::MAX_FREQUENCY_HZ;
 
-use super::shared::{CheckArgs, SummaryArgs};
+use super::shared::{CheckArgs, PushArgs, SummaryArgs};
 use crate::commands::check::CheckPlan;
 use crate::commands::convert::ConvertPlan;
 use crate::commands::diff::DiffPlan;
+use crate::error::CliError;
 use crate::format::Format;
 
 #[derive(Debug, Args)]
@@ -76,6 +77,9 @@ pub struct ConvertArgs {
 
     #[command(flatten)]
     pub summary: SummaryArgs,
+
+    #[command(flatten)]
+    pub push: PushArgs,
 }
 
 impl CheckCommand {
@@ -98,14 +102,15 @@ impl DiffArgs {
 }
 
 impl ConvertArgs {
-    pub fn into_plan(self) -> ConvertPlan {
-        ConvertPlan {
+    pub fn into_plan(self) -> Result<ConvertPlan, CliError> {
+        Ok(ConvertPlan {
             input: self.input,
             output: self.output,
             format: self.format,
             title: self.title,
             frequency_hz: self.frequency,
             summary: self.summary.into_plan(),
-        }
+            push: self.push.into_plan()?,
+        })
     }
 }

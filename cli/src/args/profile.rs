@@ -6,7 +6,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, ValueEnum};
 use eagle_proto::{ProfileMode, Runtime, DEFAULT_MIN_BLOCK_US, MAX_FREQUENCY_HZ};
 
-use super::shared::{CheckArgs, ConnArgs, GraphArgs, ImageArgs, SummaryArgs};
+use super::shared::{CheckArgs, ConnArgs, GraphArgs, ImageArgs, PushArgs, SummaryArgs};
 use crate::cluster::plan::DEFAULT_WINDOW;
 use crate::cluster::profile::ClusterRequest;
 use crate::commands::profile::{LocalRequest, ProfilePlan, Work};
@@ -35,7 +35,8 @@ pub struct ProfileArgs {
     #[arg(long, default_value = "cpu", value_name = "MODE", value_parser = parse_mode())]
     pub mode: ProfileMode,
 
-    /// off-cpu and wall: blocks shorter than this are not counted (0: every block) [default: 1ms]
+    /// off-cpu and wall: blocks and waits for a CPU shorter than this are not counted (0: every
+    /// one) [default: 1ms]
     #[arg(long, value_parser = parse_min_block, value_name = "DURATION")]
     pub min_block: Option<u64>,
 
@@ -56,6 +57,9 @@ pub struct ProfileArgs {
 
     #[command(flatten)]
     pub checks: CheckArgs,
+
+    #[command(flatten)]
+    pub push: PushArgs,
 
     #[command(flatten)]
     pub cluster: ClusterArgs,
@@ -164,6 +168,7 @@ impl ProfileArgs {
         let min_block_us = self.min_block.unwrap_or(DEFAULT_MIN_BLOCK_US);
         let summary = self.summary.into_plan();
         let rules = self.checks.into_plan();
+        let push = self.push.into_plan()?;
         if self.cluster.async_ {
             if !is_cluster {
                 return Err(CliError::Usage(
@@ -173,6 +178,11 @@ impl ProfileArgs {
             if !rules.is_empty() || summary.path.is_some() {
                 return Err(CliError::Usage(
                     "--summary and the check rules need the profile, which -a does not wait for: pass them to `kubectl eagle fetch`".into(),
+                ));
+            }
+            if !push.is_empty() {
+                return Err(CliError::Usage(
+                    "--push needs the profile, which -a does not wait for: pass it to `kubectl eagle fetch`".into(),
                 ));
             }
         }
@@ -200,6 +210,7 @@ impl ProfileArgs {
                 python_native: self.native,
                 mode: self.mode,
                 min_block_us,
+                net: false,
                 capabilities: c.capabilities,
                 dry_run: c.dry_run,
                 keep: c.keep,
@@ -225,6 +236,6 @@ impl ProfileArgs {
                 group_by: self.graph.group_by,
             })
         };
-        Ok(ProfilePlan { output: self.graph.output, format: self.graph.format, summary, rules, work })
+        Ok(ProfilePlan { output: self.graph.output, format: self.graph.format, summary, rules, push, work })
     }
 }

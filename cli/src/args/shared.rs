@@ -10,9 +10,11 @@ use clap::Args;
 use crate::check::RuleSpecs;
 use crate::cluster::api::Connection;
 use crate::cluster::plan::{self, Image, PullPolicy};
+use crate::error::CliError;
 use crate::format::Format;
 use crate::gate::SummaryRequest;
 use crate::placement::GroupBy;
+use crate::push::target::PushPlan;
 
 /// How to reach the cluster and the locked namespace, for the commands that need nothing else.
 #[derive(Clone, Debug, Args)]
@@ -182,4 +184,29 @@ pub struct GraphArgs {
     /// Hierarchy levels kept above the code frames; `none` merges processes into one code view.
     #[arg(long, value_enum, default_value_t = GroupBy::Process)]
     pub group_by: GroupBy,
+}
+
+/// `--push RECEIVER URL` (`profile`, `fetch`, `convert`).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Push")]
+pub struct PushArgs {
+    /// After writing the profile, push it to a receiver too: `pyroscope URL` (Grafana
+    /// Pyroscope's /ingest) or `otlp URL` (OTLP/HTTP profiles, /v1development/profiles).
+    /// Labelled with namespace, workload, pod and container. Repeatable.
+    #[arg(long, num_args = 2, value_names = ["RECEIVER", "URL"], action = clap::ArgAction::Append)]
+    pub push: Vec<String>,
+
+    /// A header sent with every push: 'Authorization: Basic ...', 'X-Scope-OrgID: team-a'. Repeatable.
+    #[arg(long, value_name = "'NAME: VALUE'")]
+    pub push_header: Vec<String>,
+
+    /// The service name profiles are stored under [default: NAMESPACE/WORKLOAD of each series].
+    #[arg(long, value_name = "NAME")]
+    pub push_service: Option<String>,
+}
+
+impl PushArgs {
+    pub fn into_plan(self) -> Result<PushPlan, CliError> {
+        PushPlan::parse(&self.push, &self.push_header, self.push_service).map_err(CliError::Usage)
+    }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use super::shared::{CheckArgs, ConnArgs, GraphArgs, ImageArgs, SummaryArgs};
+use super::shared::{CheckArgs, ConnArgs, GraphArgs, ImageArgs, PushArgs, SummaryArgs};
 use crate::cluster::doctor::DoctorPlan;
 use crate::cluster::rbac::Grant;
 use crate::commands::clean::{CleanPlan, UninstallPlan};
@@ -15,6 +15,7 @@ use crate::commands::init::InitPlan;
 use crate::commands::list::ListPlan;
 use crate::commands::version::VersionPlan;
 use crate::duration::parse_duration;
+use crate::error::CliError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ListOutputArg {
@@ -58,6 +59,9 @@ pub struct FetchArgs {
 
     #[command(flatten)]
     pub checks: CheckArgs,
+
+    #[command(flatten)]
+    pub push: PushArgs,
 
     #[command(flatten)]
     pub conn: ConnArgs,
@@ -189,8 +193,8 @@ impl ListArgs {
 }
 
 impl FetchArgs {
-    pub fn into_plan(self) -> FetchPlan {
-        FetchPlan {
+    pub fn into_plan(self) -> Result<FetchPlan, CliError> {
+        Ok(FetchPlan {
             conn: self.conn.connection(),
             eagle_namespace: self.conn.eagle_namespace,
             run: self.run,
@@ -201,7 +205,8 @@ impl FetchArgs {
             all_users: self.all_users,
             summary: self.summary.into_plan(),
             rules: self.checks.into_plan(),
-        }
+            push: self.push.into_plan()?,
+        })
     }
 }
 

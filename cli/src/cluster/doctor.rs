@@ -221,6 +221,7 @@ pub async fn run_checks(args: &DoctorPlan) -> Result<Vec<Check>, CliError> {
         python_native: false,
         mode: eagle_proto::ProfileMode::Cpu,
         min_block_us: eagle_proto::DEFAULT_MIN_BLOCK_US,
+        net: false,
     };
     let mut job = probe_job(&opts, args.node.as_deref(), &id);
     let jobs: Api<Job> = Api::namespaced(client.clone(), &locked);
@@ -424,6 +425,7 @@ mod tests {
             python_native: false,
             mode: eagle_proto::ProfileMode::Cpu,
             min_block_us: eagle_proto::DEFAULT_MIN_BLOCK_US,
+            net: false,
         };
         let job = probe_job(&opts, None, "abcd1234");
         assert_eq!(job.metadata.name.as_deref(), Some("eagle-doctor-abcd1234"));

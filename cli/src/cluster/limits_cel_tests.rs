@@ -233,7 +233,6 @@ fn refuses_each_hostile_change_for_its_reason() {
             "the agent's arguments",
         ),
         ("a flag the CLI never writes", args(planned_args(&["--output", "/host/etc"])), "the agent's arguments"),
-        ("a flag only local mode writes", args(planned_args(&["--net"])), "the agent's arguments"),
         (
             "a short container id",
             args(vec![

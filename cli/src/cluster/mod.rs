@@ -2,7 +2,8 @@
 //! Modules follow the flow: [`resolve`] -> [`plan`] -> [`run`] -> [`profile`] (render); the
 //! Jobs are the task store ([`store`], [`annotations`]), read back by [`runs`] and guarded by
 //! [`conflicts`]; [`pod_state`] says what a pod's status means, [`permissions`] what the
-//! plugin may do; [`rbac`] and [`doctor`] set up and check a cluster.
+//! plugin may do; [`rbac`] and [`doctor`] set up and check a cluster. [`net`] runs the same
+//! Jobs for the network side of a window (`kubectl eagle net`).
 
 pub mod annotations;
 pub mod api;
@@ -11,6 +12,7 @@ pub mod doctor;
 pub mod identity;
 pub mod limits;
 pub mod names;
+pub mod net;
 pub mod permissions;
 pub mod plan;
 pub mod pod_state;

@@ -45,7 +45,7 @@ use kube::{Api, Client};
 
 use crate::error::CliError;
 
-pub const PERMISSIONS: [Permission; 19] = [
+pub const PERMISSIONS: [Permission; 20] = [
     p("create", "batch", "jobs", None, Locked, "start profiling Jobs"),
     p("list", "batch", "jobs", None, Locked, "list, fetch, clean, and the per-node conflict check"),
     p("delete", "batch", "jobs", None, Locked, "remove a run's Jobs when it ends, and clean"),
@@ -59,6 +59,7 @@ pub const PERMISSIONS: [Permission; 19] = [
     p("get", "", "pods", None, Targets, "pod/NAME targets"),
     p("list", "", "pods", None, Targets, "every target's pods"),
     p("get", "", "services", None, Targets, "service/NAME targets"),
+    p("list", "", "services", None, Targets, "net: name the peers by service (the service map)"),
     p("get", "apps", "deployments", None, Targets, "deployment/NAME targets"),
     p("get", "apps", "statefulsets", None, Targets, "statefulset/NAME targets"),
     p("get", "apps", "daemonsets", None, Targets, "daemonset/NAME targets"),
@@ -167,9 +168,9 @@ mod tests {
     #[test]
     fn rules_group_what_the_table_lists() {
         let targets = rules(Targets);
-        assert_eq!(targets[0], ("", vec!["pods".to_owned()], vec!["get", "list"]));
+        assert_eq!(targets[0], ("", vec!["pods".to_owned(), "services".to_owned()], vec!["get", "list"]));
         let apps: Vec<&str> = ["deployments", "statefulsets", "daemonsets", "replicasets"].to_vec();
-        assert_eq!(targets[2], ("apps", apps.iter().map(|s| s.to_string()).collect(), vec!["get"]));
+        assert_eq!(targets[1], ("apps", apps.iter().map(|s| s.to_string()).collect(), vec!["get"]));
         let locked = rules(Locked);
         assert_eq!(locked[0], ("batch", vec!["jobs".to_owned()], vec!["list", "create", "patch", "delete"]));
         assert_eq!(locked[1], ("", vec!["pods".to_owned()], vec!["get", "list", "watch", "delete"]));

@@ -60,6 +60,8 @@ pub struct PlanOptions {
     /// What the agents measure, and their shortest off-CPU block.
     pub mode: ProfileMode,
     pub min_block_us: u64,
+    /// The network side of the window too (`net`, issue #19).
+    pub net: bool,
 }
 
 /// The profiler image and how the nodes get it: the same for `profile` and `doctor`.
@@ -150,7 +152,7 @@ pub fn job_for_node(opts: &PlanOptions, index: usize, node: &str, container_ids:
         node: None,
         runtime: opts.runtime,
         python_native: opts.python_native,
-        net: false,
+        net: opts.net,
         mode: opts.mode,
         min_block_us: opts.min_block_us,
     }
@@ -299,6 +301,7 @@ pub(super) mod tests {
             python_native: false,
             mode: eagle_proto::ProfileMode::Cpu,
             min_block_us: eagle_proto::DEFAULT_MIN_BLOCK_US,
+            net: false,
         }
     }
 
@@ -312,6 +315,20 @@ pub(super) mod tests {
         let actual = serde_json::to_string_pretty(&job).unwrap() + "\n";
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/cluster/testdata/job-node-a.json");
         crate::snapshot::assert_snapshot(std::path::Path::new(path), &actual);
+    }
+
+    /// `net` asks the agents for the network side through the typed argument, and only then:
+    /// a CPU profile's Job is unchanged (the snapshot above).
+    #[test]
+    fn a_net_run_asks_the_agent_for_the_network_side() {
+        let args_of = |job: Job| job.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
+        let net = args_of(job_for_node(&PlanOptions { net: true, ..options() }, 0, "node-a", &["abc"]));
+        match AgentArgs::parse(net) {
+            Ok(eagle_proto::AgentCommand::Run(run)) => assert!(run.net),
+            other => panic!("{other:?}"),
+        }
+        let cpu = args_of(job_for_node(&options(), 0, "node-a", &["abc"]));
+        assert!(matches!(AgentArgs::parse(cpu), Ok(eagle_proto::AgentCommand::Run(run)) if !run.net));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::error::{CliError, Exit};
 use crate::merge;
 use crate::output::{Destination, Labels};
 use crate::placement::{GroupBy, Placements};
-use crate::run_info::{NodeStatus, NodeStatusKind, RunInfo};
+use crate::run_info::{CgroupCpu, NodeStatus, NodeStatusKind, RunInfo};
 use crate::table::{self, Align, Column};
 use crate::target::ClusterKind;
 
@@ -48,6 +48,8 @@ pub struct ClusterRequest {
     pub mode: ProfileMode,
     /// Off-CPU blocks shorter than this are not counted.
     pub min_block_us: u64,
+    /// The network side of the window too (`net`).
+    pub net: bool,
     pub capabilities: bool,
     pub dry_run: bool,
     pub keep: bool,
@@ -83,7 +85,7 @@ pub fn count(n: usize, noun: &str) -> String {
     }
 }
 
-struct Prepared {
+pub(super) struct Prepared {
     pub client: kube::Client,
     pub resolution: Resolution,
     pub jobs: Vec<(String, usize, k8s_openapi::api::batch::v1::Job)>,
@@ -93,7 +95,7 @@ struct Prepared {
 
 /// Resolves and plans the run; `record_user`: ask the API server who the user is, to record it
 /// on the Jobs (a POST, which `--dry-run` does not make).
-async fn prepare(req: &ClusterRequest, record_user: bool) -> Result<Prepared, CliError> {
+pub(super) async fn prepare(req: &ClusterRequest, record_user: bool) -> Result<Prepared, CliError> {
     let (client, default_ns) = connect(&req.conn).await?;
     let namespace = req.namespace.clone().unwrap_or(default_ns);
     let request = resolve::Request {
@@ -127,6 +129,7 @@ async fn prepare(req: &ClusterRequest, record_user: bool) -> Result<Prepared, Cl
         python_native: req.python_native,
         mode: req.mode,
         min_block_us: req.min_block_us,
+        net: req.net,
     };
     let by_node = resolution.by_node();
     let nodes = by_node.len();
@@ -146,7 +149,7 @@ async fn prepare(req: &ClusterRequest, record_user: bool) -> Result<Prepared, Cl
 }
 
 /// The namespaces of the containers a run profiles, each once.
-fn target_namespaces(resolution: &Resolution) -> Vec<&str> {
+pub(super) fn target_namespaces(resolution: &Resolution) -> Vec<&str> {
     let set: std::collections::BTreeSet<&str> =
         resolution.running.iter().map(|c| c.placement.namespace.as_str()).collect();
     set.into_iter().collect()
@@ -290,6 +293,7 @@ pub fn render(outcome: &run::Outcome, run: &Finished, destination: &Destination)
                 started_unix_ms: done.iter().map(|r| r.header.started_unix_ms).min(),
                 partial: Some(partial),
                 nodes: Some(outcome.nodes.iter().map(node_status).collect()),
+                cgroups: CgroupCpu::of_nodes(done.iter().copied()),
                 ..Default::default()
             },
             partial: Some(partial),
@@ -315,11 +319,11 @@ fn node_status(n: &NodeRun) -> NodeStatus {
 
 /// Whether a node's agent stopped before its window ended, as it says in an `ended-early`
 /// warning.
-fn ended_early(result: &NodeResult) -> bool {
+pub(super) fn ended_early(result: &NodeResult) -> bool {
     result.warnings.iter().any(|w| w.code == WarningCode::EndedEarly)
 }
 
-fn report(nodes: &[NodeRun], skipped: &[Skipped]) {
+pub(super) fn report(nodes: &[NodeRun], skipped: &[Skipped]) {
     let columns = [
         Column { align: Align::Left, min_width: 4 },
         Column { align: Align::Right, min_width: 10 },
@@ -345,7 +349,7 @@ fn report(nodes: &[NodeRun], skipped: &[Skipped]) {
         if let Some(NodeOutcome::Done(r)) = &n.outcome {
             for w in r.shown_warnings() {
                 let kind = if w.code.is_info() { "" } else { "warning: " };
-                eprintln!("{:width$}  {kind}{}", "", w.message, width = widths[0]);
+                eprintln!("{:width$}  {kind}{}", "", eagle_proto::for_people(w), width = widths[0]);
             }
         }
     }

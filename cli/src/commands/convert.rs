@@ -13,6 +13,7 @@ use crate::format::Format;
 use crate::gate::{Gate, SummaryRequest};
 use crate::input::{self, name_of, Loaded, Raw};
 use crate::output::{sorted, Destination, Labels};
+use crate::push::target::PushPlan;
 use crate::run_info::RunInfo;
 
 /// `convert`, as its arguments asked for it.
@@ -25,18 +26,22 @@ pub struct ConvertPlan {
     /// The rate the input was sampled at, when it does not say.
     pub frequency_hz: Option<u64>,
     pub summary: SummaryRequest,
+    pub push: PushPlan,
 }
 
 pub fn run(args: ConvertPlan) -> Result<Exit, CliError> {
     let gate = Gate::plan(&args.summary, &RuleSpecs::default())?;
-    let destination = Destination::plan(Some(&args.output), args.format)?;
+    let destination = Destination::plan(Some(&args.output), args.format)?.with_push(args.push.clone());
     let title = args.title.clone().unwrap_or_else(|| format!("kube-eagle: {}", name_of(&args.input)));
     let raw = input::read(&args.input)?;
     // Folded text to SVG, the largest conversions: merged by sorting, on two threads, with no
     // map of stacks (see output/sorted.rs). Everything else goes through FoldedStacks.
     let declares_unit =
         |text: &str| text.lines().find(|l| !l.trim().is_empty()).and_then(Unit::from_folded_line).is_some();
-    if let (Raw::Folded(text), Format::Svg, false) = (&raw, destination.format, gate.is_active()) {
+    // A push needs the stacks, which this path does not keep.
+    if let (Raw::Folded(text), Format::Svg, false, true) =
+        (&raw, destination.format, gate.is_active(), args.push.is_empty())
+    {
         if !declares_unit(text) {
             let stacks = sorted::parse_sorted(text).map_err(|e| input::parse_error(&args.input, e))?;
             let total = stacks.iter().fold(0u64, |sum, (_, c)| sum.saturating_add(*c));

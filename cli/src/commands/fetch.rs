@@ -22,6 +22,7 @@ use crate::format::Format;
 use crate::gate::{Gate, SummaryRequest};
 use crate::output::Destination;
 use crate::placement::{GroupBy, Placements};
+use crate::push::target::PushPlan;
 use crate::run_info::RunInfo;
 
 /// `fetch`, as its arguments asked for it.
@@ -39,13 +40,14 @@ pub struct FetchPlan {
     pub all_users: bool,
     pub summary: SummaryRequest,
     pub rules: RuleSpecs,
+    pub push: PushPlan,
 }
 
 /// `kubectl eagle fetch RUN -o FILE`.
 pub fn run(plan: FetchPlan) -> Result<Exit, CliError> {
     check_run_id(&plan.run)?;
     let gate = Gate::plan(&plan.summary, &plan.rules)?;
-    let destination = gate.watch(Destination::plan(Some(&plan.output), plan.format)?);
+    let destination = gate.watch(Destination::plan(Some(&plan.output), plan.format)?.with_push(plan.push.clone()));
     let exit = runtime()?.block_on(fetch_run(&plan, &destination))?;
     gate.after_write(&destination, exit)
 }

@@ -1,64 +1,67 @@
-//! `net`: the network side of local targets over a window (issue #19): TCP per peer and HTTP/1.x
-//! per route, as a table, JSON or the Prometheus text format, with the rules checked.
+//! `net`: the network side of a window (issue #19), of local processes or of cluster workloads
+//! (the same Jobs as `profile`): TCP per peer and HTTP/1.x per route, as a table, JSON, the
+//! Prometheus text format or the service map (DOT), with the rules checked.
 
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::cluster::profile::{self, ClusterRequest};
 use crate::error::{CliError, Exit};
+use crate::net_map::ServiceMap;
+use crate::net_report::{self, Naming, NetRule};
+use crate::push::gateway::PushGateway;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NetFormat {
     Table,
     Json,
     Prometheus,
+    /// The service map, for Graphviz.
+    Dot,
 }
 
 pub struct NetPlan {
-    pub pids: Vec<u32>,
-    pub command: Vec<String>,
-    pub duration: Option<Duration>,
+    pub work: NetWork,
     pub format: NetFormat,
     /// `None` or `-`: stdout.
     pub output: Option<PathBuf>,
-    #[cfg(target_os = "linux")]
-    pub rules: Vec<crate::net_report::NetRule>,
+    pub rules: Vec<NetRule>,
+    /// `--push-gateway`: where the Prometheus text goes too.
+    pub push: Option<PushGateway>,
 }
 
-#[cfg(not(target_os = "linux"))]
-pub fn run(_plan: NetPlan) -> Result<Exit, CliError> {
-    Err(CliError::Usage("`net` on this machine needs Linux (eBPF); in a cluster it is not available yet".into()))
+pub enum NetWork {
+    Local { pids: Vec<u32>, command: Vec<String>, duration: Option<Duration> },
+    Cluster(Box<ClusterRequest>),
 }
 
-#[cfg(target_os = "linux")]
+/// The merged record of a window, what names its rows, and whether it is whole.
+struct Watched {
+    net: eagle_proto::NetPayload,
+    naming: Naming,
+    partial: bool,
+    /// The Pushgateway group's `run` label: the run id, `local` for local targets.
+    run: String,
+}
+
 pub fn run(plan: NetPlan) -> Result<Exit, CliError> {
-    use crate::local;
-    use crate::net_report;
-
-    local::install_signal_handlers();
-    let run = local::LocalRun {
-        pids: plan.pids,
-        command: plan.command,
-        duration: plan.duration,
-        // The CPU sampler runs beside the network program; at its lowest rate it costs nothing
-        // worth measuring and its stacks are not shown.
-        frequency_hz: 1,
-        runtime: None,
-        native: false,
-        mode: eagle_proto::ProfileMode::Cpu,
-        min_block_us: eagle_proto::DEFAULT_MIN_BLOCK_US,
-        net: true,
+    let watched = match &plan.work {
+        NetWork::Cluster(req) if req.dry_run => return profile::dry_run(req),
+        NetWork::Cluster(req) => {
+            let c = crate::cluster::net::net(req)?;
+            let naming = Naming { placements: c.placements, directory: c.directory };
+            Watched { net: c.net, naming, partial: c.partial, run: c.run_id }
+        }
+        NetWork::Local { pids, command, duration } => local(pids, command, *duration)?,
     };
-    let outcome = local::profile(&run)?;
-    let net = outcome
-        .result
-        .net
-        .ok_or_else(|| CliError::Failed("internal error: the agent sent no network record".into()))?;
-    let report = net_report::summarize(&net);
+    let net = &watched.net;
+    let report = net_report::summarize(net, &watched.naming);
     let text = match plan.format {
         NetFormat::Table => net_report::table(&report),
         NetFormat::Json => net_report::json(&report),
-        NetFormat::Prometheus => net_report::prometheus(&net),
+        NetFormat::Prometheus => net_report::prometheus(net, &watched.naming),
+        NetFormat::Dot => ServiceMap::build(net, &watched.naming.placements, &watched.naming.directory).dot(),
     };
     match plan.output.as_deref() {
         None => print_out(&text)?,
@@ -76,16 +79,60 @@ pub fn run(plan: NetPlan) -> Result<Exit, CliError> {
     for v in &verdicts {
         eprintln!("{} {}: {}: {}", if v.ok { "ok    " } else { "BROKEN" }, v.rule, v.subject, v.value);
     }
+    let pushed = match &plan.push {
+        None => Ok(()),
+        Some(gateway) => {
+            let text = net_report::prometheus(net, &watched.naming);
+            gateway.push(&[("run", &watched.run)], text).map(|url| eprintln!("pushed to {url}"))
+        }
+    };
+    if let Err(why) = &pushed {
+        eprintln!("error: {why}");
+    }
     Ok(if !broken.is_empty() {
         Exit::CheckFailed
-    } else if outcome.interrupted {
+    } else if pushed.is_err() {
+        Exit::Io
+    } else if watched.partial {
         Exit::Partial
     } else {
         Exit::Ok
     })
 }
 
+#[cfg(not(target_os = "linux"))]
+fn local(_: &[u32], _: &[String], _: Option<Duration>) -> Result<Watched, CliError> {
+    Err(CliError::Usage(
+        "`net` of local processes needs Linux (eBPF); watch cluster workloads from this machine instead".into(),
+    ))
+}
+
 #[cfg(target_os = "linux")]
+fn local(pids: &[u32], command: &[String], duration: Option<Duration>) -> Result<Watched, CliError> {
+    use crate::local;
+
+    local::install_signal_handlers();
+    let run = local::LocalRun {
+        pids: pids.to_vec(),
+        command: command.to_vec(),
+        duration,
+        // The CPU sampler runs beside the network program; at its lowest rate it costs nothing
+        // worth measuring and its stacks are not shown.
+        frequency_hz: 1,
+        runtime: None,
+        native: false,
+        mode: eagle_proto::ProfileMode::Cpu,
+        min_block_us: eagle_proto::DEFAULT_MIN_BLOCK_US,
+        net: true,
+    };
+    let outcome = local::profile(&run)?;
+    let net = outcome
+        .result
+        .net
+        .ok_or_else(|| CliError::Failed("internal error: the agent sent no network record".into()))?;
+    Ok(Watched { net, naming: Naming::default(), partial: outcome.interrupted, run: "local".into() })
+}
+
 fn print_out(text: &str) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()) {

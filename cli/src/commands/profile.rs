@@ -13,6 +13,7 @@ use crate::format::Format;
 use crate::gate::{Gate, SummaryRequest};
 use crate::output::Destination;
 use crate::placement::GroupBy;
+use crate::push::target::PushPlan;
 use crate::run_info::RunInfo;
 
 /// `profile`, as its arguments asked for it.
@@ -22,6 +23,8 @@ pub struct ProfilePlan {
     pub format: Option<Format>,
     pub summary: SummaryRequest,
     pub rules: RuleSpecs,
+    /// `--push`: receivers of the written profile (refused with `-a`, which writes none).
+    pub push: PushPlan,
     pub work: Work,
 }
 
@@ -65,12 +68,15 @@ pub fn run(plan: ProfilePlan) -> Result<Exit, CliError> {
             }
             let requested =
                 RunInfo { duration: Some(req.window), frequency_hz: Some(req.frequency_hz), ..Default::default() };
-            let destination = gate.watch(Destination::plan(Some(&plan.output), plan.format)?.with_run(requested));
+            let destination = gate.watch(
+                Destination::plan(Some(&plan.output), plan.format)?.with_run(requested).with_push(plan.push.clone()),
+            );
             let exit = profile::profile(req, &destination)?;
             gate.after_write(&destination, exit)
         }
         Work::Local(req) => {
-            let destination = gate.watch(Destination::plan(Some(&plan.output), plan.format)?);
+            let destination =
+                gate.watch(Destination::plan(Some(&plan.output), plan.format)?.with_push(plan.push.clone()));
             let exit = local::profile(req, &destination)?;
             gate.after_write(&destination, exit)
         }
@@ -116,7 +122,7 @@ mod local {
     use crate::merge;
     use crate::output::{self, Destination, Labels};
     use crate::placement::Placements;
-    use crate::run_info::{NodeStatus, NodeStatusKind, RunInfo};
+    use crate::run_info::{CgroupCpu, NodeStatus, NodeStatusKind, RunInfo};
 
     pub fn profile(req: &LocalRequest, destination: &Destination) -> Result<Exit, CliError> {
         local::install_signal_handlers();
@@ -181,6 +187,7 @@ mod local {
             frequency_hz: Some(result.header.frequency_hz),
             partial: Some(partial),
             unit: Some(unit),
+            cgroups: CgroupCpu::of_nodes([result]),
             nodes: Some(vec![NodeStatus {
                 node: result.header.node.clone(),
                 status: if partial { NodeStatusKind::Partial } else { NodeStatusKind::Ok },

@@ -18,6 +18,7 @@ use crate::analysis::Analysis;
 use crate::error::CliError;
 use crate::files;
 use crate::format::Format;
+use crate::push::target::PushPlan;
 use crate::run_info::RunInfo;
 pub use labels::{amount, title, Labels};
 
@@ -32,6 +33,8 @@ pub struct Destination {
     /// Set by [`Destination::keep_analysis`]: the analysis of what `write` wrote, for the
     /// summary and checks that follow a profile.
     kept: Option<RefCell<Option<Written>>>,
+    /// `--push`: the receivers the profile goes to after the file (see `closing.rs`).
+    push: PushPlan,
 }
 
 /// What a [`Destination`] wrote, analysed.
@@ -57,7 +60,17 @@ impl Destination {
     }
 
     fn new(path: Option<PathBuf>, format: Format) -> Self {
-        Self { path, format, run: RefCell::default(), kept: None }
+        Self { path, format, run: RefCell::default(), kept: None, push: PushPlan::default() }
+    }
+
+    /// The receivers the profile is pushed to once written.
+    pub fn with_push(mut self, push: PushPlan) -> Self {
+        self.push = push;
+        self
+    }
+
+    pub fn push(&self) -> &PushPlan {
+        &self.push
     }
 
     /// What is known about the run before it starts (the requested window and rate).

@@ -3,9 +3,12 @@
 //!
 //! - Sample types: `samples/count`, and `cpu/nanoseconds` (count x 1e9 / Hz, with period type
 //!   `cpu/nanoseconds`) when the sampling rate is known; pprof shows the last one by default.
-//! - Functions and locations are deduplicated by name: one Function and one Location (same id)
-//!   per distinct code frame, all in one Mapping marked `has_functions` so readers do not try
-//!   to symbolize addresses that do not exist.
+//! - Functions are deduplicated by name, locations by the frames they hold, all in one Mapping
+//!   marked `has_functions` so readers do not try to symbolize addresses that do not exist.
+//! - A frame marked inlined (`_[i]`, see [`eagle_proto::INLINED_SUFFIX`]) is no location of its
+//!   own: it is a line of its caller's location, as pprof records inlining (the inlined
+//!   functions first, the caller last), named without the mark. Reading it back marks every
+//!   line but the last, so Go's own profiles read with their inlined frames marked too.
 //! - The hierarchy frames (`namespace/...`, `deployment/...`, `pod/...`, `container/...`,
 //!   `comm (pid)`) become sample labels `namespace`, `workload`, `pod`, `container`, `process`,
 //!   so pprof's code views merge replicas the way Go profiles look, and
@@ -16,7 +19,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 
-use eagle_proto::{FoldedStacks, Unit};
+use eagle_proto::{FoldedStacks, Unit, INLINED_SUFFIX};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use prost::Message;
@@ -52,6 +55,13 @@ impl Strings {
 
 /// The profile message, before encoding and compression.
 pub fn build(folded: &FoldedStacks, labels: &Labels, run: &RunInfo) -> Profile {
+    build_labelled(folded, labels, run, &Level::ALL)
+}
+
+/// [`build`], with only the hierarchy levels in `as_labels` (from the top) turned into sample
+/// labels; the levels below stay frames. `--push pyroscope` keeps the process a frame: a
+/// receiver that makes series of sample labels would make one per pid.
+pub fn build_labelled(folded: &FoldedStacks, labels: &Labels, run: &RunInfo, as_labels: &[Level]) -> Profile {
     let mut strings = Strings::new();
     let mut profile = Profile::default();
     let unit = run.unit();
@@ -76,13 +86,25 @@ pub fn build(folded: &FoldedStacks, labels: &Labels, run: &RunInfo) -> Profile {
     let mapping_name = strings.get("kube-eagle");
     profile.mapping.push(Mapping { id: 1, filename: mapping_name, has_functions: true, ..Default::default() });
 
-    let mut function_ids: HashMap<&str, u64> = HashMap::new();
+    let mut function_ids: HashMap<String, u64> = HashMap::new();
+    let mut location_ids: HashMap<Vec<&str>, u64> = HashMap::new();
     let keys: Vec<i64> = Level::ALL.iter().map(|l| strings.get(l.key())).collect();
     let mut frames: Vec<&str> = Vec::new();
+    let mut function_id = |name: &str, strings: &mut Strings, profile: &mut Profile| -> u64 {
+        if let Some(id) = function_ids.get(name) {
+            return *id;
+        }
+        let id = function_ids.len() as u64 + 1;
+        let name_index = strings.get(name);
+        profile.function.push(Function { id, name: name_index, system_name: name_index, ..Default::default() });
+        function_ids.insert(name.to_owned(), id);
+        id
+    };
     for (stack, count) in folded.sorted() {
         frames.clear();
         frames.extend(stack.split(';'));
-        let levels = hierarchy::levels(&frames);
+        let mut levels = hierarchy::levels(&frames);
+        levels.truncate(levels.iter().take_while(|(level, _)| as_labels.contains(level)).count());
         let skip = levels.last().map_or(0, |(_, i)| i + 1);
         let label = levels
             .iter()
@@ -92,24 +114,26 @@ pub fn build(folded: &FoldedStacks, labels: &Labels, run: &RunInfo) -> Profile {
                 ..Default::default()
             })
             .collect();
-        let location_id = frames[skip..]
-            .iter()
-            .rev()
-            .map(|name| {
-                let next = function_ids.len() as u64 + 1;
-                *function_ids.entry(name).or_insert_with(|| {
-                    let name = strings.get(name);
-                    profile.function.push(Function { id: next, name, system_name: name, ..Default::default() });
-                    profile.location.push(Location {
-                        id: next,
-                        mapping_id: 1,
-                        line: vec![Line { function_id: next, line: 0 }],
-                        ..Default::default()
-                    });
-                    next
-                })
-            })
-            .collect();
+        // One location per frame and the frames inlined into it, leaf first.
+        let mut location_id: Vec<u64> = Vec::new();
+        let mut code = &frames[skip..];
+        while !code.is_empty() {
+            let caller = code.iter().rposition(|f| !is_inlined(f)).unwrap_or(0);
+            let group = &code[caller..];
+            code = &code[..caller];
+            let next = location_ids.len() as u64 + 1;
+            let id = *location_ids.entry(group.to_vec()).or_insert_with(|| {
+                let mut line: Vec<Line> = group[1..]
+                    .iter()
+                    .rev()
+                    .map(|f| Line { function_id: function_id(strip_inlined(f), &mut strings, &mut profile), line: 0 })
+                    .collect();
+                line.push(Line { function_id: function_id(group[0], &mut strings, &mut profile), line: 0 });
+                profile.location.push(Location { id: next, mapping_id: 1, line, ..Default::default() });
+                next
+            });
+            location_id.push(id);
+        }
         let count = i64::try_from(count).unwrap_or(i64::MAX);
         let mut value = vec![count];
         if let Some(period) = period_ns {
@@ -117,6 +141,7 @@ pub fn build(folded: &FoldedStacks, labels: &Labels, run: &RunInfo) -> Profile {
         }
         profile.sample.push(Sample { location_id, value, label });
     }
+    profile.mapping[0].has_inline_frames = profile.location.iter().any(|l| l.line.len() > 1);
     profile.time_nanos = run.started_unix_ms.map_or(0, |ms| (ms as i64).saturating_mul(1_000_000));
     profile.duration_nanos = run.duration.map_or(0, |d| d.as_nanos() as i64);
     for comment in [&labels.title, &labels.subtitle] {
@@ -129,9 +154,23 @@ pub fn build(folded: &FoldedStacks, labels: &Labels, run: &RunInfo) -> Profile {
     profile
 }
 
+fn is_inlined(frame: &str) -> bool {
+    frame.ends_with(INLINED_SUFFIX)
+}
+
+/// An inlined frame's function name: pprof says it was inlined by where its line is.
+fn strip_inlined(frame: &str) -> &str {
+    frame.strip_suffix(INLINED_SUFFIX).unwrap_or(frame)
+}
+
 /// Gzipped profile.proto bytes, as pprof files are stored.
 pub fn render(folded: &FoldedStacks, labels: &Labels, run: &RunInfo) -> Vec<u8> {
-    let encoded = build(folded, labels, run).encode_to_vec();
+    gzipped(&build(folded, labels, run))
+}
+
+/// The profile encoded and gzipped.
+pub fn gzipped(profile: &Profile) -> Vec<u8> {
+    let encoded = profile.encode_to_vec();
     let mut gz = GzEncoder::new(Vec::with_capacity(encoded.len() / 4), Compression::default());
     gz.write_all(&encoded).expect("writing to memory");
     gz.finish().expect("writing to memory")
@@ -183,12 +222,21 @@ pub fn decode(bytes: &[u8]) -> Result<(FoldedStacks, RunInfo), String> {
         .collect::<Result<_, String>>()?;
     let mut locations: HashMap<u64, Vec<String>> = HashMap::new();
     for loc in &p.location {
-        // Lines run from the innermost inlined function to the caller; stacks here run root first.
+        // Lines run from the innermost inlined function to the caller; stacks here run root
+        // first, and every line but the caller is a function inlined into it.
         let mut names: Vec<String> = loc
             .line
             .iter()
             .rev()
-            .map(|l| functions.get(&l.function_id).map_or_else(|| "[unknown]".to_owned(), |n| (*n).to_owned()))
+            .enumerate()
+            .map(|(i, l)| {
+                let name = functions.get(&l.function_id).copied().unwrap_or("[unknown]");
+                if i == 0 || is_inlined(name) {
+                    name.to_owned()
+                } else {
+                    format!("{name}{INLINED_SUFFIX}")
+                }
+            })
             .collect();
         if names.is_empty() {
             names.push(format!("{:#x}", loc.address));
@@ -269,6 +317,31 @@ mod tests {
         assert_eq!(back_run.frequency_hz, Some(100));
         assert_eq!(back_run.duration, Some(Duration::from_secs(10)));
         assert_eq!(back_run.started_unix_ms, Some(1_700_000_000_000));
+    }
+
+    /// Inlined frames (`_[i]`) are lines of their caller's location, inlined functions first,
+    /// named without the mark; reading the profile back marks them again.
+    #[test]
+    fn inlined_frames_are_lines_of_their_callers_location() {
+        let text = "main;round_of_work;mix_60_[i];step_[i] 6\n\
+                    main;round_of_work;mix_40 4\n\
+                    lead_[i];x_[i] 1\n";
+        let folded = FoldedStacks::parse(text).unwrap();
+        let p = build(&folded, &Labels::default(), &RunInfo::default());
+        let name = |id: u64| {
+            let f = p.function.iter().find(|f| f.id == id).unwrap();
+            p.string_table[f.name as usize].as_str()
+        };
+        let lines = |l: &Location| l.line.iter().map(|l| name(l.function_id)).collect::<Vec<_>>();
+        let mut inlined: Vec<Vec<&str>> = p.location.iter().filter(|l| l.line.len() > 1).map(lines).collect();
+        inlined.sort();
+        assert_eq!(inlined, [vec!["step", "mix_60", "round_of_work"], vec!["x", "lead_[i]"]]);
+        // main, round_of_work, mix_60, step, mix_40, x, lead_[i]: each function once.
+        assert_eq!(p.function.len(), 7);
+        // round_of_work alone (calling mix_40) is a location apart from the one with inlines.
+        assert_eq!(p.location.iter().filter(|l| lines(l) == ["round_of_work"]).count(), 1);
+        assert!(p.mapping[0].has_inline_frames);
+        assert_eq!(decode(&p.encode_to_vec()).unwrap().0.to_text(), folded.to_text());
     }
 
     #[test]

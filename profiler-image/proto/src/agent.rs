@@ -120,7 +120,8 @@ pub enum Unit {
     /// One sample of the CPU clock: 1/frequency seconds of CPU time.
     #[default]
     CpuSamples,
-    /// A microsecond a thread spent blocked.
+    /// A microsecond a thread spent off the CPU: blocked, or runnable and waiting (for a CPU,
+    /// or held back by its cgroup's CPU limit).
     OffCpuMicros,
     /// A microsecond of a thread's wall-clock time, on or off the CPU.
     WallMicros,
@@ -249,6 +250,8 @@ pub enum Exit {
     Cluster = 9,
     /// A node already runs as many profiling runs as `--max-per-node` allows.
     Busy = 10,
+    /// The profile was written, but `--push` could not deliver it to a receiver.
+    PushFailed = 11,
 }
 
 impl From<Exit> for std::process::ExitCode {

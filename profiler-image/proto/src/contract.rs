@@ -63,11 +63,14 @@ pub enum WarningCode {
     /// Lines of a JIT's perf map were skipped (malformed, overflowing) or changed (control
     /// characters escaped, names cut).
     PerfMapLines,
+    /// A report, not a warning: a cgroup's own CPU-limit counters over the window
+    /// (`sched::CgroupCpuStat`), in off-CPU and wall modes.
+    InfoCgroupCpu,
     Other(String),
 }
 
 impl WarningCode {
-    const KNOWN: [(WarningCode, &'static str); 19] = [
+    const KNOWN: [(WarningCode, &'static str); 20] = [
         (WarningCode::NoProcesses, "no-processes"),
         (WarningCode::EndedEarly, "ended-early"),
         (WarningCode::SamplesLost, "samples-lost"),
@@ -87,6 +90,7 @@ impl WarningCode {
         (WarningCode::InfoPrecision, "info-precision"),
         (WarningCode::PerfMapRefused, "perf-map-refused"),
         (WarningCode::PerfMapLines, "perf-map-lines"),
+        (WarningCode::InfoCgroupCpu, "info-cgroup-cpu"),
     ];
 
     pub fn as_str(&self) -> &str {

@@ -6,6 +6,12 @@ use std::fmt::Write as _;
 
 use crate::agent::Unit;
 
+/// The end of a frame that the compiler inlined into the frame before it: a function of the
+/// source, not a call the CPU made. The agent writes it (from DWARF's inline information), the
+/// pprof writer turns such frames into lines of their caller's location, and inferno's palettes
+/// colour them apart, as they do the marks of inferno's perf collapser it comes from.
+pub const INLINED_SUFFIX: &str = "_[i]";
+
 /// Aggregated stacks: each distinct `;`-joined stack with its sample count.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FoldedStacks {

@@ -246,6 +246,11 @@ pub struct HttpRoute {
     /// Inbound: requests the process served (it read the request and wrote the response);
     /// outbound: requests it made.
     pub direction: Direction,
+    /// Who the requests were exchanged with, as in [`PeerTraffic::peer`]: the server's
+    /// `ADDR:PORT` (outbound) or the client's `ADDR` (inbound); empty in records of agents
+    /// before the service map.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub peer: String,
     pub method: String,
     /// The request path with numbers and ids replaced (`/api/users/{id}`), no query.
     pub path: String,
@@ -257,8 +262,16 @@ pub struct HttpRoute {
 }
 
 impl HttpRoute {
-    fn key(&self) -> (Option<&str>, u32, Direction, &str, &str, u16) {
-        (self.container.as_deref(), self.pid, self.direction, self.method.as_str(), self.path.as_str(), self.status)
+    fn key(&self) -> (Option<&str>, u32, Direction, &str, &str, &str, u16) {
+        (
+            self.container.as_deref(),
+            self.pid,
+            self.direction,
+            self.peer.as_str(),
+            self.method.as_str(),
+            self.path.as_str(),
+            self.status,
+        )
     }
 }
 
@@ -321,6 +334,7 @@ impl NetPayload {
         for r in &mut self.http {
             text("process name", &mut r.process)?;
             text("method", &mut r.method)?;
+            text("peer", &mut r.peer)?;
             text("path", &mut r.path)?;
             if let Some(c) = &mut r.container {
                 text("container id", c)?;
@@ -384,6 +398,7 @@ impl NetPayload {
         for r in &mut self.http {
             cut(&mut r.process);
             cut(&mut r.method);
+            cut(&mut r.peer);
             cut(&mut r.path);
             if let Some(c) = &mut r.container {
                 cut(c);
@@ -462,7 +477,7 @@ impl NetPayload {
 }
 
 type PeerKey = (Option<String>, u32, Direction, u16, String);
-type RouteKey = (Option<String>, u32, Direction, String, String, u16);
+type RouteKey = (Option<String>, u32, Direction, String, String, String, u16);
 
 fn key_of_peer(p: &PeerTraffic) -> PeerKey {
     let (c, pid, d, port, peer) = p.key();
@@ -470,8 +485,8 @@ fn key_of_peer(p: &PeerTraffic) -> PeerKey {
 }
 
 fn key_of_route(r: &HttpRoute) -> RouteKey {
-    let (c, pid, d, m, path, status) = r.key();
-    (c.map(str::to_owned), pid, d, m.to_owned(), path.to_owned(), status)
+    let (c, pid, d, peer, m, path, status) = r.key();
+    (c.map(str::to_owned), pid, d, peer.to_owned(), m.to_owned(), path.to_owned(), status)
 }
 
 #[cfg(test)]

@@ -47,6 +47,7 @@ fn net() -> NetPayload {
             pid: 7,
             process: "srv".into(),
             direction: Direction::Inbound,
+            peer: "127.0.0.1".into(),
             method: "GET".into(),
             path: "/api/items/{id}".into(),
             status: 200,

@@ -10,8 +10,8 @@ use aya::maps::{Array, ArrayOfMaps, HashMap as BpfHashMap, IterableMap, Map, Map
 use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
 use aya::programs::{BtfTracePoint, PerfEvent, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
-use eagle_ebpf::{key_flags, names, stack_flags, Counter, OffCpuStart, StackKey, TargetEntry, UserStack};
-use eagle_proto::{ProfileMode, Warning, WarningCode};
+use eagle_ebpf::{key_flags, names, stack_flags, Counter, OffCpuStart, StackKey, TargetEntry, UserStack, WaitStart};
+use eagle_proto::{ProfileMode, Warning, WarningCode, THROTTLED_FRAME, WAITING_FRAME};
 
 use super::{ProcessEvent, Sampler, SamplerError};
 use crate::aggregate::Aggregate;
@@ -51,11 +51,20 @@ pub struct EbpfSampler {
     sample_us: u64,
     min_block_ns: u64,
     offcpu: OffCpuMaps,
+    /// Processes whose samples the kernel counts per thread (see [`EbpfSampler::count_by_thread`]).
+    by_thread: BpfHashMap<MapData, u32, u32>,
+    /// Their CPU samples so far: process -> thread -> stack -> samples.
+    thread_stacks: HashMap<u32, ThreadStacks>,
 }
 
-/// The maps of off-CPU time: blocks under way, and the stacks of blocks, kept for the whole run.
+/// One process's CPU samples by thread id, then by stack (outermost frame first).
+pub type ThreadStacks = HashMap<u32, HashMap<Vec<String>, u64>>;
+
+/// The maps of off-CPU time: blocks and waits under way, and the stacks of both, kept for the
+/// whole run.
 struct OffCpuMaps {
     started: BpfHashMap<MapData, u32, OffCpuStart>,
+    waits: BpfHashMap<MapData, u32, WaitStart>,
     stacks: StackTraceMap<MapData>,
     user_stacks: BpfHashMap<MapData, u64, UserStack>,
 }
@@ -150,8 +159,10 @@ impl EbpfSampler {
             tables: ArrayOfMaps::try_from(take(names::UNWIND_TABLES)?).map_err(conv)?,
             requests: BpfHashMap::try_from(take(names::UNWIND_REQUESTS)?).map_err(conv)?,
         };
+        let by_thread = BpfHashMap::try_from(take(names::BY_THREAD)?).map_err(conv)?;
         let offcpu = OffCpuMaps {
             started: BpfHashMap::try_from(take(names::OFFCPU_START)?).map_err(conv)?,
+            waits: BpfHashMap::try_from(take(names::WAIT_START)?).map_err(conv)?,
             stacks: StackTraceMap::try_from(take(names::OFFCPU_STACKS)?).map_err(conv)?,
             user_stacks: BpfHashMap::try_from(take(names::OFFCPU_USER_STACKS)?).map_err(conv)?,
         };
@@ -183,13 +194,17 @@ impl EbpfSampler {
             sample_us: 1_000_000 / frequency_hz.max(1),
             min_block_ns: min_block_us.saturating_mul(1000),
             offcpu,
+            by_thread,
+            thread_stacks: HashMap::new(),
         })
     }
 
-    /// Counts the blocks still under way as the window ended, up to its end: a thread that
-    /// waits for the whole window (a worker on an empty queue) is off-CPU all along, not
-    /// absent. After the window (the kernel then leaves every block to this), before the last
-    /// collection, which drains the buffer written here.
+    /// Counts the blocks and waits still under way as the window ended, up to its end: a
+    /// thread that waits for the whole window (a worker on an empty queue) is off-CPU all
+    /// along, not absent. After the window (the kernel then leaves every block and wait to
+    /// this), before the last collection, which drains the buffer written here. A wait under
+    /// way is counted whole as what it began as: throttled if its group was throttled then
+    /// (the kernel's run queue cannot be read from here to split it).
     pub fn close_blocks(&mut self) {
         if self.mode == ProfileMode::Cpu {
             return;
@@ -214,6 +229,20 @@ impl EbpfSampler {
             let so_far = counts.get(&start.key, 0).unwrap_or(0);
             let _ = counts.insert(start.key, so_far + blocked, 0);
         }
+        let under_way: Vec<(u32, WaitStart)> = self.offcpu.waits.iter().filter_map(Result::ok).collect();
+        for (tid, wait) in under_way {
+            if self.offcpu.waits.remove(&tid).is_err() {
+                continue;
+            }
+            let waited = now.saturating_sub(wait.since);
+            if waited < self.min_block_ns || !self.tracked.contains_key(&wait.key.tgid) {
+                continue;
+            }
+            let mut key = wait.key;
+            key.flags |= if wait.throttled_then != 0 { key_flags::THROTTLED } else { key_flags::WAIT };
+            let so_far = counts.get(&key, 0).unwrap_or(0);
+            let _ = counts.insert(key, so_far + waited, 0);
+        }
     }
 
     /// What off-CPU counting did, said once at the end of a run.
@@ -222,11 +251,12 @@ impl EbpfSampler {
             return None;
         }
         let (counted, short) = (self.counter(Counter::OffCpuBlocks), self.counter(Counter::OffCpuShort));
+        let (waits, short_waits) = (self.counter(Counter::Waits), self.counter(Counter::WaitsShort));
         Some(Warning {
             code: WarningCode::InfoPrecision,
             pid: None,
             message: format!(
-                "off-CPU: {counted} blocks of {} or more counted, {short} shorter ones not (--min-block)",
+                "off-CPU: {counted} blocks and {waits} waits for a CPU of {} or more counted, {short} shorter blocks and {short_waits} shorter waits not (--min-block)",
                 human_micros(self.min_block_ns / 1000)
             ),
         })
@@ -264,6 +294,22 @@ impl EbpfSampler {
     /// How fork and exec are followed; anything but BTF tracepoints is worth a line to the user.
     pub fn process_events(&self) -> ProcessEvents {
         self.process_events
+    }
+
+    /// Counts `pid`'s CPU samples per thread from now on, as well as per process: a JVM read by
+    /// Flight Recorder, whose threads outside Java code (compilers, GC) are shown with their
+    /// native stacks ([`EbpfSampler::take_thread_stacks`]).
+    pub fn count_by_thread(&mut self, pid: u32) {
+        // A full map (1024 JVMs on one node) loses only the threads' detail: the samples are
+        // still counted per process, and such threads keep their one named frame.
+        let _ = self.by_thread.insert(pid, 1, 0);
+    }
+
+    /// The CPU samples of `pid` by thread since [`EbpfSampler::count_by_thread`], and counts
+    /// them per process only from now on.
+    pub fn take_thread_stacks(&mut self, pid: u32) -> ThreadStacks {
+        let _ = self.by_thread.remove(&pid);
+        self.thread_stacks.remove(&pid).unwrap_or_default()
     }
 
     /// `pid` runs JIT code named by its perf map (Java, Node): see [`Symbols::set_jit`].
@@ -416,8 +462,6 @@ fn unwind_summary(total: u64, pending: u64, truncated: u64) -> Option<Warning> {
     })
 }
 
-/// Whether user stacks are unwound with `.eh_frame` tables (the default) or walked by frame
-/// pointers only: `EAGLE_UNWIND=frame-pointers`, to compare the two or to rule the unwinder out.
 /// The unit of `/proc/PID/stat`'s start time (USER_HZ), in nanoseconds.
 fn nsec_per_clock_tick() -> u64 {
     // SAFETY: sysconf has no preconditions.
@@ -425,6 +469,8 @@ fn nsec_per_clock_tick() -> u64 {
     1_000_000_000 / u64::try_from(ticks_per_second).ok().filter(|&t| t > 0).unwrap_or(100)
 }
 
+/// Whether user stacks are unwound with `.eh_frame` tables (the default) or walked by frame
+/// pointers only: `EAGLE_UNWIND=frame-pointers`, to compare the two or to rule the unwinder out.
 fn unwind_with_tables() -> bool {
     std::env::var("EAGLE_UNWIND").map_or(true, |v| v != "frame-pointers")
 }
@@ -727,6 +773,12 @@ impl Sampler for EbpfSampler {
             if frames.is_empty() {
                 frames.push(crate::symbolize::UNKNOWN.to_owned());
             }
+            // Runnable but not running: above the stack the thread stopped at.
+            if key.flags & key_flags::THROTTLED != 0 {
+                frames.push(THROTTLED_FRAME.to_owned());
+            } else if key.flags & key_flags::WAIT != 0 {
+                frames.push(WAITING_FRAME.to_owned());
+            }
             // One unit per graph: CPU samples, or microseconds (blocks are counted in
             // nanoseconds; a CPU sample in wall mode is its period).
             let count = match (off, self.mode) {
@@ -734,6 +786,10 @@ impl Sampler for EbpfSampler {
                 (false, ProfileMode::Wall) => count * self.sample_us,
                 (false, _) => count,
             };
+            if key.tid != 0 && !off {
+                let stacks = self.thread_stacks.entry(key.tgid).or_default().entry(key.tid).or_default();
+                *stacks.entry(frames.clone()).or_insert(0) += count;
+            }
             out.add(key.tgid, "ebpf", frames, count);
         }
         for pid in std::mem::take(&mut self.gone) {
@@ -750,9 +806,9 @@ impl Sampler for EbpfSampler {
         self.tracked.values().filter(|t| t.alive).count()
     }
 
-    /// CPU samples and counted blocks.
+    /// CPU samples, counted blocks and counted waits.
     fn samples(&self) -> u64 {
-        self.counter(Counter::Samples) + self.counter(Counter::OffCpuBlocks)
+        self.counter(Counter::Samples) + self.counter(Counter::OffCpuBlocks) + self.counter(Counter::Waits)
     }
 
     fn lost_samples(&self) -> u64 {

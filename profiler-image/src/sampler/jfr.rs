@@ -484,7 +484,9 @@ fn weigh(
     }
     for tid in cpu_at_end.keys().filter(|t| !per_thread.contains_key(t)) {
         if let Some(cpu) = used(*tid).filter(|c| *c > 0.0) {
-            distribution.add(vec![format!("{} (JVM thread outside Java code)", name(*tid))], cpu);
+            let frames = vec![format!("{} (JVM thread outside Java code)", name(*tid))];
+            distribution.threads.entry(frames.clone()).or_default().push(*tid);
+            distribution.add(frames, cpu);
         }
     }
     distribution
@@ -573,7 +575,9 @@ mod tests {
         let counts: HashMap<_, _> = d.apportion(45).into_iter().collect();
         assert_eq!(counts[&a()], 30);
         assert_eq!(counts[&b()], 10);
-        assert_eq!(counts[&vec!["T3 (JVM thread outside Java code)".to_owned()]], 5);
+        let t3 = vec!["T3 (JVM thread outside Java code)".to_owned()];
+        assert_eq!(counts[&t3], 5);
+        assert_eq!(d.threads, HashMap::from([(t3, vec![3])]), "its native stacks can take its place");
     }
 
     #[test]

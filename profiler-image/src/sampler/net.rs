@@ -94,7 +94,9 @@ impl NetCollector {
                 }
                 event_kind::DATA => {
                     if let Some(http) = &mut self.http {
-                        http.data(event.sock, event.key.tgid, event.ok == 1, event.time_ns, event.data());
+                        let key = event.key;
+                        let peer = || peer_address(&key);
+                        http.data(event.sock, key.tgid, peer, event.ok == 1, event.time_ns, event.data());
                     }
                 }
                 _ => {}
@@ -159,6 +161,7 @@ impl NetCollector {
                     pid: route.tgid,
                     process,
                     direction: route.direction,
+                    peer: route.peer,
                     method: route.method.to_owned(),
                     path: route.path,
                     status: route.status,

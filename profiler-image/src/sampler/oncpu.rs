@@ -24,6 +24,10 @@ pub struct Distribution {
     squares: f64,
     /// Stacks the runtime's sampler read, for the report.
     pub samples: u64,
+    /// Stacks that stand for threads the runtime's sampler does not see (a JVM's compiler and
+    /// GC threads: one frame, their name), with the ids of those threads: where eBPF sampled
+    /// them, their native stacks take the stack's place ([`Distribution::apportion_threads`]).
+    pub threads: HashMap<Vec<String>, Vec<u32>>,
 }
 
 impl Distribution {
@@ -86,6 +90,34 @@ impl Distribution {
             left -= 1;
         }
         shares.into_iter().filter(|s| s.1 > 0).map(|(i, count, _)| (stacks[i].0.clone(), count)).collect()
+    }
+}
+
+impl Distribution {
+    /// [`Distribution::apportion`], with each stack that stands for threads (see
+    /// [`Distribution::threads`]) replaced by those threads' native stacks under it, sharing its
+    /// samples in proportion to the eBPF samples of each (`native`: thread -> stack -> samples).
+    /// A thread eBPF did not sample keeps its one frame.
+    pub fn apportion_threads(
+        &self,
+        n: u64,
+        native: &HashMap<u32, HashMap<Vec<String>, u64>>,
+    ) -> Vec<(Vec<String>, u64)> {
+        let mut out = Vec::new();
+        for (frames, count) in self.apportion(n) {
+            let mut seen = Distribution::default();
+            for tid in self.threads.get(&frames).into_iter().flatten() {
+                for (stack, samples) in native.get(tid).into_iter().flatten() {
+                    seen.add(frames.iter().chain(stack).cloned().collect(), *samples as f64);
+                }
+            }
+            if seen.is_empty() {
+                out.push((frames, count));
+            } else {
+                out.extend(seen.apportion(count));
+            }
+        }
+        out
     }
 }
 
@@ -221,6 +253,32 @@ mod tests {
         assert_eq!(counts.iter().map(|c| c.1).sum::<u64>(), 2);
         assert_eq!(counts.len(), 2, "no stack gets a sample it did not earn");
         assert_eq!(d.apportion(2), counts, "ties go the same way every time");
+    }
+
+    #[test]
+    fn threads_outside_the_runtime_get_their_native_stacks() {
+        let mut d = Distribution::default();
+        d.add(stack("java"), 6.0);
+        let compiler = vec!["C2 CompilerThre (JVM thread outside Java code)".to_owned()];
+        let gc = vec!["GC Thread#0 (JVM thread outside Java code)".to_owned()];
+        d.add(compiler.clone(), 3.0);
+        d.threads.insert(compiler.clone(), vec![11, 12]);
+        d.add(gc.clone(), 1.0);
+        d.threads.insert(gc.clone(), vec![13]);
+        let native = HashMap::from([
+            (11, HashMap::from([(vec!["start_thread".to_owned(), "C2Compiler::compile_method".to_owned()], 2)])),
+            (12, HashMap::from([(vec!["start_thread".to_owned(), "Matcher::match".to_owned()], 1)])),
+            // A Java thread's native stacks are not used: Flight Recorder read its frames.
+            (20, HashMap::from([(vec!["start_thread".to_owned(), "JavaMain".to_owned()], 50)])),
+        ]);
+        let counts: HashMap<_, _> = d.apportion_threads(100, &native).into_iter().collect();
+        assert_eq!(counts.values().sum::<u64>(), 100);
+        assert_eq!(counts[&stack("java")], 60);
+        let under = |leaf: &str| [compiler[0].clone(), "start_thread".to_owned(), leaf.to_owned()].to_vec();
+        assert_eq!(counts[&under("C2Compiler::compile_method")], 20);
+        assert_eq!(counts[&under("Matcher::match")], 10);
+        assert_eq!(counts[&gc], 10, "a thread eBPF did not sample keeps its named frame");
+        assert_eq!(counts.len(), 4);
     }
 
     #[test]

@@ -81,12 +81,21 @@ fn record(pid: u32, rate_hz: u64, stop: &AtomicBool) -> Result<Distribution, Str
         let traces = match spy.get_stack_traces() {
             Ok(traces) => traces,
             Err(e) => {
-                if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                // Exited, or a zombie its parent has not reaped yet (a command the CLI started
+                // is reaped only after the window): either way nothing is left to read, and
+                // counting failures up to the limit would take 200 periods (minutes at 1 Hz).
+                if !crate::discovery::ProcFs::default().is_alive(pid) {
                     break;
                 }
                 failures += 1;
                 last_error = one_line(&e);
                 if failures >= MAX_FAILURES_IN_A_ROW {
+                    if distribution.samples > 0 {
+                        // It was Python and is not any more: it exec'd another program, which
+                        // the agent learns at its next collection (under load, after these
+                        // failures). What was read before is the Python part, and is kept.
+                        break;
+                    }
                     return Err(format!("py-spy failed {failures} times in a row reading it: {last_error}"));
                 }
                 continue;

@@ -30,6 +30,11 @@ const POLL_EVERY: Duration = Duration::from_millis(5);
 /// code outside any mapping would otherwise have it re-read on every sample).
 const REFRESH_EVERY: Duration = Duration::from_millis(200);
 
+/// Threads that evaluate one object's unwind entries at most (the loader's own included): a
+/// big binary's table is ready sooner, and the agent leaves the node's other CPUs to its
+/// workloads.
+const MAX_BUILD_THREADS: usize = 4;
+
 /// Rows loaded at most, over all objects: 8 bytes each in the kernel. A process whose tables
 /// would pass it is walked by frame pointers. `EAGLE_UNWIND_MAX_ROWS` overrides it.
 pub const DEFAULT_MAX_ROWS: usize = 16 << 20;
@@ -165,6 +170,12 @@ struct Loader {
     said: HashSet<String>,
     /// For `EAGLE_UNWIND_DEBUG=1`: when each process became ready, from here.
     started: Instant,
+    /// Threads an object's table is built on (see [`build_threads`]).
+    threads: usize,
+    /// Time spent reading objects and building their rows, and loading them into the kernel,
+    /// for `EAGLE_UNWIND_DEBUG=1`.
+    read_time: Duration,
+    load_time: Duration,
 }
 
 impl Loader {
@@ -182,6 +193,9 @@ impl Loader {
             processes: HashMap::new(),
             said: HashSet::new(),
             started: Instant::now(),
+            threads: build_threads(),
+            read_time: Duration::ZERO,
+            load_time: Duration::ZERO,
         }
     }
 
@@ -222,6 +236,7 @@ impl Loader {
     /// Reads `pid`'s executable mappings and points the kernel at their tables.
     fn build(&mut self, pid: u32, generation: u32) {
         let started = Instant::now();
+        (self.read_time, self.load_time) = (Duration::ZERO, Duration::ZERO);
         let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
             return; // gone already: its samples stay frame-pointer walks
         };
@@ -292,10 +307,13 @@ impl Loader {
         }
         if std::env::var_os("EAGLE_UNWIND_DEBUG").is_some() {
             eprintln!(
-                "unwind: {:.3}s after start: pid {pid} (generation {generation}) ready, {} mappings, built in {:.3}s; {} tables, {} rows loaded",
+                "unwind: {:.3}s after start: pid {pid} (generation {generation}) ready, {} mappings, built in {:.3}s (reading objects {:.3}s on up to {} threads, loading tables {:.3}s); {} tables, {} rows loaded",
                 self.started.elapsed().as_secs_f64(),
                 entry.count,
                 started.elapsed().as_secs_f64(),
+                self.read_time.as_secs_f64(),
+                self.threads,
+                self.load_time.as_secs_f64(),
                 self.tables.len(),
                 self.rows_loaded
             );
@@ -341,6 +359,7 @@ impl Loader {
             return Ok(None); // JIT code, anonymous memory
         };
         if !self.files.contains_key(&file_key) {
+            let reading = Instant::now();
             let parsed = if m.is_file() {
                 match self.read_file(pid, m) {
                     Some(parsed) => parsed,
@@ -351,6 +370,7 @@ impl Loader {
             } else {
                 read_vdso()
             };
+            self.read_time += reading.elapsed();
             let entry = match parsed {
                 Ok(object) => {
                     let key = if !m.is_file() {
@@ -360,12 +380,16 @@ impl Loader {
                     } else {
                         TableKey::File(m.dev, m.inode)
                     };
-                    let table = if object.rows.is_empty() {
-                        None
-                    } else if self.tables.contains_key(&key) {
+                    // Rows are not built for an object whose build id is loaded already.
+                    let table = if self.tables.contains_key(&key) {
                         Some(key)
+                    } else if object.rows.is_empty() {
+                        None
                     } else {
-                        match self.load(&object.rows) {
+                        let loading = Instant::now();
+                        let loaded = self.load(&object.rows);
+                        self.load_time += loading.elapsed();
+                        match loaded {
                             Ok(Some(slot)) => {
                                 self.tables
                                     .insert(key.clone(), Loaded { slot, rows: object.rows.len() as u32, users: 0 });
@@ -420,7 +444,10 @@ impl Loader {
         // Read through a cache of the parts asked for, not mapped: a file truncated while it
         // is read must give an error, not a SIGBUS.
         let cache = object::ReadCache::new(file);
-        Some(Object::parse(&cache).map_err(|e| e.to_string()))
+        // The same library under another path (another container's copy) has the same build
+        // id: its table is loaded already, and only its segments are needed.
+        let loaded = |id: &[u8]| self.tables.contains_key(&TableKey::BuildId(id.to_vec()));
+        Some(Object::parse_on(&cache, self.threads, loaded).map_err(|e| e.to_string()))
     }
 
     /// Loads rows into a new kernel table; `Ok(None)` when they do not fit in the budget.
@@ -449,6 +476,16 @@ impl Loader {
 }
 
 struct OverBudget;
+
+/// How many threads build one object's table: `EAGLE_UNWIND_BUILD_THREADS` (1 builds it on the
+/// loader's thread alone, to compare), else one per CPU, at most [`MAX_BUILD_THREADS`].
+fn build_threads() -> usize {
+    std::env::var("EAGLE_UNWIND_BUILD_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_BUILD_THREADS))
+        .clamp(1, MAX_BUILD_THREADS)
+}
 
 /// A kernel array of exactly `rows`, filled through one mapping of its memory rather than one
 /// system call per row.

@@ -5,13 +5,20 @@
 //! The bytes come from files of profiled processes: hostile. gimli and object check every read;
 //! what is left to this module is to bound the work (rows per object, see [`MAX_ROWS`]) and to
 //! turn what the kernel side cannot follow into rows that say so, never into a wrong rule.
+//!
+//! A big object (libLLVM: 200,000 FDEs, 1.3 million rows) takes a few hundred milliseconds of
+//! gimli's evaluation, so its FDEs are evaluated in chunks on several threads. The chunks follow
+//! `.eh_frame_hdr`'s table, which the linker sorted by address: their rows come out sorted, and
+//! are merged in one pass as they are joined instead of being sorted again.
 
 use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use eagle_ebpf::{cfa, UnwindRow};
 use gimli::{
-    BaseAddresses, CfaRule, CieOrFde, DebugFrame, EhFrame, LittleEndian, Reader, RegisterRule, UnwindContext,
-    UnwindSection, X86_64,
+    BaseAddresses, CfaRule, CieOrFde, DebugFrame, EhFrame, EhFrameHdr, EndianSlice, LittleEndian, Reader, RegisterRule,
+    UnwindContext, UnwindSection, X86_64,
 };
 use object::read::elf::{ElfFile64, ProgramHeader};
 use object::{Object as _, ObjectSection as _, ReadRef};
@@ -22,6 +29,10 @@ pub const MAX_ROWS: usize = eagle_ebpf::MAX_TABLE_ROWS;
 /// Marks the end of an FDE's range while rows are collected; becomes [`cfa::NONE`] unless the
 /// next FDE starts right there.
 const GAP: u8 = 0x7f;
+
+/// FDEs one thread evaluates at a time: a few milliseconds of work, so that threads end
+/// together, and a big object's rows are held in pieces that are freed as they are merged.
+const FDES_PER_CHUNK: usize = 4096;
 
 /// A loadable segment, to turn a mapping's file offset into the object's addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +73,17 @@ impl Object {
     /// Parses an ELF object. An object without unwind sections is no error: its rows are empty
     /// and its code walks frame pointers.
     pub fn parse<'data, R: ReadRef<'data>>(data: R) -> Result<Self, TableError> {
+        Self::parse_on(data, 1, |_| false)
+    }
+
+    /// As [`Object::parse`], evaluating the unwind entries on up to `threads` threads (this one
+    /// included). When `loaded` says the object's build id has a table already, the rows are
+    /// not built: its segments and build id are all that is needed then.
+    pub fn parse_on<'data, R: ReadRef<'data>>(
+        data: R,
+        threads: usize,
+        loaded: impl Fn(&[u8]) -> bool,
+    ) -> Result<Self, TableError> {
         let elf = ElfFile64::<object::Endianness, R>::parse(data).map_err(|e| TableError::NotElf(e.to_string()))?;
         if elf.architecture() != object::Architecture::X86_64 {
             return Err(TableError::NotX86_64);
@@ -79,6 +101,9 @@ impl Object {
             })
             .collect();
         let build_id = elf.build_id().ok().flatten().map(<[u8]>::to_vec);
+        if build_id.as_deref().is_some_and(|id| !id.is_empty() && loaded(id)) {
+            return Ok(Object { segments, build_id, source: "a table loaded already", ..Object::default() });
+        }
         let section = |name: &str| {
             let s = elf.section_by_name(name)?;
             let data = s.data().ok()?;
@@ -94,18 +119,23 @@ impl Object {
         let mut object = Object { segments, build_id, ..Object::default() };
         let built = if let Some((address, data)) = section(".eh_frame") {
             object.source = ".eh_frame";
-            if let Some((hdr, _)) = section(".eh_frame_hdr") {
-                bases = bases.set_eh_frame_hdr(hdr);
+            let hdr = section(".eh_frame_hdr");
+            if let Some((hdr_address, _)) = hdr {
+                bases = bases.set_eh_frame_hdr(hdr_address);
             }
             let bases = bases.set_eh_frame(address);
             let mut eh_frame = EhFrame::new(data, LittleEndian);
             eh_frame.set_address_size(8);
-            collect_rows(&eh_frame, &bases)
+            let fdes = hdr
+                .and_then(|(_, hdr)| fdes_by_address(hdr, address, &bases))
+                .unwrap_or_else(|| fdes_in_order(&eh_frame, &bases));
+            collect_rows(&eh_frame, &bases, fdes, threads)
         } else if let Some((_, data)) = section(".debug_frame") {
             object.source = ".debug_frame";
             let mut debug_frame = DebugFrame::new(data, LittleEndian);
             debug_frame.set_address_size(8);
-            collect_rows(&debug_frame, &bases)
+            let fdes = fdes_in_order(&debug_frame, &bases);
+            collect_rows(&debug_frame, &bases, fdes, threads)
         } else {
             return Ok(object);
         };
@@ -135,31 +165,144 @@ impl Object {
     }
 }
 
-/// The rows of every FDE of `section`, sorted and merged. Returns the rows and the number of
-/// entries left out because they did not parse.
-fn collect_rows<R, S>(section: &S, bases: &BaseAddresses) -> Result<(Vec<UnwindRow>, usize), TableError>
+/// The FDEs of a section, as offsets in it, in the order their rows are to be evaluated.
+struct Fdes<O> {
+    offsets: Vec<O>,
+    /// Entries that could not be read and were left out.
+    bad: usize,
+}
+
+/// The FDEs listed in `.eh_frame_hdr`'s table, which the linker sorted by address for the C++
+/// runtime's binary search: evaluated in this order, their rows need no sorting. It is what the
+/// process's own unwinder relies on, so an FDE it does not list is not unwound there either.
+/// `None` when there is no table, or an entry of it does not point into `.eh_frame` at
+/// `eh_frame_address`: the section is then read in its own order.
+fn fdes_by_address(
+    hdr: &[u8],
+    eh_frame_address: u64,
+    bases: &BaseAddresses,
+) -> Option<Fdes<gimli::EhFrameOffset<usize>>> {
+    let parsed = EhFrameHdr::new(hdr, LittleEndian).parse(bases, 8).ok()?;
+    if parsed.eh_frame_ptr().direct().ok()? != eh_frame_address {
+        return None;
+    }
+    let table = parsed.table()?;
+    let mut offsets = Vec::new();
+    let mut entries = table.iter(bases);
+    // At most as many entries as the table has bytes for (8 each): a hostile count does not
+    // make this loop longer than the file.
+    for _ in 0..hdr.len() / 8 {
+        let Ok(Some((_, fde))) = entries.next() else { break };
+        // Not gimli's `pointer_to_offset`, which subtracts without checking.
+        let offset = fde.direct().ok()?.checked_sub(eh_frame_address)?;
+        offsets.push(gimli::EhFrameOffset(usize::try_from(offset).ok()?));
+    }
+    Some(Fdes { offsets, bad: 0 })
+}
+
+/// The FDEs of `section` in the order they are in it: where there is no sorted table (the
+/// vDSO's, `.debug_frame`). Their rows are sorted once collected, if they need it.
+fn fdes_in_order<R, S>(section: &S, bases: &BaseAddresses) -> Fdes<S::Offset>
 where
     R: Reader<Offset = usize>,
     S: UnwindSection<R>,
-    S::Offset: std::hash::Hash + Eq,
 {
-    let mut rows: Vec<UnwindRow> = Vec::new();
-    let mut bad = 0usize;
-    let mut cies = HashMap::new();
-    let mut context = UnwindContext::new();
+    let mut fdes = Fdes { offsets: Vec::new(), bad: 0 };
     let mut entries = section.entries(bases);
     loop {
-        let entry = match entries.next() {
-            Ok(Some(entry)) => entry,
+        match entries.next() {
+            Ok(Some(CieOrFde::Fde(partial))) => fdes.offsets.push(S::Offset::from(partial.offset())),
+            Ok(Some(CieOrFde::Cie(_))) => {}
             Ok(None) => break,
             // A broken length or CIE pointer: nothing after it can be found again.
             Err(_) => {
-                bad += 1;
+                fdes.bad += 1;
                 break;
             }
-        };
-        let CieOrFde::Fde(partial) = entry else { continue };
-        let fde = partial.parse(|section, bases, offset| {
+        }
+    }
+    fdes
+}
+
+/// The rows of the FDEs `fdes` of `section`, evaluated on up to `threads` threads, sorted and
+/// merged. Returns the rows and the number of entries left out because they did not parse.
+fn collect_rows<'data, S>(
+    section: &S,
+    bases: &BaseAddresses,
+    fdes: Fdes<S::Offset>,
+    threads: usize,
+) -> Result<(Vec<UnwindRow>, usize), TableError>
+where
+    S: UnwindSection<EndianSlice<'data, LittleEndian>> + Sync,
+    S::Offset: Hash + Eq + Send + Sync,
+{
+    let chunks: Vec<&[S::Offset]> = fdes.offsets.chunks(FDES_PER_CHUNK).collect();
+    let next = AtomicUsize::new(0);
+    let collected = AtomicUsize::new(0);
+    // Each thread takes the next chunk until none is left, with a context and CIE cache of its
+    // own; it returns the chunks it did, by index.
+    let work = || -> Result<Vec<(usize, Vec<UnwindRow>, usize)>, TableError> {
+        let mut context = UnwindContext::new();
+        let mut cies = HashMap::new();
+        let mut done = Vec::new();
+        loop {
+            let index = next.fetch_add(1, Ordering::Relaxed);
+            let Some(chunk) = chunks.get(index) else { return Ok(done) };
+            let mut rows = Vec::new();
+            match evaluate(section, bases, chunk, &mut context, &mut cies, &mut rows, &collected) {
+                Ok(bad) => done.push((index, rows, bad)),
+                Err(e) => {
+                    // The others stop before their next chunk.
+                    next.store(chunks.len(), Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        }
+    };
+    let threads = threads.clamp(1, chunks.len().max(1));
+    let results = if threads == 1 {
+        vec![work()]
+    } else {
+        std::thread::scope(|scope| {
+            let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+            let mut results = vec![work()];
+            for helper in helpers {
+                // gimli and object do not panic on hostile bytes (see the tests below); if
+                // they did, this thread must end as it would without helpers.
+                results.push(helper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+            }
+            results
+        })
+    };
+    let mut in_order: Vec<Vec<UnwindRow>> = vec![Vec::new(); chunks.len()];
+    let mut bad = fdes.bad;
+    for result in results {
+        for (index, rows, bad_entries) in result? {
+            in_order[index] = rows;
+            bad += bad_entries;
+        }
+    }
+    Ok((merge(in_order), bad))
+}
+
+/// Evaluates the FDEs at `offsets` into `rows` (in their order); counts the rows in `collected`,
+/// shared by all threads working on the object. Returns the number of FDEs left out.
+fn evaluate<'data, S>(
+    section: &S,
+    bases: &BaseAddresses,
+    offsets: &[S::Offset],
+    context: &mut UnwindContext<usize>,
+    cies: &mut HashMap<S::Offset, gimli::CommonInformationEntry<EndianSlice<'data, LittleEndian>>>,
+    rows: &mut Vec<UnwindRow>,
+    collected: &AtomicUsize,
+) -> Result<usize, TableError>
+where
+    S: UnwindSection<EndianSlice<'data, LittleEndian>>,
+    S::Offset: Hash + Eq,
+{
+    let mut bad = 0usize;
+    for &offset in offsets {
+        let fde = section.fde_from_offset(bases, offset, |section, bases, offset| {
             if let Some(cie) = cies.get(&offset) {
                 return Ok(Clone::clone(cie));
             }
@@ -179,7 +322,7 @@ where
         }
         let signal = fde.is_signal_trampoline();
         let before = rows.len();
-        let Ok(mut table) = fde.rows(section, bases, &mut context) else {
+        let Ok(mut table) = fde.rows(section, bases, context) else {
             bad += 1;
             continue;
         };
@@ -217,35 +360,70 @@ where
                 rows.push(UnwindRow { pc: end as u32, kind: GAP, ..UnwindRow::default() });
             }
         }
+        // Over all threads, counted per FDE.
+        if collected.fetch_add(rows.len() - before, Ordering::Relaxed) + rows.len() - before > MAX_ROWS {
+            return Err(TableError::TooManyRows);
+        }
     }
-    Ok((merge(rows), bad))
+    Ok(bad)
 }
 
-/// Sorts rows by address; where two start at the same address, a real rule beats the gap that
-/// ends the previous FDE; consecutive rows with the same rule become one.
-fn merge(mut rows: Vec<UnwindRow>) -> Vec<UnwindRow> {
-    rows.sort_by_key(|r| (r.pc, r.kind != GAP));
-    let mut merged: Vec<UnwindRow> = Vec::with_capacity(rows.len());
-    for row in rows {
-        if let Some(last) = merged.last_mut() {
-            if last.pc == row.pc {
-                // Sorted gap first: the later one is the real rule (or a duplicate).
-                *last = row;
-                continue;
+/// Where two rows start at the same address, the gap that ends an FDE sorts before the rule
+/// of the FDE that starts there, so that the rule wins.
+fn sort_key(row: &UnwindRow) -> (u32, bool) {
+    (row.pc, row.kind != GAP)
+}
+
+/// The rows of all chunks, in address order, as the kernel searches them: where two start at
+/// the same address the later one (in [`sort_key`] order) is kept; consecutive rows with the
+/// same rule become one. Rows evaluated in address order are merged as they are joined,
+/// freeing each chunk once merged; others are sorted first.
+fn merge(chunks: Vec<Vec<UnwindRow>>) -> Vec<UnwindRow> {
+    let total = chunks.iter().map(Vec::len).sum();
+    let mut merged: Vec<UnwindRow> = Vec::with_capacity(total);
+    // Each chunk, then where one ends and the next begins (a slice is checked faster than the
+    // chunks' rows as one iterator).
+    let ends: Vec<(&UnwindRow, &UnwindRow)> = chunks.iter().filter_map(|c| Some((c.first()?, c.last()?))).collect();
+    let joined_in_order = ends.windows(2).all(|w| sort_key(w[0].1) <= sort_key(w[1].0));
+    if joined_in_order && chunks.iter().all(|c| c.is_sorted_by_key(sort_key)) {
+        for chunk in chunks {
+            for row in chunk {
+                push_merged(&mut merged, row);
             }
         }
-        merged.push(row);
-    }
-    for row in &mut merged {
-        if row.kind == GAP {
-            row.kind = cfa::NONE;
+    } else {
+        let mut rows = chunks.concat();
+        rows.sort_by_key(sort_key);
+        for row in rows {
+            push_merged(&mut merged, row);
         }
     }
-    merged.dedup_by(|next, kept| {
-        next.kind == kept.kind && next.cfa_offset == kept.cfa_offset && next.rbp_offset == kept.rbp_offset
-    });
     merged.shrink_to_fit();
     merged
+}
+
+fn same_rule(a: &UnwindRow, b: &UnwindRow) -> bool {
+    a.kind == b.kind && a.cfa_offset == b.cfa_offset && a.rbp_offset == b.rbp_offset
+}
+
+/// Appends `row` (of an address at or after the last's) to sorted, merged `rows`.
+fn push_merged(rows: &mut Vec<UnwindRow>, mut row: UnwindRow) {
+    if row.kind == GAP {
+        row.kind = cfa::NONE;
+    }
+    match rows.last_mut() {
+        Some(last) if last.pc == row.pc => {
+            *last = row;
+            // The row replaced may have been all that told it from the one before.
+            if let [.., before, last] = rows.as_slice() {
+                if same_rule(before, last) {
+                    rows.pop();
+                }
+            }
+        }
+        Some(last) if same_rule(last, &row) => {}
+        _ => rows.push(row),
+    }
 }
 
 fn signal_row() -> UnwindRow {
@@ -331,9 +509,80 @@ mod tests {
             row(0x18, cfa::RSP, 16),
         ];
         assert_eq!(
-            merge(rows),
+            merge(vec![rows]),
             vec![row(0x10, cfa::RSP, 8), row(0x14, cfa::RSP, 16), row(0x20, cfa::RSP, 8), row(0x30, cfa::NONE, 0)]
         );
+    }
+
+    /// What [`merge`] must give, the plain way: all rows sorted, the last of each address kept,
+    /// then runs of one rule joined.
+    fn merged_by_sorting(chunks: &[Vec<UnwindRow>]) -> Vec<UnwindRow> {
+        let mut rows = chunks.concat();
+        rows.sort_by_key(sort_key);
+        let mut merged: Vec<UnwindRow> = Vec::new();
+        for mut row in rows {
+            if row.kind == GAP {
+                row.kind = cfa::NONE;
+            }
+            match merged.last_mut() {
+                Some(last) if last.pc == row.pc => *last = row,
+                _ => merged.push(row),
+            }
+        }
+        merged.dedup_by(|next, kept| same_rule(next, kept));
+        merged
+    }
+
+    #[test]
+    fn rows_in_address_order_are_merged_across_chunks() {
+        // Two FDEs in order, the second starting where the first ends, split between chunks.
+        let chunks = vec![
+            vec![row(0x10, cfa::RSP, 8), row(0x11, cfa::RSP, 16)],
+            vec![row(0x20, GAP, 0), row(0x20, cfa::RSP, 8), row(0x21, cfa::RSP, 16)],
+            vec![row(0x28, GAP, 0)],
+        ];
+        let expected = vec![
+            row(0x10, cfa::RSP, 8),
+            row(0x11, cfa::RSP, 16),
+            row(0x20, cfa::RSP, 8),
+            row(0x21, cfa::RSP, 16),
+            row(0x28, cfa::NONE, 0),
+        ];
+        assert_eq!(merged_by_sorting(&chunks), expected);
+        assert_eq!(merge(chunks), expected);
+    }
+
+    /// The rows of the object at `path` evaluated one FDE after the other in the section's
+    /// order, with rows sorted after (as before `.eh_frame_hdr` was used), and in the table's
+    /// order on 3 threads: the same table.
+    fn hdr_order_and_threads_change_nothing(path: &str) {
+        let Ok(data) = std::fs::read(path) else { return };
+        let elf = object::File::parse(data.as_slice()).expect("an ELF object");
+        let section = |name| {
+            let s = elf.section_by_name(name)?;
+            Some((s.address(), s.data().ok()?))
+        };
+        let (Some((address, bytes)), Some((hdr_address, hdr))) = (section(".eh_frame"), section(".eh_frame_hdr"))
+        else {
+            return;
+        };
+        let bases = BaseAddresses::default().set_eh_frame(address).set_eh_frame_hdr(hdr_address);
+        let mut eh_frame = EhFrame::new(bytes, LittleEndian);
+        eh_frame.set_address_size(8);
+        let in_order = fdes_in_order(&eh_frame, &bases);
+        let by_address = fdes_by_address(hdr, address, &bases).expect("a sorted table");
+        assert_eq!(in_order.offsets.len(), by_address.offsets.len(), "{path}: FDEs listed");
+        let serial = collect_rows(&eh_frame, &bases, in_order, 1).expect("rows");
+        let threaded = collect_rows(&eh_frame, &bases, by_address, 3).expect("rows");
+        assert!(serial.0.len() > 100, "{path}: only {} rows", serial.0.len());
+        assert_eq!(serial, threaded, "{path}");
+    }
+
+    #[test]
+    fn the_sorted_table_and_threads_give_the_rows_of_the_plain_way() {
+        hdr_order_and_threads_change_nothing("/proc/self/exe");
+        // A C library built by a distribution (GNU ld, many FDEs).
+        hdr_order_and_threads_change_nothing("/lib/x86_64-linux-gnu/libc.so.6");
     }
 
     #[test]
@@ -398,7 +647,8 @@ mod tests {
     fn rows_of(address: u64, bytes: &[u8]) -> Result<(Vec<UnwindRow>, usize), TableError> {
         let mut eh_frame = EhFrame::new(bytes, LittleEndian);
         eh_frame.set_address_size(8);
-        collect_rows(&eh_frame, &BaseAddresses::default().set_eh_frame(address))
+        let bases = BaseAddresses::default().set_eh_frame(address);
+        collect_rows(&eh_frame, &bases, fdes_in_order(&eh_frame, &bases), 2)
     }
 
     fn well_formed(rows: &[UnwindRow]) -> bool {
@@ -433,6 +683,30 @@ mod tests {
             }
         }
 
+        /// Random rows in random chunks: merged as the plain way merges them, whether they came
+        /// in address order (merged as joined) or not (sorted first).
+        #[test]
+        fn merging_chunks_is_sorting_then_joining(
+            raw in proptest::collection::vec((0u32..64, 0u8..3, 0u16..3), 0..200),
+            cuts in proptest::collection::vec(0usize..200, 0..6),
+            in_address_order in proptest::bool::ANY,
+        ) {
+            let kinds = [cfa::RSP, cfa::RBP, GAP];
+            let mut rows: Vec<UnwindRow> = raw.iter().map(|&(pc, k, off)| row(pc, kinds[k as usize], off)).collect();
+            if in_address_order {
+                rows.sort_by_key(sort_key);
+            }
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(rows.len())).collect();
+            cuts.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut from = 0;
+            for cut in cuts.into_iter().chain([rows.len()]) {
+                chunks.push(rows[from..cut].to_vec());
+                from = cut;
+            }
+            proptest::prop_assert_eq!(merge(chunks.clone()), merged_by_sorting(&chunks));
+        }
+
         /// A whole ELF object damaged anywhere (headers, section table, `.eh_frame`).
         #[test]
         fn damaged_elf_never_panics(damage in proptest::collection::vec((proptest::num::usize::ANY, proptest::num::u8::ANY), 1..16)) {
@@ -445,6 +719,45 @@ mod tests {
             }
             if let Ok(object) = Object::parse(data.as_slice()) {
                 proptest::prop_assert!(well_formed(&object.rows));
+            }
+        }
+    }
+
+    proptest::proptest! {
+        // Each case evaluates a whole C library's `.eh_frame`.
+        #![proptest_config(proptest::test_runner::Config { cases: 64, ..Default::default() })]
+
+        /// A real `.eh_frame` with a damaged `.eh_frame_hdr` beside it: rows or an error, never
+        /// a panic, a hang, or rows out of order.
+        #[test]
+        fn damaged_eh_frame_hdr_never_panics(
+            damage in proptest::collection::vec((proptest::num::usize::ANY, proptest::num::u8::ANY), 1..24),
+        ) {
+            // A distribution's C library: a few thousand FDEs, not this binary's 100,000.
+            static LIBC: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+            let data = LIBC.get_or_init(|| std::fs::read("/lib/x86_64-linux-gnu/libc.so.6").expect("a libc.so.6"));
+            let elf = object::File::parse(data.as_slice()).expect("parse libc");
+            let section = |name| {
+                let s = elf.section_by_name(name).expect("the section");
+                (s.address(), s.data().expect("its bytes"))
+            };
+            let (address, bytes) = section(".eh_frame");
+            let (hdr_address, hdr) = section(".eh_frame_hdr");
+            let mut hdr = hdr.to_vec();
+            let len = hdr.len();
+            for (at, value) in damage {
+                // Half the damage in the header and the first entries.
+                let at = if value & 1 == 0 { at % len.min(64) } else { at % len };
+                hdr[at] = value;
+            }
+            let bases = BaseAddresses::default().set_eh_frame(address).set_eh_frame_hdr(hdr_address);
+            let mut eh_frame = EhFrame::new(bytes, LittleEndian);
+            eh_frame.set_address_size(8);
+            if let Some(fdes) = fdes_by_address(&hdr, address, &bases) {
+                proptest::prop_assert!(fdes.offsets.len() <= len / 8);
+                if let Ok((rows, _)) = collect_rows(&eh_frame, &bases, fdes, 2) {
+                    proptest::prop_assert!(well_formed(&rows));
+                }
             }
         }
     }

@@ -19,6 +19,9 @@ pub(super) struct AgentRun {
     pub(super) mode: eagle_proto::ProfileMode,
     /// `eagle-agent --version`: the doctor's probe.
     pub(super) version_only: bool,
+    /// Asked for the network side (`--net`): the record it writes before its trailer, the
+    /// scenario's for its node, else an empty one (no traffic), as the real agent would.
+    pub(super) net: Option<eagle_proto::NetPayload>,
 }
 
 impl State {
@@ -72,6 +75,18 @@ impl State {
         };
         // Not pinned to a node: the scheduler picks the first one.
         agent.node = node_of(&template["spec"]).or_else(|| self.nodes.first().cloned()).unwrap_or_default();
+        if run.net {
+            let mut net = scenario
+                .net_records
+                .get(&agent.node)
+                .cloned()
+                .unwrap_or_else(|| eagle_proto::NetPayload::new(run.duration_ms));
+            // An agent reports its own targets only.
+            let ours = |c: &Option<String>| c.as_ref().is_some_and(|c| agent.containers.contains(c));
+            net.http.retain(|r| ours(&r.container));
+            net.peers.retain(|p| ours(&p.container));
+            agent.net = Some(net);
+        }
         let known = self.nodes.contains(&agent.node);
         let fate = if known { scenario.fate(&agent.node) } else { Fate::Unschedulable };
         self.events.push(WatchEvent { rv, kind: "ADDED", object: pod.clone() });
@@ -260,7 +275,10 @@ pub(super) fn script(fate: &Fate, agent: &AgentRun) -> Script {
     let complete = |stacks: &[Stack]| {
         let mut lines =
             vec![stderr_noise.clone(), header.clone(), progress(1, total(stacks)), progress(2, total(stacks))];
-        lines.extend(encoder.payload(&records(stacks), 0));
+        match &agent.net {
+            Some(net) => lines.extend(encoder.payload_with_net(&records(stacks), 0, net)),
+            None => lines.extend(encoder.payload(&records(stacks), 0)),
+        }
         lines
     };
     let plain = |lines: Vec<String>, exit_code: i32| Script {

@@ -109,6 +109,7 @@ pub struct Scenario {
     pub(super) line_gap: Duration,
     pub(super) admission_policies: bool,
     pub(super) self_subject_review: bool,
+    pub(super) net_records: HashMap<String, eagle_proto::NetPayload>,
 }
 
 impl Default for Scenario {
@@ -134,7 +135,15 @@ impl Scenario {
             line_gap: LINE_GAP,
             admission_policies: false,
             self_subject_review: true,
+            net_records: HashMap::new(),
         }
+    }
+
+    /// The network record `node`'s agent writes when its Job asks for `--net` (a recorded
+    /// node stream: the rows name containers by [`container_id`]).
+    pub fn net(mut self, node: &str, record: eagle_proto::NetPayload) -> Self {
+        self.net_records.insert(node.into(), record);
+        self
     }
 
     /// What every node not named by [`Scenario::node`] does.
@@ -350,12 +359,21 @@ pub struct PodFixture {
     pub(super) node: Option<String>,
     pub(super) labels: Vec<(String, String)>,
     pub(super) owner: Option<(String, String)>,
+    pub(super) ip: Option<String>,
     /// (name, waiting reason or None when running)
     pub(super) containers: Vec<(String, Option<String>)>,
 }
 
 pub fn pod(ns: &str, name: &str) -> PodFixture {
-    PodFixture { ns: ns.into(), name: name.into(), node: None, labels: Vec::new(), owner: None, containers: Vec::new() }
+    PodFixture {
+        ns: ns.into(),
+        name: name.into(),
+        node: None,
+        labels: Vec::new(),
+        owner: None,
+        ip: None,
+        containers: Vec::new(),
+    }
 }
 
 impl PodFixture {
@@ -371,6 +389,12 @@ impl PodFixture {
 
     pub fn owner(mut self, kind: &str, name: &str) -> Self {
         self.owner = Some((kind.into(), name.into()));
+        self
+    }
+
+    /// The pod's IP (`status.podIP`, `podIPs`).
+    pub fn ip(mut self, ip: &str) -> Self {
+        self.ip = Some(ip.into());
         self
     }
 
@@ -432,6 +456,10 @@ impl PodFixture {
             status["hostIP"] = json!("10.0.0.2");
             status["containerStatuses"] = json!(statuses);
             status["conditions"] = json!([{"type": "PodScheduled", "status": "True"}]);
+        }
+        if let Some(ip) = &self.ip {
+            status["podIP"] = json!(ip);
+            status["podIPs"] = json!([{"ip": ip}]);
         }
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec, "status": status})
     }

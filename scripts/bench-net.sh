@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# What watching the network costs a server (issue #19): the HTTP server of images/http serves
+# REQUESTS requests, one at a time (the client sends the next when the answer is read), as fast
+# as it can, over CONNS keep-alive connections; its throughput is what the client measured.
+# Each repetition runs, in turn:
+#
+#   base   python3 images/http/server.py alone                      (the reference)
+#   net    kubectl-eagle net -o ... -- python3 images/http/server.py (TCP counters, HTTP capture)
+#
+# interleaved, so that drift in the machine's load hits both alike; each is summarised by its
+# median requests per second, `net` as a ratio to `base` from the same run. The client is never
+# watched. Under RT=1 (the default when root) server and client run under `chrt -f 10`, as
+# scripts/bench-overhead.sh does, so that other work on a shared machine blurs less.
+#
+#   scripts/bench-net.sh                     (root; EAGLE_BIN=target/debug/kubectl-eagle to
+#                                             measure a debug build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPS=${REPS:-7}
+REQUESTS=${REQUESTS:-2000}
+CONNS=${CONNS:-4}
+RT=${RT:-$([ "$(id -u)" = 0 ] && echo 1 || echo 0)}
+BIN=${EAGLE_BIN:-target/release/kubectl-eagle}
+if [ -z "${EAGLE_BIN:-}" ]; then
+  cargo build --release -p kube-eagle --bin kubectl-eagle >&2
+fi
+[ -x "$BIN" ] || { echo "bench-net: $BIN missing" >&2; exit 1; }
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+rt=(); [ "$RT" = 1 ] && rt=(chrt -f 10)
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_ready() {
+  for _ in $(seq 1 400); do [ -s "$1" ] && return 0; sleep 0.05; done
+  echo "bench-net: the server did not start" >&2; exit 1
+}
+
+# One run of a variant: prints the client's requests per second.
+run() {
+  local variant=$1 port ready; port=$(free_port); ready=$WORK/ready-$variant-$RANDOM
+  local server=(python3 images/http/server.py --port "$port" --delay-ms 0 --error-every 0 --slow-every 0 --ready-file "$ready")
+  case $variant in
+    base) "${rt[@]}" "${server[@]}" & ;;
+    net) "${rt[@]}" "$BIN" net -o "$WORK/net.json" -- "${server[@]}" 2>"$WORK/net.err" & ;;
+  esac
+  local holder=$!
+  wait_ready "$ready"
+  local rate
+  rate=$("${rt[@]}" python3 images/http/load.py --port "$port" --requests "$REQUESTS" --rate 1e9 --connections "$CONNS" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["rate_per_s"])')
+  kill -TERM "$(cat "$ready")"
+  wait "$holder" || true
+  if [ "$variant" = net ]; then
+    # The window must have seen every request: else it did not watch the whole run.
+    python3 - "$WORK/net.json" "$REQUESTS" <<'EOF' || { cat "$WORK/net.err" >&2; exit 1; }
+import json, sys
+report = json.load(open(sys.argv[1]))
+seen = sum(r["requests"] for r in report["http"])
+assert seen == int(sys.argv[2]), f"the network view saw {seen} of {sys.argv[2]} requests"
+EOF
+  fi
+  echo "$rate"
+}
+
+median() { sort -g | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
+
+run base >/dev/null; run net >/dev/null # warm-up, uncounted
+: >"$WORK/base"; : >"$WORK/net"
+for i in $(seq 1 "$REPS"); do
+  for v in base net; do run $v >>"$WORK/$v"; done
+  echo "bench-net: repetition $i of $REPS done" >&2
+done
+base=$(median <"$WORK/base"); net=$(median <"$WORK/net")
+echo "| variant | requests/s, median | of base |"
+echo "|---|---:|---:|"
+echo "| base (not watched) | $(printf %.0f "$base") | 1.000 |"
+echo "| \`kubectl-eagle net\` | $(printf %.0f "$net") | $(awk -v n="$net" -v b="$base" 'BEGIN {printf "%.3f", n/b}') |"
+echo "base runs: $(tr '\n' ' ' <"$WORK/base")" >&2
+echo "net runs:  $(tr '\n' ' ' <"$WORK/net")" >&2

@@ -1,0 +1,290 @@
+//! End-to-end test of `kubectl-eagle net` against a real cluster (the lab of `scripts/lab`, or
+//! any cluster given by `EAGLE_E2E_KUBECONFIG`): a client pod calls an HTTP server pod at a
+//! known rate, delay and 5xx ratio, measuring itself; what the network view reports must agree
+//! with the client. `#[ignore]`d like the other cluster tests; run with
+//! `cargo nextest run -p eagle-tests --test net_e2e --run-ignored only`.
+//!
+//! The server and client are `images/http/{server,load}.py`, run by the `python-groundtruth`
+//! image's interpreter with their source given to `python3 -c` (the image holds the standard
+//! library they need; nothing is added to it). Both pods are placed on one node: the lab's pod
+//! network is one bridge per node, not routed between nodes, and has no kube-proxy or DNS, so
+//! the client calls the server's pod IP.
+//!
+//! Environment: `EAGLE_E2E_KUBECONFIG` (required), `EAGLE_E2E_PYTHON_GROUNDTRUTH_IMAGE`
+//! (default `lab.local/python-groundtruth:<version>`), `EAGLE_E2E_AGENT_IMAGE` (default: the
+//! CLI's own).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use serde_json::{json, Value};
+
+/// Requests the client makes, and at what rate: 10 s of traffic.
+const REQUESTS: u32 = 300;
+const RATE: u32 = 30;
+/// The client waits this long after it starts before calling, so that the agents' window
+/// (started after the pods run) covers every request.
+const CLIENT_DELAY_S: u32 = 30;
+const WINDOW: &str = "55s";
+
+fn python_image() -> String {
+    std::env::var("EAGLE_E2E_PYTHON_GROUNDTRUTH_IMAGE")
+        .unwrap_or_else(|_| format!("lab.local/python-groundtruth:{}", env!("CARGO_PKG_VERSION")))
+}
+
+fn source(name: &str) -> String {
+    let path = eagle_tests::repo_root().join("images/http").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+struct Fixture {
+    rt: tokio::runtime::Runtime,
+    client: Client,
+    kubeconfig: PathBuf,
+    namespace: String,
+    dir: PathBuf,
+}
+
+impl Fixture {
+    fn new(kubeconfig: PathBuf) -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let client = rt.block_on(async {
+            let kc = Kubeconfig::read_from(&kubeconfig).unwrap();
+            let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
+            Client::try_from(config).unwrap()
+        });
+        let namespace = format!("eagle-e2e-net-{:x}", std::process::id());
+        let dir = std::env::temp_dir().join(&namespace);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
+        rt.block_on(Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns)).unwrap();
+        Fixture { rt, client, kubeconfig, namespace, dir }
+    }
+
+    /// A one-replica deployment of the python image on `node` running `python3 -u -c SCRIPT ARGS`;
+    /// waits until it runs and returns its pod.
+    fn deploy(&self, name: &str, node: &str, script: &str, args: &[String]) -> Pod {
+        let mut command = vec!["/usr/bin/python3.11".to_owned(), "-u".into(), "-c".into(), script.to_owned()];
+        command.extend(args.iter().cloned());
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": self.namespace},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {
+                        "nodeName": node,
+                        "terminationGracePeriodSeconds": 1,
+                        "automountServiceAccountToken": false,
+                        "containers": [{"name": "app", "image": python_image(), "imagePullPolicy": "IfNotPresent", "command": command}]
+                    }
+                }
+            }
+        }))
+        .unwrap();
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
+        self.rt.block_on(api.create(&PostParams::default(), &d)).unwrap();
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let list = self.rt.block_on(pods.list(&ListParams::default().labels(&format!("app={name}")))).unwrap();
+            let running = list.items.into_iter().find(|p| {
+                let status = p.status.as_ref();
+                status.and_then(|s| s.phase.as_deref()) == Some("Running")
+                    && status.and_then(|s| s.pod_ip.as_ref()).is_some()
+            });
+            if let Some(pod) = running {
+                return pod;
+            }
+            if Instant::now() >= deadline {
+                let selector = format!("app={name}");
+                let why = self.rt.block_on(eagle_tests::cluster::why_pods_wait(
+                    &self.client,
+                    &self.namespace,
+                    Some(&selector),
+                ));
+                panic!("deployment {name}: no pod Running after 120 s:{why}");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    fn service(&self, name: &str) {
+        let s: Service = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": self.namespace},
+            "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]}
+        }))
+        .unwrap();
+        let api: Api<Service> = Api::namespaced(self.client.clone(), &self.namespace);
+        self.rt.block_on(api.create(&PostParams::default(), &s)).unwrap();
+    }
+
+    /// The first node that takes pods.
+    fn node(&self) -> String {
+        let nodes = self.rt.block_on(Api::<Node>::all(self.client.clone()).list(&ListParams::default())).unwrap();
+        nodes
+            .items
+            .into_iter()
+            .find(|n| n.spec.as_ref().and_then(|s| s.unschedulable) != Some(true))
+            .and_then(|n| n.metadata.name)
+            .expect("a schedulable node")
+    }
+
+    /// The client's own measurement: the JSON line its log ends with, once it is there.
+    fn client_measurement(&self, pod: &str, timeout: Duration) -> Value {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.rt.block_on(pods.logs(pod, &LogParams::default())).unwrap_or_default();
+            if let Some(line) = log.lines().rev().find(|l| l.starts_with('{')) {
+                return serde_json::from_str(line).unwrap_or_else(|e| panic!("client output {line}: {e}"));
+            }
+            assert!(Instant::now() < deadline, "the client printed no measurement within {timeout:?}; its log:\n{log}");
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let _ = self.rt.block_on(api.delete(&self.namespace, &DeleteParams::background()));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn within(what: &str, got: f64, truth: f64, share: f64) {
+    let error = (got - truth).abs() / truth;
+    assert!(
+        error <= share,
+        "{what}: the network view says {got:.3}, the client measured {truth:.3} ({:.1}% off, {:.0}% allowed)",
+        error * 100.0,
+        share * 100.0
+    );
+}
+
+#[test]
+#[ignore = "needs a cluster: EAGLE_E2E_KUBECONFIG"]
+fn a_client_pod_calling_a_server_pod_agrees_with_what_the_client_measured() {
+    let Some(kc) = eagle_tests::e2e_kubeconfig() else { return };
+    let fx = Fixture::new(kc);
+    let node = fx.node();
+    let server_args: Vec<String> = [
+        "--bind",
+        "0.0.0.0",
+        "--port",
+        "8080",
+        "--delay-ms",
+        "20",
+        "--slow-ms",
+        "80",
+        "--slow-every",
+        "25",
+        "--error-every",
+        "10",
+    ]
+    .map(String::from)
+    .to_vec();
+    let web = fx.deploy("web", &node, &source("server.py"), &server_args);
+    fx.service("web");
+    let web_ip = web.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap();
+    // The client waits, calls, prints its measurement, then stays (a Deployment restarts what exits).
+    let client = format!("import time\ntime.sleep({CLIENT_DELAY_S})\n{}\ntime.sleep(1e6)\n", source("load.py"));
+    let client_args: Vec<String> = [
+        "--host",
+        &web_ip,
+        "--port",
+        "8080",
+        "--requests",
+        &REQUESTS.to_string(),
+        "--rate",
+        &RATE.to_string(),
+        "--connections",
+        "2",
+    ]
+    .map(String::from)
+    .to_vec();
+    let load = fx.deploy("load", &node, &client, &client_args);
+    let load_pod = load.metadata.name.clone().unwrap();
+
+    let report = fx.dir.join("net.json");
+    let mut cmd = Command::new(eagle_tests::kubectl_eagle());
+    cmd.args(["net", "deployment/web", "deployment/load", "-d", WINDOW, "-o"])
+        .arg(&report)
+        .arg("-n")
+        .arg(&fx.namespace)
+        .arg("--kubeconfig")
+        .arg(&fx.kubeconfig)
+        .args(["--max-p99", "http:/api/.*=10s"]);
+    if let Ok(image) = std::env::var("EAGLE_E2E_AGENT_IMAGE") {
+        cmd.arg("--image").arg(image);
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "kubectl-eagle net: {stderr}");
+    let truth = fx.client_measurement(&load_pod, Duration::from_secs(30));
+    let text = std::fs::read_to_string(&report).unwrap();
+    let net: Value = serde_json::from_str(&text).unwrap();
+
+    // The server's side, attributed to its pod.
+    let served: Vec<&Value> = net["http"].as_array().unwrap().iter().filter(|r| r["direction"] == "inbound").collect();
+    assert_eq!(served.len(), 1, "one served route: {text}");
+    let route = served[0];
+    assert_eq!(
+        (route["workload"].as_str(), route["path"].as_str()),
+        (Some("deployment/web"), Some("/api/items/{n}")),
+        "{text}"
+    );
+    assert_eq!(route["requests"].as_u64(), truth["requests"].as_u64(), "requests: {text}\nclient: {truth}");
+    assert_eq!(route["errors"].as_u64(), truth["errors"].as_u64(), "5xx: {text}\nclient: {truth}");
+    // The rate over the client's own span is the client's, as the counts are exact; over the
+    // window it is what the window says.
+    within(
+        "rate over the client's span",
+        route["requests"].as_f64().unwrap() / truth["seconds"].as_f64().unwrap(),
+        truth["rate_per_s"].as_f64().unwrap(),
+        0.02,
+    );
+    // The client's side: its own view of the same requests, from its write to its read.
+    let made: Vec<&Value> = net["http"].as_array().unwrap().iter().filter(|r| r["direction"] == "outbound").collect();
+    assert_eq!(made.len(), 1, "one route made: {text}");
+    for q in ["p50_ms", "p99_ms"] {
+        within(q, made[0][q].as_f64().unwrap(), truth[q].as_f64().unwrap(), 0.10);
+    }
+    // Bytes within 1 % of the client's counters.
+    let to_server = net["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["direction"] == "outbound" && p["peer"] == format!("{web_ip}:8080"))
+        .unwrap_or_else(|| panic!("no row of the client towards {web_ip}:8080: {text}"));
+    assert_eq!(
+        to_server["peer_name"].as_str(),
+        Some(format!("{}/pod/{}", fx.namespace, web.metadata.name.as_deref().unwrap())).as_deref()
+    );
+    within("bytes sent", to_server["bytes_sent"].as_f64().unwrap(), truth["bytes_sent"].as_f64().unwrap(), 0.01);
+    within(
+        "bytes received",
+        to_server["bytes_received"].as_f64().unwrap(),
+        truth["bytes_received"].as_f64().unwrap(),
+        0.01,
+    );
+
+    // The edge client -> server on the map, seen from both ends.
+    let (client, server) = (format!("{}/deployment/load", fx.namespace), format!("{}/deployment/web", fx.namespace));
+    let edges = net["edges"].as_array().unwrap();
+    for side in ["client", "server"] {
+        let edge = edges
+            .iter()
+            .find(|e| e["client"] == client.as_str() && e["server"] == server.as_str() && e["seen_by"] == side)
+            .unwrap_or_else(|| panic!("no edge {client} -> {server} seen by the {side}: {edges:?}"));
+        assert_eq!(edge["requests"].as_u64(), truth["requests"].as_u64(), "{edge}");
+    }
+}
