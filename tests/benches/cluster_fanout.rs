@@ -1,19 +1,26 @@
-//! From the end of sampling to the SVG on disk, and the API requests of a run, for 1 node and
-//! for 50 simulated nodes: the real `kubectl-eagle` (release build) against the API double,
-//! whose agents each deliver a realistic profile (2,000 distinct stacks of 12 to 30 frames).
+//! From the end of sampling to the SVG on disk, the API requests of a run, the most of them in
+//! flight at once, and the CLI's peak RSS, for 1, 50 and 1,000 simulated nodes: the real
+//! `kubectl-eagle` (release build) against the API double, whose agents each deliver a
+//! realistic profile (2,000 distinct stacks of 12 to 30 frames).
 //!
 //!   cargo build --release -p kube-eagle --bin kubectl-eagle
 //!   EAGLE_KUBECTL_EAGLE=target/release/kubectl-eagle cargo bench -p eagle-tests --bench cluster_fanout
 //!
 //! "Window end" is the instant the last agent's log ended (its trailer written, its container
-//! exited); "SVG on disk" is the output file's modification time. Goals (issue 4): <= 1 s for
-//! 1 node, <= 3 s for 50; requests <= 5 + 4 per node.
+//! exited); "SVG on disk" is the output file's modification time. "In flight" counts a watch or
+//! a log follow until its stream ends. Goals (issues 4 and 16): <= 1 s for 1 node, <= 3 s for 50,
+//! < 10 s and < 500 MiB of RSS for 1,000; requests <= 5 + 4 per node. `EAGLE_FANOUT_REPEATS=N`
+//! runs each size N times (plus one to warm up) instead of 5, 5 and 3.
 
-use std::time::{Duration, SystemTime};
+use std::fs::File;
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime};
 
 use eagle_tests::apiserver::{namespace, pod, stack, ApiServer, Fate, Scenario, Stack};
 
 const REPEATS: usize = 5;
+/// 1,000 nodes take a minute or so a run on two cores.
+const REPEATS_1000: usize = 3;
 const STACKS_PER_NODE: usize = 2_000;
 
 fn main() {
@@ -24,53 +31,120 @@ fn main() {
         eprintln!("note: EAGLE_KUBECTL_EAGLE unset: timing the debug build next to this bench (slower than a release)");
     }
     println!(
-        "{:>5}  {:>11}  {:>18}  {:>16}  {:>8}  {:>11}",
-        "nodes", "stacks/node", "window end -> SVG", "window end -> exit", "requests", "goal 5+4N"
+        "{:>5}  {:>11}  {:>18}  {:>18}  {:>8}  {:>11}  {:>9}  {:>13}",
+        "nodes",
+        "stacks/node",
+        "window end -> SVG",
+        "window end -> exit",
+        "requests",
+        "goal 5+4N",
+        "in flight",
+        "CLI peak RSS"
     );
+    // `EAGLE_FANOUT_REPEATS=N`: N runs of each size instead (a quick look; medians of fewer).
+    let override_repeats = std::env::var("EAGLE_FANOUT_REPEATS").ok().and_then(|n| n.parse().ok());
+    let (repeats, repeats_1000) = override_repeats.map_or((REPEATS, REPEATS_1000), |n: usize| (n.max(1), n.max(1)));
     let mut medians = Vec::new();
-    for nodes in [1usize, 50] {
-        let (to_svg, to_exit, requests) = measure(nodes);
+    for (nodes, repeats) in [(1usize, repeats), (50, repeats), (1_000, repeats_1000)] {
+        let m = measure(nodes, repeats);
         println!(
-            "{nodes:>5}  {STACKS_PER_NODE:>11}  {:>16.3} s  {:>16.3} s  {requests:>8}  {:>11}",
-            to_svg.as_secs_f64(),
-            to_exit.as_secs_f64(),
-            5 + 4 * nodes
+            "{nodes:>5}  {STACKS_PER_NODE:>11}  {:>16.3} s  {:>16.3} s  {:>8}  {:>11}  {:>9}  {:>9.1} MiB",
+            m.to_svg.as_secs_f64(),
+            m.to_exit.as_secs_f64(),
+            m.requests,
+            5 + 4 * nodes,
+            m.peak_in_flight,
+            m.peak_rss_kib as f64 / 1024.0
         );
-        medians.push(to_svg);
+        medians.push(m.to_svg);
     }
     println!(
-        "50 nodes vs 1 node, window end -> SVG: {:.2}x (median of {REPEATS} runs each)",
-        medians[1].as_secs_f64() / medians[0].as_secs_f64()
+        "window end -> SVG against 1 node: 50 nodes {:.2}x (median of {repeats} runs), 1,000 nodes {:.2}x (median of {repeats_1000})",
+        medians[1].as_secs_f64() / medians[0].as_secs_f64(),
+        medians[2].as_secs_f64() / medians[0].as_secs_f64()
     );
 }
 
-/// Medians of window end -> SVG and -> exit over [`REPEATS`] runs, and the requests of one run.
-fn measure(nodes: usize) -> (Duration, Duration, usize) {
+struct Measured {
+    to_svg: Duration,
+    to_exit: Duration,
+    /// Of the last run: requests made, the most in flight at once, the CLI's peak RSS.
+    requests: usize,
+    peak_in_flight: usize,
+    peak_rss_kib: i64,
+}
+
+/// Medians of window end -> SVG and -> exit over `repeats` runs (after one to warm up), and the
+/// requests, peak in flight and peak RSS of the largest run.
+fn measure(nodes: usize, repeats: usize) -> Measured {
     let stacks = realistic_stacks();
     let mut world = vec![namespace("bench"), namespace("kube-eagle")];
     for i in 0..nodes {
-        world.push(pod("bench", &format!("app-{i:02}")).on(&format!("node-{i:02}")).running("app").build());
+        world.push(pod("bench", &format!("app-{i:03}")).on(&format!("node-{i:03}")).running("app").build());
     }
     let mut to_svg = Vec::new();
     let mut to_exit = Vec::new();
-    let mut requests = 0;
-    for _ in 0..=REPEATS {
+    let (mut requests, mut peak_in_flight, mut peak_rss_kib) = (0, 0, 0);
+    for _ in 0..=repeats {
         let server = ApiServer::start(
             world.clone(),
             Scenario::new().default_fate(Fate::Profile(stacks.clone())).agent_line_gap(Duration::from_millis(1)),
         );
         let out = server.dir().join("out.svg");
-        let run = server.run(&["namespace/bench", "-n", "bench", "-d", "1s", "-o", out.to_str().unwrap()]);
+        let (code, rss_kib) =
+            run_measured(&server, &["namespace/bench", "-n", "bench", "-d", "1s", "-o", out.to_str().unwrap()]);
         let exited = SystemTime::now();
-        assert_eq!(run.code, Some(0), "{}\n{}", run.stderr, server.transcript());
+        let stderr = std::fs::read_to_string(server.dir().join("stderr")).unwrap_or_default();
+        assert_eq!(code, Some(0), "{stderr}\n{}", server.transcript());
         let ended = server.last_log_end().expect("the agents' logs ended");
         let written = std::fs::metadata(&out).and_then(|m| m.modified()).expect("the SVG is written");
         to_svg.push(written.duration_since(ended).unwrap_or_default());
         to_exit.push(exited.duration_since(ended).unwrap_or_default());
-        requests = server.requests().len();
+        requests = requests.max(server.requests().len());
+        peak_in_flight = peak_in_flight.max(server.peak_requests_in_flight());
+        peak_rss_kib = peak_rss_kib.max(rss_kib);
     }
     // The first run warms the page cache and the allocator: left out.
-    (median(&mut to_svg[1..].to_vec()), median(&mut to_exit[1..].to_vec()), requests)
+    Measured {
+        to_svg: median(&mut to_svg[1..].to_vec()),
+        to_exit: median(&mut to_exit[1..].to_vec()),
+        requests,
+        peak_in_flight,
+        peak_rss_kib,
+    }
+}
+
+/// Runs `kubectl-eagle profile ARGS` (stderr to the server's directory) and returns its exit
+/// code and peak RSS in KiB, from wait4(2)'s resource usage of that one process.
+// The child is reaped by wait4(2), which std's `wait` does not call: it returns no rusage.
+#[allow(clippy::zombie_processes)]
+fn run_measured(server: &ApiServer, args: &[&str]) -> (Option<i32>, i64) {
+    let child = server
+        .command_for("profile", args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(server.dir().join("stderr")).expect("stderr file"))
+        .spawn()
+        .expect("start kubectl-eagle");
+    let pid = child.id() as libc::pid_t;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let mut status = 0;
+        // SAFETY: wait4(2) on our own child, writing into locals that outlive the call.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        assert!(reaped >= 0, "wait4: {}", std::io::Error::last_os_error());
+        if reaped == pid {
+            let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+            return (code, usage.ru_maxrss);
+        }
+        if Instant::now() > deadline {
+            // SAFETY: kill(2) on our own child; no memory is involved.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("kubectl-eagle still ran after 300 s: killed");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 fn median(v: &mut [Duration]) -> Duration {

@@ -186,7 +186,10 @@ fn async_run_returns_at_once_and_fetch_renders_it_from_the_jobs_alone() {
     assert!(fetched.stderr.contains(&format!("fetching run {id} (deployment/api -n shop, 1s window")), "{ctx}");
     let calls = case.calls_since(before);
     assert_eq!(calls.iter().filter(|c| c.starts_with("GET /apis/batch/v1")).count(), 1, "{calls:#?}");
-    assert!(calls.iter().all(|c| c.starts_with("GET ")), "fetch only reads: {calls:#?}");
+    assert!(
+        calls.iter().all(|c| c.starts_with("GET ") || c.ends_with("/selfsubjectreviews")),
+        "fetch only reads (and asks whose run it may fetch): {calls:#?}"
+    );
     let logs = calls.iter().filter(|c| c.ends_with("/log")).count();
     assert!((2..=4).contains(&logs), "one read per node (two at most): {calls:#?}");
     assert_eq!(case.jobs_of(&id).len(), 2, "the Jobs stay for another fetch");
@@ -721,6 +724,33 @@ fn runs_are_recorded_per_user_and_list_and_clean_act_on_ones_own() {
     let by_bob = case.run("clean", &[&bobs, "--as", "bob"]);
     assert_eq!(by_bob.code, Some(0), "{}", case.context(&by_bob));
     assert!(case.jobs_of(&bobs).is_empty());
+}
+
+/// `fetch` reads one's own runs; another user's only with `--all-users`, and the refusal reads
+/// no log of theirs.
+#[test]
+fn fetch_of_another_users_run_needs_all_users() {
+    let case = Case::new(scenario());
+    let bobs = case.start("deployment/api", &["--as", "bob"]);
+    case.wait_finished(&bobs);
+    let out = case.out("bobs.folded");
+    let before = case.requests().len();
+    let refused = case.run("fetch", &[&bobs, "-o", out.to_str().unwrap()]);
+    let ctx = case.context(&refused);
+    assert_eq!(refused.code, Some(4), "{ctx}");
+    assert!(
+        refused.stderr.contains(&format!("not your run: {bobs} (of bob); you are alice"))
+            && refused.stderr.contains("--all-users"),
+        "{ctx}"
+    );
+    assert!(!case.calls_since(before).iter().any(|c| c.ends_with("/log") || c.contains("watch")), "{ctx}");
+    assert!(!out.exists(), "nothing written");
+
+    let by_bob = case.run("fetch", &[&bobs, "-o", out.to_str().unwrap(), "--as", "bob"]);
+    assert_eq!(by_bob.code, Some(0), "{}", case.context(&by_bob));
+    let all = case.run("fetch", &[&bobs, "-o", out.to_str().unwrap(), "--all-users"]);
+    assert_eq!(all.code, Some(0), "{}", case.context(&all));
+    assert!(!lines_of(&out).is_empty());
 }
 
 /// A server without SelfSubjectReview (the lab's 1.20): the kubeconfig's user entry names the

@@ -50,6 +50,10 @@ pub struct FetchArgs {
     #[arg(long)]
     pub clean: bool,
 
+    /// Also fetch a run another user started [default: only yours; another's is refused].
+    #[arg(long)]
+    pub all_users: bool,
+
     #[command(flatten)]
     pub summary: SummaryArgs,
 
@@ -198,6 +202,7 @@ impl FetchArgs {
             format: self.graph.format,
             group_by: self.graph.group_by,
             clean: self.clean,
+            all_users: self.all_users,
             summary: self.summary.into_plan(),
             rules: self.checks.into_plan(),
             push: self.push.into_plan()?,

@@ -271,7 +271,7 @@ pub async fn run_checks(args: &DoctorPlan) -> Result<Vec<Check>, CliError> {
 }
 
 /// A profiling Job's exact pod, running `eagle-agent --version`; labelled as a probe, not a run.
-fn probe_job(opts: &PlanOptions, node: Option<&str>, id: &str) -> Job {
+pub(super) fn probe_job(opts: &PlanOptions, node: Option<&str>, id: &str) -> Job {
     let mut job = plan::job_for_node(opts, 0, node.unwrap_or("any"), &[]);
     job.metadata.name = Some(format!("eagle-doctor-{id}"));
     let labels =

@@ -8,8 +8,8 @@
 //! - a **ValidatingAdmissionPolicy** and its binding (Kubernetes 1.30+, or 1.28-1.29 with the
 //!   v1beta1 API enabled) that admits pods in the locked namespace only when they are the agent
 //!   as the CLI plans it: the pinned image, its own entrypoint, its own argument grammar
-//!   (containers by id, never `pid:`), a read-only root, no API token, no host network or IPC,
-//!   only in-memory volumes. It matches pods, not Jobs: every way to make a pod there (a Job
+//!   (containers by id, never `pid:`), no hooks, probes or environment of its own, a read-only
+//!   root, no API token, no host network or IPC, only in-memory volumes. It matches pods, not Jobs: every way to make a pod there (a Job
 //!   written by hand, a Deployment) ends in a pod create, which the Job controller reports as a
 //!   `FailedCreate` event that a run prints.
 //!
@@ -25,10 +25,12 @@ use super::plan::AGENT_CONTAINER;
 /// `--max-pods`).
 pub const FALLBACK_MAX_PODS: u32 = 100;
 
-/// The agent's command line, as `eagle_proto::AgentArgs::to_args` writes it, joined by spaces:
-/// containers by id only (no `pid:`), then the window and rate, and the optional flags; or
-/// `--version` (doctor's probe). RE2 syntax, as CEL's `matches` reads it.
-pub const AGENT_ARGS: &str = "^((--target container:[0-9a-f]{64} )+--duration-ms [0-9]{1,9} --frequency [0-9]{1,5}( --node [a-z0-9.-]{1,253})?( --runtime [a-z]{1,16})?( --python-native)?( --net)?|--version)$";
+/// The agent's command line, as `eagle_proto::AgentArgs::to_args` writes it for a cluster run,
+/// joined by spaces: containers by id only (no `pid:`, no `pod:`), then the window and rate, and
+/// the optional flags in the order it writes them; or `--version` (doctor's probe). RE2 syntax, as
+/// CEL's `matches` reads it. No argument may hold a space (the policy checks that too), so the
+/// joined line splits back into the arguments the agent reads.
+pub const AGENT_ARGS: &str = "^((--target container:[0-9a-f]{64} )+--duration-ms [0-9]{1,9} --frequency [0-9]{1,5}( --node [a-z0-9.-]{1,253})?( --runtime [a-z]{1,16})?( --python-native)?( --net)?( --mode (off-cpu|wall))?( --min-block-us [0-9]{1,9})?|--version)$";
 
 fn meta(name: &str, namespace: Option<&str>, instance: &str) -> Value {
     let mut meta = json!({
@@ -95,14 +97,21 @@ pub fn admission_policy(eagle_namespace: &str, image: &str, api_version: &str) -
                 }]
             },
             "validations": [
-                rule(format!("object.spec.containers.all(c, c.name == '{AGENT_CONTAINER}' && c.image == {image})"),
-                    &format!("in the locked namespace {eagle_namespace}, only the kube-eagle agent image may run (the image `kubectl eagle init` pinned)")),
+                rule(format!("size(object.spec.containers) == 1 && object.spec.containers.all(c, c.name == '{AGENT_CONTAINER}' && c.image == {image})"),
+                    &format!("in the locked namespace {eagle_namespace}, only the kube-eagle agent image may run (the image `kubectl eagle init` pinned), as the one container {AGENT_CONTAINER}")),
                 rule("!has(object.spec.initContainers) && !has(object.spec.ephemeralContainers)".into(),
                     "no init or ephemeral containers beside the agent"),
                 rule("object.spec.containers.all(c, !has(c.command))".into(),
                     "the agent runs its image's own entrypoint: no command"),
-                rule(format!("object.spec.containers.all(c, has(c.args) && c.args.join(' ').matches({args}))"),
+                rule(format!("object.spec.containers.all(c, has(c.args) && c.args.all(a, !a.contains(' ')) && c.args.join(' ').matches({args}))"),
                     "the agent's arguments must be those the CLI writes: containers by id, the window, the rate"),
+                // A hook or an exec probe runs any binary of the host (through /proc/1/root) in
+                // the privileged container; an environment variable such as LD_PRELOAD loads a
+                // library from any container's filesystem into the agent.
+                rule("object.spec.containers.all(c, !has(c.lifecycle) && !has(c.livenessProbe) && !has(c.readinessProbe) && !has(c.startupProbe))".into(),
+                    "no lifecycle hooks or probes: they run commands in the privileged container"),
+                rule("object.spec.containers.all(c, !has(c.envFrom) && (!has(c.env) || c.env.all(e, e.name == 'NODE_NAME' && has(e.valueFrom) && has(e.valueFrom.fieldRef) && e.valueFrom.fieldRef.fieldPath == 'spec.nodeName')))".into(),
+                    "the agent's only environment variable is NODE_NAME, from spec.nodeName"),
                 rule("object.spec.containers.all(c, has(c.securityContext) && has(c.securityContext.readOnlyRootFilesystem) && c.securityContext.readOnlyRootFilesystem == true)".into(),
                     "the agent's root filesystem must be read-only"),
                 rule("object.spec.containers.all(c, !has(c.securityContext) || !has(c.securityContext.capabilities) || !has(c.securityContext.capabilities.add) || c.securityContext.capabilities.add.all(a, a in ['BPF', 'PERFMON', 'SYS_PTRACE', 'SYS_ADMIN']))".into(),
@@ -132,6 +141,11 @@ pub fn admission_binding(eagle_namespace: &str, api_version: &str) -> Value {
         }
     })
 }
+
+/// The policy's CEL run against recorded and planned pods.
+#[cfg(test)]
+#[path = "limits_cel_tests.rs"]
+mod cel_tests;
 
 #[cfg(test)]
 mod tests {

@@ -279,10 +279,11 @@ pub fn job_for_node(opts: &PlanOptions, index: usize, node: &str, container_ids:
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn options() -> PlanOptions {
+    /// A run's options as the CLI fills them by default (also the admission policy's tests').
+    pub(crate) fn options() -> PlanOptions {
         PlanOptions {
             run_id: "9e2017d3".into(),
             target: "deployment/api -n shop".into(),
@@ -307,7 +308,10 @@ mod tests {
     /// The Job as the API server receives it. Regenerate with `EAGLE_BLESS=1 cargo test` (and review the diff).
     #[test]
     fn job_snapshot() {
-        let job = job_for_node(&options(), 0, "node-a", &["abc123", "def456"]);
+        // Container ids as runtimes write them (64 hex digits): the admission policy's tests read
+        // this Job as the one the CLI plans.
+        let ids = ["0123456789abcdef".repeat(4), "fedcba9876543210".repeat(4)];
+        let job = job_for_node(&options(), 0, "node-a", &[&ids[0], &ids[1]]);
         let actual = serde_json::to_string_pretty(&job).unwrap() + "\n";
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/cluster/testdata/job-node-a.json");
         crate::snapshot::assert_snapshot(std::path::Path::new(path), &actual);

@@ -10,9 +10,11 @@ use k8s_openapi::jiff::Timestamp;
 use crate::check::RuleSpecs;
 use crate::cluster::annotations::{check_run_id, name_of, RunAnnotations};
 use crate::cluster::api::{connect, runtime, Connection};
+use crate::cluster::identity::whoami;
 use crate::cluster::plan::DEFAULT_WINDOW;
 use crate::cluster::profile::{self, Finished};
 use crate::cluster::run::{self, NodeOutcome, NodeRun};
+use crate::cluster::runs::is_mine;
 use crate::cluster::store::{created, delete_jobs, is_active, list_jobs, run_selector};
 use crate::duration::{ago, human};
 use crate::error::{CliError, Exit};
@@ -34,6 +36,8 @@ pub struct FetchPlan {
     pub group_by: GroupBy,
     /// Delete the run's Jobs once the profile is written.
     pub clean: bool,
+    /// Also another user's run.
+    pub all_users: bool,
     pub summary: SummaryRequest,
     pub rules: RuleSpecs,
     pub push: PushPlan,
@@ -61,6 +65,14 @@ async fn fetch_run(args: &FetchPlan, destination: &Destination) -> Result<Exit, 
     jobs.sort_by_key(|j| (name_of(j).len(), name_of(j).to_owned()));
     let first = &jobs[0];
     let said = RunAnnotations::of(first);
+    if !args.all_users {
+        let me = whoami(&client, &args.conn).await;
+        if let (false, Some(me), Some(owner)) = (is_mine(said.user.as_deref(), me.as_deref()), &me, &said.user) {
+            return Err(CliError::Forbidden(format!(
+                "not your run: {id} (of {owner}); you are {me}. Fetch another user's run with --all-users"
+            )));
+        }
+    }
     let what = said.target.clone().unwrap_or_else(|| id.clone());
     let window = said.duration_ms.map(Duration::from_millis).unwrap_or(DEFAULT_WINDOW);
     let records: Vec<RunAnnotations> = jobs.iter().map(RunAnnotations::of).collect();

@@ -21,9 +21,32 @@ pub(super) fn serve_connection(shared: &Arc<Shared>, stream: TcpStream) {
     let mut reader = BufReader::new(read_half);
     let mut writer = stream;
     while let Ok(Some(request)) = read_request(&mut reader) {
-        if shared.shutdown.load(Ordering::SeqCst) || handle(shared, &request, &mut writer).is_err() {
+        if shared.shutdown.load(Ordering::SeqCst) {
             return;
         }
+        let _in_flight = InFlight::start(shared);
+        if handle(shared, &request, &mut writer).is_err() {
+            return;
+        }
+    }
+}
+
+/// One request being answered (a watch or a log follow until its stream ends), counted in
+/// [`State::in_flight`] from its arrival to its answer's end, however that ends.
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn start(shared: &'a Shared) -> Self {
+        let mut state = shared.lock();
+        state.in_flight += 1;
+        state.peak_in_flight = state.peak_in_flight.max(state.in_flight);
+        InFlight(shared)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.lock().in_flight -= 1;
     }
 }
 

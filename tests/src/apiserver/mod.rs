@@ -175,6 +175,10 @@ struct State {
     throttled: usize,
     creates_in_flight: usize,
     peak_creates_in_flight: usize,
+    /// Requests of any kind being answered now (watches and log follows until they end), and
+    /// at most.
+    in_flight: usize,
+    peak_in_flight: usize,
     /// When each Job was created, for its `activeDeadlineSeconds`.
     job_started: HashMap<Key, Instant>,
     nodes: Vec<String>,
@@ -289,6 +293,12 @@ impl ApiServer {
     /// The most Job creates that were in flight at once.
     pub fn peak_job_creates_in_flight(&self) -> usize {
         self.shared.lock().peak_creates_in_flight
+    }
+
+    /// The most requests of any kind that were being answered at once (a watch or a log
+    /// follow counts until its stream ends).
+    pub fn peak_requests_in_flight(&self) -> usize {
+        self.shared.lock().peak_in_flight
     }
 
     /// Every pod the Job controller created, as `(job, pod)`, replacements included.
