@@ -420,7 +420,10 @@ fn two_pids_merged_with_group_by_none() {
     run.check(with_process == 0, format!("{with_process} samples still under a process frame"));
     // The same code of both processes is one stack: the hot path of cpu_60 is a single line
     // holding nearly all of its samples (a sample now and then unwinds oddly).
-    let mut hot: Vec<u64> = profile.folded.iter().filter(|(s, _)| s.ends_with(";cpu_60")).map(|(_, c)| c).collect();
+    // cpu_60's own frame is the innermost real call; functions inlined into it (`_[i]`) may follow.
+    let ends_in_cpu_60 =
+        |stack: &str| stack.split(';').rfind(|f| !f.ends_with(eagle_proto::INLINED_SUFFIX)) == Some("cpu_60");
+    let mut hot: Vec<u64> = profile.folded.iter().filter(|(s, _)| ends_in_cpu_60(s)).map(|(_, c)| c).collect();
     hot.sort_unstable_by(|a, b| b.cmp(a));
     let all: u64 = hot.iter().sum();
     run.check(
@@ -459,16 +462,20 @@ fn pushed_profile_is_the_written_one() {
         let function = pushed.function.iter().find(|f| f.id == id).expect("a function per id");
         pushed.string_table[function.name as usize].as_str()
     };
+    // A location's lines are its inlined functions first and the real call last (pprof's
+    // encoding of inlining); the folded text marks the inlined ones `_[i]`.
     let mut stacks = eagle_proto::FoldedStacks::new();
     for sample in &pushed.sample {
-        let frames: Vec<&str> = sample
-            .location_id
-            .iter()
-            .rev()
-            .map(|id| {
-                name(pushed.location.iter().find(|l| l.id == *id).expect("a location per id").line[0].function_id)
-            })
-            .collect();
+        let mut frames: Vec<String> = Vec::new();
+        for id in sample.location_id.iter().rev() {
+            let location = pushed.location.iter().find(|l| l.id == *id).expect("a location per id");
+            let (call, inlined) = location.line.split_last().expect("a line per location");
+            frames.push(name(call.function_id).to_string());
+            frames.extend(
+                inlined.iter().rev().map(|line| format!("{}{}", name(line.function_id), eagle_proto::INLINED_SUFFIX)),
+            );
+        }
+        let frames: Vec<&str> = frames.iter().map(String::as_str).collect();
         stacks.add(&frames, sample.value[0] as u64);
     }
     let written = run.profile();
