@@ -24,6 +24,11 @@ fn modules(src: &Path) -> BTreeMap<String, PathBuf> {
                 p.push(name);
                 walk(&path, &p, out);
             } else if let Some(stem) = name.strip_suffix(".rs") {
+                // A unit-test module kept in a file of its own (`#[cfg(test)] #[path = "x_tests.rs"]`)
+                // is test code: tests may reach anywhere.
+                if stem.ends_with("_tests") {
+                    continue;
+                }
                 let mut p = prefix.to_vec();
                 if !(stem == "mod" || (prefix.is_empty() && stem == "main")) {
                     p.push(stem.to_owned());
@@ -37,9 +42,13 @@ fn modules(src: &Path) -> BTreeMap<String, PathBuf> {
     out
 }
 
-/// The source without its unit-test module and comments.
+/// The source without its unit-test module (private or shared with sibling tests) and comments.
 fn code_of(text: &str) -> String {
-    let text = match text.find("#[cfg(test)]\nmod tests") {
+    let test_module = ["mod tests", "pub(super) mod tests", "pub(crate) mod tests"]
+        .iter()
+        .filter_map(|m| text.find(&format!("#[cfg(test)]\n{m}")))
+        .min();
+    let text = match test_module {
         Some(at) => &text[..at],
         None => text,
     };
