@@ -308,6 +308,24 @@ fn the_window_is_pushed_to_a_push_gateway_grouped_by_run() {
     assert!(run.stderr.contains(&format!("pushed to {url}/metrics/job/kube-eagle-net/run/{run_id}")), "{ctx}");
 }
 
+/// A gateway that cannot be reached: the report is written all the same, one line names the
+/// gateway, and the exit code is `--push`'s (11), not a failure of the run.
+#[test]
+fn an_unreachable_push_gateway_still_writes_the_report_and_exits_11() {
+    let server = ApiServer::start(shop(), scenario());
+    // A port that was free a moment ago: nothing listens there.
+    let url = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let out = server.dir().join("net.prom");
+    let run = net(&server, &["deployment/web", "-o", out.to_str().unwrap(), "--push-gateway", &url]);
+    let ctx = context(&server, &run);
+    assert_eq!(run.code, Some(11), "{ctx}");
+    assert!(std::fs::read_to_string(&out).unwrap().contains(&format!("pod=\"{WEB_A}\"")), "{ctx}");
+    assert_eq!(run.stderr.lines().filter(|l| l.starts_with("error:")).count(), 1, "{ctx}");
+}
+
 #[test]
 fn the_terminal_table_names_each_row_by_pod_and_each_peer_by_what_it_is() {
     let server = ApiServer::start(shop(), scenario());

@@ -76,7 +76,8 @@ In a cluster, the same Jobs as `profile` run the agents; each node's record is m
 attributed to pods, and peers are named after the pods and services of the targets' namespaces.
 
 Exit codes: 0 ok, 1 a --max-p99/--max-retransmits rule broken, 2 usage, 3 no such process or
-object, 4 not permitted, 6 failed, 7 partial (a node failed, or stopped early), 9 cluster unreachable.")]
+object, 4 not permitted, 6 failed, 7 partial (a node failed, or stopped early), 8 report not writable,
+9 cluster unreachable, 11 written but --push-gateway failed.")]
     Net(NetArgs),
 
     /// Check a profile against share thresholds and a baseline; exit 1 when a rule is broken.

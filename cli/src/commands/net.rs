@@ -92,7 +92,8 @@ pub fn run(plan: NetPlan) -> Result<Exit, CliError> {
     Ok(if !broken.is_empty() {
         Exit::CheckFailed
     } else if pushed.is_err() {
-        Exit::Io
+        // As `profile --push`: the report is written, only its delivery failed.
+        Exit::PushFailed
     } else if watched.partial {
         Exit::Partial
     } else {
