@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use super::profile::ClusterArgs;
+use super::shared::RunTargets;
 use crate::cluster::plan::DEFAULT_WINDOW;
 use crate::cluster::profile::ClusterRequest;
 use crate::commands::net::{NetFormat, NetPlan, NetWork};
@@ -14,7 +15,6 @@ use crate::error::CliError;
 use crate::net_report::NetRule;
 use crate::placement::GroupBy;
 use crate::push::gateway::PushGateway;
-use crate::target::{self, Target};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum NetFormatArg {
@@ -78,23 +78,8 @@ fn format_of(path: &Path) -> NetFormat {
 
 impl NetArgs {
     pub fn into_plan(self) -> Result<NetPlan, CliError> {
-        let targets = self.targets.iter().map(|t| target::parse(t)).collect::<Result<Vec<_>, _>>()?;
-        if targets.is_empty() && self.command.is_empty() && self.cluster.selector.is_none() {
-            return Err(CliError::Usage(
-                "nothing to watch: name a target (pid/N, deployment/NAME, -l SELECTOR, ...) or a command after `--`"
-                    .into(),
-            ));
-        }
-        let cluster_targets: Vec<(target::ClusterKind, String)> = targets
-            .iter()
-            .filter_map(|t| if let Target::Cluster { kind, name } = t { Some((*kind, name.clone())) } else { None })
-            .collect();
-        let is_cluster = !cluster_targets.is_empty() || self.cluster.selector.is_some();
-        if is_cluster && (cluster_targets.len() != targets.len() || !self.command.is_empty()) {
-            return Err(CliError::Usage(
-                "cluster targets and local ones (pid/N, -- COMMAND) cannot be mixed in one run".into(),
-            ));
-        }
+        let RunTargets { cluster: cluster_targets, pids, is_cluster } =
+            RunTargets::parse(&self.targets, &self.command, self.cluster.selector.is_some(), "watch")?;
         if self.cluster.async_ {
             return Err(CliError::Usage(
                 "-a/--async: `net` waits for its window and reports at once; there is no `fetch` of a network run yet"
@@ -145,7 +130,6 @@ impl NetArgs {
                 fetch_flags: Vec::new(),
             }))
         } else {
-            let pids = targets.iter().filter_map(|t| if let Target::Pid(p) = t { Some(*p) } else { None }).collect();
             NetWork::Local { pids, command: self.command, duration: self.duration }
         };
         Ok(NetPlan { work, format, output: self.output, rules, push })

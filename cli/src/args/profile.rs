@@ -6,14 +6,13 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, ValueEnum};
 use eagle_proto::{ProfileMode, Runtime, DEFAULT_MIN_BLOCK_US, MAX_FREQUENCY_HZ};
 
-use super::shared::{CheckArgs, ConnArgs, GraphArgs, ImageArgs, PushArgs, SummaryArgs};
+use super::shared::{CheckArgs, ConnArgs, GraphArgs, ImageArgs, PushArgs, RunTargets, SummaryArgs};
 use crate::cluster::plan::DEFAULT_WINDOW;
 use crate::cluster::profile::ClusterRequest;
 use crate::commands::profile::{LocalRequest, ProfilePlan, Work};
 use crate::duration::{parse_duration, parse_min_block, parse_ttl};
 use crate::error::CliError;
 use crate::placement::GroupBy;
-use crate::target::{self, Target};
 
 #[derive(Debug, Args)]
 pub struct ProfileArgs {
@@ -143,23 +142,8 @@ impl ProfileArgs {
     /// What to profile, where, and how: the targets parsed, local and cluster ones kept apart,
     /// and the flags that make no sense together refused, before anything else happens.
     pub fn into_plan(self) -> Result<ProfilePlan, CliError> {
-        let targets = self.targets.iter().map(|t| target::parse(t)).collect::<Result<Vec<_>, _>>()?;
-        if targets.is_empty() && self.command.is_empty() && self.cluster.selector.is_none() {
-            return Err(CliError::Usage(
-                "nothing to profile: name a target (pid/N, deployment/NAME, -l SELECTOR, ...) or a command after `--`"
-                    .into(),
-            ));
-        }
-        let cluster_targets: Vec<(target::ClusterKind, String)> = targets
-            .iter()
-            .filter_map(|t| if let Target::Cluster { kind, name } = t { Some((*kind, name.clone())) } else { None })
-            .collect();
-        let is_cluster = !cluster_targets.is_empty() || self.cluster.selector.is_some();
-        if is_cluster && (cluster_targets.len() != targets.len() || !self.command.is_empty()) {
-            return Err(CliError::Usage(
-                "cluster targets and local ones (pid/N, -- COMMAND) cannot be mixed in one run".into(),
-            ));
-        }
+        let RunTargets { cluster: cluster_targets, pids, is_cluster } =
+            RunTargets::parse(&self.targets, &self.command, self.cluster.selector.is_some(), "profile")?;
         if self.min_block.is_some() && self.mode == ProfileMode::Cpu {
             return Err(CliError::Usage(
                 "--min-block filters off-CPU blocks: add --mode off-cpu or --mode wall".into(),
@@ -222,7 +206,6 @@ impl ProfileArgs {
                 fetch_flags,
             }))
         } else {
-            let pids = targets.iter().filter_map(|t| if let Target::Pid(p) = t { Some(*p) } else { None }).collect();
             Work::Local(LocalRequest {
                 pids,
                 target_words: self.targets,

@@ -15,6 +15,7 @@ use crate::format::Format;
 use crate::gate::SummaryRequest;
 use crate::placement::GroupBy;
 use crate::push::target::PushPlan;
+use crate::target::{self, ClusterKind, Target};
 
 /// How to reach the cluster and the locked namespace, for the commands that need nothing else.
 #[derive(Clone, Debug, Args)]
@@ -208,5 +209,44 @@ pub struct PushArgs {
 impl PushArgs {
     pub fn into_plan(self) -> Result<PushPlan, CliError> {
         PushPlan::parse(&self.push, &self.push_header, self.push_service).map_err(CliError::Usage)
+    }
+}
+
+/// The targets of a run (`profile`, `net`), parsed once: the cluster ones apart from a local
+/// run's pids, and the two mistakes both commands refuse (nothing named; local and cluster
+/// mixed in one run).
+pub struct RunTargets {
+    /// `deployment/api`, `namespace/shop`, ... as (kind, name).
+    pub cluster: Vec<(ClusterKind, String)>,
+    /// `pid/N` of a local run.
+    pub pids: Vec<u32>,
+    /// Cluster targets or a label selector: the run goes through Jobs.
+    pub is_cluster: bool,
+}
+
+impl RunTargets {
+    /// `verb` names what the run does in the error for no target ("profile", "watch").
+    pub fn parse(words: &[String], command: &[String], has_selector: bool, verb: &str) -> Result<Self, CliError> {
+        let targets = words.iter().map(|t| target::parse(t)).collect::<Result<Vec<_>, _>>()?;
+        if targets.is_empty() && command.is_empty() && !has_selector {
+            return Err(CliError::Usage(format!(
+                "nothing to {verb}: name a target (pid/N, deployment/NAME, -l SELECTOR, ...) or a command after `--`"
+            )));
+        }
+        let mut cluster = Vec::new();
+        let mut pids = Vec::new();
+        for t in targets {
+            match t {
+                Target::Cluster { kind, name } => cluster.push((kind, name)),
+                Target::Pid(pid) => pids.push(pid),
+            }
+        }
+        let is_cluster = !cluster.is_empty() || has_selector;
+        if is_cluster && (!pids.is_empty() || !command.is_empty()) {
+            return Err(CliError::Usage(
+                "cluster targets and local ones (pid/N, -- COMMAND) cannot be mixed in one run".into(),
+            ));
+        }
+        Ok(Self { cluster, pids, is_cluster })
     }
 }
