@@ -73,16 +73,9 @@ fn serve(stream: TcpStream, status: u16, answer: &str, recorded: &Mutex<Vec<Reco
         let length: usize = headers.get("content-length").map_or(0, |v| v.parse().unwrap());
         let mut body = vec![0; length];
         reader.read_exact(&mut body).unwrap();
-        let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-        let query = query
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .map(|p| {
-                let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                (percent_decode(k), percent_decode(v))
-            })
-            .collect();
-        recorded.lock().unwrap().push(Recorded { method, path: path.to_owned(), query, headers, body });
+        let (path, query) = crate::apiserver::split_target(&target);
+        let query = query.into_iter().collect();
+        recorded.lock().unwrap().push(Recorded { method, path, query, headers, body });
         let reason = if status == 200 { "OK" } else { "Service Unavailable" };
         let _ = write!(
             writer,
@@ -90,20 +83,4 @@ fn serve(stream: TcpStream, status: u16, answer: &str, recorded: &Mutex<Vec<Reco
             answer.len()
         );
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
-            i += 3;
-        } else {
-            out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap()
 }

@@ -106,7 +106,14 @@ pub(super) fn read_request(r: &mut BufReader<TcpStream>) -> io::Result<Option<Ht
             r.read_line(&mut line)?;
         }
     }
-    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let (path, query) = split_target(&target);
+    Ok(Some(HttpRequest { method, path, query, headers, body }))
+}
+
+/// A request target's path and its query's pairs, percent-decoded (the receiver double in
+/// `crate::receiver` reads its requests the same way).
+pub(crate) fn split_target(target: &str) -> (String, Vec<(String, String)>) {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let query = query
         .split('&')
         .filter(|p| !p.is_empty())
@@ -115,7 +122,7 @@ pub(super) fn read_request(r: &mut BufReader<TcpStream>) -> io::Result<Option<Ht
             (percent_decode(k), percent_decode(v))
         })
         .collect();
-    Ok(Some(HttpRequest { method, path: percent_decode(path), query, headers, body }))
+    (percent_decode(path), query)
 }
 
 pub(super) fn percent_decode(s: &str) -> String {

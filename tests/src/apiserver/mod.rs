@@ -77,6 +77,7 @@ mod routes;
 mod scenario;
 mod store;
 
+pub(crate) use self::http::split_target;
 use self::http::*;
 use self::kubelet::*;
 use self::logs::*;
