@@ -48,6 +48,18 @@ pub const SPLIT: [(&str, f64); 3] = [("cpu_60", 0.60), ("cpu_30", 0.30), ("cpu_1
 /// deviations a correct profiler fails a check about once in 2000.
 pub const NOISE_SIGMAS: f64 = 3.5;
 
+/// Fails unless what the network view says (`got`) is within `share` (relative) of what the
+/// client measured itself (`truth`): the `net` tests' one comparison.
+pub fn within(what: &str, got: f64, truth: f64, share: f64) {
+    let error = (got - truth).abs() / truth;
+    assert!(
+        error <= share,
+        "{what}: the network view says {got:.3}, the client measured {truth:.3} ({:.1}% off, {:.0}% allowed)",
+        error * 100.0,
+        share * 100.0
+    );
+}
+
 /// How far a share measured from `samples` samples may be from `expected`: `base`, or
 /// [`NOISE_SIGMAS`] standard deviations of sampling noise when that is wider (a busy machine
 /// gives a workload less CPU, hence fewer samples, in the same window).

@@ -160,16 +160,6 @@ impl Drop for Fixture {
     }
 }
 
-fn within(what: &str, got: f64, truth: f64, share: f64) {
-    let error = (got - truth).abs() / truth;
-    assert!(
-        error <= share,
-        "{what}: the network view says {got:.3}, the client measured {truth:.3} ({:.1}% off, {:.0}% allowed)",
-        error * 100.0,
-        share * 100.0
-    );
-}
-
 #[test]
 #[ignore = "needs a cluster: EAGLE_E2E_KUBECONFIG"]
 fn a_client_pod_calling_a_server_pod_agrees_with_what_the_client_measured() {
@@ -246,7 +236,7 @@ fn a_client_pod_calling_a_server_pod_agrees_with_what_the_client_measured() {
     assert_eq!(route["errors"].as_u64(), truth["errors"].as_u64(), "5xx: {text}\nclient: {truth}");
     // The rate over the client's own span is the client's, as the counts are exact; over the
     // window it is what the window says.
-    within(
+    eagle_tests::within(
         "rate over the client's span",
         route["requests"].as_f64().unwrap() / truth["seconds"].as_f64().unwrap(),
         truth["rate_per_s"].as_f64().unwrap(),
@@ -256,7 +246,7 @@ fn a_client_pod_calling_a_server_pod_agrees_with_what_the_client_measured() {
     let made: Vec<&Value> = net["http"].as_array().unwrap().iter().filter(|r| r["direction"] == "outbound").collect();
     assert_eq!(made.len(), 1, "one route made: {text}");
     for q in ["p50_ms", "p99_ms"] {
-        within(q, made[0][q].as_f64().unwrap(), truth[q].as_f64().unwrap(), 0.10);
+        eagle_tests::within(q, made[0][q].as_f64().unwrap(), truth[q].as_f64().unwrap(), 0.10);
     }
     // Bytes within 1 % of the client's counters.
     let to_server = net["peers"]
@@ -269,8 +259,13 @@ fn a_client_pod_calling_a_server_pod_agrees_with_what_the_client_measured() {
         to_server["peer_name"].as_str(),
         Some(format!("{}/pod/{}", fx.namespace, web.metadata.name.as_deref().unwrap())).as_deref()
     );
-    within("bytes sent", to_server["bytes_sent"].as_f64().unwrap(), truth["bytes_sent"].as_f64().unwrap(), 0.01);
-    within(
+    eagle_tests::within(
+        "bytes sent",
+        to_server["bytes_sent"].as_f64().unwrap(),
+        truth["bytes_sent"].as_f64().unwrap(),
+        0.01,
+    );
+    eagle_tests::within(
         "bytes received",
         to_server["bytes_received"].as_f64().unwrap(),
         truth["bytes_received"].as_f64().unwrap(),

@@ -14,16 +14,6 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn within(what: &str, got: f64, truth: f64, share: f64) {
-    let error = (got - truth).abs() / truth;
-    assert!(
-        error <= share,
-        "{what}: the network view says {got:.3}, the client measured {truth:.3} ({:.1}% off, {:.0}% allowed)",
-        error * 100.0,
-        share * 100.0
-    );
-}
-
 #[test]
 fn http_requests_errors_latency_and_bytes_agree_with_the_client() {
     require_sampling!();
@@ -63,9 +53,14 @@ fn http_requests_errors_latency_and_bytes_agree_with_the_client() {
     assert_eq!(route["errors"], client["errors"], "{text}");
     assert_eq!(route["error_ratio"].as_f64(), Some(0.1));
     let span = client["seconds"].as_f64().unwrap();
-    within("request rate", route["requests"].as_f64().unwrap() / span, client["rate_per_s"].as_f64().unwrap(), 0.02);
-    within("p50", route["p50_ms"].as_f64().unwrap(), client["p50_ms"].as_f64().unwrap(), 0.10);
-    within("p99", route["p99_ms"].as_f64().unwrap(), client["p99_ms"].as_f64().unwrap(), 0.10);
+    eagle_tests::within(
+        "request rate",
+        route["requests"].as_f64().unwrap() / span,
+        client["rate_per_s"].as_f64().unwrap(),
+        0.02,
+    );
+    eagle_tests::within("p50", route["p50_ms"].as_f64().unwrap(), client["p50_ms"].as_f64().unwrap(), 0.10);
+    eagle_tests::within("p99", route["p99_ms"].as_f64().unwrap(), client["p99_ms"].as_f64().unwrap(), 0.10);
 
     let peers = net["peers"].as_array().unwrap();
     let inbound: Vec<&Value> = peers.iter().filter(|p| p["direction"] == "inbound").collect();
@@ -75,8 +70,18 @@ fn http_requests_errors_latency_and_bytes_agree_with_the_client() {
     assert_eq!(peer["local_port"].as_u64(), Some(port.parse().unwrap()));
     assert_eq!(peer["accepts"], client["connections"]);
     // What the client sent, the server received, and back.
-    within("bytes received", peer["bytes_received"].as_f64().unwrap(), client["bytes_sent"].as_f64().unwrap(), 0.01);
-    within("bytes sent", peer["bytes_sent"].as_f64().unwrap(), client["bytes_received"].as_f64().unwrap(), 0.01);
+    eagle_tests::within(
+        "bytes received",
+        peer["bytes_received"].as_f64().unwrap(),
+        client["bytes_sent"].as_f64().unwrap(),
+        0.01,
+    );
+    eagle_tests::within(
+        "bytes sent",
+        peer["bytes_sent"].as_f64().unwrap(),
+        client["bytes_received"].as_f64().unwrap(),
+        0.01,
+    );
     assert!(stderr.contains("ok     --max-p99 http:/api/.*=10s"), "{stderr}");
 }
 
