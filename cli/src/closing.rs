@@ -4,17 +4,15 @@
 //! into its exit code. The summary and the checks on
 //! what was written follow in [`crate::gate::Gate::after_write`].
 
-use eagle_proto::FoldedStacks;
-
 use crate::error::{CliError, Exit};
 use crate::format::Format;
-use crate::output::{Destination, Labels};
+use crate::output::{Destination, Labels, Stacks};
 use crate::push;
 use crate::run_info::RunInfo;
 
 /// A merged profile, ready to be written.
 pub struct Profile<'a> {
-    pub folded: &'a FoldedStacks,
+    pub stacks: Stacks<'a>,
     pub labels: Labels,
     /// What the run was; fields left `None` keep what the destination knew before.
     pub run: RunInfo,
@@ -28,18 +26,18 @@ pub struct Profile<'a> {
 /// Writes `profile` to `destination`; the exit code says whether it is partial.
 pub fn write(destination: &Destination, profile: Profile) -> Result<Exit, CliError> {
     destination.record_run(profile.run);
-    destination.write(profile.folded, &profile.labels)?;
+    destination.write(profile.stacks, &profile.labels)?;
     eprintln!(
         "wrote {} ({}, {} stacks{}",
         destination.describe(),
-        crate::output::amount(profile.folded.total(), destination.run().unit()),
-        profile.folded.len(),
+        crate::output::amount(profile.stacks.total(), destination.run().unit()),
+        profile.stacks.len(),
         profile.tail
     );
     if let (Some(partial), None) = (profile.partial, destination.run().partial) {
         destination.record_run(RunInfo { partial: Some(partial), ..Default::default() });
     }
-    let pushed = push_to_receivers(destination, profile.folded, &profile.labels);
+    let pushed = push_to_receivers(destination, profile.stacks, &profile.labels);
     Ok(if !pushed {
         Exit::PushFailed
     } else if profile.partial == Some(true) {
@@ -50,13 +48,13 @@ pub fn write(destination: &Destination, profile: Profile) -> Result<Exit, CliErr
 }
 
 /// Pushes what was written to every `--push` receiver, one line each; false if any failed.
-fn push_to_receivers(destination: &Destination, folded: &FoldedStacks, labels: &Labels) -> bool {
+fn push_to_receivers(destination: &Destination, stacks: Stacks, labels: &Labels) -> bool {
     let plan = destination.push();
     if plan.is_empty() {
         return true;
     }
     let mut all = true;
-    for pushed in push::deliver(plan, folded, labels, &destination.run()) {
+    for pushed in push::deliver(plan, &stacks.folded(), labels, &destination.run()) {
         let receiver = pushed.receiver.name();
         match pushed.outcome {
             Ok(what) => eprintln!("pushed {what} to {receiver} {}", pushed.url),

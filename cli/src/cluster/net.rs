@@ -60,6 +60,8 @@ pub fn net(req: &ClusterRequest) -> Result<ClusterNet, CliError> {
             req.window,
             req.keep,
             req.conn.max_concurrent_requests,
+            // The network records are merged below; the stacks are not asked for.
+            &mut |_| {},
         )
         .await?;
         report(&outcome.nodes, &p.resolution.skipped);

@@ -20,8 +20,8 @@ use super::run::{self, NodeOutcome, NodeRun};
 use crate::closing::{self, Profile};
 use crate::duration::{human, span};
 use crate::error::{CliError, Exit};
-use crate::merge;
-use crate::output::{Destination, Labels};
+use crate::merge::{self, MergedStacks, Merger};
+use crate::output::{Destination, Labels, Stacks};
 use crate::placement::{GroupBy, Placements};
 use crate::run_info::{CgroupCpu, NodeStatus, NodeStatusKind, RunInfo};
 use crate::table::{self, Align, Column};
@@ -193,6 +193,8 @@ pub fn profile(req: &ClusterRequest, destination: &Destination) -> Result<Exit, 
             p.run_id
         );
         let started = Instant::now();
+        let placements: Placements = p.resolution.running.iter().map(|c| (c.id.clone(), c.placement.clone())).collect();
+        let mut merger = Merger::new(&placements, req.group_by);
         let outcome = run::execute(
             &p.client,
             &req.eagle_namespace,
@@ -201,20 +203,12 @@ pub fn profile(req: &ClusterRequest, destination: &Destination) -> Result<Exit, 
             window,
             req.keep,
             req.conn.max_concurrent_requests,
+            &mut |result| merger.take(result),
         )
         .await?;
         let elapsed = started.elapsed();
-
-        let placements: Placements = p.resolution.running.iter().map(|c| (c.id.clone(), c.placement.clone())).collect();
-        let finished = Finished {
-            what: &p.what,
-            window,
-            elapsed,
-            group_by: req.group_by,
-            placements: &placements,
-            skipped: &p.resolution.skipped,
-        };
-        render(&outcome, &finished, destination)
+        let finished = Finished { what: &p.what, window, elapsed, skipped: &p.resolution.skipped };
+        render(&outcome, &merger.into_stacks(), &finished, destination)
     })
 }
 
@@ -223,14 +217,17 @@ pub struct Finished<'a> {
     pub what: &'a str,
     pub window: Duration,
     pub elapsed: Duration,
-    pub group_by: GroupBy,
-    pub placements: &'a Placements,
     pub skipped: &'a [Skipped],
 }
 
-/// The per-node table, then the merged graph from the nodes that delivered: shared by a
-/// synchronous run and `fetch`.
-pub fn render(outcome: &run::Outcome, run: &Finished, destination: &Destination) -> Result<Exit, CliError> {
+/// The per-node table, then the graph of `stacks`, merged from the nodes that delivered as
+/// their results came ([`Merger::take`]): shared by a synchronous run and `fetch`.
+pub fn render(
+    outcome: &run::Outcome,
+    stacks: &MergedStacks,
+    run: &Finished,
+    destination: &Destination,
+) -> Result<Exit, CliError> {
     let done: Vec<&NodeResult> = outcome
         .nodes
         .iter()
@@ -248,8 +245,7 @@ pub fn render(outcome: &run::Outcome, run: &Finished, destination: &Destination)
         )));
     }
     let unit = merge::unit_of(done.iter().copied()).map_err(CliError::Failed)?;
-    let folded = merge::merge(done.iter().copied(), run.placements, run.group_by);
-    if folded.is_empty() {
+    if stacks.is_empty() {
         return Err(CliError::NothingToProfile(format!(
             "no samples of {} in {}: the containers used no CPU; try a longer --duration while they are busy",
             run.what,
@@ -265,7 +261,7 @@ pub fn render(outcome: &run::Outcome, run: &Finished, destination: &Destination)
     let mut subtitle = format!(
         "{}{rate}, {}, {} of {} nodes",
         human(run.window),
-        crate::output::amount(folded.total(), unit),
+        crate::output::amount(stacks.total(), unit),
         done.len(),
         outcome.nodes.len()
     );
@@ -285,7 +281,7 @@ pub fn render(outcome: &run::Outcome, run: &Finished, destination: &Destination)
     closing::write(
         destination,
         Profile {
-            folded: &folded,
+            stacks: Stacks::Merged(stacks),
             labels: Labels { title: crate::output::title(run.what, unit), subtitle },
             run: RunInfo {
                 unit: Some(unit),

@@ -78,6 +78,8 @@ pub struct NodeRun {
     followed: bool,
     /// Its Job was told to end (Ctrl-C, SIGTERM, SIGHUP).
     stop_sent: bool,
+    /// Its result went to the run's `on_result` (see [`execute`]).
+    handed_over: bool,
     unschedulable_since: Option<Instant>,
     /// The agent's window, when this run set it (`fetch` does not know it): a silent node is
     /// given up [`SILENT_NODE_GRACE`] after it.
@@ -108,6 +110,7 @@ impl NodeRun {
             following: false,
             followed: false,
             stop_sent: false,
+            handed_over: false,
             unschedulable_since: None,
             window: None,
             running_since: None,
@@ -211,7 +214,10 @@ pub fn give_up_after(window: Duration) -> Duration {
 }
 
 /// Creates the Jobs, waits for every node's result, and always deletes the Jobs (unless
-/// `keep`).
+/// `keep`). Each node's result goes to `on_result` as soon as it is read and verified, while
+/// the other nodes are still read: the caller may take what it needs out of it (a profile
+/// merges and drops its stacks), so a run of many nodes never holds all their stacks at once.
+#[allow(clippy::too_many_arguments)]
 pub async fn execute(
     client: &Client,
     namespace: &str,
@@ -220,6 +226,7 @@ pub async fn execute(
     window: Duration,
     keep: bool,
     limit: usize,
+    on_result: &mut dyn FnMut(&mut NodeResult),
 ) -> Result<Outcome, CliError> {
     let job_api: Api<Job> = Api::namespaced(client.clone(), namespace);
     let bars = Bars::new(window);
@@ -237,9 +244,10 @@ pub async fn execute(
     } else {
         let give_up = Instant::now() + give_up_after(window);
         // A panic on the way still deletes the Jobs: caught here, re-raised after the cleanup.
-        let followed = AssertUnwindSafe(follow(client, namespace, run_id, &mut nodes, give_up, &mut signals, limit))
-            .catch_unwind()
-            .await;
+        let followed =
+            AssertUnwindSafe(follow(client, namespace, run_id, &mut nodes, give_up, &mut signals, limit, on_result))
+                .catch_unwind()
+                .await;
         match followed {
             Ok(outcome) => outcome,
             Err(panic) => {
@@ -313,7 +321,8 @@ pub async fn create(
 
 /// Reads the results of Jobs that already exist (`fetch`): follows the logs of running agents
 /// and reads finished ones in one piece, until every node has its outcome or `give_up` comes.
-/// Creates and deletes nothing; Ctrl-C keeps its default (the run goes on without us).
+/// Creates and deletes nothing; Ctrl-C keeps its default (the run goes on without us). Each
+/// result goes to `on_result` as in [`execute`].
 pub async fn attach(
     client: &Client,
     namespace: &str,
@@ -321,13 +330,15 @@ pub async fn attach(
     mut nodes: Vec<NodeRun>,
     give_up: Instant,
     limit: usize,
+    on_result: &mut dyn FnMut(&mut NodeResult),
 ) -> Result<Outcome, CliError> {
     let mut signals = Signals { interrupt: None, terminate: None, hangup: None, interrupts: 0 };
-    let interrupted = follow(client, namespace, run_id, &mut nodes, give_up, &mut signals, limit).await?;
+    let interrupted = follow(client, namespace, run_id, &mut nodes, give_up, &mut signals, limit, on_result).await?;
     Ok(Outcome { nodes, interrupted })
 }
 
 /// The event loop of a run. Returns whether it was interrupted.
+#[allow(clippy::too_many_arguments)]
 async fn follow(
     client: &Client,
     namespace: &str,
@@ -336,6 +347,7 @@ async fn follow(
     give_up: Instant,
     signals: &mut Signals,
     limit: usize,
+    on_result: &mut dyn FnMut(&mut NodeResult),
 ) -> Result<bool, CliError> {
     // Log follows last as long as their agents: at most `limit` at once; the others wait, and
     // a pod that finished meanwhile is read in one piece.
@@ -358,6 +370,7 @@ async fn follow(
                     let job = pod.metadata.labels.as_ref().and_then(|l| l.get("job-name")).cloned().unwrap_or_default();
                     if let Some(&i) = by_job.get(&job) {
                         on_pod(&pods, &mut nodes[i], i, &pod, &log_tx, &follows).await;
+                        hand_over(&mut nodes[i], on_result);
                     }
                 }
                 Ok(Some(watcher::Event::Delete(pod))) => {
@@ -391,7 +404,10 @@ async fn follow(
                 }
             },
             Some(msg) = log_rx.recv() => match msg {
-                LogMsg::Line(i, line) => on_line(&mut nodes[i], &line),
+                LogMsg::Line(i, line) => {
+                    on_line(&mut nodes[i], &line);
+                    hand_over(&mut nodes[i], on_result);
+                }
                 LogMsg::TooLong(i) => nodes[i].finish(NodeOutcome::Failed(format!(
                     "the agent's log has a line over {} bytes, which no eagle-agent of this version writes (a custom --image?): its result is refused",
                     Limits::DEFAULT.line_bytes
@@ -411,6 +427,7 @@ async fn follow(
                             }
                         }
                     }
+                    hand_over(n, on_result);
                 }
             },
             _ = received(&mut signals.interrupt) => {
@@ -474,6 +491,14 @@ async fn follow(
         }
     }
     Ok(interrupted_at.is_some())
+}
+
+/// Hands a node's result to the run's `on_result`, once, as soon as it is known.
+fn hand_over(n: &mut NodeRun, on_result: &mut dyn FnMut(&mut NodeResult)) {
+    if let (false, Some(NodeOutcome::Done(result))) = (n.handed_over, &mut n.outcome) {
+        n.handed_over = true;
+        on_result(result);
+    }
 }
 
 /// Fails the nodes whose Job could not create its pod, with the Job controller's reason

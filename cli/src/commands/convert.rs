@@ -12,7 +12,7 @@ use crate::error::{CliError, Exit};
 use crate::format::Format;
 use crate::gate::{Gate, SummaryRequest};
 use crate::input::{self, name_of, Loaded, Raw};
-use crate::output::{sorted, Destination, Labels};
+use crate::output::{sorted, Destination, Labels, Stacks};
 use crate::push::target::PushPlan;
 use crate::run_info::RunInfo;
 
@@ -72,7 +72,13 @@ pub fn run(args: ConvertPlan) -> Result<Exit, CliError> {
     let destination = gate.watch(destination.with_run(run));
     let exit = closing::write(
         &destination,
-        Profile { folded: &loaded.folded, labels, run: RunInfo::default(), partial: None, tail: ")".into() },
+        Profile {
+            stacks: Stacks::Folded(&loaded.folded),
+            labels,
+            run: RunInfo::default(),
+            partial: None,
+            tail: ")".into(),
+        },
     )?;
     gate.after_write(&destination, exit)
 }

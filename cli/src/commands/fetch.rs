@@ -20,6 +20,7 @@ use crate::duration::{ago, human};
 use crate::error::{CliError, Exit};
 use crate::format::Format;
 use crate::gate::{Gate, SummaryRequest};
+use crate::merge::Merger;
 use crate::output::Destination;
 use crate::placement::{GroupBy, Placements};
 use crate::push::target::PushPlan;
@@ -134,8 +135,17 @@ async fn fetch_run(args: &FetchPlan, destination: &Destination) -> Result<Exit, 
         None => run::give_up_after(window),
     };
     let fetching = Instant::now();
-    let outcome =
-        run::attach(&client, namespace, id, nodes, Instant::now() + wait, args.conn.max_concurrent_requests).await?;
+    let mut merger = Merger::new(&placements, args.group_by);
+    let outcome = run::attach(
+        &client,
+        namespace,
+        id,
+        nodes,
+        Instant::now() + wait,
+        args.conn.max_concurrent_requests,
+        &mut |result| merger.take(result),
+    )
+    .await?;
     let expired = outcome
         .nodes
         .iter()
@@ -146,15 +156,8 @@ async fn fetch_run(args: &FetchPlan, destination: &Destination) -> Result<Exit, 
             "the results of run {id} expired: its Jobs remain but their pods (and logs) are gone; profile again, and fetch sooner or keep results longer (-a --ttl)"
         )));
     }
-    let finished = Finished {
-        what: &what,
-        window,
-        elapsed: fetching.elapsed(),
-        group_by: args.group_by,
-        placements: &placements,
-        skipped: &[],
-    };
-    let exit = profile::render(&outcome, &finished, destination)?;
+    let finished = Finished { what: &what, window, elapsed: fetching.elapsed(), skipped: &[] };
+    let exit = profile::render(&outcome, &merger.into_stacks(), &finished, destination)?;
     if args.clean {
         let deleted = delete_jobs(&client, namespace, &jobs).await?;
         eprintln!("cleaned run {id}: deleted {deleted} Job(s)");

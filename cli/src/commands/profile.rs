@@ -120,7 +120,7 @@ mod local {
     use crate::error::{CliError, Exit};
     use crate::local;
     use crate::merge;
-    use crate::output::{self, Destination, Labels};
+    use crate::output::{self, Destination, Labels, Stacks};
     use crate::placement::Placements;
     use crate::run_info::{CgroupCpu, NodeStatus, NodeStatusKind, RunInfo};
 
@@ -198,7 +198,7 @@ mod local {
         closing::write(
             destination,
             Profile {
-                folded: &folded,
+                stacks: Stacks::Folded(&folded),
                 labels: Labels { title: output::title(&what, unit), subtitle },
                 run,
                 partial: Some(partial),

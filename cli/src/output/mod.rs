@@ -8,6 +8,7 @@ pub mod sorted;
 mod speedscope;
 mod svg;
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,9 +19,43 @@ use crate::analysis::Analysis;
 use crate::error::CliError;
 use crate::files;
 use crate::format::Format;
+use crate::merge::MergedStacks;
 use crate::push::target::PushPlan;
 use crate::run_info::RunInfo;
 pub use labels::{amount, title, Labels};
+
+/// The stacks to write: folded stacks, or the compact form a cluster run merges its nodes
+/// into, which the flame graph reads without joining every stack (see
+/// [`MergedStacks::visible`]).
+#[derive(Clone, Copy, Debug)]
+pub enum Stacks<'a> {
+    Folded(&'a FoldedStacks),
+    Merged(&'a MergedStacks),
+}
+
+impl<'a> Stacks<'a> {
+    pub fn total(&self) -> u64 {
+        match self {
+            Stacks::Folded(f) => f.total(),
+            Stacks::Merged(m) => m.total(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Stacks::Folded(f) => f.len(),
+            Stacks::Merged(m) => m.len(),
+        }
+    }
+
+    /// Every stack joined, for the writers that need them all.
+    pub fn folded(&self) -> Cow<'a, FoldedStacks> {
+        match *self {
+            Stacks::Folded(f) => Cow::Borrowed(f),
+            Stacks::Merged(m) => Cow::Owned(m.to_folded()),
+        }
+    }
+}
 
 /// Where the profile goes.
 #[derive(Clone, Debug)]
@@ -105,16 +140,20 @@ impl Destination {
         self.path.as_ref().map_or_else(|| "stdout".to_owned(), |p| p.display().to_string())
     }
 
-    pub fn write(&self, folded: &FoldedStacks, labels: &Labels) -> Result<(), CliError> {
+    pub fn write(&self, stacks: Stacks, labels: &Labels) -> Result<(), CliError> {
         let unit = self.run.borrow().unit();
-        let bytes = match self.format {
-            Format::Svg => svg::render(folded, labels, unit)?,
-            Format::Folded => folded::render(folded, unit),
-            Format::Speedscope => speedscope::render(folded, labels, unit),
-            Format::Pprof => pprof::render(folded, labels, &self.run.borrow()),
+        // Every stack joined only for what needs them all, and once.
+        let all = std::cell::OnceCell::new();
+        let folded = || -> &FoldedStacks { all.get_or_init(|| stacks.folded()) };
+        let bytes = match (self.format, stacks) {
+            (Format::Svg, Stacks::Merged(merged)) => svg::render_merged(merged, labels, unit)?,
+            (Format::Svg, Stacks::Folded(f)) => svg::render(f, labels, unit)?,
+            (Format::Folded, _) => folded::render(folded(), unit),
+            (Format::Speedscope, _) => speedscope::render(folded(), labels, unit),
+            (Format::Pprof, _) => pprof::render(folded(), labels, &self.run.borrow()),
         };
         if let Some(kept) = &self.kept {
-            *kept.borrow_mut() = Some(Written { analysis: Analysis::new(folded), labels: labels.clone() });
+            *kept.borrow_mut() = Some(Written { analysis: Analysis::new(folded()), labels: labels.clone() });
         }
         self.write_bytes(&bytes)
     }

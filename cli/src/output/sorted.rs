@@ -40,7 +40,18 @@ pub fn parse_sorted(text: &str) -> Result<Vec<(&str, u64)>, ParseError> {
             a
         }
     };
-    sort(&mut stacks);
+    sort_and_merge(&mut stacks);
+    Ok(stacks)
+}
+
+/// Folded text of stacks in any order, some of them repeated.
+pub fn sorted_text_of(mut stacks: Vec<(&str, u64)>) -> String {
+    sort_and_merge(&mut stacks);
+    text_of(&stacks)
+}
+
+fn sort_and_merge(stacks: &mut Vec<(&str, u64)>) {
+    sort(stacks);
     stacks.dedup_by(|next, kept| {
         let same = next.0 == kept.0;
         if same {
@@ -48,7 +59,6 @@ pub fn parse_sorted(text: &str) -> Result<Vec<(&str, u64)>, ParseError> {
         }
         same
     });
-    Ok(stacks)
 }
 
 /// The rules of `FoldedStacks::parse`, line by line, without merging.
