@@ -20,8 +20,9 @@ use gimli::{
     BaseAddresses, CfaRule, CieOrFde, DebugFrame, EhFrame, EhFrameHdr, EndianSlice, LittleEndian, Reader, RegisterRule,
     UnwindContext, UnwindSection, X86_64,
 };
-use object::read::elf::{ElfFile64, ProgramHeader};
-use object::{Object as _, ObjectSection as _, ReadRef};
+use object::elf::FileHeader64;
+use object::read::elf::{FileHeader, ProgramHeader, SectionHeader, SectionTable};
+use object::ReadRef;
 
 /// Rows of one object's table at most: the kernel's binary search takes 24 steps.
 pub const MAX_ROWS: usize = eagle_ebpf::MAX_TABLE_ROWS;
@@ -84,13 +85,18 @@ impl Object {
         threads: usize,
         loaded: impl Fn(&[u8]) -> bool,
     ) -> Result<Self, TableError> {
-        let elf = ElfFile64::<object::Endianness, R>::parse(data).map_err(|e| TableError::NotElf(e.to_string()))?;
-        if elf.architecture() != object::Architecture::X86_64 {
+        // Headers, section names, notes and the unwind sections are all that is read: not
+        // `ElfFile::parse`, which reads both symbol tables whole (megabytes in a big library,
+        // held in the read cache while the rows are built) for nothing the table needs.
+        let not_elf = |e: object::read::Error| TableError::NotElf(e.to_string());
+        let header = FileHeader64::<object::Endianness>::parse(data).map_err(not_elf)?;
+        let endian = header.endian().map_err(not_elf)?;
+        if header.e_machine(endian) != object::elf::EM_X86_64 {
             return Err(TableError::NotX86_64);
         }
-        let endian = elf.endian();
-        let segments: Vec<Segment> = elf
-            .elf_program_headers()
+        let segments: Vec<Segment> = header
+            .program_headers(endian, data)
+            .map_err(not_elf)?
             .iter()
             .filter(|p| p.p_type(endian) == object::elf::PT_LOAD)
             .map(|p| Segment {
@@ -100,26 +106,29 @@ impl Object {
                 executable: p.p_flags(endian) & object::elf::PF_X != 0,
             })
             .collect();
-        let build_id = elf.build_id().ok().flatten().map(<[u8]>::to_vec);
+        let sections = header.sections(endian, data).map_err(not_elf)?;
+        let build_id = gnu_build_id(&sections, endian, data).map(<[u8]>::to_vec);
         if build_id.as_deref().is_some_and(|id| !id.is_empty() && loaded(id)) {
             return Ok(Object { segments, build_id, source: "a table loaded already", ..Object::default() });
         }
-        let section = |name: &str| {
-            let s = elf.section_by_name(name)?;
-            let data = s.data().ok()?;
-            (!data.is_empty()).then_some((s.address(), data))
+        let address = |name: &[u8]| sections.section_by_name(endian, name).map(|(_, s)| s.sh_addr(endian));
+        let section = |name: &[u8]| {
+            let (_, s) = sections.section_by_name(endian, name)?;
+            // SHT_NOBITS (a stripped object's placeholder) has no bytes in the file.
+            let data = s.data(endian, data).ok()?;
+            (!data.is_empty()).then_some((s.sh_addr(endian), data))
         };
         let mut bases = BaseAddresses::default();
-        if let Some(text) = elf.section_by_name(".text") {
-            bases = bases.set_text(text.address());
+        if let Some(text) = address(b".text") {
+            bases = bases.set_text(text);
         }
-        if let Some(got) = elf.section_by_name(".got") {
-            bases = bases.set_got(got.address());
+        if let Some(got) = address(b".got") {
+            bases = bases.set_got(got);
         }
         let mut object = Object { segments, build_id, ..Object::default() };
-        let built = if let Some((address, data)) = section(".eh_frame") {
+        let built = if let Some((address, data)) = section(b".eh_frame") {
             object.source = ".eh_frame";
-            let hdr = section(".eh_frame_hdr");
+            let hdr = section(b".eh_frame_hdr");
             if let Some((hdr_address, _)) = hdr {
                 bases = bases.set_eh_frame_hdr(hdr_address);
             }
@@ -130,7 +139,7 @@ impl Object {
                 .and_then(|(_, hdr)| fdes_by_address(hdr, address, &bases))
                 .unwrap_or_else(|| fdes_in_order(&eh_frame, &bases));
             collect_rows(&eh_frame, &bases, fdes, threads)
-        } else if let Some((_, data)) = section(".debug_frame") {
+        } else if let Some((_, data)) = section(b".debug_frame") {
             object.source = ".debug_frame";
             let mut debug_frame = DebugFrame::new(data, LittleEndian);
             debug_frame.set_address_size(8);
@@ -163,6 +172,23 @@ impl Object {
         // object's address `s.vaddr`.
         Some(start.wrapping_add(segment.offset).wrapping_sub(offset).wrapping_sub(segment.vaddr))
     }
+}
+
+/// The GNU build id from the object's note sections (a few bytes each), if it has one.
+fn gnu_build_id<'data, R: ReadRef<'data>>(
+    sections: &SectionTable<'data, FileHeader64<object::Endianness>, R>,
+    endian: object::Endianness,
+    data: R,
+) -> Option<&'data [u8]> {
+    for section in sections.iter() {
+        let Ok(Some(mut notes)) = section.notes(endian, data) else { continue };
+        while let Ok(Some(note)) = notes.next() {
+            if note.name() == object::elf::ELF_NOTE_GNU && note.n_type(endian) == object::elf::NT_GNU_BUILD_ID {
+                return Some(note.desc());
+            }
+        }
+    }
+    None
 }
 
 /// The FDEs of a section, as offsets in it, in the order their rows are to be evaluated.
@@ -492,6 +518,8 @@ fn plt_threshold(bytes: &[u8]) -> Option<u8> {
 
 #[cfg(test)]
 mod tests {
+    use object::{Object as _, ObjectSection as _, ObjectSegment as _};
+
     use super::*;
 
     fn row(pc: u32, kind: u8, cfa_offset: u16) -> UnwindRow {
@@ -585,6 +613,24 @@ mod tests {
         hdr_order_and_threads_change_nothing("/lib/x86_64-linux-gnu/libc.so.6");
     }
 
+    /// What the table reads of an object without its symbol tables is what `object`'s full
+    /// parse gives.
+    fn segments_and_build_id_as_object_reads_them(path: &str) {
+        let Ok(data) = std::fs::read(path) else { return };
+        let elf = object::File::parse(data.as_slice()).expect("an ELF object");
+        let parsed = Object::parse_on(data.as_slice(), 1, |_| true).expect("parsed");
+        assert_eq!(parsed.build_id.as_deref(), elf.build_id().expect("notes"), "{path}");
+        let loads: Vec<(u64, u64)> = elf.segments().map(|s| (s.address(), s.file_range().0)).collect();
+        let ours: Vec<(u64, u64)> = parsed.segments.iter().map(|s| (s.vaddr, s.offset)).collect();
+        assert_eq!(ours, loads, "{path}");
+    }
+
+    #[test]
+    fn headers_alone_give_the_segments_and_build_id() {
+        segments_and_build_id_as_object_reads_them("/proc/self/exe");
+        segments_and_build_id_as_object_reads_them("/lib/x86_64-linux-gnu/libc.so.6");
+    }
+
     #[test]
     fn the_plt_expression_is_recognised() {
         assert_eq!(plt_threshold(&[0x77, 0x08, 0x80, 0x00, 0x3f, 0x1a, 0x3b, 0x2a, 0x33, 0x24, 0x22]), Some(11));
@@ -633,7 +679,6 @@ mod tests {
 
     /// The `.eh_frame` of this test binary, cut to `len` bytes, and its address.
     fn own_eh_frame(len: usize) -> (u64, Vec<u8>) {
-        use object::{Object as _, ObjectSection as _};
         static WHOLE: std::sync::OnceLock<(u64, Vec<u8>)> = std::sync::OnceLock::new();
         let (address, bytes) = WHOLE.get_or_init(|| {
             let data = std::fs::read("/proc/self/exe").expect("read own binary");
