@@ -141,6 +141,9 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
 
     let ebpf = EbpfSampler::start(config.frequency_hz, proc.clone(), config.mode, config.min_block_us)?;
     let mut net = if config.net { Some(NetCollector::start(true)?) } else { None };
+    // Loading the programs parsed the kernel's BTF (tens of MB, freed now): not resident
+    // through the window.
+    crate::memory::give_back_freed();
     let encoder = Encoder;
     let started = Instant::now();
     let mut run = Run {
