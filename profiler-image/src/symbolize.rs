@@ -14,7 +14,11 @@
 //! [`DWARF_MAX_BYTES`]): there a function inlined at an address is a frame of its own, marked
 //! with [`INLINED_SUFFIX`]. Kernel code is named through kallsyms.
 //!
-//! Results are cached per process and address: hot loops hit the same few addresses.
+//! Results are cached per process and address: hot loops hit the same few addresses. What
+//! blazesym parsed of an object (sorted symbols, DWARF units, and the pages of the file it
+//! touched, which count in the agent's resident memory) is dropped once no sample has needed
+//! the object for [`IDLE_BATCHES`] batches: after its first seconds a process's samples land on
+//! addresses already named, and a node-wide run maps hundreds of objects.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -43,6 +47,13 @@ pub const UNKNOWN: &str = "[unknown]";
 /// hundreds of MB of it. `EAGLE_DWARF_MAX_BYTES` overrides it (0: symbol tables only).
 pub const DWARF_MAX_BYTES: u64 = 32 << 20;
 
+/// Batches ([`Symbols::end_batch`], one per collection) in which no address of an object was
+/// named before what blazesym parsed of it is dropped. A new address in it later costs parsing
+/// the object again (a few milliseconds for its symbol table, more for DWARF), which the
+/// per-address cache makes rare; holding every object sampled once cost a node-wide run about
+/// 100 MiB.
+pub const IDLE_BATCHES: u64 = 8;
+
 /// Frames of one address, outermost first (a function, then what was inlined into it).
 pub type Frames = Rc<[String]>;
 
@@ -56,6 +67,8 @@ struct ObjectFile {
     path: PathBuf,
     /// Whether its DWARF is read (see [`DWARF_MAX_BYTES`]).
     dwarf: bool,
+    /// The batch in which blazesym last read it; `None` while blazesym holds nothing of it.
+    used_in: Option<u64>,
 }
 
 pub struct Symbols {
@@ -77,6 +90,8 @@ pub struct Symbols {
     /// already had which kind said (once each: the map is read again at every batch).
     perf_map_issues: Vec<(u32, PerfMapIssue)>,
     perf_map_said: HashSet<(u32, bool)>,
+    /// Collections so far (see [`IDLE_BATCHES`]).
+    batch: u64,
 }
 
 impl Default for Symbols {
@@ -107,6 +122,24 @@ impl Symbols {
                 .unwrap_or(DWARF_MAX_BYTES),
             perf_map_issues: Vec::new(),
             perf_map_said: HashSet::new(),
+            batch: 0,
+        }
+    }
+
+    /// Ends a collection: what blazesym parsed of objects no sample needed in the last
+    /// [`IDLE_BATCHES`] collections is dropped, and the memory it freed given back.
+    pub fn end_batch(&mut self) {
+        self.batch += 1;
+        let mut evicted = false;
+        for object in self.objects.values_mut().flatten() {
+            if object.used_in.is_some_and(|batch| self.batch - batch > IDLE_BATCHES) {
+                let _ = self.blaze.evict(&Evict::Elf(evict::Elf::new(&object.path)));
+                object.used_in = None;
+                evicted = true;
+            }
+        }
+        if evicted {
+            crate::memory::give_back_freed();
         }
     }
 
@@ -237,15 +270,24 @@ impl Symbols {
         let unmapped: Vec<ObjectKey> = self.objects.keys().filter(|k| !mapped.contains(k)).copied().collect();
         for key in unmapped {
             if let Some(Some(object)) = self.objects.remove(&key) {
-                let _ = self.blaze.evict(&Evict::Elf(evict::Elf::new(&object.path)));
+                if object.used_in.is_some() {
+                    let _ = self.blaze.evict(&Evict::Elf(evict::Elf::new(&object.path)));
+                }
             }
         }
     }
 
     /// The file of mapping `m` of `pid`, opened at its first use.
+    /// Marks it as read in this batch.
     fn object(&mut self, pid: u32, m: &ExecMapping) -> Option<&ObjectFile> {
         let dwarf_max_bytes = self.dwarf_max_bytes;
-        self.objects.entry((m.dev, m.inode)).or_insert_with(|| ObjectFile::open(pid, m, dwarf_max_bytes)).as_ref()
+        let object = self
+            .objects
+            .entry((m.dev, m.inode))
+            .or_insert_with(|| ObjectFile::open(pid, m, dwarf_max_bytes))
+            .as_mut()?;
+        object.used_in = Some(self.batch);
+        Some(object)
     }
 
     fn resolve_user(
@@ -339,7 +381,7 @@ impl ObjectFile {
         }
         let dwarf = dwarf_max_bytes > 0 && debug_info_bytes(&file) <= dwarf_max_bytes;
         let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-        Some(Self { _file: file, path, dwarf })
+        Some(Self { _file: file, path, dwarf, used_in: None })
     }
 }
 
@@ -512,7 +554,35 @@ pub enum PerfMapIssue {
 
 #[cfg(test)]
 mod tests {
-    use super::{LineProblems, PerfMap};
+    use super::{LineProblems, PerfMap, Symbols, IDLE_BATCHES};
+
+    #[inline(never)]
+    fn named_by_its_symbol() -> u64 {
+        std::hint::black_box(7)
+    }
+
+    #[test]
+    fn objects_idle_for_some_batches_are_dropped_and_read_again_when_needed() {
+        let pid = std::process::id();
+        let addr = named_by_its_symbol as *const () as usize as u64;
+        let mut symbols = Symbols::new();
+        let name = |symbols: &mut Symbols| symbols.user(pid, Some(pid), &[addr])[0].join(";");
+        let first = name(&mut symbols);
+        assert!(first.contains("named_by_its_symbol"), "{first}");
+        let held = |symbols: &Symbols| symbols.objects.values().flatten().filter(|o| o.used_in.is_some()).count();
+        assert_eq!(held(&symbols), 1);
+        for _ in 0..IDLE_BATCHES {
+            symbols.end_batch();
+        }
+        assert_eq!(held(&symbols), 1, "dropped before it was idle for {IDLE_BATCHES} batches");
+        symbols.end_batch();
+        assert_eq!(held(&symbols), 0, "still held after {} idle batches", IDLE_BATCHES + 1);
+        // A process's address is named once; another process of the same binary reads the
+        // object again.
+        symbols.forget(pid);
+        assert_eq!(name(&mut symbols), first);
+        assert_eq!(held(&symbols), 1);
+    }
 
     #[test]
     fn hostile_lines_are_counted_and_names_made_inert() {

@@ -799,6 +799,7 @@ impl Sampler for EbpfSampler {
         for pid in std::mem::take(&mut self.gone) {
             self.symbols.forget(pid);
         }
+        self.symbols.end_batch();
         self.gone = events
             .iter()
             .filter_map(|e| if let ProcessEvent::Exited { pid } = e { Some(*pid) } else { None })
