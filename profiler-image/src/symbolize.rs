@@ -84,6 +84,10 @@ pub struct Symbols {
     /// Files in which samples landed, while a process in `maps` maps them; `None` for one
     /// that could not be opened (its frames are `module+0xOFFSET`).
     objects: HashMap<ObjectKey, Option<ObjectFile>>,
+    /// Names by object and offset in it, while the object is in `objects`: a binary that runs
+    /// as many processes (a compiler, a test binary, a pool of workers) is named once, not once
+    /// per process, and its object goes idle sooner.
+    by_offset: HashMap<(ObjectKey, u64), Frames>,
     /// DWARF is read from objects with at most this much of it (see [`DWARF_MAX_BYTES`]).
     dwarf_max_bytes: u64,
     /// Perf map problems not yet taken ([`Symbols::take_perf_map_issues`]), and which process
@@ -116,6 +120,7 @@ impl Symbols {
             jit: HashMap::new(),
             maps: HashMap::new(),
             objects: HashMap::new(),
+            by_offset: HashMap::new(),
             dwarf_max_bytes: std::env::var("EAGLE_DWARF_MAX_BYTES")
                 .ok()
                 .and_then(|v| v.parse().ok())
@@ -268,6 +273,10 @@ impl Symbols {
         let mapped: HashSet<ObjectKey> =
             self.maps.values().flatten().filter(|m| m.is_file()).map(|m| (m.dev, m.inode)).collect();
         let unmapped: Vec<ObjectKey> = self.objects.keys().filter(|k| !mapped.contains(k)).copied().collect();
+        if !unmapped.is_empty() {
+            // The same device and inode may be another file later.
+            self.by_offset.retain(|(key, _), _| mapped.contains(key));
+        }
         for key in unmapped {
             if let Some(Some(object)) = self.objects.remove(&key) {
                 if object.used_in.is_some() {
@@ -311,7 +320,17 @@ impl Symbols {
                 vdso.push(i);
             }
         }
-        for (mapping, hits) in by_object.into_values() {
+        for (key, (mapping, mut hits)) in by_object {
+            hits.retain(|(i, offset)| match self.by_offset.get(&(key, *offset)) {
+                Some(frames) => {
+                    out[*i] = Some(frames.clone());
+                    false
+                }
+                None => true,
+            });
+            if hits.is_empty() {
+                continue;
+            }
             let offsets: Vec<u64> = hits.iter().map(|(_, offset)| *offset).collect();
             let source = self.object(pid, &mapping).map(|object| {
                 let mut source = Elf::new(&object.path);
@@ -322,11 +341,13 @@ impl Symbols {
                 .and_then(|source| self.blaze.symbolize(&source, Input::FileOffset(&offsets)).ok())
                 .unwrap_or_default();
             for (n, (i, offset)) in hits.into_iter().enumerate() {
-                out[i] = Some(match syms.get(n) {
+                let frames = match syms.get(n) {
                     Some(Symbolized::Sym(sym)) => frames_of(&sym.name, sym.inlined.iter().map(|f| f.name.as_ref())),
                     // Stripped or unreadable code: name the module and the offset in it.
                     _ => Rc::from(vec![format!("{}+{offset:#x}", module_name(&mapping.path))]),
-                });
+                };
+                self.by_offset.insert((key, offset), frames.clone());
+                out[i] = Some(frames);
             }
         }
         if !vdso.is_empty() {
@@ -577,9 +598,14 @@ mod tests {
         assert_eq!(held(&symbols), 1, "dropped before it was idle for {IDLE_BATCHES} batches");
         symbols.end_batch();
         assert_eq!(held(&symbols), 0, "still held after {} idle batches", IDLE_BATCHES + 1);
-        // A process's address is named once; another process of the same binary reads the
-        // object again.
+        // Another process of the same binary (here: this one, forgotten) is named from what
+        // was named by object and offset, without reading the object again.
+        symbols.user.remove(&pid);
+        assert_eq!(name(&mut symbols), first);
+        assert_eq!(held(&symbols), 0);
+        // Once no process maps it, all of it goes; a new address reads it again.
         symbols.forget(pid);
+        assert!(symbols.objects.is_empty() && symbols.by_offset.is_empty());
         assert_eq!(name(&mut symbols), first);
         assert_eq!(held(&symbols), 1);
     }
