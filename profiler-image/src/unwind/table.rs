@@ -9,11 +9,13 @@
 //! A big object (libLLVM: 200,000 FDEs, 1.3 million rows) takes a few hundred milliseconds of
 //! gimli's evaluation, so its FDEs are evaluated in chunks on several threads. The chunks follow
 //! `.eh_frame_hdr`'s table, which the linker sorted by address: their rows come out sorted, and
-//! are merged in one pass as they are joined instead of being sorted again.
+//! each chunk is merged into the table as soon as the chunks before it are, instead of all being
+//! held and sorted again. Of the object, only its headers and unwind sections are read.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use eagle_ebpf::{cfa, UnwindRow};
 use gimli::{
@@ -252,6 +254,12 @@ where
 
 /// The rows of the FDEs `fdes` of `section`, evaluated on up to `threads` threads, sorted and
 /// merged. Returns the rows and the number of entries left out because they did not parse.
+///
+/// Rows evaluated in address order (FDEs from `.eh_frame_hdr`'s table, as linkers write it)
+/// are merged chunk by chunk as their chunks are done, so that only the merged rows and the
+/// few chunks done ahead of their turn are held, not every row twice. Where they turn out not
+/// to be in order (FDEs in the section's order, overlapping FDEs), all are evaluated again,
+/// held, and sorted.
 fn collect_rows<'data, S>(
     section: &S,
     bases: &BaseAddresses,
@@ -262,21 +270,85 @@ where
     S: UnwindSection<EndianSlice<'data, LittleEndian>> + Sync,
     S::Offset: Hash + Eq + Send + Sync,
 {
+    match collect_rows_as(section, bases, &fdes, threads, true)? {
+        Some(merged) => Ok(merged),
+        None => Ok(collect_rows_as(section, bases, &fdes, threads, false)?.expect("a sorting merge always ends")),
+    }
+}
+
+/// Rows of chunks done, shared by the threads that evaluate them.
+#[derive(Default)]
+struct Merging {
+    /// The rows of the chunks before `next`, merged (when merged as they come).
+    merged: Vec<UnwindRow>,
+    /// Chunks done but not merged yet, by index: ahead of their turn, or all of them when the
+    /// rows are sorted at the end.
+    waiting: BTreeMap<usize, Vec<UnwindRow>>,
+    next: usize,
+    /// [`sort_key`] of the last row merged.
+    last: Option<(u32, bool)>,
+    out_of_order: bool,
+    bad: usize,
+}
+
+impl Merging {
+    /// Merges the chunks that are next in turn; notes when one is out of address order.
+    fn merge_ready(&mut self) {
+        while let Some(rows) = self.waiting.remove(&self.next) {
+            let in_order = rows.is_sorted_by_key(sort_key)
+                && rows.first().is_none_or(|first| self.last.is_none_or(|last| last <= sort_key(first)));
+            if !in_order {
+                self.out_of_order = true;
+                return;
+            }
+            self.last = rows.last().map(sort_key).or(self.last);
+            for row in rows {
+                push_merged(&mut self.merged, row);
+            }
+            self.next += 1;
+        }
+    }
+}
+
+/// [`collect_rows`], merging rows as their chunks are done (`None` when they are not in address
+/// order) or holding all and sorting them.
+fn collect_rows_as<'data, S>(
+    section: &S,
+    bases: &BaseAddresses,
+    fdes: &Fdes<S::Offset>,
+    threads: usize,
+    merge_as_done: bool,
+) -> Result<Option<(Vec<UnwindRow>, usize)>, TableError>
+where
+    S: UnwindSection<EndianSlice<'data, LittleEndian>> + Sync,
+    S::Offset: Hash + Eq + Send + Sync,
+{
     let chunks: Vec<&[S::Offset]> = fdes.offsets.chunks(FDES_PER_CHUNK).collect();
     let next = AtomicUsize::new(0);
     let collected = AtomicUsize::new(0);
-    // Each thread takes the next chunk until none is left, with a context and CIE cache of its
-    // own; it returns the chunks it did, by index.
-    let work = || -> Result<Vec<(usize, Vec<UnwindRow>, usize)>, TableError> {
+    let merging = Mutex::new(Merging { bad: fdes.bad, ..Merging::default() });
+    // Each thread takes the next chunk until none is left (or the rows are found out of order),
+    // with a context and CIE cache of its own.
+    let work = || -> Result<(), TableError> {
         let mut context = UnwindContext::new();
         let mut cies = HashMap::new();
-        let mut done = Vec::new();
         loop {
             let index = next.fetch_add(1, Ordering::Relaxed);
-            let Some(chunk) = chunks.get(index) else { return Ok(done) };
+            let Some(chunk) = chunks.get(index) else { return Ok(()) };
             let mut rows = Vec::new();
             match evaluate(section, bases, chunk, &mut context, &mut cies, &mut rows, &collected) {
-                Ok(bad) => done.push((index, rows, bad)),
+                Ok(bad) => {
+                    let mut merging = merging.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    merging.bad += bad;
+                    merging.waiting.insert(index, rows);
+                    if merge_as_done {
+                        merging.merge_ready();
+                        if merging.out_of_order {
+                            next.store(chunks.len(), Ordering::Relaxed);
+                            return Ok(());
+                        }
+                    }
+                }
                 Err(e) => {
                     // The others stop before their next chunk.
                     next.store(chunks.len(), Ordering::Relaxed);
@@ -300,15 +372,17 @@ where
             results
         })
     };
-    let mut in_order: Vec<Vec<UnwindRow>> = vec![Vec::new(); chunks.len()];
-    let mut bad = fdes.bad;
-    for result in results {
-        for (index, rows, bad_entries) in result? {
-            in_order[index] = rows;
-            bad += bad_entries;
+    results.into_iter().collect::<Result<(), _>>()?;
+    let merging = merging.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if merge_as_done {
+        if merging.out_of_order {
+            return Ok(None);
         }
+        let mut merged = merging.merged;
+        merged.shrink_to_fit();
+        return Ok(Some((merged, merging.bad)));
     }
-    Ok((merge(in_order), bad))
+    Ok(Some((merge(merging.waiting.into_values().collect()), merging.bad)))
 }
 
 /// Evaluates the FDEs at `offsets` into `rows` (in their order); counts the rows in `collected`,
@@ -600,10 +674,18 @@ mod tests {
         let in_order = fdes_in_order(&eh_frame, &bases);
         let by_address = fdes_by_address(hdr, address, &bases).expect("a sorted table");
         assert_eq!(in_order.offsets.len(), by_address.offsets.len(), "{path}: FDEs listed");
+        let mut backwards = Fdes { offsets: by_address.offsets.clone(), bad: 0 };
+        backwards.offsets.reverse();
+        assert_eq!(
+            collect_rows_as(&eh_frame, &bases, &backwards, 2, true).expect("rows"),
+            None,
+            "{path}: rows out of order merged as they came"
+        );
         let serial = collect_rows(&eh_frame, &bases, in_order, 1).expect("rows");
         let threaded = collect_rows(&eh_frame, &bases, by_address, 3).expect("rows");
         assert!(serial.0.len() > 100, "{path}: only {} rows", serial.0.len());
         assert_eq!(serial, threaded, "{path}");
+        assert_eq!(collect_rows(&eh_frame, &bases, backwards, 2).expect("rows"), serial, "{path}: sorted at the end");
     }
 
     #[test]
