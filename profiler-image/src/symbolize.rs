@@ -132,7 +132,9 @@ impl Symbols {
     }
 
     /// Ends a collection: what blazesym parsed of objects no sample needed in the last
-    /// [`IDLE_BATCHES`] collections is dropped, and the memory it freed given back.
+    /// [`IDLE_BATCHES`] collections is dropped, and the memory it freed given back. Of the
+    /// others, the pages of the files blazesym touched (symbol tables sorted, DWARF read) are
+    /// left to the page cache: they are read again, without I/O, where a later batch needs them.
     pub fn end_batch(&mut self) {
         self.batch += 1;
         let mut evicted = false;
@@ -145,6 +147,15 @@ impl Symbols {
         }
         if evicted {
             crate::memory::give_back_freed();
+        }
+        let open: HashSet<ObjectKey> = self
+            .objects
+            .iter()
+            .filter(|(_, o)| o.as_ref().is_some_and(|o| o.used_in.is_some()))
+            .map(|(k, _)| *k)
+            .collect();
+        if !open.is_empty() {
+            crate::memory::unmap_file_pages(|dev, inode| open.contains(&(dev, inode)));
         }
     }
 
