@@ -53,6 +53,9 @@ pub const DWARF_MAX_BYTES: u64 = 32 << 20;
 /// per-address cache makes rare; holding every object sampled once cost a node-wide run about
 /// 100 MiB.
 pub const IDLE_BATCHES: u64 = 8;
+/// As [`IDLE_BATCHES`], for objects whose DWARF is read: blazesym holds the units and line
+/// tables it parsed, tens of MB over a few debug builds, where a symbol table costs a few.
+pub const DWARF_IDLE_BATCHES: u64 = 1;
 
 /// Frames of one address, outermost first (a function, then what was inlined into it).
 pub type Frames = Rc<[String]>;
@@ -139,7 +142,8 @@ impl Symbols {
         self.batch += 1;
         let mut evicted = false;
         for object in self.objects.values_mut().flatten() {
-            if object.used_in.is_some_and(|batch| self.batch - batch > IDLE_BATCHES) {
+            let idle = if object.dwarf { DWARF_IDLE_BATCHES } else { IDLE_BATCHES };
+            if object.used_in.is_some_and(|batch| self.batch - batch > idle) {
                 let _ = self.blaze.evict(&Evict::Elf(evict::Elf::new(&object.path)));
                 object.used_in = None;
                 evicted = true;
@@ -586,7 +590,7 @@ pub enum PerfMapIssue {
 
 #[cfg(test)]
 mod tests {
-    use super::{LineProblems, PerfMap, Symbols, IDLE_BATCHES};
+    use super::{LineProblems, PerfMap, Symbols, DWARF_IDLE_BATCHES, IDLE_BATCHES};
 
     #[inline(never)]
     fn named_by_its_symbol() -> u64 {
@@ -603,12 +607,15 @@ mod tests {
         assert!(first.contains("named_by_its_symbol"), "{first}");
         let held = |symbols: &Symbols| symbols.objects.values().flatten().filter(|o| o.used_in.is_some()).count();
         assert_eq!(held(&symbols), 1);
-        for _ in 0..IDLE_BATCHES {
+        // This test binary has DWARF unless built without debug information.
+        let dwarf = symbols.objects.values().flatten().any(|o| o.dwarf);
+        let idle = if dwarf { DWARF_IDLE_BATCHES } else { IDLE_BATCHES };
+        for _ in 0..idle {
             symbols.end_batch();
         }
-        assert_eq!(held(&symbols), 1, "dropped before it was idle for {IDLE_BATCHES} batches");
+        assert_eq!(held(&symbols), 1, "dropped before it was idle for {idle} batches");
         symbols.end_batch();
-        assert_eq!(held(&symbols), 0, "still held after {} idle batches", IDLE_BATCHES + 1);
+        assert_eq!(held(&symbols), 0, "still held after {} idle batches", idle + 1);
         // Another process of the same binary (here: this one, forgotten) is named from what
         // was named by object and offset, without reading the object again.
         symbols.user.remove(&pid);
