@@ -174,6 +174,15 @@ pub fn chains() -> &'static Path {
     BUILT.get_or_init(|| build_c("images/chains/chains.c", "chains", &CHAINS_FLAGS))
 }
 
+/// The lockstep binary (`images/lockstep/lockstep.c`): splits its CPU time 60/30/10 over
+/// `cpu_60`, `cpu_30` and `cpu_10` by the phase of the clock in each period of a frequency it is
+/// given, the worst case for a sampler with a fixed period. Built and cached as [`groundtruth`]
+/// is.
+pub fn lockstep() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| build_c("images/lockstep/lockstep.c", "lockstep", &CHAINS_FLAGS))
+}
+
 /// chains built with neither unwind tables for its own code nor frame pointers: what an
 /// unwinder cannot follow, and must say so about.
 pub fn chains_without_unwind_tables() -> &'static Path {
