@@ -13,7 +13,9 @@
 //! - [`skip`] / [`skip_unless!`] / [`require_sampling!`]: one rule for a test that cannot run
 //!   here: only a missing capability skips; the skip is printed, counted, and fails in CI.
 //! - [`apiserver`]: a Kubernetes API server double, for the cluster mode without a cluster.
-//! - [`cluster`]: why a real cluster runs no pods (pods, nodes, events), for failure messages.
+//! - [`cluster`]: for the tests against a real cluster, [`cluster::TestNamespace`] (a namespace
+//!   of the test's own, its workloads and the `kubectl-eagle` commands run in it, removed on
+//!   drop), and why the cluster runs no pods (pods, nodes, events), for failure messages.
 //! - [`receiver`]: a recorded-request double of an HTTP receiver, for `--push`.
 //!
 //! Modules: this file (binaries, the e2e cluster, groundtruth, preconditions, the skip rule,
