@@ -1,5 +1,6 @@
 //! Native sampling with the eBPF program of `eagle-ebpf`: user and kernel stacks of every
-//! thread of the target processes, on every CPU, at a fixed frequency.
+//! thread of the target processes, on every CPU, at a frequency whose mean is the one asked for
+//! (the period is dithered: see `cpu_clock.rs`).
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
@@ -7,12 +8,12 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use aya::maps::{Array, ArrayOfMaps, HashMap as BpfHashMap, IterableMap, Map, MapData, PerCpuArray, StackTraceMap};
-use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
 use aya::programs::{BtfTracePoint, PerfEvent, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
 use eagle_ebpf::{key_flags, names, stack_flags, Counter, OffCpuStart, StackKey, TargetEntry, UserStack, WaitStart};
 use eagle_proto::{ProfileMode, Warning, WarningCode, THROTTLED_FRAME, WAITING_FRAME};
 
+use super::cpu_clock::CpuClocks;
 use super::{ProcessEvent, Sampler, SamplerError};
 use crate::aggregate::Aggregate;
 use crate::discovery::ProcFs;
@@ -24,6 +25,9 @@ use crate::unwind::{UnwindMaps, Unwinder};
 pub const TRUNCATED: &str = "[truncated]";
 
 pub struct EbpfSampler {
+    /// The per-CPU clocks that run the sampling program, their periods dithered. First, so that
+    /// sampling stops before the maps and programs go.
+    clocks: CpuClocks,
     // Owns the programs and their perf/tracepoint links: dropping it detaches everything.
     _bpf: Ebpf,
     targets: BpfHashMap<MapData, u32, TargetEntry>,
@@ -49,6 +53,8 @@ pub struct EbpfSampler {
     mode: ProfileMode,
     /// Wall mode: the microseconds one CPU sample stands for.
     sample_us: u64,
+    /// Turns weighed counts of CPU samples into samples at the asked frequency.
+    to_samples: WeighedSamples,
     min_block_ns: u64,
     offcpu: OffCpuMaps,
     /// Processes whose samples the kernel counts per thread (see [`EbpfSampler::count_by_thread`]).
@@ -123,21 +129,18 @@ impl EbpfSampler {
                 tp.attach().map_err(|e| classify(&format!("attach to the {event} tracepoint"), &e))?;
             }
         }
+        let weights = bpf.take_map(names::SAMPLE_WEIGHT).ok_or_else(|| {
+            SamplerError::Failed(format!("map `{}` missing from the eBPF object", names::SAMPLE_WEIGHT))
+        })?;
+        let weights = PerCpuArray::try_from(weights).map_err(|e| SamplerError::Failed(format!("eBPF map: {e}")))?;
         let sample: &mut PerfEvent = program_mut(&mut bpf, names::SAMPLE_PROGRAM)?;
         sample.load().map_err(|e| classify("load the sampling program", &e))?;
         let cpus = aya::util::online_cpus().map_err(|(what, e)| SamplerError::Failed(format!("{what}: {e}")))?;
         // Off-CPU mode samples nothing on the CPU.
         let sampled_cpus = if mode == ProfileMode::OffCpu { Vec::new() } else { cpus };
-        for cpu in sampled_cpus {
-            sample
-                .attach(
-                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
-                    PerfEventScope::AllProcessesOneCpu { cpu },
-                    SamplePolicy::Frequency(frequency_hz),
-                    false,
-                )
-                .map_err(|e| classify(&format!("open the CPU clock perf event on CPU {cpu}"), &e))?;
-        }
+        let program = sample.fd().map_err(|e| classify("load the sampling program", &e))?;
+        let clocks = CpuClocks::start(program, weights, &sampled_cpus, frequency_hz)
+            .map_err(|e| classify(&e.action, &e.source))?;
 
         let mut take = |name: &str| {
             bpf.take_map(name).ok_or_else(|| SamplerError::Failed(format!("map `{name}` missing from the eBPF object")))
@@ -179,6 +182,7 @@ impl EbpfSampler {
             None
         };
         Ok(Self {
+            clocks,
             _bpf: bpf,
             targets,
             active,
@@ -196,6 +200,7 @@ impl EbpfSampler {
             gone: Vec::new(),
             mode,
             sample_us: 1_000_000 / frequency_hz.max(1),
+            to_samples: WeighedSamples::default(),
             min_block_ns: min_block_us.saturating_mul(1000),
             offcpu,
             by_thread,
@@ -330,6 +335,13 @@ impl EbpfSampler {
         }
         if last {
             warnings.extend(self.offcpu_summary());
+            if self.clocks.dither_failed() {
+                warnings.push(Warning {
+                    code: WarningCode::InfoPrecision,
+                    pid: None,
+                    message: "the sampling period could not be redrawn during the window (PERF_EVENT_IOC_PERIOD failed): samples of work that repeats in step with the period may lean toward some of its functions".into(),
+                });
+            }
         }
         if last && self.unwinder.is_some() {
             let total = self.counter(Counter::Samples);
@@ -784,11 +796,12 @@ impl Sampler for EbpfSampler {
                 frames.push(WAITING_FRAME.to_owned());
             }
             // One unit per graph: CPU samples, or microseconds (blocks are counted in
-            // nanoseconds; a CPU sample in wall mode is its period).
+            // nanoseconds; a CPU sample in wall mode is its period). CPU samples are counted
+            // weighed by their CPU's period (`cpu_clock.rs`), in SAMPLE_UNITs each.
             let count = match (off, self.mode) {
                 (true, _) => (count + 500) / 1000,
-                (false, ProfileMode::Wall) => count * self.sample_us,
-                (false, _) => count,
+                (false, ProfileMode::Wall) => count * self.sample_us / eagle_ebpf::SAMPLE_UNIT,
+                (false, _) => self.to_samples.samples(count),
             };
             if key.tid != 0 && !off {
                 let stacks = self.thread_stacks.entry(key.tgid).or_default().entry(key.tid).or_default();
@@ -825,6 +838,27 @@ impl Sampler for EbpfSampler {
 /// `bpf_trace_run4`, `__bpf_trace_sched_switch`.
 fn is_tracing_frame(name: &str) -> bool {
     ["bpf_prog_", "bpf_trace_run", "__bpf_trace_", "__traceiter_"].iter().any(|p| name.starts_with(p))
+}
+
+/// Weighed counts of CPU samples into whole samples at the asked frequency: each stack's count
+/// rounded up or down at random in proportion to its remainder, so that no stack is biased
+/// (always down would lose a sample's fraction per stack and collection, and drop every stack
+/// of a single sample taken at a short period).
+struct WeighedSamples {
+    rng: rand::rngs::StdRng,
+}
+
+impl Default for WeighedSamples {
+    fn default() -> Self {
+        Self { rng: rand::SeedableRng::from_rng(&mut rand::rng()) }
+    }
+}
+
+impl WeighedSamples {
+    fn samples(&mut self, weighed: u64) -> u64 {
+        let (whole, rest) = (weighed / eagle_ebpf::SAMPLE_UNIT, weighed % eagle_ebpf::SAMPLE_UNIT);
+        whole + u64::from(rand::Rng::random_range(&mut self.rng, 0..eagle_ebpf::SAMPLE_UNIT) < rest)
+    }
 }
 
 fn is_offcpu(key: &StackKey) -> bool {
