@@ -10,7 +10,7 @@
 /// Returns the free pages of every malloc arena to the system: after a burst of large
 /// allocations is freed, not on a hot path (it walks each arena's free lists).
 pub fn give_back_freed() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim has no preconditions; it only releases free memory.
     unsafe {
         libc::malloc_trim(0);
@@ -24,16 +24,13 @@ pub fn give_back_freed() {
 /// next access reads them back without I/O (a minor fault), and the mapping's contents are
 /// unchanged: this is only the agent no longer holding them.
 pub fn unmap_file_pages(drop: impl Fn(u64, u64) -> bool) {
-    #[cfg(target_os = "linux")]
-    {
-        let Ok(text) = std::fs::read_to_string("/proc/self/maps") else { return };
-        for (start, end) in shared_read_only_files(&text, drop) {
-            // SAFETY: the range is a whole mapping of this process, shared, read-only and
-            // backed by a file: MADV_DONTNEED only unmaps its pages, whose contents the file
-            // gives again on the next access. Nothing is written through it, so nothing is lost.
-            unsafe {
-                libc::madvise(start as *mut libc::c_void, (end - start) as usize, libc::MADV_DONTNEED);
-            }
+    let Ok(text) = std::fs::read_to_string("/proc/self/maps") else { return };
+    for (start, end) in shared_read_only_files(&text, drop) {
+        // SAFETY: the range is a whole mapping of this process, shared, read-only and backed
+        // by a file: MADV_DONTNEED only unmaps its pages, whose contents the file gives again
+        // on the next access. Nothing is written through it, so nothing is lost.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, (end - start) as usize, libc::MADV_DONTNEED);
         }
     }
 }
