@@ -17,8 +17,9 @@
 //! Results are cached per process and address: hot loops hit the same few addresses. What
 //! blazesym parsed of an object (sorted symbols, DWARF units, and the pages of the file it
 //! touched, which count in the agent's resident memory) is dropped once no sample has needed
-//! the object for [`IDLE_BATCHES`] batches: after its first seconds a process's samples land on
-//! addresses already named, and a node-wide run maps hundreds of objects.
+//! the object for [`IDLE_BATCHES`] batches ([`DWARF_IDLE_BATCHES`] where its DWARF is read):
+//! after its first seconds a process's samples land on addresses already named, and a node-wide
+//! run maps hundreds of objects.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
