@@ -152,7 +152,8 @@ enum eagle_counter {
 	EAGLE_NOT_TARGET = 10,    /* dropped: a process that reuses a target's pid, not the target */
 	EAGLE_WAITS = 11,         /* waits for a CPU (or the CPU limit) counted (min_block or longer) */
 	EAGLE_WAITS_SHORT = 12,   /* waits shorter than min_block: not counted */
-	EAGLE_COUNTER_MAX = 13,
+	EAGLE_STOP_SITES_REUSED = 13, /* switches whose stacks were those of the thread's last stop */
+	EAGLE_COUNTER_MAX = 14,
 };
 
 #endif

@@ -225,9 +225,11 @@ pub enum Counter {
     Waits = 11,
     /// Waits shorter than the minimum duration: not counted.
     WaitsShort = 12,
+    /// Switches whose stacks were those of the thread's last stop at the same site.
+    StopSitesReused = 13,
 }
 
-pub const COUNTER_MAX: u32 = 13;
+pub const COUNTER_MAX: u32 = 14;
 
 /// Value of `offcpu_start`: `struct eagle_offcpu_start`.
 #[repr(C)]

@@ -28,12 +28,14 @@ typedef struct user_pt_regs eagle_user_regs;
 #define REGS_IP(r) ((r).pc)
 #define REGS_SP(r) ((r).sp)
 #define REGS_BP(r) ((r).regs[29])
+#define REGS_SYSCALL(r) 0 /* not in user_pt_regs: the stop site is told by the others */
 #else
 typedef struct pt_regs eagle_user_regs;
 #define REGS_IN_USER_MODE(r) (((r).cs & 3) == 3)
 #define REGS_IP(r) ((r).rip)
 #define REGS_SP(r) ((r).rsp)
 #define REGS_BP(r) ((r).rbp)
+#define REGS_SYSCALL(r) ((r).orig_rax)
 #endif
 
 char LICENSE[] SEC("license") = "GPL";
@@ -171,6 +173,34 @@ struct {
 
 /* Blocks and waits shorter than this are not counted (the agent's --min-block-us). */
 const volatile __u64 MIN_BLOCK_NS = 1000000;
+
+/* `prev_state` of a thread's last switch, as it exits (include/linux/sched.h). */
+#define TASK_DEAD 0x80
+
+/* Where a thread last stopped, told by what is cheap to read at the switch, and the stacks
+ * taken there. Taking a block's stacks (the kernel's walk of its own stack, the user stack's
+ * unwinding) is most of what following the scheduler costs, and a thread that switches often
+ * stops at the same few places (a read on a pipe, a futex wait), each time with the same user
+ * registers, in the same system call, in the same way (blocked in the same state, or
+ * preempted): then the stacks are those of last time. (Its kernel stack's depth would tell
+ * more, but the kernel moves the stack by a random offset at every system call.) */
+struct stop_site {
+	__u64 ip;      /* user registers saved as it entered the kernel */
+	__u64 sp;
+	__u64 bp;
+	__u64 syscall; /* the system call it is in (x86-64's orig_rax; -1: none) */
+	__u32 how;     /* prev_state << 1 | preempted */
+	__u32 execed;  /* the process's execs then: another program after one */
+	struct eagle_stack_key key; /* the stacks (ids, hash, flags) taken there */
+};
+
+/* Key: thread id. LRU: a thread that exited does not keep its entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 32768);
+	__type(key, __u32);
+	__type(value, struct stop_site);
+} stop_sites SEC(".maps");
 
 /* The executable mappings of each process the agent built tables for (key: tgid). */
 struct {
@@ -812,19 +842,50 @@ int offcpu_wakeup_new(__u64 *ctx)
 	return 0;
 }
 
-/* The stacks the current thread (of target process `tgid`) stops at, into `key`, from the
- * switch event `ctx`. False when they could not be kept. */
-static __always_inline int stopped_stacks(__u64 *ctx, __u32 tgid, struct eagle_target *target,
-					  struct eagle_stack_key *key)
+/* The stacks the current thread (thread `tid` of target process `tgid`) stops at, into `key`,
+ * from the switch event `ctx`, in the way `how` (see `struct stop_site`): those of its last
+ * stop if it stopped at the same site in the same way, else taken now. False when they could
+ * not be kept. */
+static __always_inline int stopped_stacks(__u64 *ctx, __u32 tgid, __u32 tid, struct eagle_target *target,
+					  __u32 how, struct eagle_stack_key *key)
 {
+	struct task_struct *task = bpf_get_current_task_btf();
+	eagle_user_regs regs;
+	/* False for a thread with no user side (a process's io_uring worker): its kernel stack. */
+	int user = bpf_probe_read_kernel(&regs, sizeof(regs), (void *)bpf_task_pt_regs(task)) == 0 &&
+		   REGS_IN_USER_MODE(regs);
+	struct stop_site site = {
+		.ip = REGS_IP(regs),
+		.sp = REGS_SP(regs),
+		.bp = REGS_BP(regs),
+		.syscall = REGS_SYSCALL(regs),
+		.how = how,
+		.execed = target->execed,
+	};
+	struct stop_site *last = user ? bpf_map_lookup_elem(&stop_sites, &tid) : 0;
+	if (last && last->ip == site.ip && last->sp == site.sp && last->bp == site.bp &&
+	    last->syscall == site.syscall && last->how == site.how &&
+	    last->execed == site.execed && last->key.tgid == tgid) {
+		key->user_stack_id = last->key.user_stack_id;
+		key->kernel_stack_id = last->key.kernel_stack_id;
+		key->user_stack_hash = last->key.user_stack_hash;
+		key->flags |= last->key.flags & EAGLE_KEY_UNWOUND;
+		bump(EAGLE_STOP_SITES_REUSED);
+		return 1;
+	}
+
 	__u32 zero = 0;
 	__u32 process_flags = 0;
 	__u32 owner = UNWIND_WITH_TABLES ? maps_owner(tgid, target, &process_flags) : 0;
 	int unwound = 0;
 	if (owner != 0 && !(process_flags & EAGLE_PROCESS_FRAME_POINTERS)) {
 		struct unwind_state *s = bpf_map_lookup_elem(&unwind_scratch, &zero);
-		if (s && saved_user_regs(&s->ip, &s->sp, &s->bp))
+		if (s && user) {
+			s->ip = site.ip;
+			s->sp = site.sp;
+			s->bp = site.bp;
 			unwound = unwind_user(s, &offcpu_ustacks, owner, key);
+		}
 		if (unwound < 0)
 			return 0;
 	} else if (UNWIND_WITH_TABLES && owner == 0) {
@@ -835,8 +896,16 @@ static __always_inline int stopped_stacks(__u64 *ctx, __u32 tgid, struct eagle_t
 	if (!unwound)
 		key->user_stack_id = bpf_get_stackid(ctx, &offcpu_stacks, BPF_F_USER_STACK);
 	key->kernel_stack_id = bpf_get_stackid(ctx, &offcpu_stacks, 0);
-	return !((!unwound && key->user_stack_id < 0 && key->user_stack_id != -EFAULT) ||
-		 (key->kernel_stack_id < 0 && key->kernel_stack_id != -EFAULT));
+	if ((!unwound && key->user_stack_id < 0 && key->user_stack_id != -EFAULT) ||
+	    (key->kernel_stack_id < 0 && key->kernel_stack_id != -EFAULT))
+		return 0;
+	/* A frame-pointer walk while the tables are not ready is not kept: the next stop at this
+	 * site is unwound with them. */
+	if (user && !(key->flags & EAGLE_KEY_PENDING)) {
+		site.key = *key;
+		bpf_map_update_elem(&stop_sites, &tid, &site, BPF_ANY);
+	}
+	return 1;
 }
 
 SEC("tp_btf/sched_switch")
@@ -860,8 +929,11 @@ int offcpu_switch(__u64 *ctx)
 
 	int preempted = (int)ctx[0];
 	unsigned int prev_state = (unsigned int)ctx[3];
+	/* An exiting thread's last switch: it is gone, not blocked. */
+	if (prev_state & TASK_DEAD)
+		return 0;
 	struct eagle_offcpu_start begun = { .since = now, .key = { .tgid = tgid, .flags = EAGLE_KEY_OFFCPU } };
-	if (!stopped_stacks(ctx, tgid, target, &begun.key)) {
+	if (!stopped_stacks(ctx, tgid, tid, target, prev_state << 1 | (preempted != 0), &begun.key)) {
 		bump(EAGLE_OFFCPU_LOST);
 		return 0;
 	}
