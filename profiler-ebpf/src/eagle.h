@@ -48,17 +48,12 @@ enum eagle_key_flag {
 	EAGLE_KEY_THROTTLED = 16,
 };
 
-/* Value of `offcpu_start` (key: thread id): a thread switched out while not runnable, when,
- * and the stacks it blocked at. */
+/* Value of `offcpu_start` (key: thread id): a thread off the CPU since it was switched out,
+ * the stacks it stopped at, and, once it is runnable (preempted, or woken after a block), since
+ * when, and its group's throttled time then, to split the wait at its end. */
 struct eagle_offcpu_start {
-	__u64 since; /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) at the switch */
-	struct eagle_stack_key key;
-};
-
-/* Value of `wait_start` (key: thread id): a thread runnable but not running since `since`, the
- * stacks it stopped at, and its group's throttled time then, to split the wait at its end. */
-struct eagle_wait_start {
-	__u64 since;     /* bpf_ktime_get_ns() when it was preempted or woken */
+	__u64 since;     /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) at the switch out */
+	__u64 woken;     /* when it became runnable: a wait for a CPU since; 0: blocked still */
 	__u64 cfs_rq;    /* the kernel's `struct cfs_rq *` it was queued on (0: none known) */
 	__u64 throttled; /* that group's throttled time then (rq clock ns, see `group_throttled`) */
 	__u32 throttled_then; /* 1: its group was throttled as the wait began */

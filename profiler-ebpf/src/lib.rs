@@ -28,9 +28,9 @@ pub mod names {
     pub const WAKEUP_PROGRAM: &str = "offcpu_wakeup";
     /// A new thread queued to run for the first time: it waits for a CPU from then.
     pub const WAKEUP_NEW_PROGRAM: &str = "offcpu_wakeup_new";
+    /// Threads off the CPU: blocked, or runnable but not running (preempted, throttled, or
+    /// woken and not yet running).
     pub const OFFCPU_START: &str = "offcpu_start";
-    /// Threads runnable but not running: preempted, throttled, or woken and not yet running.
-    pub const WAIT_START: &str = "wait_start";
     pub const OFFCPU_STACKS: &str = "offcpu_stacks";
     pub const OFFCPU_USER_STACKS: &str = "offcpu_ustacks";
     pub const MIN_BLOCK_NS: &str = "MIN_BLOCK_NS";
@@ -235,17 +235,11 @@ pub const COUNTER_MAX: u32 = 14;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OffCpuStart {
-    /// CLOCK_MONOTONIC nanoseconds when the thread blocked.
+    /// CLOCK_MONOTONIC nanoseconds when the thread was switched out.
     pub since: u64,
-    pub key: StackKey,
-}
-
-/// Value of `wait_start`: `struct eagle_wait_start`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WaitStart {
-    /// CLOCK_MONOTONIC nanoseconds when the thread was preempted or woken.
-    pub since: u64,
+    /// When it became runnable (preempted, or woken after a block): a wait for a CPU since.
+    /// 0: blocked still.
+    pub woken: u64,
     /// The kernel's `struct cfs_rq *` it waited on (an address, never dereferenced here).
     pub cfs_rq: u64,
     /// That group's throttled time then, on its run queue's clock.
@@ -263,11 +257,8 @@ unsafe impl aya::Pod for StackKey {}
 // SAFETY: as above (16 bytes: 2 x u32, then a u64).
 unsafe impl aya::Pod for TargetEntry {}
 #[cfg(feature = "user")]
-// SAFETY: as above (a u64, then the 32-byte key: 40 bytes, no padding).
+// SAFETY: as above (4 x u64, 2 x u32, then the 32-byte key: 72 bytes, no padding).
 unsafe impl aya::Pod for OffCpuStart {}
-#[cfg(feature = "user")]
-// SAFETY: as above (3 x u64, 2 x u32, then the 32-byte key: 64 bytes, no padding).
-unsafe impl aya::Pod for WaitStart {}
 #[cfg(feature = "user")]
 // SAFETY: as above (8 bytes, no padding).
 unsafe impl aya::Pod for UnwindRow {}

@@ -147,8 +147,10 @@ COUNT_MAP(counts_1);
 USER_STACK_MAP(ustacks_0);
 USER_STACK_MAP(ustacks_1);
 
-/* Off-CPU time. Threads blocked now (key: thread id), with the stacks they blocked at; LRU,
- * so a thread that exits while blocked does not hold its entry for ever. */
+/* Off-CPU time. Threads off the CPU now (key: thread id): blocked, or runnable but not running
+ * (`woken` set), with the stacks they stopped at; LRU, so a thread that exits while off the
+ * CPU does not hold its entry for ever. One entry from the switch out to the switch in: a
+ * block's wake-up turns it into a wait in place. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 32768);
@@ -161,15 +163,6 @@ struct {
  * are few (a program waits in a handful of places), so they fit. */
 STACK_MAP(offcpu_stacks);
 USER_STACK_MAP(offcpu_ustacks);
-
-/* Threads runnable but not running now (key: thread id): preempted, or woken and not yet on a
- * CPU, with the stacks they stopped at and their group's throttled time then. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 32768);
-	__type(key, __u32);
-	__type(value, struct eagle_wait_start);
-} wait_start SEC(".maps");
 
 /* Blocks and waits shorter than this are not counted (the agent's --min-block-us). */
 const volatile __u64 MIN_BLOCK_NS = 1000000;
@@ -681,12 +674,14 @@ int sample_cpu(struct bpf_perf_event_data *ctx)
  * A target thread that leaves the CPU stops at a stack, taken now, and is off the CPU until it
  * is switched in again, in two ways:
  * - blocked (not runnable: prev_state != TASK_RUNNING, and not preempted) until it is woken
- *   (or switched in, whichever is seen first): a block, kept in `offcpu_start`;
+ *   (or switched in, whichever is seen first): a block;
  * - runnable but not running: preempted (or throttled: its group used up its CPU limit) until
- *   it runs again, or woken after a block until it runs: a wait, kept in `wait_start`. At its
- *   end the wait is split by how much of it its group spent throttled (`group_throttled`):
- *   that part is EAGLE_KEY_THROTTLED, the rest EAGLE_KEY_WAIT (waiting for a CPU).
- * Each is counted on its stacks if it lasted MIN_BLOCK_NS or more. */
+ *   it runs again, or woken after a block until it runs: a wait. At its end the wait is split
+ *   by how much of it its group spent throttled (`group_throttled`): that part is
+ *   EAGLE_KEY_THROTTLED, the rest EAGLE_KEY_WAIT (waiting for a CPU).
+ * Both are one entry of `offcpu_start`, from the switch out to the switch in (`woken`: 0 while
+ * blocked), so that the wake-up between them, at 50,000 hand-offs a second, costs no map
+ * insertion. Each is counted on its stacks if it lasted MIN_BLOCK_NS or more. */
 struct task_struct;
 static __always_inline int task_tid(struct task_struct *task);
 
@@ -728,35 +723,76 @@ static __always_inline __u64 group_throttled(struct cfs_rq *cfs_rq, __u32 *throt
 	return total;
 }
 
-/* `task` (thread `tid`) is runnable from `now` on, and stopped at `key`'s stacks. */
-static __always_inline void begin_wait(struct task_struct *task, __u32 tid, struct eagle_stack_key *key, __u64 now)
+/* `task` is runnable from `now` on: its wait begins, with its group's throttled time then. */
+static __always_inline void begin_wait(struct task_struct *task, struct eagle_offcpu_start *entry, __u64 now)
 {
-	struct eagle_wait_start wait = { .since = now, .key = *key };
-	wait.key.flags = (key->flags & ~(EAGLE_KEY_WAIT | EAGLE_KEY_THROTTLED)) | EAGLE_KEY_OFFCPU;
 	struct cfs_rq *cfs_rq = task_cfs_rq(task);
-	wait.cfs_rq = (__u64)cfs_rq;
-	wait.throttled = group_throttled(cfs_rq, &wait.throttled_then);
-	if (bpf_map_update_elem(&wait_start, &tid, &wait, BPF_ANY) != 0)
-		bump(EAGLE_OFFCPU_LOST);
+	__u32 throttled_then = 0;
+	entry->cfs_rq = (__u64)cfs_rq;
+	entry->throttled = group_throttled(cfs_rq, &throttled_then);
+	entry->throttled_then = throttled_then;
+	entry->woken = now;
 }
 
-/* Thread `tid` runs again: its wait, if one was under way, is counted, split into the time its
- * group was throttled and the rest. Counted once, by whoever removes the entry. */
-static __always_inline void end_wait(__u32 tid, __u64 now)
+/* Counts a block of `blocked` ns on `key`'s stacks, if long enough. */
+static __always_inline void count_block(struct eagle_stack_key *key, __u64 blocked, __u32 buffer)
 {
-	struct eagle_wait_start *start = bpf_map_lookup_elem(&wait_start, &tid);
-	if (!start)
+	if (blocked < MIN_BLOCK_NS)
+		bump(EAGLE_OFFCPU_SHORT);
+	else if (record_n(active_counts(buffer), key, blocked))
+		bump(EAGLE_OFFCPU_BLOCKS);
+	else
+		bump(EAGLE_COUNTS_FULL);
+}
+
+/* A block ends when its thread is woken (runnable again), and the time it then waits for a CPU
+ * begins, on the same stacks. The block is counted once: by whoever sets `woken` first, this
+ * or the thread's switch in on another CPU. */
+static __always_inline void end_block(struct task_struct *task, __u64 now)
+{
+	__u32 tid = task_tid(task);
+	struct eagle_offcpu_start *entry = bpf_map_lookup_elem(&offcpu_start, &tid);
+	if (!entry || entry->woken != 0)
+		return; /* not blocked: preempted, or woken already */
+	__u32 buffer = active_buffer_now();
+	/* After the window: the block stays for the agent, which counts it up to the window's
+	 * end (`close_blocks`). */
+	if (buffer >= EAGLE_WINDOW_ENDED)
+		return;
+	/* The group's reading first: once `woken` is set, a switch in may end the wait. */
+	struct cfs_rq *cfs_rq = task_cfs_rq(task);
+	__u32 throttled_then = 0;
+	entry->cfs_rq = (__u64)cfs_rq;
+	entry->throttled = group_throttled(cfs_rq, &throttled_then);
+	entry->throttled_then = throttled_then;
+	if (__sync_val_compare_and_swap(&entry->woken, 0, now) != 0)
+		return;
+	struct eagle_stack_key key = entry->key;
+	count_block(&key, now - entry->since, buffer);
+}
+
+/* Thread `tid` runs again: what it was off the CPU for is counted: a block whose wake-up was
+ * not seen (woken before it was counted as blocked) ends here, and so does a wait, split into
+ * the time its group was throttled and the rest. */
+static __always_inline void end_off_cpu(__u32 tid, __u64 now)
+{
+	struct eagle_offcpu_start *entry = bpf_map_lookup_elem(&offcpu_start, &tid);
+	if (!entry)
 		return;
 	__u32 buffer = active_buffer_now();
 	/* After the window: the agent counts it up to the window's end (`close_blocks`). */
 	if (buffer >= EAGLE_WINDOW_ENDED)
 		return;
-	__u64 waited = now - start->since;
-	__u64 throttled_before = start->throttled;
-	struct cfs_rq *cfs_rq = (struct cfs_rq *)start->cfs_rq;
-	struct eagle_stack_key key = start->key;
-	if (bpf_map_delete_elem(&wait_start, &tid) != 0)
-		return; /* ended on another CPU meanwhile */
+	__u64 woken = __sync_val_compare_and_swap(&entry->woken, 0, now);
+	struct eagle_offcpu_start ended = *entry;
+	/* Counted once, by whoever removes the entry: here, or the agent as the window ends. */
+	if (bpf_map_delete_elem(&offcpu_start, &tid) != 0)
+		return;
+	if (woken == 0) {
+		count_block(&ended.key, now - ended.since, buffer);
+		return;
+	}
+	__u64 waited = now - woken;
 	if (waited < MIN_BLOCK_NS) {
 		bump(EAGLE_WAITS_SHORT);
 		return;
@@ -765,10 +801,11 @@ static __always_inline void end_wait(__u32 tid, __u64 now)
 	 * thread back. (A thread moved to another CPU while it waited is judged by the run queue
 	 * it waited on first: a throttled thread is not moved, it waits where it was throttled.) */
 	__u32 throttled_now = 0;
-	__u64 throttled_after = group_throttled(cfs_rq, &throttled_now);
-	__u64 throttled = throttled_after > throttled_before ? throttled_after - throttled_before : 0;
+	__u64 throttled_after = group_throttled((struct cfs_rq *)ended.cfs_rq, &throttled_now);
+	__u64 throttled = throttled_after > ended.throttled ? throttled_after - ended.throttled : 0;
 	if (throttled > waited)
 		throttled = waited;
+	struct eagle_stack_key key = ended.key;
 	void *counts = active_counts(buffer);
 	int kept = 1;
 	if (throttled > 0) {
@@ -783,39 +820,11 @@ static __always_inline void end_wait(__u32 tid, __u64 now)
 	bump(kept ? EAGLE_WAITS : EAGLE_COUNTS_FULL);
 }
 
-/* A block ends when its thread is woken (runnable again): the time it then waits for a CPU is
- * a wait, begun here with the block's stacks. Counted once, by whoever removes the entry.
- * `woken`: the thread was woken (else it is being switched in, and waits no more). */
-static __always_inline void end_block(struct task_struct *task, __u64 now, int woken)
-{
-	__u32 tid = task_tid(task);
-	struct eagle_offcpu_start *start = bpf_map_lookup_elem(&offcpu_start, &tid);
-	if (!start)
-		return;
-	__u32 buffer = active_buffer_now();
-	/* After the window: the block stays for the agent, which counts it up to the window's
-	 * end (`close_blocks`). */
-	if (buffer >= EAGLE_WINDOW_ENDED)
-		return;
-	__u64 blocked = now - start->since;
-	struct eagle_stack_key key = start->key;
-	if (bpf_map_delete_elem(&offcpu_start, &tid) != 0)
-		return; /* ended on another CPU meanwhile */
-	if (blocked < MIN_BLOCK_NS)
-		bump(EAGLE_OFFCPU_SHORT);
-	else if (record_n(active_counts(buffer), &key, blocked))
-		bump(EAGLE_OFFCPU_BLOCKS);
-	else
-		bump(EAGLE_COUNTS_FULL);
-	if (woken)
-		begin_wait(task, tid, &key, now);
-}
-
 /* sched_wakeup: (struct task_struct *p), on the waker's CPU, once `p` is queued to run. */
 SEC("tp_btf/sched_wakeup")
 int offcpu_wakeup(__u64 *ctx)
 {
-	end_block((struct task_struct *)ctx[0], bpf_ktime_get_ns(), 1);
+	end_block((struct task_struct *)ctx[0], bpf_ktime_get_ns());
 	return 0;
 }
 
@@ -835,10 +844,15 @@ int offcpu_wakeup_new(__u64 *ctx)
 	/* Its own process's start: `current` is its parent, another process after a fork. */
 	if (CHECK_IDENTITY && target->start != 0 && process_start(task) != target->start)
 		return 0;
-	struct eagle_stack_key key = {
-		.tgid = tgid, .user_stack_id = -EFAULT, .kernel_stack_id = -EFAULT, .flags = EAGLE_KEY_OFFCPU
+	struct eagle_offcpu_start waiting = {
+		.key = { .tgid = tgid, .user_stack_id = -EFAULT, .kernel_stack_id = -EFAULT, .flags = EAGLE_KEY_OFFCPU }
 	};
-	begin_wait(task, task_tid(task), &key, bpf_ktime_get_ns());
+	__u64 now = bpf_ktime_get_ns();
+	waiting.since = now;
+	begin_wait(task, &waiting, now);
+	__u32 tid = task_tid(task);
+	if (bpf_map_update_elem(&offcpu_start, &tid, &waiting, BPF_ANY) != 0)
+		bump(EAGLE_OFFCPU_LOST);
 	return 0;
 }
 
@@ -913,10 +927,8 @@ int offcpu_switch(__u64 *ctx)
 {
 	__u64 now = bpf_ktime_get_ns();
 	struct task_struct *next = (struct task_struct *)ctx[2];
-	/* The thread switched in is off the CPU no more: a block whose wake-up was not seen
-	 * (woken before it was counted as blocked) ends here at the latest, and so does a wait. */
-	end_block(next, now, 0);
-	end_wait(task_tid(next), now);
+	/* The thread switched in is off the CPU no more. */
+	end_off_cpu(task_tid(next), now);
 	if (active_buffer_now() >= EAGLE_WINDOW_ENDED)
 		return 0; /* nothing starts after the window */
 
@@ -937,11 +949,9 @@ int offcpu_switch(__u64 *ctx)
 		bump(EAGLE_OFFCPU_LOST);
 		return 0;
 	}
-	if (preempted || prev_state == 0) {
-		/* Still runnable: preempted, or throttled by its group's CPU limit. */
-		begin_wait((struct task_struct *)ctx[1], tid, &begun.key, now);
-		return 0;
-	}
+	/* Still runnable: preempted, or throttled by its group's CPU limit. */
+	if (preempted || prev_state == 0)
+		begin_wait((struct task_struct *)ctx[1], &begun, now);
 	if (bpf_map_update_elem(&offcpu_start, &tid, &begun, BPF_ANY) != 0)
 		bump(EAGLE_OFFCPU_LOST);
 	return 0;
