@@ -48,17 +48,36 @@ enum eagle_key_flag {
 	EAGLE_KEY_THROTTLED = 16,
 };
 
-/* Value of `offcpu_start` (key: thread id): a thread off the CPU since it was switched out,
- * the stacks it stopped at, and, once it is runnable (preempted, or woken after a block), since
- * when, and its group's throttled time then, to split the wait at its end. */
+/* Where a thread stopped, told by what is cheap to read at the switch. Taking a block's stacks
+ * (the kernel's walk of its own stack, the user stack's unwinding) is most of what following
+ * the scheduler costs, and a thread that switches often stops at the same few places (a read
+ * on a pipe, a futex wait), each time with the same user registers, in the same system call,
+ * in the same way (blocked in the same state, or preempted): then its stacks are those of last
+ * time. (Its kernel stack's depth would tell more, but the kernel moves the stack by a random
+ * offset at every system call.) */
+struct eagle_stop_site {
+	__u64 ip;      /* user registers saved as it entered the kernel; 0: no site to reuse */
+	__u64 sp;
+	__u64 bp;
+	__u64 syscall; /* the system call it is in (x86-64's orig_rax; -1: none) */
+	__u32 how;     /* prev_state << 1 | preempted */
+	__u32 execed;  /* the process's execs then: another program after one */
+};
+
+/* Value of `offcpu_start` (key: thread id), one per thread for the run: off the CPU since it
+ * was switched out (`since`; 0: on a CPU), the stacks it stopped at, and, once it is runnable
+ * (preempted, or woken after a block), since when, and its group's throttled time then, to
+ * split the wait at its end. The entry stays while the thread runs: its next switch out finds
+ * the last stop's site and stacks there, and writes no new entry. */
 struct eagle_offcpu_start {
-	__u64 since;     /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) at the switch out */
+	__u64 since;     /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) at the switch out; 0: on a CPU */
 	__u64 woken;     /* when it became runnable: a wait for a CPU since; 0: blocked still */
 	__u64 cfs_rq;    /* the kernel's `struct cfs_rq *` it was queued on (0: none known) */
 	__u64 throttled; /* that group's throttled time then (rq clock ns, see `group_throttled`) */
 	__u32 throttled_then; /* 1: its group was throttled as the wait began */
 	__u32 _pad;
 	struct eagle_stack_key key;
+	struct eagle_stop_site site; /* where `key`'s stacks were taken */
 };
 
 /* Value of the targets map. `root` lets the agent symbolize a forked child that exited before

@@ -231,11 +231,27 @@ pub enum Counter {
 
 pub const COUNTER_MAX: u32 = 14;
 
-/// Value of `offcpu_start`: `struct eagle_offcpu_start`.
+/// Where a thread stopped: `struct eagle_stop_site`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StopSite {
+    /// User registers saved as it entered the kernel; `ip` 0: no site.
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    /// The system call it was in.
+    pub syscall: u64,
+    /// `prev_state << 1 | preempted`.
+    pub how: u32,
+    /// The process's execs then.
+    pub execed: u32,
+}
+
+/// Value of `offcpu_start`, one per thread: `struct eagle_offcpu_start`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OffCpuStart {
-    /// CLOCK_MONOTONIC nanoseconds when the thread was switched out.
+    /// CLOCK_MONOTONIC nanoseconds when the thread was switched out; 0: on a CPU.
     pub since: u64,
     /// When it became runnable (preempted, or woken after a block): a wait for a CPU since.
     /// 0: blocked still.
@@ -248,6 +264,8 @@ pub struct OffCpuStart {
     pub throttled_then: u32,
     pub _pad: u32,
     pub key: StackKey,
+    /// Where `key`'s stacks were taken.
+    pub site: StopSite,
 }
 
 #[cfg(feature = "user")]
@@ -257,7 +275,8 @@ unsafe impl aya::Pod for StackKey {}
 // SAFETY: as above (16 bytes: 2 x u32, then a u64).
 unsafe impl aya::Pod for TargetEntry {}
 #[cfg(feature = "user")]
-// SAFETY: as above (4 x u64, 2 x u32, then the 32-byte key: 72 bytes, no padding).
+// SAFETY: as above (4 x u64, 2 x u32, the 32-byte key, the 40-byte site (4 x u64, 2 x u32):
+// 112 bytes, no padding).
 unsafe impl aya::Pod for OffCpuStart {}
 #[cfg(feature = "user")]
 // SAFETY: as above (8 bytes, no padding).

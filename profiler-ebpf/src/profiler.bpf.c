@@ -147,10 +147,11 @@ COUNT_MAP(counts_1);
 USER_STACK_MAP(ustacks_0);
 USER_STACK_MAP(ustacks_1);
 
-/* Off-CPU time. Threads off the CPU now (key: thread id): blocked, or runnable but not running
- * (`woken` set), with the stacks they stopped at; LRU, so a thread that exits while off the
- * CPU does not hold its entry for ever. One entry from the switch out to the switch in: a
- * block's wake-up turns it into a wait in place. */
+/* Off-CPU time, one entry per target thread (key: thread id): off the CPU now (blocked, or
+ * runnable but not running: `woken` set) or not, with the stacks it last stopped at. LRU, so
+ * an exited thread does not hold its entry for ever. No entry is inserted or deleted as a
+ * thread stops, wakes and runs again: a block's wake-up turns it into a wait in place, and
+ * the switch in claims it (`since` to 0). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 32768);
@@ -170,30 +171,6 @@ const volatile __u64 MIN_BLOCK_NS = 1000000;
 /* `prev_state` of a thread's last switch, as it exits (include/linux/sched.h). */
 #define TASK_DEAD 0x80
 
-/* Where a thread last stopped, told by what is cheap to read at the switch, and the stacks
- * taken there. Taking a block's stacks (the kernel's walk of its own stack, the user stack's
- * unwinding) is most of what following the scheduler costs, and a thread that switches often
- * stops at the same few places (a read on a pipe, a futex wait), each time with the same user
- * registers, in the same system call, in the same way (blocked in the same state, or
- * preempted): then the stacks are those of last time. (Its kernel stack's depth would tell
- * more, but the kernel moves the stack by a random offset at every system call.) */
-struct stop_site {
-	__u64 ip;      /* user registers saved as it entered the kernel */
-	__u64 sp;
-	__u64 bp;
-	__u64 syscall; /* the system call it is in (x86-64's orig_rax; -1: none) */
-	__u32 how;     /* prev_state << 1 | preempted */
-	__u32 execed;  /* the process's execs then: another program after one */
-	struct eagle_stack_key key; /* the stacks (ids, hash, flags) taken there */
-};
-
-/* Key: thread id. LRU: a thread that exited does not keep its entry. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 32768);
-	__type(key, __u32);
-	__type(value, struct stop_site);
-} stop_sites SEC(".maps");
 
 /* The executable mappings of each process the agent built tables for (key: tgid). */
 struct {
@@ -679,9 +656,9 @@ int sample_cpu(struct bpf_perf_event_data *ctx)
  *   it runs again, or woken after a block until it runs: a wait. At its end the wait is split
  *   by how much of it its group spent throttled (`group_throttled`): that part is
  *   EAGLE_KEY_THROTTLED, the rest EAGLE_KEY_WAIT (waiting for a CPU).
- * Both are one entry of `offcpu_start`, from the switch out to the switch in (`woken`: 0 while
- * blocked), so that the wake-up between them, at 50,000 hand-offs a second, costs no map
- * insertion. Each is counted on its stacks if it lasted MIN_BLOCK_NS or more. */
+ * Both are the thread's entry of `offcpu_start`, from the switch out to the switch in (`woken`:
+ * 0 while blocked), so that none of the three, at 50,000 hand-offs a second, inserts or deletes
+ * a map entry. Each is counted on its stacks if it lasted MIN_BLOCK_NS or more. */
 struct task_struct;
 static __always_inline int task_tid(struct task_struct *task);
 
@@ -752,8 +729,11 @@ static __always_inline void end_block(struct task_struct *task, __u64 now)
 {
 	__u32 tid = task_tid(task);
 	struct eagle_offcpu_start *entry = bpf_map_lookup_elem(&offcpu_start, &tid);
-	if (!entry || entry->woken != 0)
-		return; /* not blocked: preempted, or woken already */
+	if (!entry)
+		return;
+	__u64 since = entry->since;
+	if (since == 0 || entry->woken != 0)
+		return; /* not blocked: running, preempted, or woken already */
 	__u32 buffer = active_buffer_now();
 	/* After the window: the block stays for the agent, which counts it up to the window's
 	 * end (`close_blocks`). */
@@ -768,7 +748,7 @@ static __always_inline void end_block(struct task_struct *task, __u64 now)
 	if (__sync_val_compare_and_swap(&entry->woken, 0, now) != 0)
 		return;
 	struct eagle_stack_key key = entry->key;
-	count_block(&key, now - entry->since, buffer);
+	count_block(&key, now - since, buffer);
 }
 
 /* Thread `tid` runs again: what it was off the CPU for is counted: a block whose wake-up was
@@ -777,19 +757,20 @@ static __always_inline void end_block(struct task_struct *task, __u64 now)
 static __always_inline void end_off_cpu(__u32 tid, __u64 now)
 {
 	struct eagle_offcpu_start *entry = bpf_map_lookup_elem(&offcpu_start, &tid);
-	if (!entry)
+	if (!entry || entry->since == 0)
 		return;
 	__u32 buffer = active_buffer_now();
 	/* After the window: the agent counts it up to the window's end (`close_blocks`). */
 	if (buffer >= EAGLE_WINDOW_ENDED)
 		return;
+	/* Counted once, by whoever takes `since`. */
+	__u64 since = __sync_lock_test_and_set(&entry->since, 0);
+	if (since == 0)
+		return;
 	__u64 woken = __sync_val_compare_and_swap(&entry->woken, 0, now);
 	struct eagle_offcpu_start ended = *entry;
-	/* Counted once, by whoever removes the entry: here, or the agent as the window ends. */
-	if (bpf_map_delete_elem(&offcpu_start, &tid) != 0)
-		return;
 	if (woken == 0) {
-		count_block(&ended.key, now - ended.since, buffer);
+		count_block(&ended.key, now - since, buffer);
 		return;
 	}
 	__u64 waited = now - woken;
@@ -844,6 +825,7 @@ int offcpu_wakeup_new(__u64 *ctx)
 	/* Its own process's start: `current` is its parent, another process after a fork. */
 	if (CHECK_IDENTITY && target->start != 0 && process_start(task) != target->start)
 		return 0;
+	/* No site: its first stop takes its stacks. */
 	struct eagle_offcpu_start waiting = {
 		.key = { .tgid = tgid, .user_stack_id = -EFAULT, .kernel_stack_id = -EFAULT, .flags = EAGLE_KEY_OFFCPU }
 	};
@@ -856,38 +838,32 @@ int offcpu_wakeup_new(__u64 *ctx)
 	return 0;
 }
 
-/* The stacks the current thread (thread `tid` of target process `tgid`) stops at, into `key`,
- * from the switch event `ctx`, in the way `how` (see `struct stop_site`): those of its last
- * stop if it stopped at the same site in the same way, else taken now. False when they could
- * not be kept. */
-static __always_inline int stopped_stacks(__u64 *ctx, __u32 tgid, __u32 tid, struct eagle_target *target,
-					  __u32 how, struct eagle_stack_key *key)
+/* The stacks the current thread (of target process `tgid`) stops at, from the switch event
+ * `ctx`, in the way `how` (see `struct eagle_stop_site`), into its `entry`: those already there
+ * if it stopped at the same site last time, else taken now. False when they could not be kept. */
+static __always_inline int stopped_stacks(__u64 *ctx, __u32 tgid, struct eagle_target *target, __u32 how,
+					  struct eagle_offcpu_start *entry)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	eagle_user_regs regs;
 	/* False for a thread with no user side (a process's io_uring worker): its kernel stack. */
 	int user = bpf_probe_read_kernel(&regs, sizeof(regs), (void *)bpf_task_pt_regs(task)) == 0 &&
 		   REGS_IN_USER_MODE(regs);
-	struct stop_site site = {
-		.ip = REGS_IP(regs),
-		.sp = REGS_SP(regs),
-		.bp = REGS_BP(regs),
-		.syscall = REGS_SYSCALL(regs),
-		.how = how,
-		.execed = target->execed,
-	};
-	struct stop_site *last = user ? bpf_map_lookup_elem(&stop_sites, &tid) : 0;
-	if (last && last->ip == site.ip && last->sp == site.sp && last->bp == site.bp &&
-	    last->syscall == site.syscall && last->how == site.how &&
-	    last->execed == site.execed && last->key.tgid == tgid) {
-		key->user_stack_id = last->key.user_stack_id;
-		key->kernel_stack_id = last->key.kernel_stack_id;
-		key->user_stack_hash = last->key.user_stack_hash;
-		key->flags |= last->key.flags & EAGLE_KEY_UNWOUND;
+	struct eagle_stop_site *last = &entry->site;
+	if (user && last->ip != 0 && last->ip == REGS_IP(regs) && last->sp == REGS_SP(regs) &&
+	    last->bp == REGS_BP(regs) && last->syscall == REGS_SYSCALL(regs) && last->how == how &&
+	    last->execed == target->execed && entry->key.tgid == tgid) {
 		bump(EAGLE_STOP_SITES_REUSED);
 		return 1;
 	}
 
+	struct eagle_stack_key *key = &entry->key;
+	key->tgid = tgid;
+	key->flags = EAGLE_KEY_OFFCPU;
+	key->user_stack_hash = 0;
+	key->tid = 0;
+	/* No site to reuse until the stacks below are kept. */
+	last->ip = 0;
 	__u32 zero = 0;
 	__u32 process_flags = 0;
 	__u32 owner = UNWIND_WITH_TABLES ? maps_owner(tgid, target, &process_flags) : 0;
@@ -895,9 +871,9 @@ static __always_inline int stopped_stacks(__u64 *ctx, __u32 tgid, __u32 tid, str
 	if (owner != 0 && !(process_flags & EAGLE_PROCESS_FRAME_POINTERS)) {
 		struct unwind_state *s = bpf_map_lookup_elem(&unwind_scratch, &zero);
 		if (s && user) {
-			s->ip = site.ip;
-			s->sp = site.sp;
-			s->bp = site.bp;
+			s->ip = REGS_IP(regs);
+			s->sp = REGS_SP(regs);
+			s->bp = REGS_BP(regs);
 			unwound = unwind_user(s, &offcpu_ustacks, owner, key);
 		}
 		if (unwound < 0)
@@ -913,11 +889,15 @@ static __always_inline int stopped_stacks(__u64 *ctx, __u32 tgid, __u32 tid, str
 	if ((!unwound && key->user_stack_id < 0 && key->user_stack_id != -EFAULT) ||
 	    (key->kernel_stack_id < 0 && key->kernel_stack_id != -EFAULT))
 		return 0;
-	/* A frame-pointer walk while the tables are not ready is not kept: the next stop at this
+	/* A frame-pointer walk while the tables are not ready is not reused: the next stop at this
 	 * site is unwound with them. */
 	if (user && !(key->flags & EAGLE_KEY_PENDING)) {
-		site.key = *key;
-		bpf_map_update_elem(&stop_sites, &tid, &site, BPF_ANY);
+		last->sp = REGS_SP(regs);
+		last->bp = REGS_BP(regs);
+		last->syscall = REGS_SYSCALL(regs);
+		last->how = how;
+		last->execed = target->execed;
+		last->ip = REGS_IP(regs);
 	}
 	return 1;
 }
@@ -944,16 +924,28 @@ int offcpu_switch(__u64 *ctx)
 	/* An exiting thread's last switch: it is gone, not blocked. */
 	if (prev_state & TASK_DEAD)
 		return 0;
-	struct eagle_offcpu_start begun = { .since = now, .key = { .tgid = tgid, .flags = EAGLE_KEY_OFFCPU } };
-	if (!stopped_stacks(ctx, tgid, tid, target, prev_state << 1 | (preempted != 0), &begun.key)) {
+	struct eagle_offcpu_start *entry = bpf_map_lookup_elem(&offcpu_start, &tid);
+	if (!entry) {
+		/* Its first stop. (On a CPU: `since` 0.) */
+		struct eagle_offcpu_start fresh = {};
+		bpf_map_update_elem(&offcpu_start, &tid, &fresh, BPF_NOEXIST);
+		entry = bpf_map_lookup_elem(&offcpu_start, &tid);
+		if (!entry) {
+			bump(EAGLE_OFFCPU_LOST);
+			return 0;
+		}
+	}
+	if (!stopped_stacks(ctx, tgid, target, prev_state << 1 | (preempted != 0), entry)) {
 		bump(EAGLE_OFFCPU_LOST);
 		return 0;
 	}
 	/* Still runnable: preempted, or throttled by its group's CPU limit. */
 	if (preempted || prev_state == 0)
-		begin_wait((struct task_struct *)ctx[1], &begun, now);
-	if (bpf_map_update_elem(&offcpu_start, &tid, &begun, BPF_ANY) != 0)
-		bump(EAGLE_OFFCPU_LOST);
+		begin_wait((struct task_struct *)ctx[1], entry, now);
+	else
+		entry->woken = 0;
+	/* Last: from here a wake-up or the agent may read the entry. */
+	__sync_lock_test_and_set(&entry->since, now);
 	return 0;
 }
 

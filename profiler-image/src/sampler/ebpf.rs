@@ -204,7 +204,7 @@ impl EbpfSampler {
     /// Counts the blocks and waits still under way as the window ended, up to its end: a
     /// thread that waits for the whole window (a worker on an empty queue) is off-CPU all
     /// along, not absent. After the window (the kernel then leaves every block and wait to
-    /// this), before the last collection, which drains the buffer written here. A wait under
+    /// this, and its entries stay: each thread keeps one for the run), before the last collection, which drains the buffer written here. A wait under
     /// way is counted whole as what it began as: throttled if its group was throttled then
     /// (the kernel's run queue cannot be read from here to split it).
     pub fn close_blocks(&mut self) {
@@ -215,12 +215,14 @@ impl EbpfSampler {
         let now = monotonic_ns();
         let since_end = self.window_end.as_ref().map_or(Duration::ZERO, |(end, _)| end.elapsed());
         let now = now.saturating_sub(since_end.as_nanos() as u64);
+        // A program that saw the window open just before its end may be finishing (a
+        // microsecond): it claims what it counts, this reads after it.
+        std::thread::sleep(Duration::from_millis(1).saturating_sub(since_end));
         let under_way: Vec<(u32, OffCpuStart)> = self.offcpu.started.iter().filter_map(Result::ok).collect();
         let counts = &mut self.counts[self.buffer as usize];
-        for (tid, start) in under_way {
-            // Whoever removes the entry counts it: here, or the kernel if the thread ran again
-            // meanwhile.
-            if self.offcpu.started.remove(&tid).is_err() || !self.tracked.contains_key(&start.key.tgid) {
+        for (_, start) in under_way {
+            // On a CPU as the window ended, or not a target's.
+            if start.since == 0 || !self.tracked.contains_key(&start.key.tgid) {
                 continue;
             }
             // Blocked still, or waiting since it was woken (its block counted then) or
