@@ -16,6 +16,9 @@
 /* Rows of one object's table are fewer than 2^EAGLE_TABLE_STEPS. */
 #define EAGLE_TABLE_STEPS 24
 
+/* Return addresses a stop site's reuse compares (see `struct eagle_stop_site`). */
+#define EAGLE_SITE_CHECKS 4
+
 /* One aggregation bucket: a process and the pair of stacks it was sampled in. */
 struct eagle_stack_key {
 	__u32 tgid;
@@ -60,8 +63,16 @@ struct eagle_stop_site {
 	__u64 sp;
 	__u64 bp;
 	__u64 syscall; /* the system call it is in (x86-64's orig_rax; -1: none) */
+	__u64 arg0;    /* its first argument (a file descriptor, a futex): where in the kernel */
 	__u32 how;     /* prev_state << 1 | preempted */
 	__u32 execed;  /* the process's execs then: another program after one */
+	__u32 checks;  /* return addresses to compare, up to EAGLE_SITE_CHECKS */
+	__u32 _pad;
+	/* The innermost return addresses the unwinder read, and where on the stack: the same
+	 * registers reached from another caller (a helper that reads, called from two places at
+	 * the same depth) have another return address there. */
+	__u64 ra_slot[EAGLE_SITE_CHECKS];
+	__u64 ra[EAGLE_SITE_CHECKS];
 };
 
 /* Value of `offcpu_start` (key: thread id), one per thread for the run: off the CPU since it

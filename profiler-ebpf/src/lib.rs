@@ -241,11 +241,22 @@ pub struct StopSite {
     pub bp: u64,
     /// The system call it was in.
     pub syscall: u64,
+    /// Its first argument.
+    pub arg0: u64,
     /// `prev_state << 1 | preempted`.
     pub how: u32,
     /// The process's execs then.
     pub execed: u32,
+    /// Return addresses compared, up to [`SITE_CHECKS`].
+    pub checks: u32,
+    pub _pad: u32,
+    /// Where the innermost return addresses were read, and what they were.
+    pub ra_slot: [u64; SITE_CHECKS],
+    pub ra: [u64; SITE_CHECKS],
 }
+
+/// Return addresses a stop site's reuse compares: `EAGLE_SITE_CHECKS`.
+pub const SITE_CHECKS: usize = 4;
 
 /// Value of `offcpu_start`, one per thread: `struct eagle_offcpu_start`.
 #[repr(C)]
@@ -275,8 +286,8 @@ unsafe impl aya::Pod for StackKey {}
 // SAFETY: as above (16 bytes: 2 x u32, then a u64).
 unsafe impl aya::Pod for TargetEntry {}
 #[cfg(feature = "user")]
-// SAFETY: as above (4 x u64, 2 x u32, the 32-byte key, the 40-byte site (4 x u64, 2 x u32):
-// 112 bytes, no padding).
+// SAFETY: as above (4 x u64, 2 x u32, the 32-byte key, the 120-byte site (5 x u64, 4 x u32,
+// 8 x u64): 192 bytes, no padding).
 unsafe impl aya::Pod for OffCpuStart {}
 #[cfg(feature = "user")]
 // SAFETY: as above (8 bytes, no padding).

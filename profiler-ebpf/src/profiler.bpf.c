@@ -29,6 +29,7 @@ typedef struct user_pt_regs eagle_user_regs;
 #define REGS_SP(r) ((r).sp)
 #define REGS_BP(r) ((r).regs[29])
 #define REGS_SYSCALL(r) 0 /* not in user_pt_regs: the stop site is told by the others */
+#define REGS_ARG0(r) ((r).regs[0])
 #else
 typedef struct pt_regs eagle_user_regs;
 #define REGS_IN_USER_MODE(r) (((r).cs & 3) == 3)
@@ -36,6 +37,7 @@ typedef struct pt_regs eagle_user_regs;
 #define REGS_SP(r) ((r).rsp)
 #define REGS_BP(r) ((r).rbp)
 #define REGS_SYSCALL(r) ((r).orig_rax)
+#define REGS_ARG0(r) ((r).rdi)
 #endif
 
 char LICENSE[] SEC("license") = "GPL";
@@ -214,6 +216,8 @@ struct unwind_state {
 	__u64 bp;
 	__u32 maps_tgid; /* whose `process_maps` entry describes this process's code */
 	__u32 exact_ip;  /* ip is where the CPU was (leaf, after a signal), not a return address */
+	/* Where the innermost frames' return addresses were read (`struct eagle_stop_site`). */
+	__u64 ra_slot[EAGLE_SITE_CHECKS];
 	struct eagle_user_stack stack;
 };
 
@@ -369,6 +373,9 @@ static __always_inline long step_frame_pointer(struct unwind_state *s)
 	}
 	if (frame[1] == 0)
 		return STEP_STOP;
+	__u32 at = s->stack.len - 1;
+	if (at < EAGLE_SITE_CHECKS)
+		s->ra_slot[at] = s->bp + 8;
 	s->sp = s->bp + 16;
 	s->bp = frame[0];
 	s->ip = frame[1];
@@ -449,6 +456,8 @@ static long unwind_step(__u32 index, void *ctx)
 			s->stack.flags |= EAGLE_STACK_TRUNCATED;
 			return STEP_STOP;
 		}
+		if (len < EAGLE_SITE_CHECKS)
+			s->ra_slot[len] = s->sp + 40 + 80 + 6 * 8;
 		s->bp = regs[0];
 		s->sp = regs[5];
 		s->ip = regs[6];
@@ -482,6 +491,8 @@ static long unwind_step(__u32 index, void *ctx)
 		s->stack.flags |= EAGLE_STACK_TRUNCATED;
 		return STEP_STOP;
 	}
+	if (len < EAGLE_SITE_CHECKS)
+		s->ra_slot[len] = cfa - 8;
 	s->sp = cfa;
 	s->ip = ra;
 	s->exact_ip = 0;
@@ -851,10 +862,22 @@ static __always_inline int stopped_stacks(__u64 *ctx, __u32 tgid, struct eagle_t
 		   REGS_IN_USER_MODE(regs);
 	struct eagle_stop_site *last = &entry->site;
 	if (user && last->ip != 0 && last->ip == REGS_IP(regs) && last->sp == REGS_SP(regs) &&
-	    last->bp == REGS_BP(regs) && last->syscall == REGS_SYSCALL(regs) && last->how == how &&
-	    last->execed == target->execed && entry->key.tgid == tgid) {
-		bump(EAGLE_STOP_SITES_REUSED);
-		return 1;
+	    last->bp == REGS_BP(regs) && last->syscall == REGS_SYSCALL(regs) && last->arg0 == REGS_ARG0(regs) &&
+	    last->how == how && last->execed == target->execed && entry->key.tgid == tgid) {
+		int same = 1;
+		for (int i = 0; i < EAGLE_SITE_CHECKS; i++) {
+			if (i >= last->checks)
+				break;
+			__u64 ra = 0;
+			if (bpf_probe_read_user(&ra, sizeof(ra), (void *)last->ra_slot[i]) != 0 || ra != last->ra[i]) {
+				same = 0;
+				break;
+			}
+		}
+		if (same) {
+			bump(EAGLE_STOP_SITES_REUSED);
+			return 1;
+		}
 	}
 
 	struct eagle_stack_key *key = &entry->key;
@@ -868,6 +891,7 @@ static __always_inline int stopped_stacks(__u64 *ctx, __u32 tgid, struct eagle_t
 	__u32 process_flags = 0;
 	__u32 owner = UNWIND_WITH_TABLES ? maps_owner(tgid, target, &process_flags) : 0;
 	int unwound = 0;
+	__u32 checks = 0;
 	if (owner != 0 && !(process_flags & EAGLE_PROCESS_FRAME_POINTERS)) {
 		struct unwind_state *s = bpf_map_lookup_elem(&unwind_scratch, &zero);
 		if (s && user) {
@@ -875,6 +899,17 @@ static __always_inline int stopped_stacks(__u64 *ctx, __u32 tgid, struct eagle_t
 			s->sp = REGS_SP(regs);
 			s->bp = REGS_BP(regs);
 			unwound = unwind_user(s, &offcpu_ustacks, owner, key);
+			/* The return addresses read: frames 1 to `checks` of the stack. */
+			if (unwound > 0) {
+				__u32 len = s->stack.len;
+				checks = len > EAGLE_SITE_CHECKS ? EAGLE_SITE_CHECKS : (len > 0 ? len - 1 : 0);
+				for (int i = 0; i < EAGLE_SITE_CHECKS; i++) {
+					if (i >= checks)
+						break;
+					last->ra_slot[i] = s->ra_slot[i];
+					last->ra[i] = s->stack.ips[(i + 1) & (EAGLE_UNWIND_DEPTH - 1)];
+				}
+			}
 		}
 		if (unwound < 0)
 			return 0;
@@ -889,12 +924,14 @@ static __always_inline int stopped_stacks(__u64 *ctx, __u32 tgid, struct eagle_t
 	if ((!unwound && key->user_stack_id < 0 && key->user_stack_id != -EFAULT) ||
 	    (key->kernel_stack_id < 0 && key->kernel_stack_id != -EFAULT))
 		return 0;
-	/* A frame-pointer walk while the tables are not ready is not reused: the next stop at this
-	 * site is unwound with them. */
-	if (user && !(key->flags & EAGLE_KEY_PENDING)) {
+	/* Reused only when unwound with the tables, which say where the return addresses were: a
+	 * frame-pointer walk (the tables not ready, or a process walked so) is taken each time. */
+	if (user && unwound > 0) {
+		last->checks = checks;
 		last->sp = REGS_SP(regs);
 		last->bp = REGS_BP(regs);
 		last->syscall = REGS_SYSCALL(regs);
+		last->arg0 = REGS_ARG0(regs);
 		last->how = how;
 		last->execed = target->execed;
 		last->ip = REGS_IP(regs);
