@@ -115,6 +115,25 @@ pub struct PeerSummary {
     pub resets_sent: u64,
     pub resets_received: u64,
     pub rtt_ms: Option<f64>,
+    /// Segments of these connections the kernel dropped.
+    pub drops: u64,
+}
+
+/// The listen queues of one network namespace of the targets (a pod's, or the host's).
+#[derive(Clone, Debug, Serialize)]
+pub struct ListenSummary {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    #[serde(flatten)]
+    pub owner: Owner,
+    pub pid: u32,
+    pub process: String,
+    /// The host's namespace: the counts are every host-network process's.
+    pub host_network: bool,
+    /// Connections that found their listener's accept queue full.
+    pub overflows: u64,
+    /// Connections a listener dropped, overflows included.
+    pub drops: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -124,6 +143,7 @@ pub struct NetReport {
     pub http: Vec<RouteSummary>,
     pub peers: Vec<PeerSummary>,
     pub lost_events: u64,
+    pub listen_queues: Vec<ListenSummary>,
     /// Who calls whom (`net` in a cluster names the ends by pod, service and workload).
     pub edges: Vec<Edge>,
 }
@@ -203,6 +223,7 @@ pub fn summarize(net: &NetPayload, naming: &Naming) -> NetReport {
             resets_sent: p.resets_sent,
             resets_received: p.resets_received,
             rtt_ms: ms(p.rtt_us()),
+            drops: p.drops,
         })
         .collect();
     peers.sort_by(|a, b| {
@@ -214,8 +235,30 @@ pub fn summarize(net: &NetPayload, naming: &Naming) -> NetReport {
             &b.peer,
         ))
     });
+    let mut listen_queues: Vec<ListenSummary> = net
+        .listen_queues
+        .iter()
+        .map(|q| ListenSummary {
+            container: q.container.clone(),
+            owner: Owner::of(&q.container, naming),
+            pid: q.pid,
+            process: q.process.clone(),
+            host_network: q.host_network,
+            overflows: q.overflows,
+            drops: q.drops,
+        })
+        .collect();
+    listen_queues.sort_by(|a, b| (&a.owner, a.pid).cmp(&(&b.owner, b.pid)));
     let edges = ServiceMap::build(net, &naming.placements, &naming.directory).edges;
-    NetReport { schema_version: SCHEMA_VERSION, window_s, http, peers, lost_events: net.lost_events, edges }
+    NetReport {
+        schema_version: SCHEMA_VERSION,
+        window_s,
+        http,
+        peers,
+        lost_events: net.lost_events,
+        listen_queues,
+        edges,
+    }
 }
 
 fn direction_word(d: Direction) -> &'static str {
@@ -264,10 +307,11 @@ pub fn table(report: &NetReport) -> String {
         out.push_str(&table::render(&columns, &rows));
         out.push('\n');
     }
-    let columns = [LEFT, LEFT, LEFT, RIGHT, RIGHT, RIGHT, RIGHT, RIGHT, RIGHT, RIGHT];
-    let mut rows = vec![["PROCESS", "DIR", "PEER", "SENT", "RECEIVED", "CONN", "CONN P99", "RETRANS", "RESETS", "RTT"]
-        .map(String::from)
-        .to_vec()];
+    let columns = [LEFT, LEFT, LEFT, RIGHT, RIGHT, RIGHT, RIGHT, RIGHT, RIGHT, RIGHT, RIGHT];
+    let mut rows =
+        vec![["PROCESS", "DIR", "PEER", "SENT", "RECEIVED", "CONN", "CONN P99", "RETRANS", "RESETS", "DROPS", "RTT"]
+            .map(String::from)
+            .to_vec()];
     for p in &report.peers {
         let mut peer = match p.direction {
             Direction::Inbound => format!("{} -> :{}", p.peer, p.local_port),
@@ -286,12 +330,27 @@ pub fn table(report: &NetReport) -> String {
             opt_ms(p.connect_p99_ms),
             p.retransmits.to_string(),
             (p.resets_sent + p.resets_received).to_string(),
+            p.drops.to_string(),
             p.rtt_ms.map_or_else(|| "-".into(), |v| format!("{v:.2}ms")),
         ]);
     }
     if report.peers.is_empty() {
         out.push_str("no TCP traffic of the targets in the window\n");
     } else {
+        out.push_str(&table::render(&columns, &rows));
+    }
+    if !report.listen_queues.is_empty() {
+        let columns = [LEFT, LEFT, RIGHT, RIGHT];
+        let mut rows = vec![["LISTEN QUEUES OF", "NETWORK NAMESPACE", "OVERFLOWS", "DROPS"].map(String::from).to_vec()];
+        for q in &report.listen_queues {
+            rows.push(vec![
+                q.owner.process(&q.process, q.pid),
+                if q.host_network { "the host's (shared)" } else { "its own" }.into(),
+                q.overflows.to_string(),
+                q.drops.to_string(),
+            ]);
+        }
+        out.push('\n');
         out.push_str(&table::render(&columns, &rows));
     }
     out
@@ -324,7 +383,7 @@ pub fn prometheus(net: &NetPayload, naming: &Naming) -> String {
         l
     };
     type Field = fn(&eagle_proto::PeerTraffic) -> u64;
-    let counters: [(&str, &str, Field); 7] = [
+    let counters: [(&str, &str, Field); 8] = [
         ("eagle_tcp_sent_bytes_total", "Bytes the process sent to the peer.", |p| p.bytes_sent),
         ("eagle_tcp_received_bytes_total", "Bytes the process received from the peer.", |p| p.bytes_received),
         ("eagle_tcp_connections_opened_total", "Connections the process opened to the peer.", |p| p.connects),
@@ -332,6 +391,7 @@ pub fn prometheus(net: &NetPayload, naming: &Naming) -> String {
         ("eagle_tcp_connect_failures_total", "Connect attempts to the peer that failed.", |p| p.connect_failures),
         ("eagle_tcp_retransmits_total", "Segments retransmitted to the peer.", |p| p.retransmits),
         ("eagle_tcp_resets_total", "Resets sent to or received from the peer.", |p| p.resets_sent + p.resets_received),
+        ("eagle_tcp_drops_total", "Segments of the connections with the peer the kernel dropped.", |p| p.drops),
     ];
     for (name, help, field) in counters {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
@@ -343,6 +403,33 @@ pub fn prometheus(net: &NetPayload, naming: &Naming) -> String {
                 label(&p.peer),
                 p.local_port,
                 field(p)
+            ));
+        }
+    }
+    type ListenField = fn(&eagle_proto::ListenQueues) -> u64;
+    let listen: [(&str, &str, ListenField); 2] = [
+        (
+            "eagle_tcp_listen_overflows_total",
+            "Connections that found a listener's accept queue full, in the process's network namespace.",
+            |q| q.overflows,
+        ),
+        (
+            "eagle_tcp_listen_drops_total",
+            "Connections a listener dropped (overflows included), in the process's network namespace.",
+            |q| q.drops,
+        ),
+    ];
+    for (name, help, field) in listen {
+        if net.listen_queues.is_empty() {
+            break;
+        }
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+        for q in &net.listen_queues {
+            out.push_str(&format!(
+                "{name}{{{},host_network=\"{}\"}} {}\n",
+                process_labels(&q.container, q.pid, &q.process),
+                q.host_network,
+                field(q)
             ));
         }
     }
@@ -524,6 +611,37 @@ mod tests {
         assert!(NetRule::parse_p99("/api=1s").unwrap_err().contains("http:"));
         assert!(NetRule::parse_p99("http:(=1s").unwrap_err().contains("regex"));
         assert!(NetRule::parse_retransmits("lots").is_err());
+    }
+
+    #[test]
+    fn drops_and_listen_queues_reach_the_table_and_prometheus() {
+        let mut net = payload();
+        net.peers[0].drops = 3;
+        net.listen_queues.push(eagle_proto::ListenQueues {
+            pid: 7,
+            process: "srv".into(),
+            host_network: true,
+            overflows: 72,
+            drops: 73,
+            ..Default::default()
+        });
+        let report = summarize(&net, &Naming::default());
+        let text = table(&report);
+        assert!(text.contains("DROPS") && text.contains("LISTEN QUEUES OF"), "{text}");
+        let queue_line = text.lines().find(|l| l.contains("the host's (shared)")).unwrap();
+        assert!(queue_line.contains("srv (7)") && queue_line.contains("72") && queue_line.contains("73"), "{text}");
+        let json = json(&report);
+        assert!(json.contains("\"drops\": 3") && json.contains("\"overflows\": 72"), "{json}");
+        let prom = prometheus(&net, &Naming::default());
+        assert!(prom.contains("eagle_tcp_drops_total{pid=\"7\",process=\"srv\",direction=\"in\",peer=\"127.0.0.1\",local_port=\"8080\"} 3"), "{prom}");
+        assert!(
+            prom.contains("eagle_tcp_listen_overflows_total{pid=\"7\",process=\"srv\",host_network=\"true\"} 72"),
+            "{prom}"
+        );
+        assert!(
+            prom.contains("eagle_tcp_listen_drops_total{pid=\"7\",process=\"srv\",host_network=\"true\"} 73"),
+            "{prom}"
+        );
     }
 
     #[test]
