@@ -112,6 +112,48 @@ fn a_broken_p99_rule_exits_1_and_names_the_route() {
     assert!(stdout.contains("/api/items/{n}") && stdout.contains("127.0.0.1 -> :"), "{stdout}");
 }
 
+/// `profile --net FILE`: one window, the CPU graph to `-o` and the network report to `--net`.
+/// The server's requests are all in the network report, and its CPU in the graph.
+#[test]
+fn profile_with_net_writes_the_graph_and_the_network_of_one_window() {
+    require_sampling!();
+    let dir = TestDir::new("profile-net");
+    let port = free_port().to_string();
+    let images = repo_root().join("images/http");
+    let ready = dir.join("ready");
+    let (graph, report) = (dir.join("cpu.folded"), dir.join("net.json"));
+    let eagle = Command::new(kubectl_eagle())
+        .args(["profile", "-d", "8s", "-o"])
+        .arg(&graph)
+        .arg("--net")
+        .arg(&report)
+        .arg("--")
+        .arg("python3")
+        .arg(images.join("server.py"))
+        .args(["--port", &port, "--delay-ms", "5", "--error-every", "10", "--ready-file"])
+        .arg(&ready)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl-eagle starts");
+    wait_until_ready(&ready);
+    let client = load(&port, &["--requests", "100", "--rate", "50", "--connections", "2"]);
+    let run = eagle.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(0), "kubectl-eagle profile --net: {stderr}");
+    let folded = std::fs::read_to_string(&graph).unwrap_or_else(|e| panic!("no graph ({e}): {stderr}"));
+    // The server's Python stacks, at the profile's rate (99 Hz: more than the 1 Hz of `net`).
+    let samples: u64 = folded.lines().filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum();
+    assert!(folded.contains("server.py") && samples > 8, "{samples} samples:\n{folded}");
+    let text = std::fs::read_to_string(&report).unwrap();
+    let net: Value = serde_json::from_str(&text).unwrap();
+    let routes = net["http"].as_array().unwrap();
+    assert_eq!(routes.len(), 1, "{text}");
+    assert_eq!(routes[0]["requests"], client["requests"], "{text}");
+    assert_eq!(routes[0]["errors"], client["errors"], "{text}");
+    assert!(stderr.contains(&format!("wrote {}", report.display())), "{stderr}");
+}
+
 /// Waits until the server under `kubectl-eagle net` says it listens (its ready file exists).
 fn wait_until_ready(ready: &std::path::Path) {
     let deadline = Instant::now() + Duration::from_secs(20);

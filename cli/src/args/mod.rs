@@ -51,6 +51,7 @@ Examples:
   kubectl eagle profile deployment/api -n ci -d 30s -o run.folded --summary summary.json \\
       --max 'serde_json::.*=15%'
   kubectl eagle profile deployment/api -d 30s -o run.pb.gz --push pyroscope http://pyroscope:4040
+  kubectl eagle profile deployment/web -n shop -d 30s -o cpu.svg --net net.json   # and its network
 
 Exit codes: 0 ok, 1 a --max/--max-self/regression rule broken, 2 usage, 3 not found,
 4 not permitted, 5 nothing to profile, 6 profiling failed, 7 partial result written,

@@ -63,47 +63,54 @@ pub fn net(req: &ClusterRequest) -> Result<ClusterNet, CliError> {
         )
         .await?;
         report(&outcome.nodes, &p.resolution.skipped);
-        let mut merged: Option<NetPayload> = None;
-        let (mut failed, mut early) = (0, 0);
-        for n in &outcome.nodes {
-            match &n.outcome {
-                Some(NodeOutcome::Done(r)) => match &r.net {
-                    Some(net) => {
-                        early += usize::from(ended_early(r));
-                        match &mut merged {
-                            Some(m) => m.merge(net),
-                            None => merged = Some(net.clone()),
-                        }
-                    }
-                    None => {
-                        failed += 1;
-                        eprintln!(
-                            "node {}: its agent sent no network record: the agent image is older than this kubectl-eagle; use an image of the same version (--image)",
-                            n.node
-                        );
-                    }
-                },
-                _ => failed += 1,
-            }
-        }
-        let Some(net) = merged else {
-            return Err(CliError::Failed(format!(
-                "no node delivered the network side of its window ({} of {} failed): see the table above",
-                failed,
-                outcome.nodes.len()
-            )));
-        };
+        let (net, partial_net) = merge_nodes(&outcome)?;
         let directory = directory(&p.client, &namespace_refs).await;
         let placements: Placements = p.resolution.running.iter().map(|c| (c.id.clone(), c.placement.clone())).collect();
-        let partial = failed > 0 || early > 0 || outcome.interrupted;
+        let partial = partial_net || outcome.interrupted;
         Ok(ClusterNet { net, placements, directory, partial, run_id: p.run_id })
     })
+}
+
+/// The nodes' network records merged (counters add, histograms merge exactly), and whether one
+/// is missing or short (a node failed, stopped early, or its agent sent none: said per node).
+pub(super) fn merge_nodes(outcome: &run::Outcome) -> Result<(NetPayload, bool), CliError> {
+    let mut merged: Option<NetPayload> = None;
+    let (mut failed, mut early) = (0, 0);
+    for n in &outcome.nodes {
+        match &n.outcome {
+            Some(NodeOutcome::Done(r)) => match &r.net {
+                Some(net) => {
+                    early += usize::from(ended_early(r));
+                    match &mut merged {
+                        Some(m) => m.merge(net),
+                        None => merged = Some(net.clone()),
+                    }
+                }
+                None => {
+                    failed += 1;
+                    eprintln!(
+                        "node {}: its agent sent no network record: the agent image is older than this kubectl-eagle; use an image of the same version (--image)",
+                        n.node
+                    );
+                }
+            },
+            _ => failed += 1,
+        }
+    }
+    let Some(net) = merged else {
+        return Err(CliError::Failed(format!(
+            "no node delivered the network side of its window ({} of {} failed): see the table above",
+            failed,
+            outcome.nodes.len()
+        )));
+    };
+    Ok((net, failed > 0 || early > 0))
 }
 
 /// One list of pods and one of services per namespace: what names the peers. Read after the
 /// window, so pods started during it are known. A list the user may not read leaves those
 /// peers to their addresses, with one line that says so; the run stands.
-async fn directory(client: &Client, namespaces: &[&str]) -> PeerDirectory {
+pub(super) async fn directory(client: &Client, namespaces: &[&str]) -> PeerDirectory {
     let (mut pods, mut services) = (Vec::new(), Vec::new());
     let params = ListParams::default();
     for ns in namespaces {

@@ -18,9 +18,11 @@ use super::plan::{self, Image, PlanOptions};
 use super::resolve::{self, Resolution, Skipped};
 use super::run::{self, NodeOutcome, NodeRun};
 use crate::closing::{self, Profile};
+use crate::commands::net::NetOutput;
 use crate::duration::{human, span};
 use crate::error::{CliError, Exit};
 use crate::merge;
+use crate::net_report::Naming;
 use crate::output::{Destination, Labels};
 use crate::placement::{GroupBy, Placements};
 use crate::run_info::{CgroupCpu, NodeStatus, NodeStatusKind, RunInfo};
@@ -173,7 +175,9 @@ pub fn dry_run(req: &ClusterRequest) -> Result<Exit, CliError> {
 }
 
 /// A synchronous run: creates the Jobs, follows them, deletes them, writes the graph.
-pub fn profile(req: &ClusterRequest, destination: &Destination) -> Result<Exit, CliError> {
+/// With `net` (`profile --net`), the agents watch the network too and its merged record is
+/// written there, named like `net`'s (pods, services, workloads), beside the graph.
+pub fn profile(req: &ClusterRequest, destination: &Destination, net: Option<&NetOutput>) -> Result<Exit, CliError> {
     runtime()?.block_on(async {
         let p = prepare(req, true).await?;
         let window = req.window;
@@ -214,7 +218,24 @@ pub fn profile(req: &ClusterRequest, destination: &Destination) -> Result<Exit, 
             placements: &placements,
             skipped: &p.resolution.skipped,
         };
-        render(&outcome, &finished, destination)
+        let graph = render(&outcome, &finished, destination);
+        let Some(out) = net else { return graph };
+        // The graph's failure (no samples) leaves the network side worth writing.
+        let (record, partial_net) = match super::net::merge_nodes(&outcome) {
+            Ok(merged) => merged,
+            Err(e) if graph.is_ok() => return Err(e),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return graph;
+            }
+        };
+        let namespaces = target_namespaces(&p.resolution);
+        let directory = super::net::directory(&p.client, &namespaces).await;
+        out.write(&record, &Naming { placements, directory })?;
+        match graph? {
+            Exit::Ok if partial_net => Ok(Exit::Partial),
+            exit => Ok(exit),
+        }
     })
 }
 

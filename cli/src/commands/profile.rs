@@ -8,6 +8,7 @@ use eagle_proto::{ProfileMode, Runtime};
 
 use crate::check::RuleSpecs;
 use crate::cluster::profile::{self, ClusterRequest};
+use crate::commands::net::NetOutput;
 use crate::error::{CliError, Exit};
 use crate::format::Format;
 use crate::gate::{Gate, SummaryRequest};
@@ -25,6 +26,8 @@ pub struct ProfilePlan {
     pub rules: RuleSpecs,
     /// `--push`: receivers of the written profile (refused with `-a`, which writes none).
     pub push: PushPlan,
+    /// `--net FILE`: the network side of the same window, and where it goes.
+    pub net: Option<NetOutput>,
     pub work: Work,
 }
 
@@ -71,13 +74,13 @@ pub fn run(plan: ProfilePlan) -> Result<Exit, CliError> {
             let destination = gate.watch(
                 Destination::plan(Some(&plan.output), plan.format)?.with_run(requested).with_push(plan.push.clone()),
             );
-            let exit = profile::profile(req, &destination)?;
+            let exit = profile::profile(req, &destination, plan.net.as_ref())?;
             gate.after_write(&destination, exit)
         }
         Work::Local(req) => {
             let destination =
                 gate.watch(Destination::plan(Some(&plan.output), plan.format)?.with_push(plan.push.clone()));
-            let exit = local::profile(req, &destination)?;
+            let exit = local::profile(req, &destination, plan.net.as_ref())?;
             gate.after_write(&destination, exit)
         }
     }
@@ -114,6 +117,8 @@ mod local {
 
     use super::LocalRequest;
     use crate::closing::{self, Profile};
+    use crate::commands::net::NetOutput;
+    use crate::net_report::Naming;
     use eagle_proto::{Unit, WarningCode};
 
     use crate::duration;
@@ -124,7 +129,7 @@ mod local {
     use crate::placement::Placements;
     use crate::run_info::{CgroupCpu, NodeStatus, NodeStatusKind, RunInfo};
 
-    pub fn profile(req: &LocalRequest, destination: &Destination) -> Result<Exit, CliError> {
+    pub fn profile(req: &LocalRequest, destination: &Destination, net: Option<&NetOutput>) -> Result<Exit, CliError> {
         local::install_signal_handlers();
         let run = local::LocalRun {
             pids: req.pids.clone(),
@@ -133,12 +138,20 @@ mod local {
             frequency_hz: req.frequency_hz,
             runtime: req.runtime,
             native: req.native,
-            net: false,
+            net: net.is_some(),
             mode: req.mode,
             min_block_us: req.min_block_us,
         };
         let outcome = local::profile(&run)?;
         let result = &outcome.result;
+        // The network report first: a window without CPU samples may still have traffic.
+        if let Some(out) = net {
+            let record = result
+                .net
+                .as_ref()
+                .ok_or_else(|| CliError::Failed("internal error: the agent sent no network record".into()))?;
+            out.write(record, &Naming::default())?;
+        }
         let unit = merge::unit_of([result]).map_err(CliError::Failed)?;
         let folded = merge::merge([result], &Placements::new(), req.group_by);
         let what = describe_targets(&req.target_words, &req.command);
@@ -219,10 +232,11 @@ mod local {
 #[cfg(not(target_os = "linux"))]
 mod local {
     use super::LocalRequest;
+    use crate::commands::net::NetOutput;
     use crate::error::{CliError, Exit};
     use crate::output::Destination;
 
-    pub fn profile(_: &LocalRequest, _: &Destination) -> Result<Exit, CliError> {
+    pub fn profile(_: &LocalRequest, _: &Destination, _: Option<&NetOutput>) -> Result<Exit, CliError> {
         Err(CliError::Usage(
             "local profiling (pid/N, -- COMMAND) needs Linux; profile cluster workloads from this machine instead"
                 .into(),
