@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use eagle_proto::{Direction, LatencyHistogram, NetPayload};
 use regex::Regex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::net_map::{Edge, PeerDirectory, ServiceMap};
 use crate::placement::Placements;
@@ -18,7 +18,7 @@ use crate::table::{self, LEFT, RIGHT};
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Where a row's process runs, in a cluster: its container's pod and workload.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Owner {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
@@ -62,7 +62,7 @@ pub struct Naming {
 }
 
 /// One route of one process, every status together.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RouteSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
@@ -90,7 +90,7 @@ pub struct RouteSummary {
 }
 
 /// One peer of one process.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PeerSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
@@ -116,11 +116,12 @@ pub struct PeerSummary {
     pub resets_received: u64,
     pub rtt_ms: Option<f64>,
     /// Segments of these connections the kernel dropped.
+    #[serde(default)]
     pub drops: u64,
 }
 
 /// The listen queues of one network namespace of the targets (a pod's, or the host's).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ListenSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
@@ -136,15 +137,18 @@ pub struct ListenSummary {
     pub drops: u64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NetReport {
     pub schema_version: u32,
     pub window_s: f64,
     pub http: Vec<RouteSummary>,
     pub peers: Vec<PeerSummary>,
     pub lost_events: u64,
+    #[serde(default)]
     pub listen_queues: Vec<ListenSummary>,
-    /// Who calls whom (`net` in a cluster names the ends by pod, service and workload).
+    /// Who calls whom (`net` in a cluster names the ends by pod, service and workload). Not
+    /// read back: no rule judges it yet.
+    #[serde(skip_deserializing)]
     pub edges: Vec<Edge>,
 }
 
@@ -358,6 +362,19 @@ pub fn table(report: &NetReport) -> String {
 
 pub fn json(report: &NetReport) -> String {
     serde_json::to_string_pretty(report).expect("the report serializes") + "\n"
+}
+
+/// Reads back a report `json` wrote (`net --format json`, `profile --net FILE.json`), for
+/// `check`'s network rules.
+pub fn parse_json(text: &str) -> Result<NetReport, String> {
+    let report: NetReport = serde_json::from_str(text).map_err(|e| format!("not a network report's JSON ({e})"))?;
+    if report.schema_version != SCHEMA_VERSION {
+        return Err(format!(
+            "a network report of schema version {}, which this kubectl-eagle does not read (it reads {SCHEMA_VERSION})",
+            report.schema_version
+        ));
+    }
+    Ok(report)
 }
 
 /// A label value as the text format wants it: `\`, `"` and line breaks escaped.
@@ -611,6 +628,17 @@ mod tests {
         assert!(NetRule::parse_p99("/api=1s").unwrap_err().contains("http:"));
         assert!(NetRule::parse_p99("http:(=1s").unwrap_err().contains("regex"));
         assert!(NetRule::parse_retransmits("lots").is_err());
+    }
+
+    #[test]
+    fn a_json_report_reads_back_to_the_same_verdicts() {
+        let report = summarize(&payload(), &Naming::default());
+        let rules = [NetRule::parse_p99("http:/api/.*=200ms").unwrap(), NetRule::parse_retransmits("5%").unwrap()];
+        let read = parse_json(&json(&report)).unwrap();
+        assert_eq!(check(&read, &rules), check(&report, &rules));
+        assert!(parse_json("{}").unwrap_err().contains("not a network report"));
+        let newer = json(&report).replacen("\"schema_version\": 1", "\"schema_version\": 2", 1);
+        assert!(parse_json(&newer).unwrap_err().contains("schema version 2"));
     }
 
     #[test]

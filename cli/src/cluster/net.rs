@@ -12,11 +12,12 @@ use kube::{Api, Client};
 use super::api::{ensure_namespace, runtime, transient, with_retries};
 use super::conflicts::refuse_conflicts;
 use super::permissions::may_run;
-use super::profile::{count, ended_early, prepare, report, target_namespaces, ClusterRequest};
+use super::profile::{count, ended_early, prepare, profile_run, report, target_namespaces, ClusterRequest};
 use super::run::{self, NodeOutcome};
 use crate::duration::human;
-use crate::error::CliError;
+use crate::error::{CliError, Exit};
 use crate::net_map::PeerDirectory;
+use crate::output::Destination;
 use crate::placement::Placements;
 
 /// The network side of a cluster window, merged over its nodes.
@@ -71,9 +72,36 @@ pub fn net(req: &ClusterRequest) -> Result<ClusterNet, CliError> {
     })
 }
 
+/// What writing a profile's graph came to, and its network side (or why there is none).
+pub type GraphAndNet = (Result<Exit, CliError>, Result<ClusterNet, CliError>);
+
+/// `profile --net`: a profile's run whose agents watched the network too. Returns what writing
+/// the graph came to and the merged network record with what names its rows, or why there is
+/// none (every node failed). `partial` there is the network side's alone.
+pub fn profile_with_net(req: &ClusterRequest, destination: &Destination) -> Result<GraphAndNet, CliError> {
+    runtime()?.block_on(async {
+        let profiled = profile_run(req, destination).await?;
+        let net = match merge_nodes(&profiled.outcome) {
+            Ok((net, partial)) => {
+                let namespaces: Vec<&str> = profiled.namespaces.iter().map(String::as_str).collect();
+                let directory = directory(&profiled.client, &namespaces).await;
+                Ok(ClusterNet {
+                    net,
+                    placements: profiled.placements,
+                    directory,
+                    partial: partial || profiled.outcome.interrupted,
+                    run_id: profiled.run_id,
+                })
+            }
+            Err(e) => Err(e),
+        };
+        Ok((profiled.graph, net))
+    })
+}
+
 /// The nodes' network records merged (counters add, histograms merge exactly), and whether one
 /// is missing or short (a node failed, stopped early, or its agent sent none: said per node).
-pub(super) fn merge_nodes(outcome: &run::Outcome) -> Result<(NetPayload, bool), CliError> {
+fn merge_nodes(outcome: &run::Outcome) -> Result<(NetPayload, bool), CliError> {
     let mut merged: Option<NetPayload> = None;
     let (mut failed, mut early) = (0, 0);
     for n in &outcome.nodes {
@@ -110,7 +138,7 @@ pub(super) fn merge_nodes(outcome: &run::Outcome) -> Result<(NetPayload, bool), 
 /// One list of pods and one of services per namespace: what names the peers. Read after the
 /// window, so pods started during it are known. A list the user may not read leaves those
 /// peers to their addresses, with one line that says so; the run stands.
-pub(super) async fn directory(client: &Client, namespaces: &[&str]) -> PeerDirectory {
+async fn directory(client: &Client, namespaces: &[&str]) -> PeerDirectory {
     let (mut pods, mut services) = (Vec::new(), Vec::new());
     let params = ListParams::default();
     for ns in namespaces {

@@ -18,11 +18,9 @@ use super::plan::{self, Image, PlanOptions};
 use super::resolve::{self, Resolution, Skipped};
 use super::run::{self, NodeOutcome, NodeRun};
 use crate::closing::{self, Profile};
-use crate::commands::net::NetOutput;
 use crate::duration::{human, span};
 use crate::error::{CliError, Exit};
 use crate::merge;
-use crate::net_report::Naming;
 use crate::output::{Destination, Labels};
 use crate::placement::{GroupBy, Placements};
 use crate::run_info::{CgroupCpu, NodeStatus, NodeStatusKind, RunInfo};
@@ -175,10 +173,25 @@ pub fn dry_run(req: &ClusterRequest) -> Result<Exit, CliError> {
 }
 
 /// A synchronous run: creates the Jobs, follows them, deletes them, writes the graph.
-/// With `net` (`profile --net`), the agents watch the network too and its merged record is
-/// written there, named like `net`'s (pods, services, workloads), beside the graph.
-pub fn profile(req: &ClusterRequest, destination: &Destination, net: Option<&NetOutput>) -> Result<Exit, CliError> {
-    runtime()?.block_on(async {
+pub fn profile(req: &ClusterRequest, destination: &Destination) -> Result<Exit, CliError> {
+    runtime()?.block_on(async { profile_run(req, destination).await?.graph })
+}
+
+/// A synchronous run done, its graph written (or why not), and what else its nodes sent.
+pub(super) struct Profiled {
+    /// What writing the graph came to.
+    pub graph: Result<Exit, CliError>,
+    pub outcome: run::Outcome,
+    pub placements: Placements,
+    pub client: kube::Client,
+    /// The namespaces of the targets.
+    pub namespaces: Vec<String>,
+    pub run_id: String,
+}
+
+/// [`profile`]'s steps, keeping the nodes' outcomes for more than the graph (`profile --net`).
+pub(super) async fn profile_run(req: &ClusterRequest, destination: &Destination) -> Result<Profiled, CliError> {
+    {
         let p = prepare(req, true).await?;
         let window = req.window;
         ensure_namespace(&p.client, &req.eagle_namespace).await?;
@@ -219,24 +232,9 @@ pub fn profile(req: &ClusterRequest, destination: &Destination, net: Option<&Net
             skipped: &p.resolution.skipped,
         };
         let graph = render(&outcome, &finished, destination);
-        let Some(out) = net else { return graph };
-        // The graph's failure (no samples) leaves the network side worth writing.
-        let (record, partial_net) = match super::net::merge_nodes(&outcome) {
-            Ok(merged) => merged,
-            Err(e) if graph.is_ok() => return Err(e),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return graph;
-            }
-        };
-        let namespaces = target_namespaces(&p.resolution);
-        let directory = super::net::directory(&p.client, &namespaces).await;
-        out.write(&record, &Naming { placements, directory })?;
-        match graph? {
-            Exit::Ok if partial_net => Ok(Exit::Partial),
-            exit => Ok(exit),
-        }
-    })
+        let namespaces = target_namespaces(&p.resolution).into_iter().map(str::to_owned).collect();
+        Ok(Profiled { graph, outcome, placements, client: p.client, namespaces, run_id: p.run_id })
+    }
 }
 
 /// What is known about a run once its nodes have their outcomes.

@@ -93,11 +93,7 @@ pub fn run(plan: NetPlan) -> Result<Exit, CliError> {
     let report = net_report::summarize(net, &watched.naming);
     write_report(plan.output.as_deref(), &render(net, &watched.naming, plan.format))?;
     warn_lost(net);
-    let verdicts = net_report::check(&report, &plan.rules);
-    let broken: Vec<_> = verdicts.iter().filter(|v| !v.ok).collect();
-    for v in &verdicts {
-        eprintln!("{} {}: {}: {}", if v.ok { "ok    " } else { "BROKEN" }, v.rule, v.subject, v.value);
-    }
+    let broken = judge(&report, &plan.rules);
     let pushed = match &plan.push {
         None => Ok(()),
         Some(gateway) => {
@@ -108,7 +104,7 @@ pub fn run(plan: NetPlan) -> Result<Exit, CliError> {
     if let Err(why) = &pushed {
         eprintln!("error: {why}");
     }
-    Ok(if !broken.is_empty() {
+    Ok(if broken {
         Exit::CheckFailed
     } else if pushed.is_err() {
         // As `profile --push`: the report is written, only its delivery failed.
@@ -151,6 +147,15 @@ fn local(pids: &[u32], command: &[String], duration: Option<Duration>) -> Result
         .net
         .ok_or_else(|| CliError::Failed("internal error: the agent sent no network record".into()))?;
     Ok(Watched { net, naming: Naming::default(), partial: outcome.interrupted, run: "local".into() })
+}
+
+/// Judges `rules` on `report`, one line per verdict on stderr; true when one is broken.
+pub fn judge(report: &net_report::NetReport, rules: &[NetRule]) -> bool {
+    let verdicts = net_report::check(report, rules);
+    for v in &verdicts {
+        eprintln!("{} {}: {}: {}", if v.ok { "ok    " } else { "BROKEN" }, v.rule, v.subject, v.value);
+    }
+    verdicts.iter().any(|v| !v.ok)
 }
 
 /// The report of `net` as `format` asks.

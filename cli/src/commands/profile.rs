@@ -12,6 +12,7 @@ use crate::commands::net::NetOutput;
 use crate::error::{CliError, Exit};
 use crate::format::Format;
 use crate::gate::{Gate, SummaryRequest};
+use crate::net_report::Naming;
 use crate::output::Destination;
 use crate::placement::GroupBy;
 use crate::push::target::PushPlan;
@@ -74,7 +75,10 @@ pub fn run(plan: ProfilePlan) -> Result<Exit, CliError> {
             let destination = gate.watch(
                 Destination::plan(Some(&plan.output), plan.format)?.with_run(requested).with_push(plan.push.clone()),
             );
-            let exit = profile::profile(req, &destination, plan.net.as_ref())?;
+            let exit = match &plan.net {
+                None => profile::profile(req, &destination)?,
+                Some(out) => with_net(req, &destination, out)?,
+            };
             gate.after_write(&destination, exit)
         }
         Work::Local(req) => {
@@ -83,6 +87,26 @@ pub fn run(plan: ProfilePlan) -> Result<Exit, CliError> {
             let exit = local::profile(req, &destination, plan.net.as_ref())?;
             gate.after_write(&destination, exit)
         }
+    }
+}
+
+/// A cluster profile whose agents watch the network too: the graph, then the network report.
+/// A graph that could not be written (no samples) leaves the network report worth writing; a
+/// node without a network record leaves the run partial.
+fn with_net(req: &ClusterRequest, destination: &crate::output::Destination, out: &NetOutput) -> Result<Exit, CliError> {
+    let (graph, net) = crate::cluster::net::profile_with_net(req, destination)?;
+    let net = match net {
+        Ok(net) => net,
+        Err(e) if graph.is_ok() => return Err(e),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return graph;
+        }
+    };
+    out.write(&net.net, &Naming { placements: net.placements, directory: net.directory })?;
+    match graph? {
+        Exit::Ok if net.partial => Ok(Exit::Partial),
+        exit => Ok(exit),
     }
 }
 
