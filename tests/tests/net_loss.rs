@@ -193,7 +193,7 @@ fn retransmissions_under_loss_are_those_the_kernel_counted() {
     // Drops: a lost response leaves the client's request unacknowledged, so the client sends it
     // again, and the server, which had it, drops the copy (`TCP_OLD_DATA`). Every segment the
     // server dropped is one the client sent again; about 20 responses are lost, so copies there
-    // are (18 drops, 19 client retransmissions in a run of 2026-12-02).
+    // are (equal in 20 runs of 20 on 2026-12-02, 7 to 25 drops).
     let drops = row["drops"].as_u64().unwrap();
     eprintln!("server drops {drops}; client retransmissions {client_resent}");
     assert!(drops > 0 && drops <= client_resent, "drops {drops}, client retransmissions {client_resent}: {text}");

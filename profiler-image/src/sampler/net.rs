@@ -231,6 +231,23 @@ fn peer_address(key: &NetKey) -> String {
 mod tests {
     use super::*;
 
+    /// Both drop programs pass the verifier: the one this kernel attaches, and the one kept for
+    /// kernels before `kfree_skb` had `rx_sk` (6.11), which no machine here would otherwise load.
+    #[test]
+    fn both_drop_programs_load() {
+        // SAFETY: a plain syscall without arguments.
+        let root = unsafe { libc::geteuid() } == 0;
+        let (Some(object), Ok(btf), true) = (eagle_ebpf::net::object(), Btf::from_sys_fs(), root) else {
+            eprintln!("skipped: needs root, BTF and the compiled program");
+            return;
+        };
+        for program in names::DROP_PROGRAMS {
+            let mut bpf = EbpfLoader::new().btf(Some(&btf)).load(object).unwrap();
+            let tp: &mut BtfTracePoint = program_mut(&mut bpf, program).unwrap();
+            tp.load(names::DROP_TRACEPOINT, &btf).unwrap_or_else(|e| panic!("{program}: {e}"));
+        }
+    }
+
     #[test]
     fn peers_read_as_people_write_them() {
         let mut key = NetKey { family: AF_INET, peer_port: 8080, ..NetKey::default() };
