@@ -271,20 +271,24 @@ fn profile_with_net_writes_the_graph_and_the_network_of_one_window() {
     let load = fx.deploy("load", &node, &client, &client_args);
     let load_pod = load.metadata.name.clone().unwrap();
 
-    let (graph, report) = (fx.dir.join("cpu.folded"), fx.dir.join("net.json"));
-    let mut cmd = Command::new(eagle_tests::kubectl_eagle());
-    cmd.args(["profile", "deployment/web", "deployment/load", "-d", WINDOW, "-o"])
-        .arg(&graph)
-        .arg("--net")
-        .arg(&report)
-        .arg("-n")
-        .arg(&fx.namespace)
-        .arg("--kubeconfig")
-        .arg(&fx.kubeconfig);
-    if let Ok(image) = std::env::var("EAGLE_E2E_AGENT_IMAGE") {
-        cmd.arg("--image").arg(image);
-    }
-    let out = cmd.output().unwrap();
+    let (graph, report) = (fx.ns.path("cpu.folded"), fx.ns.path("net.json"));
+    let out = fx
+        .ns
+        .kubectl_eagle(
+            "profile",
+            &[
+                "deployment/web",
+                "deployment/load",
+                "-d",
+                WINDOW,
+                "-o",
+                graph.to_str().unwrap(),
+                "--net",
+                report.to_str().unwrap(),
+            ],
+        )
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "kubectl-eagle profile --net: {stderr}");
     let truth = fx.client_measurement(&load_pod, Duration::from_secs(30));
