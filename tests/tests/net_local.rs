@@ -122,8 +122,10 @@ fn profile_with_net_writes_the_graph_and_the_network_of_one_window() {
     let images = repo_root().join("images/http");
     let ready = dir.join("ready");
     let (graph, report) = (dir.join("cpu.folded"), dir.join("net.json"));
+    // No -d: the window lasts until the server is stopped after the load, however long its
+    // start under the samplers takes on a busy machine.
     let eagle = Command::new(kubectl_eagle())
-        .args(["profile", "-d", "8s", "-o"])
+        .args(["profile", "-o"])
         .arg(&graph)
         .arg("--net")
         .arg(&report)
@@ -138,6 +140,9 @@ fn profile_with_net_writes_the_graph_and_the_network_of_one_window() {
         .expect("kubectl-eagle starts");
     wait_until_ready(&ready);
     let client = load(&port, &["--requests", "100", "--rate", "50", "--connections", "2"]);
+    let server_pid = std::fs::read_to_string(&ready).unwrap();
+    let stopped = Command::new("kill").args(["-TERM", server_pid.trim()]).status().unwrap();
+    assert!(stopped.success(), "cannot stop the server (pid {server_pid})");
     let run = eagle.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(0), "kubectl-eagle profile --net: {stderr}");
