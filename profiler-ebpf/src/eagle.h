@@ -31,6 +31,9 @@ struct eagle_stack_key {
 /* Written into `active` (instead of a buffer, 0 or 1) when the sampling window ends: no sample
  * is taken after it, however late the agent's last collection comes. */
 #define EAGLE_WINDOW_ENDED 2
+/* What one CPU sample at the asked frequency adds to its stack's count: the agent redraws each
+ * CPU's period and weighs its samples by it (`sample_weight`), in these units. */
+#define EAGLE_SAMPLE_UNIT 1024
 
 enum eagle_key_flag {
 	/* The user stack was unwound with tables and is `ustacks_N[user_stack_hash]`. */

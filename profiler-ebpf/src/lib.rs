@@ -43,6 +43,8 @@ pub mod names {
     /// program takes no sample after it.
     pub const WINDOW_ENDED: u32 = 2;
     pub const COUNTERS: &str = "counters";
+    /// Per CPU: the weight of its samples, in [`super::SAMPLE_UNIT`]s (`sample_weight`).
+    pub const SAMPLE_WEIGHT: &str = "sample_weight";
     pub const STACKS: [&str; 2] = ["stacks_0", "stacks_1"];
     pub const COUNTS: [&str; 2] = ["counts_0", "counts_1"];
     /// Processes whose CPU samples are counted per thread.
@@ -56,6 +58,11 @@ pub mod names {
     pub const UNWIND_TABLES: &str = "unwind_tables";
     pub const UNWIND_REQUESTS: &str = "unwind_requests";
 }
+
+/// What a CPU sample at the asked frequency adds to its stack's count (`EAGLE_SAMPLE_UNIT` of
+/// `eagle.h`): a sample taken at another period weighs its period over the asked one, in these
+/// units, so that counts stay CPU time while the agent redraws periods.
+pub const SAMPLE_UNIT: u64 = 1024;
 
 /// Frames kept per stack by the kernel side.
 pub const MAX_STACK_DEPTH: usize = 127;

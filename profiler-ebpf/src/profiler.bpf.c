@@ -224,6 +224,17 @@ struct {
 	__type(value, struct unwind_state);
 } unwind_scratch SEC(".maps");
 
+/* The weight of this CPU's samples, in EAGLE_SAMPLE_UNIT per sample at the asked frequency: its
+ * current period over the asked one, written by the agent each time it redraws the period
+ * (profiler-image/src/sampler/cpu_clock.rs). A sample's count is then CPU time whatever period
+ * took it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} sample_weight SEC(".maps");
+
 static __always_inline void bump(__u32 counter)
 {
 	__u64 *value = bpf_map_lookup_elem(&counters, &counter);
@@ -246,8 +257,8 @@ static __always_inline int is_target_process(struct eagle_target *target)
 	return process_start(bpf_get_current_task_btf()) == target->start;
 }
 
-/* Adds `n` to a key's count: 1 per CPU sample, nanoseconds per block. False when the map is
- * full. */
+/* Adds `n` to a key's count: a CPU sample's weight (EAGLE_SAMPLE_UNIT at the asked period),
+ * nanoseconds per block. False when the map is full. */
 static __always_inline int record_n(void *counts, struct eagle_stack_key *key, __u64 n)
 {
 	__u64 *value = bpf_map_lookup_elem(counts, key);
@@ -265,9 +276,13 @@ static __always_inline int record_n(void *counts, struct eagle_stack_key *key, _
 	return 1;
 }
 
+/* Counts a CPU sample at this CPU's weight. */
 static __always_inline void record(void *counts, struct eagle_stack_key *key)
 {
-	if (!record_n(counts, key, 1))
+	__u32 zero = 0;
+	__u32 *weight = bpf_map_lookup_elem(&sample_weight, &zero);
+	__u64 n = weight && *weight ? *weight : EAGLE_SAMPLE_UNIT;
+	if (!record_n(counts, key, n))
 		bump(EAGLE_COUNTS_FULL);
 }
 

@@ -53,6 +53,8 @@ pub struct EbpfSampler {
     mode: ProfileMode,
     /// Wall mode: the microseconds one CPU sample stands for.
     sample_us: u64,
+    /// Turns weighed counts of CPU samples into samples at the asked frequency.
+    to_samples: WeighedSamples,
     min_block_ns: u64,
     offcpu: OffCpuMaps,
     /// Processes whose samples the kernel counts per thread (see [`EbpfSampler::count_by_thread`]).
@@ -127,14 +129,18 @@ impl EbpfSampler {
                 tp.attach().map_err(|e| classify(&format!("attach to the {event} tracepoint"), &e))?;
             }
         }
+        let weights = bpf.take_map(names::SAMPLE_WEIGHT).ok_or_else(|| {
+            SamplerError::Failed(format!("map `{}` missing from the eBPF object", names::SAMPLE_WEIGHT))
+        })?;
+        let weights = PerCpuArray::try_from(weights).map_err(|e| SamplerError::Failed(format!("eBPF map: {e}")))?;
         let sample: &mut PerfEvent = program_mut(&mut bpf, names::SAMPLE_PROGRAM)?;
         sample.load().map_err(|e| classify("load the sampling program", &e))?;
         let cpus = aya::util::online_cpus().map_err(|(what, e)| SamplerError::Failed(format!("{what}: {e}")))?;
         // Off-CPU mode samples nothing on the CPU.
         let sampled_cpus = if mode == ProfileMode::OffCpu { Vec::new() } else { cpus };
         let program = sample.fd().map_err(|e| classify("load the sampling program", &e))?;
-        let clocks =
-            CpuClocks::start(program, &sampled_cpus, frequency_hz).map_err(|e| classify(&e.action, &e.source))?;
+        let clocks = CpuClocks::start(program, weights, &sampled_cpus, frequency_hz)
+            .map_err(|e| classify(&e.action, &e.source))?;
 
         let mut take = |name: &str| {
             bpf.take_map(name).ok_or_else(|| SamplerError::Failed(format!("map `{name}` missing from the eBPF object")))
@@ -194,6 +200,7 @@ impl EbpfSampler {
             gone: Vec::new(),
             mode,
             sample_us: 1_000_000 / frequency_hz.max(1),
+            to_samples: WeighedSamples::default(),
             min_block_ns: min_block_us.saturating_mul(1000),
             offcpu,
             by_thread,
@@ -789,11 +796,12 @@ impl Sampler for EbpfSampler {
                 frames.push(WAITING_FRAME.to_owned());
             }
             // One unit per graph: CPU samples, or microseconds (blocks are counted in
-            // nanoseconds; a CPU sample in wall mode is its period).
+            // nanoseconds; a CPU sample in wall mode is its period). CPU samples are counted
+            // weighed by their CPU's period (`cpu_clock.rs`), in SAMPLE_UNITs each.
             let count = match (off, self.mode) {
                 (true, _) => (count + 500) / 1000,
-                (false, ProfileMode::Wall) => count * self.sample_us,
-                (false, _) => count,
+                (false, ProfileMode::Wall) => count * self.sample_us / eagle_ebpf::SAMPLE_UNIT,
+                (false, _) => self.to_samples.samples(count),
             };
             if key.tid != 0 && !off {
                 let stacks = self.thread_stacks.entry(key.tgid).or_default().entry(key.tid).or_default();
@@ -829,6 +837,27 @@ impl Sampler for EbpfSampler {
 /// `bpf_trace_run4`, `__bpf_trace_sched_switch`.
 fn is_tracing_frame(name: &str) -> bool {
     ["bpf_prog_", "bpf_trace_run", "__bpf_trace_", "__traceiter_"].iter().any(|p| name.starts_with(p))
+}
+
+/// Weighed counts of CPU samples into whole samples at the asked frequency: each stack's count
+/// rounded up or down at random in proportion to its remainder, so that no stack is biased
+/// (always down would lose a sample's fraction per stack and collection, and drop every stack
+/// of a single sample taken at a short period).
+struct WeighedSamples {
+    rng: rand::rngs::StdRng,
+}
+
+impl Default for WeighedSamples {
+    fn default() -> Self {
+        Self { rng: rand::SeedableRng::from_rng(&mut rand::rng()) }
+    }
+}
+
+impl WeighedSamples {
+    fn samples(&mut self, weighed: u64) -> u64 {
+        let (whole, rest) = (weighed / eagle_ebpf::SAMPLE_UNIT, weighed % eagle_ebpf::SAMPLE_UNIT);
+        whole + u64::from(rand::Rng::random_range(&mut self.rng, 0..eagle_ebpf::SAMPLE_UNIT) < rest)
+    }
 }
 
 fn is_offcpu(key: &StackKey) -> bool {
