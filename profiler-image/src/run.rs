@@ -314,7 +314,14 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
     let samples = aggregate.samples();
     let lines = match net {
         Some(net) => {
-            let net = net.finish(started.elapsed().as_millis() as u64, &run.processes);
+            let (net, unreadable) = net.finish(started.elapsed().as_millis() as u64, &run.processes);
+            for why in unreadable {
+                emit(&encoder.warning(&Warning {
+                    code: WarningCode::SamplerFailed,
+                    pid: None,
+                    message: format!("listen-queue overflows not counted for {why}"),
+                }));
+            }
             if net.lost_events > 0 {
                 emit(&encoder.warning(&Warning {
                     code: WarningCode::SamplesLost,
