@@ -243,12 +243,22 @@ impl CpuLog {
         let stopped = stop.clone();
         let thread = std::thread::spawn(move || {
             let mut readings = Vec::new();
-            while !stopped.load(Ordering::Relaxed) {
+            let read = |readings: &mut Vec<(u64, Vec<u64>)>| {
                 let cpu: Option<Vec<u64>> = clocks.iter().map(|&c| clock_ns(c)).collect();
-                let Some(cpu) = cpu else { break };
+                let cpu = cpu?;
                 readings.push((clock_ns(libc::CLOCK_REALTIME).expect("the wall clock reads"), cpu));
+                Some(())
+            };
+            while !stopped.load(Ordering::Relaxed) {
+                if read(&mut readings).is_none() {
+                    return CpuReadings { readings };
+                }
                 std::thread::sleep(CPU_LOG_EVERY);
             }
+            // One more as it stops: the last one of the loop may be a sleep (or, on a busy
+            // machine, a long wait for the CPU) older than the moment it was asked to stop, which
+            // the window it is asked about may reach.
+            let _ = read(&mut readings);
             CpuReadings { readings }
         });
         Self { stop, thread }

@@ -15,14 +15,12 @@
 //! CLI's own).
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
-use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use eagle_tests::cluster::{is_running, TestNamespace, POD_WAIT_S};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use kube::api::{ListParams, LogParams, PostParams};
+use kube::Api;
 use serde_json::{json, Value};
 
 /// Requests the client makes, and at what rate: 10 s of traffic.
@@ -43,28 +41,16 @@ fn source(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// The test's namespace with its server and client; deleted on drop.
 struct Fixture {
-    rt: tokio::runtime::Runtime,
-    client: Client,
-    kubeconfig: PathBuf,
-    namespace: String,
-    dir: PathBuf,
+    ns: TestNamespace,
 }
 
 impl Fixture {
     fn new(kubeconfig: PathBuf) -> Self {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let client = rt.block_on(async {
-            let kc = Kubeconfig::read_from(&kubeconfig).unwrap();
-            let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
-            Client::try_from(config).unwrap()
-        });
-        let namespace = format!("eagle-e2e-net-{:x}", std::process::id());
-        let dir = std::env::temp_dir().join(&namespace);
-        std::fs::create_dir_all(&dir).unwrap();
-        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
-        rt.block_on(Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns)).unwrap();
-        Fixture { rt, client, kubeconfig, namespace, dir }
+        let mut ns = TestNamespace::connect(kubeconfig, format!("eagle-e2e-net-{:x}", std::process::id()));
+        ns.create();
+        Fixture { ns }
     }
 
     /// A one-replica deployment of the python image on `node` running `python3 -u -c SCRIPT ARGS`;
@@ -72,63 +58,34 @@ impl Fixture {
     fn deploy(&self, name: &str, node: &str, script: &str, args: &[String]) -> Pod {
         let mut command = vec!["/usr/bin/python3.11".to_owned(), "-u".into(), "-c".into(), script.to_owned()];
         command.extend(args.iter().cloned());
-        let d: Deployment = serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": self.namespace},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": {"app": name}},
-                "template": {
-                    "metadata": {"labels": {"app": name}},
-                    "spec": {
-                        "nodeName": node,
-                        "terminationGracePeriodSeconds": 1,
-                        "automountServiceAccountToken": false,
-                        "containers": [{"name": "app", "image": python_image(), "imagePullPolicy": "IfNotPresent", "command": command}]
-                    }
-                }
-            }
-        }))
-        .unwrap();
-        let api: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
-        self.rt.block_on(api.create(&PostParams::default(), &d)).unwrap();
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let list = self.rt.block_on(pods.list(&ListParams::default().labels(&format!("app={name}")))).unwrap();
-            let running = list.items.into_iter().find(|p| {
-                let status = p.status.as_ref();
-                status.and_then(|s| s.phase.as_deref()) == Some("Running")
-                    && status.and_then(|s| s.pod_ip.as_ref()).is_some()
-            });
-            if let Some(pod) = running {
-                return pod;
-            }
-            if Instant::now() >= deadline {
-                let selector = format!("app={name}");
-                let why = self.rt.block_on(eagle_tests::cluster::why_pods_wait(
-                    &self.client,
-                    &self.namespace,
-                    Some(&selector),
-                ));
-                panic!("deployment {name}: no pod Running after 120 s:{why}");
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        self.ns.create_deployment(
+            name,
+            1,
+            json!({
+                "nodeName": node,
+                "containers": [{"name": "app", "image": python_image(), "imagePullPolicy": "IfNotPresent", "command": command}]
+            }),
+        );
+        self.ns
+            .wait_for_pods(name, |pods| {
+                pods.into_iter().find(|p| is_running(p) && p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some())
+            })
+            .unwrap_or_else(|why| panic!("deployment {name}: no pod Running after {POD_WAIT_S} s:{why}"))
     }
 
     fn service(&self, name: &str) {
         let s: Service = serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": self.namespace},
+            "metadata": {"name": name, "namespace": self.ns.namespace},
             "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]}
         }))
         .unwrap();
-        let api: Api<Service> = Api::namespaced(self.client.clone(), &self.namespace);
-        self.rt.block_on(api.create(&PostParams::default(), &s)).unwrap();
+        let api: Api<Service> = Api::namespaced(self.ns.client.clone(), &self.ns.namespace);
+        self.ns.rt.block_on(api.create(&PostParams::default(), &s)).unwrap();
     }
 
     /// The first node that takes pods.
     fn node(&self) -> String {
-        let nodes = self.rt.block_on(Api::<Node>::all(self.client.clone()).list(&ListParams::default())).unwrap();
+        let nodes = self.ns.rt.block_on(Api::<Node>::all(self.ns.client.clone()).list(&ListParams::default())).unwrap();
         nodes
             .items
             .into_iter()
@@ -139,24 +96,16 @@ impl Fixture {
 
     /// The client's own measurement: the JSON line its log ends with, once it is there.
     fn client_measurement(&self, pod: &str, timeout: Duration) -> Value {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let pods: Api<Pod> = Api::namespaced(self.ns.client.clone(), &self.ns.namespace);
         let deadline = Instant::now() + timeout;
         loop {
-            let log = self.rt.block_on(pods.logs(pod, &LogParams::default())).unwrap_or_default();
+            let log = self.ns.rt.block_on(pods.logs(pod, &LogParams::default())).unwrap_or_default();
             if let Some(line) = log.lines().rev().find(|l| l.starts_with('{')) {
                 return serde_json::from_str(line).unwrap_or_else(|e| panic!("client output {line}: {e}"));
             }
             assert!(Instant::now() < deadline, "the client printed no measurement within {timeout:?}; its log:\n{log}");
             std::thread::sleep(Duration::from_secs(1));
         }
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let api: Api<Namespace> = Api::all(self.client.clone());
-        let _ = self.rt.block_on(api.delete(&self.namespace, &DeleteParams::background()));
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -204,19 +153,24 @@ fn a_client_pod_calling_a_server_pod_agrees_with_what_the_client_measured() {
     let load = fx.deploy("load", &node, &client, &client_args);
     let load_pod = load.metadata.name.clone().unwrap();
 
-    let report = fx.dir.join("net.json");
-    let mut cmd = Command::new(eagle_tests::kubectl_eagle());
-    cmd.args(["net", "deployment/web", "deployment/load", "-d", WINDOW, "-o"])
-        .arg(&report)
-        .arg("-n")
-        .arg(&fx.namespace)
-        .arg("--kubeconfig")
-        .arg(&fx.kubeconfig)
-        .args(["--max-p99", "http:/api/.*=10s"]);
-    if let Ok(image) = std::env::var("EAGLE_E2E_AGENT_IMAGE") {
-        cmd.arg("--image").arg(image);
-    }
-    let out = cmd.output().unwrap();
+    let report = fx.ns.path("net.json");
+    let out = fx
+        .ns
+        .kubectl_eagle(
+            "net",
+            &[
+                "deployment/web",
+                "deployment/load",
+                "-d",
+                WINDOW,
+                "-o",
+                report.to_str().unwrap(),
+                "--max-p99",
+                "http:/api/.*=10s",
+            ],
+        )
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "kubectl-eagle net: {stderr}");
     let truth = fx.client_measurement(&load_pod, Duration::from_secs(30));
@@ -257,7 +211,7 @@ fn a_client_pod_calling_a_server_pod_agrees_with_what_the_client_measured() {
         .unwrap_or_else(|| panic!("no row of the client towards {web_ip}:8080: {text}"));
     assert_eq!(
         to_server["peer_name"].as_str(),
-        Some(format!("{}/pod/{}", fx.namespace, web.metadata.name.as_deref().unwrap())).as_deref()
+        Some(format!("{}/pod/{}", fx.ns.namespace, web.metadata.name.as_deref().unwrap())).as_deref()
     );
     eagle_tests::within(
         "bytes sent",
@@ -272,8 +226,21 @@ fn a_client_pod_calling_a_server_pod_agrees_with_what_the_client_measured() {
         0.01,
     );
 
+    // Each pod's network namespace is its own: one listen-queue row per pod, not the host's,
+    // and nothing overflowed (the server accepts at once).
+    let queues = net["listen_queues"].as_array().unwrap_or_else(|| panic!("no listen_queues: {text}"));
+    let mut pods: Vec<&str> = queues.iter().filter_map(|q| q["pod"].as_str()).collect();
+    pods.sort_unstable();
+    let mut expected = [web.metadata.name.as_deref().unwrap(), load_pod.as_str()];
+    expected.sort_unstable();
+    assert_eq!(pods, expected, "{text}");
+    for q in queues {
+        assert_eq!((q["host_network"].as_bool(), q["overflows"].as_u64()), (Some(false), Some(0)), "{q}");
+    }
+
     // The edge client -> server on the map, seen from both ends.
-    let (client, server) = (format!("{}/deployment/load", fx.namespace), format!("{}/deployment/web", fx.namespace));
+    let (client, server) =
+        (format!("{}/deployment/load", fx.ns.namespace), format!("{}/deployment/web", fx.ns.namespace));
     let edges = net["edges"].as_array().unwrap();
     for side in ["client", "server"] {
         let edge = edges
@@ -282,4 +249,57 @@ fn a_client_pod_calling_a_server_pod_agrees_with_what_the_client_measured() {
             .unwrap_or_else(|| panic!("no edge {client} -> {server} seen by the {side}: {edges:?}"));
         assert_eq!(edge["requests"].as_u64(), truth["requests"].as_u64(), "{edge}");
     }
+}
+
+/// `profile --net FILE` on the cluster: one window, the CPU graph of both pods and the network
+/// report of the same window, whose served requests are all the client made.
+#[test]
+#[ignore = "needs a cluster: EAGLE_E2E_KUBECONFIG"]
+fn profile_with_net_writes_the_graph_and_the_network_of_one_window() {
+    let Some(kc) = eagle_tests::e2e_kubeconfig() else { return };
+    let fx = Fixture::new(kc);
+    let node = fx.node();
+    let server_args: Vec<String> =
+        ["--bind", "0.0.0.0", "--port", "8080", "--delay-ms", "5", "--error-every", "10"].map(String::from).to_vec();
+    let web = fx.deploy("web", &node, &source("server.py"), &server_args);
+    let web_ip = web.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap();
+    let client = format!("import time\ntime.sleep({CLIENT_DELAY_S})\n{}\ntime.sleep(1e6)\n", source("load.py"));
+    let client_args: Vec<String> =
+        ["--host", &web_ip, "--port", "8080", "--requests", &REQUESTS.to_string(), "--rate", &RATE.to_string()]
+            .map(String::from)
+            .to_vec();
+    let load = fx.deploy("load", &node, &client, &client_args);
+    let load_pod = load.metadata.name.clone().unwrap();
+
+    let (graph, report) = (fx.ns.path("cpu.folded"), fx.ns.path("net.json"));
+    let out = fx
+        .ns
+        .kubectl_eagle(
+            "profile",
+            &[
+                "deployment/web",
+                "deployment/load",
+                "-d",
+                WINDOW,
+                "-o",
+                graph.to_str().unwrap(),
+                "--net",
+                report.to_str().unwrap(),
+            ],
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "kubectl-eagle profile --net: {stderr}");
+    let truth = fx.client_measurement(&load_pod, Duration::from_secs(30));
+    let folded = std::fs::read_to_string(&graph).unwrap();
+    let web_pod = web.metadata.name.as_deref().unwrap();
+    assert!(folded.lines().any(|l| l.contains(web_pod)), "no stack of {web_pod}:\n{folded}");
+    let text = std::fs::read_to_string(&report).unwrap();
+    let net: Value = serde_json::from_str(&text).unwrap();
+    let served: Vec<&Value> = net["http"].as_array().unwrap().iter().filter(|r| r["direction"] == "inbound").collect();
+    assert_eq!(served.len(), 1, "one served route: {text}");
+    assert_eq!(served[0]["pod"].as_str(), Some(web_pod), "{text}");
+    assert_eq!(served[0]["requests"].as_u64(), truth["requests"].as_u64(), "requests: {text}\nclient: {truth}");
+    assert_eq!(served[0]["errors"].as_u64(), truth["errors"].as_u64(), "5xx: {text}\nclient: {truth}");
 }

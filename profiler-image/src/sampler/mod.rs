@@ -3,12 +3,16 @@
 //! one failing process never ends the run for the others.
 
 #[cfg(target_os = "linux")]
+pub mod cpu_clock;
+#[cfg(target_os = "linux")]
 pub mod ebpf;
 pub mod interpreter;
 #[cfg(target_os = "linux")]
 pub mod jfr;
 #[cfg(target_os = "linux")]
 pub mod jit;
+#[cfg(target_os = "linux")]
+pub mod listen;
 #[cfg(target_os = "linux")]
 pub mod net;
 pub mod oncpu;
