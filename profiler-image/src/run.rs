@@ -143,6 +143,10 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
     let mut net = if config.net { Some(NetCollector::start(true)?) } else { None };
     let encoder = Encoder;
     let started = Instant::now();
+    // The window's start as the header states it: now, not when the header is written, after
+    // every sampler was added (attaching Flight Recorder took 4 s of a 6 s window on a loaded
+    // machine, and the header named a window that ended 4 s after the samples did).
+    let started_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let mut run = Run {
         proc,
         config: config.clone(),
@@ -189,7 +193,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
         agent_version: env!("CARGO_PKG_VERSION").into(),
         node: config.node.clone(),
         kernel: kernel_release(),
-        started_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+        started_unix_ms,
         duration_ms: config.duration.as_millis() as u64,
         frequency_hz: config.frequency_hz,
         targets: resolved.iter().map(|(t, pids)| TargetReport { target: t.to_string(), pids: pids.clone() }).collect(),
