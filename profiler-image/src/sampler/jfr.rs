@@ -486,7 +486,7 @@ fn weigh(
         if let Some(cpu) = used(*tid).filter(|c| *c > 0.0) {
             let frames = vec![format!("{} (JVM thread outside Java code)", name(*tid))];
             distribution.threads.entry(frames.clone()).or_default().push(*tid);
-            distribution.add(frames, cpu);
+            distribution.add_exact(frames, cpu);
         }
     }
     distribution
