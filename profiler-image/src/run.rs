@@ -400,10 +400,11 @@ impl Run {
         if !in_ebpf {
             self.ebpf.add(pid)?;
         }
-        if runtime == Runtime::Java {
+        if matches!(runtime, Runtime::Java | Runtime::Ruby) {
             // Its threads outside Java code (compilers, GC) are shown with their native stacks,
             // which only eBPF sees: counted per thread from now on, while Flight Recorder is
-            // being attached too (which keeps the compilers busy with its own Java code).
+            // being attached too (which keeps the compilers busy with its own Java code). So
+            // are a Ruby process's threads that use the CPU without the interpreter lock.
             self.ebpf.count_by_thread(pid);
         }
         // Why the runtime's own sampler could not take it, when it could not.
@@ -440,10 +441,10 @@ impl Run {
                 }),
             }
         }
+        // Sampled natively: its samples are counted per process again.
+        drop(self.ebpf.take_thread_stacks(pid));
         match runtime {
             Runtime::Java => {
-                // Sampled natively: its samples are counted per process again.
-                drop(self.ebpf.take_thread_stacks(pid));
                 self.ebpf.mark_jit(pid, jit::JAVA_SUFFIX);
                 let cmdline = std::fs::read(self.proc.path().join(format!("{pid}/cmdline"))).unwrap_or_default();
                 let mut hint = refused.map_or_else(String::new, |why| format!("{why}; "));

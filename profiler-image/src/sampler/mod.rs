@@ -10,6 +10,8 @@ pub mod jfr;
 #[cfg(target_os = "linux")]
 pub mod jit;
 #[cfg(target_os = "linux")]
+pub mod native_thread;
+#[cfg(target_os = "linux")]
 pub mod net;
 pub mod oncpu;
 #[cfg(target_os = "linux")]
