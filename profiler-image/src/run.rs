@@ -270,6 +270,11 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
             break;
         }
     }
+    // The runtimes' samplers measure what their recordings weigh up to now, not up to the
+    // last collection below (seconds of symbolizing on a loaded machine).
+    for sampler in run.interpreters.values_mut().flatten() {
+        sampler.window_ended();
+    }
     // A last map dump names what the JIT compiled since the previous one.
     run.refresh_perf_maps();
     for pid in std::mem::take(&mut run.starting_jvms) {

@@ -47,8 +47,11 @@ pub struct JfrSampler {
 
 struct Recording {
     name: String,
-    /// CPU time of each thread when the recording started.
+    /// CPU time of each thread when the recording was asked for (the attach can take seconds:
+    /// the threads' shares are those of the window, as the eBPF magnitude is).
     cpu_at_start: HashMap<u32, u64>,
+    /// CPU time of each thread when the window ended, once it has.
+    cpu_at_end: Option<HashMap<u32, u64>>,
     period_ns: f64,
 }
 
@@ -74,8 +77,9 @@ impl JfrSampler {
     /// deleted.
     fn stop_and_read(&mut self, pid: u32, recording: Recording) -> Result<Distribution, String> {
         let file = format!("/tmp/{}.jfr", recording.name);
+        // Before the recording is stopped and written, which takes the JVM's CPU time too.
+        let cpu_at_end = recording.cpu_at_end.clone().unwrap_or_else(|| thread_cpu(pid));
         let stopped = self.jcmd(pid, &format!("JFR.stop name={} filename={file}", recording.name));
-        let cpu_at_end = thread_cpu(pid);
         if let Err(e) = stopped {
             let _ = remove_in_root(pid, &file);
             return Err(if std::path::Path::new(&format!("/proc/{pid}")).exists() {
@@ -101,6 +105,7 @@ impl RuntimeSampler for JfrSampler {
     fn add(&mut self, pid: u32) -> Result<(), SamplerError> {
         attach_allowed(pid).map_err(SamplerError::Unsupported)?;
         let name = format!("eagle-{}-{pid}", std::process::id());
+        let cpu_at_start = thread_cpu(pid);
         // Only memory buffers (disk=false): nothing is written into the target until the
         // recording is handed over, and nothing stays there after.
         let command = format!(
@@ -122,7 +127,7 @@ impl RuntimeSampler for JfrSampler {
             return Err(SamplerError::Unsupported(format!("the JVM did not start a recording: {}", first_line(&said))));
         }
         let period_ns = if self.profiling == "max" { 1e6 } else { 1e7 };
-        self.running.insert(pid, Recording { name, cpu_at_start: thread_cpu(pid), period_ns });
+        self.running.insert(pid, Recording { name, cpu_at_start, cpu_at_end: None, period_ns });
         Ok(())
     }
 
@@ -143,6 +148,12 @@ impl RuntimeSampler for JfrSampler {
             self.ended.push((pid, Err("the JVM exited during the window: its recording went with it".into())));
         }
         std::mem::take(&mut self.ended)
+    }
+
+    fn window_ended(&mut self) {
+        for (pid, recording) in &mut self.running {
+            recording.cpu_at_end = Some(thread_cpu(*pid));
+        }
     }
 
     fn finish(&mut self) -> Vec<Recorded> {
@@ -564,8 +575,12 @@ mod tests {
 
     #[test]
     fn samples_weigh_their_threads_cpu_time() {
-        let recording =
-            Recording { name: "r".into(), cpu_at_start: HashMap::from([(1, 0), (2, 100), (3, 0)]), period_ns: 1e6 };
+        let recording = Recording {
+            name: "r".into(),
+            cpu_at_start: HashMap::from([(1, 0), (2, 100), (3, 0)]),
+            cpu_at_end: None,
+            period_ns: 1e6,
+        };
         let end = HashMap::from([(1, 3_000), (2, 1_100), (3, 500)]);
         let a = || vec!["main".to_owned(), "a".to_owned()];
         let b = || vec!["worker".to_owned(), "b".to_owned()];

@@ -92,6 +92,11 @@ pub trait RuntimeSampler {
     /// sampler failed on it).
     fn ended(&mut self) -> Vec<Recorded>;
 
+    /// The sampling window ended: what a recording weighs is measured up to now, not up to
+    /// [`RuntimeSampler::finish`], which comes after the last collection (seconds later on a
+    /// loaded machine, while the processes keep running).
+    fn window_ended(&mut self) {}
+
     /// Ends every recording and hands back what each got.
     fn finish(&mut self) -> Vec<Recorded>;
 

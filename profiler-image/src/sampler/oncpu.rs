@@ -217,6 +217,13 @@ impl RuntimeSampler for Recordings {
         done.into_iter().map(|pid| (pid, self.stop(pid).expect("listed above"))).collect()
     }
 
+    /// Every reader stops at its next read; [`RuntimeSampler::finish`] collects them.
+    fn window_ended(&mut self) {
+        for r in self.running.values() {
+            r.stop.store(true, Ordering::Relaxed);
+        }
+    }
+
     fn finish(&mut self) -> Vec<Recorded> {
         for r in self.running.values() {
             r.stop.store(true, Ordering::Relaxed);
