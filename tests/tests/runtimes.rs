@@ -376,8 +376,8 @@ fn java_threads_weigh_their_own_cpu_time() {
     assert!(javac.success());
     let w = start(Command::new("java").arg("-cp").arg(dir.path()).arg("Threads"), Duration::from_secs(2));
     let pid = w.0.id();
-    let busy = thread_named(pid, "busy").expect("Threads.java names its threads");
-    let bursty = thread_named(pid, "bursty").expect("Threads.java names its threads");
+    let busy = thread_named(pid, "busy", Duration::from_secs(20)).expect("Threads.java names its threads");
+    let bursty = thread_named(pid, "bursty", Duration::from_secs(20)).expect("Threads.java names its threads");
     let cpu_log = eagle_tests::CpuLog::start_threads(pid, &[busy, bursty]);
     let run = eagle_tests::Eagle::agent(&dir)
         .args(["--target", &format!("pid:{pid}"), "--duration-ms", "6000", "--frequency", "499"])
@@ -682,12 +682,21 @@ fn ruby_split_holds_at_99_hz() {
     ruby_split_at("99", "8s");
 }
 
-/// The thread of process `pid` whose kernel name is `name`.
-fn thread_named(pid: u32, name: &str) -> Option<u32> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .ok()?
-        .filter_map(|t| t.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .find(|tid| std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).is_ok_and(|c| c.trim() == name))
+/// The thread of process `pid` whose kernel name is `name`, once it has one (a loaded machine
+/// took over 500 ms to start Ruby and name its thread), waiting up to `patience`.
+fn thread_named(pid: u32, name: &str, patience: Duration) -> Option<u32> {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        let found = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.find_map(|t| {
+            let tid = t.ok()?.file_name().to_str()?.parse::<u32>().ok()?;
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok()?;
+            (comm.trim() == name).then_some(tid)
+        });
+        if found.is_some() || std::time::Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// How precise the agent says an interpreted process's shares are, from its stream.
@@ -731,7 +740,8 @@ fn ruby_threads_weigh_their_own_cpu_time() {
         Duration::from_millis(500),
     );
     let pid = w.0.id();
-    let waiter = thread_named(pid, "waiter").expect("threads.rb names its waiting thread `waiter`");
+    let waiter =
+        thread_named(pid, "waiter", Duration::from_secs(20)).expect("threads.rb names its waiting thread `waiter`");
     let cpu_log = eagle_tests::CpuLog::start_threads(pid, &[pid, waiter]);
     let run = eagle_tests::Eagle::agent(&dir)
         .args(["--target", &format!("pid:{pid}"), "--duration-ms", "6000", "--frequency", "499"])
