@@ -658,6 +658,10 @@ impl Run {
             }
             // Idle all along: no stacks, and no CPU time to show.
             Ok(_) if on_cpu.samples == 0 => return,
+            Ok(d) if d.samples == 0 => match &d.note {
+                Some(why) => format!("{sampler} read no stack in the window ({why})"),
+                None => format!("{sampler} read no stack in the window"),
+            },
             Ok(d) => format!("{sampler} read {} stacks but none while it used the CPU", d.samples),
             Err(why) => why,
         };

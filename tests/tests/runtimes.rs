@@ -359,8 +359,9 @@ fn java_split_holds_at_99_hz() {
 /// window (their `schedstat`), within the project's tolerance for the samples of the graph:
 /// each function is all of its thread's Java code, and a thread's share comes from its clock,
 /// not from Flight Recorder's samples. The agent is run on its own, whose stream's header says
-/// when the window began; at 499 Hz, so that a JVM that gets a tenth of a CPU on a loaded
-/// machine still has samples to judge.
+/// when the window began; at 499 Hz and for 10 s, so that a JVM that gets a tenth of a CPU on a
+/// loaded machine still has samples to judge (starting a recording took it over 6 s at a load
+/// of 15).
 #[test]
 fn java_threads_weigh_their_own_cpu_time() {
     if !has_java() {
@@ -380,7 +381,7 @@ fn java_threads_weigh_their_own_cpu_time() {
     let bursty = thread_named(pid, "bursty", Duration::from_secs(20)).expect("Threads.java names its threads");
     let cpu_log = eagle_tests::CpuLog::start_threads(pid, &[busy, bursty]);
     let run = eagle_tests::Eagle::agent(&dir)
-        .args(["--target", &format!("pid:{pid}"), "--duration-ms", "6000", "--frequency", "499"])
+        .args(["--target", &format!("pid:{pid}"), "--duration-ms", "10000", "--frequency", "499"])
         .run();
     let cpu_log = cpu_log.finish();
     run.assert_code(0);

@@ -53,6 +53,8 @@ struct Recording {
     /// CPU time of each thread when the window ended, once it has.
     cpu_at_end: Option<HashMap<u32, u64>>,
     period_ns: f64,
+    /// How long `JFR.start` took to answer (up to [`ATTACH_TIMEOUT`] on a starved JVM).
+    starting: Duration,
 }
 
 impl JfrSampler {
@@ -93,6 +95,15 @@ impl JfrSampler {
         let _ = remove_in_root(pid, &file);
         let bytes = bytes.map_err(|e| format!("the recording could not be read: {e}"))?;
         let samples = read_samples(bytes)?;
+        if samples.is_empty() {
+            // An idle JVM, or a starved one whose recording started late. Its threads' CPU time
+            // alone would show every thread, those in Java code too, as outside Java code: if it
+            // used the CPU, its native stacks are what is known (see `Run::settle`).
+            let mut nothing = Distribution::default();
+            nothing.note =
+                Some(format!("starting Flight Recorder took {:.1} s of the window", recording.starting.as_secs_f64()));
+            return Ok(nothing);
+        }
         Ok(weigh(samples, &recording, &cpu_at_end, |tid| thread_name(pid, tid)))
     }
 }
@@ -106,6 +117,7 @@ impl RuntimeSampler for JfrSampler {
         attach_allowed(pid).map_err(SamplerError::Unsupported)?;
         let name = format!("eagle-{}-{pid}", std::process::id());
         let cpu_at_start = thread_cpu(pid);
+        let asked = Instant::now();
         // Only memory buffers (disk=false): nothing is written into the target until the
         // recording is handed over, and nothing stays there after.
         let command = format!(
@@ -127,7 +139,8 @@ impl RuntimeSampler for JfrSampler {
             return Err(SamplerError::Unsupported(format!("the JVM did not start a recording: {}", first_line(&said))));
         }
         let period_ns = if self.profiling == "max" { 1e6 } else { 1e7 };
-        self.running.insert(pid, Recording { name, cpu_at_start, cpu_at_end: None, period_ns });
+        let starting = asked.elapsed();
+        self.running.insert(pid, Recording { name, cpu_at_start, cpu_at_end: None, period_ns, starting });
         Ok(())
     }
 
@@ -580,6 +593,7 @@ mod tests {
             cpu_at_start: HashMap::from([(1, 0), (2, 100), (3, 0)]),
             cpu_at_end: None,
             period_ns: 1e6,
+            starting: Duration::ZERO,
         };
         let end = HashMap::from([(1, 3_000), (2, 1_100), (3, 500)]);
         let a = || vec!["main".to_owned(), "a".to_owned()];

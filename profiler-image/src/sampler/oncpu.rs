@@ -30,6 +30,8 @@ pub struct Distribution {
     /// GC threads: one frame, their name), with the ids of those threads: where eBPF sampled
     /// them, their native stacks take the stack's place ([`Distribution::apportion_threads`]).
     pub threads: HashMap<Vec<String>, Vec<u32>>,
+    /// What the sampler knows of why it read nothing, for the report.
+    pub note: Option<String>,
 }
 
 impl Distribution {
