@@ -34,6 +34,9 @@ pub const RB_SUFFIX: &str = " [rb]_[j]";
 /// it, its native stacks go under it.
 pub const OUTSIDE_RUBY: &str = "(thread outside Ruby code)";
 
+/// Per-thread weights are used when at most one read in this many could not name its thread.
+const MAX_UNTOLD_READS_IN: u64 = 10;
+
 /// The sampler: one rbspy reading thread per process (see [`Recordings`]).
 pub fn sampler(rate_hz: u64) -> Recordings {
     Recordings::new("rbspy", "Ruby", rate_hz, record)
@@ -54,10 +57,13 @@ fn record(pid: u32, rate_hz: u64, stop: &AtomicBool) -> Result<Distribution, Str
     sampler.start(traces, results).map_err(|e| format!("rbspy cannot read this Ruby process: {e}"))?;
     let period = 1.0 / rate_hz.max(1) as f64;
     let mut rng = rand::rng();
-    let mut distribution = Distribution::default();
+    // Weighed both ways: by the process's clock always, per thread where the process's C
+    // library says how to tell a thread's kernel id.
+    let mut by_process = Distribution::default();
     let mut weights = ReceiptWeights::default();
-    // Per thread where the process's C library says how; by the process's clock otherwise.
-    let mut threads = NativeThreadIds::of(pid).ok().map(|ids| (ids, ThreadWeights::default()));
+    let mut by_thread =
+        NativeThreadIds::of(pid).ok().map(|ids| (ids, ThreadWeights::default(), Distribution::default()));
+    let mut untold = 0u64;
     loop {
         if stop.load(Ordering::Relaxed) {
             sampler.stop();
@@ -66,31 +72,40 @@ fn record(pid: u32, rate_hz: u64, stop: &AtomicBool) -> Result<Distribution, Str
         }
         match trace_receiver.recv_timeout(Duration::from_millis(500)) {
             Ok(trace) => {
-                let spent = match &mut threads {
-                    Some((ids, weights)) => {
-                        let tid = trace.thread_id.and_then(|pthread| ids.tid(pthread));
-                        weights.received(tid, |tid| thread_cpu_ns(pid, tid), || all_threads_cpu_ns(pid))
-                    }
-                    None => weights.received(clock.now_ns()),
-                };
-                distribution.samples += 1;
+                let spent = weights.received(clock.now_ns());
                 let frames: Vec<String> =
                     trace.trace.iter().rev().map(|f| format!("{}{RB_SUFFIX}", rbspy_frame(&f.to_string()))).collect();
+                by_process.samples += 1;
+                if let Some((ids, weights, distribution)) = &mut by_thread {
+                    let tid = trace.thread_id.and_then(|pthread| ids.tid(pthread));
+                    untold += u64::from(tid.is_none());
+                    let spent = weights.received(tid, |tid| thread_cpu_ns(pid, tid), || all_threads_cpu_ns(pid));
+                    distribution.samples += 1;
+                    if !frames.is_empty() {
+                        distribution.add(frames.clone(), spent as f64);
+                    }
+                }
                 if !frames.is_empty() {
-                    distribution.add(frames, spent as f64);
+                    by_process.add(frames, spent as f64);
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
-    if let Some((_, weights)) = threads {
-        for (tid, spent) in weights.unread(&all_threads_cpu_ns(pid)) {
-            let frames = vec![format!("{} {OUTSIDE_RUBY}", thread_name(pid, tid))];
-            distribution.threads.entry(frames.clone()).or_default().push(tid);
-            distribution.add_exact(frames, spent as f64);
+    let distribution = match by_thread {
+        // Per thread when (nearly) every read named a thread of the process: a Ruby whose
+        // thread rbspy cannot name would otherwise show all its time outside Ruby code.
+        Some((_, weights, mut distribution)) if untold * MAX_UNTOLD_READS_IN <= distribution.samples => {
+            for (tid, spent) in weights.unread(&all_threads_cpu_ns(pid)) {
+                let frames = vec![format!("{} {OUTSIDE_RUBY}", thread_name(pid, tid))];
+                distribution.threads.entry(frames.clone()).or_default().push(tid);
+                distribution.add_exact(frames, spent as f64);
+            }
+            distribution
         }
-    }
+        _ => by_process,
+    };
     drain_result(&result_receiver, distribution)
 }
 
