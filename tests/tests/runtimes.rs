@@ -375,7 +375,11 @@ fn java_threads_weigh_their_own_cpu_time() {
         .status()
         .unwrap();
     assert!(javac.success());
-    let w = start(Command::new("java").arg("-cp").arg(dir.path()).arg("Threads"), Duration::from_secs(2));
+    // In the test's directory: attaching makes the JVM create `.attach_pid<PID>` in its own.
+    let w = start(
+        Command::new("java").arg("-cp").arg(dir.path()).arg("Threads").current_dir(dir.path()),
+        Duration::from_secs(2),
+    );
     let pid = w.0.id();
     let busy = thread_named(pid, "busy", Duration::from_secs(20)).expect("Threads.java names its threads");
     let bursty = thread_named(pid, "bursty", Duration::from_secs(20)).expect("Threads.java names its threads");
