@@ -13,7 +13,9 @@
 //! - [`skip`] / [`skip_unless!`] / [`require_sampling!`]: one rule for a test that cannot run
 //!   here: only a missing capability skips; the skip is printed, counted, and fails in CI.
 //! - [`apiserver`]: a Kubernetes API server double, for the cluster mode without a cluster.
-//! - [`cluster`]: why a real cluster runs no pods (pods, nodes, events), for failure messages.
+//! - [`cluster`]: for the tests against a real cluster, [`cluster::TestNamespace`] (a namespace
+//!   of the test's own, its workloads and the `kubectl-eagle` commands run in it, removed on
+//!   drop), and why the cluster runs no pods (pods, nodes, events), for failure messages.
 //! - [`receiver`]: a recorded-request double of an HTTP receiver, for `--push`.
 //!
 //! Modules: this file (binaries, the e2e cluster, groundtruth, preconditions, the skip rule,
@@ -172,6 +174,15 @@ const CHAINS_FLAGS: [&str; 3] = ["-O2", "-g", "-Wall"];
 pub fn chains() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| build_c("images/chains/chains.c", "chains", &CHAINS_FLAGS))
+}
+
+/// The lockstep binary (`images/lockstep/lockstep.c`): splits its CPU time 60/30/10 over
+/// `cpu_60`, `cpu_30` and `cpu_10` by the phase of the clock in each period of a frequency it is
+/// given, the worst case for a sampler with a fixed period. Built and cached as [`groundtruth`]
+/// is.
+pub fn lockstep() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| build_c("images/lockstep/lockstep.c", "lockstep", &CHAINS_FLAGS))
 }
 
 /// chains built with neither unwind tables for its own code nor frame pointers: what an

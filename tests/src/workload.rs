@@ -264,16 +264,25 @@ impl CpuLog {
         let thread = std::thread::spawn(move || {
             let mut readings = Vec::new();
             let mut failed = 0;
-            while !stopped.load(Ordering::Relaxed) {
+            let read = |readings: &mut Vec<(u64, Vec<u64>)>| {
                 let cpu: Option<Vec<u64>> = clocks.iter().map(Clock::read).collect();
-                match cpu {
-                    Some(cpu) => readings.push((clock_ns(libc::CLOCK_REALTIME).expect("the wall clock reads"), cpu)),
+                readings.push((clock_ns(libc::CLOCK_REALTIME).expect("the wall clock reads"), cpu?));
+                Some(())
+            };
+            while !stopped.load(Ordering::Relaxed) {
+                if read(&mut readings).is_none() {
                     // A clock that fails a second on end is gone (its process or thread ended).
-                    None if failed >= CPU_LOG_GONE_AFTER => break,
-                    None => failed += 1,
+                    if failed >= CPU_LOG_GONE_AFTER {
+                        return CpuReadings { readings, failed };
+                    }
+                    failed += 1;
                 }
                 std::thread::sleep(CPU_LOG_EVERY);
             }
+            // One more as it stops: the last one of the loop may be a sleep (or, on a busy
+            // machine, a long wait for the CPU) older than the moment it was asked to stop, which
+            // the window it is asked about may reach.
+            let _ = read(&mut readings);
             CpuReadings { readings, failed }
         });
         Self { stop, thread }

@@ -13,12 +13,11 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use eagle_proto::FoldedStacks;
-use k8s_openapi::api::apps::v1::Deployment;
+use eagle_tests::cluster::{is_running, TestNamespace, POD_WAIT_S};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{DeleteParams, ListParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::api::ListParams;
+use kube::Api;
+use serde_json::json;
 
 /// images/python/groundtruth.py on a Python interpreter (scripts/lab/build-images.sh).
 fn python_groundtruth_image() -> String {
@@ -28,89 +27,42 @@ fn python_groundtruth_image() -> String {
 
 /// A namespace of the test's own with sample deployments; deleted on drop.
 struct Fixture {
-    rt: tokio::runtime::Runtime,
-    client: Client,
-    kubeconfig: PathBuf,
-    namespace: String,
-    dir: PathBuf,
+    ns: TestNamespace,
 }
 
 impl Fixture {
     fn new(kubeconfig: PathBuf, name: &str) -> Self {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let client = rt.block_on(async {
-            let kc = Kubeconfig::read_from(&kubeconfig).unwrap();
-            let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
-            Client::try_from(config).unwrap()
-        });
-        let suffix =
-            format!("{:x}", std::process::id() ^ Instant::now().elapsed().subsec_nanos() ^ (name.len() as u32 * 7919));
-        let namespace = format!("eagle-e2e-{name}-{suffix}");
-        let dir = std::env::temp_dir().join(&namespace);
-        std::fs::create_dir_all(&dir).unwrap();
-        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}})).unwrap();
-        rt.block_on(Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns)).unwrap();
-        Fixture { rt, client, kubeconfig, namespace, dir }
+        Fixture { ns: TestNamespace::new(kubeconfig, name) }
     }
 
     /// A groundtruth deployment, waited for until every replica runs.
-    fn deploy(&self, name: &str, replicas: i32, args: &[&str]) {
+    fn deploy(&self, name: &str, replicas: usize, args: &[&str]) {
         self.deploy_image(name, &eagle_tests::e2e_groundtruth_image(), replicas, args, None)
     }
 
     /// A deployment of `image`, waited for until every replica runs; as user `run_as` if given.
-    fn deploy_image(&self, name: &str, image: &str, replicas: i32, args: &[&str], run_as: Option<i64>) {
-        let d: Deployment = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": name, "namespace": self.namespace},
-            "spec": {
-                "replicas": replicas,
-                "selector": {"matchLabels": {"app": name}},
-                "template": {
-                    "metadata": {"labels": {"app": name}},
-                    "spec": {
-                        "terminationGracePeriodSeconds": 1,
-                        "automountServiceAccountToken": false,
-                        "securityContext": run_as.map(|uid| serde_json::json!({"runAsUser": uid, "runAsNonRoot": true})),
-                        "containers": [{"name": "app", "image": image, "imagePullPolicy": "IfNotPresent", "args": args}]
-                    }
-                }
-            }
-        }))
-        .unwrap();
-        let api: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
-        self.rt.block_on(api.create(&PostParams::default(), &d)).unwrap();
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let list = self.rt.block_on(pods.list(&ListParams::default().labels(&format!("app={name}")))).unwrap();
-            let running = list
-                .items
-                .iter()
-                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-                .count();
-            if running == replicas as usize {
-                return;
-            }
-            if Instant::now() >= deadline {
-                let why = self.rt.block_on(eagle_tests::cluster::why_pods_wait(
-                    &self.client,
-                    &self.namespace,
-                    Some(&format!("app={name}")),
-                ));
-                panic!("deployment {name}: only {running}/{replicas} pods Running after 120 s:{why}");
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
+    fn deploy_image(&self, name: &str, image: &str, replicas: usize, args: &[&str], run_as: Option<i64>) {
+        self.ns.create_deployment(
+            name,
+            replicas,
+            json!({
+                "securityContext": run_as.map(|uid| json!({"runAsUser": uid, "runAsNonRoot": true})),
+                "containers": [{"name": "app", "image": image, "imagePullPolicy": "IfNotPresent", "args": args}]
+            }),
+        );
+        let mut running = 0;
+        self.ns
+            .wait_for_pods(name, |pods| {
+                running = pods.iter().filter(|p| is_running(p)).count();
+                (running == replicas).then_some(())
+            })
+            .unwrap_or_else(|why| {
+                panic!("deployment {name}: only {running}/{replicas} pods Running after {POD_WAIT_S} s:{why}")
+            });
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(eagle_tests::kubectl_eagle());
-        cmd.arg("profile").args(args).arg("-n").arg(&self.namespace).arg("--kubeconfig").arg(&self.kubeconfig);
-        if let Ok(image) = std::env::var("EAGLE_E2E_AGENT_IMAGE") {
-            cmd.arg("--image").arg(image);
-        }
-        cmd.current_dir(&self.dir);
-        cmd
+        self.ns.kubectl_eagle("profile", args)
     }
 
     fn profile(&self, args: &[&str]) -> Output {
@@ -125,22 +77,13 @@ impl Fixture {
 
     /// The Jobs a run left in the profiling namespace.
     fn jobs_of_run(&self, run_id: &str) -> Vec<String> {
-        let api: Api<Job> = Api::namespaced(self.client.clone(), "kube-eagle");
-        let list =
-            self.rt.block_on(api.list(&ListParams::default().labels(&format!("kube-eagle.io/run={run_id}")))).unwrap();
+        let api: Api<Job> = Api::namespaced(self.ns.client.clone(), "kube-eagle");
+        let list = self
+            .ns
+            .rt
+            .block_on(api.list(&ListParams::default().labels(&format!("kube-eagle.io/run={run_id}"))))
+            .unwrap();
         list.items.into_iter().filter_map(|j| j.metadata.name).collect()
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let api: Api<Namespace> = Api::all(self.client.clone());
-        let _ = self.rt.block_on(api.delete(&self.namespace, &DeleteParams::background()));
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -199,7 +142,7 @@ fn deployment_with_two_replicas_shows_the_true_split_per_pod() {
     let out = fx.profile(&["deployment/api", "-d", "5s", "-f", "499", "-o", "api.folded", "--group-by", "pod"]);
     assert_eq!(out.status.code(), Some(0));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let folded = read_folded(&fx.path("api.folded"));
+    let folded = read_folded(&fx.ns.path("api.folded"));
     // Two busy pods for 5 s at 499 Hz are at most 4,990 samples; on a two-core lab node the
     // control plane and the agent take their part of the CPU, so ask for a fifth of that.
     assert!(folded.total() > 1000, "{} samples from two busy pods over 5 s at 499 Hz", folded.total());
@@ -213,7 +156,7 @@ fn deployment_with_two_replicas_shows_the_true_split_per_pod() {
     assert_eq!(pods.len(), 2, "both replicas appear: {pods:?}");
     // Both replicas spin alike: neither may be starved of samples.
     assert!(pods.values().all(|&n| n * 4 > folded.total()), "each replica has over a quarter: {pods:?}");
-    assert!(folded.iter().all(|(s, _)| s.starts_with(&format!("namespace/{};deployment/api;pod/", fx.namespace))));
+    assert!(folded.iter().all(|(s, _)| s.starts_with(&format!("namespace/{};deployment/api;pod/", fx.ns.namespace))));
     assert!(fx.jobs_of_run(&run_id(&stderr)).is_empty(), "the run's Jobs are deleted");
 }
 
@@ -224,10 +167,10 @@ fn namespace_target_renders_every_workload_in_one_svg() {
     let fx = Fixture::new(kc, "ns");
     fx.deploy("api", 1, &[]);
     fx.deploy("worker", 1, &["--syscalls"]);
-    let target = format!("namespace/{}", fx.namespace);
+    let target = format!("namespace/{}", fx.ns.namespace);
     let out = fx.profile(&[&target, "-d", "4s", "-f", "199", "-o", "shop.svg", "--group-by", "workload"]);
     assert_eq!(out.status.code(), Some(0));
-    let svg = std::fs::read_to_string(fx.path("shop.svg")).unwrap();
+    let svg = std::fs::read_to_string(fx.ns.path("shop.svg")).unwrap();
     assert!(svg.starts_with("<?xml") && svg.trim_end().ends_with("</svg>"));
     // Kernel frames: inferno shows `do_syscall_64_[k]` as `do_syscall_64`, in the kernel color.
     for expected in ["deployment/api", "deployment/worker", "cpu_60", "getppid", "do_syscall_64", "199 Hz"] {
@@ -246,14 +189,14 @@ fn python_and_native_pods_in_one_namespace_share_one_graph() {
     fx.deploy("native", 1, &[]);
     // Not root, in its own mount namespace: py-spy reaches it from the agent's pod all the same.
     fx.deploy_image("py", &python_groundtruth_image(), 1, &[], Some(65534));
-    let target = format!("namespace/{}", fx.namespace);
+    let target = format!("namespace/{}", fx.ns.namespace);
     let out = fx.profile(&[&target, "-d", "5s", "-f", "499", "-o", "mixed.folded", "--group-by", "workload"]);
     assert_eq!(out.status.code(), Some(0));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(": python, sampled by py-spy"), "the Python process is routed to py-spy");
     assert!(stderr.contains(": native, sampled by ebpf"), "the native one to eBPF");
-    let folded = read_folded(&fx.path("mixed.folded"));
-    let ns = &fx.namespace;
+    let folded = read_folded(&fx.ns.path("mixed.folded"));
+    let ns = &fx.ns.namespace;
     let native = under(&folded, &format!("namespace/{ns};deployment/native;"));
     let python = under(&folded, &format!("namespace/{ns};deployment/py;"));
     assert!(
@@ -290,22 +233,9 @@ fn ctrl_c_writes_a_partial_profile_and_leaves_no_job() {
         .unwrap();
     let pid = child.id();
     // Interrupt once sampling has run a few seconds: the agent's pod is Running by then.
-    let pods: Api<Pod> = Api::namespaced(fx.client.clone(), "kube-eagle");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let list = fx
-            .rt
-            .block_on(pods.list(&ListParams::default().labels("app.kubernetes.io/managed-by=kube-eagle")))
-            .unwrap();
-        let running = list.items.iter().any(|p| {
-            p.metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get("kube-eagle.io/target"))
-                .is_some_and(|t| t.contains(&fx.namespace))
-                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-        });
-        if running {
+        if !fx.ns.running_agents("kube-eagle").is_empty() {
             break;
         }
         assert!(Instant::now() < deadline, "the profiling pod never ran");
@@ -318,7 +248,7 @@ fn ctrl_c_writes_a_partial_profile_and_leaves_no_job() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stderr}");
     assert_eq!(out.status.code(), Some(7), "interrupted runs are partial");
-    let folded = read_folded(&fx.path("api.folded"));
+    let folded = read_folded(&fx.ns.path("api.folded"));
     assert!(folded.total() > 200, "what was sampled before Ctrl-C is kept: {} samples", folded.total());
     assert_groundtruth_split(&folded, 5.0);
     assert!(fx.jobs_of_run(&run_id(&stderr)).is_empty(), "no Job left behind");
@@ -349,6 +279,6 @@ fn a_bad_image_fails_the_node_with_the_reason_and_leaves_nothing() {
             || stderr.contains("FAILED: ImagePullBackOff"),
         "{stderr}"
     );
-    assert!(!fx.path("api.svg").exists(), "no graph pretends to be a result");
+    assert!(!fx.ns.path("api.svg").exists(), "no graph pretends to be a result");
     assert!(fx.jobs_of_run(&run_id(&stderr)).is_empty());
 }

@@ -15,14 +15,12 @@
 //! CLI's own).
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
-use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use eagle_tests::cluster::{is_running, TestNamespace, POD_WAIT_S};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use kube::api::{ListParams, LogParams, PostParams};
+use kube::Api;
 use serde_json::{json, Value};
 
 /// Requests the client makes, and at what rate: 10 s of traffic.
@@ -43,28 +41,16 @@ fn source(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// The test's namespace with its server and client; deleted on drop.
 struct Fixture {
-    rt: tokio::runtime::Runtime,
-    client: Client,
-    kubeconfig: PathBuf,
-    namespace: String,
-    dir: PathBuf,
+    ns: TestNamespace,
 }
 
 impl Fixture {
     fn new(kubeconfig: PathBuf) -> Self {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let client = rt.block_on(async {
-            let kc = Kubeconfig::read_from(&kubeconfig).unwrap();
-            let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
-            Client::try_from(config).unwrap()
-        });
-        let namespace = format!("eagle-e2e-net-{:x}", std::process::id());
-        let dir = std::env::temp_dir().join(&namespace);
-        std::fs::create_dir_all(&dir).unwrap();
-        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
-        rt.block_on(Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns)).unwrap();
-        Fixture { rt, client, kubeconfig, namespace, dir }
+        let mut ns = TestNamespace::connect(kubeconfig, format!("eagle-e2e-net-{:x}", std::process::id()));
+        ns.create();
+        Fixture { ns }
     }
 
     /// A one-replica deployment of the python image on `node` running `python3 -u -c SCRIPT ARGS`;
@@ -72,63 +58,34 @@ impl Fixture {
     fn deploy(&self, name: &str, node: &str, script: &str, args: &[String]) -> Pod {
         let mut command = vec!["/usr/bin/python3.11".to_owned(), "-u".into(), "-c".into(), script.to_owned()];
         command.extend(args.iter().cloned());
-        let d: Deployment = serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": self.namespace},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": {"app": name}},
-                "template": {
-                    "metadata": {"labels": {"app": name}},
-                    "spec": {
-                        "nodeName": node,
-                        "terminationGracePeriodSeconds": 1,
-                        "automountServiceAccountToken": false,
-                        "containers": [{"name": "app", "image": python_image(), "imagePullPolicy": "IfNotPresent", "command": command}]
-                    }
-                }
-            }
-        }))
-        .unwrap();
-        let api: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
-        self.rt.block_on(api.create(&PostParams::default(), &d)).unwrap();
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let list = self.rt.block_on(pods.list(&ListParams::default().labels(&format!("app={name}")))).unwrap();
-            let running = list.items.into_iter().find(|p| {
-                let status = p.status.as_ref();
-                status.and_then(|s| s.phase.as_deref()) == Some("Running")
-                    && status.and_then(|s| s.pod_ip.as_ref()).is_some()
-            });
-            if let Some(pod) = running {
-                return pod;
-            }
-            if Instant::now() >= deadline {
-                let selector = format!("app={name}");
-                let why = self.rt.block_on(eagle_tests::cluster::why_pods_wait(
-                    &self.client,
-                    &self.namespace,
-                    Some(&selector),
-                ));
-                panic!("deployment {name}: no pod Running after 120 s:{why}");
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        self.ns.create_deployment(
+            name,
+            1,
+            json!({
+                "nodeName": node,
+                "containers": [{"name": "app", "image": python_image(), "imagePullPolicy": "IfNotPresent", "command": command}]
+            }),
+        );
+        self.ns
+            .wait_for_pods(name, |pods| {
+                pods.into_iter().find(|p| is_running(p) && p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some())
+            })
+            .unwrap_or_else(|why| panic!("deployment {name}: no pod Running after {POD_WAIT_S} s:{why}"))
     }
 
     fn service(&self, name: &str) {
         let s: Service = serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": self.namespace},
+            "metadata": {"name": name, "namespace": self.ns.namespace},
             "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]}
         }))
         .unwrap();
-        let api: Api<Service> = Api::namespaced(self.client.clone(), &self.namespace);
-        self.rt.block_on(api.create(&PostParams::default(), &s)).unwrap();
+        let api: Api<Service> = Api::namespaced(self.ns.client.clone(), &self.ns.namespace);
+        self.ns.rt.block_on(api.create(&PostParams::default(), &s)).unwrap();
     }
 
     /// The first node that takes pods.
     fn node(&self) -> String {
-        let nodes = self.rt.block_on(Api::<Node>::all(self.client.clone()).list(&ListParams::default())).unwrap();
+        let nodes = self.ns.rt.block_on(Api::<Node>::all(self.ns.client.clone()).list(&ListParams::default())).unwrap();
         nodes
             .items
             .into_iter()
@@ -139,24 +96,16 @@ impl Fixture {
 
     /// The client's own measurement: the JSON line its log ends with, once it is there.
     fn client_measurement(&self, pod: &str, timeout: Duration) -> Value {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let pods: Api<Pod> = Api::namespaced(self.ns.client.clone(), &self.ns.namespace);
         let deadline = Instant::now() + timeout;
         loop {
-            let log = self.rt.block_on(pods.logs(pod, &LogParams::default())).unwrap_or_default();
+            let log = self.ns.rt.block_on(pods.logs(pod, &LogParams::default())).unwrap_or_default();
             if let Some(line) = log.lines().rev().find(|l| l.starts_with('{')) {
                 return serde_json::from_str(line).unwrap_or_else(|e| panic!("client output {line}: {e}"));
             }
             assert!(Instant::now() < deadline, "the client printed no measurement within {timeout:?}; its log:\n{log}");
             std::thread::sleep(Duration::from_secs(1));
         }
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let api: Api<Namespace> = Api::all(self.client.clone());
-        let _ = self.rt.block_on(api.delete(&self.namespace, &DeleteParams::background()));
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -204,19 +153,24 @@ fn a_client_pod_calling_a_server_pod_agrees_with_what_the_client_measured() {
     let load = fx.deploy("load", &node, &client, &client_args);
     let load_pod = load.metadata.name.clone().unwrap();
 
-    let report = fx.dir.join("net.json");
-    let mut cmd = Command::new(eagle_tests::kubectl_eagle());
-    cmd.args(["net", "deployment/web", "deployment/load", "-d", WINDOW, "-o"])
-        .arg(&report)
-        .arg("-n")
-        .arg(&fx.namespace)
-        .arg("--kubeconfig")
-        .arg(&fx.kubeconfig)
-        .args(["--max-p99", "http:/api/.*=10s"]);
-    if let Ok(image) = std::env::var("EAGLE_E2E_AGENT_IMAGE") {
-        cmd.arg("--image").arg(image);
-    }
-    let out = cmd.output().unwrap();
+    let report = fx.ns.path("net.json");
+    let out = fx
+        .ns
+        .kubectl_eagle(
+            "net",
+            &[
+                "deployment/web",
+                "deployment/load",
+                "-d",
+                WINDOW,
+                "-o",
+                report.to_str().unwrap(),
+                "--max-p99",
+                "http:/api/.*=10s",
+            ],
+        )
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "kubectl-eagle net: {stderr}");
     let truth = fx.client_measurement(&load_pod, Duration::from_secs(30));
@@ -257,7 +211,7 @@ fn a_client_pod_calling_a_server_pod_agrees_with_what_the_client_measured() {
         .unwrap_or_else(|| panic!("no row of the client towards {web_ip}:8080: {text}"));
     assert_eq!(
         to_server["peer_name"].as_str(),
-        Some(format!("{}/pod/{}", fx.namespace, web.metadata.name.as_deref().unwrap())).as_deref()
+        Some(format!("{}/pod/{}", fx.ns.namespace, web.metadata.name.as_deref().unwrap())).as_deref()
     );
     eagle_tests::within(
         "bytes sent",
@@ -273,7 +227,8 @@ fn a_client_pod_calling_a_server_pod_agrees_with_what_the_client_measured() {
     );
 
     // The edge client -> server on the map, seen from both ends.
-    let (client, server) = (format!("{}/deployment/load", fx.namespace), format!("{}/deployment/web", fx.namespace));
+    let (client, server) =
+        (format!("{}/deployment/load", fx.ns.namespace), format!("{}/deployment/web", fx.ns.namespace));
     let edges = net["edges"].as_array().unwrap();
     for side in ["client", "server"] {
         let edge = edges

@@ -24,12 +24,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use eagle_proto::FoldedStacks;
-use k8s_openapi::api::apps::v1::Deployment;
+use eagle_tests::cluster::{self, is_running, TestNamespace, POD_WAIT_S};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::Api;
 use serde_json::{json, Value};
 
 /// The locked namespace the CLI runs its Jobs in by default.
@@ -40,11 +39,7 @@ const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 
 /// A namespace of the test's own with sample deployments; deleted on drop.
 struct Fixture {
-    rt: tokio::runtime::Runtime,
-    client: Client,
-    kubeconfig: PathBuf,
-    namespace: String,
-    dir: PathBuf,
+    ns: TestNamespace,
 }
 
 impl Fixture {
@@ -52,17 +47,8 @@ impl Fixture {
     /// schedulable nodes.
     fn new(name: &str, nodes: usize) -> Option<Self> {
         let kubeconfig = eagle_tests::e2e_kubeconfig()?;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let client = rt.block_on(async {
-            let kc = Kubeconfig::read_from(&kubeconfig).unwrap();
-            let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
-            Client::try_from(config).unwrap()
-        });
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-        let suffix = format!("{:x}", std::process::id() ^ nanos ^ (name.len() as u32 * 7919));
-        let namespace = format!("eagle-e2e-{name}-{suffix}");
-        let dir = std::env::temp_dir().join(&namespace);
-        let fx = Fixture { rt, client, kubeconfig, namespace, dir };
+        let namespace = format!("eagle-e2e-{name}-{}", cluster::unique_suffix(name));
+        let mut fx = Fixture { ns: TestNamespace::connect(kubeconfig, namespace) };
         // A node that was just down (the kubelet test) keeps its NoSchedule taint for a few
         // seconds after it is Ready again: wait a little before calling the cluster too small.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -72,26 +58,24 @@ impl Fixture {
             ready = fx.ready_nodes();
         }
         if ready.len() < nodes {
-            let why = fx.rt.block_on(eagle_tests::cluster::why_nodes_refuse(&fx.client));
+            let why = fx.ns.rt.block_on(cluster::why_nodes_refuse(&fx.ns.client));
             eagle_tests::skip(&format!(
                 "needs {nodes} Ready schedulable nodes, the cluster has {} ({ready:?}); the lab runs 3 unless EAGLE_LAB_NODES says otherwise:{why}",
                 ready.len()
             ));
             return None;
         }
-        std::fs::create_dir_all(&fx.dir).unwrap();
-        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": fx.namespace}})).unwrap();
-        fx.rt.block_on(Api::<Namespace>::all(fx.client.clone()).create(&PostParams::default(), &ns)).unwrap();
+        fx.ns.create();
         Some(fx)
     }
 
     fn node_count(&self) -> usize {
-        self.rt.block_on(Api::<Node>::all(self.client.clone()).list(&ListParams::default())).unwrap().items.len()
+        self.ns.rt.block_on(Api::<Node>::all(self.ns.client.clone()).list(&ListParams::default())).unwrap().items.len()
     }
 
     /// Nodes that are Ready and accept pods, by name.
     fn ready_nodes(&self) -> Vec<String> {
-        let nodes = self.rt.block_on(Api::<Node>::all(self.client.clone()).list(&ListParams::default())).unwrap();
+        let nodes = self.ns.rt.block_on(Api::<Node>::all(self.ns.client.clone()).list(&ListParams::default())).unwrap();
         nodes
             .items
             .into_iter()
@@ -124,93 +108,51 @@ impl Fixture {
                 {"matchFields": [{"key": "metadata.name", "operator": "In", "values": nodes}]}
             ]}});
         }
-        let d: Deployment = serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": self.namespace},
-            "spec": {
-                "replicas": replicas,
-                "selector": {"matchLabels": {"app": name}},
-                "template": {
-                    "metadata": {"labels": {"app": name}},
-                    "spec": {
-                        "terminationGracePeriodSeconds": 1,
-                        "automountServiceAccountToken": false,
-                        "affinity": affinity,
-                        "containers": [{
-                            "name": "app",
-                            "image": eagle_tests::e2e_groundtruth_image(),
-                            "imagePullPolicy": "IfNotPresent"
-                            // No CPU request, as the other tests' pods: BestEffort pods of a
-                            // test that follows this one too closely would otherwise be
-                            // starved by these (a request buys CPU weight on the node).
-                        }]
-                    }
-                }
-            }
-        }))
-        .unwrap();
-        let api: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
-        self.rt.block_on(api.create(&PostParams::default(), &d)).unwrap();
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let list = self.rt.block_on(pods.list(&ListParams::default().labels(&format!("app={name}")))).unwrap();
-            let running: BTreeMap<String, String> = list
-                .items
+        self.ns.create_deployment(
+            name,
+            replicas,
+            json!({
+                "affinity": affinity,
+                "containers": [{
+                    "name": "app",
+                    "image": eagle_tests::e2e_groundtruth_image(),
+                    "imagePullPolicy": "IfNotPresent"
+                    // No CPU request, as the other tests' pods: BestEffort pods of a
+                    // test that follows this one too closely would otherwise be
+                    // starved by these (a request buys CPU weight on the node).
+                }]
+            }),
+        );
+        let mut running = BTreeMap::new();
+        let waited = self.ns.wait_for_pods(name, |pods| {
+            running = pods
                 .iter()
-                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+                .filter(|p| is_running(p))
                 .filter_map(|p| Some((p.metadata.name.clone()?, p.spec.as_ref()?.node_name.clone()?)))
                 .collect();
-            if running.len() == replicas {
-                let nodes: BTreeSet<&String> = running.values().collect();
-                assert_eq!(nodes.len(), replicas, "one replica per node: {running:?}");
-                return running;
-            }
-            if Instant::now() >= deadline {
-                let why = self.rt.block_on(eagle_tests::cluster::why_pods_wait(
-                    &self.client,
-                    &self.namespace,
-                    Some(&format!("app={name}")),
-                ));
-                panic!("deployment {name}: {}/{replicas} pods Running after 120 s: {running:?}{why}", running.len());
-            }
-            std::thread::sleep(Duration::from_millis(500));
+            (running.len() == replicas).then_some(())
+        });
+        if let Err(why) = waited {
+            panic!(
+                "deployment {name}: {}/{replicas} pods Running after {POD_WAIT_S} s: {running:?}{why}",
+                running.len()
+            );
         }
-    }
-
-    fn command(&self, subcommand: &str, args: &[&str]) -> Command {
-        let mut cmd = Command::new(eagle_tests::kubectl_eagle());
-        cmd.arg(subcommand).args(args).arg("--kubeconfig").arg(&self.kubeconfig);
-        if subcommand == "profile" {
-            cmd.arg("-n").arg(&self.namespace);
-            if let Ok(image) = std::env::var("EAGLE_E2E_AGENT_IMAGE") {
-                cmd.arg("--image").arg(image);
-            }
-        }
-        cmd.current_dir(&self.dir);
-        cmd
-    }
-
-    fn run(&self, subcommand: &str, args: &[&str]) -> Output {
-        let out = self.command(subcommand, args).output().unwrap();
-        eprintln!(
-            "kubectl-eagle {subcommand} {args:?}: {}\n--- stdout\n{}--- stderr\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        let nodes: BTreeSet<&String> = running.values().collect();
+        assert_eq!(nodes.len(), replicas, "one replica per node: {running:?}");
+        running
     }
 
     fn jobs_of_run(&self, run_id: &str) -> Vec<Job> {
-        let api: Api<Job> = Api::namespaced(self.client.clone(), EAGLE_NS);
+        let api: Api<Job> = Api::namespaced(self.ns.client.clone(), EAGLE_NS);
         let lp = ListParams::default().labels(&format!("{RUN_LABEL}={run_id}"));
-        self.rt.block_on(api.list(&lp)).unwrap().items
+        self.ns.rt.block_on(api.list(&lp)).unwrap().items
     }
 
     fn pods_of_run(&self, run_id: &str) -> Vec<Pod> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), EAGLE_NS);
+        let api: Api<Pod> = Api::namespaced(self.ns.client.clone(), EAGLE_NS);
         let lp = ListParams::default().labels(&format!("{RUN_LABEL}={run_id}"));
-        self.rt.block_on(api.list(&lp)).unwrap().items
+        self.ns.rt.block_on(api.list(&lp)).unwrap().items
     }
 
     /// For a run kept with `--keep`: each Job's node (its annotation) and the node its pod ran
@@ -230,7 +172,7 @@ impl Fixture {
                 (node.unwrap_or_else(|| panic!("Job {name} names its node")), pod_node)
             })
             .collect();
-        let out = self.run("clean", &[run_id]);
+        let out = self.ns.run("clean", &[run_id]);
         assert_eq!(out.status.code(), Some(0));
         placed
     }
@@ -256,42 +198,20 @@ impl Fixture {
     /// The run's agent pods that are Running (found by the target annotation, before the run id
     /// is known).
     fn running_agents(&self) -> BTreeMap<String, String> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), EAGLE_NS);
-        let lp = ListParams::default().labels("app.kubernetes.io/managed-by=kube-eagle");
-        let list = self.rt.block_on(api.list(&lp)).unwrap();
-        list.items
+        self.ns
+            .running_agents(EAGLE_NS)
             .into_iter()
-            .filter(|p| {
-                p.metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get("kube-eagle.io/target"))
-                    .is_some_and(|t| t.contains(&self.namespace))
-                    && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-            })
             .filter_map(|p| Some((p.metadata.name?, p.spec?.node_name?)))
             .collect()
     }
 
     fn node(&self, name: &str) -> Node {
-        self.rt.block_on(Api::<Node>::all(self.client.clone()).get(name)).unwrap()
+        self.ns.rt.block_on(Api::<Node>::all(self.ns.client.clone()).get(name)).unwrap()
     }
 
     fn patch_node(&self, name: &str, patch: Value) {
-        let api: Api<Node> = Api::all(self.client.clone());
-        self.rt.block_on(api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))).unwrap();
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let api: Api<Namespace> = Api::all(self.client.clone());
-        let _ = self.rt.block_on(api.delete(&self.namespace, &DeleteParams::background()));
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let api: Api<Node> = Api::all(self.ns.client.clone());
+        self.ns.rt.block_on(api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))).unwrap();
     }
 }
 
@@ -324,8 +244,8 @@ impl<'a> NodeRestore<'a> {
 impl Drop for NodeRestore<'_> {
     fn drop(&mut self) {
         for (name, patch) in self.saved.drain(..).rev() {
-            let api: Api<Node> = Api::all(self.fx.client.clone());
-            if let Err(e) = self.fx.rt.block_on(api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))) {
+            let api: Api<Node> = Api::all(self.fx.ns.client.clone());
+            if let Err(e) = self.fx.ns.rt.block_on(api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))) {
                 eprintln!("could not restore node {name}: {e}");
             }
         }
@@ -428,7 +348,7 @@ fn a_deployment_spread_over_three_nodes_gets_one_job_per_node_and_one_graph() {
     let Some(fx) = Fixture::new("spread", 3) else { return };
     let pods = fx.deploy_spread("api", 3, None);
     let nodes = values(&pods);
-    let out = fx.run(
+    let out = fx.ns.run(
         "profile",
         &["deployment/api", "-d", "5s", "-f", "199", "-o", "api.folded", "--group-by", "pod", "--keep"],
     );
@@ -450,7 +370,7 @@ fn a_deployment_spread_over_three_nodes_gets_one_job_per_node_and_one_graph() {
     assert_eq!(job_nodes, nodes);
 
     // One graph with every replica, each near a third, and the true split over all of them.
-    let folded = read_folded(&fx.path("api.folded"));
+    let folded = read_folded(&fx.ns.path("api.folded"));
     let by_pod = samples_by_pod(&folded);
     assert_eq!(by_pod.keys().cloned().collect::<BTreeSet<_>>(), pods.keys().cloned().collect(), "every replica");
     // Three busy pods over 5 s at 199 Hz are at most 2,985 samples on two cores; a machine busy
@@ -475,7 +395,8 @@ fn a_node_whose_kubelet_stops_mid_window_fails_alone_and_the_rest_is_partial() {
     let pods = fx.deploy_spread("api", 3, None);
     let nodes = values(&pods);
     let mut child: Child = fx
-        .command("profile", &["deployment/api", "-d", "6s", "-f", "99", "-o", "api.svg"])
+        .ns
+        .kubectl_eagle("profile", &["deployment/api", "-d", "6s", "-f", "99", "-o", "api.svg"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -513,7 +434,7 @@ fn a_node_whose_kubelet_stops_mid_window_fails_alone_and_the_rest_is_partial() {
     for node in nodes.iter().filter(|n| **n != victim) {
         assert_eq!(table[node], "ok", "{table:?}");
     }
-    let svg = std::fs::read_to_string(fx.path("api.svg")).unwrap();
+    let svg = std::fs::read_to_string(fx.ns.path("api.svg")).unwrap();
     assert!(svg.contains("PARTIAL: 1 node(s) failed") && svg.contains("cpu_60"), "the survivors' graph, labelled");
 
     // Nothing left on the surviving nodes; the stopped one cleans up once its kubelet is back.
@@ -548,6 +469,7 @@ fn tainted_and_cordoned_nodes_are_profiled_all_the_same() {
     fx.patch_node(&cordoned, json!({"spec": {"unschedulable": true}}));
 
     let out = fx
+        .ns
         .run("profile", &["deployment/api", "-d", "4s", "-f", "99", "-o", "api.folded", "--group-by", "pod", "--keep"]);
     let stderr = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
@@ -558,7 +480,7 @@ fn tainted_and_cordoned_nodes_are_profiled_all_the_same() {
     for (node, ran_on) in &placed {
         assert_eq!(ran_on.as_ref(), Some(node), "{placed:?}");
     }
-    let by_pod = samples_by_pod(&read_folded(&fx.path("api.folded")));
+    let by_pod = samples_by_pod(&read_folded(&fx.ns.path("api.folded")));
     assert_eq!(by_pod.len(), 3, "every replica: {by_pod:?}");
 }
 
@@ -588,14 +510,14 @@ fn a_node_whose_hostname_label_differs_from_its_name_is_profiled() {
     let pods = fx.deploy_spread("api", 1, Some(std::slice::from_ref(&node)));
     assert_eq!(values(&pods), BTreeSet::from([node.clone()]));
 
-    let out = fx.run("profile", &["deployment/api", "-d", "3s", "-f", "99", "-o", "api.folded", "--keep"]);
+    let out = fx.ns.run("profile", &["deployment/api", "-d", "3s", "-f", "99", "-o", "api.folded", "--keep"]);
     let stderr = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert_eq!(node_table(&stderr, &values(&pods)).get(&node).map(String::as_str), Some("ok"), "{stderr}");
     let placed = fx.jobs_and_their_pods_nodes(&run_id(&stderr));
     assert_eq!(placed, [(node.clone(), Some(node.clone()))], "placed by name, not by the label {label}");
     // Placement is the point here, not the rate (a busy machine gives the pod little CPU).
-    assert!(read_folded(&fx.path("api.folded")).total() > 0, "the pod on {node} was sampled");
+    assert!(read_folded(&fx.ns.path("api.folded")).total() > 0, "the pod on {node} was sampled");
 }
 
 #[test]
@@ -604,8 +526,8 @@ fn a_namespace_with_pods_on_two_of_three_nodes_gets_exactly_two_jobs() {
     let Some(fx) = Fixture::new("twoofthree", 3) else { return };
     let pods = fx.deploy_spread("api", 2, None);
     let nodes = values(&pods);
-    let target = format!("namespace/{}", fx.namespace);
-    let out = fx.run("profile", &[&target, "-d", "3s", "-f", "99", "-o", "ns.folded", "--keep"]);
+    let target = format!("namespace/{}", fx.ns.namespace);
+    let out = fx.ns.run("profile", &[&target, "-d", "3s", "-f", "99", "-o", "ns.folded", "--keep"]);
     let stderr = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("(2 containers on 2 nodes)"), "{stderr}");
@@ -623,14 +545,14 @@ fn an_async_run_over_three_nodes_is_listed_per_node_and_fetched_later() {
     let Some(fx) = Fixture::new("asyncnodes", 3) else { return };
     let pods = fx.deploy_spread("api", 3, None);
     let nodes = values(&pods);
-    let out = fx.run("profile", &["deployment/api", "-d", "6s", "-f", "99", "-a"]);
+    let out = fx.ns.run("profile", &["deployment/api", "-d", "6s", "-f", "99", "-a"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert_eq!(id.len(), 8, "stdout is the run id: {id:?}");
 
     // `list` follows the run per node, from pending or running to done with its samples.
     let run = |fx: &Fixture| {
-        let out = fx.run("list", &["-o", "json"]);
+        let out = fx.ns.run("list", &["-o", "json"]);
         assert_eq!(out.status.code(), Some(0));
         let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
         runs.as_array().unwrap().iter().find(|r| r["id"] == id.as_str()).cloned().expect("list shows the run")
@@ -663,14 +585,14 @@ fn an_async_run_over_three_nodes_is_listed_per_node_and_fetched_later() {
         assert_eq!(view["state"], "done", "{node}: {view}");
         assert!(view["samples"].as_u64().unwrap_or(0) > 0, "{node}: the trailer's count: {view}");
     }
-    let table = String::from_utf8_lossy(&fx.run("list", &[]).stdout).into_owned();
+    let table = String::from_utf8_lossy(&fx.ns.run("list", &[]).stdout).into_owned();
     assert!(table.lines().any(|l| l.starts_with(&id) && l.contains("Done")), "{table}");
 
-    let out = fx.run("fetch", &[&id, "-o", "api.folded", "--group-by", "pod", "--clean"]);
+    let out = fx.ns.run("fetch", &[&id, "-o", "api.folded", "--group-by", "pod", "--clean"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let table = node_table(&stderr(&out), &nodes);
     assert!(table.len() == 3 && table.values().all(|s| s == "ok"), "{table:?}");
-    let folded = read_folded(&fx.path("api.folded"));
+    let folded = read_folded(&fx.ns.path("api.folded"));
     assert_eq!(samples_by_pod(&folded).len(), 3, "every replica in the fetched graph");
     assert_groundtruth_split(&folded);
     assert!(fx.jobs_of_run(&id).is_empty(), "--clean deleted the Jobs");

@@ -18,14 +18,14 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use eagle_proto::FoldedStacks;
-use k8s_openapi::api::apps::v1::Deployment;
+use eagle_tests::cluster::{self, is_running, TestNamespace, POD_WAIT_S};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use kube::api::{DeleteParams, ListParams, PostParams};
-use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig, NamedAuthInfo};
-use kube::{Api, Client, Config};
+use kube::config::{AuthInfo, Kubeconfig, NamedAuthInfo};
+use kube::Api;
 use serde_json::{json, Value};
 
 fn idle_image() -> String {
@@ -35,31 +35,16 @@ fn idle_image() -> String {
 /// A target namespace with workloads, a locked namespace of the test's own, a directory; all
 /// removed on drop.
 struct Fixture {
-    rt: tokio::runtime::Runtime,
-    client: Client,
-    kubeconfig: PathBuf,
-    namespace: String,
+    ns: TestNamespace,
     eagle_ns: String,
-    dir: PathBuf,
 }
 
 impl Fixture {
     fn new(kubeconfig: PathBuf, name: &str) -> Self {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let client = rt.block_on(async {
-            let kc = Kubeconfig::read_from(&kubeconfig).unwrap();
-            let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
-            Client::try_from(config).unwrap()
-        });
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-        let suffix = format!("{:x}", std::process::id() ^ nanos ^ (name.len() as u32 * 7919));
-        let namespace = format!("eagle-e2e-{name}-{suffix}");
-        let eagle_ns = format!("eagle-e2e-locked-{suffix}");
-        let dir = std::env::temp_dir().join(&namespace);
-        std::fs::create_dir_all(&dir).unwrap();
-        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
-        rt.block_on(Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns)).unwrap();
-        Fixture { rt, client, kubeconfig, namespace, eagle_ns, dir }
+        let suffix = cluster::unique_suffix(name);
+        let mut ns = TestNamespace::connect(kubeconfig, format!("eagle-e2e-{name}-{suffix}"));
+        ns.create();
+        Fixture { ns, eagle_ns: format!("eagle-e2e-locked-{suffix}") }
     }
 
     fn deploy(&self, name: &str, image: &str, command: &[&str]) {
@@ -67,73 +52,29 @@ impl Fixture {
         if !command.is_empty() {
             container["command"] = json!(command);
         }
-        let d: Deployment = serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": self.namespace},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": {"app": name}},
-                "template": {
-                    "metadata": {"labels": {"app": name}},
-                    "spec": {"terminationGracePeriodSeconds": 1, "automountServiceAccountToken": false, "containers": [container]}
-                }
-            }
-        }))
-        .unwrap();
-        let api: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
-        self.rt.block_on(api.create(&PostParams::default(), &d)).unwrap();
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let list = self.rt.block_on(pods.list(&ListParams::default().labels(&format!("app={name}")))).unwrap();
-            if list.items.iter().any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")) {
-                return;
-            }
-            if Instant::now() >= deadline {
-                let why = self.rt.block_on(eagle_tests::cluster::why_pods_wait(
-                    &self.client,
-                    &self.namespace,
-                    Some(&format!("app={name}")),
-                ));
-                panic!("deployment {name}: no pod Running after 120 s:{why}");
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        self.ns.create_deployment(name, 1, json!({"containers": [container]}));
+        self.ns
+            .wait_for_pods(name, |pods| pods.iter().any(is_running).then_some(()))
+            .unwrap_or_else(|why| panic!("deployment {name}: no pod Running after {POD_WAIT_S} s:{why}"));
     }
 
     /// `kubectl-eagle SUBCOMMAND ARGS --kubeconfig K --eagle-namespace E`, as the admin.
     fn command(&self, subcommand: &str, args: &[&str]) -> Command {
-        self.command_as(&self.kubeconfig, subcommand, args)
+        self.command_as(&self.ns.kubeconfig, subcommand, args)
     }
 
     fn command_as(&self, kubeconfig: &Path, subcommand: &str, args: &[&str]) -> Command {
-        let mut cmd = Command::new(eagle_tests::kubectl_eagle());
-        cmd.arg(subcommand).args(args).arg("--kubeconfig").arg(kubeconfig);
+        let mut cmd = self.ns.kubectl_eagle_as(kubeconfig, subcommand, args);
         cmd.arg("--eagle-namespace").arg(&self.eagle_ns);
-        if subcommand == "profile" || subcommand == "doctor" {
-            if !args.contains(&"-n") {
-                cmd.arg("-n").arg(&self.namespace);
-            }
-            if let Some(image) = std::env::var_os("EAGLE_E2E_AGENT_IMAGE").filter(|_| !args.contains(&"--image")) {
-                cmd.arg("--image").arg(image);
-            }
-        }
-        cmd.current_dir(&self.dir);
         cmd
     }
 
     fn run(&self, subcommand: &str, args: &[&str]) -> Output {
-        self.run_as(&self.kubeconfig.clone(), subcommand, args)
+        self.run_as(&self.ns.kubeconfig, subcommand, args)
     }
 
     fn run_as(&self, kubeconfig: &Path, subcommand: &str, args: &[&str]) -> Output {
-        let out = self.command_as(kubeconfig, subcommand, args).output().unwrap();
-        eprintln!(
-            "kubectl-eagle {subcommand} {args:?}: {}\n--- stdout\n{}--- stderr\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        cluster::output_logged(self.command_as(kubeconfig, subcommand, args), subcommand, args)
     }
 
     /// `profile TARGET -a ARGS`: the run id.
@@ -149,8 +90,8 @@ impl Fixture {
     }
 
     fn jobs(&self, selector: &str) -> Vec<Job> {
-        let api: Api<Job> = Api::namespaced(self.client.clone(), &self.eagle_ns);
-        self.rt.block_on(api.list(&ListParams::default().labels(selector))).map(|l| l.items).unwrap_or_default()
+        let api: Api<Job> = Api::namespaced(self.ns.client.clone(), &self.eagle_ns);
+        self.ns.rt.block_on(api.list(&ListParams::default().labels(selector))).map(|l| l.items).unwrap_or_default()
     }
 
     fn jobs_of(&self, id: &str) -> Vec<Job> {
@@ -177,12 +118,12 @@ impl Fixture {
 
     /// What pod garbage collection does: the run's pods go, its Jobs stay.
     fn delete_pods_of(&self, id: &str) {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.eagle_ns);
+        let api: Api<Pod> = Api::namespaced(self.ns.client.clone(), &self.eagle_ns);
         let selector = format!("kube-eagle.io/run={id}");
         let dp = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::background() };
-        self.rt.block_on(api.delete_collection(&dp, &ListParams::default().labels(&selector))).unwrap();
+        self.ns.rt.block_on(api.delete_collection(&dp, &ListParams::default().labels(&selector))).unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !self.rt.block_on(api.list(&ListParams::default().labels(&selector))).unwrap().items.is_empty() {
+        while !self.ns.rt.block_on(api.list(&ListParams::default().labels(&selector))).unwrap().items.is_empty() {
             assert!(Instant::now() < deadline, "the pods of run {id} are still there");
             std::thread::sleep(Duration::from_millis(300));
         }
@@ -197,14 +138,14 @@ impl Fixture {
     /// A service account in the target namespace and a kubeconfig that authenticates as it.
     fn service_account(&self, name: &str) -> PathBuf {
         let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &self.namespace);
-        self.rt.block_on(api.create(&PostParams::default(), &sa)).unwrap();
+        let api: Api<ServiceAccount> = Api::namespaced(self.ns.client.clone(), &self.ns.namespace);
+        self.ns.rt.block_on(api.create(&PostParams::default(), &sa)).unwrap();
         let request: TokenRequest =
             serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}})).unwrap();
         let token: TokenRequest =
-            self.rt.block_on(api.create_subresource("token", name, &PostParams::default(), &request)).unwrap();
+            self.ns.rt.block_on(api.create_subresource("token", name, &PostParams::default(), &request)).unwrap();
         let token = token.status.expect("a token").token;
-        let mut kc = Kubeconfig::read_from(&self.kubeconfig).unwrap();
+        let mut kc = Kubeconfig::read_from(&self.ns.kubeconfig).unwrap();
         let user = format!("{name}-sa");
         kc.auth_infos = vec![NamedAuthInfo {
             name: user.clone(),
@@ -214,29 +155,23 @@ impl Fixture {
         for ctx in &mut kc.contexts {
             if let Some(c) = ctx.context.as_mut() {
                 c.user = Some(user.clone());
-                c.namespace = Some(self.namespace.clone());
+                c.namespace = Some(self.ns.namespace.clone());
             }
         }
-        let path = self.dir.join(format!("{name}.kubeconfig"));
+        let path = self.ns.dir.join(format!("{name}.kubeconfig"));
         // JSON is YAML: kube and kubectl read it as a kubeconfig.
         std::fs::write(&path, serde_json::to_string(&kc).unwrap()).unwrap();
         path
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
     }
 }
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        // Everything of the test's own installation, then its namespaces.
+        // Everything of the test's own installation, then its locked namespace; the target
+        // namespace and the directory go when `ns` drops, after this.
         let _ = self.command("uninstall", &[]).output();
-        let api: Api<Namespace> = Api::all(self.client.clone());
-        for ns in [&self.namespace, &self.eagle_ns] {
-            let _ = self.rt.block_on(api.delete(ns, &DeleteParams::background()));
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let api: Api<Namespace> = Api::all(self.ns.client.clone());
+        let _ = self.ns.rt.block_on(api.delete(&self.eagle_ns, &DeleteParams::background()));
     }
 }
 
@@ -267,7 +202,7 @@ fn async_run_then_fetch_renders_the_true_split_with_its_hierarchy() {
 
     let out = fx.run("fetch", &[&id, "-o", "api.folded", "--group-by", "pod"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let folded = FoldedStacks::parse(&std::fs::read_to_string(fx.path("api.folded")).unwrap()).unwrap();
+    let folded = FoldedStacks::parse(&std::fs::read_to_string(fx.ns.path("api.folded")).unwrap()).unwrap();
     // The count depends on the CPU the node gives the pod (a loaded machine gives less); the
     // tolerance follows from it, so a low count is judged fairly instead of failing by luck.
     let samples = folded.total();
@@ -280,7 +215,7 @@ fn async_run_then_fetch_renders_the_true_split_with_its_hierarchy() {
             "{frame}: {got:.1}%, expected {expected}±{tolerance:.1} ({samples} samples)"
         );
     }
-    let prefix = format!("namespace/{};deployment/api;pod/api-", fx.namespace);
+    let prefix = format!("namespace/{};deployment/api;pod/api-", fx.ns.namespace);
     assert!(folded.iter().all(|(s, _)| s.starts_with(&prefix)), "the hierarchy comes from the Jobs' annotations");
     assert_eq!(fx.jobs_of(&id).len(), 1, "fetch leaves the Jobs for another fetch");
     let ttl = fx.jobs_of(&id)[0].spec.as_ref().and_then(|s| s.ttl_seconds_after_finished);
@@ -288,7 +223,7 @@ fn async_run_then_fetch_renders_the_true_split_with_its_hierarchy() {
 
     let out = fx.run("fetch", &[&id, "-o", "api.svg", "--clean"]);
     assert_eq!(out.status.code(), Some(0));
-    assert!(std::fs::read_to_string(fx.path("api.svg")).unwrap().contains("cpu_60"));
+    assert!(std::fs::read_to_string(fx.ns.path("api.svg")).unwrap().contains("cpu_60"));
     assert!(fx.jobs_of(&id).is_empty(), "--clean deleted the Jobs");
 }
 
@@ -304,7 +239,7 @@ fn expired_results_are_named_and_exit_3() {
     let out = fx.run("fetch", &[&id, "-o", "gone.svg"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains(&format!("the results of run {id} expired")), "{}", stderr(&out));
-    assert!(!fx.path("gone.svg").exists());
+    assert!(!fx.ns.path("gone.svg").exists());
     assert_eq!(fx.list_json()[0]["status"], "expired");
 
     let out = fx.run("fetch", &["0badc0de", "-o", "none.svg"]);
@@ -385,8 +320,8 @@ fn clean_by_id_then_all_never_touches_what_is_not_ours() {
             {"name": "c", "image": idle_image(), "imagePullPolicy": "IfNotPresent", "command": ["sleep", "600"]}]}}}
     }))
     .unwrap();
-    let jobs: Api<Job> = Api::namespaced(fx.client.clone(), &fx.eagle_ns);
-    fx.rt.block_on(jobs.create(&PostParams::default(), &foreign)).unwrap();
+    let jobs: Api<Job> = Api::namespaced(fx.ns.client.clone(), &fx.eagle_ns);
+    fx.ns.rt.block_on(jobs.create(&PostParams::default(), &foreign)).unwrap();
 
     let out = fx.run("clean", &[&one]);
     assert_eq!(out.status.code(), Some(0));
@@ -422,8 +357,8 @@ fn doctor_init_and_uninstall_for_a_user_without_permissions() {
 
     // init --apply for that user, in the target namespace only: now everything passes, the
     // image included, and the user can profile.
-    let sa = format!("{}/profiler", fx.namespace);
-    let init = fx.run("init", &["--apply", "--service-account", &sa, "--target-namespace", &fx.namespace]);
+    let sa = format!("{}/profiler", fx.ns.namespace);
+    let init = fx.run("init", &["--apply", "--service-account", &sa, "--target-namespace", &fx.ns.namespace]);
     assert_eq!(init.status.code(), Some(0), "{}", stderr(&init));
     let out = fx.run_as(&user, "doctor", &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
@@ -439,14 +374,14 @@ fn doctor_init_and_uninstall_for_a_user_without_permissions() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let selector = format!("app.kubernetes.io/managed-by=kube-eagle,app.kubernetes.io/instance={}", fx.eagle_ns);
     let lp = ListParams::default().labels(&selector);
-    let left = fx.rt.block_on(async {
-        let crs = Api::<ClusterRole>::all(fx.client.clone()).list(&lp).await.unwrap().items.len();
-        let crbs = Api::<ClusterRoleBinding>::all(fx.client.clone()).list(&lp).await.unwrap().items.len();
-        let rbs = Api::<RoleBinding>::all(fx.client.clone()).list(&lp).await.unwrap().items.len();
+    let left = fx.ns.rt.block_on(async {
+        let crs = Api::<ClusterRole>::all(fx.ns.client.clone()).list(&lp).await.unwrap().items.len();
+        let crbs = Api::<ClusterRoleBinding>::all(fx.ns.client.clone()).list(&lp).await.unwrap().items.len();
+        let rbs = Api::<RoleBinding>::all(fx.ns.client.clone()).list(&lp).await.unwrap().items.len();
         crs + crbs + rbs
     });
     assert_eq!(left, 0, "no RBAC of this installation is left");
-    let ns = fx.rt.block_on(Api::<Namespace>::all(fx.client.clone()).get_opt(&fx.eagle_ns)).unwrap();
+    let ns = fx.ns.rt.block_on(Api::<Namespace>::all(fx.ns.client.clone()).get_opt(&fx.eagle_ns)).unwrap();
     assert!(ns.is_none_or(|n| n.metadata.deletion_timestamp.is_some()), "the locked namespace goes");
     let out = fx.run("uninstall", &[]);
     assert_eq!(out.status.code(), Some(0), "twice is fine");

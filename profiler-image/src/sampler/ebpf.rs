@@ -1,5 +1,6 @@
 //! Native sampling with the eBPF program of `eagle-ebpf`: user and kernel stacks of every
-//! thread of the target processes, on every CPU, at a fixed frequency.
+//! thread of the target processes, on every CPU, at a frequency whose mean is the one asked for
+//! (the period is dithered: see `cpu_clock.rs`).
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
@@ -7,12 +8,12 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use aya::maps::{Array, ArrayOfMaps, HashMap as BpfHashMap, IterableMap, Map, MapData, PerCpuArray, StackTraceMap};
-use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
 use aya::programs::{BtfTracePoint, PerfEvent, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
 use eagle_ebpf::{key_flags, names, stack_flags, Counter, OffCpuStart, StackKey, TargetEntry, UserStack, WaitStart};
 use eagle_proto::{ProfileMode, Warning, WarningCode, THROTTLED_FRAME, WAITING_FRAME};
 
+use super::cpu_clock::CpuClocks;
 use super::{ProcessEvent, Sampler, SamplerError};
 use crate::aggregate::Aggregate;
 use crate::discovery::ProcFs;
@@ -24,6 +25,9 @@ use crate::unwind::{UnwindMaps, Unwinder};
 pub const TRUNCATED: &str = "[truncated]";
 
 pub struct EbpfSampler {
+    /// The per-CPU clocks that run the sampling program, their periods dithered. First, so that
+    /// sampling stops before the maps and programs go.
+    clocks: CpuClocks,
     // Owns the programs and their perf/tracepoint links: dropping it detaches everything.
     _bpf: Ebpf,
     targets: BpfHashMap<MapData, u32, TargetEntry>,
@@ -128,16 +132,9 @@ impl EbpfSampler {
         let cpus = aya::util::online_cpus().map_err(|(what, e)| SamplerError::Failed(format!("{what}: {e}")))?;
         // Off-CPU mode samples nothing on the CPU.
         let sampled_cpus = if mode == ProfileMode::OffCpu { Vec::new() } else { cpus };
-        for cpu in sampled_cpus {
-            sample
-                .attach(
-                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
-                    PerfEventScope::AllProcessesOneCpu { cpu },
-                    SamplePolicy::Frequency(frequency_hz),
-                    false,
-                )
-                .map_err(|e| classify(&format!("open the CPU clock perf event on CPU {cpu}"), &e))?;
-        }
+        let program = sample.fd().map_err(|e| classify("load the sampling program", &e))?;
+        let clocks =
+            CpuClocks::start(program, &sampled_cpus, frequency_hz).map_err(|e| classify(&e.action, &e.source))?;
 
         let mut take = |name: &str| {
             bpf.take_map(name).ok_or_else(|| SamplerError::Failed(format!("map `{name}` missing from the eBPF object")))
@@ -179,6 +176,7 @@ impl EbpfSampler {
             None
         };
         Ok(Self {
+            clocks,
             _bpf: bpf,
             targets,
             active,
@@ -330,6 +328,13 @@ impl EbpfSampler {
         }
         if last {
             warnings.extend(self.offcpu_summary());
+            if self.clocks.dither_failed() {
+                warnings.push(Warning {
+                    code: WarningCode::InfoPrecision,
+                    pid: None,
+                    message: "the sampling period could not be redrawn during the window (PERF_EVENT_IOC_PERIOD failed): samples of work that repeats in step with the period may lean toward some of its functions".into(),
+                });
+            }
         }
         if last && self.unwinder.is_some() {
             let total = self.counter(Counter::Samples);

@@ -3,6 +3,8 @@
 //! one failing process never ends the run for the others.
 
 #[cfg(target_os = "linux")]
+pub mod cpu_clock;
+#[cfg(target_os = "linux")]
 pub mod ebpf;
 pub mod interpreter;
 #[cfg(target_os = "linux")]
