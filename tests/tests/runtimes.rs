@@ -731,8 +731,9 @@ fn samples_in(result: &eagle_proto::NodeResult, pid: u32, name: &str) -> u64 {
 /// tolerance for the samples of the graph: each function is all of its thread's Ruby code, and
 /// a thread's share comes from its clock, not from reads (the precision the agent reports, 8 to
 /// 22 samples here, is that of the split within the main thread, read about once in 30 reads).
-/// The agent is run on its own, whose stream's header says when the window began; at 499 Hz, so
-/// that a process that gets a tenth of a CPU on a loaded machine still has samples to judge.
+/// The agent is run on its own, whose stream's header says when the window began; at 499 Hz and
+/// for 10 s, so that a process that gets a tenth of a CPU on a loaded machine still has samples
+/// to judge (at a load of 30, 6 s gave it 47).
 #[test]
 fn ruby_threads_weigh_their_own_cpu_time() {
     if !Command::new("ruby").arg("--version").output().is_ok_and(|o| o.status.success()) {
@@ -749,7 +750,7 @@ fn ruby_threads_weigh_their_own_cpu_time() {
         thread_named(pid, "waiter", Duration::from_secs(20)).expect("threads.rb names its waiting thread `waiter`");
     let cpu_log = eagle_tests::CpuLog::start_threads(pid, &[pid, waiter]);
     let run = eagle_tests::Eagle::agent(&dir)
-        .args(["--target", &format!("pid:{pid}"), "--duration-ms", "6000", "--frequency", "499"])
+        .args(["--target", &format!("pid:{pid}"), "--duration-ms", "10000", "--frequency", "499"])
         .run();
     let cpu_log = cpu_log.finish();
     run.assert_code(0);

@@ -82,14 +82,17 @@ impl JfrSampler {
         // Before the recording is stopped and written, which takes the JVM's CPU time too.
         let cpu_at_end = recording.cpu_at_end.clone().unwrap_or_else(|| thread_cpu(pid));
         let stopped = self.jcmd(pid, &format!("JFR.stop name={} filename={file}", recording.name));
-        if let Err(e) = stopped {
-            let _ = remove_in_root(pid, &file);
-            return Err(if std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                format!("the JVM did not hand over its recording: {e}")
-            } else {
-                "the JVM exited during the window: its recording went with it".to_owned()
-            });
-        }
+        let said = match stopped {
+            Ok(said) => said,
+            Err(e) => {
+                let _ = remove_in_root(pid, &file);
+                return Err(if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                    format!("the JVM did not hand over its recording: {e}")
+                } else {
+                    "the JVM exited during the window: its recording went with it".to_owned()
+                });
+            }
+        };
         let bytes = read_written(pid, &file);
         let _ = remove_in_root(pid, &file);
         let bytes = bytes.map_err(|e| format!("the recording could not be read: {e}"))?;
@@ -101,8 +104,9 @@ impl JfrSampler {
             // used the CPU, its native stacks are what is known (see `Run::settle`).
             let mut nothing = Distribution::default();
             nothing.note = Some(format!(
-                "starting Flight Recorder took {:.1} s of the window; its recording has {size} bytes",
-                recording.starting.as_secs_f64()
+                "starting Flight Recorder took {:.1} s of the window; its recording has {size} bytes; JFR.stop said: {}",
+                recording.starting.as_secs_f64(),
+                first_line(&said)
             ));
             return Ok(nothing);
         }
