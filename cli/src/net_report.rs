@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use eagle_proto::{Direction, LatencyHistogram, NetPayload};
 use regex::Regex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::net_map::{Edge, PeerDirectory, ServiceMap};
 use crate::placement::Placements;
@@ -18,7 +18,7 @@ use crate::table::{self, LEFT, RIGHT};
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Where a row's process runs, in a cluster: its container's pod and workload.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Owner {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
@@ -62,7 +62,7 @@ pub struct Naming {
 }
 
 /// One route of one process, every status together.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RouteSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
@@ -90,7 +90,7 @@ pub struct RouteSummary {
 }
 
 /// One peer of one process.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PeerSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
@@ -115,16 +115,40 @@ pub struct PeerSummary {
     pub resets_sent: u64,
     pub resets_received: u64,
     pub rtt_ms: Option<f64>,
+    /// Segments of these connections the kernel dropped.
+    #[serde(default)]
+    pub drops: u64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// The listen queues of one network namespace of the targets (a pod's, or the host's).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ListenSummary {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    #[serde(flatten)]
+    pub owner: Owner,
+    pub pid: u32,
+    pub process: String,
+    /// The host's namespace: the counts are every host-network process's.
+    pub host_network: bool,
+    /// Connections that found their listener's accept queue full.
+    pub overflows: u64,
+    /// Connections a listener dropped, overflows included.
+    pub drops: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NetReport {
     pub schema_version: u32,
     pub window_s: f64,
     pub http: Vec<RouteSummary>,
     pub peers: Vec<PeerSummary>,
     pub lost_events: u64,
-    /// Who calls whom (`net` in a cluster names the ends by pod, service and workload).
+    #[serde(default)]
+    pub listen_queues: Vec<ListenSummary>,
+    /// Who calls whom (`net` in a cluster names the ends by pod, service and workload). Not
+    /// read back: no rule judges it yet.
+    #[serde(skip_deserializing)]
     pub edges: Vec<Edge>,
 }
 
@@ -203,6 +227,7 @@ pub fn summarize(net: &NetPayload, naming: &Naming) -> NetReport {
             resets_sent: p.resets_sent,
             resets_received: p.resets_received,
             rtt_ms: ms(p.rtt_us()),
+            drops: p.drops,
         })
         .collect();
     peers.sort_by(|a, b| {
@@ -214,8 +239,30 @@ pub fn summarize(net: &NetPayload, naming: &Naming) -> NetReport {
             &b.peer,
         ))
     });
+    let mut listen_queues: Vec<ListenSummary> = net
+        .listen_queues
+        .iter()
+        .map(|q| ListenSummary {
+            container: q.container.clone(),
+            owner: Owner::of(&q.container, naming),
+            pid: q.pid,
+            process: q.process.clone(),
+            host_network: q.host_network,
+            overflows: q.overflows,
+            drops: q.drops,
+        })
+        .collect();
+    listen_queues.sort_by(|a, b| (&a.owner, a.pid).cmp(&(&b.owner, b.pid)));
     let edges = ServiceMap::build(net, &naming.placements, &naming.directory).edges;
-    NetReport { schema_version: SCHEMA_VERSION, window_s, http, peers, lost_events: net.lost_events, edges }
+    NetReport {
+        schema_version: SCHEMA_VERSION,
+        window_s,
+        http,
+        peers,
+        lost_events: net.lost_events,
+        listen_queues,
+        edges,
+    }
 }
 
 fn direction_word(d: Direction) -> &'static str {
@@ -264,10 +311,11 @@ pub fn table(report: &NetReport) -> String {
         out.push_str(&table::render(&columns, &rows));
         out.push('\n');
     }
-    let columns = [LEFT, LEFT, LEFT, RIGHT, RIGHT, RIGHT, RIGHT, RIGHT, RIGHT, RIGHT];
-    let mut rows = vec![["PROCESS", "DIR", "PEER", "SENT", "RECEIVED", "CONN", "CONN P99", "RETRANS", "RESETS", "RTT"]
-        .map(String::from)
-        .to_vec()];
+    let columns = [LEFT, LEFT, LEFT, RIGHT, RIGHT, RIGHT, RIGHT, RIGHT, RIGHT, RIGHT, RIGHT];
+    let mut rows =
+        vec![["PROCESS", "DIR", "PEER", "SENT", "RECEIVED", "CONN", "CONN P99", "RETRANS", "RESETS", "DROPS", "RTT"]
+            .map(String::from)
+            .to_vec()];
     for p in &report.peers {
         let mut peer = match p.direction {
             Direction::Inbound => format!("{} -> :{}", p.peer, p.local_port),
@@ -286,6 +334,7 @@ pub fn table(report: &NetReport) -> String {
             opt_ms(p.connect_p99_ms),
             p.retransmits.to_string(),
             (p.resets_sent + p.resets_received).to_string(),
+            p.drops.to_string(),
             p.rtt_ms.map_or_else(|| "-".into(), |v| format!("{v:.2}ms")),
         ]);
     }
@@ -294,11 +343,38 @@ pub fn table(report: &NetReport) -> String {
     } else {
         out.push_str(&table::render(&columns, &rows));
     }
+    if !report.listen_queues.is_empty() {
+        let columns = [LEFT, LEFT, RIGHT, RIGHT];
+        let mut rows = vec![["LISTEN QUEUES OF", "NETWORK NAMESPACE", "OVERFLOWS", "DROPS"].map(String::from).to_vec()];
+        for q in &report.listen_queues {
+            rows.push(vec![
+                q.owner.process(&q.process, q.pid),
+                if q.host_network { "the host's (shared)" } else { "its own" }.into(),
+                q.overflows.to_string(),
+                q.drops.to_string(),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&table::render(&columns, &rows));
+    }
     out
 }
 
 pub fn json(report: &NetReport) -> String {
     serde_json::to_string_pretty(report).expect("the report serializes") + "\n"
+}
+
+/// Reads back a report `json` wrote (`net --format json`, `profile --net FILE.json`), for
+/// `check`'s network rules.
+pub fn parse_json(text: &str) -> Result<NetReport, String> {
+    let report: NetReport = serde_json::from_str(text).map_err(|e| format!("not a network report's JSON ({e})"))?;
+    if report.schema_version != SCHEMA_VERSION {
+        return Err(format!(
+            "a network report of schema version {}, which this kubectl-eagle does not read (it reads {SCHEMA_VERSION})",
+            report.schema_version
+        ));
+    }
+    Ok(report)
 }
 
 /// A label value as the text format wants it: `\`, `"` and line breaks escaped.
@@ -324,7 +400,7 @@ pub fn prometheus(net: &NetPayload, naming: &Naming) -> String {
         l
     };
     type Field = fn(&eagle_proto::PeerTraffic) -> u64;
-    let counters: [(&str, &str, Field); 7] = [
+    let counters: [(&str, &str, Field); 8] = [
         ("eagle_tcp_sent_bytes_total", "Bytes the process sent to the peer.", |p| p.bytes_sent),
         ("eagle_tcp_received_bytes_total", "Bytes the process received from the peer.", |p| p.bytes_received),
         ("eagle_tcp_connections_opened_total", "Connections the process opened to the peer.", |p| p.connects),
@@ -332,6 +408,7 @@ pub fn prometheus(net: &NetPayload, naming: &Naming) -> String {
         ("eagle_tcp_connect_failures_total", "Connect attempts to the peer that failed.", |p| p.connect_failures),
         ("eagle_tcp_retransmits_total", "Segments retransmitted to the peer.", |p| p.retransmits),
         ("eagle_tcp_resets_total", "Resets sent to or received from the peer.", |p| p.resets_sent + p.resets_received),
+        ("eagle_tcp_drops_total", "Segments of the connections with the peer the kernel dropped.", |p| p.drops),
     ];
     for (name, help, field) in counters {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
@@ -343,6 +420,33 @@ pub fn prometheus(net: &NetPayload, naming: &Naming) -> String {
                 label(&p.peer),
                 p.local_port,
                 field(p)
+            ));
+        }
+    }
+    type ListenField = fn(&eagle_proto::ListenQueues) -> u64;
+    let listen: [(&str, &str, ListenField); 2] = [
+        (
+            "eagle_tcp_listen_overflows_total",
+            "Connections that found a listener's accept queue full, in the process's network namespace.",
+            |q| q.overflows,
+        ),
+        (
+            "eagle_tcp_listen_drops_total",
+            "Connections a listener dropped (overflows included), in the process's network namespace.",
+            |q| q.drops,
+        ),
+    ];
+    for (name, help, field) in listen {
+        if net.listen_queues.is_empty() {
+            break;
+        }
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+        for q in &net.listen_queues {
+            out.push_str(&format!(
+                "{name}{{{},host_network=\"{}\"}} {}\n",
+                process_labels(&q.container, q.pid, &q.process),
+                q.host_network,
+                field(q)
             ));
         }
     }
@@ -524,6 +628,48 @@ mod tests {
         assert!(NetRule::parse_p99("/api=1s").unwrap_err().contains("http:"));
         assert!(NetRule::parse_p99("http:(=1s").unwrap_err().contains("regex"));
         assert!(NetRule::parse_retransmits("lots").is_err());
+    }
+
+    #[test]
+    fn a_json_report_reads_back_to_the_same_verdicts() {
+        let report = summarize(&payload(), &Naming::default());
+        let rules = [NetRule::parse_p99("http:/api/.*=200ms").unwrap(), NetRule::parse_retransmits("5%").unwrap()];
+        let read = parse_json(&json(&report)).unwrap();
+        assert_eq!(check(&read, &rules), check(&report, &rules));
+        assert!(parse_json("{}").unwrap_err().contains("not a network report"));
+        let newer = json(&report).replacen("\"schema_version\": 1", "\"schema_version\": 2", 1);
+        assert!(parse_json(&newer).unwrap_err().contains("schema version 2"));
+    }
+
+    #[test]
+    fn drops_and_listen_queues_reach_the_table_and_prometheus() {
+        let mut net = payload();
+        net.peers[0].drops = 3;
+        net.listen_queues.push(eagle_proto::ListenQueues {
+            pid: 7,
+            process: "srv".into(),
+            host_network: true,
+            overflows: 72,
+            drops: 73,
+            ..Default::default()
+        });
+        let report = summarize(&net, &Naming::default());
+        let text = table(&report);
+        assert!(text.contains("DROPS") && text.contains("LISTEN QUEUES OF"), "{text}");
+        let queue_line = text.lines().find(|l| l.contains("the host's (shared)")).unwrap();
+        assert!(queue_line.contains("srv (7)") && queue_line.contains("72") && queue_line.contains("73"), "{text}");
+        let json = json(&report);
+        assert!(json.contains("\"drops\": 3") && json.contains("\"overflows\": 72"), "{json}");
+        let prom = prometheus(&net, &Naming::default());
+        assert!(prom.contains("eagle_tcp_drops_total{pid=\"7\",process=\"srv\",direction=\"in\",peer=\"127.0.0.1\",local_port=\"8080\"} 3"), "{prom}");
+        assert!(
+            prom.contains("eagle_tcp_listen_overflows_total{pid=\"7\",process=\"srv\",host_network=\"true\"} 72"),
+            "{prom}"
+        );
+        assert!(
+            prom.contains("eagle_tcp_listen_drops_total{pid=\"7\",process=\"srv\",host_network=\"true\"} 73"),
+            "{prom}"
+        );
     }
 
     #[test]

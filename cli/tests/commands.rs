@@ -271,3 +271,37 @@ fn bad_inputs_give_one_line_and_their_exit_code() {
         assert!(line.contains(says), "{args:?}: `{line}` should say `{says}`");
     }
 }
+
+/// `check` on a network report (`net --format json`): the p99 of matching routes and the
+/// retransmission share of each peer (2 of ~100 segments here), as `net` judges them.
+#[test]
+fn check_judges_a_network_report() {
+    let data = data_dir();
+    let run = eagle(&data, &["check", "net.json", "--max-p99", "http:/api/.*=100ms", "--max-retransmits", "3%"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.contains("ok     --max-p99 http:/api/.*=100ms: python3 GET /api/items/{n} (31126): p99 84.0ms"),
+        "{run:?}"
+    );
+    assert!(!run.stderr.contains("/health"), "the regex is anchored: {run:?}");
+    assert!(
+        run.stderr.contains("ok     --max-retransmits 3%: python3 (31126) -> 10.0.0.7: 2.00% of ~100 segments"),
+        "{run:?}"
+    );
+    let run = eagle(&data, &["check", "net.json", "--max-p99", "http:/api/.*=50ms"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("BROKEN --max-p99 http:/api/.*=50ms"), "{run:?}");
+    let text = std::fs::read(data.join("net.json")).unwrap();
+    let run = eagle_with_input(&data, &["check", "-", "--max-retransmits", "1%"], &text);
+    assert_eq!(run.code, 1, "{run:?}");
+    // A profile is no network report, and the two kinds of rules are not mixed: one line each.
+    for args in [
+        &["check", "simple.folded", "--max-p99", "http:/.*=1s"][..],
+        &["check", "net.json", "--max-p99", "http:/.*=1s", "--max", "x=1%"][..],
+        &["check", "net.json", "--max-p99", "/api=1s"][..],
+    ] {
+        let run = eagle(&data, args);
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        assert_eq!(run.stderr.lines().count(), 1, "{args:?}: {run:?}");
+    }
+}

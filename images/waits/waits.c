@@ -10,10 +10,19 @@
  * busy machine) is off-CPU all along (waiting for a request, or sleeping); a profile
  * judges the split on the main thread's stacks, which start at `main`.
  *
- *   waits [--seconds S] [--scale F]
+ * With --same-site, a round takes about 30 ms instead, all of it waiting on the pipe from one
+ * place, `ask_and_wait`, called from two functions at the same depth:
+ *   pipe_20   asks for a reply 20 ms later                          2/3 of the blocked time
+ *   pipe_10   asks for a reply 10 ms later                          1/3
+ * Its read() blocks with the same registers, in the same system call on the same descriptor,
+ * from both: only the return address into pipe_20 or pipe_10 tells them apart (a profiler that
+ * reuses the stacks of a thread's last stop must see it).
+ *
+ *   waits [--seconds S] [--scale F] [--same-site]
  *
  * --seconds S   exit after S seconds (default: run until killed)
  * --scale F     multiply every duration by F (default 1): rounds of 100 * F ms
+ * --same-site   the pipe_20/pipe_10 rounds
  *
  * Built the ordinary way: cc -O2 -pthread -o waits waits.c
  */
@@ -52,9 +61,10 @@ __attribute__((noinline)) void sleep_60(void)
 	sink++;
 }
 
-__attribute__((noinline)) void pipe_30(void)
+/* Asks the helper for a reply `ms` milliseconds (times the scale) later, and waits for it. */
+__attribute__((noinline)) void ask_and_wait(char ms)
 {
-	char byte = 'q';
+	char byte = ms;
 	if (write(request_pipe[1], &byte, 1) != 1) {
 		perror("waits: write request");
 		exit(1);
@@ -64,6 +74,24 @@ __attribute__((noinline)) void pipe_30(void)
 		exit(1);
 	}
 	sink += byte;
+}
+
+__attribute__((noinline)) void pipe_30(void)
+{
+	ask_and_wait(30);
+	sink++;
+}
+
+__attribute__((noinline)) void pipe_20(void)
+{
+	ask_and_wait(20);
+	sink++;
+}
+
+__attribute__((noinline)) void pipe_10(void)
+{
+	ask_and_wait(10);
+	sink += 2;
 }
 
 __attribute__((noinline)) void cpu_10(void)
@@ -80,13 +108,13 @@ __attribute__((noinline)) void cpu_10(void)
 	sink = x;
 }
 
-/* The other end of the pipe: answers each request 30 ms later. */
+/* The other end of the pipe: answers each request as many milliseconds later as it asks. */
 static void *helper(void *unused)
 {
 	(void)unused;
 	char byte;
 	while (read(request_pipe[0], &byte, 1) == 1) {
-		sleep_ms(30 * scale);
+		sleep_ms(byte * scale);
 		if (write(reply_pipe[1], &byte, 1) != 1)
 			break;
 	}
@@ -96,13 +124,16 @@ static void *helper(void *unused)
 int main(int argc, char **argv)
 {
 	double seconds = 0;
+	int same_site = 0;
 	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) {
+		if (strcmp(argv[i], "--same-site") == 0) {
+			same_site = 1;
+		} else if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) {
 			seconds = atof(argv[++i]);
 		} else if (strcmp(argv[i], "--scale") == 0 && i + 1 < argc) {
 			scale = atof(argv[++i]);
 		} else {
-			fprintf(stderr, "usage: waits [--seconds S] [--scale F]\n");
+			fprintf(stderr, "usage: waits [--seconds S] [--scale F] [--same-site]\n");
 			return 2;
 		}
 	}
@@ -131,9 +162,14 @@ int main(int argc, char **argv)
 	}
 	double end = seconds > 0 ? seconds_of(CLOCK_MONOTONIC) + seconds : 0;
 	while (end == 0 || seconds_of(CLOCK_MONOTONIC) < end) {
-		sleep_60();
-		pipe_30();
-		cpu_10();
+		if (same_site) {
+			pipe_20();
+			pipe_10();
+		} else {
+			sleep_60();
+			pipe_30();
+			cpu_10();
+		}
 	}
 	return 0;
 }

@@ -16,6 +16,9 @@
 /* Rows of one object's table are fewer than 2^EAGLE_TABLE_STEPS. */
 #define EAGLE_TABLE_STEPS 24
 
+/* Return addresses a stop site's reuse compares (see `struct eagle_stop_site`). */
+#define EAGLE_SITE_CHECKS 4
+
 /* One aggregation bucket: a process and the pair of stacks it was sampled in. */
 struct eagle_stack_key {
 	__u32 tgid;
@@ -31,6 +34,9 @@ struct eagle_stack_key {
 /* Written into `active` (instead of a buffer, 0 or 1) when the sampling window ends: no sample
  * is taken after it, however late the agent's last collection comes. */
 #define EAGLE_WINDOW_ENDED 2
+/* What one CPU sample at the asked frequency adds to its stack's count: the agent redraws each
+ * CPU's period and weighs its samples by it (`sample_weight`), in these units. */
+#define EAGLE_SAMPLE_UNIT 1024
 
 enum eagle_key_flag {
 	/* The user stack was unwound with tables and is `ustacks_N[user_stack_hash]`. */
@@ -48,22 +54,44 @@ enum eagle_key_flag {
 	EAGLE_KEY_THROTTLED = 16,
 };
 
-/* Value of `offcpu_start` (key: thread id): a thread switched out while not runnable, when,
- * and the stacks it blocked at. */
-struct eagle_offcpu_start {
-	__u64 since; /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) at the switch */
-	struct eagle_stack_key key;
+/* Where a thread stopped, told by what is cheap to read at the switch. Taking a block's stacks
+ * (the kernel's walk of its own stack, the user stack's unwinding) is most of what following
+ * the scheduler costs, and a thread that switches often stops at the same few places (a read
+ * on a pipe, a futex wait), each time with the same user registers, in the same system call,
+ * in the same way (blocked in the same state, or preempted): then its stacks are those of last
+ * time. (Its kernel stack's depth would tell more, but the kernel moves the stack by a random
+ * offset at every system call.) */
+struct eagle_stop_site {
+	__u64 ip;      /* user registers saved as it entered the kernel; 0: no site to reuse */
+	__u64 sp;
+	__u64 bp;
+	__u64 syscall; /* the system call it is in (x86-64's orig_rax; -1: none) */
+	__u64 arg0;    /* its first argument (a file descriptor, a futex): where in the kernel */
+	__u32 how;     /* prev_state << 1 | preempted */
+	__u32 execed;  /* the process's execs then: another program after one */
+	__u32 checks;  /* return addresses to compare, up to EAGLE_SITE_CHECKS */
+	__u32 _pad;
+	/* The innermost return addresses the unwinder read, and where on the stack: the same
+	 * registers reached from another caller (a helper that reads, called from two places at
+	 * the same depth) have another return address there. */
+	__u64 ra_slot[EAGLE_SITE_CHECKS];
+	__u64 ra[EAGLE_SITE_CHECKS];
 };
 
-/* Value of `wait_start` (key: thread id): a thread runnable but not running since `since`, the
- * stacks it stopped at, and its group's throttled time then, to split the wait at its end. */
-struct eagle_wait_start {
-	__u64 since;     /* bpf_ktime_get_ns() when it was preempted or woken */
+/* Value of `offcpu_start` (key: thread id), one per thread for the run: off the CPU since it
+ * was switched out (`since`; 0: on a CPU), the stacks it stopped at, and, once it is runnable
+ * (preempted, or woken after a block), since when, and its group's throttled time then, to
+ * split the wait at its end. The entry stays while the thread runs: its next switch out finds
+ * the last stop's site and stacks there, and writes no new entry. */
+struct eagle_offcpu_start {
+	__u64 since;     /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) at the switch out; 0: on a CPU */
+	__u64 woken;     /* when it became runnable: a wait for a CPU since; 0: blocked still */
 	__u64 cfs_rq;    /* the kernel's `struct cfs_rq *` it was queued on (0: none known) */
 	__u64 throttled; /* that group's throttled time then (rq clock ns, see `group_throttled`) */
 	__u32 throttled_then; /* 1: its group was throttled as the wait began */
 	__u32 _pad;
 	struct eagle_stack_key key;
+	struct eagle_stop_site site; /* where `key`'s stacks were taken */
 };
 
 /* Value of the targets map. `root` lets the agent symbolize a forked child that exited before
@@ -152,7 +180,8 @@ enum eagle_counter {
 	EAGLE_NOT_TARGET = 10,    /* dropped: a process that reuses a target's pid, not the target */
 	EAGLE_WAITS = 11,         /* waits for a CPU (or the CPU limit) counted (min_block or longer) */
 	EAGLE_WAITS_SHORT = 12,   /* waits shorter than min_block: not counted */
-	EAGLE_COUNTER_MAX = 13,
+	EAGLE_STOP_SITES_REUSED = 13, /* switches whose stacks were those of the thread's last stop */
+	EAGLE_COUNTER_MAX = 14,
 };
 
 #endif

@@ -28,9 +28,9 @@ pub mod names {
     pub const WAKEUP_PROGRAM: &str = "offcpu_wakeup";
     /// A new thread queued to run for the first time: it waits for a CPU from then.
     pub const WAKEUP_NEW_PROGRAM: &str = "offcpu_wakeup_new";
+    /// Threads off the CPU: blocked, or runnable but not running (preempted, throttled, or
+    /// woken and not yet running).
     pub const OFFCPU_START: &str = "offcpu_start";
-    /// Threads runnable but not running: preempted, throttled, or woken and not yet running.
-    pub const WAIT_START: &str = "wait_start";
     pub const OFFCPU_STACKS: &str = "offcpu_stacks";
     pub const OFFCPU_USER_STACKS: &str = "offcpu_ustacks";
     pub const MIN_BLOCK_NS: &str = "MIN_BLOCK_NS";
@@ -43,6 +43,8 @@ pub mod names {
     /// program takes no sample after it.
     pub const WINDOW_ENDED: u32 = 2;
     pub const COUNTERS: &str = "counters";
+    /// Per CPU: the weight of its samples, in [`super::SAMPLE_UNIT`]s (`sample_weight`).
+    pub const SAMPLE_WEIGHT: &str = "sample_weight";
     pub const STACKS: [&str; 2] = ["stacks_0", "stacks_1"];
     pub const COUNTS: [&str; 2] = ["counts_0", "counts_1"];
     /// Processes whose CPU samples are counted per thread.
@@ -56,6 +58,11 @@ pub mod names {
     pub const UNWIND_TABLES: &str = "unwind_tables";
     pub const UNWIND_REQUESTS: &str = "unwind_requests";
 }
+
+/// What a CPU sample at the asked frequency adds to its stack's count (`EAGLE_SAMPLE_UNIT` of
+/// `eagle.h`): a sample taken at another period weighs its period over the asked one, in these
+/// units, so that counts stay CPU time while the agent redraws periods.
+pub const SAMPLE_UNIT: u64 = 1024;
 
 /// Frames kept per stack by the kernel side.
 pub const MAX_STACK_DEPTH: usize = 127;
@@ -225,25 +232,48 @@ pub enum Counter {
     Waits = 11,
     /// Waits shorter than the minimum duration: not counted.
     WaitsShort = 12,
+    /// Switches whose stacks were those of the thread's last stop at the same site.
+    StopSitesReused = 13,
 }
 
-pub const COUNTER_MAX: u32 = 13;
+pub const COUNTER_MAX: u32 = 14;
 
-/// Value of `offcpu_start`: `struct eagle_offcpu_start`.
+/// Where a thread stopped: `struct eagle_stop_site`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StopSite {
+    /// User registers saved as it entered the kernel; `ip` 0: no site.
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    /// The system call it was in.
+    pub syscall: u64,
+    /// Its first argument.
+    pub arg0: u64,
+    /// `prev_state << 1 | preempted`.
+    pub how: u32,
+    /// The process's execs then.
+    pub execed: u32,
+    /// Return addresses compared, up to [`SITE_CHECKS`].
+    pub checks: u32,
+    pub _pad: u32,
+    /// Where the innermost return addresses were read, and what they were.
+    pub ra_slot: [u64; SITE_CHECKS],
+    pub ra: [u64; SITE_CHECKS],
+}
+
+/// Return addresses a stop site's reuse compares: `EAGLE_SITE_CHECKS`.
+pub const SITE_CHECKS: usize = 4;
+
+/// Value of `offcpu_start`, one per thread: `struct eagle_offcpu_start`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OffCpuStart {
-    /// CLOCK_MONOTONIC nanoseconds when the thread blocked.
+    /// CLOCK_MONOTONIC nanoseconds when the thread was switched out; 0: on a CPU.
     pub since: u64,
-    pub key: StackKey,
-}
-
-/// Value of `wait_start`: `struct eagle_wait_start`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WaitStart {
-    /// CLOCK_MONOTONIC nanoseconds when the thread was preempted or woken.
-    pub since: u64,
+    /// When it became runnable (preempted, or woken after a block): a wait for a CPU since.
+    /// 0: blocked still.
+    pub woken: u64,
     /// The kernel's `struct cfs_rq *` it waited on (an address, never dereferenced here).
     pub cfs_rq: u64,
     /// That group's throttled time then, on its run queue's clock.
@@ -252,6 +282,8 @@ pub struct WaitStart {
     pub throttled_then: u32,
     pub _pad: u32,
     pub key: StackKey,
+    /// Where `key`'s stacks were taken.
+    pub site: StopSite,
 }
 
 #[cfg(feature = "user")]
@@ -261,11 +293,9 @@ unsafe impl aya::Pod for StackKey {}
 // SAFETY: as above (16 bytes: 2 x u32, then a u64).
 unsafe impl aya::Pod for TargetEntry {}
 #[cfg(feature = "user")]
-// SAFETY: as above (a u64, then the 32-byte key: 40 bytes, no padding).
+// SAFETY: as above (4 x u64, 2 x u32, the 32-byte key, the 120-byte site (5 x u64, 4 x u32,
+// 8 x u64): 192 bytes, no padding).
 unsafe impl aya::Pod for OffCpuStart {}
-#[cfg(feature = "user")]
-// SAFETY: as above (3 x u64, 2 x u32, then the 32-byte key: 64 bytes, no padding).
-unsafe impl aya::Pod for WaitStart {}
 #[cfg(feature = "user")]
 // SAFETY: as above (8 bytes, no padding).
 unsafe impl aya::Pod for UnwindRow {}

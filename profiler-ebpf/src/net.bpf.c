@@ -124,6 +124,10 @@ struct tcp_sock {
 	__u32 srtt_us;
 } __attribute__((preserve_access_index));
 
+struct sk_buff {
+	struct sock *sk;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	int pid;
 	int tgid;
@@ -420,6 +424,41 @@ int net_receive_reset(__u64 *ctx)
 	struct eagle_net_counters *counters = row_of_sock((const struct sock *)ctx[0], &key);
 	if (counters)
 		__sync_fetch_and_add(&counters->resets_received, 1);
+	return 0;
+}
+
+/* A segment of a target's socket dropped by the kernel: counted on the socket's row, whatever
+ * the reason (a full receive queue, data outside the window, a bad checksum...). Drops of a
+ * listener are not here: a full accept queue drops SYNs without this tracepoint (the agent
+ * reads the listen-queue counters of the targets' network namespaces instead, see
+ * src/sampler/net.rs). */
+static __always_inline void count_drop(struct sock *sk)
+{
+	struct eagle_net_key key;
+	struct eagle_net_counters *counters = sk ? row_of_sock(sk, &key) : 0;
+	if (counters)
+		__sync_fetch_and_add(&counters->drops, 1);
+}
+
+/* kfree_skb(struct sk_buff *skb, void *location, enum skb_drop_reason reason, struct sock *rx_sk)
+ * (Linux 6.11+): `rx_sk` is the socket a received segment was meant for, which `skb->sk` is
+ * not yet on the receive path. */
+SEC("tp_btf/kfree_skb")
+int net_kfree_skb(__u64 *ctx)
+{
+	struct sock *sk = (struct sock *)ctx[3];
+	if (!sk)
+		sk = BPF_CORE_READ((struct sk_buff *)ctx[0], sk);
+	count_drop(sk);
+	return 0;
+}
+
+/* kfree_skb(struct sk_buff *skb, void *location, enum skb_drop_reason reason) before 6.11: only
+ * the segments that already belong to a socket (the send path, the receive queues). */
+SEC("tp_btf/kfree_skb")
+int net_kfree_skb_no_rx_sk(__u64 *ctx)
+{
+	count_drop(BPF_CORE_READ((struct sk_buff *)ctx[0], sk));
 	return 0;
 }
 

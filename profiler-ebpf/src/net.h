@@ -33,6 +33,7 @@ struct eagle_net_counters {
 	__u64 resets_received;
 	__u64 rtt_sum_us;
 	__u64 rtt_samples;
+	__u64 drops; /* segments of the row's sockets the kernel dropped (skb:kfree_skb) */
 };
 
 /* What the program knows about a socket of a target (key: the socket's address). */

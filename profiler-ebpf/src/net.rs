@@ -27,6 +27,10 @@ pub mod names {
         ("net_fork", "sched_process_fork"),
     ];
     /// tp_btf programs that find the user buffers of reads and writes, for HTTP.
+    /// The drop counter's program on `kfree_skb`: the first that loads (the tracepoint's
+    /// `rx_sk` argument is Linux 6.11+; the second reads only `skb->sk`).
+    pub const DROP_PROGRAMS: [&str; 2] = ["net_kfree_skb", "net_kfree_skb_no_rx_sk"];
+    pub const DROP_TRACEPOINT: &str = "kfree_skb";
     pub const SYSCALL_TRACEPOINTS: [(&str, &str); 2] = [("net_sys_enter", "sys_enter"), ("net_sys_exit", "sys_exit")];
     pub const TARGETS: &str = "net_targets";
     pub const TRAFFIC: &str = "net_traffic";
@@ -85,6 +89,8 @@ pub struct NetCounters {
     pub resets_received: u64,
     pub rtt_sum_us: u64,
     pub rtt_samples: u64,
+    /// Segments of the row's sockets the kernel dropped (`skb:kfree_skb`).
+    pub drops: u64,
 }
 
 /// One record of the `net_events` ring buffer: `struct eagle_net_event`.
@@ -142,7 +148,7 @@ pub const NET_COUNTER_MAX: u32 = 3;
 // SAFETY: plain old data, `repr(C)`, no padding (32 bytes: explicit `_pad`).
 unsafe impl aya::Pod for NetKey {}
 #[cfg(feature = "user")]
-// SAFETY: as above (10 x u64).
+// SAFETY: as above (11 x u64).
 unsafe impl aya::Pod for NetCounters {}
 
 #[cfg(test)]
@@ -150,7 +156,7 @@ mod tests {
     #[test]
     fn the_layouts_are_those_of_net_h() {
         assert_eq!(core::mem::size_of::<super::NetKey>(), 32);
-        assert_eq!(core::mem::size_of::<super::NetCounters>(), 80);
+        assert_eq!(core::mem::size_of::<super::NetCounters>(), 88);
         assert_eq!(core::mem::size_of::<super::NetEvent>(), 4 + 4 + 8 + 8 + 8 + 32 + 4 + 4 + 128);
     }
 }

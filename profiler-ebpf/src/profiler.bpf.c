@@ -28,12 +28,16 @@ typedef struct user_pt_regs eagle_user_regs;
 #define REGS_IP(r) ((r).pc)
 #define REGS_SP(r) ((r).sp)
 #define REGS_BP(r) ((r).regs[29])
+#define REGS_SYSCALL(r) 0 /* not in user_pt_regs: the stop site is told by the others */
+#define REGS_ARG0(r) ((r).regs[0])
 #else
 typedef struct pt_regs eagle_user_regs;
 #define REGS_IN_USER_MODE(r) (((r).cs & 3) == 3)
 #define REGS_IP(r) ((r).rip)
 #define REGS_SP(r) ((r).rsp)
 #define REGS_BP(r) ((r).rbp)
+#define REGS_SYSCALL(r) ((r).orig_rax)
+#define REGS_ARG0(r) ((r).rdi)
 #endif
 
 char LICENSE[] SEC("license") = "GPL";
@@ -145,8 +149,11 @@ COUNT_MAP(counts_1);
 USER_STACK_MAP(ustacks_0);
 USER_STACK_MAP(ustacks_1);
 
-/* Off-CPU time. Threads blocked now (key: thread id), with the stacks they blocked at; LRU,
- * so a thread that exits while blocked does not hold its entry for ever. */
+/* Off-CPU time, one entry per target thread (key: thread id): off the CPU now (blocked, or
+ * runnable but not running: `woken` set) or not, with the stacks it last stopped at. LRU, so
+ * an exited thread does not hold its entry for ever. No entry is inserted or deleted as a
+ * thread stops, wakes and runs again: a block's wake-up turns it into a wait in place, and
+ * the switch in claims it (`since` to 0). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 32768);
@@ -160,17 +167,12 @@ struct {
 STACK_MAP(offcpu_stacks);
 USER_STACK_MAP(offcpu_ustacks);
 
-/* Threads runnable but not running now (key: thread id): preempted, or woken and not yet on a
- * CPU, with the stacks they stopped at and their group's throttled time then. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 32768);
-	__type(key, __u32);
-	__type(value, struct eagle_wait_start);
-} wait_start SEC(".maps");
-
 /* Blocks and waits shorter than this are not counted (the agent's --min-block-us). */
 const volatile __u64 MIN_BLOCK_NS = 1000000;
+
+/* `prev_state` of a thread's last switch, as it exits (include/linux/sched.h). */
+#define TASK_DEAD 0x80
+
 
 /* The executable mappings of each process the agent built tables for (key: tgid). */
 struct {
@@ -214,6 +216,8 @@ struct unwind_state {
 	__u64 bp;
 	__u32 maps_tgid; /* whose `process_maps` entry describes this process's code */
 	__u32 exact_ip;  /* ip is where the CPU was (leaf, after a signal), not a return address */
+	/* Where the innermost frames' return addresses were read (`struct eagle_stop_site`). */
+	__u64 ra_slot[EAGLE_SITE_CHECKS];
 	struct eagle_user_stack stack;
 };
 
@@ -223,6 +227,17 @@ struct {
 	__type(key, __u32);
 	__type(value, struct unwind_state);
 } unwind_scratch SEC(".maps");
+
+/* The weight of this CPU's samples, in EAGLE_SAMPLE_UNIT per sample at the asked frequency: its
+ * current period over the asked one, written by the agent each time it redraws the period
+ * (profiler-image/src/sampler/cpu_clock.rs). A sample's count is then CPU time whatever period
+ * took it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} sample_weight SEC(".maps");
 
 static __always_inline void bump(__u32 counter)
 {
@@ -246,8 +261,8 @@ static __always_inline int is_target_process(struct eagle_target *target)
 	return process_start(bpf_get_current_task_btf()) == target->start;
 }
 
-/* Adds `n` to a key's count: 1 per CPU sample, nanoseconds per block. False when the map is
- * full. */
+/* Adds `n` to a key's count: a CPU sample's weight (EAGLE_SAMPLE_UNIT at the asked period),
+ * nanoseconds per block. False when the map is full. */
 static __always_inline int record_n(void *counts, struct eagle_stack_key *key, __u64 n)
 {
 	__u64 *value = bpf_map_lookup_elem(counts, key);
@@ -265,9 +280,13 @@ static __always_inline int record_n(void *counts, struct eagle_stack_key *key, _
 	return 1;
 }
 
+/* Counts a CPU sample at this CPU's weight. */
 static __always_inline void record(void *counts, struct eagle_stack_key *key)
 {
-	if (!record_n(counts, key, 1))
+	__u32 zero = 0;
+	__u32 *weight = bpf_map_lookup_elem(&sample_weight, &zero);
+	__u64 n = weight && *weight ? *weight : EAGLE_SAMPLE_UNIT;
+	if (!record_n(counts, key, n))
 		bump(EAGLE_COUNTS_FULL);
 }
 
@@ -369,6 +388,9 @@ static __always_inline long step_frame_pointer(struct unwind_state *s)
 	}
 	if (frame[1] == 0)
 		return STEP_STOP;
+	__u32 at = s->stack.len - 1;
+	if (at < EAGLE_SITE_CHECKS)
+		s->ra_slot[at] = s->bp + 8;
 	s->sp = s->bp + 16;
 	s->bp = frame[0];
 	s->ip = frame[1];
@@ -449,6 +471,8 @@ static long unwind_step(__u32 index, void *ctx)
 			s->stack.flags |= EAGLE_STACK_TRUNCATED;
 			return STEP_STOP;
 		}
+		if (len < EAGLE_SITE_CHECKS)
+			s->ra_slot[len] = s->sp + 40 + 80 + 6 * 8;
 		s->bp = regs[0];
 		s->sp = regs[5];
 		s->ip = regs[6];
@@ -482,6 +506,8 @@ static long unwind_step(__u32 index, void *ctx)
 		s->stack.flags |= EAGLE_STACK_TRUNCATED;
 		return STEP_STOP;
 	}
+	if (len < EAGLE_SITE_CHECKS)
+		s->ra_slot[len] = cfa - 8;
 	s->sp = cfa;
 	s->ip = ra;
 	s->exact_ip = 0;
@@ -651,12 +677,14 @@ int sample_cpu(struct bpf_perf_event_data *ctx)
  * A target thread that leaves the CPU stops at a stack, taken now, and is off the CPU until it
  * is switched in again, in two ways:
  * - blocked (not runnable: prev_state != TASK_RUNNING, and not preempted) until it is woken
- *   (or switched in, whichever is seen first): a block, kept in `offcpu_start`;
+ *   (or switched in, whichever is seen first): a block;
  * - runnable but not running: preempted (or throttled: its group used up its CPU limit) until
- *   it runs again, or woken after a block until it runs: a wait, kept in `wait_start`. At its
- *   end the wait is split by how much of it its group spent throttled (`group_throttled`):
- *   that part is EAGLE_KEY_THROTTLED, the rest EAGLE_KEY_WAIT (waiting for a CPU).
- * Each is counted on its stacks if it lasted MIN_BLOCK_NS or more. */
+ *   it runs again, or woken after a block until it runs: a wait. At its end the wait is split
+ *   by how much of it its group spent throttled (`group_throttled`): that part is
+ *   EAGLE_KEY_THROTTLED, the rest EAGLE_KEY_WAIT (waiting for a CPU).
+ * Both are the thread's entry of `offcpu_start`, from the switch out to the switch in (`woken`:
+ * 0 while blocked), so that none of the three, at 50,000 hand-offs a second, inserts or deletes
+ * a map entry. Each is counted on its stacks if it lasted MIN_BLOCK_NS or more. */
 struct task_struct;
 static __always_inline int task_tid(struct task_struct *task);
 
@@ -698,35 +726,80 @@ static __always_inline __u64 group_throttled(struct cfs_rq *cfs_rq, __u32 *throt
 	return total;
 }
 
-/* `task` (thread `tid`) is runnable from `now` on, and stopped at `key`'s stacks. */
-static __always_inline void begin_wait(struct task_struct *task, __u32 tid, struct eagle_stack_key *key, __u64 now)
+/* `task` is runnable from `now` on: its wait begins, with its group's throttled time then. */
+static __always_inline void begin_wait(struct task_struct *task, struct eagle_offcpu_start *entry, __u64 now)
 {
-	struct eagle_wait_start wait = { .since = now, .key = *key };
-	wait.key.flags = (key->flags & ~(EAGLE_KEY_WAIT | EAGLE_KEY_THROTTLED)) | EAGLE_KEY_OFFCPU;
 	struct cfs_rq *cfs_rq = task_cfs_rq(task);
-	wait.cfs_rq = (__u64)cfs_rq;
-	wait.throttled = group_throttled(cfs_rq, &wait.throttled_then);
-	if (bpf_map_update_elem(&wait_start, &tid, &wait, BPF_ANY) != 0)
-		bump(EAGLE_OFFCPU_LOST);
+	__u32 throttled_then = 0;
+	entry->cfs_rq = (__u64)cfs_rq;
+	entry->throttled = group_throttled(cfs_rq, &throttled_then);
+	entry->throttled_then = throttled_then;
+	entry->woken = now;
 }
 
-/* Thread `tid` runs again: its wait, if one was under way, is counted, split into the time its
- * group was throttled and the rest. Counted once, by whoever removes the entry. */
-static __always_inline void end_wait(__u32 tid, __u64 now)
+/* Counts a block of `blocked` ns on `key`'s stacks, if long enough. */
+static __always_inline void count_block(struct eagle_stack_key *key, __u64 blocked, __u32 buffer)
 {
-	struct eagle_wait_start *start = bpf_map_lookup_elem(&wait_start, &tid);
-	if (!start)
+	if (blocked < MIN_BLOCK_NS)
+		bump(EAGLE_OFFCPU_SHORT);
+	else if (record_n(active_counts(buffer), key, blocked))
+		bump(EAGLE_OFFCPU_BLOCKS);
+	else
+		bump(EAGLE_COUNTS_FULL);
+}
+
+/* A block ends when its thread is woken (runnable again), and the time it then waits for a CPU
+ * begins, on the same stacks. The block is counted once: by whoever sets `woken` first, this
+ * or the thread's switch in on another CPU. */
+static __always_inline void end_block(struct task_struct *task, __u64 now)
+{
+	__u32 tid = task_tid(task);
+	struct eagle_offcpu_start *entry = bpf_map_lookup_elem(&offcpu_start, &tid);
+	if (!entry)
+		return;
+	__u64 since = entry->since;
+	if (since == 0 || entry->woken != 0)
+		return; /* not blocked: running, preempted, or woken already */
+	__u32 buffer = active_buffer_now();
+	/* After the window: the block stays for the agent, which counts it up to the window's
+	 * end (`close_blocks`). */
+	if (buffer >= EAGLE_WINDOW_ENDED)
+		return;
+	/* The group's reading first: once `woken` is set, a switch in may end the wait. */
+	struct cfs_rq *cfs_rq = task_cfs_rq(task);
+	__u32 throttled_then = 0;
+	entry->cfs_rq = (__u64)cfs_rq;
+	entry->throttled = group_throttled(cfs_rq, &throttled_then);
+	entry->throttled_then = throttled_then;
+	if (__sync_val_compare_and_swap(&entry->woken, 0, now) != 0)
+		return;
+	struct eagle_stack_key key = entry->key;
+	count_block(&key, now - since, buffer);
+}
+
+/* Thread `tid` runs again: what it was off the CPU for is counted: a block whose wake-up was
+ * not seen (woken before it was counted as blocked) ends here, and so does a wait, split into
+ * the time its group was throttled and the rest. */
+static __always_inline void end_off_cpu(__u32 tid, __u64 now)
+{
+	struct eagle_offcpu_start *entry = bpf_map_lookup_elem(&offcpu_start, &tid);
+	if (!entry || entry->since == 0)
 		return;
 	__u32 buffer = active_buffer_now();
 	/* After the window: the agent counts it up to the window's end (`close_blocks`). */
 	if (buffer >= EAGLE_WINDOW_ENDED)
 		return;
-	__u64 waited = now - start->since;
-	__u64 throttled_before = start->throttled;
-	struct cfs_rq *cfs_rq = (struct cfs_rq *)start->cfs_rq;
-	struct eagle_stack_key key = start->key;
-	if (bpf_map_delete_elem(&wait_start, &tid) != 0)
-		return; /* ended on another CPU meanwhile */
+	/* Counted once, by whoever takes `since`. */
+	__u64 since = __sync_lock_test_and_set(&entry->since, 0);
+	if (since == 0)
+		return;
+	__u64 woken = __sync_val_compare_and_swap(&entry->woken, 0, now);
+	struct eagle_offcpu_start ended = *entry;
+	if (woken == 0) {
+		count_block(&ended.key, now - since, buffer);
+		return;
+	}
+	__u64 waited = now - woken;
 	if (waited < MIN_BLOCK_NS) {
 		bump(EAGLE_WAITS_SHORT);
 		return;
@@ -735,10 +808,11 @@ static __always_inline void end_wait(__u32 tid, __u64 now)
 	 * thread back. (A thread moved to another CPU while it waited is judged by the run queue
 	 * it waited on first: a throttled thread is not moved, it waits where it was throttled.) */
 	__u32 throttled_now = 0;
-	__u64 throttled_after = group_throttled(cfs_rq, &throttled_now);
-	__u64 throttled = throttled_after > throttled_before ? throttled_after - throttled_before : 0;
+	__u64 throttled_after = group_throttled((struct cfs_rq *)ended.cfs_rq, &throttled_now);
+	__u64 throttled = throttled_after > ended.throttled ? throttled_after - ended.throttled : 0;
 	if (throttled > waited)
 		throttled = waited;
+	struct eagle_stack_key key = ended.key;
 	void *counts = active_counts(buffer);
 	int kept = 1;
 	if (throttled > 0) {
@@ -753,39 +827,11 @@ static __always_inline void end_wait(__u32 tid, __u64 now)
 	bump(kept ? EAGLE_WAITS : EAGLE_COUNTS_FULL);
 }
 
-/* A block ends when its thread is woken (runnable again): the time it then waits for a CPU is
- * a wait, begun here with the block's stacks. Counted once, by whoever removes the entry.
- * `woken`: the thread was woken (else it is being switched in, and waits no more). */
-static __always_inline void end_block(struct task_struct *task, __u64 now, int woken)
-{
-	__u32 tid = task_tid(task);
-	struct eagle_offcpu_start *start = bpf_map_lookup_elem(&offcpu_start, &tid);
-	if (!start)
-		return;
-	__u32 buffer = active_buffer_now();
-	/* After the window: the block stays for the agent, which counts it up to the window's
-	 * end (`close_blocks`). */
-	if (buffer >= EAGLE_WINDOW_ENDED)
-		return;
-	__u64 blocked = now - start->since;
-	struct eagle_stack_key key = start->key;
-	if (bpf_map_delete_elem(&offcpu_start, &tid) != 0)
-		return; /* ended on another CPU meanwhile */
-	if (blocked < MIN_BLOCK_NS)
-		bump(EAGLE_OFFCPU_SHORT);
-	else if (record_n(active_counts(buffer), &key, blocked))
-		bump(EAGLE_OFFCPU_BLOCKS);
-	else
-		bump(EAGLE_COUNTS_FULL);
-	if (woken)
-		begin_wait(task, tid, &key, now);
-}
-
 /* sched_wakeup: (struct task_struct *p), on the waker's CPU, once `p` is queued to run. */
 SEC("tp_btf/sched_wakeup")
 int offcpu_wakeup(__u64 *ctx)
 {
-	end_block((struct task_struct *)ctx[0], bpf_ktime_get_ns(), 1);
+	end_block((struct task_struct *)ctx[0], bpf_ktime_get_ns());
 	return 0;
 }
 
@@ -805,26 +851,81 @@ int offcpu_wakeup_new(__u64 *ctx)
 	/* Its own process's start: `current` is its parent, another process after a fork. */
 	if (CHECK_IDENTITY && target->start != 0 && process_start(task) != target->start)
 		return 0;
-	struct eagle_stack_key key = {
-		.tgid = tgid, .user_stack_id = -EFAULT, .kernel_stack_id = -EFAULT, .flags = EAGLE_KEY_OFFCPU
+	/* No site: its first stop takes its stacks. */
+	struct eagle_offcpu_start waiting = {
+		.key = { .tgid = tgid, .user_stack_id = -EFAULT, .kernel_stack_id = -EFAULT, .flags = EAGLE_KEY_OFFCPU }
 	};
-	begin_wait(task, task_tid(task), &key, bpf_ktime_get_ns());
+	__u64 now = bpf_ktime_get_ns();
+	waiting.since = now;
+	begin_wait(task, &waiting, now);
+	__u32 tid = task_tid(task);
+	if (bpf_map_update_elem(&offcpu_start, &tid, &waiting, BPF_ANY) != 0)
+		bump(EAGLE_OFFCPU_LOST);
 	return 0;
 }
 
-/* The stacks the current thread (of target process `tgid`) stops at, into `key`, from the
- * switch event `ctx`. False when they could not be kept. */
-static __always_inline int stopped_stacks(__u64 *ctx, __u32 tgid, struct eagle_target *target,
-					  struct eagle_stack_key *key)
+/* The stacks the current thread (of target process `tgid`) stops at, from the switch event
+ * `ctx`, in the way `how` (see `struct eagle_stop_site`), into its `entry`: those already there
+ * if it stopped at the same site last time, else taken now. False when they could not be kept. */
+static __always_inline int stopped_stacks(__u64 *ctx, __u32 tgid, struct eagle_target *target, __u32 how,
+					  struct eagle_offcpu_start *entry)
 {
+	struct task_struct *task = bpf_get_current_task_btf();
+	eagle_user_regs regs;
+	/* False for a thread with no user side (a process's io_uring worker): its kernel stack. */
+	int user = bpf_probe_read_kernel(&regs, sizeof(regs), (void *)bpf_task_pt_regs(task)) == 0 &&
+		   REGS_IN_USER_MODE(regs);
+	struct eagle_stop_site *last = &entry->site;
+	if (user && last->ip != 0 && last->ip == REGS_IP(regs) && last->sp == REGS_SP(regs) &&
+	    last->bp == REGS_BP(regs) && last->syscall == REGS_SYSCALL(regs) && last->arg0 == REGS_ARG0(regs) &&
+	    last->how == how && last->execed == target->execed && entry->key.tgid == tgid) {
+		int same = 1;
+		for (int i = 0; i < EAGLE_SITE_CHECKS; i++) {
+			if (i >= last->checks)
+				break;
+			__u64 ra = 0;
+			if (bpf_probe_read_user(&ra, sizeof(ra), (void *)last->ra_slot[i]) != 0 || ra != last->ra[i]) {
+				same = 0;
+				break;
+			}
+		}
+		if (same) {
+			bump(EAGLE_STOP_SITES_REUSED);
+			return 1;
+		}
+	}
+
+	struct eagle_stack_key *key = &entry->key;
+	key->tgid = tgid;
+	key->flags = EAGLE_KEY_OFFCPU;
+	key->user_stack_hash = 0;
+	key->tid = 0;
+	/* No site to reuse until the stacks below are kept. */
+	last->ip = 0;
 	__u32 zero = 0;
 	__u32 process_flags = 0;
 	__u32 owner = UNWIND_WITH_TABLES ? maps_owner(tgid, target, &process_flags) : 0;
 	int unwound = 0;
+	__u32 checks = 0;
 	if (owner != 0 && !(process_flags & EAGLE_PROCESS_FRAME_POINTERS)) {
 		struct unwind_state *s = bpf_map_lookup_elem(&unwind_scratch, &zero);
-		if (s && saved_user_regs(&s->ip, &s->sp, &s->bp))
+		if (s && user) {
+			s->ip = REGS_IP(regs);
+			s->sp = REGS_SP(regs);
+			s->bp = REGS_BP(regs);
 			unwound = unwind_user(s, &offcpu_ustacks, owner, key);
+			/* The return addresses read: frames 1 to `checks` of the stack. */
+			if (unwound > 0) {
+				__u32 len = s->stack.len;
+				checks = len > EAGLE_SITE_CHECKS ? EAGLE_SITE_CHECKS : (len > 0 ? len - 1 : 0);
+				for (int i = 0; i < EAGLE_SITE_CHECKS; i++) {
+					if (i >= checks)
+						break;
+					last->ra_slot[i] = s->ra_slot[i];
+					last->ra[i] = s->stack.ips[(i + 1) & (EAGLE_UNWIND_DEPTH - 1)];
+				}
+			}
+		}
 		if (unwound < 0)
 			return 0;
 	} else if (UNWIND_WITH_TABLES && owner == 0) {
@@ -835,8 +936,22 @@ static __always_inline int stopped_stacks(__u64 *ctx, __u32 tgid, struct eagle_t
 	if (!unwound)
 		key->user_stack_id = bpf_get_stackid(ctx, &offcpu_stacks, BPF_F_USER_STACK);
 	key->kernel_stack_id = bpf_get_stackid(ctx, &offcpu_stacks, 0);
-	return !((!unwound && key->user_stack_id < 0 && key->user_stack_id != -EFAULT) ||
-		 (key->kernel_stack_id < 0 && key->kernel_stack_id != -EFAULT));
+	if ((!unwound && key->user_stack_id < 0 && key->user_stack_id != -EFAULT) ||
+	    (key->kernel_stack_id < 0 && key->kernel_stack_id != -EFAULT))
+		return 0;
+	/* Reused only when unwound with the tables, which say where the return addresses were: a
+	 * frame-pointer walk (the tables not ready, or a process walked so) is taken each time. */
+	if (user && unwound > 0) {
+		last->checks = checks;
+		last->sp = REGS_SP(regs);
+		last->bp = REGS_BP(regs);
+		last->syscall = REGS_SYSCALL(regs);
+		last->arg0 = REGS_ARG0(regs);
+		last->how = how;
+		last->execed = target->execed;
+		last->ip = REGS_IP(regs);
+	}
+	return 1;
 }
 
 SEC("tp_btf/sched_switch")
@@ -844,10 +959,8 @@ int offcpu_switch(__u64 *ctx)
 {
 	__u64 now = bpf_ktime_get_ns();
 	struct task_struct *next = (struct task_struct *)ctx[2];
-	/* The thread switched in is off the CPU no more: a block whose wake-up was not seen
-	 * (woken before it was counted as blocked) ends here at the latest, and so does a wait. */
-	end_block(next, now, 0);
-	end_wait(task_tid(next), now);
+	/* The thread switched in is off the CPU no more. */
+	end_off_cpu(task_tid(next), now);
 	if (active_buffer_now() >= EAGLE_WINDOW_ENDED)
 		return 0; /* nothing starts after the window */
 
@@ -860,18 +973,31 @@ int offcpu_switch(__u64 *ctx)
 
 	int preempted = (int)ctx[0];
 	unsigned int prev_state = (unsigned int)ctx[3];
-	struct eagle_offcpu_start begun = { .since = now, .key = { .tgid = tgid, .flags = EAGLE_KEY_OFFCPU } };
-	if (!stopped_stacks(ctx, tgid, target, &begun.key)) {
+	/* An exiting thread's last switch: it is gone, not blocked. */
+	if (prev_state & TASK_DEAD)
+		return 0;
+	struct eagle_offcpu_start *entry = bpf_map_lookup_elem(&offcpu_start, &tid);
+	if (!entry) {
+		/* Its first stop. (On a CPU: `since` 0.) */
+		struct eagle_offcpu_start fresh = {};
+		bpf_map_update_elem(&offcpu_start, &tid, &fresh, BPF_NOEXIST);
+		entry = bpf_map_lookup_elem(&offcpu_start, &tid);
+		if (!entry) {
+			bump(EAGLE_OFFCPU_LOST);
+			return 0;
+		}
+	}
+	if (!stopped_stacks(ctx, tgid, target, prev_state << 1 | (preempted != 0), entry)) {
 		bump(EAGLE_OFFCPU_LOST);
 		return 0;
 	}
-	if (preempted || prev_state == 0) {
-		/* Still runnable: preempted, or throttled by its group's CPU limit. */
-		begin_wait((struct task_struct *)ctx[1], tid, &begun.key, now);
-		return 0;
-	}
-	if (bpf_map_update_elem(&offcpu_start, &tid, &begun, BPF_ANY) != 0)
-		bump(EAGLE_OFFCPU_LOST);
+	/* Still runnable: preempted, or throttled by its group's CPU limit. */
+	if (preempted || prev_state == 0)
+		begin_wait((struct task_struct *)ctx[1], entry, now);
+	else
+		entry->woken = 0;
+	/* Last: from here a wake-up or the agent may read the entry. */
+	__sync_lock_test_and_set(&entry->since, now);
 	return 0;
 }
 

@@ -180,7 +180,12 @@ pub struct CgroupCpuWatch {
 
 impl CgroupCpuWatch {
     pub fn new(proc: ProcFs) -> CgroupCpuWatch {
-        CgroupCpuWatch { mounts: CpuMounts::read(), proc, watched: BTreeMap::new(), members: HashMap::new() }
+        CgroupCpuWatch::with_mounts(CpuMounts::read(), proc)
+    }
+
+    /// With the hierarchies given, not read from the mount table.
+    pub fn with_mounts(mounts: CpuMounts, proc: ProcFs) -> CgroupCpuWatch {
+        CgroupCpuWatch { mounts, proc, watched: BTreeMap::new(), members: HashMap::new() }
     }
 
     /// Notes `pid`'s cgroup, reading its counters now if it is new.
@@ -276,6 +281,52 @@ mod tests {
         );
         // No bandwidth control (the root group): no counters.
         assert_eq!(Counters::parse("usage_usec 10\n", Version::V2), None);
+    }
+
+    /// A pod's container in a cgroup v2 hierarchy with the cpu controller, as a unified-only
+    /// node has it (this machine's cpu controller is in v1, so a real v2 group here has no
+    /// bandwidth counters): the whole path from `/proc/PID/cgroup` to the window's counters.
+    #[test]
+    fn a_v2_cgroup_is_read_from_proc_to_the_windows_counters() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (proc, mount) = (dir.path().join("proc"), dir.path().join("cgroup"));
+        let container = mount.join("kubepods.slice/kubepods-pod1.slice/cri-containerd-abc.scope");
+        fs::create_dir_all(proc.join("42")).unwrap();
+        fs::create_dir_all(proc.join("43")).unwrap();
+        fs::create_dir_all(&container).unwrap();
+        let path = "/kubepods.slice/kubepods-pod1.slice/cri-containerd-abc.scope";
+        fs::write(proc.join("42/cgroup"), format!("0::{path}\n")).unwrap();
+        fs::write(proc.join("43/cgroup"), format!("0::{path}\n")).unwrap();
+        fs::write(container.join("cpu.max"), "20000 100000\n").unwrap();
+        let stat = |periods: u64, throttled: u64, usec: u64| {
+            format!(
+                "usage_usec 900\nuser_usec 800\nsystem_usec 100\nnr_periods {periods}\nnr_throttled {throttled}\nthrottled_usec {usec}\nnr_bursts 0\nburst_usec 0\n"
+            )
+        };
+        fs::write(container.join("cpu.stat"), stat(10, 8, 640_000)).unwrap();
+
+        let mounts = CpuMounts { v1: None, v2: Some(("/".into(), mount.clone())) };
+        let mut watch = CgroupCpuWatch::with_mounts(mounts, ProcFs::at(&proc));
+        watch.watch(42);
+        watch.watch(43); // same cgroup: read once, when first seen
+        fs::write(container.join("cpu.stat"), stat(110, 104, 8_320_000)).unwrap();
+
+        let stats = watch.finish();
+        assert_eq!(stats.len(), 1, "{stats:?}");
+        let s = &stats[0];
+        assert_eq!((s.cgroup.as_str(), s.pid, s.limit_millicores), (path, 42, Some(200)));
+        assert_eq!((s.nr_periods, s.nr_throttled, s.throttled_us), (100, 96, 7_680_000));
+
+        // The cpu controller not enabled for the group (its parent's cgroup.subtree_control):
+        // v2's cpu.stat has the usage only, and the group is left out rather than shown
+        // unthrottled. `cpu.max` unlimited reads as no limit.
+        fs::write(container.join("cpu.stat"), "usage_usec 900\nuser_usec 800\nsystem_usec 100\n").unwrap();
+        let mut watch =
+            CgroupCpuWatch::with_mounts(CpuMounts { v1: None, v2: Some(("/".into(), mount)) }, ProcFs::at(&proc));
+        watch.watch(42);
+        assert!(watch.finish().is_empty());
+        fs::write(container.join("cpu.max"), "max 100000\n").unwrap();
+        assert_eq!(limit_millicores(&container, Version::V2), None);
     }
 
     #[test]

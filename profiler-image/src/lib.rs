@@ -9,6 +9,8 @@ pub mod aggregate;
 pub mod cgroup_cpu;
 pub mod discovery;
 pub mod http;
+#[cfg(target_os = "linux")]
+pub mod memory;
 pub mod runtime;
 pub mod sampler;
 #[cfg(target_os = "linux")]

@@ -141,6 +141,9 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
 
     let ebpf = EbpfSampler::start(config.frequency_hz, proc.clone(), config.mode, config.min_block_us)?;
     let mut net = if config.net { Some(NetCollector::start(true)?) } else { None };
+    // Loading the programs parsed the kernel's BTF (tens of MB, freed now): not resident
+    // through the window.
+    crate::memory::give_back_freed();
     let encoder = Encoder;
     let started = Instant::now();
     // The window's start as the header states it: now, not when the header is written, after
@@ -320,7 +323,14 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
     let samples = aggregate.samples();
     let lines = match net {
         Some(net) => {
-            let net = net.finish(started.elapsed().as_millis() as u64, &run.processes);
+            let (net, unreadable) = net.finish(started.elapsed().as_millis() as u64, &run.processes);
+            for why in unreadable {
+                emit(&encoder.warning(&Warning {
+                    code: WarningCode::SamplerFailed,
+                    pid: None,
+                    message: format!("listen-queue overflows not counted for {why}"),
+                }));
+            }
             if net.lost_events > 0 {
                 emit(&encoder.warning(&Warning {
                     code: WarningCode::SamplesLost,

@@ -14,7 +14,12 @@
 //! [`DWARF_MAX_BYTES`]): there a function inlined at an address is a frame of its own, marked
 //! with [`INLINED_SUFFIX`]. Kernel code is named through kallsyms.
 //!
-//! Results are cached per process and address: hot loops hit the same few addresses.
+//! Results are cached per process and address: hot loops hit the same few addresses. What
+//! blazesym parsed of an object (sorted symbols, DWARF units, and the pages of the file it
+//! touched, which count in the agent's resident memory) is dropped once no sample has needed
+//! the object for [`IDLE_BATCHES`] batches ([`DWARF_IDLE_BATCHES`] where its DWARF is read):
+//! after its first seconds a process's samples land on addresses already named, and a node-wide
+//! run maps hundreds of objects.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -43,6 +48,16 @@ pub const UNKNOWN: &str = "[unknown]";
 /// hundreds of MB of it. `EAGLE_DWARF_MAX_BYTES` overrides it (0: symbol tables only).
 pub const DWARF_MAX_BYTES: u64 = 32 << 20;
 
+/// Batches ([`Symbols::end_batch`], one per collection) in which no address of an object was
+/// named before what blazesym parsed of it is dropped. A new address in it later costs parsing
+/// the object again (a few milliseconds for its symbol table, more for DWARF), which the
+/// per-address cache makes rare; holding every object sampled once cost a node-wide run about
+/// 100 MiB.
+pub const IDLE_BATCHES: u64 = 8;
+/// As [`IDLE_BATCHES`], for objects whose DWARF is read: blazesym holds the units and line
+/// tables it parsed, tens of MB over a few debug builds, where a symbol table costs a few.
+pub const DWARF_IDLE_BATCHES: u64 = 1;
+
 /// Frames of one address, outermost first (a function, then what was inlined into it).
 pub type Frames = Rc<[String]>;
 
@@ -56,6 +71,8 @@ struct ObjectFile {
     path: PathBuf,
     /// Whether its DWARF is read (see [`DWARF_MAX_BYTES`]).
     dwarf: bool,
+    /// The batch in which blazesym last read it; `None` while blazesym holds nothing of it.
+    used_in: Option<u64>,
 }
 
 pub struct Symbols {
@@ -71,12 +88,18 @@ pub struct Symbols {
     /// Files in which samples landed, while a process in `maps` maps them; `None` for one
     /// that could not be opened (its frames are `module+0xOFFSET`).
     objects: HashMap<ObjectKey, Option<ObjectFile>>,
+    /// Names by object and offset in it, while the object is in `objects`: a binary that runs
+    /// as many processes (a compiler, a test binary, a pool of workers) is named once, not once
+    /// per process, and its object goes idle sooner.
+    by_offset: HashMap<(ObjectKey, u64), Frames>,
     /// DWARF is read from objects with at most this much of it (see [`DWARF_MAX_BYTES`]).
     dwarf_max_bytes: u64,
     /// Perf map problems not yet taken ([`Symbols::take_perf_map_issues`]), and which process
     /// already had which kind said (once each: the map is read again at every batch).
     perf_map_issues: Vec<(u32, PerfMapIssue)>,
     perf_map_said: HashSet<(u32, bool)>,
+    /// Collections so far (see [`IDLE_BATCHES`]).
+    batch: u64,
 }
 
 impl Default for Symbols {
@@ -101,12 +124,43 @@ impl Symbols {
             jit: HashMap::new(),
             maps: HashMap::new(),
             objects: HashMap::new(),
+            by_offset: HashMap::new(),
             dwarf_max_bytes: std::env::var("EAGLE_DWARF_MAX_BYTES")
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(DWARF_MAX_BYTES),
             perf_map_issues: Vec::new(),
             perf_map_said: HashSet::new(),
+            batch: 0,
+        }
+    }
+
+    /// Ends a collection: what blazesym parsed of objects no sample needed in the last
+    /// [`IDLE_BATCHES`] collections is dropped, and the memory it freed given back. Of the
+    /// others, the pages of the files blazesym touched (symbol tables sorted, DWARF read) are
+    /// left to the page cache: they are read again, without I/O, where a later batch needs them.
+    pub fn end_batch(&mut self) {
+        self.batch += 1;
+        let mut evicted = false;
+        for object in self.objects.values_mut().flatten() {
+            let idle = if object.dwarf { DWARF_IDLE_BATCHES } else { IDLE_BATCHES };
+            if object.used_in.is_some_and(|batch| self.batch - batch > idle) {
+                let _ = self.blaze.evict(&Evict::Elf(evict::Elf::new(&object.path)));
+                object.used_in = None;
+                evicted = true;
+            }
+        }
+        if evicted {
+            crate::memory::give_back_freed();
+        }
+        let open: HashSet<ObjectKey> = self
+            .objects
+            .iter()
+            .filter(|(_, o)| o.as_ref().is_some_and(|o| o.used_in.is_some()))
+            .map(|(k, _)| *k)
+            .collect();
+        if !open.is_empty() {
+            crate::memory::unmap_file_pages(|dev, inode| open.contains(&(dev, inode)));
         }
     }
 
@@ -235,17 +289,30 @@ impl Symbols {
         let mapped: HashSet<ObjectKey> =
             self.maps.values().flatten().filter(|m| m.is_file()).map(|m| (m.dev, m.inode)).collect();
         let unmapped: Vec<ObjectKey> = self.objects.keys().filter(|k| !mapped.contains(k)).copied().collect();
+        if !unmapped.is_empty() {
+            // The same device and inode may be another file later.
+            self.by_offset.retain(|(key, _), _| mapped.contains(key));
+        }
         for key in unmapped {
             if let Some(Some(object)) = self.objects.remove(&key) {
-                let _ = self.blaze.evict(&Evict::Elf(evict::Elf::new(&object.path)));
+                if object.used_in.is_some() {
+                    let _ = self.blaze.evict(&Evict::Elf(evict::Elf::new(&object.path)));
+                }
             }
         }
     }
 
     /// The file of mapping `m` of `pid`, opened at its first use.
+    /// Marks it as read in this batch.
     fn object(&mut self, pid: u32, m: &ExecMapping) -> Option<&ObjectFile> {
         let dwarf_max_bytes = self.dwarf_max_bytes;
-        self.objects.entry((m.dev, m.inode)).or_insert_with(|| ObjectFile::open(pid, m, dwarf_max_bytes)).as_ref()
+        let object = self
+            .objects
+            .entry((m.dev, m.inode))
+            .or_insert_with(|| ObjectFile::open(pid, m, dwarf_max_bytes))
+            .as_mut()?;
+        object.used_in = Some(self.batch);
+        Some(object)
     }
 
     fn resolve_user(
@@ -269,7 +336,17 @@ impl Symbols {
                 vdso.push(i);
             }
         }
-        for (mapping, hits) in by_object.into_values() {
+        for (key, (mapping, mut hits)) in by_object {
+            hits.retain(|(i, offset)| match self.by_offset.get(&(key, *offset)) {
+                Some(frames) => {
+                    out[*i] = Some(frames.clone());
+                    false
+                }
+                None => true,
+            });
+            if hits.is_empty() {
+                continue;
+            }
             let offsets: Vec<u64> = hits.iter().map(|(_, offset)| *offset).collect();
             let source = self.object(pid, &mapping).map(|object| {
                 let mut source = Elf::new(&object.path);
@@ -280,11 +357,13 @@ impl Symbols {
                 .and_then(|source| self.blaze.symbolize(&source, Input::FileOffset(&offsets)).ok())
                 .unwrap_or_default();
             for (n, (i, offset)) in hits.into_iter().enumerate() {
-                out[i] = Some(match syms.get(n) {
+                let frames = match syms.get(n) {
                     Some(Symbolized::Sym(sym)) => frames_of(&sym.name, sym.inlined.iter().map(|f| f.name.as_ref())),
                     // Stripped or unreadable code: name the module and the offset in it.
                     _ => Rc::from(vec![format!("{}+{offset:#x}", module_name(&mapping.path))]),
-                });
+                };
+                self.by_offset.insert((key, offset), frames.clone());
+                out[i] = Some(frames);
             }
         }
         if !vdso.is_empty() {
@@ -339,7 +418,7 @@ impl ObjectFile {
         }
         let dwarf = dwarf_max_bytes > 0 && debug_info_bytes(&file) <= dwarf_max_bytes;
         let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-        Some(Self { _file: file, path, dwarf })
+        Some(Self { _file: file, path, dwarf, used_in: None })
     }
 }
 
@@ -512,7 +591,43 @@ pub enum PerfMapIssue {
 
 #[cfg(test)]
 mod tests {
-    use super::{LineProblems, PerfMap};
+    use super::{LineProblems, PerfMap, Symbols, DWARF_IDLE_BATCHES, IDLE_BATCHES};
+
+    #[inline(never)]
+    fn named_by_its_symbol() -> u64 {
+        std::hint::black_box(7)
+    }
+
+    #[test]
+    fn objects_idle_for_some_batches_are_dropped_and_read_again_when_needed() {
+        let pid = std::process::id();
+        let addr = named_by_its_symbol as *const () as usize as u64;
+        let mut symbols = Symbols::new();
+        let name = |symbols: &mut Symbols| symbols.user(pid, Some(pid), &[addr])[0].join(";");
+        let first = name(&mut symbols);
+        assert!(first.contains("named_by_its_symbol"), "{first}");
+        let held = |symbols: &Symbols| symbols.objects.values().flatten().filter(|o| o.used_in.is_some()).count();
+        assert_eq!(held(&symbols), 1);
+        // This test binary has DWARF unless built without debug information.
+        let dwarf = symbols.objects.values().flatten().any(|o| o.dwarf);
+        let idle = if dwarf { DWARF_IDLE_BATCHES } else { IDLE_BATCHES };
+        for _ in 0..idle {
+            symbols.end_batch();
+        }
+        assert_eq!(held(&symbols), 1, "dropped before it was idle for {idle} batches");
+        symbols.end_batch();
+        assert_eq!(held(&symbols), 0, "still held after {} idle batches", idle + 1);
+        // Another process of the same binary (here: this one, forgotten) is named from what
+        // was named by object and offset, without reading the object again.
+        symbols.user.remove(&pid);
+        assert_eq!(name(&mut symbols), first);
+        assert_eq!(held(&symbols), 0);
+        // Once no process maps it, all of it goes; a new address reads it again.
+        symbols.forget(pid);
+        assert!(symbols.objects.is_empty() && symbols.by_offset.is_empty());
+        assert_eq!(name(&mut symbols), first);
+        assert_eq!(held(&symbols), 1);
+    }
 
     #[test]
     fn hostile_lines_are_counted_and_names_made_inert() {

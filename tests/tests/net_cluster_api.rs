@@ -6,7 +6,7 @@
 //!
 //! Needs `target/debug/kubectl-eagle`: `cargo build -p kube-eagle --bin kubectl-eagle`.
 
-use eagle_proto::{Direction, HttpRoute, LatencyHistogram, NetPayload, PeerTraffic};
+use eagle_proto::{Direction, HttpRoute, LatencyHistogram, ListenQueues, NetPayload, PeerTraffic};
 use eagle_tests::apiserver::{
     container_id, match_labels, namespace, pod, service, workload, ApiServer, CliRun, Fate, Scenario,
 };
@@ -112,6 +112,16 @@ fn scenario() -> Scenario {
         route(WEB_B, Direction::Inbound, LOAD_IP, 503, 6, 80),
     ];
     b.peers = vec![traffic(WEB_B, Direction::Inbound, LOAD_IP, 30_000, 6_000, 1)];
+    b.peers[0].drops = 4;
+    // web-b's accept queue overflowed: its pod's network namespace counted it.
+    b.listen_queues = vec![ListenQueues {
+        container: Some(container_id(WEB_B, "app")),
+        pid: 7,
+        process: "python3".into(),
+        host_network: false,
+        overflows: 9,
+        drops: 9,
+    }];
     Scenario::new().net("node-a", a).net("node-b", b)
 }
 
@@ -345,5 +355,99 @@ fn a_dry_run_prints_the_jobs_that_would_ask_for_the_network_side() {
     assert_eq!(run.code, Some(0), "{}", context(&server, &run));
     assert_eq!(run.stdout.matches("kind: Job").count(), 2, "{}", run.stdout);
     assert_eq!(run.stdout.matches("- --net").count(), 2, "{}", run.stdout);
+    assert!(server.created_jobs().is_empty());
+}
+
+/// `profile --net FILE`: one window, two reports. The agents are asked for both (`--net`, at
+/// the profile's own rate), the graph goes to `-o`, the network record, merged and named by pod
+/// as `net` names it, to `--net`.
+#[test]
+fn profile_with_net_writes_the_graph_and_the_network_of_the_same_window() {
+    let server = ApiServer::start(shop(), scenario());
+    let graph = server.dir().join("cpu.folded");
+    let out = server.dir().join("net.json");
+    let run = server.run_for(
+        "profile",
+        &[
+            "deployment/web",
+            "deployment/load",
+            "-n",
+            "shop",
+            "-d",
+            "1s",
+            "-o",
+            graph.to_str().unwrap(),
+            "--net",
+            out.to_str().unwrap(),
+        ],
+    );
+    let ctx = context(&server, &run);
+    assert_eq!(run.code, Some(0), "{ctx}");
+    let jobs = server.created_jobs();
+    assert_eq!(jobs.len(), 2, "{ctx}");
+    for job in &jobs {
+        let args: Vec<&str> = job["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(args.contains(&"--net"), "{args:?}");
+        // The CPU profile keeps its rate: not the 1 Hz of `net` alone.
+        assert!(args.windows(2).any(|w| w == ["--frequency", "99"] || w == ["-f", "99"]), "{args:?}");
+    }
+    let folded = std::fs::read_to_string(&graph).unwrap();
+    assert!(folded.lines().any(|l| l.contains(WEB_A)), "{folded}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let served: Vec<(&str, u64)> = report["http"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["direction"] == "inbound")
+        .map(|r| (r["pod"].as_str().unwrap(), r["requests"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(served, [(WEB_A, 60), (WEB_B, 60)], "{ctx}");
+    let edges = report["edges"].as_array().unwrap();
+    assert!(edges.iter().any(|e| e["client"] == "shop/deployment/load" && e["server"] == "shop/deployment/web"));
+    // Drops per peer and the listen queues per pod came through the merge, named by pod.
+    let queues = report["listen_queues"].as_array().unwrap();
+    assert_eq!(queues.len(), 1, "{queues:?}");
+    assert_eq!((queues[0]["pod"].as_str(), queues[0]["overflows"].as_u64()), (Some(WEB_B), Some(9)));
+    let drops: Vec<(&str, u64)> = report["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["pod"].as_str().unwrap(), p["drops"].as_u64().unwrap()))
+        .collect();
+    assert!(drops.contains(&(WEB_B, 4)) && drops.contains(&(WEB_A, 0)), "{drops:?}");
+    assert!(run.stderr.contains(&format!("wrote {}", out.display())), "{ctx}");
+}
+
+/// A node that fails leaves both reports partial: the others' graph and network, exit 7.
+#[test]
+fn profile_with_net_and_a_failed_node_is_partial_in_both_reports() {
+    let failing = Fate::AgentError { exit_code: 4, message: "cannot load the network program".into() };
+    let server = ApiServer::start(shop(), scenario().node("node-b", failing));
+    let graph = server.dir().join("cpu.folded");
+    let out = server.dir().join("net.json");
+    let run = server.run_for(
+        "profile",
+        &["deployment/web", "-n", "shop", "-d", "1s", "-o", graph.to_str().unwrap(), "--net", out.to_str().unwrap()],
+    );
+    let ctx = context(&server, &run);
+    assert_eq!(run.code, Some(7), "{ctx}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let pods: Vec<&str> = report["http"].as_array().unwrap().iter().filter_map(|r| r["pod"].as_str()).collect();
+    assert!(pods.contains(&WEB_A) && !pods.contains(&WEB_B), "{pods:?}");
+    assert!(std::fs::read_to_string(&graph).unwrap().contains(WEB_A), "{ctx}");
+}
+
+#[test]
+fn profile_with_net_cannot_be_detached() {
+    let server = ApiServer::start(shop(), scenario());
+    let run = server.run_for("profile", &["deployment/web", "-n", "shop", "-a", "--net", "net.json"]);
+    assert_eq!(run.code, Some(2), "{}", context(&server, &run));
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(run.stderr.contains("--net"), "{}", run.stderr);
     assert!(server.created_jobs().is_empty());
 }

@@ -226,6 +226,18 @@ fn a_client_pod_calling_a_server_pod_agrees_with_what_the_client_measured() {
         0.01,
     );
 
+    // Each pod's network namespace is its own: one listen-queue row per pod, not the host's,
+    // and nothing overflowed (the server accepts at once).
+    let queues = net["listen_queues"].as_array().unwrap_or_else(|| panic!("no listen_queues: {text}"));
+    let mut pods: Vec<&str> = queues.iter().filter_map(|q| q["pod"].as_str()).collect();
+    pods.sort_unstable();
+    let mut expected = [web.metadata.name.as_deref().unwrap(), load_pod.as_str()];
+    expected.sort_unstable();
+    assert_eq!(pods, expected, "{text}");
+    for q in queues {
+        assert_eq!((q["host_network"].as_bool(), q["overflows"].as_u64()), (Some(false), Some(0)), "{q}");
+    }
+
     // The edge client -> server on the map, seen from both ends.
     let (client, server) =
         (format!("{}/deployment/load", fx.ns.namespace), format!("{}/deployment/web", fx.ns.namespace));
@@ -237,4 +249,57 @@ fn a_client_pod_calling_a_server_pod_agrees_with_what_the_client_measured() {
             .unwrap_or_else(|| panic!("no edge {client} -> {server} seen by the {side}: {edges:?}"));
         assert_eq!(edge["requests"].as_u64(), truth["requests"].as_u64(), "{edge}");
     }
+}
+
+/// `profile --net FILE` on the cluster: one window, the CPU graph of both pods and the network
+/// report of the same window, whose served requests are all the client made.
+#[test]
+#[ignore = "needs a cluster: EAGLE_E2E_KUBECONFIG"]
+fn profile_with_net_writes_the_graph_and_the_network_of_one_window() {
+    let Some(kc) = eagle_tests::e2e_kubeconfig() else { return };
+    let fx = Fixture::new(kc);
+    let node = fx.node();
+    let server_args: Vec<String> =
+        ["--bind", "0.0.0.0", "--port", "8080", "--delay-ms", "5", "--error-every", "10"].map(String::from).to_vec();
+    let web = fx.deploy("web", &node, &source("server.py"), &server_args);
+    let web_ip = web.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap();
+    let client = format!("import time\ntime.sleep({CLIENT_DELAY_S})\n{}\ntime.sleep(1e6)\n", source("load.py"));
+    let client_args: Vec<String> =
+        ["--host", &web_ip, "--port", "8080", "--requests", &REQUESTS.to_string(), "--rate", &RATE.to_string()]
+            .map(String::from)
+            .to_vec();
+    let load = fx.deploy("load", &node, &client, &client_args);
+    let load_pod = load.metadata.name.clone().unwrap();
+
+    let (graph, report) = (fx.ns.path("cpu.folded"), fx.ns.path("net.json"));
+    let out = fx
+        .ns
+        .kubectl_eagle(
+            "profile",
+            &[
+                "deployment/web",
+                "deployment/load",
+                "-d",
+                WINDOW,
+                "-o",
+                graph.to_str().unwrap(),
+                "--net",
+                report.to_str().unwrap(),
+            ],
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "kubectl-eagle profile --net: {stderr}");
+    let truth = fx.client_measurement(&load_pod, Duration::from_secs(30));
+    let folded = std::fs::read_to_string(&graph).unwrap();
+    let web_pod = web.metadata.name.as_deref().unwrap();
+    assert!(folded.lines().any(|l| l.contains(web_pod)), "no stack of {web_pod}:\n{folded}");
+    let text = std::fs::read_to_string(&report).unwrap();
+    let net: Value = serde_json::from_str(&text).unwrap();
+    let served: Vec<&Value> = net["http"].as_array().unwrap().iter().filter(|r| r["direction"] == "inbound").collect();
+    assert_eq!(served.len(), 1, "one served route: {text}");
+    assert_eq!(served[0]["pod"].as_str(), Some(web_pod), "{text}");
+    assert_eq!(served[0]["requests"].as_u64(), truth["requests"].as_u64(), "requests: {text}\nclient: {truth}");
+    assert_eq!(served[0]["errors"].as_u64(), truth["errors"].as_u64(), "5xx: {text}\nclient: {truth}");
 }

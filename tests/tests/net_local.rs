@@ -112,6 +112,57 @@ fn a_broken_p99_rule_exits_1_and_names_the_route() {
     assert!(stdout.contains("/api/items/{n}") && stdout.contains("127.0.0.1 -> :"), "{stdout}");
 }
 
+/// `profile --net FILE`: one window, the CPU graph to `-o` and the network report to `--net`.
+/// The server's requests are all in the network report, and its CPU in the graph.
+#[test]
+fn profile_with_net_writes_the_graph_and_the_network_of_one_window() {
+    require_sampling!();
+    let dir = TestDir::new("profile-net");
+    let port = free_port().to_string();
+    let images = repo_root().join("images/http");
+    let ready = dir.join("ready");
+    let (graph, report, summary) = (dir.join("cpu.folded"), dir.join("net.json"), dir.join("summary.json"));
+    // No -d: the window lasts until the server is stopped after the load, however long its
+    // start under the samplers takes on a busy machine.
+    let eagle = Command::new(kubectl_eagle())
+        .args(["profile", "-o"])
+        .arg(&graph)
+        .arg("--net")
+        .arg(&report)
+        .arg("--summary")
+        .arg(&summary)
+        .arg("--")
+        .arg("python3")
+        .arg(images.join("server.py"))
+        .args(["--port", &port, "--delay-ms", "5", "--error-every", "10", "--ready-file"])
+        .arg(&ready)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl-eagle starts");
+    wait_until_ready(&ready);
+    let client = load(&port, &["--requests", "100", "--rate", "50", "--connections", "2"]);
+    let server_pid = std::fs::read_to_string(&ready).unwrap();
+    let stopped = Command::new("kill").args(["-TERM", server_pid.trim()]).status().unwrap();
+    assert!(stopped.success(), "cannot stop the server (pid {server_pid})");
+    let run = eagle.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(0), "kubectl-eagle profile --net: {stderr}");
+    let folded = std::fs::read_to_string(&graph).unwrap_or_else(|e| panic!("no graph ({e}): {stderr}"));
+    // The server's stacks (it mostly waits: how many is not the point), sampled at the
+    // profile's rate, not at the 1 Hz of `net` alone.
+    assert!(folded.lines().any(|l| l.starts_with("python3 (")), "{folded}");
+    let summary: Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    assert_eq!(summary["frequency_hz"], 99, "{summary}");
+    let text = std::fs::read_to_string(&report).unwrap();
+    let net: Value = serde_json::from_str(&text).unwrap();
+    let routes = net["http"].as_array().unwrap();
+    assert_eq!(routes.len(), 1, "{text}");
+    assert_eq!(routes[0]["requests"], client["requests"], "{text}");
+    assert_eq!(routes[0]["errors"], client["errors"], "{text}");
+    assert!(stderr.contains(&format!("wrote {}", report.display())), "{stderr}");
+}
+
 /// Waits until the server under `kubectl-eagle net` says it listens (its ready file exists).
 fn wait_until_ready(ready: &std::path::Path) {
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -92,6 +92,39 @@ fn off_cpu_time_splits_between_sleeping_and_waiting_on_a_pipe() {
     );
 }
 
+/// The same read() on the same pipe, from one helper (`ask_and_wait`) that two functions call
+/// at the same depth: the thread stops with the same registers in the same system call each
+/// time, and the profiler, which reuses a thread's last stacks when it stops where it stopped
+/// before, must still tell pipe_20's 20 ms waits from pipe_10's 10 ms ones by their return
+/// addresses. (Reusing on registers alone charged all of it to whichever came first.)
+#[test]
+fn blocks_at_the_same_registers_from_two_callers_split_by_caller() {
+    require_sampling!();
+    let dir = TestDir::new("offcpu-same-site");
+    let waits = waits().to_str().expect("a UTF-8 path");
+    let run = Eagle::cli(&dir)
+        .arg("profile")
+        .args(["--mode", "off-cpu", "-d", "6s", "-o", "off.folded", "--", waits, "--same-site"])
+        .output_file(dir.join("off.folded"))
+        .run();
+    run.assert_code(0);
+    let profile = run.profile();
+    let main = profile.filter(|frames| frames.contains(&"main") && !frames.iter().any(|f| is_wait_frame(f)));
+    let (long, short) = (main.inclusive("pipe_20") as f64, main.inclusive("pipe_10") as f64);
+    let blocked = long + short;
+    // A round is 30 ms, all of it blocked; 40 rounds put one cut-off block of either at most
+    // 1.7 points of the split.
+    let rounds = blocked / 30_000.0;
+    run.check(rounds >= 40.0, format!("only {rounds:.0} rounds of blocks under main: too few to judge a split"));
+    run.check(
+        main.inclusive("ask_and_wait") as f64 >= 0.99 * blocked,
+        "both wait in ask_and_wait, under their own caller",
+    );
+    let allowed = 0.03;
+    assert_share(&run, "pipe_20", long / blocked, 2.0 / 3.0, allowed);
+    assert_share(&run, "pipe_10", short / blocked, 1.0 / 3.0, allowed);
+}
+
 #[test]
 fn wall_clock_time_splits_sleep_pipe_and_cpu() {
     require_sampling!();

@@ -51,6 +51,7 @@ Examples:
   kubectl eagle profile deployment/api -n ci -d 30s -o run.folded --summary summary.json \\
       --max 'serde_json::.*=15%'
   kubectl eagle profile deployment/api -d 30s -o run.pb.gz --push pyroscope http://pyroscope:4040
+  kubectl eagle profile deployment/web -n shop -d 30s -o cpu.svg --net net.json   # and its network
 
 Exit codes: 0 ok, 1 a --max/--max-self/regression rule broken, 2 usage, 3 not found,
 4 not permitted, 5 nothing to profile, 6 profiling failed, 7 partial result written,
@@ -80,12 +81,14 @@ object, 4 not permitted, 6 failed, 7 partial (a node failed, or stopped early), 
 9 cluster unreachable, 11 written but --push-gateway failed.")]
     Net(NetArgs),
 
-    /// Check a profile against share thresholds and a baseline; exit 1 when a rule is broken.
+    /// Check a profile against share thresholds and a baseline, or a network report against
+    /// latency and retransmission limits; exit 1 when a rule is broken.
     #[command(after_help = "\
 Examples:
   kubectl eagle check run.folded --max 'serde_json::.*=15%' --max-self 'regex::.*=5%'
   kubectl eagle check run.folded --baseline base.folded --max-regression 3pp
   kubectl eagle profile deployment/api -d 30s -o - | kubectl eagle check - --max-self '^memcpy=10%'
+  kubectl eagle check net.json --max-p99 'http:/api/.*=200ms' --max-retransmits 1%
 
 Shares are of all samples; --max counts a sample when any matching function is on its stack,
 --max-self when the innermost one matches. Regressions are percentage points of share over
@@ -211,7 +214,7 @@ impl Command {
     pub fn run(self) -> Result<Exit, CliError> {
         match self {
             Command::Profile(args) => commands::profile::run(args.into_plan()?),
-            Command::Check(args) => commands::check::run(args.into_plan()),
+            Command::Check(args) => commands::check::run(args.into_plan()?),
             Command::Net(args) => commands::net::run(args.into_plan()?),
             Command::Diff(args) => commands::diff::run(args.into_plan()),
             Command::Convert(args) => commands::convert::run(args.into_plan()?),

@@ -1,6 +1,6 @@
 //! `net`'s arguments.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
@@ -66,16 +66,6 @@ pub struct NetArgs {
     pub command: Vec<String>,
 }
 
-/// The format a file's name asks for: `.json`, `.prom`, `.dot`/`.gv`.
-fn format_of(path: &Path) -> NetFormat {
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("json") => NetFormat::Json,
-        Some("prom") => NetFormat::Prometheus,
-        Some("dot" | "gv") => NetFormat::Dot,
-        _ => NetFormat::Table,
-    }
-}
-
 impl NetArgs {
     pub fn into_plan(self) -> Result<NetPlan, CliError> {
         let RunTargets { cluster: cluster_targets, pids, is_cluster } =
@@ -97,7 +87,7 @@ impl NetArgs {
             Some(NetFormatArg::Json) => NetFormat::Json,
             Some(NetFormatArg::Prometheus) => NetFormat::Prometheus,
             Some(NetFormatArg::Dot) => NetFormat::Dot,
-            None => self.output.as_deref().map_or(NetFormat::Table, format_of),
+            None => self.output.as_deref().map_or(NetFormat::Table, NetFormat::of_file),
         };
         let work = if is_cluster {
             let c = self.cluster;
@@ -139,12 +129,13 @@ impl NetArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn the_file_name_chooses_the_format() {
-        assert_eq!(format_of(Path::new("map.dot")), NetFormat::Dot);
-        assert_eq!(format_of(Path::new("net.json")), NetFormat::Json);
-        assert_eq!(format_of(Path::new("net.prom")), NetFormat::Prometheus);
-        assert_eq!(format_of(Path::new("net.txt")), NetFormat::Table);
+        assert_eq!(NetFormat::of_file(Path::new("map.dot")), NetFormat::Dot);
+        assert_eq!(NetFormat::of_file(Path::new("net.json")), NetFormat::Json);
+        assert_eq!(NetFormat::of_file(Path::new("net.prom")), NetFormat::Prometheus);
+        assert_eq!(NetFormat::of_file(Path::new("net.txt")), NetFormat::Table);
     }
 }

@@ -11,15 +11,26 @@ use crate::commands::convert::ConvertPlan;
 use crate::commands::diff::DiffPlan;
 use crate::error::CliError;
 use crate::format::Format;
+use crate::net_report::NetRule;
 
 #[derive(Debug, Args)]
 pub struct CheckCommand {
-    /// The profile: folded stacks or pprof (.pb.gz); `-` reads standard input.
+    /// The profile: folded stacks or pprof (.pb.gz); with --max-p99 or --max-retransmits, a
+    /// network report (the JSON of `net` or `profile --net`); `-` reads standard input.
     #[arg(value_name = "PROFILE")]
     pub input: PathBuf,
 
     #[command(flatten)]
     pub checks: CheckArgs,
+
+    /// Network report: every route whose path matches has its p99 at most DURATION:
+    /// 'http:PATH_REGEX=DURATION'. Repeatable.
+    #[arg(long, value_name = "RULE", help_heading = "Network report rules")]
+    pub max_p99: Vec<String>,
+
+    /// Network report: retransmitted segments to a peer at most this share of those sent: 1%.
+    #[arg(long, value_name = "PERCENT", help_heading = "Network report rules")]
+    pub max_retransmits: Option<String>,
 
     #[command(flatten)]
     pub summary: SummaryArgs,
@@ -83,8 +94,21 @@ pub struct ConvertArgs {
 }
 
 impl CheckCommand {
-    pub fn into_plan(self) -> CheckPlan {
-        CheckPlan { input: self.input, rules: self.checks.into_plan(), summary: self.summary.into_plan() }
+    pub fn into_plan(self) -> Result<CheckPlan, CliError> {
+        let mut net_rules = self.max_p99.iter().map(|s| NetRule::parse_p99(s)).collect::<Result<Vec<_>, _>>();
+        if let (Ok(rules), Some(spec)) = (&mut net_rules, &self.max_retransmits) {
+            rules.push(NetRule::parse_retransmits(spec).map_err(CliError::Usage)?);
+        }
+        let net_rules = net_rules.map_err(CliError::Usage)?;
+        let rules = self.checks.into_plan();
+        let summary = self.summary.into_plan();
+        if !net_rules.is_empty() && (!rules.is_empty() || summary.path.is_some()) {
+            return Err(CliError::Usage(
+                "--max-p99/--max-retransmits judge a network report, the other rules and --summary a profile: check each file on its own"
+                    .into(),
+            ));
+        }
+        Ok(CheckPlan { input: self.input, rules, summary, net_rules })
     }
 }
 

@@ -1,5 +1,6 @@
 //! `profile`'s arguments, and the summary and check flags it shares with `check` and `fetch`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
@@ -9,6 +10,7 @@ use eagle_proto::{ProfileMode, Runtime, DEFAULT_MIN_BLOCK_US, MAX_FREQUENCY_HZ};
 use super::shared::{CheckArgs, ConnArgs, GraphArgs, ImageArgs, PushArgs, RunTargets, SummaryArgs};
 use crate::cluster::plan::DEFAULT_WINDOW;
 use crate::cluster::profile::ClusterRequest;
+use crate::commands::net::NetOutput;
 use crate::commands::profile::{LocalRequest, ProfilePlan, Work};
 use crate::duration::{parse_duration, parse_min_block, parse_ttl};
 use crate::error::CliError;
@@ -50,6 +52,12 @@ pub struct ProfileArgs {
     /// Python: merge native (C extension) frames into the Python stacks (py-spy --native).
     #[arg(long)]
     pub native: bool,
+
+    /// Also watch the targets' network in the same window (what `net` reports: TCP per peer,
+    /// HTTP/1.x per route, drops, listen-queue overflows) and write that report here; its
+    /// format follows the extension (.json, .prom, .dot, else the table); `-` is stdout.
+    #[arg(long, value_name = "FILE")]
+    pub net: Option<PathBuf>,
 
     #[command(flatten)]
     pub summary: SummaryArgs,
@@ -150,6 +158,18 @@ impl ProfileArgs {
             ));
         }
         let min_block_us = self.min_block.unwrap_or(DEFAULT_MIN_BLOCK_US);
+        if self.net.is_some() && self.cluster.async_ {
+            return Err(CliError::Usage(
+                "--net with -a: there is no `fetch` of a network record yet; run without -a".into(),
+            ));
+        }
+        let is_stdout = |p: &std::path::Path| p.as_os_str() == "-";
+        if self.net.as_deref().is_some_and(is_stdout) && is_stdout(&self.graph.output) {
+            return Err(CliError::Usage(
+                "-o - and --net - both write to stdout: give one of them a file (--net net.json)".into(),
+            ));
+        }
+        let net = self.net.map(NetOutput::new);
         let summary = self.summary.into_plan();
         let rules = self.checks.into_plan();
         let push = self.push.into_plan()?;
@@ -194,7 +214,7 @@ impl ProfileArgs {
                 python_native: self.native,
                 mode: self.mode,
                 min_block_us,
-                net: false,
+                net: net.is_some(),
                 capabilities: c.capabilities,
                 dry_run: c.dry_run,
                 keep: c.keep,
@@ -219,6 +239,6 @@ impl ProfileArgs {
                 group_by: self.graph.group_by,
             })
         };
-        Ok(ProfilePlan { output: self.graph.output, format: self.graph.format, summary, rules, push, work })
+        Ok(ProfilePlan { output: self.graph.output, format: self.graph.format, summary, rules, push, net, work })
     }
 }

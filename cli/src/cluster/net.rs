@@ -12,11 +12,12 @@ use kube::{Api, Client};
 use super::api::{ensure_namespace, runtime, transient, with_retries};
 use super::conflicts::refuse_conflicts;
 use super::permissions::may_run;
-use super::profile::{count, ended_early, prepare, report, target_namespaces, ClusterRequest};
+use super::profile::{count, ended_early, prepare, profile_run, report, target_namespaces, ClusterRequest};
 use super::run::{self, NodeOutcome};
 use crate::duration::human;
-use crate::error::CliError;
+use crate::error::{CliError, Exit};
 use crate::net_map::PeerDirectory;
+use crate::output::Destination;
 use crate::placement::Placements;
 
 /// The network side of a cluster window, merged over its nodes.
@@ -63,41 +64,75 @@ pub fn net(req: &ClusterRequest) -> Result<ClusterNet, CliError> {
         )
         .await?;
         report(&outcome.nodes, &p.resolution.skipped);
-        let mut merged: Option<NetPayload> = None;
-        let (mut failed, mut early) = (0, 0);
-        for n in &outcome.nodes {
-            match &n.outcome {
-                Some(NodeOutcome::Done(r)) => match &r.net {
-                    Some(net) => {
-                        early += usize::from(ended_early(r));
-                        match &mut merged {
-                            Some(m) => m.merge(net),
-                            None => merged = Some(net.clone()),
-                        }
-                    }
-                    None => {
-                        failed += 1;
-                        eprintln!(
-                            "node {}: its agent sent no network record: the agent image is older than this kubectl-eagle; use an image of the same version (--image)",
-                            n.node
-                        );
-                    }
-                },
-                _ => failed += 1,
-            }
-        }
-        let Some(net) = merged else {
-            return Err(CliError::Failed(format!(
-                "no node delivered the network side of its window ({} of {} failed): see the table above",
-                failed,
-                outcome.nodes.len()
-            )));
-        };
+        let (net, partial_net) = merge_nodes(&outcome)?;
         let directory = directory(&p.client, &namespace_refs).await;
         let placements: Placements = p.resolution.running.iter().map(|c| (c.id.clone(), c.placement.clone())).collect();
-        let partial = failed > 0 || early > 0 || outcome.interrupted;
+        let partial = partial_net || outcome.interrupted;
         Ok(ClusterNet { net, placements, directory, partial, run_id: p.run_id })
     })
+}
+
+/// What writing a profile's graph came to, and its network side (or why there is none).
+pub type GraphAndNet = (Result<Exit, CliError>, Result<ClusterNet, CliError>);
+
+/// `profile --net`: a profile's run whose agents watched the network too. Returns what writing
+/// the graph came to and the merged network record with what names its rows, or why there is
+/// none (every node failed). `partial` there is the network side's alone.
+pub fn profile_with_net(req: &ClusterRequest, destination: &Destination) -> Result<GraphAndNet, CliError> {
+    runtime()?.block_on(async {
+        let profiled = profile_run(req, destination).await?;
+        let net = match merge_nodes(&profiled.outcome) {
+            Ok((net, partial)) => {
+                let namespaces: Vec<&str> = profiled.namespaces.iter().map(String::as_str).collect();
+                let directory = directory(&profiled.client, &namespaces).await;
+                Ok(ClusterNet {
+                    net,
+                    placements: profiled.placements,
+                    directory,
+                    partial: partial || profiled.outcome.interrupted,
+                    run_id: profiled.run_id,
+                })
+            }
+            Err(e) => Err(e),
+        };
+        Ok((profiled.graph, net))
+    })
+}
+
+/// The nodes' network records merged (counters add, histograms merge exactly), and whether one
+/// is missing or short (a node failed, stopped early, or its agent sent none: said per node).
+fn merge_nodes(outcome: &run::Outcome) -> Result<(NetPayload, bool), CliError> {
+    let mut merged: Option<NetPayload> = None;
+    let (mut failed, mut early) = (0, 0);
+    for n in &outcome.nodes {
+        match &n.outcome {
+            Some(NodeOutcome::Done(r)) => match &r.net {
+                Some(net) => {
+                    early += usize::from(ended_early(r));
+                    match &mut merged {
+                        Some(m) => m.merge(net),
+                        None => merged = Some(net.clone()),
+                    }
+                }
+                None => {
+                    failed += 1;
+                    eprintln!(
+                        "node {}: its agent sent no network record: the agent image is older than this kubectl-eagle; use an image of the same version (--image)",
+                        n.node
+                    );
+                }
+            },
+            _ => failed += 1,
+        }
+    }
+    let Some(net) = merged else {
+        return Err(CliError::Failed(format!(
+            "no node delivered the network side of its window ({} of {} failed): see the table above",
+            failed,
+            outcome.nodes.len()
+        )));
+    };
+    Ok((net, failed > 0 || early > 0))
 }
 
 /// One list of pods and one of services per namespace: what names the peers. Read after the

@@ -174,7 +174,24 @@ pub fn dry_run(req: &ClusterRequest) -> Result<Exit, CliError> {
 
 /// A synchronous run: creates the Jobs, follows them, deletes them, writes the graph.
 pub fn profile(req: &ClusterRequest, destination: &Destination) -> Result<Exit, CliError> {
-    runtime()?.block_on(async {
+    runtime()?.block_on(async { profile_run(req, destination).await?.graph })
+}
+
+/// A synchronous run done, its graph written (or why not), and what else its nodes sent.
+pub(super) struct Profiled {
+    /// What writing the graph came to.
+    pub graph: Result<Exit, CliError>,
+    pub outcome: run::Outcome,
+    pub placements: Placements,
+    pub client: kube::Client,
+    /// The namespaces of the targets.
+    pub namespaces: Vec<String>,
+    pub run_id: String,
+}
+
+/// [`profile`]'s steps, keeping the nodes' outcomes for more than the graph (`profile --net`).
+pub(super) async fn profile_run(req: &ClusterRequest, destination: &Destination) -> Result<Profiled, CliError> {
+    {
         let p = prepare(req, true).await?;
         let window = req.window;
         ensure_namespace(&p.client, &req.eagle_namespace).await?;
@@ -214,8 +231,10 @@ pub fn profile(req: &ClusterRequest, destination: &Destination) -> Result<Exit, 
             placements: &placements,
             skipped: &p.resolution.skipped,
         };
-        render(&outcome, &finished, destination)
-    })
+        let graph = render(&outcome, &finished, destination);
+        let namespaces = target_namespaces(&p.resolution).into_iter().map(str::to_owned).collect();
+        Ok(Profiled { graph, outcome, placements, client: p.client, namespaces, run_id: p.run_id })
+    }
 }
 
 /// What is known about a run once its nodes have their outcomes.

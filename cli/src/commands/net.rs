@@ -3,7 +3,7 @@
 //! Prometheus text format or the service map (DOT), with the rules checked.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cluster::profile::{self, ClusterRequest};
@@ -19,6 +19,40 @@ pub enum NetFormat {
     Prometheus,
     /// The service map, for Graphviz.
     Dot,
+}
+
+impl NetFormat {
+    /// The format a file's name asks for: `.json`, `.prom`, `.dot`/`.gv`; else the table.
+    pub fn of_file(path: &Path) -> NetFormat {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("json") => NetFormat::Json,
+            Some("prom") => NetFormat::Prometheus,
+            Some("dot" | "gv") => NetFormat::Dot,
+            _ => NetFormat::Table,
+        }
+    }
+}
+
+/// `profile --net FILE`: where the network side of the profile's window goes, and as what.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetOutput {
+    /// `-`: stdout.
+    pub path: PathBuf,
+    pub format: NetFormat,
+}
+
+impl NetOutput {
+    pub fn new(path: PathBuf) -> NetOutput {
+        let format = NetFormat::of_file(&path);
+        NetOutput { path, format }
+    }
+
+    /// Writes the report of `net`; says how much of the kernel side's events were lost.
+    pub fn write(&self, net: &eagle_proto::NetPayload, naming: &Naming) -> Result<(), CliError> {
+        write_report(Some(&self.path), &render(net, naming, self.format))?;
+        warn_lost(net);
+        Ok(())
+    }
 }
 
 pub struct NetPlan {
@@ -57,28 +91,9 @@ pub fn run(plan: NetPlan) -> Result<Exit, CliError> {
     };
     let net = &watched.net;
     let report = net_report::summarize(net, &watched.naming);
-    let text = match plan.format {
-        NetFormat::Table => net_report::table(&report),
-        NetFormat::Json => net_report::json(&report),
-        NetFormat::Prometheus => net_report::prometheus(net, &watched.naming),
-        NetFormat::Dot => ServiceMap::build(net, &watched.naming.placements, &watched.naming.directory).dot(),
-    };
-    match plan.output.as_deref() {
-        None => print_out(&text)?,
-        Some(p) if p.as_os_str() == "-" => print_out(&text)?,
-        Some(path) => {
-            std::fs::write(path, &text).map_err(|e| CliError::Io(format!("cannot write {}: {e}", path.display())))?;
-            eprintln!("wrote {}", path.display());
-        }
-    }
-    if net.lost_events > 0 {
-        eprintln!("warning: {} network events were not counted (kernel maps or ring buffer full)", net.lost_events);
-    }
-    let verdicts = net_report::check(&report, &plan.rules);
-    let broken: Vec<_> = verdicts.iter().filter(|v| !v.ok).collect();
-    for v in &verdicts {
-        eprintln!("{} {}: {}: {}", if v.ok { "ok    " } else { "BROKEN" }, v.rule, v.subject, v.value);
-    }
+    write_report(plan.output.as_deref(), &render(net, &watched.naming, plan.format))?;
+    warn_lost(net);
+    let broken = judge(&report, &plan.rules);
     let pushed = match &plan.push {
         None => Ok(()),
         Some(gateway) => {
@@ -89,7 +104,7 @@ pub fn run(plan: NetPlan) -> Result<Exit, CliError> {
     if let Err(why) = &pushed {
         eprintln!("error: {why}");
     }
-    Ok(if !broken.is_empty() {
+    Ok(if broken {
         Exit::CheckFailed
     } else if pushed.is_err() {
         // As `profile --push`: the report is written, only its delivery failed.
@@ -132,6 +147,44 @@ fn local(pids: &[u32], command: &[String], duration: Option<Duration>) -> Result
         .net
         .ok_or_else(|| CliError::Failed("internal error: the agent sent no network record".into()))?;
     Ok(Watched { net, naming: Naming::default(), partial: outcome.interrupted, run: "local".into() })
+}
+
+/// Judges `rules` on `report`, one line per verdict on stderr; true when one is broken.
+pub fn judge(report: &net_report::NetReport, rules: &[NetRule]) -> bool {
+    let verdicts = net_report::check(report, rules);
+    for v in &verdicts {
+        eprintln!("{} {}: {}: {}", if v.ok { "ok    " } else { "BROKEN" }, v.rule, v.subject, v.value);
+    }
+    verdicts.iter().any(|v| !v.ok)
+}
+
+/// The report of `net` as `format` asks.
+pub fn render(net: &eagle_proto::NetPayload, naming: &Naming, format: NetFormat) -> String {
+    match format {
+        NetFormat::Table => net_report::table(&net_report::summarize(net, naming)),
+        NetFormat::Json => net_report::json(&net_report::summarize(net, naming)),
+        NetFormat::Prometheus => net_report::prometheus(net, naming),
+        NetFormat::Dot => ServiceMap::build(net, &naming.placements, &naming.directory).dot(),
+    }
+}
+
+/// Writes `text` to `output` (`None` or `-`: stdout), saying where.
+fn write_report(output: Option<&Path>, text: &str) -> Result<(), CliError> {
+    match output {
+        None => print_out(text),
+        Some(p) if p.as_os_str() == "-" => print_out(text),
+        Some(path) => {
+            std::fs::write(path, text).map_err(|e| CliError::Io(format!("cannot write {}: {e}", path.display())))?;
+            eprintln!("wrote {}", path.display());
+            Ok(())
+        }
+    }
+}
+
+fn warn_lost(net: &eagle_proto::NetPayload) {
+    if net.lost_events > 0 {
+        eprintln!("warning: {} network events were not counted (kernel maps or ring buffer full)", net.lost_events);
+    }
 }
 
 fn print_out(text: &str) -> Result<(), CliError> {

@@ -8,9 +8,11 @@ use eagle_proto::{ProfileMode, Runtime};
 
 use crate::check::RuleSpecs;
 use crate::cluster::profile::{self, ClusterRequest};
+use crate::commands::net::NetOutput;
 use crate::error::{CliError, Exit};
 use crate::format::Format;
 use crate::gate::{Gate, SummaryRequest};
+use crate::net_report::Naming;
 use crate::output::Destination;
 use crate::placement::GroupBy;
 use crate::push::target::PushPlan;
@@ -25,6 +27,8 @@ pub struct ProfilePlan {
     pub rules: RuleSpecs,
     /// `--push`: receivers of the written profile (refused with `-a`, which writes none).
     pub push: PushPlan,
+    /// `--net FILE`: the network side of the same window, and where it goes.
+    pub net: Option<NetOutput>,
     pub work: Work,
 }
 
@@ -71,15 +75,38 @@ pub fn run(plan: ProfilePlan) -> Result<Exit, CliError> {
             let destination = gate.watch(
                 Destination::plan(Some(&plan.output), plan.format)?.with_run(requested).with_push(plan.push.clone()),
             );
-            let exit = profile::profile(req, &destination)?;
+            let exit = match &plan.net {
+                None => profile::profile(req, &destination)?,
+                Some(out) => with_net(req, &destination, out)?,
+            };
             gate.after_write(&destination, exit)
         }
         Work::Local(req) => {
             let destination =
                 gate.watch(Destination::plan(Some(&plan.output), plan.format)?.with_push(plan.push.clone()));
-            let exit = local::profile(req, &destination)?;
+            let exit = local::profile(req, &destination, plan.net.as_ref())?;
             gate.after_write(&destination, exit)
         }
+    }
+}
+
+/// A cluster profile whose agents watch the network too: the graph, then the network report.
+/// A graph that could not be written (no samples) leaves the network report worth writing; a
+/// node without a network record leaves the run partial.
+fn with_net(req: &ClusterRequest, destination: &crate::output::Destination, out: &NetOutput) -> Result<Exit, CliError> {
+    let (graph, net) = crate::cluster::net::profile_with_net(req, destination)?;
+    let net = match net {
+        Ok(net) => net,
+        Err(e) if graph.is_ok() => return Err(e),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return graph;
+        }
+    };
+    out.write(&net.net, &Naming { placements: net.placements, directory: net.directory })?;
+    match graph? {
+        Exit::Ok if net.partial => Ok(Exit::Partial),
+        exit => Ok(exit),
     }
 }
 
@@ -114,6 +141,8 @@ mod local {
 
     use super::LocalRequest;
     use crate::closing::{self, Profile};
+    use crate::commands::net::NetOutput;
+    use crate::net_report::Naming;
     use eagle_proto::{Unit, WarningCode};
 
     use crate::duration;
@@ -124,7 +153,7 @@ mod local {
     use crate::placement::Placements;
     use crate::run_info::{CgroupCpu, NodeStatus, NodeStatusKind, RunInfo};
 
-    pub fn profile(req: &LocalRequest, destination: &Destination) -> Result<Exit, CliError> {
+    pub fn profile(req: &LocalRequest, destination: &Destination, net: Option<&NetOutput>) -> Result<Exit, CliError> {
         local::install_signal_handlers();
         let run = local::LocalRun {
             pids: req.pids.clone(),
@@ -133,12 +162,20 @@ mod local {
             frequency_hz: req.frequency_hz,
             runtime: req.runtime,
             native: req.native,
-            net: false,
+            net: net.is_some(),
             mode: req.mode,
             min_block_us: req.min_block_us,
         };
         let outcome = local::profile(&run)?;
         let result = &outcome.result;
+        // The network report first: a window without CPU samples may still have traffic.
+        if let Some(out) = net {
+            let record = result
+                .net
+                .as_ref()
+                .ok_or_else(|| CliError::Failed("internal error: the agent sent no network record".into()))?;
+            out.write(record, &Naming::default())?;
+        }
         let unit = merge::unit_of([result]).map_err(CliError::Failed)?;
         let folded = merge::merge([result], &Placements::new(), req.group_by);
         let what = describe_targets(&req.target_words, &req.command);
@@ -219,10 +256,11 @@ mod local {
 #[cfg(not(target_os = "linux"))]
 mod local {
     use super::LocalRequest;
+    use crate::commands::net::NetOutput;
     use crate::error::{CliError, Exit};
     use crate::output::Destination;
 
-    pub fn profile(_: &LocalRequest, _: &Destination) -> Result<Exit, CliError> {
+    pub fn profile(_: &LocalRequest, _: &Destination, _: Option<&NetOutput>) -> Result<Exit, CliError> {
         Err(CliError::Usage(
             "local profiling (pid/N, -- COMMAND) needs Linux; profile cluster workloads from this machine instead"
                 .into(),

@@ -200,6 +200,9 @@ pub struct PeerTraffic {
     pub rtt_sum_us: u64,
     #[serde(default)]
     pub rtt_samples: u64,
+    /// Segments of these connections the kernel dropped (`skb:kfree_skb`, any reason).
+    #[serde(default)]
+    pub drops: u64,
 }
 
 impl PeerTraffic {
@@ -225,6 +228,7 @@ impl PeerTraffic {
             (&mut self.resets_received, other.resets_received),
             (&mut self.rtt_sum_us, other.rtt_sum_us),
             (&mut self.rtt_samples, other.rtt_samples),
+            (&mut self.drops, other.drops),
         ] {
             *a = a.saturating_add(b);
         }
@@ -234,6 +238,30 @@ impl PeerTraffic {
     fn weight(&self) -> u64 {
         self.bytes_sent.saturating_add(self.bytes_received).saturating_add(self.connects).saturating_add(self.accepts)
     }
+}
+
+/// The listen queues of one network namespace of the targets over the window: its own
+/// counters of connections a listener dropped (`/proc/PID/net/netstat`, `TcpExt:`). A full
+/// accept queue drops the SYN without a drop event, so a namespace's counters are where every
+/// overflow is seen; a pod's namespace is the pod's alone, the host's is every host-network
+/// process's (`host_network`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenQueues {
+    /// A container of the targets in the namespace (any: a pod's containers share one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// The first target process seen in the namespace.
+    pub pid: u32,
+    pub process: String,
+    /// The host's namespace: its counters are every host-network process's, not the target's.
+    #[serde(default)]
+    pub host_network: bool,
+    /// `ListenOverflows`: a connection found its listener's accept queue full.
+    #[serde(default)]
+    pub overflows: u64,
+    /// `ListenDrops`: every connection a listener dropped (overflows included).
+    #[serde(default)]
+    pub drops: u64,
 }
 
 /// HTTP/1.x requests one process served, by method, path pattern and status.
@@ -293,6 +321,9 @@ pub struct NetPayload {
     /// Events the kernel side could not count (its maps were full).
     #[serde(default)]
     pub lost_events: u64,
+    /// One per network namespace of the targets; absent from agents before drops were counted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listen_queues: Vec<ListenQueues>,
 }
 
 impl NetPayload {
@@ -315,6 +346,13 @@ impl NetPayload {
         }
         if self.http.len() > limits.routes {
             return Err(format!("{} HTTP rows, more than the {} allowed", self.http.len(), limits.routes));
+        }
+        if self.listen_queues.len() > limits.peers {
+            return Err(format!(
+                "{} listen queue rows, more than the {} allowed",
+                self.listen_queues.len(),
+                limits.peers
+            ));
         }
         let text = |what: &str, s: &mut String| -> Result<(), String> {
             if s.len() > limits.text_bytes {
@@ -340,6 +378,12 @@ impl NetPayload {
                 text("container id", c)?;
             }
             r.latency_us.validate()?;
+        }
+        for q in &mut self.listen_queues {
+            text("process name", &mut q.process)?;
+            if let Some(c) = &mut q.container {
+                text("container id", c)?;
+            }
         }
         Ok(())
     }
@@ -372,6 +416,17 @@ impl NetPayload {
                 }
             }
         }
+        // Each node reads its own namespaces: rows of the same namespace come from one node,
+        // and two windows of one node add up.
+        for q in &other.listen_queues {
+            match self.listen_queues.iter_mut().find(|m| (&m.container, m.pid) == (&q.container, q.pid)) {
+                Some(m) => {
+                    m.overflows = m.overflows.saturating_add(q.overflows);
+                    m.drops = m.drops.saturating_add(q.drops);
+                }
+                None => self.listen_queues.push(q.clone()),
+            }
+        }
     }
 
     /// Keeps the record within `limits`, as the agent must before writing it: long strings are
@@ -388,6 +443,17 @@ impl NetPayload {
                 s.truncate(end);
             }
         };
+        for q in &mut self.listen_queues {
+            cut(&mut q.process);
+            if let Some(c) = &mut q.container {
+                cut(c);
+            }
+        }
+        // One row per network namespace: more than a node holds in practice; the busiest kept.
+        if self.listen_queues.len() > limits.peers {
+            self.listen_queues.sort_by(|a, b| (b.drops, a.pid).cmp(&(a.drops, b.pid)));
+            self.listen_queues.truncate(limits.peers);
+        }
         for p in &mut self.peers {
             cut(&mut p.process);
             cut(&mut p.peer);
@@ -572,7 +638,11 @@ mod tests {
         let mut b = NetPayload::new(2000);
         b.peers.push(peer(1, "10.0.0.1:80", 7));
         b.peers.push(peer(2, "10.0.0.1:80", 1));
+        let queue = |overflows| ListenQueues { pid: 1, process: "p".into(), overflows, ..ListenQueues::default() };
+        a.listen_queues.push(queue(2));
+        b.listen_queues.push(queue(3));
         a.merge(&b);
+        assert_eq!(a.listen_queues, [queue(5)]);
         assert_eq!(a.window_ms, 2000);
         assert_eq!(a.peers.iter().map(|p| (p.pid, p.bytes_sent)).collect::<Vec<_>>(), [(1, 12), (2, 1)]);
     }

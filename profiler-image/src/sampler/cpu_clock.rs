@@ -14,11 +14,16 @@
 //! between runs as independent samples would (binomial), where a fixed period ranges up to 40
 //! times that.
 //!
-//! The mean rate is kept at the frequency asked for, which wall mode's conversion of samples to
-//! time relies on: `PERF_EVENT_IOC_PERIOD` restarts the CPU's timer with the new period, so the
-//! period under way at each change is lost, on average half a period per block (the change comes
-//! at an instant independent of the timer). The drawn frequency is raised by `1 / (2 × block)` to
-//! make up for it.
+//! Every sample still stands for the same CPU time: each CPU's samples are weighed by its
+//! current period over the asked one (the eBPF map `sample_weight`, in
+//! [`eagle_ebpf::SAMPLE_UNIT`]s per sample; the agent turns counts back into samples at the asked
+//! frequency). Without, a function that ran during blocks of short periods would get more
+//! samples than its CPU time: a process's count varied by 4 % between runs where a fixed period
+//! varied by 1 %, and shares of work that changes slower than a block (a process alone on its CPU
+//! beside another) would vary by more than independent samples do. The weight also makes up for
+//! what each redraw loses: `PERF_EVENT_IOC_PERIOD` restarts the CPU's timer with the new period,
+//! so the period under way is lost, on average half a period per block (the redraw comes at an
+//! instant independent of the timer); the weight is raised by `block / (block - period / 2)`.
 //!
 //! Why the events are opened here and not by aya's `PerfEvent::attach`: aya keeps the perf
 //! event's descriptor to itself, and a period can only be changed through it. The program is
@@ -31,6 +36,7 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use aya::maps::{MapData, PerCpuArray, PerCpuValues};
 use aya_obj::generated::{
     perf_event_attr, perf_sw_ids, perf_type_id, PERF_EVENT_IOC_ENABLE, PERF_EVENT_IOC_PERIOD, PERF_EVENT_IOC_SET_BPF,
 };
@@ -65,15 +71,25 @@ pub struct CpuClocks {
 impl CpuClocks {
     /// Opens a `cpu-clock` event on each of `cpus` counting every process, attaches `program` (a
     /// loaded perf-event program) to each, and starts redrawing their periods around
-    /// `frequency_hz`.
-    pub fn start(program: impl AsFd, cpus: &[u32], frequency_hz: u64) -> Result<Self, ClockError> {
+    /// `frequency_hz`, writing each CPU's weight into `weights` (the program's `sample_weight`).
+    pub fn start(
+        program: impl AsFd,
+        mut weights: PerCpuArray<MapData, u32>,
+        cpus: &[u32],
+        frequency_hz: u64,
+    ) -> Result<Self, ClockError> {
         let frequency_hz = frequency_hz.max(1) as f64;
         let block = Duration::from_secs_f64(f64::from(BLOCK_PERIODS) / frequency_hz).max(MIN_BLOCK);
         let draw = PeriodDraw { frequency_hz, block };
+        let possible = aya::util::nr_cpus().map_err(|(what, e)| ClockError { action: what.to_owned(), source: e })?;
         let mut rng = rand::rng();
+        let mut periods: Vec<(u32, Period)> = cpus.iter().map(|&cpu| (cpu, draw.period(&mut rng))).collect();
+        // Weights first: a sample must never find its CPU's clock running without one.
+        write_weights(&mut weights, possible, &periods)
+            .map_err(ClockError::doing("write the sampling weights".to_string()))?;
         let mut events = Vec::with_capacity(cpus.len());
-        for &cpu in cpus {
-            let event = open_cpu_clock(cpu, draw.period_ns(&mut rng))
+        for &(cpu, period) in &periods {
+            let event = open_cpu_clock(cpu, period.ns)
                 .map_err(ClockError::doing(format!("open the CPU clock perf event on CPU {cpu}")))?;
             ioctl(&event, PERF_EVENT_IOC_SET_BPF, program.as_fd().as_raw_fd() as libc::c_ulong)
                 .map_err(ClockError::doing(format!("attach the sampling program to the perf event on CPU {cpu}")))?;
@@ -97,12 +113,22 @@ impl CpuClocks {
                 .name("eagle-dither".into())
                 .spawn(move || {
                     let mut rng = rand::rng();
-                    // Ends when the sender is dropped, or at the first failure (the periods then stay
-                    // as they are: still random, no longer redrawn).
+                    // Ends when the sender is dropped, or at the first failure (the periods then
+                    // stay as they are: still random, no longer redrawn, weighed as drawn).
                     while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(draw.block) {
-                        for event in events.iter() {
-                            let mut period = draw.period_ns(&mut rng);
-                            if ioctl(event, PERF_EVENT_IOC_PERIOD, &mut period as *mut u64 as libc::c_ulong).is_err() {
+                        for (_, period) in periods.iter_mut() {
+                            *period = draw.period(&mut rng);
+                        }
+                        // The weights first, then the periods, CPU by CPU: a CPU's samples
+                        // between the two (microseconds of a block of milliseconds) take the new
+                        // weight at the old period.
+                        if write_weights(&mut weights, possible, &periods).is_err() {
+                            failed.store(true, Ordering::Relaxed);
+                            return;
+                        }
+                        for (event, (_, period)) in events.iter().zip(&periods) {
+                            let mut ns = period.ns;
+                            if ioctl(event, PERF_EVENT_IOC_PERIOD, &mut ns as *mut u64 as libc::c_ulong).is_err() {
                                 failed.store(true, Ordering::Relaxed);
                                 return;
                             }
@@ -151,12 +177,38 @@ struct PeriodDraw {
     block: Duration,
 }
 
+/// A drawn period, and what each of its samples weighs in [`eagle_ebpf::SAMPLE_UNIT`]s.
+#[derive(Clone, Copy, Debug)]
+struct Period {
+    ns: u64,
+    weight: u32,
+}
+
 impl PeriodDraw {
-    fn period_ns(&self, rng: &mut impl Rng) -> u64 {
+    fn period(&self, rng: &mut impl Rng) -> Period {
         let drawn = self.frequency_hz * rng.random_range(1.0 - SPREAD..1.0 + SPREAD);
-        let made_up = 1.0 / (2.0 * self.block.as_secs_f64());
-        (1e9 / (drawn + made_up)) as u64
+        let seconds = 1.0 / drawn;
+        // Over the asked period, raised for the half period each redraw loses.
+        let block = self.block.as_secs_f64();
+        let weight = seconds * self.frequency_hz * block / (block - seconds / 2.0).max(seconds / 2.0);
+        Period { ns: (seconds * 1e9) as u64, weight: (weight * eagle_ebpf::SAMPLE_UNIT as f64).round() as u32 }
     }
+}
+
+/// Writes each CPU's weight (CPUs not sampled keep one sample's worth: they take none).
+fn write_weights(
+    weights: &mut PerCpuArray<MapData, u32>,
+    possible: usize,
+    periods: &[(u32, Period)],
+) -> io::Result<()> {
+    let mut values = vec![eagle_ebpf::SAMPLE_UNIT as u32; possible];
+    for &(cpu, period) in periods {
+        if let Some(value) = values.get_mut(cpu as usize) {
+            *value = period.weight;
+        }
+    }
+    let values = PerCpuValues::try_from(values)?;
+    weights.set(0, values, 0).map_err(io::Error::other)
 }
 
 /// A disabled `cpu-clock` event counting every process on `cpu`, overflowing every `period_ns`.
@@ -202,24 +254,28 @@ mod tests {
     use rand::SeedableRng;
 
     #[test]
-    fn redrawn_periods_keep_the_rate_asked_for() {
+    fn weighed_samples_keep_the_cpu_time_at_every_frequency() {
         // A timer as the kernel runs it: at each redraw it restarts with the new period, and
         // the period under way is lost. Redraws come a little late, as a woken thread does.
-        // 200,000 blocks: the count's noise is then 0.1 %, a tenth of what is allowed.
+        // 200,000 blocks: the total's noise is then 0.1 %, a tenth of what is allowed.
         let mut rng = StdRng::seed_from_u64(7);
         for frequency_hz in [99.0, 499.0, 999.0, 4999.0] {
             let block = Duration::from_secs_f64(f64::from(BLOCK_PERIODS) / frequency_hz).max(MIN_BLOCK);
             let draw = PeriodDraw { frequency_hz, block };
-            let (mut fires, mut elapsed) = (0u64, 0u64);
+            let (mut weighed, mut elapsed) = (0u64, 0u64);
             for _ in 0..200_000 {
-                let period = draw.period_ns(&mut rng);
+                let period = draw.period(&mut rng);
                 let length = block.as_nanos() as u64 + rng.random_range(0..200_000);
                 // Fires at the redraw + one period, + two periods, ... before the next redraw.
-                fires += (length - 1) / period;
+                weighed += (length - 1) / period.ns * u64::from(period.weight);
                 elapsed += length;
             }
-            let rate = fires as f64 / (elapsed as f64 / 1e9);
-            assert!((rate / frequency_hz - 1.0).abs() < 0.01, "{rate:.1} Hz delivered for {frequency_hz} asked");
+            let samples = weighed as f64 / eagle_ebpf::SAMPLE_UNIT as f64;
+            let expected = elapsed as f64 / 1e9 * frequency_hz;
+            assert!(
+                (samples / expected - 1.0).abs() < 0.01,
+                "{samples:.0} samples weighed for {expected:.0} at {frequency_hz} Hz"
+            );
         }
     }
 
@@ -227,10 +283,14 @@ mod tests {
     fn periods_spread_around_the_one_asked_for() {
         let draw = PeriodDraw { frequency_hz: 1000.0, block: MIN_BLOCK };
         let mut rng = StdRng::seed_from_u64(7);
-        let periods: Vec<u64> = (0..10_000).map(|_| draw.period_ns(&mut rng)).collect();
-        let (shortest, longest) = (*periods.iter().min().unwrap(), *periods.iter().max().unwrap());
-        // 1 / (1.8 kHz + 50 Hz) and 1 / (0.2 kHz + 50 Hz).
-        assert!((540_000..=560_000).contains(&shortest), "shortest {shortest} ns");
-        assert!((3_900_000..=4_000_000).contains(&longest), "longest {longest} ns");
+        let periods: Vec<Period> = (0..10_000).map(|_| draw.period(&mut rng)).collect();
+        let shortest = periods.iter().min_by_key(|p| p.ns).unwrap();
+        let longest = periods.iter().max_by_key(|p| p.ns).unwrap();
+        // 1 / 1.8 kHz and 1 / 0.2 kHz, each weighed by its length and the half period lost.
+        assert!((550_000..=560_000).contains(&shortest.ns), "shortest {shortest:?}");
+        assert!((4_900_000..=5_000_000).contains(&longest.ns), "longest {longest:?}");
+        let unit = eagle_ebpf::SAMPLE_UNIT as f64;
+        assert!((shortest.weight as f64 / unit - 0.556 * 10.0 / (10.0 - 0.278)).abs() < 0.01, "{shortest:?}");
+        assert!((longest.weight as f64 / unit - 5.0 * 10.0 / 7.5).abs() < 0.02, "{longest:?}");
     }
 }

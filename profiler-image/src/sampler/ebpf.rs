@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use aya::maps::{Array, ArrayOfMaps, HashMap as BpfHashMap, IterableMap, Map, MapData, PerCpuArray, StackTraceMap};
 use aya::programs::{BtfTracePoint, PerfEvent, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
-use eagle_ebpf::{key_flags, names, stack_flags, Counter, OffCpuStart, StackKey, TargetEntry, UserStack, WaitStart};
+use eagle_ebpf::{key_flags, names, stack_flags, Counter, OffCpuStart, StackKey, TargetEntry, UserStack};
 use eagle_proto::{ProfileMode, Warning, WarningCode, THROTTLED_FRAME, WAITING_FRAME};
 
 use super::cpu_clock::CpuClocks;
@@ -53,6 +53,8 @@ pub struct EbpfSampler {
     mode: ProfileMode,
     /// Wall mode: the microseconds one CPU sample stands for.
     sample_us: u64,
+    /// Turns weighed counts of CPU samples into samples at the asked frequency.
+    to_samples: WeighedSamples,
     min_block_ns: u64,
     offcpu: OffCpuMaps,
     /// Processes whose samples the kernel counts per thread (see [`EbpfSampler::count_by_thread`]).
@@ -68,7 +70,6 @@ pub type ThreadStacks = HashMap<u32, HashMap<Vec<String>, u64>>;
 /// whole run.
 struct OffCpuMaps {
     started: BpfHashMap<MapData, u32, OffCpuStart>,
-    waits: BpfHashMap<MapData, u32, WaitStart>,
     stacks: StackTraceMap<MapData>,
     user_stacks: BpfHashMap<MapData, u64, UserStack>,
 }
@@ -127,14 +128,18 @@ impl EbpfSampler {
                 tp.attach().map_err(|e| classify(&format!("attach to the {event} tracepoint"), &e))?;
             }
         }
+        let weights = bpf.take_map(names::SAMPLE_WEIGHT).ok_or_else(|| {
+            SamplerError::Failed(format!("map `{}` missing from the eBPF object", names::SAMPLE_WEIGHT))
+        })?;
+        let weights = PerCpuArray::try_from(weights).map_err(|e| SamplerError::Failed(format!("eBPF map: {e}")))?;
         let sample: &mut PerfEvent = program_mut(&mut bpf, names::SAMPLE_PROGRAM)?;
         sample.load().map_err(|e| classify("load the sampling program", &e))?;
         let cpus = aya::util::online_cpus().map_err(|(what, e)| SamplerError::Failed(format!("{what}: {e}")))?;
         // Off-CPU mode samples nothing on the CPU.
         let sampled_cpus = if mode == ProfileMode::OffCpu { Vec::new() } else { cpus };
         let program = sample.fd().map_err(|e| classify("load the sampling program", &e))?;
-        let clocks =
-            CpuClocks::start(program, &sampled_cpus, frequency_hz).map_err(|e| classify(&e.action, &e.source))?;
+        let clocks = CpuClocks::start(program, weights, &sampled_cpus, frequency_hz)
+            .map_err(|e| classify(&e.action, &e.source))?;
 
         let mut take = |name: &str| {
             bpf.take_map(name).ok_or_else(|| SamplerError::Failed(format!("map `{name}` missing from the eBPF object")))
@@ -163,7 +168,6 @@ impl EbpfSampler {
         let by_thread = BpfHashMap::try_from(take(names::BY_THREAD)?).map_err(conv)?;
         let offcpu = OffCpuMaps {
             started: BpfHashMap::try_from(take(names::OFFCPU_START)?).map_err(conv)?,
-            waits: BpfHashMap::try_from(take(names::WAIT_START)?).map_err(conv)?,
             stacks: StackTraceMap::try_from(take(names::OFFCPU_STACKS)?).map_err(conv)?,
             user_stacks: BpfHashMap::try_from(take(names::OFFCPU_USER_STACKS)?).map_err(conv)?,
         };
@@ -194,6 +198,7 @@ impl EbpfSampler {
             gone: Vec::new(),
             mode,
             sample_us: 1_000_000 / frequency_hz.max(1),
+            to_samples: WeighedSamples::default(),
             min_block_ns: min_block_us.saturating_mul(1000),
             offcpu,
             by_thread,
@@ -204,7 +209,7 @@ impl EbpfSampler {
     /// Counts the blocks and waits still under way as the window ended, up to its end: a
     /// thread that waits for the whole window (a worker on an empty queue) is off-CPU all
     /// along, not absent. After the window (the kernel then leaves every block and wait to
-    /// this), before the last collection, which drains the buffer written here. A wait under
+    /// this, and its entries stay: each thread keeps one for the run), before the last collection, which drains the buffer written here. A wait under
     /// way is counted whole as what it began as: throttled if its group was throttled then
     /// (the kernel's run queue cannot be read from here to split it).
     pub fn close_blocks(&mut self) {
@@ -215,35 +220,31 @@ impl EbpfSampler {
         let now = monotonic_ns();
         let since_end = self.window_end.as_ref().map_or(Duration::ZERO, |(end, _)| end.elapsed());
         let now = now.saturating_sub(since_end.as_nanos() as u64);
+        // A program that saw the window open just before its end may be finishing (a
+        // microsecond): it claims what it counts, this reads after it.
+        std::thread::sleep(Duration::from_millis(1).saturating_sub(since_end));
         let under_way: Vec<(u32, OffCpuStart)> = self.offcpu.started.iter().filter_map(Result::ok).collect();
         let counts = &mut self.counts[self.buffer as usize];
-        for (tid, start) in under_way {
-            // Whoever removes the entry counts the block: here, or the kernel if the thread
-            // woke meanwhile.
-            if self.offcpu.started.remove(&tid).is_err() {
+        for (_, start) in under_way {
+            // On a CPU as the window ended, or not a target's.
+            if start.since == 0 || !self.tracked.contains_key(&start.key.tgid) {
                 continue;
             }
-            let blocked = now.saturating_sub(start.since);
-            if blocked < self.min_block_ns || !self.tracked.contains_key(&start.key.tgid) {
+            // Blocked still, or waiting since it was woken (its block counted then) or
+            // preempted.
+            let mut key = start.key;
+            let off_cpu = if start.woken == 0 {
+                now.saturating_sub(start.since)
+            } else {
+                key.flags |= if start.throttled_then != 0 { key_flags::THROTTLED } else { key_flags::WAIT };
+                now.saturating_sub(start.woken)
+            };
+            if off_cpu < self.min_block_ns {
                 continue;
             }
             // The kernel writes no counts after the window: nothing races this update.
-            let so_far = counts.get(&start.key, 0).unwrap_or(0);
-            let _ = counts.insert(start.key, so_far + blocked, 0);
-        }
-        let under_way: Vec<(u32, WaitStart)> = self.offcpu.waits.iter().filter_map(Result::ok).collect();
-        for (tid, wait) in under_way {
-            if self.offcpu.waits.remove(&tid).is_err() {
-                continue;
-            }
-            let waited = now.saturating_sub(wait.since);
-            if waited < self.min_block_ns || !self.tracked.contains_key(&wait.key.tgid) {
-                continue;
-            }
-            let mut key = wait.key;
-            key.flags |= if wait.throttled_then != 0 { key_flags::THROTTLED } else { key_flags::WAIT };
             let so_far = counts.get(&key, 0).unwrap_or(0);
-            let _ = counts.insert(key, so_far + waited, 0);
+            let _ = counts.insert(key, so_far + off_cpu, 0);
         }
     }
 
@@ -254,11 +255,12 @@ impl EbpfSampler {
         }
         let (counted, short) = (self.counter(Counter::OffCpuBlocks), self.counter(Counter::OffCpuShort));
         let (waits, short_waits) = (self.counter(Counter::Waits), self.counter(Counter::WaitsShort));
+        let reused = self.counter(Counter::StopSitesReused);
         Some(Warning {
             code: WarningCode::InfoPrecision,
             pid: None,
             message: format!(
-                "off-CPU: {counted} blocks and {waits} waits for a CPU of {} or more counted, {short} shorter blocks and {short_waits} shorter waits not (--min-block)",
+                "off-CPU: {counted} blocks and {waits} waits for a CPU of {} or more counted, {short} shorter blocks and {short_waits} shorter waits not (--min-block); {reused} switches stopped where their thread had stopped before (same user registers, system call and state) and reused its stacks",
                 human_micros(self.min_block_ns / 1000)
             ),
         })
@@ -789,11 +791,12 @@ impl Sampler for EbpfSampler {
                 frames.push(WAITING_FRAME.to_owned());
             }
             // One unit per graph: CPU samples, or microseconds (blocks are counted in
-            // nanoseconds; a CPU sample in wall mode is its period).
+            // nanoseconds; a CPU sample in wall mode is its period). CPU samples are counted
+            // weighed by their CPU's period (`cpu_clock.rs`), in SAMPLE_UNITs each.
             let count = match (off, self.mode) {
                 (true, _) => (count + 500) / 1000,
-                (false, ProfileMode::Wall) => count * self.sample_us,
-                (false, _) => count,
+                (false, ProfileMode::Wall) => count * self.sample_us / eagle_ebpf::SAMPLE_UNIT,
+                (false, _) => self.to_samples.samples(count),
             };
             if key.tid != 0 && !off {
                 let stacks = self.thread_stacks.entry(key.tgid).or_default().entry(key.tid).or_default();
@@ -804,6 +807,7 @@ impl Sampler for EbpfSampler {
         for pid in std::mem::take(&mut self.gone) {
             self.symbols.forget(pid);
         }
+        self.symbols.end_batch();
         self.gone = events
             .iter()
             .filter_map(|e| if let ProcessEvent::Exited { pid } = e { Some(*pid) } else { None })
@@ -829,6 +833,27 @@ impl Sampler for EbpfSampler {
 /// `bpf_trace_run4`, `__bpf_trace_sched_switch`.
 fn is_tracing_frame(name: &str) -> bool {
     ["bpf_prog_", "bpf_trace_run", "__bpf_trace_", "__traceiter_"].iter().any(|p| name.starts_with(p))
+}
+
+/// Weighed counts of CPU samples into whole samples at the asked frequency: each stack's count
+/// rounded up or down at random in proportion to its remainder, so that no stack is biased
+/// (always down would lose a sample's fraction per stack and collection, and drop every stack
+/// of a single sample taken at a short period).
+struct WeighedSamples {
+    rng: rand::rngs::StdRng,
+}
+
+impl Default for WeighedSamples {
+    fn default() -> Self {
+        Self { rng: rand::SeedableRng::from_rng(&mut rand::rng()) }
+    }
+}
+
+impl WeighedSamples {
+    fn samples(&mut self, weighed: u64) -> u64 {
+        let (whole, rest) = (weighed / eagle_ebpf::SAMPLE_UNIT, weighed % eagle_ebpf::SAMPLE_UNIT);
+        whole + u64::from(rand::Rng::random_range(&mut self.rng, 0..eagle_ebpf::SAMPLE_UNIT) < rest)
+    }
 }
 
 fn is_offcpu(key: &StackKey) -> bool {

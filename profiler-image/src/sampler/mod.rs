@@ -12,6 +12,8 @@ pub mod jfr;
 #[cfg(target_os = "linux")]
 pub mod jit;
 #[cfg(target_os = "linux")]
+pub mod listen;
+#[cfg(target_os = "linux")]
 pub mod native_thread;
 #[cfg(target_os = "linux")]
 pub mod net;

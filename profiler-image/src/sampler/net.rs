@@ -13,6 +13,7 @@ use eagle_ebpf::net::{direction, event_kind, names, NetCounter, NetCounters, Net
 use eagle_proto::{Direction, HttpRoute, LatencyHistogram, NetPayload, PeerTraffic};
 
 use super::ebpf::{classify, program_mut};
+use super::listen::ListenQueueWatch;
 use super::SamplerError;
 use crate::discovery::ProcessInfo;
 use crate::http::HttpTracker;
@@ -28,6 +29,8 @@ pub struct NetCollector {
     http: Option<HttpTracker>,
     /// Ring buffer records that were not ours to read (too short: a kernel/agent mismatch).
     malformed_events: u64,
+    /// The targets' network namespaces and their listen-queue counters.
+    listen: ListenQueueWatch,
 }
 
 impl NetCollector {
@@ -52,6 +55,7 @@ impl NetCollector {
             tp.load(event, &btf).map_err(|e| classify(&format!("load the {event} tracepoint"), &e))?;
             tp.attach().map_err(|e| classify(&format!("attach to the {event} tracepoint"), &e))?;
         }
+        attach_drop_counter(&mut bpf, &btf)?;
         let map = |bpf: &mut Ebpf, name: &str| {
             bpf.take_map(name)
                 .ok_or_else(|| SamplerError::Failed(format!("map `{name}` missing from the network program")))
@@ -70,11 +74,13 @@ impl NetCollector {
             connect_latency: HashMap::new(),
             http: http.then(HttpTracker::default),
             malformed_events: 0,
+            listen: ListenQueueWatch::default(),
         })
     }
 
     /// Counts `pid`'s connections from now on (and its children's, which the kernel adds).
     pub fn add(&mut self, pid: u32) -> Result<(), SamplerError> {
+        self.listen.add(pid);
         self.targets
             .insert(pid, 1, 0)
             .map_err(|e| SamplerError::Failed(format!("cannot watch pid {pid}'s network: {e}")))
@@ -114,8 +120,9 @@ impl NetCollector {
             + self.malformed_events
     }
 
-    /// Everything counted, as the stream's record; `processes` names the pids.
-    pub fn finish(mut self, window_ms: u64, processes: &HashMap<u32, ProcessInfo>) -> NetPayload {
+    /// Everything counted, as the stream's record; `processes` names the pids. Also returns
+    /// why a namespace's listen queues could not be read, if one could not.
+    pub fn finish(mut self, window_ms: u64, processes: &HashMap<u32, ProcessInfo>) -> (NetPayload, Vec<String>) {
         self.poll();
         let mut net = NetPayload::new(window_ms);
         net.lost_events = self.lost_events();
@@ -151,6 +158,7 @@ impl NetCollector {
                 resets_received: c.resets_received,
                 rtt_sum_us: c.rtt_sum_us,
                 rtt_samples: c.rtt_samples,
+                drops: c.drops,
             });
         }
         if let Some(http) = self.http.take() {
@@ -170,8 +178,27 @@ impl NetCollector {
                 });
             }
         }
-        net
+        let (listen_queues, unreadable) = std::mem::take(&mut self.listen).finish(name);
+        net.listen_queues = listen_queues;
+        (net, unreadable)
     }
+}
+
+/// Attaches the first of the drop counter's programs this kernel loads (see
+/// [`names::DROP_PROGRAMS`]).
+fn attach_drop_counter(bpf: &mut Ebpf, btf: &Btf) -> Result<(), SamplerError> {
+    let mut refusal = None;
+    for program in names::DROP_PROGRAMS {
+        let tp: &mut BtfTracePoint = program_mut(bpf, program)?;
+        match tp.load(names::DROP_TRACEPOINT, btf) {
+            Ok(()) => {
+                tp.attach().map_err(|e| classify("attach to the kfree_skb tracepoint", &e))?;
+                return Ok(());
+            }
+            Err(e) => refusal = Some(classify("load the kfree_skb tracepoint", &e)),
+        }
+    }
+    Err(refusal.expect("two programs were tried"))
 }
 
 fn comm(pid: u32) -> Option<String> {
@@ -203,6 +230,23 @@ fn peer_address(key: &NetKey) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Both drop programs pass the verifier: the one this kernel attaches, and the one kept for
+    /// kernels before `kfree_skb` had `rx_sk` (6.11), which no machine here would otherwise load.
+    #[test]
+    fn both_drop_programs_load() {
+        // SAFETY: a plain syscall without arguments.
+        let root = unsafe { libc::geteuid() } == 0;
+        let (Some(object), Ok(btf), true) = (eagle_ebpf::net::object(), Btf::from_sys_fs(), root) else {
+            eprintln!("skipped: needs root, BTF and the compiled program");
+            return;
+        };
+        for program in names::DROP_PROGRAMS {
+            let mut bpf = EbpfLoader::new().btf(Some(&btf)).load(object).unwrap();
+            let tp: &mut BtfTracePoint = program_mut(&mut bpf, program).unwrap();
+            tp.load(names::DROP_TRACEPOINT, &btf).unwrap_or_else(|e| panic!("{program}: {e}"));
+        }
+    }
 
     #[test]
     fn peers_read_as_people_write_them() {

@@ -300,6 +300,11 @@ impl Loader {
                 ),
             );
         }
+        if self.read_time > Duration::ZERO {
+            // The objects' unwind sections and rows are in the kernel's maps or freed: a big
+            // object's megabytes must not stay resident until the next one's.
+            crate::memory::give_back_freed();
+        }
         // Release what the process used before only now: what it still maps stays loaded.
         let previous = self.processes.insert(pid, ProcessEntry { tables: used, generation, refreshed: Instant::now() });
         if let Some(previous) = previous {

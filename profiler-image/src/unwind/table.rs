@@ -9,19 +9,22 @@
 //! A big object (libLLVM: 200,000 FDEs, 1.3 million rows) takes a few hundred milliseconds of
 //! gimli's evaluation, so its FDEs are evaluated in chunks on several threads. The chunks follow
 //! `.eh_frame_hdr`'s table, which the linker sorted by address: their rows come out sorted, and
-//! are merged in one pass as they are joined instead of being sorted again.
+//! each chunk is merged into the table as soon as the chunks before it are, instead of all being
+//! held and sorted again. Of the object, only its headers and unwind sections are read.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use eagle_ebpf::{cfa, UnwindRow};
 use gimli::{
     BaseAddresses, CfaRule, CieOrFde, DebugFrame, EhFrame, EhFrameHdr, EndianSlice, LittleEndian, Reader, RegisterRule,
     UnwindContext, UnwindSection, X86_64,
 };
-use object::read::elf::{ElfFile64, ProgramHeader};
-use object::{Object as _, ObjectSection as _, ReadRef};
+use object::elf::FileHeader64;
+use object::read::elf::{FileHeader, ProgramHeader, SectionHeader, SectionTable};
+use object::ReadRef;
 
 /// Rows of one object's table at most: the kernel's binary search takes 24 steps.
 pub const MAX_ROWS: usize = eagle_ebpf::MAX_TABLE_ROWS;
@@ -84,13 +87,18 @@ impl Object {
         threads: usize,
         loaded: impl Fn(&[u8]) -> bool,
     ) -> Result<Self, TableError> {
-        let elf = ElfFile64::<object::Endianness, R>::parse(data).map_err(|e| TableError::NotElf(e.to_string()))?;
-        if elf.architecture() != object::Architecture::X86_64 {
+        // Headers, section names, notes and the unwind sections are all that is read: not
+        // `ElfFile::parse`, which reads both symbol tables whole (megabytes in a big library,
+        // held in the read cache while the rows are built) for nothing the table needs.
+        let not_elf = |e: object::read::Error| TableError::NotElf(e.to_string());
+        let header = FileHeader64::<object::Endianness>::parse(data).map_err(not_elf)?;
+        let endian = header.endian().map_err(not_elf)?;
+        if header.e_machine(endian) != object::elf::EM_X86_64 {
             return Err(TableError::NotX86_64);
         }
-        let endian = elf.endian();
-        let segments: Vec<Segment> = elf
-            .elf_program_headers()
+        let segments: Vec<Segment> = header
+            .program_headers(endian, data)
+            .map_err(not_elf)?
             .iter()
             .filter(|p| p.p_type(endian) == object::elf::PT_LOAD)
             .map(|p| Segment {
@@ -100,26 +108,29 @@ impl Object {
                 executable: p.p_flags(endian) & object::elf::PF_X != 0,
             })
             .collect();
-        let build_id = elf.build_id().ok().flatten().map(<[u8]>::to_vec);
+        let sections = header.sections(endian, data).map_err(not_elf)?;
+        let build_id = gnu_build_id(&sections, endian, data).map(<[u8]>::to_vec);
         if build_id.as_deref().is_some_and(|id| !id.is_empty() && loaded(id)) {
             return Ok(Object { segments, build_id, source: "a table loaded already", ..Object::default() });
         }
-        let section = |name: &str| {
-            let s = elf.section_by_name(name)?;
-            let data = s.data().ok()?;
-            (!data.is_empty()).then_some((s.address(), data))
+        let address = |name: &[u8]| sections.section_by_name(endian, name).map(|(_, s)| s.sh_addr(endian));
+        let section = |name: &[u8]| {
+            let (_, s) = sections.section_by_name(endian, name)?;
+            // SHT_NOBITS (a stripped object's placeholder) has no bytes in the file.
+            let data = s.data(endian, data).ok()?;
+            (!data.is_empty()).then_some((s.sh_addr(endian), data))
         };
         let mut bases = BaseAddresses::default();
-        if let Some(text) = elf.section_by_name(".text") {
-            bases = bases.set_text(text.address());
+        if let Some(text) = address(b".text") {
+            bases = bases.set_text(text);
         }
-        if let Some(got) = elf.section_by_name(".got") {
-            bases = bases.set_got(got.address());
+        if let Some(got) = address(b".got") {
+            bases = bases.set_got(got);
         }
         let mut object = Object { segments, build_id, ..Object::default() };
-        let built = if let Some((address, data)) = section(".eh_frame") {
+        let built = if let Some((address, data)) = section(b".eh_frame") {
             object.source = ".eh_frame";
-            let hdr = section(".eh_frame_hdr");
+            let hdr = section(b".eh_frame_hdr");
             if let Some((hdr_address, _)) = hdr {
                 bases = bases.set_eh_frame_hdr(hdr_address);
             }
@@ -130,7 +141,7 @@ impl Object {
                 .and_then(|(_, hdr)| fdes_by_address(hdr, address, &bases))
                 .unwrap_or_else(|| fdes_in_order(&eh_frame, &bases));
             collect_rows(&eh_frame, &bases, fdes, threads)
-        } else if let Some((_, data)) = section(".debug_frame") {
+        } else if let Some((_, data)) = section(b".debug_frame") {
             object.source = ".debug_frame";
             let mut debug_frame = DebugFrame::new(data, LittleEndian);
             debug_frame.set_address_size(8);
@@ -163,6 +174,23 @@ impl Object {
         // object's address `s.vaddr`.
         Some(start.wrapping_add(segment.offset).wrapping_sub(offset).wrapping_sub(segment.vaddr))
     }
+}
+
+/// The GNU build id from the object's note sections (a few bytes each), if it has one.
+fn gnu_build_id<'data, R: ReadRef<'data>>(
+    sections: &SectionTable<'data, FileHeader64<object::Endianness>, R>,
+    endian: object::Endianness,
+    data: R,
+) -> Option<&'data [u8]> {
+    for section in sections.iter() {
+        let Ok(Some(mut notes)) = section.notes(endian, data) else { continue };
+        while let Ok(Some(note)) = notes.next() {
+            if note.name() == object::elf::ELF_NOTE_GNU && note.n_type(endian) == object::elf::NT_GNU_BUILD_ID {
+                return Some(note.desc());
+            }
+        }
+    }
+    None
 }
 
 /// The FDEs of a section, as offsets in it, in the order their rows are to be evaluated.
@@ -226,6 +254,12 @@ where
 
 /// The rows of the FDEs `fdes` of `section`, evaluated on up to `threads` threads, sorted and
 /// merged. Returns the rows and the number of entries left out because they did not parse.
+///
+/// Rows evaluated in address order (FDEs from `.eh_frame_hdr`'s table, as linkers write it)
+/// are merged chunk by chunk as their chunks are done, so that only the merged rows and the
+/// few chunks done ahead of their turn are held, not every row twice. Where they turn out not
+/// to be in order (FDEs in the section's order, overlapping FDEs), all are evaluated again,
+/// held, and sorted.
 fn collect_rows<'data, S>(
     section: &S,
     bases: &BaseAddresses,
@@ -236,21 +270,85 @@ where
     S: UnwindSection<EndianSlice<'data, LittleEndian>> + Sync,
     S::Offset: Hash + Eq + Send + Sync,
 {
+    match collect_rows_as(section, bases, &fdes, threads, true)? {
+        Some(merged) => Ok(merged),
+        None => Ok(collect_rows_as(section, bases, &fdes, threads, false)?.expect("a sorting merge always ends")),
+    }
+}
+
+/// Rows of chunks done, shared by the threads that evaluate them.
+#[derive(Default)]
+struct Merging {
+    /// The rows of the chunks before `next`, merged (when merged as they come).
+    merged: Vec<UnwindRow>,
+    /// Chunks done but not merged yet, by index: ahead of their turn, or all of them when the
+    /// rows are sorted at the end.
+    waiting: BTreeMap<usize, Vec<UnwindRow>>,
+    next: usize,
+    /// [`sort_key`] of the last row merged.
+    last: Option<(u32, bool)>,
+    out_of_order: bool,
+    bad: usize,
+}
+
+impl Merging {
+    /// Merges the chunks that are next in turn; notes when one is out of address order.
+    fn merge_ready(&mut self) {
+        while let Some(rows) = self.waiting.remove(&self.next) {
+            let in_order = rows.is_sorted_by_key(sort_key)
+                && rows.first().is_none_or(|first| self.last.is_none_or(|last| last <= sort_key(first)));
+            if !in_order {
+                self.out_of_order = true;
+                return;
+            }
+            self.last = rows.last().map(sort_key).or(self.last);
+            for row in rows {
+                push_merged(&mut self.merged, row);
+            }
+            self.next += 1;
+        }
+    }
+}
+
+/// [`collect_rows`], merging rows as their chunks are done (`None` when they are not in address
+/// order) or holding all and sorting them.
+fn collect_rows_as<'data, S>(
+    section: &S,
+    bases: &BaseAddresses,
+    fdes: &Fdes<S::Offset>,
+    threads: usize,
+    merge_as_done: bool,
+) -> Result<Option<(Vec<UnwindRow>, usize)>, TableError>
+where
+    S: UnwindSection<EndianSlice<'data, LittleEndian>> + Sync,
+    S::Offset: Hash + Eq + Send + Sync,
+{
     let chunks: Vec<&[S::Offset]> = fdes.offsets.chunks(FDES_PER_CHUNK).collect();
     let next = AtomicUsize::new(0);
     let collected = AtomicUsize::new(0);
-    // Each thread takes the next chunk until none is left, with a context and CIE cache of its
-    // own; it returns the chunks it did, by index.
-    let work = || -> Result<Vec<(usize, Vec<UnwindRow>, usize)>, TableError> {
+    let merging = Mutex::new(Merging { bad: fdes.bad, ..Merging::default() });
+    // Each thread takes the next chunk until none is left (or the rows are found out of order),
+    // with a context and CIE cache of its own.
+    let work = || -> Result<(), TableError> {
         let mut context = UnwindContext::new();
         let mut cies = HashMap::new();
-        let mut done = Vec::new();
         loop {
             let index = next.fetch_add(1, Ordering::Relaxed);
-            let Some(chunk) = chunks.get(index) else { return Ok(done) };
+            let Some(chunk) = chunks.get(index) else { return Ok(()) };
             let mut rows = Vec::new();
             match evaluate(section, bases, chunk, &mut context, &mut cies, &mut rows, &collected) {
-                Ok(bad) => done.push((index, rows, bad)),
+                Ok(bad) => {
+                    let mut merging = merging.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    merging.bad += bad;
+                    merging.waiting.insert(index, rows);
+                    if merge_as_done {
+                        merging.merge_ready();
+                        if merging.out_of_order {
+                            next.store(chunks.len(), Ordering::Relaxed);
+                            return Ok(());
+                        }
+                    }
+                }
                 Err(e) => {
                     // The others stop before their next chunk.
                     next.store(chunks.len(), Ordering::Relaxed);
@@ -274,15 +372,17 @@ where
             results
         })
     };
-    let mut in_order: Vec<Vec<UnwindRow>> = vec![Vec::new(); chunks.len()];
-    let mut bad = fdes.bad;
-    for result in results {
-        for (index, rows, bad_entries) in result? {
-            in_order[index] = rows;
-            bad += bad_entries;
+    results.into_iter().collect::<Result<(), _>>()?;
+    let merging = merging.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if merge_as_done {
+        if merging.out_of_order {
+            return Ok(None);
         }
+        let mut merged = merging.merged;
+        merged.shrink_to_fit();
+        return Ok(Some((merged, merging.bad)));
     }
-    Ok((merge(in_order), bad))
+    Ok(Some((merge(merging.waiting.into_values().collect()), merging.bad)))
 }
 
 /// Evaluates the FDEs at `offsets` into `rows` (in their order); counts the rows in `collected`,
@@ -492,6 +592,8 @@ fn plt_threshold(bytes: &[u8]) -> Option<u8> {
 
 #[cfg(test)]
 mod tests {
+    use object::{Object as _, ObjectSection as _, ObjectSegment as _};
+
     use super::*;
 
     fn row(pc: u32, kind: u8, cfa_offset: u16) -> UnwindRow {
@@ -572,10 +674,18 @@ mod tests {
         let in_order = fdes_in_order(&eh_frame, &bases);
         let by_address = fdes_by_address(hdr, address, &bases).expect("a sorted table");
         assert_eq!(in_order.offsets.len(), by_address.offsets.len(), "{path}: FDEs listed");
+        let mut backwards = Fdes { offsets: by_address.offsets.clone(), bad: 0 };
+        backwards.offsets.reverse();
+        assert_eq!(
+            collect_rows_as(&eh_frame, &bases, &backwards, 2, true).expect("rows"),
+            None,
+            "{path}: rows out of order merged as they came"
+        );
         let serial = collect_rows(&eh_frame, &bases, in_order, 1).expect("rows");
         let threaded = collect_rows(&eh_frame, &bases, by_address, 3).expect("rows");
         assert!(serial.0.len() > 100, "{path}: only {} rows", serial.0.len());
         assert_eq!(serial, threaded, "{path}");
+        assert_eq!(collect_rows(&eh_frame, &bases, backwards, 2).expect("rows"), serial, "{path}: sorted at the end");
     }
 
     #[test]
@@ -583,6 +693,24 @@ mod tests {
         hdr_order_and_threads_change_nothing("/proc/self/exe");
         // A C library built by a distribution (GNU ld, many FDEs).
         hdr_order_and_threads_change_nothing("/lib/x86_64-linux-gnu/libc.so.6");
+    }
+
+    /// What the table reads of an object without its symbol tables is what `object`'s full
+    /// parse gives.
+    fn segments_and_build_id_as_object_reads_them(path: &str) {
+        let Ok(data) = std::fs::read(path) else { return };
+        let elf = object::File::parse(data.as_slice()).expect("an ELF object");
+        let parsed = Object::parse_on(data.as_slice(), 1, |_| true).expect("parsed");
+        assert_eq!(parsed.build_id.as_deref(), elf.build_id().expect("notes"), "{path}");
+        let loads: Vec<(u64, u64)> = elf.segments().map(|s| (s.address(), s.file_range().0)).collect();
+        let ours: Vec<(u64, u64)> = parsed.segments.iter().map(|s| (s.vaddr, s.offset)).collect();
+        assert_eq!(ours, loads, "{path}");
+    }
+
+    #[test]
+    fn headers_alone_give_the_segments_and_build_id() {
+        segments_and_build_id_as_object_reads_them("/proc/self/exe");
+        segments_and_build_id_as_object_reads_them("/lib/x86_64-linux-gnu/libc.so.6");
     }
 
     #[test]
@@ -633,7 +761,6 @@ mod tests {
 
     /// The `.eh_frame` of this test binary, cut to `len` bytes, and its address.
     fn own_eh_frame(len: usize) -> (u64, Vec<u8>) {
-        use object::{Object as _, ObjectSection as _};
         static WHOLE: std::sync::OnceLock<(u64, Vec<u8>)> = std::sync::OnceLock::new();
         let (address, bytes) = WHOLE.get_or_init(|| {
             let data = std::fs::read("/proc/self/exe").expect("read own binary");

@@ -85,6 +85,7 @@ impl State {
             let ours = |c: &Option<String>| c.as_ref().is_some_and(|c| agent.containers.contains(c));
             net.http.retain(|r| ours(&r.container));
             net.peers.retain(|p| ours(&p.container));
+            net.listen_queues.retain(|q| ours(&q.container));
             agent.net = Some(net);
         }
         let known = self.nodes.contains(&agent.node);

@@ -1,0 +1,114 @@
+//! Listen-queue overflows (issue #19), in local mode: a listener of `images/http/backlog.py`
+//! with a backlog of 1 that never accepts, in a network namespace of the test's own, and 20
+//! connections to it. The namespace's own counters (`ListenOverflows`, `ListenDrops` of its
+//! `/proc/net/netstat`, read before the run and after it; nothing else uses that namespace)
+//! are the ground truth: the network view may miss what happened before it saw the namespace
+//! (the command enters it after it started), never count more.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use eagle_tests::{kubectl_eagle, repo_root, require_sampling, skip_unless, TestDir};
+use serde_json::Value;
+
+/// A network namespace held by a `sleep` of its own, ended on drop.
+struct NetNamespace {
+    holder: Child,
+}
+
+impl NetNamespace {
+    fn new() -> Self {
+        let holder = Command::new("unshare").args(["--net", "sleep", "600"]).spawn().expect("unshare starts");
+        let ns = NetNamespace { holder };
+        let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let theirs = std::fs::read_link(format!("/proc/{}/ns/net", ns.pid()));
+            if theirs.as_ref().is_ok_and(|t| *t != ours) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "unshare --net made no namespace of its own");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let up = Command::new("nsenter").args(["-t", &ns.pid(), "-n", "ip", "link", "set", "lo", "up"]).status();
+        assert!(up.is_ok_and(|s| s.success()), "cannot bring up the namespace's loopback");
+        ns
+    }
+
+    fn pid(&self) -> String {
+        self.holder.id().to_string()
+    }
+
+    /// `TcpExt: ListenOverflows` and `ListenDrops` of this namespace.
+    fn listen_counters(&self) -> (u64, u64) {
+        let text = std::fs::read_to_string(format!("/proc/{}/net/netstat", self.pid())).unwrap();
+        let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+        let (names, values) = (lines.next().unwrap(), lines.next().unwrap());
+        let value = |name: &str| -> u64 {
+            let at = names.split_whitespace().position(|n| n == name).unwrap_or_else(|| panic!("no {name}"));
+            values.split_whitespace().nth(at).unwrap().parse().unwrap()
+        };
+        (value("ListenOverflows"), value("ListenDrops"))
+    }
+}
+
+impl Drop for NetNamespace {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
+
+fn have(program: &str) -> bool {
+    Command::new(program).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+}
+
+#[test]
+fn listen_overflows_are_those_the_namespace_counted() {
+    require_sampling!();
+    skip_unless!(have("ip") && have("unshare") && have("nsenter"), "needs iproute2 and util-linux");
+    let dir = TestDir::new("net-listen");
+    let ns = NetNamespace::new();
+    let report = dir.join("net.json");
+    let (overflows_before, drops_before) = ns.listen_counters();
+    // No -d: the window lasts until the listener exits. It connects after 2 s, by when the
+    // agent has seen it enter the namespace (it looks every second).
+    let run = Command::new(kubectl_eagle())
+        .args(["net", "--format", "json", "-o"])
+        .arg(&report)
+        .args(["--", "nsenter", "-t", &ns.pid(), "-n", "python3"])
+        .arg(repo_root().join("images/http/backlog.py"))
+        .args(["--backlog", "1", "--clients", "20", "--start-after", "2", "--seconds", "4"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("kubectl-eagle runs");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(0), "kubectl-eagle net: {stderr}");
+    let (overflows_after, drops_after) = ns.listen_counters();
+    let (kernel_overflows, kernel_drops) = (overflows_after - overflows_before, drops_after - drops_before);
+    let text = std::fs::read_to_string(&report).unwrap_or_else(|e| panic!("no report ({e}): {stderr}"));
+    let net: Value = serde_json::from_str(&text).unwrap();
+
+    let queues = net["listen_queues"].as_array().unwrap_or_else(|| panic!("no listen_queues: {text}"));
+    // The host's namespace, which the command started in, is not reported: it left it.
+    assert_eq!(queues.len(), 1, "one namespace, the test's: {text}");
+    let queue = &queues[0];
+    assert_eq!(queue["host_network"], false, "{text}");
+    assert_eq!(queue["process"], "python3", "{text}");
+    let (seen_overflows, seen_drops) = (queue["overflows"].as_u64().unwrap(), queue["drops"].as_u64().unwrap());
+    eprintln!(
+        "overflows: namespace {kernel_overflows}, network view {seen_overflows}; drops: namespace {kernel_drops}, network view {seen_drops}"
+    );
+    // 18 clients found the queue full, each at least once (their SYNs are sent again after
+    // 1 s and 3 s, within the 4 s).
+    assert!(kernel_overflows >= 18, "the listener overflowed {kernel_overflows} times: {text}");
+    assert!(
+        seen_overflows > 0 && seen_overflows <= kernel_overflows,
+        "overflows: {seen_overflows} of {kernel_overflows}"
+    );
+    assert!(seen_drops >= seen_overflows && seen_drops <= kernel_drops, "drops: {seen_drops} of {kernel_drops}");
+    // No drop event of a connection's socket: the SYNs were dropped before any socket was theirs.
+    let drops: u64 = net["peers"].as_array().unwrap().iter().map(|p| p["drops"].as_u64().unwrap()).sum();
+    assert_eq!(drops, 0, "{text}");
+}
