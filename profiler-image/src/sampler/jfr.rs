@@ -93,7 +93,8 @@ impl JfrSampler {
                 });
             }
         };
-        let bytes = read_written(pid, &file);
+        // Resolved in the JVM's root, owned by its user, a regular file, size-capped.
+        let bytes = crate::target_file::read_in_root(std::path::Path::new("/proc"), pid, &file, MAX_RECORDING_BYTES);
         let _ = remove_in_root(pid, &file);
         let bytes = bytes.map_err(|e| format!("the recording could not be read: {e}"))?;
         let size = bytes.len();
@@ -196,30 +197,6 @@ impl Drop for JfrSampler {
         for (pid, recording) in std::mem::take(&mut self.running) {
             let _ = self.jcmd(pid, &format!("JFR.stop name={}", recording.name));
         }
-    }
-}
-
-/// How long a recording's file may take to appear whole after `JFR.stop` answered.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The recording's file once it is written: `JFR.stop` answers before the file is filled now
-/// and then (0 bytes read in 5 of 20 runs on a loaded machine), so it is read until it is not
-/// empty and the same size twice in a row, 100 ms apart, or [`WRITE_TIMEOUT`] has passed.
-/// Resolved in the JVM's root, owned by its user, a regular file, size-capped.
-fn read_written(pid: u32, file: &str) -> Result<Vec<u8>, crate::target_file::TargetFileError> {
-    let read = || crate::target_file::read_in_root(std::path::Path::new("/proc"), pid, file, MAX_RECORDING_BYTES);
-    let deadline = Instant::now() + WRITE_TIMEOUT;
-    let mut bytes = read()?;
-    loop {
-        if Instant::now() > deadline {
-            return Ok(bytes);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        let again = read()?;
-        if !again.is_empty() && again.len() == bytes.len() {
-            return Ok(again);
-        }
-        bytes = again;
     }
 }
 
