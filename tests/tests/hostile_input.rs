@@ -87,21 +87,24 @@ fn a_reused_pid_is_not_sampled_as_the_target() {
     run.check(said, "no warning that the target exited and its pid went to another process");
 }
 
-/// Waits until this test's `kubectl-eagle` has attached its programs: a link for each
-/// tracepoint (fork, exec), then one per CPU's perf event, so a third link means sampling began.
+/// Waits until this test's `kubectl-eagle` samples: it attaches the fork and exec tracepoints
+/// first, then opens one CPU clock perf event per CPU (`sampler/cpu_clock.rs`), so an open perf
+/// event means sampling began.
 fn wait_until_sampling(timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
-        let links = |p: u32| {
+        let perf_events = |p: u32| {
             std::fs::read_dir(format!("/proc/{p}/fd")).map_or(0, |fds| {
                 fds.filter_map(Result::ok)
-                    .filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == "anon_inode:bpf_link"))
+                    .filter(|fd| {
+                        std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == "anon_inode:[perf_event]")
+                    })
                     .count()
             })
         };
         let sampling = descendants(std::process::id())
             .into_iter()
-            .any(|p| proc_comm(p).as_deref() == Some("kubectl-eagle") && links(p) >= 3);
+            .any(|p| proc_comm(p).as_deref() == Some("kubectl-eagle") && perf_events(p) >= 1);
         if sampling {
             return;
         }
