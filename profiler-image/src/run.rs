@@ -146,6 +146,10 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
     crate::memory::give_back_freed();
     let encoder = Encoder;
     let started = Instant::now();
+    // The window's start as the header states it: now, not when the header is written, after
+    // every sampler was added (attaching Flight Recorder took 4 s of a 6 s window on a loaded
+    // machine, and the header named a window that ended 4 s after the samples did).
+    let started_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let mut run = Run {
         proc,
         config: config.clone(),
@@ -192,7 +196,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
         agent_version: env!("CARGO_PKG_VERSION").into(),
         node: config.node.clone(),
         kernel: kernel_release(),
-        started_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+        started_unix_ms,
         duration_ms: config.duration.as_millis() as u64,
         frequency_hz: config.frequency_hz,
         targets: resolved.iter().map(|(t, pids)| TargetReport { target: t.to_string(), pids: pids.clone() }).collect(),
@@ -268,6 +272,11 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
             ));
             break;
         }
+    }
+    // The runtimes' samplers measure what their recordings weigh up to now, not up to the
+    // last collection below (seconds of symbolizing on a loaded machine).
+    for sampler in run.interpreters.values_mut().flatten() {
+        sampler.window_ended();
     }
     // A last map dump names what the JIT compiled since the previous one.
     run.refresh_perf_maps();
@@ -406,10 +415,11 @@ impl Run {
         if !in_ebpf {
             self.ebpf.add(pid)?;
         }
-        if runtime == Runtime::Java {
+        if matches!(runtime, Runtime::Java | Runtime::Ruby) {
             // Its threads outside Java code (compilers, GC) are shown with their native stacks,
             // which only eBPF sees: counted per thread from now on, while Flight Recorder is
-            // being attached too (which keeps the compilers busy with its own Java code).
+            // being attached too (which keeps the compilers busy with its own Java code). So
+            // are a Ruby process's threads that use the CPU without the interpreter lock.
             self.ebpf.count_by_thread(pid);
         }
         // Why the runtime's own sampler could not take it, when it could not.
@@ -446,10 +456,10 @@ impl Run {
                 }),
             }
         }
+        // Sampled natively: its samples are counted per process again.
+        drop(self.ebpf.take_thread_stacks(pid));
         match runtime {
             Runtime::Java => {
-                // Sampled natively: its samples are counted per process again.
-                drop(self.ebpf.take_thread_stacks(pid));
                 self.ebpf.mark_jit(pid, jit::JAVA_SUFFIX);
                 let cmdline = std::fs::read(self.proc.path().join(format!("{pid}/cmdline"))).unwrap_or_default();
                 let mut hint = refused.map_or_else(String::new, |why| format!("{why}; "));
@@ -658,6 +668,10 @@ impl Run {
             }
             // Idle all along: no stacks, and no CPU time to show.
             Ok(_) if on_cpu.samples == 0 => return,
+            Ok(d) if d.samples == 0 => match &d.note {
+                Some(why) => format!("{sampler} read no stack in the window ({why})"),
+                None => format!("{sampler} read no stack in the window"),
+            },
             Ok(d) => format!("{sampler} read {} stacks but none while it used the CPU", d.samples),
             Err(why) => why,
         };

@@ -220,38 +220,62 @@ pub struct CpuLog {
 /// What a [`CpuLog`] read: `(unix time in ns, CPU ns of each process)`, in time order.
 pub struct CpuReadings {
     readings: Vec<(u64, Vec<u64>)>,
+    /// Readings that failed (a clock that could not be read), for the diagnostics.
+    failed: u32,
 }
 
 /// How often the clocks are read: a window's ends are known to this, far below a window's
 /// length (seconds).
 const CPU_LOG_EVERY: Duration = Duration::from_millis(5);
 
+/// Failed readings after which a clock is taken for gone: a second's worth.
+const CPU_LOG_GONE_AFTER: u32 = 200;
+
 impl CpuLog {
     /// Starts reading the CPU clocks of `pids` (processes of this machine, alive now).
     pub fn start(pids: &[u32]) -> Self {
-        let clocks: Vec<libc::clockid_t> = pids
+        let clocks: Vec<Clock> = pids
             .iter()
             .map(|&pid| {
                 let mut id: libc::clockid_t = 0;
                 // SAFETY: `id` is a valid out-pointer.
                 let found = unsafe { libc::clock_getcpuclockid(pid as libc::pid_t, &mut id) } == 0;
                 assert!(found, "process {pid} has no CPU clock (it exited?)");
-                id
+                Clock::Process(id)
             })
             .collect();
+        Self::of(clocks)
+    }
+
+    /// Starts reading the CPU time of some threads of process `pid`, alive now, from
+    /// `/proc/PID/task/TID/schedstat` (the kernel lets no process read another's thread clocks).
+    pub fn start_threads(pid: u32, tids: &[u32]) -> Self {
+        let clocks: Vec<Clock> =
+            tids.iter().map(|&tid| Clock::Thread(format!("/proc/{pid}/task/{tid}/schedstat"))).collect();
+        for clock in &clocks {
+            assert!(clock.read().is_some(), "{clock:?} cannot be read (the thread ended?)");
+        }
+        Self::of(clocks)
+    }
+
+    fn of(clocks: Vec<Clock>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let thread = std::thread::spawn(move || {
             let mut readings = Vec::new();
+            let mut failed = 0;
             let read = |readings: &mut Vec<(u64, Vec<u64>)>| {
-                let cpu: Option<Vec<u64>> = clocks.iter().map(|&c| clock_ns(c)).collect();
-                let cpu = cpu?;
-                readings.push((clock_ns(libc::CLOCK_REALTIME).expect("the wall clock reads"), cpu));
+                let cpu: Option<Vec<u64>> = clocks.iter().map(Clock::read).collect();
+                readings.push((clock_ns(libc::CLOCK_REALTIME).expect("the wall clock reads"), cpu?));
                 Some(())
             };
             while !stopped.load(Ordering::Relaxed) {
                 if read(&mut readings).is_none() {
-                    return CpuReadings { readings };
+                    // A clock that fails a second on end is gone (its process or thread ended).
+                    if failed >= CPU_LOG_GONE_AFTER {
+                        return CpuReadings { readings, failed };
+                    }
+                    failed += 1;
                 }
                 std::thread::sleep(CPU_LOG_EVERY);
             }
@@ -259,7 +283,7 @@ impl CpuLog {
             // machine, a long wait for the CPU) older than the moment it was asked to stop, which
             // the window it is asked about may reach.
             let _ = read(&mut readings);
-            CpuReadings { readings }
+            CpuReadings { readings, failed }
         });
         Self { stop, thread }
     }
@@ -272,7 +296,7 @@ impl CpuLog {
 }
 
 impl CpuReadings {
-    /// Seconds of CPU the `index`th process used between two wall-clock instants (unix time in
+    /// Seconds of CPU the `index`th process (or thread) used between two wall-clock instants (unix time in
     /// ms), interpolated between the readings around each. Panics when the log does not cover
     /// them (it was started too late or finished too early).
     pub fn used(&self, index: usize, from_unix_ms: u64, to_unix_ms: u64) -> f64 {
@@ -281,14 +305,37 @@ impl CpuReadings {
             let after = self.readings.partition_point(|(time, _)| *time < t);
             assert!(
                 after > 0 && after < self.readings.len(),
-                "the CPU log ({} readings) does not cover unix time {ms} ms",
-                self.readings.len()
+                "the CPU log ({} readings, {} failed, unix time {} to {} ms) does not cover unix time {ms} ms",
+                self.readings.len(),
+                self.failed,
+                self.readings.first().map_or(0, |r| r.0 / 1_000_000),
+                self.readings.last().map_or(0, |r| r.0 / 1_000_000)
             );
             let ((t0, c0), (t1, c1)) = (&self.readings[after - 1], &self.readings[after]);
             let (c0, c1) = (c0[index] as f64, c1[index] as f64);
             c0 + (c1 - c0) * (t - t0) as f64 / (*t1 - *t0).max(1) as f64
         };
         (at(to_unix_ms) - at(from_unix_ms)) / 1e9
+    }
+}
+
+/// One CPU clock a [`CpuLog`] reads.
+#[derive(Debug)]
+enum Clock {
+    /// A process's, all its threads.
+    Process(libc::clockid_t),
+    /// One thread's: its `schedstat` file.
+    Thread(String),
+}
+
+impl Clock {
+    fn read(&self) -> Option<u64> {
+        match self {
+            Clock::Process(id) => clock_ns(*id),
+            Clock::Thread(schedstat) => {
+                std::fs::read_to_string(schedstat).ok()?.split_whitespace().next()?.parse().ok()
+            }
+        }
     }
 }
 

@@ -352,6 +352,77 @@ fn java_split_holds_at_99_hz() {
     java_split_at("99", "8s");
 }
 
+/// Flight Recorder samples each thread that runs Java code on a timer, also while it waits for a
+/// CPU: its samples give each thread's stacks, and each thread's weighs the CPU time the thread
+/// used (images/java/Threads.java: a `busy` thread and a `bursty` one that works about a fifth of
+/// the time). Each function must read its thread's share of the two threads' CPU time in the
+/// window (their `schedstat`), within the project's tolerance for the samples of the graph:
+/// each function is all of its thread's Java code, and a thread's share comes from its clock,
+/// not from Flight Recorder's samples. The agent is run on its own, whose stream's header says
+/// when the window began; at 499 Hz and for 10 s, so that a JVM that gets a tenth of a CPU on a
+/// loaded machine still has samples to judge (starting a recording took it over 6 s at a load
+/// of 15).
+#[test]
+fn java_threads_weigh_their_own_cpu_time() {
+    if !has_java() {
+        return;
+    }
+    let dir = eagle_tests::TestDir::new("java-threads-cpu");
+    let javac = Command::new("javac")
+        .arg("-d")
+        .arg(dir.path())
+        .arg(eagle_tests::repo_root().join("images/java/Threads.java"))
+        .status()
+        .unwrap();
+    assert!(javac.success());
+    // In the test's directory: attaching makes the JVM create `.attach_pid<PID>` in its own.
+    let w = start(
+        Command::new("java").arg("-cp").arg(dir.path()).arg("Threads").current_dir(dir.path()),
+        Duration::from_secs(2),
+    );
+    let pid = w.0.id();
+    let busy = thread_named(pid, "busy", Duration::from_secs(20)).expect("Threads.java names its threads");
+    let bursty = thread_named(pid, "bursty", Duration::from_secs(20)).expect("Threads.java names its threads");
+    let cpu_log = eagle_tests::CpuLog::start_threads(pid, &[busy, bursty]);
+    let run = eagle_tests::Eagle::agent(&dir)
+        .args(["--target", &format!("pid:{pid}"), "--duration-ms", "10000", "--frequency", "499"])
+        .run();
+    let cpu_log = cpu_log.finish();
+    run.assert_code(0);
+    let (_, result) = run.stream();
+    run.check(
+        result.records.iter().any(|r| r.pid == pid && r.sampler == "jfr"),
+        "the JVM's stacks come from Flight Recorder",
+    );
+    let h = &result.header;
+    let window = (h.started_unix_ms, h.started_unix_ms + h.duration_ms);
+    let (busy_cpu, bursty_cpu) = (cpu_log.used(0, window.0, window.1), cpu_log.used(1, window.0, window.1));
+    let (in_busy, in_bursty) = (samples_in(&result, pid, "Threads.busy("), samples_in(&result, pid, "Threads.bursty("));
+    let samples = in_busy + in_bursty;
+    run.check(samples >= 50, format!("{samples} samples in the two threads' functions: too few to judge"));
+    let precision = samples;
+    let expected = bursty_cpu / (busy_cpu + bursty_cpu);
+    let got = in_bursty as f64 / samples.max(1) as f64;
+    let tolerance = eagle_tests::tolerance(0.03, expected, precision);
+    eprintln!(
+        "bursty: {:.1}% of {samples} samples (as precise as {precision}), its share of the CPU time {:.1}±{:.1}% ({bursty_cpu:.3}s of {:.3}s)",
+        got * 100.0,
+        expected * 100.0,
+        tolerance * 100.0,
+        busy_cpu + bursty_cpu
+    );
+    run.check(
+        (got - expected).abs() <= tolerance,
+        format!(
+            "Threads.bursty: {:.1}% of {samples} samples (as precise as {precision}), expected its thread's share of the CPU time, {:.1}±{:.1}% (busy {busy_cpu:.3}s, bursty {bursty_cpu:.3}s)",
+            got * 100.0,
+            expected * 100.0,
+            tolerance * 100.0
+        ),
+    );
+    assert_eq!(jfr_recordings(pid), "", "no recording left running in the JVM");
+}
+
 /// A JVM's threads outside Java code (its JIT compilers, its GC, Flight Recorder's sampler),
 /// which Flight Recorder does not sample, are shown under their names with the native stacks
 /// eBPF took of each, not as one opaque frame. Attaching Flight Recorder loads its Java code,
@@ -614,6 +685,107 @@ fn ruby_is_detected_and_profiled_with_rbspy() {
 #[test]
 fn ruby_split_holds_at_99_hz() {
     ruby_split_at("99", "8s");
+}
+
+/// The thread of process `pid` whose kernel name is `name`, once it has one (a loaded machine
+/// took over 500 ms to start Ruby and name its thread), waiting up to `patience`.
+fn thread_named(pid: u32, name: &str, patience: Duration) -> Option<u32> {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        let found = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.find_map(|t| {
+            let tid = t.ok()?.file_name().to_str()?.parse::<u32>().ok()?;
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok()?;
+            (comm.trim() == name).then_some(tid)
+        });
+        if found.is_some() || std::time::Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// How precise the agent says an interpreted process's shares are, from its stream.
+fn stream_precision(result: &eagle_proto::NodeResult) -> Option<u64> {
+    result
+        .warnings
+        .iter()
+        .find_map(|w| w.message.split_once("shares as precise as ")?.1.strip_suffix(" samples")?.parse().ok())
+}
+
+/// Samples of process `pid` in the agent's stream with a frame that starts with `name`.
+fn samples_in(result: &eagle_proto::NodeResult, pid: u32, name: &str) -> u64 {
+    result
+        .records
+        .iter()
+        .filter(|r| r.pid == pid && r.frames.iter().any(|f| f.starts_with(name)))
+        .map(|r| r.count)
+        .sum()
+}
+
+/// Each Ruby stack weighs the CPU time of the thread it shows (images/ruby/threads.rb): the main
+/// thread compresses (zlib's deflate, without the interpreter lock) and a `waiter` thread wakes
+/// every millisecond to sleep again. rbspy reads the thread that took the interpreter lock last,
+/// mostly the waiter, in `sleep`: weighed by the process's CPU clock, `idle_wait` read 95 % of
+/// a process whose waiter used 3 % of its CPU time. Each function must read its thread's share
+/// of the two threads' CPU time in the window (their `schedstat`), within the project's
+/// tolerance for the samples of the graph: each function is all of its thread's Ruby code, and
+/// a thread's share comes from its clock, not from reads (the precision the agent reports, 8 to
+/// 22 samples here, is that of the split within the main thread, read about once in 30 reads).
+/// The agent is run on its own, whose stream's header says when the window began; at 499 Hz and
+/// for 10 s, so that a process that gets a tenth of a CPU on a loaded machine still has samples
+/// to judge (at a load of 30, 6 s gave it 47).
+#[test]
+fn ruby_threads_weigh_their_own_cpu_time() {
+    if !Command::new("ruby").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        eagle_tests::skip("needs ruby (scripts/setup.sh installs it)");
+        return;
+    }
+    let dir = eagle_tests::TestDir::new("ruby-threads");
+    let w = start(
+        Command::new("ruby").arg(eagle_tests::repo_root().join("images/ruby/threads.rb")),
+        Duration::from_millis(500),
+    );
+    let pid = w.0.id();
+    let waiter =
+        thread_named(pid, "waiter", Duration::from_secs(20)).expect("threads.rb names its waiting thread `waiter`");
+    let cpu_log = eagle_tests::CpuLog::start_threads(pid, &[pid, waiter]);
+    let run = eagle_tests::Eagle::agent(&dir)
+        .args(["--target", &format!("pid:{pid}"), "--duration-ms", "10000", "--frequency", "499"])
+        .run();
+    let cpu_log = cpu_log.finish();
+    run.assert_code(0);
+    let (_, result) = run.stream();
+    let h = &result.header;
+    let window = (h.started_unix_ms, h.started_unix_ms + h.duration_ms);
+    let (main_cpu, waiter_cpu) = (cpu_log.used(0, window.0, window.1), cpu_log.used(1, window.0, window.1));
+    let (compress, idle) = (samples_in(&result, pid, "compress ("), samples_in(&result, pid, "idle_wait ("));
+    run.check(
+        result.records.iter().any(|r| r.pid == pid && r.sampler == "rbspy"),
+        "the Ruby process's stacks come from rbspy",
+    );
+    let samples = compress + idle;
+    run.check(samples >= 50, format!("{samples} samples in the two threads' functions: too few to judge"));
+    let precision = samples;
+    eprintln!("the agent's precision of the split within a thread: {:?} samples", stream_precision(&result));
+    let expected = waiter_cpu / (main_cpu + waiter_cpu);
+    let got = idle as f64 / samples as f64;
+    let tolerance = eagle_tests::tolerance(0.03, expected, precision);
+    eprintln!(
+        "idle_wait: {:.1}% of {samples} samples (as precise as {precision}), the waiter's share of the CPU time {:.1}±{:.1}% ({waiter_cpu:.3}s of {:.3}s)",
+        got * 100.0,
+        expected * 100.0,
+        tolerance * 100.0,
+        main_cpu + waiter_cpu
+    );
+    run.check(
+        (got - expected).abs() <= tolerance,
+        format!(
+            "idle_wait: {:.1}% of {samples} samples (as precise as {precision}), expected the waiter's share of the CPU time, {:.1}±{:.1}% (compress: {compress} samples, main thread {main_cpu:.3}s, waiter {waiter_cpu:.3}s)",
+            got * 100.0,
+            expected * 100.0,
+            tolerance * 100.0
+        ),
+    );
 }
 
 /// A program that looks like Python (its executable is called python3) but that py-spy cannot

@@ -47,9 +47,14 @@ pub struct JfrSampler {
 
 struct Recording {
     name: String,
-    /// CPU time of each thread when the recording started.
+    /// CPU time of each thread when the recording was asked for (the attach can take seconds:
+    /// the threads' shares are those of the window, as the eBPF magnitude is).
     cpu_at_start: HashMap<u32, u64>,
+    /// CPU time of each thread when the window ended, once it has.
+    cpu_at_end: Option<HashMap<u32, u64>>,
     period_ns: f64,
+    /// How long `JFR.start` took to answer (up to [`ATTACH_TIMEOUT`] on a starved JVM).
+    starting: Duration,
 }
 
 impl JfrSampler {
@@ -74,21 +79,38 @@ impl JfrSampler {
     /// deleted.
     fn stop_and_read(&mut self, pid: u32, recording: Recording) -> Result<Distribution, String> {
         let file = format!("/tmp/{}.jfr", recording.name);
+        // Before the recording is stopped and written, which takes the JVM's CPU time too.
+        let cpu_at_end = recording.cpu_at_end.clone().unwrap_or_else(|| thread_cpu(pid));
         let stopped = self.jcmd(pid, &format!("JFR.stop name={} filename={file}", recording.name));
-        let cpu_at_end = thread_cpu(pid);
-        if let Err(e) = stopped {
-            let _ = remove_in_root(pid, &file);
-            return Err(if std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                format!("the JVM did not hand over its recording: {e}")
-            } else {
-                "the JVM exited during the window: its recording went with it".to_owned()
-            });
-        }
+        let said = match stopped {
+            Ok(said) => said,
+            Err(e) => {
+                let _ = remove_in_root(pid, &file);
+                return Err(if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                    format!("the JVM did not hand over its recording: {e}")
+                } else {
+                    "the JVM exited during the window: its recording went with it".to_owned()
+                });
+            }
+        };
         // Resolved in the JVM's root, owned by its user, a regular file, size-capped.
         let bytes = crate::target_file::read_in_root(std::path::Path::new("/proc"), pid, &file, MAX_RECORDING_BYTES);
         let _ = remove_in_root(pid, &file);
         let bytes = bytes.map_err(|e| format!("the recording could not be read: {e}"))?;
+        let size = bytes.len();
         let samples = read_samples(bytes)?;
+        if samples.is_empty() {
+            // An idle JVM, or a starved one whose recording started late. Its threads' CPU time
+            // alone would show every thread, those in Java code too, as outside Java code: if it
+            // used the CPU, its native stacks are what is known (see `Run::settle`).
+            let mut nothing = Distribution::default();
+            nothing.note = Some(format!(
+                "starting Flight Recorder took {:.1} s of the window; its recording has {size} bytes; JFR.stop said: {}",
+                recording.starting.as_secs_f64(),
+                first_line(&said)
+            ));
+            return Ok(nothing);
+        }
         Ok(weigh(samples, &recording, &cpu_at_end, |tid| thread_name(pid, tid)))
     }
 }
@@ -101,6 +123,8 @@ impl RuntimeSampler for JfrSampler {
     fn add(&mut self, pid: u32) -> Result<(), SamplerError> {
         attach_allowed(pid).map_err(SamplerError::Unsupported)?;
         let name = format!("eagle-{}-{pid}", std::process::id());
+        let cpu_at_start = thread_cpu(pid);
+        let asked = Instant::now();
         // Only memory buffers (disk=false): nothing is written into the target until the
         // recording is handed over, and nothing stays there after.
         let command = format!(
@@ -122,7 +146,8 @@ impl RuntimeSampler for JfrSampler {
             return Err(SamplerError::Unsupported(format!("the JVM did not start a recording: {}", first_line(&said))));
         }
         let period_ns = if self.profiling == "max" { 1e6 } else { 1e7 };
-        self.running.insert(pid, Recording { name, cpu_at_start: thread_cpu(pid), period_ns });
+        let starting = asked.elapsed();
+        self.running.insert(pid, Recording { name, cpu_at_start, cpu_at_end: None, period_ns, starting });
         Ok(())
     }
 
@@ -143,6 +168,12 @@ impl RuntimeSampler for JfrSampler {
             self.ended.push((pid, Err("the JVM exited during the window: its recording went with it".into())));
         }
         std::mem::take(&mut self.ended)
+    }
+
+    fn window_ended(&mut self) {
+        for (pid, recording) in &mut self.running {
+            recording.cpu_at_end = Some(thread_cpu(*pid));
+        }
     }
 
     fn finish(&mut self) -> Vec<Recorded> {
@@ -486,7 +517,7 @@ fn weigh(
         if let Some(cpu) = used(*tid).filter(|c| *c > 0.0) {
             let frames = vec![format!("{} (JVM thread outside Java code)", name(*tid))];
             distribution.threads.entry(frames.clone()).or_default().push(*tid);
-            distribution.add(frames, cpu);
+            distribution.add_exact(frames, cpu);
         }
     }
     distribution
@@ -564,8 +595,13 @@ mod tests {
 
     #[test]
     fn samples_weigh_their_threads_cpu_time() {
-        let recording =
-            Recording { name: "r".into(), cpu_at_start: HashMap::from([(1, 0), (2, 100), (3, 0)]), period_ns: 1e6 };
+        let recording = Recording {
+            name: "r".into(),
+            cpu_at_start: HashMap::from([(1, 0), (2, 100), (3, 0)]),
+            cpu_at_end: None,
+            period_ns: 1e6,
+            starting: Duration::ZERO,
+        };
         let end = HashMap::from([(1, 3_000), (2, 1_100), (3, 500)]);
         let a = || vec!["main".to_owned(), "a".to_owned()];
         let b = || vec!["worker".to_owned(), "b".to_owned()];

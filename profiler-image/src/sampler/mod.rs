@@ -14,6 +14,8 @@ pub mod jit;
 #[cfg(target_os = "linux")]
 pub mod listen;
 #[cfg(target_os = "linux")]
+pub mod native_thread;
+#[cfg(target_os = "linux")]
 pub mod net;
 pub mod oncpu;
 #[cfg(target_os = "linux")]
@@ -93,6 +95,11 @@ pub trait RuntimeSampler {
     /// Recordings that ended by themselves since the last call (their process exited, or the
     /// sampler failed on it).
     fn ended(&mut self) -> Vec<Recorded>;
+
+    /// The sampling window ended: what a recording weighs is measured up to now, not up to
+    /// [`RuntimeSampler::finish`], which comes after the last collection (seconds later on a
+    /// loaded machine, while the processes keep running).
+    fn window_ended(&mut self) {}
 
     /// Ends every recording and hands back what each got.
     fn finish(&mut self) -> Vec<Recorded>;

@@ -20,7 +20,9 @@ use super::{Recorded, RuntimeSampler, SamplerError};
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Distribution {
     weights: HashMap<Vec<String>, f64>,
-    /// The sum of the squared weight of every read, for the effective sample count.
+    /// The sum of the weight of every read, and of its square, for the effective sample count
+    /// (weights measured exactly, [`Distribution::add_exact`], are not reads).
+    reads: f64,
     squares: f64,
     /// Stacks the runtime's sampler read, for the report.
     pub samples: u64,
@@ -28,6 +30,8 @@ pub struct Distribution {
     /// GC threads: one frame, their name), with the ids of those threads: where eBPF sampled
     /// them, their native stacks take the stack's place ([`Distribution::apportion_threads`]).
     pub threads: HashMap<Vec<String>, Vec<u32>>,
+    /// What the sampler knows of why it read nothing, for the report.
+    pub note: Option<String>,
 }
 
 impl Distribution {
@@ -35,16 +39,28 @@ impl Distribution {
     pub fn add(&mut self, frames: Vec<String>, weight: f64) {
         if weight > 0.0 && weight.is_finite() {
             *self.weights.entry(frames).or_insert(0.0) += weight;
+            self.reads += weight;
             self.squares += weight * weight;
+        }
+    }
+
+    /// Adds `weight` to the stack `frames` as a measured quantity, not a read: a thread's CPU
+    /// time from its clock, which stands for threads the runtime's sampler does not see. It
+    /// takes its share of the graph without making the reads' shares look less precise.
+    pub fn add_exact(&mut self, frames: Vec<String>, weight: f64) {
+        if weight > 0.0 && weight.is_finite() {
+            *self.weights.entry(frames).or_insert(0.0) += weight;
         }
     }
 
     /// How many unweighted samples the weighted reads are worth for the shares' precision
     /// (Kish's effective sample size, (sum w)^2 / sum w^2): reads of unequal weight say less
-    /// than as many equal ones, which is what a share's tolerance must be judged on.
+    /// than as many equal ones, which is what a share's tolerance must be judged on. Weights
+    /// added with [`Distribution::add_exact`] are no reads: they count neither way (one lump of
+    /// a compiler thread's CPU time made 800 reads of a JVM look as precise as 90).
     pub fn effective_samples(&self) -> f64 {
         if self.squares > 0.0 {
-            self.total().powi(2) / self.squares
+            self.reads.powi(2) / self.squares
         } else {
             0.0
         }
@@ -203,6 +219,13 @@ impl RuntimeSampler for Recordings {
         done.into_iter().map(|pid| (pid, self.stop(pid).expect("listed above"))).collect()
     }
 
+    /// Every reader stops at its next read; [`RuntimeSampler::finish`] collects them.
+    fn window_ended(&mut self) {
+        for r in self.running.values() {
+            r.stop.store(true, Ordering::Relaxed);
+        }
+    }
+
     fn finish(&mut self) -> Vec<Recorded> {
         for r in self.running.values() {
             r.stop.store(true, Ordering::Relaxed);
@@ -279,6 +302,18 @@ mod tests {
         assert_eq!(counts[&under("Matcher::match")], 10);
         assert_eq!(counts[&gc], 10, "a thread eBPF did not sample keeps its named frame");
         assert_eq!(counts.len(), 4);
+    }
+
+    #[test]
+    fn measured_weights_take_their_share_but_are_no_reads() {
+        let mut d = Distribution::default();
+        for _ in 0..100 {
+            d.add(stack("a"), 1.0);
+        }
+        d.add_exact(stack("thread"), 100.0);
+        assert_eq!(d.effective_samples(), 100.0);
+        let counts: HashMap<_, _> = d.apportion(10).into_iter().collect();
+        assert_eq!(counts[&stack("thread")], 5);
     }
 
     #[test]
