@@ -24,6 +24,7 @@
 pub mod apiserver;
 pub mod cluster;
 mod eagle;
+pub mod netns;
 mod profile;
 pub mod receiver;
 mod workload;

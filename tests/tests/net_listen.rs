@@ -5,58 +5,15 @@
 //! are the ground truth: the network view may miss what happened before it saw the namespace
 //! (the command enters it after it started), never count more.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
+use eagle_tests::netns::NetNamespace;
 use eagle_tests::{kubectl_eagle, repo_root, require_sampling, skip_unless, TestDir};
 use serde_json::Value;
 
-/// A network namespace held by a `sleep` of its own, ended on drop.
-struct NetNamespace {
-    holder: Child,
-}
-
-impl NetNamespace {
-    fn new() -> Self {
-        let holder = Command::new("unshare").args(["--net", "sleep", "600"]).spawn().expect("unshare starts");
-        let ns = NetNamespace { holder };
-        let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let theirs = std::fs::read_link(format!("/proc/{}/ns/net", ns.pid()));
-            if theirs.as_ref().is_ok_and(|t| *t != ours) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "unshare --net made no namespace of its own");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let up = Command::new("nsenter").args(["-t", &ns.pid(), "-n", "ip", "link", "set", "lo", "up"]).status();
-        assert!(up.is_ok_and(|s| s.success()), "cannot bring up the namespace's loopback");
-        ns
-    }
-
-    fn pid(&self) -> String {
-        self.holder.id().to_string()
-    }
-
-    /// `TcpExt: ListenOverflows` and `ListenDrops` of this namespace.
-    fn listen_counters(&self) -> (u64, u64) {
-        let text = std::fs::read_to_string(format!("/proc/{}/net/netstat", self.pid())).unwrap();
-        let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
-        let (names, values) = (lines.next().unwrap(), lines.next().unwrap());
-        let value = |name: &str| -> u64 {
-            let at = names.split_whitespace().position(|n| n == name).unwrap_or_else(|| panic!("no {name}"));
-            values.split_whitespace().nth(at).unwrap().parse().unwrap()
-        };
-        (value("ListenOverflows"), value("ListenDrops"))
-    }
-}
-
-impl Drop for NetNamespace {
-    fn drop(&mut self) {
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
-    }
+/// `TcpExt: ListenOverflows` and `ListenDrops` of `ns`.
+fn listen_counters(ns: &NetNamespace) -> (u64, u64) {
+    (ns.counter("netstat", "TcpExt:", "ListenOverflows"), ns.counter("netstat", "TcpExt:", "ListenDrops"))
 }
 
 fn have(program: &str) -> bool {
@@ -69,8 +26,9 @@ fn listen_overflows_are_those_the_namespace_counted() {
     skip_unless!(have("ip") && have("unshare") && have("nsenter"), "needs iproute2 and util-linux");
     let dir = TestDir::new("net-listen");
     let ns = NetNamespace::new();
+    ns.run("ip", &["link", "set", "lo", "up"]);
     let report = dir.join("net.json");
-    let (overflows_before, drops_before) = ns.listen_counters();
+    let (overflows_before, drops_before) = listen_counters(&ns);
     // No -d: the window lasts until the listener exits. It connects after 2 s, by when the
     // agent has seen it enter the namespace (it looks every second).
     let run = Command::new(kubectl_eagle())
@@ -85,7 +43,7 @@ fn listen_overflows_are_those_the_namespace_counted() {
         .expect("kubectl-eagle runs");
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(0), "kubectl-eagle net: {stderr}");
-    let (overflows_after, drops_after) = ns.listen_counters();
+    let (overflows_after, drops_after) = listen_counters(&ns);
     let (kernel_overflows, kernel_drops) = (overflows_after - overflows_before, drops_after - drops_before);
     let text = std::fs::read_to_string(&report).unwrap_or_else(|e| panic!("no report ({e}): {stderr}"));
     let net: Value = serde_json::from_str(&text).unwrap();

@@ -10,9 +10,10 @@
 //! the receiver's input is what a lossy link does to the sender: no ACK, a retransmission.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use eagle_tests::netns::NetNamespace;
 use eagle_tests::{kubectl_eagle, repo_root, require_sampling, skip_unless, TestDir};
 use serde_json::Value;
 
@@ -20,66 +21,12 @@ const SERVER_IP: &str = "10.99.0.1";
 const CLIENT_IP: &str = "10.99.0.2";
 const PORT: &str = "8080";
 
-/// A network namespace held by a `sleep` of its own, ended (with its veth end) on drop.
-struct NetNamespace {
-    holder: Child,
-}
-
-impl NetNamespace {
-    fn new() -> Self {
-        let holder = Command::new("unshare").args(["--net", "sleep", "600"]).spawn().expect("unshare starts");
-        let ns = NetNamespace { holder };
-        // Never configure our own namespace by mistake: wait until the holder is in a new one.
-        let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let theirs = std::fs::read_link(format!("/proc/{}/ns/net", ns.pid()));
-            if theirs.as_ref().is_ok_and(|t| *t != ours) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "unshare --net made no namespace of its own");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        ns
-    }
-
-    fn pid(&self) -> String {
-        self.holder.id().to_string()
-    }
-
-    /// `nsenter -t PID -n PROGRAM ARGS`: PROGRAM in this namespace (nsenter execs it: same pid).
-    fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new("nsenter");
-        cmd.args(["-t", &self.pid(), "-n", program]);
-        cmd
-    }
-
-    fn run(&self, program: &str, args: &[&str]) {
-        let out = self.command(program).args(args).output().expect("nsenter runs");
-        assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-
-    /// Data segments TCP retransmitted in this namespace so far: `Tcp: RetransSegs` less
-    /// `TcpExt: TCPSynRetrans`, the SYN and SYN-ACK retransmissions it also counts (a SYN-ACK
-    /// is sent again by the listener before any process has the connection, and is not what
-    /// `tcp:tcp_retransmit_skb` reports).
-    fn retransmitted_segments(&self) -> u64 {
-        let counter = |file: &str, prefix: &str, name: &str| -> u64 {
-            let text = std::fs::read_to_string(format!("/proc/{}/net/{file}", self.pid())).unwrap();
-            let mut lines = text.lines().filter(|l| l.starts_with(prefix));
-            let (names, values) = (lines.next().unwrap(), lines.next().unwrap());
-            let at = names.split_whitespace().position(|n| n == name).unwrap_or_else(|| panic!("no {name}"));
-            values.split_whitespace().nth(at).unwrap().parse().unwrap()
-        };
-        counter("snmp", "Tcp:", "RetransSegs") - counter("netstat", "TcpExt:", "TCPSynRetrans")
-    }
-}
-
-impl Drop for NetNamespace {
-    fn drop(&mut self) {
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
-    }
+/// Data segments TCP retransmitted in `ns` so far: `Tcp: RetransSegs` less
+/// `TcpExt: TCPSynRetrans`, the SYN and SYN-ACK retransmissions it also counts (a SYN-ACK
+/// is sent again by the listener before any process has the connection, and is not what
+/// `tcp:tcp_retransmit_skb` reports).
+fn retransmitted_segments(ns: &NetNamespace) -> u64 {
+    ns.counter("snmp", "Tcp:", "RetransSegs") - ns.counter("netstat", "TcpExt:", "TCPSynRetrans")
 }
 
 fn have(program: &str) -> bool {
@@ -146,8 +93,8 @@ fn retransmissions_under_loss_are_those_the_kernel_counted() {
         .spawn()
         .expect("kubectl-eagle starts");
     wait_until_ready(&ready);
-    let before = server.retransmitted_segments();
-    let client_before = client.retransmitted_segments();
+    let before = retransmitted_segments(&server);
+    let client_before = retransmitted_segments(&client);
     let load = client
         .command("python3")
         .arg(images.join("load.py"))
@@ -161,8 +108,8 @@ fn retransmissions_under_loss_are_those_the_kernel_counted() {
     // again, and the kernel's count is final. Then the server is stopped, which ends the window
     // (a process ending closes its sockets: what they send then is no longer the process's).
     std::thread::sleep(Duration::from_secs(1));
-    let kernel = server.retransmitted_segments() - before;
-    let client_resent = client.retransmitted_segments() - client_before;
+    let kernel = retransmitted_segments(&server) - before;
+    let client_resent = retransmitted_segments(&client) - client_before;
     let dropped = dropped(&client);
     let server_pid = std::fs::read_to_string(&ready).unwrap();
     let stopped = Command::new("kill").args(["-TERM", server_pid.trim()]).status().unwrap();
