@@ -6,6 +6,7 @@
 //! window and the stream).
 
 pub mod aggregate;
+#[cfg(target_os = "linux")]
 pub mod cgroup_cpu;
 pub mod discovery;
 pub mod http;

@@ -183,6 +183,9 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
             ),
         });
     }
+    if let Some(said) = run.cgroups.as_ref().and_then(|c| c.view().to_warning()) {
+        run.warnings.push(said);
+    }
     // Every sampler starts on the processes known now, together: one window for all.
     for pid in resolved.values().flatten() {
         if !run.add(*pid, true) {

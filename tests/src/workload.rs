@@ -85,6 +85,91 @@ impl Drop for LimitedCgroup {
     }
 }
 
+/// The cgroup hierarchies as a container sees them: in a mount namespace of a command's own,
+/// a group made for the test is bound over the mount point of each hierarchy of `cpu`,
+/// `cpuacct` and cgroup v2, as a container runtime binds the container's own group there.
+/// Groups outside it (another pod's) do not show in that view. Dropping it removes the groups
+/// (the command must have exited); the host's mounts are never touched (the namespace is made
+/// private before anything is bound in it, and goes with the command).
+pub struct ContainerCgroupView {
+    /// (the group made in the hierarchy, the hierarchy's mount point).
+    binds: Vec<(PathBuf, PathBuf)>,
+    /// As `/proc/PID/cgroup` names the group in each hierarchy.
+    pub path: String,
+}
+
+impl ContainerCgroupView {
+    /// `Err` says why none can be made here (not root, no such hierarchy), for [`crate::skip`].
+    pub fn create() -> Result<ContainerCgroupView, String> {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("eagle-view-{}-{}", std::process::id(), COUNT.fetch_add(1, Ordering::Relaxed));
+        let mountinfo =
+            std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("/proc/self/mountinfo: {e}"))?;
+        let mut view = ContainerCgroupView { binds: Vec::new(), path: format!("/{name}") };
+        for line in mountinfo.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let Some(dash) = fields.iter().position(|f| *f == "-") else { continue };
+            let (kind, options) = (fields.get(dash + 1).copied(), fields.get(dash + 3).copied().unwrap_or(""));
+            let wanted = kind == Some("cgroup2")
+                || kind == Some("cgroup") && options.split(',').any(|o| o == "cpu" || o == "cpuacct");
+            if !wanted || fields[3] != "/" {
+                continue;
+            }
+            let point = PathBuf::from(fields[4]);
+            let group = point.join(&name);
+            std::fs::create_dir(&group)
+                .map_err(|e| format!("cannot create the cgroup {} (needs root): {e}", group.display()))?;
+            view.binds.push((group, point));
+        }
+        if view.binds.is_empty() {
+            return Err("no cgroup hierarchy of cpu is mounted here".into());
+        }
+        Ok(view)
+    }
+
+    /// Runs `command` in the view: a mount namespace of its own, private, with the groups bound.
+    pub fn confine(&self, command: &mut Command) {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let c = |p: &std::path::Path| CString::new(p.as_os_str().as_bytes()).expect("a path without NUL");
+        let binds: Vec<(CString, CString)> = self.binds.iter().map(|(group, point)| (c(group), c(point))).collect();
+        // SAFETY: only system calls between fork and exec, on strings made before the fork.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::unshare(libc::CLONE_NEWNS) != 0
+                    || libc::mount(
+                        std::ptr::null(),
+                        c"/".as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_REC | libc::MS_PRIVATE,
+                        std::ptr::null(),
+                    ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                for (group, point) in &binds {
+                    if libc::mount(group.as_ptr(), point.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null())
+                        != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+impl Drop for ContainerCgroupView {
+    fn drop(&mut self) {
+        for (group, _) in &self.binds {
+            if let Err(e) = std::fs::remove_dir(group) {
+                eprintln!("cannot remove the test cgroup {}: {e}", group.display());
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Workloads
 

@@ -23,7 +23,7 @@
 //!   may disagree on).
 
 use eagle_proto::{THROTTLED_FRAME, WAITING_FRAME};
-use eagle_tests::{require_sampling, runq, skip, Eagle, LimitedCgroup, Run, TestDir, Workload};
+use eagle_tests::{require_sampling, runq, skip, ContainerCgroupView, Eagle, LimitedCgroup, Run, TestDir, Workload};
 
 fn summary(dir: &TestDir) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).expect("summary written"))
@@ -44,6 +44,32 @@ fn throttled_time_matches_the_cgroups_own_count() {
         Ok(c) => c,
         Err(reason) => return skip(&reason),
     };
+    throttled_time_of_a_200m_loop(cgroup, None);
+}
+
+/// As a Job's agent sees the cgroups (hostPID, privileged): the hierarchies under
+/// /sys/fs/cgroup are its own group bound there, so the workload's group does not show, and
+/// `/proc/1/root` may be refused (it is on this machine, and was on the lab, where cluster runs
+/// had an empty `cgroups`). The agent mounts the hierarchy itself, says so, and reads the
+/// workload's counters as it does with the whole view.
+#[test]
+fn throttled_time_is_read_where_the_agent_sees_only_its_own_group() {
+    require_sampling!();
+    let (cgroup, view) = match LimitedCgroup::create(200).and_then(|c| Ok((c, ContainerCgroupView::create()?))) {
+        Ok(both) => both,
+        Err(reason) => return skip(&reason),
+    };
+    let run = throttled_time_of_a_200m_loop(cgroup, Some(&view));
+    run.check(
+        run.stderr().contains("through a private, read-only mount of the cpu hierarchy")
+            && run.stderr().contains(&format!("shows {}", view.path)),
+        "the run says which view of the cgroups it read, and what it saw instead",
+    );
+}
+
+/// A busy loop in `cgroup` (limited to 200m) profiled off the CPU, from the whole view of the cgroups or
+/// confined to a container's `view`; checks the summary's `cgroups` against the graph.
+fn throttled_time_of_a_200m_loop(cgroup: LimitedCgroup, view: Option<&ContainerCgroupView>) -> Run {
     let dir = TestDir::new("throttle-200m");
     // At the highest priority of the fair class, so that the loop gets its 20 ms of each period
     // however busy the machine (a starved loop is not throttled: it never reaches its quota).
@@ -54,12 +80,15 @@ fn throttled_time_matches_the_cgroups_own_count() {
     cgroup.add(workload.pid());
     let pid = workload.pid().to_string();
     let path = cgroup.path.clone();
-    let run = Eagle::cli(&dir)
+    let mut eagle = Eagle::cli(&dir)
         .arg("profile")
         .arg(format!("pid/{pid}"))
         .args(["--mode", "off-cpu", "-d", "15s", "-o", "off.folded", "--summary", "summary.json"])
-        .output_file(dir.join("off.folded"))
-        .run();
+        .output_file(dir.join("off.folded"));
+    if let Some(view) = view {
+        view.confine(eagle.command_mut());
+    }
+    let run = eagle.run();
     drop(workload);
     drop(cgroup);
     run.assert_code(0);
@@ -67,7 +96,7 @@ fn throttled_time_matches_the_cgroups_own_count() {
     let cgroups = summary["cgroups"].as_array().cloned().unwrap_or_default();
     let Some(ours) = cgroups.iter().find(|c| c["cgroup"] == path.as_str()) else {
         run.check(false, format!("the summary names the workload's cgroup: {}", summary["cgroups"]));
-        return;
+        return run;
     };
     run.check(ours["limit_millicores"] == 200, format!("the cgroup's limit reads 200m: {ours}"));
     let kernel = ours["throttled_seconds"].as_f64().expect("throttled_seconds");
@@ -99,6 +128,7 @@ fn throttled_time_matches_the_cgroups_own_count() {
         run.stderr().contains("throttled in") && !run.stderr().contains("[cgroup-cpu"),
         "the cgroup's counters are said on stderr, for people",
     );
+    run
 }
 
 #[test]

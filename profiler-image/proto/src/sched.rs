@@ -34,6 +34,9 @@ pub struct CgroupCpuStat {
     pub cgroup: String,
     /// A process of the profile in it.
     pub pid: u32,
+    /// The container of that process (its id as in the cgroup path), when it is in one: how
+    /// the CLI names the cgroup by pod.
+    pub container: Option<String>,
     /// The limit: `cfs_quota_us` per `cfs_period_us` (v1) or `cpu.max` (v2), in millicores;
     /// `None` when it has none.
     pub limit_millicores: Option<u64>,
@@ -63,7 +66,7 @@ impl CgroupCpuStat {
             code: WarningCode::InfoCgroupCpu,
             pid: Some(self.pid),
             message: format!(
-                "cgroup {} ({limit}): throttled in {} of {} periods, {:.3} s in all over the window; its profiled threads were throttled {:.3} s and waited for a CPU {:.3} s{TAIL}nr_periods={} nr_throttled={} throttled_us={} limit_millicores={} measured_throttled_us={} measured_waiting_us={} cgroup={}]",
+                "cgroup {} ({limit}): throttled in {} of {} periods, {:.3} s in all over the window; its profiled threads were throttled {:.3} s and waited for a CPU {:.3} s{TAIL}nr_periods={} nr_throttled={} throttled_us={} limit_millicores={} measured_throttled_us={} measured_waiting_us={}{} cgroup={}]",
                 self.cgroup,
                 self.nr_throttled,
                 self.nr_periods,
@@ -76,6 +79,7 @@ impl CgroupCpuStat {
                 self.limit_millicores.map_or_else(|| "none".to_owned(), |m| m.to_string()),
                 self.measured_throttled_us,
                 self.measured_waiting_us,
+                self.container.as_ref().map_or_else(String::new, |id| format!(" container={id}")),
                 self.cgroup,
             ),
         }
@@ -100,6 +104,7 @@ impl CgroupCpuStat {
                 "limit_millicores" => stat.limit_millicores = value.parse().ok(),
                 "measured_throttled_us" => stat.measured_throttled_us = value.parse().ok()?,
                 "measured_waiting_us" => stat.measured_waiting_us = value.parse().ok()?,
+                "container" => stat.container = Some(value.to_owned()),
                 _ => {}
             }
         }
@@ -116,6 +121,7 @@ mod tests {
         let stat = CgroupCpuStat {
             cgroup: "/kubepods/burstable/pod1 (x)/abc".into(),
             pid: 42,
+            container: Some("3f4e5d6c7b8a".into()),
             limit_millicores: Some(200),
             nr_periods: 100,
             nr_throttled: 80,
@@ -131,7 +137,7 @@ mod tests {
         );
         assert_eq!(CgroupCpuStat::from_warning(&warning), Some(stat.clone()));
         assert!(for_people(&warning).ends_with("waited for a CPU 0.001 s"), "{}", for_people(&warning));
-        let unlimited = CgroupCpuStat { limit_millicores: None, ..stat };
+        let unlimited = CgroupCpuStat { limit_millicores: None, container: None, ..stat };
         assert_eq!(CgroupCpuStat::from_warning(&unlimited.to_warning()), Some(unlimited));
         let other = Warning { code: WarningCode::InfoSampler, pid: Some(1), message: "x".into() };
         assert_eq!(CgroupCpuStat::from_warning(&other), None);
