@@ -6,6 +6,8 @@ use std::time::Duration;
 use eagle_proto::{CgroupCpuStat, NodeResult, Unit};
 use serde::{Deserialize, Serialize};
 
+use crate::placement::Placements;
+
 /// What is known about the run that produced a profile; `None` where it is not (a profile read
 /// from a folded file knows only its stacks).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -30,6 +32,16 @@ pub struct CgroupCpu {
     pub cgroup: String,
     /// A profiled process in it.
     pub pid: u32,
+    /// The pod whose container the cgroup is, where the run knows it (cluster runs): its
+    /// namespace, name and container name, and the container's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
     /// The limit (cgroup v1 `cfs_quota_us / cfs_period_us`, v2 `cpu.max`); null: none.
     pub limit_millicores: Option<u64>,
     /// `cpu.stat` over the window: periods, periods throttled, time throttled (summed over CPUs).
@@ -43,16 +55,25 @@ pub struct CgroupCpu {
 }
 
 impl CgroupCpu {
-    /// The cgroups a node's agent reported (`info-cgroup-cpu`).
-    pub fn of_node(result: &NodeResult) -> Vec<CgroupCpu> {
+    /// The cgroups a node's agent reported (`info-cgroup-cpu`), named by pod where the agent
+    /// said which container a cgroup's process is in and `placements` knows that container.
+    pub fn of_node(result: &NodeResult, placements: &Placements) -> Vec<CgroupCpu> {
         result
             .warnings
             .iter()
             .filter_map(CgroupCpuStat::from_warning)
-            .map(|s| CgroupCpu {
+            .map(|s| {
+                let placement = s.container.as_ref().and_then(|id| placements.get(id));
+                (s, placement)
+            })
+            .map(|(s, placement)| CgroupCpu {
                 node: result.header.node.clone(),
                 cgroup: s.cgroup,
                 pid: s.pid,
+                namespace: placement.map(|p| p.namespace.clone()),
+                pod: placement.map(|p| p.pod.clone()),
+                container: placement.map(|p| p.container.clone()),
+                container_id: s.container,
                 limit_millicores: s.limit_millicores,
                 nr_periods: s.nr_periods,
                 nr_throttled: s.nr_throttled,
@@ -64,8 +85,11 @@ impl CgroupCpu {
     }
 
     /// Every node's, or `None` when no node reported any (CPU runs).
-    pub fn of_nodes<'a>(results: impl IntoIterator<Item = &'a NodeResult>) -> Option<Vec<CgroupCpu>> {
-        let all: Vec<CgroupCpu> = results.into_iter().flat_map(CgroupCpu::of_node).collect();
+    pub fn of_nodes<'a>(
+        results: impl IntoIterator<Item = &'a NodeResult>,
+        placements: &Placements,
+    ) -> Option<Vec<CgroupCpu>> {
+        let all: Vec<CgroupCpu> = results.into_iter().flat_map(|r| CgroupCpu::of_node(r, placements)).collect();
         (!all.is_empty()).then_some(all)
     }
 }

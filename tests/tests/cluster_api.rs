@@ -620,6 +620,23 @@ fn the_profile_mode_reaches_the_jobs_and_names_the_unit() {
     let summary: Value = serde_json::from_slice(&std::fs::read(&summary).expect("summary written")).unwrap();
     assert_eq!(summary["unit"], "off-cpu-microseconds", "{summary}");
     assert!(stderr_line(&run, "wrote ").is_some_and(|l| l.contains("µs off-CPU")), "{ctx}");
+    // Each agent's cgroup counters, named by the pod and container the CLI knows the cgroup's
+    // container as.
+    let cgroups = summary["cgroups"].as_array().unwrap_or_else(|| panic!("cgroups in {summary}"));
+    let mut named: Vec<(&str, &str, &str, &str)> = cgroups
+        .iter()
+        .map(|c| {
+            let field = |k: &str| c[k].as_str().unwrap_or_else(|| panic!("{k} in {c}"));
+            (field("node"), field("namespace"), field("pod"), field("container"))
+        })
+        .collect();
+    named.sort();
+    assert_eq!(named, [("node-a", "shop", API_A, "app"), ("node-b", "shop", API_B, "app")], "{summary}");
+    assert!(cgroups.iter().all(|c| c["limit_millicores"] == 250 && c["nr_throttled"] == 120), "{summary}");
+    assert!(
+        run.stderr.lines().any(|l| l.contains(&format!("pod shop/{API_A}, container app: cgroup /kubepods/"))),
+        "the table names each cgroup by pod\n{ctx}"
+    );
 
     // A CPU profile's Jobs carry no mode: they are what they were before modes existed.
     let cpu = case.profile(&["deployment/api"], "cpu.folded");

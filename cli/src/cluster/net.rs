@@ -65,10 +65,10 @@ pub fn net(req: &ClusterRequest) -> Result<ClusterNet, CliError> {
             &mut |_| {},
         )
         .await?;
-        report(&outcome.nodes, &p.resolution.skipped);
+        let placements: Placements = p.resolution.running.iter().map(|c| (c.id.clone(), c.placement.clone())).collect();
+        report(&outcome.nodes, &p.resolution.skipped, &placements);
         let (net, partial_net) = merge_nodes(&outcome)?;
         let directory = directory(&p.client, &namespace_refs).await;
-        let placements: Placements = p.resolution.running.iter().map(|c| (c.id.clone(), c.placement.clone())).collect();
         let partial = partial_net || outcome.interrupted;
         Ok(ClusterNet { net, placements, directory, partial, run_id: p.run_id })
     })

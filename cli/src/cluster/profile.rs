@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use eagle_proto::{NodeResult, ProfileMode, Runtime, WarningCode};
+use eagle_proto::{CgroupCpuStat, NodeResult, ProfileMode, Runtime, WarningCode};
 
 use k8s_openapi::api::batch::v1::Job;
 use kube::Api;
@@ -225,7 +225,8 @@ pub(super) async fn profile_run(req: &ClusterRequest, destination: &Destination)
         .await?;
         let elapsed = started.elapsed();
         let stacks = merger.into_stacks();
-        let finished = Finished { what: &p.what, window, elapsed, skipped: &p.resolution.skipped };
+        let finished =
+            Finished { what: &p.what, window, elapsed, skipped: &p.resolution.skipped, placements: &placements };
         let graph = render(&outcome, &stacks, &finished, destination);
         let namespaces = target_namespaces(&p.resolution).into_iter().map(str::to_owned).collect();
         Ok(Profiled { graph, outcome, placements, client: p.client, namespaces, run_id: p.run_id })
@@ -238,6 +239,8 @@ pub struct Finished<'a> {
     pub window: Duration,
     pub elapsed: Duration,
     pub skipped: &'a [Skipped],
+    /// Where the run's containers are: names the cgroups of the summary by pod.
+    pub placements: &'a Placements,
 }
 
 /// The per-node table, then the graph of `stacks`, merged from the nodes that delivered as
@@ -257,7 +260,7 @@ pub fn render(
         })
         .collect();
     let failed = outcome.nodes.len() - done.len();
-    report(&outcome.nodes, run.skipped);
+    report(&outcome.nodes, run.skipped, run.placements);
     if done.is_empty() {
         return Err(CliError::Failed(format!(
             "no node delivered a profile ({} failed): see the table above",
@@ -309,7 +312,7 @@ pub fn render(
                 started_unix_ms: done.iter().map(|r| r.header.started_unix_ms).min(),
                 partial: Some(partial),
                 nodes: Some(outcome.nodes.iter().map(node_status).collect()),
-                cgroups: CgroupCpu::of_nodes(done.iter().copied()),
+                cgroups: CgroupCpu::of_nodes(done.iter().copied(), run.placements),
                 ..Default::default()
             },
             partial: Some(partial),
@@ -339,7 +342,9 @@ pub(super) fn ended_early(result: &NodeResult) -> bool {
     result.warnings.iter().any(|w| w.code == WarningCode::EndedEarly)
 }
 
-pub(super) fn report(nodes: &[NodeRun], skipped: &[Skipped]) {
+/// The per-node table, each node's warnings under its row; a cgroup's counters named by the
+/// pod and container of `placements` where the agent said whose the cgroup is.
+pub(super) fn report(nodes: &[NodeRun], skipped: &[Skipped], placements: &Placements) {
     let columns = [
         Column { align: Align::Left, min_width: 4 },
         Column { align: Align::Right, min_width: 10 },
@@ -365,7 +370,12 @@ pub(super) fn report(nodes: &[NodeRun], skipped: &[Skipped]) {
         if let Some(NodeOutcome::Done(r)) = &n.outcome {
             for w in r.shown_warnings() {
                 let kind = if w.code.is_info() { "" } else { "warning: " };
-                eprintln!("{:width$}  {kind}{}", "", eagle_proto::for_people(w), width = widths[0]);
+                let pod = CgroupCpuStat::from_warning(w)
+                    .and_then(|s| placements.get(&s.container?))
+                    .map_or_else(String::new, |p| {
+                        format!("pod {}/{}, container {}: ", p.namespace, p.pod, p.container)
+                    });
+                eprintln!("{:width$}  {kind}{pod}{}", "", eagle_proto::for_people(w), width = widths[0]);
             }
         }
     }

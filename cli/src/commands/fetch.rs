@@ -156,7 +156,7 @@ async fn fetch_run(args: &FetchPlan, destination: &Destination) -> Result<Exit, 
             "the results of run {id} expired: its Jobs remain but their pods (and logs) are gone; profile again, and fetch sooner or keep results longer (-a --ttl)"
         )));
     }
-    let finished = Finished { what: &what, window, elapsed: fetching.elapsed(), skipped: &[] };
+    let finished = Finished { what: &what, window, elapsed: fetching.elapsed(), skipped: &[], placements: &placements };
     let exit = profile::render(&outcome, &merger.into_stacks(), &finished, destination)?;
     if args.clean {
         let deleted = delete_jobs(&client, namespace, &jobs).await?;

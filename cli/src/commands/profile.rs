@@ -224,7 +224,7 @@ mod local {
             frequency_hz: Some(result.header.frequency_hz),
             partial: Some(partial),
             unit: Some(unit),
-            cgroups: CgroupCpu::of_nodes([result]),
+            cgroups: CgroupCpu::of_nodes([result], &Placements::new()),
             nodes: Some(vec![NodeStatus {
                 node: result.header.node.clone(),
                 status: if partial { NodeStatusKind::Partial } else { NodeStatusKind::Ok },

@@ -273,9 +273,29 @@ pub(super) fn script(fate: &Fate, agent: &AgentRun) -> Script {
     };
     let stderr_noise =
         format!("eagle-agent: sampling {} containers at {} Hz", agent.containers.len(), agent.frequency_hz);
+    // Off the CPU, the agent reports each container's cgroup counters (`info-cgroup-cpu`),
+    // with the container it found the cgroup's process in.
+    let cgroups = agent.containers.iter().filter(|_| agent.mode != ProfileMode::Cpu).map(|id| {
+        encoder.warning(
+            &CgroupCpuStat {
+                cgroup: format!("/kubepods/burstable/pod-{}/{id}", agent.node),
+                pid: pid_of(id),
+                container: Some(id.clone()),
+                limit_millicores: Some(250),
+                nr_periods: 150,
+                nr_throttled: 120,
+                throttled_us: 2_400_000,
+                measured_throttled_us: 2_350_000,
+                measured_waiting_us: 10_000,
+            }
+            .to_warning(),
+        )
+    });
+    let cgroups: Vec<String> = cgroups.collect();
     let complete = |stacks: &[Stack]| {
         let mut lines =
             vec![stderr_noise.clone(), header.clone(), progress(1, total(stacks)), progress(2, total(stacks))];
+        lines.extend(cgroups.iter().cloned());
         match &agent.net {
             Some(net) => lines.extend(encoder.payload_with_net(&records(stacks), 0, net)),
             None => lines.extend(encoder.payload(&records(stacks), 0)),
