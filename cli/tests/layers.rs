@@ -271,7 +271,11 @@ fn clap_args_and_commands_stay_at_the_edge() {
             wrong.push(format!("{} uses clap", shown(&module)));
         }
     }
-    assert!(wrong.is_empty(), "only main.rs, lib.rs and args/ may see clap and the commands:\n  {}", wrong.join("\n  "));
+    assert!(
+        wrong.is_empty(),
+        "only main.rs, lib.rs and args/ may see clap and the commands:\n  {}",
+        wrong.join("\n  ")
+    );
 }
 
 #[test]
