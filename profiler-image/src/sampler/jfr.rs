@@ -33,6 +33,10 @@ const MAX_RECORDING_BYTES: u64 = 256 << 20;
 /// How long one attach request may take: a JVM stuck in a safepoint must not stall the run.
 /// Starting a recording on a starved JVM took up to 10 s on a two-core machine with a load of 15.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Free space the JVM's `/tmp` must have before a recording is written there: the dump goes
+/// through Flight Recorder's repository (in the same temporary directory) and then to its file,
+/// each at most the recording's memory (`memorysize`, 10 MiB by default), with room to spare.
+const MIN_FREE_BYTES: u64 = 64 << 20;
 
 pub struct JfrSampler {
     jattach: PathBuf,
@@ -75,28 +79,25 @@ impl JfrSampler {
         jattach(&self.jattach, pid, command)
     }
 
-    /// `JFR.stop` with a file to write to, then the file read (inside the JVM's own root) and
-    /// deleted.
+    /// The recording dumped to a file while it still runs (`JFR.dump`), the file read (inside
+    /// the JVM's own root) and deleted, then the recording stopped without a file (`JFR.stop`,
+    /// which discards it). A dump that hands over nothing is asked for once more: a stop closes
+    /// the recording, and its memory with it, so nothing could be asked for after it.
     fn stop_and_read(&mut self, pid: u32, recording: Recording) -> Result<Distribution, String> {
         let file = format!("/tmp/{}.jfr", recording.name);
-        // Before the recording is stopped and written, which takes the JVM's CPU time too.
+        // Before the recording is dumped, which takes the JVM's CPU time too.
         let cpu_at_end = recording.cpu_at_end.clone().unwrap_or_else(|| thread_cpu(pid));
-        let stopped = self.jcmd(pid, &format!("JFR.stop name={} filename={file}", recording.name));
-        let said = match stopped {
-            Ok(said) => said,
-            Err(e) => {
-                let _ = remove_in_root(pid, &file);
-                return Err(if std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                    format!("the JVM did not hand over its recording: {e}")
-                } else {
-                    "the JVM exited during the window: its recording went with it".to_owned()
-                });
+        let read = self.dump_and_read(pid, &recording.name, &file).and_then(|first| {
+            if !first.1.is_empty() {
+                return Ok(first);
             }
-        };
-        // Resolved in the JVM's root, owned by its user, a regular file, size-capped.
-        let bytes = crate::target_file::read_in_root(std::path::Path::new("/proc"), pid, &file, MAX_RECORDING_BYTES);
-        let _ = remove_in_root(pid, &file);
-        let bytes = bytes.map_err(|e| format!("the recording could not be read: {e}"))?;
+            std::thread::sleep(Duration::from_millis(200));
+            self.dump_and_read(pid, &recording.name, &file)
+        });
+        // Whatever the dumps did, nothing runs on (if this fails too, the recording's duration
+        // ends it).
+        let _ = self.jcmd(pid, &format!("JFR.stop name={}", recording.name));
+        let (said, bytes) = read?;
         let size = bytes.len();
         let samples = read_samples(bytes)?;
         if samples.is_empty() {
@@ -105,13 +106,46 @@ impl JfrSampler {
             // used the CPU, its native stacks are what is known (see `Run::settle`).
             let mut nothing = Distribution::default();
             nothing.note = Some(format!(
-                "starting Flight Recorder took {:.1} s of the window; its recording has {size} bytes; JFR.stop said: {}",
+                "starting Flight Recorder took {:.1} s of the window; its recording has {size} bytes; JFR.dump said: {}",
                 recording.starting.as_secs_f64(),
                 first_line(&said)
             ));
             return Ok(nothing);
         }
         Ok(weigh(samples, &recording, &cpu_at_end, |tid| thread_name(pid, tid)))
+    }
+
+    /// `JFR.dump` of the recording `name` to `file` (as the JVM sees it), its answer and the
+    /// file's bytes. Refused when the JVM's `/tmp` is nearly full: Flight Recorder shuts the JVM
+    /// down when a write fails for want of space (JDK 17: "An irrecoverable error in Jfr.
+    /// Shutting down VM...").
+    fn dump_and_read(&self, pid: u32, name: &str, file: &str) -> Result<(String, Vec<u8>), String> {
+        if let Some(free) = free_bytes_in_root(pid, "/tmp") {
+            if free < MIN_FREE_BYTES {
+                return Err(format!(
+                    "its /tmp has {} MiB free: Flight Recorder ends a JVM whose disk fills while it writes, so the recording was not asked for; free {} MiB there",
+                    free >> 20,
+                    MIN_FREE_BYTES >> 20
+                ));
+            }
+        }
+        let dumped = self.jcmd(pid, &format!("JFR.dump name={name} filename={file}"));
+        let said = match dumped {
+            Ok(said) => said,
+            Err(e) => {
+                let _ = remove_in_root(pid, file);
+                return Err(if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                    format!("the JVM did not hand over its recording: {e}")
+                } else {
+                    "the JVM exited during the window: its recording went with it".to_owned()
+                });
+            }
+        };
+        // Resolved in the JVM's root, owned by its user, a regular file, size-capped.
+        let bytes = crate::target_file::read_in_root(std::path::Path::new("/proc"), pid, file, MAX_RECORDING_BYTES);
+        let _ = remove_in_root(pid, file);
+        let bytes = bytes.map_err(|e| format!("the recording could not be read: {e}"))?;
+        Ok((said, bytes))
     }
 }
 
@@ -550,6 +584,19 @@ fn open_in_root(pid: u32, path: &str, flags: libc::c_int) -> std::io::Result<Own
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// Free bytes (for an unprivileged user) of the file system holding `dir` inside the root of
+/// `pid`; `None` if that cannot be read.
+fn free_bytes_in_root(pid: u32, dir: &str) -> Option<u64> {
+    let dir = open_in_root(pid, dir, libc::O_DIRECTORY | libc::O_PATH).ok()?;
+    // SAFETY: statvfs is plain integers; all zero is a valid value to be overwritten.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid descriptor and a correctly sized statvfs.
+    if unsafe { libc::fstatvfs(dir.as_raw_fd(), &mut stat) } != 0 {
+        return None;
+    }
+    Some(stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
 fn remove_in_root(pid: u32, path: &str) -> std::io::Result<()> {
     let (dir, file) = path.rsplit_once('/').unwrap_or(("/", path));
     let dir = open_in_root(pid, if dir.is_empty() { "/" } else { dir }, libc::O_DIRECTORY | libc::O_PATH)?;
@@ -614,6 +661,13 @@ mod tests {
         let t3 = vec!["T3 (JVM thread outside Java code)".to_owned()];
         assert_eq!(counts[&t3], 5);
         assert_eq!(d.threads, HashMap::from([(t3, vec![3])]), "its native stacks can take its place");
+    }
+
+    #[test]
+    fn free_space_is_read_inside_the_process_root() {
+        let free = free_bytes_in_root(std::process::id(), "/tmp").expect("this process's /tmp");
+        assert!(free > 0);
+        assert_eq!(free_bytes_in_root(std::process::id(), "/no/such/dir"), None);
     }
 
     #[test]
