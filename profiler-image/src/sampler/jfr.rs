@@ -56,6 +56,9 @@ struct Recording {
     cpu_at_start: HashMap<u32, u64>,
     /// CPU time of each thread when the window ended, once it has.
     cpu_at_end: Option<HashMap<u32, u64>>,
+    /// When the window ended (Unix nanoseconds), once it has: samples taken after it (of the
+    /// JVM's own `JFR.dump`, for one) are not the window's.
+    ended_unix_ns: Option<i64>,
     period_ns: f64,
     /// How long `JFR.start` took to answer (up to [`ATTACH_TIMEOUT`] on a starved JVM).
     starting: Duration,
@@ -87,6 +90,7 @@ impl JfrSampler {
         let file = format!("/tmp/{}.jfr", recording.name);
         // Before the recording is dumped, which takes the JVM's CPU time too.
         let cpu_at_end = recording.cpu_at_end.clone().unwrap_or_else(|| thread_cpu(pid));
+        let ended_unix_ns = recording.ended_unix_ns.unwrap_or_else(unix_ns_now);
         let read = self.dump_and_read(pid, &recording.name, &file).and_then(|first| {
             if !first.1.is_empty() {
                 return Ok(first);
@@ -99,7 +103,10 @@ impl JfrSampler {
         let _ = self.jcmd(pid, &format!("JFR.stop name={}", recording.name));
         let (said, bytes) = read?;
         let size = bytes.len();
-        let samples = read_samples(bytes)?;
+        let mut samples = read_samples(bytes)?;
+        // The dump runs Java code in the JVM while the recording still samples it; that CPU time
+        // is after the window, and so are those samples.
+        samples.retain(|(_, unix_ns, _)| *unix_ns <= ended_unix_ns);
         if samples.is_empty() {
             // An idle JVM, or a starved one whose recording started late. Its threads' CPU time
             // alone would show every thread, those in Java code too, as outside Java code: if it
@@ -181,7 +188,8 @@ impl RuntimeSampler for JfrSampler {
         }
         let period_ns = if self.profiling == "max" { 1e6 } else { 1e7 };
         let starting = asked.elapsed();
-        self.running.insert(pid, Recording { name, cpu_at_start, cpu_at_end: None, period_ns, starting });
+        self.running
+            .insert(pid, Recording { name, cpu_at_start, cpu_at_end: None, ended_unix_ns: None, period_ns, starting });
         Ok(())
     }
 
@@ -207,6 +215,7 @@ impl RuntimeSampler for JfrSampler {
     fn window_ended(&mut self) {
         for (pid, recording) in &mut self.running {
             recording.cpu_at_end = Some(thread_cpu(*pid));
+            recording.ended_unix_ns = Some(unix_ns_now());
         }
     }
 
@@ -332,8 +341,14 @@ fn thread_name(pid: u32, tid: u32) -> String {
         .unwrap_or_else(|_| format!("thread {tid}"))
 }
 
-/// One execution sample: the OS thread it was taken in, and its frames, outermost first.
-type Sample = (u32, Vec<String>);
+/// One execution sample: the OS thread it was taken in, when (Unix nanoseconds), and its
+/// frames, outermost first.
+type Sample = (u32, i64, Vec<String>);
+
+fn unix_ns_now() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_nanos()).unwrap_or(i64::MAX)
+}
 
 /// The flag that makes `eagle-agent` read a recording from stdin and print its samples.
 pub const READ_SAMPLES_FLAG: &str = "--read-jfr-samples";
@@ -395,8 +410,9 @@ fn read_samples(bytes: Vec<u8>) -> Result<Vec<Sample>, String> {
     Ok(String::from_utf8_lossy(&text)
         .lines()
         .filter_map(|line| {
-            let (tid, stack) = line.split_once('\t')?;
-            Some((tid.parse().ok()?, stack.split(';').map(str::to_owned).collect()))
+            let mut fields = line.splitn(3, '\t');
+            let (tid, unix_ns, stack) = (fields.next()?, fields.next()?, fields.next()?);
+            Some((tid.parse().ok()?, unix_ns.parse().ok()?, stack.split(';').map(str::to_owned).collect()))
         })
         .collect())
 }
@@ -416,8 +432,8 @@ pub fn serve_read_samples() -> i32 {
     match execution_samples(&bytes) {
         Ok(samples) => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            for (tid, frames) in samples {
-                let _ = writeln!(out, "{tid}\t{}", frames.join(";"));
+            for (tid, unix_ns, frames) in samples {
+                let _ = writeln!(out, "{tid}\t{unix_ns}\t{}", frames.join(";"));
             }
             i32::from(out.flush().is_err())
         }
@@ -435,6 +451,13 @@ fn execution_samples(bytes: &[u8]) -> Result<Vec<Sample>, String> {
     let mut samples = Vec::new();
     for chunk in reader.chunks() {
         let (mut chunk_reader, chunk) = chunk.map_err(|e| format!("the recording is malformed: {e}"))?;
+        // An event's time is in ticks of the chunk's clock, from the chunk's start.
+        let header = &chunk.header;
+        let unix_ns = |ticks: i64| -> i64 {
+            let per_second = header.ticks_per_second.max(1) as i128;
+            let since_start = (ticks as i128 - header.start_ticks as i128) * 1_000_000_000 / per_second;
+            (header.start_time_nanos as i128 + since_start).clamp(i64::MIN as i128, i64::MAX as i128) as i64
+        };
         for event in chunk_reader.events(&chunk).flatten() {
             if event.class.name() != "jdk.ExecutionSample" {
                 continue;
@@ -445,6 +468,7 @@ fn execution_samples(bytes: &[u8]) -> Result<Vec<Sample>, String> {
                 .and_then(|t| t.get_field("osThreadId"))
                 .and_then(|v| i64::try_from(v.value).ok())
                 .unwrap_or(0);
+            let ticks = value.get_field("startTime").and_then(|v| i64::try_from(v.value).ok()).unwrap_or(0);
             let Some(frames) =
                 value.get_field("stackTrace").and_then(|s| s.get_field("frames")).and_then(|f| f.as_iter())
             else {
@@ -475,7 +499,7 @@ fn execution_samples(bytes: &[u8]) -> Result<Vec<Sample>, String> {
                 continue;
             }
             names.reverse();
-            samples.push((u32::try_from(tid).unwrap_or(0), names));
+            samples.push((u32::try_from(tid).unwrap_or(0), unix_ns(ticks), names));
         }
     }
     Ok(samples)
@@ -532,7 +556,7 @@ fn weigh(
     let mut per_thread: HashMap<u32, Vec<Vec<String>>> = HashMap::new();
     let mut distribution = Distribution::default();
     distribution.samples = samples.len() as u64;
-    for (tid, frames) in samples {
+    for (tid, _, frames) in samples {
         per_thread.entry(tid).or_default().push(frames);
     }
     let used = |tid: u32| -> Option<f64> {
@@ -646,6 +670,7 @@ mod tests {
             name: "r".into(),
             cpu_at_start: HashMap::from([(1, 0), (2, 100), (3, 0)]),
             cpu_at_end: None,
+            ended_unix_ns: None,
             period_ns: 1e6,
             starting: Duration::ZERO,
         };
@@ -653,7 +678,7 @@ mod tests {
         let a = || vec!["main".to_owned(), "a".to_owned()];
         let b = || vec!["worker".to_owned(), "b".to_owned()];
         // Thread 1: 3 samples for 3000 ns; thread 2: 1 sample for 1000 ns; thread 3 unsampled.
-        let samples = vec![(1, a()), (1, a()), (1, a()), (2, b())];
+        let samples = vec![(1, 0, a()), (1, 0, a()), (1, 0, a()), (2, 0, b())];
         let d = weigh(samples, &recording, &end, |tid| format!("T{tid}"));
         let counts: HashMap<_, _> = d.apportion(45).into_iter().collect();
         assert_eq!(counts[&a()], 30);
