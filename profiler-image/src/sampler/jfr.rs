@@ -56,9 +56,6 @@ struct Recording {
     cpu_at_start: HashMap<u32, u64>,
     /// CPU time of each thread when the window ended, once it has.
     cpu_at_end: Option<HashMap<u32, u64>>,
-    /// When the window ended (Unix nanoseconds), once it has: samples taken after it (of the
-    /// JVM's own `JFR.dump`, for one) are not the window's.
-    ended_unix_ns: Option<i64>,
     period_ns: f64,
     /// How long `JFR.start` took to answer (up to [`ATTACH_TIMEOUT`] on a starved JVM).
     starting: Duration,
@@ -90,7 +87,9 @@ impl JfrSampler {
         let file = format!("/tmp/{}.jfr", recording.name);
         // Before the recording is dumped, which takes the JVM's CPU time too.
         let cpu_at_end = recording.cpu_at_end.clone().unwrap_or_else(|| thread_cpu(pid));
-        let ended_unix_ns = recording.ended_unix_ns.unwrap_or_else(unix_ns_now);
+        // The dump runs Java code in the JVM (its Attach Listener) while the recording still
+        // samples it: those stacks are the agent's doing, after the window, and are left out.
+        let asked_unix_ns = unix_ns_now();
         let read = self.dump_and_read(pid, &recording.name, &file).and_then(|first| {
             if !first.1.is_empty() {
                 return Ok(first);
@@ -104,9 +103,7 @@ impl JfrSampler {
         let (said, bytes) = read?;
         let size = bytes.len();
         let mut samples = read_samples(bytes)?;
-        // The dump runs Java code in the JVM while the recording still samples it; that CPU time
-        // is after the window, and so are those samples.
-        samples.retain(|(_, unix_ns, _)| *unix_ns <= ended_unix_ns);
+        samples.retain(|(_, unix_ns, _)| *unix_ns <= asked_unix_ns);
         if samples.is_empty() {
             // An idle JVM, or a starved one whose recording started late. Its threads' CPU time
             // alone would show every thread, those in Java code too, as outside Java code: if it
@@ -188,8 +185,7 @@ impl RuntimeSampler for JfrSampler {
         }
         let period_ns = if self.profiling == "max" { 1e6 } else { 1e7 };
         let starting = asked.elapsed();
-        self.running
-            .insert(pid, Recording { name, cpu_at_start, cpu_at_end: None, ended_unix_ns: None, period_ns, starting });
+        self.running.insert(pid, Recording { name, cpu_at_start, cpu_at_end: None, period_ns, starting });
         Ok(())
     }
 
@@ -215,7 +211,6 @@ impl RuntimeSampler for JfrSampler {
     fn window_ended(&mut self) {
         for (pid, recording) in &mut self.running {
             recording.cpu_at_end = Some(thread_cpu(*pid));
-            recording.ended_unix_ns = Some(unix_ns_now());
         }
     }
 
@@ -563,6 +558,10 @@ fn weigh(
         let end = *cpu_at_end.get(&tid)?;
         Some(end.saturating_sub(recording.cpu_at_start.get(&tid).copied().unwrap_or(0)) as f64)
     };
+    distribution.busiest_thread = per_thread
+        .iter()
+        .max_by_key(|(tid, stacks)| (stacks.len(), std::cmp::Reverse(**tid)))
+        .map(|(tid, stacks)| (name(*tid), stacks.len() as u64));
     for (tid, stacks) in &per_thread {
         // A thread gone before the end: what its samples say, at the sampling period each.
         let cpu = used(*tid).unwrap_or(stacks.len() as f64 * recording.period_ns);
@@ -670,7 +669,6 @@ mod tests {
             name: "r".into(),
             cpu_at_start: HashMap::from([(1, 0), (2, 100), (3, 0)]),
             cpu_at_end: None,
-            ended_unix_ns: None,
             period_ns: 1e6,
             starting: Duration::ZERO,
         };
@@ -686,6 +684,7 @@ mod tests {
         let t3 = vec!["T3 (JVM thread outside Java code)".to_owned()];
         assert_eq!(counts[&t3], 5);
         assert_eq!(d.threads, HashMap::from([(t3, vec![3])]), "its native stacks can take its place");
+        assert_eq!(d.busiest_thread, Some(("T1".to_owned(), 3)), "the split within thread 1 is 3 reads' worth");
     }
 
     #[test]
