@@ -659,11 +659,14 @@ impl Run {
                 // The stream's counts are the CPU clock's; the shares among them are as precise
                 // as the weighted reads they come from.
                 let effective = d.effective_samples().min(on_cpu.samples as f64);
+                let within = d.busiest_thread.as_ref().map_or(String::new(), |(thread, reads)| {
+                    format!("; the split within its busiest thread, {thread}, as precise as {reads} samples")
+                });
                 self.warnings.push(Warning {
                     code: WarningCode::InfoPrecision,
                     pid: Some(pid),
                     message: format!(
-                        "{name} ({pid}): {} stacks read by {sampler}, weighed by CPU time: shares as precise as {effective:.0} samples",
+                        "{name} ({pid}): {} stacks read by {sampler}, weighed by CPU time: shares as precise as {effective:.0} samples{within}",
                         d.samples
                     ),
                 });

@@ -70,10 +70,19 @@ fn read(path: &Path) -> FoldedStacks {
 /// How precise the agent says an interpreted process's shares are: its stacks were read by the
 /// runtime's sampler and weighed by CPU time, and reads of unequal weight are worth fewer
 /// samples (`info-precision`: Kish's effective sample size). The tolerance is judged on that.
+/// Where each thread's reads weigh that thread's measured CPU time (Flight Recorder), the agent
+/// also says how precise the split within the busiest thread is: the known splits here are all
+/// within one thread, so that is the figure they are judged on (one read of a thread that
+/// started Flight Recorder can carry a sixth of a JVM's time and make the whole look as precise
+/// as 13 samples, but it does not make the main thread's split any less precise).
 fn reported_precision(stderr: &[u8]) -> Option<u64> {
+    let figure = |s: &str| s.split(' ').next()?.parse().ok();
     String::from_utf8_lossy(stderr).lines().find_map(|l| {
         let (_, rest) = l.split_once("shares as precise as ")?;
-        rest.strip_suffix(" samples")?.parse().ok()
+        match rest.split_once("within its busiest thread, ") {
+            Some((_, thread)) => figure(thread.split_once("as precise as ")?.1),
+            None => figure(rest),
+        }
     })
 }
 
@@ -342,9 +351,11 @@ fn java_split_at(hz: &str, window: &str) {
     assert!(left.is_empty(), "the recording's file is deleted: {left:?}");
 }
 
+/// 8 s, as at 99 Hz: starting Flight Recorder takes seconds of a starved JVM's window and of its
+/// CPU time (at a load of 18, a 4 s window left fewer than 50 samples in the known functions).
 #[test]
 fn java_started_plainly_shows_whole_stacks_from_flight_recorder() {
-    java_split_at("499", "4s");
+    java_split_at("499", "8s");
 }
 
 #[test]

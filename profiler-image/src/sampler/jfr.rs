@@ -33,6 +33,10 @@ const MAX_RECORDING_BYTES: u64 = 256 << 20;
 /// How long one attach request may take: a JVM stuck in a safepoint must not stall the run.
 /// Starting a recording on a starved JVM took up to 10 s on a two-core machine with a load of 15.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Free space the JVM's `/tmp` must have before a recording is written there: the dump goes
+/// through Flight Recorder's repository (in the same temporary directory) and then to its file,
+/// each at most the recording's memory (`memorysize`, 10 MiB by default), with room to spare.
+const MIN_FREE_BYTES: u64 = 64 << 20;
 
 pub struct JfrSampler {
     jattach: PathBuf,
@@ -75,17 +79,65 @@ impl JfrSampler {
         jattach(&self.jattach, pid, command)
     }
 
-    /// `JFR.stop` with a file to write to, then the file read (inside the JVM's own root) and
-    /// deleted.
+    /// The recording dumped to a file while it still runs (`JFR.dump`), the file read (inside
+    /// the JVM's own root) and deleted, then the recording stopped without a file (`JFR.stop`,
+    /// which discards it). A dump that hands over nothing is asked for once more: a stop closes
+    /// the recording, and its memory with it, so nothing could be asked for after it.
     fn stop_and_read(&mut self, pid: u32, recording: Recording) -> Result<Distribution, String> {
         let file = format!("/tmp/{}.jfr", recording.name);
-        // Before the recording is stopped and written, which takes the JVM's CPU time too.
+        // Before the recording is dumped, which takes the JVM's CPU time too.
         let cpu_at_end = recording.cpu_at_end.clone().unwrap_or_else(|| thread_cpu(pid));
-        let stopped = self.jcmd(pid, &format!("JFR.stop name={} filename={file}", recording.name));
-        let said = match stopped {
+        // The dump runs Java code in the JVM (its Attach Listener) while the recording still
+        // samples it: those stacks are the agent's doing, after the window, and are left out.
+        let asked_unix_ns = unix_ns_now();
+        let read = self.dump_and_read(pid, &recording.name, &file).and_then(|first| {
+            if !first.1.is_empty() {
+                return Ok(first);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            self.dump_and_read(pid, &recording.name, &file)
+        });
+        // Whatever the dumps did, nothing runs on (if this fails too, the recording's duration
+        // ends it).
+        let _ = self.jcmd(pid, &format!("JFR.stop name={}", recording.name));
+        let (said, bytes) = read?;
+        let size = bytes.len();
+        let mut samples = read_samples(bytes)?;
+        samples.retain(|(_, unix_ns, _)| *unix_ns <= asked_unix_ns);
+        if samples.is_empty() {
+            // An idle JVM, or a starved one whose recording started late. Its threads' CPU time
+            // alone would show every thread, those in Java code too, as outside Java code: if it
+            // used the CPU, its native stacks are what is known (see `Run::settle`).
+            let mut nothing = Distribution::default();
+            nothing.note = Some(format!(
+                "starting Flight Recorder took {:.1} s of the window; its recording has {size} bytes; JFR.dump said: {}",
+                recording.starting.as_secs_f64(),
+                first_line(&said)
+            ));
+            return Ok(nothing);
+        }
+        Ok(weigh(samples, &recording, &cpu_at_end, |tid| thread_name(pid, tid)))
+    }
+
+    /// `JFR.dump` of the recording `name` to `file` (as the JVM sees it), its answer and the
+    /// file's bytes. Refused when the JVM's `/tmp` is nearly full: Flight Recorder shuts the JVM
+    /// down when a write fails for want of space (JDK 17: "An irrecoverable error in Jfr.
+    /// Shutting down VM...").
+    fn dump_and_read(&self, pid: u32, name: &str, file: &str) -> Result<(String, Vec<u8>), String> {
+        if let Some(free) = free_bytes_in_root(pid, "/tmp") {
+            if free < MIN_FREE_BYTES {
+                return Err(format!(
+                    "its /tmp has {} MiB free: Flight Recorder ends a JVM whose disk fills while it writes, so the recording was not asked for; free {} MiB there",
+                    free >> 20,
+                    MIN_FREE_BYTES >> 20
+                ));
+            }
+        }
+        let dumped = self.jcmd(pid, &format!("JFR.dump name={name} filename={file}"));
+        let said = match dumped {
             Ok(said) => said,
             Err(e) => {
-                let _ = remove_in_root(pid, &file);
+                let _ = remove_in_root(pid, file);
                 return Err(if std::path::Path::new(&format!("/proc/{pid}")).exists() {
                     format!("the JVM did not hand over its recording: {e}")
                 } else {
@@ -94,24 +146,10 @@ impl JfrSampler {
             }
         };
         // Resolved in the JVM's root, owned by its user, a regular file, size-capped.
-        let bytes = crate::target_file::read_in_root(std::path::Path::new("/proc"), pid, &file, MAX_RECORDING_BYTES);
-        let _ = remove_in_root(pid, &file);
+        let bytes = crate::target_file::read_in_root(std::path::Path::new("/proc"), pid, file, MAX_RECORDING_BYTES);
+        let _ = remove_in_root(pid, file);
         let bytes = bytes.map_err(|e| format!("the recording could not be read: {e}"))?;
-        let size = bytes.len();
-        let samples = read_samples(bytes)?;
-        if samples.is_empty() {
-            // An idle JVM, or a starved one whose recording started late. Its threads' CPU time
-            // alone would show every thread, those in Java code too, as outside Java code: if it
-            // used the CPU, its native stacks are what is known (see `Run::settle`).
-            let mut nothing = Distribution::default();
-            nothing.note = Some(format!(
-                "starting Flight Recorder took {:.1} s of the window; its recording has {size} bytes; JFR.stop said: {}",
-                recording.starting.as_secs_f64(),
-                first_line(&said)
-            ));
-            return Ok(nothing);
-        }
-        Ok(weigh(samples, &recording, &cpu_at_end, |tid| thread_name(pid, tid)))
+        Ok((said, bytes))
     }
 }
 
@@ -298,8 +336,14 @@ fn thread_name(pid: u32, tid: u32) -> String {
         .unwrap_or_else(|_| format!("thread {tid}"))
 }
 
-/// One execution sample: the OS thread it was taken in, and its frames, outermost first.
-type Sample = (u32, Vec<String>);
+/// One execution sample: the OS thread it was taken in, when (Unix nanoseconds), and its
+/// frames, outermost first.
+type Sample = (u32, i64, Vec<String>);
+
+fn unix_ns_now() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_nanos()).unwrap_or(i64::MAX)
+}
 
 /// The flag that makes `eagle-agent` read a recording from stdin and print its samples.
 pub const READ_SAMPLES_FLAG: &str = "--read-jfr-samples";
@@ -361,8 +405,9 @@ fn read_samples(bytes: Vec<u8>) -> Result<Vec<Sample>, String> {
     Ok(String::from_utf8_lossy(&text)
         .lines()
         .filter_map(|line| {
-            let (tid, stack) = line.split_once('\t')?;
-            Some((tid.parse().ok()?, stack.split(';').map(str::to_owned).collect()))
+            let mut fields = line.splitn(3, '\t');
+            let (tid, unix_ns, stack) = (fields.next()?, fields.next()?, fields.next()?);
+            Some((tid.parse().ok()?, unix_ns.parse().ok()?, stack.split(';').map(str::to_owned).collect()))
         })
         .collect())
 }
@@ -382,8 +427,8 @@ pub fn serve_read_samples() -> i32 {
     match execution_samples(&bytes) {
         Ok(samples) => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            for (tid, frames) in samples {
-                let _ = writeln!(out, "{tid}\t{}", frames.join(";"));
+            for (tid, unix_ns, frames) in samples {
+                let _ = writeln!(out, "{tid}\t{unix_ns}\t{}", frames.join(";"));
             }
             i32::from(out.flush().is_err())
         }
@@ -401,6 +446,13 @@ fn execution_samples(bytes: &[u8]) -> Result<Vec<Sample>, String> {
     let mut samples = Vec::new();
     for chunk in reader.chunks() {
         let (mut chunk_reader, chunk) = chunk.map_err(|e| format!("the recording is malformed: {e}"))?;
+        // An event's time is in ticks of the chunk's clock, from the chunk's start.
+        let header = &chunk.header;
+        let unix_ns = |ticks: i64| -> i64 {
+            let per_second = header.ticks_per_second.max(1) as i128;
+            let since_start = (ticks as i128 - header.start_ticks as i128) * 1_000_000_000 / per_second;
+            (header.start_time_nanos as i128 + since_start).clamp(i64::MIN as i128, i64::MAX as i128) as i64
+        };
         for event in chunk_reader.events(&chunk).flatten() {
             if event.class.name() != "jdk.ExecutionSample" {
                 continue;
@@ -411,6 +463,7 @@ fn execution_samples(bytes: &[u8]) -> Result<Vec<Sample>, String> {
                 .and_then(|t| t.get_field("osThreadId"))
                 .and_then(|v| i64::try_from(v.value).ok())
                 .unwrap_or(0);
+            let ticks = value.get_field("startTime").and_then(|v| i64::try_from(v.value).ok()).unwrap_or(0);
             let Some(frames) =
                 value.get_field("stackTrace").and_then(|s| s.get_field("frames")).and_then(|f| f.as_iter())
             else {
@@ -441,7 +494,7 @@ fn execution_samples(bytes: &[u8]) -> Result<Vec<Sample>, String> {
                 continue;
             }
             names.reverse();
-            samples.push((u32::try_from(tid).unwrap_or(0), names));
+            samples.push((u32::try_from(tid).unwrap_or(0), unix_ns(ticks), names));
         }
     }
     Ok(samples)
@@ -498,13 +551,17 @@ fn weigh(
     let mut per_thread: HashMap<u32, Vec<Vec<String>>> = HashMap::new();
     let mut distribution = Distribution::default();
     distribution.samples = samples.len() as u64;
-    for (tid, frames) in samples {
+    for (tid, _, frames) in samples {
         per_thread.entry(tid).or_default().push(frames);
     }
     let used = |tid: u32| -> Option<f64> {
         let end = *cpu_at_end.get(&tid)?;
         Some(end.saturating_sub(recording.cpu_at_start.get(&tid).copied().unwrap_or(0)) as f64)
     };
+    distribution.busiest_thread = per_thread
+        .iter()
+        .max_by_key(|(tid, stacks)| (stacks.len(), std::cmp::Reverse(**tid)))
+        .map(|(tid, stacks)| (name(*tid), stacks.len() as u64));
     for (tid, stacks) in &per_thread {
         // A thread gone before the end: what its samples say, at the sampling period each.
         let cpu = used(*tid).unwrap_or(stacks.len() as f64 * recording.period_ns);
@@ -548,6 +605,19 @@ fn open_in_root(pid: u32, path: &str, flags: libc::c_int) -> std::io::Result<Own
     }
     // SAFETY: a file descriptor that was just opened and is owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Free bytes (for an unprivileged user) of the file system holding `dir` inside the root of
+/// `pid`; `None` if that cannot be read.
+fn free_bytes_in_root(pid: u32, dir: &str) -> Option<u64> {
+    let dir = open_in_root(pid, dir, libc::O_DIRECTORY | libc::O_PATH).ok()?;
+    // SAFETY: statvfs is plain integers; all zero is a valid value to be overwritten.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid descriptor and a correctly sized statvfs.
+    if unsafe { libc::fstatvfs(dir.as_raw_fd(), &mut stat) } != 0 {
+        return None;
+    }
+    Some(stat.f_bavail as u64 * stat.f_frsize as u64)
 }
 
 fn remove_in_root(pid: u32, path: &str) -> std::io::Result<()> {
@@ -606,7 +676,7 @@ mod tests {
         let a = || vec!["main".to_owned(), "a".to_owned()];
         let b = || vec!["worker".to_owned(), "b".to_owned()];
         // Thread 1: 3 samples for 3000 ns; thread 2: 1 sample for 1000 ns; thread 3 unsampled.
-        let samples = vec![(1, a()), (1, a()), (1, a()), (2, b())];
+        let samples = vec![(1, 0, a()), (1, 0, a()), (1, 0, a()), (2, 0, b())];
         let d = weigh(samples, &recording, &end, |tid| format!("T{tid}"));
         let counts: HashMap<_, _> = d.apportion(45).into_iter().collect();
         assert_eq!(counts[&a()], 30);
@@ -614,6 +684,14 @@ mod tests {
         let t3 = vec!["T3 (JVM thread outside Java code)".to_owned()];
         assert_eq!(counts[&t3], 5);
         assert_eq!(d.threads, HashMap::from([(t3, vec![3])]), "its native stacks can take its place");
+        assert_eq!(d.busiest_thread, Some(("T1".to_owned(), 3)), "the split within thread 1 is 3 reads' worth");
+    }
+
+    #[test]
+    fn free_space_is_read_inside_the_process_root() {
+        let free = free_bytes_in_root(std::process::id(), "/tmp").expect("this process's /tmp");
+        assert!(free > 0);
+        assert_eq!(free_bytes_in_root(std::process::id(), "/no/such/dir"), None);
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub struct Distribution {
     pub threads: HashMap<Vec<String>, Vec<u32>>,
     /// What the sampler knows of why it read nothing, for the report.
     pub note: Option<String>,
+    /// The thread with the most reads, and how many, where each thread's reads weigh its own
+    /// measured CPU time (Flight Recorder): the split within that thread is as precise as that
+    /// many samples, whatever one-off lumps of other threads do to the whole's precision.
+    pub busiest_thread: Option<(String, u64)>,
 }
 
 impl Distribution {
