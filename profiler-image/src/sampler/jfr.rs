@@ -98,7 +98,14 @@ impl JfrSampler {
         let _ = remove_in_root(pid, &file);
         let bytes = bytes.map_err(|e| format!("the recording could not be read: {e}"))?;
         let size = bytes.len();
-        let samples = read_samples(bytes)?;
+        // JFR names each sample's thread by the id the JVM got from gettid(), in its own PID
+        // namespace: in a container, not the id the threads' CPU clocks are read by.
+        // (A thread gone by now keeps its own id, and its samples weigh their period.)
+        let threads = super::native_thread::ThreadsInNamespace::of(pid);
+        let samples = read_samples(bytes)?
+            .into_iter()
+            .map(|(tid, frames)| (threads.known().get(&tid).copied().unwrap_or(tid), frames))
+            .collect::<Vec<_>>();
         if samples.is_empty() {
             // An idle JVM, or a starved one whose recording started late. Its threads' CPU time
             // alone would show every thread, those in Java code too, as outside Java code: if it
