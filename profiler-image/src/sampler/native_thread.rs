@@ -226,9 +226,11 @@ mod tests {
             // SAFETY: no preconditions.
             let (pthread, tid) = unsafe { (libc::pthread_self() as usize, libc::gettid() as u32) };
             sender.send((pthread, tid)).unwrap();
-            std::thread::sleep(std::time::Duration::from_millis(200));
+            std::thread::sleep(RELIST_AFTER * 3);
         });
         let (pthread, tid) = receiver.recv().unwrap();
+        // Started after the threads were listed: found at the next listing.
+        std::thread::sleep(RELIST_AFTER);
         assert_eq!(ids.tid(pthread), Some(tid));
         // SAFETY: no preconditions.
         let (me, my_tid) = unsafe { (libc::pthread_self() as usize, libc::gettid() as u32) };
