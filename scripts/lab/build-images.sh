@@ -4,7 +4,8 @@
 # `ctr images import`, `docker load` and `kind load image-archive` alike).
 #
 #   scripts/lab/build-images.sh [NAME...]     NAME: pause busybox eagle-agent groundtruth
-#                                             (default: all four)
+#                                             python-groundtruth java-groundtruth ruby-groundtruth
+#                                             (default: all seven)
 # Images (VERSION = version of [workspace.package] in Cargo.toml):
 #   pause        lab.local/pause:3.4.1                   sandbox image, from Kubernetes' pause.c
 #   busybox      lab.local/busybox:1.35                  busybox-static with its applets
@@ -12,6 +13,9 @@
 #                                                        /usr/local/bin/py-spy, writable /tmp
 #   groundtruth  lab.local/groundtruth:VERSION           /groundtruth, static, from
 #                                                        images/groundtruth/groundtruth.c
+#   python-groundtruth  lab.local/python-groundtruth:VERSION  Debian's python3.11, images/python
+#   java-groundtruth    lab.local/java-groundtruth:VERSION    jlink of Debian's OpenJDK 17, images/java
+#   ruby-groundtruth    lab.local/ruby-groundtruth:VERSION    Debian's ruby 3.1, images/ruby
 # Environment:
 #   EAGLE_AGENT_BIN     pack this static eagle-agent instead of building it with cargo (musl)
 #   GROUNDTRUTH_SRC     C source of the groundtruth binary (default images/groundtruth/groundtruth.c)
@@ -32,7 +36,7 @@ PY_SPY_VERSION=${EAGLE_PY_SPY_VERSION:-0.4.3}
 MUSL=x86_64-unknown-linux-musl
 for t in umoci skopeo; do command -v "$t" >/dev/null || die "$t missing: run scripts/lab/install.sh"; done
 
-NAMES=("$@"); [ ${#NAMES[@]} -gt 0 ] || NAMES=(pause busybox eagle-agent groundtruth python-groundtruth)
+NAMES=("$@"); [ ${#NAMES[@]} -gt 0 ] || NAMES=(pause busybox eagle-agent groundtruth python-groundtruth java-groundtruth ruby-groundtruth)
 WORK=$(mktemp -d /tmp/eagle-lab-images.XXXXXX)
 trap 'rc=$?; rm -rf "$WORK"; lab_exit_report $rc' EXIT
 mkdir -p "$OUT"
@@ -144,9 +148,18 @@ eagle_agent_binary() {
 # install_with_libs BIN ROOT DEST: BIN at ROOT/DEST, and every shared library it loads at its
 # own path under ROOT, so it runs in an image with no distribution in it.
 install_with_libs() {
-  local bin=$1 root=$2 dest=$3 lib
+  local bin=$1 root=$2 dest=$3
   install -D -m 755 "$bin" "$root$dest"
-  for lib in $(ldd "$bin" 2>/dev/null | grep -o '/[^ ]*' || true); do
+  install_libs_of "$root" "$bin"
+}
+
+# install_libs_of ROOT FILE...: every shared library the FILEs load, at its own path under ROOT,
+# but those found under ROOT itself (their $ORIGIN neighbours, already there). One ldd for all:
+# it costs a quarter of a second a call on a loaded machine.
+install_libs_of() {
+  local root=$1 lib; shift
+  for lib in $(ldd "$@" 2>/dev/null | grep -o '/[^ ]*' || true); do
+    case $lib in "$root"/*) continue ;; esac
     # 755: the kernel refuses to exec a binary whose ELF interpreter (ld-linux) is not executable
     [ -f "$lib" ] && install -D -m 755 "$lib" "$root$lib"
   done
@@ -187,6 +200,62 @@ build_python_groundtruth() {
   mkimage python-groundtruth "lab.local/python-groundtruth:$VERSION" "$r" entrypoint /usr/bin/python3.11 /groundtruth.py
 }
 
+# Java ground truth (images/java/GroundTruth.java) on Debian's own OpenJDK 17, started plainly
+# (no profiling flag), as user 65534: the agent attaches Flight Recorder at run time. The
+# runtime is a jlink image of Debian's JDK with only the modules the workload and the agent's
+# requests need (java.base; jdk.jfr, which answers JFR.start/JFR.stop; jdk.management for the
+# workload's CPU clock), with the JDK's own native libraries unstripped (eBPF names the JVM's
+# own threads from them); about a fifth of the whole JRE. Cached per JDK release: jlink's output
+# is not byte-for-byte the same twice, and the image key must not change for nothing.
+JAVA_MODULES=java.base,jdk.jfr,jdk.management
+java_runtime() {
+  local jdk release dir
+  jdk=$(dirname "$(dirname "$(readlink -f "$(command -v javac 2>/dev/null || echo /nonexistent)")")")
+  [ -x "$jdk/bin/jlink" ] && [ -d "$jdk/jmods" ] || die "no JDK with jlink and jmods ($jdk): apt-get install openjdk-17-jdk-headless (scripts/setup.sh)"
+  release=$(sed -n 's/^JAVA_RUNTIME_VERSION="\(.*\)"$/\1/p' "$jdk/release")
+  dir=$EAGLE_LAB_CACHE/jre/$release-$(sha256sum <<<"$JAVA_MODULES" | cut -c1-8)
+  if [ ! -x "$dir/bin/java" ]; then
+    rm -rf "$dir" "$dir.tmp"; mkdir -p "$(dirname "$dir")"
+    "$jdk/bin/jlink" --module-path "$jdk/jmods" --add-modules "$JAVA_MODULES" --output "$dir.tmp" \
+      --strip-java-debug-attributes --no-header-files --no-man-pages >&2 || die "jlink of $jdk failed"
+    mv "$dir.tmp" "$dir"
+  fi
+  JAVA_RUNTIME=$dir JDK_HOME=$jdk
+}
+
+build_java_groundtruth() {
+  local r=$WORK/java-groundtruth-root
+  java_runtime
+  mkdir -p "$r/tmp" "$r/opt" "$r/app"; chmod 1777 "$r/tmp"   # the JVM's attach socket and the recording go to /tmp
+  cp -a "$JAVA_RUNTIME" "$r/opt/java"
+  # the C libraries the runtime's binaries and libraries load, at their own paths
+  install_libs_of "$r" "$r"/opt/java/bin/* "$r"/opt/java/lib/*.so "$r"/opt/java/lib/server/libjvm.so
+  # compiled for the image's runtime (17), reproducibly (no debug tables, a fixed time)
+  "$JDK_HOME/bin/javac" --release 17 -g:none -d "$r/app" "$REPO_ROOT/images/java/GroundTruth.java" \
+    || die "javac images/java/GroundTruth.java failed"
+  touch -d @0 "$r/app"/*.class
+  mkimage java-groundtruth "lab.local/java-groundtruth:$VERSION" "$r" entrypoint /opt/java/bin/java -cp /app GroundTruth
+}
+
+# Ruby ground truths (images/ruby: groundtruth.rb, the entrypoint, and threads.rb) on Debian's
+# ruby 3.1 with the libraries it loads, its standard library and its default gems'
+# specifications (RubyGems reads them at start); no documentation, caches or bundled gems.
+build_ruby_groundtruth() {
+  local r=$WORK/ruby-groundtruth-root rb exts arch=/usr/lib/x86_64-linux-gnu/ruby/3.1.0
+  rb=$(readlink -f /usr/bin/ruby 2>/dev/null || true)
+  [ -x "$rb" ] && [ -d /usr/lib/ruby/3.1.0 ] && [ -d $arch ] || die "Debian's ruby 3.1 missing: apt-get install ruby (scripts/setup.sh)"
+  mkdir -p "$r/tmp" "$r/usr/lib/ruby/gems/3.1.0/specifications" "$(dirname "$r$arch")"; chmod 1777 "$r/tmp"
+  install_with_libs "$rb" "$r" /usr/bin/ruby
+  cp -a /usr/lib/ruby/3.1.0 /usr/lib/ruby/vendor_ruby "$r/usr/lib/ruby/"
+  cp -a /usr/lib/ruby/gems/3.1.0/specifications/default "$r/usr/lib/ruby/gems/3.1.0/specifications/"
+  cp -a $arch "$r$arch"
+  mapfile -t exts < <(find "$r$arch" -name '*.so')
+  install_libs_of "$r" "${exts[@]}"
+  install -m 644 "$REPO_ROOT/images/ruby/groundtruth.rb" "$r/groundtruth.rb"
+  install -m 644 "$REPO_ROOT/images/ruby/threads.rb" "$r/threads.rb"   # per-thread weighting: `ruby /threads.rb`
+  mkimage ruby-groundtruth "lab.local/ruby-groundtruth:$VERSION" "$r" entrypoint /usr/bin/ruby /groundtruth.rb
+}
+
 build_groundtruth() { # static, frame pointers and DWARF kept: the e2e tests check symbolized stacks
   local src=${GROUNDTRUTH_SRC:-$REPO_ROOT/images/groundtruth/groundtruth.c} r=$WORK/groundtruth-root
   [ -f "$src" ] || die "$src missing (set GROUNDTRUTH_SRC to another C file)"
@@ -207,6 +276,8 @@ for n in "${NAMES[@]}"; do
     eagle-agent) timed "image eagle-agent" build_eagle_agent ;;
     groundtruth) timed "image groundtruth" build_groundtruth ;;
     python-groundtruth) timed "image python-groundtruth" build_python_groundtruth ;;
-    *) die "unknown image '$n' (known: pause busybox eagle-agent groundtruth python-groundtruth)" ;;
+    java-groundtruth) timed "image java-groundtruth" build_java_groundtruth ;;
+    ruby-groundtruth) timed "image ruby-groundtruth" build_ruby_groundtruth ;;
+    *) die "unknown image '$n' (known: pause busybox eagle-agent groundtruth python-groundtruth java-groundtruth ruby-groundtruth)" ;;
   esac
 done

@@ -9,7 +9,7 @@
 # Environment: EAGLE_LAB, EAGLE_LAB_CACHE, EAGLE_LAB_NODES (1 to 5, default 3; see lib.sh),
 # EAGLE_AGENT_BIN, GROUNDTRUTH_SRC (see
 # build-images.sh), EAGLE_LAB_IMAGES: the images to build and load (default
-# "pause busybox groundtruth python-groundtruth eagle-agent"; drop eagle-agent to skip the cargo musl build).
+# "pause busybox groundtruth python-groundtruth java-groundtruth ruby-groundtruth eagle-agent"; drop eagle-agent to skip the cargo musl build).
 # Progress and timings go to stderr; the last line on stdout is the admin kubeconfig's path.
 # On failure: non-zero exit, and the last line on stderr says which step failed and why.
 # Tear down with scripts/lab/e2e-down.sh.
@@ -17,7 +17,7 @@ set -euo pipefail
 # shellcheck source=scripts/lab/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need_root
-read -r -a IMAGES <<<"${EAGLE_LAB_IMAGES:-pause busybox groundtruth python-groundtruth eagle-agent}"
+read -r -a IMAGES <<<"${EAGLE_LAB_IMAGES:-pause busybox groundtruth python-groundtruth java-groundtruth ruby-groundtruth eagle-agent}"
 ERR=$(mktemp /tmp/eagle-lab-e2e.XXXXXX)
 trap 'rc=$?; rm -f "$ERR"; lab_exit_report $rc' EXIT
 

@@ -6,7 +6,7 @@
 #
 #   scripts/lab/load-images.sh [--node=NODE...] [NAME|TARBALL...]
 #     --node   only into this node (repeatable; default: every node of the lab)
-#     NAME     an image built by build-images.sh (pause busybox eagle-agent groundtruth python-groundtruth)
+#     NAME     an image built by build-images.sh (pause busybox eagle-agent groundtruth python-groundtruth java-groundtruth ruby-groundtruth)
 #     TARBALL  any docker-archive (RepoTags set) or OCI archive (ref name annotation)
 #   No image argument: every image build-images.sh has built.
 # Output: one line per image and node: "REF loaded NODE" or "REF unchanged NODE".

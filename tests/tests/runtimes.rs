@@ -842,3 +842,98 @@ fn a_process_that_execs_from_python_into_native_code_keeps_both_parts() {
     assert!(python_part > 15.0, "the Python part, weighed: {python_part:.0}%");
     assert!(native_part as f64 > folded.total() as f64 * 0.15, "the native part after the exec");
 }
+
+/// A workload started by `unshare --pid --kill-child` in a PID namespace of its own, as in a
+/// container: the ids it gives its threads (gettid(), which glibc and the JVM keep) are not
+/// those of the node. `--kill-child`: the workload ends with `unshare`, however the test ends.
+/// Returns `unshare` (to drop) and the workload's pid as seen here.
+fn start_in_pid_namespace(args: &[&std::ffi::OsStr], warmup: Duration) -> Option<(Workload, u32)> {
+    let unshare = Command::new("unshare")
+        .args(["--pid", "--kill-child", "--"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let outer = unshare.id();
+    let w = Workload(unshare);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let inner = loop {
+        let children = std::fs::read_to_string(format!("/proc/{outer}/task/{outer}/children")).unwrap_or_default();
+        if let Some(pid) = children.split_whitespace().next().and_then(|p| p.parse().ok()) {
+            break pid;
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(warmup);
+    Some((w, inner))
+}
+
+/// A JVM in its own PID namespace, as in a pod: Flight Recorder names each sample's thread by
+/// the id the JVM knows it by, which the agent turns into the node's to weigh it by that
+/// thread's CPU time. Taken as the node's, the thread running main() showed twice: its Java
+/// stacks weighed by their count, and its CPU time again as a thread outside Java code.
+#[test]
+fn a_jvm_in_its_own_pid_namespace_is_weighed_by_its_threads_cpu_time() {
+    if !has_java() {
+        return;
+    }
+    let dir = temp_dir("java-pidns");
+    compile_java(&dir);
+    let Some((_w, pid)) = start_in_pid_namespace(
+        &["java".as_ref(), "-cp".as_ref(), dir.as_os_str(), "GroundTruth".as_ref()],
+        Duration::from_secs(6),
+    ) else {
+        eagle_tests::skip("unshare --pid cannot start a workload here");
+        return;
+    };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.lines().any(|l| l.starts_with("NSpid:") && l.ends_with("\t1")), "pid 1 of its namespace: {status}");
+    let out_path = dir.join("pidns.folded");
+    let out = profile(&[&format!("pid/{pid}"), "-d", "4s", "-f", "499", "-o", out_path.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(": java, sampled by jfr"), "{stderr}");
+    let folded = read(&out_path);
+    assert_interpreted_split(&folded, ["GroundTruth.cpu60", "GroundTruth.cpu30", "GroundTruth.cpu10"], &out.stderr);
+    let main_outside = share(&folded, |f| f == "java (JVM thread outside Java code)");
+    let tolerance = eagle_tests::tolerance(0.03, 0.0, folded.total()) * 100.0;
+    assert!(
+        main_outside <= tolerance,
+        "the thread running main() is also {main_outside:.1}% of {} samples as a thread outside Java code",
+        folded.total()
+    );
+    assert_eq!(jfr_recordings(pid), "", "no recording left running in the JVM");
+}
+
+/// Ruby threads in their own PID namespace, as in a pod (images/ruby/threads.rb, see
+/// `ruby_threads_weigh_their_own_cpu_time`): the thread id glibc keeps is the namespace's,
+/// turned into the node's. Without that no read named a thread of the process, the stacks
+/// were weighed by the process's clock, and `idle_wait` read 95 %.
+#[test]
+fn ruby_threads_in_their_own_pid_namespace_weigh_their_own_cpu_time() {
+    if !Command::new("ruby").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        eagle_tests::skip("needs ruby (scripts/setup.sh installs it)");
+        return;
+    }
+    let dir = temp_dir("ruby-pidns");
+    let script = eagle_tests::repo_root().join("images/ruby/threads.rb");
+    let Some((_w, pid)) = start_in_pid_namespace(&["ruby".as_ref(), script.as_os_str()], Duration::from_millis(500))
+    else {
+        eagle_tests::skip("unshare --pid cannot start a workload here");
+        return;
+    };
+    thread_named(pid, "waiter", Duration::from_secs(20)).expect("threads.rb names its waiting thread `waiter`");
+    let out_path = dir.join("threads.folded");
+    let out = profile(&[&format!("pid/{pid}"), "-d", "6s", "-f", "499", "-o", out_path.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0));
+    let folded = read(&out_path);
+    assert!(folded.total() >= 50, "{} samples: too few to judge", folded.total());
+    let idle = share(&folded, |f| f.starts_with("idle_wait ("));
+    // The waiter uses about 3 % of the process's CPU time (2.6 % measured with its schedstat).
+    let tolerance = 3.0 + eagle_tests::tolerance(0.03, 0.03, folded.total()) * 100.0;
+    assert!(idle <= tolerance, "idle_wait: {idle:.1}% of {} samples, expected at most {tolerance:.1}", folded.total());
+}

@@ -102,8 +102,15 @@ impl JfrSampler {
         let _ = self.jcmd(pid, &format!("JFR.stop name={}", recording.name));
         let (said, bytes) = read?;
         let size = bytes.len();
+        // JFR names each sample's thread by the id the JVM got from gettid(), in its own PID
+        // namespace: in a container, not the id the threads' CPU clocks are read by.
+        // (A thread gone by now keeps its own id, and its samples weigh their period.)
+        let threads = super::native_thread::ThreadsInNamespace::of(pid);
         let mut samples = read_samples(bytes)?;
         samples.retain(|(_, unix_ns, _)| *unix_ns <= asked_unix_ns);
+        for (tid, _, _) in &mut samples {
+            *tid = threads.known().get(tid).copied().unwrap_or(*tid);
+        }
         if samples.is_empty() {
             // An idle JVM, or a starved one whose recording started late. Its threads' CPU time
             // alone would show every thread, those in Java code too, as outside Java code: if it
