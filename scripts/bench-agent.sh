@@ -15,8 +15,16 @@
 #                                          main's) and this one, alternately, ROUNDS times each:
 #                                          before and after side by side on the same load
 #
+#   HEAVY=1 REFERENCE=... scripts/bench-agent.sh node
+#                                          the node case with two more processes of the kind a
+#                                          build machine runs, started before the first round:
+#                                          python3 mapping the LLVM libraries (unwind tables of
+#                                          a million rows and more) and the debug build of
+#                                          kubectl-eagle converting a big profile in a loop
+#                                          (DWARF in many units)
+#
 # EAGLE_UNWIND=frame-pointers (passed on to the agent) leaves out the unwind tables, to tell
-# their cost from the rest.
+# their cost from the rest; EAGLE_DWARF_MAX_BYTES=0 leaves out DWARF.
 #
 # Run it while the machine is busy (a build, the other benchmarks): that is the case it is for.
 # Needs root, a Rust toolchain and clang-19 (for the groundtruth).
@@ -68,6 +76,22 @@ if [ "$what" = all ] || [ "$what" = stream ]; then
 fi
 if [ "$what" = all ] || [ "$what" = node ]; then
   window=${WINDOW_S:-30}
+  if [ -n "${HEAVY:-}" ]; then
+    cargo build --locked --bin kubectl-eagle >&2
+    cp target/debug/kubectl-eagle "$work/kubectl-eagle-debug"
+    awk 'BEGIN { srand(1); for (i = 0; i < 100000; i++) { s = "root"; d = 5 + int(rand() * 30); for (j = 0; j < d; j++) s = s ";f" int(rand() * 2000); print s, 1 + int(rand() * 100) } }' >"$work/big.folded"
+    sh -c "while :; do '$work/kubectl-eagle-debug' convert '$work/big.folded' -o '$work/big.svg' 2>/dev/null; done" &
+    pids+=($!)
+    libs=$(ls /usr/lib/x86_64-linux-gnu/libLLVM-14.so.1 /usr/lib/x86_64-linux-gnu/libLLVM-15.so.1 /usr/lib/x86_64-linux-gnu/libLLVM.so.19.1 2>/dev/null | tr '\n' ' ')
+    # shellcheck disable=SC2086
+    python3 -c 'import ctypes, sys, time
+for p in sys.argv[1:]:
+    ctypes.CDLL(p)
+while True:
+    time.sleep(0.001)' $libs &
+    pids+=($!)
+    sleep 11 # a target must have lived 10 s
+  fi
   agents=("this=$agent")
   if [ -n "${REFERENCE:-}" ]; then
     [ -x "$REFERENCE" ] || { echo "bench-agent: REFERENCE=$REFERENCE is no executable" >&2; exit 2; }

@@ -17,6 +17,14 @@ pub fn give_back_freed() {
     }
 }
 
+/// This process's resident memory (`/proc/self/statm`), in bytes; 0 if it cannot be read.
+pub fn resident_bytes() -> u64 {
+    let Ok(text) = std::fs::read_to_string("/proc/self/statm") else { return 0 };
+    let pages: u64 = text.split_ascii_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64
+}
+
 /// Drops this process's resident pages of the shared, read-only file mappings whose file
 /// (device, inode, as `/proc/PID/maps` shows them) `drop` picks: blazesym maps each object it
 /// reads whole, and every page its parsing touched stays resident in the agent as long as the

@@ -20,6 +20,12 @@
 //! the object for [`IDLE_BATCHES`] batches ([`DWARF_IDLE_BATCHES`] where its DWARF is read):
 //! after its first seconds a process's samples land on addresses already named, and a node-wide
 //! run maps hundreds of objects.
+//!
+//! DWARF is read a slice of addresses at a time ([`DWARF_SLICE`]), and what it costs is
+//! bounded by what it adds to the agent's resident memory: past [`DWARF_BUDGET_BYTES`] above
+//! what the agent held with no DWARF parsed, all parsed DWARF is dropped before the next slice.
+//! blazesym keeps every unit, line table and inlined function it parsed while an object is
+//! open, and a debug build's first collection can ask for addresses in hundreds of units.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -58,6 +64,13 @@ pub const IDLE_BATCHES: u64 = 8;
 /// tables it parsed, tens of MB over a few debug builds, where a symbol table costs a few.
 pub const DWARF_IDLE_BATCHES: u64 = 1;
 
+/// What parsed DWARF may add to the agent's resident memory before it is dropped (see the
+/// module's documentation). `EAGLE_DWARF_BUDGET_BYTES` overrides it.
+pub const DWARF_BUDGET_BYTES: u64 = 8 << 20;
+/// Addresses of one object named from its DWARF in one call to blazesym: its resident memory
+/// is looked at between calls.
+pub const DWARF_SLICE: usize = 64;
+
 /// Frames of one address, outermost first (a function, then what was inlined into it).
 pub type Frames = Rc<[String]>;
 
@@ -94,6 +107,12 @@ pub struct Symbols {
     by_offset: HashMap<(ObjectKey, u64), Frames>,
     /// DWARF is read from objects with at most this much of it (see [`DWARF_MAX_BYTES`]).
     dwarf_max_bytes: u64,
+    /// See [`DWARF_BUDGET_BYTES`].
+    dwarf_budget: u64,
+    /// The agent's resident memory before the DWARF held now was parsed; `None` while none is.
+    dwarf_baseline: Option<u64>,
+    /// Times all parsed DWARF was dropped for the budget, for `EAGLE_SYMBOLIZE_DEBUG=1`.
+    dwarf_drops: u64,
     /// Perf map problems not yet taken ([`Symbols::take_perf_map_issues`]), and which process
     /// already had which kind said (once each: the map is read again at every batch).
     perf_map_issues: Vec<(u32, PerfMapIssue)>,
@@ -129,6 +148,12 @@ impl Symbols {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(DWARF_MAX_BYTES),
+            dwarf_budget: std::env::var("EAGLE_DWARF_BUDGET_BYTES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(DWARF_BUDGET_BYTES),
+            dwarf_baseline: None,
+            dwarf_drops: 0,
             perf_map_issues: Vec::new(),
             perf_map_said: HashSet::new(),
             batch: 0,
@@ -152,6 +177,9 @@ impl Symbols {
         }
         if evicted {
             crate::memory::give_back_freed();
+        }
+        if !self.objects.values().flatten().any(|o| o.dwarf && o.used_in.is_some()) {
+            self.dwarf_baseline = None;
         }
         let open: HashSet<ObjectKey> = self
             .objects
@@ -348,17 +376,14 @@ impl Symbols {
                 continue;
             }
             let offsets: Vec<u64> = hits.iter().map(|(_, offset)| *offset).collect();
-            let source = self.object(pid, &mapping).map(|object| {
-                let mut source = Elf::new(&object.path);
-                source.debug_syms = object.dwarf;
-                Source::Elf(source)
-            });
-            let syms = source
-                .and_then(|source| self.blaze.symbolize(&source, Input::FileOffset(&offsets)).ok())
-                .unwrap_or_default();
+            let named = match self.object(pid, &mapping).map(|object| (object.path.clone(), object.dwarf)) {
+                Some((path, false)) => self.name(&path, false, &offsets),
+                Some((path, true)) => self.name_with_dwarf(key, &path, &offsets),
+                None => Vec::new(),
+            };
             for (n, (i, offset)) in hits.into_iter().enumerate() {
-                let frames = match syms.get(n) {
-                    Some(Symbolized::Sym(sym)) => frames_of(&sym.name, sym.inlined.iter().map(|f| f.name.as_ref())),
+                let frames = match named.get(n) {
+                    Some(Some(frames)) => frames.clone(),
                     // Stripped or unreadable code: name the module and the offset in it.
                     _ => Rc::from(vec![format!("{}+{offset:#x}", module_name(&mapping.path))]),
                 };
@@ -395,6 +420,63 @@ impl Symbols {
             }
         }
         (out, issue)
+    }
+
+    /// Names `offsets` in the object blazesym reads at `path`, from its DWARF if `dwarf`;
+    /// `None` where it finds no name.
+    fn name(&self, path: &Path, dwarf: bool, offsets: &[u64]) -> Vec<Option<Frames>> {
+        let mut source = Elf::new(path);
+        source.debug_syms = dwarf;
+        let syms = self.blaze.symbolize(&Source::Elf(source), Input::FileOffset(offsets)).unwrap_or_default();
+        (0..offsets.len())
+            .map(|n| match syms.get(n) {
+                Some(Symbolized::Sym(sym)) => Some(frames_of(&sym.name, sym.inlined.iter().map(|f| f.name.as_ref()))),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// [`Symbols::name`] from DWARF, [`DWARF_SLICE`] addresses at a time, dropping all parsed
+    /// DWARF between slices where it passed its budget.
+    fn name_with_dwarf(&mut self, key: ObjectKey, path: &Path, offsets: &[u64]) -> Vec<Option<Frames>> {
+        let mut named = Vec::with_capacity(offsets.len());
+        for slice in offsets.chunks(DWARF_SLICE) {
+            let baseline = *self.dwarf_baseline.get_or_insert_with(crate::memory::resident_bytes);
+            if let Some(Some(object)) = self.objects.get_mut(&key) {
+                object.used_in = Some(self.batch);
+            }
+            named.extend(self.name(path, true, slice));
+            // A budget of 0 holds nothing parsed from one slice to the next.
+            if self.dwarf_budget == 0 || crate::memory::resident_bytes() > baseline.saturating_add(self.dwarf_budget) {
+                self.drop_dwarf();
+            }
+        }
+        named
+    }
+
+    /// Drops what blazesym parsed of every object whose DWARF it read, and the pages of them it
+    /// touched.
+    fn drop_dwarf(&mut self) {
+        let mut dropped = HashSet::new();
+        for (key, object) in &mut self.objects {
+            let Some(object) = object.as_mut().filter(|o| o.dwarf && o.used_in.is_some()) else { continue };
+            let _ = self.blaze.evict(&Evict::Elf(evict::Elf::new(&object.path)));
+            object.used_in = None;
+            dropped.insert(*key);
+        }
+        crate::memory::give_back_freed();
+        crate::memory::unmap_file_pages(|dev, inode| dropped.contains(&(dev, inode)));
+        self.dwarf_baseline = None;
+        self.dwarf_drops += 1;
+        if std::env::var_os("EAGLE_SYMBOLIZE_DEBUG").is_some() {
+            eprintln!(
+                "symbolize: batch {}: parsed DWARF of {} object(s) dropped ({} times so far), resident {:.1} MiB",
+                self.batch,
+                dropped.len(),
+                self.dwarf_drops,
+                crate::memory::resident_bytes() as f64 / 1048576.0
+            );
+        }
     }
 }
 
@@ -591,7 +673,7 @@ pub enum PerfMapIssue {
 
 #[cfg(test)]
 mod tests {
-    use super::{LineProblems, PerfMap, Symbols, DWARF_IDLE_BATCHES, IDLE_BATCHES};
+    use super::{LineProblems, PerfMap, Symbols, DWARF_IDLE_BATCHES, DWARF_SLICE, IDLE_BATCHES};
 
     #[inline(never)]
     fn named_by_its_symbol() -> u64 {
@@ -627,6 +709,31 @@ mod tests {
         assert!(symbols.objects.is_empty() && symbols.by_offset.is_empty());
         assert_eq!(name(&mut symbols), first);
         assert_eq!(held(&symbols), 1);
+    }
+
+    /// Addresses named from DWARF with no budget (everything parsed dropped after each slice)
+    /// have the names they have when it is all kept.
+    #[test]
+    fn dwarf_dropped_between_slices_names_the_same() {
+        let pid = std::process::id();
+        let start = named_by_its_symbol as *const () as usize as u64;
+        // Addresses across many functions of this binary, more than a few slices.
+        let addrs: Vec<u64> = (0..DWARF_SLICE as u64 * 3).map(|i| start + i * 64).collect();
+        let mut kept = Symbols::new();
+        kept.dwarf_budget = u64::MAX;
+        let mut dropped = Symbols::new();
+        dropped.dwarf_budget = 0;
+        let names = |symbols: &mut Symbols| -> Vec<String> {
+            symbols.user(pid, Some(pid), &addrs).iter().map(|f| f.join(";")).collect()
+        };
+        let expected = names(&mut kept);
+        assert!(expected[0].contains("named_by_its_symbol"), "{}", expected[0]);
+        assert_eq!(names(&mut dropped), expected);
+        if dropped.objects.values().flatten().any(|o| o.dwarf) {
+            assert!(dropped.dwarf_drops >= 3, "dropped {} times", dropped.dwarf_drops);
+            assert_eq!(kept.dwarf_drops, 0);
+            assert!(!dropped.objects.values().flatten().any(|o| o.used_in.is_some()), "DWARF still held");
+        }
     }
 
     #[test]

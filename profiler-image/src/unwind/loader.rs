@@ -21,7 +21,7 @@ use eagle_ebpf::{Mapping, ProcessMaps, UnwindRow, MAX_MAPPINGS, MAX_TABLES, PROC
 use eagle_proto::{Warning, WarningCode};
 
 use super::maps::{self, ExecMapping};
-use super::table::{Object, Segment};
+use super::table::{Object, RowSink, Segment, TableError};
 
 /// How often the thread looks for requests: the share of a new process's first samples that
 /// are walked by frame pointers is about this over its run time.
@@ -184,7 +184,7 @@ impl Loader {
             maps,
             max_rows,
             shared,
-            empty: create_table(&[UnwindRow::default()]).ok(),
+            empty: create_table(1).ok(),
             files: HashMap::new(),
             tables: HashMap::new(),
             free_slots: Vec::new(),
@@ -365,15 +365,17 @@ impl Loader {
         };
         if !self.files.contains_key(&file_key) {
             let reading = Instant::now();
+            // The rows go into the kernel's map as they are merged (see [`KernelTable`]).
+            let mut kernel = KernelTable::new(self.max_rows.saturating_sub(self.rows_loaded));
             let parsed = if m.is_file() {
-                match self.read_file(pid, m) {
+                match self.read_file(pid, m, &mut kernel) {
                     Some(parsed) => parsed,
                     // The process exec'd or exited since its maps were read: nothing learnt
                     // about the file; a sample of its new program asks again.
                     None => return Ok(None),
                 }
             } else {
-                read_vdso()
+                read_vdso(&mut kernel)
             };
             self.read_time += reading.elapsed();
             let entry = match parsed {
@@ -388,19 +390,17 @@ impl Loader {
                     // Rows are not built for an object whose build id is loaded already.
                     let table = if self.tables.contains_key(&key) {
                         Some(key)
-                    } else if object.rows.is_empty() {
-                        None
                     } else {
                         let loading = Instant::now();
-                        let loaded = self.load(&object.rows);
+                        let loaded = kernel.finish().and_then(|table| table.map(|t| self.install(t)).transpose());
                         self.load_time += loading.elapsed();
                         match loaded {
-                            Ok(Some(slot)) => {
-                                self.tables
-                                    .insert(key.clone(), Loaded { slot, rows: object.rows.len() as u32, users: 0 });
+                            Ok(None) => None, // no rows
+                            Ok(Some(Some((slot, rows)))) => {
+                                self.tables.insert(key.clone(), Loaded { slot, rows, users: 0 });
                                 Some(key)
                             }
-                            Ok(None) => return Err(OverBudget),
+                            Ok(Some(None)) => return Err(OverBudget),
                             Err(e) => {
                                 self.warn(
                                     WarningCode::UnwindFailed,
@@ -414,13 +414,23 @@ impl Loader {
                     };
                     FileEntry { segments: object.segments, table }
                 }
-                Err(message) => {
+                Err(TableError::OverBudget) => return Err(OverBudget),
+                Err(TableError::Sink(e)) => {
+                    self.warn(
+                        WarningCode::UnwindFailed,
+                        Some(pid),
+                        format!("load {}", m.path),
+                        format!("cannot load the unwind table of {} into the kernel ({e}): its frames are walked by frame pointers", m.path),
+                    );
+                    FileEntry { segments: Vec::new(), table: None }
+                }
+                Err(error) => {
                     self.warn(
                         WarningCode::UnwindTable,
                         Some(pid),
                         format!("table {}", m.path),
                         format!(
-                            "no unwind table for {} (pid {pid}): {message}; its frames are walked by frame pointers",
+                            "no unwind table for {} (pid {pid}): {error}; its frames are walked by frame pointers",
                             m.path
                         ),
                     );
@@ -443,7 +453,7 @@ impl Loader {
     /// Reads an object through the process's own view of it (so a container's files are
     /// found, and a file deleted since it was mapped too).
     /// `None` when the mapping is gone.
-    fn read_file(&self, pid: u32, m: &ExecMapping) -> Option<Result<Object, String>> {
+    fn read_file(&self, pid: u32, m: &ExecMapping, sink: &mut dyn RowSink) -> Option<Result<Object, TableError>> {
         let path = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
         let file = File::open(&path).ok()?;
         // Read through a cache of the parts asked for, not mapped: a file truncated while it
@@ -452,14 +462,12 @@ impl Loader {
         // The same library under another path (another container's copy) has the same build
         // id: its table is loaded already, and only its segments are needed.
         let loaded = |id: &[u8]| self.tables.contains_key(&TableKey::BuildId(id.to_vec()));
-        Some(Object::parse_on(&cache, self.threads, loaded).map_err(|e| e.to_string()))
+        Some(Object::parse_into(&cache, self.threads, loaded, sink))
     }
 
-    /// Loads rows into a new kernel table; `Ok(None)` when they do not fit in the budget.
-    fn load(&mut self, rows: &[UnwindRow]) -> std::io::Result<Option<u32>> {
-        if self.rows_loaded + rows.len() > self.max_rows {
-            return Ok(None);
-        }
+    /// Puts a table filled by [`KernelTable`] into a free slot: its slot and rows, `None` when
+    /// no slot is free.
+    fn install(&mut self, (map, rows): (MapData, u32)) -> std::io::Result<Option<(u32, u32)>> {
         let slot = match self.free_slots.pop() {
             Some(s) => s,
             None if self.next_slot < MAX_TABLES => {
@@ -468,15 +476,14 @@ impl Loader {
             }
             None => return Ok(None),
         };
-        let map = create_table(rows)?;
         if let Err(e) = self.maps.tables.set(slot, &map, 0) {
             self.free_slots.push(slot);
             return Err(std::io::Error::other(e.to_string()));
         }
         // The outer map holds the table now; our descriptor can go.
         drop(map);
-        self.rows_loaded += rows.len();
-        Ok(Some(slot))
+        self.rows_loaded += rows as usize;
+        Ok(Some((slot, rows)))
     }
 }
 
@@ -492,50 +499,170 @@ fn build_threads() -> usize {
         .clamp(1, MAX_BUILD_THREADS)
 }
 
-/// A kernel array of exactly `rows`, filled through one mapping of its memory rather than one
-/// system call per row.
-fn create_table(rows: &[UnwindRow]) -> std::io::Result<MapData> {
+/// An object's table in the kernel, written as the builder merges its rows: a kernel array
+/// filled through short-lived mappings of a few pages of it, so that neither the table nor a
+/// mapping of all of it is ever in the agent's memory (libLLVM's is 10 MiB). Its size is not
+/// known until the last row: the array is made for the builder's estimate, moved into one half
+/// as big again when that is passed, and into one of exactly its rows at the end when more
+/// than an eighth of it is left over (the kernel searches only the rows it is told of).
+struct KernelTable {
+    map: Option<MapData>,
+    /// Rows the array holds, and rows written.
+    capacity: usize,
+    rows: usize,
+    /// Rows the agent may still load, over all objects.
+    budget: usize,
+    expected: usize,
+}
+
+/// Rows of a table that one array starts with when there is no estimate.
+const FIRST_CAPACITY: usize = 1 << 12;
+
+impl KernelTable {
+    fn new(budget: usize) -> Self {
+        Self { map: None, capacity: 0, rows: 0, budget, expected: FIRST_CAPACITY }
+    }
+
+    /// The array and its rows; `None` when there are none.
+    fn finish(mut self) -> Result<Option<(MapData, u32)>, std::io::Error> {
+        let Some(map) = self.map.take() else { return Ok(None) };
+        if self.rows == 0 {
+            return Ok(None);
+        }
+        let map = if self.capacity - self.rows > self.capacity / 8 {
+            let exact = create_table(self.rows)?;
+            copy_rows(&map, &exact, self.rows)?;
+            exact
+        } else {
+            map
+        };
+        Ok(Some((map, self.rows as u32)))
+    }
+
+    fn grow(&mut self, needed: usize) -> std::io::Result<()> {
+        let capacity = needed.max(self.capacity + self.capacity / 2).max(self.expected).min(self.budget.max(needed));
+        let map = create_table(capacity)?;
+        if let Some(old) = &self.map {
+            copy_rows(old, &map, self.rows)?;
+        }
+        self.map = Some(map);
+        self.capacity = capacity;
+        Ok(())
+    }
+}
+
+impl RowSink for KernelTable {
+    fn expect(&mut self, rows: usize) {
+        self.expected = rows.max(1);
+    }
+
+    fn write(&mut self, rows: &[UnwindRow]) -> Result<(), TableError> {
+        if rows.is_empty() {
+            return Ok(()); // the end of an object whose rows were all written, or one with none
+        }
+        let needed = self.rows + rows.len();
+        if needed > self.budget {
+            return Err(TableError::OverBudget);
+        }
+        let failed = |e: std::io::Error| TableError::Sink(e.to_string());
+        if needed > self.capacity {
+            self.grow(needed).map_err(failed)?;
+        }
+        let map = self.map.as_ref().expect("an array once grown");
+        with_rows(map, self.rows, rows.len(), libc::PROT_WRITE, |memory| memory.copy_from_slice(rows))
+            .map_err(failed)?;
+        self.rows = needed;
+        Ok(())
+    }
+
+    fn clear(&mut self) {
+        self.rows = 0;
+    }
+}
+
+/// A kernel array of `rows` rows, its elements filled through mappings of its memory
+/// ([`with_rows`]) rather than one system call each.
+fn create_table(rows: usize) -> std::io::Result<MapData> {
     const BPF_MAP_TYPE_ARRAY: u32 = 2;
     const BPF_F_MMAPABLE: u32 = 1 << 10;
     const BPF_F_INNER_MAP: u32 = 1 << 12;
     let row_size = std::mem::size_of::<UnwindRow>();
-    let definition = aya_obj::Map::new_from_params(
-        BPF_MAP_TYPE_ARRAY,
-        4,
-        row_size as u32,
-        rows.len() as u32,
-        BPF_F_INNER_MAP | BPF_F_MMAPABLE,
-    );
-    let map = MapData::create(definition, "eagle_unwind", None).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let rows = u32::try_from(rows).map_err(|_| std::io::Error::other("too many rows for one table"))?;
+    let definition =
+        aya_obj::Map::new_from_params(BPF_MAP_TYPE_ARRAY, 4, row_size as u32, rows, BPF_F_INNER_MAP | BPF_F_MMAPABLE);
+    MapData::create(definition, "eagle_unwind", None).map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+/// Runs `f` on rows `first..first + count` of array `map`, mapped for the time of the call
+/// (`PROT_WRITE` to write them, `PROT_READ` to read them): only their pages are mapped.
+fn with_rows<T>(
+    map: &MapData,
+    first: usize,
+    count: usize,
+    protection: libc::c_int,
+    f: impl FnOnce(&mut [UnwindRow]) -> T,
+) -> std::io::Result<T> {
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
-    let bytes = std::mem::size_of_val(rows);
-    let len = bytes.div_ceil(page) * page;
+    let row_size = std::mem::size_of::<UnwindRow>();
+    let start = first * row_size / page * page;
+    let end = ((first + count) * row_size).div_ceil(page) * page;
+    if count == 0 {
+        return Ok(f(&mut []));
+    }
     let fd = map.fd().as_fd().as_raw_fd();
-    // SAFETY: a fresh shared mapping of the map's value area, which is `len` bytes or more
-    // (the kernel rounds it up to pages); nothing else refers to it.
-    let memory =
-        unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0) };
+    // SAFETY: a fresh shared mapping of pages `start..end` of the map's value area, which holds
+    // at least `first + count` rows (the kernel rounds it up to pages); nothing else refers to
+    // it. PROT_READ is added: the kernel maps no write-only pages.
+    let memory = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            end - start,
+            protection | libc::PROT_READ,
+            libc::MAP_SHARED,
+            fd,
+            start as libc::off_t,
+        )
+    };
     if memory == libc::MAP_FAILED {
         return Err(std::io::Error::last_os_error());
     }
-    // SAFETY: `memory` is valid for `len >= bytes` bytes and does not overlap `rows`; rows are
-    // plain `repr(C)` data with no padding, laid out as the kernel's array elements (8 bytes).
-    unsafe {
-        std::ptr::copy_nonoverlapping(rows.as_ptr().cast::<u8>(), memory.cast::<u8>(), bytes);
-        libc::munmap(memory, len);
+    // SAFETY: `memory` is valid for `end - start` bytes, of which the rows asked for are at
+    // `first * row_size - start`, aligned (8-byte rows in a page-aligned mapping); rows are plain
+    // `repr(C)` data with no padding, laid out as the kernel's array elements. The slice does
+    // not outlive the mapping.
+    let result = unsafe {
+        let rows = memory.cast::<u8>().add(first * row_size - start).cast::<UnwindRow>();
+        f(std::slice::from_raw_parts_mut(rows, count))
+    };
+    // SAFETY: the mapping made above, no longer referred to.
+    unsafe { libc::munmap(memory, end - start) };
+    Ok(result)
+}
+
+/// Copies the first `rows` rows of array `from` into `to`, a few pages at a time.
+fn copy_rows(from: &MapData, to: &MapData, rows: usize) -> std::io::Result<()> {
+    const ROWS_AT_ONCE: usize = 1 << 15;
+    let mut first = 0;
+    while first < rows {
+        let count = ROWS_AT_ONCE.min(rows - first);
+        with_rows(from, first, count, libc::PROT_READ, |source| {
+            with_rows(to, first, count, libc::PROT_WRITE, |target| target.copy_from_slice(source))
+        })??;
+        first += count;
     }
-    Ok(map)
+    Ok(())
 }
 
 /// The vDSO is the same in every process of this kernel: read ours.
-fn read_vdso() -> Result<Object, String> {
+fn read_vdso(sink: &mut dyn RowSink) -> Result<Object, TableError> {
+    let not_found = |what: String| TableError::NotElf(what);
     // SAFETY: getauxval has no preconditions.
     let base = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) };
     if base == 0 {
-        return Err("no vDSO in this process".into());
+        return Err(not_found("no vDSO in this process".into()));
     }
-    let text = std::fs::read_to_string("/proc/self/maps").map_err(|e| e.to_string())?;
+    let text = std::fs::read_to_string("/proc/self/maps").map_err(|e| not_found(e.to_string()))?;
     let size = text
         .lines()
         .find(|l| l.ends_with("[vdso]"))
@@ -543,9 +670,76 @@ fn read_vdso() -> Result<Object, String> {
             let (start, end) = l.split(' ').next()?.split_once('-')?;
             Some(u64::from_str_radix(end, 16).ok()? - u64::from_str_radix(start, 16).ok()?)
         })
-        .ok_or("no [vdso] line in /proc/self/maps")?;
+        .ok_or_else(|| not_found("no [vdso] line in /proc/self/maps".into()))?;
     // SAFETY: the kernel maps the vDSO readable at `base` for `size` bytes for the life of
     // the process, and nothing writes it.
     let image = unsafe { std::slice::from_raw_parts(base as *const u8, size as usize) };
-    Object::parse(image).map_err(|e| e.to_string())
+    Object::parse_into(image, 1, |_| false, sink)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(from: u32, count: u32) -> Vec<UnwindRow> {
+        (from..from + count).map(|pc| UnwindRow { pc, cfa_offset: (pc % 7) as u16, kind: 1, rbp_offset: 0 }).collect()
+    }
+
+    fn read_back(map: &MapData, count: usize) -> Vec<UnwindRow> {
+        with_rows(map, 0, count, libc::PROT_READ, |rows| rows.to_vec()).expect("mapped")
+    }
+
+    /// Rows written a piece at a time, past the estimate (the array moved into bigger ones),
+    /// are the kernel's table, in an array of exactly their number when the estimate was far off.
+    #[test]
+    fn rows_written_in_pieces_are_the_kernels_table() {
+        if create_table(1).is_err() {
+            eprintln!("skipped: no permission to create BPF maps");
+            return;
+        }
+        let mut table = KernelTable::new(1 << 20);
+        table.expect(1000);
+        let all = rows(0, 5000);
+        // Pieces that do not start or end on a page (512 rows).
+        for piece in all.chunks(333) {
+            table.write(piece).expect("written");
+        }
+        let (map, count) = table.finish().expect("finished").expect("rows");
+        assert_eq!(count, 5000);
+        assert_eq!(read_back(&map, 5000), all);
+
+        // An estimate far above: the array left is exactly the rows.
+        let mut table = KernelTable::new(1 << 20);
+        table.expect(100_000);
+        table.write(&all[..10]).expect("written");
+        let (map, count) = table.finish().expect("finished").expect("rows");
+        assert_eq!(count, 10);
+        assert_eq!(read_back(&map, 10), all[..10]);
+        assert!(
+            with_rows(&map, 0, 4096, libc::PROT_READ, |_| ()).is_err(),
+            "more than a page of rows in a 10-row array"
+        );
+
+        // Cleared (rows out of order, written again sorted), and none at all.
+        let mut table = KernelTable::new(1 << 20);
+        table.write(&all[..100]).expect("written");
+        table.clear();
+        table.write(&all[200..250]).expect("written");
+        let (map, count) = table.finish().expect("finished").expect("rows");
+        assert_eq!((count, read_back(&map, 50)), (50, all[200..250].to_vec()));
+        let mut table = KernelTable::new(10);
+        table.write(&[]).expect("nothing written");
+        assert!(table.finish().expect("finished").is_none());
+    }
+
+    #[test]
+    fn rows_past_the_budget_are_refused() {
+        if create_table(1).is_err() {
+            eprintln!("skipped: no permission to create BPF maps");
+            return;
+        }
+        let mut table = KernelTable::new(100);
+        table.write(&rows(0, 60)).expect("written");
+        assert_eq!(table.write(&rows(60, 60)), Err(TableError::OverBudget));
+    }
 }

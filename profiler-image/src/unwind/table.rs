@@ -9,8 +9,10 @@
 //! A big object (libLLVM: 200,000 FDEs, 1.3 million rows) takes a few hundred milliseconds of
 //! gimli's evaluation, so its FDEs are evaluated in chunks on several threads. The chunks follow
 //! `.eh_frame_hdr`'s table, which the linker sorted by address: their rows come out sorted, and
-//! each chunk is merged into the table as soon as the chunks before it are, instead of all being
-//! held and sorted again. Of the object, only its headers and unwind sections are read.
+//! each chunk is merged as soon as the chunks before it are, and handed to a [`RowSink`] (the
+//! kernel's map, in the agent) a few thousand rows at a time, instead of all being held and
+//! sorted again: the whole table is never in the agent's memory. Of the object, only its
+//! headers and unwind sections are read.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
@@ -36,6 +38,34 @@ const GAP: u8 = 0x7f;
 /// FDEs one thread evaluates at a time: a few milliseconds of work, so that threads end
 /// together, and a big object's rows are held in pieces that are freed as they are merged.
 const FDES_PER_CHUNK: usize = 4096;
+
+/// Merged rows are handed to the sink once this many are waiting (64 KiB): the last two are
+/// kept back, as a row merged after them may replace or join them.
+const ROWS_PER_WRITE: usize = 8192;
+
+/// Where an object's table goes: its rows, sorted by `pc` and merged, a slice at a time in
+/// address order.
+pub trait RowSink: Send {
+    /// The rows the table will have, about (from the number of FDEs), before the first write.
+    fn expect(&mut self, _rows: usize) {}
+    /// Appends rows after those written before.
+    fn write(&mut self, rows: &[UnwindRow]) -> Result<(), TableError>;
+    /// Forgets every row written: the object's rows turned out not to be in address order, and
+    /// are written again, sorted.
+    fn clear(&mut self);
+}
+
+/// The whole table in memory: for tests and tools.
+impl RowSink for Vec<UnwindRow> {
+    fn write(&mut self, rows: &[UnwindRow]) -> Result<(), TableError> {
+        self.extend_from_slice(rows);
+        Ok(())
+    }
+
+    fn clear(&mut self) {
+        Vec::clear(self);
+    }
+}
 
 /// A loadable segment, to turn a mapping's file offset into the object's addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +100,12 @@ pub enum TableError {
     HighAddresses,
     #[error("more than {MAX_ROWS} unwind rows")]
     TooManyRows,
+    /// From the sink: the agent's budget of rows over all objects is spent.
+    #[error("over the budget of unwind rows")]
+    OverBudget,
+    /// From the sink: the kernel refused the table.
+    #[error("{0}")]
+    Sink(String),
 }
 
 impl Object {
@@ -86,6 +122,21 @@ impl Object {
         data: R,
         threads: usize,
         loaded: impl Fn(&[u8]) -> bool,
+    ) -> Result<Self, TableError> {
+        let mut rows = Vec::new();
+        let mut object = Self::parse_into(data, threads, loaded, &mut rows)?;
+        rows.shrink_to_fit();
+        object.rows = rows;
+        Ok(object)
+    }
+
+    /// As [`Object::parse_on`], handing the rows to `sink` as they are merged rather than
+    /// holding them: the object's `rows` stay empty.
+    pub fn parse_into<'data, R: ReadRef<'data>>(
+        data: R,
+        threads: usize,
+        loaded: impl Fn(&[u8]) -> bool,
+        sink: &mut dyn RowSink,
     ) -> Result<Self, TableError> {
         // Headers, section names, notes and the unwind sections are all that is read: not
         // `ElfFile::parse`, which reads both symbol tables whole (megabytes in a big library,
@@ -140,19 +191,17 @@ impl Object {
             let fdes = hdr
                 .and_then(|(_, hdr)| fdes_by_address(hdr, address, &bases))
                 .unwrap_or_else(|| fdes_in_order(&eh_frame, &bases));
-            collect_rows(&eh_frame, &bases, fdes, threads)
+            collect_rows(&eh_frame, &bases, fdes, threads, sink)
         } else if let Some((_, data)) = section(b".debug_frame") {
             object.source = ".debug_frame";
             let mut debug_frame = DebugFrame::new(data, LittleEndian);
             debug_frame.set_address_size(8);
             let fdes = fdes_in_order(&debug_frame, &bases);
-            collect_rows(&debug_frame, &bases, fdes, threads)
+            collect_rows(&debug_frame, &bases, fdes, threads, sink)
         } else {
             return Ok(object);
         };
-        let (rows, bad_entries) = built?;
-        object.rows = rows;
-        object.bad_entries = bad_entries;
+        object.bad_entries = built?;
         Ok(object)
     }
 
@@ -252,35 +301,66 @@ where
     fdes
 }
 
-/// The rows of the FDEs `fdes` of `section`, evaluated on up to `threads` threads, sorted and
-/// merged. Returns the rows and the number of entries left out because they did not parse.
+/// The rows of the FDEs `fdes` of `section`, evaluated on up to `threads` threads, sorted,
+/// merged, and written to `sink`. Returns the number of entries left out because they did not
+/// parse.
 ///
 /// Rows evaluated in address order (FDEs from `.eh_frame_hdr`'s table, as linkers write it)
-/// are merged chunk by chunk as their chunks are done, so that only the merged rows and the
-/// few chunks done ahead of their turn are held, not every row twice. Where they turn out not
-/// to be in order (FDEs in the section's order, overlapping FDEs), all are evaluated again,
-/// held, and sorted.
+/// are merged chunk by chunk as their chunks are done and written a few thousand at a time, so
+/// that only the few chunks done ahead of their turn are held, not the table. Where they turn
+/// out not to be in order (FDEs in the section's order, overlapping FDEs), the sink is cleared
+/// and all are evaluated again, held, and sorted.
 fn collect_rows<'data, S>(
     section: &S,
     bases: &BaseAddresses,
     fdes: Fdes<S::Offset>,
+    threads: usize,
+    sink: &mut dyn RowSink,
+) -> Result<usize, TableError>
+where
+    S: UnwindSection<EndianSlice<'data, LittleEndian>> + Sync,
+    S::Offset: Hash + Eq + Send + Sync,
+{
+    // libLLVM has 8 rows an FDE, this project's release binary 6.
+    sink.expect(fdes.offsets.len().saturating_mul(8).min(MAX_ROWS));
+    match collect_rows_as(section, bases, &fdes, threads, &mut *sink)? {
+        Some(bad) => Ok(bad),
+        None => {
+            sink.clear();
+            let (rows, bad) = collect_rows_sorted(section, bases, &fdes, threads)?;
+            sink.write(&rows)?;
+            Ok(bad)
+        }
+    }
+}
+
+/// The rows of `fdes`, all held and sorted: where they are not in address order.
+fn collect_rows_sorted<'data, S>(
+    section: &S,
+    bases: &BaseAddresses,
+    fdes: &Fdes<S::Offset>,
     threads: usize,
 ) -> Result<(Vec<UnwindRow>, usize), TableError>
 where
     S: UnwindSection<EndianSlice<'data, LittleEndian>> + Sync,
     S::Offset: Hash + Eq + Send + Sync,
 {
-    match collect_rows_as(section, bases, &fdes, threads, true)? {
-        Some(merged) => Ok(merged),
-        None => Ok(collect_rows_as(section, bases, &fdes, threads, false)?.expect("a sorting merge always ends")),
-    }
+    let mut merging = Merging { bad: fdes.bad, ..Merging::default() };
+    evaluate_chunks(section, bases, fdes, threads, &mut merging, false)?;
+    Ok((merge(std::mem::take(&mut merging.waiting).into_values().collect()), merging.bad))
 }
 
 /// Rows of chunks done, shared by the threads that evaluate them.
 #[derive(Default)]
-struct Merging {
-    /// The rows of the chunks before `next`, merged (when merged as they come).
+struct Merging<'s> {
+    /// The last rows merged from the chunks before `next`, not yet written to `sink` (when
+    /// merged as they come).
     merged: Vec<UnwindRow>,
+    sink: Option<&'s mut dyn RowSink>,
+    /// Rows merged that make a write ([`ROWS_PER_WRITE`]).
+    write_every: usize,
+    /// Why the sink refused rows.
+    failed: Option<TableError>,
     /// Chunks done but not merged yet, by index: ahead of their turn, or all of them when the
     /// rows are sorted at the end.
     waiting: BTreeMap<usize, Vec<UnwindRow>>,
@@ -291,8 +371,9 @@ struct Merging {
     bad: usize,
 }
 
-impl Merging {
-    /// Merges the chunks that are next in turn; notes when one is out of address order.
+impl Merging<'_> {
+    /// Merges the chunks that are next in turn and writes what is merged; notes when one is out
+    /// of address order, or the sink refused rows.
     fn merge_ready(&mut self) {
         while let Some(rows) = self.waiting.remove(&self.next) {
             let in_order = rows.is_sorted_by_key(sort_key)
@@ -306,19 +387,65 @@ impl Merging {
                 push_merged(&mut self.merged, row);
             }
             self.next += 1;
+            if self.merged.len() >= self.write_every.max(3) {
+                // The last two may still be replaced or joined by the next row (push_merged).
+                self.write(self.merged.len() - 2);
+                if self.failed.is_some() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes the first `n` rows merged to the sink.
+    fn write(&mut self, n: usize) {
+        let Some(sink) = self.sink.as_mut() else { return };
+        match sink.write(&self.merged[..n]) {
+            Ok(()) => {
+                self.merged.drain(..n);
+            }
+            Err(e) => self.failed = Some(e),
         }
     }
 }
 
-/// [`collect_rows`], merging rows as their chunks are done (`None` when they are not in address
-/// order) or holding all and sorting them.
+/// [`collect_rows`], merging rows as their chunks are done and writing them to `sink`: `None`
+/// when they are not in address order.
 fn collect_rows_as<'data, S>(
     section: &S,
     bases: &BaseAddresses,
     fdes: &Fdes<S::Offset>,
     threads: usize,
+    sink: &mut dyn RowSink,
+) -> Result<Option<usize>, TableError>
+where
+    S: UnwindSection<EndianSlice<'data, LittleEndian>> + Sync,
+    S::Offset: Hash + Eq + Send + Sync,
+{
+    let mut merging = Merging { bad: fdes.bad, sink: Some(sink), write_every: ROWS_PER_WRITE, ..Merging::default() };
+    evaluate_chunks(section, bases, fdes, threads, &mut merging, true)?;
+    if merging.out_of_order {
+        return Ok(None);
+    }
+    let rest = merging.merged.len();
+    merging.write(rest);
+    match merging.failed {
+        Some(e) => Err(e),
+        None => Ok(Some(merging.bad)),
+    }
+}
+
+/// Evaluates the chunks of `fdes` on up to `threads` threads into `merging`: merged as they
+/// are done (`merge_as_done`; stopping where they turn out of address order or the sink
+/// refuses them), or all held.
+fn evaluate_chunks<'data, S>(
+    section: &S,
+    bases: &BaseAddresses,
+    fdes: &Fdes<S::Offset>,
+    threads: usize,
+    merging: &mut Merging<'_>,
     merge_as_done: bool,
-) -> Result<Option<(Vec<UnwindRow>, usize)>, TableError>
+) -> Result<(), TableError>
 where
     S: UnwindSection<EndianSlice<'data, LittleEndian>> + Sync,
     S::Offset: Hash + Eq + Send + Sync,
@@ -326,7 +453,7 @@ where
     let chunks: Vec<&[S::Offset]> = fdes.offsets.chunks(FDES_PER_CHUNK).collect();
     let next = AtomicUsize::new(0);
     let collected = AtomicUsize::new(0);
-    let merging = Mutex::new(Merging { bad: fdes.bad, ..Merging::default() });
+    let shared = Mutex::new(std::mem::take(merging));
     // Each thread takes the next chunk until none is left (or the rows are found out of order),
     // with a context and CIE cache of its own.
     let work = || -> Result<(), TableError> {
@@ -338,12 +465,12 @@ where
             let mut rows = Vec::new();
             match evaluate(section, bases, chunk, &mut context, &mut cies, &mut rows, &collected) {
                 Ok(bad) => {
-                    let mut merging = merging.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut merging = shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     merging.bad += bad;
                     merging.waiting.insert(index, rows);
                     if merge_as_done {
                         merging.merge_ready();
-                        if merging.out_of_order {
+                        if merging.out_of_order || merging.failed.is_some() {
                             next.store(chunks.len(), Ordering::Relaxed);
                             return Ok(());
                         }
@@ -372,17 +499,8 @@ where
             results
         })
     };
-    results.into_iter().collect::<Result<(), _>>()?;
-    let merging = merging.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if merge_as_done {
-        if merging.out_of_order {
-            return Ok(None);
-        }
-        let mut merged = merging.merged;
-        merged.shrink_to_fit();
-        return Ok(Some((merged, merging.bad)));
-    }
-    Ok(Some((merge(merging.waiting.into_values().collect()), merging.bad)))
+    *merging = shared.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+    results.into_iter().collect()
 }
 
 /// Evaluates the FDEs at `offsets` into `rows` (in their order); counts the rows in `collected`,
@@ -600,6 +718,39 @@ mod tests {
         UnwindRow { pc, cfa_offset, kind, rbp_offset: 0 }
     }
 
+    /// [`collect_rows`] into memory.
+    fn collected<'data, S>(
+        section: &S,
+        bases: &BaseAddresses,
+        fdes: Fdes<S::Offset>,
+        threads: usize,
+    ) -> Result<(Vec<UnwindRow>, usize), TableError>
+    where
+        S: UnwindSection<EndianSlice<'data, LittleEndian>> + Sync,
+        S::Offset: Hash + Eq + Send + Sync,
+    {
+        let mut rows = Vec::new();
+        let bad = collect_rows(section, bases, fdes, threads, &mut rows)?;
+        Ok((rows, bad))
+    }
+
+    /// Chunks merged as they come, written every `write_every` rows: what the sink is given.
+    fn merged_and_written(chunks: Vec<Vec<UnwindRow>>, write_every: usize) -> Option<Vec<UnwindRow>> {
+        let mut written = Vec::new();
+        let mut merging = Merging { sink: Some(&mut written), write_every, ..Merging::default() };
+        for (index, chunk) in chunks.into_iter().enumerate() {
+            merging.waiting.insert(index, chunk);
+            merging.merge_ready();
+        }
+        if merging.out_of_order {
+            return None;
+        }
+        let rest = merging.merged.len();
+        merging.write(rest);
+        drop(merging);
+        Some(written)
+    }
+
     #[test]
     fn merge_prefers_rules_over_gaps_and_joins_equal_rows() {
         let rows = vec![
@@ -677,15 +828,15 @@ mod tests {
         let mut backwards = Fdes { offsets: by_address.offsets.clone(), bad: 0 };
         backwards.offsets.reverse();
         assert_eq!(
-            collect_rows_as(&eh_frame, &bases, &backwards, 2, true).expect("rows"),
+            collect_rows_as(&eh_frame, &bases, &backwards, 2, &mut Vec::new()).expect("rows"),
             None,
             "{path}: rows out of order merged as they came"
         );
-        let serial = collect_rows(&eh_frame, &bases, in_order, 1).expect("rows");
-        let threaded = collect_rows(&eh_frame, &bases, by_address, 3).expect("rows");
+        let serial = collected(&eh_frame, &bases, in_order, 1).expect("rows");
+        let threaded = collected(&eh_frame, &bases, by_address, 3).expect("rows");
         assert!(serial.0.len() > 100, "{path}: only {} rows", serial.0.len());
         assert_eq!(serial, threaded, "{path}");
-        assert_eq!(collect_rows(&eh_frame, &bases, backwards, 2).expect("rows"), serial, "{path}: sorted at the end");
+        assert_eq!(collected(&eh_frame, &bases, backwards, 2).expect("rows"), serial, "{path}: sorted at the end");
     }
 
     #[test]
@@ -775,7 +926,7 @@ mod tests {
         let mut eh_frame = EhFrame::new(bytes, LittleEndian);
         eh_frame.set_address_size(8);
         let bases = BaseAddresses::default().set_eh_frame(address);
-        collect_rows(&eh_frame, &bases, fdes_in_order(&eh_frame, &bases), 2)
+        collected(&eh_frame, &bases, fdes_in_order(&eh_frame, &bases), 2)
     }
 
     fn well_formed(rows: &[UnwindRow]) -> bool {
@@ -834,6 +985,28 @@ mod tests {
             proptest::prop_assert_eq!(merge(chunks.clone()), merged_by_sorting(&chunks));
         }
 
+        /// Rows in address order in random chunks, merged as they come and written to the sink
+        /// a few at a time: the sink gets what merging them all at once gives.
+        #[test]
+        fn rows_written_as_merged_are_the_merged_table(
+            raw in proptest::collection::vec((0u32..64, 0u8..3, 0u16..3), 0..200),
+            cuts in proptest::collection::vec(0usize..200, 0..6),
+            write_every in 3usize..20,
+        ) {
+            let kinds = [cfa::RSP, cfa::RBP, GAP];
+            let mut rows: Vec<UnwindRow> = raw.iter().map(|&(pc, k, off)| row(pc, kinds[k as usize], off)).collect();
+            rows.sort_by_key(sort_key);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(rows.len())).collect();
+            cuts.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut from = 0;
+            for cut in cuts.into_iter().chain([rows.len()]) {
+                chunks.push(rows[from..cut].to_vec());
+                from = cut;
+            }
+            proptest::prop_assert_eq!(merged_and_written(chunks.clone(), write_every), Some(merged_by_sorting(&chunks)));
+        }
+
         /// A whole ELF object damaged anywhere (headers, section table, `.eh_frame`).
         #[test]
         fn damaged_elf_never_panics(damage in proptest::collection::vec((proptest::num::usize::ANY, proptest::num::u8::ANY), 1..16)) {
@@ -882,7 +1055,7 @@ mod tests {
             eh_frame.set_address_size(8);
             if let Some(fdes) = fdes_by_address(&hdr, address, &bases) {
                 proptest::prop_assert!(fdes.offsets.len() <= len / 8);
-                if let Ok((rows, _)) = collect_rows(&eh_frame, &bases, fdes, 2) {
+                if let Ok((rows, _)) = collected(&eh_frame, &bases, fdes, 2) {
                     proptest::prop_assert!(well_formed(&rows));
                 }
             }
