@@ -446,4 +446,24 @@ mod tests {
         assert_eq!(ours, theirs);
         assert_eq!(ours.to_text(), "main;a:b;[unknown];x y 5\n");
     }
+
+    #[test]
+    fn a_stack_is_found_by_its_text_whatever_its_frames_hold() {
+        let mut stacks = MergedStacks::default();
+        let mut scratch = Vec::new();
+        // Raw payload text, as a forged stream may carry it: a control character and an empty
+        // frame, which read back as a space and `[unknown]`.
+        let raw = stacks.code_id("main;a\u{1}b;;leaf", &mut scratch);
+        assert_eq!(stacks.code_id("main;a\u{1}b;;leaf", &mut scratch), raw);
+        assert_eq!(stacks.code_id("main;a b;[unknown];leaf", &mut scratch), raw);
+        assert_eq!(stacks.frames.len(), 4);
+        let shorter = stacks.code_id("main;a b;[unknown]", &mut scratch);
+        let longer = stacks.code_id("main;a b;[unknown];leaf;more", &mut scratch);
+        let empty = stacks.code_id("", &mut scratch);
+        assert_eq!(
+            [shorter, longer, empty].map(|id| stacks.joined(stacks.path(id).iter().copied())),
+            ["main;a b;[unknown]", "main;a b;[unknown];leaf;more", ""].map(str::to_owned)
+        );
+        assert_eq!(stacks.joined(stacks.path(raw).iter().copied()), "main;a b;[unknown];leaf");
+    }
 }

@@ -816,4 +816,37 @@ mod tail_tests {
         assert_eq!(trailer_in_tail("EAGLE1 T {not json"), None);
         assert_eq!(trailer_in_tail("EAGLE2 T {}"), None);
     }
+
+    #[test]
+    fn a_payload_lends_its_records_as_they_were_written() {
+        let records = vec![
+            StackRecord {
+                container: Some("abc".into()),
+                pid: 7,
+                process: "p".into(),
+                sampler: "ebpf".into(),
+                frames: vec!["main".into(), "hot".into()],
+                count: 3,
+            },
+            StackRecord {
+                container: None,
+                pid: 8,
+                process: "q".into(),
+                sampler: "py-spy".into(),
+                frames: Vec::new(),
+                count: 1,
+            },
+        ];
+        let mut lines = vec![Encoder.header(&Header::default())];
+        lines.extend(Encoder.payload(&records, 0));
+        let mut decoder = Decoder::new();
+        decoder.feed_text(&lines.join("\n")).unwrap();
+        let result = decoder.finish().unwrap();
+        let lent: Vec<StackRef> = result.stacks.iter().collect();
+        assert_eq!(lent[0].container, Some("abc"));
+        assert_eq!((lent[0].stack, lent[0].frames().collect::<Vec<_>>()), ("main;hot", vec!["main", "hot"]));
+        assert_eq!((lent[1].container, lent[1].stack, lent[1].frames().count()), (None, "", 0));
+        assert_eq!(result.records(), records);
+        assert_eq!(result.stacks, Payload::from_records(&records));
+    }
 }
