@@ -12,7 +12,10 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use eagle_proto::folded::push_frame;
-use eagle_proto::{FoldedStacks, NodeResult, StackRecord, Unit};
+use std::hash::BuildHasher;
+
+use eagle_proto::{FoldedStacks, NodeResult, Payload, StackRef, Unit};
+use hashbrown::{DefaultHashBuilder, HashTable};
 use indexmap::IndexSet;
 
 use crate::placement::{GroupBy, Placements};
@@ -61,13 +64,13 @@ impl<'a> Merger<'a> {
         // A node's records name a few processes, each in thousands of records: each one's
         // hierarchy is written and interned once.
         let mut hierarchies: HashMap<(Option<&str>, u32, &str), u32> = HashMap::new();
-        for record in &result.records {
-            let key = (record.container.as_deref(), record.pid, record.process.as_str());
+        for record in result.stacks.iter() {
+            let key = (record.container, record.pid, record.process);
             let hierarchy = match hierarchies.get(&key) {
                 Some(&id) => id,
                 None => {
                     self.scratch.clear();
-                    for level in hierarchy(record, self.placements, self.group_by) {
+                    for level in hierarchy(&record, self.placements, self.group_by) {
                         self.scratch.push(self.stacks.frame_id(&level));
                     }
                     let id = self.stacks.path_id(&self.scratch);
@@ -75,11 +78,7 @@ impl<'a> Merger<'a> {
                     id
                 }
             };
-            self.scratch.clear();
-            for frame in &record.frames {
-                self.scratch.push(self.stacks.frame_id(frame));
-            }
-            let code = self.stacks.path_id(&self.scratch);
+            let code = self.stacks.code_id(record.stack, &mut self.scratch);
             self.stacks.add(hierarchy, code, record.count);
         }
     }
@@ -88,7 +87,7 @@ impl<'a> Merger<'a> {
     /// and counts.
     pub fn take(&mut self, result: &mut NodeResult) {
         self.add(result);
-        result.records = Vec::new();
+        result.stacks = Payload::default();
     }
 
     pub fn into_stacks(self) -> MergedStacks {
@@ -96,9 +95,9 @@ impl<'a> Merger<'a> {
     }
 }
 
-fn hierarchy(record: &StackRecord, placements: &Placements, group_by: GroupBy) -> Vec<String> {
+fn hierarchy(record: &StackRef, placements: &Placements, group_by: GroupBy) -> Vec<String> {
     let mut levels = Vec::new();
-    let placement = record.container.as_ref().and_then(|id| placements.get(id));
+    let placement = record.container.and_then(|id| placements.get(id));
     if let Some(p) = placement {
         if group_by >= GroupBy::Namespace {
             levels.push(format!("namespace/{}", p.namespace));
@@ -112,7 +111,7 @@ fn hierarchy(record: &StackRecord, placements: &Placements, group_by: GroupBy) -
         if group_by >= GroupBy::Container {
             levels.push(format!("container/{}", p.container));
         }
-    } else if let Some(id) = &record.container {
+    } else if let Some(id) = record.container {
         if group_by >= GroupBy::Container {
             levels.push(format!("container/{}", &id[..id.len().min(12)]));
         }
@@ -134,7 +133,13 @@ pub struct MergedStacks {
     /// Frame id sequences, outermost first: hierarchy prefixes and code stacks alike.
     paths: IndexSet<Box<[u32]>>,
     /// (hierarchy path, code path) -> samples.
-    counts: HashMap<(u32, u32), u64>,
+    counts: hashbrown::HashMap<(u32, u32), u64>,
+    /// Code stacks by the text a payload joins them as: (hash of the text, code path). A
+    /// stack that came before, from any node, is found by one hash of its text and a compare
+    /// of its frames, instead of a lookup of every frame name (a thousand replicas send the
+    /// same stacks a thousand times). Only the hash is kept, not the text.
+    stack_texts: HashTable<(u64, u32)>,
+    text_hasher: DefaultHashBuilder,
 }
 
 /// A stack of the graph while [`MergedStacks::visible`] walks them.
@@ -156,6 +161,24 @@ impl MergedStacks {
         let mut clean = String::with_capacity(name.len());
         push_frame(&mut clean, name);
         self.frames.insert_full(clean.into_boxed_str()).0 as u32
+    }
+
+    /// The code path of a stack as a payload joins it (`frame;frame`, raw frame names).
+    fn code_id(&mut self, stack: &str, scratch: &mut Vec<u32>) -> u32 {
+        let hash = self.text_hasher.hash_one(stack);
+        let (frames, paths) = (&self.frames, &self.paths);
+        let same = |&(h, id): &(u64, u32)| h == hash && is_path_of(frames, &paths[id as usize], stack);
+        if let Some(&(_, id)) = self.stack_texts.find(hash, same) {
+            return id;
+        }
+        scratch.clear();
+        // As `StackRef::frames`: an empty stack has no frames.
+        for frame in (!stack.is_empty()).then(|| stack.split(';')).into_iter().flatten() {
+            scratch.push(self.frame_id(frame));
+        }
+        let id = self.path_id(scratch);
+        self.stack_texts.insert_unique(hash, (hash, id), |&(h, _)| h);
+        id
     }
 
     fn path_id(&mut self, frames: &[u32]) -> u32 {
@@ -318,6 +341,27 @@ impl MergedStacks {
     }
 }
 
+/// Whether `path` is the stack `stack` (raw frame names joined by `;`) once each frame is in
+/// folded form ([`push_frame`]), as [`MergedStacks::frame_id`] stores it.
+fn is_path_of(frames: &IndexSet<Box<str>>, path: &[u32], stack: &str) -> bool {
+    let mut raw = (!stack.is_empty()).then(|| stack.split(';')).into_iter().flatten();
+    for &id in path {
+        let Some(raw) = raw.next() else { return false };
+        if !is_folded_form_of(&frames[id as usize], raw) {
+            return false;
+        }
+    }
+    raw.next().is_none()
+}
+
+/// Whether `name` is what [`push_frame`] writes of `raw` (which holds no `;`).
+fn is_folded_form_of(name: &str, raw: &str) -> bool {
+    if raw.is_empty() {
+        return name == "[unknown]";
+    }
+    name == raw || name.chars().eq(raw.chars().map(|c| if c.is_control() { ' ' } else { c }))
+}
+
 /// The order of sibling frames in sorted folded text, where each is followed by `;`.
 fn folded_order(a: &str, b: &str) -> Ordering {
     a.bytes().chain([b';']).cmp(b.bytes().chain([b';']))
@@ -339,9 +383,10 @@ mod tests {
         assert!(refused.starts_with("node b: cannot combine a profile in CPU samples"), "{refused}");
     }
     use crate::placement::Placement;
+    use eagle_proto::StackRecord;
 
     fn result(records: Vec<StackRecord>) -> NodeResult {
-        NodeResult { records, ..Default::default() }
+        NodeResult { stacks: Payload::from_records(&records), ..Default::default() }
     }
 
     fn record(container: &str, pid: u32, frames: &[&str], count: u64) -> StackRecord {
@@ -400,5 +445,25 @@ mod tests {
         }
         assert_eq!(ours, theirs);
         assert_eq!(ours.to_text(), "main;a:b;[unknown];x y 5\n");
+    }
+
+    #[test]
+    fn a_stack_is_found_by_its_text_whatever_its_frames_hold() {
+        let mut stacks = MergedStacks::default();
+        let mut scratch = Vec::new();
+        // Raw payload text, as a forged stream may carry it: a control character and an empty
+        // frame, which read back as a space and `[unknown]`.
+        let raw = stacks.code_id("main;a\u{1}b;;leaf", &mut scratch);
+        assert_eq!(stacks.code_id("main;a\u{1}b;;leaf", &mut scratch), raw);
+        assert_eq!(stacks.code_id("main;a b;[unknown];leaf", &mut scratch), raw);
+        assert_eq!(stacks.frames.len(), 4);
+        let shorter = stacks.code_id("main;a b;[unknown]", &mut scratch);
+        let longer = stacks.code_id("main;a b;[unknown];leaf;more", &mut scratch);
+        let empty = stacks.code_id("", &mut scratch);
+        assert_eq!(
+            [shorter, longer, empty].map(|id| stacks.joined(stacks.path(id).iter().copied())),
+            ["main;a b;[unknown]", "main;a b;[unknown];leaf;more", ""].map(str::to_owned)
+        );
+        assert_eq!(stacks.joined(stacks.path(raw).iter().copied()), "main;a b;[unknown];leaf");
     }
 }

@@ -10,7 +10,7 @@ use eagle_tests::{require_sampling, CpuLog, Eagle, Profile, TestDir, Workload};
 /// Records of a result as folded stacks, with each process as its root.
 fn folded(result: &NodeResult) -> Profile {
     let mut profile = Profile::default();
-    for r in &result.records {
+    for r in &result.records() {
         let mut frames = vec![format!("{} ({})", r.process, r.pid)];
         frames.extend(r.frames.iter().cloned());
         profile.folded.add(&frames, r.count);
@@ -56,16 +56,16 @@ fn stream_of_a_pid_has_header_progress_payload_and_trailer() {
     run.check(progress.iter().all(|p| p.processes == 1 && p.elapsed_ms < lifetime), format!("progress: {progress:?}"));
 
     let t = &result.trailer;
-    let summed: u64 = result.records.iter().map(|r| r.count).sum();
+    let summed: u64 = result.records().iter().map(|r| r.count).sum();
     run.check(
-        t.samples == summed && t.stacks == result.records.len() as u64,
+        t.samples == summed && t.stacks == result.records().len() as u64,
         format!("trailer {t:?} vs {summed} samples in the records"),
     );
     run.check(
-        result.records.iter().all(|r| r.pid == pid && r.process == "groundtruth" && r.sampler == "ebpf"),
+        result.records().iter().all(|r| r.pid == pid && r.process == "groundtruth" && r.sampler == "ebpf"),
         "records of another process or sampler",
     );
-    run.check(result.records.iter().all(|r| r.container.is_none()), "a host process placed in a container");
+    run.check(result.records().iter().all(|r| r.container.is_none()), "a host process placed in a container");
     // Whether the unwind tables are ready before 5 % of a 2 s window has passed depends on the
     // CPU the machine leaves the agent (5.9 % of the samples came first with a load of 15 on 2
     // cores): `unwind-incomplete` says so truly, and tests/tests/native_unwind.rs judges it.
@@ -124,7 +124,7 @@ fn stream_of_a_container_without_processes_is_complete_and_empty() {
     run.check(codes == ["no-processes"], format!("warnings: {:?}", result.warnings));
     run.check(result.warnings[0].message.contains(&id), "the warning does not name the container");
     run.check(
-        result.trailer.samples == 0 && result.records.is_empty() && result.trailer.stacks == 0,
+        result.trailer.samples == 0 && result.records().is_empty() && result.trailer.stacks == 0,
         format!("trailer: {:?}", result.trailer),
     );
 }

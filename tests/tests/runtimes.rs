@@ -190,10 +190,10 @@ fn python_weighs_the_cpu_time_it_used_beside_native_code() {
     let h = &result.header;
     let window = (h.started_unix_ms, h.started_unix_ms + h.duration_ms);
     let used = (cpu_log.used(0, window.0, window.1), cpu_log.used(1, window.0, window.1));
-    let sampled = |pid: u32| result.records.iter().filter(|r| r.pid == pid).map(|r| r.count).sum::<u64>();
+    let sampled = |pid: u32| result.records().iter().filter(|r| r.pid == pid).map(|r| r.count).sum::<u64>();
     let (py_samples, sh_samples) = (sampled(py_pid), sampled(sh_pid));
     run.check(
-        result.records.iter().any(|r| r.pid == py_pid && r.sampler == "py-spy"),
+        result.records().iter().any(|r| r.pid == py_pid && r.sampler == "py-spy"),
         "the Python process's stacks come from py-spy",
     );
     run.check(py_samples > 0 && sh_samples > 0, format!("both sampled: python {py_samples}, sh {sh_samples}"));
@@ -402,7 +402,7 @@ fn java_threads_weigh_their_own_cpu_time() {
     run.assert_code(0);
     let (_, result) = run.stream();
     run.check(
-        result.records.iter().any(|r| r.pid == pid && r.sampler == "jfr"),
+        result.records().iter().any(|r| r.pid == pid && r.sampler == "jfr"),
         "the JVM's stacks come from Flight Recorder",
     );
     let h = &result.header;
@@ -726,7 +726,7 @@ fn stream_precision(result: &eagle_proto::NodeResult) -> Option<u64> {
 /// Samples of process `pid` in the agent's stream with a frame that starts with `name`.
 fn samples_in(result: &eagle_proto::NodeResult, pid: u32, name: &str) -> u64 {
     result
-        .records
+        .records()
         .iter()
         .filter(|r| r.pid == pid && r.frames.iter().any(|f| f.starts_with(name)))
         .map(|r| r.count)
@@ -771,7 +771,7 @@ fn ruby_threads_weigh_their_own_cpu_time() {
     let (main_cpu, waiter_cpu) = (cpu_log.used(0, window.0, window.1), cpu_log.used(1, window.0, window.1));
     let (compress, idle) = (samples_in(&result, pid, "compress ("), samples_in(&result, pid, "idle_wait ("));
     run.check(
-        result.records.iter().any(|r| r.pid == pid && r.sampler == "rbspy"),
+        result.records().iter().any(|r| r.pid == pid && r.sampler == "rbspy"),
         "the Ruby process's stacks come from rbspy",
     );
     let samples = compress + idle;

@@ -92,7 +92,7 @@ mod tests {
                         container: "app".into(),
                     },
                 );
-                let records = code
+                let records: Vec<StackRecord> = code
                     .iter()
                     .map(|(frames, count)| StackRecord {
                         container: Some(id.clone()),
@@ -103,7 +103,7 @@ mod tests {
                         count: count * (1 + rng.below(2)),
                     })
                     .collect();
-                NodeResult { records, ..Default::default() }
+                NodeResult { stacks: eagle_proto::Payload::from_records(&records), ..Default::default() }
             })
             .collect();
         (results, placements)

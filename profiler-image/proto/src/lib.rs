@@ -36,6 +36,6 @@ pub use folded::{FoldedStacks, INLINED_SUFFIX};
 pub use net::{Direction, HttpRoute, LatencyHistogram, ListenQueues, NetLimits, NetPayload, PeerTraffic};
 pub use sched::{for_people, is_wait_frame, CgroupCpuStat, THROTTLED_FRAME, WAITING_FRAME};
 pub use stream::{
-    trailer_in_tail, DecodeError, Decoder, Encoder, Event, Header, Limits, NodeResult, Progress, StackRecord, Trailer,
-    Warning,
+    trailer_in_tail, DecodeError, Decoder, Encoder, Event, Header, Limits, NodeResult, Payload, Progress, StackRecord,
+    StackRef, Trailer, Warning,
 };

@@ -17,7 +17,7 @@ fn check_ok(name: &str) {
     let log = read(&fixture(name, "log"));
     let result = decode(&log).unwrap_or_else(|e| panic!("{name}.log does not decode: {e}"));
     assert_eq!(decode_by_line(&log), Ok(result.clone()), "{name}.log: feed_line disagrees with feed_text");
-    assert_text_eq(&format!("{name}.folded"), &read(&fixture(name, "folded")), &render_folded(&result.records));
+    assert_text_eq(&format!("{name}.folded"), &read(&fixture(name, "folded")), &render_folded(&result.records()));
     assert_text_eq(&format!("{name}.meta"), &read(&fixture(name, "meta")), &render_meta(&result));
 }
 
@@ -27,7 +27,9 @@ fn check_err(name: &str) {
     let expected = expected.trim_end();
     assert!(!expected.is_empty(), "{name}.err is empty");
     let error = match decode(&log) {
-        Ok(result) => panic!("{name}.log decoded ({} records) but should fail with: {expected}", result.records.len()),
+        Ok(result) => {
+            panic!("{name}.log decoded ({} records) but should fail with: {expected}", result.records().len())
+        }
         Err(e) => e,
     };
     let message = error.to_string();
@@ -156,7 +158,7 @@ fn encoder_still_writes_good_log() {
         assert_eq!(again, line);
     }
     let result = decoder.finish().expect("good.log decodes");
-    let payload = Encoder.payload(&result.records, result.trailer.lost_samples);
+    let payload = Encoder.payload(&result.records(), result.trailer.lost_samples);
     assert_eq!(payload.len() as u64, result.trailer.chunks + 1);
     assert_eq!(payload.last(), trailer_line.as_ref());
 }

@@ -53,19 +53,20 @@ fn a_payload_over_its_budget_folds_its_smallest_stacks_and_keeps_every_sample() 
     assert!(compressed <= budget, "{compressed} compressed bytes for a budget of {budget}");
 
     let result = decode(&lines, Limits::DEFAULT).expect("a folded payload decodes");
-    assert_eq!(result.records.iter().map(|r| r.count).sum::<u64>(), total, "samples lost by folding");
+    assert_eq!(result.records().iter().map(|r| r.count).sum::<u64>(), total, "samples lost by folding");
     assert_eq!(result.trailer.lost_samples, 3);
     let warning = result.warnings.iter().find(|w| w.code == WARNING_STACKS_FOLDED).expect("a stacks-folded warning");
     assert!(warning.message.contains("smallest stacks"), "{}", warning.message);
     // One folded stack per process, each under its own process.
-    let folded: Vec<&StackRecord> = result.records.iter().filter(|r| r.frames == [FOLDED_AWAY_FRAME]).collect();
+    let decoded = result.records();
+    let folded: Vec<&StackRecord> = decoded.iter().filter(|r| r.frames == [FOLDED_AWAY_FRAME]).collect();
     assert_eq!(folded.len(), 2, "one folded stack per process");
     for f in folded {
         assert_eq!(f.process, format!("p{}", f.pid - 100));
     }
     // The biggest stacks are the ones kept whole.
     let mut kept: Vec<u64> =
-        result.records.iter().filter(|r| r.frames != [FOLDED_AWAY_FRAME]).map(|r| r.count).collect();
+        result.records().iter().filter(|r| r.frames != [FOLDED_AWAY_FRAME]).map(|r| r.count).collect();
     let mut all: Vec<u64> = records.iter().map(|r| r.count).collect();
     kept.sort_unstable_by(|a, b| b.cmp(a));
     all.sort_unstable_by(|a, b| b.cmp(a));
@@ -80,7 +81,7 @@ fn a_payload_within_its_budget_is_written_whole() {
     assert!(!lines.iter().any(|l| l.starts_with("EAGLE1 W")), "no warning for a payload that fits");
     let mut all = vec![header_line()];
     all.extend(lines);
-    assert_eq!(decode(&all, Limits::DEFAULT).unwrap().records, records);
+    assert_eq!(decode(&all, Limits::DEFAULT).unwrap().records(), records);
 }
 
 #[test]

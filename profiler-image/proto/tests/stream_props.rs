@@ -7,7 +7,8 @@ mod common;
 
 use eagle_proto::stream::{printable, TargetReport};
 use eagle_proto::{
-    DecodeError, Decoder, Encoder, Event, Header, NodeResult, Progress, StackRecord, Trailer, Warning, WarningCode,
+    DecodeError, Decoder, Encoder, Event, Header, NodeResult, Payload, Progress, StackRecord, Trailer, Warning,
+    WarningCode,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -146,7 +147,7 @@ impl Sent {
             lost_samples,
             ..written
         };
-        let records = records.iter().map(sanitized).collect();
+        let records: Vec<StackRecord> = records.iter().map(sanitized).collect();
         // Text that reaches a terminal reads back without control characters.
         let header = Header {
             agent_version: printable(&header.agent_version),
@@ -170,7 +171,17 @@ impl Sent {
                 ..w
             })
             .collect();
-        Sent { lines, expected: NodeResult { header, warnings, last_progress, records, trailer, net: None } }
+        Sent {
+            lines,
+            expected: NodeResult {
+                header,
+                warnings,
+                last_progress,
+                stacks: Payload::from_records(&records),
+                trailer,
+                net: None,
+            },
+        }
     }
 
     fn text(&self) -> String {
@@ -439,7 +450,7 @@ proptest! {
         let mut lines = sent.lines.clone();
         lines.remove(notes[which.index(notes.len())]);
         let result = decode(&join(&lines)).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        prop_assert_eq!(result.records, sent.expected.records);
+        prop_assert_eq!(result.records(), sent.expected.records());
         prop_assert_eq!(result.trailer, sent.expected.trailer);
     }
 
@@ -469,7 +480,7 @@ proptest! {
         match decode(&join(&lines)) {
             Ok(result) => {
                 prop_assert!(harmless, "a damaging move decoded");
-                prop_assert_eq!(result.records, sent.expected.records);
+                prop_assert_eq!(result.records(), sent.expected.records());
             }
             Err(e) => prop_assert!(!harmless, "a harmless move failed: {}", e),
         }

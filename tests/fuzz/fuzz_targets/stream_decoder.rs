@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(result) = decoder.finish() {
         assert!(result.warnings.len() <= 9);
-        let bytes: usize = result.records.iter().map(|r| r.frames.iter().map(String::len).sum::<usize>()).sum();
+        let bytes: usize = result.stacks.iter().map(|r| r.frames().map(str::len).sum::<usize>()).sum();
         assert!(bytes as u64 <= limits.payload_bytes);
     }
 });

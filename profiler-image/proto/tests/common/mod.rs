@@ -84,13 +84,13 @@ pub fn render_meta(result: &NodeResult) -> String {
         None => out.push_str("last progress: none\n"),
     }
     let _ = writeln!(out, "trailer: {}", json(&result.trailer));
-    let _ = writeln!(out, "records: {}", result.records.len());
+    let _ = writeln!(out, "records: {}", result.records().len());
     let distinct = |field: &dyn Fn(&StackRecord) -> String| {
-        let values: BTreeSet<String> = result.records.iter().map(field).collect();
+        let values: BTreeSet<String> = result.records().iter().map(field).collect();
         values.into_iter().collect::<Vec<_>>().join(" ")
     };
     let _ = writeln!(out, "containers: {}", distinct(&|r| format!("{:?}", r.container)));
-    let pids: BTreeSet<u32> = result.records.iter().map(|r| r.pid).collect();
+    let pids: BTreeSet<u32> = result.records().iter().map(|r| r.pid).collect();
     let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
     let _ = writeln!(out, "pids: {}", pids.join(" "));
     let _ = writeln!(out, "samplers: {}", distinct(&|r| format!("{:?}", r.sampler)));
