@@ -6,7 +6,7 @@
 //!
 //! Needs `target/debug/kubectl-eagle`: `cargo build -p kube-eagle --bin kubectl-eagle`.
 
-use eagle_proto::{Direction, HttpRoute, LatencyHistogram, ListenQueues, NetPayload, PeerTraffic};
+use eagle_proto::{Direction, HttpRoute, LatencyHistogram, ListenQueues, Listener, NetPayload, PeerTraffic};
 use eagle_tests::apiserver::{
     container_id, match_labels, namespace, pod, service, workload, ApiServer, CliRun, Fate, Scenario,
 };
@@ -113,7 +113,8 @@ fn scenario() -> Scenario {
     ];
     b.peers = vec![traffic(WEB_B, Direction::Inbound, LOAD_IP, 30_000, 6_000, 1)];
     b.peers[0].drops = 4;
-    // web-b's accept queue overflowed: its pod's network namespace counted it.
+    b.peers[0].drop_reasons = [("TCP_OLD_DATA".to_owned(), 4)].into();
+    // web-b's accept queue overflowed: its pod's network namespace counted it, and its listener.
     b.listen_queues = vec![ListenQueues {
         container: Some(container_id(WEB_B, "app")),
         pid: 7,
@@ -121,6 +122,15 @@ fn scenario() -> Scenario {
         host_network: false,
         overflows: 9,
         drops: 9,
+        listeners: vec![Listener {
+            address: "0.0.0.0:8080".into(),
+            port: 8080,
+            pid: Some(7),
+            drops: 9,
+            queued: 128,
+            backlog: 128,
+            closed: false,
+        }],
     }];
     Scenario::new().net("node-a", a).net("node-b", b)
 }
@@ -420,6 +430,14 @@ fn profile_with_net_writes_the_graph_and_the_network_of_the_same_window() {
         .map(|p| (p["pod"].as_str().unwrap(), p["drops"].as_u64().unwrap()))
         .collect();
     assert!(drops.contains(&(WEB_B, 4)) && drops.contains(&(WEB_A, 0)), "{drops:?}");
+    let web_b = report["peers"].as_array().unwrap().iter().find(|p| p["pod"] == WEB_B).unwrap();
+    assert_eq!(web_b["drop_reasons"]["TCP_OLD_DATA"], 4, "{web_b}");
+    let listener = &queues[0]["listeners"][0];
+    assert_eq!(
+        (listener["address"].as_str(), listener["drops"].as_u64()),
+        (Some("0.0.0.0:8080"), Some(9)),
+        "{queues:?}"
+    );
     assert!(run.stderr.contains(&format!("wrote {}", out.display())), "{ctx}");
 }
 

@@ -144,6 +144,13 @@ fn retransmissions_under_loss_are_those_the_kernel_counted() {
     let drops = row["drops"].as_u64().unwrap();
     eprintln!("server drops {drops}; client retransmissions {client_resent}");
     assert!(drops > 0 && drops <= client_resent, "drops {drops}, client retransmissions {client_resent}: {text}");
+    // By reason, as this kernel's `enum skb_drop_reason` names them: every drop has its reason,
+    // and the copies are `TCP_OLD_DATA`.
+    let reasons = row["drop_reasons"].as_object().unwrap_or_else(|| panic!("no drop reasons: {text}"));
+    eprintln!("server drops by reason: {reasons:?}");
+    assert_eq!(reasons.values().map(|n| n.as_u64().unwrap()).sum::<u64>(), drops, "{text}");
+    assert!(reasons.keys().all(|r| !r.starts_with("reason ")), "a reason this kernel's BTF does not name: {reasons:?}");
+    assert!(reasons.get("TCP_OLD_DATA").and_then(Value::as_u64) > Some(0), "{reasons:?}");
     // Loss slows requests, it loses none.
     let served: u64 = net["http"].as_array().unwrap().iter().map(|r| r["requests"].as_u64().unwrap()).sum();
     assert_eq!(Some(served), truth["requests"].as_u64(), "{text}");
