@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing (libFuzzer) of every parser that reads hostile input: the result
-# stream decoder, folded stacks, a JIT's perf map, /proc/PID/cgroup. Each target runs for a
+# stream decoder, folded stacks, pprof profiles, a JIT's perf map, /proc/PID/cgroup. Each target runs for a
 # bounded time from the seed corpus in tests/fuzz/corpus/TARGET (new inputs go to a scratch
 # directory, not into the checkout). A crash fails the script and leaves its input in
 # target/fuzz/artifacts/TARGET/.
@@ -16,7 +16,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 seconds=${1:-20}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(stream_decoder folded_parse perf_map cgroup_path)
+[ ${#targets[@]} -gt 0 ] || targets=(stream_decoder folded_parse pprof_decode perf_map cgroup_path)
 
 export CARGO_TARGET_DIR=$PWD/target/fuzz
 export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \

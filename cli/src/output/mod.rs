@@ -48,6 +48,10 @@ impl<'a> Stacks<'a> {
         }
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Every stack joined, for the writers that need them all.
     pub fn folded(&self) -> Cow<'a, FoldedStacks> {
         match *self {
