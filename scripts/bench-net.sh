@@ -6,6 +6,7 @@
 #
 #   base   python3 images/http/server.py alone                      (the reference)
 #   net    kubectl-eagle net -o ... -- python3 images/http/server.py (TCP counters, HTTP capture)
+#   ref    the same under REF_BIN, when set: another build (main's) side by side with this one
 #
 # interleaved, so that drift in the machine's load hits both alike; each is summarised by its
 # median requests per second, `net` as a ratio to `base` from the same run. The client is never
@@ -13,7 +14,8 @@
 # scripts/bench-overhead.sh does, so that other work on a shared machine blurs less.
 #
 #   scripts/bench-net.sh                     (root; EAGLE_BIN=target/debug/kubectl-eagle to
-#                                             measure a debug build)
+#                                             measure a debug build; REF_BIN=PATH to compare
+#                                             with another build's kubectl-eagle)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${REPS:-7}
@@ -21,6 +23,8 @@ REQUESTS=${REQUESTS:-2000}
 CONNS=${CONNS:-4}
 RT=${RT:-$([ "$(id -u)" = 0 ] && echo 1 || echo 0)}
 BIN=${EAGLE_BIN:-target/release/kubectl-eagle}
+REF_BIN=${REF_BIN:-}
+VARIANTS=(base net); [ -n "$REF_BIN" ] && VARIANTS+=(ref)
 if [ -z "${EAGLE_BIN:-}" ]; then
   cargo build --release -p kube-eagle --bin kubectl-eagle >&2
 fi
@@ -43,6 +47,7 @@ run() {
   case $variant in
     base) "${rt[@]}" "${server[@]}" & ;;
     net) "${rt[@]}" "$BIN" net -o "$WORK/net.json" -- "${server[@]}" 2>"$WORK/net.err" & ;;
+    ref) "${rt[@]}" "$REF_BIN" net -o "$WORK/net.json" -- "${server[@]}" 2>"$WORK/net.err" & ;;
   esac
   local holder=$!
   wait_ready "$ready"
@@ -51,7 +56,7 @@ run() {
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["rate_per_s"])')
   kill -TERM "$(cat "$ready")"
   wait "$holder" || true
-  if [ "$variant" = net ]; then
+  if [ "$variant" != base ]; then
     # The window must have seen every request: else it did not watch the whole run.
     python3 - "$WORK/net.json" "$REQUESTS" <<'EOF' || { cat "$WORK/net.err" >&2; exit 1; }
 import json, sys
@@ -65,16 +70,21 @@ EOF
 
 median() { sort -g | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 
-run base >/dev/null; run net >/dev/null # warm-up, uncounted
-: >"$WORK/base"; : >"$WORK/net"
+for v in "${VARIANTS[@]}"; do run "$v" >/dev/null; done # warm-up, uncounted
+for v in "${VARIANTS[@]}"; do : >"$WORK/$v"; done
 for i in $(seq 1 "$REPS"); do
-  for v in base net; do run $v >>"$WORK/$v"; done
+  for v in "${VARIANTS[@]}"; do run "$v" >>"$WORK/$v"; done
   echo "bench-net: repetition $i of $REPS done" >&2
 done
 base=$(median <"$WORK/base"); net=$(median <"$WORK/net")
+ratio() { awk -v n="$1" -v b="$2" 'BEGIN {printf "%.3f", n/b}'; }
 echo "| variant | requests/s, median | of base |"
 echo "|---|---:|---:|"
 echo "| base (not watched) | $(printf %.0f "$base") | 1.000 |"
-echo "| \`kubectl-eagle net\` | $(printf %.0f "$net") | $(awk -v n="$net" -v b="$base" 'BEGIN {printf "%.3f", n/b}') |"
-echo "base runs: $(tr '\n' ' ' <"$WORK/base")" >&2
-echo "net runs:  $(tr '\n' ' ' <"$WORK/net")" >&2
+echo "| \`kubectl-eagle net\` ($BIN) | $(printf %.0f "$net") | $(ratio "$net" "$base") |"
+if [ -n "$REF_BIN" ]; then
+  ref=$(median <"$WORK/ref")
+  echo "| \`kubectl-eagle net\` ($REF_BIN) | $(printf %.0f "$ref") | $(ratio "$ref" "$base") |"
+  echo "net over ref: $(ratio "$net" "$ref")"
+fi
+for v in "${VARIANTS[@]}"; do echo "$v runs: $(tr '\n' ' ' <"$WORK/$v")" >&2; done

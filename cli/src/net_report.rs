@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use eagle_proto::{Direction, LatencyHistogram, NetPayload};
+use eagle_proto::{Direction, LatencyHistogram, Listener, NetPayload};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
@@ -61,15 +61,44 @@ pub struct Naming {
     pub directory: PeerDirectory,
 }
 
-/// One route of one process, every status together.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RouteSummary {
+/// The process a row is about, first in every row of the report: its container's id, the pod
+/// and workload around it, its pid and name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessRow {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
     #[serde(flatten)]
     pub owner: Owner,
     pub pid: u32,
     pub process: String,
+}
+
+impl ProcessRow {
+    fn of(container: &Option<String>, pid: u32, process: &str, naming: &Naming) -> ProcessRow {
+        ProcessRow {
+            container: container.clone(),
+            owner: Owner::of(container, naming),
+            pid,
+            process: process.to_owned(),
+        }
+    }
+
+    /// Rows read by namespace, workload and pod first (a container id orders nothing).
+    fn order(&self) -> (&Owner, &Option<String>, u32) {
+        (&self.owner, &self.container, self.pid)
+    }
+
+    /// `shop/api-1/app python3 (42)`, or `python3 (42)` outside a cluster.
+    fn name(&self) -> String {
+        self.owner.process(&self.process, self.pid)
+    }
+}
+
+/// One route of one process, every status together.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RouteSummary {
+    #[serde(flatten)]
+    pub of: ProcessRow,
     pub direction: Direction,
     pub method: String,
     pub path: String,
@@ -92,12 +121,8 @@ pub struct RouteSummary {
 /// One peer of one process.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PeerSummary {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub container: Option<String>,
     #[serde(flatten)]
-    pub owner: Owner,
-    pub pid: u32,
-    pub process: String,
+    pub of: ProcessRow,
     pub direction: Direction,
     pub local_port: u16,
     pub peer: String,
@@ -118,23 +143,25 @@ pub struct PeerSummary {
     /// Segments of these connections the kernel dropped.
     #[serde(default)]
     pub drops: u64,
+    /// `drops` by the kernel's reason (`enum skb_drop_reason`'s names, from the node's BTF).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub drop_reasons: BTreeMap<String, u64>,
 }
 
 /// The listen queues of one network namespace of the targets (a pod's, or the host's).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ListenSummary {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub container: Option<String>,
     #[serde(flatten)]
-    pub owner: Owner,
-    pub pid: u32,
-    pub process: String,
+    pub of: ProcessRow,
     /// The host's namespace: the counts are every host-network process's.
     pub host_network: bool,
     /// Connections that found their listener's accept queue full.
     pub overflows: u64,
     /// Connections a listener dropped, overflows included.
     pub drops: u64,
+    /// Each listener of the namespace (the host's: the targets' own), by port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<Listener>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -162,13 +189,10 @@ pub fn summarize(net: &NetPayload, naming: &Naming) -> NetReport {
     type RouteKey = (Owner, Option<String>, u32, Direction, String, String);
     let mut routes: BTreeMap<RouteKey, RouteSummary> = BTreeMap::new();
     for r in &net.http {
-        let owner = Owner::of(&r.container, naming);
-        let key = (owner.clone(), r.container.clone(), r.pid, r.direction, r.method.clone(), r.path.clone());
+        let of = ProcessRow::of(&r.container, r.pid, &r.process, naming);
+        let key = (of.owner.clone(), r.container.clone(), r.pid, r.direction, r.method.clone(), r.path.clone());
         let row = routes.entry(key).or_insert_with(|| RouteSummary {
-            container: r.container.clone(),
-            owner,
-            pid: r.pid,
-            process: r.process.clone(),
+            of,
             direction: r.direction,
             method: r.method.clone(),
             path: r.path.clone(),
@@ -208,11 +232,8 @@ pub fn summarize(net: &NetPayload, naming: &Naming) -> NetReport {
         .peers
         .iter()
         .map(|p| PeerSummary {
-            container: p.container.clone(),
-            owner: Owner::of(&p.container, naming),
+            of: ProcessRow::of(&p.container, p.pid, &p.process, naming),
             peer_name: naming.directory.name(&p.peer),
-            pid: p.pid,
-            process: p.process.clone(),
             direction: p.direction,
             local_port: p.local_port,
             peer: p.peer.clone(),
@@ -228,31 +249,22 @@ pub fn summarize(net: &NetPayload, naming: &Naming) -> NetReport {
             resets_received: p.resets_received,
             rtt_ms: ms(p.rtt_us()),
             drops: p.drops,
+            drop_reasons: p.drop_reasons.clone(),
         })
         .collect();
-    peers.sort_by(|a, b| {
-        (&a.owner, &a.container, a.pid, a.direction, &a.peer).cmp(&(
-            &b.owner,
-            &b.container,
-            b.pid,
-            b.direction,
-            &b.peer,
-        ))
-    });
+    peers.sort_by(|a, b| (a.of.order(), a.direction, &a.peer).cmp(&(b.of.order(), b.direction, &b.peer)));
     let mut listen_queues: Vec<ListenSummary> = net
         .listen_queues
         .iter()
         .map(|q| ListenSummary {
-            container: q.container.clone(),
-            owner: Owner::of(&q.container, naming),
-            pid: q.pid,
-            process: q.process.clone(),
+            of: ProcessRow::of(&q.container, q.pid, &q.process, naming),
             host_network: q.host_network,
             overflows: q.overflows,
             drops: q.drops,
+            listeners: q.listeners.clone(),
         })
         .collect();
-    listen_queues.sort_by(|a, b| (&a.owner, a.pid).cmp(&(&b.owner, b.pid)));
+    listen_queues.sort_by(|a, b| (&a.of.owner, a.of.pid).cmp(&(&b.of.owner, b.of.pid)));
     let edges = ServiceMap::build(net, &naming.placements, &naming.directory).edges;
     NetReport {
         schema_version: SCHEMA_VERSION,
@@ -296,7 +308,7 @@ pub fn table(report: &NetReport) -> String {
             .to_vec()];
         for r in &report.http {
             rows.push(vec![
-                r.owner.process(&r.process, r.pid),
+                r.of.name(),
                 direction_word(r.direction).into(),
                 r.method.clone(),
                 r.path.clone(),
@@ -325,7 +337,7 @@ pub fn table(report: &NetReport) -> String {
             peer.push_str(&format!(" ({name})"));
         }
         rows.push(vec![
-            p.owner.process(&p.process, p.pid),
+            p.of.name(),
             direction_word(p.direction).into(),
             peer,
             bytes(p.bytes_sent),
@@ -343,16 +355,42 @@ pub fn table(report: &NetReport) -> String {
     } else {
         out.push_str(&table::render(&columns, &rows));
     }
+    let dropped: Vec<&PeerSummary> = report.peers.iter().filter(|p| !p.drop_reasons.is_empty()).collect();
+    if !dropped.is_empty() {
+        let columns = [LEFT, LEFT, LEFT, RIGHT];
+        let mut rows = vec![["DROPS OF", "PEER", "REASON", "DROPS"].map(String::from).to_vec()];
+        for p in dropped {
+            for (reason, count) in &p.drop_reasons {
+                rows.push(vec![p.of.name(), p.peer.clone(), reason.clone(), count.to_string()]);
+            }
+        }
+        out.push('\n');
+        out.push_str(&table::render(&columns, &rows));
+    }
     if !report.listen_queues.is_empty() {
-        let columns = [LEFT, LEFT, RIGHT, RIGHT];
-        let mut rows = vec![["LISTEN QUEUES OF", "NETWORK NAMESPACE", "OVERFLOWS", "DROPS"].map(String::from).to_vec()];
+        let columns = [LEFT, LEFT, RIGHT, RIGHT, RIGHT];
+        let mut rows = vec![["LISTEN QUEUES OF", "NETWORK NAMESPACE / LISTENER", "OVERFLOWS", "DROPS", "QUEUED"]
+            .map(String::from)
+            .to_vec()];
         for q in &report.listen_queues {
             rows.push(vec![
-                q.owner.process(&q.process, q.pid),
+                q.of.name(),
                 if q.host_network { "the host's (shared)" } else { "its own" }.into(),
                 q.overflows.to_string(),
                 q.drops.to_string(),
+                String::new(),
             ]);
+            for l in &q.listeners {
+                let mut address = format!("  {}", l.address);
+                if let Some(pid) = l.pid.filter(|&pid| pid != q.of.pid) {
+                    address.push_str(&format!(" (pid {pid})"));
+                }
+                if l.closed {
+                    address.push_str(" (closed)");
+                }
+                let queued = if l.closed { "-".into() } else { format!("{}/{}", l.queued, l.backlog) };
+                rows.push(vec![String::new(), address, String::new(), l.drops.to_string(), queued]);
+            }
         }
         out.push('\n');
         out.push_str(&table::render(&columns, &rows));
@@ -400,7 +438,7 @@ pub fn prometheus(net: &NetPayload, naming: &Naming) -> String {
         l
     };
     type Field = fn(&eagle_proto::PeerTraffic) -> u64;
-    let counters: [(&str, &str, Field); 8] = [
+    let counters: [(&str, &str, Field); 7] = [
         ("eagle_tcp_sent_bytes_total", "Bytes the process sent to the peer.", |p| p.bytes_sent),
         ("eagle_tcp_received_bytes_total", "Bytes the process received from the peer.", |p| p.bytes_received),
         ("eagle_tcp_connections_opened_total", "Connections the process opened to the peer.", |p| p.connects),
@@ -408,7 +446,6 @@ pub fn prometheus(net: &NetPayload, naming: &Naming) -> String {
         ("eagle_tcp_connect_failures_total", "Connect attempts to the peer that failed.", |p| p.connect_failures),
         ("eagle_tcp_retransmits_total", "Segments retransmitted to the peer.", |p| p.retransmits),
         ("eagle_tcp_resets_total", "Resets sent to or received from the peer.", |p| p.resets_sent + p.resets_received),
-        ("eagle_tcp_drops_total", "Segments of the connections with the peer the kernel dropped.", |p| p.drops),
     ];
     for (name, help, field) in counters {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
@@ -421,6 +458,27 @@ pub fn prometheus(net: &NetPayload, naming: &Naming) -> String {
                 p.local_port,
                 field(p)
             ));
+        }
+    }
+    let name = "eagle_tcp_drops_total";
+    out.push_str(&format!(
+        "# HELP {name} Segments of the connections with the peer the kernel dropped, by the kernel's reason.\n# TYPE {name} counter\n"
+    ));
+    for p in &net.peers {
+        let labels = format!(
+            "{},direction=\"{}\",peer=\"{}\",local_port=\"{}\"",
+            process_labels(&p.container, p.pid, &p.process),
+            direction_word(p.direction),
+            label(&p.peer),
+            p.local_port,
+        );
+        for (reason, count) in &p.drop_reasons {
+            out.push_str(&format!("{name}{{{labels},reason=\"{}\"}} {count}\n", label(reason)));
+        }
+        // Drops of agents before reasons, or none at all: one series all the same.
+        let named: u64 = p.drop_reasons.values().sum();
+        if p.drop_reasons.is_empty() || named < p.drops {
+            out.push_str(&format!("{name}{{{labels},reason=\"unknown\"}} {}\n", p.drops.saturating_sub(named)));
         }
     }
     type ListenField = fn(&eagle_proto::ListenQueues) -> u64;
@@ -448,6 +506,41 @@ pub fn prometheus(net: &NetPayload, naming: &Naming) -> String {
                 q.host_network,
                 field(q)
             ));
+        }
+    }
+    type ListenerValue = fn(&Listener) -> u64;
+    let per_listener: [(&str, &str, &str, ListenerValue); 3] = [
+        (
+            "eagle_tcp_listener_drops_total",
+            "counter",
+            "Connections the listener dropped (accept queue full, or the namespace's other listen drops).",
+            |l| l.drops,
+        ),
+        (
+            "eagle_tcp_listener_queued",
+            "gauge",
+            "Connections in the listener's accept queue at the window's end.",
+            |l| u64::from(l.queued),
+        ),
+        ("eagle_tcp_listener_backlog", "gauge", "Length of the listener's accept queue.", |l| u64::from(l.backlog)),
+    ];
+    for (name, kind, help, value) in per_listener {
+        if net.listen_queues.iter().all(|q| q.listeners.is_empty()) {
+            break;
+        }
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for q in &net.listen_queues {
+            for l in q.listeners.iter().filter(|l| kind == "counter" || !l.closed) {
+                out.push_str(&format!(
+                    "{name}{{{},host_network=\"{}\",address=\"{}\",port=\"{}\"{}}} {}\n",
+                    process_labels(&q.container, q.pid, &q.process),
+                    q.host_network,
+                    label(&l.address),
+                    l.port,
+                    l.pid.map_or_else(String::new, |pid| format!(",listener_pid=\"{pid}\"")),
+                    value(l)
+                ));
+            }
         }
     }
     let name = "eagle_http_request_duration_seconds";
@@ -538,7 +631,7 @@ pub fn check(report: &NetReport, rules: &[NetRule]) -> Vec<Verdict> {
                     let Some(p99) = r.p99_ms else { continue };
                     verdicts.push(Verdict {
                         rule: format!("--max-p99 {spec}"),
-                        subject: format!("{} {} {} ({})", r.process, r.method, r.path, r.pid),
+                        subject: format!("{} {} {} ({})", r.of.process, r.method, r.path, r.of.pid),
                         value: format!("p99 {p99:.1}ms"),
                         ok: p99 <= limit.as_secs_f64() * 1000.0,
                     });
@@ -553,7 +646,7 @@ pub fn check(report: &NetReport, rules: &[NetRule]) -> Vec<Verdict> {
                     let share = p.retransmits as f64 * 100.0 / segments as f64;
                     verdicts.push(Verdict {
                         rule: format!("--max-retransmits {spec}"),
-                        subject: format!("{} ({}) -> {}", p.process, p.pid, p.peer),
+                        subject: format!("{} ({}) -> {}", p.of.process, p.of.pid, p.peer),
                         value: format!("{share:.2}% of ~{segments} segments"),
                         ok: share <= *percent,
                     });
@@ -661,7 +754,7 @@ mod tests {
         let json = json(&report);
         assert!(json.contains("\"drops\": 3") && json.contains("\"overflows\": 72"), "{json}");
         let prom = prometheus(&net, &Naming::default());
-        assert!(prom.contains("eagle_tcp_drops_total{pid=\"7\",process=\"srv\",direction=\"in\",peer=\"127.0.0.1\",local_port=\"8080\"} 3"), "{prom}");
+        assert!(prom.contains("eagle_tcp_drops_total{pid=\"7\",process=\"srv\",direction=\"in\",peer=\"127.0.0.1\",local_port=\"8080\",reason=\"unknown\"} 3"), "{prom}");
         assert!(
             prom.contains("eagle_tcp_listen_overflows_total{pid=\"7\",process=\"srv\",host_network=\"true\"} 72"),
             "{prom}"
@@ -670,6 +763,150 @@ mod tests {
             prom.contains("eagle_tcp_listen_drops_total{pid=\"7\",process=\"srv\",host_network=\"true\"} 73"),
             "{prom}"
         );
+    }
+
+    #[test]
+    fn drop_reasons_and_listeners_reach_the_table_json_and_prometheus() {
+        let mut net = payload();
+        net.peers[0].drops = 5;
+        net.peers[0].drop_reasons = BTreeMap::from([("TCP_OLD_DATA".into(), 4), ("TCP_CSUM".into(), 1)]);
+        net.listen_queues.push(eagle_proto::ListenQueues {
+            pid: 7,
+            process: "srv".into(),
+            overflows: 72,
+            drops: 72,
+            listeners: vec![
+                Listener {
+                    address: "127.0.0.1:8080".into(),
+                    port: 8080,
+                    pid: Some(7),
+                    drops: 72,
+                    queued: 2,
+                    backlog: 1,
+                    closed: false,
+                },
+                Listener {
+                    address: "[::]:9090".into(),
+                    port: 9090,
+                    pid: Some(8),
+                    drops: 0,
+                    closed: true,
+                    ..Listener::default()
+                },
+            ],
+            ..Default::default()
+        });
+        let report = summarize(&net, &Naming::default());
+        let text = table(&report);
+        let reason = text.lines().find(|l| l.contains("TCP_OLD_DATA")).unwrap_or_else(|| panic!("{text}"));
+        assert!(reason.contains("srv (7)") && reason.contains("127.0.0.1") && reason.ends_with('4'), "{text}");
+        let listener = text.lines().find(|l| l.contains("127.0.0.1:8080")).unwrap_or_else(|| panic!("{text}"));
+        assert!(listener.contains("72") && listener.contains("2/1"), "{text}");
+        assert!(text.contains("[::]:9090 (pid 8) (closed)"), "{text}");
+        let json = json(&report);
+        assert!(json.contains("\"TCP_OLD_DATA\": 4") && json.contains("\"address\": \"127.0.0.1:8080\""), "{json}");
+        let read = parse_json(&json).unwrap();
+        assert_eq!(read.peers[0].drop_reasons, net.peers[0].drop_reasons);
+        assert_eq!(read.listen_queues[0].listeners, net.listen_queues[0].listeners);
+        let prom = prometheus(&net, &Naming::default());
+        let peer = "pid=\"7\",process=\"srv\",direction=\"in\",peer=\"127.0.0.1\",local_port=\"8080\"";
+        assert!(prom.contains(&format!("eagle_tcp_drops_total{{{peer},reason=\"TCP_OLD_DATA\"}} 4")), "{prom}");
+        assert!(prom.contains(&format!("eagle_tcp_drops_total{{{peer},reason=\"TCP_CSUM\"}} 1")), "{prom}");
+        assert!(!prom.contains("reason=\"unknown\""), "every drop has its reason: {prom}");
+        let at = "pid=\"7\",process=\"srv\",host_network=\"false\",address=\"127.0.0.1:8080\",port=\"8080\",listener_pid=\"7\"";
+        assert!(prom.contains(&format!("eagle_tcp_listener_drops_total{{{at}}} 72")), "{prom}");
+        assert!(prom.contains(&format!("eagle_tcp_listener_queued{{{at}}} 2")), "{prom}");
+        assert!(prom.contains(&format!("eagle_tcp_listener_backlog{{{at}}} 1")), "{prom}");
+        // A closed listener has a count, and no queue.
+        assert_eq!(prom.lines().filter(|l| l.contains("9090")).count(), 1, "{prom}");
+    }
+
+    /// The rows' shared process fields are flattened where each row type had its own: the
+    /// report's keys, and their order, are those docs/net.md documents.
+    #[test]
+    fn every_row_starts_with_its_process_as_documented() {
+        let mut net = payload();
+        for r in &mut net.http {
+            r.container = Some("c0ffee".into());
+        }
+        net.listen_queues.push(eagle_proto::ListenQueues { pid: 7, process: "srv".into(), ..Default::default() });
+        let mut naming = Naming::default();
+        naming.placements.insert(
+            "c0ffee".into(),
+            crate::placement::Placement {
+                namespace: "shop".into(),
+                workload: "deployment/web".into(),
+                pod: "web-1".into(),
+                container: "app".into(),
+            },
+        );
+        let report = summarize(&net, &naming);
+        // The keys of a row's own object in the order written (nested objects' keys skipped).
+        fn keys(row: &impl Serialize) -> Vec<String> {
+            let text = serde_json::to_string(row).unwrap();
+            let (mut depth, mut keys, mut rest) = (0, Vec::new(), text.as_str());
+            while let Some(c) = rest.chars().next() {
+                match c {
+                    '{' | '[' => depth += 1,
+                    '}' | ']' => depth -= 1,
+                    '"' => {
+                        let end = rest[1..].find('"').unwrap() + 1;
+                        if depth == 1 && rest[end + 1..].starts_with(':') {
+                            keys.push(rest[1..end].to_owned());
+                        }
+                        rest = &rest[end..];
+                    }
+                    _ => {}
+                }
+                rest = &rest[c.len_utf8()..];
+            }
+            keys
+        }
+        let route = keys(&report.http[0]);
+        assert_eq!(route[..6], ["container", "namespace", "workload", "pod", "container_name", "pid"]);
+        assert_eq!(
+            route[6..],
+            [
+                "process",
+                "direction",
+                "method",
+                "path",
+                "requests",
+                "errors",
+                "unanswered",
+                "rate_per_s",
+                "error_ratio",
+                "p50_ms",
+                "p90_ms",
+                "p99_ms",
+                "statuses"
+            ]
+        );
+        assert_eq!(
+            keys(&report.peers[0]),
+            [
+                "pid",
+                "process",
+                "direction",
+                "local_port",
+                "peer",
+                "bytes_sent",
+                "bytes_received",
+                "connects",
+                "accepts",
+                "connect_failures",
+                "connect_p50_ms",
+                "connect_p99_ms",
+                "retransmits",
+                "resets_sent",
+                "resets_received",
+                "rtt_ms",
+                "drops"
+            ]
+        );
+        assert_eq!(keys(&report.listen_queues[0]), ["pid", "process", "host_network", "overflows", "drops"]);
+        let read = parse_json(&json(&report)).unwrap();
+        assert_eq!(read.http[0].of, report.http[0].of);
     }
 
     #[test]

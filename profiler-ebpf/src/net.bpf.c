@@ -31,6 +31,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define TCP_SYN_SENT 2
 #define TCP_SYN_RECV 3
 #define TCP_CLOSE 7
+#define TCP_LISTEN 10
 
 /* System call numbers and the register of their second argument (the buffer), per
  * architecture (the kernel's own tables: arch/x86/entry/syscalls, include/uapi/asm-generic). */
@@ -67,6 +68,14 @@ struct {
 	__type(key, __u64);
 	__type(value, struct eagle_net_sock);
 } net_socks SEC(".maps");
+
+/* Drops of each row by reason (the row's `drops` is their sum). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct eagle_net_drop_key);
+	__type(value, __u64);
+} net_drop_reasons SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -107,17 +116,37 @@ struct in6_addr {
 	} in6_u;
 } __attribute__((preserve_access_index));
 
+struct ns_common {
+	unsigned int inum;
+} __attribute__((preserve_access_index));
+
+struct net {
+	struct ns_common ns;
+} __attribute__((preserve_access_index));
+
+typedef struct {
+	struct net *net;
+} possible_net_t;
+
 struct sock_common {
 	__be32 skc_daddr;
+	__be32 skc_rcv_saddr;
 	__be16 skc_dport;
 	__u16 skc_num;
 	unsigned short skc_family;
+	possible_net_t skc_net;
 	struct in6_addr skc_v6_daddr;
+	struct in6_addr skc_v6_rcv_saddr;
 } __attribute__((preserve_access_index));
+
+typedef struct {
+	int counter;
+} atomic_t;
 
 struct sock {
 	struct sock_common __sk_common;
 	__u16 sk_protocol;
+	atomic_t sk_drops;
 } __attribute__((preserve_access_index));
 
 struct tcp_sock {
@@ -329,6 +358,41 @@ int net_recv_length(__u64 *ctx)
 	return 0;
 }
 
+/* A target closes a listener (close() or its exit: the target's own context): its drop count
+ * (`sk_drops`, which `tcp_listendrop()` raises for every connection the listener dropped,
+ * accept-queue overflows included) is read now, since the agent's reading at the window's end
+ * will not find it. Listeners whose drops are split per NUMA node (`sk_drop_counters`, UDP and
+ * raw sockets) are not TCP's. */
+static __always_inline void listener_closed(struct sock *sk)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!is_target(tgid))
+		return;
+	struct eagle_net_event *event = bpf_ringbuf_reserve(&net_events, sizeof(*event), 0);
+	if (!event) {
+		bump(EAGLE_NET_EVENTS_LOST);
+		return;
+	}
+	__builtin_memset(event, 0, sizeof(*event));
+	event->kind = EAGLE_NET_EVENT_LISTENER_CLOSED;
+	event->key.tgid = tgid;
+	event->value = (__u32)BPF_CORE_READ(sk, sk_drops.counter);
+	event->time_ns = bpf_ktime_get_ns();
+	event->sock = (__u64)sk;
+	struct eagle_net_listener *listener = &event->listener;
+	listener->cookie = bpf_get_socket_cookie(sk);
+	listener->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	listener->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	listener->port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (listener->family == AF_INET) {
+		__be32 addr = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		__builtin_memcpy(listener->addr, &addr, 4);
+	} else {
+		BPF_CORE_READ_INTO(&listener->addr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+	}
+	bpf_ringbuf_submit(event, 0);
+}
+
 /* inet_sock_set_state(const struct sock *sk, int oldstate, int newstate) */
 SEC("tp_btf/inet_sock_set_state")
 int net_set_state(__u64 *ctx)
@@ -359,6 +423,10 @@ int net_set_state(__u64 *ctx)
 		struct eagle_net_sock seen = { .direction = EAGLE_NET_INBOUND, .pending_accept = 1 };
 		if (bpf_map_update_elem(&net_socks, &sock, &seen, BPF_NOEXIST) != 0)
 			bump(EAGLE_NET_SOCKS_FULL);
+		return 0;
+	}
+	if (old == TCP_LISTEN && new == TCP_CLOSE) {
+		listener_closed(sk);
 		return 0;
 	}
 	if (old != TCP_SYN_SENT && new != TCP_CLOSE)
@@ -432,33 +500,46 @@ int net_receive_reset(__u64 *ctx)
  * listener are not here: a full accept queue drops SYNs without this tracepoint (the agent
  * reads the listen-queue counters of the targets' network namespaces instead, see
  * src/sampler/net.rs). */
-static __always_inline void count_drop(struct sock *sk)
+static __always_inline void count_drop(struct sock *sk, __u32 reason)
 {
-	struct eagle_net_key key;
-	struct eagle_net_counters *counters = sk ? row_of_sock(sk, &key) : 0;
-	if (counters)
-		__sync_fetch_and_add(&counters->drops, 1);
+	struct eagle_net_drop_key drop = { .reason = reason };
+	struct eagle_net_counters *counters = sk ? row_of_sock(sk, &drop.key) : 0;
+	if (!counters)
+		return;
+	__sync_fetch_and_add(&counters->drops, 1);
+	__u64 *count = bpf_map_lookup_elem(&net_drop_reasons, &drop);
+	if (!count) {
+		__u64 zero = 0;
+		bpf_map_update_elem(&net_drop_reasons, &drop, &zero, BPF_NOEXIST);
+		count = bpf_map_lookup_elem(&net_drop_reasons, &drop);
+	}
+	if (count)
+		__sync_fetch_and_add(count, 1);
+	else
+		bump(EAGLE_NET_ROWS_FULL);
 }
 
 /* kfree_skb(struct sk_buff *skb, void *location, enum skb_drop_reason reason, struct sock *rx_sk)
  * (Linux 6.11+): `rx_sk` is the socket a received segment was meant for, which `skb->sk` is
- * not yet on the receive path. */
+ * not yet on the receive path. The reason is a number of the kernel's `enum skb_drop_reason`,
+ * which changes between versions: the agent names it from this kernel's BTF. */
 SEC("tp_btf/kfree_skb")
 int net_kfree_skb(__u64 *ctx)
 {
 	struct sock *sk = (struct sock *)ctx[3];
 	if (!sk)
 		sk = BPF_CORE_READ((struct sk_buff *)ctx[0], sk);
-	count_drop(sk);
+	count_drop(sk, (__u32)ctx[2]);
 	return 0;
 }
 
-/* kfree_skb(struct sk_buff *skb, void *location, enum skb_drop_reason reason) before 6.11: only
- * the segments that already belong to a socket (the send path, the receive queues). */
+/* kfree_skb(struct sk_buff *skb, void *location, enum skb_drop_reason reason) from 5.17 to 6.10
+ * (the network view needs 6.3+ anyway): only the segments that already belong to a socket (the
+ * send path, the receive queues). */
 SEC("tp_btf/kfree_skb")
 int net_kfree_skb_no_rx_sk(__u64 *ctx)
 {
-	count_drop(BPF_CORE_READ((struct sk_buff *)ctx[0], sk));
+	count_drop(BPF_CORE_READ((struct sk_buff *)ctx[0], sk), (__u32)ctx[2]);
 	return 0;
 }
 

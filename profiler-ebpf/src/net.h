@@ -48,6 +48,25 @@ struct eagle_net_sock {
 enum eagle_net_event_kind {
 	EAGLE_NET_EVENT_CONNECT = 1, /* a handshake ended: `value` = ns it took, `ok` */
 	EAGLE_NET_EVENT_DATA = 2,    /* the first bytes of a read or a write of a target's socket */
+	EAGLE_NET_EVENT_LISTENER_CLOSED = 3, /* a target closed a listener: `value` = its sk_drops */
+};
+
+/* Key of `net_drop_reasons`: a row of `net_traffic` and a drop reason (`enum skb_drop_reason`,
+ * named by the agent from the kernel's BTF). */
+struct eagle_net_drop_key {
+	struct eagle_net_key key;
+	__u32 reason;
+	__u32 _pad;
+};
+
+/* A listener a target closed (EAGLE_NET_EVENT_LISTENER_CLOSED): where it listened, so that its
+ * last drop count joins the one read of it at the window's start, or stands alone. */
+struct eagle_net_listener {
+	__u64 cookie;   /* the socket's cookie, as sock_diag reports it */
+	__u32 netns;    /* the inode number of its network namespace */
+	__u16 family;
+	__u16 port;     /* host order */
+	__u8 addr[16];  /* the bound address; IPv4: the first 4 bytes */
 };
 
 /* Bytes of a read or write copied for the HTTP parser: a request or status line. */
@@ -63,7 +82,10 @@ struct eagle_net_event {
 	struct eagle_net_key key;
 	__u32 len;     /* DATA: bytes of `data` that are valid */
 	__u32 _pad;
-	__u8 data[EAGLE_NET_DATA_BYTES];
+	union {
+		__u8 data[EAGLE_NET_DATA_BYTES];
+		struct eagle_net_listener listener; /* LISTENER_CLOSED */
+	};
 };
 
 /* Indexes of the per-CPU counter array `net_counters`. */

@@ -36,6 +36,7 @@ pub mod names {
     pub const TRAFFIC: &str = "net_traffic";
     pub const EVENTS: &str = "net_events";
     pub const COUNTERS: &str = "net_counters";
+    pub const DROP_REASONS: &str = "net_drop_reasons";
     pub const CAPTURE_HTTP: &str = "CAPTURE_HTTP";
 }
 
@@ -53,6 +54,7 @@ pub mod direction {
 pub mod event_kind {
     pub const CONNECT: u32 = 1;
     pub const DATA: u32 = 2;
+    pub const LISTENER_CLOSED: u32 = 3;
 }
 
 /// Bytes of a read or write copied for the HTTP parser.
@@ -93,6 +95,31 @@ pub struct NetCounters {
     pub drops: u64,
 }
 
+/// Key of `net_drop_reasons`: `struct eagle_net_drop_key`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NetDropKey {
+    pub key: NetKey,
+    /// A value of the kernel's `enum skb_drop_reason`.
+    pub reason: u32,
+    pub _pad: u32,
+}
+
+/// A listener a target closed: `struct eagle_net_listener`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetListener {
+    /// The socket's cookie, as sock_diag reports it.
+    pub cookie: u64,
+    /// The inode number of its network namespace.
+    pub netns: u32,
+    pub family: u16,
+    /// Host order.
+    pub port: u16,
+    /// The bound address; IPv4: the first 4 bytes.
+    pub addr: [u8; 16],
+}
+
 /// One record of the `net_events` ring buffer: `struct eagle_net_event`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -128,6 +155,12 @@ impl NetEvent {
     pub fn data(&self) -> &[u8] {
         &self.data[..(self.len as usize).min(DATA_BYTES)]
     }
+
+    /// LISTENER_CLOSED: the listener, which the C side writes over `data`.
+    pub fn listener(&self) -> NetListener {
+        // SAFETY: `NetListener` is plain old data smaller than `data`; the read is unaligned.
+        unsafe { core::ptr::read_unaligned(self.data.as_ptr().cast::<NetListener>()) }
+    }
 }
 
 /// Indexes of the per-CPU `net_counters` array: `enum eagle_net_counter`.
@@ -150,6 +183,9 @@ unsafe impl aya::Pod for NetKey {}
 #[cfg(feature = "user")]
 // SAFETY: as above (11 x u64).
 unsafe impl aya::Pod for NetCounters {}
+#[cfg(feature = "user")]
+// SAFETY: as above (a 32-byte key and two u32).
+unsafe impl aya::Pod for NetDropKey {}
 
 #[cfg(test)]
 mod tests {
@@ -157,6 +193,8 @@ mod tests {
     fn the_layouts_are_those_of_net_h() {
         assert_eq!(core::mem::size_of::<super::NetKey>(), 32);
         assert_eq!(core::mem::size_of::<super::NetCounters>(), 88);
+        assert_eq!(core::mem::size_of::<super::NetDropKey>(), 40);
+        assert_eq!(core::mem::size_of::<super::NetListener>(), 32);
         assert_eq!(core::mem::size_of::<super::NetEvent>(), 4 + 4 + 8 + 8 + 8 + 32 + 4 + 4 + 128);
     }
 }

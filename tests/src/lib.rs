@@ -19,11 +19,13 @@
 //! - [`receiver`]: a recorded-request double of an HTTP receiver, for `--push`.
 //!
 //! Modules: this file (binaries, the e2e cluster, groundtruth, preconditions, the skip rule,
-//! test directories), `workload`, `eagle` (Eagle, Run), `profile`, `xml`, `apiserver/`, `receiver`.
+//! test directories), `workload`, `eagle` (Eagle, Run), `profile`, `xml`, `apiserver/`, `receiver`,
+//! `netns` and `http_server` (the network tests' namespaces and server under kubectl-eagle).
 
 pub mod apiserver;
 pub mod cluster;
 mod eagle;
+pub mod http_server;
 pub mod netns;
 mod profile;
 pub mod receiver;

@@ -6,7 +6,7 @@
 //!
 //! Needs `target/debug/kubectl-eagle`: `cargo build -p kube-eagle --bin kubectl-eagle`.
 
-use eagle_proto::{Direction, HttpRoute, LatencyHistogram, ListenQueues, NetPayload, PeerTraffic};
+use eagle_proto::{Direction, HttpRoute, LatencyHistogram, ListenQueues, Listener, NetPayload, PeerTraffic};
 use eagle_tests::apiserver::{
     container_id, match_labels, namespace, pod, service, workload, ApiServer, CliRun, Fate, Scenario,
 };
@@ -113,7 +113,8 @@ fn scenario() -> Scenario {
     ];
     b.peers = vec![traffic(WEB_B, Direction::Inbound, LOAD_IP, 30_000, 6_000, 1)];
     b.peers[0].drops = 4;
-    // web-b's accept queue overflowed: its pod's network namespace counted it.
+    b.peers[0].drop_reasons = [("TCP_OLD_DATA".to_owned(), 4)].into();
+    // web-b's accept queue overflowed: its pod's network namespace counted it, and its listener.
     b.listen_queues = vec![ListenQueues {
         container: Some(container_id(WEB_B, "app")),
         pid: 7,
@@ -121,6 +122,15 @@ fn scenario() -> Scenario {
         host_network: false,
         overflows: 9,
         drops: 9,
+        listeners: vec![Listener {
+            address: "0.0.0.0:8080".into(),
+            port: 8080,
+            pid: Some(7),
+            drops: 9,
+            queued: 128,
+            backlog: 128,
+            closed: false,
+        }],
     }];
     Scenario::new().net("node-a", a).net("node-b", b)
 }
@@ -263,12 +273,49 @@ fn without_leave_to_list_services_peers_keep_their_addresses() {
 }
 
 #[test]
-fn a_net_run_cannot_be_detached() {
+fn a_detached_net_run_is_fetched_as_its_network_report() {
     let server = ApiServer::start(shop(), scenario());
-    let run = net(&server, &["deployment/web", "-a"]);
-    assert_eq!(run.code, Some(2), "{}", context(&server, &run));
-    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    // Rules need the report, which -a does not wait for: one line says where they go.
+    let refused = net(&server, &["deployment/web", "-a", "--max-retransmits", "1%"]);
+    assert_eq!(refused.code, Some(2), "{}", context(&server, &refused));
+    assert!(refused.stderr.contains("kubectl eagle check"), "{}", refused.stderr);
     assert!(server.created_jobs().is_empty());
+
+    let out = server.dir().join("web-net.json");
+    let run = net(&server, &["deployment/web", "-a", "-o", out.to_str().unwrap()]);
+    let ctx = context(&server, &run);
+    assert_eq!(run.code, Some(0), "{ctx}");
+    let id = run.stdout.trim().to_owned();
+    assert!(id.len() == 8 && id.bytes().all(|b| b.is_ascii_hexdigit()), "stdout is the run id alone: {ctx}");
+    assert!(run.stderr.contains(&format!("kubectl eagle fetch {id} --net {}", out.display())), "{ctx}");
+    for job in server.created_jobs() {
+        assert_eq!(job["metadata"]["annotations"]["kube-eagle.io/net"], "only", "{job}");
+    }
+
+    // Without --net there is nothing to fetch of it: one line says how.
+    let no_net = server.run_for("fetch", &[&id, "-o", server.dir().join("x.svg").to_str().unwrap()]);
+    assert_eq!(no_net.code, Some(2), "{}", context(&server, &no_net));
+    assert!(no_net.stderr.contains("--net FILE"), "{}", no_net.stderr);
+
+    let fetched = server.run_for("fetch", &[&id, "--net", out.to_str().unwrap()]);
+    let ctx = context(&server, &fetched);
+    assert_eq!(fetched.code, Some(0), "{ctx}");
+    assert!(!server.dir().join("flamegraph.svg").exists(), "a net run's 1 Hz stacks are not drawn: {ctx}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    // Both nodes merged, rows named by pod, the drops by reason and the listener through.
+    let served: u64 = report["http"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["direction"] == "inbound")
+        .map(|r| r["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(served, 120, "{report}");
+    let web_b = report["peers"].as_array().unwrap().iter().find(|p| p["pod"] == WEB_B).unwrap();
+    assert_eq!(web_b["drop_reasons"]["TCP_OLD_DATA"], 4, "{web_b}");
+    assert_eq!(report["listen_queues"][0]["listeners"][0]["drops"], 9, "{report}");
+    // The peers are named as `net` names them: the list of pods and services, read at fetch.
+    assert!(report["peers"].as_array().unwrap().iter().any(|p| p["peer_name"].is_string()), "{report}");
 }
 
 /// A loopback double of a Pushgateway: accepts one request, answers 200, returns its request
@@ -420,6 +467,14 @@ fn profile_with_net_writes_the_graph_and_the_network_of_the_same_window() {
         .map(|p| (p["pod"].as_str().unwrap(), p["drops"].as_u64().unwrap()))
         .collect();
     assert!(drops.contains(&(WEB_B, 4)) && drops.contains(&(WEB_A, 0)), "{drops:?}");
+    let web_b = report["peers"].as_array().unwrap().iter().find(|p| p["pod"] == WEB_B).unwrap();
+    assert_eq!(web_b["drop_reasons"]["TCP_OLD_DATA"], 4, "{web_b}");
+    let listener = &queues[0]["listeners"][0];
+    assert_eq!(
+        (listener["address"].as_str(), listener["drops"].as_u64()),
+        (Some("0.0.0.0:8080"), Some(9)),
+        "{queues:?}"
+    );
     assert!(run.stderr.contains(&format!("wrote {}", out.display())), "{ctx}");
 }
 
@@ -443,11 +498,42 @@ fn profile_with_net_and_a_failed_node_is_partial_in_both_reports() {
 }
 
 #[test]
-fn profile_with_net_cannot_be_detached() {
+fn a_detached_profile_with_net_is_fetched_as_graph_and_report() {
     let server = ApiServer::start(shop(), scenario());
-    let run = server.run_for("profile", &["deployment/web", "-n", "shop", "-a", "--net", "net.json"]);
-    assert_eq!(run.code, Some(2), "{}", context(&server, &run));
-    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
-    assert!(run.stderr.contains("--net"), "{}", run.stderr);
-    assert!(server.created_jobs().is_empty());
+    let (graph, out) = (server.dir().join("cpu.folded"), server.dir().join("net.prom"));
+    let run = server.run_for(
+        "profile",
+        &[
+            "deployment/web",
+            "-n",
+            "shop",
+            "-d",
+            "1s",
+            "-a",
+            "-o",
+            graph.to_str().unwrap(),
+            "--net",
+            out.to_str().unwrap(),
+        ],
+    );
+    let ctx = context(&server, &run);
+    assert_eq!(run.code, Some(0), "{ctx}");
+    let id = run.stdout.trim().to_owned();
+    assert!(
+        run.stderr.contains(&format!("kubectl eagle fetch {id} -o {} --net {}", graph.display(), out.display())),
+        "{ctx}"
+    );
+    let fetched = server.run_for("fetch", &[&id, "-o", graph.to_str().unwrap(), "--net", out.to_str().unwrap()]);
+    let ctx = context(&server, &fetched);
+    assert_eq!(fetched.code, Some(0), "{ctx}");
+    let folded = std::fs::read_to_string(&graph).unwrap();
+    assert!(folded.lines().any(|l| l.contains(WEB_A)), "{folded}");
+    let prom = std::fs::read_to_string(&out).unwrap();
+    assert!(prom.contains("reason=\"TCP_OLD_DATA\"} 4") && prom.contains("eagle_tcp_listener_drops_total{"), "{prom}");
+    // A CPU run has no network report to fetch.
+    let cpu = server.run_for("profile", &["deployment/web", "-n", "shop", "-d", "1s", "-a"]);
+    let cpu_id = cpu.stdout.trim();
+    let refused = server.run_for("fetch", &[cpu_id, "--net", out.to_str().unwrap()]);
+    assert_eq!(refused.code, Some(2), "{}", context(&server, &refused));
+    assert!(refused.stderr.contains("did not watch the network"), "{}", refused.stderr);
 }

@@ -66,6 +66,20 @@ fn listen_overflows_are_those_the_namespace_counted() {
         "overflows: {seen_overflows} of {kernel_overflows}"
     );
     assert!(seen_drops >= seen_overflows && seen_drops <= kernel_drops, "drops: {seen_drops} of {kernel_drops}");
+    // Per listener: the one listener of the namespace, closed when the process exited (the
+    // window's end), counted every drop the namespace counted in the same window: its
+    // `sk_drops` read when it closed, less its count when the namespace was first seen.
+    let listeners = queue["listeners"].as_array().unwrap_or_else(|| panic!("no listeners: {text}"));
+    assert_eq!(listeners.len(), 1, "{text}");
+    let listener = &listeners[0];
+    assert_eq!(
+        (listener["address"].as_str(), listener["port"].as_u64()),
+        (Some("127.0.0.1:8080"), Some(8080)),
+        "{text}"
+    );
+    assert_eq!(listener["pid"], queue["pid"], "{text}");
+    assert_eq!(listener["closed"], true, "{text}");
+    assert_eq!(listener["drops"].as_u64(), Some(seen_drops), "{text}");
     // No drop event of a connection's socket: the SYNs were dropped before any socket was theirs.
     let drops: u64 = net["peers"].as_array().unwrap().iter().map(|p| p["drops"].as_u64().unwrap()).sum();
     assert_eq!(drops, 0, "{text}");

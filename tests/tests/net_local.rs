@@ -3,11 +3,11 @@
 //! which measures latency and counts bytes itself. What the network view reports must agree
 //! with what the client measured.
 
+use std::ffi::OsStr;
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use eagle_tests::{kubectl_eagle, repo_root, require_sampling, TestDir};
+use eagle_tests::http_server::{self, ServerUnderEagle};
+use eagle_tests::{require_sampling, TestDir};
 use serde_json::Value;
 
 fn free_port() -> u16 {
@@ -19,25 +19,18 @@ fn http_requests_errors_latency_and_bytes_agree_with_the_client() {
     require_sampling!();
     let dir = TestDir::new("net-http");
     let port = free_port().to_string();
-    let images = repo_root().join("images/http");
-    let ready = dir.join("ready");
     let report = dir.join("net.json");
-    let eagle = Command::new(kubectl_eagle())
-        .args(["net", "-d", "9s", "--format", "json", "-o"])
-        .arg(&report)
-        .args(["--max-p99", "http:/api/.*=10s", "--"])
-        .arg("python3")
-        .arg(images.join("server.py"))
-        .args(["--port", &port, "--delay-ms", "20", "--slow-ms", "80", "--slow-every", "25", "--error-every", "10"])
-        .arg("--ready-file")
-        .arg(&ready)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl-eagle starts");
-    wait_until_ready(&ready);
+    let eagle = ServerUnderEagle::start(
+        // No -d: the window lasts until the server is stopped after the load, however long the
+        // start under the network program takes on a busy machine.
+        ["net", "--format", "json", "-o", report.to_str().unwrap(), "--max-p99", "http:/api/.*=10s"],
+        None,
+        &["--port", &port, "--delay-ms", "20", "--slow-ms", "80", "--slow-every", "25", "--error-every", "10"],
+        &dir.join("ready"),
+    );
     let client = load(&port, &["--requests", "200", "--rate", "40", "--connections", "2"]);
-    let run = eagle.wait_with_output().expect("kubectl-eagle ends");
+    eagle.stop();
+    let run = eagle.wait();
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(0), "kubectl-eagle net: {stderr}");
     let text = std::fs::read_to_string(&report).expect("the report is written");
@@ -90,21 +83,15 @@ fn a_broken_p99_rule_exits_1_and_names_the_route() {
     require_sampling!();
     let dir = TestDir::new("net-rule");
     let port = free_port().to_string();
-    let images = repo_root().join("images/http");
-    let ready = dir.join("ready");
-    let eagle = Command::new(kubectl_eagle())
-        .args(["net", "-d", "8s", "--max-p99", "http:/api/.*=5ms", "--"])
-        .arg("python3")
-        .arg(images.join("server.py"))
-        .args(["--port", &port, "--delay-ms", "20", "--ready-file"])
-        .arg(&ready)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl-eagle starts");
-    wait_until_ready(&ready);
+    let eagle = ServerUnderEagle::start(
+        ["net", "--max-p99", "http:/api/.*=5ms"],
+        None,
+        &["--port", &port, "--delay-ms", "20"],
+        &dir.join("ready"),
+    );
     load(&port, &["--requests", "20", "--rate", "20", "--connections", "1"]);
-    let run = eagle.wait_with_output().unwrap();
+    eagle.stop();
+    let run = eagle.wait();
     let stderr = String::from_utf8_lossy(&run.stderr);
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert_eq!(run.status.code(), Some(1), "{stderr}");
@@ -119,33 +106,26 @@ fn profile_with_net_writes_the_graph_and_the_network_of_one_window() {
     require_sampling!();
     let dir = TestDir::new("profile-net");
     let port = free_port().to_string();
-    let images = repo_root().join("images/http");
-    let ready = dir.join("ready");
     let (graph, report, summary) = (dir.join("cpu.folded"), dir.join("net.json"), dir.join("summary.json"));
     // No -d: the window lasts until the server is stopped after the load, however long its
     // start under the samplers takes on a busy machine.
-    let eagle = Command::new(kubectl_eagle())
-        .args(["profile", "-o"])
-        .arg(&graph)
-        .arg("--net")
-        .arg(&report)
-        .arg("--summary")
-        .arg(&summary)
-        .arg("--")
-        .arg("python3")
-        .arg(images.join("server.py"))
-        .args(["--port", &port, "--delay-ms", "5", "--error-every", "10", "--ready-file"])
-        .arg(&ready)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl-eagle starts");
-    wait_until_ready(&ready);
+    let eagle = ServerUnderEagle::start(
+        [
+            OsStr::new("profile"),
+            OsStr::new("-o"),
+            graph.as_os_str(),
+            OsStr::new("--net"),
+            report.as_os_str(),
+            OsStr::new("--summary"),
+            summary.as_os_str(),
+        ],
+        None,
+        &["--port", &port, "--delay-ms", "5", "--error-every", "10"],
+        &dir.join("ready"),
+    );
     let client = load(&port, &["--requests", "100", "--rate", "50", "--connections", "2"]);
-    let server_pid = std::fs::read_to_string(&ready).unwrap();
-    let stopped = Command::new("kill").args(["-TERM", server_pid.trim()]).status().unwrap();
-    assert!(stopped.success(), "cannot stop the server (pid {server_pid})");
-    let run = eagle.wait_with_output().unwrap();
+    eagle.stop();
+    let run = eagle.wait();
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(0), "kubectl-eagle profile --net: {stderr}");
     let folded = std::fs::read_to_string(&graph).unwrap_or_else(|e| panic!("no graph ({e}): {stderr}"));
@@ -163,23 +143,7 @@ fn profile_with_net_writes_the_graph_and_the_network_of_one_window() {
     assert!(stderr.contains(&format!("wrote {}", report.display())), "{stderr}");
 }
 
-/// Waits until the server under `kubectl-eagle net` says it listens (its ready file exists).
-fn wait_until_ready(ready: &std::path::Path) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ready.exists() {
-        assert!(Instant::now() < deadline, "the server never became ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Runs the load generator against `port` and returns what it measured itself (its JSON).
+/// Runs the load generator against `port` on loopback and returns what it measured itself.
 fn load(port: &str, args: &[&str]) -> Value {
-    let out = Command::new("python3")
-        .arg(repo_root().join("images/http/load.py"))
-        .args(["--port", port])
-        .args(args)
-        .output()
-        .expect("the load generator runs");
-    assert!(out.status.success(), "load.py: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("load.py prints JSON")
+    http_server::load(None, &[&["--port", port][..], args].concat())
 }

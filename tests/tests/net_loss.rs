@@ -9,12 +9,12 @@
 //! is built without `CONFIG_NET_SCH_NETEM` (no qdisc but the default at all), and a drop on
 //! the receiver's input is what a lossy link does to the sender: no ACK, a retransmission.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use eagle_tests::http_server::{self, ServerUnderEagle};
 use eagle_tests::netns::NetNamespace;
-use eagle_tests::{kubectl_eagle, repo_root, require_sampling, skip_unless, TestDir};
+use eagle_tests::{require_sampling, skip_unless, TestDir};
 use serde_json::Value;
 
 const SERVER_IP: &str = "10.99.0.1";
@@ -62,47 +62,26 @@ fn dropped(client: &NetNamespace) -> u64 {
     rule.split_whitespace().next().unwrap().parse().unwrap()
 }
 
-fn wait_until_ready(ready: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ready.exists() {
-        assert!(Instant::now() < deadline, "the server never became ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn retransmissions_under_loss_are_those_the_kernel_counted() {
     require_sampling!();
     skip_unless!(have("ip") && have("iptables") && have("unshare"), "needs iproute2, iptables and util-linux");
     let dir = TestDir::new("net-loss");
     let (server, client) = two_namespaces(0.05);
-    let images = repo_root().join("images/http");
-    let ready = dir.join("ready");
     let report = dir.join("net.json");
-    let mut eagle = Command::new(kubectl_eagle());
     // No -d: the window lasts until the server exits, so it covers every retransmission.
-    eagle.args(["net", "-o"]).arg(&report).args(["--max-retransmits", "1%", "--", "nsenter", "-t"]);
-    let eagle = eagle
-        .arg(server.pid())
-        .args(["-n", "python3"])
-        .arg(images.join("server.py"))
-        .args(["--bind", SERVER_IP, "--port", PORT, "--delay-ms", "1", "--error-every", "0", "--ready-file"])
-        .arg(&ready)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl-eagle starts");
-    wait_until_ready(&ready);
+    let eagle = ServerUnderEagle::start(
+        ["net", "-o", report.to_str().unwrap(), "--max-retransmits", "1%"],
+        Some(&server),
+        &["--bind", SERVER_IP, "--port", PORT, "--delay-ms", "1", "--error-every", "0"],
+        &dir.join("ready"),
+    );
     let before = retransmitted_segments(&server);
     let client_before = retransmitted_segments(&client);
-    let load = client
-        .command("python3")
-        .arg(images.join("load.py"))
-        .args(["--host", SERVER_IP, "--port", PORT, "--requests", "400", "--rate", "100", "--connections", "4"])
-        .output()
-        .expect("the load generator runs");
-    assert!(load.status.success(), "load.py: {}", String::from_utf8_lossy(&load.stderr));
-    let truth: Value = serde_json::from_slice(&load.stdout).unwrap();
+    let truth = http_server::load(
+        Some(&client),
+        &["--host", SERVER_IP, "--port", PORT, "--requests", "400", "--rate", "100", "--connections", "4"],
+    );
     // Every response arrived and the client closed its connections; once the closing
     // handshakes are over (a second is plenty on a veth) the server has nothing left to send
     // again, and the kernel's count is final. Then the server is stopped, which ends the window
@@ -111,10 +90,8 @@ fn retransmissions_under_loss_are_those_the_kernel_counted() {
     let kernel = retransmitted_segments(&server) - before;
     let client_resent = retransmitted_segments(&client) - client_before;
     let dropped = dropped(&client);
-    let server_pid = std::fs::read_to_string(&ready).unwrap();
-    let stopped = Command::new("kill").args(["-TERM", server_pid.trim()]).status().unwrap();
-    assert!(stopped.success(), "cannot stop the server (pid {server_pid})");
-    let run = eagle.wait_with_output().unwrap();
+    eagle.stop();
+    let run = eagle.wait();
     let stderr = String::from_utf8_lossy(&run.stderr);
     let text = std::fs::read_to_string(&report).unwrap_or_else(|e| panic!("no report ({e}): {stderr}"));
     let net: Value = serde_json::from_str(&text).unwrap();
@@ -144,6 +121,13 @@ fn retransmissions_under_loss_are_those_the_kernel_counted() {
     let drops = row["drops"].as_u64().unwrap();
     eprintln!("server drops {drops}; client retransmissions {client_resent}");
     assert!(drops > 0 && drops <= client_resent, "drops {drops}, client retransmissions {client_resent}: {text}");
+    // By reason, as this kernel's `enum skb_drop_reason` names them: every drop has its reason,
+    // and the copies are `TCP_OLD_DATA`.
+    let reasons = row["drop_reasons"].as_object().unwrap_or_else(|| panic!("no drop reasons: {text}"));
+    eprintln!("server drops by reason: {reasons:?}");
+    assert_eq!(reasons.values().map(|n| n.as_u64().unwrap()).sum::<u64>(), drops, "{text}");
+    assert!(reasons.keys().all(|r| !r.starts_with("reason ")), "a reason this kernel's BTF does not name: {reasons:?}");
+    assert!(reasons.get("TCP_OLD_DATA").and_then(Value::as_u64) > Some(0), "{reasons:?}");
     // Loss slows requests, it loses none.
     let served: u64 = net["http"].as_array().unwrap().iter().map(|r| r["requests"].as_u64().unwrap()).sum();
     assert_eq!(Some(served), truth["requests"].as_u64(), "{text}");

@@ -71,10 +71,16 @@ impl NetArgs {
         let RunTargets { cluster: cluster_targets, pids, is_cluster } =
             RunTargets::parse(&self.targets, &self.command, self.cluster.selector.is_some(), "watch")?;
         if self.cluster.async_ {
-            return Err(CliError::Usage(
-                "-a/--async: `net` waits for its window and reports at once; there is no `fetch` of a network run yet"
-                    .into(),
-            ));
+            if !is_cluster {
+                return Err(CliError::Usage(
+                    "-a/--async runs in the cluster: name cluster targets (deployment/NAME, ...); a local process cannot be watched detached".into(),
+                ));
+            }
+            if !self.max_p99.is_empty() || self.max_retransmits.is_some() || self.push_gateway.is_some() {
+                return Err(CliError::Usage(
+                    "the rules and --push-gateway need the report, which -a does not wait for: fetch it (`kubectl eagle fetch RUN --net net.json`) and run `kubectl eagle check net.json --max-p99 ...`".into(),
+                ));
+            }
         }
         let mut rules = self.max_p99.iter().map(|s| NetRule::parse_p99(s)).collect::<Result<Vec<_>, _>>();
         if let (Ok(r), Some(spec)) = (&mut rules, &self.max_retransmits) {
@@ -109,10 +115,11 @@ impl NetArgs {
                 mode: eagle_proto::ProfileMode::Cpu,
                 min_block_us: eagle_proto::DEFAULT_MIN_BLOCK_US,
                 net: true,
+                net_only: true,
                 capabilities: c.capabilities,
                 dry_run: c.dry_run,
                 keep: c.keep,
-                is_async: false,
+                is_async: c.async_,
                 ttl: c.ttl,
                 max_per_node: c.max_per_node,
                 force: c.force,

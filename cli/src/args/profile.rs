@@ -158,11 +158,6 @@ impl ProfileArgs {
             ));
         }
         let min_block_us = self.min_block.unwrap_or(DEFAULT_MIN_BLOCK_US);
-        if self.net.is_some() && self.cluster.async_ {
-            return Err(CliError::Usage(
-                "--net with -a: there is no `fetch` of a network record yet; run without -a".into(),
-            ));
-        }
         let is_stdout = |p: &std::path::Path| p.as_os_str() == "-";
         if self.net.as_deref().is_some_and(is_stdout) && is_stdout(&self.graph.output) {
             return Err(CliError::Usage(
@@ -215,6 +210,7 @@ impl ProfileArgs {
                 mode: self.mode,
                 min_block_us,
                 net: net.is_some(),
+                net_only: false,
                 capabilities: c.capabilities,
                 dry_run: c.dry_run,
                 keep: c.keep,

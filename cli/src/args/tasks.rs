@@ -1,6 +1,7 @@
 //! The arguments of the cluster's task commands (`list`, `fetch`, `clean`, `uninstall`) and of
 //! its set-up (`init`, `doctor`), with the connection flags every cluster command shares.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
@@ -45,6 +46,11 @@ pub struct FetchArgs {
 
     #[command(flatten)]
     pub graph: GraphArgs,
+
+    /// Write the network report of a run that watched the network (`net -a`, `profile --net
+    /// FILE -a`) to FILE: .json, .prom, .dot/.gv, else the table; `-` is stdout.
+    #[arg(long, value_name = "FILE")]
+    pub net: Option<PathBuf>,
 
     /// Delete the run's Jobs once the profile is written (else their TTL does).
     #[arg(long)]
@@ -201,6 +207,7 @@ impl FetchArgs {
             output: self.graph.output,
             format: self.graph.format,
             group_by: self.graph.group_by,
+            net: self.net.map(crate::commands::net::NetOutput::new),
             clean: self.clean,
             all_users: self.all_users,
             summary: self.summary.into_plan(),

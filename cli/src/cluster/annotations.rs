@@ -30,6 +30,9 @@ pub const ANNOTATION_NODES: &str = "kube-eagle.io/nodes";
 /// `true` on runs started with `-a`: nobody follows them; their results wait for `fetch`.
 pub const ANNOTATION_ASYNC: &str = "kube-eagle.io/async";
 pub const ANNOTATION_FREQUENCY: &str = "kube-eagle.io/frequency-hz";
+/// On runs whose agents watch the network (issue #19): `only` for `net`, `beside-profile` for
+/// `profile --net`. `fetch` writes their network report (`--net FILE`).
+pub const ANNOTATION_NET: &str = "kube-eagle.io/net";
 /// The CLI version that created the run.
 pub const ANNOTATION_CLI_VERSION: &str = "kube-eagle.io/cli-version";
 /// Who started the run, as the API server names them (`cluster::identity`): `list` and
@@ -64,6 +67,36 @@ pub struct Task {
     pub frequency_hz: u64,
     /// Who starts it; `None` when nothing says (it is then everyone's to see).
     pub user: Option<String>,
+    pub net: NetSide,
+}
+
+/// Whether a run's agents watch the network, and whether it is all they do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NetSide {
+    #[default]
+    None,
+    /// `net`: the CPU sampler runs at 1 Hz beside it, its stacks are not shown.
+    Only,
+    /// `profile --net`.
+    BesideProfile,
+}
+
+impl NetSide {
+    fn annotation(self) -> Option<&'static str> {
+        match self {
+            NetSide::None => None,
+            NetSide::Only => Some("only"),
+            NetSide::BesideProfile => Some("beside-profile"),
+        }
+    }
+
+    fn parse(text: Option<&str>) -> NetSide {
+        match text {
+            Some("only") => NetSide::Only,
+            Some("beside-profile") => NetSide::BesideProfile,
+            _ => NetSide::None,
+        }
+    }
 }
 
 impl Task {
@@ -75,6 +108,9 @@ impl Task {
         annotations.insert(ANNOTATION_CLI_VERSION.into(), env!("CARGO_PKG_VERSION").into());
         if self.is_async {
             annotations.insert(ANNOTATION_ASYNC.into(), "true".into());
+        }
+        if let Some(net) = self.net.annotation() {
+            annotations.insert(ANNOTATION_NET.into(), net.into());
         }
         if let Some(user) = &self.user {
             annotations.insert(ANNOTATION_USER.into(), user.clone());
@@ -146,6 +182,7 @@ pub struct RunAnnotations {
     pub is_async: bool,
     pub cli_version: Option<String>,
     pub user: Option<String>,
+    pub net: NetSide,
     /// The placements as JSON; [`RunAnnotations::placements`] decodes them.
     placements: Option<String>,
 }
@@ -163,6 +200,7 @@ impl RunAnnotations {
             is_async: annotation(job, ANNOTATION_ASYNC) == Some("true"),
             cli_version: text(ANNOTATION_CLI_VERSION),
             user: text(ANNOTATION_USER),
+            net: NetSide::parse(annotation(job, ANNOTATION_NET)),
             placements: text(ANNOTATION_PLACEMENTS),
         }
     }
@@ -216,7 +254,8 @@ mod tests {
         let mut job = Job::default();
         job.metadata.annotations = Some(planned("deployment/api -n shop", "node-a", Duration::from_secs(30)));
         job.spec = Some(Default::default());
-        Task { nodes: 3, is_async: true, frequency_hz: 99, user: Some("alice@example.com".into()) }
+        let user = Some("alice@example.com".into());
+        Task { nodes: 3, is_async: true, frequency_hz: 99, user, net: NetSide::BesideProfile }
             .annotate(&mut job, [("aaa", &a)]);
         let said = RunAnnotations::of(&job);
         assert_eq!(said.target.as_deref(), Some("deployment/api -n shop"));
@@ -224,7 +263,7 @@ mod tests {
             (said.node.as_deref(), said.duration_ms, said.frequency_hz),
             (Some("node-a"), Some(30_000), Some(99))
         );
-        assert_eq!((said.nodes, said.is_async), (Some(3), true));
+        assert_eq!((said.nodes, said.is_async, said.net), (Some(3), true, NetSide::BesideProfile));
         assert_eq!(said.cli_version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
         assert_eq!(said.user.as_deref(), Some("alice@example.com"));
         let template = job.spec.as_ref().unwrap().template.metadata.as_ref().unwrap();

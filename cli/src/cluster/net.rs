@@ -103,7 +103,7 @@ pub fn profile_with_net(req: &ClusterRequest, destination: &Destination) -> Resu
 
 /// The nodes' network records merged (counters add, histograms merge exactly), and whether one
 /// is missing or short (a node failed, stopped early, or its agent sent none: said per node).
-fn merge_nodes(outcome: &run::Outcome) -> Result<(NetPayload, bool), CliError> {
+pub(crate) fn merge_nodes(outcome: &run::Outcome) -> Result<(NetPayload, bool), CliError> {
     let mut merged: Option<NetPayload> = None;
     let (mut failed, mut early) = (0, 0);
     for n in &outcome.nodes {
@@ -140,7 +140,7 @@ fn merge_nodes(outcome: &run::Outcome) -> Result<(NetPayload, bool), CliError> {
 /// One list of pods and one of services per namespace: what names the peers. Read after the
 /// window, so pods started during it are known. A list the user may not read leaves those
 /// peers to their addresses, with one line that says so; the run stands.
-async fn directory(client: &Client, namespaces: &[&str]) -> PeerDirectory {
+pub(crate) async fn directory(client: &Client, namespaces: &[&str]) -> PeerDirectory {
     let (mut pods, mut services) = (Vec::new(), Vec::new());
     let params = ListParams::default();
     for ns in namespaces {

@@ -9,7 +9,7 @@ use eagle_proto::{CgroupCpuStat, NodeResult, ProfileMode, Runtime, WarningCode};
 use k8s_openapi::api::batch::v1::Job;
 use kube::Api;
 
-use super::annotations::Task;
+use super::annotations::{NetSide, Task};
 use super::api::{connect, ensure_namespace, new_run_id, runtime, Connection};
 use super::conflicts::refuse_conflicts;
 use super::identity;
@@ -50,6 +50,8 @@ pub struct ClusterRequest {
     pub min_block_us: u64,
     /// The network side of the window too (`net`).
     pub net: bool,
+    /// `net`: the network side is all the run is for (its 1 Hz stacks are not shown).
+    pub net_only: bool,
     pub capabilities: bool,
     pub dry_run: bool,
     pub keep: bool,
@@ -140,7 +142,12 @@ pub(super) async fn prepare(req: &ClusterRequest, record_user: bool) -> Result<P
             let ids: Vec<&str> = containers.iter().map(|c| c.id.as_str()).collect();
             let mut job = plan::job_for_node(&opts, i, node, &ids);
             // What `list` and `fetch` read back: the run's size and each container's place.
-            let task = Task { nodes, is_async: req.is_async, frequency_hz: req.frequency_hz, user: user.clone() };
+            let net = match (req.net, req.net_only) {
+                (false, _) => NetSide::None,
+                (true, true) => NetSide::Only,
+                (true, false) => NetSide::BesideProfile,
+            };
+            let task = Task { nodes, is_async: req.is_async, frequency_hz: req.frequency_hz, user: user.clone(), net };
             task.annotate(&mut job, containers.iter().map(|c| (c.id.as_str(), &c.placement)));
             (node.to_owned(), ids.len(), job)
         })
@@ -344,7 +351,7 @@ pub(super) fn ended_early(result: &NodeResult) -> bool {
 
 /// The per-node table, each node's warnings under its row; a cgroup's counters named by the
 /// pod and container of `placements` where the agent said whose the cgroup is.
-pub(super) fn report(nodes: &[NodeRun], skipped: &[Skipped], placements: &Placements) {
+pub(crate) fn report(nodes: &[NodeRun], skipped: &[Skipped], placements: &Placements) {
     let columns = [
         Column { align: Align::Left, min_width: 4 },
         Column { align: Align::Right, min_width: 10 },

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::check::RuleSpecs;
-use crate::cluster::annotations::{check_run_id, name_of, RunAnnotations};
+use crate::cluster::annotations::{check_run_id, name_of, NetSide, RunAnnotations};
 use crate::cluster::api::{connect, runtime, Connection};
 use crate::cluster::identity::whoami;
 use crate::cluster::plan::DEFAULT_WINDOW;
@@ -16,11 +16,13 @@ use crate::cluster::profile::{self, Finished};
 use crate::cluster::run::{self, NodeOutcome, NodeRun};
 use crate::cluster::runs::is_mine;
 use crate::cluster::store::{created, delete_jobs, is_active, list_jobs, run_selector};
+use crate::commands::net::NetOutput;
 use crate::duration::{ago, human};
 use crate::error::{CliError, Exit};
 use crate::format::Format;
 use crate::gate::{Gate, SummaryRequest};
 use crate::merge::Merger;
+use crate::net_report::Naming;
 use crate::output::Destination;
 use crate::placement::{GroupBy, Placements};
 use crate::push::target::PushPlan;
@@ -35,6 +37,8 @@ pub struct FetchPlan {
     pub output: PathBuf,
     pub format: Option<Format>,
     pub group_by: GroupBy,
+    /// `--net FILE`: the run's network report.
+    pub net: Option<NetOutput>,
     /// Delete the run's Jobs once the profile is written.
     pub clean: bool,
     /// Also another user's run.
@@ -75,6 +79,22 @@ async fn fetch_run(args: &FetchPlan, destination: &Destination) -> Result<Exit, 
         }
     }
     let what = said.target.clone().unwrap_or_else(|| id.clone());
+    match (said.net, &args.net) {
+        (NetSide::Only, None) => {
+            return Err(CliError::Usage(format!(
+                "run {id} watched the network only (`net -a`): fetch its report with --net FILE (.json, .prom, .dot, or a table)"
+            )))
+        }
+        (NetSide::None, Some(_)) => {
+            return Err(CliError::Usage(format!(
+                "run {id} did not watch the network: --net is for runs of `net -a` or `profile --net FILE -a`"
+            )))
+        }
+        (NetSide::BesideProfile, None) => {
+            eprintln!("note: run {id} watched the network too: add --net FILE to write its report");
+        }
+        _ => {}
+    }
     let window = said.duration_ms.map(Duration::from_millis).unwrap_or(DEFAULT_WINDOW);
     let records: Vec<RunAnnotations> = jobs.iter().map(RunAnnotations::of).collect();
     let total = records.iter().filter_map(|r| r.nodes).max().unwrap_or(jobs.len());
@@ -157,10 +177,46 @@ async fn fetch_run(args: &FetchPlan, destination: &Destination) -> Result<Exit, 
         )));
     }
     let finished = Finished { what: &what, window, elapsed: fetching.elapsed(), skipped: &[], placements: &placements };
-    let exit = profile::render(&outcome, &merger.into_stacks(), &finished, destination)?;
+    let exit = match (said.net, &args.net) {
+        // The 1 Hz stacks of a `net` run are not shown, as `net` does not show them.
+        (NetSide::Only, Some(out)) => {
+            profile::report(&outcome.nodes, &[], &placements);
+            write_net(&client, &outcome, &placements, out).await?
+        }
+        (NetSide::BesideProfile, Some(out)) => {
+            let graph = profile::render(&outcome, &merger.into_stacks(), &finished, destination);
+            match write_net(&client, &outcome, &placements, out).await {
+                Ok(Exit::Partial) if matches!(graph, Ok(Exit::Ok)) => Exit::Partial,
+                Ok(_) => graph?,
+                Err(e) if graph.is_ok() => return Err(e),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    graph?
+                }
+            }
+        }
+        _ => profile::render(&outcome, &merger.into_stacks(), &finished, destination)?,
+    };
     if args.clean {
         let deleted = delete_jobs(&client, namespace, &jobs).await?;
         eprintln!("cleaned run {id}: deleted {deleted} Job(s)");
     }
     Ok(exit)
+}
+
+/// The nodes' network records merged and written as `out` asks, the rows named by pod and the
+/// peers from the target namespaces' pods and services (listed now, as `net` lists them after
+/// its window). Partial when a node delivered none.
+async fn write_net(
+    client: &kube::Client,
+    outcome: &run::Outcome,
+    placements: &Placements,
+    out: &NetOutput,
+) -> Result<Exit, CliError> {
+    let (net, partial) = crate::cluster::net::merge_nodes(outcome)?;
+    let namespaces: std::collections::BTreeSet<&str> = placements.values().map(|p| p.namespace.as_str()).collect();
+    let namespaces: Vec<&str> = namespaces.into_iter().collect();
+    let directory = crate::cluster::net::directory(client, &namespaces).await;
+    out.write(&net, &Naming { placements: placements.clone(), directory })?;
+    Ok(if partial || outcome.interrupted { Exit::Partial } else { Exit::Ok })
 }

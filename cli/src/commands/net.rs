@@ -82,6 +82,17 @@ struct Watched {
 pub fn run(plan: NetPlan) -> Result<Exit, CliError> {
     let watched = match &plan.work {
         NetWork::Cluster(req) if req.dry_run => return profile::dry_run(req),
+        NetWork::Cluster(req) if req.is_async => {
+            // Where `fetch` writes the report: where this run would have.
+            let output = match &plan.output {
+                Some(path) if path.as_os_str() != "-" => path.to_string_lossy().into_owned(),
+                _ => "net.json".into(),
+            };
+            let outputs = vec!["--net".to_owned(), crate::commands::profile::quote(&output)];
+            return profile::start_detached(req, |id| {
+                crate::commands::profile::fetch_command_with(req, id, outputs.clone())
+            });
+        }
         NetWork::Cluster(req) => {
             let c = crate::cluster::net::net(req)?;
             let naming = Naming { placements: c.placements, directory: c.directory };

@@ -203,6 +203,11 @@ pub struct PeerTraffic {
     /// Segments of these connections the kernel dropped (`skb:kfree_skb`, any reason).
     #[serde(default)]
     pub drops: u64,
+    /// `drops` by the kernel's reason, named as its `enum skb_drop_reason` names them without
+    /// the `SKB_DROP_REASON_` prefix (`NO_SOCKET`, `TCP_OFO_DROP`), read from the node's BTF;
+    /// `reason N` for a number that enum does not name. Absent from agents before reasons.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub drop_reasons: BTreeMap<String, u64>,
 }
 
 impl PeerTraffic {
@@ -231,6 +236,10 @@ impl PeerTraffic {
             (&mut self.drops, other.drops),
         ] {
             *a = a.saturating_add(b);
+        }
+        for (reason, count) in &other.drop_reasons {
+            let sum = self.drop_reasons.entry(reason.clone()).or_default();
+            *sum = sum.saturating_add(*count);
         }
         self.connect_latency_us.merge(&other.connect_latency_us);
     }
@@ -262,6 +271,35 @@ pub struct ListenQueues {
     /// `ListenDrops`: every connection a listener dropped (overflows included).
     #[serde(default)]
     pub drops: u64,
+    /// The namespace's listeners: in a namespace of its own, every one; in the host's, those of
+    /// the targets. Absent from agents before listeners were read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<Listener>,
+}
+
+/// One listening socket over the window (`sock_diag` at the window's edges, and its last
+/// count when a target closed it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listener {
+    /// `ADDR:PORT` it is bound to (`0.0.0.0:8080`, `[::]:443`).
+    pub address: String,
+    pub port: u16,
+    /// The target process whose socket it is, when one of theirs holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Connections it dropped in the window (its `sk_drops`: accept-queue overflows and the
+    /// namespace's other `ListenDrops`).
+    #[serde(default)]
+    pub drops: u64,
+    /// Connections waiting in its accept queue at the window's end (or when it closed).
+    #[serde(default)]
+    pub queued: u32,
+    /// Its accept queue's length (`listen()`'s backlog, capped by `somaxconn`).
+    #[serde(default)]
+    pub backlog: u32,
+    /// It was closed before the window ended.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub closed: bool,
 }
 
 /// HTTP/1.x requests one process served, by method, path pattern and status.
@@ -305,6 +343,10 @@ impl HttpRoute {
 
 /// The path pattern rows beyond [`NetLimits::routes`] are folded into.
 pub const FOLDED_ROUTES_PATH: &str = "[routes folded: stream size limit]";
+/// Drop reasons of one row at most: the kernel has about 130.
+pub const MAX_DROP_REASONS: usize = 256;
+/// The reasons of a row beyond [`MAX_DROP_REASONS`] are folded into.
+pub const FOLDED_DROP_REASONS: &str = "[reasons folded: stream size limit]";
 /// The peer rows beyond [`NetLimits::peers`] are folded into.
 pub const FOLDED_PEERS: &str = "[peers folded: stream size limit]";
 
@@ -384,6 +426,29 @@ impl NetPayload {
             if let Some(c) = &mut q.container {
                 text("container id", c)?;
             }
+            if q.listeners.len() > limits.peers {
+                return Err(format!(
+                    "{} listeners in a namespace, more than the {} allowed",
+                    q.listeners.len(),
+                    limits.peers
+                ));
+            }
+            for l in &mut q.listeners {
+                text("listener address", &mut l.address)?;
+            }
+        }
+        for p in &mut self.peers {
+            if p.drop_reasons.len() > MAX_DROP_REASONS {
+                return Err(format!(
+                    "{} drop reasons in a row, more than the {MAX_DROP_REASONS} allowed",
+                    p.drop_reasons.len()
+                ));
+            }
+            let reasons = std::mem::take(&mut p.drop_reasons);
+            for (mut reason, count) in reasons {
+                text("drop reason", &mut reason)?;
+                p.drop_reasons.insert(reason, count);
+            }
         }
         Ok(())
     }
@@ -423,6 +488,16 @@ impl NetPayload {
                 Some(m) => {
                     m.overflows = m.overflows.saturating_add(q.overflows);
                     m.drops = m.drops.saturating_add(q.drops);
+                    for l in &q.listeners {
+                        match m.listeners.iter_mut().find(|n| n.address == l.address && n.pid == l.pid) {
+                            // The later window's queue is the one at the end.
+                            Some(n) => {
+                                n.drops = n.drops.saturating_add(l.drops);
+                                (n.queued, n.backlog, n.closed) = (l.queued, l.backlog, l.closed);
+                            }
+                            None => m.listeners.push(l.clone()),
+                        }
+                    }
                 }
                 None => self.listen_queues.push(q.clone()),
             }
@@ -447,6 +522,20 @@ impl NetPayload {
             cut(&mut q.process);
             if let Some(c) = &mut q.container {
                 cut(c);
+            }
+            // The busiest listeners, if a namespace has more than a record holds.
+            if q.listeners.len() > limits.peers {
+                q.listeners.sort_by(|a, b| (b.drops, a.port).cmp(&(a.drops, b.port)));
+                q.listeners.truncate(limits.peers);
+            }
+        }
+        for p in &mut self.peers {
+            if p.drop_reasons.len() > MAX_DROP_REASONS {
+                let mut reasons: Vec<(String, u64)> = std::mem::take(&mut p.drop_reasons).into_iter().collect();
+                reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                let other: u64 = reasons.split_off(MAX_DROP_REASONS - 1).iter().map(|r| r.1).sum();
+                p.drop_reasons = reasons.into_iter().collect();
+                p.drop_reasons.insert(FOLDED_DROP_REASONS.into(), other);
             }
         }
         // One row per network namespace: more than a node holds in practice; the busiest kept.

@@ -5,6 +5,8 @@
 #[cfg(target_os = "linux")]
 pub mod cpu_clock;
 #[cfg(target_os = "linux")]
+pub mod drop_reason;
+#[cfg(target_os = "linux")]
 pub mod ebpf;
 pub mod interpreter;
 #[cfg(target_os = "linux")]

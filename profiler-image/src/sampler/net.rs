@@ -3,17 +3,20 @@
 //! [`NetPayload`]: TCP counters per (process, peer) summed in the kernel, handshake latencies
 //! and HTTP/1.x requests from the `net_events` ring buffer.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::BtfTracePoint;
 use aya::{Btf, Ebpf, EbpfLoader};
-use eagle_ebpf::net::{direction, event_kind, names, NetCounter, NetCounters, NetEvent, NetKey, AF_INET, AF_INET6};
+use eagle_ebpf::net::{
+    direction, event_kind, names, NetCounter, NetCounters, NetDropKey, NetEvent, NetKey, AF_INET, AF_INET6,
+};
 use eagle_proto::{Direction, HttpRoute, LatencyHistogram, NetPayload, PeerTraffic};
 
+use super::drop_reason::DropReasons;
 use super::ebpf::{classify, program_mut};
-use super::listen::ListenQueueWatch;
+use super::listen::{listener_address, ClosedListener, ListenQueueWatch};
 use super::SamplerError;
 use crate::discovery::ProcessInfo;
 use crate::http::HttpTracker;
@@ -23,6 +26,7 @@ pub struct NetCollector {
     _bpf: Ebpf,
     targets: BpfHashMap<MapData, u32, u32>,
     traffic: BpfHashMap<MapData, NetKey, NetCounters>,
+    drop_reasons: BpfHashMap<MapData, NetDropKey, u64>,
     events: RingBuf<MapData>,
     counters: PerCpuArray<MapData, u64>,
     connect_latency: HashMap<NetKey, LatencyHistogram>,
@@ -63,12 +67,14 @@ impl NetCollector {
         let failed = |e: aya::maps::MapError| SamplerError::Failed(format!("network program maps: {e}"));
         let targets = BpfHashMap::try_from(map(&mut bpf, names::TARGETS)?).map_err(failed)?;
         let traffic = BpfHashMap::try_from(map(&mut bpf, names::TRAFFIC)?).map_err(failed)?;
+        let drop_reasons = BpfHashMap::try_from(map(&mut bpf, names::DROP_REASONS)?).map_err(failed)?;
         let events = RingBuf::try_from(map(&mut bpf, names::EVENTS)?).map_err(failed)?;
         let counters = PerCpuArray::try_from(map(&mut bpf, names::COUNTERS)?).map_err(failed)?;
         Ok(Self {
             _bpf: bpf,
             targets,
             traffic,
+            drop_reasons,
             events,
             counters,
             connect_latency: HashMap::new(),
@@ -105,6 +111,16 @@ impl NetCollector {
                         http.data(event.sock, key.tgid, peer, event.ok == 1, event.time_ns, event.data());
                     }
                 }
+                event_kind::LISTENER_CLOSED => {
+                    let listener = event.listener();
+                    self.listen.closed(ClosedListener {
+                        cookie: listener.cookie,
+                        netns: u64::from(listener.netns),
+                        address: listener_address(listener.family, listener.addr, listener.port),
+                        drops: event.value,
+                        pid: event.key.tgid,
+                    });
+                }
                 _ => {}
             }
         }
@@ -134,6 +150,11 @@ impl NetCollector {
         };
         let mut rows: Vec<(NetKey, NetCounters)> = self.traffic.iter().filter_map(Result::ok).collect();
         rows.sort_by_key(|(k, _)| *k);
+        let mut reasons_of: HashMap<NetKey, Vec<(u32, u64)>> = HashMap::new();
+        for (drop, count) in self.drop_reasons.iter().filter_map(Result::ok) {
+            reasons_of.entry(drop.key).or_default().push((drop.reason, count));
+        }
+        let reason_names = if reasons_of.is_empty() { DropReasons::default() } else { DropReasons::from_kernel() };
         for (key, c) in rows {
             let (container, process) = name(key.tgid);
             net.peers.push(PeerTraffic {
@@ -159,6 +180,13 @@ impl NetCollector {
                 rtt_sum_us: c.rtt_sum_us,
                 rtt_samples: c.rtt_samples,
                 drops: c.drops,
+                drop_reasons: reasons_of.remove(&key).unwrap_or_default().into_iter().fold(
+                    BTreeMap::new(),
+                    |mut named, (reason, count)| {
+                        *named.entry(reason_names.name(reason)).or_default() += count;
+                        named
+                    },
+                ),
             });
         }
         if let Some(http) = self.http.take() {
