@@ -68,7 +68,8 @@ fn share(folded: &FoldedStacks, matches: impl Fn(&str) -> bool) -> f64 {
 /// How precise the agent says the shares of the processes it profiled on `node` are: the
 /// lowest of the `info-precision` lines in that node's rows of the run's table (`NAME (PID): N
 /// stacks read by SAMPLER, weighed by CPU time: shares as precise as N samples`: reads weighed
-/// by CPU time are worth fewer samples when their weights differ). The graph, grouped by
+/// by CPU time are worth fewer samples when their weights differ), or of its busiest thread
+/// where the line says that too. The graph, grouped by
 /// workload, names no process; on a lab of one node this is the lower of both pods'.
 fn reported_precision(stderr: &str, node: &str) -> Option<u64> {
     let mut in_node = false;
@@ -80,6 +81,14 @@ fn reported_precision(stderr: &str, node: &str) -> Option<u64> {
                 return None;
             }
             let precise = l.split_once("shares as precise as ")?.1;
+            // Where the agent also says how precise the busiest thread's split is (Flight
+            // Recorder), that is the figure: the known split is within that one thread, and
+            // the whole JVM's figure counts the reads of the threads that started the recording
+            // (see runtimes.rs).
+            let precise = match precise.split_once("within its busiest thread, ") {
+                Some((_, thread)) => thread.split_once("as precise as ")?.1,
+                None => precise,
+            };
             in_node.then(|| precise.split_whitespace().next()?.parse().ok())?
         })
         .min()

@@ -1,6 +1,6 @@
 //! Java with no JVM flags: whole Java stacks from JDK Flight Recorder, started at run time
 //! through the HotSpot attach mechanism (`jattach PID jcmd JFR.start ...`), read back from the
-//! recording JFR writes at `JFR.stop`.
+//! recording handed over by `JFR.dump` while it still runs (then `JFR.stop` discards it).
 //!
 //! A JVM started plainly runs JIT code without frame pointers, so a native stack walk ends in
 //! the JIT leaf; Flight Recorder walks Java frames itself. Its execution samples are taken on
@@ -33,9 +33,10 @@ const MAX_RECORDING_BYTES: u64 = 256 << 20;
 /// How long one attach request may take: a JVM stuck in a safepoint must not stall the run.
 /// Starting a recording on a starved JVM took up to 10 s on a two-core machine with a load of 15.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
-/// Free space the JVM's `/tmp` must have before a recording is written there: the dump goes
-/// through Flight Recorder's repository (in the same temporary directory) and then to its file,
-/// each at most the recording's memory (`memorysize`, 10 MiB by default), with room to spare.
+/// Free space each directory Flight Recorder writes into ([`jfr_writes_in`]) must have before
+/// the recording is asked for: the dump goes through its repository (`java.io.tmpdir` unless
+/// moved) and then to its file in `/tmp`, each at most the recording's memory (`memorysize`,
+/// 10 MiB by default), with room to spare.
 const MIN_FREE_BYTES: u64 = 64 << 20;
 
 pub struct JfrSampler {
@@ -56,6 +57,14 @@ struct Recording {
     cpu_at_start: HashMap<u32, u64>,
     /// CPU time of each thread when the window ended, once it has.
     cpu_at_end: Option<HashMap<u32, u64>>,
+    /// Each thread's id in the JVM's own PID namespace (as JFR names it) -> the node's (as its
+    /// CPU clock is read), listed when the CPU clocks are read: a thread that ends between the
+    /// window's end and the dump keeps its samples and its CPU time under one id.
+    node_ids: HashMap<u32, u32>,
+    /// Where Flight Recorder writes in the JVM's root when asked for the recording: the dump's
+    /// file in `/tmp`, its repository in `java.io.tmpdir` or where `-XX:FlightRecorderOptions`
+    /// puts it.
+    writes_in: Vec<String>,
     period_ns: f64,
     /// How long `JFR.start` took to answer (up to [`ATTACH_TIMEOUT`] on a starved JVM).
     starting: Duration,
@@ -87,15 +96,19 @@ impl JfrSampler {
         let file = format!("/tmp/{}.jfr", recording.name);
         // Before the recording is dumped, which takes the JVM's CPU time too.
         let cpu_at_end = recording.cpu_at_end.clone().unwrap_or_else(|| thread_cpu(pid));
+        let mut node_ids = recording.node_ids.clone();
+        if recording.cpu_at_end.is_none() {
+            node_ids.extend(threads_in_namespace(pid));
+        }
         // The dump runs Java code in the JVM (its Attach Listener) while the recording still
         // samples it: those stacks are the agent's doing, after the window, and are left out.
         let asked_unix_ns = unix_ns_now();
-        let read = self.dump_and_read(pid, &recording.name, &file).and_then(|first| {
+        let read = self.dump_and_read(pid, &recording, &file).and_then(|first| {
             if !first.1.is_empty() {
                 return Ok(first);
             }
             std::thread::sleep(Duration::from_millis(200));
-            self.dump_and_read(pid, &recording.name, &file)
+            self.dump_and_read(pid, &recording, &file)
         });
         // Whatever the dumps did, nothing runs on (if this fails too, the recording's duration
         // ends it).
@@ -104,12 +117,10 @@ impl JfrSampler {
         let size = bytes.len();
         // JFR names each sample's thread by the id the JVM got from gettid(), in its own PID
         // namespace: in a container, not the id the threads' CPU clocks are read by.
-        // (A thread gone by now keeps its own id, and its samples weigh their period.)
-        let threads = super::native_thread::ThreadsInNamespace::of(pid);
         let mut samples = read_samples(bytes)?;
         samples.retain(|(_, unix_ns, _)| *unix_ns <= asked_unix_ns);
         for (tid, _, _) in &mut samples {
-            *tid = threads.known().get(tid).copied().unwrap_or(*tid);
+            *tid = node_ids.get(tid).copied().unwrap_or(*tid);
         }
         if samples.is_empty() {
             // An idle JVM, or a starved one whose recording started late. Its threads' CPU time
@@ -130,16 +141,19 @@ impl JfrSampler {
     /// file's bytes. Refused when the JVM's `/tmp` is nearly full: Flight Recorder shuts the JVM
     /// down when a write fails for want of space (JDK 17: "An irrecoverable error in Jfr.
     /// Shutting down VM...").
-    fn dump_and_read(&self, pid: u32, name: &str, file: &str) -> Result<(String, Vec<u8>), String> {
-        if let Some(free) = free_bytes_in_root(pid, "/tmp") {
-            if free < MIN_FREE_BYTES {
-                return Err(format!(
-                    "its /tmp has {} MiB free: Flight Recorder ends a JVM whose disk fills while it writes, so the recording was not asked for; free {} MiB there",
-                    free >> 20,
-                    MIN_FREE_BYTES >> 20
-                ));
+    fn dump_and_read(&self, pid: u32, recording: &Recording, file: &str) -> Result<(String, Vec<u8>), String> {
+        for dir in &recording.writes_in {
+            if let Some(free) = free_bytes_in_root(pid, dir) {
+                if free < MIN_FREE_BYTES {
+                    return Err(format!(
+                        "its {dir} has {} MiB free: Flight Recorder ends a JVM whose disk fills while it writes, so the recording was not asked for; free {} MiB there",
+                        free >> 20,
+                        MIN_FREE_BYTES >> 20
+                    ));
+                }
             }
         }
+        let name = &recording.name;
         let dumped = self.jcmd(pid, &format!("JFR.dump name={name} filename={file}"));
         let said = match dumped {
             Ok(said) => said,
@@ -192,7 +206,9 @@ impl RuntimeSampler for JfrSampler {
         }
         let period_ns = if self.profiling == "max" { 1e6 } else { 1e7 };
         let starting = asked.elapsed();
-        self.running.insert(pid, Recording { name, cpu_at_start, cpu_at_end: None, period_ns, starting });
+        let node_ids = threads_in_namespace(pid);
+        let writes_in = jfr_writes_in(&jvm_flags(pid));
+        self.running.insert(pid, Recording { name, cpu_at_start, cpu_at_end: None, node_ids, writes_in, period_ns, starting });
         Ok(())
     }
 
@@ -218,6 +234,8 @@ impl RuntimeSampler for JfrSampler {
     fn window_ended(&mut self) {
         for (pid, recording) in &mut self.running {
             recording.cpu_at_end = Some(thread_cpu(*pid));
+            // Threads started in the window; those that ended keep their earlier entry.
+            recording.node_ids.extend(threads_in_namespace(*pid));
         }
     }
 
@@ -251,9 +269,7 @@ pub const NO_SIGQUIT: &str = "it does not handle SIGQUIT: attaching would end it
 
 /// Whether the attach mechanism may be used on `pid`, before anything is sent to it.
 pub fn attach_allowed(pid: u32) -> Result<(), String> {
-    let mut flags = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    // JAVA_TOOL_OPTIONS and JDK_JAVA_OPTIONS carry flags too.
-    flags.extend(std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default());
+    let flags = jvm_flags(pid);
     let has = |flag: &[u8]| flags.split(|b| *b == 0 || *b == b' ' || *b == b'=').any(|f| f == flag);
     if has(b"-Xrs") {
         return Err("it was started with -Xrs: SIGQUIT, which attaching sends, would end it, so it is not asked".into());
@@ -266,6 +282,35 @@ pub fn attach_allowed(pid: u32) -> Result<(), String> {
         return Err(NO_SIGQUIT.into());
     }
     Ok(())
+}
+
+/// The JVM's command line and environment (JAVA_TOOL_OPTIONS and JDK_JAVA_OPTIONS carry flags
+/// too), NUL-separated as /proc gives them.
+fn jvm_flags(pid: u32) -> Vec<u8> {
+    let mut flags = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    flags.extend(std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default());
+    flags
+}
+
+/// The directories, in the JVM's root, that Flight Recorder writes into when a recording is
+/// dumped: `/tmp` (the dump's file), and its repository: `java.io.tmpdir` (`/tmp` unless set)
+/// or `repository=` of `-XX:FlightRecorderOptions`. Relative paths name the JVM's working
+/// directory, which is not looked at: only absolute ones are checked.
+fn jfr_writes_in(flags: &[u8]) -> Vec<String> {
+    let mut dirs = vec!["/tmp".to_owned()];
+    for word in flags.split(|b| *b == 0 || *b == b' ').filter_map(|w| std::str::from_utf8(w).ok()) {
+        let dir = word.strip_prefix("-Djava.io.tmpdir=").or_else(|| {
+            let options = word.strip_prefix("-XX:FlightRecorderOptions")?;
+            let (_, rest) = options.split_once("repository=")?;
+            Some(rest.split(',').next().unwrap_or(rest))
+        });
+        if let Some(dir) = dir.filter(|d| d.starts_with('/')) {
+            if !dirs.iter().any(|d| d == dir) {
+                dirs.push(dir.to_owned());
+            }
+        }
+    }
+    dirs
 }
 
 /// How long ago `pid` started; `None` if that cannot be read.
@@ -624,7 +669,13 @@ fn free_bytes_in_root(pid: u32, dir: &str) -> Option<u64> {
     if unsafe { libc::fstatvfs(dir.as_raw_fd(), &mut stat) } != 0 {
         return None;
     }
-    Some(stat.f_bavail as u64 * stat.f_frsize as u64)
+    // A filesystem of the target's may claim anything: no overflow, at most "very much".
+    Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
+}
+
+/// The JVM's thread ids in its own PID namespace and the node's (the same outside containers).
+fn threads_in_namespace(pid: u32) -> HashMap<u32, u32> {
+    super::native_thread::ThreadsInNamespace::of(pid).known().clone()
 }
 
 fn remove_in_root(pid: u32, path: &str) -> std::io::Result<()> {
@@ -641,6 +692,15 @@ fn remove_in_root(pid: u32, path: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flight_recorder_writes_in_tmp_and_where_its_flags_say() {
+        assert_eq!(jfr_writes_in(b"java\0-cp\0.\0App\0"), ["/tmp"]);
+        let flags = b"java\0-Djava.io.tmpdir=/data/tmp\0-XX:FlightRecorderOptions:repository=/jfr,memorysize=64m\0App\0JAVA_TOOL_OPTIONS=-Djava.io.tmpdir=/tmp -Xmx1g\0";
+        assert_eq!(jfr_writes_in(flags), ["/tmp", "/data/tmp", "/jfr"]);
+        // A relative repository names the working directory, which is not looked at.
+        assert_eq!(jfr_writes_in(b"-XX:FlightRecorderOptions=repository=rel\0"), ["/tmp"]);
+    }
 
     #[test]
     fn java_frames_read_like_the_perf_map() {
