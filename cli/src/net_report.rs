@@ -476,7 +476,7 @@ pub fn prometheus(net: &NetPayload, naming: &Naming) -> String {
             out.push_str(&format!("{name}{{{labels},reason=\"{}\"}} {count}\n", label(reason)));
         }
         // Drops of agents before reasons, or none at all: one series all the same.
-        let named: u64 = p.drop_reasons.values().sum();
+        let named = p.drop_reasons.values().fold(0u64, |sum, n| sum.saturating_add(*n));
         if p.drop_reasons.is_empty() || named < p.drops {
             out.push_str(&format!("{name}{{{labels},reason=\"unknown\"}} {}\n", p.drops.saturating_sub(named)));
         }
@@ -513,7 +513,7 @@ pub fn prometheus(net: &NetPayload, naming: &Naming) -> String {
         (
             "eagle_tcp_listener_drops_total",
             "counter",
-            "Connections the listener dropped (accept queue full, or the namespace's other listen drops).",
+            "Connections the listener dropped: its sk_drops (accept queue full, the namespace's other listen drops, and a socket's own: can exceed ListenDrops).",
             |l| l.drops,
         ),
         (

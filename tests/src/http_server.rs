@@ -13,8 +13,10 @@ use crate::{kubectl_eagle, repo_root};
 
 /// `kubectl-eagle ARGS -- [nsenter -t NS -n] python3 images/http/server.py SERVER_ARGS`, started
 /// and waited for until the server listens.
+/// Dropped before [`ServerUnderEagle::wait`] (a failed assert), it stops the server and
+/// `kubectl-eagle`: a run without `-d` would otherwise go on, as root, holding the port.
 pub struct ServerUnderEagle {
-    eagle: Child,
+    eagle: Option<Child>,
     ready: PathBuf,
 }
 
@@ -44,12 +46,13 @@ impl ServerUnderEagle {
             .stderr(Stdio::piped())
             .spawn()
             .expect("kubectl-eagle starts");
+        let server = ServerUnderEagle { eagle: Some(eagle), ready: ready.to_owned() };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !ready.exists() {
             assert!(Instant::now() < deadline, "the server never became ready");
             std::thread::sleep(Duration::from_millis(50));
         }
-        ServerUnderEagle { eagle, ready: ready.to_owned() }
+        server
     }
 
     /// Stops the server (SIGTERM), which ends a window without `-d`.
@@ -60,8 +63,25 @@ impl ServerUnderEagle {
     }
 
     /// Waits for `kubectl-eagle` to end: its exit, stdout and stderr.
-    pub fn wait(self) -> Output {
-        self.eagle.wait_with_output().expect("kubectl-eagle ends")
+    pub fn wait(mut self) -> Output {
+        self.eagle.take().expect("waited once").wait_with_output().expect("kubectl-eagle ends")
+    }
+}
+
+impl Drop for ServerUnderEagle {
+    fn drop(&mut self) {
+        let Some(mut eagle) = self.eagle.take() else { return };
+        if let Ok(pid) = std::fs::read_to_string(&self.ready) {
+            let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+        }
+        // SIGTERM ends the window as Ctrl-C does; then no more waiting.
+        let _ = Command::new("kill").args(["-TERM", &eagle.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && matches!(eagle.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = eagle.kill();
+        let _ = eagle.wait();
     }
 }
 

@@ -68,7 +68,10 @@ fn listen_overflows_are_those_the_namespace_counted() {
     assert!(seen_drops >= seen_overflows && seen_drops <= kernel_drops, "drops: {seen_drops} of {kernel_drops}");
     // Per listener: the one listener of the namespace, closed when the process exited (the
     // window's end), counted every drop the namespace counted in the same window: its
-    // `sk_drops` read when it closed, less its count when the namespace was first seen.
+    // `sk_drops` read when it closed, less its count when the namespace was first seen. Under
+    // load a handshake's last ACK can meet the full queue too, which `sk_drops` counts twice
+    // (`tcp_listendrop` and the discard of the segment) and ListenDrops once: at least as many,
+    // at most twice the kernel's.
     let listeners = queue["listeners"].as_array().unwrap_or_else(|| panic!("no listeners: {text}"));
     assert_eq!(listeners.len(), 1, "{text}");
     let listener = &listeners[0];
@@ -79,7 +82,11 @@ fn listen_overflows_are_those_the_namespace_counted() {
     );
     assert_eq!(listener["pid"], queue["pid"], "{text}");
     assert_eq!(listener["closed"], true, "{text}");
-    assert_eq!(listener["drops"].as_u64(), Some(seen_drops), "{text}");
+    let listener_drops = listener["drops"].as_u64().unwrap_or_else(|| panic!("no drops: {text}"));
+    assert!(
+        listener_drops >= seen_drops && listener_drops <= 2 * kernel_drops,
+        "listener drops: {listener_drops}, the namespace's {seen_drops} (kernel: {kernel_drops}): {text}"
+    );
     // No drop event of a connection's socket: the SYNs were dropped before any socket was theirs.
     let drops: u64 = net["peers"].as_array().unwrap().iter().map(|p| p["drops"].as_u64().unwrap()).sum();
     assert_eq!(drops, 0, "{text}");

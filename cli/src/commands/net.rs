@@ -84,9 +84,17 @@ pub fn run(plan: NetPlan) -> Result<Exit, CliError> {
         NetWork::Cluster(req) if req.dry_run => return profile::dry_run(req),
         NetWork::Cluster(req) if req.is_async => {
             // Where `fetch` writes the report: where this run would have.
+            // `fetch --net FILE` takes the format from FILE's name: the name says the format
+            // asked for here.
             let output = match &plan.output {
                 Some(path) if path.as_os_str() != "-" => path.to_string_lossy().into_owned(),
-                _ => "net.json".into(),
+                _ => match plan.format {
+                    NetFormat::Prometheus => "net.prom",
+                    NetFormat::Dot => "net.dot",
+                    NetFormat::Table => "net.txt",
+                    NetFormat::Json => "net.json",
+                }
+                .into(),
             };
             let outputs = vec!["--net".to_owned(), crate::commands::profile::quote(&output)];
             return profile::start_detached(req, |id| {

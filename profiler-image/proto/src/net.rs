@@ -287,8 +287,9 @@ pub struct Listener {
     /// The target process whose socket it is, when one of theirs holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
-    /// Connections it dropped in the window (its `sk_drops`: accept-queue overflows and the
-    /// namespace's other `ListenDrops`).
+    /// Connections it dropped in the window: its `sk_drops` (accept-queue overflows, the
+    /// namespace's other `ListenDrops`, and what only a socket counts: a final ACK meeting a full
+    /// queue counts twice, a socket filter's drops once), so it can exceed `ListenDrops`.
     #[serde(default)]
     pub drops: u64,
     /// Connections waiting in its accept queue at the window's end (or when it closed).
@@ -447,7 +448,9 @@ impl NetPayload {
             let reasons = std::mem::take(&mut p.drop_reasons);
             for (mut reason, count) in reasons {
                 text("drop reason", &mut reason)?;
-                p.drop_reasons.insert(reason, count);
+                // Two reasons that read the same once made printable are one.
+                let sum = p.drop_reasons.entry(reason).or_default();
+                *sum = sum.saturating_add(count);
             }
         }
         Ok(())
@@ -533,7 +536,7 @@ impl NetPayload {
             if p.drop_reasons.len() > MAX_DROP_REASONS {
                 let mut reasons: Vec<(String, u64)> = std::mem::take(&mut p.drop_reasons).into_iter().collect();
                 reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-                let other: u64 = reasons.split_off(MAX_DROP_REASONS - 1).iter().map(|r| r.1).sum();
+                let other = reasons.split_off(MAX_DROP_REASONS - 1).iter().fold(0u64, |sum, r| sum.saturating_add(r.1));
                 p.drop_reasons = reasons.into_iter().collect();
                 p.drop_reasons.insert(FOLDED_DROP_REASONS.into(), other);
             }
@@ -560,15 +563,26 @@ impl NetPayload {
             }
         }
         let (mut max_peers, mut max_routes) = (limits.peers, limits.routes);
+        // Listeners too, per namespace: many namespaces of many listeners (a target can make
+        // both) must not make the record too big to be read. The namespace's own counters stay.
+        let mut max_listeners = limits.peers;
         let mut folded = 0;
         loop {
             folded += self.fold_peers(max_peers) + self.fold_routes(max_routes);
+            for q in &mut self.listen_queues {
+                if q.listeners.len() > max_listeners {
+                    q.listeners.sort_by(|a, b| (b.drops, a.port).cmp(&(a.drops, b.port)));
+                    folded += q.listeners.len() - max_listeners;
+                    q.listeners.truncate(max_listeners);
+                }
+            }
             let size = serde_json::to_string(self).map_or(usize::MAX, |s| s.len());
-            if size <= limits.record_bytes || (max_peers <= 1 && max_routes <= 1) {
+            if size <= limits.record_bytes || (max_peers <= 1 && max_routes <= 1 && max_listeners == 0) {
                 return folded;
             }
             max_peers = (max_peers * 3 / 4).max(1);
             max_routes = (max_routes * 3 / 4).max(1);
+            max_listeners = if max_listeners <= 1 { 0 } else { max_listeners * 3 / 4 };
         }
     }
 

@@ -24,7 +24,7 @@
 //! that enters it: its counters are still there when every target in it has exited (a command
 //! run with `--`), and no process of its is trusted to still be in it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -71,11 +71,16 @@ pub struct ListeningSocket {
     pub backlog: u32,
 }
 
-/// A namespace's counters and listeners at one moment.
+/// A namespace's counters and listeners at one moment. The listeners are best-effort: a
+/// kernel without `inet_diag` still has the namespace's counters.
 struct Reading {
     counters: ListenCounters,
-    listeners: Vec<ListeningSocket>,
+    listeners: Result<Vec<ListeningSocket>, String>,
 }
+
+/// Listeners closed in the window that are remembered: a target that opens and closes
+/// listeners in a loop must not grow the agent's memory. Past it, closes are only counted.
+const MAX_CLOSED_LISTENERS: usize = 4096;
 
 /// A listener a target closed in the window: its last `sk_drops`.
 #[derive(Clone, Copy, Debug)]
@@ -103,9 +108,14 @@ pub struct ListenQueueWatch {
     /// The namespace each target was last seen in: one a target only passed through (the
     /// host's, for `-- nsenter -n ...` before it entered its own) is not reported.
     last_seen_in: HashMap<u32, u64>,
-    /// Namespaces that could not be read: said once, at the end.
+    /// Namespaces that could not be read: said once, at the end, and not tried again.
     unreadable: Vec<String>,
-    closed: Vec<ClosedListener>,
+    failed: HashSet<u64>,
+    /// The last count of each listener closed in the window, by cookie (a listener that
+    /// listens again and closes again sends its newer count).
+    closed: HashMap<u64, ClosedListener>,
+    /// Closes past [`MAX_CLOSED_LISTENERS`], not counted.
+    closed_untracked: u64,
 }
 
 impl ListenQueueWatch {
@@ -117,7 +127,7 @@ impl ListenQueueWatch {
         // A process gone already has nothing to count; a namespace seen already is counted.
         let Ok(inode) = std::fs::metadata(&path).map(|m| m.ino()) else { return };
         self.last_seen_in.insert(pid, inode);
-        if self.namespaces.contains_key(&inode) {
+        if self.namespaces.contains_key(&inode) || self.failed.contains(&inode) {
             return;
         }
         let Ok(file) = File::open(&path) else { return };
@@ -127,23 +137,45 @@ impl ListenQueueWatch {
         let host_network = std::fs::metadata("/proc/1/ns/net").is_ok_and(|m| m.ino() == inode);
         match read_in(&file) {
             Ok(reading) => {
-                let listeners_at_start = reading.listeners.iter().map(|l| (l.cookie, l.drops)).collect();
+                let listeners_at_start = match reading.listeners {
+                    Ok(listeners) => listeners.iter().map(|l| (l.cookie, l.drops)).collect(),
+                    Err(why) => {
+                        self.unreadable.push(format!("pid {pid}: its listeners: {why}"));
+                        HashMap::new()
+                    }
+                };
                 let at_start = reading.counters;
                 self.namespaces.insert(inode, Namespace { file, pid, host_network, at_start, listeners_at_start });
             }
-            Err(why) => self.unreadable.push(format!("pid {pid}: {why}")),
+            Err(why) => {
+                self.failed.insert(inode);
+                self.unreadable.push(format!("pid {pid}: {why}"));
+            }
         }
     }
 
     /// A listener `closed.pid` closed: the network program read its last count.
     pub fn closed(&mut self, closed: ClosedListener) {
-        self.closed.push(closed);
+        if !self.namespaces.contains_key(&closed.netns) {
+            return; // a namespace not counted (unreadable): its listeners are not either
+        }
+        if self.closed.len() >= MAX_CLOSED_LISTENERS && !self.closed.contains_key(&closed.cookie) {
+            self.closed_untracked += 1;
+            return;
+        }
+        self.closed.insert(closed.cookie, closed);
     }
 
     /// The counters' growth since each namespace was first seen, with its listeners', and the
     /// namespaces that could not be read (for a warning).
     pub fn finish(self, name: impl Fn(u32) -> (Option<String>, String)) -> (Vec<ListenQueues>, Vec<String>) {
         let mut unreadable = self.unreadable;
+        if self.closed_untracked > 0 {
+            unreadable.push(format!(
+                "{} listeners closed in the window past the first {MAX_CLOSED_LISTENERS} were not counted (a target opening and closing listeners in a loop)",
+                self.closed_untracked
+            ));
+        }
         let mut rows: Vec<ListenQueues> = Vec::new();
         let mut targets_in: HashMap<u64, Vec<u32>> = HashMap::new();
         for (&pid, &inode) in &self.last_seen_in {
@@ -154,7 +186,16 @@ impl ListenQueueWatch {
             match read_in(&ns.file) {
                 Ok(now) => {
                     let (container, process) = name(ns.pid);
-                    let closed = self.closed.iter().filter(|c| c.netns == inode);
+                    let now_listeners = now.listeners.unwrap_or_else(|why| {
+                        if !ns.listeners_at_start.is_empty() {
+                            unreadable.push(format!("pid {}: its listeners at the window's end: {why}", ns.pid));
+                        }
+                        Vec::new()
+                    });
+                    // A listener shut down and listening again (same socket) is counted once,
+                    // as it is at the end.
+                    let open: HashSet<u64> = now_listeners.iter().map(|l| l.cookie).collect();
+                    let closed = self.closed.values().filter(|c| c.netns == inode && !open.contains(&c.cookie));
                     let owners = socket_owners(targets);
                     rows.push(ListenQueues {
                         container,
@@ -163,7 +204,7 @@ impl ListenQueueWatch {
                         host_network: ns.host_network,
                         overflows: now.counters.overflows.saturating_sub(ns.at_start.overflows),
                         drops: now.counters.drops.saturating_sub(ns.at_start.drops),
-                        listeners: listeners(&ns.listeners_at_start, &now.listeners, closed, &owners, ns.host_network),
+                        listeners: listeners(&ns.listeners_at_start, &now_listeners, closed, &owners, ns.host_network),
                     });
                 }
                 Err(why) => unreadable.push(format!("pid {}: {why}", ns.pid)),
@@ -206,13 +247,14 @@ fn listeners<'a>(
             continue;
         }
         let listener = row(&mut rows, socket.address, pid);
-        listener.drops += u64::from(socket.drops).saturating_sub(before(socket.cookie));
-        listener.queued += socket.queued;
-        listener.backlog += socket.backlog;
+        // Sums of what the kernel (or a target's own `listen(fd, INT_MAX)`) says: saturated.
+        listener.drops = listener.drops.saturating_add(u64::from(socket.drops).saturating_sub(before(socket.cookie)));
+        listener.queued = listener.queued.saturating_add(socket.queued);
+        listener.backlog = listener.backlog.saturating_add(socket.backlog);
     }
     for socket in closed {
         let listener = row(&mut rows, socket.address, Some(socket.pid));
-        listener.drops += socket.drops.saturating_sub(before(socket.cookie));
+        listener.drops = listener.drops.saturating_add(socket.drops.saturating_sub(before(socket.cookie)));
         // Still open on another socket: the open one's queue is the end's.
         listener.closed = listener.backlog == 0;
     }
@@ -228,7 +270,10 @@ fn socket_owners(targets: &[u32]) -> HashMap<u32, u32> {
             let Ok(link) = std::fs::read_link(fd.path()) else { continue };
             let inode = link.to_str().and_then(|l| l.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok());
             if let Some(inode) = inode {
-                owners.entry(inode).or_insert(pid);
+                // A listener shared by a prefork parent and its workers: the same owner every
+                // run (the parent, usually the smallest pid), not the first the map yields.
+                let owner = owners.entry(inode).or_insert(pid);
+                *owner = (*owner).min(pid);
             }
         }
     }
@@ -332,7 +377,7 @@ fn read_in(ns: &File) -> Result<Reading, String> {
                 let counters = ListenCounters::parse(&text)
                     .ok_or_else(|| "no ListenOverflows in its /proc/net/netstat".to_owned())?;
                 // A socket belongs to the namespace of the thread that creates it.
-                let listeners = listening_sockets().map_err(|e| format!("its listeners: {e}"))?;
+                let listeners = listening_sockets();
                 Ok(Reading { counters, listeners })
             })
             .join()
