@@ -91,8 +91,8 @@ pub fn run(plan: NetPlan) -> Result<Exit, CliError> {
                 _ => match plan.format {
                     NetFormat::Prometheus => "net.prom",
                     NetFormat::Dot => "net.dot",
-                    NetFormat::Table => "net.txt",
-                    NetFormat::Json => "net.json",
+                    // The table is for a terminal; a file to fetch later is JSON.
+                    NetFormat::Table | NetFormat::Json => "net.json",
                 }
                 .into(),
             };
