@@ -113,7 +113,9 @@ fn hierarchy(record: &StackRef, placements: &Placements, group_by: GroupBy) -> V
         }
     } else if let Some(id) = record.container {
         if group_by >= GroupBy::Container {
-            levels.push(format!("container/{}", &id[..id.len().min(12)]));
+            // The id is the stream's (hostile) text: cut at a character, not a byte.
+            let short = id.char_indices().nth(12).map_or(id, |(at, _)| &id[..at]);
+            levels.push(format!("container/{short}"));
         }
     }
     if group_by >= GroupBy::Process {

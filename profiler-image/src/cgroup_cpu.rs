@@ -557,8 +557,6 @@ mod tests {
             return;
         };
         let controllers = v1_controllers(&fs::read_to_string("/proc/self/cgroup").unwrap());
-        let table = || fs::read_to_string("/proc/self/mountinfo").unwrap().lines().count();
-        let before = table();
         let mount = match mount_privately(controllers.as_deref()) {
             Ok(m) => m,
             Err(e) => {
@@ -566,7 +564,11 @@ mod tests {
                 return;
             }
         };
-        assert_eq!(table(), before, "the private mount is attached to no directory");
+        // Its own mount id, not a count of the table: other mounts may come and go meanwhile.
+        let fdinfo = fs::read_to_string(format!("/proc/self/fdinfo/{}", mount.as_raw_fd())).unwrap();
+        let mnt_id = fdinfo.lines().find_map(|l| l.strip_prefix("mnt_id:")).expect("mnt_id in fdinfo").trim().to_owned();
+        let attached = fs::read_to_string("/proc/self/mountinfo").unwrap().lines().any(|l| l.starts_with(&format!("{mnt_id} ")));
+        assert!(!attached, "the private mount (mount {mnt_id}) is attached to no directory");
         let name = format!("eagle-unit-{}", std::process::id());
         if fs::create_dir(own_dir.join(&name)).is_err() {
             eprintln!("skipped: cannot create a group in {}", own_dir.display());

@@ -1,7 +1,8 @@
 //! Time a thread was runnable but did not run, as both binaries name it: the frames the agent
 //! puts above the stack a thread stopped at, and the cgroup's own CPU-limit counters over the
 //! window, which travel as an `info-cgroup-cpu` warning (one per cgroup) with a fixed tail the
-//! CLI reads back for the summary.
+//! CLI reads back for the summary. One more note of that code, with no pid and no tail, says
+//! which view of the hierarchy the agent read ([`CgroupCpuStat::from_warning`] passes it by).
 
 use crate::{Warning, WarningCode};
 
