@@ -67,7 +67,12 @@ pub fn run(args: ConvertPlan) -> Result<Exit, CliError> {
         return Err(input::no_samples(&args.input));
     }
     let run = RunInfo { frequency_hz: args.frequency_hz, ..Default::default() }.or(&loaded.run);
-    let title = args.title.clone().unwrap_or_else(|| crate::output::title(&name_of(&args.input), run.unit()));
+    // A folded file of samples may come from any profiler: its unit is not claimed to be CPU
+    // time here, as a profile kube-eagle took says it is.
+    let title = args.title.clone().unwrap_or_else(|| match run.unit() {
+        Unit::CpuSamples => format!("kube-eagle: {}", name_of(&args.input)),
+        unit => crate::output::title(&name_of(&args.input), unit),
+    });
     let labels = Labels { title, subtitle: subtitle(loaded.folded.total(), &run) };
     let destination = gate.watch(destination.with_run(run));
     let exit = closing::write(

@@ -10,10 +10,12 @@ pub struct Labels {
     pub subtitle: String,
 }
 
-/// A profile's title: what was profiled and, unless it is CPU samples, what the counts are.
+/// A profile's title: what was profiled and what the counts are. Every sampler's stacks, eBPF's,
+/// py-spy's, rbspy's and Flight Recorder's, are weighed in CPU time: the title says so, since a
+/// reader used to wall-clock samplers would read a waiting Python process otherwise.
 pub fn title(what: &str, unit: Unit) -> String {
     match unit {
-        Unit::CpuSamples => format!("kube-eagle: {what}"),
+        Unit::CpuSamples => format!("kube-eagle: {what}, CPU time (samples)"),
         Unit::OffCpuMicros => format!("kube-eagle: {what}, off-CPU time (microseconds blocked)"),
         Unit::WallMicros => format!("kube-eagle: {what}, wall-clock time (microseconds on and off CPU)"),
     }
@@ -30,7 +32,7 @@ mod tests {
 
     #[test]
     fn titles_say_the_unit() {
-        assert_eq!(title("pid/1", Unit::CpuSamples), "kube-eagle: pid/1");
+        assert_eq!(title("pid/1", Unit::CpuSamples), "kube-eagle: pid/1, CPU time (samples)");
         assert!(
             title("pid/1", Unit::OffCpuMicros).contains("off-CPU")
                 && title("pid/1", Unit::OffCpuMicros).contains("microseconds")
