@@ -52,9 +52,15 @@ fn inlined_functions_are_frames_of_their_own_marked_inlined() {
         profile.count_where(|f| f.contains(&"mix_60_[i]") && nested(f)) == in_mix_60,
         "mix_60_[i] is not always right under round_of_work, or step_[i] not right under mix_60_[i]",
     );
+    // How many of mix_60's samples name step depends on the CPU, not on the profiler: the loop
+    // is four instructions, two of step (imul, add) and two of mix_60's loop (dec, jne), and
+    // which of them an interrupt lands on is the core's skid (most of them on one machine, 21 %
+    // on another, the same binary from clang 19). That step is named at all, and always right
+    // under mix_60, is what DWARF's nesting shows.
+    let in_step = profile.count_where(|f| f.contains(&"step_[i]"));
     run.check(
-        profile.count_where(|f| f.contains(&"step_[i]")) * 2 > in_mix_60,
-        "step_[i] is missing from most of mix_60's samples",
+        in_step * 20 > in_mix_60,
+        format!("step_[i] is in {in_step} of mix_60's {in_mix_60} samples: its inline range is not named"),
     );
     // A call is not marked, and an inlined function never shows as a call.
     for unmarked in ["mix_60", "step", "mix_40_[i]", "round_of_work_[i]"] {
