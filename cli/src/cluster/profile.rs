@@ -395,6 +395,32 @@ fn report_skipped(skipped: &[Skipped]) {
     }
 }
 
+/// `s` as a shell word: as is where that is safe, else single-quoted.
+pub fn quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%".contains(c)) {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// `kubectl eagle fetch RUN OUTPUTS...` with the connection flags `req` was given.
+pub fn fetch_command_with(req: &ClusterRequest, run_id: &str, outputs: Vec<String>) -> String {
+    let mut cmd = vec!["kubectl".to_owned(), "eagle".into(), "fetch".into(), run_id.to_owned()];
+    cmd.extend(outputs);
+    cmd.extend(req.fetch_flags.iter().cloned());
+    if let Some(k) = &req.conn.kubeconfig {
+        cmd.extend(["--kubeconfig".into(), quote(&k.to_string_lossy())]);
+    }
+    if let Some(c) = &req.conn.context {
+        cmd.extend(["--context".into(), quote(c)]);
+    }
+    if req.eagle_namespace != "kube-eagle" {
+        cmd.extend(["--eagle-namespace".into(), quote(&req.eagle_namespace)]);
+    }
+    cmd.join(" ")
+}
+
 /// `profile -a`: plans and creates the Jobs like a synchronous run, prints the run id
 /// (stdout) and how to fetch it (stderr, as `fetch_command` writes it), and returns.
 pub fn start_detached(req: &ClusterRequest, fetch_command: impl Fn(&str) -> String) -> Result<Exit, CliError> {

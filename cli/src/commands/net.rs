@@ -96,9 +96,9 @@ pub fn run(plan: NetPlan) -> Result<Exit, CliError> {
                 }
                 .into(),
             };
-            let outputs = vec!["--net".to_owned(), crate::commands::profile::quote(&output)];
+            let outputs = vec!["--net".to_owned(), profile::quote(&output)];
             return profile::start_detached(req, |id| {
-                crate::commands::profile::fetch_command_with(req, id, outputs.clone())
+                profile::fetch_command_with(req, id, outputs.clone())
             });
         }
         NetWork::Cluster(req) => {

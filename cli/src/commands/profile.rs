@@ -110,38 +110,13 @@ fn with_net(req: &ClusterRequest, destination: &crate::output::Destination, out:
     }
 }
 
-pub fn quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%".contains(c)) {
-        s.to_owned()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
-}
-
 /// The exact command that fetches `run_id` as this `profile` would have written it.
 fn fetch_command(plan: &ProfilePlan, req: &ClusterRequest, run_id: &str) -> String {
-    let mut outputs = vec!["-o".into(), quote(&plan.output.to_string_lossy())];
+    let mut outputs = vec!["-o".into(), profile::quote(&plan.output.to_string_lossy())];
     if let Some(net) = &plan.net {
-        outputs.extend(["--net".into(), quote(&net.path.to_string_lossy())]);
+        outputs.extend(["--net".into(), profile::quote(&net.path.to_string_lossy())]);
     }
-    fetch_command_with(req, run_id, outputs)
-}
-
-/// `kubectl eagle fetch RUN OUTPUTS...` with the connection flags `req` was given.
-pub fn fetch_command_with(req: &ClusterRequest, run_id: &str, outputs: Vec<String>) -> String {
-    let mut cmd = vec!["kubectl".to_owned(), "eagle".into(), "fetch".into(), run_id.to_owned()];
-    cmd.extend(outputs);
-    cmd.extend(req.fetch_flags.iter().cloned());
-    if let Some(k) = &req.conn.kubeconfig {
-        cmd.extend(["--kubeconfig".into(), quote(&k.to_string_lossy())]);
-    }
-    if let Some(c) = &req.conn.context {
-        cmd.extend(["--context".into(), quote(c)]);
-    }
-    if req.eagle_namespace != "kube-eagle" {
-        cmd.extend(["--eagle-namespace".into(), quote(&req.eagle_namespace)]);
-    }
-    cmd.join(" ")
+    profile::fetch_command_with(req, run_id, outputs)
 }
 
 #[cfg(target_os = "linux")]
