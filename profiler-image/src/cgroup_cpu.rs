@@ -566,8 +566,10 @@ mod tests {
         };
         // Its own mount id, not a count of the table: other mounts may come and go meanwhile.
         let fdinfo = fs::read_to_string(format!("/proc/self/fdinfo/{}", mount.as_raw_fd())).unwrap();
-        let mnt_id = fdinfo.lines().find_map(|l| l.strip_prefix("mnt_id:")).expect("mnt_id in fdinfo").trim().to_owned();
-        let attached = fs::read_to_string("/proc/self/mountinfo").unwrap().lines().any(|l| l.starts_with(&format!("{mnt_id} ")));
+        let mnt_id =
+            fdinfo.lines().find_map(|l| l.strip_prefix("mnt_id:")).expect("mnt_id in fdinfo").trim().to_owned();
+        let attached =
+            fs::read_to_string("/proc/self/mountinfo").unwrap().lines().any(|l| l.starts_with(&format!("{mnt_id} ")));
         assert!(!attached, "the private mount (mount {mnt_id}) is attached to no directory");
         let name = format!("eagle-unit-{}", std::process::id());
         if fs::create_dir(own_dir.join(&name)).is_err() {

@@ -97,9 +97,7 @@ pub fn run(plan: NetPlan) -> Result<Exit, CliError> {
                 .into(),
             };
             let outputs = vec!["--net".to_owned(), profile::quote(&output)];
-            return profile::start_detached(req, |id| {
-                profile::fetch_command_with(req, id, outputs.clone())
-            });
+            return profile::start_detached(req, |id| profile::fetch_command_with(req, id, outputs.clone()));
         }
         NetWork::Cluster(req) => {
             let c = crate::cluster::net::net(req)?;

@@ -208,7 +208,8 @@ impl RuntimeSampler for JfrSampler {
         let starting = asked.elapsed();
         let node_ids = threads_in_namespace(pid);
         let writes_in = jfr_writes_in(&jvm_flags(pid));
-        self.running.insert(pid, Recording { name, cpu_at_start, cpu_at_end: None, node_ids, writes_in, period_ns, starting });
+        self.running
+            .insert(pid, Recording { name, cpu_at_start, cpu_at_end: None, node_ids, writes_in, period_ns, starting });
         Ok(())
     }
 
@@ -736,6 +737,8 @@ mod tests {
             name: "r".into(),
             cpu_at_start: HashMap::from([(1, 0), (2, 100), (3, 0)]),
             cpu_at_end: None,
+            node_ids: HashMap::new(),
+            writes_in: vec!["/tmp".into()],
             period_ns: 1e6,
             starting: Duration::ZERO,
         };
