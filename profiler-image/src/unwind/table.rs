@@ -767,6 +767,19 @@ mod tests {
         );
     }
 
+    /// `rows` cut into chunks at `cuts` (positions past the end taken as the end).
+    fn cut_at(rows: &[UnwindRow], cuts: Vec<usize>) -> Vec<Vec<UnwindRow>> {
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(rows.len())).collect();
+        cuts.sort_unstable();
+        let mut chunks = Vec::new();
+        let mut from = 0;
+        for cut in cuts.into_iter().chain([rows.len()]) {
+            chunks.push(rows[from..cut].to_vec());
+            from = cut;
+        }
+        chunks
+    }
+
     /// What [`merge`] must give, the plain way: all rows sorted, the last of each address kept,
     /// then runs of one rule joined.
     fn merged_by_sorting(chunks: &[Vec<UnwindRow>]) -> Vec<UnwindRow> {
@@ -974,14 +987,7 @@ mod tests {
             if in_address_order {
                 rows.sort_by_key(sort_key);
             }
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(rows.len())).collect();
-            cuts.sort_unstable();
-            let mut chunks = Vec::new();
-            let mut from = 0;
-            for cut in cuts.into_iter().chain([rows.len()]) {
-                chunks.push(rows[from..cut].to_vec());
-                from = cut;
-            }
+            let chunks = cut_at(&rows, cuts);
             proptest::prop_assert_eq!(merge(chunks.clone()), merged_by_sorting(&chunks));
         }
 
@@ -996,14 +1002,7 @@ mod tests {
             let kinds = [cfa::RSP, cfa::RBP, GAP];
             let mut rows: Vec<UnwindRow> = raw.iter().map(|&(pc, k, off)| row(pc, kinds[k as usize], off)).collect();
             rows.sort_by_key(sort_key);
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(rows.len())).collect();
-            cuts.sort_unstable();
-            let mut chunks = Vec::new();
-            let mut from = 0;
-            for cut in cuts.into_iter().chain([rows.len()]) {
-                chunks.push(rows[from..cut].to_vec());
-                from = cut;
-            }
+            let chunks = cut_at(&rows, cuts);
             proptest::prop_assert_eq!(merged_and_written(chunks.clone(), write_every), Some(merged_by_sorting(&chunks)));
         }
 
