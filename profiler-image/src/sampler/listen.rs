@@ -156,9 +156,8 @@ impl ListenQueueWatch {
 
     /// A listener `closed.pid` closed: the network program read its last count.
     pub fn closed(&mut self, closed: ClosedListener) {
-        if !self.namespaces.contains_key(&closed.netns) {
-            return; // a namespace not counted (unreadable): its listeners are not either
-        }
+        // Kept even for a namespace not seen yet: a target that entered it may be added at the
+        // next collection; `finish` reports only namespaces it counted.
         if self.closed.len() >= MAX_CLOSED_LISTENERS && !self.closed.contains_key(&closed.cookie) {
             self.closed_untracked += 1;
             return;
