@@ -255,7 +255,10 @@ fn ctrl_c_writes_a_partial_profile_and_leaves_no_job() {
     assert_eq!(out.status.code(), Some(7), "interrupted runs are partial");
     let folded = read_folded(&fx.ns.path("api.folded"));
     assert!(folded.total() > 200, "what was sampled before Ctrl-C is kept: {} samples", folded.total());
-    assert_groundtruth_split(&folded, 5.0);
+    // Judged by the project's rule for the samples there are (a few seconds before Ctrl-C: 706
+    // in one run, where a fixed 5 points was narrower than 3.5 standard errors and failed it at
+    // cpu_60 54.0 %).
+    assert_groundtruth_split(&folded, tolerance_for(folded.total()));
     assert!(fx.jobs_of_run(&run_id(&stderr)).is_empty(), "no Job left behind");
 }
 
