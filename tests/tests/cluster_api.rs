@@ -1287,6 +1287,25 @@ fn an_api_server_that_does_not_answer_ends_the_run_within_its_timeout() {
     );
 }
 
+/// An API server that goes away after the results came in (every Job delete 503): the first
+/// delete spends its retries, the others are not sent, and one line says which run's Jobs are
+/// left and how to remove them. Without that, each Job spent its own 1.75 s of retries, one
+/// after another at a cap of one request: a thousand nodes kept a finished run up for minutes.
+#[test]
+fn deletes_stop_once_the_api_server_fails_them() {
+    let case = Case::new(Scenario::new().fail_job_deletes());
+    let run = case.profile(&["namespace/shop", "--max-concurrent-requests", "1"], "out.folded");
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(0), "the profile is written\n{ctx}");
+    assert_eq!(case.server.created_jobs().len(), 3, "{ctx}");
+    let deletes = case.count(|r| r.method == "DELETE" && r.path.contains("/jobs/"));
+    assert_eq!(deletes, 4, "one Job's delete, retried 4 times in all; the other two not sent\n{ctx}");
+    assert!(
+        run.stderr.lines().any(|l| l.starts_with("warning: 2 more Job(s) of run ") && l.contains("kubectl eagle clean ")),
+        "one line for the Jobs left\n{ctx}"
+    );
+}
+
 /// A user who could start privileged pods but not stop or delete them again starts none.
 #[test]
 fn a_run_its_user_could_not_stop_is_not_started() {

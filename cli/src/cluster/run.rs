@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::RecvTimeoutError;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -833,7 +834,7 @@ async fn stop_agents(client: &Client, namespace: &str, nodes: &mut [NodeRun], li
 /// Deletes the Jobs this run created, each only if it is still the one created (its uid). A
 /// third Ctrl-C quits at once, leaving them to their deadline and TTL.
 async fn cleanup(jobs: &Api<Job>, nodes: &[NodeRun], limit: usize, run_id: &str, signals: &mut Signals) {
-    let deletes = delete_created(jobs, nodes, limit);
+    let deletes = delete_created(jobs, nodes, limit, run_id);
     tokio::pin!(deletes);
     loop {
         tokio::select! {
@@ -849,23 +850,47 @@ async fn cleanup(jobs: &Api<Job>, nodes: &[NodeRun], limit: usize, run_id: &str,
     }
 }
 
-async fn delete_created(jobs: &Api<Job>, nodes: &[NodeRun], limit: usize) {
+async fn delete_created(jobs: &Api<Job>, nodes: &[NodeRun], limit: usize, run_id: &str) {
     let created: Vec<&NodeRun> = nodes.iter().filter(|n| n.uid.is_some()).collect();
+    // Once a delete has spent its retries on an API server that is gone or failing (refused or
+    // broken connections, 5xx), the deletes not sent yet are not sent: each would spend its own
+    // retries (1.75 s), some 90 s for 1,000 nodes, after the results are written.
+    let unreachable = AtomicBool::new(false);
     let deletes = created.iter().map(|n| {
         let params = DeleteParams {
             preconditions: Some(Preconditions { uid: n.uid.clone(), resource_version: None }),
             ..DeleteParams::background()
         };
-        async move { with_retries(transient, || jobs.delete(&n.job, &params)).await }
+        let unreachable = &unreachable;
+        async move {
+            if unreachable.load(Ordering::Relaxed) {
+                return None;
+            }
+            let result = with_retries(transient, || jobs.delete(&n.job, &params)).await;
+            if result.as_ref().is_err_and(transient) {
+                unreachable.store(true, Ordering::Relaxed);
+            }
+            Some(result)
+        }
     });
     let results: Vec<_> = futures::stream::iter(deletes).buffered(limit).collect().await;
+    let mut not_sent = 0;
     for (n, result) in created.into_iter().zip(results) {
-        if let Err(e) = result {
-            // 404: gone already (another user's `clean`); 409: the name is another Job's now.
-            let gone = matches!(&e, kube::Error::Api(s) if s.code == 404 || s.code == 409);
-            if !gone {
-                eprintln!("warning: could not delete Job {} (node {}): {e}; its TTL removes it later", n.job, n.node);
+        match result {
+            None => not_sent += 1,
+            Some(Err(e)) => {
+                // 404: gone already (another user's `clean`); 409: the name is another Job's now.
+                let gone = matches!(&e, kube::Error::Api(s) if s.code == 404 || s.code == 409);
+                if !gone {
+                    eprintln!("warning: could not delete Job {} (node {}): {e}; its TTL removes it later", n.job, n.node);
+                }
             }
+            Some(Ok(_)) => {}
         }
+    }
+    if not_sent > 0 {
+        eprintln!(
+            "warning: {not_sent} more Job(s) of run {run_id} not deleted: the API server failed the deletes above; their deadline and TTL end them, or run `kubectl eagle clean {run_id}` once it answers"
+        );
     }
 }

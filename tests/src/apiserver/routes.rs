@@ -291,6 +291,10 @@ pub(super) fn handle(shared: &Arc<Shared>, req: &HttpRequest, w: &mut TcpStream)
         ("delete", None) => {
             if route.kind.plural == "jobs" {
                 thread::sleep(shared.scenario.job_delete_delay);
+                if shared.scenario.job_deletes_fail {
+                    let failed = status(503, "ServiceUnavailable", "the API server is going away".into(), json!({}));
+                    return respond(shared, index, w, 503, &failed);
+                }
             }
             let (code, value) = shared.delete(&route, body.as_ref());
             respond(shared, index, w, code, &value)

@@ -103,6 +103,7 @@ pub struct Scenario {
     pub(super) job_create_delay: Duration,
     pub(super) throttled_creates: usize,
     pub(super) job_delete_delay: Duration,
+    pub(super) job_deletes_fail: bool,
     pub(super) watch_breaks_after: Option<usize>,
     pub(super) follow_breaks_after: Option<usize>,
     pub(super) drops_ttl: bool,
@@ -129,6 +130,7 @@ impl Scenario {
             job_create_delay: Duration::ZERO,
             throttled_creates: 0,
             job_delete_delay: Duration::ZERO,
+            job_deletes_fail: false,
             watch_breaks_after: None,
             follow_breaks_after: None,
             drops_ttl: false,
@@ -219,6 +221,12 @@ impl Scenario {
     /// Deleting a Job takes this long (an API server under load): the answer comes after.
     pub fn slow_job_delete(mut self, delay: Duration) -> Self {
         self.job_delete_delay = delay;
+        self
+    }
+
+    /// Every Job delete fails with 503 (an API server going away after the results came in).
+    pub fn fail_job_deletes(mut self) -> Self {
+        self.job_deletes_fail = true;
         self
     }
 
