@@ -1301,7 +1301,9 @@ fn deletes_stop_once_the_api_server_fails_them() {
     let deletes = case.count(|r| r.method == "DELETE" && r.path.contains("/jobs/"));
     assert_eq!(deletes, 4, "one Job's delete, retried 4 times in all; the other two not sent\n{ctx}");
     assert!(
-        run.stderr.lines().any(|l| l.starts_with("warning: 2 more Job(s) of run ") && l.contains("kubectl eagle clean ")),
+        run.stderr
+            .lines()
+            .any(|l| l.starts_with("warning: 2 more Job(s) of run ") && l.contains("kubectl eagle clean ")),
         "one line for the Jobs left\n{ctx}"
     );
 }

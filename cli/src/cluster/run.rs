@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::panic::AssertUnwindSafe;
-use std::sync::mpsc::RecvTimeoutError;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -882,7 +882,10 @@ async fn delete_created(jobs: &Api<Job>, nodes: &[NodeRun], limit: usize, run_id
                 // 404: gone already (another user's `clean`); 409: the name is another Job's now.
                 let gone = matches!(&e, kube::Error::Api(s) if s.code == 404 || s.code == 409);
                 if !gone {
-                    eprintln!("warning: could not delete Job {} (node {}): {e}; its TTL removes it later", n.job, n.node);
+                    eprintln!(
+                        "warning: could not delete Job {} (node {}): {e}; its TTL removes it later",
+                        n.job, n.node
+                    );
                 }
             }
             Some(Ok(_)) => {}
