@@ -451,7 +451,8 @@ mod tests {
     fn tolerance_widens_with_few_samples_only() {
         assert_eq!(tolerance(0.03, 0.6, 100_000), 0.03);
         let few = tolerance(0.03, 0.6, 400);
-        assert!((few - 3.5 * (0.24f64 / 400.0).sqrt()).abs() < 1e-12 && few > 0.08);
+        // 400 weighed samples stand for 400 / WEIGHED_VARIANCE independent ones.
+        assert!((few - 3.5 * (0.24f64 * WEIGHED_VARIANCE / 400.0).sqrt()).abs() < 1e-12 && few > 0.1);
     }
 
     #[test]
