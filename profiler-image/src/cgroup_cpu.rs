@@ -186,18 +186,6 @@ impl CpuMounts {
         let dir = dir.join(Path::new(&path).strip_prefix(root).ok()?);
         Some((path, dir, version))
     }
-
-    /// The directories of the groups above the one at `dir` that this view shows, nearest
-    /// first: `dir`'s ancestors up to the mount of the hierarchy (as [`CpuMounts::locate`]
-    /// found it).
-    fn ancestors<'d>(&self, dir: &'d Path, version: Version) -> impl Iterator<Item = &'d Path> {
-        let top = match version {
-            Version::V1 => self.v1.as_ref(),
-            Version::V2 => self.v2.as_ref(),
-        }
-        .map(|(_, mount)| mount.clone());
-        dir.ancestors().skip(1).take_while(move |a| top.as_ref().is_some_and(|t| a.starts_with(t)))
-    }
 }
 
 /// The controllers of the v1 hierarchy that holds `cpu`, from a `/proc/PID/cgroup` text
@@ -312,32 +300,9 @@ struct Watched {
     pid: u32,
     /// The container of `pid`, when it is in one.
     container: Option<String>,
-    /// The group's directory, then those of its ancestors that have a CPU limit of their own.
-    /// Each level is throttled by its own quota and counts that in its own `cpu.stat`: a pod's
-    /// container limited to 200m in a pod limited to 200m is throttled now by one, now by the
-    /// other (on the lab, the container's counters held half of the 11.8 s its thread was).
-    dirs: Vec<PathBuf>,
+    dir: PathBuf,
     version: Version,
     at_start: Counters,
-}
-
-impl Watched {
-    /// The counters of every level, summed: the time its threads could not run for a limit.
-    fn read(&self) -> Option<Counters> {
-        let own = Counters::read(&self.dirs[0], self.version)?;
-        Some(self.dirs[1..].iter().filter_map(|d| Counters::read(d, self.version)).fold(own, |sum, c| Counters {
-            nr_periods: sum.nr_periods,
-            // Periods in which a level was throttled; two levels throttled in one period are
-            // one period of the group's.
-            nr_throttled: sum.nr_throttled.saturating_add(c.nr_throttled).min(sum.nr_periods),
-            throttled_us: sum.throttled_us.saturating_add(c.throttled_us),
-        }))
-    }
-
-    /// The tightest limit on the way up.
-    fn limit_millicores(&self) -> Option<u64> {
-        self.dirs.iter().filter_map(|d| limit_millicores(d, self.version)).min()
-    }
 }
 
 /// The cgroups of the run's processes, each read when first seen.
@@ -372,18 +337,9 @@ impl CgroupCpuWatch {
         if self.watched.contains_key(&cgroup) {
             return;
         }
-        let mut dirs = vec![dir.clone()];
-        dirs.extend(
-            self.mounts
-                .ancestors(&dir, version)
-                .filter(|a| limit_millicores(a, version).is_some())
-                .map(Path::to_path_buf),
-        );
-        let container = discovery::container_id(&proc_cgroup);
-        let mut watched = Watched { pid, container, dirs, version, at_start: Counters::default() };
-        if let Some(at_start) = watched.read() {
-            watched.at_start = at_start;
-            self.watched.insert(cgroup, watched);
+        if let Some(at_start) = Counters::read(&dir, version) {
+            let container = discovery::container_id(&proc_cgroup);
+            self.watched.insert(cgroup, Watched { pid, container, dir, version, at_start });
         }
     }
 
@@ -392,12 +348,12 @@ impl CgroupCpuWatch {
         self.watched
             .iter()
             .filter_map(|(cgroup, w)| {
-                let now = w.read()?;
+                let now = Counters::read(&w.dir, w.version)?;
                 Some(CgroupCpuStat {
                     cgroup: cgroup.clone(),
                     pid: w.pid,
                     container: w.container.clone(),
-                    limit_millicores: w.limit_millicores(),
+                    limit_millicores: limit_millicores(&w.dir, w.version),
                     nr_periods: now.nr_periods.saturating_sub(w.at_start.nr_periods),
                     nr_throttled: now.nr_throttled.saturating_sub(w.at_start.nr_throttled),
                     throttled_us: now.throttled_us.saturating_sub(w.at_start.throttled_us),
@@ -468,45 +424,6 @@ mod tests {
         );
         // No bandwidth control (the root group): no counters.
         assert_eq!(Counters::parse("usage_usec 10\n", Version::V2), None);
-    }
-
-    /// A container limited to 200m in a pod limited to 200m (as the kubelet makes them, cgroup
-    /// v1): each level is throttled by its own quota and counts it in its own `cpu.stat`, so
-    /// the container's throttled time is the sum of both; its limit the tighter of the two.
-    /// The QoS level above, with no limit, counts nothing.
-    #[test]
-    fn a_container_and_its_limited_pod_are_throttled_together() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (proc, mount) = (dir.path().join("proc"), dir.path().join("cpu"));
-        let (qos, pod) = (mount.join("kubepods/burstable"), mount.join("kubepods/burstable/pod1"));
-        let container = pod.join("abc");
-        fs::create_dir_all(proc.join("42")).unwrap();
-        fs::create_dir_all(&container).unwrap();
-        fs::write(
-            proc.join("42/cgroup"),
-            "4:cpu,cpuacct:/kubepods/burstable/pod1/abc
-",
-        )
-        .unwrap();
-        let stat = |periods: u64, throttled: u64, ns: u64| {
-            format!("nr_periods {periods}\nnr_throttled {throttled}\nthrottled_time {ns}\n")
-        };
-        for (group, quota) in [(&qos, -1), (&pod, 30_000), (&container, 20_000)] {
-            fs::write(group.join("cpu.cfs_quota_us"), format!("{quota}\n")).unwrap();
-            fs::write(group.join("cpu.cfs_period_us"), "100000\n").unwrap();
-            fs::write(group.join("cpu.stat"), stat(10, 5, 400_000_000)).unwrap();
-        }
-        let mounts = CpuMounts { v1: Some(("/".into(), mount.clone())), ..CpuMounts::default() };
-        let mut watch = CgroupCpuWatch::with_mounts(mounts, ProcFs::at(&proc));
-        watch.watch(42);
-        fs::write(container.join("cpu.stat"), stat(160, 55, 3_400_000_000)).unwrap();
-        fs::write(pod.join("cpu.stat"), stat(160, 60, 3_500_000_000)).unwrap();
-        fs::write(qos.join("cpu.stat"), stat(160, 999, 99_000_000_000)).unwrap();
-        let stats = watch.finish();
-        assert_eq!(stats.len(), 1, "{stats:?}");
-        let s = &stats[0];
-        assert_eq!(s.limit_millicores, Some(200));
-        assert_eq!((s.nr_periods, s.nr_throttled, s.throttled_us), (150, 50 + 55, 3_000_000 + 3_100_000));
     }
 
     /// A pod's container in a cgroup v2 hierarchy with the cpu controller, as a unified-only
