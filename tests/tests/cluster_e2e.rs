@@ -294,10 +294,15 @@ fn a_bad_image_fails_the_node_with_the_reason_and_leaves_nothing() {
 /// Issue 18 on the real cluster: a pod limited to 200m running the groundtruth's busy loop,
 /// profiled off the CPU through its Job. The summary names the pod's cgroup by namespace, pod
 /// and container (read through the agent's own mount of the cpu hierarchy: a Job's container
-/// sees only its own group), and the time the graph shows under `[throttled by its cgroup's CPU
-/// limit]` is within 10 % of the cgroup's own `throttled_time` over the window. The two clocks
-/// differ only at the window's edges (a period of 100 ms at most at either; see throttle.rs),
-/// and each is summed over CPUs: a thread's throttled time on each CPU's run queue.
+/// sees only its own group), with its limit and its own counters, and the graph shows the
+/// throttled time above the groundtruth's stacks.
+///
+/// The graph's throttled time is not compared with the container's `throttled_time` here, as
+/// the local test compares it with a test-made cgroup's (throttle.rs): the kubelet limits the
+/// pod's group too (200m), and each level counts only the throttling its own quota caused. On
+/// the lab the container's counters held 5.86 s of the 11.8 s its thread was throttled (the
+/// pod's level the rest); summing the levels read 16.2 s in another run (their throttled spans
+/// overlap). No one cgroup's counter is the thread's throttled time: docs/ARCHITECTURE.md.
 #[test]
 #[ignore = "needs a cluster: EAGLE_E2E_KUBECONFIG"]
 fn a_pod_limited_to_200m_is_throttled_as_its_cgroup_counted() {
@@ -338,12 +343,12 @@ fn a_pod_limited_to_200m_is_throttled_as_its_cgroup_counted() {
     assert_eq!(ours["limit_millicores"], 200, "{ours}");
     let kernel = ours["throttled_seconds"].as_f64().expect("throttled_seconds");
     let measured = ours["measured_throttled_seconds"].as_f64().expect("measured_throttled_seconds");
-    eprintln!("throttled: {measured:.3} s by the profile, {kernel:.3} s by the cgroup's throttled_time: {ours}");
+    eprintln!("throttled: {measured:.3} s by the profile, {kernel:.3} s by the container's throttled_time: {ours}");
     assert!(kernel > 0.0, "a 200m busy loop was not throttled at all in 15 s: {ours}");
-    assert!(
-        (measured - kernel).abs() <= 0.10 * kernel,
-        "throttled {measured:.3} s by the profile, {kernel:.3} s by the cgroup's throttled_time: not within 10 %"
-    );
+    assert!(ours["nr_throttled"].as_u64().is_some_and(|n| n > 0), "{ours}");
+    // A busy loop at 200m is throttled about 80 % of the window: most of 15 s, whichever level
+    // throttled it.
+    assert!(measured > 5.0 && measured <= 15.5, "throttled {measured:.3} s of a 15 s window at 200m");
     let folded = read_folded(&fx.ns.path("off.folded"));
     assert!(
         folded.iter().any(|(s, _)| s.contains("cpu_60") && s.ends_with(eagle_proto::THROTTLED_FRAME)),
