@@ -51,14 +51,7 @@ fn start(cmd: &mut Command, warmup: Duration) -> Workload {
 fn start_warm(cmd: &mut Command, cpu: Duration) -> Workload {
     let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let pid = child.id();
-    let used = || {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // After the command name's closing parenthesis: state is field 3, utime 14, stime 15.
-        let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, r)| r).split_whitespace().collect();
-        let ticks: u64 = fields.get(11..13).map_or(0, |f| f.iter().filter_map(|t| t.parse::<u64>().ok()).sum());
-        // SAFETY: sysconf has no preconditions.
-        Duration::from_secs_f64(ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64)
-    };
+    let used = || Duration::from_secs_f64(eagle_tests::cpu_seconds(pid));
     let deadline = std::time::Instant::now() + cpu * 4;
     while used() < cpu && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
