@@ -510,6 +510,43 @@ fn a_jvm_that_cannot_be_attached_is_left_alone_and_sampled_natively() {
     }
 }
 
+/// `profile -- java ...` (no window: until the command exits) ends when the JVM does. The JVM
+/// is the CLI's child and stays a zombie until the run ends and reaps it; Flight Recorder's
+/// sampler took the zombie for a live JVM and the run never ended.
+#[test]
+fn a_jvm_run_by_the_profile_ends_the_run_when_it_exits() {
+    if !has_java() {
+        return;
+    }
+    let dir = temp_dir("java-command");
+    compile_java(&dir);
+    let out_path = dir.join("command.folded");
+    let mut eagle = Command::new(eagle_tests::kubectl_eagle())
+        .args(["profile", "-o", out_path.to_str().unwrap(), "--", "java", "-cp"])
+        .arg(&dir)
+        .args(["GroundTruth", "--rounds", "2000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = eagle.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = eagle.kill();
+            panic!("kubectl-eagle profile -- java ... still ran 120 s after it started");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut eagle.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("sampled by jfr"), "Flight Recorder took the JVM: {stderr}");
+    assert!(read(&out_path).total() > 0, "{stderr}");
+}
+
 /// A profile interrupted (Ctrl-C) while Flight Recorder runs still stops the recording.
 #[test]
 fn an_interrupted_profile_leaves_no_recording_in_the_jvm() {

@@ -159,7 +159,7 @@ impl JfrSampler {
             Ok(said) => said,
             Err(e) => {
                 let _ = remove_in_root(pid, file);
-                return Err(if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                return Err(if jvm_alive(pid) {
                     format!("the JVM did not hand over its recording: {e}")
                 } else {
                     "the JVM exited during the window: its recording went with it".to_owned()
@@ -219,12 +219,7 @@ impl RuntimeSampler for JfrSampler {
     }
 
     fn ended(&mut self) -> Vec<Recorded> {
-        let gone: Vec<u32> = self
-            .running
-            .keys()
-            .copied()
-            .filter(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
-            .collect();
+        let gone: Vec<u32> = self.running.keys().copied().filter(|pid| !jvm_alive(*pid)).collect();
         for pid in gone {
             self.running.remove(&pid);
             self.ended.push((pid, Err("the JVM exited during the window: its recording went with it".into())));
@@ -253,6 +248,13 @@ impl RuntimeSampler for JfrSampler {
     fn live(&self) -> usize {
         self.running.len()
     }
+}
+
+/// Is the JVM still running? A JVM that exited may stay a zombie (its /proc entry kept) until
+/// its parent reaps it, and that parent may be the CLI waiting for this run to end
+/// (`kubectl eagle profile -- java ...`): a zombie has ended, or the run never would.
+fn jvm_alive(pid: u32) -> bool {
+    crate::discovery::ProcFs::default().is_alive(pid)
 }
 
 impl Drop for JfrSampler {
