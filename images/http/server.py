@@ -5,13 +5,41 @@ Every request to /api/items/N sleeps a known delay and answers 200, except every
 --error-every-th request (counted over the whole server), which answers 503: the error ratio
 is exact. Every --slow-every-th request sleeps --slow-ms instead of --delay-ms, so p99 is known.
 Keep-alive: one connection carries many requests, as real clients do. Each response is one
-write.
+write. With --io vectored the server reads with recvmsg(2) and writes with sendmsg(2), whose
+bytes are in iovecs, as servers built on scattered buffers do.
 """
 import argparse
 import http.server
+import io
 import os
 import threading
 import time
+
+
+class RecvmsgIO(io.RawIOBase):
+    """A connection's reads, each one recvmsg(2) into one iovec."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        return self.conn.recvmsg_into([b])[0]
+
+
+class SendmsgIO(io.RawIOBase):
+    """A connection's writes, each one sendmsg(2) of one iovec."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def writable(self):
+        return True
+
+    def write(self, b):
+        return self.conn.sendmsg([b])
 
 
 def main():
@@ -23,6 +51,8 @@ def main():
     ap.add_argument("--slow-every", type=int, default=25)
     ap.add_argument("--error-every", type=int, default=10)
     ap.add_argument("--ready-file", help="written once the server listens")
+    ap.add_argument("--io", choices=["plain", "vectored"], default="plain",
+                    help="plain: recv/send (recvfrom/sendto); vectored: recvmsg/sendmsg")
     args = ap.parse_args()
     lock = threading.Lock()
     count = [0]
@@ -32,6 +62,12 @@ def main():
         # One write per response (flushed after each request): a status line and a body in two
         # small writes would meet Nagle and the client's delayed ACK, 40 ms the server never sees.
         wbufsize = 1 << 16
+
+        def setup(self):
+            super().setup()
+            if args.io == "vectored":
+                self.rfile = io.BufferedReader(RecvmsgIO(self.connection))
+                self.wfile = io.BufferedWriter(SendmsgIO(self.connection), self.wbufsize)
 
         def do_GET(self):
             with lock:

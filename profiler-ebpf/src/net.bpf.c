@@ -33,19 +33,30 @@ char LICENSE[] SEC("license") = "GPL";
 #define TCP_CLOSE 7
 #define TCP_LISTEN 10
 
-/* System call numbers and the register of their second argument (the buffer), per
- * architecture (the kernel's own tables: arch/x86/entry/syscalls, include/uapi/asm-generic). */
+/* System call numbers (the kernel's own tables: arch/x86/entry/syscalls, include/uapi/asm-generic)
+ * of the calls whose buffer the HTTP parser reads, per architecture. */
 #if defined(__TARGET_ARCH_arm64)
 #define SYS_READ 63
 #define SYS_WRITE 64
+#define SYS_READV 65
+#define SYS_WRITEV 66
 #define SYS_SENDTO 206
 #define SYS_RECVFROM 207
+#define SYS_SENDMSG 211
+#define SYS_RECVMSG 212
 #else
 #define SYS_READ 0
 #define SYS_WRITE 1
+#define SYS_READV 19
+#define SYS_WRITEV 20
 #define SYS_SENDTO 44
 #define SYS_RECVFROM 45
+#define SYS_SENDMSG 46
+#define SYS_RECVMSG 47
 #endif
+/* Threads whose saved registers are not those of a system call of their own (task flags). */
+#define PF_IO_WORKER 0x00000010
+#define PF_KTHREAD 0x00200000
 
 /* The processes to watch (tgid -> 1), filled by the agent and extended by the fork hook. */
 struct {
@@ -91,23 +102,6 @@ struct {
 
 /* 0: TCP counters only, no bytes copied for HTTP. */
 const volatile __u32 CAPTURE_HTTP = 1;
-
-/* A read or write syscall of a target thread in flight (key: thread id). */
-struct pending_io {
-	__u64 buf;  /* the user buffer */
-	__u64 sock; /* reads: the socket tcp_recvmsg read from, 0 if none */
-	__u64 len;  /* reads: bytes tcp_recvmsg returned */
-	__u64 time_ns;
-	__u32 write;
-	__u32 _pad;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32);
-	__type(value, struct pending_io);
-} net_pending SEC(".maps");
 
 /* The kernel's structures, reduced to the fields read here; CO-RE rewrites the offsets. */
 struct in6_addr {
@@ -158,23 +152,34 @@ struct sk_buff {
 } __attribute__((preserve_access_index));
 
 struct task_struct {
+	unsigned int flags;
 	int pid;
 	int tgid;
 } __attribute__((preserve_access_index));
 
+/* A thread's registers as its system call found them, saved on its kernel stack: the call's number
+ * and its second argument (every buffer read here is the second). */
 #if defined(__TARGET_ARCH_arm64)
 struct pt_regs {
 	unsigned long regs[31];
+	int syscallno;
 } __attribute__((preserve_access_index));
+#define SYSCALL_NUMBER(r) BPF_CORE_READ(r, syscallno)
 #define SECOND_ARGUMENT(r) BPF_CORE_READ(r, regs[1])
 #else
 struct pt_regs {
-	unsigned long di;
 	unsigned long si;
-	unsigned long dx;
+	unsigned long orig_ax;
 } __attribute__((preserve_access_index));
+#define SYSCALL_NUMBER(r) BPF_CORE_READ(r, orig_ax)
 #define SECOND_ARGUMENT(r) BPF_CORE_READ(r, si)
 #endif
+
+/* struct iovec as user space lays it out (64-bit). */
+struct user_iovec {
+	__u64 base;
+	__u64 len;
+};
 
 static __always_inline void bump(__u32 counter)
 {
@@ -281,9 +286,46 @@ static __always_inline void sample_rtt(struct sock *sk, struct eagle_net_counter
 	__sync_fetch_and_add(&counters->rtt_samples, 1);
 }
 
-static __always_inline void emit_data(struct sock *sk, struct eagle_net_key *key, __u64 buf, __u64 len, __u32 write,
-				      __u64 time_ns)
+/* Where the socket read or write the current thread is in puts or takes its bytes: the user
+ * buffer of its system call, found in the registers the call saved (no hook on the machine's
+ * every system call is needed for that: those would tax every process of the node). The buffer
+ * of read/write and recvfrom/sendto; the first iovec of readv/writev and recvmsg/sendmsg, whose
+ * length is then `*room`. 0 for any other way in (io_uring, sendfile, splice, a 32-bit task's
+ * numbers, a kernel thread): those bytes are counted, not copied. `write`: the call must send. */
+static __always_inline __u64 io_buffer(__u32 write, __u64 *room)
 {
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (BPF_CORE_READ(task, flags) & (PF_KTHREAD | PF_IO_WORKER))
+		return 0;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	long nr = SYSCALL_NUMBER(regs);
+	__u64 arg = SECOND_ARGUMENT(regs);
+	*room = ~0ULL;
+	if (write ? nr == SYS_WRITE || nr == SYS_SENDTO : nr == SYS_READ || nr == SYS_RECVFROM)
+		return arg;
+	if (write ? nr == SYS_SENDMSG : nr == SYS_RECVMSG) {
+		/* struct user_msghdr { void *msg_name; int msg_namelen; struct iovec *msg_iov; ... } */
+		if (bpf_probe_read_user(&arg, sizeof(arg), (void *)(arg + 16)) != 0)
+			return 0;
+	} else if (write ? nr != SYS_WRITEV : nr != SYS_READV) {
+		return 0;
+	}
+	struct user_iovec iov;
+	if (bpf_probe_read_user(&iov, sizeof(iov), (void *)arg) != 0)
+		return 0;
+	*room = iov.len;
+	return iov.base;
+}
+
+/* The first bytes of a target's socket read or write, for the HTTP parser. A read's bytes are in
+ * the user's buffer by the time `sock_recv_length` fires (the protocol copied them); a write's
+ * are still there. */
+static __always_inline void emit_data(struct sock *sk, struct eagle_net_key *key, __u64 len, __u32 write)
+{
+	__u64 room;
+	__u64 buf = io_buffer(write, &room);
+	if (!buf)
+		return;
 	struct eagle_net_event *event = bpf_ringbuf_reserve(&net_events, sizeof(*event), 0);
 	if (!event) {
 		bump(EAGLE_NET_EVENTS_LOST);
@@ -292,10 +334,11 @@ static __always_inline void emit_data(struct sock *sk, struct eagle_net_key *key
 	event->kind = EAGLE_NET_EVENT_DATA;
 	event->ok = write;
 	event->value = len;
-	event->time_ns = time_ns;
+	event->time_ns = bpf_ktime_get_ns();
 	event->sock = (__u64)sk;
 	event->key = *key;
-	__u32 copy = len < EAGLE_NET_DATA_BYTES ? len : EAGLE_NET_DATA_BYTES;
+	__u64 have = len < room ? len : room;
+	__u32 copy = have < EAGLE_NET_DATA_BYTES ? have : EAGLE_NET_DATA_BYTES;
 	/* Keep the bound in the register the verifier checks the size in. */
 	asm volatile("" : "+r"(copy));
 	if (copy > EAGLE_NET_DATA_BYTES)
@@ -321,12 +364,8 @@ int net_send_length(__u64 *ctx)
 		return 0;
 	__sync_fetch_and_add(&counters->bytes_sent, sent);
 	sample_rtt(sk, counters);
-	if (!CAPTURE_HTTP)
-		return 0;
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct pending_io *io = bpf_map_lookup_elem(&net_pending, &tid);
-	if (io && io->write)
-		emit_data(sk, &key, io->buf, sent, 1, bpf_ktime_get_ns());
+	if (CAPTURE_HTTP && is_target(bpf_get_current_pid_tgid() >> 32))
+		emit_data(sk, &key, sent, 1);
 	return 0;
 }
 
@@ -345,16 +384,8 @@ int net_recv_length(__u64 *ctx)
 		return 0;
 	__sync_fetch_and_add(&counters->bytes_received, copied);
 	sample_rtt(sk, counters);
-	if (!CAPTURE_HTTP)
-		return 0;
-	/* The bytes are in the user's buffer once the syscall returns: copy them then. */
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct pending_io *io = bpf_map_lookup_elem(&net_pending, &tid);
-	if (io && !io->write) {
-		io->sock = (__u64)sk;
-		io->len = copied;
-		io->time_ns = bpf_ktime_get_ns();
-	}
+	if (CAPTURE_HTTP && is_target(bpf_get_current_pid_tgid() >> 32))
+		emit_data(sk, &key, copied, 0);
 	return 0;
 }
 
@@ -540,50 +571,6 @@ SEC("tp_btf/kfree_skb")
 int net_kfree_skb_no_rx_sk(__u64 *ctx)
 {
 	count_drop(BPF_CORE_READ((struct sk_buff *)ctx[0], sk), (__u32)ctx[2]);
-	return 0;
-}
-
-/* sys_enter(struct pt_regs *regs, long id): note where a target thread's read or write points. */
-SEC("tp_btf/sys_enter")
-int net_sys_enter(__u64 *ctx)
-{
-	if (!CAPTURE_HTTP)
-		return 0;
-	long id = (long)ctx[1];
-	if (id != SYS_READ && id != SYS_WRITE && id != SYS_SENDTO && id != SYS_RECVFROM)
-		return 0;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!is_target(pid_tgid >> 32))
-		return 0;
-	struct pt_regs *regs = (struct pt_regs *)ctx[0];
-	struct pending_io io = {
-		.buf = SECOND_ARGUMENT(regs),
-		.write = id == SYS_WRITE || id == SYS_SENDTO,
-	};
-	__u32 tid = (__u32)pid_tgid;
-	bpf_map_update_elem(&net_pending, &tid, &io, BPF_ANY);
-	return 0;
-}
-
-/* sys_exit(struct pt_regs *regs, long ret): a read from a TCP socket has its bytes now. */
-SEC("tp_btf/sys_exit")
-int net_sys_exit(__u64 *ctx)
-{
-	if (!CAPTURE_HTTP)
-		return 0;
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct pending_io *io = bpf_map_lookup_elem(&net_pending, &tid);
-	if (!io)
-		return 0;
-	if (!io->write && io->sock) {
-		struct sock *sk = (struct sock *)io->sock;
-		struct eagle_net_key key;
-		struct eagle_net_sock *known = bpf_map_lookup_elem(&net_socks, &io->sock);
-		__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-		if (make_key(sk, tgid, known ? known->direction : EAGLE_NET_UNKNOWN, &key))
-			emit_data(sk, &key, io->buf, io->len, 0, io->time_ns);
-	}
-	bpf_map_delete_elem(&net_pending, &tid);
 	return 0;
 }
 

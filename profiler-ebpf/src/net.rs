@@ -26,12 +26,10 @@ pub mod names {
         ("net_receive_reset", "tcp_receive_reset"),
         ("net_fork", "sched_process_fork"),
     ];
-    /// tp_btf programs that find the user buffers of reads and writes, for HTTP.
     /// The drop counter's program on `kfree_skb`: the first that loads (the tracepoint's
     /// `rx_sk` argument is Linux 6.11+; the second reads only `skb->sk`).
     pub const DROP_PROGRAMS: [&str; 2] = ["net_kfree_skb", "net_kfree_skb_no_rx_sk"];
     pub const DROP_TRACEPOINT: &str = "kfree_skb";
-    pub const SYSCALL_TRACEPOINTS: [(&str, &str); 2] = [("net_sys_enter", "sys_enter"), ("net_sys_exit", "sys_exit")];
     pub const TARGETS: &str = "net_targets";
     pub const TRAFFIC: &str = "net_traffic";
     pub const EVENTS: &str = "net_events";

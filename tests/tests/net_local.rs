@@ -143,6 +143,35 @@ fn profile_with_net_writes_the_graph_and_the_network_of_one_window() {
     assert!(stderr.contains(&format!("wrote {}", report.display())), "{stderr}");
 }
 
+/// A server whose socket I/O goes through iovecs (`recvmsg`/`sendmsg`, as servers built on
+/// scattered buffers do): its requests are read from the first iovec of each call, as those of
+/// `recv`/`send` are from their buffer.
+#[test]
+fn http_over_recvmsg_and_sendmsg_is_read_from_the_iovecs() {
+    require_sampling!();
+    let dir = TestDir::new("net-iovec");
+    let port = free_port().to_string();
+    let report = dir.join("net.json");
+    let eagle = ServerUnderEagle::start(
+        ["net", "--format", "json", "-o", report.to_str().unwrap()],
+        None,
+        &["--port", &port, "--io", "vectored", "--delay-ms", "2", "--error-every", "5"],
+        &dir.join("ready"),
+    );
+    let client = load(&port, &["--requests", "50", "--rate", "50", "--connections", "2"]);
+    eagle.stop();
+    let run = eagle.wait();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(0), "kubectl-eagle net: {stderr}");
+    let text = std::fs::read_to_string(&report).expect("the report is written");
+    let net: Value = serde_json::from_str(&text).expect("the report is JSON");
+    let routes = net["http"].as_array().unwrap();
+    assert_eq!(routes.len(), 1, "one route, /api/items/{{n}}: {text}");
+    assert_eq!(routes[0]["path"], "/api/items/{n}");
+    assert_eq!(routes[0]["requests"], client["requests"], "{text}");
+    assert_eq!(routes[0]["errors"], client["errors"], "{text}");
+}
+
 /// Runs the load generator against `port` on loopback and returns what it measured itself.
 fn load(port: &str, args: &[&str]) -> Value {
     http_server::load(None, &[&["--port", port][..], args].concat())

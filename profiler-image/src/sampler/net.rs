@@ -39,8 +39,8 @@ pub struct NetCollector {
 
 impl NetCollector {
     /// Loads and attaches the network program; nothing is counted until [`NetCollector::add`].
-    /// With `http`, the first bytes of the targets' reads and writes are copied for the HTTP
-    /// parser too (two more hooks, on every syscall entry and exit of the machine).
+    /// With `http`, the first bytes of the targets' socket reads and writes are copied for the
+    /// HTTP parser too (by the same hooks: no hook on the machine's every system call).
     pub fn start(http: bool) -> Result<Self, SamplerError> {
         let object = eagle_ebpf::net::object().ok_or(SamplerError::NoProgram)?;
         let btf = Btf::from_sys_fs().map_err(|e| {
@@ -53,8 +53,7 @@ impl NetCollector {
             .override_global(names::CAPTURE_HTTP, &u32::from(http), true)
             .load(object)
             .map_err(|e| classify("load the network program", &e))?;
-        let syscalls = if http { &names::SYSCALL_TRACEPOINTS[..] } else { &[] };
-        for (program, event) in names::TRACEPOINTS.iter().chain(syscalls) {
+        for (program, event) in names::TRACEPOINTS.iter() {
             let tp: &mut BtfTracePoint = program_mut(&mut bpf, program)?;
             tp.load(event, &btf).map_err(|e| classify(&format!("load the {event} tracepoint"), &e))?;
             tp.attach().map_err(|e| classify(&format!("attach to the {event} tracepoint"), &e))?;
