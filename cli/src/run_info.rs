@@ -52,6 +52,19 @@ pub struct CgroupCpu {
     /// threads were runnable and held back by the limit, and runnable and waiting for a CPU.
     pub measured_throttled_seconds: f64,
     pub measured_waiting_seconds: f64,
+    /// The nearest group above with a CPU limit of its own (a pod's group), its own counters:
+    /// each level counts only the throttling its own quota caused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub above: Option<CgroupLevel>,
+}
+
+/// A limited group's own `cpu.stat` over the window (see [`CgroupCpu::above`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CgroupLevel {
+    pub limit_millicores: u64,
+    pub nr_periods: u64,
+    pub nr_throttled: u64,
+    pub throttled_seconds: f64,
 }
 
 impl CgroupCpu {
@@ -80,6 +93,12 @@ impl CgroupCpu {
                 throttled_seconds: s.throttled_us as f64 / 1e6,
                 measured_throttled_seconds: s.measured_throttled_us as f64 / 1e6,
                 measured_waiting_seconds: s.measured_waiting_us as f64 / 1e6,
+                above: s.above.map(|a| CgroupLevel {
+                    limit_millicores: a.limit_millicores,
+                    nr_periods: a.nr_periods,
+                    nr_throttled: a.nr_throttled,
+                    throttled_seconds: a.throttled_us as f64 / 1e6,
+                }),
             })
             .collect()
     }

@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use eagle_proto::{CgroupCpuStat, Warning, WarningCode};
+use eagle_proto::{CgroupCpuStat, LimitedLevel, Warning, WarningCode};
 
 use crate::discovery::{self, ProcFs};
 
@@ -186,6 +186,20 @@ impl CpuMounts {
         let dir = dir.join(Path::new(&path).strip_prefix(root).ok()?);
         Some((path, dir, version))
     }
+
+    /// The nearest group above the one at `dir` that has a CPU limit of its own, among those
+    /// this view shows (up to the mount of the hierarchy, as [`CpuMounts::locate`] found it).
+    fn limited_above(&self, dir: &Path, version: Version) -> Option<PathBuf> {
+        let (_, top) = match version {
+            Version::V1 => self.v1.as_ref(),
+            Version::V2 => self.v2.as_ref(),
+        }?;
+        dir.ancestors()
+            .skip(1)
+            .take_while(|a| a.starts_with(top))
+            .find(|a| limit_millicores(a, version).is_some())
+            .map(Path::to_path_buf)
+    }
 }
 
 /// The controllers of the v1 hierarchy that holds `cpu`, from a `/proc/PID/cgroup` text
@@ -303,6 +317,8 @@ struct Watched {
     dir: PathBuf,
     version: Version,
     at_start: Counters,
+    /// The nearest limited group above (a pod's) and its counters when first seen.
+    above: Option<(PathBuf, Counters)>,
 }
 
 /// The cgroups of the run's processes, each read when first seen.
@@ -339,7 +355,11 @@ impl CgroupCpuWatch {
         }
         if let Some(at_start) = Counters::read(&dir, version) {
             let container = discovery::container_id(&proc_cgroup);
-            self.watched.insert(cgroup, Watched { pid, container, dir, version, at_start });
+            let above = self
+                .mounts
+                .limited_above(&dir, version)
+                .and_then(|a| Counters::read(&a, version).map(|at_start| (a, at_start)));
+            self.watched.insert(cgroup, Watched { pid, container, dir, version, at_start, above });
         }
     }
 
@@ -349,6 +369,15 @@ impl CgroupCpuWatch {
             .iter()
             .filter_map(|(cgroup, w)| {
                 let now = Counters::read(&w.dir, w.version)?;
+                let above = w.above.as_ref().and_then(|(dir, at_start)| {
+                    let now = Counters::read(dir, w.version)?;
+                    Some(LimitedLevel {
+                        limit_millicores: limit_millicores(dir, w.version)?,
+                        nr_periods: now.nr_periods.saturating_sub(at_start.nr_periods),
+                        nr_throttled: now.nr_throttled.saturating_sub(at_start.nr_throttled),
+                        throttled_us: now.throttled_us.saturating_sub(at_start.throttled_us),
+                    })
+                });
                 Some(CgroupCpuStat {
                     cgroup: cgroup.clone(),
                     pid: w.pid,
@@ -357,6 +386,7 @@ impl CgroupCpuWatch {
                     nr_periods: now.nr_periods.saturating_sub(w.at_start.nr_periods),
                     nr_throttled: now.nr_throttled.saturating_sub(w.at_start.nr_throttled),
                     throttled_us: now.throttled_us.saturating_sub(w.at_start.throttled_us),
+                    above,
                     ..CgroupCpuStat::default()
                 })
             })
@@ -424,6 +454,50 @@ mod tests {
         );
         // No bandwidth control (the root group): no counters.
         assert_eq!(Counters::parse("usage_usec 10\n", Version::V2), None);
+    }
+
+    /// A container limited to 200m in a pod limited to 300m (as the kubelet makes them,
+    /// cgroup v1): each level is throttled by its own quota and counts that in its own
+    /// `cpu.stat`, so the pod's counters come beside the container's. The QoS level above the
+    /// pod, with no limit, is not the one.
+    #[test]
+    fn a_container_in_a_limited_pod_has_the_pods_counters_beside_its_own() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (proc, mount) = (dir.path().join("proc"), dir.path().join("cpu"));
+        let (qos, pod) = (mount.join("kubepods/burstable"), mount.join("kubepods/burstable/pod1"));
+        let (container, free) = (pod.join("abc"), qos.join("pod2/def"));
+        fs::create_dir_all(proc.join("42")).unwrap();
+        fs::create_dir_all(proc.join("43")).unwrap();
+        fs::create_dir_all(&container).unwrap();
+        fs::create_dir_all(&free).unwrap();
+        fs::write(proc.join("42/cgroup"), "4:cpu,cpuacct:/kubepods/burstable/pod1/abc\n").unwrap();
+        fs::write(proc.join("43/cgroup"), "4:cpu,cpuacct:/kubepods/burstable/pod2/def\n").unwrap();
+        let stat = |periods: u64, throttled: u64, ns: u64| {
+            format!("nr_periods {periods}\nnr_throttled {throttled}\nthrottled_time {ns}\n")
+        };
+        for (group, quota) in
+            [(&qos, -1), (&qos.join("pod2"), -1), (&pod, 30_000), (&container, 20_000), (&free, 20_000)]
+        {
+            fs::write(group.join("cpu.cfs_quota_us"), format!("{quota}\n")).unwrap();
+            fs::write(group.join("cpu.cfs_period_us"), "100000\n").unwrap();
+            fs::write(group.join("cpu.stat"), stat(10, 5, 400_000_000)).unwrap();
+        }
+        let mounts = CpuMounts { v1: Some(("/".into(), mount.clone())), ..CpuMounts::default() };
+        let mut watch = CgroupCpuWatch::with_mounts(mounts, ProcFs::at(&proc));
+        watch.watch(42);
+        watch.watch(43);
+        fs::write(container.join("cpu.stat"), stat(160, 55, 3_400_000_000)).unwrap();
+        fs::write(pod.join("cpu.stat"), stat(150, 60, 3_500_000_000)).unwrap();
+        fs::write(qos.join("cpu.stat"), stat(160, 999, 99_000_000_000)).unwrap();
+        let stats = watch.finish();
+        assert_eq!(stats.len(), 2, "{stats:?}");
+        let limited = stats.iter().find(|s| s.pid == 42).unwrap();
+        assert_eq!(limited.limit_millicores, Some(200));
+        assert_eq!((limited.nr_periods, limited.nr_throttled, limited.throttled_us), (150, 50, 3_000_000));
+        let above = LimitedLevel { limit_millicores: 300, nr_periods: 140, nr_throttled: 55, throttled_us: 3_100_000 };
+        assert_eq!(limited.above, Some(above));
+        let alone = stats.iter().find(|s| s.pid == 43).unwrap();
+        assert_eq!(alone.above, None, "a pod with no limit of its own: {alone:?}");
     }
 
     /// A pod's container in a cgroup v2 hierarchy with the cpu controller, as a unified-only

@@ -53,13 +53,13 @@ pub const SPLIT: [(&str, f64); 3] = [("cpu_60", 0.60), ("cpu_30", 0.30), ("cpu_1
 /// deviations a correct profiler fails a check about once in 2000.
 pub const NOISE_SIGMAS: f64 = 3.5;
 
-/// Fails unless what the network view says (`got`) is within `share` (relative) of what the
-/// client measured itself (`truth`): the `net` tests' one comparison.
+/// Fails unless what kube-eagle says (`got`) is within `share` (relative) of a ground truth
+/// measured apart (`truth`: what the `net` tests' client measured itself, a cgroup's counter).
 pub fn within(what: &str, got: f64, truth: f64, share: f64) {
     let error = (got - truth).abs() / truth;
     assert!(
         error <= share,
-        "{what}: the network view says {got:.3}, the client measured {truth:.3} ({:.1}% off, {:.0}% allowed)",
+        "{what}: kube-eagle says {got:.3}, the ground truth (measured apart) is {truth:.3} ({:.1}% off, {:.0}% allowed)",
         error * 100.0,
         share * 100.0
     );
@@ -150,6 +150,11 @@ pub fn e2e_lab_node_script() -> Option<PathBuf> {
     let lab = std::env::var_os("EAGLE_LAB").unwrap_or_else(|| "/var/lib/kube-eagle/lab".into());
     let lab_kubeconfig = std::fs::canonicalize(Path::new(&lab).join("admin.kubeconfig")).ok()?;
     (kubeconfig == lab_kubeconfig).then(|| repo_root().join("scripts/lab/node.sh"))
+}
+
+/// An image with `sleep` the cluster's nodes have: `EAGLE_E2E_IDLE_IMAGE`, else the lab's busybox.
+pub fn e2e_idle_image() -> String {
+    std::env::var("EAGLE_E2E_IDLE_IMAGE").unwrap_or_else(|_| "lab.local/busybox:1.35".into())
 }
 
 /// The groundtruth image the cluster's nodes have: `EAGLE_E2E_GROUNDTRUTH_IMAGE`, else the lab's.

@@ -633,6 +633,11 @@ fn the_profile_mode_reaches_the_jobs_and_names_the_unit() {
     named.sort();
     assert_eq!(named, [("node-a", "shop", API_A, "app"), ("node-b", "shop", API_B, "app")], "{summary}");
     assert!(cgroups.iter().all(|c| c["limit_millicores"] == 250 && c["nr_throttled"] == 120), "{summary}");
+    // The pod's own counters beside the container's: the kubelet limits both levels.
+    assert!(
+        cgroups.iter().all(|c| c["above"]["limit_millicores"] == 250 && c["above"]["throttled_seconds"] == 0.6),
+        "{summary}"
+    );
     assert!(
         run.stderr.lines().any(|l| l.contains(&format!("pod shop/{API_A}, container app: cgroup /kubepods/"))),
         "the table names each cgroup by pod\n{ctx}"

@@ -28,10 +28,6 @@ use kube::config::{AuthInfo, Kubeconfig, NamedAuthInfo};
 use kube::Api;
 use serde_json::{json, Value};
 
-fn idle_image() -> String {
-    std::env::var("EAGLE_E2E_IDLE_IMAGE").unwrap_or_else(|_| "lab.local/busybox:1.35".into())
-}
-
 /// A target namespace with workloads, a locked namespace of the test's own, a directory; all
 /// removed on drop.
 struct Fixture {
@@ -253,7 +249,7 @@ fn list_running_failed_empty_and_done_runs_and_refuse_a_busy_node() {
     let Some(kc) = eagle_tests::e2e_kubeconfig() else { return };
     let fx = Fixture::new(kc, "list");
     fx.deploy("api", &eagle_tests::e2e_groundtruth_image(), &[]);
-    fx.deploy("idle", &idle_image(), &["sleep", "3600"]);
+    fx.deploy("idle", &eagle_tests::e2e_idle_image(), &["sleep", "3600"]);
 
     let done = fx.start("deployment/api", &["-d", "2s"]);
     fx.wait_finished(&done, Duration::from_secs(120));
@@ -317,7 +313,7 @@ fn clean_by_id_then_all_never_touches_what_is_not_ours() {
     let foreign: Job = serde_json::from_value(json!({
         "metadata": {"name": "someone-elses", "labels": {"app": "backup"}},
         "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [
-            {"name": "c", "image": idle_image(), "imagePullPolicy": "IfNotPresent", "command": ["sleep", "600"]}]}}}
+            {"name": "c", "image": eagle_tests::e2e_idle_image(), "imagePullPolicy": "IfNotPresent", "command": ["sleep", "600"]}]}}}
     }))
     .unwrap();
     let jobs: Api<Job> = Api::namespaced(fx.ns.client.clone(), &fx.eagle_ns);

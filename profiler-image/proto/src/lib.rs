@@ -34,7 +34,7 @@ pub use agent::{AgentArgs, AgentCommand, Exit, ProfileMode, Runtime, Unit, AGENT
 pub use contract::{agent_error_in, WarningCode, AGENT_ERROR_PREFIX, MAX_FREQUENCY_HZ};
 pub use folded::{FoldedStacks, INLINED_SUFFIX};
 pub use net::{Direction, HttpRoute, LatencyHistogram, ListenQueues, Listener, NetLimits, NetPayload, PeerTraffic};
-pub use sched::{for_people, is_wait_frame, CgroupCpuStat, THROTTLED_FRAME, WAITING_FRAME};
+pub use sched::{for_people, is_wait_frame, CgroupCpuStat, LimitedLevel, THROTTLED_FRAME, WAITING_FRAME};
 pub use stream::{
     trailer_in_tail, DecodeError, Decoder, Encoder, Event, Header, Limits, NodeResult, Payload, Progress, StackRecord,
     StackRef, Trailer, Warning,

@@ -52,6 +52,21 @@ pub struct CgroupCpuStat {
     pub measured_throttled_us: u64,
     /// ... and runnable and waiting for a CPU ([`WAITING_FRAME`]).
     pub measured_waiting_us: u64,
+    /// The nearest group above this one with a CPU limit of its own, when there is one: a
+    /// pod's group, which the kubelet limits to the sum of its containers' limits. Each level
+    /// is throttled by its own quota and counts only that in its own `cpu.stat`, and their
+    /// throttled spans overlap: neither level's counters, nor their sum, is the time the
+    /// threads lost to the limits (what the profile measures).
+    pub above: Option<LimitedLevel>,
+}
+
+/// A limited group's own counters over the window (see [`CgroupCpuStat::above`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LimitedLevel {
+    pub limit_millicores: u64,
+    pub nr_periods: u64,
+    pub nr_throttled: u64,
+    pub throttled_us: u64,
 }
 
 const TAIL: &str = " [cgroup-cpu ";
@@ -63,11 +78,27 @@ impl CgroupCpuStat {
             Some(m) => format!("limited to {m}m"),
             None => "without a CPU limit".to_owned(),
         };
+        let (above, above_figures) = match &self.above {
+            Some(a) => (
+                format!(
+                    "; the group above it (limited to {}m) was throttled in {} of {} periods, {:.3} s",
+                    a.limit_millicores,
+                    a.nr_throttled,
+                    a.nr_periods,
+                    a.throttled_us as f64 / 1e6
+                ),
+                format!(
+                    " above_limit_millicores={} above_nr_periods={} above_nr_throttled={} above_throttled_us={}",
+                    a.limit_millicores, a.nr_periods, a.nr_throttled, a.throttled_us
+                ),
+            ),
+            None => (String::new(), String::new()),
+        };
         Warning {
             code: WarningCode::InfoCgroupCpu,
             pid: Some(self.pid),
             message: format!(
-                "cgroup {} ({limit}): throttled in {} of {} periods, {:.3} s in all over the window; its profiled threads were throttled {:.3} s and waited for a CPU {:.3} s{TAIL}nr_periods={} nr_throttled={} throttled_us={} limit_millicores={} measured_throttled_us={} measured_waiting_us={}{} cgroup={}]",
+                "cgroup {} ({limit}): throttled in {} of {} periods, {:.3} s in all over the window{above}; its profiled threads were throttled {:.3} s and waited for a CPU {:.3} s{TAIL}nr_periods={} nr_throttled={} throttled_us={} limit_millicores={} measured_throttled_us={} measured_waiting_us={}{}{above_figures} cgroup={}]",
                 self.cgroup,
                 self.nr_throttled,
                 self.nr_periods,
@@ -96,6 +127,8 @@ impl CgroupCpuStat {
         // The cgroup comes last: a path may hold spaces.
         let (figures, cgroup) = message[at + TAIL.len()..].split_once(" cgroup=")?;
         let mut stat = CgroupCpuStat { cgroup: cgroup.to_owned(), pid: warning.pid?, ..CgroupCpuStat::default() };
+        let mut above = LimitedLevel::default();
+        let mut above_limited = false;
         for pair in figures.split(' ') {
             let (key, value) = pair.split_once('=')?;
             match key {
@@ -106,9 +139,17 @@ impl CgroupCpuStat {
                 "measured_throttled_us" => stat.measured_throttled_us = value.parse().ok()?,
                 "measured_waiting_us" => stat.measured_waiting_us = value.parse().ok()?,
                 "container" => stat.container = Some(value.to_owned()),
+                "above_limit_millicores" => {
+                    above.limit_millicores = value.parse().ok()?;
+                    above_limited = true;
+                }
+                "above_nr_periods" => above.nr_periods = value.parse().ok()?,
+                "above_nr_throttled" => above.nr_throttled = value.parse().ok()?,
+                "above_throttled_us" => above.throttled_us = value.parse().ok()?,
                 _ => {}
             }
         }
+        stat.above = above_limited.then_some(above);
         Some(stat)
     }
 }
@@ -129,6 +170,7 @@ mod tests {
             throttled_us: 7_912_345,
             measured_throttled_us: 7_850_000,
             measured_waiting_us: 512,
+            above: None,
         };
         let warning = stat.to_warning();
         assert!(
@@ -138,8 +180,25 @@ mod tests {
         );
         assert_eq!(CgroupCpuStat::from_warning(&warning), Some(stat.clone()));
         assert!(for_people(&warning).ends_with("waited for a CPU 0.001 s"), "{}", for_people(&warning));
-        let unlimited = CgroupCpuStat { limit_millicores: None, container: None, ..stat };
+        let unlimited = CgroupCpuStat { limit_millicores: None, container: None, ..stat.clone() };
         assert_eq!(CgroupCpuStat::from_warning(&unlimited.to_warning()), Some(unlimited));
+        let in_a_limited_pod = CgroupCpuStat {
+            above: Some(LimitedLevel {
+                limit_millicores: 200,
+                nr_periods: 99,
+                nr_throttled: 40,
+                throttled_us: 4_000_001,
+            }),
+            ..stat.clone()
+        };
+        let warning = in_a_limited_pod.to_warning();
+        assert!(
+            for_people(&warning)
+                .contains("the group above it (limited to 200m) was throttled in 40 of 99 periods, 4.000 s;"),
+            "{}",
+            warning.message
+        );
+        assert_eq!(CgroupCpuStat::from_warning(&warning), Some(in_a_limited_pod));
         let other = Warning { code: WarningCode::InfoSampler, pid: Some(1), message: "x".into() };
         assert_eq!(CgroupCpuStat::from_warning(&other), None);
     }

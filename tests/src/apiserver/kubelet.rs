@@ -287,6 +287,13 @@ pub(super) fn script(fate: &Fate, agent: &AgentRun) -> Script {
                 throttled_us: 2_400_000,
                 measured_throttled_us: 2_350_000,
                 measured_waiting_us: 10_000,
+                // The pod's group, which the kubelet limits too.
+                above: Some(LimitedLevel {
+                    limit_millicores: 250,
+                    nr_periods: 150,
+                    nr_throttled: 30,
+                    throttled_us: 600_000,
+                }),
             }
             .to_warning(),
         )

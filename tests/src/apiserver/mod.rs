@@ -57,7 +57,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use eagle_proto::stream::TargetReport;
-use eagle_proto::{CgroupCpuStat, Encoder, Header, ProfileMode, Progress, StackRecord, Warning};
+use eagle_proto::{CgroupCpuStat, Encoder, Header, LimitedLevel, ProfileMode, Progress, StackRecord, Warning};
 use serde_json::{json, Map, Value};
 
 /// Pace of the pod state machine: scheduling, container start, termination.
