@@ -41,6 +41,8 @@ pub struct LocalRun {
     pub native: bool,
     /// The network side too (`net`, `profile --net`).
     pub net: bool,
+    /// Stacks too; `false`: the network side alone (`net`).
+    pub stacks: bool,
     pub mode: eagle_proto::ProfileMode,
     pub min_block_us: u64,
 }
@@ -62,6 +64,7 @@ pub fn profile(run: &LocalRun) -> Result<LocalResult, CliError> {
         runtime: run.runtime,
         python_native: run.native,
         net: run.net,
+        stacks: run.stacks,
         mode: run.mode,
         min_block_us: run.min_block_us,
         ..AgentConfig::new(targets, duration, run.frequency_hz)

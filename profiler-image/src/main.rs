@@ -52,6 +52,7 @@ fn main() -> std::process::ExitCode {
     config.runtime = args.runtime;
     config.python_native = args.python_native;
     config.net = args.net;
+    config.stacks = args.stacks;
     config.mode = args.mode;
     config.min_block_us = args.min_block_us;
     // SIGTERM (Job deadline, pod deletion) and SIGINT end the window early; the stream is

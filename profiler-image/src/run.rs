@@ -47,6 +47,10 @@ pub struct AgentConfig {
     pub python_native: bool,
     /// Also count the targets' TCP traffic per peer and their HTTP/1.x requests.
     pub net: bool,
+    /// Take stacks; `false`: the network side alone (`kubectl eagle net`): no CPU sampling,
+    /// no unwind tables, no runtime sampler attached to a target, nothing symbolized. The eBPF
+    /// program still follows the targets' forks, execs and exits.
+    pub stacks: bool,
     /// What to measure.
     pub mode: ProfileMode,
     /// Off-CPU blocks shorter than this are not counted.
@@ -63,6 +67,7 @@ impl AgentConfig {
             runtime: None,
             python_native: false,
             net: false,
+            stacks: true,
             mode: ProfileMode::Cpu,
             min_block_us: eagle_proto::DEFAULT_MIN_BLOCK_US,
         }
@@ -139,7 +144,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
         )));
     }
 
-    let ebpf = EbpfSampler::start(config.frequency_hz, proc.clone(), config.mode, config.min_block_us)?;
+    let ebpf = EbpfSampler::start(config.frequency_hz, proc.clone(), config.mode, config.min_block_us, config.stacks)?;
     let mut net = if config.net { Some(NetCollector::start(true)?) } else { None };
     // Loading the programs parsed the kernel's BTF (tens of MB, freed now): not resident
     // through the window.
@@ -417,6 +422,10 @@ impl Run {
     fn route(&mut self, pid: u32, runtime: Runtime, in_ebpf: bool) -> Result<&'static str, SamplerError> {
         if !in_ebpf {
             self.ebpf.add(pid)?;
+        }
+        if !self.config.stacks {
+            // Nothing is asked of the process itself: no Flight Recorder, no perf map.
+            return Ok("nothing (no stacks: the network side only)");
         }
         if matches!(runtime, Runtime::Java | Runtime::Ruby) {
             // Its threads outside Java code (compilers, GC) are shown with their native stacks,

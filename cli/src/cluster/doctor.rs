@@ -222,6 +222,7 @@ pub async fn run_checks(args: &DoctorPlan) -> Result<Vec<Check>, CliError> {
         mode: eagle_proto::ProfileMode::Cpu,
         min_block_us: eagle_proto::DEFAULT_MIN_BLOCK_US,
         net: false,
+        stacks: true,
     };
     let mut job = probe_job(&opts, args.node.as_deref(), &id);
     let jobs: Api<Job> = Api::namespaced(client.clone(), &locked);
@@ -426,6 +427,7 @@ mod tests {
             mode: eagle_proto::ProfileMode::Cpu,
             min_block_us: eagle_proto::DEFAULT_MIN_BLOCK_US,
             net: false,
+            stacks: true,
         };
         let job = probe_job(&opts, None, "abcd1234");
         assert_eq!(job.metadata.name.as_deref(), Some("eagle-doctor-abcd1234"));

@@ -30,7 +30,7 @@ pub const FALLBACK_MAX_PODS: u32 = 100;
 /// the optional flags in the order it writes them; or `--version` (doctor's probe). RE2 syntax, as
 /// CEL's `matches` reads it. No argument may hold a space (the policy checks that too), so the
 /// joined line splits back into the arguments the agent reads.
-pub const AGENT_ARGS: &str = "^((--target container:[0-9a-f]{64} )+--duration-ms [0-9]{1,9} --frequency [0-9]{1,5}( --node [a-z0-9.-]{1,253})?( --runtime [a-z]{1,16})?( --python-native)?( --net)?( --mode (off-cpu|wall))?( --min-block-us [0-9]{1,9})?|--version)$";
+pub const AGENT_ARGS: &str = "^((--target container:[0-9a-f]{64} )+--duration-ms [0-9]{1,9} --frequency [0-9]{1,5}( --node [a-z0-9.-]{1,253})?( --runtime [a-z]{1,16})?( --python-native)?( --net( --no-stacks)?)?( --mode (off-cpu|wall))?( --min-block-us [0-9]{1,9})?|--version)$";
 
 fn meta(name: &str, namespace: Option<&str>, instance: &str) -> Value {
     let mut meta = json!({
@@ -166,6 +166,8 @@ mod tests {
         assert!(grammar.is_match(&planned.to_args().join(" ")), "{:?}", planned.to_args());
         let net = eagle_proto::AgentArgs { net: true, ..planned.clone() };
         assert!(grammar.is_match(&net.to_args().join(" ")), "{:?}", net.to_args());
+        let net_only = eagle_proto::AgentArgs { net: true, stacks: false, ..planned.clone() };
+        assert!(grammar.is_match(&net_only.to_args().join(" ")), "{:?}", net_only.to_args());
         assert!(grammar.is_match("--version"));
         for hostile in [
             "--target pid:1 --duration-ms 1000 --frequency 99".to_owned(),

@@ -123,7 +123,13 @@ fn admits_every_pod_the_cli_plans() {
     for capabilities_only in [false, true] {
         for runtime in std::iter::once(None).chain(eagle_proto::Runtime::ALL.map(Some)) {
             for mode in eagle_proto::ProfileMode::ALL {
-                for (python_native, net) in [(false, false), (true, false), (false, true), (true, true)] {
+                for (python_native, net, stacks) in [
+                    (false, false, true),
+                    (true, false, true),
+                    (false, true, true),
+                    (true, true, true),
+                    (false, true, false),
+                ] {
                     for (min_block_us, window_s, frequency_hz) in
                         [(eagle_proto::DEFAULT_MIN_BLOCK_US, 30, 99), (5_000, 1, 1), (1, 3_600, 4_999)]
                     {
@@ -133,6 +139,7 @@ fn admits_every_pod_the_cli_plans() {
                             mode,
                             python_native,
                             net,
+                            stacks,
                             min_block_us,
                             duration: std::time::Duration::from_secs(window_s),
                             frequency_hz,
@@ -148,7 +155,7 @@ fn admits_every_pod_the_cli_plans() {
             }
         }
     }
-    assert_eq!(planned, 2 * 7 * 3 * 4 * 3 * 2);
+    assert_eq!(planned, 2 * 7 * 3 * 5 * 3 * 2);
     let probe = super::super::doctor::probe_job(&plan::tests::options(), Some("node-a"), "0f0f0f0f");
     let probe = pod_of(&serde_json::to_value(probe).unwrap());
     assert_eq!(policy.refusals(&probe), Vec::<String>::new(), "{probe}");

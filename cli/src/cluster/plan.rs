@@ -62,6 +62,8 @@ pub struct PlanOptions {
     pub min_block_us: u64,
     /// The network side of the window too (`net`, issue #19).
     pub net: bool,
+    /// Stacks too; `false` only with `net`: the network side alone (`kubectl eagle net`).
+    pub stacks: bool,
 }
 
 /// The profiler image and how the nodes get it: the same for `profile` and `doctor`.
@@ -153,6 +155,7 @@ pub fn job_for_node(opts: &PlanOptions, index: usize, node: &str, container_ids:
         runtime: opts.runtime,
         python_native: opts.python_native,
         net: opts.net,
+        stacks: opts.stacks,
         mode: opts.mode,
         min_block_us: opts.min_block_us,
     }
@@ -302,6 +305,7 @@ pub(super) mod tests {
             mode: eagle_proto::ProfileMode::Cpu,
             min_block_us: eagle_proto::DEFAULT_MIN_BLOCK_US,
             net: false,
+            stacks: true,
         }
     }
 
@@ -318,13 +322,19 @@ pub(super) mod tests {
     }
 
     /// `net` asks the agents for the network side through the typed argument, and only then:
-    /// a CPU profile's Job is unchanged (the snapshot above).
+    /// a CPU profile's Job is unchanged (the snapshot above). `net` alone asks for no stacks.
     #[test]
     fn a_net_run_asks_the_agent_for_the_network_side() {
         let args_of = |job: Job| job.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
         let net = args_of(job_for_node(&PlanOptions { net: true, ..options() }, 0, "node-a", &["abc"]));
         match AgentArgs::parse(net) {
-            Ok(eagle_proto::AgentCommand::Run(run)) => assert!(run.net),
+            Ok(eagle_proto::AgentCommand::Run(run)) => assert!(run.net && run.stacks),
+            other => panic!("{other:?}"),
+        }
+        let net_only =
+            args_of(job_for_node(&PlanOptions { net: true, stacks: false, ..options() }, 0, "node-a", &["abc"]));
+        match AgentArgs::parse(net_only) {
+            Ok(eagle_proto::AgentCommand::Run(run)) => assert!(run.net && !run.stacks),
             other => panic!("{other:?}"),
         }
         let cpu = args_of(job_for_node(&options(), 0, "node-a", &["abc"]));

@@ -132,6 +132,7 @@ pub(super) async fn prepare(req: &ClusterRequest, record_user: bool) -> Result<P
         mode: req.mode,
         min_block_us: req.min_block_us,
         net: req.net,
+        stacks: !req.net_only,
     };
     let by_node = resolution.by_node();
     let nodes = by_node.len();

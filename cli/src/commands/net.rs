@@ -149,14 +149,16 @@ fn local(pids: &[u32], command: &[String], duration: Option<Duration>) -> Result
         pids: pids.to_vec(),
         command: command.to_vec(),
         duration,
-        // The CPU sampler runs beside the network program; at its lowest rate it costs nothing
-        // worth measuring and its stacks are not shown.
+        // No stacks: the CPU sampler, unwind tables, runtime samplers and symbolization would
+        // cost the target for nothing (at 1 Hz they still took 5 % of a core from a busy
+        // server's machine, most of it building unwind tables and reading kernel symbols).
         frequency_hz: 1,
         runtime: None,
         native: false,
         mode: eagle_proto::ProfileMode::Cpu,
         min_block_us: eagle_proto::DEFAULT_MIN_BLOCK_US,
         net: true,
+        stacks: false,
     };
     let outcome = local::profile(&run)?;
     let net = outcome

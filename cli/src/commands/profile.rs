@@ -147,6 +147,7 @@ mod local {
             runtime: req.runtime,
             native: req.native,
             net: net.is_some(),
+            stacks: true,
             mode: req.mode,
             min_block_us: req.min_block_us,
         };

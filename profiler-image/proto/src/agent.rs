@@ -275,6 +275,10 @@ pub struct AgentArgs {
     pub python_native: bool,
     /// `--net`: the network side of the window too (TCP per peer, HTTP/1.x per route).
     pub net: bool,
+    /// Take stacks (the profile); `false` (`--no-stacks`, with `--net` only): the network side
+    /// alone, as `kubectl eagle net` asks, with no CPU sampling, unwind tables, runtime
+    /// samplers or symbolization, which would cost the node and the targets for nothing.
+    pub stacks: bool,
     /// What to measure.
     pub mode: ProfileMode,
     /// Off-CPU blocks shorter than this many microseconds are not counted.
@@ -291,6 +295,7 @@ impl Default for AgentArgs {
             runtime: None,
             python_native: false,
             net: false,
+            stacks: true,
             mode: ProfileMode::Cpu,
             min_block_us: DEFAULT_MIN_BLOCK_US,
         }
@@ -305,7 +310,7 @@ pub enum AgentCommand {
     Version,
 }
 
-pub const AGENT_USAGE: &str = "usage: eagle-agent --target pid:N|container:ID|pod:UID [...] [--duration-ms MS] [--frequency HZ] [--node NAME] [--runtime RUNTIME] [--python-native] [--mode cpu|off-cpu|wall] [--min-block-us US] [--net]";
+pub const AGENT_USAGE: &str = "usage: eagle-agent --target pid:N|container:ID|pod:UID [...] [--duration-ms MS] [--frequency HZ] [--node NAME] [--runtime RUNTIME] [--python-native] [--mode cpu|off-cpu|wall] [--min-block-us US] [--net [--no-stacks]]";
 
 impl AgentArgs {
     /// The command line that asks for `self`.
@@ -331,6 +336,9 @@ impl AgentArgs {
         }
         if self.net {
             args.push("--net".to_owned());
+        }
+        if !self.stacks {
+            args.push("--no-stacks".to_owned());
         }
         // Written only when not the default, so the Jobs of a CPU profile stay as they were.
         if self.mode != ProfileMode::Cpu {
@@ -358,6 +366,10 @@ impl AgentArgs {
                     out.net = true;
                     continue;
                 }
+                "--no-stacks" => {
+                    out.stacks = false;
+                    continue;
+                }
                 _ => {}
             }
             let Some(value) = args.next() else { return Err(format!("{flag} needs a value")) };
@@ -382,6 +394,9 @@ impl AgentArgs {
                 _ => return Err(format!("unknown flag {flag}")),
             }
         }
+        if !out.stacks && !out.net {
+            return Err("--no-stacks without --net leaves nothing to measure".to_owned());
+        }
         Ok(AgentCommand::Run(out))
     }
 }
@@ -404,10 +419,15 @@ mod tests {
             runtime: Some(Runtime::Python),
             python_native: true,
             net: true,
+            stacks: true,
             mode: ProfileMode::Wall,
             min_block_us: 250,
         };
         assert_eq!(AgentArgs::parse(args.to_args()), Ok(AgentCommand::Run(args.clone())));
+        let net_only = AgentArgs { stacks: false, ..args.clone() };
+        assert_eq!(AgentArgs::parse(net_only.to_args()), Ok(AgentCommand::Run(net_only)));
+        let nothing = AgentArgs { stacks: false, net: false, ..args.clone() };
+        assert!(AgentArgs::parse(nothing.to_args()).unwrap_err().contains("nothing to measure"));
         for mode in ProfileMode::ALL {
             let args = AgentArgs { mode, ..AgentArgs::default() };
             assert_eq!(AgentArgs::parse(args.to_args()), Ok(AgentCommand::Run(args)));

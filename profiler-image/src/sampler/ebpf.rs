@@ -89,11 +89,19 @@ impl EbpfSampler {
     /// Loads and attaches the program: a perf event per online CPU at `frequency_hz` (CPU and
     /// wall modes), the scheduler's switch event (off-CPU and wall modes), and the fork and
     /// exec tracepoints. Nothing is sampled until [`Sampler::add`].
-    pub fn start(frequency_hz: u64, proc: ProcFs, mode: ProfileMode, min_block_us: u64) -> Result<Self, SamplerError> {
+    /// `stacks: false`: the targets are followed (forks, execs, exits) and nothing is sampled:
+    /// no CPU clock, no unwind tables (the network side alone).
+    pub fn start(
+        frequency_hz: u64,
+        proc: ProcFs,
+        mode: ProfileMode,
+        min_block_us: u64,
+        stacks: bool,
+    ) -> Result<Self, SamplerError> {
         let object = eagle_ebpf::object().ok_or(SamplerError::NoProgram)?;
         let btf = if std::env::var_os(FORCE_TRACEFS_ENV).is_some() { None } else { Btf::from_sys_fs().ok() };
         let offset = if btf.is_some() { 0 } else { tracefs::with_tracefs(tracefs::child_pid_offset)?.0 };
-        let with_tables = unwind_with_tables();
+        let with_tables = stacks && unwind_with_tables();
         // Start times are read through CO-RE relocations: only with the kernel's BTF.
         let check_identity = u32::from(btf.is_some());
         let mut bpf = EbpfLoader::new()
@@ -135,8 +143,8 @@ impl EbpfSampler {
         let sample: &mut PerfEvent = program_mut(&mut bpf, names::SAMPLE_PROGRAM)?;
         sample.load().map_err(|e| classify("load the sampling program", &e))?;
         let cpus = aya::util::online_cpus().map_err(|(what, e)| SamplerError::Failed(format!("{what}: {e}")))?;
-        // Off-CPU mode samples nothing on the CPU.
-        let sampled_cpus = if mode == ProfileMode::OffCpu { Vec::new() } else { cpus };
+        // Off-CPU mode samples nothing on the CPU, nor does a run without stacks.
+        let sampled_cpus = if mode == ProfileMode::OffCpu || !stacks { Vec::new() } else { cpus };
         let program = sample.fd().map_err(|e| classify("load the sampling program", &e))?;
         let clocks = CpuClocks::start(program, weights, &sampled_cpus, frequency_hz)
             .map_err(|e| classify(&e.action, &e.source))?;
