@@ -161,6 +161,30 @@ struct {
 	__type(value, struct eagle_offcpu_start);
 } offcpu_start SEC(".maps");
 
+/* Each target thread's other stop site and its stacks (key: thread id): a thread that stops
+ * in two places by turns (one end of a pipe: preempted in its write by the reader it woke,
+ * then blocked in its read) finds either one, not only the last, and is not unwound again at
+ * every other stop. Looked up only when the last site is not the one. */
+struct eagle_alt_site {
+	struct eagle_stack_key key;
+	struct eagle_stop_site site;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 32768);
+	__type(key, __u32);
+	__type(value, struct eagle_alt_site);
+} offcpu_alt_sites SEC(".maps");
+
+/* Room to swap a thread's two sites (too big for the program's stack beside the rest). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct eagle_alt_site);
+} offcpu_site_swap SEC(".maps");
+
 /* The stacks of blocks, kept for the whole run (not double-buffered): a block's stack is taken
  * when it starts and counted when it ends, possibly many buffer flips later. Blocking sites
  * are few (a program waits in a handful of places), so they fit. */
@@ -864,6 +888,28 @@ int offcpu_wakeup_new(__u64 *ctx)
 	return 0;
 }
 
+/* Is the current thread, its user registers `regs` as it entered the kernel, stopping in the
+ * way `how` at the site `site` where the stacks of `key` were taken? The same registers, system
+ * call and first argument, the same program (no exec since), and the same innermost return
+ * addresses on its stack (the same registers reached from another caller differ there). */
+static __always_inline int same_site(const struct eagle_stop_site *site, const struct eagle_stack_key *key,
+				     const eagle_user_regs *regs, __u32 how, const struct eagle_target *target,
+				     __u32 tgid)
+{
+	if (site->ip == 0 || site->ip != REGS_IP(*regs) || site->sp != REGS_SP(*regs) || site->bp != REGS_BP(*regs) ||
+	    site->syscall != REGS_SYSCALL(*regs) || site->arg0 != REGS_ARG0(*regs) || site->how != how ||
+	    site->execed != target->execed || key->tgid != tgid)
+		return 0;
+	for (int i = 0; i < EAGLE_SITE_CHECKS; i++) {
+		if (i >= site->checks)
+			break;
+		__u64 ra = 0;
+		if (bpf_probe_read_user(&ra, sizeof(ra), (void *)site->ra_slot[i]) != 0 || ra != site->ra[i])
+			return 0;
+	}
+	return 1;
+}
+
 /* The stacks the current thread (of target process `tgid`) stops at, from the switch event
  * `ctx`, in the way `how` (see `struct eagle_stop_site`), into its `entry`: those already there
  * if it stopped at the same site last time, else taken now. False when they could not be kept. */
@@ -876,22 +922,34 @@ static __always_inline int stopped_stacks(__u64 *ctx, __u32 tgid, struct eagle_t
 	int user = bpf_probe_read_kernel(&regs, sizeof(regs), (void *)bpf_task_pt_regs(task)) == 0 &&
 		   REGS_IN_USER_MODE(regs);
 	struct eagle_stop_site *last = &entry->site;
-	if (user && last->ip != 0 && last->ip == REGS_IP(regs) && last->sp == REGS_SP(regs) &&
-	    last->bp == REGS_BP(regs) && last->syscall == REGS_SYSCALL(regs) && last->arg0 == REGS_ARG0(regs) &&
-	    last->how == how && last->execed == target->execed && entry->key.tgid == tgid) {
-		int same = 1;
-		for (int i = 0; i < EAGLE_SITE_CHECKS; i++) {
-			if (i >= last->checks)
-				break;
-			__u64 ra = 0;
-			if (bpf_probe_read_user(&ra, sizeof(ra), (void *)last->ra_slot[i]) != 0 || ra != last->ra[i]) {
-				same = 0;
-				break;
-			}
-		}
-		if (same) {
-			bump(EAGLE_STOP_SITES_REUSED);
-			return 1;
+	if (user && same_site(last, &entry->key, &regs, how, target, tgid)) {
+		bump(EAGLE_STOP_SITES_REUSED);
+		return 1;
+	}
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u32 zero = 0;
+	struct eagle_alt_site *alt = bpf_map_lookup_elem(&offcpu_alt_sites, &tid);
+	struct eagle_alt_site *swap = bpf_map_lookup_elem(&offcpu_site_swap, &zero);
+	if (user && alt && swap && same_site(&alt->site, &alt->key, &regs, how, target, tgid)) {
+		/* Its other site: the two change places. */
+		swap->key = entry->key;
+		swap->site = entry->site;
+		entry->key = alt->key;
+		entry->site = alt->site;
+		alt->key = swap->key;
+		alt->site = swap->site;
+		bump(EAGLE_STOP_SITES_REUSED);
+		return 1;
+	}
+	/* A new site: the last one becomes the other. */
+	if (last->ip != 0) {
+		if (alt) {
+			alt->key = entry->key;
+			alt->site = entry->site;
+		} else if (swap) {
+			swap->key = entry->key;
+			swap->site = entry->site;
+			bpf_map_update_elem(&offcpu_alt_sites, &tid, swap, BPF_ANY);
 		}
 	}
 
@@ -902,7 +960,6 @@ static __always_inline int stopped_stacks(__u64 *ctx, __u32 tgid, struct eagle_t
 	key->tid = 0;
 	/* No site to reuse until the stacks below are kept. */
 	last->ip = 0;
-	__u32 zero = 0;
 	__u32 process_flags = 0;
 	__u32 owner = UNWIND_WITH_TABLES ? maps_owner(tgid, target, &process_flags) : 0;
 	int unwound = 0;
