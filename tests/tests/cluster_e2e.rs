@@ -307,8 +307,8 @@ fn a_bad_image_fails_the_node_with_the_reason_and_leaves_nothing() {
 ///   and the levels' throttled spans overlap (their sum read 16.2 s of 11.5 s in another run):
 ///   no counter is the thread's throttled time. The summary gives the pod's counters beside the
 ///   container's (`above`); the profile's throttled time lies between the larger level's and
-///   the sum of both, and with the time the thread waited for a CPU it is the time a busy
-///   loop at 200m cannot run: at least 80 % of the window. docs/ARCHITECTURE.md.
+///   the sum of both, and with the time the thread waited for a CPU it is most of the window.
+///   docs/ARCHITECTURE.md.
 #[test]
 #[ignore = "needs a cluster: EAGLE_E2E_KUBECONFIG"]
 fn a_pod_limited_to_200m_is_throttled_as_its_cgroup_counted() {
@@ -374,11 +374,13 @@ fn a_pod_limited_to_200m_is_throttled_as_its_cgroup_counted() {
         measured >= 0.9 * kernel.max(pod_throttled) && measured <= 1.1 * (kernel + pod_throttled),
         "throttled {measured:.3} s, the container's level {kernel:.3} s, the pod's {pod_throttled:.3} s: {ours}"
     );
-    // At 200m a busy loop runs at most a fifth of the window; the rest it is runnable and held
-    // back by a limit or waiting for a CPU.
+    // At 200m a busy loop runs about a fifth of the window; the rest it is runnable and held
+    // back by a limit or waiting for a CPU. The kernel lets a group overrun its quota (its
+    // CPUs' runtime slices carry over): on the lab a single-level 200m container, whose
+    // counters the profile matched, was held back 9.97 to 11.6 s of 15; so at least half.
     let held_back = measured + waiting;
     assert!(
-        held_back >= 0.9 * 0.8 * window_s && held_back <= window_s + 0.5,
+        held_back >= window_s / 2.0 && held_back <= window_s + 0.5,
         "held back {held_back:.3} s of a {window_s} s window at 200m: {ours}"
     );
     let folded = read_folded(&fx.ns.path("off.folded"));
