@@ -230,7 +230,8 @@ JAVA
       "$eagle" profile "pid/$jvm" -d 5s -f "$1" -o "$work/hiccup.folded" 2>"$work/hiccup-eagle.log" || true
     fi
     wait "$jvm"
-    awk '/^hiccup:/ { print $3, $7, $10 }' "$work/hiccup.log"
+    # hiccup: longest L ms, over 1 ms N, cpu C s (x)
+    awk '/^hiccup:/ { print $3, $8 + 0, $10 }' "$work/hiccup.log"
   }
   echo
   echo "java attach: a spinning JVM for 10 s, alone (base) and profiled from 3 to 8 s; medians of $REPS"
