@@ -17,24 +17,12 @@ fn free_port() -> u16 {
 #[test]
 fn http_requests_errors_latency_and_bytes_agree_with_the_client() {
     require_sampling!();
-    let dir = TestDir::new("net-http");
-    let port = free_port().to_string();
-    let report = dir.join("net.json");
-    let eagle = ServerUnderEagle::start(
-        // No -d: the window lasts until the server is stopped after the load, however long the
-        // start under the network program takes on a busy machine.
-        ["net", "--format", "json", "-o", report.to_str().unwrap(), "--max-p99", "http:/api/.*=10s"],
-        None,
-        &["--port", &port, "--delay-ms", "20", "--slow-ms", "80", "--slow-every", "25", "--error-every", "10"],
-        &dir.join("ready"),
+    let (port, client, net, text, stderr) = net_under_load(
+        "net-http",
+        &["--max-p99", "http:/api/.*=10s"],
+        &["--delay-ms", "20", "--slow-ms", "80", "--slow-every", "25", "--error-every", "10"],
+        &["--requests", "200", "--rate", "40", "--connections", "2"],
     );
-    let client = load(&port, &["--requests", "200", "--rate", "40", "--connections", "2"]);
-    eagle.stop();
-    let run = eagle.wait();
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert_eq!(run.status.code(), Some(0), "kubectl-eagle net: {stderr}");
-    let text = std::fs::read_to_string(&report).expect("the report is written");
-    let net: Value = serde_json::from_str(&text).expect("the report is JSON");
 
     let routes = net["http"].as_array().unwrap();
     assert_eq!(routes.len(), 1, "one route, /api/items/{{n}}: {text}");
@@ -149,27 +137,44 @@ fn profile_with_net_writes_the_graph_and_the_network_of_one_window() {
 #[test]
 fn http_over_recvmsg_and_sendmsg_is_read_from_the_iovecs() {
     require_sampling!();
-    let dir = TestDir::new("net-iovec");
-    let port = free_port().to_string();
-    let report = dir.join("net.json");
-    let eagle = ServerUnderEagle::start(
-        ["net", "--format", "json", "-o", report.to_str().unwrap()],
-        None,
-        &["--port", &port, "--io", "vectored", "--delay-ms", "2", "--error-every", "5"],
-        &dir.join("ready"),
+    let (_, client, net, text, _) = net_under_load(
+        "net-iovec",
+        &[],
+        &["--io", "vectored", "--delay-ms", "2", "--error-every", "5"],
+        &["--requests", "50", "--rate", "50", "--connections", "2"],
     );
-    let client = load(&port, &["--requests", "50", "--rate", "50", "--connections", "2"]);
-    eagle.stop();
-    let run = eagle.wait();
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert_eq!(run.status.code(), Some(0), "kubectl-eagle net: {stderr}");
-    let text = std::fs::read_to_string(&report).expect("the report is written");
-    let net: Value = serde_json::from_str(&text).expect("the report is JSON");
     let routes = net["http"].as_array().unwrap();
     assert_eq!(routes.len(), 1, "one route, /api/items/{{n}}: {text}");
     assert_eq!(routes[0]["path"], "/api/items/{n}");
     assert_eq!(routes[0]["requests"], client["requests"], "{text}");
     assert_eq!(routes[0]["errors"], client["errors"], "{text}");
+}
+
+/// `kubectl-eagle net --format json` (and `extra`) over the HTTP server of images/http (and
+/// `server`'s arguments) on a free loopback port, while the load generator (`load_args`) runs
+/// against it; the run must exit 0. Returns the port, what the client measured itself, the
+/// report and its text, and the CLI's stderr. No -d: the window lasts until the server is
+/// stopped after the load, however long the start under the network program takes on a busy
+/// machine.
+fn net_under_load(
+    name: &str,
+    extra: &[&str],
+    server: &[&str],
+    load_args: &[&str],
+) -> (String, Value, Value, String, String) {
+    let dir = TestDir::new(name);
+    let port = free_port().to_string();
+    let report = dir.join("net.json");
+    let args = [&["net", "--format", "json", "-o", report.to_str().unwrap()][..], extra].concat();
+    let eagle = ServerUnderEagle::start(args, None, &[&["--port", &port][..], server].concat(), &dir.join("ready"));
+    let client = load(&port, load_args);
+    eagle.stop();
+    let run = eagle.wait();
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert_eq!(run.status.code(), Some(0), "kubectl-eagle net: {stderr}");
+    let text = std::fs::read_to_string(&report).expect("the report is written");
+    let net: Value = serde_json::from_str(&text).expect("the report is JSON");
+    (port, client, net, text, stderr)
 }
 
 /// Runs the load generator against `port` on loopback and returns what it measured itself.
