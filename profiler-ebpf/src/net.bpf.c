@@ -364,7 +364,9 @@ int net_send_length(__u64 *ctx)
 		return 0;
 	__sync_fetch_and_add(&counters->bytes_sent, sent);
 	sample_rtt(sk, counters);
-	if (CAPTURE_HTTP && is_target(bpf_get_current_pid_tgid() >> 32))
+	/* The row is the current process's exactly when it is a target (else the socket's owner's):
+	 * only a target's own bytes are copied. */
+	if (CAPTURE_HTTP && key.tgid == bpf_get_current_pid_tgid() >> 32)
 		emit_data(sk, &key, sent, 1);
 	return 0;
 }
@@ -384,7 +386,9 @@ int net_recv_length(__u64 *ctx)
 		return 0;
 	__sync_fetch_and_add(&counters->bytes_received, copied);
 	sample_rtt(sk, counters);
-	if (CAPTURE_HTTP && is_target(bpf_get_current_pid_tgid() >> 32))
+	/* The row is the current process's exactly when it is a target (else the socket's owner's):
+	 * only a target's own bytes are copied. */
+	if (CAPTURE_HTTP && key.tgid == bpf_get_current_pid_tgid() >> 32)
 		emit_data(sk, &key, copied, 0);
 	return 0;
 }

@@ -162,6 +162,22 @@ fn tolerance_for(n: u64) -> f64 {
     eagle_tests::tolerance(0.03, 0.6, n) * 100.0
 }
 
+/// images/python/groundtruth.py's 60/30/10 split in `python` (the Python workload's stacks,
+/// sampled at `rate`). Python frames are `cpu_60 (groundtruth.py) [py]`, counted in CPU time:
+/// py-spy's reads are weighed by the process's CPU clock and scaled to its eBPF on-CPU samples,
+/// so the Python share is held to the same rule as native code.
+fn assert_python_groundtruth_split(python: &FoldedStacks, rate: &str) {
+    let tolerance = tolerance_for(python.total());
+    for (function, expected) in [("cpu_60 (", 60.0), ("cpu_30 (", 30.0), ("cpu_10 (", 10.0)] {
+        let got = share_where(python, |f| f.starts_with(function) && f.contains("[py]"));
+        assert!(
+            (got - expected).abs() <= tolerance,
+            "{function}...: {got:.1}% of {} Python samples at {rate}, expected {expected}±{tolerance:.1}",
+            python.total()
+        );
+    }
+}
+
 fn assert_groundtruth_split(folded: &FoldedStacks, tolerance: f64) {
     for (frame, expected) in [("cpu_60", 60.0), ("cpu_30", 30.0), ("cpu_10", 10.0)] {
         let got = share(folded, frame);
@@ -246,18 +262,7 @@ fn python_and_native_pods_in_one_namespace_share_one_graph() {
         python.total()
     );
     assert_groundtruth_split(&native, tolerance_for(native.total()));
-    // Python frames are `cpu_60 (groundtruth.py) [py]`, counted in CPU time: py-spy's reads
-    // are weighed by the process's CPU clock and scaled to its eBPF on-CPU samples, so the
-    // Python share is held to the same rule as native code.
-    let tolerance = tolerance_for(python.total());
-    for (function, expected) in [("cpu_60 (", 60.0), ("cpu_30 (", 30.0), ("cpu_10 (", 10.0)] {
-        let got = share_where(&python, |f| f.starts_with(function) && f.contains("[py]"));
-        assert!(
-            (got - expected).abs() <= tolerance,
-            "{function}...: {got:.1}% of {} Python samples, expected {expected}±{tolerance:.1}",
-            python.total()
-        );
-    }
+    assert_python_groundtruth_split(&python, "499 Hz");
 }
 
 /// Issue 11 on the real cluster: a Python pod limited to 300m beside a native pod that burns a
@@ -318,15 +323,7 @@ fn a_300m_python_pod_beside_a_busy_native_pod_weighs_the_cpu_it_used() {
         "the 300m pod used less than the busy one: {py_used:.3}, {native_used:.3} CPUs"
     );
     eagle_tests::within("Python's width over native's", graph, kernel, 0.10);
-    let tolerance = tolerance_for(python.total());
-    for (function, expected) in [("cpu_60 (", 60.0), ("cpu_30 (", 30.0), ("cpu_10 (", 10.0)] {
-        let got = share_where(&python, |f| f.starts_with(function) && f.contains("[py]"));
-        assert!(
-            (got - expected).abs() <= tolerance,
-            "{function}...: {got:.1}% of {} Python samples at 99 Hz, expected {expected}±{tolerance:.1}",
-            python.total()
-        );
-    }
+    assert_python_groundtruth_split(&python, "99 Hz");
 }
 
 #[test]
