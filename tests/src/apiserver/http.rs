@@ -183,9 +183,11 @@ pub(super) fn write_chunk(w: &mut TcpStream, data: &[u8]) -> io::Result<()> {
     if data.is_empty() {
         return Ok(());
     }
-    w.write_all(format!("{:x}\r\n", data.len()).as_bytes())?;
-    w.write_all(data)?;
-    w.write_all(b"\r\n")?;
+    // One write: three would be three packets on a connection without Nagle's delay.
+    let mut chunk = format!("{:x}\r\n", data.len()).into_bytes();
+    chunk.extend_from_slice(data);
+    chunk.extend_from_slice(b"\r\n");
+    w.write_all(&chunk)?;
     w.flush()
 }
 

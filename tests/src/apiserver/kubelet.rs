@@ -175,6 +175,7 @@ impl Shared {
     pub(super) fn pause(&self, key: &PodKey, d: Duration) -> bool {
         let until = Instant::now() + d;
         loop {
+            let seen = self.stops.load(Ordering::SeqCst);
             if self.stopping(key) {
                 return true;
             }
@@ -182,7 +183,12 @@ impl Shared {
             if now >= until {
                 return false;
             }
-            thread::sleep((until - now).min(Duration::from_millis(5)));
+            // Asleep until `until` or a stop: one a notifier sent after `seen` was read makes
+            // the count differ, and one sent after this lock is taken finds us waiting.
+            let guard = self.stops_lock.lock().unwrap_or_else(|e| e.into_inner());
+            if self.stops.load(Ordering::SeqCst) == seen {
+                drop(self.stops_cv.wait_timeout(guard, until - now).unwrap_or_else(|e| e.into_inner()));
+            }
         }
     }
 
@@ -437,7 +443,7 @@ pub(super) fn drive(shared: &Shared, key: &PodKey, fate: &Fate, agent: &AgentRun
 /// The end of a pod: at once if it was stopped (deleted) already, else when it is.
 pub(super) fn end(shared: &Shared, key: &PodKey, stopped: bool) {
     if !stopped {
-        while !shared.pause(key, Duration::from_millis(50)) {}
+        while !shared.pause(key, Duration::from_secs(60)) {}
     }
     thread::sleep(STEP);
     shared.remove_pod(key);
@@ -536,7 +542,7 @@ pub(super) fn live(shared: &Shared, key: &PodKey, fate: &Fate, agent: &AgentRun)
             ]);
         });
         // Nothing more comes from this node; a deleted pod is never confirmed gone.
-        while !shared.pause(key, Duration::from_millis(50)) {}
+        while !shared.pause(key, Duration::from_secs(60)) {}
         while !shared.shutdown.load(Ordering::SeqCst) {
             thread::sleep(Duration::from_millis(50));
         }

@@ -59,10 +59,12 @@ pub(super) fn watch_pods(
                 if shared.shutdown.load(Ordering::SeqCst) {
                     return Err(io::Error::other("shut down"));
                 }
-                let batch: Vec<(u64, Vec<u8>)> = state
-                    .events
+                // Events are in resource-version order: start after the cursor, not at the
+                // first event (a thousand-node run has thousands, and every log line wakes us).
+                let after = state.events.partition_point(|e| e.rv <= cursor);
+                let batch: Vec<(u64, Vec<u8>)> = state.events[after..]
                     .iter()
-                    .filter(|e| e.rv > cursor && matches(&e.object))
+                    .filter(|e| matches(&e.object))
                     .map(|e| (e.rv, watch_line(e.kind, &e.object)))
                     .collect();
                 if !batch.is_empty() {
@@ -156,13 +158,24 @@ pub(super) fn pod_log(
                 }
             }
         };
-        for line in lines {
-            if budget == Some(0) {
-                return Err(io::Error::other("the scenario cuts this follow"));
+        match budget.as_mut() {
+            None => {
+                // What came since the last write, in one chunk, as a server's buffered copy
+                // sends it.
+                let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+                write_chunk(w, text.as_bytes())?;
+                sent += lines.len();
             }
-            budget = budget.map(|b| b - 1);
-            write_chunk(w, format!("{line}\n").as_bytes())?;
-            sent += 1;
+            Some(budget) => {
+                for line in lines {
+                    if *budget == 0 {
+                        return Err(io::Error::other("the scenario cuts this follow"));
+                    }
+                    *budget -= 1;
+                    write_chunk(w, format!("{line}\n").as_bytes())?;
+                    sent += 1;
+                }
+            }
         }
         if ended {
             return end_chunked(w);

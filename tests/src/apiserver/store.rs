@@ -233,6 +233,7 @@ impl Shared {
                     state.mark_deleted(&pod, 1);
                 }
                 self.changed.notify_all();
+                self.stops_changed();
                 let mut gone = object;
                 gone["metadata"]["deletionTimestamp"] = json!(TIMESTAMP);
                 (200, gone)
@@ -257,6 +258,7 @@ impl Shared {
                     .cloned();
                 let replacement = replace.map(|job| state.add_job_pod(&job, &self.scenario));
                 self.changed.notify_all();
+                self.stops_changed();
                 drop(state);
                 if let Some((pod_key, fate, agent)) = replacement {
                     let shared = self.clone();
@@ -277,6 +279,7 @@ impl Shared {
                     }
                 }
                 self.changed.notify_all();
+                self.stops_changed();
                 (200, object)
             }
             plural if PLAIN.contains(&plural) => {
@@ -422,6 +425,7 @@ impl Shared {
             state.mark_deleted(&pod, grace);
         }
         self.changed.notify_all();
+        self.stops_changed();
     }
 
     /// A SelfSubjectAccessReview, answered as RBAC with the scenario's denials would.
