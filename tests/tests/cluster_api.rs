@@ -1292,6 +1292,43 @@ fn an_api_server_that_does_not_answer_ends_the_run_within_its_timeout() {
     );
 }
 
+/// The API server dies in the middle of the window (its process gone: every connection closed,
+/// new ones refused): the run ends within its request timeout and retries, with exit 9, one
+/// line naming the API server, and one saying how to find and remove the run's Jobs later.
+#[test]
+fn an_api_server_that_dies_mid_window_ends_the_run_within_its_timeout() {
+    let case = Case::new(
+        Scenario::new()
+            .node("node-a", Fate::UntilStopped(groundtruth()))
+            .node("node-b", Fate::UntilStopped(groundtruth())),
+    );
+    let out = case.out("out.folded");
+    let cli = case.server.spawn(&[
+        "deployment/api",
+        "-n",
+        "shop",
+        "-d",
+        "30s",
+        "--request-timeout",
+        "2s",
+        "-o",
+        out.to_str().expect("utf-8"),
+    ]);
+    let following = case
+        .server
+        .wait_for(Duration::from_secs(10), |rs| rs.iter().filter(|r| r.is_follow() && r.status == 200).count() == 2);
+    assert!(following, "the CLI never followed both logs\n{}", case.server.transcript());
+    std::thread::sleep(Duration::from_millis(200));
+    case.server.die();
+    let run = cli.wait(Duration::from_secs(30));
+    let ctx = case.context(&run);
+    assert_eq!(run.code, Some(9), "{ctx}");
+    assert!(run.elapsed < Duration::from_secs(15), "ended within its timeout and retries: {:?}\n{ctx}", run.elapsed);
+    let error = stderr_line(&run, "kubectl-eagle: error: ").unwrap_or_else(|| panic!("no error line\n{ctx}"));
+    assert!(error.contains("API server"), "{ctx}");
+    assert!(run.stderr.contains("kubectl eagle clean "), "how to remove what is left\n{ctx}");
+}
+
 /// An API server that goes away after the results came in (every Job delete 503): the first
 /// delete spends its retries, the others are not sent, and one line says which run's Jobs are
 /// left and how to remove them. Without that, each Job spent its own 1.75 s of retries, one

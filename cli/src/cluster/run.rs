@@ -53,6 +53,11 @@ const PROBE_AFTER: Duration = Duration::from_secs(3);
 /// An agent writes progress every second of its window: a followed log quiet for this long,
 /// its last line from before the window's end, is silent.
 const SILENT_AFTER: Duration = Duration::from_secs(10);
+/// How long the API server may give no answer at all (refused or broken connections, no API
+/// status) before one request asks whether it is gone; if that fails too, the run stops
+/// waiting for nodes it can no longer hear from instead of waiting out their window. Long
+/// enough for the watch's own retry and a restarting API server behind a load balancer.
+const API_SILENT_GRACE: Duration = Duration::from_secs(3);
 /// A pod deleted before its agent's stream was read (`clean`, by hand), not by this run.
 const POD_DELETED: &str = "the profiling pod was deleted before its result was read";
 /// Why a node of a fetched run has no result: its Job finished and its pod is gone.
@@ -411,11 +416,14 @@ async fn follow(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut events_read: Option<Instant> = None;
     let started = Instant::now();
+    // Since when the API server has given no answer at all (the watch could not reconnect).
+    let mut unanswered_since: Option<Instant> = None;
 
     while nodes.iter().any(|n| n.outcome.is_none()) {
         tokio::select! {
             event = events.try_next() => match event {
                 Ok(Some(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod))) => {
+                    unanswered_since = None;
                     let job = pod.metadata.labels.as_ref().and_then(|l| l.get("job-name")).cloned().unwrap_or_default();
                     if let Some(&i) = by_job.get(&job) {
                         on_pod(&pods, &mut nodes[i], i, &pod, &log_tx, &follows).await;
@@ -450,10 +458,14 @@ async fn follow(
                     if let Some(msg) = forbidden(&e) {
                         return Err(CliError::Forbidden(msg));
                     }
+                    if unanswered(&e) {
+                        unanswered_since.get_or_insert_with(Instant::now);
+                    }
                 }
             },
             Some(msg) = log_rx.recv() => match msg {
                 LogMsg::Line(i, line) => {
+                    unanswered_since = None;
                     on_line(&mut nodes[i], &line);
                     hand_over(&mut nodes[i], on_result);
                 }
@@ -498,6 +510,16 @@ async fn follow(
             }
             _ = tick.tick() => {
                 let now = Instant::now();
+                if unanswered_since.is_some_and(|t| now - t > API_SILENT_GRACE) {
+                    match client.apiserver_version().await {
+                        Err(e) if !matches!(e, kube::Error::Api(_)) => {
+                            lose_api_server(nodes, run_id, &e)?;
+                            break;
+                        }
+                        // It answers (if only with an error): the watch reconnects on its own.
+                        _ => unanswered_since = None,
+                    }
+                }
                 // A Job whose pod does not appear within seconds: its controller's events say
                 // why (an admission rejection), one list for the whole run every few seconds.
                 let waiting = nodes.iter().any(|n| n.outcome.is_none() && n.pod.is_none() && n.uid.is_some());
@@ -540,6 +562,35 @@ async fn follow(
         }
     }
     Ok(interrupted_at.is_some())
+}
+
+/// Whether a watch failed for want of any answer from the API server (a refused or broken
+/// connection, a timeout), not with a status it sent.
+fn unanswered(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::InitialListFailed(e) | watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) => {
+            !matches!(e, kube::Error::Api(_))
+        }
+        _ => false,
+    }
+}
+
+/// The API server is gone mid-run: every node not yet read fails with that reason. The nodes
+/// that delivered are written (partial); if none did, the run ends with the API server's
+/// error (exit 9) and where the results are. The agents do not need the API server: they
+/// sample to the end of their window and their results wait in the pods' logs.
+fn lose_api_server(nodes: &mut [NodeRun], run_id: &str, e: &kube::Error) -> Result<(), CliError> {
+    let why = format!("the API server stopped answering ({e})");
+    for n in nodes.iter_mut() {
+        n.finish(NodeOutcome::Failed(why.clone()));
+    }
+    if nodes.iter().any(|n| matches!(n.outcome, Some(NodeOutcome::Done(_)))) {
+        return Ok(());
+    }
+    Err(CliError::Cluster(format!(
+        "{why} during the run: the agents sample to the end of their window and keep their results in their pods' logs until their Jobs' TTL runs out ({} minutes after a run in the foreground, --ttl after one with -a); once the cluster answers, `kubectl eagle fetch {run_id}` reads them",
+        super::plan::SYNC_TTL.as_secs() / 60
+    )))
 }
 
 /// Hands a node's result to the run's `on_result`, once, as soon as it is known.
@@ -883,7 +934,7 @@ async fn delete_created(jobs: &Api<Job>, nodes: &[NodeRun], limit: usize, run_id
                 let gone = matches!(&e, kube::Error::Api(s) if s.code == 404 || s.code == 409);
                 if !gone {
                     eprintln!(
-                        "warning: could not delete Job {} (node {}): {e}; its TTL removes it later",
+                        "warning: could not delete Job {} (node {}): {e}; its deadline and TTL end it, or run `kubectl eagle clean {run_id}` once the API server answers",
                         n.job, n.node
                     );
                 }
