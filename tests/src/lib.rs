@@ -17,6 +17,7 @@
 //!   of the test's own, its workloads and the `kubectl-eagle` commands run in it, removed on
 //!   drop), and why the cluster runs no pods (pods, nodes, events), for failure messages.
 //! - [`receiver`]: a recorded-request double of an HTTP receiver, for `--push`.
+//! - [`tcp_proxy`]: a TCP proxy in front of a real API server, that a test kills mid-run.
 //!
 //! Modules: this file (binaries, the e2e cluster, groundtruth, preconditions, the skip rule,
 //! test directories), `workload`, `eagle` (Eagle, Run), `profile`, `xml`, `apiserver/`, `receiver`,
@@ -29,6 +30,7 @@ pub mod http_server;
 pub mod netns;
 mod profile;
 pub mod receiver;
+pub mod tcp_proxy;
 mod workload;
 mod xml;
 

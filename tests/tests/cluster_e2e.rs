@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use eagle_proto::FoldedStacks;
 use eagle_tests::cluster::{is_running, TestNamespace, POD_WAIT_S};
+use eagle_tests::tcp_proxy::TcpProxy;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
@@ -361,6 +362,62 @@ fn ctrl_c_writes_a_partial_profile_and_leaves_no_job() {
     // cpu_60 54.0 %).
     assert_groundtruth_split(&folded, tolerance_for(folded.total()));
     assert!(fx.jobs_of_run(&run_id(&stderr)).is_empty(), "no Job left behind");
+}
+
+/// The API server dies mid-run, as the CLI sees it (the test's proxy in front of it is killed:
+/// every connection closed, new ones refused; the real one cannot be stopped on someone's
+/// cluster): the run ends within its request timeout, long before its window, with exit 9 and
+/// one line that names the API server and how to read the results later. The agent, which
+/// needs no API server, samples to the end of its window: once the cluster answers again,
+/// `fetch RUN` reads the whole profile, and `clean RUN` leaves nothing.
+#[test]
+#[ignore = "needs a cluster: EAGLE_E2E_KUBECONFIG"]
+fn an_api_server_that_dies_mid_run_ends_it_with_exit_9_and_the_results_are_fetched_after() {
+    let Some(kc) = eagle_tests::e2e_kubeconfig() else { return };
+    let fx = Fixture::new(kc, "apidies");
+    fx.deploy("api", 1, &[]);
+    let (proxy, through_proxy) = TcpProxy::in_front_of(&fx.ns.kubeconfig, &fx.ns.dir, "proxied.kubeconfig");
+    let window = Duration::from_secs(30);
+    let child = fx
+        .ns
+        .kubectl_eagle_as(
+            &through_proxy,
+            "profile",
+            &["deployment/api", "-d", "30s", "-f", "99", "--request-timeout", "5s", "-o", "api.folded"],
+        )
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(60);
+    while fx.ns.running_agents("kube-eagle").is_empty() {
+        assert!(Instant::now() < deadline, "the profiling pod never ran");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let killed = Instant::now();
+    proxy.kill();
+    let out = child.wait_with_output().unwrap();
+    let took = killed.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    eprintln!("ended {took:?} after the API server died\n{stderr}");
+    assert_eq!(out.status.code(), Some(9), "the cluster could not be reached");
+    // Its grace (3 s), one request refused, the first Job delete's retries (1.75 s).
+    assert!(took < Duration::from_secs(12), "ended within its request timeout: {took:?}");
+    assert!(started.elapsed() < window, "before the window's end: {:?}", started.elapsed());
+    let id = run_id(&stderr);
+    let error = stderr.lines().find(|l| l.starts_with("kubectl-eagle: error: ")).expect("one error line");
+    assert!(error.contains("the API server stopped answering"), "{error}");
+    assert!(error.contains(&format!("kubectl eagle fetch {id}")), "{error}");
+
+    // The cluster answers again (the test's own kubeconfig never went through the proxy).
+    let fetched = fx.ns.run("fetch", &[&id, "-o", "fetched.folded"]);
+    assert_eq!(fetched.status.code(), Some(0), "the whole window, fetched after");
+    let folded = read_folded(&fx.ns.path("fetched.folded"));
+    assert_groundtruth_split(&folded, tolerance_for(folded.total()));
+    let cleaned = fx.ns.run("clean", &[&id]);
+    assert_eq!(cleaned.status.code(), Some(0));
+    assert!(fx.jobs_of_run(&id).is_empty(), "no Job left behind");
 }
 
 #[test]

@@ -333,6 +333,75 @@ fn clean_by_id_then_all_never_touches_what_is_not_ours() {
     assert_eq!(fx.jobs("app=backup").len(), 1, "a Job without our label stays");
 }
 
+/// Another user cleans a run from another terminal while it samples: they see it listed as
+/// someone else's, cannot clean it without `--all-users`, and with it stop its agent; the first
+/// run gets what the agent sampled until then, labelled partial (exit 7, `PARTIAL` in the graph,
+/// `partial: true` and the node's reason in `--summary`), and nothing is left.
+#[test]
+#[ignore = "needs a cluster: EAGLE_E2E_KUBECONFIG"]
+fn a_run_cleaned_by_another_user_ends_partial_and_leaves_nothing() {
+    let Some(kc) = eagle_tests::e2e_kubeconfig() else { return };
+    let fx = Fixture::new(kc, "otherclean");
+    fx.deploy("api", &eagle_tests::e2e_groundtruth_image(), &[]);
+    let init = fx.run("init", &[]);
+    assert_eq!(init.status.code(), Some(0), "the locked namespace");
+    let colleague = fx.service_account("colleague");
+    let sa = format!("{}/colleague", fx.ns.namespace);
+    let init = fx.run("init", &["--apply", "--service-account", &sa, "--target-namespace", &fx.ns.namespace]);
+    assert_eq!(init.status.code(), Some(0), "{}", stderr(&init));
+
+    let child = fx
+        .command("profile", &["deployment/api", "-d", "60s", "-f", "99", "-o", "api.svg", "--summary", "summary.json"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fx.ns.running_agents(&fx.eagle_ns).is_empty() {
+        assert!(Instant::now() < deadline, "the profiling pod never ran");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::thread::sleep(Duration::from_secs(4));
+
+    // The colleague sees the run as someone else's, and may clean it only by saying so.
+    let listed = fx.run_as(&colleague, "list", &["--all-users", "-o", "json"]);
+    assert_eq!(listed.status.code(), Some(0), "{}", stderr(&listed));
+    let runs: Vec<Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let id = runs[0]["id"].as_str().expect("a run id").to_owned();
+    let refused = fx.run_as(&colleague, "clean", &[&id]);
+    assert_eq!(refused.status.code(), Some(4), "not the colleague's run");
+    assert!(stderr(&refused).contains("--all-users"), "{}", stderr(&refused));
+    assert_eq!(fx.jobs_of(&id).len(), 1, "nothing was deleted");
+    let cleaned = fx.run_as(&colleague, "clean", &[&id, "--all-users"]);
+    assert_eq!(cleaned.status.code(), Some(0), "{}", stderr(&cleaned));
+
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    eprintln!("the first run:\n{err}");
+    assert_eq!(out.status.code(), Some(7), "partial");
+    assert!(err.lines().any(|l| l.contains("PARTIAL: ended early")), "the node's row says why");
+    let svg = std::fs::read_to_string(fx.ns.path("api.svg")).unwrap();
+    assert!(svg.contains("PARTIAL: 1 node(s) ended early"), "the graph is labelled partial");
+    let summary: Value = serde_json::from_slice(&std::fs::read(fx.ns.path("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["partial"], true, "{summary}");
+    assert_eq!(summary["nodes"][0]["status"], "partial", "{summary}");
+    assert!(summary["total_samples"].as_u64().unwrap_or(0) > 100, "what it sampled is kept: {summary}");
+    assert!(fx.jobs_of(&id).is_empty(), "no Job left");
+    let pods: Api<Pod> = Api::namespaced(fx.ns.client.clone(), &fx.eagle_ns);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !fx
+        .ns
+        .rt
+        .block_on(pods.list(&ListParams::default().labels(&format!("kube-eagle.io/run={id}"))))
+        .unwrap()
+        .items
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the run's pod is still there");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 #[test]
 #[ignore = "needs a cluster: EAGLE_E2E_KUBECONFIG"]
 fn doctor_init_and_uninstall_for_a_user_without_permissions() {
