@@ -89,4 +89,22 @@ if [ -n "$REF_BIN" ]; then
   echo "| \`kubectl-eagle net\` ($REF_BIN) | $(printf %.0f "$ref") | $(ratio "$ref" "$base") |"
   echo "net over ref: $(ratio "$net" "$ref")"
 fi
+# Paired: each repetition's net/base, taken a few seconds apart, so that the machine's drift
+# between repetitions cancels; their median with a distribution-free 95 % interval (order
+# statistics of the binomial, as for any median: no assumption on the spread's shape).
+python3 - "$WORK/base" "$WORK/net" <<'EOF'
+import math, sys
+base = [float(x) for x in open(sys.argv[1])]
+net = [float(x) for x in open(sys.argv[2])]
+r = sorted(n / b for n, b in zip(net, base))
+n = len(r)
+med = (r[(n - 1) // 2] + r[n // 2]) / 2
+# Largest k with P(Binomial(n, 1/2) < k) <= 2.5 %: [r[k-1], r[n-k]] covers the median at >= 95 %.
+cdf, k = 0.0, 0
+while k < n and cdf + math.comb(n, k) / 2**n <= 0.025:
+    cdf += math.comb(n, k) / 2**n
+    k += 1
+interval = f"[{r[k - 1]:.3f}, {r[n - k]:.3f}] (>= 95 %)" if k >= 1 else "(too few repetitions for a 95 % interval)"
+print(f"paired net/base over {n} repetitions: median {med:.3f}, {interval}")
+EOF
 for v in "${VARIANTS[@]}"; do echo "$v runs: $(tr '\n' ' ' <"$WORK/$v")" >&2; done
