@@ -42,7 +42,14 @@ wait_ready() {
   echo "bench-net: the server did not start" >&2; exit 1
 }
 
-# One run of a variant: prints the client's requests per second.
+# CPU time of a process so far (all its threads), in clock ticks (USER_HZ, 100 a second).
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+# Ticks over the run as microseconds per request.
+per_request() { awk -v t="$1" -v n="$REQUESTS" 'BEGIN {printf "%.1f", t * 10000 / n}'; }
+
+# One run of a variant: prints the client's requests per second, the server's CPU per request
+# (its own threads: the eBPF programs run in its system calls and are counted there) and, under
+# `net`, the CPU of kubectl-eagle itself per request (the agent's reader, in-process), in µs.
 run() {
   local variant=$1 port ready; port=$(free_port); ready=$WORK/ready-$variant-$RANDOM
   local server=(python3 images/http/server.py --port "$port" --delay-ms 0 --error-every 0 --slow-every 0 --ready-file "$ready")
@@ -53,10 +60,12 @@ run() {
   esac
   local holder=$!
   wait_ready "$ready"
-  local rate
+  local rate spid s0 a0 s1 a1
+  spid=$(cat "$ready"); s0=$(cpu_ticks "$spid"); a0=$(cpu_ticks "$holder")
   rate=$("${rt[@]}" python3 images/http/load.py --port "$port" --requests "$REQUESTS" --rate 1e9 --connections "$CONNS" \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["rate_per_s"])')
-  kill -TERM "$(cat "$ready")"
+  s1=$(cpu_ticks "$spid"); a1=$(cpu_ticks "$holder")
+  kill -TERM "$spid"
   wait "$holder" || true
   if [ "$variant" != base ]; then
     # The window must have seen every request: else it did not watch the whole run.
@@ -67,10 +76,11 @@ seen = sum(r["requests"] for r in report["http"])
 assert seen == int(sys.argv[2]), f"the network view saw {seen} of {sys.argv[2]} requests"
 EOF
   fi
-  echo "$rate"
+  local agent=0; [ "$variant" != base ] && agent=$(per_request $((a1 - a0)))
+  echo "$rate $(per_request $((s1 - s0))) $agent"
 }
 
-median() { sort -g | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
+median() { cut -d' ' -f"${1:-1}" | sort -g | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 
 for v in "${VARIANTS[@]}"; do run "$v" >/dev/null; done # warm-up, uncounted
 for v in "${VARIANTS[@]}"; do : >"$WORK/$v"; done
@@ -84,6 +94,9 @@ echo "| variant | requests/s, median | of base |"
 echo "|---|---:|---:|"
 echo "| base (not watched) | $(printf %.0f "$base") | 1.000 |"
 echo "| \`kubectl-eagle net\` ($BIN) | $(printf %.0f "$net") | $(ratio "$net" "$base") |"
+for v in "${VARIANTS[@]}"; do
+  echo "$v: server CPU $(median 2 <"$WORK/$v") µs per request, kubectl-eagle's own $(median 3 <"$WORK/$v") µs (medians)"
+done
 if [ -n "$REF_BIN" ]; then
   ref=$(median <"$WORK/ref")
   echo "| \`kubectl-eagle net\` ($REF_BIN) | $(printf %.0f "$ref") | $(ratio "$ref" "$base") |"
@@ -94,8 +107,8 @@ fi
 # statistics of the binomial, as for any median: no assumption on the spread's shape).
 python3 - "$WORK/base" "$WORK/net" <<'EOF'
 import math, sys
-base = [float(x) for x in open(sys.argv[1])]
-net = [float(x) for x in open(sys.argv[2])]
+base = [float(x.split()[0]) for x in open(sys.argv[1])]
+net = [float(x.split()[0]) for x in open(sys.argv[2])]
 r = sorted(n / b for n, b in zip(net, base))
 n = len(r)
 med = (r[(n - 1) // 2] + r[n // 2]) / 2
@@ -107,4 +120,4 @@ while k < n and cdf + math.comb(n, k) / 2**n <= 0.025:
 interval = f"[{r[k - 1]:.3f}, {r[n - k]:.3f}] (>= 95 %)" if k >= 1 else "(too few repetitions for a 95 % interval)"
 print(f"paired net/base over {n} repetitions: median {med:.3f}, {interval}")
 EOF
-for v in "${VARIANTS[@]}"; do echo "$v runs: $(tr '\n' ' ' <"$WORK/$v")" >&2; done
+for v in "${VARIANTS[@]}"; do echo "$v runs (requests/s, server µs/request, kubectl-eagle µs/request): $(tr '\n' ',' <"$WORK/$v")" >&2; done
