@@ -185,6 +185,19 @@ struct {
 	__type(value, struct eagle_alt_site);
 } offcpu_site_swap SEC(".maps");
 
+/* The user stack from a stop site's first return-address slot to its last, read at once: a
+ * `bpf_probe_read_user` costs mostly by the call (the checks around the copy), little by the
+ * byte, and a reused site is compared at every switch of its thread. Four reads of one word
+ * each were half of `offcpu_switch`; one read of the span (a few hundred bytes in the usual
+ * case) costs about a third of them (docs/performance.md). Wider spans are read word by word. */
+#define SITE_SPAN 1024
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u8[SITE_SPAN + 8]);
+} offcpu_site_words SEC(".maps");
+
 /* The stacks of blocks, kept for the whole run (not double-buffered): a block's stack is taken
  * when it starts and counted when it ends, possibly many buffer flips later. Blocking sites
  * are few (a program waits in a handful of places), so they fit. */
@@ -273,7 +286,9 @@ static __always_inline void bump(__u32 counter)
 /* When `task`'s process started, in the unit of `struct eagle_target.start`. */
 static __always_inline __u64 process_start(struct task_struct *task)
 {
-	return BPF_CORE_READ(task, group_leader, start_boottime) / NSEC_PER_CLOCK_TICK;
+	/* `task` is BTF-typed (the current task, or a tracepoint's argument): plain loads, which
+	 * the verifier turns into guarded reads, cost a fraction of a helper call each. */
+	return task->group_leader->start_boottime / NSEC_PER_CLOCK_TICK;
 }
 
 /* Is the current process the one `target` was made for, and not a later one that got its pid
@@ -538,14 +553,24 @@ static long unwind_step(__u32 index, void *ctx)
 	return STEP_ON;
 }
 
+/* The registers `task` saved on its entry to the kernel, where they are: a BTF-typed pointer
+ * (`bpf_task_pt_regs`), read field by field with plain loads rather than copied whole with
+ * `bpf_probe_read_kernel` (a helper call and 168 bytes, on every context switch in off-CPU
+ * mode). arm64's kernel pt_regs starts with the user_pt_regs. */
+static __always_inline const eagle_user_regs *saved_regs(struct task_struct *task)
+{
+	return (const eagle_user_regs *)bpf_task_pt_regs(task);
+}
+
 /* The current task's user registers as saved on its entry to the kernel. False for a kernel
  * thread. */
 static __always_inline int saved_user_regs(__u64 *ip, __u64 *sp, __u64 *bp)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
-	/* arm64's kernel pt_regs starts with the user_pt_regs. */
+	/* Copied with the helper, not loaded field by field (`saved_regs`): the compiler would merge
+	 * these loads with those of the sample's own registers in `user_regs`, one instruction for
+	 * two kinds of pointer, which the verifier refuses. A sample is no hot path. */
 	eagle_user_regs regs;
-	if (bpf_probe_read_kernel(&regs, sizeof(regs), (void *)bpf_task_pt_regs(task)) != 0)
+	if (bpf_probe_read_kernel(&regs, sizeof(regs), (void *)saved_regs(bpf_get_current_task_btf())) != 0)
 		return 0;
 	if (!REGS_IN_USER_MODE(regs))
 		return 0; /* a kernel thread: no user stack */
@@ -729,25 +754,44 @@ static __always_inline struct cfs_rq *task_cfs_rq(struct task_struct *task)
 {
 	if (!bpf_core_field_exists(task->se.cfs_rq))
 		return 0;
-	return BPF_CORE_READ(task, se.cfs_rq);
+	return task->se.cfs_rq;
 }
 
-/* How long `cfs_rq` has been throttled so far, in its run queue's clock: the periods that ended
- * plus the one under way. The difference of two readings is the throttled time between them.
- * 0 without the kernel's accounting (before 6.5, or without CONFIG_CFS_BANDWIDTH). */
-static __always_inline __u64 group_throttled(struct cfs_rq *cfs_rq, __u32 *throttled_now)
+/* How long a run queue has been throttled so far, in its run queue's clock: the periods that
+ * ended (`total`) plus the one under way since `since` (0: none), up to `clock`. The difference
+ * of two readings is the throttled time between them. */
+static __always_inline __u64 throttled_so_far(__u64 total, __u64 since, __u64 clock, __u32 *throttled_now)
 {
-	if (!cfs_rq || !bpf_core_field_exists(cfs_rq->throttled_clock_self))
-		return 0;
-	__u64 total = BPF_CORE_READ(cfs_rq, throttled_clock_self_time);
-	__u64 since = BPF_CORE_READ(cfs_rq, throttled_clock_self);
 	if (since) {
-		__u64 clock = BPF_CORE_READ(cfs_rq, rq, clock);
 		if (clock > since)
 			total += clock - since;
 		*throttled_now = 1;
 	}
 	return total;
+}
+
+/* That reading for a task's own run queue (`task_cfs_rq`: a BTF-typed pointer, plain loads, as
+ * at every switch). 0 without the kernel's accounting (before 6.5, or without
+ * CONFIG_CFS_BANDWIDTH). */
+static __always_inline __u64 group_throttled(struct cfs_rq *cfs_rq, __u32 *throttled_now)
+{
+	if (!cfs_rq || !bpf_core_field_exists(cfs_rq->throttled_clock_self))
+		return 0;
+	__u64 since = cfs_rq->throttled_clock_self;
+	return throttled_so_far(cfs_rq->throttled_clock_self_time, since, since ? cfs_rq->rq->clock : 0,
+				throttled_now);
+}
+
+/* The same for a run queue whose address was kept in a map entry at an earlier event: a plain
+ * number to the verifier, read with the helper (only where a wait long enough to count ends). */
+static __always_inline __u64 kept_group_throttled(__u64 address, __u32 *throttled_now)
+{
+	struct cfs_rq *cfs_rq = (struct cfs_rq *)address;
+	if (!cfs_rq || !bpf_core_field_exists(cfs_rq->throttled_clock_self))
+		return 0;
+	__u64 since = BPF_CORE_READ(cfs_rq, throttled_clock_self);
+	return throttled_so_far(BPF_CORE_READ(cfs_rq, throttled_clock_self_time), since,
+				since ? BPF_CORE_READ(cfs_rq, rq, clock) : 0, throttled_now);
 }
 
 /* `task` is runnable from `now` on: its wait begins, with its group's throttled time then. */
@@ -761,12 +805,16 @@ static __always_inline void begin_wait(struct task_struct *task, struct eagle_of
 	entry->woken = now;
 }
 
-/* Counts a block of `blocked` ns on `key`'s stacks, if long enough. */
-static __always_inline void count_block(struct eagle_stack_key *key, __u64 blocked, __u32 buffer)
+/* Counts a block of `blocked` ns on the stacks of `at` (a thread's entry), if long enough. The
+ * key is copied only then: most blocks at a high switch rate are short. */
+static __always_inline void count_block(const struct eagle_stack_key *at, __u64 blocked, __u32 buffer)
 {
-	if (blocked < MIN_BLOCK_NS)
+	if (blocked < MIN_BLOCK_NS) {
 		bump(EAGLE_OFFCPU_SHORT);
-	else if (record_n(active_counts(buffer), key, blocked))
+		return;
+	}
+	struct eagle_stack_key key = *at;
+	if (record_n(active_counts(buffer), &key, blocked))
 		bump(EAGLE_OFFCPU_BLOCKS);
 	else
 		bump(EAGLE_COUNTS_FULL);
@@ -797,19 +845,17 @@ static __always_inline void end_block(struct task_struct *task, __u64 now)
 	entry->throttled_then = throttled_then;
 	if (__sync_val_compare_and_swap(&entry->woken, 0, now) != 0)
 		return;
-	struct eagle_stack_key key = entry->key;
-	count_block(&key, now - since, buffer);
+	count_block(&entry->key, now - since, buffer);
 }
 
 /* Thread `tid` runs again: what it was off the CPU for is counted: a block whose wake-up was
  * not seen (woken before it was counted as blocked) ends here, and so does a wait, split into
  * the time its group was throttled and the rest. */
-static __always_inline void end_off_cpu(__u32 tid, __u64 now)
+static __always_inline void end_off_cpu(__u32 tid, __u64 now, __u32 buffer)
 {
 	struct eagle_offcpu_start *entry = bpf_map_lookup_elem(&offcpu_start, &tid);
 	if (!entry || entry->since == 0)
 		return;
-	__u32 buffer = active_buffer_now();
 	/* After the window: the agent counts it up to the window's end (`close_blocks`). */
 	if (buffer >= EAGLE_WINDOW_ENDED)
 		return;
@@ -817,10 +863,11 @@ static __always_inline void end_off_cpu(__u32 tid, __u64 now)
 	__u64 since = __sync_lock_test_and_set(&entry->since, 0);
 	if (since == 0)
 		return;
+	/* The entry stays as it is until the thread stops again, on this CPU, after this: it is
+	 * read in place, not copied (most waits at a high switch rate are short). */
 	__u64 woken = __sync_val_compare_and_swap(&entry->woken, 0, now);
-	struct eagle_offcpu_start ended = *entry;
 	if (woken == 0) {
-		count_block(&ended.key, now - since, buffer);
+		count_block(&entry->key, now - since, buffer);
 		return;
 	}
 	__u64 waited = now - woken;
@@ -832,11 +879,11 @@ static __always_inline void end_off_cpu(__u32 tid, __u64 now)
 	 * thread back. (A thread moved to another CPU while it waited is judged by the run queue
 	 * it waited on first: a throttled thread is not moved, it waits where it was throttled.) */
 	__u32 throttled_now = 0;
-	__u64 throttled_after = group_throttled((struct cfs_rq *)ended.cfs_rq, &throttled_now);
-	__u64 throttled = throttled_after > ended.throttled ? throttled_after - ended.throttled : 0;
+	__u64 throttled_after = kept_group_throttled(entry->cfs_rq, &throttled_now);
+	__u64 throttled = throttled_after > entry->throttled ? throttled_after - entry->throttled : 0;
 	if (throttled > waited)
 		throttled = waited;
-	struct eagle_stack_key key = ended.key;
+	struct eagle_stack_key key = entry->key;
 	void *counts = active_counts(buffer);
 	int kept = 1;
 	if (throttled > 0) {
@@ -868,7 +915,7 @@ int offcpu_wakeup_new(__u64 *ctx)
 	struct task_struct *task = (struct task_struct *)ctx[0];
 	if (active_buffer_now() >= EAGLE_WINDOW_ENDED)
 		return 0;
-	__u32 tgid = BPF_CORE_READ(task, tgid);
+	__u32 tgid = task->tgid;
 	struct eagle_target *target = bpf_map_lookup_elem(&targets, &tgid);
 	if (!target)
 		return 0;
@@ -888,6 +935,46 @@ int offcpu_wakeup_new(__u64 *ctx)
 	return 0;
 }
 
+/* Are the return addresses `site` keeps still in the slots of the current thread's user stack
+ * where the unwinder read them? */
+static __always_inline int same_return_addresses(const struct eagle_stop_site *site)
+{
+	__u32 checks = site->checks;
+	if (checks == 0)
+		return 1;
+	__u64 first = site->ra_slot[0];
+	__u64 last = site->ra_slot[(checks - 1) & (EAGLE_SITE_CHECKS - 1)];
+	__u32 zero = 0;
+	__u8 *words = bpf_map_lookup_elem(&offcpu_site_words, &zero);
+	if (words && checks <= EAGLE_SITE_CHECKS && last >= first && last - first <= SITE_SPAN - 8) {
+		__u32 span = (__u32)(last - first) + 8;
+		if (bpf_probe_read_user(words, span, (void *)first) != 0)
+			return 0;
+		for (int i = 0; i < EAGLE_SITE_CHECKS; i++) {
+			if (i >= checks)
+				break;
+			/* Slots out of order (a hostile stack) read as a difference: the stacks are
+			 * taken again. */
+			__u64 at = site->ra_slot[i] - first;
+			if (at > span - 8)
+				return 0;
+			__u64 ra;
+			__builtin_memcpy(&ra, words + (at & (SITE_SPAN - 1)), sizeof(ra));
+			if (ra != site->ra[i])
+				return 0;
+		}
+		return 1;
+	}
+	for (int i = 0; i < EAGLE_SITE_CHECKS; i++) {
+		if (i >= checks)
+			break;
+		__u64 ra = 0;
+		if (bpf_probe_read_user(&ra, sizeof(ra), (void *)site->ra_slot[i]) != 0 || ra != site->ra[i])
+			return 0;
+	}
+	return 1;
+}
+
 /* Is the current thread, its user registers `regs` as it entered the kernel, stopping in the
  * way `how` at the site `site` where the stacks of `key` were taken? The same registers, system
  * call and first argument, the same program (no exec since), and the same innermost return
@@ -900,14 +987,7 @@ static __always_inline int same_site(const struct eagle_stop_site *site, const s
 	    site->syscall != REGS_SYSCALL(*regs) || site->arg0 != REGS_ARG0(*regs) || site->how != how ||
 	    site->execed != target->execed || key->tgid != tgid)
 		return 0;
-	for (int i = 0; i < EAGLE_SITE_CHECKS; i++) {
-		if (i >= site->checks)
-			break;
-		__u64 ra = 0;
-		if (bpf_probe_read_user(&ra, sizeof(ra), (void *)site->ra_slot[i]) != 0 || ra != site->ra[i])
-			return 0;
-	}
-	return 1;
+	return same_return_addresses(site);
 }
 
 /* The stacks the current thread (of target process `tgid`) stops at, from the switch event
@@ -916,13 +996,11 @@ static __always_inline int same_site(const struct eagle_stop_site *site, const s
 static __always_inline int stopped_stacks(__u64 *ctx, __u32 tgid, struct eagle_target *target, __u32 how,
 					  struct eagle_offcpu_start *entry)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
-	eagle_user_regs regs;
+	const eagle_user_regs *regs = saved_regs(bpf_get_current_task_btf());
 	/* False for a thread with no user side (a process's io_uring worker): its kernel stack. */
-	int user = bpf_probe_read_kernel(&regs, sizeof(regs), (void *)bpf_task_pt_regs(task)) == 0 &&
-		   REGS_IN_USER_MODE(regs);
+	int user = REGS_IN_USER_MODE(*regs);
 	struct eagle_stop_site *last = &entry->site;
-	if (user && same_site(last, &entry->key, &regs, how, target, tgid)) {
+	if (user && same_site(last, &entry->key, regs, how, target, tgid)) {
 		bump(EAGLE_STOP_SITES_REUSED);
 		return 1;
 	}
@@ -930,7 +1008,7 @@ static __always_inline int stopped_stacks(__u64 *ctx, __u32 tgid, struct eagle_t
 	__u32 zero = 0;
 	struct eagle_alt_site *alt = bpf_map_lookup_elem(&offcpu_alt_sites, &tid);
 	struct eagle_alt_site *swap = bpf_map_lookup_elem(&offcpu_site_swap, &zero);
-	if (user && alt && swap && same_site(&alt->site, &alt->key, &regs, how, target, tgid)) {
+	if (user && alt && swap && same_site(&alt->site, &alt->key, regs, how, target, tgid)) {
 		/* Its other site: the two change places. */
 		swap->key = entry->key;
 		swap->site = entry->site;
@@ -967,9 +1045,9 @@ static __always_inline int stopped_stacks(__u64 *ctx, __u32 tgid, struct eagle_t
 	if (owner != 0 && !(process_flags & EAGLE_PROCESS_FRAME_POINTERS)) {
 		struct unwind_state *s = bpf_map_lookup_elem(&unwind_scratch, &zero);
 		if (s && user) {
-			s->ip = REGS_IP(regs);
-			s->sp = REGS_SP(regs);
-			s->bp = REGS_BP(regs);
+			s->ip = REGS_IP(*regs);
+			s->sp = REGS_SP(*regs);
+			s->bp = REGS_BP(*regs);
 			unwound = unwind_user(s, &offcpu_ustacks, owner, key);
 			/* The return addresses read: frames 1 to `checks` of the stack. */
 			if (unwound > 0) {
@@ -1000,13 +1078,13 @@ static __always_inline int stopped_stacks(__u64 *ctx, __u32 tgid, struct eagle_t
 	 * frame-pointer walk (the tables not ready, or a process walked so) is taken each time. */
 	if (user && unwound > 0) {
 		last->checks = checks;
-		last->sp = REGS_SP(regs);
-		last->bp = REGS_BP(regs);
-		last->syscall = REGS_SYSCALL(regs);
-		last->arg0 = REGS_ARG0(regs);
+		last->sp = REGS_SP(*regs);
+		last->bp = REGS_BP(*regs);
+		last->syscall = REGS_SYSCALL(*regs);
+		last->arg0 = REGS_ARG0(*regs);
 		last->how = how;
 		last->execed = target->execed;
-		last->ip = REGS_IP(regs);
+		last->ip = REGS_IP(*regs);
 	}
 	return 1;
 }
@@ -1016,9 +1094,10 @@ int offcpu_switch(__u64 *ctx)
 {
 	__u64 now = bpf_ktime_get_ns();
 	struct task_struct *next = (struct task_struct *)ctx[2];
+	__u32 buffer = active_buffer_now();
 	/* The thread switched in is off the CPU no more. */
-	end_off_cpu(task_tid(next), now);
-	if (active_buffer_now() >= EAGLE_WINDOW_ENDED)
+	end_off_cpu(task_tid(next), now, buffer);
+	if (buffer >= EAGLE_WINDOW_ENDED)
 		return 0; /* nothing starts after the window */
 
 	__u64 id = bpf_get_current_pid_tgid();
@@ -1060,7 +1139,7 @@ int offcpu_switch(__u64 *ctx)
 
 static __always_inline int task_tid(struct task_struct *task)
 {
-	return BPF_CORE_READ(task, pid);
+	return task->pid;
 }
 
 /* A new task descends from a target: follow it if it is a new process. Threads need nothing:
@@ -1095,7 +1174,7 @@ int follow_fork(__u64 *ctx)
 	struct task_struct *child = (struct task_struct *)ctx[1];
 	__u32 parent = bpf_get_current_pid_tgid() >> 32;
 	/* The child is a new process (not a thread) exactly when it leads its group: its own start. */
-	follow_child(parent, BPF_CORE_READ(child, tgid), CHECK_IDENTITY ? process_start(child) : 0);
+	follow_child(parent, child->tgid, CHECK_IDENTITY ? process_start(child) : 0);
 	return 0;
 }
 
