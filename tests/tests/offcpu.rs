@@ -102,12 +102,19 @@ fn blocks_at_the_same_registers_from_two_callers_split_by_caller() {
     require_sampling!();
     let dir = TestDir::new("offcpu-same-site");
     let waits = waits().to_str().expect("a UTF-8 path");
-    let run = Eagle::cli(&dir)
+    let mut eagle = Eagle::cli(&dir)
         .arg("profile")
         .args(["--mode", "off-cpu", "-d", "6s", "-o", "off.folded", "--", waits, "--same-site"])
-        .output_file(dir.join("off.folded"))
-        .run();
+        .output_file(dir.join("off.folded"));
+    // The programs' own cost, as the benches read it (it changes nothing else).
+    eagle.command_mut().env("EAGLE_PROGRAM_STATS", "1");
+    let run = eagle.run();
     run.assert_code(0);
+    let costs = run.stderr_lines().into_iter().find(|l| l.contains("eBPF programs' own time"));
+    run.check(
+        costs.as_deref().is_some_and(|l| l.contains("offcpu_switch ") && l.contains("offcpu_wakeup ")),
+        format!("EAGLE_PROGRAM_STATS=1 says what the scheduler's programs cost per run: {costs:?}"),
+    );
     let profile = run.profile();
     let main = profile.filter(|frames| frames.contains(&"main") && !frames.iter().any(|f| is_wait_frame(f)));
     let (long, short) = (main.inclusive("pipe_20") as f64, main.inclusive("pipe_10") as f64);

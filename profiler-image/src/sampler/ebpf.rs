@@ -29,7 +29,10 @@ pub struct EbpfSampler {
     /// sampling stops before the maps and programs go.
     clocks: CpuClocks,
     // Owns the programs and their perf/tracepoint links: dropping it detaches everything.
-    _bpf: Ebpf,
+    bpf: Ebpf,
+    /// While held, the kernel times every run of every eBPF program
+    /// ([`PROGRAM_STATS_ENV`]).
+    program_stats: Option<std::os::fd::OwnedFd>,
     targets: BpfHashMap<MapData, u32, TargetEntry>,
     active: Array<MapData, u32>,
     counters: PerCpuArray<MapData, u64>,
@@ -113,6 +116,11 @@ impl EbpfSampler {
             .override_global(names::MIN_BLOCK_NS, &min_block_us.saturating_mul(1000), true)
             .load(object)
             .map_err(|e| classify("load the eBPF program", &e))?;
+        // Before any program runs, so that every run is timed.
+        let program_stats = program_stats_wanted()
+            .then(|| aya::sys::enable_stats(aya::sys::Stats::RunTime))
+            .transpose()
+            .map_err(|e| classify("time the eBPF programs (BPF_ENABLE_STATS)", &e))?;
         let process_events = match &btf {
             Some(btf) => {
                 attach_btf_tracepoints(&mut bpf, btf)?;
@@ -189,7 +197,8 @@ impl EbpfSampler {
         };
         Ok(Self {
             clocks,
-            _bpf: bpf,
+            bpf,
+            program_stats,
             targets,
             active,
             counters,
@@ -346,6 +355,9 @@ impl EbpfSampler {
                 });
             }
         }
+        if last && self.program_stats.is_some() {
+            warnings.push(self.program_costs());
+        }
         if last && self.unwinder.is_some() {
             let total = self.counter(Counter::Samples);
             let pending = self.counter(Counter::UnwindPending);
@@ -355,6 +367,27 @@ impl EbpfSampler {
             }
         }
         warnings
+    }
+
+    /// What each program that ran cost per run, from the kernel's own timing: the part of a
+    /// target's slowdown its own events pay (`scripts/bench-overhead.sh`, `PROGRAM_STATS=1`).
+    fn program_costs(&self) -> Warning {
+        let mut costs: Vec<String> = self
+            .bpf
+            .programs()
+            .filter_map(|(name, program)| Some((name, program.info().ok()?)))
+            .filter(|(_, info)| info.run_count() > 0)
+            .map(|(name, info)| {
+                let each = info.run_time().as_nanos() / u128::from(info.run_count());
+                format!("{name} {} runs, {each} ns each", info.run_count())
+            })
+            .collect();
+        costs.sort();
+        Warning {
+            code: WarningCode::InfoPrecision,
+            pid: None,
+            message: format!("eBPF programs' own time ({PROGRAM_STATS_ENV}): {}", costs.join("; ")),
+        }
     }
 
     fn counter(&self, c: Counter) -> u64 {
@@ -492,6 +525,16 @@ fn nsec_per_clock_tick() -> u64 {
 /// pointers only: `EAGLE_UNWIND=frame-pointers`, to compare the two or to rule the unwinder out.
 fn unwind_with_tables() -> bool {
     std::env::var("EAGLE_UNWIND").map_or(true, |v| v != "frame-pointers")
+}
+
+/// Set to 1 to have the kernel time every run of the agent's eBPF programs for as long as it
+/// runs (`BPF_ENABLE_STATS`, released with the agent; no sysctl changed) and to say at the end
+/// what each cost per run. The timing itself reads the clock twice around every run: for
+/// measuring the programs, not for measuring a target's slowdown.
+pub const PROGRAM_STATS_ENV: &str = "EAGLE_PROGRAM_STATS";
+
+fn program_stats_wanted() -> bool {
+    std::env::var(PROGRAM_STATS_ENV).is_ok_and(|v| v == "1")
 }
 
 pub(crate) fn program_mut<'a, T>(bpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, SamplerError>
