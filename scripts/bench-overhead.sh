@@ -52,6 +52,12 @@
 #   ROUNDS=2000 THREADS=2 RUNTIMES=native scripts/bench-overhead.sh   a two-thread native target
 #   RT=0 scripts/bench-overhead.sh            normal scheduling (an idle machine)
 #   BUILD=debug scripts/bench-overhead.sh     the debug binaries (see below)
+#   BEFORE=/tmp/kubectl-eagle-main scripts/bench-overhead.sh   every profiled variant also run with
+#             another build, as `before:VARIANT`, interleaved with the rest: a change's effect
+#             measured in one run, beside the same base
+#   PROGRAM_STATS=1 scripts/bench-overhead.sh   and the kernel's timing of each eBPF program per
+#             run (EAGLE_PROGRAM_STATS=1; the timing itself costs the target a little: for
+#             telling the programs' cost from the rest, not for the ratios)
 #
 # Runtimes whose toolchain (go, python3, java/javac, node, ruby) or helper (jattach: see
 # scripts/setup.sh) is missing are skipped with a note. Needs root (or CAP_BPF and
@@ -66,6 +72,13 @@ read -r -a RUNTIMES <<<"${RUNTIMES:-native chains go python java node ruby switc
 # Rounds of about 2.5 s each on this machine, per runtime; ROUNDS overrides them all.
 declare -A rounds=([native]=1000 [chains]=1200 [go]=800 [python]=200 [java]=500 [node]=800 [ruby]=400 [switches]=60000)
 
+if [ "${PROGRAM_STATS:-0}" = 1 ]; then
+  export EAGLE_PROGRAM_STATS=1
+fi
+if [ -n "${BEFORE:-}" ] && ! [ -x "$BEFORE" ]; then
+  echo "bench-overhead: BEFORE=$BEFORE is not an executable kubectl-eagle" >&2
+  exit 2
+fi
 policy=()
 if [ "$RT" = 1 ]; then
   if chrt -f 10 true 2>/dev/null; then
@@ -133,7 +146,12 @@ prepare() {
 
 # Runs one variant once; prints "WALL CPU" as groundtruth measured them.
 run() {
-  local log="$work/$1.log"
+  local log="$work/$1.log" eagle=$eagle
+  if [[ $1 == before:* ]]; then
+    eagle=$BEFORE
+    set -- "${1#before:}" "$1"
+    log="$work/$2.log"
+  fi
   case $1 in
     base) "${policy[@]}" "${target[@]}" 2>"$log" ;;
     eagle-fp-*) EAGLE_UNWIND=frame-pointers "${policy[@]}" "$eagle" profile -f "${1#eagle-fp-}" -o "$work/out.folded" -- "${target[@]}" 2>"$log" ;;
@@ -143,7 +161,10 @@ run() {
     perf-dwarf-*) "${policy[@]}" perf record -q -F "${1#perf-dwarf-}" --call-graph dwarf -o "$work/perf.data" -- "${target[@]}" 2>"$log" >/dev/null ;;
     perf-*) "${policy[@]}" perf record -q -F "${1#perf-}" -g -o "$work/perf.data" -- "${target[@]}" 2>"$log" >/dev/null ;;
   esac
-  awk '/^runq: .* switches per second/ { print $2 }' "$log" >>"$work/$1.rate"
+  awk '/^runq: .* switches per second/ { print $2 }' "$log" >>"$work/${2:-$1}.rate"
+  # EAGLE_PROGRAM_STATS's line: "... offcpu_switch N runs, X ns each; ..."
+  sed -n 's/.*offcpu_switch [0-9]* runs, \([0-9]*\) ns each.*/\1/p' "$log" >>"$work/${2:-$1}.switch_ns"
+  sed -n 's/.*offcpu_wakeup [0-9]* runs, \([0-9]*\) ns each.*/\1/p' "$log" >>"$work/${2:-$1}.wakeup_ns"
   awk '/^groundtruth: cpu/ { print $6, $3 }' "$log"
 }
 
@@ -159,7 +180,12 @@ for runtime in "${RUNTIMES[@]}"; do
   if [ "$runtime" = switches ]; then
     variants+=(offcpu-1ms offcpu-0 wall-1ms wall-0)
   fi
-  rm -f "$work"/*.rate
+  if [ -n "${BEFORE:-}" ]; then
+    for v in "${variants[@]}"; do
+      [ "$v" = base ] || variants+=("before:$v")
+    done
+  fi
+  rm -f "$work"/*.rate "$work"/*_ns
   if [ "$runtime" = native ] || [ "$runtime" = chains ]; then
     variants+=(eagle-999 eagle-fp-99 eagle-fp-999)
     if perf record -F 99 -g -o "$work/probe.data" -- true >/dev/null 2>&1; then
@@ -185,13 +211,14 @@ for runtime in "${RUNTIMES[@]}"; do
   base_cpu=$(median <<<"${cpus[base]}")
   echo
   echo "$runtime: ${target[*]/#$work\//}"
-  printf '%-14s %10s %10s %10s %10s  %s\n' variant "wall (s)" "cpu (s)" "wall/base" "cpu/base" "all walls (s)"
+  printf '%-20s %10s %10s %10s %10s  %s\n' variant "wall (s)" "cpu (s)" "wall/base" "cpu/base" "all walls (s)"
   for v in "${variants[@]}"; do
     w=$(median <<<"${walls[$v]}")
     c=$(median <<<"${cpus[$v]}")
     rate=""
     [ -s "$work/$v.rate" ] && rate="  $(median <"$work/$v.rate") switches/s;"
-    printf '%-14s %10.3f %10.3f %10.3f %10.3f %s %s\n' "$v" "$w" "$c" "$(awk -v a="$w" -v b="$base_wall" 'BEGIN { print a / b }')" \
+    [ -s "$work/$v.switch_ns" ] && rate+=" offcpu_switch $(median <"$work/$v.switch_ns") ns, offcpu_wakeup $(median <"$work/$v.wakeup_ns") ns per run;"
+    printf '%-20s %10.3f %10.3f %10.3f %10.3f %s %s\n' "$v" "$w" "$c" "$(awk -v a="$w" -v b="$base_wall" 'BEGIN { print a / b }')" \
       "$(awk -v a="$c" -v b="$base_cpu" 'BEGIN { print a / b }')" "$rate" "${walls[$v]}"
   done
 done
