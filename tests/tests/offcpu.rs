@@ -11,12 +11,15 @@
 //! what can move it is the window's edges, where one block of either kind may be cut off. The
 //! count that matters is the number of rounds: with 30 or more, one 60 ms block is at most 2.2
 //! points of the split, inside the 3 points the tests allow. (A busy machine slows the rounds
-//! down: cpu_10 needs 10 ms of CPU; the windows are 10 s.) A block ends when its thread is
+//! down: cpu_10 needs 10 ms on a CPU; the windows are 10 s.) A block ends when its thread is
 //! woken, and the time it then waits for a CPU (or is preempted in cpu_10) is a wait of its own,
 //! above the stack under `[waiting for a CPU]`: that time is the machine's load, not the
 //! program's, and the split is judged without it (tests/tests/throttle.rs judges waits against
 //! their own ground truth). So the main thread's own waits for a CPU do not move the split, and the helper runs
-//! at a real-time priority where permitted (see waits.c), so its do not either. In wall mode the 10 % on the CPU is sampled:
+//! at a real-time priority where permitted (see waits.c), so its do not either. cpu_10 computes
+//! for 10 ms of the wall clock on a CPU, not of CPU time: on a virtual machine whose host is
+//! busy the two differ by the time the host ran another guest, which a wall-clock graph counts
+//! (the thread was on its CPU) and the thread's CPU clock does not. In wall mode the 10 % on the CPU is sampled:
 //! there the count is the window in sampling periods (a wall graph's microseconds over the
 //! period of one sample), the number of samples the graph would have if every microsecond were
 //! sampled, which is what `eagle_tests::tolerance` takes.
