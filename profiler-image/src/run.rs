@@ -298,6 +298,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
         });
     }
     run.ebpf.close_blocks();
+    run.ebpf.name_all_next();
     let mut cgroup_stats = at_window_end.unwrap_or_else(|| run.cgroup_stats());
     run.collect(&mut aggregate, started)?;
     run.refresh_names();

@@ -14,6 +14,17 @@
 //! [`DWARF_MAX_BYTES`]): there a function inlined at an address is a frame of its own, marked
 //! with [`INLINED_SUFFIX`]. Kernel code is named through kallsyms.
 //!
+//! Locating and naming are apart. Each collection locates its new addresses (the process's
+//! mappings read, each address turned into an object and an offset in it, the object opened and
+//! held): that needs the process alive, and is cheap. Naming reads the object with blazesym,
+//! which parses it first (sorts its symbol table by address, reads the DWARF units the
+//! addresses fall in) and drops that parse again when the object goes idle or DWARF passes its
+//! budget: on a node-wide run the parse, not the lookup, was 70 % of the agent's CPU, one debug
+//! build parsed again in nearly every collection for the few new addresses each brought. So the
+//! sampler names in rounds ([`Symbols::name_located`]), every few collections, when a process
+//! exits and at the window's end, and each round parses an object once for all the addresses
+//! that came meanwhile. JIT code is named at once: its names come from a perf map that grows.
+//!
 //! Results are cached per process and address: hot loops hit the same few addresses. What
 //! blazesym parsed of an object (sorted symbols, DWARF units, and the pages of the file it
 //! touched, which count in the agent's resident memory) is dropped once no sample has needed
@@ -77,6 +88,23 @@ pub type Frames = Rc<[String]>;
 /// A mapped file, by device and inode.
 type ObjectKey = (u64, u64);
 
+/// An address located in a mapped file, not named yet.
+#[derive(Clone, Debug)]
+struct Located {
+    object: ObjectKey,
+    offset: u64,
+    /// The mapping's path, for a `module+0xOFFSET` frame where the object names nothing.
+    module: Rc<str>,
+}
+
+/// What [`Symbols::locate`] made of an address.
+#[derive(Clone, Debug)]
+enum Found {
+    Named(Frames),
+    InObject(Located),
+    Nothing,
+}
+
 /// A mapped file, held open: blazesym reads it (and caches what it parsed) under
 /// `/proc/self/fd/N`, which stays valid after every process mapping it exited.
 struct ObjectFile {
@@ -101,6 +129,10 @@ pub struct Symbols {
     /// Files in which samples landed, while a process in `maps` maps them; `None` for one
     /// that could not be opened (its frames are `module+0xOFFSET`).
     objects: HashMap<ObjectKey, Option<ObjectFile>>,
+    /// Addresses of each process located in an object but not named yet (see the module's
+    /// documentation): the object, the offset in it, and the module's name for a frame where
+    /// the object names nothing.
+    located: HashMap<u32, HashMap<u64, Located>>,
     /// Names by object and offset in it, while the object is in `objects`: a binary that runs
     /// as many processes (a compiler, a test binary, a pool of workers) is named once, not once
     /// per process, and its object goes idle sooner.
@@ -143,6 +175,7 @@ impl Symbols {
             jit: HashMap::new(),
             maps: HashMap::new(),
             objects: HashMap::new(),
+            located: HashMap::new(),
             by_offset: HashMap::new(),
             dwarf_max_bytes: std::env::var("EAGLE_DWARF_MAX_BYTES")
                 .ok()
@@ -206,40 +239,110 @@ impl Symbols {
 
     /// Names user addresses of `pid`, reading them from `via` (the process itself while it
     /// lives, or the process it was forked from). Unresolvable code becomes `module+0xOFFSET`,
-    /// never a blank frame.
+    /// never a blank frame. [`Symbols::locate_user`] then [`Symbols::name_located`] for `pid`.
     pub fn user(&mut self, pid: u32, via: Option<u32>, addrs: &[u64]) -> Vec<Frames> {
-        let cache = self.user.entry(pid).or_default();
-        let missing: Vec<u64> = {
-            let mut m: Vec<u64> = addrs.iter().copied().filter(|a| !cache.contains_key(a)).collect();
-            m.sort_unstable();
-            m.dedup();
-            m
+        self.locate_user(pid, via, addrs);
+        self.name_located(|p| p == pid);
+        self.lookup_user(pid, addrs)
+    }
+
+    /// Locates the addresses of `pid` not named yet, reading them from `via` (see
+    /// [`Symbols::user`]): what needs no object read (vDSO, anonymous memory, an object and
+    /// offset named before, JIT code in the perf map) is named now; the rest waits for
+    /// [`Symbols::name_located`], its object held open meanwhile.
+    pub fn locate_user(&mut self, pid: u32, via: Option<u32>, addrs: &[u64]) {
+        let known = |a: &u64| {
+            self.user.get(&pid).is_some_and(|c| c.contains_key(a))
+                || self.located.get(&pid).is_some_and(|l| l.contains_key(a))
         };
-        if !missing.is_empty() {
-            let jit = self.jit.get(&pid).copied();
-            let resolved = match via {
-                Some(via) => {
-                    self.read_maps(via);
-                    let (resolved, issue) = self.resolve_user(via, &missing, jit);
-                    self.note_perf_map(pid, issue);
-                    resolved
+        let mut missing: Vec<u64> = addrs.iter().copied().filter(|a| !known(a)).collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if missing.is_empty() {
+            return;
+        }
+        let jit = self.jit.get(&pid).copied();
+        let resolved = match via {
+            Some(via) => {
+                self.read_maps(via);
+                let (resolved, issue) = self.locate(via, &missing, jit);
+                self.note_perf_map(pid, issue);
+                resolved
+            }
+            None => vec![Found::Nothing; missing.len()],
+        };
+        for (addr, found) in missing.iter().zip(resolved) {
+            match found {
+                Found::Named(frames) => {
+                    self.user.entry(pid).or_default().insert(*addr, frames);
                 }
-                None => vec![None; missing.len()],
-            };
-            let cache = self.user.entry(pid).or_default();
-            for (addr, frames) in missing.iter().zip(resolved) {
-                match frames {
-                    Some(frames) => {
-                        cache.insert(*addr, frames);
-                    }
-                    None if jit.is_some() && via.is_some() => {} // retried after the next map dump
-                    None => {
-                        cache.insert(*addr, Rc::from(vec![UNKNOWN.to_owned()]));
-                    }
+                Found::InObject(at) => {
+                    self.located.entry(pid).or_default().insert(*addr, at);
+                }
+                Found::Nothing if jit.is_some() && via.is_some() => {} // retried after the next map dump
+                Found::Nothing => {
+                    self.user.entry(pid).or_default().insert(*addr, Rc::from(vec![UNKNOWN.to_owned()]));
                 }
             }
         }
-        self.lookup_user(pid, addrs)
+    }
+
+    /// Names the located addresses of the processes `which` picks, each object read once for
+    /// all of them (see the module's documentation).
+    pub fn name_located(&mut self, which: impl Fn(u32) -> bool) {
+        let pids: Vec<u32> = self.located.keys().copied().filter(|p| which(*p)).collect();
+        if pids.is_empty() {
+            return;
+        }
+        let mut by_object: HashMap<ObjectKey, Vec<u64>> = HashMap::new();
+        for pid in &pids {
+            for at in self.located[pid].values() {
+                if !self.by_offset.contains_key(&(at.object, at.offset)) {
+                    by_object.entry(at.object).or_default().push(at.offset);
+                }
+            }
+        }
+        for (key, mut offsets) in by_object {
+            offsets.sort_unstable();
+            offsets.dedup();
+            let batch = self.batch;
+            let named = match self.objects.get_mut(&key) {
+                Some(Some(object)) => {
+                    object.used_in = Some(batch);
+                    let (path, dwarf) = (object.path.clone(), object.dwarf);
+                    if dwarf {
+                        self.name_with_dwarf(key, &path, &offsets)
+                    } else {
+                        self.name(&path, false, &offsets)
+                    }
+                }
+                // Closed meanwhile (its process unmapped it): named by module and offset below.
+                _ => Vec::new(),
+            };
+            for (n, offset) in offsets.into_iter().enumerate() {
+                if let Some(Some(frames)) = named.get(n) {
+                    self.by_offset.insert((key, offset), frames.clone());
+                }
+            }
+        }
+        for pid in pids {
+            let located = self.located.remove(&pid).unwrap_or_default();
+            let cache = self.user.entry(pid).or_default();
+            for (addr, at) in located {
+                // Stripped or unreadable code: the module and the offset in it.
+                let frames = self
+                    .by_offset
+                    .get(&(at.object, at.offset))
+                    .cloned()
+                    .unwrap_or_else(|| Rc::from(vec![format!("{}+{:#x}", module_name(&at.module), at.offset)]));
+                cache.insert(addr, frames);
+            }
+        }
+    }
+
+    /// Whether addresses of `pid` wait to be named ([`Symbols::name_located`]).
+    pub fn has_located(&self, pid: u32) -> bool {
+        self.located.get(&pid).is_some_and(|l| !l.is_empty())
     }
 
     /// Frames of addresses already named (by [`Symbols::user`]); others are `[unknown]`.
@@ -307,6 +410,7 @@ impl Symbols {
     /// pid may be reused by another program.
     pub fn forget(&mut self, pid: u32) {
         self.user.remove(&pid);
+        self.located.remove(&pid);
         if self.maps.remove(&pid).is_some() {
             self.release_unmapped();
         }
@@ -330,65 +434,33 @@ impl Symbols {
         }
     }
 
-    /// The file of mapping `m` of `pid`, opened at its first use.
-    /// Marks it as read in this batch.
-    fn object(&mut self, pid: u32, m: &ExecMapping) -> Option<&ObjectFile> {
+    /// Whether the file of mapping `m` of `pid` is open, opening it at its first use.
+    fn open_object(&mut self, pid: u32, m: &ExecMapping) -> bool {
         let dwarf_max_bytes = self.dwarf_max_bytes;
-        let object = self
-            .objects
-            .entry((m.dev, m.inode))
-            .or_insert_with(|| ObjectFile::open(pid, m, dwarf_max_bytes))
-            .as_mut()?;
-        object.used_in = Some(self.batch);
-        Some(object)
+        self.objects.entry((m.dev, m.inode)).or_insert_with(|| ObjectFile::open(pid, m, dwarf_max_bytes)).is_some()
     }
 
-    fn resolve_user(
-        &mut self,
-        pid: u32,
-        addrs: &[u64],
-        jit_tag: Option<&str>,
-    ) -> (Vec<Option<Frames>>, Option<PerfMapIssue>) {
-        let mut out: Vec<Option<Frames>> = vec![None; addrs.len()];
-        // Addresses by the object they fall in, as (index, offset in the file).
-        let mut by_object: HashMap<ObjectKey, (ExecMapping, Vec<(usize, u64)>)> = HashMap::new();
+    /// Where each of `addrs` of `pid` is (see [`Symbols::locate_user`]), with the perf map's
+    /// problems where `jit_tag` says the process has one.
+    fn locate(&mut self, pid: u32, addrs: &[u64], jit_tag: Option<&str>) -> (Vec<Found>, Option<PerfMapIssue>) {
+        let mut out: Vec<Found> = vec![Found::Nothing; addrs.len()];
         let mut vdso: Vec<usize> = Vec::new();
-        let mappings = self.maps.get(&pid).map(Vec::as_slice).unwrap_or_default();
+        let mappings = self.maps.get(&pid).cloned().unwrap_or_default();
         for (i, addr) in addrs.iter().enumerate() {
             let at = mappings.partition_point(|m| m.start <= *addr);
             let Some(m) = at.checked_sub(1).map(|at| &mappings[at]).filter(|m| *addr < m.end) else { continue };
             if m.is_file() {
-                let offset = addr - m.start + m.offset;
-                by_object.entry((m.dev, m.inode)).or_insert_with(|| (m.clone(), Vec::new())).1.push((i, offset));
+                let (object, offset) = ((m.dev, m.inode), addr - m.start + m.offset);
+                out[i] = match self.by_offset.get(&(object, offset)).cloned() {
+                    Some(frames) => Found::Named(frames),
+                    None if self.open_object(pid, m) => {
+                        Found::InObject(Located { object, offset, module: Rc::from(m.path.as_str()) })
+                    }
+                    // Gone, or no regular file: the module and the offset in it.
+                    None => Found::Named(Rc::from(vec![format!("{}+{offset:#x}", module_name(&m.path))])),
+                };
             } else if m.path == "[vdso]" {
                 vdso.push(i);
-            }
-        }
-        for (key, (mapping, mut hits)) in by_object {
-            hits.retain(|(i, offset)| match self.by_offset.get(&(key, *offset)) {
-                Some(frames) => {
-                    out[*i] = Some(frames.clone());
-                    false
-                }
-                None => true,
-            });
-            if hits.is_empty() {
-                continue;
-            }
-            let offsets: Vec<u64> = hits.iter().map(|(_, offset)| *offset).collect();
-            let named = match self.object(pid, &mapping).map(|object| (object.path.clone(), object.dwarf)) {
-                Some((path, false)) => self.name(&path, false, &offsets),
-                Some((path, true)) => self.name_with_dwarf(key, &path, &offsets),
-                None => Vec::new(),
-            };
-            for (n, (i, offset)) in hits.into_iter().enumerate() {
-                let frames = match named.get(n) {
-                    Some(Some(frames)) => frames.clone(),
-                    // Stripped or unreadable code: name the module and the offset in it.
-                    _ => Rc::from(vec![format!("{}+{offset:#x}", module_name(&mapping.path))]),
-                };
-                self.by_offset.insert((key, offset), frames.clone());
-                out[i] = Some(frames);
             }
         }
         if !vdso.is_empty() {
@@ -398,7 +470,7 @@ impl Symbols {
             let syms = self.blaze.symbolize(&Source::Process(process), Input::AbsAddr(&vdso_addrs)).unwrap_or_default();
             for (n, i) in vdso.into_iter().enumerate() {
                 if let Some(Symbolized::Sym(sym)) = syms.get(n) {
-                    out[i] = Some(frames_of(&sym.name, sym.inlined.iter().map(|f| f.name.as_ref())));
+                    out[i] = Found::Named(frames_of(&sym.name, sym.inlined.iter().map(|f| f.name.as_ref())));
                 }
             }
         }
@@ -408,8 +480,10 @@ impl Symbols {
             match PerfMap::read(pid) {
                 Ok(map) => {
                     for (i, addr) in addrs.iter().enumerate() {
-                        if out[i].is_none() {
-                            out[i] = map.find(*addr).map(|name| Rc::from(vec![format!("{name}{tag}")]));
+                        if matches!(out[i], Found::Nothing) {
+                            if let Some(name) = map.find(*addr) {
+                                out[i] = Found::Named(Rc::from(vec![format!("{name}{tag}")]));
+                            }
                         }
                     }
                     issue = map.problems.any().then_some(PerfMapIssue::Lines(map.problems));
@@ -737,6 +811,36 @@ mod tests {
             assert_eq!(kept.dwarf_drops, 0);
             assert!(!dropped.objects.values().flatten().any(|o| o.used_in.is_some()), "DWARF still held");
         }
+    }
+
+    /// Addresses located over several collections are named in one round, their object
+    /// parsed once for all, with the names they get one by one.
+    #[test]
+    fn located_addresses_are_named_in_one_round_as_one_by_one() {
+        let pid = std::process::id();
+        let start = named_by_its_symbol as *const () as usize as u64;
+        let addrs: Vec<u64> = (0..8u64).map(|i| start + i * 256).collect();
+        let mut one_by_one = Symbols::new();
+        let expected: Vec<String> = addrs.iter().map(|a| one_by_one.user(pid, Some(pid), &[*a])[0].join(";")).collect();
+        let mut rounds = Symbols::new();
+        // Every parse of a DWARF object dropped at once: each naming of it counts one drop.
+        rounds.dwarf_budget = 0;
+        for (n, addr) in addrs.iter().enumerate() {
+            rounds.locate_user(pid, Some(pid), &[*addr]);
+            assert!(!rounds.knows_all(pid, &[*addr]) && rounds.has_located(pid), "address {n} named before its round");
+            rounds.end_batch();
+        }
+        rounds.name_located(|p| p == pid);
+        assert!(!rounds.has_located(pid));
+        let got: Vec<String> = rounds.lookup_user(pid, &addrs).iter().map(|f| f.join(";")).collect();
+        assert_eq!(got, expected);
+        if rounds.objects.values().flatten().any(|o| o.dwarf) {
+            assert_eq!(rounds.dwarf_drops, 1, "the object was parsed once for the round");
+        }
+        // Another process's addresses are not named by a round for this one.
+        rounds.locate_user(pid, Some(pid), &[start + 4096]);
+        rounds.name_located(|p| p != pid);
+        assert!(rounds.has_located(pid));
     }
 
     #[test]

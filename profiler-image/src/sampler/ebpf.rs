@@ -64,6 +64,35 @@ pub struct EbpfSampler {
     by_thread: BpfHashMap<MapData, u32, u32>,
     /// Their CPU samples so far: process -> thread -> stack -> samples.
     thread_stacks: HashMap<u32, ThreadStacks>,
+    /// Stacks whose user addresses wait to be named, with their counts in the graph's unit:
+    /// names are read in rounds (see `symbolize.rs`, and [`NAME_EVERY`]).
+    unnamed: HashMap<RawStack, u64>,
+    /// Collections so far.
+    collections: u64,
+    /// The next collection is the last: it names everything ([`EbpfSampler::name_all_next`]).
+    last_collection: bool,
+}
+
+/// Collections between two naming rounds (see `symbolize.rs`): 2 s at the agent's 250 ms. An
+/// object that gets new addresses in every collection is parsed once per round instead of once
+/// per collection; what a round costs is the same parse, so longer rounds only hold the stacks
+/// longer (a few KiB).
+pub const NAME_EVERY: u64 = 8;
+
+/// A stack as the kernel gave it, its user part not named yet.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct RawStack {
+    tgid: u32,
+    /// The thread whose CPU samples are kept apart ([`EbpfSampler::take_thread_stacks`]).
+    thread: Option<u32>,
+    /// The unwinder stopped before the stack's outermost frame.
+    truncated: bool,
+    /// User addresses, innermost first.
+    user: Option<Vec<u64>>,
+    /// Kernel frames, named, outermost first.
+    kernel: Vec<String>,
+    /// A wait's frame, above the rest.
+    wait: Option<&'static str>,
 }
 
 /// One process's CPU samples by thread id, then by stack (outermost frame first).
@@ -220,7 +249,41 @@ impl EbpfSampler {
             offcpu,
             by_thread,
             thread_stacks: HashMap::new(),
+            unnamed: HashMap::new(),
+            collections: 0,
+            last_collection: false,
         })
+    }
+
+    /// The next collection is the last of the run: every stack it holds is named and given.
+    pub fn name_all_next(&mut self) {
+        self.last_collection = true;
+    }
+
+    /// Puts a stack whose user addresses are all named into the graph.
+    fn add_named(&mut self, stack: RawStack, count: u64, out: &mut Aggregate) {
+        let RawStack { tgid, thread, truncated, user, kernel, wait } = stack;
+        let mut frames: Vec<String> = Vec::new();
+        if truncated {
+            frames.push(TRUNCATED.to_owned());
+        }
+        if let Some(addrs) = &user {
+            let names: Vec<Frames> = self.symbols.lookup_user(tgid, addrs);
+            let user: Vec<String> = names.iter().rev().flat_map(|f| f.iter().cloned()).collect();
+            frames.extend_from_slice(from_thread_entry(&user));
+        }
+        frames.extend(kernel);
+        if frames.is_empty() {
+            frames.push(crate::symbolize::UNKNOWN.to_owned());
+        }
+        if let Some(wait) = wait {
+            frames.push(wait.to_owned());
+        }
+        if let Some(tid) = thread {
+            let stacks = self.thread_stacks.entry(tgid).or_default().entry(tid).or_default();
+            *stacks.entry(frames.clone()).or_insert(0) += count;
+        }
+        out.add(tgid, "ebpf", frames, count);
     }
 
     /// Counts the blocks and waits still under way as the window ended, up to its end: a
@@ -799,7 +862,9 @@ impl Sampler for EbpfSampler {
 
         self.sync_targets(events);
 
-        // Symbolize each process's addresses in one batch, then assemble stacks from the cache.
+        // Each process's new addresses located in one batch; named in rounds (every
+        // NAME_EVERY collections, at the last, and for processes that exited, whose maps are
+        // dropped at the next), each object parsed once a round.
         let mut by_pid: HashMap<u32, Vec<u64>> = HashMap::new();
         for (key, _) in &entries {
             if let Some(addrs) = user_addresses(key, &user_traces, &unwound) {
@@ -809,38 +874,40 @@ impl Sampler for EbpfSampler {
         for (pid, addrs) in &by_pid {
             if !self.symbols.knows_all(*pid, addrs) {
                 let via = self.symbol_source(*pid);
-                self.symbols.user(*pid, via, addrs);
+                self.symbols.locate_user(*pid, via, addrs);
             }
         }
+        self.collections += 1;
+        let round = self.collections.is_multiple_of(NAME_EVERY) || self.last_collection || ended;
+        let exited: Vec<u32> = events
+            .iter()
+            .filter_map(|e| if let ProcessEvent::Exited { pid } = e { Some(*pid) } else { None })
+            .chain(self.gone.iter().copied())
+            .collect();
+        self.symbols.name_located(|pid| round || exited.contains(&pid));
+
         for (key, count) in entries {
             let off = is_offcpu(&key);
-            let mut frames: Vec<String> = Vec::new();
-            if key.flags & key_flags::UNWOUND != 0 && unwound.get(&(off, key.user_stack_hash)).is_some_and(|(_, t)| *t)
-            {
-                frames.push(TRUNCATED.to_owned());
-            }
-            if let Some(addrs) = user_addresses(&key, &user_traces, &unwound) {
-                let names: Vec<Frames> = self.symbols.lookup_user(key.tgid, addrs);
-                let user: Vec<String> = names.iter().rev().flat_map(|f| f.iter().cloned()).collect();
-                frames.extend_from_slice(from_thread_entry(&user));
-            }
+            let truncated = key.flags & key_flags::UNWOUND != 0
+                && unwound.get(&(off, key.user_stack_hash)).is_some_and(|(_, t)| *t);
+            let user = user_addresses(&key, &user_traces, &unwound).map(<[u64]>::to_vec);
+            let mut kernel = Vec::new();
             if key.kernel_stack_id >= 0 {
                 let names = self.symbols.kernel(&kernel_traces[&(off, key.kernel_stack_id)]);
                 // A block's kernel stack was taken inside the switch event: its innermost
                 // frames are the tracing machinery and this program, not the blocked thread.
                 let from =
                     if off { names.iter().take_while(|f| f.iter().any(|n| is_tracing_frame(n))).count() } else { 0 };
-                frames.extend(names[from..].iter().rev().flat_map(|f| f.iter().cloned()));
-            }
-            if frames.is_empty() {
-                frames.push(crate::symbolize::UNKNOWN.to_owned());
+                kernel.extend(names[from..].iter().rev().flat_map(|f| f.iter().cloned()));
             }
             // Runnable but not running: above the stack the thread stopped at.
-            if key.flags & key_flags::THROTTLED != 0 {
-                frames.push(THROTTLED_FRAME.to_owned());
+            let wait = if key.flags & key_flags::THROTTLED != 0 {
+                Some(THROTTLED_FRAME)
             } else if key.flags & key_flags::WAIT != 0 {
-                frames.push(WAITING_FRAME.to_owned());
-            }
+                Some(WAITING_FRAME)
+            } else {
+                None
+            };
             // One unit per graph: CPU samples, or microseconds (blocks are counted in
             // nanoseconds; a CPU sample in wall mode is its period). CPU samples are counted
             // weighed by their CPU's period (`cpu_clock.rs`), in SAMPLE_UNITs each.
@@ -849,11 +916,22 @@ impl Sampler for EbpfSampler {
                 (false, ProfileMode::Wall) => count * self.sample_us / eagle_ebpf::SAMPLE_UNIT,
                 (false, _) => self.to_samples.samples(count),
             };
-            if key.tid != 0 && !off {
-                let stacks = self.thread_stacks.entry(key.tgid).or_default().entry(key.tid).or_default();
-                *stacks.entry(frames.clone()).or_insert(0) += count;
-            }
-            out.add(key.tgid, "ebpf", frames, count);
+            let thread = (key.tid != 0 && !off).then_some(key.tid);
+            let stack = RawStack { tgid: key.tgid, thread, truncated, user, kernel, wait };
+            *self.unnamed.entry(stack).or_insert(0) += count;
+        }
+        // Every stack whose addresses are all named now goes into the graph, and in a round
+        // every stack of the processes named: JIT code the perf map does not name yet is
+        // never cached (see `Symbols::locate_user`), and shows as unknown.
+        let (named, waiting): (HashMap<RawStack, u64>, HashMap<RawStack, u64>) =
+            std::mem::take(&mut self.unnamed).into_iter().partition(|(stack, _)| {
+                round
+                    || exited.contains(&stack.tgid)
+                    || stack.user.as_deref().is_none_or(|addrs| self.symbols.knows_all(stack.tgid, addrs))
+            });
+        self.unnamed = waiting;
+        for (stack, count) in named {
+            self.add_named(stack, count, out);
         }
         for pid in std::mem::take(&mut self.gone) {
             self.symbols.forget(pid);
