@@ -47,11 +47,7 @@ impl ProcFs {
     }
 
     pub fn is_alive(&self, pid: u32) -> bool {
-        // A zombie still has a /proc entry but nothing left to sample or symbolize.
-        match fs::read_to_string(self.root.join(format!("{pid}/stat"))) {
-            Ok(stat) => !matches!(stat.rsplit_once(") ").and_then(|(_, r)| r.chars().next()), Some('Z' | 'X')),
-            Err(_) => false,
-        }
+        self.is_same_alive(pid, None)
     }
 
     /// When `pid` started, in clock ticks since boot (field 22 of `/proc/PID/stat`): with the pid,
@@ -61,9 +57,13 @@ impl ProcFs {
     }
 
     /// Whether the process that started at `start_ticks` still runs as `pid`: false once it
-    /// ended, also when another process got its pid since. `None` checks the pid only.
+    /// ended, also when another process got its pid since. `None` checks the pid only. One
+    /// read of `/proc/PID/stat`: the sampler asks this of every target at every collection.
     pub fn is_same_alive(&self, pid: u32, start_ticks: Option<u64>) -> bool {
-        self.is_alive(pid) && (start_ticks.is_none() || self.start_ticks(pid) == start_ticks)
+        let Ok(stat) = fs::read_to_string(self.root.join(format!("{pid}/stat"))) else { return false };
+        // A zombie still has a /proc entry but nothing left to sample or symbolize.
+        let zombie = matches!(stat.rsplit_once(") ").and_then(|(_, r)| r.chars().next()), Some('Z' | 'X'));
+        !zombie && (start_ticks.is_none() || parse_start_ticks(&stat) == start_ticks)
     }
 
     /// The thread-group id of `id`, which may be a thread id: `None` if it is gone.
