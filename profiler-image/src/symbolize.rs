@@ -325,8 +325,10 @@ impl Symbols {
                 }
             }
         }
+        let mut unmapped_some = false;
         for pid in pids {
             let located = self.located.remove(&pid).unwrap_or_default();
+            unmapped_some |= located.values().any(|at| !self.is_mapped(at.object));
             let cache = self.user.entry(pid).or_default();
             for (addr, at) in located {
                 // Stripped or unreadable code: the module and the offset in it.
@@ -338,6 +340,15 @@ impl Symbols {
                 cache.insert(addr, frames);
             }
         }
+        // Objects held open only for these addresses (see `release_unmapped`).
+        if unmapped_some {
+            self.release_unmapped();
+        }
+    }
+
+    /// Whether a process known now maps `object`.
+    fn is_mapped(&self, object: ObjectKey) -> bool {
+        self.maps.values().flatten().any(|m| m.is_file() && (m.dev, m.inode) == object)
     }
 
     /// Whether addresses of `pid` wait to be named ([`Symbols::name_located`]).
@@ -390,6 +401,12 @@ impl Symbols {
     fn read_maps(&mut self, pid: u32) {
         let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { return };
         let mappings = maps::parse(&text);
+        // A process that has exited but is not reaped yet (or whose leader thread has) reads
+        // as no mappings at all: it is gone, not unmapped, and its addresses located so far
+        // are still to be named from the files it mapped.
+        if mappings.is_empty() {
+            return;
+        }
         let files = |maps: &[ExecMapping]| -> HashSet<ObjectKey> {
             maps.iter().filter(|m| m.is_file()).map(|m| (m.dev, m.inode)).collect()
         };
@@ -416,10 +433,17 @@ impl Symbols {
         }
     }
 
-    /// Closes the files no known process maps any more, and drops what blazesym parsed of them.
+    /// Closes the files no known process maps any more, and drops what blazesym parsed of them;
+    /// a file with addresses located in it and not named yet stays open until they are.
     fn release_unmapped(&mut self) {
-        let mapped: HashSet<ObjectKey> =
-            self.maps.values().flatten().filter(|m| m.is_file()).map(|m| (m.dev, m.inode)).collect();
+        let mapped: HashSet<ObjectKey> = self
+            .maps
+            .values()
+            .flatten()
+            .filter(|m| m.is_file())
+            .map(|m| (m.dev, m.inode))
+            .chain(self.located.values().flat_map(|l| l.values().map(|at| at.object)))
+            .collect();
         let unmapped: Vec<ObjectKey> = self.objects.keys().filter(|k| !mapped.contains(k)).copied().collect();
         if !unmapped.is_empty() {
             // The same device and inode may be another file later.
@@ -841,6 +865,56 @@ mod tests {
         rounds.locate_user(pid, Some(pid), &[start + 4096]);
         rounds.name_located(|p| p != pid);
         assert!(rounds.has_located(pid));
+    }
+
+    /// A process that exits between the collection that located its addresses and the round
+    /// that names them reads as no mappings at all until it is reaped: its code is still named
+    /// from the files it mapped.
+    #[test]
+    fn addresses_located_before_an_exit_are_named_after_it() {
+        let start = named_by_its_symbol as *const () as usize as u64;
+        let mut one_by_one = Symbols::new();
+        let pid = std::process::id();
+        let expected = one_by_one.user(pid, Some(pid), &[start])[0].join(";");
+        assert!(expected.contains("named_by_its_symbol"), "{expected}");
+        let mut go: [libc::c_int; 2] = [0; 2];
+        // SAFETY: a pipe into a local array; the child only reads it and exits (both safe to
+        // call after a fork of a threaded process), with this binary's mappings.
+        assert_eq!(unsafe { libc::pipe(go.as_mut_ptr()) }, 0);
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0);
+        if child == 0 {
+            let mut byte = 0u8;
+            unsafe {
+                libc::close(go[1]);
+                libc::read(go[0], (&raw mut byte).cast(), 1);
+                libc::_exit(0);
+            }
+        }
+        unsafe { libc::close(go[0]) };
+        let child = child as u32;
+        let mut symbols = Symbols::new();
+        symbols.locate_user(child, Some(child), &[start]);
+        assert!(symbols.has_located(child));
+        // The child exits and stays a zombie (not reaped) while its maps are read again.
+        unsafe { libc::close(go[1]) };
+        let zombie = || {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !zombie() {
+            assert!(std::time::Instant::now() < deadline, "the child did not exit");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        symbols.locate_user(child, Some(child), &[start + 1]);
+        symbols.name_located(|p| p == child);
+        let got = symbols.lookup_user(child, &[start])[0].join(";");
+        unsafe { libc::waitpid(child as libc::pid_t, std::ptr::null_mut(), 0) };
+        assert_eq!(got, expected);
+        // Named and the process forgotten: nothing is held for it.
+        symbols.forget(child);
+        assert!(symbols.objects.is_empty() && symbols.by_offset.is_empty());
     }
 
     #[test]
