@@ -12,7 +12,8 @@
 //! OS id), so an idle thread's stack never takes the CPU of a busy one. Older Pythons name no
 //! OS thread: there the process's CPU time since the previous instant (its CPU clock) is
 //! shared evenly among the active threads. A sample taken while the process waited weighs
-//! nothing. The result is a [`Distribution`] in CPU nanoseconds; its magnitude comes from eBPF
+//! nothing, and one at an instant when the process has not run since the previous is not
+//! taken at all (it would weigh nothing, and pause the process). The result is a [`Distribution`] in CPU nanoseconds; its magnitude comes from eBPF
 //! (see [`super::oncpu`]).
 
 use std::collections::HashMap;
@@ -34,6 +35,10 @@ const MAX_FAILURES_IN_A_ROW: u32 = 200;
 
 /// Threads whose CPU time is remembered between reads before those that ended are forgotten.
 const MAX_THREADS_REMEMBERED: usize = 4096;
+
+/// How often a process whose CPU clock stands still is asked whether it is still alive: a
+/// zombie's clock stands still too, and it is the failed read that finds a process gone.
+const LIVENESS_CHECK_WHILE_IDLE: Duration = Duration::from_millis(500);
 
 /// The sampler: one py-spy reading thread per process (see [`Recordings`]).
 pub fn sampler(rate_hz: u64) -> Recordings {
@@ -63,6 +68,7 @@ fn record(pid: u32, rate_hz: u64, stop: &AtomicBool) -> Result<Distribution, Str
     let mut last_error = String::new();
     let mut distribution = Distribution::default();
     let mut threads = ThreadClocks::of(pid);
+    let mut checked_alive = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         // Spaced at random between half and one and a half periods: no periodic work can
         // phase-lock with it, and a read's weight (the CPU time since the previous read) varies
@@ -78,6 +84,20 @@ fn record(pid: u32, rate_hz: u64, stop: &AtomicBool) -> Result<Distribution, Str
             due = now;
         }
         let Some(cpu) = clock.now_ns() else { break };
+        if cpu == last_cpu {
+            // Not one of its threads ran since the last read: every stack read now would weigh
+            // nothing (a stack weighs its thread's CPU time since then), and the read would
+            // pause the process (every thread stopped and resumed by ptrace) for nothing. Most
+            // Python processes on a node are idle most of the time, and were read 99 times a
+            // second all the same.
+            if checked_alive.elapsed() >= LIVENESS_CHECK_WHILE_IDLE {
+                checked_alive = Instant::now();
+                if !crate::discovery::ProcFs::default().is_alive(pid) {
+                    break;
+                }
+            }
+            continue;
+        }
         let traces = match spy.get_stack_traces() {
             Ok(traces) => traces,
             Err(e) => {
@@ -235,5 +255,42 @@ mod tests {
         child.wait().unwrap();
         assert!(after >= before + 20_000_000, "a spinning shell used CPU: {before} -> {after}");
         assert!(clock.now_ns().is_none(), "a reaped process has no clock");
+    }
+
+    /// An idle Python is not read (nor paused) while it does not run, and the reader still
+    /// sees it exit while it is a zombie (the test does not reap it), not at the window's end.
+    #[test]
+    fn an_idle_python_is_not_read_and_its_exit_is_still_seen() {
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", "import time; time.sleep(5)"])
+            .spawn()
+            .expect("python3 (scripts/setup.sh installs it)");
+        let pid = child.id();
+        // Started up and asleep once its CPU clock stands still (py-spy cannot read an
+        // interpreter that is not set up yet).
+        let clock = ProcessCpuClock::of(pid).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut last = clock.now_ns();
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = clock.now_ns();
+            if now == last || Instant::now() > deadline {
+                break;
+            }
+            last = now;
+        }
+        let (done, result) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let stop = AtomicBool::new(false);
+            let _ = done.send(record(pid, 99, &stop));
+        });
+        // Never told to stop: the reader must end by itself once the process has exited.
+        let read = result.recv_timeout(Duration::from_secs(30)).expect("the reader ended by itself");
+        let exited = child.try_wait().unwrap().is_some();
+        child.wait().unwrap();
+        assert!(exited, "the reader ended before its process did");
+        let distribution = read.expect("py-spy read it");
+        // At 99 Hz for 5 s, about 500 reads if every instant were read.
+        assert!(distribution.samples <= 20, "{} reads of an idle process", distribution.samples);
     }
 }
