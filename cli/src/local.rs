@@ -148,6 +148,7 @@ fn agent_error(e: AgentError) -> CliError {
     match e {
         AgentError::InvalidConfig(m) => CliError::Usage(m),
         AgentError::NotFound(m) => CliError::NotFound(m),
+        AgentError::Forbidden(m) => CliError::Forbidden(m),
         AgentError::Sampler(SamplerError::PermissionDenied(m)) => {
             CliError::Forbidden(format!("{m}; for example: sudo kubectl-eagle profile ..."))
         }

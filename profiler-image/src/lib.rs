@@ -11,6 +11,8 @@ pub mod cgroup_cpu;
 pub mod discovery;
 pub mod http;
 #[cfg(target_os = "linux")]
+pub mod kubelet_record;
+#[cfg(target_os = "linux")]
 pub mod memory;
 pub mod runtime;
 pub mod sampler;

@@ -46,6 +46,7 @@ fn main() -> std::process::ExitCode {
         }
     }
     let mut config = AgentConfig::new(targets, Duration::from_millis(args.duration_ms), args.frequency_hz);
+    config.namespaces = args.namespaces;
     if let Some(node) = args.node {
         config.node = node;
     }
@@ -76,6 +77,7 @@ fn main() -> std::process::ExitCode {
             ExitCode::from(match e {
                 AgentError::InvalidConfig(_) => Exit::Usage,
                 AgentError::NotFound(_) => Exit::NotFound,
+                AgentError::Forbidden(_) => Exit::Forbidden,
                 AgentError::Sampler(eagle_agent::sampler::SamplerError::PermissionDenied(_)) => Exit::Forbidden,
                 AgentError::Sampler(_) => Exit::Failed,
             })

@@ -37,6 +37,9 @@ const JVM_STARTUP: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
     pub targets: Vec<Target>,
+    /// The namespaces a cluster run declared: each target must be a container the node's
+    /// kubelet places in one of them ([`crate::kubelet_record`]). Empty: no check.
+    pub namespaces: Vec<String>,
     pub duration: Duration,
     pub frequency_hz: u64,
     /// Node name for the header (hostname by default).
@@ -61,6 +64,7 @@ impl AgentConfig {
     pub fn new(targets: Vec<Target>, duration: Duration, frequency_hz: u64) -> Self {
         Self {
             targets,
+            namespaces: Vec::new(),
             duration,
             frequency_hz,
             node: default_node_name(),
@@ -82,6 +86,9 @@ pub enum AgentError {
     InvalidConfig(String),
     #[error("{0}")]
     NotFound(String),
+    /// A target outside what the run may profile (a namespace it did not declare).
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Sampler(#[from] SamplerError),
 }
@@ -131,6 +138,17 @@ fn gone_before_sampling(pid: u32) -> Warning {
 pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) -> Result<Summary, AgentError> {
     config.validate()?;
     let proc = ProcFs::default();
+    if !config.namespaces.is_empty() {
+        let dir = crate::kubelet_record::record_dir(&proc);
+        let record = crate::kubelet_record::read_record(&dir).map_err(|e| {
+            AgentError::Forbidden(format!(
+                "cannot read the kubelet's record of this node's containers ({}: {e}), so the containers of the declared namespaces cannot be told from others: nothing was profiled",
+                dir.display()
+            ))
+        })?;
+        crate::kubelet_record::check_declared(&config.targets, &config.namespaces, &record)
+            .map_err(AgentError::Forbidden)?;
+    }
     let resolved = proc.resolve(&config.targets);
     let missing: Vec<String> = resolved
         .iter()

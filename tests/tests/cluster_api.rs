@@ -292,6 +292,12 @@ fn job_targets(job: &Value) -> BTreeSet<String> {
         .collect()
 }
 
+/// The namespaces a Job declares for its agent to hold its targets to (`--namespace=NS`).
+fn job_namespaces(job: &Value) -> Vec<String> {
+    let args = job["spec"]["template"]["spec"]["containers"][0]["args"].as_array().expect("args");
+    args.iter().filter_map(|a| a.as_str()?.strip_prefix(eagle_proto::NAMESPACE_FLAG)).map(str::to_owned).collect()
+}
+
 fn is_eagle_pod_list(r: &Recorded) -> bool {
     r.is("GET", &format!("/api/v1/namespaces/{EAGLE_NS}/pods")) && !r.is_watch()
 }
@@ -337,6 +343,7 @@ fn check_target(args: &[&str], calls: &[&str], pods: &[&str]) -> (Case, CliRun) 
         let want: BTreeSet<String> =
             pods.iter().filter(|p| node_of(p) == node).map(|p| container_id(p, "app")).collect();
         assert_eq!(job_targets(job), want, "container ids of the Job on {node}\n{ctx}");
+        assert_eq!(job_namespaces(job), ["shop"], "the namespace its containers run in, declared\n{ctx}");
     }
     for node in &nodes {
         assert!(row(&run, node).ends_with(" ok"), "{ctx}");

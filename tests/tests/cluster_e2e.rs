@@ -449,6 +449,78 @@ fn a_bad_image_fails_the_node_with_the_reason_and_leaves_nothing() {
     assert!(fx.jobs_of_run(&run_id(&stderr)).is_empty());
 }
 
+/// Issue 16 on the real cluster: a run declares the namespaces of its containers, and the agent
+/// profiles a container only where its node's kubelet records it in one of them. The CLI's own
+/// run passes that check; a Job written by hand (what a holder of the runner role could create,
+/// where no admission policy asks about the user) that names this namespace's container and
+/// declares `default` is refused by the agent, exit 4 with the line that says why, before it
+/// samples anything.
+#[test]
+#[ignore = "needs a cluster: EAGLE_E2E_KUBECONFIG"]
+fn an_agent_refuses_a_container_of_a_namespace_its_job_did_not_declare() {
+    let Some(kc) = eagle_tests::e2e_kubeconfig() else { return };
+    let fx = Fixture::new(kc, "declared");
+    fx.deploy("api", 1, &[]);
+    // The CLI's run: declared as resolved, admitted by the agent.
+    let out = fx.profile(&["deployment/api", "-d", "2s", "-o", "api.folded"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(read_folded(&fx.ns.path("api.folded")).total() > 0);
+
+    let pods: Api<Pod> = Api::namespaced(fx.ns.client.clone(), &fx.ns.namespace);
+    let pod = fx.ns.rt.block_on(pods.list(&ListParams::default())).unwrap().items.into_iter().find(is_running).unwrap();
+    let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap();
+    let status = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref()).unwrap();
+    let id = status[0].container_id.as_deref().unwrap().rsplit_once("://").unwrap().1.to_owned();
+    let image = std::env::var("EAGLE_E2E_AGENT_IMAGE")
+        .unwrap_or_else(|_| format!("ghcr.io/kube-eagle/eagle-agent:{}", env!("CARGO_PKG_VERSION")));
+    let name = format!("eagle-forged-{}", eagle_tests::cluster::unique_suffix("forged"));
+    let forged: Job = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "kube-eagle"},
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": 120,
+            "template": {"spec": {
+                "nodeName": node,
+                "hostPID": true,
+                "restartPolicy": "Never",
+                "automountServiceAccountToken": false,
+                "containers": [{
+                    "name": "eagle-agent",
+                    "image": image,
+                    "imagePullPolicy": "IfNotPresent",
+                    "args": ["--target", format!("container:{id}"), "--namespace=default", "--duration-ms", "2000", "--frequency", "99"],
+                    "securityContext": {"privileged": true, "readOnlyRootFilesystem": true, "runAsUser": 0}
+                }]
+            }}
+        }
+    }))
+    .unwrap();
+    let jobs: Api<Job> = Api::namespaced(fx.ns.client.clone(), "kube-eagle");
+    fx.ns.rt.block_on(jobs.create(&kube::api::PostParams::default(), &forged)).unwrap();
+    let agents: Api<Pod> = Api::namespaced(fx.ns.client.clone(), "kube-eagle");
+    let deadline = Instant::now() + Duration::from_secs(POD_WAIT_S);
+    let (agent, exit_code) = loop {
+        let list = fx.ns.rt.block_on(agents.list(&ListParams::default().labels(&format!("job-name={name}")))).unwrap();
+        let ended = list.items.into_iter().find_map(|p| {
+            let terminated =
+                p.status.as_ref()?.container_statuses.as_ref()?.first()?.state.as_ref()?.terminated.clone()?;
+            Some((p.metadata.name.clone()?, terminated.exit_code))
+        });
+        if let Some(ended) = ended {
+            break ended;
+        }
+        assert!(Instant::now() < deadline, "the forged Job's agent did not end within {POD_WAIT_S} s");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let log = fx.ns.rt.block_on(agents.logs(&agent, &Default::default())).unwrap_or_default();
+    let _ = fx.ns.rt.block_on(jobs.delete(&name, &kube::api::DeleteParams::background()));
+    let _ = fx.ns.rt.block_on(agents.delete(&agent, &Default::default()));
+    assert_eq!(exit_code, 4, "refused as forbidden: {log}");
+    let why = format!("runs in namespace {}, which this run did not declare (default)", fx.ns.namespace);
+    assert!(log.contains(&why), "{log}");
+    assert!(!log.contains("EAGLE1 D "), "nothing sampled: {log}");
+}
+
 /// Issue 18 on the real cluster: the groundtruth's busy loop limited to 200m, in two pods
 /// profiled off the CPU in one run through their Jobs. The summary names each cgroup by
 /// namespace, pod and container (read through the agent's own mount of the cpu hierarchy: a

@@ -793,6 +793,8 @@ fn init_limits_the_locked_namespace_and_uninstall_removes_the_limits() {
         "created networkpolicy kube-eagle/kube-eagle-deny-all",
         "created validatingadmissionpolicy kube-eagle-agents",
         "created validatingadmissionpolicybinding kube-eagle-agents",
+        "created validatingadmissionpolicy kube-eagle-agents-runs",
+        "created validatingadmissionpolicybinding kube-eagle-agents-runs",
     ] {
         assert!(init.stdout.contains(made), "{made}\n{ctx}");
     }
@@ -818,6 +820,14 @@ fn init_limits_the_locked_namespace_and_uninstall_removes_the_limits() {
         EAGLE_NS
     );
 
+    // Jobs there: their creator must be allowed to list pods in each namespace they declare.
+    let runs = object_named(&case, "validatingadmissionpolicies", "kube-eagle-agents-runs");
+    assert_eq!(runs["spec"]["matchConstraints"]["resourceRules"][0]["resources"], json!(["jobs"]));
+    let check = runs["spec"]["validations"][0]["expression"].as_str().unwrap();
+    assert!(check.contains("authorizer.group('').resource('pods')") && check.contains("--namespace="), "{check}");
+    let binding = object_named(&case, "validatingadmissionpolicybindings", "kube-eagle-agents-runs");
+    assert_eq!(binding["spec"]["policyName"], "kube-eagle-agents-runs");
+
     // --max-pods sets the quota; applying again updates what is there.
     let again = case.run("init", &["--apply", "--max-pods", "2"]);
     assert_eq!(again.code, Some(0), "{}", case.context(&again));
@@ -833,6 +843,7 @@ fn init_limits_the_locked_namespace_and_uninstall_removes_the_limits() {
         assert!(case.server.objects(kind).is_empty(), "{kind} left\n{ctx}");
     }
     assert!(run.stdout.contains("deleted validatingadmissionpolicy kube-eagle-agents"), "{ctx}");
+    assert!(run.stdout.contains("deleted validatingadmissionpolicy kube-eagle-agents-runs"), "{ctx}");
 }
 
 /// A server without ValidatingAdmissionPolicy (the lab's 1.20): init says so clearly, and

@@ -273,7 +273,7 @@ pub async fn run_checks(args: &DoctorPlan) -> Result<Vec<Check>, CliError> {
 
 /// A profiling Job's exact pod, running `eagle-agent --version`; labelled as a probe, not a run.
 pub(super) fn probe_job(opts: &PlanOptions, node: Option<&str>, id: &str) -> Job {
-    let mut job = plan::job_for_node(opts, 0, node.unwrap_or("any"), &[]);
+    let mut job = plan::job_for_node(opts, 0, node.unwrap_or("any"), &[], &[]);
     job.metadata.name = Some(format!("eagle-doctor-{id}"));
     let labels =
         BTreeMap::from([(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()), (PROBE_LABEL.to_owned(), id.to_owned())]);

@@ -11,7 +11,13 @@
 //!   (containers by id, never `pid:`), no hooks, probes or environment of its own, a read-only
 //!   root, no API token, no host network or IPC, only in-memory volumes. It matches pods, not Jobs: every way to make a pod there (a Job
 //!   written by hand, a Deployment) ends in a pod create, which the Job controller reports as a
-//!   `FailedCreate` event that a run prints.
+//!   `FailedCreate` event that a run prints;
+//! - a second ValidatingAdmissionPolicy, on Jobs there, that admits one only when the user who
+//!   creates it may list pods in every namespace its agent declares (`--namespace=NS`, which the
+//!   pod policy's grammar requires of a run): CEL's `authorizer` asks about the requesting user,
+//!   who for a pod is the Job controller, so the check is on the Job. A container id names no
+//!   namespace the API server could check: the agent holds its targets to the declared
+//!   namespaces on the node, by the kubelet's record (`eagle-agent`'s `kubelet_record`).
 //!
 //! The objects are built as JSON (their API version is chosen at apply time: v1 or v1beta1),
 //! and carry the labels `uninstall` finds them by.
@@ -26,11 +32,12 @@ use super::plan::AGENT_CONTAINER;
 pub const FALLBACK_MAX_PODS: u32 = 100;
 
 /// The agent's command line, as `eagle_proto::AgentArgs::to_args` writes it for a cluster run,
-/// joined by spaces: containers by id only (no `pid:`, no `pod:`), then the window and rate, and
+/// joined by spaces: containers by id only (no `pid:`, no `pod:`), the namespaces they run in
+/// (at least one: the Job policy checks the user against each), then the window and rate, and
 /// the optional flags in the order it writes them; or `--version` (doctor's probe). RE2 syntax, as
 /// CEL's `matches` reads it. No argument may hold a space (the policy checks that too), so the
 /// joined line splits back into the arguments the agent reads.
-pub const AGENT_ARGS: &str = "^((--target container:[0-9a-f]{64} )+--duration-ms [0-9]{1,9} --frequency [0-9]{1,5}( --node [a-z0-9.-]{1,253})?( --runtime [a-z]{1,16})?( --python-native)?( --net( --no-stacks)?)?( --mode (off-cpu|wall))?( --min-block-us [0-9]{1,9})?|--version)$";
+pub const AGENT_ARGS: &str = "^((--target container:[0-9a-f]{64} )+(--namespace=[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])? )+--duration-ms [0-9]{1,9} --frequency [0-9]{1,5}( --node [a-z0-9.-]{1,253})?( --runtime [a-z]{1,16})?( --python-native)?( --net( --no-stacks)?)?( --mode (off-cpu|wall))?( --min-block-us [0-9]{1,9})?|--version)$";
 
 fn meta(name: &str, namespace: Option<&str>, instance: &str) -> Value {
     let mut meta = json!({
@@ -104,7 +111,7 @@ pub fn admission_policy(eagle_namespace: &str, image: &str, api_version: &str) -
                 rule("object.spec.containers.all(c, !has(c.command))".into(),
                     "the agent runs its image's own entrypoint: no command"),
                 rule(format!("object.spec.containers.all(c, has(c.args) && c.args.all(a, !a.contains(' ')) && c.args.join(' ').matches({args}))"),
-                    "the agent's arguments must be those the CLI writes: containers by id, the window, the rate"),
+                    "the agent's arguments must be those the CLI writes: containers by id, their namespaces, the window, the rate"),
                 // A hook or an exec probe runs any binary of the host (through /proc/1/root) in
                 // the privileged container; an environment variable such as LD_PRELOAD loads a
                 // library from any container's filesystem into the agent.
@@ -128,12 +135,56 @@ pub fn admission_policy(eagle_namespace: &str, image: &str, api_version: &str) -
 }
 
 pub fn admission_binding(eagle_namespace: &str, api_version: &str) -> Value {
+    binding(&policy_name(eagle_namespace), eagle_namespace, api_version)
+}
+
+/// The Job policy's name: the pod policy's with `-runs`.
+pub fn run_policy_name(eagle_namespace: &str) -> String {
+    format!("{}-runs", policy_name(eagle_namespace))
+}
+
+/// The policy on Jobs in the locked namespace: the user who creates (or changes) one must be
+/// allowed to list pods in each namespace its agent declares. Kubernetes 1.28+ (`authorizer`);
+/// doctor's probe declares none and is checked by the pod policy alone.
+pub fn run_policy(eagle_namespace: &str, api_version: &str) -> Value {
+    let prefix = eagle_proto::NAMESPACE_FLAG;
+    json!({
+        "apiVersion": api_version,
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": meta(&run_policy_name(eagle_namespace), None, eagle_namespace),
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [{
+                    "apiGroups": ["batch"],
+                    "apiVersions": ["v1"],
+                    "operations": ["CREATE", "UPDATE"],
+                    "resources": ["jobs"]
+                }]
+            },
+            "validations": [{
+                "expression": format!(
+                    "object.spec.template.spec.containers.all(c, !has(c.args) || c.args.all(a, !a.startsWith('{prefix}') || authorizer.group('').resource('pods').namespace(a.substring({})).check('list').allowed()))",
+                    prefix.len()
+                ),
+                "message": "a profiling Job may declare (--namespace=NS) only namespaces whose pods its creator may list"
+            }]
+        }
+    })
+}
+
+pub fn run_binding(eagle_namespace: &str, api_version: &str) -> Value {
+    binding(&run_policy_name(eagle_namespace), eagle_namespace, api_version)
+}
+
+/// A binding of policy `name` to the locked namespace, denying what it refuses.
+fn binding(name: &str, eagle_namespace: &str, api_version: &str) -> Value {
     json!({
         "apiVersion": api_version,
         "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": meta(&policy_name(eagle_namespace), None, eagle_namespace),
+        "metadata": meta(name, None, eagle_namespace),
         "spec": {
-            "policyName": policy_name(eagle_namespace),
+            "policyName": name,
             "validationActions": ["Deny"],
             "matchResources": {
                 "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": eagle_namespace}}
@@ -159,6 +210,7 @@ mod tests {
         let id = "0123456789abcdef".repeat(4);
         let planned = eagle_proto::AgentArgs {
             targets: vec![format!("container:{id}"), format!("container:{}", "f".repeat(64))],
+            namespaces: vec!["shop".into(), "kube-system".into()],
             duration_ms: 30_000,
             frequency_hz: 99,
             ..Default::default()
@@ -170,11 +222,16 @@ mod tests {
         assert!(grammar.is_match(&net_only.to_args().join(" ")), "{:?}", net_only.to_args());
         assert!(grammar.is_match("--version"));
         for hostile in [
-            "--target pid:1 --duration-ms 1000 --frequency 99".to_owned(),
-            format!("--target container:{id} --target pid:1 --duration-ms 1000 --frequency 99"),
-            format!("--target container:{id} --duration-ms 1000 --frequency 99 --output /host/etc"),
-            format!("--target container:{id};sh --duration-ms 1000 --frequency 99"),
-            "--duration-ms 1000 --frequency 99".to_owned(),
+            "--target pid:1 --namespace=shop --duration-ms 1000 --frequency 99".to_owned(),
+            format!("--target container:{id} --target pid:1 --namespace=shop --duration-ms 1000 --frequency 99"),
+            format!("--target container:{id} --namespace=shop --duration-ms 1000 --frequency 99 --output /host/etc"),
+            format!("--target container:{id};sh --namespace=shop --duration-ms 1000 --frequency 99"),
+            "--namespace=shop --duration-ms 1000 --frequency 99".to_owned(),
+            format!("--namespace=shop --target container:{id} --duration-ms 1000 --frequency 99"),
+            // No namespace declared: the Job policy would have nothing to check the user against.
+            format!("--target container:{id} --duration-ms 1000 --frequency 99"),
+            format!("--target container:{id} --namespace=Shop --duration-ms 1000 --frequency 99"),
+            format!("--target container:{id} --namespace=-shop --duration-ms 1000 --frequency 99"),
         ] {
             assert!(!grammar.is_match(&hostile), "{hostile}");
         }
@@ -187,6 +244,8 @@ mod tests {
             network_policy("eagle-ci"),
             admission_policy("eagle-ci", "ghcr.io/kube-eagle/eagle-agent:0.1.0", "admissionregistration.k8s.io/v1"),
             admission_binding("eagle-ci", "admissionregistration.k8s.io/v1"),
+            run_policy("eagle-ci", "admissionregistration.k8s.io/v1"),
+            run_binding("eagle-ci", "admissionregistration.k8s.io/v1"),
         ] {
             assert_eq!(object["metadata"]["labels"][INSTANCE_LABEL], "eagle-ci", "{object}");
             assert_eq!(object["metadata"]["labels"][MANAGED_BY.0], MANAGED_BY.1);

@@ -5,16 +5,19 @@
 //! What this checks: every expression parses, uses only functions both the `cel` crate and
 //! Kubernetes' CEL provide (the standard library, its macros `has`, `all`, and `matches`, and
 //! `join` of the strings extension that Kubernetes enables), admits every pod the CLI can plan,
-//! and refuses each hostile change for the reason its message gives. What it cannot check:
+//! and refuses each hostile change for the reason its message gives; and the Job policy's
+//! question to Kubernetes' `authorizer`, with the authorizer stood in for (see
+//! [`authorizer_stub`]). What it cannot check:
 //! Kubernetes type-checks the expressions against the Pod schema when the policy is created,
 //! which no evaluator here does; the lab cannot run the policy either (exercised on 1.30+).
 
 use std::sync::Arc;
 
+use cel::common::types::{CelBool, CelString};
 use cel::{Context, Env, Program};
 use serde_json::{json, Value};
 
-use super::{admission_binding, admission_policy, AGENT_ARGS};
+use super::{admission_binding, admission_policy, run_policy, AGENT_ARGS};
 use crate::cluster::plan::{self, PlanOptions};
 
 const IMAGE: &str = "ghcr.io/kube-eagle/eagle-agent:0.1.0";
@@ -31,6 +34,7 @@ impl Policy {
         let mut env = Env::stdlib();
         // Kubernetes enables cel-go's strings extension (`join`, `split`...) in every CEL it runs.
         env.add_extension(cel::extensions::strings).unwrap();
+        authorizer_stub(&mut env);
         let rules = policy["spec"]["validations"]
             .as_array()
             .unwrap()
@@ -48,8 +52,15 @@ impl Policy {
     /// expression that fails to evaluate would refuse too (`failurePolicy: Fail`), but here it
     /// is a mistake in the policy: it panics.
     fn refusals(&self, pod: &Value) -> Vec<String> {
+        self.refusals_by(pod, "system:serviceaccount:kube-system:job-controller:")
+    }
+
+    /// The same, for an object `user` creates: `user:NS,NS` may list pods in those namespaces
+    /// ([`authorizer_stub`]).
+    fn refusals_by(&self, pod: &Value, user: &str) -> Vec<String> {
         let mut context = Context::with_env(self.env.clone());
         context.add_variable("object", pod).unwrap();
+        context.add_variable("authorizer", user).unwrap();
         self.rules
             .iter()
             .filter_map(|(message, program)| match program.execute(&context) {
@@ -59,6 +70,41 @@ impl Policy {
             })
             .collect()
     }
+}
+
+/// Kubernetes' `authorizer` (1.28+) stood in for, as far as the Job policy uses it: the
+/// requesting user is a string `NAME:NS,NS` (who may list pods in those namespaces), and each
+/// call of the chain `group(G).resource(R).namespace(N).check(V)` appends its argument, so that
+/// `allowed()` sees the whole question. The chain's names and shape are the Kubernetes
+/// library's (`k8s.io/apiserver/pkg/cel/library/authz.go`); a question other than listing core
+/// pods in a namespace is refused.
+fn authorizer_stub(env: &mut Env) {
+    fn append(this: &CelString<'_>, part: &CelString<'_>) -> CelString<'static> {
+        format!("{}|{}", &**this, &**part).into()
+    }
+    fn group(this: &CelString<'_>, group: &CelString<'_>) -> CelString<'static> {
+        append(this, group)
+    }
+    fn resource(this: &CelString<'_>, resource: &CelString<'_>) -> CelString<'static> {
+        append(this, resource)
+    }
+    fn namespace(this: &CelString<'_>, namespace: &CelString<'_>) -> CelString<'static> {
+        append(this, namespace)
+    }
+    fn check(this: &CelString<'_>, verb: &CelString<'_>) -> CelString<'static> {
+        append(this, verb)
+    }
+    fn allowed(this: &CelString<'_>) -> CelBool {
+        let question: Vec<&str> = this.split('|').collect();
+        let [user, "", "pods", namespace, "list"] = question[..] else { return false.into() };
+        let may = user.split_once(':').map_or("", |(_, namespaces)| namespaces);
+        may.split(',').any(|n| n == namespace).into()
+    }
+    cel::add_member_overload!(env, fn group: (CelString, CelString) -> CelString).unwrap();
+    cel::add_member_overload!(env, fn resource: (CelString, CelString) -> CelString).unwrap();
+    cel::add_member_overload!(env, fn namespace: (CelString, CelString) -> CelString).unwrap();
+    cel::add_member_overload!(env, fn check: (CelString, CelString) -> CelString).unwrap();
+    cel::add_member_overload!(env, fn allowed: (CelString) -> CelBool).unwrap();
 }
 
 fn policy() -> Policy {
@@ -105,7 +151,7 @@ fn recorded_pod() -> Value {
 }
 
 fn planned_pod(opts: &PlanOptions, container_ids: &[&str]) -> Value {
-    pod_of(&serde_json::to_value(plan::job_for_node(opts, 0, "node-a", container_ids)).unwrap())
+    pod_of(&serde_json::to_value(plan::job_for_node(opts, 0, "node-a", container_ids, &["shop", "web"])).unwrap())
 }
 
 #[test]
@@ -172,7 +218,7 @@ fn refuses_each_hostile_change_for_its_reason() {
         |args: Vec<String>| -> Change { Box::new(move |pod| pod["spec"]["containers"][0]["args"] = json!(args)) };
     let planned_args = |extra: &[&str]| -> Vec<String> {
         let mut args: Vec<String> =
-            ["--target", &format!("container:{id}"), "--duration-ms", "30000", "--frequency", "99"]
+            ["--target", &format!("container:{id}"), "--namespace=shop", "--duration-ms", "30000", "--frequency", "99"]
                 .map(String::from)
                 .to_vec();
         args.extend(extra.iter().map(|a| a.to_string()));
@@ -241,6 +287,11 @@ fn refuses_each_hostile_change_for_its_reason() {
             "the agent's arguments",
         ),
         ("a flag the CLI never writes", args(planned_args(&["--output", "/host/etc"])), "the agent's arguments"),
+        (
+            "no namespace declared",
+            args(planned_args(&[]).into_iter().filter(|a| !a.starts_with("--namespace=")).collect()),
+            "the agent's arguments",
+        ),
         (
             "a short container id",
             args(vec![
@@ -371,5 +422,54 @@ fn the_binding_selects_the_locked_namespace_only() {
     };
     assert!(selects("eagle-ci"));
     assert!(!selects("kube-eagle") && !selects("default") && !selects("kube-system"));
+    assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
+}
+
+/// A profiling Job as the CLI plans it, declaring `namespaces`.
+fn planned_job(namespaces: &[&str]) -> Value {
+    let id = "0123456789abcdef".repeat(4);
+    serde_json::to_value(plan::job_for_node(&plan::tests::options(), 0, "node-a", &[&id], namespaces)).unwrap()
+}
+
+/// The Job policy asks the authorizer about the user who creates the Job, for every namespace
+/// its agent declares; the agent then holds its targets to those namespaces on the node.
+#[test]
+fn a_job_is_admitted_only_for_a_user_who_may_list_pods_in_each_namespace_it_declares() {
+    let policy = Policy::new(&run_policy("kube-eagle", API));
+    let shop = planned_job(&["shop"]);
+    assert_eq!(policy.refusals_by(&shop, "alice:shop"), Vec::<String>::new());
+    assert_eq!(policy.refusals_by(&shop, "alice:shop,web"), Vec::<String>::new());
+    let refused = policy.refusals_by(&shop, "bob:web");
+    assert!(
+        refused.len() == 1 && refused[0].contains("only namespaces whose pods its creator may list"),
+        "{refused:?}"
+    );
+    assert_eq!(policy.refusals_by(&shop, "nobody:").len(), 1);
+    let two = planned_job(&["shop", "kube-system"]);
+    assert_eq!(policy.refusals_by(&two, "admin:kube-system,shop"), Vec::<String>::new());
+    assert_eq!(policy.refusals_by(&two, "alice:shop").len(), 1, "one namespace the user may not read is enough");
+    // A declaration in a second container (which the pod policy refuses too) is asked about.
+    let mut hidden = planned_job(&["shop"]);
+    let mut second = hidden["spec"]["template"]["spec"]["containers"][0].clone();
+    second["args"] = json!(["--namespace=kube-system"]);
+    hidden["spec"]["template"]["spec"]["containers"].as_array_mut().unwrap().push(second);
+    assert_eq!(policy.refusals_by(&hidden, "alice:shop").len(), 1);
+    // doctor's probe declares nothing: the pod policy's grammar admits it as `--version` only.
+    let probe =
+        serde_json::to_value(super::super::doctor::probe_job(&plan::tests::options(), None, "0f0f0f0f")).unwrap();
+    assert_eq!(policy.refusals_by(&probe, "nobody:"), Vec::<String>::new());
+}
+
+/// The Job policy is bound like the pod policy: the locked namespace only, denying.
+#[test]
+fn the_run_policy_matches_jobs_and_is_bound_to_the_locked_namespace() {
+    let policy = run_policy("eagle-ci", API);
+    let rules = &policy["spec"]["matchConstraints"]["resourceRules"][0];
+    assert_eq!((&rules["apiGroups"], &rules["resources"]), (&json!(["batch"]), &json!(["jobs"])));
+    assert_eq!(rules["operations"], json!(["CREATE", "UPDATE"]));
+    assert_eq!(policy["spec"]["failurePolicy"], "Fail");
+    let binding = super::run_binding("eagle-ci", API);
+    assert_eq!(binding["spec"]["policyName"], policy["metadata"]["name"]);
+    assert_eq!(binding["spec"]["matchResources"], admission_binding("eagle-ci", API)["spec"]["matchResources"]);
     assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
 }

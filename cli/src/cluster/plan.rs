@@ -138,9 +138,11 @@ fn tolerations() -> Vec<Toleration> {
     ]
 }
 
-/// The Job that profiles `container_ids` on `node`. `index` keeps Job names short and unique
-/// within the run (node names can be 253 characters; Job names must stay under 63).
-pub fn job_for_node(opts: &PlanOptions, index: usize, node: &str, container_ids: &[&str]) -> Job {
+/// The Job that profiles `container_ids` on `node`, which run in `namespaces` (each once: the
+/// agent profiles only containers its node's kubelet places there, and the admission policy
+/// admits the Job only for a user who may list pods in each). `index` keeps Job names short
+/// and unique within the run (node names can be 253 characters; Job names must stay under 63).
+pub fn job_for_node(opts: &PlanOptions, index: usize, node: &str, container_ids: &[&str], namespaces: &[&str]) -> Job {
     let name = format!("eagle-{}-{index}", opts.run_id);
     let labels = BTreeMap::from([
         (MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()),
@@ -149,6 +151,7 @@ pub fn job_for_node(opts: &PlanOptions, index: usize, node: &str, container_ids:
     let annotations = annotations::planned(&opts.target, node, opts.duration);
     let args = AgentArgs {
         targets: container_ids.iter().map(|id| format!("container:{id}")).collect(),
+        namespaces: namespaces.iter().map(|ns| (*ns).to_owned()).collect(),
         duration_ms: opts.duration.as_millis() as u64,
         frequency_hz: opts.frequency_hz,
         node: None,
@@ -315,7 +318,7 @@ pub(super) mod tests {
         // Container ids as runtimes write them (64 hex digits): the admission policy's tests read
         // this Job as the one the CLI plans.
         let ids = ["0123456789abcdef".repeat(4), "fedcba9876543210".repeat(4)];
-        let job = job_for_node(&options(), 0, "node-a", &[&ids[0], &ids[1]]);
+        let job = job_for_node(&options(), 0, "node-a", &[&ids[0], &ids[1]], &["shop"]);
         let actual = serde_json::to_string_pretty(&job).unwrap() + "\n";
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/cluster/testdata/job-node-a.json");
         crate::snapshot::assert_snapshot(std::path::Path::new(path), &actual);
@@ -326,18 +329,23 @@ pub(super) mod tests {
     #[test]
     fn a_net_run_asks_the_agent_for_the_network_side() {
         let args_of = |job: Job| job.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
-        let net = args_of(job_for_node(&PlanOptions { net: true, ..options() }, 0, "node-a", &["abc"]));
+        let net = args_of(job_for_node(&PlanOptions { net: true, ..options() }, 0, "node-a", &["abc"], &["shop"]));
         match AgentArgs::parse(net) {
             Ok(eagle_proto::AgentCommand::Run(run)) => assert!(run.net && run.stacks),
             other => panic!("{other:?}"),
         }
-        let net_only =
-            args_of(job_for_node(&PlanOptions { net: true, stacks: false, ..options() }, 0, "node-a", &["abc"]));
+        let net_only = args_of(job_for_node(
+            &PlanOptions { net: true, stacks: false, ..options() },
+            0,
+            "node-a",
+            &["abc"],
+            &["shop"],
+        ));
         match AgentArgs::parse(net_only) {
             Ok(eagle_proto::AgentCommand::Run(run)) => assert!(run.net && !run.stacks),
             other => panic!("{other:?}"),
         }
-        let cpu = args_of(job_for_node(&options(), 0, "node-a", &["abc"]));
+        let cpu = args_of(job_for_node(&options(), 0, "node-a", &["abc"], &["shop"]));
         assert!(matches!(AgentArgs::parse(cpu), Ok(eagle_proto::AgentCommand::Run(run)) if !run.net));
     }
 
@@ -350,7 +358,7 @@ pub(super) mod tests {
 
     #[test]
     fn the_contract_holds() {
-        let job = job_for_node(&options(), 3, "node-b", &["abc"]);
+        let job = job_for_node(&options(), 3, "node-b", &["abc"], &["shop"]);
         let spec = job.spec.as_ref().unwrap();
         assert_eq!(spec.backoff_limit, Some(0));
         assert_eq!(spec.active_deadline_seconds, Some(150));
@@ -373,7 +381,7 @@ pub(super) mod tests {
         let sc = pod.containers[0].security_context.as_ref().unwrap();
         assert_eq!(sc.read_only_root_filesystem, Some(true));
 
-        let minimal = job_for_node(&PlanOptions { capabilities_only: true, ..options() }, 0, "n", &["abc"]);
+        let minimal = job_for_node(&PlanOptions { capabilities_only: true, ..options() }, 0, "n", &["abc"], &["shop"]);
         let sc = minimal.spec.unwrap().template.spec.unwrap().containers[0].security_context.clone().unwrap();
         assert_eq!(sc.privileged, Some(false));
         assert!(sc.capabilities.unwrap().add.unwrap().contains(&"BPF".to_string()));

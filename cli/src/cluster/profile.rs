@@ -141,7 +141,10 @@ pub(super) async fn prepare(req: &ClusterRequest, record_user: bool) -> Result<P
         .enumerate()
         .map(|(i, (node, containers))| {
             let ids: Vec<&str> = containers.iter().map(|c| c.id.as_str()).collect();
-            let mut job = plan::job_for_node(&opts, i, node, &ids);
+            let namespaces: std::collections::BTreeSet<&str> =
+                containers.iter().map(|c| c.placement.namespace.as_str()).collect();
+            let namespaces: Vec<&str> = namespaces.into_iter().collect();
+            let mut job = plan::job_for_node(&opts, i, node, &ids, &namespaces);
             // What `list` and `fetch` read back: the run's size and each container's place.
             let net = match (req.net, req.net_only) {
                 (false, _) => NetSide::None,

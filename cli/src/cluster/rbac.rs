@@ -341,6 +341,8 @@ mod tests {
             super::super::limits::network_policy("kube-eagle"),
             super::super::limits::admission_policy("kube-eagle", image, v1),
             super::super::limits::admission_binding("kube-eagle", v1),
+            super::super::limits::run_policy("kube-eagle", v1),
+            super::super::limits::run_binding("kube-eagle", v1),
         ];
         let actual = manifest("kube-eagle", &r, &limits, &comment("kube-eagle", &a)).unwrap();
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/cluster/testdata/init-rbac.yaml");

@@ -47,11 +47,13 @@ pub fn run(args: InitPlan) -> Result<Exit, CliError> {
             limits::network_policy(ns),
             limits::admission_policy(ns, &args.image, v1),
             limits::admission_binding(ns, v1),
+            limits::run_policy(ns, v1),
+            limits::run_binding(ns, v1),
         ]
     };
     let mut comment = comment(ns, &args.grant);
     comment.push_str(&format!(
-        "Limits: a quota on pods, a deny-all NetworkPolicy, and a ValidatingAdmissionPolicy (Kubernetes 1.30+) admitting only the agent image {}.\n",
+        "Limits: a quota on pods, a deny-all NetworkPolicy, and ValidatingAdmissionPolicies (Kubernetes 1.30+) admitting only the agent image {} and only Jobs whose creator may list pods in the namespaces they profile.\n",
         args.image
     ));
     if args.dry_run {
@@ -168,6 +170,13 @@ async fn apply_limits(client: &Client, ns: &str, max_pods: u32, image: &str) -> 
             let policy = limits::admission_policy(ns, image, version);
             kept.extend(apply_object(client, &policy, "validatingadmissionpolicies", "validatingadmissionpolicy").await?);
             let binding = limits::admission_binding(ns, version);
+            kept.extend(
+                apply_object(client, &binding, "validatingadmissionpolicybindings", "validatingadmissionpolicybinding")
+                    .await?,
+            );
+            let policy = limits::run_policy(ns, version);
+            kept.extend(apply_object(client, &policy, "validatingadmissionpolicies", "validatingadmissionpolicy").await?);
+            let binding = limits::run_binding(ns, version);
             kept.extend(
                 apply_object(client, &binding, "validatingadmissionpolicybindings", "validatingadmissionpolicybinding")
                     .await?,

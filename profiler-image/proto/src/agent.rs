@@ -265,6 +265,11 @@ impl From<Exit> for std::process::ExitCode {
 pub struct AgentArgs {
     /// `pid:N`, `container:ID` or `pod:UID`, as the agent's `Target` parses them.
     pub targets: Vec<String>,
+    /// The Kubernetes namespaces the targets run in, as the CLI resolved them
+    /// (`--namespace=NS`, each once). Declared, the agent profiles only containers that the
+    /// node's kubelet records in one of them, and the admission policy admits the Job only for
+    /// a user who may list pods in each (docs/security.md). Empty: no check (local runs).
+    pub namespaces: Vec<String>,
     pub duration_ms: u64,
     pub frequency_hz: u64,
     /// The node's name for the header; `None`: the agent's own (`NODE_NAME`, the hostname).
@@ -289,6 +294,7 @@ impl Default for AgentArgs {
     fn default() -> Self {
         AgentArgs {
             targets: Vec::new(),
+            namespaces: Vec::new(),
             duration_ms: 30_000,
             frequency_hz: 99,
             node: None,
@@ -302,6 +308,19 @@ impl Default for AgentArgs {
     }
 }
 
+/// How a declared namespace is written: one argument, `--namespace=NS`.
+pub const NAMESPACE_FLAG: &str = "--namespace=";
+
+/// A namespace's name as Kubernetes allows it (an RFC 1123 label): lowercase letters, digits
+/// and `-`, 1 to 63 characters, a letter or digit at both ends.
+pub fn is_namespace_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (1..=63).contains(&bytes.len())
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+}
+
 /// What a command line asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AgentCommand {
@@ -310,7 +329,7 @@ pub enum AgentCommand {
     Version,
 }
 
-pub const AGENT_USAGE: &str = "usage: eagle-agent --target pid:N|container:ID|pod:UID [...] [--duration-ms MS] [--frequency HZ] [--node NAME] [--runtime RUNTIME] [--python-native] [--mode cpu|off-cpu|wall] [--min-block-us US] [--net [--no-stacks]]";
+pub const AGENT_USAGE: &str = "usage: eagle-agent --target pid:N|container:ID|pod:UID [...] [--namespace=NS ...] [--duration-ms MS] [--frequency HZ] [--node NAME] [--runtime RUNTIME] [--python-native] [--mode cpu|off-cpu|wall] [--min-block-us US] [--net [--no-stacks]]";
 
 impl AgentArgs {
     /// The command line that asks for `self`.
@@ -318,6 +337,12 @@ impl AgentArgs {
         let mut args = Vec::new();
         for target in &self.targets {
             args.extend(["--target".to_owned(), target.clone()]);
+        }
+        // One argument each, `=` joined: the admission policy's CEL reads each declared
+        // namespace from one list element (`a.substring(12)`), which it could not do for a
+        // value that follows its flag.
+        for namespace in &self.namespaces {
+            args.push(format!("{NAMESPACE_FLAG}{namespace}"));
         }
         args.extend([
             "--duration-ms".to_owned(),
@@ -372,6 +397,13 @@ impl AgentArgs {
                 }
                 _ => {}
             }
+            if let Some(namespace) = flag.strip_prefix(NAMESPACE_FLAG) {
+                if !is_namespace_name(namespace) {
+                    return Err(format!("--namespace `{namespace}` is not a Kubernetes namespace name"));
+                }
+                out.namespaces.push(namespace.to_owned());
+                continue;
+            }
             let Some(value) = args.next() else { return Err(format!("{flag} needs a value")) };
             match flag.as_str() {
                 "--target" => out.targets.push(value),
@@ -413,6 +445,7 @@ mod tests {
     fn what_the_cli_writes_the_agent_reads() {
         let args = AgentArgs {
             targets: strings(&["container:abc", "pid:42"]),
+            namespaces: strings(&["shop", "kube-system"]),
             duration_ms: 1500,
             frequency_hz: 199,
             node: Some("node-a".into()),
@@ -449,6 +482,13 @@ mod tests {
         assert!(AgentArgs::parse(strings(&["--min-block-us", "1ms"])).unwrap_err().contains("microseconds"));
         assert_eq!(AgentArgs::parse(strings(&["--bogus", "x"])), Err("unknown flag --bogus".to_owned()));
         assert_eq!(AgentArgs::parse(strings(&["--version"])), Ok(AgentCommand::Version));
+        for bad in ["--namespace=", "--namespace=Shop", "--namespace=-a", "--namespace=a_b", "--namespace=a/../b"] {
+            assert!(
+                AgentArgs::parse(strings(&[bad])).unwrap_err().contains("not a Kubernetes namespace name"),
+                "{bad}"
+            );
+        }
+        assert!(is_namespace_name(&"a".repeat(63)) && !is_namespace_name(&"a".repeat(64)));
         assert_eq!(AgentArgs::parse(Vec::new()), Ok(AgentCommand::Run(AgentArgs::default())));
     }
 }

@@ -30,7 +30,10 @@ pub mod net;
 pub mod sched;
 pub mod stream;
 
-pub use agent::{AgentArgs, AgentCommand, Exit, ProfileMode, Runtime, Unit, AGENT_USAGE, DEFAULT_MIN_BLOCK_US};
+pub use agent::{
+    is_namespace_name, AgentArgs, AgentCommand, Exit, ProfileMode, Runtime, Unit, AGENT_USAGE, DEFAULT_MIN_BLOCK_US,
+    NAMESPACE_FLAG,
+};
 pub use contract::{agent_error_in, WarningCode, AGENT_ERROR_PREFIX, MAX_FREQUENCY_HZ};
 pub use folded::{FoldedStacks, INLINED_SUFFIX};
 pub use net::{Direction, HttpRoute, LatencyHistogram, ListenQueues, Listener, NetLimits, NetPayload, PeerTraffic};
