@@ -12,8 +12,9 @@
 //! OS id), so an idle thread's stack never takes the CPU of a busy one. Older Pythons name no
 //! OS thread: there the process's CPU time since the previous instant (its CPU clock) is
 //! shared evenly among the active threads. A sample taken while the process waited weighs
-//! nothing, and one at an instant when the process has not run since the previous is not
-//! taken at all (it would weigh nothing, and pause the process). The result is a [`Distribution`] in CPU nanoseconds; its magnitude comes from eBPF
+//! nothing, and one at an instant when the process has not run since the previous, or when
+//! none of its threads runs, is not taken at all (it would weigh nothing, and pause the
+//! process). The result is a [`Distribution`] in CPU nanoseconds; its magnitude comes from eBPF
 //! (see [`super::oncpu`]).
 
 use std::collections::HashMap;
@@ -96,6 +97,15 @@ fn record(pid: u32, rate_hz: u64, stop: &AtomicBool) -> Result<Distribution, Str
                     break;
                 }
             }
+            continue;
+        }
+        if threads.running_now() == Some(false) {
+            // Not one thread runs now (nor waits for a CPU): py-spy would find every stack idle,
+            // and such a read weighs nothing; it only brings every thread's clock up to date,
+            // which this did. Reading anyway would also keep the process busy: being stopped
+            // and resumed costs it a few microseconds of CPU, which the next instant saw as a
+            // reason to read it again, and so on (826 reads in 10 s of a sleeping Python).
+            last_cpu = cpu;
             continue;
         }
         let traces = match spy.get_stack_traces() {
@@ -211,6 +221,30 @@ impl ThreadClocks {
         let before = self.last.insert(tid, now);
         Some(before.map_or(0, |b| now.saturating_sub(b)))
     }
+
+    /// Whether a thread of the process is running or waiting for a CPU (`R`), which is what
+    /// py-spy calls active; when none is, every thread's clock is brought up to date, as a read
+    /// that found them all idle would. `None` when the threads cannot be read (it exited).
+    fn running_now(&mut self) -> Option<bool> {
+        let tids: Vec<u64> = std::fs::read_dir(format!("/proc/{}/task", self.pid))
+            .ok()?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        for tid in &tids {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/task/{tid}/stat", self.pid)) else { continue };
+            // The state follows the command name, which may hold spaces and parentheses.
+            if stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('R')) {
+                return Some(true);
+            }
+        }
+        if tids.is_empty() {
+            return None;
+        }
+        for tid in tids {
+            self.spent_since_last(tid);
+        }
+        Some(false)
+    }
 }
 
 /// The CPU clock of another process (all its threads), precise to the nanosecond: the kernel
@@ -292,5 +326,32 @@ mod tests {
         let distribution = read.expect("py-spy read it");
         // At 99 Hz for 5 s, about 500 reads if every instant were read.
         assert!(distribution.samples <= 20, "{} reads of an idle process", distribution.samples);
+    }
+
+    /// A Python that wakes every millisecond uses the CPU between nearly every two instants,
+    /// but runs at few of them: it is read only at those (before, at every instant, and each
+    /// read's stop and resume kept even a sleeping process "busy").
+    #[test]
+    fn a_python_that_mostly_sleeps_is_read_only_when_it_runs() {
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", "import time\nwhile True: time.sleep(0.001)"])
+            .spawn()
+            .expect("python3 (scripts/setup.sh installs it)");
+        let pid = child.id();
+        // py-spy cannot read an interpreter that is not set up yet.
+        std::thread::sleep(Duration::from_millis(500));
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let reader = std::thread::spawn(move || record(pid, 99, &flag));
+        let window = Duration::from_secs(4);
+        std::thread::sleep(window);
+        stop.store(true, Ordering::Relaxed);
+        let read = reader.join().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let distribution = read.expect("py-spy read it");
+        // About 400 instants; the sleeper runs at a few percent of them (more on a busy machine,
+        // where it also waits for a CPU, which counts as running): half is far above that.
+        assert!(distribution.samples < 200, "{} reads in {window:?} at 99 Hz", distribution.samples);
     }
 }
