@@ -5,7 +5,11 @@
 #   - exit 7 with a graph labelled PARTIAL, or exit 6 saying no node delivered anything when
 #     interrupted before any agent sampled;
 #   - have created exactly one agent pod per node it planned (never a replacement pod);
-#   - leave no Job and no pod of its run behind (checked 30 s after it exits).
+#   - leave no Job and no pod of its run behind (checked for SETTLE_S seconds after it exits,
+#     default 30; the `gone` column says when the last went). A pod's object can outlive its
+#     container: on the lab, agent pods whose container had exited and whose volume was torn
+#     down stayed Terminating for up to about a minute before their kubelet deleted them
+#     (SETTLE_S=120 waits that out).
 #
 #   scripts/lab/demo-ctrl-c.sh [N]      (default 20; the lab must be up: scripts/lab/e2e-up.sh)
 # Uses $KUBECONFIG when set, else the lab's. One line per run, then a summary; exit 1 if any run
@@ -48,7 +52,7 @@ sleep 1
 
 bad=0
 declare -A codes=()
-printf '%-4s %-6s %-5s %-10s %-7s %-6s %s\n' run after exit graph pods jobs verdict
+printf '%-4s %-6s %-5s %-10s %-7s %-6s %-5s %s\n' run after exit graph pods jobs gone verdict
 for ((i = 1; i <= N; i++)); do
   after=$(( (RANDOM % 25) + 1 ))
   out=$WORK/run$i.svg err=$WORK/run$i.err
@@ -61,9 +65,9 @@ for ((i = 1; i <= N; i++)); do
   run=$(sed -n 's/.*run \([0-9a-z]\{6,\}\).*/\1/p' "$err" | head -n1)
   graph=none
   [ -s "$out" ] && { grep -q PARTIAL "$out" && graph=PARTIAL || graph=whole; }
-  # Nothing of the run may be left 30 s after the CLI exited.
+  # Nothing of the run may be left SETTLE_S seconds after the CLI exited.
   left=?
-  for ((t = 0; t < 30; t++)); do
+  for ((t = 0; t < ${SETTLE_S:-30}; t++)); do
     left=$(kubectl get jobs,pods -n kube-eagle -l "kube-eagle.io/run=$run" --no-headers 2>/dev/null | wc -l)
     [ "$left" = 0 ] && break
     sleep 1
@@ -76,10 +80,11 @@ for ((i = 1; i <= N; i++)); do
   elif [ "$code" = 6 ] && ! grep -q "no node delivered" "$err"; then verdict="exit 6 without saying why: $(tail -n1 "$err")"
   elif [ "$code" != 7 ] && [ "$code" != 6 ]; then verdict="exit $code: $(tail -n1 "$err")"
   elif [ "$pods" != "$nodes" ]; then verdict="$pods pods on $nodes nodes: a replacement pod"
-  elif [ "$left" != 0 ]; then verdict="$left Jobs/pods left after 30 s"
+  elif [ "$left" != 0 ]; then verdict="$left Jobs/pods left after ${SETTLE_S:-30} s"
   fi
+  gone="${t}s"; [ "$left" = 0 ] || gone=-
   [ "$verdict" = ok ] || bad=$((bad + 1))
-  printf '%-4s %-6s %-5s %-10s %-7s %-6s %s\n' "$i" "${after}s" "$code" "$graph" "$pods/$nodes" "$left" "$verdict"
+  printf '%-4s %-6s %-5s %-10s %-7s %-6s %-5s %s\n' "$i" "${after}s" "$code" "$graph" "$pods/$nodes" "$left" "$gone" "$verdict"
 done
 summary=""
 for c in "${!codes[@]}"; do summary+=" exit $c: ${codes[$c]};"; done
