@@ -325,10 +325,8 @@ impl Symbols {
                 }
             }
         }
-        let mut unmapped_some = false;
         for pid in pids {
             let located = self.located.remove(&pid).unwrap_or_default();
-            unmapped_some |= located.values().any(|at| !self.is_mapped(at.object));
             let cache = self.user.entry(pid).or_default();
             for (addr, at) in located {
                 // Stripped or unreadable code: the module and the offset in it.
@@ -340,15 +338,9 @@ impl Symbols {
                 cache.insert(addr, frames);
             }
         }
-        // Objects held open only for these addresses (see `release_unmapped`).
-        if unmapped_some {
-            self.release_unmapped();
-        }
-    }
-
-    /// Whether a process known now maps `object`.
-    fn is_mapped(&self, object: ObjectKey) -> bool {
-        self.maps.values().flatten().any(|m| m.is_file() && (m.dev, m.inode) == object)
+        // Objects held open only for these addresses (see `release_unmapped`): one pass over
+        // the known mappings a round.
+        self.release_unmapped();
     }
 
     /// Whether addresses of `pid` wait to be named ([`Symbols::name_located`]).
