@@ -291,28 +291,33 @@ mod tests {
         assert!(clock.now_ns().is_none(), "a reaped process has no clock");
     }
 
-    /// An idle Python is not read (nor paused) while it does not run, and the reader still
-    /// sees it exit while it is a zombie (the test does not reap it), not at the window's end.
-    #[test]
-    fn an_idle_python_is_not_read_and_its_exit_is_still_seen() {
-        let mut child = std::process::Command::new("python3")
-            .args(["-c", "import time; time.sleep(5)"])
+    /// `python3 -c CODE`, once its interpreter is set up (py-spy cannot read one that is not
+    /// yet): when it used under a tenth of a CPU over 100 ms, past its start-up.
+    fn python_started(code: &str) -> std::process::Child {
+        let child = std::process::Command::new("python3")
+            .args(["-c", code])
             .spawn()
             .expect("python3 (scripts/setup.sh installs it)");
-        let pid = child.id();
-        // Started up and asleep once its CPU clock stands still (py-spy cannot read an
-        // interpreter that is not set up yet).
-        let clock = ProcessCpuClock::of(pid).unwrap();
+        let clock = ProcessCpuClock::of(child.id()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
-        let mut last = clock.now_ns();
-        loop {
+        let mut last = clock.now_ns().unwrap_or(0);
+        while Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
-            let now = clock.now_ns();
-            if now == last || Instant::now() > deadline {
+            let now = clock.now_ns().unwrap_or(last);
+            if now.saturating_sub(last) < 10_000_000 {
                 break;
             }
             last = now;
         }
+        child
+    }
+
+    /// An idle Python is not read (nor paused) while it does not run, and the reader still
+    /// sees it exit while it is a zombie (the test does not reap it), not at the window's end.
+    #[test]
+    fn an_idle_python_is_not_read_and_its_exit_is_still_seen() {
+        let mut child = python_started("import time; time.sleep(5)");
+        let pid = child.id();
         let (done, result) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let stop = AtomicBool::new(false);
@@ -320,8 +325,13 @@ mod tests {
         });
         // Never told to stop: the reader must end by itself once the process has exited.
         let read = result.recv_timeout(Duration::from_secs(30)).expect("the reader ended by itself");
-        let exited = child.try_wait().unwrap().is_some();
-        child.wait().unwrap();
+        // The reader's ptrace waits run in this process, the parent: a read racing the exit
+        // may reap the child itself (ECHILD here), which also means it had exited.
+        let exited = match child.try_wait() {
+            Ok(status) => status.is_some(),
+            Err(e) => e.raw_os_error() == Some(libc::ECHILD),
+        };
+        let _ = child.wait();
         assert!(exited, "the reader ended before its process did");
         let distribution = read.expect("py-spy read it");
         // At 99 Hz for 5 s, about 500 reads if every instant were read.
@@ -333,13 +343,8 @@ mod tests {
     /// read's stop and resume kept even a sleeping process "busy").
     #[test]
     fn a_python_that_mostly_sleeps_is_read_only_when_it_runs() {
-        let mut child = std::process::Command::new("python3")
-            .args(["-c", "import time\nwhile True: time.sleep(0.001)"])
-            .spawn()
-            .expect("python3 (scripts/setup.sh installs it)");
+        let mut child = python_started("import time\nwhile True: time.sleep(0.001)");
         let pid = child.id();
-        // py-spy cannot read an interpreter that is not set up yet.
-        std::thread::sleep(Duration::from_millis(500));
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let reader = std::thread::spawn(move || record(pid, 99, &flag));
