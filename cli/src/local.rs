@@ -206,17 +206,25 @@ impl GatedChild {
         }
     }
 
+    /// Whether the command has exited. py-spy's reader runs in this process, the command's
+    /// parent, and its ptrace wait on a read racing the exit reaps the command itself: then
+    /// waiting fails (ECHILD), which also means it exited, and its pid may already be reused.
+    fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Ends the command if the window ended before it did: SIGTERM, then SIGKILL after 2 s.
     fn stop(mut self) {
         self.release();
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
+        if self.exited() {
             return;
         }
-        // SAFETY: signalling our own child by pid.
+        // SAFETY: signalling our own child by pid. Not reaped: `stop` runs after the samplers
+        // ended, so nothing else waits for it between the check and the signal.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
+            if self.exited() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
