@@ -71,9 +71,12 @@ pub const DWARF_MAX_BYTES: u64 = 32 << 20;
 /// per-address cache makes rare; holding every object sampled once cost a node-wide run about
 /// 100 MiB.
 pub const IDLE_BATCHES: u64 = 8;
-/// As [`IDLE_BATCHES`], for objects whose DWARF is read: blazesym holds the units and line
-/// tables it parsed, tens of MB over a few debug builds, where a symbol table costs a few.
-pub const DWARF_IDLE_BATCHES: u64 = 1;
+/// As [`IDLE_BATCHES`], for objects whose DWARF is read: one more than the collections between
+/// two naming rounds (`sampler::ebpf::NAME_EVERY`), so that an object with new addresses in
+/// every round keeps its parse from one round to the next instead of parsing it again each
+/// round (a debug build's symbol table sorted and its units read: 20 to 90 ms); what stays
+/// parsed is bounded by [`DWARF_BUDGET_BYTES`] all the same.
+pub const DWARF_IDLE_BATCHES: u64 = 9;
 
 /// What parsed DWARF may add to the agent's resident memory before it is dropped (see the
 /// module's documentation). `EAGLE_DWARF_BUDGET_BYTES` overrides it.
@@ -537,11 +540,35 @@ impl Symbols {
             }
             named.extend(self.name(path, true, slice));
             // A budget of 0 holds nothing parsed from one slice to the next.
-            if self.dwarf_budget == 0 || crate::memory::resident_bytes() > baseline.saturating_add(self.dwarf_budget) {
+            if self.dwarf_budget == 0 {
                 self.drop_dwarf();
+                continue;
+            }
+            let limit = baseline.saturating_add(self.dwarf_budget);
+            if crate::memory::resident_bytes() > limit {
+                // Most of what a slice adds is often the pages of the file it touched, not the
+                // units parsed: letting go of those first keeps the parse, which the next slice
+                // and round would otherwise do again (a debug build's symbol table sorted, its
+                // units read), for minor faults on the pages read again.
+                self.unmap_dwarf_pages();
+                if crate::memory::resident_bytes() > limit {
+                    self.drop_dwarf();
+                }
             }
         }
         named
+    }
+
+    /// Unmaps the pages blazesym touched of the objects whose DWARF it holds parsed, keeping
+    /// the parse.
+    fn unmap_dwarf_pages(&self) {
+        let parsed: HashSet<ObjectKey> = self
+            .objects
+            .iter()
+            .filter(|(_, o)| o.as_ref().is_some_and(|o| o.dwarf && o.used_in.is_some()))
+            .map(|(k, _)| *k)
+            .collect();
+        crate::memory::unmap_file_pages(|dev, inode| parsed.contains(&(dev, inode)));
     }
 
     /// Drops what blazesym parsed of every object whose DWARF it read, and the pages of them it

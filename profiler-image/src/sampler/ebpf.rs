@@ -78,6 +78,8 @@ pub struct EbpfSampler {
 /// per collection; what a round costs is the same parse, so longer rounds only hold the stacks
 /// longer (a few KiB).
 pub const NAME_EVERY: u64 = 8;
+// A DWARF parse outlives the collections between two rounds (see `DWARF_IDLE_BATCHES`).
+const _: () = assert!(crate::symbolize::DWARF_IDLE_BATCHES > NAME_EVERY);
 
 /// A stack as the kernel gave it, its user part not named yet.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
