@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use crate::target::Target;
@@ -17,6 +18,43 @@ impl Default for ProcFs {
     fn default() -> Self {
         Self { root: PathBuf::from("/proc") }
     }
+}
+
+/// How many files this process may hold open, raised once to the hard limit (a node-wide run
+/// watches every target's exit through a descriptor, and holds open every object it names).
+fn open_files_limit() -> u64 {
+    static LIMIT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit and setrlimit read and write one rlimit structure we own.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return 1024;
+            }
+            if limit.rlim_cur < limit.rlim_max {
+                let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    limit = raised;
+                }
+            }
+        }
+        limit.rlim_cur
+    })
+}
+
+/// Which of `watches` ([`ProcFs::exit_watch`]) tell an exit: their process has ended, a zombie
+/// or reaped. One `poll(2)` for all of them, however many targets a node-wide run has, where a
+/// read of `/proc/PID/stat` each cost a third of the agent's system time.
+pub fn exited(watches: &[BorrowedFd<'_>]) -> Vec<bool> {
+    let mut fds: Vec<libc::pollfd> =
+        watches.iter().map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+    // SAFETY: `fds` is a valid array of `fds.len()` pollfd structures; a timeout of 0 only looks.
+    let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
+    if ready < 0 {
+        // Cannot tell (EINTR, ENOMEM): nothing is taken for gone; the next collection asks again.
+        return vec![false; watches.len()];
+    }
+    fds.iter().map(|p| p.revents != 0).collect()
 }
 
 /// What the agent knows about one process.
@@ -64,6 +102,30 @@ impl ProcFs {
         // A zombie still has a /proc entry but nothing left to sample or symbolize.
         let zombie = matches!(stat.rsplit_once(") ").and_then(|(_, r)| r.chars().next()), Some('Z' | 'X'));
         !zombie && (start_ticks.is_none() || parse_start_ticks(&stat) == start_ticks)
+    }
+
+    /// A handle on the process that started at `start_ticks` as `pid` which tells when it
+    /// exits ([`exited`]), without reading `/proc` again: a pidfd names one process, never a
+    /// later one with its pid. `None` where pidfds cannot be had (a kernel before 5.3, no file
+    /// descriptor left, a `/proc` other than this process's own, whose pids are not ours) or
+    /// the process is not the one that started then, or gone: ask [`ProcFs::is_same_alive`].
+    pub fn exit_watch(&self, pid: u32, start_ticks: Option<u64>) -> Option<OwnedFd> {
+        if self.root != Path::new("/proc") {
+            return None;
+        }
+        // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+        // SAFETY: the descriptor was just returned to us and is owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // Descriptors are numbered lowest free first: past half the limit, the rest is left to
+        // the objects being named (a file each), which need them more than a watch does.
+        if u64::try_from(fd.as_raw_fd()).unwrap_or(u64::MAX) >= open_files_limit() / 2 {
+            return None;
+        }
+        // Opened first, checked after: if the pid was reused before the open, the start time
+        // read now is the later process's, and it is refused.
+        self.is_same_alive(pid, start_ticks).then_some(fd)
     }
 
     /// The thread-group id of `id`, which may be a thread id: `None` if it is gone.
@@ -167,6 +229,8 @@ fn path_container_id(path: &str) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsFd;
+
     use super::*;
 
     const ID: &str = "3f4e5d6c7b8a99887766554433221100ffeeddccbbaa00112233445566778899";
@@ -180,6 +244,29 @@ mod tests {
             ("v2 systemd cri-o", format!("0::/kubepods.slice/kubepods-pod{u}.slice/crio-{ID}.scope\n")),
             ("v2 cgroupfs guaranteed", format!("0::/kubepods/pod{UID}/{ID}\n")),
         ]
+    }
+
+    /// A watch tells the exit of its process (already as a zombie, not reaped here), never
+    /// the exit of another, and is refused where it could name another.
+    #[test]
+    fn an_exit_watch_tells_its_process_exit_and_only_its() {
+        let proc = ProcFs::default();
+        let mut child = std::process::Command::new("sleep").arg("0.5").spawn().unwrap();
+        let pid = child.id();
+        let start = proc.start_ticks(pid);
+        assert!(proc.exit_watch(pid, start.map(|s| s + 1)).is_none(), "another start time is another process");
+        assert!(ProcFs::at("/nowhere").exit_watch(pid, start).is_none(), "not this process's /proc");
+        let watch = proc.exit_watch(pid, start).expect("a watch of a live child");
+        assert_eq!(exited(&[watch.as_fd()]), vec![false]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !exited(&[watch.as_fd()])[0] {
+            assert!(std::time::Instant::now() < deadline, "the exit was never told");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!proc.is_same_alive(pid, start), "a zombie, as the watch says");
+        child.wait().unwrap();
+        assert_eq!(exited(&[watch.as_fd()]), vec![true], "still told once reaped");
+        assert!(exited(&[]).is_empty());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! (the period is dithered: see `cpu_clock.rs`).
 
 use std::collections::HashMap;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -108,7 +108,7 @@ struct OffCpuMaps {
     user_stacks: BpfHashMap<MapData, u64, UserStack>,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 struct Tracked {
     root: u32,
     alive: bool,
@@ -117,6 +117,15 @@ struct Tracked {
     /// When it started (clock ticks since boot), if known: a later process with its pid is
     /// another one.
     start_ticks: Option<u64>,
+    /// Tells its exit without reading `/proc` (`ProcFs::exit_watch`); `None`: read it.
+    exit_watch: Option<OwnedFd>,
+}
+
+impl Tracked {
+    fn new(root: u32, alive: bool, execs: u32, start_ticks: Option<u64>, proc: &ProcFs, pid: u32) -> Self {
+        let exit_watch = if alive { proc.exit_watch(pid, start_ticks) } else { None };
+        Self { root, alive, execs, start_ticks, exit_watch }
+    }
 }
 
 impl EbpfSampler {
@@ -462,6 +471,17 @@ impl EbpfSampler {
     /// Brings `tracked` in line with the kernel's target set, which the fork tracepoint grows.
     fn sync_targets(&mut self, events: &mut Vec<ProcessEvent>) {
         let entries: Vec<(u32, TargetEntry)> = self.targets.iter().filter_map(Result::ok).collect();
+        // Which watched targets exited, all at once (see `discovery::exited`).
+        let exited: HashMap<u32, bool> = {
+            let (ids, fds): (Vec<u32>, Vec<BorrowedFd<'_>>) = entries
+                .iter()
+                .filter_map(|(id, _)| {
+                    let t = self.tracked.get(id).filter(|t| t.alive)?;
+                    Some((*id, t.exit_watch.as_ref()?.as_fd()))
+                })
+                .unzip();
+            ids.into_iter().zip(crate::discovery::exited(&fds)).collect()
+        };
         for (id, entry) in entries {
             if let Some(t) = self.tracked.get_mut(&id) {
                 if entry.execed != t.execs {
@@ -469,8 +489,13 @@ impl EbpfSampler {
                     events.push(ProcessEvent::Execed { pid: id });
                 }
                 // Gone, or its pid taken by a later process (whose samples the kernel side
-                // drops: it did not start when the target did).
-                if t.alive && !self.proc.is_same_alive(id, t.start_ticks) {
+                // drops: it did not start when the target did); a watched one cannot be.
+                let gone = match exited.get(&id) {
+                    Some(exited) => *exited,
+                    None => !self.proc.is_same_alive(id, t.start_ticks),
+                };
+                if t.alive && gone {
+                    t.exit_watch = None;
                     t.alive = false;
                     let _ = self.targets.remove(&id);
                     if let Some(u) = &self.unwinder {
@@ -488,7 +513,7 @@ impl EbpfSampler {
                 found => {
                     let start_ticks = (entry.start != 0).then_some(entry.start);
                     let alive = found.is_some() && self.proc.is_same_alive(id, start_ticks);
-                    self.tracked.insert(id, Tracked { root: entry.root, alive, execs: entry.execed, start_ticks });
+                    self.tracked.insert(id, Tracked::new(entry.root, alive, entry.execed, start_ticks, &self.proc, id));
                     events.push(ProcessEvent::Found { pid: id, root: entry.root });
                     if !alive {
                         // A short-lived child, gone before we looked.
@@ -788,7 +813,7 @@ impl Sampler for EbpfSampler {
         self.targets
             .insert(pid, TargetEntry { root: pid, execed: 0, start: start_ticks.unwrap_or(0) }, 0)
             .map_err(|e| SamplerError::Failed(format!("cannot add pid {pid} to the target set: {e}")))?;
-        self.tracked.insert(pid, Tracked { root: pid, alive: true, execs: 0, start_ticks });
+        self.tracked.insert(pid, Tracked::new(pid, true, 0, start_ticks, &self.proc, pid));
         if let Some(u) = &self.unwinder {
             u.build(pid);
         }
