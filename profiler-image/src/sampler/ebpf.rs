@@ -220,6 +220,15 @@ impl EbpfSampler {
             process_maps: BpfHashMap::try_from(take(names::PROCESS_MAPS)?).map_err(conv)?,
             tables: ArrayOfMaps::try_from(take(names::UNWIND_TABLES)?).map_err(conv)?,
             requests: BpfHashMap::try_from(take(names::UNWIND_REQUESTS)?).map_err(conv)?,
+            requests_made: match take(names::UNWIND_REQUESTS_MADE)? {
+                aya::maps::Map::Array(data) => data,
+                _ => {
+                    return Err(SamplerError::Failed(format!(
+                        "map `{}` of the eBPF object is no array",
+                        names::UNWIND_REQUESTS_MADE
+                    )))
+                }
+            },
         };
         let by_thread = BpfHashMap::try_from(take(names::BY_THREAD)?).map_err(conv)?;
         let offcpu = OffCpuMaps {
