@@ -735,7 +735,9 @@ impl Run {
     /// reuses the pid of one that ended.
     fn refresh_names(&mut self) {
         for (pid, info) in self.processes.iter_mut() {
-            if !self.proc.is_same_alive(*pid, info.start_ticks) {
+            // The sampler's exit watch where it has one, before a read of `/proc`.
+            let alive = self.ebpf.alive_now(*pid).unwrap_or_else(|| self.proc.is_same_alive(*pid, info.start_ticks));
+            if !alive {
                 continue;
             }
             if let Some(name) = self.proc.name(*pid) {

@@ -477,6 +477,17 @@ impl EbpfSampler {
         self.counters.get(&(c as u32), 0).map(|v| v.iter().sum()).unwrap_or(0)
     }
 
+    /// Whether the process that started as target `pid` still runs, asked of its exit watch
+    /// now (one `poll(2)`, no read of `/proc`); `None` where it has none (ask `/proc`).
+    pub fn alive_now(&self, pid: u32) -> Option<bool> {
+        let t = self.tracked.get(&pid)?;
+        if !t.alive {
+            return Some(false);
+        }
+        let watch = t.exit_watch.as_ref()?;
+        Some(!crate::discovery::exited(&[watch.as_fd()])[0])
+    }
+
     /// Brings `tracked` in line with the kernel's target set, which the fork tracepoint grows.
     fn sync_targets(&mut self, events: &mut Vec<ProcessEvent>) {
         let entries: Vec<(u32, TargetEntry)> = self.targets.iter().filter_map(Result::ok).collect();
