@@ -57,6 +57,8 @@ pub mod names {
     pub const PROCESS_MAPS: &str = "process_maps";
     pub const UNWIND_TABLES: &str = "unwind_tables";
     pub const UNWIND_REQUESTS: &str = "unwind_requests";
+    /// One `u32`, mapped by the agent: forks followed and execs counted in `targets` so far.
+    pub const TARGETS_CHANGED: &str = "targets_changed";
     /// One `u32`, mapped by the agent: requests made so far.
     pub const UNWIND_REQUESTS_MADE: &str = "unwind_requests_made";
 }

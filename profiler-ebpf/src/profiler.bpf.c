@@ -1164,6 +1164,24 @@ static __always_inline int task_tid(struct task_struct *task)
 	return task->pid;
 }
 
+/* Processes followed and execs counted in `targets` so far: the agent maps it and reads
+ * `targets` (a walk of its 65,536 buckets) only when it moved. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, __u32);
+} targets_changed SEC(".maps");
+
+static __always_inline void note_targets_changed(void)
+{
+	__u32 zero = 0;
+	__u32 *changed = bpf_map_lookup_elem(&targets_changed, &zero);
+	if (changed)
+		__sync_fetch_and_add(changed, 1);
+}
+
 /* A new task descends from a target: follow it if it is a new process. Threads need nothing:
  * their samples count under their process's tgid already. `child_start`: when the child
  * started (0: unknown), so that its samples are told from a later process with its pid too. */
@@ -1175,16 +1193,20 @@ static __always_inline void follow_child(__u32 parent, __u32 child_tgid, __u64 c
 	if (!target || !is_target_process(target))
 		return;
 	struct eagle_target followed = { .root = target->root, .start = child_start };
-	if (bpf_map_update_elem(&targets, &child_tgid, &followed, BPF_NOEXIST) == 0)
+	if (bpf_map_update_elem(&targets, &child_tgid, &followed, BPF_NOEXIST) == 0) {
 		bump(EAGLE_FORKS_FOLLOWED);
+		note_targets_changed();
+	}
 }
 
 static __always_inline void count_exec(void)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct eagle_target *target = bpf_map_lookup_elem(&targets, &tgid);
-	if (target && is_target_process(target))
+	if (target && is_target_process(target)) {
 		__sync_fetch_and_add(&target->execed, 1);
+		note_targets_changed();
+	}
 }
 
 /* BTF-typed tracepoints (tp_btf): attached by BTF id, with the kernel's own typed arguments, so

@@ -13,6 +13,8 @@ pub mod http;
 #[cfg(target_os = "linux")]
 pub mod kubelet_record;
 #[cfg(target_os = "linux")]
+pub mod mapped_count;
+#[cfg(target_os = "linux")]
 pub mod memory;
 pub mod runtime;
 pub mod sampler;

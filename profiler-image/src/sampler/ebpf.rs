@@ -17,6 +17,7 @@ use super::cpu_clock::CpuClocks;
 use super::{ProcessEvent, Sampler, SamplerError};
 use crate::aggregate::Aggregate;
 use crate::discovery::ProcFs;
+use crate::mapped_count::MappedCount;
 use crate::symbolize::{Frames, PerfMapIssue, Symbols};
 use crate::unwind::{UnwindMaps, Unwinder};
 
@@ -50,6 +51,10 @@ pub struct EbpfSampler {
     proc: ProcFs,
     symbols: Symbols,
     tracked: HashMap<u32, Tracked>,
+    /// Forks followed and execs counted by the kernel side so far (`targets_changed`), and the
+    /// count when `targets` was last read; `None`: read it at every collection.
+    targets_changed: Option<MappedCount>,
+    targets_seen: u32,
     /// Processes found gone at the last collection: their last samples may still come with
     /// this one, then what is cached for them is dropped.
     gone: Vec<u32>,
@@ -231,6 +236,10 @@ impl EbpfSampler {
             },
         };
         let by_thread = BpfHashMap::try_from(take(names::BY_THREAD)?).map_err(conv)?;
+        let targets_changed = match take(names::TARGETS_CHANGED)? {
+            aya::maps::Map::Array(data) => MappedCount::map(&data).ok(),
+            _ => None,
+        };
         let offcpu = OffCpuMaps {
             started: BpfHashMap::try_from(take(names::OFFCPU_START)?).map_err(conv)?,
             stacks: StackTraceMap::try_from(take(names::OFFCPU_STACKS)?).map_err(conv)?,
@@ -261,6 +270,8 @@ impl EbpfSampler {
             proc,
             symbols: Symbols::new(),
             tracked: HashMap::new(),
+            targets_changed,
+            targets_seen: 0,
             gone: Vec::new(),
             mode,
             sample_us: 1_000_000 / frequency_hz.max(1),
@@ -490,56 +501,77 @@ impl EbpfSampler {
 
     /// Brings `tracked` in line with the kernel's target set, which the fork tracepoint grows.
     fn sync_targets(&mut self, events: &mut Vec<ProcessEvent>) {
-        let entries: Vec<(u32, TargetEntry)> = self.targets.iter().filter_map(Result::ok).collect();
-        // Which watched targets exited, all at once (see `discovery::exited`).
+        // New children and execs are in the kernel's map; it is read only when the kernel side
+        // counted one since the last read.
+        let changed = match &self.targets_changed {
+            Some(count) => {
+                let now = count.now();
+                let moved = now != self.targets_seen;
+                self.targets_seen = now;
+                moved
+            }
+            None => true,
+        };
+        if changed {
+            let entries: Vec<(u32, TargetEntry)> = self.targets.iter().filter_map(Result::ok).collect();
+            for (id, entry) in entries {
+                if let Some(t) = self.tracked.get_mut(&id) {
+                    if entry.execed != t.execs {
+                        t.execs = entry.execed;
+                        events.push(ProcessEvent::Execed { pid: id });
+                    }
+                    continue;
+                }
+                self.track_found(id, entry, events);
+            }
+        }
+        // Gone, or its pid taken by a later process (whose samples the kernel side drops: it
+        // did not start when the target did); a watched one cannot be. The watched ones all
+        // asked at once (see `discovery::exited`).
+        let mut alive: Vec<u32> = self.tracked.iter().filter(|(_, t)| t.alive).map(|(id, _)| *id).collect();
+        alive.sort_unstable();
         let exited: HashMap<u32, bool> = {
-            let (ids, fds): (Vec<u32>, Vec<BorrowedFd<'_>>) = entries
-                .iter()
-                .filter_map(|(id, _)| {
-                    let t = self.tracked.get(id).filter(|t| t.alive)?;
-                    Some((*id, t.exit_watch.as_ref()?.as_fd()))
-                })
-                .unzip();
+            let (ids, fds): (Vec<u32>, Vec<BorrowedFd<'_>>) =
+                alive.iter().filter_map(|id| Some((*id, self.tracked[id].exit_watch.as_ref()?.as_fd()))).unzip();
             ids.into_iter().zip(crate::discovery::exited(&fds)).collect()
         };
-        for (id, entry) in entries {
-            if let Some(t) = self.tracked.get_mut(&id) {
-                if entry.execed != t.execs {
-                    t.execs = entry.execed;
-                    events.push(ProcessEvent::Execed { pid: id });
-                }
-                // Gone, or its pid taken by a later process (whose samples the kernel side
-                // drops: it did not start when the target did); a watched one cannot be.
-                let gone = match exited.get(&id) {
-                    Some(exited) => *exited,
-                    None => !self.proc.is_same_alive(id, t.start_ticks),
-                };
-                if t.alive && gone {
-                    t.exit_watch = None;
-                    t.alive = false;
-                    let _ = self.targets.remove(&id);
-                    if let Some(u) = &self.unwinder {
-                        u.forget(id);
-                    }
-                    events.push(ProcessEvent::Exited { pid: id });
-                }
+        for id in alive {
+            let gone = match exited.get(&id) {
+                Some(exited) => *exited,
+                None => !self.proc.is_same_alive(id, self.tracked[&id].start_ticks),
+            };
+            if !gone {
                 continue;
             }
-            match self.proc.tgid_of(id) {
-                Some(tgid) if tgid != id => {
-                    // A thread of a target: its samples already count under its process.
+            if let Some(t) = self.tracked.get_mut(&id) {
+                t.exit_watch = None;
+                t.alive = false;
+            }
+            let _ = self.targets.remove(&id);
+            if let Some(u) = &self.unwinder {
+                u.forget(id);
+            }
+            events.push(ProcessEvent::Exited { pid: id });
+        }
+    }
+
+    /// A process the kernel side added to `targets` (a child of a target): tracked from now on,
+    /// or dropped where it is a thread of one.
+    fn track_found(&mut self, id: u32, entry: TargetEntry, events: &mut Vec<ProcessEvent>) {
+        match self.proc.tgid_of(id) {
+            Some(tgid) if tgid != id => {
+                // A thread of a target: its samples already count under its process.
+                let _ = self.targets.remove(&id);
+            }
+            found => {
+                let start_ticks = (entry.start != 0).then_some(entry.start);
+                let alive = found.is_some() && self.proc.is_same_alive(id, start_ticks);
+                self.tracked.insert(id, Tracked::new(entry.root, alive, entry.execed, start_ticks, &self.proc, id));
+                events.push(ProcessEvent::Found { pid: id, root: entry.root });
+                if !alive {
+                    // A short-lived child, gone before we looked.
                     let _ = self.targets.remove(&id);
-                }
-                found => {
-                    let start_ticks = (entry.start != 0).then_some(entry.start);
-                    let alive = found.is_some() && self.proc.is_same_alive(id, start_ticks);
-                    self.tracked.insert(id, Tracked::new(entry.root, alive, entry.execed, start_ticks, &self.proc, id));
-                    events.push(ProcessEvent::Found { pid: id, root: entry.root });
-                    if !alive {
-                        // A short-lived child, gone before we looked.
-                        let _ = self.targets.remove(&id);
-                        events.push(ProcessEvent::Exited { pid: id });
-                    }
+                    events.push(ProcessEvent::Exited { pid: id });
                 }
             }
         }

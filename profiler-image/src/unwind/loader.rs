@@ -23,6 +23,7 @@ use eagle_proto::{Warning, WarningCode};
 
 use super::maps::{self, ExecMapping};
 use super::table::{Object, RowSink, Segment, TableError};
+use crate::mapped_count::MappedCount;
 
 /// How often the thread looks for requests: the share of a new process's first samples that
 /// are walked by frame pointers is about this over its run time.
@@ -45,48 +46,8 @@ pub struct UnwindMaps {
     pub process_maps: BpfHashMap<MapData, u32, ProcessMaps>,
     pub tables: ArrayOfMaps<MapData>,
     pub requests: BpfHashMap<MapData, u32, u32>,
-    /// One `u32` the eBPF program adds one to per request made ([`RequestsMade`]).
+    /// One `u32` the eBPF program adds one to per request made.
     pub requests_made: MapData,
-}
-
-/// The count of requests the eBPF program made, read through a shared mapping of its array:
-/// looking every few milliseconds costs no system call, and the requests map is read only when
-/// the count moved (iterating it 200 times a second was most of an idle agent's CPU).
-struct RequestsMade {
-    page: *const std::sync::atomic::AtomicU32,
-    len: usize,
-}
-
-// SAFETY: the mapping is only read, atomically, and unmapped once, by its owner.
-unsafe impl Send for RequestsMade {}
-
-impl RequestsMade {
-    fn map(array: &MapData) -> std::io::Result<Self> {
-        // SAFETY: sysconf has no preconditions.
-        let len = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
-        // SAFETY: a fresh read-only shared mapping of the first page of a BPF_F_MMAPABLE array
-        // of one u32 (the kernel rounds its value area up to a page).
-        let page = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, array.fd().as_fd().as_raw_fd(), 0)
-        };
-        if page == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(Self { page: page.cast(), len })
-    }
-
-    fn now(&self) -> u32 {
-        // SAFETY: the mapping lives as long as `self`; the value is 4-byte aligned at its start,
-        // and the eBPF program changes it only with atomic adds.
-        unsafe { (*self.page).load(std::sync::atomic::Ordering::Acquire) }
-    }
-}
-
-impl Drop for RequestsMade {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `map`, no longer referred to.
-        unsafe { libc::munmap(self.page as *mut libc::c_void, self.len) };
-    }
 }
 
 /// What the thread did, for the run's report.
@@ -220,7 +181,7 @@ struct Loader {
     read_time: Duration,
     load_time: Duration,
     /// `None` where the count cannot be mapped: the requests are then read at every look.
-    requests_made: Option<RequestsMade>,
+    requests_made: Option<MappedCount>,
     /// The count when the requests were last read.
     requests_seen: u32,
 }
@@ -228,7 +189,7 @@ struct Loader {
 impl Loader {
     fn new(maps: UnwindMaps, max_rows: usize, shared: Arc<Mutex<Shared>>) -> Self {
         Self {
-            requests_made: RequestsMade::map(&maps.requests_made).ok(),
+            requests_made: MappedCount::map(&maps.requests_made).ok(),
             requests_seen: 0,
             maps,
             max_rows,
@@ -257,8 +218,6 @@ impl Loader {
                 Err(RecvTimeoutError::Disconnected) => return,
             }
             if let Some(made) = &self.requests_made {
-                // Read before the requests: one made after this is counted after it too, and
-                // read at the next look.
                 let now = made.now();
                 if now == self.requests_seen {
                     continue;
