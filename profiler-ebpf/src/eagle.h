@@ -148,6 +148,14 @@ enum eagle_process_flag {
 	EAGLE_PROCESS_FRAME_POINTERS = 1,
 };
 
+/* Index in `changes`: what the kernel side counts for the agent to look at without a system
+ * call (the array is mapped), reading the hash map a count is about only when it moved. */
+enum eagle_change {
+	EAGLE_CHANGE_TARGETS = 0, /* children followed and execs counted in `targets` */
+	EAGLE_CHANGE_REQUESTS = 1, /* requests put into `unwind_requests` */
+	EAGLE_CHANGE_KINDS = 2,
+};
+
 /* Value of `unwind_requests` (key: tgid): why the agent should (re)read a process. */
 #define EAGLE_REQUEST_REFRESH 0x80000000 /* an address outside every known mapping (dlopen) */
 

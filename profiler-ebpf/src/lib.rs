@@ -57,10 +57,19 @@ pub mod names {
     pub const PROCESS_MAPS: &str = "process_maps";
     pub const UNWIND_TABLES: &str = "unwind_tables";
     pub const UNWIND_REQUESTS: &str = "unwind_requests";
-    /// One `u32`, mapped by the agent: forks followed and execs counted in `targets` so far.
-    pub const TARGETS_CHANGED: &str = "targets_changed";
-    /// One `u32`, mapped by the agent: requests made so far.
-    pub const UNWIND_REQUESTS_MADE: &str = "unwind_requests_made";
+    /// Counts of changes, mapped by the agent: `u64`s indexed by [`super::Change`].
+    pub const CHANGES: &str = "changes";
+}
+
+/// Index in the `changes` array (`enum eagle_change` of `eagle.h`): what the kernel side counts
+/// so that the agent reads the hash map a count is about only when the count moved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Change {
+    /// Children followed and execs counted in `targets`.
+    Targets = 0,
+    /// Requests put into `unwind_requests`.
+    Requests = 1,
 }
 
 /// What a CPU sample at the asked frequency adds to its stack's count (`EAGLE_SAMPLE_UNIT` of

@@ -246,26 +246,32 @@ struct {
 	__type(value, __u32);
 } unwind_requests SEC(".maps");
 
-/* Requests put into unwind_requests so far. The agent maps it and looks every few ms without
- * a system call, and reads unwind_requests only when it moved: iterating the hash map 200
- * times a second was the largest part of an idle agent's CPU. */
+/* Counts of changes the agent looks at without a system call (`enum eagle_change`): it maps
+ * the array, and reads the hash map a count is about only when the count moved (iterating
+ * `unwind_requests` 200 times a second, and `targets` at every collection, was most of an idle
+ * agent's CPU). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, EAGLE_CHANGE_KINDS);
 	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
-	__type(value, __u32);
-} unwind_requests_made SEC(".maps");
+	__type(value, __u64); /* 8 bytes: an array's elements are 8-byte aligned in the mapping */
+} changes SEC(".maps");
+
+/* Counts one change of `kind`, after the change itself: a look that misses the change misses
+ * its count too, and sees both next time. */
+static __always_inline void count_change(__u32 kind)
+{
+	__u64 *count = bpf_map_lookup_elem(&changes, &kind);
+	if (count)
+		__sync_fetch_and_add(count, 1);
+}
 
 /* Asks the agent for `tgid`'s tables (see unwind_requests); one request per process at a time. */
 static __always_inline void request_unwind(__u32 tgid, __u32 request)
 {
-	if (bpf_map_update_elem(&unwind_requests, &tgid, &request, BPF_NOEXIST) != 0)
-		return;
-	__u32 zero = 0;
-	__u32 *made = bpf_map_lookup_elem(&unwind_requests_made, &zero);
-	if (made)
-		__sync_fetch_and_add(made, 1);
+	if (bpf_map_update_elem(&unwind_requests, &tgid, &request, BPF_NOEXIST) == 0)
+		count_change(EAGLE_CHANGE_REQUESTS);
 }
 
 /* The unwinder's working state: too big for the 512-byte eBPF stack. */
@@ -1164,24 +1170,6 @@ static __always_inline int task_tid(struct task_struct *task)
 	return task->pid;
 }
 
-/* Processes followed and execs counted in `targets` so far: the agent maps it and reads
- * `targets` (a walk of its 65,536 buckets) only when it moved. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__uint(map_flags, BPF_F_MMAPABLE);
-	__type(key, __u32);
-	__type(value, __u32);
-} targets_changed SEC(".maps");
-
-static __always_inline void note_targets_changed(void)
-{
-	__u32 zero = 0;
-	__u32 *changed = bpf_map_lookup_elem(&targets_changed, &zero);
-	if (changed)
-		__sync_fetch_and_add(changed, 1);
-}
-
 /* A new task descends from a target: follow it if it is a new process. Threads need nothing:
  * their samples count under their process's tgid already. `child_start`: when the child
  * started (0: unknown), so that its samples are told from a later process with its pid too. */
@@ -1195,7 +1183,7 @@ static __always_inline void follow_child(__u32 parent, __u32 child_tgid, __u64 c
 	struct eagle_target followed = { .root = target->root, .start = child_start };
 	if (bpf_map_update_elem(&targets, &child_tgid, &followed, BPF_NOEXIST) == 0) {
 		bump(EAGLE_FORKS_FOLLOWED);
-		note_targets_changed();
+		count_change(EAGLE_CHANGE_TARGETS);
 	}
 }
 
@@ -1205,7 +1193,7 @@ static __always_inline void count_exec(void)
 	struct eagle_target *target = bpf_map_lookup_elem(&targets, &tgid);
 	if (target && is_target_process(target)) {
 		__sync_fetch_and_add(&target->execed, 1);
-		note_targets_changed();
+		count_change(EAGLE_CHANGE_TARGETS);
 	}
 }
 

@@ -1,15 +1,17 @@
-//! A count the eBPF program keeps in a `BPF_F_MMAPABLE` array of one `u32`, read through a
-//! shared mapping: the agent looks at it as often as it likes without a system call, and reads
+//! A count the eBPF program keeps in a `BPF_F_MMAPABLE` array of `u64`s (`changes`), read
+//! through a shared mapping: the agent looks at it as often as it likes without a system call, and reads
 //! the hash map the count is about only when it moved (iterating a hash map is a system call
 //! per entry and a walk of its buckets, and an idle agent did little else).
 
 use std::os::fd::{AsFd, AsRawFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use aya::maps::MapData;
 
 pub struct MappedCount {
-    page: *const AtomicU32,
+    /// The count, in the mapping at `base`.
+    page: *const AtomicU64,
+    base: *mut libc::c_void,
     len: usize,
 }
 
@@ -17,8 +19,9 @@ pub struct MappedCount {
 unsafe impl Send for MappedCount {}
 
 impl MappedCount {
-    /// Maps the first page of `array` (a `BPF_F_MMAPABLE` array whose first value is the count).
-    pub fn map(array: &MapData) -> std::io::Result<Self> {
+    /// Maps the first page of `array` (a `BPF_F_MMAPABLE` array of `u64`: elements of arrays
+    /// are laid out 8 bytes apart at least), for the count at `index` (in that page).
+    pub fn map(array: &MapData, index: usize) -> std::io::Result<Self> {
         // SAFETY: sysconf has no preconditions.
         let len = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
         // SAFETY: a fresh read-only shared mapping of the first page of a BPF_F_MMAPABLE array
@@ -29,13 +32,20 @@ impl MappedCount {
         if page == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(Self { page: page.cast(), len })
+        let at = index * std::mem::size_of::<u64>();
+        if at + std::mem::size_of::<u64>() > len {
+            // SAFETY: the mapping made above, not referred to.
+            unsafe { libc::munmap(page, len) };
+            return Err(std::io::Error::other(format!("count {index} is past the first page")));
+        }
+        // SAFETY: `at` is within the mapping (checked above) and 8-byte aligned.
+        Ok(Self { page: unsafe { page.cast::<u8>().add(at) }.cast(), base: page, len })
     }
 
     /// The count now. The eBPF program adds to it after the change it counts: a change made
     /// after this read is counted after it too, and seen at the next look.
-    pub fn now(&self) -> u32 {
-        // SAFETY: the mapping lives as long as `self`; the value is 4-byte aligned at its start,
+    pub fn now(&self) -> u64 {
+        // SAFETY: the mapping lives as long as `self`; the value is within it, 8-byte aligned,
         // and the eBPF program changes it only with atomic adds.
         unsafe { (*self.page).load(Ordering::Acquire) }
     }
@@ -44,6 +54,6 @@ impl MappedCount {
 impl Drop for MappedCount {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `map`, no longer referred to.
-        unsafe { libc::munmap(self.page as *mut libc::c_void, self.len) };
+        unsafe { libc::munmap(self.base, self.len) };
     }
 }

@@ -51,10 +51,10 @@ pub struct EbpfSampler {
     proc: ProcFs,
     symbols: Symbols,
     tracked: HashMap<u32, Tracked>,
-    /// Forks followed and execs counted by the kernel side so far (`targets_changed`), and the
+    /// Forks followed and execs counted by the kernel side so far (`Change::Targets`), and the
     /// count when `targets` was last read; `None`: read it at every collection.
     targets_changed: Option<MappedCount>,
-    targets_seen: u32,
+    targets_seen: u64,
     /// Processes found gone at the last collection: their last samples may still come with
     /// this one, then what is cached for them is dropped.
     gone: Vec<u32>,
@@ -221,25 +221,21 @@ impl EbpfSampler {
             BpfHashMap::try_from(take(names::USER_STACKS[0])?).map_err(conv)?,
             BpfHashMap::try_from(take(names::USER_STACKS[1])?).map_err(conv)?,
         ];
+        // Each count mapped on its own (the mappings keep the array alive); `None` where it
+        // cannot be: the map it is about is then read at every look.
+        let changes = take(names::CHANGES)?;
+        let count = |change: eagle_ebpf::Change| match &changes {
+            aya::maps::Map::Array(data) => MappedCount::map(data, change as usize).ok(),
+            _ => None,
+        };
         let unwind_maps = UnwindMaps {
             process_maps: BpfHashMap::try_from(take(names::PROCESS_MAPS)?).map_err(conv)?,
             tables: ArrayOfMaps::try_from(take(names::UNWIND_TABLES)?).map_err(conv)?,
             requests: BpfHashMap::try_from(take(names::UNWIND_REQUESTS)?).map_err(conv)?,
-            requests_made: match take(names::UNWIND_REQUESTS_MADE)? {
-                aya::maps::Map::Array(data) => data,
-                _ => {
-                    return Err(SamplerError::Failed(format!(
-                        "map `{}` of the eBPF object is no array",
-                        names::UNWIND_REQUESTS_MADE
-                    )))
-                }
-            },
+            requests_made: count(eagle_ebpf::Change::Requests),
         };
         let by_thread = BpfHashMap::try_from(take(names::BY_THREAD)?).map_err(conv)?;
-        let targets_changed = match take(names::TARGETS_CHANGED)? {
-            aya::maps::Map::Array(data) => MappedCount::map(&data).ok(),
-            _ => None,
-        };
+        let targets_changed = count(eagle_ebpf::Change::Targets);
         let offcpu = OffCpuMaps {
             started: BpfHashMap::try_from(take(names::OFFCPU_START)?).map_err(conv)?,
             stacks: StackTraceMap::try_from(take(names::OFFCPU_STACKS)?).map_err(conv)?,

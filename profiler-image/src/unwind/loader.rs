@@ -46,8 +46,8 @@ pub struct UnwindMaps {
     pub process_maps: BpfHashMap<MapData, u32, ProcessMaps>,
     pub tables: ArrayOfMaps<MapData>,
     pub requests: BpfHashMap<MapData, u32, u32>,
-    /// One `u32` the eBPF program adds one to per request made.
-    pub requests_made: MapData,
+    /// The count of requests made (`Change::Requests`); `None`: read them at every look.
+    pub requests_made: Option<MappedCount>,
 }
 
 /// What the thread did, for the run's report.
@@ -180,16 +180,13 @@ struct Loader {
     /// for `EAGLE_UNWIND_DEBUG=1`.
     read_time: Duration,
     load_time: Duration,
-    /// `None` where the count cannot be mapped: the requests are then read at every look.
-    requests_made: Option<MappedCount>,
-    /// The count when the requests were last read.
-    requests_seen: u32,
+    /// The count of requests made when the requests were last read.
+    requests_seen: u64,
 }
 
 impl Loader {
     fn new(maps: UnwindMaps, max_rows: usize, shared: Arc<Mutex<Shared>>) -> Self {
         Self {
-            requests_made: MappedCount::map(&maps.requests_made).ok(),
             requests_seen: 0,
             maps,
             max_rows,
@@ -217,7 +214,7 @@ impl Loader {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
-            if let Some(made) = &self.requests_made {
+            if let Some(made) = &self.maps.requests_made {
                 let now = made.now();
                 if now == self.requests_seen {
                     continue;
