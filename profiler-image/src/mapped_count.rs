@@ -13,6 +13,8 @@ pub struct MappedCount {
     page: *const AtomicU64,
     base: *mut libc::c_void,
     len: usize,
+    /// The count at the last [`MappedCount::moved`].
+    seen: u64,
 }
 
 // SAFETY: the mapping is only read, atomically, and unmapped once, by its owner.
@@ -39,12 +41,21 @@ impl MappedCount {
             return Err(std::io::Error::other(format!("count {index} is past the first page")));
         }
         // SAFETY: `at` is within the mapping (checked above) and 8-byte aligned.
-        Ok(Self { page: unsafe { page.cast::<u8>().add(at) }.cast(), base: page, len })
+        Ok(Self { page: unsafe { page.cast::<u8>().add(at) }.cast(), base: page, len, seen: 0 })
     }
 
     /// The count now. The eBPF program adds to it after the change it counts: a change made
     /// after this read is counted after it too, and seen at the next look.
-    pub fn now(&self) -> u64 {
+    /// Whether the count moved since the last call (since 0 at the first): the map it is about
+    /// is to be read.
+    pub fn moved(&mut self) -> bool {
+        let now = self.now();
+        let moved = now != self.seen;
+        self.seen = now;
+        moved
+    }
+
+    fn now(&self) -> u64 {
         // SAFETY: the mapping lives as long as `self`; the value is within it, 8-byte aligned,
         // and the eBPF program changes it only with atomic adds.
         unsafe { (*self.page).load(Ordering::Acquire) }

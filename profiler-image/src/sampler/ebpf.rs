@@ -51,10 +51,9 @@ pub struct EbpfSampler {
     proc: ProcFs,
     symbols: Symbols,
     tracked: HashMap<u32, Tracked>,
-    /// Forks followed and execs counted by the kernel side so far (`Change::Targets`), and the
-    /// count when `targets` was last read; `None`: read it at every collection.
+    /// Forks followed and execs counted by the kernel side (`Change::Targets`); `None`: read
+    /// `targets` at every collection.
     targets_changed: Option<MappedCount>,
-    targets_seen: u64,
     /// Processes found gone at the last collection: their last samples may still come with
     /// this one, then what is cached for them is dropped.
     gone: Vec<u32>,
@@ -267,7 +266,6 @@ impl EbpfSampler {
             symbols: Symbols::new(),
             tracked: HashMap::new(),
             targets_changed,
-            targets_seen: 0,
             gone: Vec::new(),
             mode,
             sample_us: 1_000_000 / frequency_hz.max(1),
@@ -499,16 +497,7 @@ impl EbpfSampler {
     fn sync_targets(&mut self, events: &mut Vec<ProcessEvent>) {
         // New children and execs are in the kernel's map; it is read only when the kernel side
         // counted one since the last read.
-        let changed = match &self.targets_changed {
-            Some(count) => {
-                let now = count.now();
-                let moved = now != self.targets_seen;
-                self.targets_seen = now;
-                moved
-            }
-            None => true,
-        };
-        if changed {
+        if self.targets_changed.as_mut().is_none_or(MappedCount::moved) {
             let entries: Vec<(u32, TargetEntry)> = self.targets.iter().filter_map(Result::ok).collect();
             for (id, entry) in entries {
                 if let Some(t) = self.tracked.get_mut(&id) {

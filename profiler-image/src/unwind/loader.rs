@@ -180,14 +180,11 @@ struct Loader {
     /// for `EAGLE_UNWIND_DEBUG=1`.
     read_time: Duration,
     load_time: Duration,
-    /// The count of requests made when the requests were last read.
-    requests_seen: u64,
 }
 
 impl Loader {
     fn new(maps: UnwindMaps, max_rows: usize, shared: Arc<Mutex<Shared>>) -> Self {
         Self {
-            requests_seen: 0,
             maps,
             max_rows,
             shared,
@@ -214,12 +211,8 @@ impl Loader {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
-            if let Some(made) = &self.maps.requests_made {
-                let now = made.now();
-                if now == self.requests_seen {
-                    continue;
-                }
-                self.requests_seen = now;
+            if !self.maps.requests_made.as_mut().is_none_or(MappedCount::moved) {
+                continue;
             }
             let requests: Vec<(u32, u32)> = self.maps.requests.iter().filter_map(Result::ok).collect();
             for (pid, request) in requests {
