@@ -217,15 +217,16 @@ impl Symbols {
         if !self.objects.values().flatten().any(|o| o.dwarf && o.used_in.is_some()) {
             self.dwarf_baseline = None;
         }
-        let open: HashSet<ObjectKey> = self
-            .objects
+        unmap_pages_of(&self.parsed(false));
+    }
+
+    /// The objects blazesym holds parsed now; `dwarf`: only those whose DWARF it reads.
+    fn parsed(&self, dwarf: bool) -> HashSet<ObjectKey> {
+        self.objects
             .iter()
-            .filter(|(_, o)| o.as_ref().is_some_and(|o| o.used_in.is_some()))
+            .filter(|(_, o)| o.as_ref().is_some_and(|o| o.used_in.is_some() && (o.dwarf || !dwarf)))
             .map(|(k, _)| *k)
-            .collect();
-        if !open.is_empty() {
-            crate::memory::unmap_file_pages(|dev, inode| open.contains(&(dev, inode)));
-        }
+            .collect()
     }
 
     /// Problems with perf maps found since the last call, each process and kind once.
@@ -550,7 +551,7 @@ impl Symbols {
                 // units parsed: letting go of those first keeps the parse, which the next slice
                 // and round would otherwise do again (a debug build's symbol table sorted, its
                 // units read), for minor faults on the pages read again.
-                self.unmap_dwarf_pages();
+                unmap_pages_of(&self.parsed(true));
                 if crate::memory::resident_bytes() > limit {
                     self.drop_dwarf();
                 }
@@ -559,30 +560,18 @@ impl Symbols {
         named
     }
 
-    /// Unmaps the pages blazesym touched of the objects whose DWARF it holds parsed, keeping
-    /// the parse.
-    fn unmap_dwarf_pages(&self) {
-        let parsed: HashSet<ObjectKey> = self
-            .objects
-            .iter()
-            .filter(|(_, o)| o.as_ref().is_some_and(|o| o.dwarf && o.used_in.is_some()))
-            .map(|(k, _)| *k)
-            .collect();
-        crate::memory::unmap_file_pages(|dev, inode| parsed.contains(&(dev, inode)));
-    }
-
     /// Drops what blazesym parsed of every object whose DWARF it read, and the pages of them it
     /// touched.
     fn drop_dwarf(&mut self) {
-        let mut dropped = HashSet::new();
-        for (key, object) in &mut self.objects {
-            let Some(object) = object.as_mut().filter(|o| o.dwarf && o.used_in.is_some()) else { continue };
-            let _ = self.blaze.evict(&Evict::Elf(evict::Elf::new(&object.path)));
-            object.used_in = None;
-            dropped.insert(*key);
+        let dropped = self.parsed(true);
+        for key in &dropped {
+            if let Some(Some(object)) = self.objects.get_mut(key) {
+                let _ = self.blaze.evict(&Evict::Elf(evict::Elf::new(&object.path)));
+                object.used_in = None;
+            }
         }
         crate::memory::give_back_freed();
-        crate::memory::unmap_file_pages(|dev, inode| dropped.contains(&(dev, inode)));
+        unmap_pages_of(&dropped);
         self.dwarf_baseline = None;
         self.dwarf_drops += 1;
         if std::env::var_os("EAGLE_SYMBOLIZE_DEBUG").is_some() {
@@ -594,6 +583,14 @@ impl Symbols {
                 crate::memory::resident_bytes() as f64 / 1048576.0
             );
         }
+    }
+}
+
+/// Unmaps this process's pages of `objects`' files (blazesym's mappings of them), which stay in
+/// the page cache; what blazesym parsed of them stays.
+fn unmap_pages_of(objects: &HashSet<ObjectKey>) {
+    if !objects.is_empty() {
+        crate::memory::unmap_file_pages(|dev, inode| objects.contains(&(dev, inode)));
     }
 }
 
