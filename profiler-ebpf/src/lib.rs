@@ -57,6 +57,9 @@ pub mod names {
     pub const PROCESS_MAPS: &str = "process_maps";
     pub const UNWIND_TABLES: &str = "unwind_tables";
     pub const UNWIND_REQUESTS: &str = "unwind_requests";
+    /// A ring buffer the kernel side writes a record to per request made: what the unwind
+    /// thread sleeps on.
+    pub const UNWIND_DOORBELL: &str = "unwind_doorbell";
     /// Counts of changes, mapped by the agent: `u64`s indexed by [`super::Change`].
     pub const CHANGES: &str = "changes";
 }

@@ -238,7 +238,8 @@ struct {
 } unwind_tables SEC(".maps");
 
 /* Processes whose tables the agent should build or refresh (key: tgid, value: generation,
- * | EAGLE_REQUEST_REFRESH). The agent polls it often: a new process is unwound within ms. */
+ * | EAGLE_REQUEST_REFRESH). The agent is woken by `unwind_doorbell`: a new process is unwound
+ * within ms. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1024);
@@ -267,11 +268,24 @@ static __always_inline void count_change(__u32 kind)
 		__sync_fetch_and_add(count, 1);
 }
 
-/* Asks the agent for `tgid`'s tables (see unwind_requests); one request per process at a time. */
+/* The unwind thread's bell: a record (the tgid, which the thread does not need) per request
+ * made. The thread sleeps on this ring's descriptor, so that an idle node never wakes it (it
+ * looked at the count of requests 200 times a second: a third of an idle agent's CPU) and a
+ * request wakes it at once. A full ring loses records, not requests: the thread, woken by the
+ * records in it, reads the requests map. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096);
+} unwind_doorbell SEC(".maps");
+
+/* Asks the agent for `tgid`'s tables (see unwind_requests); one request per process at a time:
+ * the request, then its count, then the bell, so that a thread woken by the bell sees both. */
 static __always_inline void request_unwind(__u32 tgid, __u32 request)
 {
-	if (bpf_map_update_elem(&unwind_requests, &tgid, &request, BPF_NOEXIST) == 0)
+	if (bpf_map_update_elem(&unwind_requests, &tgid, &request, BPF_NOEXIST) == 0) {
 		count_change(EAGLE_CHANGE_REQUESTS);
+		bpf_ringbuf_output(&unwind_doorbell, &tgid, sizeof(tgid), 0);
+	}
 }
 
 /* The unwinder's working state: too big for the 512-byte eBPF stack. */

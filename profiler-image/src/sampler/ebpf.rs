@@ -7,7 +7,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use aya::maps::{Array, ArrayOfMaps, HashMap as BpfHashMap, IterableMap, Map, MapData, PerCpuArray, StackTraceMap};
+use aya::maps::{
+    Array, ArrayOfMaps, HashMap as BpfHashMap, IterableMap, Map, MapData, PerCpuArray, RingBuf, StackTraceMap,
+};
 use aya::programs::{BtfTracePoint, PerfEvent, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
 use eagle_ebpf::{key_flags, names, stack_flags, Counter, OffCpuStart, StackKey, TargetEntry, UserStack};
@@ -239,6 +241,7 @@ impl EbpfSampler {
             tables: ArrayOfMaps::try_from(take(names::UNWIND_TABLES)?).map_err(conv)?,
             requests: BpfHashMap::try_from(take(names::UNWIND_REQUESTS)?).map_err(conv)?,
             requests_made: count(eagle_ebpf::Change::Requests),
+            doorbell: RingBuf::try_from(take(names::UNWIND_DOORBELL)?).map_err(conv)?,
         };
         let by_thread = BpfHashMap::try_from(take(names::BY_THREAD)?).map_err(conv)?;
         let targets_changed = count(eagle_ebpf::Change::Targets);

@@ -2,22 +2,24 @@
 //! so that building the table of a big binary never delays a collection.
 //!
 //! The eBPF program asks for a process (the `unwind_requests` map) on its first sample without
-//! an up-to-date entry: a new process, one that exec'd, one that mapped new code. The thread
-//! looks every few milliseconds at a count of requests made (a mapped array, no system call),
-//! reads the requests when it moved, reads the process's executable mappings, builds
+//! an up-to-date entry: a new process, one that exec'd, one that mapped new code, and rings a bell
+//! (a record in the `unwind_doorbell` ring buffer). The thread sleeps on that ring's descriptor
+//! and on an eventfd the agent rings with each command, so that an idle node never wakes it;
+//! woken, it looks at a count of requests made (a mapped array, no system call), reads the
+//! requests when it moved, reads the process's executable mappings, builds
 //! the table of each object it has not loaded yet (one per device and inode, shared by build
 //! id), and writes the process's mapping list. Until then its samples are walked by frame
 //! pointers and counted as pending.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use aya::maps::{ArrayOfMaps, HashMap as BpfHashMap, MapData};
+use aya::maps::{ArrayOfMaps, HashMap as BpfHashMap, MapData, RingBuf};
 use eagle_ebpf::{Mapping, ProcessMaps, UnwindRow, MAX_MAPPINGS, MAX_TABLES, PROCESS_FRAME_POINTERS, REQUEST_REFRESH};
 use eagle_proto::{Warning, WarningCode};
 
@@ -25,9 +27,10 @@ use super::maps::{self, ExecMapping};
 use super::table::{Object, RowSink, Segment, TableError};
 use crate::mapped_count::MappedCount;
 
-/// How often the thread looks for requests: the share of a new process's first samples that
-/// are walked by frame pointers is about this over its run time.
-const POLL_EVERY: Duration = Duration::from_millis(5);
+/// How often at most the thread looks at the requests: a process whose samples keep asking for
+/// code outside its mappings (JIT code) rings the bell at the sampling rate, and each look is a
+/// walk of the requests map. A new process waits for its tables at most this long more.
+const LOOK_EVERY: Duration = Duration::from_millis(5);
 /// A process asking again for code outside its mappings is re-read at most this often (JIT
 /// code outside any mapping would otherwise have it re-read on every sample).
 const REFRESH_EVERY: Duration = Duration::from_millis(200);
@@ -48,6 +51,8 @@ pub struct UnwindMaps {
     pub requests: BpfHashMap<MapData, u32, u32>,
     /// The count of requests made (`Change::Requests`); `None`: read them at every look.
     pub requests_made: Option<MappedCount>,
+    /// A record per request made (`unwind_doorbell`): what the thread sleeps on.
+    pub doorbell: RingBuf<MapData>,
 }
 
 /// What the thread did, for the run's report.
@@ -74,6 +79,9 @@ enum Command {
 /// The handle the sampler keeps: dropping it stops the thread.
 pub struct Unwinder {
     commands: Option<Sender<Command>>,
+    /// An eventfd rung after each command and at the end: the thread sleeps on it beside the
+    /// kernel side's bell.
+    bell: Arc<OwnedFd>,
     shared: Arc<Mutex<Shared>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -83,6 +91,12 @@ impl Unwinder {
         let max_rows =
             std::env::var("EAGLE_UNWIND_MAX_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_MAX_ROWS);
         let (commands, receiver) = mpsc::channel();
+        // SAFETY: eventfd(2) has no preconditions; a descriptor it returns is this one's own.
+        let bell = match unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) } {
+            -1 => return Err(std::io::Error::last_os_error()),
+            fd => Arc::new(unsafe { OwnedFd::from_raw_fd(fd) }),
+        };
+        let thread_bell = Arc::clone(&bell);
         let shared = Arc::new(Mutex::new(Shared::default()));
         let mut loader = Loader::new(maps, max_rows, Arc::clone(&shared));
         let thread = std::thread::Builder::new().name("eagle-unwind".into()).spawn(move || {
@@ -91,9 +105,9 @@ impl Unwinder {
             // Without CAP_SYS_NICE this fails, and it runs at the agent's priority.
             // SAFETY: plain system calls on this thread's own id.
             unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, -10) };
-            loader.run(&receiver)
+            loader.run(&receiver, thread_bell.as_fd())
         })?;
-        Ok(Self { commands: Some(commands), shared, thread: Some(thread) })
+        Ok(Self { commands: Some(commands), bell, shared, thread: Some(thread) })
     }
 
     /// Builds `pid`'s tables now, before its first sample asks for them.
@@ -109,6 +123,7 @@ impl Unwinder {
     fn send(&self, command: Command) {
         if let Some(c) = &self.commands {
             let _ = c.send(command);
+            ring(self.bell.as_fd());
         }
     }
 
@@ -124,6 +139,7 @@ impl Unwinder {
 impl Drop for Unwinder {
     fn drop(&mut self) {
         self.commands.take();
+        ring(self.bell.as_fd());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -203,14 +219,30 @@ impl Loader {
         }
     }
 
-    fn run(&mut self, commands: &Receiver<Command>) {
+    fn run(&mut self, commands: &Receiver<Command>, bell: BorrowedFd<'_>) {
+        let mut looked: Option<Instant> = None;
         loop {
-            match commands.recv_timeout(POLL_EVERY) {
-                Ok(Command::Build { pid, generation }) => self.build(pid, generation),
-                Ok(Command::Forget { pid }) => self.forget(pid),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
+            sleep_until_rung(&[self.maps.doorbell.as_fd(), bell]);
+            drain_eventfd(bell);
+            loop {
+                match commands.try_recv() {
+                    Ok(Command::Build { pid, generation }) => self.build(pid, generation),
+                    Ok(Command::Forget { pid }) => self.forget(pid),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return,
+                }
             }
+            if !self.drain_doorbell() {
+                continue;
+            }
+            if let Some(wait) = looked.and_then(|at| LOOK_EVERY.checked_sub(at.elapsed())) {
+                // Rung again within LOOK_EVERY: what rings meanwhile is read in the same look.
+                std::thread::sleep(wait);
+                self.drain_doorbell();
+            }
+            looked = Some(Instant::now());
+            // Drained before the count is read: a request whose record was drained is counted
+            // already (the kernel side counts, then rings), and a later one rings again.
             if !self.maps.requests_made.as_mut().is_none_or(MappedCount::moved) {
                 continue;
             }
@@ -230,6 +262,16 @@ impl Loader {
                 self.build(pid, generation);
             }
         }
+    }
+
+    /// Consumes the bell's records (they carry nothing the requests map does not); whether
+    /// there were any.
+    fn drain_doorbell(&mut self) -> bool {
+        let mut rung = false;
+        while self.maps.doorbell.next().is_some() {
+            rung = true;
+        }
+        rung
     }
 
     fn warn(&mut self, code: WarningCode, pid: Option<u32>, once: String, message: String) {
@@ -682,6 +724,34 @@ fn read_vdso(sink: &mut dyn RowSink) -> Result<Object, TableError> {
     // the process, and nothing writes it.
     let image = unsafe { std::slice::from_raw_parts(base as *const u8, size as usize) };
     Object::parse_into(image, 1, |_| false, sink)
+}
+
+/// Sleeps until one of `fds` is readable (a signal or an error wakes it too: the caller looks
+/// at everything either way).
+fn sleep_until_rung(fds: &[BorrowedFd<'_>]) {
+    let mut polled: Vec<libc::pollfd> =
+        fds.iter().map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+    // SAFETY: `polled` is a valid array of `polled.len()` entries for the call's duration.
+    let woken = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, -1) };
+    if woken < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+        // Not expected with descriptors this thread owns; never a busy loop all the same.
+        std::thread::sleep(LOOK_EVERY);
+    }
+}
+
+/// Rings an eventfd bell.
+fn ring(bell: BorrowedFd<'_>) {
+    let one = 1u64.to_ne_bytes();
+    // SAFETY: writes 8 bytes from a live buffer to a descriptor borrowed for the call. A full
+    // counter (EAGAIN) is rung already.
+    unsafe { libc::write(bell.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+}
+
+/// Resets an eventfd bell (non-blocking: nothing to read is no wait).
+fn drain_eventfd(bell: BorrowedFd<'_>) {
+    let mut count = [0u8; 8];
+    // SAFETY: reads at most 8 bytes into a live buffer from a descriptor borrowed for the call.
+    unsafe { libc::read(bell.as_raw_fd(), count.as_mut_ptr().cast(), count.len()) };
 }
 
 #[cfg(test)]
