@@ -277,7 +277,8 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
                     }
                 }
             }
-            run.refresh_names();
+            let sampled = run.ebpf.take_sampled();
+            run.refresh_names(|pid| sampled.contains(&pid));
             watch_network(&mut net, &run)?;
             run.refresh_perf_maps();
             run.attach_started_jvms();
@@ -319,7 +320,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool, emit: &mut dyn FnMut(&str)) 
     run.ebpf.name_all_next();
     let mut cgroup_stats = at_window_end.unwrap_or_else(|| run.cgroup_stats());
     run.collect(&mut aggregate, started)?;
-    run.refresh_names();
+    run.refresh_names(|_| true);
     run.finish(&mut aggregate);
     if let Some(watch) = &run.cgroups {
         let throttled = aggregate.leaf_totals(THROTTLED_FRAME);
@@ -730,11 +731,14 @@ impl Run {
         self.ebpf.samples()
     }
 
-    /// Names change on exec (a shell that execs the command, a launcher script): keep the
-    /// latest name of every live process, and never take the name of a later process that
-    /// reuses the pid of one that ended.
-    fn refresh_names(&mut self) {
-        for (pid, info) in self.processes.iter_mut() {
+    /// Names change on exec (read then, see [`Run::handle`]) and when a process renames itself
+    /// (`prctl(PR_SET_NAME)`, as libuv's `process.title` does): keep the latest name of each
+    /// live process in `which`, and never take the name of a later process that reuses the pid
+    /// of one that ended. During the window `which` is the processes sampled since the last
+    /// refresh: only they gained samples under their name (reading every target's name each
+    /// second was most of an idle agent's reads of `/proc`); at the end, every process.
+    fn refresh_names(&mut self, which: impl Fn(u32) -> bool) {
+        for (pid, info) in self.processes.iter_mut().filter(|(pid, _)| which(**pid)) {
             // The sampler's exit watch where it has one, before a read of `/proc`.
             let alive = self.ebpf.alive_now(*pid).unwrap_or_else(|| self.proc.is_same_alive(*pid, info.start_ticks));
             if !alive {

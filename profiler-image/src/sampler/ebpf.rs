@@ -2,7 +2,7 @@
 //! thread of the target processes, on every CPU, at a frequency whose mean is the one asked for
 //! (the period is dithered: see `cpu_clock.rs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -59,6 +59,8 @@ pub struct EbpfSampler {
     /// Processes found gone at the last collection: their last samples may still come with
     /// this one, then what is cached for them is dropped.
     gone: Vec<u32>,
+    /// Processes with samples since the last [`EbpfSampler::take_sampled`].
+    sampled: HashSet<u32>,
     mode: ProfileMode,
     /// Wall mode: the microseconds one CPU sample stands for.
     sample_us: u64,
@@ -277,6 +279,7 @@ impl EbpfSampler {
             tracked: HashMap::new(),
             targets_changed,
             gone: Vec::new(),
+            sampled: HashSet::new(),
             mode,
             sample_us: 1_000_000 / frequency_hz.max(1),
             to_samples: WeighedSamples::default(),
@@ -490,6 +493,12 @@ impl EbpfSampler {
 
     fn counter(&self, c: Counter) -> u64 {
         self.counters.get(&(c as u32), 0).map(|v| v.iter().sum()).unwrap_or(0)
+    }
+
+    /// The processes with samples (on the CPU or blocked) since the last call: those whose
+    /// names the graph is showing now.
+    pub fn take_sampled(&mut self) -> HashSet<u32> {
+        std::mem::take(&mut self.sampled)
     }
 
     /// Whether the process that started as target `pid` still runs, asked of its exit watch
@@ -960,6 +969,7 @@ impl Sampler for EbpfSampler {
             .collect();
         self.symbols.name_located(|pid| round || exited.contains(&pid));
 
+        self.sampled.extend(entries.iter().map(|(key, _)| key.tgid));
         for (key, count) in entries {
             let off = is_offcpu(&key);
             let truncated = key.flags & key_flags::UNWOUND != 0
