@@ -31,6 +31,8 @@ pub mod names {
     /// Threads off the CPU: blocked, or runnable but not running (preempted, throttled, or
     /// woken and not yet running).
     pub const OFFCPU_START: &str = "offcpu_start";
+    /// A stop site seen beside another (`eagle_alt_site`).
+    pub const OFFCPU_ALT_SITES: &str = "offcpu_alt_sites";
     pub const OFFCPU_STACKS: &str = "offcpu_stacks";
     pub const OFFCPU_USER_STACKS: &str = "offcpu_ustacks";
     pub const MIN_BLOCK_NS: &str = "MIN_BLOCK_NS";

@@ -158,6 +158,24 @@ impl EbpfSampler {
         let btf = if std::env::var_os(FORCE_TRACEFS_ENV).is_some() { None } else { Btf::from_sys_fs().ok() };
         // Bound after `btf`, which it borrows, so that it is dropped first.
         let mut loader = unparsed;
+        // Maps this mode leaves unused are made of one entry: the kernel allocates a
+        // preallocated map whole as it is made (the off-CPU maps alone were 20 MiB of kernel
+        // memory and a tenth of a quiet run's CPU).
+        let unused: &[&str] = match mode {
+            ProfileMode::Cpu if stacks => &[names::OFFCPU_START, names::OFFCPU_ALT_SITES, names::OFFCPU_STACKS],
+            ProfileMode::Cpu => &[
+                names::OFFCPU_START,
+                names::OFFCPU_ALT_SITES,
+                names::OFFCPU_STACKS,
+                names::STACKS[0],
+                names::STACKS[1],
+            ],
+            ProfileMode::OffCpu => &[names::STACKS[0], names::STACKS[1]],
+            ProfileMode::Wall => &[],
+        };
+        for name in unused {
+            loader.map_max_entries(name, 1);
+        }
         let offset = if btf.is_some() { 0 } else { tracefs::with_tracefs(tracefs::child_pid_offset)?.0 };
         let with_tables = stacks && unwind_with_tables();
         // Start times are read through CO-RE relocations: only with the kernel's BTF.
