@@ -196,23 +196,46 @@ fn one_line(e: &dyn std::fmt::Display) -> String {
 /// kernel lets no process read another's thread CPU clocks). Its first field is the time the
 /// scheduler has accounted, brought up to date whenever the thread stops running, as it does
 /// while py-spy reads the process.
+///
+/// Asked at the sampling rate of every Python process that used the CPU, so each file it reads
+/// is kept open and read again (see [`ProcFile`]), and the process's threads are listed again
+/// only when their count changed or a thread's file says it is gone: opening each file at
+/// each read, and listing the threads each time, cost a Python that wakes every millisecond
+/// about 1 % of a core of the agent's.
 struct ThreadClocks {
     pid: u32,
     /// CPU nanoseconds of each thread at the previous read.
     last: HashMap<u64, u64>,
+    /// `/proc/PID/stat`, for the count of threads.
+    process_stat: Option<ProcFile>,
+    /// The threads as last listed, and whether the list is known to be stale.
+    tids: Vec<u64>,
+    stale: bool,
+    /// Threads' files kept open, up to [`MAX_OPEN_THREAD_FILES`].
+    open: HashMap<(u64, ThreadFile), ProcFile>,
+}
+
+/// Files kept open per Python process at most: past them, a thread's file is opened at each
+/// read (a process of thousands of threads must not take the agent's descriptors).
+const MAX_OPEN_THREAD_FILES: usize = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum ThreadFile {
+    Stat,
+    Schedstat,
 }
 
 impl ThreadClocks {
     fn of(pid: u32) -> Self {
-        Self { pid, last: HashMap::new() }
+        Self { pid, last: HashMap::new(), process_stat: None, tids: Vec::new(), stale: true, open: HashMap::new() }
     }
 
     /// CPU nanoseconds thread `tid` used since it was last asked about: `Some(0)` the first
     /// time, `None` when the process has no such thread (the id comes from the process's own
     /// memory: it may be stale, or a lie).
     fn spent_since_last(&mut self, tid: u64) -> Option<u64> {
-        let text = std::fs::read_to_string(format!("/proc/{}/task/{tid}/schedstat", self.pid)).ok()?;
-        let now: u64 = text.split_whitespace().next()?.parse().ok()?;
+        let now: u64 =
+            self.read_thread(tid, ThreadFile::Schedstat, |text| text.split_whitespace().next()?.parse().ok())?;
         if self.last.len() >= MAX_THREADS_REMEMBERED && !self.last.contains_key(&tid) {
             // A process that starts threads by the thousand: forget those that ended.
             let pid = self.pid;
@@ -226,24 +249,99 @@ impl ThreadClocks {
     /// py-spy calls active; when none is, every thread's clock is brought up to date, as a read
     /// that found them all idle would. `None` when the threads cannot be read (it exited).
     fn running_now(&mut self) -> Option<bool> {
-        let tids: Vec<u64> = std::fs::read_dir(format!("/proc/{}/task", self.pid))
+        let count = self.thread_count()?;
+        if self.stale || count != self.tids.len() {
+            self.list_threads()?;
+        }
+        for i in 0..self.tids.len() {
+            // The state follows the command name, which may hold spaces and parentheses.
+            let running = self
+                .read_thread(self.tids[i], ThreadFile::Stat, |stat| Some(stat.rsplit_once(") ")?.1.starts_with('R')));
+            match running {
+                Some(true) => return Some(true),
+                Some(false) => {}
+                // Ended since the list was made: made again at the next look.
+                None => self.stale = true,
+            }
+        }
+        if self.tids.is_empty() {
+            return None;
+        }
+        for i in 0..self.tids.len() {
+            self.spent_since_last(self.tids[i]);
+        }
+        Some(false)
+    }
+
+    /// The process's count of threads (`/proc/PID/stat` field 20); `None` once it is gone.
+    fn thread_count(&mut self) -> Option<usize> {
+        if self.process_stat.is_none() {
+            self.process_stat = ProcFile::open(&format!("/proc/{}/stat", self.pid));
+        }
+        let mut buf = [0u8; PROC_TEXT_MAX];
+        let stat = self.process_stat.as_ref()?.read(&mut buf)?;
+        stat.rsplit_once(") ")?.1.split_whitespace().nth(17)?.parse().ok()
+    }
+
+    fn list_threads(&mut self) -> Option<()> {
+        self.tids = std::fs::read_dir(format!("/proc/{}/task", self.pid))
             .ok()?
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
             .collect();
-        for tid in &tids {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/task/{tid}/stat", self.pid)) else { continue };
-            // The state follows the command name, which may hold spaces and parentheses.
-            if stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('R')) {
-                return Some(true);
+        self.stale = false;
+        let listed: std::collections::HashSet<u64> = self.tids.iter().copied().collect();
+        self.open.retain(|(tid, _), _| listed.contains(tid));
+        Some(())
+    }
+
+    /// `parse` of the text of thread `tid`'s `file`, read through the file kept open for it
+    /// (opened now while there is room); `None` when the thread is gone or the text is not as
+    /// expected.
+    fn read_thread<T>(&mut self, tid: u64, file: ThreadFile, parse: impl FnOnce(&str) -> Option<T>) -> Option<T> {
+        let mut buf = [0u8; PROC_TEXT_MAX];
+        if let Some(open) = self.open.get(&(tid, file)) {
+            let text = open.read(&mut buf);
+            if text.is_none() {
+                self.open.remove(&(tid, file));
             }
+            return parse(text?);
         }
-        if tids.is_empty() {
+        let name = match file {
+            ThreadFile::Stat => "stat",
+            ThreadFile::Schedstat => "schedstat",
+        };
+        let opened = ProcFile::open(&format!("/proc/{}/task/{tid}/{name}", self.pid))?;
+        let value = parse(opened.read(&mut buf)?);
+        if self.open.len() < MAX_OPEN_THREAD_FILES {
+            self.open.insert((tid, file), opened);
+        }
+        value
+    }
+}
+
+/// The longest text of a `/proc` file read here (`stat` is about 300 bytes, with a command
+/// name of at most 64).
+const PROC_TEXT_MAX: usize = 1024;
+
+/// A file of `/proc` kept open and read again from its start: procfs makes its text afresh at
+/// each read from offset 0, so a read is one system call (`pread`) where opening it again was
+/// five (open, statx, two reads, close).
+struct ProcFile(std::fs::File);
+
+impl ProcFile {
+    fn open(path: &str) -> Option<Self> {
+        std::fs::File::open(path).ok().map(Self)
+    }
+
+    /// The file's text now; `None` once its task is gone (`ESRCH`), or when the text is empty,
+    /// fills `buf` (it may be cut), or is not UTF-8.
+    fn read<'b>(&self, buf: &'b mut [u8]) -> Option<&'b str> {
+        use std::os::unix::fs::FileExt;
+        let n = self.0.read_at(buf, 0).ok()?;
+        if n == 0 || n == buf.len() {
             return None;
         }
-        for tid in tids {
-            self.spent_since_last(tid);
-        }
-        Some(false)
+        std::str::from_utf8(&buf[..n]).ok()
     }
 }
 
@@ -310,6 +408,37 @@ mod tests {
             last = now;
         }
         child
+    }
+
+    /// Thread states and clocks read through files kept open are current at each read, a
+    /// thread started later is listed, and a process gone is told.
+    #[test]
+    fn thread_clocks_read_again_from_kept_files_follow_new_threads() {
+        let mut child = python_started(
+            "import threading, time\ntime.sleep(1)\nthreading.Thread(target=lambda: [0 for _ in iter(int, 1)]).start()",
+        );
+        let mut threads = ThreadClocks::of(child.id());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut running = threads.running_now();
+        while running != Some(true) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            running = threads.running_now();
+        }
+        assert_eq!(running, Some(true), "a spinning thread is seen running");
+        assert_eq!(threads.tids.len(), 2, "the thread started later is listed: {:?}", threads.tids);
+        let spinner = *threads.tids.iter().find(|t| **t != u64::from(child.id())).unwrap();
+        threads.spent_since_last(spinner);
+        assert!(threads.open.contains_key(&(spinner, ThreadFile::Schedstat)), "its schedstat is kept open");
+        // However long a loaded machine makes it wait for 20 ms of CPU.
+        let mut spent = 0;
+        while spent < 20_000_000 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            spent += threads.spent_since_last(spinner).unwrap();
+        }
+        assert!(spent >= 20_000_000, "a file kept open reads the clock as it is now: {spent} ns");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(threads.running_now(), None, "a reaped process has no threads");
     }
 
     /// An idle Python is not read (nor paused) while it does not run, and the reader still
