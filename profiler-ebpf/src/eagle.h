@@ -130,9 +130,15 @@ struct eagle_mapping {
 	__u64 start;
 	__u64 end;
 	__u64 bias;  /* address in the process - bias = address in the object's table */
-	__u32 table; /* slot in `unwind_tables`; 0: no table, walk frame pointers (Go, JIT code) */
-	__u32 rows;
+	__u32 table; /* slot in `unwind_tables`; 0: no table, walk frame pointers (Go, JIT code);
+		      * EAGLE_TABLE_LAZY: one the agent builds once a sample needs it */
+	__u32 rows;  /* rows of the table; of a lazy one: set by the kernel side when it is needed */
 };
+
+/* `eagle_mapping::table` of an object with unwind information whose table is not built yet:
+ * the agent builds an object's table when a sample first lands in it, not for every object a
+ * process maps (a process may map libraries of millions of rows and never run them). */
+#define EAGLE_TABLE_LAZY 0xffffffff
 
 /* Value of `process_maps`: what the unwinder knows about a process's executable mappings. */
 struct eagle_process_maps {
@@ -158,6 +164,7 @@ enum eagle_change {
 
 /* Value of `unwind_requests` (key: tgid): why the agent should (re)read a process. */
 #define EAGLE_REQUEST_REFRESH 0x80000000 /* an address outside every known mapping (dlopen) */
+#define EAGLE_REQUEST_OBJECT 0x40000000  /* an address in a mapping whose table is lazy */
 
 /* A user stack unwound with tables: value of `ustacks_N`. */
 struct eagle_user_stack {

@@ -138,6 +138,11 @@ pub mod cfa {
 pub const PROCESS_FRAME_POINTERS: u32 = 1;
 /// `unwind_requests` value bit: an address outside every known mapping.
 pub const REQUEST_REFRESH: u32 = 0x8000_0000;
+/// `unwind_requests` value bit: an address in a mapping whose table is lazy.
+pub const REQUEST_OBJECT: u32 = 0x4000_0000;
+/// `Mapping::table` of an object whose table the agent builds once a sample needs it
+/// (`EAGLE_TABLE_LAZY`).
+pub const TABLE_LAZY: u32 = u32::MAX;
 
 /// Key of the counts maps: `struct eagle_stack_key`.
 #[repr(C)]
@@ -179,8 +184,10 @@ pub struct Mapping {
     pub end: u64,
     /// Address in the process - bias = address in the object's table.
     pub bias: u64,
-    /// Slot in `unwind_tables`; 0: no table, walk frame pointers.
+    /// Slot in `unwind_tables`; 0: no table, walk frame pointers; [`TABLE_LAZY`]: a table the
+    /// agent builds once a sample needs it.
     pub table: u32,
+    /// Rows of the table; of a lazy one, not 0 once the kernel side marked it needed.
     pub rows: u32,
 }
 

@@ -516,6 +516,15 @@ static long unwind_step(__u32 index, void *ctx)
 	}
 	if (m->table == 0)
 		return step_frame_pointer(s);
+	if (m->table == EAGLE_TABLE_LAZY) {
+		/* Marked as needed (the agent builds the tables of the marked mappings), asked for,
+		 * and walked by frame pointers meanwhile, as a process without tables is. */
+		if (m->rows == 0)
+			m->rows = 1;
+		request_unwind(s->maps_tgid, maps->generation | EAGLE_REQUEST_OBJECT);
+		s->stack.flags |= EAGLE_STACK_PENDING;
+		return step_frame_pointer(s);
+	}
 	__u32 slot = m->table;
 	__u32 rows = m->rows;
 	__u64 relative = pc - m->bias;
@@ -1083,6 +1092,8 @@ static __always_inline int stopped_stacks(__u64 *ctx, __u32 tgid, struct eagle_t
 	__u32 process_flags = 0;
 	__u32 owner = UNWIND_WITH_TABLES ? maps_owner(tgid, target, &process_flags) : 0;
 	int unwound = 0;
+	/* A frame in a mapping whose table was not built yet was walked by frame pointers. */
+	int partly_pending = 0;
 	__u32 checks = 0;
 	if (owner != 0 && !(process_flags & EAGLE_PROCESS_FRAME_POINTERS)) {
 		struct unwind_state *s = bpf_map_lookup_elem(&unwind_scratch, &zero);
@@ -1091,6 +1102,7 @@ static __always_inline int stopped_stacks(__u64 *ctx, __u32 tgid, struct eagle_t
 			s->sp = REGS_SP(*regs);
 			s->bp = REGS_BP(*regs);
 			unwound = unwind_user(s, &offcpu_ustacks, owner, key);
+			partly_pending = s->stack.flags & EAGLE_STACK_PENDING;
 			/* The return addresses read: frames 1 to `checks` of the stack. */
 			if (unwound > 0) {
 				__u32 len = s->stack.len;
@@ -1117,8 +1129,9 @@ static __always_inline int stopped_stacks(__u64 *ctx, __u32 tgid, struct eagle_t
 	    (key->kernel_stack_id < 0 && key->kernel_stack_id != -EFAULT))
 		return 0;
 	/* Reused only when unwound with the tables, which say where the return addresses were: a
-	 * frame-pointer walk (the tables not ready, or a process walked so) is taken each time. */
-	if (user && unwound > 0) {
+	 * frame-pointer walk (the tables not ready, or a process walked so), whole or in part (an
+	 * object whose table is being built), is taken each time. */
+	if (user && unwound > 0 && !partly_pending) {
 		last->checks = checks;
 		last->sp = REGS_SP(*regs);
 		last->bp = REGS_BP(*regs);

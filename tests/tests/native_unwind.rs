@@ -121,3 +121,49 @@ fn code_without_tables_or_frame_pointers_is_marked_truncated_and_said() {
         "no warning says that the stacks stop early",
     );
 }
+
+/// Tables are built for the objects a process runs, not for every object it maps: a process
+/// that maps LLVM (1.7 million rows) and never calls into it gets no table for it, and the
+/// code it does run is unwound (the program, its libraries: tables built as their first
+/// sample asks). A node's processes map much more than they run.
+#[test]
+fn a_library_mapped_and_never_run_gets_no_table() {
+    require_sampling!();
+    // clang-19 (scripts/setup.sh) brings it.
+    let llvm = "/usr/lib/x86_64-linux-gnu/libLLVM.so.19.1";
+    let dir = TestDir::new("lazy_tables");
+    // Mapped (its constructors run before the agent starts), then a second of sleep, then
+    // nothing but Python's own code for 5 s.
+    let workload = Workload::start(Command::new("python3").args([
+        "-c",
+        "import ctypes, sys, time\nctypes.CDLL(sys.argv[1])\ntime.sleep(1)\nend = time.time() + 5\nwhile time.time() < end: pass",
+        llvm,
+    ]));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut eagle = Eagle::cli(&dir)
+        .arg("profile")
+        .args(["-o", "flame.folded", "-d", "3s", "-f", "499", "--runtime", "native"])
+        .arg(format!("pid/{}", workload.pid()))
+        .output_file(dir.join("flame.folded"));
+    eagle.command_mut().env("EAGLE_UNWIND_DEBUG", "1");
+    let run = eagle.run();
+    drop(workload);
+    run.assert_code(0);
+    // `unwind: ... N tables, M rows loaded`, after each build.
+    let rows = run
+        .stderr_lines()
+        .iter()
+        .filter_map(|l| {
+            l.strip_prefix("unwind: ")?.strip_suffix(" rows loaded")?.rsplit(' ').next()?.parse::<u64>().ok()
+        })
+        .max();
+    let Some(rows) = rows else { panic!("no `unwind: ... rows loaded` line{}", run.diagnostics()) };
+    run.check(rows < 1_000_000, format!("{rows} rows loaded: LLVM's table was built, though nothing ran it"));
+    let profile = run.profile();
+    run.check(profile.total() >= 300, format!("only {} samples", profile.total()));
+    let whole = profile.count_where(|frames| frames.iter().any(|f| f.starts_with("_PyEval_EvalFrame") || *f == "main"));
+    run.check(
+        whole as f64 >= 0.9 * profile.total() as f64,
+        format!("only {whole} of {} samples reach the interpreter's loop or main", profile.total()),
+    );
+}

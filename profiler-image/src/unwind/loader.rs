@@ -20,7 +20,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use aya::maps::{ArrayOfMaps, HashMap as BpfHashMap, MapData, RingBuf};
-use eagle_ebpf::{Mapping, ProcessMaps, UnwindRow, MAX_MAPPINGS, MAX_TABLES, PROCESS_FRAME_POINTERS, REQUEST_REFRESH};
+use eagle_ebpf::{
+    Mapping, ProcessMaps, UnwindRow, MAX_MAPPINGS, MAX_TABLES, PROCESS_FRAME_POINTERS, REQUEST_OBJECT, REQUEST_REFRESH,
+    TABLE_LAZY,
+};
 use eagle_proto::{Warning, WarningCode};
 
 use super::maps::{self, ExecMapping};
@@ -157,8 +160,21 @@ enum TableKey {
 /// A file (device, inode) as far as it was read.
 struct FileEntry {
     segments: Vec<Segment>,
-    /// `None`: no table (no unwind info, or it could not be read): frame pointers.
-    table: Option<TableKey>,
+    table: FileTable,
+}
+
+enum FileTable {
+    /// No table (no unwind info, or it could not be read): frame pointers.
+    None,
+    Loaded(TableKey),
+    /// Unwind information whose rows are built once a sample lands in the object.
+    Lazy,
+}
+
+/// Where the unwinder finds the rows of a mapping, and its bias.
+enum Located {
+    Table(TableKey, u64),
+    Lazy(u64),
 }
 
 struct Loaded {
@@ -250,13 +266,16 @@ impl Loader {
             for (pid, request) in requests {
                 let _ = self.maps.requests.remove(&pid);
                 let refresh = request & REQUEST_REFRESH != 0;
-                let generation = request & !REQUEST_REFRESH;
+                // A sample in an object whose table is lazy: built at once, as a new process's
+                // are (each object asks until its table is in, then never again).
+                let object = request & REQUEST_OBJECT != 0;
+                let generation = request & !(REQUEST_REFRESH | REQUEST_OBJECT);
                 let known = self.processes.get(&pid);
                 // Samples taken while a build was under way ask for what it just did.
-                if !refresh && known.is_some_and(|p| p.generation == generation) {
+                if !refresh && !object && known.is_some_and(|p| p.generation == generation) {
                     continue;
                 }
-                if refresh && known.is_some_and(|p| p.refreshed.elapsed() < REFRESH_EVERY) {
+                if refresh && !object && known.is_some_and(|p| p.refreshed.elapsed() < REFRESH_EVERY) {
                     continue;
                 }
                 self.build(pid, generation);
@@ -305,14 +324,24 @@ impl Loader {
             mappings.truncate(MAX_MAPPINGS);
             mappings.sort_by_key(|m| m.start);
         }
+        // The lazy mappings a sample landed in since the last build (the kernel side marks
+        // them): their objects' tables are built now.
+        let needed: HashSet<(u64, u64)> = match self.maps.process_maps.get(&pid, 0) {
+            Ok(before) => before.mappings[..(before.count as usize).min(MAX_MAPPINGS)]
+                .iter()
+                .filter(|m| m.table == TABLE_LAZY && m.rows != 0)
+                .map(|m| (m.start, m.end))
+                .collect(),
+            Err(_) => HashSet::new(),
+        };
         let mut entry =
             ProcessMaps { count: 0, generation, flags: 0, _pad: 0, mappings: [Mapping::default(); MAX_MAPPINGS] };
         let mut used: Vec<TableKey> = Vec::new();
         let mut over_budget = false;
         for (i, m) in mappings.iter().enumerate() {
             let mut mapping = Mapping { start: m.start, end: m.end, bias: 0, table: 0, rows: 0 };
-            match self.table_for(pid, m) {
-                Ok(Some((key, bias))) => {
+            match self.table_for(pid, m, needed.contains(&(m.start, m.end))) {
+                Ok(Some(Located::Table(key, bias))) => {
                     if let Some(t) = self.tables.get_mut(&key) {
                         t.users += 1;
                         mapping.table = t.slot;
@@ -320,6 +349,10 @@ impl Loader {
                         mapping.bias = bias;
                         used.push(key);
                     }
+                }
+                Ok(Some(Located::Lazy(bias))) => {
+                    mapping.table = TABLE_LAZY;
+                    mapping.bias = bias;
                 }
                 Ok(None) => {}
                 Err(OverBudget) => over_budget = true,
@@ -404,7 +437,7 @@ impl Loader {
 
     /// The table of the object behind mapping `m` of `pid`, loading it if needed, and the
     /// mapping's bias; `None` when its code is walked by frame pointers.
-    fn table_for(&mut self, pid: u32, m: &ExecMapping) -> Result<Option<(TableKey, u64)>, OverBudget> {
+    fn table_for(&mut self, pid: u32, m: &ExecMapping, needed: bool) -> Result<Option<Located>, OverBudget> {
         let file_key = if m.is_file() {
             (m.dev, m.inode)
         } else if m.path == "[vdso]" {
@@ -412,12 +445,16 @@ impl Loader {
         } else {
             return Ok(None); // JIT code, anonymous memory
         };
+        if needed && self.files.get(&file_key).is_some_and(|f| matches!(f.table, FileTable::Lazy)) {
+            // Read again, rows and all.
+            self.files.remove(&file_key);
+        }
         if !self.files.contains_key(&file_key) {
             let reading = Instant::now();
             // The rows go into the kernel's map as they are merged (see [`KernelTable`]).
             let mut kernel = KernelTable::new(self.max_rows.saturating_sub(self.rows_loaded));
             let parsed = if m.is_file() {
-                match self.read_file(pid, m, &mut kernel) {
+                match self.read_file(pid, m, &mut kernel, needed) {
                     Some(parsed) => parsed,
                     // The process exec'd or exited since its maps were read: nothing learnt
                     // about the file; a sample of its new program asks again.
@@ -436,18 +473,21 @@ impl Loader {
                     } else {
                         TableKey::File(m.dev, m.inode)
                     };
-                    // Rows are not built for an object whose build id is loaded already.
+                    // Rows are not built for an object whose build id is loaded already, nor
+                    // for one no sample needs yet.
                     let table = if self.tables.contains_key(&key) {
-                        Some(key)
+                        FileTable::Loaded(key)
+                    } else if object.rows_skipped {
+                        FileTable::Lazy
                     } else {
                         let loading = Instant::now();
                         let loaded = kernel.finish().and_then(|table| table.map(|t| self.install(t)).transpose());
                         self.load_time += loading.elapsed();
                         match loaded {
-                            Ok(None) => None, // no rows
+                            Ok(None) => FileTable::None, // no rows
                             Ok(Some(Some((slot, rows)))) => {
                                 self.tables.insert(key.clone(), Loaded { slot, rows, users: 0 });
-                                Some(key)
+                                FileTable::Loaded(key)
                             }
                             Ok(Some(None)) => return Err(OverBudget),
                             Err(e) => {
@@ -457,7 +497,7 @@ impl Loader {
                                     format!("load {}", m.path),
                                     format!("cannot load the unwind table of {} into the kernel ({e}): its frames are walked by frame pointers", m.path),
                                 );
-                                None
+                                FileTable::None
                             }
                         }
                     };
@@ -471,7 +511,7 @@ impl Loader {
                         format!("load {}", m.path),
                         format!("cannot load the unwind table of {} into the kernel ({e}): its frames are walked by frame pointers", m.path),
                     );
-                    FileEntry { segments: Vec::new(), table: None }
+                    FileEntry { segments: Vec::new(), table: FileTable::None }
                 }
                 Err(error) => {
                     self.warn(
@@ -483,26 +523,38 @@ impl Loader {
                             m.path
                         ),
                     );
-                    FileEntry { segments: Vec::new(), table: None }
+                    FileEntry { segments: Vec::new(), table: FileTable::None }
                 }
             };
             self.files.insert(file_key, entry);
         }
         let file = &self.files[&file_key];
-        let Some(key) = file.table.clone() else { return Ok(None) };
-        if !self.tables.contains_key(&key) {
-            // Released since it was read: read it again.
-            self.files.remove(&file_key);
-            return self.table_for(pid, m);
-        }
         let object = Object { segments: file.segments.clone(), ..Object::default() };
-        Ok(object.bias(m.start, m.end, m.offset).map(|bias| (key, bias)))
+        let Some(bias) = object.bias(m.start, m.end, m.offset) else { return Ok(None) };
+        match &file.table {
+            FileTable::None => Ok(None),
+            FileTable::Lazy => Ok(Some(Located::Lazy(bias))),
+            FileTable::Loaded(key) if self.tables.contains_key(key) => Ok(Some(Located::Table(key.clone(), bias))),
+            FileTable::Loaded(_) => {
+                // Released since it was read: read it again.
+                self.files.remove(&file_key);
+                self.table_for(pid, m, needed)
+            }
+        }
     }
 
     /// Reads an object through the process's own view of it (so a container's files are
     /// found, and a file deleted since it was mapped too).
     /// `None` when the mapping is gone.
-    fn read_file(&self, pid: u32, m: &ExecMapping, sink: &mut dyn RowSink) -> Option<Result<Object, TableError>> {
+    /// `needed`: a sample landed in it, and its rows are built (unless its build id has a
+    /// table loaded already); else only its segments and build id are read.
+    fn read_file(
+        &self,
+        pid: u32,
+        m: &ExecMapping,
+        sink: &mut dyn RowSink,
+        needed: bool,
+    ) -> Option<Result<Object, TableError>> {
         let path = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
         let file = File::open(&path).ok()?;
         // Read through a cache of the parts asked for, not mapped: a file truncated while it
@@ -510,8 +562,8 @@ impl Loader {
         let cache = object::ReadCache::new(file);
         // The same library under another path (another container's copy) has the same build
         // id: its table is loaded already, and only its segments are needed.
-        let loaded = |id: &[u8]| self.tables.contains_key(&TableKey::BuildId(id.to_vec()));
-        Some(Object::parse_into(&cache, self.threads, loaded, sink))
+        let loaded = |id: &[u8]| !id.is_empty() && self.tables.contains_key(&TableKey::BuildId(id.to_vec()));
+        Some(Object::parse_into(&cache, self.threads, |id| loaded(id) || !needed, sink))
     }
 
     /// Puts a table filled by [`KernelTable`] into a free slot: its slot and rows, `None` when

@@ -88,6 +88,8 @@ pub struct Object {
     pub source: &'static str,
     /// FDEs that could not be parsed and were left out (their code walks frame pointers).
     pub bad_entries: usize,
+    /// The object has unwind information whose rows were not built (`skip_rows` said so).
+    pub rows_skipped: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -116,15 +118,16 @@ impl Object {
     }
 
     /// As [`Object::parse`], evaluating the unwind entries on up to `threads` threads (this one
-    /// included). When `loaded` says the object's build id has a table already, the rows are
-    /// not built: its segments and build id are all that is needed then.
+    /// included). When `skip_rows`, given the object's build id (empty without one), says so,
+    /// the rows are not built (`rows_skipped`): its segments and build id are all that is
+    /// needed while its build id has a table already, or until a sample needs its table.
     pub fn parse_on<'data, R: ReadRef<'data>>(
         data: R,
         threads: usize,
-        loaded: impl Fn(&[u8]) -> bool,
+        skip_rows: impl Fn(&[u8]) -> bool,
     ) -> Result<Self, TableError> {
         let mut rows = Vec::new();
-        let mut object = Self::parse_into(data, threads, loaded, &mut rows)?;
+        let mut object = Self::parse_into(data, threads, skip_rows, &mut rows)?;
         rows.shrink_to_fit();
         object.rows = rows;
         Ok(object)
@@ -135,7 +138,7 @@ impl Object {
     pub fn parse_into<'data, R: ReadRef<'data>>(
         data: R,
         threads: usize,
-        loaded: impl Fn(&[u8]) -> bool,
+        skip_rows: impl Fn(&[u8]) -> bool,
         sink: &mut dyn RowSink,
     ) -> Result<Self, TableError> {
         // Headers, section names, notes and the unwind sections are all that is read: not
@@ -161,8 +164,19 @@ impl Object {
             .collect();
         let sections = header.sections(endian, data).map_err(not_elf)?;
         let build_id = gnu_build_id(&sections, endian, data).map(<[u8]>::to_vec);
-        if build_id.as_deref().is_some_and(|id| !id.is_empty() && loaded(id)) {
-            return Ok(Object { segments, build_id, source: "a table loaded already", ..Object::default() });
+        let has_unwind_info = [b".eh_frame".as_slice(), b".debug_frame"].iter().any(|name| {
+            sections
+                .section_by_name(endian, name)
+                .is_some_and(|(_, s)| s.sh_type(endian) != object::elf::SHT_NOBITS && s.sh_size(endian) > 0)
+        });
+        if has_unwind_info && skip_rows(build_id.as_deref().unwrap_or_default()) {
+            return Ok(Object {
+                segments,
+                build_id,
+                source: "rows not built",
+                rows_skipped: true,
+                ..Object::default()
+            });
         }
         let address = |name: &[u8]| sections.section_by_name(endian, name).map(|(_, s)| s.sh_addr(endian));
         let section = |name: &[u8]| {
