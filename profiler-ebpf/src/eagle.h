@@ -140,6 +140,11 @@ struct eagle_mapping {
  * process maps (a process may map libraries of millions of rows and never run them). */
 #define EAGLE_TABLE_LAZY 0xffffffff
 
+/* The kernel side marks a lazy mapping with one 64-bit compare-and-swap of `table` and `rows`. */
+_Static_assert(__builtin_offsetof(struct eagle_mapping, table) % 8 == 0 &&
+		       __builtin_offsetof(struct eagle_mapping, rows) == __builtin_offsetof(struct eagle_mapping, table) + 4,
+	       "table and rows make one aligned 64-bit word");
+
 /* Value of `process_maps`: what the unwinder knows about a process's executable mappings. */
 struct eagle_process_maps {
 	__u32 count;
@@ -150,7 +155,8 @@ struct eagle_process_maps {
 };
 
 enum eagle_process_flag {
-	/* Its tables did not fit in the agent's budget: walk frame pointers, ask for nothing. */
+	/* Walk frame pointers, ask for nothing. (The agent sets it no more: a table over its
+	 * budget sends only its own object to frame pointers, `table` 0.) */
 	EAGLE_PROCESS_FRAME_POINTERS = 1,
 };
 

@@ -238,7 +238,7 @@ struct {
 } unwind_tables SEC(".maps");
 
 /* Processes whose tables the agent should build or refresh (key: tgid, value: generation,
- * | EAGLE_REQUEST_REFRESH). The agent is woken by `unwind_doorbell`: a new process is unwound
+ * | EAGLE_REQUEST_REFRESH, | EAGLE_REQUEST_OBJECT). The agent is woken by `unwind_doorbell`: a new process is unwound
  * within ms. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -279,13 +279,23 @@ struct {
 } unwind_doorbell SEC(".maps");
 
 /* Asks the agent for `tgid`'s tables (see unwind_requests); one request per process at a time:
- * the request, then its count, then the bell, so that a thread woken by the bell sees both. */
+ * the request, then its count, then the bell, so that a thread woken by the bell sees both. An
+ * object's request joins one already made (a refresh, which the agent serves at most every
+ * 200 ms, would otherwise hold it back). */
 static __always_inline void request_unwind(__u32 tgid, __u32 request)
 {
 	if (bpf_map_update_elem(&unwind_requests, &tgid, &request, BPF_NOEXIST) == 0) {
 		count_change(EAGLE_CHANGE_REQUESTS);
 		bpf_ringbuf_output(&unwind_doorbell, &tgid, sizeof(tgid), 0);
+		return;
 	}
+	if (!(request & EAGLE_REQUEST_OBJECT))
+		return;
+	/* Not atomic (no 32-bit atomics before BPF v3): a bit lost to a race, or to the agent
+	 * taking the request meanwhile, is asked again by the object's next sample. */
+	__u32 *made = bpf_map_lookup_elem(&unwind_requests, &tgid);
+	if (made && !(*made & EAGLE_REQUEST_OBJECT))
+		*made |= EAGLE_REQUEST_OBJECT;
 }
 
 /* The unwinder's working state: too big for the 512-byte eBPF stack. */
@@ -518,9 +528,12 @@ static long unwind_step(__u32 index, void *ctx)
 		return step_frame_pointer(s);
 	if (m->table == EAGLE_TABLE_LAZY) {
 		/* Marked as needed (the agent builds the tables of the marked mappings), asked for,
-		 * and walked by frame pointers meanwhile, as a process without tables is. */
-		if (m->rows == 0)
-			m->rows = 1;
+		 * and walked by frame pointers meanwhile, as a process without tables is. Marked
+		 * only while still lazy and unmarked, `table` and `rows` as one 64-bit word (little
+		 * endian: `table` low): were the entry freed and its memory reused for another
+		 * process's since it was looked up, a loaded mapping's rows stay as they are. */
+		__sync_val_compare_and_swap((__u64 *)&m->table, (__u64)EAGLE_TABLE_LAZY,
+					    (__u64)EAGLE_TABLE_LAZY | (1ULL << 32));
 		request_unwind(s->maps_tgid, maps->generation | EAGLE_REQUEST_OBJECT);
 		s->stack.flags |= EAGLE_STACK_PENDING;
 		return step_frame_pointer(s);
@@ -691,6 +704,9 @@ static __always_inline int unwind_user(struct unwind_state *s, void *ustacks, __
 		return -1;
 	if (s->stack.flags & EAGLE_STACK_TRUNCATED)
 		bump(EAGLE_UNWIND_TRUNCATED);
+	/* A frame in an object whose table is not built yet was walked by frame pointers. */
+	if (s->stack.flags & EAGLE_STACK_PENDING)
+		bump(EAGLE_UNWIND_PENDING);
 	key->user_stack_hash = hash;
 	key->user_stack_id = -ENOENT;
 	key->flags |= EAGLE_KEY_UNWOUND;

@@ -212,12 +212,41 @@ struct ThreadClocks {
     tids: Vec<u64>,
     stale: bool,
     /// Threads' files kept open, up to [`MAX_OPEN_THREAD_FILES`].
-    open: HashMap<(u64, ThreadFile), ProcFile>,
+    open: HashMap<(u64, ThreadFile), KeptFile>,
 }
 
-/// Files kept open per Python process at most: past them, a thread's file is opened at each
-/// read (a process of thousands of threads must not take the agent's descriptors).
+/// Files kept open per Python process at most, and over all of them: past these, a thread's
+/// file is opened at each read (a process of thousands of threads, or a node of hundreds of
+/// Python processes, must not take the descriptors the agent's exit watches and the objects
+/// being named need).
 const MAX_OPEN_THREAD_FILES: usize = 64;
+const MAX_OPEN_THREAD_FILES_IN_ALL: usize = 1024;
+
+/// Thread files kept open now, over every Python process.
+static OPEN_THREAD_FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A [`ProcFile`] counted in [`OPEN_THREAD_FILES`] while it is kept.
+struct KeptFile(ProcFile);
+
+impl KeptFile {
+    /// `file`, kept if there is room, per process (`kept_here` files already) and in all.
+    fn keep(file: ProcFile, kept_here: usize) -> Result<Self, ProcFile> {
+        if kept_here >= MAX_OPEN_THREAD_FILES {
+            return Err(file);
+        }
+        if OPEN_THREAD_FILES.fetch_add(1, Ordering::Relaxed) >= MAX_OPEN_THREAD_FILES_IN_ALL {
+            OPEN_THREAD_FILES.fetch_sub(1, Ordering::Relaxed);
+            return Err(file);
+        }
+        Ok(Self(file))
+    }
+}
+
+impl Drop for KeptFile {
+    fn drop(&mut self) {
+        OPEN_THREAD_FILES.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum ThreadFile {
@@ -253,15 +282,15 @@ impl ThreadClocks {
         if self.stale || count != self.tids.len() {
             self.list_threads()?;
         }
-        for i in 0..self.tids.len() {
-            // The state follows the command name, which may hold spaces and parentheses.
-            let running = self
-                .read_thread(self.tids[i], ThreadFile::Stat, |stat| Some(stat.rsplit_once(") ")?.1.starts_with('R')));
-            match running {
-                Some(true) => return Some(true),
-                Some(false) => {}
-                // Ended since the list was made: made again at the next look.
-                None => self.stale = true,
+        if self.any_thread_running() {
+            return Some(true);
+        }
+        if self.stale {
+            // A listed thread ended: another may have started in its place (the count the
+            // same), and be running now. Listed again before answering that none runs.
+            self.list_threads()?;
+            if self.any_thread_running() {
+                return Some(true);
             }
         }
         if self.tids.is_empty() {
@@ -271,6 +300,22 @@ impl ThreadClocks {
             self.spent_since_last(self.tids[i]);
         }
         Some(false)
+    }
+
+    /// Whether a listed thread is running or waiting for a CPU; a thread that ended since the
+    /// list was made marks it stale.
+    fn any_thread_running(&mut self) -> bool {
+        for i in 0..self.tids.len() {
+            // The state follows the command name, which may hold spaces and parentheses.
+            let running = self
+                .read_thread(self.tids[i], ThreadFile::Stat, |stat| Some(stat.rsplit_once(") ")?.1.starts_with('R')));
+            match running {
+                Some(true) => return true,
+                Some(false) => {}
+                None => self.stale = true,
+            }
+        }
+        false
     }
 
     /// The process's count of threads (`/proc/PID/stat` field 20); `None` once it is gone.
@@ -300,7 +345,7 @@ impl ThreadClocks {
     fn read_thread<T>(&mut self, tid: u64, file: ThreadFile, parse: impl FnOnce(&str) -> Option<T>) -> Option<T> {
         let mut buf = [0u8; PROC_TEXT_MAX];
         if let Some(open) = self.open.get(&(tid, file)) {
-            let text = open.read(&mut buf);
+            let text = open.0.read(&mut buf);
             if text.is_none() {
                 self.open.remove(&(tid, file));
             }
@@ -312,8 +357,8 @@ impl ThreadClocks {
         };
         let opened = ProcFile::open(&format!("/proc/{}/task/{tid}/{name}", self.pid))?;
         let value = parse(opened.read(&mut buf)?);
-        if self.open.len() < MAX_OPEN_THREAD_FILES {
-            self.open.insert((tid, file), opened);
+        if let Ok(kept) = KeptFile::keep(opened, self.open.len()) {
+            self.open.insert((tid, file), kept);
         }
         value
     }

@@ -2,14 +2,15 @@
 //! so that building the table of a big binary never delays a collection.
 //!
 //! The eBPF program asks for a process (the `unwind_requests` map) on its first sample without
-//! an up-to-date entry: a new process, one that exec'd, one that mapped new code, and rings a bell
+//! an up-to-date entry (a new process, one that exec'd, one that mapped new code) or in an
+//! object whose table is not built yet (a lazy mapping, which it marks), and rings a bell
 //! (a record in the `unwind_doorbell` ring buffer). The thread sleeps on that ring's descriptor
 //! and on an eventfd the agent rings with each command, so that an idle node never wakes it;
 //! woken, it looks at a count of requests made (a mapped array, no system call), reads the
-//! requests when it moved, reads the process's executable mappings, builds
-//! the table of each object it has not loaded yet (one per device and inode, shared by build
-//! id), and writes the process's mapping list. Until then its samples are walked by frame
-//! pointers and counted as pending.
+//! requests when it moved, reads the process's executable mappings, builds the table of each
+//! marked object it has not loaded yet (one per device and inode, shared by build id), lists
+//! the others as lazy (only their headers read), and writes the process's mapping list. Until
+//! then its samples are walked by frame pointers and counted as pending.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -21,8 +22,7 @@ use std::time::{Duration, Instant};
 
 use aya::maps::{ArrayOfMaps, HashMap as BpfHashMap, MapData, RingBuf};
 use eagle_ebpf::{
-    Mapping, ProcessMaps, UnwindRow, MAX_MAPPINGS, MAX_TABLES, PROCESS_FRAME_POINTERS, REQUEST_OBJECT, REQUEST_REFRESH,
-    TABLE_LAZY,
+    Mapping, ProcessMaps, UnwindRow, MAX_MAPPINGS, MAX_TABLES, REQUEST_OBJECT, REQUEST_REFRESH, TABLE_LAZY,
 };
 use eagle_proto::{Warning, WarningCode};
 
@@ -113,7 +113,8 @@ impl Unwinder {
         Ok(Self { commands: Some(commands), bell, shared, thread: Some(thread) })
     }
 
-    /// Builds `pid`'s tables now, before its first sample asks for them.
+    /// Lists `pid`'s mappings now (their objects' tables as loaded already, or lazy), before
+    /// its first sample asks.
     pub fn build(&self, pid: u32) {
         self.send(Command::Build { pid, generation: 0 });
     }
@@ -309,6 +310,10 @@ impl Loader {
             return; // gone already: its samples stay frame-pointer walks
         };
         let mut mappings = maps::parse(&text);
+        if mappings.is_empty() {
+            // A zombie (its maps read empty) whose children use its entry: they keep it.
+            return;
+        }
         if mappings.len() > MAX_MAPPINGS {
             self.warn(
                 WarningCode::UnwindMappings,
@@ -326,22 +331,14 @@ impl Loader {
         }
         // The lazy mappings a sample landed in since the last build (the kernel side marks
         // them): their objects' tables are built now.
-        let needed: HashSet<(u64, u64)> = match self.maps.process_maps.get(&pid, 0) {
-            Ok(before) => before.mappings[..(before.count as usize).min(MAX_MAPPINGS)]
-                .iter()
-                .filter(|m| m.table == TABLE_LAZY && m.rows != 0)
-                .map(|m| (m.start, m.end))
-                .collect(),
-            Err(_) => HashSet::new(),
-        };
+        let needed = self.needed_mappings(pid);
         let mut entry =
             ProcessMaps { count: 0, generation, flags: 0, _pad: 0, mappings: [Mapping::default(); MAX_MAPPINGS] };
         let mut used: Vec<TableKey> = Vec::new();
-        let mut over_budget = false;
         for (i, m) in mappings.iter().enumerate() {
             let mut mapping = Mapping { start: m.start, end: m.end, bias: 0, table: 0, rows: 0 };
             match self.table_for(pid, m, needed.contains(&(m.start, m.end))) {
-                Ok(Some(Located::Table(key, bias))) => {
+                Some(Located::Table(key, bias)) => {
                     if let Some(t) = self.tables.get_mut(&key) {
                         t.users += 1;
                         mapping.table = t.slot;
@@ -350,27 +347,22 @@ impl Loader {
                         used.push(key);
                     }
                 }
-                Ok(Some(Located::Lazy(bias))) => {
+                Some(Located::Lazy(bias)) => {
                     mapping.table = TABLE_LAZY;
                     mapping.bias = bias;
                 }
-                Ok(None) => {}
-                Err(OverBudget) => over_budget = true,
+                None => {}
             }
             entry.mappings[i] = mapping;
             entry.count = i as u32 + 1;
         }
-        if over_budget {
-            entry.flags |= PROCESS_FRAME_POINTERS;
-            self.warn(
-                WarningCode::UnwindBudget,
-                Some(pid),
-                format!("budget {pid}"),
-                format!(
-                    "the unwind tables of pid {pid} do not fit in the {} rows the agent loads at most (EAGLE_UNWIND_MAX_ROWS): its stacks are walked by frame pointers, and code built without them shows short stacks",
-                    self.max_rows
-                ),
-            );
+        // Samples meanwhile may have marked mappings of the entry this one replaces, and asked
+        // (that request is served next): the marks go over, or that build would find none.
+        let marked_meanwhile = self.needed_mappings(pid);
+        for m in entry.mappings[..entry.count as usize].iter_mut() {
+            if m.table == TABLE_LAZY && marked_meanwhile.contains(&(m.start, m.end)) {
+                m.rows = 1;
+            }
         }
         if let Err(e) = self.maps.process_maps.insert(pid, entry, 0) {
             self.warn(
@@ -435,15 +427,29 @@ impl Loader {
         }
     }
 
-    /// The table of the object behind mapping `m` of `pid`, loading it if needed, and the
-    /// mapping's bias; `None` when its code is walked by frame pointers.
-    fn table_for(&mut self, pid: u32, m: &ExecMapping, needed: bool) -> Result<Option<Located>, OverBudget> {
+    /// The mappings of `pid`'s entry in the kernel that are lazy and marked needed by a sample.
+    fn needed_mappings(&self, pid: u32) -> HashSet<(u64, u64)> {
+        match self.maps.process_maps.get(&pid, 0) {
+            Ok(entry) => entry.mappings[..(entry.count as usize).min(MAX_MAPPINGS)]
+                .iter()
+                .filter(|m| m.table == TABLE_LAZY && m.rows != 0)
+                .map(|m| (m.start, m.end))
+                .collect(),
+            Err(_) => HashSet::new(),
+        }
+    }
+
+    /// Where the unwinder finds the rows of mapping `m` of `pid`, and the mapping's bias:
+    /// the object's table, loaded now if `needed` (a sample landed in it) and not yet, or lazy
+    /// (only its headers read) while no sample needs it; `None` when its code is walked by
+    /// frame pointers (no unwind information, JIT code, the rows budget spent).
+    fn table_for(&mut self, pid: u32, m: &ExecMapping, needed: bool) -> Option<Located> {
         let file_key = if m.is_file() {
             (m.dev, m.inode)
         } else if m.path == "[vdso]" {
             (0, 0)
         } else {
-            return Ok(None); // JIT code, anonymous memory
+            return None; // JIT code, anonymous memory
         };
         if needed && self.files.get(&file_key).is_some_and(|f| matches!(f.table, FileTable::Lazy)) {
             // Read again, rows and all.
@@ -454,12 +460,9 @@ impl Loader {
             // The rows go into the kernel's map as they are merged (see [`KernelTable`]).
             let mut kernel = KernelTable::new(self.max_rows.saturating_sub(self.rows_loaded));
             let parsed = if m.is_file() {
-                match self.read_file(pid, m, &mut kernel, needed) {
-                    Some(parsed) => parsed,
-                    // The process exec'd or exited since its maps were read: nothing learnt
-                    // about the file; a sample of its new program asks again.
-                    None => return Ok(None),
-                }
+                // `None`: the process exec'd or exited since its maps were read: nothing learnt
+                // about the file; a sample of its new program asks again.
+                self.read_file(pid, m, &mut kernel, needed)?
             } else {
                 read_vdso(&mut kernel)
             };
@@ -489,7 +492,10 @@ impl Loader {
                                 self.tables.insert(key.clone(), Loaded { slot, rows, users: 0 });
                                 FileTable::Loaded(key)
                             }
-                            Ok(Some(None)) => return Err(OverBudget),
+                            Ok(Some(None)) => {
+                                self.over_budget(pid, m);
+                                FileTable::None
+                            }
                             Err(e) => {
                                 self.warn(
                                     WarningCode::UnwindFailed,
@@ -503,7 +509,10 @@ impl Loader {
                     };
                     FileEntry { segments: object.segments, table }
                 }
-                Err(TableError::OverBudget) => return Err(OverBudget),
+                Err(TableError::OverBudget) => {
+                    self.over_budget(pid, m);
+                    FileEntry { segments: Vec::new(), table: FileTable::None }
+                }
                 Err(TableError::Sink(e)) => {
                     self.warn(
                         WarningCode::UnwindFailed,
@@ -530,11 +539,11 @@ impl Loader {
         }
         let file = &self.files[&file_key];
         let object = Object { segments: file.segments.clone(), ..Object::default() };
-        let Some(bias) = object.bias(m.start, m.end, m.offset) else { return Ok(None) };
+        let bias = object.bias(m.start, m.end, m.offset)?;
         match &file.table {
-            FileTable::None => Ok(None),
-            FileTable::Lazy => Ok(Some(Located::Lazy(bias))),
-            FileTable::Loaded(key) if self.tables.contains_key(key) => Ok(Some(Located::Table(key.clone(), bias))),
+            FileTable::None => None,
+            FileTable::Lazy => Some(Located::Lazy(bias)),
+            FileTable::Loaded(key) if self.tables.contains_key(key) => Some(Located::Table(key.clone(), bias)),
             FileTable::Loaded(_) => {
                 // Released since it was read: read it again.
                 self.files.remove(&file_key);
@@ -588,7 +597,22 @@ impl Loader {
     }
 }
 
-struct OverBudget;
+/// An object's table does not fit in what is left of the rows budget (or no slot is free):
+/// its frames are walked by frame pointers for the rest of the run (it is not read again at
+/// each sample that lands in it), the process's other objects keep their tables.
+impl Loader {
+    fn over_budget(&mut self, pid: u32, m: &ExecMapping) {
+        self.warn(
+            WarningCode::UnwindBudget,
+            Some(pid),
+            format!("budget {}", m.path),
+            format!(
+                "the unwind table of {} (pid {pid}) does not fit in the {} rows the agent loads at most (EAGLE_UNWIND_MAX_ROWS): its frames are walked by frame pointers, short where it was built without them",
+                m.path, self.max_rows
+            ),
+        );
+    }
+}
 
 /// How many threads build one object's table: `EAGLE_UNWIND_BUILD_THREADS` (1 builds it on the
 /// loader's thread alone, to compare), else one per CPU, at most [`MAX_BUILD_THREADS`].
