@@ -46,15 +46,20 @@ fn open_files_limit() -> u64 {
 /// or reaped. One `poll(2)` for all of them, however many targets a node-wide run has, where a
 /// read of `/proc/PID/stat` each cost a third of the agent's system time.
 pub fn exited(watches: &[BorrowedFd<'_>]) -> Vec<bool> {
-    let mut fds: Vec<libc::pollfd> =
-        watches.iter().map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
-    // SAFETY: `fds` is a valid array of `fds.len()` pollfd structures; a timeout of 0 only looks.
-    let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
-    if ready < 0 {
-        // Cannot tell (EINTR, ENOMEM): nothing is taken for gone; the next collection asks again.
-        return vec![false; watches.len()];
+    // Cannot tell (EINTR, ENOMEM): nothing is taken for gone; the next collection asks again.
+    readable(watches, 0).unwrap_or_else(|_| vec![false; watches.len()])
+}
+
+/// Which of `fds` are readable (or in error), after one `poll(2)` that waits up to
+/// `timeout_ms` for one of them (0: only looks; -1: for ever).
+pub fn readable(fds: &[BorrowedFd<'_>], timeout_ms: i32) -> std::io::Result<Vec<bool>> {
+    let mut polled: Vec<libc::pollfd> =
+        fds.iter().map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+    // SAFETY: `polled` is a valid array of `polled.len()` pollfd structures for the call.
+    if unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, timeout_ms) } < 0 {
+        return Err(std::io::Error::last_os_error());
     }
-    fds.iter().map(|p| p.revents != 0).collect()
+    Ok(polled.iter().map(|p| p.revents != 0).collect())
 }
 
 /// What the agent knows about one process.

@@ -158,21 +158,18 @@ impl EbpfSampler {
         let btf = if std::env::var_os(FORCE_TRACEFS_ENV).is_some() { None } else { Btf::from_sys_fs().ok() };
         // Bound after `btf`, which it borrows, so that it is dropped first.
         let mut loader = unparsed;
-        // Maps this mode leaves unused are made of one entry: the kernel allocates a
-        // preallocated map whole as it is made (the off-CPU maps alone were 20 MiB of kernel
-        // memory and a tenth of a quiet run's CPU).
-        let unused: &[&str] = match mode {
-            ProfileMode::Cpu if stacks => &[names::OFFCPU_START, names::OFFCPU_ALT_SITES, names::OFFCPU_STACKS],
-            ProfileMode::Cpu => &[
-                names::OFFCPU_START,
-                names::OFFCPU_ALT_SITES,
-                names::OFFCPU_STACKS,
-                names::STACKS[0],
-                names::STACKS[1],
-            ],
-            ProfileMode::OffCpu => &[names::STACKS[0], names::STACKS[1]],
-            ProfileMode::Wall => &[],
-        };
+        // Maps this run leaves unused are made of one entry: the kernel allocates a
+        // preallocated map whole as it is made (in CPU mode the off-CPU maps were 32 of the
+        // agent's 77 MiB of kernel memory). Off-CPU maps: only the scheduler's programs use
+        // them; the CPU samples' stack maps: only the CPU clock's, which samples nothing in
+        // off-CPU mode or without stacks (as `sampled_cpus` below).
+        let mut unused: Vec<&str> = Vec::new();
+        if mode == ProfileMode::Cpu {
+            unused.extend([names::OFFCPU_START, names::OFFCPU_ALT_SITES, names::OFFCPU_STACKS]);
+        }
+        if mode == ProfileMode::OffCpu || !stacks {
+            unused.extend(names::STACKS);
+        }
         for name in unused {
             loader.map_max_entries(name, 1);
         }

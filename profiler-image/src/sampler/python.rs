@@ -229,16 +229,17 @@ static OPEN_THREAD_FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::At
 struct KeptFile(ProcFile);
 
 impl KeptFile {
-    /// `file`, kept if there is room, per process (`kept_here` files already) and in all.
-    fn keep(file: ProcFile, kept_here: usize) -> Result<Self, ProcFile> {
+    /// `file`, kept if there is room, per process (`kept_here` files already) and in all;
+    /// else `None` (and the file is closed).
+    fn keep(file: ProcFile, kept_here: usize) -> Option<Self> {
         if kept_here >= MAX_OPEN_THREAD_FILES {
-            return Err(file);
+            return None;
         }
         if OPEN_THREAD_FILES.fetch_add(1, Ordering::Relaxed) >= MAX_OPEN_THREAD_FILES_IN_ALL {
             OPEN_THREAD_FILES.fetch_sub(1, Ordering::Relaxed);
-            return Err(file);
+            return None;
         }
-        Ok(Self(file))
+        Some(Self(file))
     }
 }
 
@@ -357,7 +358,7 @@ impl ThreadClocks {
         };
         let opened = ProcFile::open(&format!("/proc/{}/task/{tid}/{name}", self.pid))?;
         let value = parse(opened.read(&mut buf)?);
-        if let Ok(kept) = KeptFile::keep(opened, self.open.len()) {
+        if let Some(kept) = KeptFile::keep(opened, self.open.len()) {
             self.open.insert((tid, file), kept);
         }
         value

@@ -805,13 +805,11 @@ fn read_vdso(sink: &mut dyn RowSink) -> Result<Object, TableError> {
 /// Sleeps until one of `fds` is readable (a signal or an error wakes it too: the caller looks
 /// at everything either way).
 fn sleep_until_rung(fds: &[BorrowedFd<'_>]) {
-    let mut polled: Vec<libc::pollfd> =
-        fds.iter().map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
-    // SAFETY: `polled` is a valid array of `polled.len()` entries for the call's duration.
-    let woken = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, -1) };
-    if woken < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-        // Not expected with descriptors this thread owns; never a busy loop all the same.
-        std::thread::sleep(LOOK_EVERY);
+    if let Err(e) = crate::discovery::readable(fds, -1) {
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            // Not expected with descriptors this thread owns; never a busy loop all the same.
+            std::thread::sleep(LOOK_EVERY);
+        }
     }
 }
 
