@@ -604,7 +604,7 @@ impl Run {
             }
             Runtime::Java => {
                 if !self.interpreters.contains_key(&runtime) {
-                    let sampler = JfrSampler::new(self.config.frequency_hz, self.config.duration);
+                    let sampler = JfrSampler::new(self.config.duration);
                     if sampler.is_none() {
                         self.warnings.push(Warning {
                             code: WarningCode::SamplerMissing,

@@ -124,8 +124,10 @@ fn assert_split_within(folded: &FoldedStacks, names: [&str; 3], precision: Optio
     // A floor, not the tolerance (which widens with fewer samples): on a two-core machine with a
     // load of 15, a JVM got 84 samples in 8 s at 99 Hz.
     assert!(code.total() >= 50, "{} samples in the known functions: too few to judge", code.total());
-    for (name, expected) in names.iter().zip([60.0, 30.0, 10.0]) {
-        let got = share(&code, |f| f.contains(name));
+    // All three shares first: a failure names one, and the others tell where its samples went.
+    let shares: Vec<f64> = names.iter().map(|name| share(&code, |f| f.contains(name))).collect();
+    eprintln!("split: {shares:.1?} of {} samples (precision {precision:?})", code.total());
+    for ((name, expected), got) in names.iter().zip([60.0, 30.0, 10.0]).zip(shares) {
         let samples = precision.map_or(code.total(), |p| p.min(code.total()));
         let tolerance = eagle_tests::tolerance(0.03, expected / 100.0, samples) * 100.0;
         assert!(
