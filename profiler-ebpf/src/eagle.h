@@ -18,6 +18,9 @@
 
 /* Return addresses a stop site's reuse compares (see `struct eagle_stop_site`). */
 #define EAGLE_SITE_CHECKS 4
+/* Kernel addresses named in one run of `name_kernel_addresses`, and the room for each name. */
+#define EAGLE_KSYM_BATCH 256
+#define EAGLE_KSYM_NAME 128
 
 /* One aggregation bucket: a process and the pair of stacks it was sampled in. */
 struct eagle_stack_key {

@@ -64,7 +64,19 @@ pub mod names {
     pub const UNWIND_DOORBELL: &str = "unwind_doorbell";
     /// Counts of changes, mapped by the agent: `u64`s indexed by [`super::Change`].
     pub const CHANGES: &str = "changes";
+    /// Names kernel addresses with the kernel's own symbol table, run by the agent
+    /// (`BPF_PROG_TEST_RUN`), never attached: [`super::KSYM_BATCH`] addresses in
+    /// [`KSYM_ADDRS`], their names out in [`KSYM_NAMES`].
+    pub const NAME_KERNEL_ADDRESSES_PROGRAM: &str = "name_kernel_addresses";
+    pub const KSYM_ADDRS: &str = "ksym_addrs";
+    pub const KSYM_NAMES: &str = "ksym_names";
 }
+
+/// Kernel addresses named in one run of [`names::NAME_KERNEL_ADDRESSES_PROGRAM`]
+/// (`EAGLE_KSYM_BATCH` of `eagle.h`).
+pub const KSYM_BATCH: u32 = 256;
+/// Bytes of one name in [`names::KSYM_NAMES`] (`EAGLE_KSYM_NAME`), its end padded with zeros.
+pub const KSYM_NAME: usize = 128;
 
 /// Index in the `changes` array (`enum eagle_change` of `eagle.h`): what the kernel side counts
 /// so that the agent reads the hash map a count is about only when the count moved.

@@ -27,6 +27,12 @@ fn main() -> std::process::ExitCode {
     if std::env::args().nth(1).as_deref() == Some(eagle_agent::sampler::jfr::READ_SAMPLES_FLAG) {
         return ExitCode::from(eagle_agent::sampler::jfr::serve_read_samples() as u8);
     }
+    // For the tests: kernel addresses named by the kernel and by /proc/kallsyms, side by side.
+    if std::env::args().nth(1).as_deref() == Some(eagle_agent::sampler::kernel_names::NAME_KERNEL_ADDRESSES_FLAG) {
+        return ExitCode::from(
+            eagle_agent::sampler::kernel_names::serve_name_kernel_addresses(std::env::args().skip(2)) as u8,
+        );
+    }
     let args = match AgentArgs::parse(std::env::args().skip(1)) {
         Ok(AgentCommand::Run(args)) => args,
         Ok(AgentCommand::Help) => {

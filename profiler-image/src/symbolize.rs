@@ -369,6 +369,23 @@ impl Symbols {
         self.user.get(&pid).is_some_and(|c| addrs.iter().all(|a| c.contains_key(a)))
     }
 
+    /// Names the kernel addresses not named yet with `namer` (the kernel's own lookup, see
+    /// `sampler/kernel_names.rs`), in one go; what it cannot name is left to [`Symbols::kernel`],
+    /// which reads `/proc/kallsyms`.
+    pub fn name_kernel(&mut self, addrs: &[u64], namer: impl FnOnce(&[u64]) -> Option<Vec<Option<String>>>) {
+        let mut missing: Vec<u64> = addrs.iter().copied().filter(|a| !self.kernel.contains_key(a)).collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if missing.is_empty() {
+            return;
+        }
+        let Some(names) = namer(&missing) else { return };
+        for (addr, name) in missing.iter().zip(names) {
+            let name = format!("{}{KERNEL_SUFFIX}", name.as_deref().unwrap_or(UNKNOWN));
+            self.kernel.insert(*addr, Rc::from(vec![name]));
+        }
+    }
+
     pub fn kernel(&mut self, addrs: &[u64]) -> Vec<Frames> {
         let mut missing: Vec<u64> = addrs.iter().copied().filter(|a| !self.kernel.contains_key(a)).collect();
         missing.sort_unstable();

@@ -144,3 +144,63 @@ fn agent_refuses_bad_arguments_with_usage() {
         run.check(!run.stderr().contains("panicked"), "it panicked");
     }
 }
+
+/// Kernel frames are named by the kernel's own lookup (`name_kernel_addresses`), not by reading
+/// all of `/proc/kallsyms`: the same names, or another name of the same address, for functions
+/// of the kernel and of its modules, inside them and at their first byte.
+#[test]
+fn kernel_addresses_are_named_as_kallsyms_names_them() {
+    require_sampling!();
+    let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap();
+    // Text symbols by address: every name an address has (aliases), and whether it is a module's.
+    let mut by_addr: std::collections::BTreeMap<u64, (Vec<String>, bool)> = Default::default();
+    for line in kallsyms.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(addr), Some(kind), Some(name)) = (fields.next(), fields.next(), fields.next()) else { continue };
+        let addr = u64::from_str_radix(addr, 16).unwrap();
+        if addr != 0 && matches!(kind, "t" | "T") {
+            let entry = by_addr.entry(addr).or_default();
+            entry.0.push(name.to_owned());
+            entry.1 |= fields.next().is_some();
+        }
+    }
+    assert!(by_addr.len() > 1000, "/proc/kallsyms lists addresses (as root): {} text symbols", by_addr.len());
+    // Spread over the kernel and its modules: 300 of the kernel's, 60 of the modules'.
+    let pick = |module: bool, n: usize| -> Vec<u64> {
+        let all: Vec<u64> = by_addr.iter().filter(|(_, (_, m))| *m == module).map(|(a, _)| *a).collect();
+        all.iter().step_by((all.len() / n).max(1)).copied().collect()
+    };
+    let mut addrs = pick(false, 300);
+    addrs.extend(pick(true, 60));
+    // Inside the function as well as at its first byte (a return address is inside).
+    let addrs: Vec<u64> = addrs.iter().flat_map(|a| [*a, a + 1]).collect();
+    let out = std::process::Command::new(eagle_tests::eagle_agent())
+        .arg("--name-kernel-addresses")
+        .args(addrs.iter().map(|a| format!("{a:x}")))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "eagle-agent --name-kernel-addresses: {}: {stderr}", out.status);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), addrs.len(), "one line per address: {stdout}");
+    let mut disagree = Vec::new();
+    for (line, addr) in lines.iter().zip(&addrs) {
+        let fields: Vec<&str> = line.split('\t').collect();
+        assert_eq!(fields.len(), 3, "address, kernel's name, kallsyms' name: {line}");
+        assert_eq!(u64::from_str_radix(fields[0], 16).unwrap(), *addr);
+        // The names of the symbol that holds the address (the last at or below it).
+        let (_, (names, _)) = by_addr.range(..=addr).next_back().unwrap();
+        let ok = |name: &str| names.iter().any(|n| n == name);
+        if !ok(fields[1]) || !ok(fields[2]) {
+            disagree.push(format!("{line} (kallsyms lists {names:?})"));
+        }
+    }
+    assert!(
+        disagree.is_empty(),
+        "{} of {} addresses named otherwise:\n{}",
+        disagree.len(),
+        addrs.len(),
+        disagree.join("\n")
+    );
+}

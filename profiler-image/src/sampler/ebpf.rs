@@ -16,6 +16,7 @@ use eagle_ebpf::{key_flags, names, stack_flags, Counter, OffCpuStart, StackKey, 
 use eagle_proto::{ProfileMode, Warning, WarningCode, THROTTLED_FRAME, WAITING_FRAME};
 
 use super::cpu_clock::CpuClocks;
+use super::kernel_names::KernelNames;
 use super::{ProcessEvent, Sampler, SamplerError};
 use crate::aggregate::Aggregate;
 use crate::discovery::ProcFs;
@@ -52,6 +53,9 @@ pub struct EbpfSampler {
     process_events: ProcessEvents,
     proc: ProcFs,
     symbols: Symbols,
+    /// Names kernel frames without reading `/proc/kallsyms` (see `kernel_names.rs`); `None`
+    /// where the kernel refused its program.
+    kernel_names: Option<KernelNames>,
     tracked: HashMap<u32, Tracked>,
     /// Forks followed and execs counted by the kernel side (`Change::Targets`); `None`: read
     /// `targets` at every collection.
@@ -227,6 +231,18 @@ impl EbpfSampler {
         let clocks = CpuClocks::start(program, weights, &sampled_cpus, frequency_hz)
             .map_err(|e| classify(&e.action, &e.source))?;
 
+        // Kernel frames are named only with stacks.
+        let kernel_names = if stacks {
+            KernelNames::load(&mut bpf)
+                .inspect_err(|e| {
+                    if std::env::var_os("EAGLE_SYMBOLIZE_DEBUG").is_some() {
+                        eprintln!("eagle-agent: kernel frames named from /proc/kallsyms: {e}");
+                    }
+                })
+                .ok()
+        } else {
+            None
+        };
         let mut take = |name: &str| {
             bpf.take_map(name).ok_or_else(|| SamplerError::Failed(format!("map `{name}` missing from the eBPF object")))
         };
@@ -291,6 +307,7 @@ impl EbpfSampler {
             process_events,
             proc,
             symbols: Symbols::new(),
+            kernel_names,
             tracked: HashMap::new(),
             targets_changed,
             gone: Vec::new(),
@@ -985,6 +1002,9 @@ impl Sampler for EbpfSampler {
         self.symbols.name_located(|pid| round || exited.contains(&pid));
 
         self.sampled.extend(entries.iter().map(|(key, _)| key.tgid));
+        let kernel_addrs: Vec<u64> = kernel_traces.values().flatten().copied().collect();
+        let (bpf, kernel_names) = (&self.bpf, &mut self.kernel_names);
+        self.symbols.name_kernel(&kernel_addrs, |addrs| kernel_names.as_mut()?.name(bpf, addrs));
         for (key, count) in entries {
             let off = is_offcpu(&key);
             let truncated = key.flags & key_flags::UNWOUND != 0

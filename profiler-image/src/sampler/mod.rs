@@ -14,6 +14,8 @@ pub mod jfr;
 #[cfg(target_os = "linux")]
 pub mod jit;
 #[cfg(target_os = "linux")]
+pub mod kernel_names;
+#[cfg(target_os = "linux")]
 pub mod listen;
 #[cfg(target_os = "linux")]
 pub mod native_thread;
