@@ -18,9 +18,10 @@
 
 /* Return addresses a stop site's reuse compares (see `struct eagle_stop_site`). */
 #define EAGLE_SITE_CHECKS 4
-/* Kernel addresses named in one run of `name_kernel_addresses`, and the room for each name. */
+/* Kernel addresses named in one run of `name_kernel_addresses`, and the room for each name:
+ * KSYM_NAME_LEN (512 since Linux 6.1, for Rust's long names). */
 #define EAGLE_KSYM_BATCH 256
-#define EAGLE_KSYM_NAME 128
+#define EAGLE_KSYM_NAME 512
 
 /* One aggregation bucket: a process and the pair of stacks it was sampled in. */
 struct eagle_stack_key {

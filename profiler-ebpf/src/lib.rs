@@ -76,7 +76,7 @@ pub mod names {
 /// (`EAGLE_KSYM_BATCH` of `eagle.h`).
 pub const KSYM_BATCH: u32 = 256;
 /// Bytes of one name in [`names::KSYM_NAMES`] (`EAGLE_KSYM_NAME`), its end padded with zeros.
-pub const KSYM_NAME: usize = 128;
+pub const KSYM_NAME: usize = 512;
 
 /// Index in the `changes` array (`enum eagle_change` of `eagle.h`): what the kernel side counts
 /// so that the agent reads the hash map a count is about only when the count moved.

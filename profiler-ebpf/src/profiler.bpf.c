@@ -1286,7 +1286,8 @@ int note_exec_tracefs(void *ctx)
 /* Kernel frames named by the kernel itself: the agent writes up to EAGLE_KSYM_BATCH addresses
  * into `ksym_addrs` and runs this program once (BPF_PROG_TEST_RUN, the count as its first
  * argument); `%ps` looks each up in the kernel's symbol table (a binary search) and writes its
- * name, with " [module]" for a module's, or its address in hex when no symbol holds it. Reading
+ * name, with " [module]" for a module's, or its address in hex when no symbol holds it; an
+ * empty name where it failed or would not fit (the agent asks kallsyms then). Reading
  * /proc/kallsyms instead makes the kernel format every one of its 120,000 lines (about 50 ms of
  * system time, each run, for a few hundred names). Never attached. */
 struct {
@@ -1315,7 +1316,8 @@ static long name_one_address(__u64 i, void *ctx)
 	if (!addr || !out)
 		return 1;
 	__u64 args[1] = { *addr };
-	if (bpf_snprintf(out->name, sizeof(out->name), "%ps", args, sizeof(args)) < 0)
+	long written = bpf_snprintf(out->name, sizeof(out->name), "%ps", args, sizeof(args));
+	if (written < 0 || written > (long)sizeof(out->name))
 		out->name[0] = 0;
 	return 0;
 }
@@ -1326,6 +1328,6 @@ int name_kernel_addresses(struct bpf_raw_tracepoint_args *ctx)
 	__u64 count = ctx->args[0];
 	if (count > EAGLE_KSYM_BATCH)
 		count = EAGLE_KSYM_BATCH;
-	bpf_loop(count, name_one_address, NULL, 0);
-	return 0;
+	/* How many were named: the agent reads no name past it. */
+	return bpf_loop(count, name_one_address, NULL, 0);
 }

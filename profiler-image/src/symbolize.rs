@@ -370,8 +370,8 @@ impl Symbols {
     }
 
     /// Names the kernel addresses not named yet with `namer` (the kernel's own lookup, see
-    /// `sampler/kernel_names.rs`), in one go; what it cannot name is left to [`Symbols::kernel`],
-    /// which reads `/proc/kallsyms`.
+    /// `sampler/kernel_names.rs`), in one go; what it does not name is left to
+    /// [`Symbols::kernel`], which reads `/proc/kallsyms`.
     pub fn name_kernel(&mut self, addrs: &[u64], namer: impl FnOnce(&[u64]) -> Option<Vec<Option<String>>>) {
         let mut missing: Vec<u64> = addrs.iter().copied().filter(|a| !self.kernel.contains_key(a)).collect();
         missing.sort_unstable();
@@ -381,8 +381,9 @@ impl Symbols {
         }
         let Some(names) = namer(&missing) else { return };
         for (addr, name) in missing.iter().zip(names) {
-            let name = format!("{}{KERNEL_SUFFIX}", name.as_deref().unwrap_or(UNKNOWN));
-            self.kernel.insert(*addr, Rc::from(vec![name]));
+            if let Some(name) = name {
+                self.kernel.insert(*addr, Rc::from(vec![format!("{name}{KERNEL_SUFFIX}")]));
+            }
         }
     }
 

@@ -158,17 +158,27 @@ fn kernel_addresses_are_named_as_kallsyms_names_them() {
         let mut fields = line.split_whitespace();
         let (Some(addr), Some(kind), Some(name)) = (fields.next(), fields.next(), fields.next()) else { continue };
         let addr = u64::from_str_radix(addr, 16).unwrap();
+        // BPF programs come and go (the agents of the tests beside this one), and kallsyms'
+        // `__builtin__ftrace`/`__builtin__kprobes` trampolines are not what the kernel's own
+        // lookup searches: modules are the real ones.
+        let module = fields.next();
+        if module.is_some_and(|m| m == "[bpf]" || m.starts_with("[__builtin__")) {
+            continue;
+        }
         if addr != 0 && matches!(kind, "t" | "T") {
             let entry = by_addr.entry(addr).or_default();
-            entry.0.push(name.to_owned());
-            entry.1 |= fields.next().is_some();
+            // Kernels built with clang's LTO: `%ps` leaves out the suffix kallsyms shows.
+            entry.0.push(name.split(".llvm.").next().unwrap().to_owned());
+            entry.1 |= module.is_some();
         }
     }
     assert!(by_addr.len() > 1000, "/proc/kallsyms lists addresses (as root): {} text symbols", by_addr.len());
     // Spread over the kernel and its modules: 300 of the kernel's, 60 of the modules'.
     let pick = |module: bool, n: usize| -> Vec<u64> {
         let all: Vec<u64> = by_addr.iter().filter(|(_, (_, m))| *m == module).map(|(a, _)| *a).collect();
-        all.iter().step_by((all.len() / n).max(1)).copied().collect()
+        // Not the lowest: on arm64 it can be `_text`, before the code the lookup covers.
+        let step = (all.len() / n).max(1);
+        all.iter().skip(step / 2).step_by(step).copied().collect()
     };
     let mut addrs = pick(false, 300);
     addrs.extend(pick(true, 60));
@@ -191,7 +201,7 @@ fn kernel_addresses_are_named_as_kallsyms_names_them() {
         assert_eq!(u64::from_str_radix(fields[0], 16).unwrap(), *addr);
         // The names of the symbol that holds the address (the last at or below it).
         let (_, (names, _)) = by_addr.range(..=addr).next_back().unwrap();
-        let ok = |name: &str| names.iter().any(|n| n == name);
+        let ok = |name: &str| names.iter().any(|n| n == name.split(".llvm.").next().unwrap());
         if !ok(fields[1]) || !ok(fields[2]) {
             disagree.push(format!("{line} (kallsyms lists {names:?})"));
         }

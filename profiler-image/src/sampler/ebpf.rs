@@ -1004,7 +1004,17 @@ impl Sampler for EbpfSampler {
         self.sampled.extend(entries.iter().map(|(key, _)| key.tgid));
         let kernel_addrs: Vec<u64> = kernel_traces.values().flatten().copied().collect();
         let (bpf, kernel_names) = (&self.bpf, &mut self.kernel_names);
-        self.symbols.name_kernel(&kernel_addrs, |addrs| kernel_names.as_mut()?.name(bpf, addrs));
+        self.symbols.name_kernel(&kernel_addrs, |addrs| {
+            kernel_names
+                .as_mut()?
+                .name(bpf, addrs)
+                .inspect_err(|e| {
+                    if std::env::var_os("EAGLE_SYMBOLIZE_DEBUG").is_some() {
+                        eprintln!("eagle-agent: kernel frames named from /proc/kallsyms this time: {e}");
+                    }
+                })
+                .ok()
+        });
         for (key, count) in entries {
             let off = is_offcpu(&key);
             let truncated = key.flags & key_flags::UNWOUND != 0

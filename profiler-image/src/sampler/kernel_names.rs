@@ -30,23 +30,32 @@ impl KernelNames {
         Ok(Self { addrs, names })
     }
 
-    /// The name of each address, in order (`None`: no symbol holds it); `None` when the program
-    /// could not be run.
-    pub fn name(&mut self, bpf: &Ebpf, addrs: &[u64]) -> Option<Vec<Option<String>>> {
-        let program: &RawTracePoint = bpf.program(names::NAME_KERNEL_ADDRESSES_PROGRAM)?.try_into().ok()?;
+    /// The name of each address, in order; `None` where the kernel's lookup names none (no
+    /// symbol holds it, or one it does not search: kallsyms also lists ftrace's and kprobes'
+    /// trampolines), which is left to kallsyms.
+    pub fn name(&mut self, bpf: &Ebpf, addrs: &[u64]) -> Result<Vec<Option<String>>, String> {
+        let program: &RawTracePoint = bpf
+            .program(names::NAME_KERNEL_ADDRESSES_PROGRAM)
+            .ok_or("program missing from the eBPF object")?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| e.to_string())?;
         let mut named = Vec::with_capacity(addrs.len());
         for batch in addrs.chunks(KSYM_BATCH as usize) {
             for (i, addr) in batch.iter().enumerate() {
-                self.addrs.set(i as u32, addr, 0).ok()?;
+                self.addrs.set(i as u32, addr, 0).map_err(|e| e.to_string())?;
             }
             let mut args = RawTracePointRunOptions::new();
             args.args[0] = batch.len() as u64;
-            program.test_run(args).ok()?;
+            let ran = program.test_run(args).map_err(|e| e.to_string())?;
+            // The program returns how many it named: names past that are a batch's before.
+            if ran.return_value as usize != batch.len() {
+                return Err(format!("named {} of {} addresses", ran.return_value, batch.len()));
+            }
             for i in 0..batch.len() {
-                named.push(symbol_name(&self.names.get(&(i as u32), 0).ok()?));
+                named.push(symbol_name(&self.names.get(&(i as u32), 0).map_err(|e| e.to_string())?));
             }
         }
-        Some(named)
+        Ok(named)
     }
 }
 
@@ -77,16 +86,12 @@ pub fn serve_name_kernel_addresses(args: impl Iterator<Item = String>) -> i32 {
             return 1;
         }
     };
-    let kernel = match KernelNames::load(&mut bpf) {
-        Ok(mut names) => names.name(&bpf, &addrs),
+    let kernel = match KernelNames::load(&mut bpf).and_then(|mut names| names.name(&bpf, &addrs)) {
+        Ok(kernel) => kernel,
         Err(e) => {
-            eprintln!("eagle-agent: cannot load the naming program: {e}");
+            eprintln!("eagle-agent: cannot name kernel addresses with the kernel's lookup: {e}");
             return 1;
         }
-    };
-    let Some(kernel) = kernel else {
-        eprintln!("eagle-agent: the naming program did not run");
-        return 1;
     };
     let mut symbols = crate::symbolize::Symbols::new();
     let kallsyms = symbols.kernel(&addrs);
@@ -99,7 +104,8 @@ pub fn serve_name_kernel_addresses(args: impl Iterator<Item = String>) -> i32 {
 
 /// The function's name in what `%ps` wrote: without the module a module's symbol is followed
 /// by (kallsyms, as blazesym reads it, names the function alone); `None` for an address no
-/// symbol holds, which `%ps` prints in hex.
+/// symbol holds, which `%ps` prints in hex, and where the program wrote nothing (a failed or
+/// too long name). Kernel symbols have no spaces.
 fn symbol_name(written: &[u8]) -> Option<String> {
     let end = written.iter().position(|b| *b == 0).unwrap_or(written.len());
     let text = String::from_utf8_lossy(&written[..end]);
@@ -122,8 +128,10 @@ mod tests {
         assert_eq!(symbol_name(&padded("do_syscall_64")).as_deref(), Some("do_syscall_64"));
         assert_eq!(symbol_name(&padded("nf_hook_slow [nf_tables]")).as_deref(), Some("nf_hook_slow"));
         assert_eq!(symbol_name(&padded("0xffffffffc0a01234")), None);
+        assert_eq!(
+            symbol_name(&padded("bpf_prog_6deef7357e7b4530_offcpu_switch")).as_deref(),
+            Some("bpf_prog_6deef7357e7b4530_offcpu_switch")
+        );
         assert_eq!(symbol_name(&padded("")), None);
-        // A name that fills the room has no terminating zero.
-        assert_eq!(symbol_name(&[b'a'; KSYM_NAME]).map(|n| n.len()), Some(KSYM_NAME));
     }
 }
