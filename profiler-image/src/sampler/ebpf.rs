@@ -16,7 +16,7 @@ use eagle_ebpf::{key_flags, names, stack_flags, Counter, OffCpuStart, StackKey, 
 use eagle_proto::{ProfileMode, Warning, WarningCode, THROTTLED_FRAME, WAITING_FRAME};
 
 use super::cpu_clock::CpuClocks;
-use super::kernel_names::KernelNames;
+use super::kernel_names::{self, KernelNames};
 use super::{ProcessEvent, Sampler, SamplerError};
 use crate::aggregate::Aggregate;
 use crate::discovery::ProcFs;
@@ -233,13 +233,7 @@ impl EbpfSampler {
 
         // Kernel frames are named only with stacks.
         let kernel_names = if stacks {
-            KernelNames::load(&mut bpf)
-                .inspect_err(|e| {
-                    if std::env::var_os("EAGLE_SYMBOLIZE_DEBUG").is_some() {
-                        eprintln!("eagle-agent: kernel frames named from /proc/kallsyms: {e}");
-                    }
-                })
-                .ok()
+            KernelNames::load(&mut bpf).inspect_err(|e| kernel_names::say_why_kallsyms(e)).ok()
         } else {
             None
         };
@@ -1003,17 +997,9 @@ impl Sampler for EbpfSampler {
 
         self.sampled.extend(entries.iter().map(|(key, _)| key.tgid));
         let kernel_addrs: Vec<u64> = kernel_traces.values().flatten().copied().collect();
-        let (bpf, kernel_names) = (&self.bpf, &mut self.kernel_names);
+        let (bpf, namer) = (&self.bpf, &mut self.kernel_names);
         self.symbols.name_kernel(&kernel_addrs, |addrs| {
-            kernel_names
-                .as_mut()?
-                .name(bpf, addrs)
-                .inspect_err(|e| {
-                    if std::env::var_os("EAGLE_SYMBOLIZE_DEBUG").is_some() {
-                        eprintln!("eagle-agent: kernel frames named from /proc/kallsyms this time: {e}");
-                    }
-                })
-                .ok()
+            namer.as_mut()?.name(bpf, addrs).inspect_err(|e| kernel_names::say_why_kallsyms(e)).ok()
         });
         for (key, count) in entries {
             let off = is_offcpu(&key);

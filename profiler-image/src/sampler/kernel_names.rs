@@ -1,9 +1,10 @@
 //! Kernel frames named by the kernel's own symbol table. The agent writes the addresses into a
 //! map and runs `name_kernel_addresses` (`profiler.bpf.c`) once per batch with
-//! `BPF_PROG_TEST_RUN`; its `%ps` looks each address up by binary search. Reading
-//! `/proc/kallsyms` instead, as blazesym does, makes the kernel format all of its lines (120,000
-//! here, about 50 ms of system time) in every run, for the few hundred addresses a profile has.
-//! Where the program cannot be loaded (`bpf_snprintf` came in Linux 5.13), kallsyms is read.
+//! `BPF_PROG_TEST_RUN`; its `%ps` looks each address up (a binary search in the kernel's own
+//! symbols). Reading `/proc/kallsyms` instead, as blazesym does, makes the kernel format all of
+//! its lines (120,000 here, about 50 ms of system time) in every run, for the few hundred
+//! addresses a profile has. What the program does not name, and everything where it cannot load
+//! or run (it needs Linux 5.17, for `bpf_loop`), is named from kallsyms.
 
 use aya::maps::{Array, MapData};
 use aya::programs::{RawTracePoint, RawTracePointRunOptions, TestRun};
@@ -56,6 +57,13 @@ impl KernelNames {
             }
         }
         Ok(named)
+    }
+}
+
+/// Says, under `EAGLE_SYMBOLIZE_DEBUG=1`, why kernel frames are named from kallsyms.
+pub fn say_why_kallsyms(why: &str) {
+    if std::env::var_os("EAGLE_SYMBOLIZE_DEBUG").is_some() {
+        eprintln!("eagle-agent: kernel frames named from /proc/kallsyms: {why}");
     }
 }
 
