@@ -75,6 +75,14 @@ pub fn tolerance(base: f64, expected: f64, samples: u64) -> f64 {
     base.max(NOISE_SIGMAS * (expected * (1.0 - expected) / effective).sqrt())
 }
 
+/// The relative tolerance of a ratio of two sample counts, `a` over `b`: `base`, or the noise of
+/// both counts at [`NOISE_SIGMAS`] (each count's relative noise about `sqrt(v / n)`, with `v`
+/// [`WEIGHED_VARIANCE`]), whichever is wider.
+pub fn ratio_tolerance(base: f64, a: u64, b: u64) -> f64 {
+    let noise = WEIGHED_VARIANCE * (1.0 / a.max(1) as f64 + 1.0 / b.max(1) as f64);
+    base.max(NOISE_SIGMAS * noise.sqrt())
+}
+
 /// How many times more a share varies than independent samples would make it: CPU samples are
 /// weighed by their CPU's redrawn period (profiler-image/src/sampler/cpu_clock.rs, 0.56 to 6.7
 /// times the asked one), and unequal weights make a count stand for fewer samples. Simulated

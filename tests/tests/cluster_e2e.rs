@@ -323,7 +323,10 @@ fn a_300m_python_pod_beside_a_busy_native_pod_weighs_the_cpu_it_used() {
         py_used < native_used * 0.6,
         "the 300m pod used less than the busy one: {py_used:.3}, {native_used:.3} CPUs"
     );
-    eagle_tests::within("Python's width over native's", graph, kernel, 0.10);
+    // 10 %, or the noise of the two counts: CI once read 0.273 against 0.306 from 415 and 1,518
+    // samples, whose ratio's noise is about 7 % (a standard deviation) by the project's rule.
+    let tolerance = eagle_tests::ratio_tolerance(0.10, python.total(), native.total());
+    eagle_tests::within("Python's width over native's", graph, kernel, tolerance);
     assert_python_groundtruth_split(&python, "99 Hz");
 }
 
