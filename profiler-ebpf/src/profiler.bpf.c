@@ -1285,7 +1285,8 @@ int note_exec_tracefs(void *ctx)
 
 /* Kernel frames named by the kernel itself: the agent writes up to EAGLE_KSYM_BATCH addresses
  * into `ksym_addrs` and runs this program once (BPF_PROG_TEST_RUN, the count as its first
- * argument); `%ps` looks each up in the kernel's symbol table (a binary search) and writes its
+ * argument); `%ps` looks each up in the kernel's symbol table (a binary search; a module's is
+ * scanned) and writes its
  * name, with " [module]" for a module's, or its address in hex when no symbol holds it; an
  * empty name where it failed or would not fit (the agent asks kallsyms then). Reading
  * /proc/kallsyms instead makes the kernel format every one of its 120,000 lines (about 50 ms of
