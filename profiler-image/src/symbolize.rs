@@ -504,6 +504,9 @@ impl Symbols {
         if !vdso.is_empty() {
             let mut process = Process::new(Pid::from(pid));
             process.perf_map = false;
+            // The kernel's code, but read as the others are: no file it might name is followed
+            // (see `DebugSections`).
+            process.debug_syms = false;
             let vdso_addrs: Vec<u64> = vdso.iter().map(|&i| addrs[i]).collect();
             let syms = self.blaze.symbolize(&Source::Process(process), Input::AbsAddr(&vdso_addrs)).unwrap_or_default();
             for (n, i) in vdso.into_iter().enumerate() {
@@ -630,26 +633,46 @@ impl ObjectFile {
         if !file.metadata().ok()?.is_file() {
             return None;
         }
-        let dwarf = dwarf_max_bytes > 0 && debug_info_bytes(&file) <= dwarf_max_bytes;
+        let debug = DebugSections::of(&file);
+        let dwarf = dwarf_max_bytes > 0 && !debug.points_elsewhere && debug.info_bytes <= dwarf_max_bytes;
         let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
         Some(Self { _file: file, path, dwarf, used_in: None })
     }
 }
 
-/// The size of an ELF file's `.debug_info`, from its section headers alone (0 when it has none,
-/// or is no 64-bit ELF file: blazesym then says what it can).
-fn debug_info_bytes(file: &File) -> u64 {
-    let data = object::ReadCache::new(file);
-    let Ok(header) = FileHeader64::<object::Endianness>::parse(&data) else { return 0 };
-    let Ok(endian) = header.endian() else { return 0 };
-    let Ok(sections) = header.sections(endian, &data) else { return 0 };
-    sections
-        .iter()
-        .filter(|s| {
-            sections.section_name(endian, s).is_ok_and(|name| name == b".debug_info" || name == b".zdebug_info")
-        })
-        .map(|s| s.sh_size(endian))
-        .sum()
+/// What an object's section headers say of its DWARF.
+struct DebugSections {
+    /// The size of its `.debug_info` (0 when it has none, or is no 64-bit ELF file: blazesym
+    /// then says what it can).
+    info_bytes: u64,
+    /// Whether it names another file to read DWARF from: a `.gnu_debuglink` (a file name and a
+    /// checksum), a `.gnu_debugaltlink` or a `.debug_sup` (a supplementary file, by path). Such
+    /// an object is named from its symbol tables only. blazesym would look the file up in the
+    /// agent's own filesystem: under `/usr/lib/debug`, beside the path the object has in the
+    /// agent's view (`/proc/self/fd/N` itself where that path is not there), or at the path as
+    /// written. Those are names the profiled process chose, and the agent is root with the
+    /// host's `/proc`: a FIFO there hangs it, a device can act on being opened, and a large
+    /// file is read whole for its checksum.
+    points_elsewhere: bool,
+}
+
+impl DebugSections {
+    fn of(file: &File) -> Self {
+        let none = Self { info_bytes: 0, points_elsewhere: false };
+        let data = object::ReadCache::new(file);
+        let Ok(header) = FileHeader64::<object::Endianness>::parse(&data) else { return none };
+        let Ok(endian) = header.endian() else { return none };
+        let Ok(sections) = header.sections(endian, &data) else { return none };
+        let mut out = none;
+        for section in sections.iter() {
+            match sections.section_name(endian, section) {
+                Ok(b".debug_info" | b".zdebug_info") => out.info_bytes += section.sh_size(endian),
+                Ok(b".gnu_debuglink" | b".gnu_debugaltlink" | b".debug_sup") => out.points_elsewhere = true,
+                _ => {}
+            }
+        }
+        out
+    }
 }
 
 fn module_name(path: &str) -> String {

@@ -249,6 +249,51 @@ fn hostile_perf_maps_are_named_in_warnings_and_never_read_through() {
     run.check(peak_mib < 512, format!("kubectl-eagle peaked at {peak_mib} MiB: it read the sparse file?"));
 }
 
+/// A binary whose sections point elsewhere for its debug information: a `.gnu_debuglink` by a
+/// name beside the binary and a `.gnu_debugaltlink` (a supplementary file, dwz's) by an absolute
+/// path, both FIFOs here. A symbolizer that follows them opens files the binary chose, in the
+/// agent's own filesystem, as root: a FIFO hangs it, a device may act on being opened. The agent
+/// never opens them: the run ends on time, and the binary is named from its symbol table.
+#[test]
+fn debug_links_of_a_binary_are_never_followed() {
+    require_sampling!();
+    let dir = TestDir::new("debug_links");
+    let binary = dir.join("linked");
+    std::fs::copy(groundtruth(), &binary).expect("copy groundtruth");
+    let (link, altlink) = (dir.join("linked.debug"), dir.join("supplement.debug"));
+    // objcopy reads the link's file for its checksum: a plain file first, a FIFO after.
+    std::fs::write(&link, b"not debug information").unwrap();
+    let mut altlink_section = altlink.as_os_str().as_bytes().to_vec();
+    altlink_section.push(0);
+    altlink_section.extend_from_slice(&[0xab; 20]); // the supplementary file's build ID
+    std::fs::write(dir.join("altlink.section"), &altlink_section).unwrap();
+    let objcopy = Command::new("objcopy")
+        .arg(format!("--add-gnu-debuglink={}", link.display()))
+        .arg(format!("--add-section=.gnu_debugaltlink={}", dir.join("altlink.section").display()))
+        .arg(&binary)
+        .status()
+        .expect("objcopy (binutils, which scripts/setup.sh installs)");
+    assert!(objcopy.success(), "objcopy failed");
+    std::fs::remove_file(&link).unwrap();
+    for fifo in [&link, &altlink] {
+        let path = CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+    }
+
+    let run = Eagle::cli(&dir)
+        .args(["profile", "-d", "2s", "-o", "flame.folded", "--"])
+        .arg(&binary)
+        .args(["--seconds", "1"])
+        .output_file(dir.join("flame.folded"))
+        .timeout(Duration::from_secs(60))
+        .run();
+    run.assert_code(0);
+    let profile = run.profile();
+    run.check(profile.total() > 0, "no samples");
+    run.check(profile.share("cpu_60") > 0.0, "cpu_60 is not named (from the symbol table)");
+}
+
 /// Files removed when the test ends, also when it fails.
 struct RemovedOnDrop(Vec<PathBuf>);
 
