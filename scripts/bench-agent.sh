@@ -23,6 +23,10 @@
 #                                          kubectl-eagle converting a big profile in a loop
 #                                          (DWARF in many units)
 #
+# The agent measured is the one the image ships: the static musl release build (its allocator
+# gives freed memory back at once, glibc's keeps it in its arenas: on HEAVY's load the glibc
+# build's peak was 12 MiB higher). LIBC=gnu measures the host's glibc build instead.
+#
 # EAGLE_UNWIND=frame-pointers (passed on to the agent) leaves out the unwind tables, to tell
 # their cost from the rest; EAGLE_DWARF_MAX_BYTES=0 leaves out DWARF.
 #
@@ -33,8 +37,15 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 what=${1:-all}
 procs=${PROCS:-100}
 [ "$(id -u)" = 0 ] || { echo "bench-agent: needs root (eBPF)" >&2; exit 4; }
-cargo build --release --locked --bin eagle-agent >&2
-agent=$PWD/target/release/eagle-agent
+if [ "${LIBC:-musl}" = gnu ]; then
+  cargo build --release --locked --bin eagle-agent >&2
+  agent=$PWD/target/release/eagle-agent
+else
+  musl=$(uname -m)-unknown-linux-musl
+  rustup target list --installed 2>/dev/null | grep -qx "$musl" || rustup target add "$musl" >&2
+  cargo build --release --locked --target "$musl" -p eagle-agent --bin eagle-agent >&2
+  agent=$PWD/target/$musl/release/eagle-agent
+fi
 work=$(mktemp -d)
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
