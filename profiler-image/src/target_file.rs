@@ -34,6 +34,8 @@ pub enum TargetFileError {
     TooLarge { path: String, limit: u64 },
     #[error("cannot read {path}: {reason}")]
     Unreadable { path: String, reason: String },
+    #[error("{path}, which the process maps, is {why} there: refused")]
+    NotTheMappedFile { path: String, why: &'static str },
 }
 
 /// Reads `path` (absolute, as the process sees it) inside the root of process `pid`, at most
@@ -72,6 +74,61 @@ pub fn read_in_root(proc_root: &Path, pid: u32, path: &str, limit: u64) -> Resul
     Ok(bytes)
 }
 
+/// Checks that every file `pid` maps whose path (as `/proc/PID/maps` shows it) contains `marker`
+/// is found at that path inside the process's root, through no symbolic link, as the very file
+/// mapped (same device and inode). py-spy and rbspy open an interpreter's shared library as
+/// `/proc/PID/root` followed by that path: a blocking open that follows links from the agent's
+/// own root, so the process could rename the file it mapped and leave a FIFO (which hangs the
+/// reader, and the agent waiting for it), a link to a device or a host file in its place. This
+/// check opens nothing: `O_PATH` does not run a device's or FIFO's open. A swap after it and
+/// before the library's open is not caught; `oncpu::Recording` bounds what that costs.
+pub fn mapped_files_at_their_paths(proc_root: &Path, pid: u32, marker: &str) -> Result<(), TargetFileError> {
+    let maps_path = proc_root.join(format!("{pid}/maps"));
+    let unreadable =
+        |path: &str, e: std::io::Error| TargetFileError::Unreadable { path: path.to_owned(), reason: e.to_string() };
+    let maps = std::fs::read_to_string(&maps_path).map_err(|e| unreadable("its memory map", e))?;
+    let mut root = None;
+    for line in maps.lines() {
+        // start-end perms offset major:minor inode path
+        let mut fields = line.splitn(6, ' ');
+        let (Some(range), Some(path)) = (fields.next(), fields.nth(4).map(str::trim_start)) else { continue };
+        if !path.starts_with('/') || !path.contains(marker) {
+            continue;
+        }
+        let mapped =
+            std::fs::metadata(proc_root.join(format!("{pid}/map_files/{range}"))).map_err(|e| unreadable(path, e))?;
+        let root = match &root {
+            Some(root) => root,
+            None => root.insert(File::open(proc_root.join(format!("{pid}/root"))).map_err(|e| unreadable(path, e))?),
+        };
+        let refused = |why| TargetFileError::NotTheMappedFile { path: path.to_owned(), why };
+        let found = open_path_in_root(root, path.trim_start_matches('/')).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT | libc::ENOTDIR) => refused("not found (deleted or renamed since)"),
+            // A link on the way (RESOLVE_NO_SYMLINKS), or a magic one.
+            Some(libc::ELOOP) => refused("reached through a symbolic link"),
+            _ => unreadable(path, e),
+        })?;
+        let meta = found.metadata().map_err(|e| unreadable(path, e))?;
+        if !meta.file_type().is_file() {
+            return Err(refused("not a regular file (a FIFO, a device or a directory)"));
+        }
+        if (meta.dev(), meta.ino()) != (mapped.dev(), mapped.ino()) {
+            return Err(refused("another file than the one mapped (replaced since)"));
+        }
+    }
+    Ok(())
+}
+
+/// `relative` inside `root` as an `O_PATH` descriptor: resolved in the root, through no link.
+fn open_path_in_root(root: &File, relative: &str) -> std::io::Result<File> {
+    openat2(
+        root,
+        relative,
+        (libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64,
+        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS | libc::RESOLVE_NO_SYMLINKS,
+    )
+}
+
 /// Real, effective, saved and filesystem uid of `pid`.
 fn process_uids(proc_root: &Path, pid: u32) -> Option<[u32; 4]> {
     let status = std::fs::read_to_string(proc_root.join(format!("{pid}/status"))).ok()?;
@@ -81,11 +138,20 @@ fn process_uids(proc_root: &Path, pid: u32) -> Option<[u32; 4]> {
 }
 
 fn openat2_in_root(root: &File, relative: &str) -> std::io::Result<File> {
+    openat2(
+        root,
+        relative,
+        (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NOFOLLOW) as u64,
+        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    )
+}
+
+fn openat2(root: &File, relative: &str, flags: u64, resolve: u64) -> std::io::Result<File> {
     let path = std::ffi::CString::new(relative).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: `open_how` is plain old data; zeroed is a valid value for every field.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NOFOLLOW) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    how.flags = flags;
+    how.resolve = resolve;
     // SAFETY: a valid directory fd, a NUL-terminated path and a pointer to `how` with its size,
     // as openat2(2) takes them.
     let fd = unsafe {
@@ -237,6 +303,59 @@ mod tests {
         assert!(matches!(result_abs, Err(TargetFileError::Symlink { .. })), "{result_abs:?}");
         assert!(matches!(result_climb, Err(TargetFileError::Missing { .. })), "{result_climb:?}");
         assert_eq!(result_inside.as_deref(), Ok(&b"1000 10 f\n"[..]));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Maps `path` into this process (read-only, shared) until the returned guard drops.
+    struct Mapped(*mut libc::c_void);
+    impl Mapped {
+        fn of(path: &Path) -> Self {
+            let file = File::open(path).unwrap();
+            // SAFETY: a fresh read-only mapping of a file this test made, unmapped on drop.
+            let at = unsafe {
+                libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0)
+            };
+            assert_ne!(at, libc::MAP_FAILED);
+            Self(at)
+        }
+    }
+    impl Drop for Mapped {
+        fn drop(&mut self) {
+            // SAFETY: the mapping made in `of`.
+            unsafe { libc::munmap(self.0, 4096) };
+        }
+    }
+
+    #[test]
+    fn a_mapped_library_is_checked_at_its_path() {
+        let check = || mapped_files_at_their_paths(Path::new(PROC), here(), "/libeaglecheck");
+        let dir = scratch("mapped");
+        let lib = dir.join("libeaglecheck.so");
+        std::fs::write(&lib, [7u8; 4096]).unwrap();
+        let mapped = Mapped::of(&lib);
+        assert_eq!(check(), Ok(()), "the very file, at its path");
+
+        let refused =
+            |why: &str| matches!(check(), Err(TargetFileError::NotTheMappedFile { why: w, .. }) if w.contains(why));
+        // Renamed: the kernel shows the mapping at its new name, where it is.
+        std::fs::rename(&lib, dir.join("libeaglecheck.so.moved")).unwrap();
+        assert_eq!(check(), Ok(()), "renamed: the kernel shows the new name");
+        drop(mapped);
+
+        // Deleted: shown as `PATH (deleted)`, where nothing is, then another file, then a FIFO.
+        std::fs::write(&lib, [7u8; 4096]).unwrap();
+        let mapped = Mapped::of(&lib);
+        std::fs::remove_file(&lib).unwrap();
+        assert!(refused("not found"), "{:?}", check());
+        let shown = format!("{} (deleted)", lib.display());
+        std::fs::write(&shown, [8u8; 4096]).unwrap();
+        assert!(refused("another file"), "{:?}", check());
+        std::fs::remove_file(&shown).unwrap();
+        let fifo = std::ffi::CString::new(shown).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        assert!(refused("not a regular file"), "{:?}", check());
+        drop(mapped);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

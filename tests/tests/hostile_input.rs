@@ -294,6 +294,57 @@ fn debug_links_of_a_binary_are_never_followed() {
     run.check(profile.share("cpu_60") > 0.0, "cpu_60 is not named (from the symbol table)");
 }
 
+/// A Python process that maps a library by a name py-spy takes for a shared libpython, deletes
+/// it, and leaves a FIFO where py-spy then looks for it (`PATH (deleted)`, as the kernel shows
+/// such a mapping): py-spy opens an interpreter's library by that path, as root, following
+/// links, and a FIFO would hang its reader and the agent waiting for it. The agent checks the
+/// path first (inside the process's root, through no link, the very file mapped) and says why
+/// it does not read the process; the run ends on time with the native stacks.
+#[test]
+fn an_interpreter_library_swapped_for_a_fifo_is_never_opened() {
+    require_sampling!();
+    let dir = TestDir::new("swapped_libpython");
+    let script = r#"
+import ctypes, os, shutil, sys
+here = sys.argv[1]
+lib = os.path.join(here, "libpython3.99.so.1.0")
+# Any shared library will do: the name is what makes py-spy take it for libpython.
+libm = next(l.split()[-1] for l in open("/proc/self/maps") if "/libm.so" in l)
+shutil.copy(libm, lib)
+ctypes.CDLL(lib)
+os.unlink(lib)
+os.mkfifo(lib + " (deleted)")
+open(os.path.join(here, "ready"), "w").close()
+while True:
+    sum(range(1000))
+"#;
+    let mut python = Workload::start(Command::new("python3").arg("-c").arg(script).arg(dir.path()));
+    let ready = dir.join("ready");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready.exists() {
+        assert!(python.is_running(), "the Python process ended before it was ready");
+        assert!(Instant::now() < deadline, "the Python process was not ready within 30 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let run = Eagle::cli(&dir)
+        .args(["profile", "-d", "2s", "-o", "flame.folded", &format!("pid/{}", python.pid())])
+        .output_file(dir.join("flame.folded"))
+        .timeout(Duration::from_secs(60))
+        .run();
+    run.assert_code(0);
+    run.check(run.profile().total() > 0, "no samples");
+    let stderr = run.stderr();
+    run.check(
+        stderr.lines().any(|l| {
+            l.starts_with("warning:")
+                && l.contains("py-spy is not started")
+                && l.contains("libpython3.99.so.1.0 (deleted), which the process maps, is not a regular file")
+        }),
+        "no warning says why py-spy did not read the process",
+    );
+}
+
 /// Files removed when the test ends, also when it fails.
 struct RemovedOnDrop(Vec<PathBuf>);
 

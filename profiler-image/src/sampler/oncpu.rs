@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use super::{Recorded, RuntimeSampler, SamplerError};
 
@@ -177,9 +178,31 @@ struct Recording {
     thread: JoinHandle<Result<Distribution, String>>,
 }
 
+/// How long a reader told to stop is waited for. It stops at its next read, within a period and
+/// a half (1.5 s at 1 Hz); one that does not stop by then is blocked in a library call (an open of
+/// a file the process swapped in, see `target_file::mapped_files_at_their_paths`), and is left
+/// behind rather than holding up the run's result.
+const READER_STOP_WAIT: Duration = Duration::from_secs(10);
+
 impl Recording {
     fn end(self, tool: &str) -> Result<Distribution, String> {
+        self.end_by(tool, Instant::now() + READER_STOP_WAIT)
+    }
+
+    /// [`Recording::end`], waiting until `deadline` at most: readers told to stop together share
+    /// one wait.
+    fn end_by(self, tool: &str, deadline: Instant) -> Result<Distribution, String> {
         self.stop.store(true, Ordering::Relaxed);
+        while !self.thread.is_finished() {
+            if Instant::now() >= deadline {
+                // Dropping the handle detaches the thread; it ends with the agent.
+                return Err(format!(
+                    "{tool}'s reader did not stop within {} s (blocked in a call of {tool}'s library): its samples of this process are lost",
+                    READER_STOP_WAIT.as_secs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         self.thread.join().unwrap_or_else(|_| Err(format!("{tool}'s reader panicked on this process")))
     }
 }
@@ -234,8 +257,8 @@ impl RuntimeSampler for Recordings {
         for r in self.running.values() {
             r.stop.store(true, Ordering::Relaxed);
         }
-        let tool = self.tool;
-        self.running.drain().map(|(pid, r)| (pid, r.end(tool))).collect()
+        let (tool, deadline) = (self.tool, Instant::now() + READER_STOP_WAIT);
+        self.running.drain().map(|(pid, r)| (pid, r.end_by(tool, deadline))).collect()
     }
 
     fn live(&self) -> usize {
@@ -255,6 +278,24 @@ mod tests {
 
     fn stack(name: &str) -> Vec<String> {
         vec!["main".to_owned(), name.to_owned()]
+    }
+
+    /// A reader blocked in its library (an open that never returns) is left behind at its
+    /// deadline, with what happened said, and the run goes on.
+    #[test]
+    fn a_reader_that_does_not_stop_is_left_behind() {
+        fn blocked(_: u32, _: u64, _: &AtomicBool) -> Result<Distribution, String> {
+            std::thread::sleep(Duration::from_secs(3600));
+            Ok(Distribution::default())
+        }
+        let mut recordings = Recordings::new("spy", "Snake", 99, blocked);
+        recordings.add(1).unwrap();
+        let recording = recordings.running.remove(&1).unwrap();
+        let asked = Instant::now();
+        let ended = recording.end_by("spy", asked + Duration::from_millis(50));
+        assert!(asked.elapsed() < Duration::from_secs(5));
+        let error = ended.expect_err("a blocked reader has no result");
+        assert!(error.contains("spy's reader did not stop"), "{error}");
     }
 
     #[test]

@@ -57,6 +57,9 @@ fn record(pid: u32, rate_hz: u64, stop: &AtomicBool) -> Result<Distribution, Str
         include_idle: false,
         ..Config::default()
     };
+    // py-spy opens a shared libpython by the path the process maps it at (see the check).
+    crate::target_file::mapped_files_at_their_paths(std::path::Path::new("/proc"), pid, "/libpython")
+        .map_err(|e| format!("py-spy is not started on this process: {e}"))?;
     let mut spy = PythonSpy::retry_new(pid as py_spy::Pid, &config, 5)
         .map_err(|e| format!("py-spy cannot read this Python process: {}", one_line(&e)))?;
     let clock = ProcessCpuClock::of(pid).ok_or("its CPU clock cannot be read (it exited?)")?;

@@ -51,6 +51,9 @@ fn record(pid: u32, rate_hz: u64, stop: &AtomicBool) -> Result<Distribution, Str
     // previous receipt.
     const FLAT_OUT_HZ: u32 = 100_000;
     // Pauses the process while it is read (rbspy's default), so stacks are not torn.
+    // rbspy opens a shared libruby by the path the process maps it at (see the check).
+    crate::target_file::mapped_files_at_their_paths(std::path::Path::new("/proc"), pid, "/libruby")
+        .map_err(|e| format!("rbspy is not started on this process: {e}"))?;
     let sampler = rbspy::sampler::Sampler::new(pid as rbspy::Pid, FLAT_OUT_HZ, true, None, false, None, false);
     let (traces, trace_receiver) = std::sync::mpsc::sync_channel(0);
     let (results, result_receiver) = std::sync::mpsc::channel();
