@@ -118,8 +118,11 @@ while True:
         targets=()
         now=$(awk '{print int($1 * 100)}' /proc/uptime)
         for p in /proc/[0-9]*; do
-          start=$(awk '{print $22}' "$p/stat" 2>/dev/null) || continue
-          [ -n "$start" ] && [ $((now - start)) -ge 1000 ] && targets+=(--target "pid:${p#/proc/}")
+          stat=$(cat "$p/stat" 2>/dev/null) || continue
+          # The fields after the name, which may hold spaces: state is the first, start time
+          # the twentieth. A zombie is no target (the agent finds no such process).
+          read -r -a fields <<<"${stat##*) }"
+          [ "${fields[0]:-Z}" != Z ] && [ $((now - ${fields[19]:-now})) -ge 1000 ] && targets+=(--target "pid:${p#/proc/}")
         done
         echo "bench-agent: $name: ${#targets[@]} processes" >&2
         if bin=${a#*=} run "$name" "${targets[@]}" --frequency 99 --duration-ms $((window * 1000)) --node bench; then
