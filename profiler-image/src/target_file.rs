@@ -119,6 +119,20 @@ pub fn mapped_files_at_their_paths(proc_root: &Path, pid: u32, marker: &str) -> 
     Ok(())
 }
 
+/// The directory `path` (absolute, as the process sees it) inside the root of `pid`, as an
+/// `O_PATH` descriptor to work in with `*at` calls: links are resolved within that root, so a
+/// hostile container cannot point the agent at a directory of the node.
+pub fn open_dir_in_root(proc_root: &Path, pid: u32, path: &str) -> std::io::Result<File> {
+    let root = File::open(proc_root.join(format!("{pid}/root")))?;
+    let relative = path.trim_start_matches('/');
+    openat2(
+        &root,
+        if relative.is_empty() { "." } else { relative },
+        (libc::O_DIRECTORY | libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64,
+        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    )
+}
+
 /// `relative` inside `root` as an `O_PATH` descriptor: resolved in the root, through no link.
 fn open_path_in_root(root: &File, relative: &str) -> std::io::Result<File> {
     openat2(

@@ -19,8 +19,8 @@
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -649,37 +649,10 @@ fn weigh(
     distribution
 }
 
-/// Opens `path` (absolute, as the JVM sees it) inside the root of `pid`: symbolic links are
-/// resolved within that root, so a hostile container cannot point the agent, which runs as
-/// root, at a file of the node.
-fn open_in_root(pid: u32, path: &str, flags: libc::c_int) -> std::io::Result<OwnedFd> {
-    let root = std::fs::File::open(format!("/proc/{pid}/root"))?;
-    let relative = CString::new(path.trim_start_matches('/')).map_err(std::io::Error::other)?;
-    // SAFETY: open_how is plain integers; all zero is its neutral value.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (flags | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: valid fd, NUL-terminated path and a correctly sized open_how.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            relative.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a file descriptor that was just opened and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
 /// Free bytes (for an unprivileged user) of the file system holding `dir` inside the root of
 /// `pid`; `None` if that cannot be read.
 fn free_bytes_in_root(pid: u32, dir: &str) -> Option<u64> {
-    let dir = open_in_root(pid, dir, libc::O_DIRECTORY | libc::O_PATH).ok()?;
+    let dir = crate::target_file::open_dir_in_root(Path::new("/proc"), pid, dir).ok()?;
     // SAFETY: statvfs is plain integers; all zero is a valid value to be overwritten.
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: a valid descriptor and a correctly sized statvfs.
@@ -697,7 +670,7 @@ fn threads_in_namespace(pid: u32) -> HashMap<u32, u32> {
 
 fn remove_in_root(pid: u32, path: &str) -> std::io::Result<()> {
     let (dir, file) = path.rsplit_once('/').unwrap_or(("/", path));
-    let dir = open_in_root(pid, if dir.is_empty() { "/" } else { dir }, libc::O_DIRECTORY | libc::O_PATH)?;
+    let dir = crate::target_file::open_dir_in_root(Path::new("/proc"), pid, dir)?;
     let file = CString::new(file).map_err(std::io::Error::other)?;
     // SAFETY: valid directory fd and NUL-terminated name.
     if unsafe { libc::unlinkat(dir.as_raw_fd(), file.as_ptr(), 0) } != 0 {
