@@ -51,7 +51,7 @@ use blazesym::symbolize::{Input, Symbolized, Symbolizer};
 use blazesym::{MaybeDefault, Pid};
 pub use eagle_proto::INLINED_SUFFIX;
 use object::elf::FileHeader64;
-use object::read::elf::{FileHeader, SectionHeader};
+use object::read::elf::{FileHeader, ProgramHeader, SectionHeader};
 
 use crate::target_file::{read_in_root, TargetFileError};
 use crate::unwind::maps::{self, ExecMapping};
@@ -115,6 +115,8 @@ struct ObjectFile {
     path: PathBuf,
     /// Whether its DWARF is read (see [`DWARF_MAX_BYTES`]).
     dwarf: bool,
+    /// Its separate debug file, where the process's root has one (see [`DebugFile`]).
+    debug: Option<DebugFile>,
     /// The batch in which blazesym last read it; `None` while blazesym holds nothing of it.
     used_in: Option<u64>,
 }
@@ -206,8 +208,7 @@ impl Symbols {
         for object in self.objects.values_mut().flatten() {
             let idle = if object.dwarf { DWARF_IDLE_BATCHES } else { IDLE_BATCHES };
             if object.used_in.is_some_and(|batch| self.batch - batch > idle) {
-                let _ = self.blaze.evict(&Evict::Elf(evict::Elf::new(&object.path)));
-                object.used_in = None;
+                object.evict(&mut self.blaze);
                 evicted = true;
             }
         }
@@ -221,11 +222,13 @@ impl Symbols {
     }
 
     /// The objects blazesym holds parsed now; `dwarf`: only those whose DWARF it reads.
+    /// Their separate debug files' keys are in it too, for their pages to be unmapped.
     fn parsed(&self, dwarf: bool) -> HashSet<ObjectKey> {
         self.objects
             .iter()
-            .filter(|(_, o)| o.as_ref().is_some_and(|o| o.used_in.is_some() && (o.dwarf || !dwarf)))
-            .map(|(k, _)| *k)
+            .filter_map(|(k, o)| Some((k, o.as_ref()?)))
+            .filter(|(_, o)| o.used_in.is_some() && (o.dwarf || !dwarf))
+            .flat_map(|(k, o)| std::iter::once(*k).chain(o.debug.as_ref().map(|d| d.key)))
             .collect()
     }
 
@@ -314,8 +317,11 @@ impl Symbols {
                 Some(Some(object)) => {
                     object.used_in = Some(batch);
                     let (path, dwarf) = (object.path.clone(), object.dwarf);
+                    let debug = object.debug.as_ref().map(|d| (d.path.clone(), d.addresses_of(&offsets)));
                     if dwarf {
                         self.name_with_dwarf(key, &path, &offsets)
+                    } else if let Some((debug_path, addresses)) = debug {
+                        self.name_by_debug_file(&path, &debug_path, &offsets, &addresses)
                     } else {
                         self.name(&path, false, &offsets)
                     }
@@ -464,9 +470,9 @@ impl Symbols {
             self.by_offset.retain(|(key, _), _| mapped.contains(key));
         }
         for key in unmapped {
-            if let Some(Some(object)) = self.objects.remove(&key) {
+            if let Some(Some(mut object)) = self.objects.remove(&key) {
                 if object.used_in.is_some() {
-                    let _ = self.blaze.evict(&Evict::Elf(evict::Elf::new(&object.path)));
+                    object.evict(&mut self.blaze);
                 }
             }
         }
@@ -540,15 +546,47 @@ impl Symbols {
     /// Names `offsets` in the object blazesym reads at `path`, from its DWARF if `dwarf`;
     /// `None` where it finds no name.
     fn name(&self, path: &Path, dwarf: bool, offsets: &[u64]) -> Vec<Option<Frames>> {
+        self.name_input(path, dwarf, Input::FileOffset(offsets))
+    }
+
+    fn name_input(&self, path: &Path, dwarf: bool, input: Input<&[u64]>) -> Vec<Option<Frames>> {
         let mut source = Elf::new(path);
         source.debug_syms = dwarf;
-        let syms = self.blaze.symbolize(&Source::Elf(source), Input::FileOffset(offsets)).unwrap_or_default();
-        (0..offsets.len())
+        let count = input.as_inner_ref().len();
+        let syms = self.blaze.symbolize(&Source::Elf(source), input).unwrap_or_default();
+        (0..count)
             .map(|n| match syms.get(n) {
                 Some(Symbolized::Sym(sym)) => Some(frames_of(&sym.name, sym.inlined.iter().map(|f| f.name.as_ref()))),
                 _ => None,
             })
             .collect()
+    }
+
+    /// Names `offsets` of the object at `path` from its separate debug file's symbol table
+    /// (`addresses`: where each offset is in it), and those it does not name from the object's
+    /// own.
+    fn name_by_debug_file(
+        &self,
+        path: &Path,
+        debug_path: &Path,
+        offsets: &[u64],
+        addresses: &[Option<u64>],
+    ) -> Vec<Option<Frames>> {
+        let at: Vec<(usize, u64)> = addresses.iter().enumerate().filter_map(|(n, a)| Some((n, (*a)?))).collect();
+        let virtual_addresses: Vec<u64> = at.iter().map(|(_, a)| *a).collect();
+        let mut named = vec![None; offsets.len()];
+        for ((n, _), frames) in at.iter().zip(self.name_input(debug_path, false, Input::VirtOffset(&virtual_addresses)))
+        {
+            named[*n] = frames;
+        }
+        let rest: Vec<usize> = (0..offsets.len()).filter(|n| named[*n].is_none()).collect();
+        if !rest.is_empty() {
+            let rest_offsets: Vec<u64> = rest.iter().map(|n| offsets[*n]).collect();
+            for (n, frames) in rest.into_iter().zip(self.name(path, false, &rest_offsets)) {
+                named[n] = frames;
+            }
+        }
+        named
     }
 
     /// [`Symbols::name`] from DWARF, [`DWARF_SLICE`] addresses at a time, dropping all parsed
@@ -587,8 +625,7 @@ impl Symbols {
         let dropped = self.parsed(true);
         for key in &dropped {
             if let Some(Some(object)) = self.objects.get_mut(key) {
-                let _ = self.blaze.evict(&Evict::Elf(evict::Elf::new(&object.path)));
-                object.used_in = None;
+                object.evict(&mut self.blaze);
             }
         }
         crate::memory::give_back_freed();
@@ -633,10 +670,68 @@ impl ObjectFile {
         if !file.metadata().ok()?.is_file() {
             return None;
         }
-        let debug = DebugSections::of(&file);
-        let dwarf = dwarf_max_bytes > 0 && !debug.points_elsewhere && debug.info_bytes <= dwarf_max_bytes;
+        let sections = DebugSections::of(&file);
+        let dwarf = dwarf_max_bytes > 0 && !sections.points_elsewhere && sections.info_bytes <= dwarf_max_bytes;
+        let debug = if sections.points_elsewhere { DebugFile::find(pid, &sections) } else { None };
         let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-        Some(Self { _file: file, path, dwarf, used_in: None })
+        Some(Self { _file: file, path, dwarf, debug, used_in: None })
+    }
+
+    /// Drops what blazesym parsed of it (and of its debug file).
+    fn evict(&mut self, blaze: &mut Symbolizer) {
+        let _ = blaze.evict(&Evict::Elf(evict::Elf::new(&self.path)));
+        if let Some(debug) = &self.debug {
+            let _ = blaze.evict(&Evict::Elf(evict::Elf::new(&debug.path)));
+        }
+        self.used_in = None;
+    }
+}
+
+/// Where a distribution keeps separate debug files by build ID (Debian's `-dbg` and `-dbgsym`
+/// packages, Fedora's `debuginfo`): `.build-id/XX/REST.debug` below it.
+const DEBUG_FILE_DIR: &str = "/usr/lib/debug";
+
+/// An object's separate debug file, found by the object's build ID under [`DEBUG_FILE_DIR`]
+/// inside the root of the process that maps it (`target_file::open_regular_in_root`: no link
+/// leaves that root, a FIFO or device is refused) and holding the same build ID. Its symbol
+/// table names what the stripped object's dynamic symbols do not (its static functions); its
+/// DWARF is not read (a distribution's is compressed, and often in a supplementary file
+/// besides). This is the debug link blazesym would follow, taken where it is safe to.
+struct DebugFile {
+    _file: File,
+    path: PathBuf,
+    key: ObjectKey,
+    /// The object's loadable segments, (file offset, size in the file, virtual address): a
+    /// debug file's code sections hold no bytes, so a file offset in the object is turned into
+    /// the virtual address its symbols are at.
+    segments: Vec<(u64, u64, u64)>,
+}
+
+impl DebugFile {
+    fn find(pid: u32, object: &DebugSections) -> Option<Self> {
+        let id = object.build_id.as_deref().filter(|id| id.len() >= 2)?;
+        let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let path = format!("{DEBUG_FILE_DIR}/.build-id/{}/{}.debug", hex(&id[..1]), hex(&id[1..]));
+        let file = crate::target_file::open_regular_in_root(Path::new("/proc"), pid, &path).ok()?;
+        if DebugSections::of(&file).build_id.as_deref() != Some(id) {
+            return None;
+        }
+        let meta = file.metadata().ok()?;
+        let key = (std::os::unix::fs::MetadataExt::dev(&meta), std::os::unix::fs::MetadataExt::ino(&meta));
+        let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        Some(Self { _file: file, path, key, segments: object.segments.clone() })
+    }
+
+    /// Where each file offset of the object is in the debug file; `None` outside its segments.
+    fn addresses_of(&self, offsets: &[u64]) -> Vec<Option<u64>> {
+        offsets
+            .iter()
+            .map(|&offset| {
+                self.segments.iter().find_map(|&(start, size, vaddr)| {
+                    (offset >= start && offset - start < size).then(|| vaddr.checked_add(offset - start)).flatten()
+                })
+            })
+            .collect()
     }
 }
 
@@ -654,22 +749,41 @@ struct DebugSections {
     /// host's `/proc`: a FIFO there hangs it, a device can act on being opened, and a large
     /// file is read whole for its checksum.
     points_elsewhere: bool,
+    /// Its GNU build ID (`.note.gnu.build-id`).
+    build_id: Option<Vec<u8>>,
+    /// Its loadable segments: (file offset, size in the file, virtual address).
+    segments: Vec<(u64, u64, u64)>,
 }
 
 impl DebugSections {
     fn of(file: &File) -> Self {
-        let none = Self { info_bytes: 0, points_elsewhere: false };
+        let mut out = Self { info_bytes: 0, points_elsewhere: false, build_id: None, segments: Vec::new() };
         let data = object::ReadCache::new(file);
-        let Ok(header) = FileHeader64::<object::Endianness>::parse(&data) else { return none };
-        let Ok(endian) = header.endian() else { return none };
-        let Ok(sections) = header.sections(endian, &data) else { return none };
-        let mut out = none;
+        let Ok(header) = FileHeader64::<object::Endianness>::parse(&data) else { return out };
+        let Ok(endian) = header.endian() else { return out };
+        let Ok(sections) = header.sections(endian, &data) else { return out };
         for section in sections.iter() {
             match sections.section_name(endian, section) {
                 Ok(b".debug_info" | b".zdebug_info") => out.info_bytes += section.sh_size(endian),
                 Ok(b".gnu_debuglink" | b".gnu_debugaltlink" | b".debug_sup") => out.points_elsewhere = true,
+                Ok(b".note.gnu.build-id") => {
+                    if let Ok(Some(mut notes)) = section.notes(endian, &data) {
+                        while let Ok(Some(note)) = notes.next() {
+                            if note.name() == b"GNU" && note.n_type(endian) == object::elf::NT_GNU_BUILD_ID {
+                                out.build_id = Some(note.desc().to_vec());
+                            }
+                        }
+                    }
+                }
                 _ => {}
             }
+        }
+        if let Ok(headers) = header.program_headers(endian, &data) {
+            out.segments = headers
+                .iter()
+                .filter(|h| h.p_type(endian) == object::elf::PT_LOAD)
+                .map(|h| (h.p_offset(endian), h.p_filesz(endian), h.p_vaddr(endian)))
+                .collect();
         }
         out
     }

@@ -133,6 +133,31 @@ pub fn open_dir_in_root(proc_root: &Path, pid: u32, path: &str) -> std::io::Resu
     )
 }
 
+/// The regular file `path` (absolute, as the process sees it) inside the root of `pid`, open for
+/// reading: links are followed within that root only (a distribution's debug files are often
+/// links), no magic link is, and it is opened non-blocking and kept only if regular, so a FIFO
+/// cannot hang the agent. Its owner and size are not checked: it is mapped, not read whole,
+/// and system files are root's.
+pub fn open_regular_in_root(proc_root: &Path, pid: u32, path: &str) -> Result<File, TargetFileError> {
+    let unreadable = |e: std::io::Error| TargetFileError::Unreadable { path: path.to_owned(), reason: e.to_string() };
+    let root = File::open(proc_root.join(format!("{pid}/root"))).map_err(unreadable)?;
+    let file = openat2(
+        &root,
+        path.trim_start_matches('/'),
+        (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY) as u64,
+        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    )
+    .map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOENT) => TargetFileError::Missing { path: path.to_owned() },
+        Some(libc::EXDEV) => TargetFileError::NotRegular { path: path.to_owned() },
+        _ => unreadable(e),
+    })?;
+    if !file.metadata().map_err(unreadable)?.file_type().is_file() {
+        return Err(TargetFileError::NotRegular { path: path.to_owned() });
+    }
+    Ok(file)
+}
+
 /// `relative` inside `root` as an `O_PATH` descriptor: resolved in the root, through no link.
 fn open_path_in_root(root: &File, relative: &str) -> std::io::Result<File> {
     openat2(
@@ -338,6 +363,22 @@ mod tests {
             // SAFETY: the mapping made in `of`.
             unsafe { libc::munmap(self.0, 4096) };
         }
+    }
+
+    #[test]
+    fn a_debug_file_may_be_a_link_but_must_be_a_regular_file() {
+        let dir = scratch("regular");
+        std::fs::write(dir.join("file.debug"), b"\x7fELF").unwrap();
+        symlink(dir.join("file.debug"), dir.join("link.debug")).unwrap();
+        let fifo = std::ffi::CString::new(dir.join("fifo.debug").to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let open = |name: &str| open_regular_in_root(Path::new(PROC), here(), dir.join(name).to_str().unwrap());
+        assert!(open("file.debug").is_ok());
+        assert!(open("link.debug").is_ok(), "a link inside the root is followed");
+        assert!(matches!(open("fifo.debug"), Err(TargetFileError::NotRegular { .. })), "a FIFO, at once");
+        assert!(matches!(open("none.debug"), Err(TargetFileError::Missing { .. })));
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -358,6 +358,69 @@ fn binary_invisible_to_the_host_is_named() {
     assert_split(&run, &profile, 0.03);
 }
 
+/// A stripped binary whose symbols are in a separate debug file, as a distribution ships them
+/// (`objcopy --only-keep-debug`, `strip`, a debug link; the file under
+/// `/usr/lib/debug/.build-id/` by build ID): the agent finds the file inside the process's own
+/// root (here a mount namespace where `/usr/lib/debug` is a fresh tmpfs, so the host has no
+/// such file) and names the binary's functions from it.
+#[test]
+fn a_stripped_binary_is_named_from_its_debug_file_in_its_own_root() {
+    require_sampling!();
+    let dir = TestDir::new("debug_file");
+    // A build ID of this run's own, so that no other file answers for it.
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let id = format!("{:024x}{:08x}{:08x}", nanos, std::process::id(), 0xea61e);
+    let mut note = Vec::new();
+    for word in [4u32, 20, 3] {
+        note.extend_from_slice(&word.to_le_bytes());
+    }
+    note.extend_from_slice(b"GNU\0");
+    note.extend((0..20).map(|i| u8::from_str_radix(&id[2 * i..2 * i + 2], 16).unwrap()));
+    std::fs::write(dir.join("build-id.note"), note).unwrap();
+    let (binary, debug) = (dir.join("gt-stripped"), dir.join("gt-stripped.debug"));
+    std::fs::copy(groundtruth(), &binary).unwrap();
+    let run_tool = |tool: &str, args: &[&std::ffi::OsStr]| {
+        let status = Command::new(tool).args(args).status().unwrap_or_else(|e| panic!("{tool} (binutils): {e}"));
+        assert!(status.success(), "{tool} {args:?} failed");
+    };
+    let note_arg = format!("--update-section=.note.gnu.build-id={}", dir.join("build-id.note").display());
+    run_tool("objcopy", &[note_arg.as_ref(), binary.as_os_str()]);
+    run_tool("objcopy", &["--only-keep-debug".as_ref(), binary.as_os_str(), debug.as_os_str()]);
+    run_tool("strip", &["--strip-all".as_ref(), binary.as_os_str()]);
+    let link_arg = format!("--add-gnu-debuglink={}", debug.display());
+    run_tool("objcopy", &[link_arg.as_ref(), binary.as_os_str()]);
+    let in_root = format!("/usr/lib/debug/.build-id/{}/{}.debug", &id[..2], &id[2..]);
+    assert!(!Path::new(&in_root).exists(), "{in_root} is on the host: the test would not test anything");
+
+    // A mount point for the process's own /usr/lib/debug: an empty directory is left on a host
+    // that had none.
+    std::fs::create_dir_all("/usr/lib/debug").unwrap();
+    let script = format!(
+        "mount -t tmpfs eagle-test /usr/lib/debug && mkdir -p {parent} && cp {debug} {in_root} && exec {binary} --rounds 1000",
+        parent = Path::new(&in_root).parent().unwrap().display(),
+        debug = debug.display(),
+        binary = binary.display(),
+    );
+    let mut workload = Workload::start(Command::new("unshare").args([
+        "--mount",
+        "--propagation",
+        "private",
+        "--fork",
+        "sh",
+        "-c",
+        &script,
+    ]));
+    let pid = workload.descendant("gt-stripped", Duration::from_secs(10));
+    let run = profile(&dir, "flame.folded", &["-d", "30s", "-f", "499", &format!("pid/{pid}")]);
+    run.assert_code(0);
+    let profile = run.profile();
+    run.check(
+        named_share(&profile) >= 0.97,
+        format!("only {:.1}% of the samples are named cpu_*", named_share(&profile) * 100.0),
+    );
+    assert_split(&run, &profile, 0.03);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Targets
 
