@@ -117,6 +117,8 @@ struct ObjectFile {
     dwarf: bool,
     /// Its separate debug file, where the process's root has one (see [`DebugFile`]).
     debug: Option<DebugFile>,
+    /// Its size and times of change when opened (see [`ObjectFile::changed`]).
+    stamp: Stamp,
     /// The batch in which blazesym last read it; `None` while blazesym holds nothing of it.
     used_in: Option<u64>,
 }
@@ -315,6 +317,11 @@ impl Symbols {
             let batch = self.batch;
             let named = match self.objects.get_mut(&key) {
                 Some(Some(object)) => {
+                    if (object.dwarf || object.debug.is_some()) && object.changed() {
+                        object.evict(&mut self.blaze);
+                        object.dwarf = false;
+                        object.debug = None;
+                    }
                     object.used_in = Some(batch);
                     let (path, dwarf) = (object.path.clone(), object.dwarf);
                     let debug = object.debug.as_ref().map(|d| (d.path.clone(), d.addresses_of(&offsets)));
@@ -510,8 +517,8 @@ impl Symbols {
         if !vdso.is_empty() {
             let mut process = Process::new(Pid::from(pid));
             process.perf_map = false;
-            // The kernel's code, but read as the others are: no file it might name is followed
-            // (see `DebugSections`).
+            // No file a mapping might name is followed (see `DebugSections`); blazesym reads the
+            // vDSO from the agent's own, which has no DWARF either way.
             process.debug_syms = false;
             let vdso_addrs: Vec<u64> = vdso.iter().map(|&i| addrs[i]).collect();
             let syms = self.blaze.symbolize(&Source::Process(process), Input::AbsAddr(&vdso_addrs)).unwrap_or_default();
@@ -671,10 +678,22 @@ impl ObjectFile {
             return None;
         }
         let sections = DebugSections::of(&file);
-        let dwarf = dwarf_max_bytes > 0 && !sections.points_elsewhere && sections.info_bytes <= dwarf_max_bytes;
+        let dwarf = dwarf_max_bytes > 0
+            && sections.read
+            && !sections.points_elsewhere
+            && sections.info_bytes <= dwarf_max_bytes;
         let debug = if sections.points_elsewhere { DebugFile::find(pid, &sections) } else { None };
+        let stamp = Stamp::of(&file)?;
         let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-        Some(Self { _file: file, path, dwarf, debug, used_in: None })
+        Some(Self { _file: file, path, dwarf, debug, stamp, used_in: None })
+    }
+
+    /// Whether the file changed since it was opened. blazesym parses a file afresh when its size
+    /// or time of change do, and a process that can write the file it mapped could add a debug
+    /// link after [`DebugSections`] looked: such a file is named from its symbol tables from then
+    /// on. A change in the middle of one call to blazesym is not seen.
+    fn changed(&self) -> bool {
+        Stamp::of(&self._file).is_none_or(|now| now != self.stamp)
     }
 
     /// Drops what blazesym parsed of it (and of its debug file).
@@ -687,16 +706,29 @@ impl ObjectFile {
     }
 }
 
+/// A file's size and the times of its last change, as blazesym compares them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp(u64, i64, i64, i64, i64);
+
+impl Stamp {
+    fn of(file: &File) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let m = file.metadata().ok()?;
+        Some(Self(m.size(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()))
+    }
+}
+
 /// Where a distribution keeps separate debug files by build ID (Debian's `-dbg` and `-dbgsym`
 /// packages, Fedora's `debuginfo`): `.build-id/XX/REST.debug` below it.
 const DEBUG_FILE_DIR: &str = "/usr/lib/debug";
 
 /// An object's separate debug file, found by the object's build ID under [`DEBUG_FILE_DIR`]
-/// inside the root of the process that maps it (`target_file::open_regular_in_root`: no link
-/// leaves that root, a FIFO or device is refused) and holding the same build ID. Its symbol
-/// table names what the stripped object's dynamic symbols do not (its static functions); its
-/// DWARF is not read (a distribution's is compressed, and often in a supplementary file
-/// besides). This is the debug link blazesym would follow, taken where it is safe to.
+/// inside the root of a process of the host's mount namespace that maps it
+/// (`target_file::open_regular_in_root`: no link leaves that root, a FIFO or device is never
+/// opened) and holding the same build ID. It names the object's code first (its symbol table has
+/// the static functions the dynamic symbols lack), the object's own symbols the rest; its DWARF
+/// is not read (a distribution's is compressed, and often in a supplementary file besides). This
+/// is the debug link blazesym would follow, taken where it is safe to.
 struct DebugFile {
     _file: File,
     path: PathBuf,
@@ -709,17 +741,41 @@ struct DebugFile {
 
 impl DebugFile {
     fn find(pid: u32, object: &DebugSections) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
         let id = object.build_id.as_deref().filter(|id| id.len() >= 2)?;
+        // Only a process of the host's own mount namespace (init's; the agent's own where init's
+        // cannot be read, as in a sandbox): an object is named once for every process that maps
+        // it, and containers share their images' files, so a debug file in one container's root
+        // would name another tenant's frames.
+        let namespace = |pid: &str| std::fs::metadata(format!("/proc/{pid}/ns/mnt")).ok().map(|m| m.ino());
+        let host = namespace("1").or_else(|| namespace("self"));
+        if host.is_none() || namespace(&pid.to_string()) != host {
+            return None;
+        }
         let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
         let path = format!("{DEBUG_FILE_DIR}/.build-id/{}/{}.debug", hex(&id[..1]), hex(&id[1..]));
         let file = crate::target_file::open_regular_in_root(Path::new("/proc"), pid, &path).ok()?;
-        if DebugSections::of(&file).build_id.as_deref() != Some(id) {
+        let sections = DebugSections::of(&file);
+        if sections.build_id.as_deref() != Some(id) {
             return None;
         }
         let meta = file.metadata().ok()?;
-        let key = (std::os::unix::fs::MetadataExt::dev(&meta), std::os::unix::fs::MetadataExt::ino(&meta));
+        // As `/proc/PID/maps` shows a device, which the pages to unmap are found by.
+        let dev = (u64::from(libc::major(meta.dev())) << 32) | u64::from(libc::minor(meta.dev()));
+        // A prelinked object's segments moved, its debug file's did not: the debug file's own
+        // addresses, segment by segment, where it has as many.
+        let segments = if sections.segments.len() == object.segments.len() {
+            object
+                .segments
+                .iter()
+                .zip(&sections.segments)
+                .map(|(&(off, size, _), &(_, _, vaddr))| (off, size, vaddr))
+                .collect()
+        } else {
+            object.segments.clone()
+        };
         let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-        Some(Self { _file: file, path, key, segments: object.segments.clone() })
+        Some(Self { _file: file, path, key: (dev, meta.ino()), segments })
     }
 
     /// Where each file offset of the object is in the debug file; `None` outside its segments.
@@ -753,20 +809,31 @@ struct DebugSections {
     build_id: Option<Vec<u8>>,
     /// Its loadable segments: (file offset, size in the file, virtual address).
     segments: Vec<(u64, u64, u64)>,
+    /// Whether its headers were read: where they were not (no 64-bit ELF file as the `object`
+    /// crate reads one, an extended section count), nothing above is known, and its DWARF is
+    /// not read, as blazesym would read it more leniently and follow what it names.
+    read: bool,
 }
 
 impl DebugSections {
     fn of(file: &File) -> Self {
-        let mut out = Self { info_bytes: 0, points_elsewhere: false, build_id: None, segments: Vec::new() };
+        let mut out =
+            Self { info_bytes: 0, points_elsewhere: false, build_id: None, segments: Vec::new(), read: false };
         let data = object::ReadCache::new(file);
         let Ok(header) = FileHeader64::<object::Endianness>::parse(&data) else { return out };
         let Ok(endian) = header.endian() else { return out };
+        // A count of 0 (or of 0xffff segments) stands for one kept in the first section header,
+        // up to 2^32 entries that the reader would hold: none are that big.
+        if header.e_shnum.get(endian) == 0 || header.e_phnum.get(endian) == 0xffff {
+            return out;
+        }
         let Ok(sections) = header.sections(endian, &data) else { return out };
         for section in sections.iter() {
             match sections.section_name(endian, section) {
                 Ok(b".debug_info" | b".zdebug_info") => out.info_bytes += section.sh_size(endian),
                 Ok(b".gnu_debuglink" | b".gnu_debugaltlink" | b".debug_sup") => out.points_elsewhere = true,
-                Ok(b".note.gnu.build-id") => {
+                // A build ID note is 36 bytes; a large one is no build ID, and would be read whole.
+                Ok(b".note.gnu.build-id") if section.sh_size(endian) <= 4096 => {
                     if let Ok(Some(mut notes)) = section.notes(endian, &data) {
                         while let Ok(Some(note)) = notes.next() {
                             if note.name() == b"GNU" && note.n_type(endian) == object::elf::NT_GNU_BUILD_ID {
@@ -785,6 +852,7 @@ impl DebugSections {
                 .map(|h| (h.p_offset(endian), h.p_filesz(endian), h.p_vaddr(endian)))
                 .collect();
         }
+        out.read = true;
         out
     }
 }

@@ -6,8 +6,9 @@
 //! - not a symbolic link itself (`O_NOFOLLOW`): a runtime writes these files, it does not link
 //!   them, and a link may point at any file of a root the process shares (the host's, in local
 //!   mode);
-//! - opened non-blocking and accepted only as a regular file: a FIFO cannot hang the agent,
-//!   `/dev/zero` cannot fill its memory;
+//! - opened for reading only once it is known to be a regular file (an `O_PATH` descriptor
+//!   first): a FIFO cannot hang the agent, a device's open never runs, `/dev/zero` cannot fill
+//!   its memory;
 //! - owned by one of the target's own uids: a process cannot name another user's file (root's
 //!   included, unless it runs as root), or a host file reached through a shared root, as its own;
 //! - read up to a size cap, the excess refused rather than allocated.
@@ -15,7 +16,7 @@
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -47,18 +48,23 @@ pub fn read_in_root(proc_root: &Path, pid: u32, path: &str, limit: u64) -> Resul
         path: path.to_owned(),
         reason: format!("process {pid} is gone"),
     })?;
-    let file = openat2_in_root(&root, path.trim_start_matches('/')).map_err(|e| match e.raw_os_error() {
-        Some(libc::ENOENT) => TargetFileError::Missing { path: path.to_owned() },
-        // ELOOP: the file is a symbolic link (O_NOFOLLOW) or a magic link.
-        Some(libc::ELOOP) => TargetFileError::Symlink { path: path.to_owned() },
-        // EXDEV: a path that would leave the root.
-        Some(libc::EXDEV) => TargetFileError::NotRegular { path: path.to_owned() },
-        _ => unreadable(e),
-    })?;
-    let meta = file.metadata().map_err(unreadable)?;
-    if !meta.file_type().is_file() {
-        return Err(TargetFileError::NotRegular { path: path.to_owned() });
+    let found = open_path_in_root(&root, path.trim_start_matches('/'), libc::RESOLVE_NO_MAGICLINKS, true).map_err(
+        |e| match e.raw_os_error() {
+            Some(libc::ENOENT) => TargetFileError::Missing { path: path.to_owned() },
+            // ELOOP: a magic link.
+            Some(libc::ELOOP) => TargetFileError::Symlink { path: path.to_owned() },
+            // EXDEV: a path that would leave the root.
+            Some(libc::EXDEV) => TargetFileError::NotRegular { path: path.to_owned() },
+            _ => unreadable(e),
+        },
+    )?;
+    let meta = found.metadata().map_err(unreadable)?;
+    if meta.file_type().is_symlink() {
+        return Err(TargetFileError::Symlink { path: path.to_owned() });
     }
+    let file = reopen_if_regular(&found, &meta)
+        .map_err(unreadable)?
+        .ok_or_else(|| TargetFileError::NotRegular { path: path.to_owned() })?;
     if !owner.contains(&meta.uid()) {
         return Err(TargetFileError::ForeignOwner { path: path.to_owned(), owner: meta.uid(), process: owner[1] });
     }
@@ -81,7 +87,9 @@ pub fn read_in_root(proc_root: &Path, pid: u32, path: &str, limit: u64) -> Resul
 /// own root, so the process could rename the file it mapped and leave a FIFO (which hangs the
 /// reader, and the agent waiting for it), a link to a device or a host file in its place. This
 /// check opens nothing: `O_PATH` does not run a device's or FIFO's open. A swap after it and
-/// before the library's open is not caught; `oncpu::Recording` bounds what that costs.
+/// before the library's open (py-spy reads the maps again and retries up to 5 times) is not
+/// caught; `oncpu::Recording` bounds what a hang costs. Opening `/proc/PID/map_files/RANGE`
+/// instead would take patching both libraries.
 pub fn mapped_files_at_their_paths(proc_root: &Path, pid: u32, marker: &str) -> Result<(), TargetFileError> {
     let maps_path = proc_root.join(format!("{pid}/maps"));
     let unreadable =
@@ -102,11 +110,20 @@ pub fn mapped_files_at_their_paths(proc_root: &Path, pid: u32, marker: &str) -> 
             None => root.insert(File::open(proc_root.join(format!("{pid}/root"))).map_err(|e| unreadable(path, e))?),
         };
         let refused = |why| TargetFileError::NotTheMappedFile { path: path.to_owned(), why };
-        let found = open_path_in_root(root, path.trim_start_matches('/')).map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOENT | libc::ENOTDIR) => refused("not found (deleted or renamed since)"),
-            // A link on the way (RESOLVE_NO_SYMLINKS), or a magic one.
-            Some(libc::ELOOP) => refused("reached through a symbolic link"),
-            _ => unreadable(path, e),
+        // py-spy and rbspy read the maps with proc-maps, which rebuilds a path from its
+        // whitespace-separated words: `/a  b/libpython3.so` is opened as `/a b/libpython3.so`,
+        // which this check would not have looked at.
+        if path.split_whitespace().collect::<Vec<_>>().join(" ") != path {
+            return Err(refused("a path with runs of white space, which the reader would not open as written"));
+        }
+        let no_links = libc::RESOLVE_NO_MAGICLINKS | libc::RESOLVE_NO_SYMLINKS;
+        let found = open_path_in_root(root, path.trim_start_matches('/'), no_links, true).map_err(|e| {
+            match e.raw_os_error() {
+                Some(libc::ENOENT | libc::ENOTDIR) => refused("not found (deleted or renamed since)"),
+                // A link on the way (RESOLVE_NO_SYMLINKS), or a magic one.
+                Some(libc::ELOOP) => refused("reached through a symbolic link"),
+                _ => unreadable(path, e),
+            }
         })?;
         let meta = found.metadata().map_err(|e| unreadable(path, e))?;
         if !meta.file_type().is_file() {
@@ -135,37 +152,50 @@ pub fn open_dir_in_root(proc_root: &Path, pid: u32, path: &str) -> std::io::Resu
 
 /// The regular file `path` (absolute, as the process sees it) inside the root of `pid`, open for
 /// reading: links are followed within that root only (a distribution's debug files are often
-/// links), no magic link is, and it is opened non-blocking and kept only if regular, so a FIFO
-/// cannot hang the agent. Its owner and size are not checked: it is mapped, not read whole,
-/// and system files are root's.
+/// links), no magic link is, and it is opened for reading only if it is regular (see
+/// `reopen_if_regular`). Its owner and size are not checked: it is mapped, not read whole, and
+/// system files are root's.
 pub fn open_regular_in_root(proc_root: &Path, pid: u32, path: &str) -> Result<File, TargetFileError> {
     let unreadable = |e: std::io::Error| TargetFileError::Unreadable { path: path.to_owned(), reason: e.to_string() };
     let root = File::open(proc_root.join(format!("{pid}/root"))).map_err(unreadable)?;
-    let file = openat2(
-        &root,
-        path.trim_start_matches('/'),
-        (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY) as u64,
-        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
-    )
-    .map_err(|e| match e.raw_os_error() {
-        Some(libc::ENOENT) => TargetFileError::Missing { path: path.to_owned() },
-        Some(libc::EXDEV) => TargetFileError::NotRegular { path: path.to_owned() },
-        _ => unreadable(e),
-    })?;
-    if !file.metadata().map_err(unreadable)?.file_type().is_file() {
-        return Err(TargetFileError::NotRegular { path: path.to_owned() });
-    }
-    Ok(file)
+    let found = open_path_in_root(&root, path.trim_start_matches('/'), libc::RESOLVE_NO_MAGICLINKS, false).map_err(
+        |e| match e.raw_os_error() {
+            Some(libc::ENOENT) => TargetFileError::Missing { path: path.to_owned() },
+            Some(libc::EXDEV) => TargetFileError::NotRegular { path: path.to_owned() },
+            _ => unreadable(e),
+        },
+    )?;
+    let meta = found.metadata().map_err(unreadable)?;
+    reopen_if_regular(&found, &meta)
+        .map_err(unreadable)?
+        .ok_or_else(|| TargetFileError::NotRegular { path: path.to_owned() })
 }
 
-/// `relative` inside `root` as an `O_PATH` descriptor: resolved in the root, through no link.
-fn open_path_in_root(root: &File, relative: &str) -> std::io::Result<File> {
-    openat2(
-        root,
-        relative,
-        (libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64,
-        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS | libc::RESOLVE_NO_SYMLINKS,
-    )
+/// `found` (an `O_PATH` descriptor, `meta` its status) opened for reading, non-blocking, if it is
+/// a regular file; `None` if it is not. Opening a FIFO blocks, and opening a device runs its
+/// driver's open, which may act (a watchdog starts counting): only an `O_PATH` descriptor is
+/// taken before the file's type is known, and a regular file is then opened again through it.
+fn reopen_if_regular(found: &File, meta: &std::fs::Metadata) -> std::io::Result<Option<File>> {
+    if !meta.file_type().is_file() {
+        return Ok(None);
+    }
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(format!("/proc/self/fd/{}", found.as_raw_fd()))?;
+    // The same file, not another one put at the magic link's path meanwhile (it cannot be).
+    let reopened = file.metadata()?;
+    if (reopened.dev(), reopened.ino()) != (meta.dev(), meta.ino()) || !reopened.file_type().is_file() {
+        return Ok(None);
+    }
+    Ok(Some(file))
+}
+
+/// `relative` inside `root` as an `O_PATH` descriptor, resolved in the root with `resolve` besides;
+/// `nofollow`: a link as the last component is the link itself.
+fn open_path_in_root(root: &File, relative: &str, resolve: u64, nofollow: bool) -> std::io::Result<File> {
+    let nofollow = if nofollow { libc::O_NOFOLLOW } else { 0 };
+    openat2(root, relative, (libc::O_PATH | libc::O_CLOEXEC | nofollow) as u64, libc::RESOLVE_IN_ROOT | resolve)
 }
 
 /// Real, effective, saved and filesystem uid of `pid`.
@@ -174,15 +204,6 @@ fn process_uids(proc_root: &Path, pid: u32) -> Option<[u32; 4]> {
     let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
     let mut ids = line.split_whitespace().map(|v| v.parse::<u32>().ok());
     Some([ids.next()??, ids.next()??, ids.next()??, ids.next()??])
-}
-
-fn openat2_in_root(root: &File, relative: &str) -> std::io::Result<File> {
-    openat2(
-        root,
-        relative,
-        (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NOFOLLOW) as u64,
-        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
-    )
 }
 
 fn openat2(root: &File, relative: &str, flags: u64, resolve: u64) -> std::io::Result<File> {

@@ -360,11 +360,13 @@ fn binary_invisible_to_the_host_is_named() {
 
 /// A stripped binary whose symbols are in a separate debug file, as a distribution ships them
 /// (`objcopy --only-keep-debug`, `strip`, a debug link; the file under
-/// `/usr/lib/debug/.build-id/` by build ID): the agent finds the file inside the process's own
-/// root (here a mount namespace where `/usr/lib/debug` is a fresh tmpfs, so the host has no
-/// such file) and names the binary's functions from it.
+/// `/usr/lib/debug/.build-id/` by build ID). In the host's own `/usr/lib/debug`, the agent finds
+/// it and names the binary's functions from it. In the root of a process of another mount
+/// namespace only (here one where `/usr/lib/debug` is a fresh tmpfs), it does not: an object is
+/// named once for every process that maps it, and a container's debug file could otherwise name
+/// another's frames.
 #[test]
-fn a_stripped_binary_is_named_from_its_debug_file_in_its_own_root() {
+fn a_stripped_binary_is_named_from_its_debug_file_on_the_host_only() {
     require_sampling!();
     let dir = TestDir::new("debug_file");
     // A build ID of this run's own, so that no other file answers for it.
@@ -389,16 +391,22 @@ fn a_stripped_binary_is_named_from_its_debug_file_in_its_own_root() {
     run_tool("strip", &["--strip-all".as_ref(), binary.as_os_str()]);
     let link_arg = format!("--add-gnu-debuglink={}", debug.display());
     run_tool("objcopy", &[link_arg.as_ref(), binary.as_os_str()]);
-    let in_root = format!("/usr/lib/debug/.build-id/{}/{}.debug", &id[..2], &id[2..]);
-    assert!(!Path::new(&in_root).exists(), "{in_root} is on the host: the test would not test anything");
+    let installed = std::path::PathBuf::from(format!("/usr/lib/debug/.build-id/{}/{}.debug", &id[..2], &id[2..]));
+    assert!(!installed.exists(), "{} exists already", installed.display());
+    let profile_of = |pid: u32| {
+        let run = profile(&dir, "flame.folded", &["-d", "30s", "-f", "499", &format!("pid/{pid}")]);
+        run.assert_code(0);
+        run
+    };
 
-    // A mount point for the process's own /usr/lib/debug: an empty directory is left on a host
-    // that had none.
+    // Only in the process's own mount namespace: not read.
+    // A mount point for it: an empty directory is left on a host that had none.
     std::fs::create_dir_all("/usr/lib/debug").unwrap();
     let script = format!(
-        "mount -t tmpfs eagle-test /usr/lib/debug && mkdir -p {parent} && cp {debug} {in_root} && exec {binary} --rounds 1000",
-        parent = Path::new(&in_root).parent().unwrap().display(),
+        "mount -t tmpfs eagle-test /usr/lib/debug && mkdir -p {parent} && cp {debug} {installed} && exec {binary} --rounds 300",
+        parent = installed.parent().unwrap().display(),
         debug = debug.display(),
+        installed = installed.display(),
         binary = binary.display(),
     );
     let mut workload = Workload::start(Command::new("unshare").args([
@@ -410,15 +418,38 @@ fn a_stripped_binary_is_named_from_its_debug_file_in_its_own_root() {
         "-c",
         &script,
     ]));
-    let pid = workload.descendant("gt-stripped", Duration::from_secs(10));
-    let run = profile(&dir, "flame.folded", &["-d", "30s", "-f", "499", &format!("pid/{pid}")]);
-    run.assert_code(0);
+    let run = profile_of(workload.descendant("gt-stripped", Duration::from_secs(10)));
+    let profile = run.profile();
+    run.check(profile.total() > 0, "no samples");
+    run.check(
+        named_share(&profile) == 0.0,
+        format!(
+            "{:.1}% of the samples are named from a debug file in another mount namespace",
+            named_share(&profile) * 100.0
+        ),
+    );
+    drop(workload);
+
+    // In the host's: read.
+    std::fs::create_dir_all(installed.parent().unwrap()).unwrap();
+    std::fs::copy(&debug, &installed).unwrap();
+    struct Removed(std::path::PathBuf);
+    impl Drop for Removed {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+            let _ = std::fs::remove_dir(self.0.parent().unwrap());
+        }
+    }
+    let _installed = Removed(installed);
+    let mut workload = Workload::start(Command::new(&binary).args(["--rounds", "1000"]));
+    let run = profile_of(workload.pid());
     let profile = run.profile();
     run.check(
         named_share(&profile) >= 0.97,
         format!("only {:.1}% of the samples are named cpu_*", named_share(&profile) * 100.0),
     );
     assert_split(&run, &profile, 0.03);
+    let _ = &mut workload;
 }
 
 // ---------------------------------------------------------------------------------------------

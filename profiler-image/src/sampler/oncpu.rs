@@ -8,7 +8,7 @@
 //! same window at the same frequency. Each such process's stacks are scaled so their total is its
 //! eBPF on-CPU sample count ([`Distribution::apportion`]), and the graph stays in one unit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -168,6 +168,8 @@ pub struct Recordings {
     /// Reads one process at `rate_hz` until told to stop or the process ends.
     record: RecordFn,
     running: HashMap<u32, Recording>,
+    /// Processes whose reader did not stop when told, and was left behind: not read again.
+    left_behind: HashSet<u32>,
 }
 
 /// How a library-driven sampler reads one process: `(pid, rate_hz, stop)`.
@@ -178,38 +180,62 @@ struct Recording {
     thread: JoinHandle<Result<Distribution, String>>,
 }
 
-/// How long a reader told to stop is waited for. It stops at its next read, within a period and
-/// a half (1.5 s at 1 Hz); one that does not stop by then is blocked in a library call (an open of
-/// a file the process swapped in, see `target_file::mapped_files_at_their_paths`), and is left
-/// behind rather than holding up the run's result.
+/// How long the readers told to stop at the window's end are waited for, together. A reader stops
+/// at its next read, within a period and a half (1.5 s at 1 Hz); one that has not by then is
+/// blocked in a library call (an open of a file the process swapped in, see
+/// `target_file::mapped_files_at_their_paths`), and is left behind rather than holding up the
+/// run's result.
 const READER_STOP_WAIT: Duration = Duration::from_secs(10);
 
-impl Recording {
-    fn end(self, tool: &str) -> Result<Distribution, String> {
-        self.end_by(tool, Instant::now() + READER_STOP_WAIT)
-    }
+/// How a reader told to stop ended.
+enum Ended {
+    Read(Result<Distribution, String>),
+    Panicked,
+    /// It did not stop by the deadline, and was left behind: dropping its handle detached the
+    /// thread, which ends with the agent.
+    LeftBehind,
+}
 
-    /// [`Recording::end`], waiting until `deadline` at most: readers told to stop together share
-    /// one wait.
-    fn end_by(self, tool: &str, deadline: Instant) -> Result<Distribution, String> {
+impl Recording {
+    /// Tells the reader to stop and waits for it until `deadline` at most.
+    fn end_by(self, deadline: Instant) -> Ended {
         self.stop.store(true, Ordering::Relaxed);
         while !self.thread.is_finished() {
             if Instant::now() >= deadline {
-                // Dropping the handle detaches the thread; it ends with the agent.
-                return Err(format!(
-                    "{tool}'s reader did not stop within {} s (blocked in a call of {tool}'s library): its samples of this process are lost",
-                    READER_STOP_WAIT.as_secs()
-                ));
+                return Ended::LeftBehind;
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        self.thread.join().unwrap_or_else(|_| Err(format!("{tool}'s reader panicked on this process")))
+        self.thread.join().map_or(Ended::Panicked, Ended::Read)
     }
 }
 
 impl Recordings {
     pub fn new(tool: &'static str, what: &'static str, rate_hz: u64, record: RecordFn) -> Self {
-        Self { tool, what, rate_hz, record, running: HashMap::new() }
+        Self { tool, what, rate_hz, record, running: HashMap::new(), left_behind: HashSet::new() }
+    }
+
+    /// How long `stop` and `add`, on the collection loop, wait for a reader: two periods and a
+    /// little, so that one blocked reader does not stall the loop for long.
+    fn stop_wait(&self) -> Duration {
+        (Duration::from_secs_f64(2.0 / self.rate_hz.max(1) as f64) + Duration::from_millis(100)).min(READER_STOP_WAIT)
+    }
+
+    /// Ends `recording` of `pid` by `deadline`, saying so where its reader was left behind.
+    fn end(&mut self, pid: u32, recording: Recording, deadline: Instant) -> Result<Distribution, String> {
+        let asked = Instant::now();
+        match recording.end_by(deadline) {
+            Ended::Read(result) => result,
+            Ended::Panicked => Err(format!("{}'s reader panicked on this process", self.tool)),
+            Ended::LeftBehind => {
+                self.left_behind.insert(pid);
+                Err(format!(
+                    "{tool}'s reader did not stop within {:.1} s (blocked in a call of {tool}'s library): its samples of this process are lost, and it is not read again",
+                    deadline.saturating_duration_since(asked).as_secs_f64(),
+                    tool = self.tool
+                ))
+            }
+        }
     }
 }
 
@@ -221,7 +247,14 @@ impl RuntimeSampler for Recordings {
     /// Starts reading `pid` on a thread of its own (ending a recording it had).
     fn add(&mut self, pid: u32) -> Result<(), SamplerError> {
         if let Some(old) = self.running.remove(&pid) {
-            let _ = old.end(self.tool);
+            let deadline = Instant::now() + self.stop_wait();
+            let _ = self.end(pid, old, deadline);
+        }
+        if self.left_behind.contains(&pid) {
+            return Err(SamplerError::Failed(format!(
+                "{}'s earlier reader of {} process {pid} is still blocked: not read again",
+                self.tool, self.what
+            )));
         }
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -237,7 +270,9 @@ impl RuntimeSampler for Recordings {
     }
 
     fn stop(&mut self, pid: u32) -> Option<Result<Distribution, String>> {
-        self.running.remove(&pid).map(|r| r.end(self.tool))
+        let recording = self.running.remove(&pid)?;
+        let deadline = Instant::now() + self.stop_wait();
+        Some(self.end(pid, recording, deadline))
     }
 
     /// Recordings whose thread ended by itself (the process exited, or could not be read).
@@ -257,8 +292,9 @@ impl RuntimeSampler for Recordings {
         for r in self.running.values() {
             r.stop.store(true, Ordering::Relaxed);
         }
-        let (tool, deadline) = (self.tool, Instant::now() + READER_STOP_WAIT);
-        self.running.drain().map(|(pid, r)| (pid, r.end_by(tool, deadline))).collect()
+        let deadline = Instant::now() + READER_STOP_WAIT;
+        let running: Vec<(u32, Recording)> = self.running.drain().collect();
+        running.into_iter().map(|(pid, r)| (pid, self.end(pid, r, deadline))).collect()
     }
 
     fn live(&self) -> usize {
@@ -290,12 +326,12 @@ mod tests {
         }
         let mut recordings = Recordings::new("spy", "Snake", 99, blocked);
         recordings.add(1).unwrap();
-        let recording = recordings.running.remove(&1).unwrap();
         let asked = Instant::now();
-        let ended = recording.end_by("spy", asked + Duration::from_millis(50));
-        assert!(asked.elapsed() < Duration::from_secs(5));
-        let error = ended.expect_err("a blocked reader has no result");
-        assert!(error.contains("spy's reader did not stop"), "{error}");
+        let error = recordings.stop(1).expect("a recording").expect_err("a blocked reader has no result");
+        assert!(asked.elapsed() < Duration::from_secs(1), "stop waits two periods and a little");
+        assert!(error.contains("spy's reader did not stop within 0.1 s"), "{error}");
+        let again = recordings.add(1).expect_err("a process whose reader is blocked is not read again");
+        assert!(again.to_string().contains("still blocked"), "{again}");
     }
 
     #[test]
