@@ -41,7 +41,6 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -671,12 +670,8 @@ impl ObjectFile {
     /// Opens the file of mapping `m` through `pid`'s view of it; `None` when the mapping is
     /// gone or is not a regular file.
     fn open(pid: u32, m: &ExecMapping, dwarf_max_bytes: u64) -> Option<Self> {
-        let path = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
-        // Non-blocking: what a hostile process maps executable is not known to be a file yet.
-        let file = File::options().read(true).custom_flags(libc::O_NONBLOCK).open(path).ok()?;
-        if !file.metadata().ok()?.is_file() {
-            return None;
-        }
+        // What a hostile process maps executable is not known to be a file yet.
+        let file = crate::target_file::open_mapped_file(pid, m.start, m.end)?;
         let sections = DebugSections::of(&file);
         let dwarf = dwarf_max_bytes > 0
             && sections.read

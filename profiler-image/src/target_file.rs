@@ -171,6 +171,20 @@ pub fn open_regular_in_root(proc_root: &Path, pid: u32, path: &str) -> Result<Fi
         .ok_or_else(|| TargetFileError::NotRegular { path: path.to_owned() })
 }
 
+/// The file a process maps at `start`-`end`, through `/proc/PID/map_files` (valid after the file
+/// was deleted or replaced, and inside the process's own mount namespace), open for reading if
+/// it is a regular file; `None` if it is gone or is not one (a mapped device: its driver's open
+/// is never run).
+pub fn open_mapped_file(pid: u32, start: u64, end: u64) -> Option<File> {
+    let found = File::options()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(format!("/proc/{pid}/map_files/{start:x}-{end:x}"))
+        .ok()?;
+    let meta = found.metadata().ok()?;
+    reopen_if_regular(&found, &meta).ok().flatten()
+}
+
 /// `found` (an `O_PATH` descriptor, `meta` its status) opened for reading, non-blocking, if it is
 /// a regular file; `None` if it is not. Opening a FIFO blocks, and opening a device runs its
 /// driver's open, which may act (a watchdog starts counting): only an `O_PATH` descriptor is

@@ -53,7 +53,7 @@ impl NativeThreadIds {
             {
                 continue;
             }
-            let Ok(file) = File::open(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end)) else { continue };
+            let Some(file) = crate::target_file::open_mapped_file(pid, m.start, m.end) else { continue };
             match tid_offset(&file) {
                 Some(offset) => {
                     let memory = remoteprocess::Process::new(pid as remoteprocess::Pid)

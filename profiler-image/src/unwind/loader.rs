@@ -13,7 +13,6 @@
 //! then its samples are walked by frame pointers and counted as pending.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
@@ -564,8 +563,8 @@ impl Loader {
         sink: &mut dyn RowSink,
         needed: bool,
     ) -> Option<Result<Object, TableError>> {
-        let path = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
-        let file = File::open(&path).ok()?;
+        // A regular file only: a mapped device's open is never run.
+        let file = crate::target_file::open_mapped_file(pid, m.start, m.end)?;
         // Read through a cache of the parts asked for, not mapped: a file truncated while it
         // is read must give an error, not a SIGBUS.
         let cache = object::ReadCache::new(file);
