@@ -321,6 +321,11 @@ fn syscalls_show_kernel_frames_above_user_frames() {
     run.check(misordered == 0, format!("{misordered} samples with a user frame above a kernel frame"));
 }
 
+/// `sh -c SCRIPT` in a mount namespace of its own, whose mounts the host does not see.
+fn in_private_mount_namespace(script: &str) -> Workload {
+    Workload::start(Command::new("unshare").args(["--mount", "--propagation", "private", "--fork", "sh", "-c", script]))
+}
+
 /// A process in a mount namespace of its own, whose binary the host cannot see (a container's,
 /// typically): its code is read through the process itself and named.
 #[test]
@@ -334,15 +339,7 @@ fn binary_invisible_to_the_host_is_named() {
         p = private.display(),
         gt = groundtruth().display()
     );
-    let mut workload = Workload::start(Command::new("unshare").args([
-        "--mount",
-        "--propagation",
-        "private",
-        "--fork",
-        "sh",
-        "-c",
-        &script,
-    ]));
+    let mut workload = in_private_mount_namespace(&script);
     let pid = workload.descendant("gt-hidden", Duration::from_secs(10));
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
     assert!(!exe.exists(), "{} is visible on the host: the test would not test anything", exe.display());
@@ -409,15 +406,7 @@ fn a_stripped_binary_is_named_from_its_debug_file_on_the_host_only() {
         installed = installed.display(),
         binary = binary.display(),
     );
-    let mut workload = Workload::start(Command::new("unshare").args([
-        "--mount",
-        "--propagation",
-        "private",
-        "--fork",
-        "sh",
-        "-c",
-        &script,
-    ]));
+    let mut workload = in_private_mount_namespace(&script);
     let run = profile_of(workload.descendant("gt-stripped", Duration::from_secs(10)));
     let profile = run.profile();
     run.check(profile.total() > 0, "no samples");
