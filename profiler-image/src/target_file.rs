@@ -43,28 +43,12 @@ pub enum TargetFileError {
 /// `limit` bytes; see the module docs for what is refused.
 pub fn read_in_root(proc_root: &Path, pid: u32, path: &str, limit: u64) -> Result<Vec<u8>, TargetFileError> {
     let unreadable = |e: std::io::Error| TargetFileError::Unreadable { path: path.to_owned(), reason: e.to_string() };
-    let root = File::open(proc_root.join(format!("{pid}/root"))).map_err(unreadable)?;
     let owner = process_uids(proc_root, pid).ok_or_else(|| TargetFileError::Unreadable {
         path: path.to_owned(),
         reason: format!("process {pid} is gone"),
     })?;
-    let found = open_path_in_root(&root, path.trim_start_matches('/'), libc::RESOLVE_NO_MAGICLINKS, true).map_err(
-        |e| match e.raw_os_error() {
-            Some(libc::ENOENT) => TargetFileError::Missing { path: path.to_owned() },
-            // ELOOP: a magic link.
-            Some(libc::ELOOP) => TargetFileError::Symlink { path: path.to_owned() },
-            // EXDEV: a path that would leave the root.
-            Some(libc::EXDEV) => TargetFileError::NotRegular { path: path.to_owned() },
-            _ => unreadable(e),
-        },
-    )?;
-    let meta = found.metadata().map_err(unreadable)?;
-    if meta.file_type().is_symlink() {
-        return Err(TargetFileError::Symlink { path: path.to_owned() });
-    }
-    let file = reopen_if_regular(&found, &meta)
-        .map_err(unreadable)?
-        .ok_or_else(|| TargetFileError::NotRegular { path: path.to_owned() })?;
+    // A runtime writes these files itself, it does not link them.
+    let (file, meta) = regular_in_root(proc_root, pid, path, true)?;
     if !owner.contains(&meta.uid()) {
         return Err(TargetFileError::ForeignOwner { path: path.to_owned(), owner: meta.uid(), process: owner[1] });
     }
@@ -96,15 +80,14 @@ pub fn mapped_files_at_their_paths(proc_root: &Path, pid: u32, marker: &str) -> 
         |path: &str, e: std::io::Error| TargetFileError::Unreadable { path: path.to_owned(), reason: e.to_string() };
     let maps = std::fs::read_to_string(&maps_path).map_err(|e| unreadable("its memory map", e))?;
     let mut root = None;
-    for line in maps.lines() {
-        // start-end perms offset major:minor inode path
-        let mut fields = line.splitn(6, ' ');
-        let (Some(range), Some(path)) = (fields.next(), fields.nth(4).map(str::trim_start)) else { continue };
+    // Both libraries take the library among the executable mappings only.
+    for m in crate::unwind::maps::parse(&maps) {
+        let path = m.path.as_str();
         if !path.starts_with('/') || !path.contains(marker) {
             continue;
         }
-        let mapped =
-            std::fs::metadata(proc_root.join(format!("{pid}/map_files/{range}"))).map_err(|e| unreadable(path, e))?;
+        let mapped = std::fs::metadata(proc_root.join(format!("{pid}/map_files/{:x}-{:x}", m.start, m.end)))
+            .map_err(|e| unreadable(path, e))?;
         let root = match &root {
             Some(root) => root,
             None => root.insert(File::open(proc_root.join(format!("{pid}/root"))).map_err(|e| unreadable(path, e))?),
@@ -156,19 +139,37 @@ pub fn open_dir_in_root(proc_root: &Path, pid: u32, path: &str) -> std::io::Resu
 /// `reopen_if_regular`). Its owner and size are not checked: it is mapped, not read whole, and
 /// system files are root's.
 pub fn open_regular_in_root(proc_root: &Path, pid: u32, path: &str) -> Result<File, TargetFileError> {
+    regular_in_root(proc_root, pid, path, false).map(|(file, _)| file)
+}
+
+/// `path` inside the root of `pid`, open for reading if it is a regular file (see
+/// `reopen_if_regular`), with its status; `no_final_link`: the file itself may not be a link.
+fn regular_in_root(
+    proc_root: &Path,
+    pid: u32,
+    path: &str,
+    no_final_link: bool,
+) -> Result<(File, std::fs::Metadata), TargetFileError> {
     let unreadable = |e: std::io::Error| TargetFileError::Unreadable { path: path.to_owned(), reason: e.to_string() };
     let root = File::open(proc_root.join(format!("{pid}/root"))).map_err(unreadable)?;
-    let found = open_path_in_root(&root, path.trim_start_matches('/'), libc::RESOLVE_NO_MAGICLINKS, false).map_err(
-        |e| match e.raw_os_error() {
+    let found = open_path_in_root(&root, path.trim_start_matches('/'), libc::RESOLVE_NO_MAGICLINKS, no_final_link)
+        .map_err(|e| match e.raw_os_error() {
             Some(libc::ENOENT) => TargetFileError::Missing { path: path.to_owned() },
+            // ELOOP: a magic link.
+            Some(libc::ELOOP) => TargetFileError::Symlink { path: path.to_owned() },
+            // EXDEV: a path that would leave the root.
             Some(libc::EXDEV) => TargetFileError::NotRegular { path: path.to_owned() },
             _ => unreadable(e),
-        },
-    )?;
+        })?;
     let meta = found.metadata().map_err(unreadable)?;
-    reopen_if_regular(&found, &meta)
+    // With `no_final_link`, a link is opened as itself (`O_PATH | O_NOFOLLOW`).
+    if meta.file_type().is_symlink() {
+        return Err(TargetFileError::Symlink { path: path.to_owned() });
+    }
+    let file = reopen_if_regular(&found, &meta)
         .map_err(unreadable)?
-        .ok_or_else(|| TargetFileError::NotRegular { path: path.to_owned() })
+        .ok_or_else(|| TargetFileError::NotRegular { path: path.to_owned() })?;
+    Ok((file, meta))
 }
 
 /// The file a process maps at `start`-`end`, through `/proc/PID/map_files` (valid after the file
@@ -380,14 +381,22 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
-    /// Maps `path` into this process (read-only, shared) until the returned guard drops.
+    /// Maps `path` into this process (readable and executable, as a library is) until the
+    /// returned guard drops.
     struct Mapped(*mut libc::c_void);
     impl Mapped {
         fn of(path: &Path) -> Self {
             let file = File::open(path).unwrap();
-            // SAFETY: a fresh read-only mapping of a file this test made, unmapped on drop.
+            // SAFETY: a fresh mapping of a file this test made, unmapped on drop.
             let at = unsafe {
-                libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0)
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    4096,
+                    libc::PROT_READ | libc::PROT_EXEC,
+                    libc::MAP_SHARED,
+                    file.as_raw_fd(),
+                    0,
+                )
             };
             assert_ne!(at, libc::MAP_FAILED);
             Self(at)
