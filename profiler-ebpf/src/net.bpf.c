@@ -13,7 +13,7 @@
  *
  * Attribution: a read or write counts for the process that makes it; what happens in softirq or
  * timer context (handshake end, retransmission, reset) counts for the process the socket was
- * seen with first (`net_socks`, keyed by the socket's address, deleted when it closes).
+ * seen with first (`net_socks`, kept on the socket itself, deleted when it closes).
  */
 #include <linux/bpf.h>
 #include <linux/types.h>
@@ -73,10 +73,14 @@ struct {
 	__type(value, struct eagle_net_counters);
 } net_traffic SEC(".maps");
 
+/* What is known of a socket, kept on the socket itself (socket-local storage): found from the
+ * socket in a few loads on every read and write of the machine, where a hash map keyed by its
+ * address cost a lookup that mostly missed the cache; freed by the kernel with the socket, so
+ * no entry outlives its socket or names a later one at the same address, and none is evicted. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct eagle_net_sock);
 } net_socks SEC(".maps");
 
@@ -164,15 +168,15 @@ struct pt_regs {
 	unsigned long regs[31];
 	int syscallno;
 } __attribute__((preserve_access_index));
-#define SYSCALL_NUMBER(r) BPF_CORE_READ(r, syscallno)
-#define SECOND_ARGUMENT(r) BPF_CORE_READ(r, regs[1])
+#define SYSCALL_NUMBER(r) ((r)->syscallno)
+#define SECOND_ARGUMENT(r) ((r)->regs[1])
 #else
 struct pt_regs {
 	unsigned long si;
 	unsigned long orig_ax;
 } __attribute__((preserve_access_index));
-#define SYSCALL_NUMBER(r) BPF_CORE_READ(r, orig_ax)
-#define SECOND_ARGUMENT(r) BPF_CORE_READ(r, si)
+#define SYSCALL_NUMBER(r) ((r)->orig_ax)
+#define SECOND_ARGUMENT(r) ((r)->si)
 #endif
 
 /* struct iovec as user space lays it out (64-bit). */
@@ -198,28 +202,31 @@ static __always_inline __u16 swap16(__u16 v)
 	return (v >> 8) | (v << 8);
 }
 
-/* The row of `sk` for `tgid`; 0 when the socket is no IPv4/IPv6 TCP socket. */
+/* The row of `sk` for `tgid`; 0 when the socket is no IPv4/IPv6 TCP socket. `sk` is BTF-typed
+ * (a tracepoint's argument, or a segment's socket read from one): plain loads, which the
+ * verifier turns into guarded reads at a fraction of a helper call's cost; this runs on every
+ * read and write of a target. */
 static __always_inline int make_key(struct sock *sk, __u32 tgid, __u16 direction, struct eagle_net_key *key)
 {
 	__builtin_memset(key, 0, sizeof(*key));
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 family = sk->__sk_common.skc_family;
 	key->tgid = tgid;
 	key->family = family;
 	key->direction = direction;
 	if (family == AF_INET) {
-		__be32 addr = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		__be32 addr = sk->__sk_common.skc_daddr;
 		__builtin_memcpy(key->peer_addr, &addr, 4);
 	} else if (family == AF_INET6) {
-		BPF_CORE_READ_INTO(&key->peer_addr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		__builtin_memcpy(key->peer_addr, sk->__sk_common.skc_v6_daddr.in6_u.u6_addr8, 16);
 	} else {
 		return 0;
 	}
 	if (direction == EAGLE_NET_INBOUND)
-		key->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+		key->local_port = sk->__sk_common.skc_num;
 	else
-		key->peer_port = swap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
+		key->peer_port = swap16(sk->__sk_common.skc_dport);
 	return 1;
 }
 
@@ -241,10 +248,11 @@ static __always_inline struct eagle_net_counters *row(struct eagle_net_key *key)
  * was seen with; remembers the socket on first sight. 0: nobody of ours. */
 static __always_inline struct eagle_net_counters *row_of_io(struct sock *sk, struct eagle_net_key *key)
 {
-	__u64 sock = (__u64)sk;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct eagle_net_sock *known = bpf_map_lookup_elem(&net_socks, &sock);
-	if (!is_target(tgid)) {
+	struct eagle_net_sock *known = bpf_sk_storage_get(&net_socks, sk, 0, 0);
+	/* A socket is only ever recorded for a target: its own, already known, needs no lookup. */
+	int own = known && !known->pending_accept && known->tgid == tgid;
+	if (!own && !is_target(tgid)) {
 		if (!known || known->pending_accept)
 			return 0;
 		tgid = known->tgid;
@@ -254,7 +262,7 @@ static __always_inline struct eagle_net_counters *row_of_io(struct sock *sk, str
 		return 0;
 	if (!known) {
 		struct eagle_net_sock seen = { .tgid = tgid, .direction = direction };
-		if (bpf_map_update_elem(&net_socks, &sock, &seen, BPF_NOEXIST) != 0)
+		if (!bpf_sk_storage_get(&net_socks, sk, &seen, BPF_SK_STORAGE_GET_F_CREATE))
 			bump(EAGLE_NET_SOCKS_FULL);
 		return row(key);
 	}
@@ -270,8 +278,7 @@ static __always_inline struct eagle_net_counters *row_of_io(struct sock *sk, str
 /* The row of a socket in softirq or timer context: only sockets already seen count. */
 static __always_inline struct eagle_net_counters *row_of_sock(const struct sock *sk, struct eagle_net_key *key)
 {
-	__u64 sock = (__u64)sk;
-	struct eagle_net_sock *known = bpf_map_lookup_elem(&net_socks, &sock);
+	struct eagle_net_sock *known = bpf_sk_storage_get(&net_socks, (struct sock *)sk, 0, 0);
 	if (!known || known->pending_accept || !make_key((struct sock *)sk, known->tgid, known->direction, key))
 		return 0;
 	return row(key);
@@ -279,7 +286,11 @@ static __always_inline struct eagle_net_counters *row_of_sock(const struct sock 
 
 static __always_inline void sample_rtt(struct sock *sk, struct eagle_net_counters *counters)
 {
-	__u32 srtt = BPF_CORE_READ((struct tcp_sock *)sk, srtt_us);
+	/* The helper checks what the cast would assume, and its result is BTF-typed: a plain load. */
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return;
+	__u32 srtt = tp->srtt_us;
 	if (srtt == 0)
 		return;
 	__sync_fetch_and_add(&counters->rtt_sum_us, srtt >> 3); /* the kernel keeps it << 3 */
@@ -295,7 +306,7 @@ static __always_inline void sample_rtt(struct sock *sk, struct eagle_net_counter
 static __always_inline __u64 io_buffer(__u32 write, __u64 *room)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
-	if (BPF_CORE_READ(task, flags) & (PF_KTHREAD | PF_IO_WORKER))
+	if (task->flags & (PF_KTHREAD | PF_IO_WORKER))
 		return 0;
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
 	long nr = SYSCALL_NUMBER(regs);
@@ -317,6 +328,36 @@ static __always_inline __u64 io_buffer(__u32 write, __u64 *room)
 	return iov.base;
 }
 
+/* Four bytes as one little-endian word, as a load of them reads on the architectures built for
+ * (x86_64, arm64). */
+#define WORD4(a, b, c, d) ((__u32)(a) | (__u32)(b) << 8 | (__u32)(c) << 16 | (__u32)(d) << 24)
+
+/* Can `data` open an HTTP/1.x message: a request line of one of the methods the agent's parser
+ * knows (src/http.rs, METHODS), or a status line? Everything else a target reads or writes (TLS,
+ * a database's protocol, the rest of a body) stays in the kernel: it would only take room in the
+ * ring buffer from the requests, and the agent's time. */
+static __always_inline int opens_http_message(const __u8 *data, __u32 len)
+{
+	if (len < 4)
+		return 0;
+	__u32 word;
+	__builtin_memcpy(&word, data, sizeof(word));
+	switch (word) {
+	case WORD4('G', 'E', 'T', ' '):
+	case WORD4('P', 'O', 'S', 'T'):
+	case WORD4('P', 'U', 'T', ' '):
+	case WORD4('D', 'E', 'L', 'E'):
+	case WORD4('P', 'A', 'T', 'C'):
+	case WORD4('H', 'E', 'A', 'D'):
+	case WORD4('O', 'P', 'T', 'I'):
+	case WORD4('C', 'O', 'N', 'N'):
+	case WORD4('T', 'R', 'A', 'C'):
+	case WORD4('H', 'T', 'T', 'P'):
+		return 1;
+	}
+	return 0;
+}
+
 /* The first bytes of a target's socket read or write, for the HTTP parser. A read's bytes are in
  * the user's buffer by the time `sock_recv_length` fires (the protocol copied them); a write's
  * are still there. */
@@ -331,21 +372,23 @@ static __always_inline void emit_data(struct sock *sk, struct eagle_net_key *key
 		bump(EAGLE_NET_EVENTS_LOST);
 		return;
 	}
-	event->kind = EAGLE_NET_EVENT_DATA;
-	event->ok = write;
-	event->value = len;
-	event->time_ns = bpf_ktime_get_ns();
-	event->sock = (__u64)sk;
-	event->key = *key;
 	__u64 have = len < room ? len : room;
 	__u32 copy = have < EAGLE_NET_DATA_BYTES ? have : EAGLE_NET_DATA_BYTES;
 	/* Keep the bound in the register the verifier checks the size in. */
 	asm volatile("" : "+r"(copy));
 	if (copy > EAGLE_NET_DATA_BYTES)
 		copy = EAGLE_NET_DATA_BYTES;
+	if (bpf_probe_read_user(event->data, copy, (void *)buf) != 0 || !opens_http_message(event->data, copy)) {
+		bpf_ringbuf_discard(event, BPF_RB_NO_WAKEUP);
+		return;
+	}
+	event->kind = EAGLE_NET_EVENT_DATA;
+	event->ok = write;
+	event->value = len;
+	event->time_ns = bpf_ktime_get_ns();
+	event->sock = (__u64)sk;
+	event->key = *key;
 	event->len = copy;
-	if (bpf_probe_read_user(event->data, copy, (void *)buf) != 0)
-		event->len = 0;
 	event->_pad = 0;
 	bpf_ringbuf_submit(event, 0);
 }
@@ -436,7 +479,7 @@ int net_set_state(__u64 *ctx)
 	int old = (int)ctx[1];
 	int new = (int)ctx[2];
 	__u64 sock = (__u64)sk;
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 	if (old == TCP_CLOSE && new == TCP_SYN_SENT) {
 		/* connect(): the process context of the caller. */
@@ -448,15 +491,18 @@ int net_set_state(__u64 *ctx)
 			.direction = EAGLE_NET_OUTBOUND,
 			.connect_start_ns = bpf_ktime_get_ns(),
 		};
-		if (bpf_map_update_elem(&net_socks, &sock, &seen, BPF_ANY) != 0)
+		struct eagle_net_sock *entry = bpf_sk_storage_get(&net_socks, sk, &seen, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!entry)
 			bump(EAGLE_NET_SOCKS_FULL);
+		else
+			*entry = seen; /* it may be there already: a connect() again after one failed */
 		return 0;
 	}
 	if (old == TCP_SYN_RECV && new == TCP_ESTABLISHED) {
 		/* A connection accepted by a listener (softirq: whose is not known yet). Its first read
 		 * or write names the process (`row_of_io`), which counts it as accepted then. */
 		struct eagle_net_sock seen = { .direction = EAGLE_NET_INBOUND, .pending_accept = 1 };
-		if (bpf_map_update_elem(&net_socks, &sock, &seen, BPF_NOEXIST) != 0)
+		if (!bpf_sk_storage_get(&net_socks, sk, &seen, BPF_SK_STORAGE_GET_F_CREATE))
 			bump(EAGLE_NET_SOCKS_FULL);
 		return 0;
 	}
@@ -466,7 +512,7 @@ int net_set_state(__u64 *ctx)
 	}
 	if (old != TCP_SYN_SENT && new != TCP_CLOSE)
 		return 0;
-	struct eagle_net_sock *known = bpf_map_lookup_elem(&net_socks, &sock);
+	struct eagle_net_sock *known = bpf_sk_storage_get(&net_socks, sk, 0, 0);
 	if (!known)
 		return 0;
 	if (old == TCP_SYN_SENT) {
@@ -491,7 +537,7 @@ int net_set_state(__u64 *ctx)
 		}
 	}
 	if (new == TCP_CLOSE)
-		bpf_map_delete_elem(&net_socks, &sock);
+		bpf_sk_storage_delete(&net_socks, sk);
 	return 0;
 }
 
@@ -563,7 +609,7 @@ int net_kfree_skb(__u64 *ctx)
 {
 	struct sock *sk = (struct sock *)ctx[3];
 	if (!sk)
-		sk = BPF_CORE_READ((struct sk_buff *)ctx[0], sk);
+		sk = ((struct sk_buff *)ctx[0])->sk;
 	count_drop(sk, (__u32)ctx[2]);
 	return 0;
 }
@@ -574,7 +620,7 @@ int net_kfree_skb(__u64 *ctx)
 SEC("tp_btf/kfree_skb")
 int net_kfree_skb_no_rx_sk(__u64 *ctx)
 {
-	count_drop(BPF_CORE_READ((struct sk_buff *)ctx[0], sk), (__u32)ctx[2]);
+	count_drop(((struct sk_buff *)ctx[0])->sk, (__u32)ctx[2]);
 	return 0;
 }
 
@@ -585,7 +631,7 @@ int net_fork(__u64 *ctx)
 {
 	struct task_struct *child = (struct task_struct *)ctx[1];
 	__u32 parent = bpf_get_current_pid_tgid() >> 32;
-	__u32 child_tgid = BPF_CORE_READ(child, tgid);
+	__u32 child_tgid = child->tgid;
 	if (child_tgid == 0 || child_tgid == parent || !is_target(parent))
 		return 0;
 	__u32 one = 1;

@@ -36,7 +36,7 @@ struct eagle_net_counters {
 	__u64 drops; /* segments of the row's sockets the kernel dropped (skb:kfree_skb) */
 };
 
-/* What the program knows about a socket of a target (key: the socket's address). */
+/* What the program knows about a socket of a target (kept on the socket: `net_socks`). */
 struct eagle_net_sock {
 	__u32 tgid;
 	__u16 direction;
@@ -92,7 +92,7 @@ struct eagle_net_event {
 enum eagle_net_counter {
 	EAGLE_NET_ROWS_FULL = 0,    /* events not counted: `net_traffic` had no room */
 	EAGLE_NET_EVENTS_LOST = 1,  /* ring buffer records dropped: the agent read too slowly */
-	EAGLE_NET_SOCKS_FULL = 2,   /* sockets not followed: `net_socks` had no room */
+	EAGLE_NET_SOCKS_FULL = 2,   /* sockets not followed: no memory for their `net_socks` entry */
 	EAGLE_NET_COUNTER_MAX = 3,
 };
 

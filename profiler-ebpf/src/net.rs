@@ -169,7 +169,7 @@ pub enum NetCounter {
     RowsFull = 0,
     /// Ring buffer records dropped: the agent read too slowly.
     EventsLost = 1,
-    /// Sockets not followed: `net_socks` had no room.
+    /// Sockets not followed: no memory for their `net_socks` entry (kept on the socket).
     SocksFull = 2,
 }
 

@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use eagle_proto::{Direction, LatencyHistogram};
 
+/// The network program sends only what begins with one of these or with `HTTP` (its
+/// `opens_http_message`, by their first four bytes): keep both lists in step.
 const METHODS: [&str; 9] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE"];
 
 /// Requests awaiting their response on one connection (pipelining); older ones are dropped.
