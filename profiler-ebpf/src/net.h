@@ -36,18 +36,20 @@ struct eagle_net_counters {
 	__u64 drops; /* segments of the row's sockets the kernel dropped (skb:kfree_skb) */
 };
 
-/* What the program knows about a socket of a target (kept on the socket: `net_socks`). */
+/* What the program knows about a socket (kept on the socket: `net_socks`): a target's, or one a
+ * listener of the node accepted, whose process is not known until its first read or write. */
 struct eagle_net_sock {
 	__u32 tgid;
 	__u16 direction;
 	__u16 _pad;
 	__u64 pending_accept; /* accepted, no read or write seen yet: whose it is is not known (64 bits: atomic exchange) */
 	__u64 connect_start_ns; /* outbound: when connect() began the handshake */
+	__u64 id; /* the connection's number in this run: told apart from a later socket at its address */
 };
 
 enum eagle_net_event_kind {
 	EAGLE_NET_EVENT_CONNECT = 1, /* a handshake ended: `value` = ns it took, `ok` */
-	EAGLE_NET_EVENT_DATA = 2,    /* the first bytes of a read or a write of a target's socket */
+	EAGLE_NET_EVENT_DATA = 2,    /* the first bytes of a target's socket read or write that opens an HTTP/1.x message */
 	EAGLE_NET_EVENT_LISTENER_CLOSED = 3, /* a target closed a listener: `value` = its sk_drops */
 };
 
@@ -78,7 +80,7 @@ struct eagle_net_event {
 	__u32 ok;      /* CONNECT: 1 when established; DATA: 1 for a write, 0 for a read */
 	__u64 value;   /* CONNECT: latency in ns; DATA: bytes the call moved */
 	__u64 time_ns; /* bpf_ktime_get_ns() when it happened */
-	__u64 sock;    /* the socket's kernel address: identifies the connection */
+	__u64 sock;    /* DATA: the connection's number (`eagle_net_sock.id`); else the socket's kernel address */
 	struct eagle_net_key key;
 	__u32 len;     /* DATA: bytes of `data` that are valid */
 	__u32 _pad;

@@ -129,7 +129,8 @@ pub struct NetEvent {
     /// CONNECT: latency in ns; DATA: bytes the call moved.
     pub value: u64,
     pub time_ns: u64,
-    /// The socket's kernel address: identifies the connection.
+    /// DATA: the connection's number in this run (no later socket at its address gets it);
+    /// otherwise the socket's kernel address.
     pub sock: u64,
     pub key: NetKey,
     /// DATA: bytes of `data` that are valid.

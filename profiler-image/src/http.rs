@@ -113,8 +113,9 @@ pub struct HttpTracker {
 }
 
 impl HttpTracker {
-    /// The first bytes of one read (`write == false`) or write of `tgid` on connection `sock`,
-    /// whose other end `peer` names (asked only when a request opens a connection's record).
+    /// The first bytes of one read (`write == false`) or write of `tgid` on connection `sock`
+    /// (its number from the network program), whose other end `peer` names (asked only when a request opens a
+    /// connection's record).
     pub fn data(
         &mut self,
         sock: u64,
