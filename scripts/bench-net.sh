@@ -12,6 +12,8 @@
 #          side by side with this one)
 #   base   not watched again (when REF_BIN is set)
 #
+# (net and ref in turn first, from one repetition to the next.)
+#
 # so that every watched load lies between two unwatched loads of the same server process, a few
 # seconds apart: a watched load is compared with the mean of the two around it, which cancels
 # the machine's drift over those seconds, and no comparison spans two server processes (each
@@ -27,6 +29,8 @@
 #                                             measure a debug build; REF_BIN=PATH to compare
 #                                             with another build's kubectl-eagle)
 set -euo pipefail
+# A failing client or server inside $(...) must stop the bench, not record an empty figure.
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 REPS=${REPS:-15}
 # 20,000 requests: loads of 2 to 5 s; with 2,000 a load lasted half a second and the unwatched
@@ -60,25 +64,30 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # a second).
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 
-# One load of the server on PORT (pid SERVER): prints the client's requests per second and the
-# server's CPU per request in µs.
+# One load of the server on PORT (pid SERVER): prints the client's requests per second, the
+# server's CPU per request and that of process WATCHER (when given: kubectl-eagle, its agent
+# in-process) in µs.
 load() {
-  local port=$1 s0 s1 rate
+  local port=$1 watcher=${2:-} s0 s1 w0=0 w1=0 rate
   s0=$(cpu_ticks "$SERVER")
+  [ -n "$watcher" ] && w0=$(cpu_ticks "$watcher")
   rate=$("${pin_client[@]}" "${rt[@]}" python3 images/http/load.py --port "$port" --requests "$REQUESTS" --rate 1e9 --connections "$CONNS" \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["rate_per_s"])')
   s1=$(cpu_ticks "$SERVER")
-  awk -v r="$rate" -v t="$((s1 - s0))" -v n="$REQUESTS" 'BEGIN {printf "%s %.1f\n", r, t * 10000 / n}'
+  [ -n "$watcher" ] && w1=$(cpu_ticks "$watcher")
+  [[ $rate =~ ^[0-9.e+]+$ ]] || { echo "bench-net: the client measured no rate: '$rate'" >&2; exit 1; }
+  awk -v r="$rate" -v t="$((s1 - s0))" -v w="$((w1 - w0))" -v n="$REQUESTS" \
+    'BEGIN {printf "%s %.1f %.1f\n", r, t * 10000 / n, w * 10000 / n}'
 }
 
 # One load while BINARY's `net` watches the server; checks that the window saw every request.
 watched_load() {
   local binary=$1 port=$2 holder result
   rm -f "$WORK/net.json"
-  "${rt[@]}" "$binary" net "pid/$SERVER" -d 10m -o "$WORK/net.json" 2>"$WORK/net.err" &
+  "${rt[@]}" "$binary" net "pid/$SERVER" -d 10m -o "$WORK/net.json" >/dev/null 2>"$WORK/net.err" &
   holder=$!
   sleep "$ATTACH_S"
-  result=$(load "$port")
+  result=$(load "$port" "$holder")
   kill -INT "$holder"
   # Stopped by a signal, it says so in its exit code and still writes the window's report.
   wait "$holder" || true
@@ -94,13 +103,18 @@ EOF
 # One repetition: a server, loaded base / watched / base (/ watched by REF_BIN / base).
 repetition() {
   local port ready; port=$(free_port); ready=$WORK/ready-$RANDOM
+  # taskset and chrt exec: $! is python's pid, as its ready file says.
   "${pin_server[@]}" "${rt[@]}" python3 images/http/server.py --port "$port" --delay-ms 0 --error-every 0 --slow-every 0 --ready-file "$ready" &
+  SERVER=$!
   for _ in $(seq 1 400); do [ -s "$ready" ] && break; sleep 0.05; done
   [ -s "$ready" ] || { echo "bench-net: the server did not start" >&2; exit 1; }
-  SERVER=$(cat "$ready")
   load "$port" >/dev/null # warm-up: the server's first connections and imports, uncounted
   local before; before=$(load "$port")
-  for w in "${WATCHERS[@]}"; do
+  local order=("${WATCHERS[@]}")
+  # With REF_BIN, this build and REF_BIN's watch first by turns: neither always meets the
+  # server later in its life.
+  [ "${#order[@]}" = 2 ] && [ $(($1 % 2)) = 0 ] && order=(ref net)
+  for w in "${order[@]}"; do
     local bin=$BIN; [ "$w" = ref ] && bin=$REF_BIN
     local watched after; watched=$(watched_load "$bin" "$port"); after=$(load "$port")
     echo "$before $watched $after" >>"$WORK/$w"
@@ -111,7 +125,7 @@ repetition() {
 
 for w in "${WATCHERS[@]}"; do : >"$WORK/$w"; done
 for i in $(seq 1 "$REPS"); do
-  repetition
+  repetition "$i"
   echo "bench-net: repetition $i of $REPS done" >&2
 done
 
@@ -122,7 +136,7 @@ done
 python3 - "$WORK" "$REPS" "${WATCHERS[@]}" <<'EOF'
 import math, sys
 work, reps, watchers = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-# Per line: before (rate, cpu), watched (rate, cpu), after (rate, cpu).
+# Per line: before, watched, after; each: requests/s, server µs/request, watcher µs/request.
 runs = {w: [[float(f) for f in line.split()] for line in open(f"{work}/{w}")] for w in watchers}
 
 def median_interval(ratios):
@@ -141,20 +155,25 @@ def median(values):
     v = sorted(values)
     return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
 
-print(f"{reps} repetitions, {watchers}: medians; ratios paired within a server, with 95 % intervals")
-print("| watched by | requests/s unwatched | requests/s watched | throughput, watched / unwatched | server CPU per request unwatched (µs) | watched | CPU per request, watched / unwatched |")
-print("|---|---:|---:|---:|---:|---:|---:|")
+def normalised(rows):
+    """Each watched load over the mean of the unwatched loads around it: (throughput, CPU)."""
+    rate = [r[3] / ((r[0] + r[6]) / 2) for r in rows]
+    cpu = [r[4] / ((r[1] + r[7]) / 2) for r in rows if r[1] + r[7] > 0]
+    return rate, cpu
+
+print(f"{reps} repetitions: medians; ratios paired within a server, with 95 % intervals")
+print("| watched by | requests/s unwatched | watched | throughput, watched / unwatched | server µs/request unwatched | watched | CPU per request, watched / unwatched | kubectl-eagle µs/request |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
 for w in watchers:
     rows = runs[w]
-    unwatched_rate = [(r[0] + r[4]) / 2 for r in rows]
-    unwatched_cpu = [(r[1] + r[5]) / 2 for r in rows]
-    throughput = [r[2] / u for r, u in zip(rows, unwatched_rate)]
-    cpu = [r[3] / u for r, u in zip(rows, unwatched_cpu) if u > 0]
-    print(f"| {w} | {median(unwatched_rate):.0f} | {median([r[2] for r in rows]):.0f} | {median_interval(throughput)} "
-          f"| {median(unwatched_cpu):.1f} | {median([r[3] for r in rows]):.1f} | {median_interval(cpu)} |")
+    rate, cpu = normalised(rows)
+    print(f"| {w} | {median([(r[0] + r[6]) / 2 for r in rows]):.0f} | {median([r[3] for r in rows]):.0f} "
+          f"| {median_interval(rate)} | {median([(r[1] + r[7]) / 2 for r in rows]):.1f} | {median([r[4] for r in rows]):.1f} "
+          f"| {median_interval(cpu)} | {median([r[5] for r in rows]):.1f} |")
 if "ref" in runs:
-    cpu = [n[3] / r[3] for n, r in zip(runs["net"], runs["ref"])]
-    rate = [n[2] / r[2] for n, r in zip(runs["net"], runs["ref"])]
-    print(f"this build over REF_BIN's, same server: throughput {median_interval(rate)}, CPU per request {median_interval(cpu)}")
+    (net_rate, net_cpu), (ref_rate, ref_cpu) = normalised(runs["net"]), normalised(runs["ref"])
+    print(f"this build over REF_BIN's, each against its own unwatched loads: throughput "
+          f"{median_interval([a / b for a, b in zip(net_rate, ref_rate)])}, CPU per request "
+          f"{median_interval([a / b for a, b in zip(net_cpu, ref_cpu)])}")
 EOF
-for w in "${WATCHERS[@]}"; do echo "$w (before, watched, after: requests/s, µs/request): $(tr '\n' ';' <"$WORK/$w")" >&2; done
+for w in "${WATCHERS[@]}"; do echo "$w (before, watched, after: requests/s, server and kubectl-eagle µs/request): $(tr '\n' ';' <"$WORK/$w")" >&2; done
