@@ -301,7 +301,8 @@ static __always_inline struct eagle_net_counters *row_of_io(struct sock *sk, str
 	*connection = (__u64)sk;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct eagle_net_sock *known = bpf_sk_storage_get(&net_socks, sk, 0, 0);
-	/* A socket is only ever recorded for a target: its own, already known, needs no lookup. */
+	/* A socket is recorded for a target only (an accepted one's, pending, for nobody yet): the
+	 * current process's own needs no target lookup. */
 	int own = known && !known->pending_accept && known->tgid == tgid;
 	if (!own && !is_target(tgid)) {
 		if (!known || known->pending_accept)
