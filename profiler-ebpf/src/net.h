@@ -94,7 +94,7 @@ struct eagle_net_event {
 enum eagle_net_counter {
 	EAGLE_NET_ROWS_FULL = 0,    /* events not counted: `net_traffic` had no room */
 	EAGLE_NET_EVENTS_LOST = 1,  /* ring buffer records dropped: the agent read too slowly */
-	EAGLE_NET_SOCKS_FULL = 2,   /* sockets not followed: no memory for their `net_socks` entry */
+	EAGLE_NET_SOCKS_FULL = 2,   /* a target's sockets not followed: no room for their `net_socks` entry (the cap, or memory) */
 	EAGLE_NET_COUNTER_MAX = 3,
 };
 

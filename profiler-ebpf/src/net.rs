@@ -170,7 +170,8 @@ pub enum NetCounter {
     RowsFull = 0,
     /// Ring buffer records dropped: the agent read too slowly.
     EventsLost = 1,
-    /// Sockets not followed: no memory for their `net_socks` entry (kept on the socket).
+    /// A target's sockets not followed: no room for their `net_socks` entry (its cap of
+    /// live entries, or the kernel's memory).
     SocksFull = 2,
 }
 

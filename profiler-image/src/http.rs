@@ -114,8 +114,8 @@ pub struct HttpTracker {
 
 impl HttpTracker {
     /// The first bytes of one read (`write == false`) or write of `tgid` on connection `sock`
-    /// (its number from the network program), whose other end `peer` names (asked only when a request opens a
-    /// connection's record).
+    /// (its number from the network program), whose other end `peer` names (asked only when a
+    /// request opens a connection's record).
     pub fn data(
         &mut self,
         sock: u64,
