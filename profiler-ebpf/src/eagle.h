@@ -93,7 +93,11 @@ struct eagle_offcpu_start {
 	__u64 cfs_rq;    /* the kernel's `struct cfs_rq *` it was queued on (0: none known) */
 	__u64 throttled; /* that group's throttled time then (rq clock ns, see `group_throttled`) */
 	__u32 throttled_then; /* 1: its group was throttled as the wait began */
-	__u32 _pad;
+	/* 1: `key` was reused at the switch out because the registers, call and state matched
+	 * `site`; its return addresses are compared when the thread runs again, and only if what
+	 * it was off the CPU for is long enough to count (`offcpu_switch_in`). A block on such
+	 * stacks that lasted that long (`woken - since`) is left by its wake-up to the switch in. */
+	__u32 site_unchecked;
 	struct eagle_stack_key key;
 	struct eagle_stop_site site; /* where `key`'s stacks were taken */
 };

@@ -28,6 +28,13 @@ pub mod names {
     pub const WAKEUP_PROGRAM: &str = "offcpu_wakeup";
     /// A new thread queued to run for the first time: it waits for a CPU from then.
     pub const WAKEUP_NEW_PROGRAM: &str = "offcpu_wakeup_new";
+    /// A thread runs again, at the end of the scheduler (`sched_exit_tp`, Linux 6.16+): its
+    /// stop site's return addresses are compared there, if what it was off the CPU for counts.
+    pub const SWITCH_IN_PROGRAM: &str = "offcpu_switch_in";
+    /// The tracepoint [`SWITCH_IN_PROGRAM`] is attached to.
+    pub const SWITCH_IN_TRACEPOINT: &str = "sched_exit_tp";
+    /// 1: stop sites are compared at the switch in ([`SWITCH_IN_PROGRAM`] attached).
+    pub const CHECK_SITES_AT_SWITCH_IN: &str = "CHECK_SITES_AT_SWITCH_IN";
     /// Threads off the CPU: blocked, or runnable but not running (preempted, throttled, or
     /// woken and not yet running).
     pub const OFFCPU_START: &str = "offcpu_start";
@@ -317,7 +324,10 @@ pub struct OffCpuStart {
     pub throttled: u64,
     /// 1: its group was throttled as the wait began.
     pub throttled_then: u32,
-    pub _pad: u32,
+    /// 1: `key` was reused on matching registers at the switch out; its return addresses are
+    /// compared when the thread runs again. A block on it long enough to count
+    /// (`woken - since`) is then left by the wake-up to the switch in.
+    pub site_unchecked: u32,
     pub key: StackKey,
     /// Where `key`'s stacks were taken.
     pub site: StopSite,

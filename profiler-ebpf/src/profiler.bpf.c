@@ -207,6 +207,25 @@ USER_STACK_MAP(offcpu_ustacks);
 /* Blocks and waits shorter than this are not counted (the agent's --min-block-us). */
 const volatile __u64 MIN_BLOCK_NS = 1000000;
 
+/* 1: a stop at a known site (same registers, call and state) has its return addresses compared
+ * when its thread runs again (`offcpu_switch_in`, on `sched_exit_tp`, Linux 6.16+), and only if
+ * what it was off the CPU for is long enough to count; 0: at the switch out, every time. The
+ * comparison reads the user stack, and one `bpf_probe_read_user` was 40 % of `offcpu_switch`
+ * (docs/performance.md); most stops at a high switch rate are shorter than MIN_BLOCK_NS and need
+ * no stacks at all. Until the thread runs again its user stack and saved registers are those it
+ * stopped with. Set by the agent when the kernel has the tracepoint. */
+const volatile __u32 CHECK_SITES_AT_SWITCH_IN = 0;
+
+/* Per CPU: the thread just switched in whose off-CPU time `offcpu_switch_in` counts (0: none),
+ * written by `offcpu_switch` right before the switch to it on this CPU. It spares the switch-in
+ * program a map lookup at every other switch of the machine. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} offcpu_switching_in SEC(".maps");
+
 /* `prev_state` of a thread's last switch, as it exits (include/linux/sched.h). */
 #define TASK_DEAD 0x80
 
@@ -887,6 +906,14 @@ static __always_inline void count_block(const struct eagle_stack_key *at, __u64 
 		bump(EAGLE_COUNTS_FULL);
 }
 
+/* Is a block of `blocked` ns, ended by a wake-up, left uncounted by it for the thread's switch
+ * in? When it counts, on stacks whose return addresses are not compared yet. Neither input
+ * changes between the wake-up and the switch in, so both decide alike. */
+static __always_inline int block_left(const struct eagle_offcpu_start *entry, __u64 blocked)
+{
+	return CHECK_SITES_AT_SWITCH_IN && entry->site_unchecked && blocked >= MIN_BLOCK_NS;
+}
+
 /* A block ends when its thread is woken (runnable again), and the time it then waits for a CPU
  * begins, on the same stacks. The block is counted once: by whoever sets `woken` first, this
  * or the thread's switch in on another CPU. */
@@ -912,12 +939,49 @@ static __always_inline void end_block(struct task_struct *task, __u64 now)
 	entry->throttled_then = throttled_then;
 	if (__sync_val_compare_and_swap(&entry->woken, 0, now) != 0)
 		return;
-	count_block(&entry->key, now - since, buffer);
+	/* Stacks not compared yet: the block (`woken - since`) is left for its thread's switch in,
+	 * which compares them first (`count_off_cpu`). */
+	if (!block_left(entry, now - since))
+		count_block(&entry->key, now - since, buffer);
+}
+
+static __always_inline int stopped_stacks(__u64 *ctx, __u32 tgid, struct eagle_target *target, __u32 how,
+					  struct eagle_offcpu_start *entry, int check_later);
+static __always_inline int same_return_addresses(const struct eagle_stop_site *site);
+
+/* The current thread, switched in, was off the CPU long enough to count on the stacks of its
+ * entry, whose return addresses were not compared at the switch out: compared now (its user
+ * stack is as it stopped), and the stacks taken again if they differ. False when they could
+ * not be taken. */
+static __always_inline int checked_site(__u64 *ctx, struct eagle_offcpu_start *entry)
+{
+	entry->site_unchecked = 0;
+	if (same_return_addresses(&entry->site))
+		return 1;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct eagle_target *target = bpf_map_lookup_elem(&targets, &tgid);
+	if (!target)
+		return 0;
+	return stopped_stacks(ctx, tgid, target, entry->site.how, entry, 0);
 }
 
 /* Thread `tid` runs again: what it was off the CPU for is counted: a block whose wake-up was
  * not seen (woken before it was counted as blocked) ends here, and so does a wait, split into
  * the time its group was throttled and the rest. */
+static __always_inline void count_off_cpu(__u64 *ctx, struct eagle_offcpu_start *entry, __u64 now, __u32 buffer,
+					  int may_check);
+
+/* Would what `entry`'s thread was off the CPU for count, if it ended at `now`? Read without
+ * taking it: what a wake-up racing with this adds cannot make it longer. */
+static __always_inline int counts_if_ended(const struct eagle_offcpu_start *entry, __u64 now)
+{
+	__u64 since = entry->since;
+	__u64 woken = entry->woken;
+	if (woken == 0)
+		return now - since >= MIN_BLOCK_NS;
+	return block_left(entry, woken - since) || now - woken >= MIN_BLOCK_NS;
+}
+
 static __always_inline void end_off_cpu(__u32 tid, __u64 now, __u32 buffer)
 {
 	struct eagle_offcpu_start *entry = bpf_map_lookup_elem(&offcpu_start, &tid);
@@ -926,6 +990,24 @@ static __always_inline void end_off_cpu(__u32 tid, __u64 now, __u32 buffer)
 	/* After the window: the agent counts it up to the window's end (`close_blocks`). */
 	if (buffer >= EAGLE_WINDOW_ENDED)
 		return;
+	if (CHECK_SITES_AT_SWITCH_IN && entry->site_unchecked && counts_if_ended(entry, now)) {
+		/* Its stacks are needed: left to `offcpu_switch_in`, in the thread itself, right after
+		 * this switch. (Most are not: counted here, as short, with no second lookup there.) */
+		__u32 zero = 0;
+		__u32 *switching_in = bpf_map_lookup_elem(&offcpu_switching_in, &zero);
+		if (switching_in)
+			*switching_in = tid;
+		return;
+	}
+	count_off_cpu(0, entry, now, buffer, 0);
+}
+
+/* What `entry`'s thread, switched in at `now`, was off the CPU for is counted. `may_check`: in the
+ * thread itself (`offcpu_switch_in`, event `ctx`), where stacks not compared at the switch out
+ * can be. */
+static __always_inline void count_off_cpu(__u64 *ctx, struct eagle_offcpu_start *entry, __u64 now, __u32 buffer,
+					  int may_check)
+{
 	/* Counted once, by whoever takes `since`. */
 	__u64 since = __sync_lock_test_and_set(&entry->since, 0);
 	if (since == 0)
@@ -933,11 +1015,19 @@ static __always_inline void end_off_cpu(__u32 tid, __u64 now, __u32 buffer)
 	/* The entry stays as it is until the thread stops again, on this CPU, after this: it is
 	 * read in place, not copied (most waits at a high switch rate are short). */
 	__u64 woken = __sync_val_compare_and_swap(&entry->woken, 0, now);
-	if (woken == 0) {
-		count_block(&entry->key, now - since, buffer);
+	/* The block: ending now (its wake-up not seen), or ended at its wake-up and left here (a
+	 * preemption's wait begins with `woken` = `since`: no block). */
+	__u64 blocked = woken == 0 ? now - since : (block_left(entry, woken - since) ? woken - since : 0);
+	__u64 waited = woken == 0 ? 0 : now - woken;
+	if (may_check && entry->site_unchecked && (blocked >= MIN_BLOCK_NS || waited >= MIN_BLOCK_NS) &&
+	    !checked_site(ctx, entry)) {
+		bump(EAGLE_OFFCPU_LOST);
 		return;
 	}
-	__u64 waited = now - woken;
+	if (woken == 0 || blocked != 0)
+		count_block(&entry->key, blocked, buffer);
+	if (woken == 0)
+		return;
 	if (waited < MIN_BLOCK_NS) {
 		bump(EAGLE_WAITS_SHORT);
 		return;
@@ -1044,30 +1134,33 @@ static __always_inline int same_return_addresses(const struct eagle_stop_site *s
 
 /* Is the current thread, its user registers `regs` as it entered the kernel, stopping in the
  * way `how` at the site `site` where the stacks of `key` were taken? The same registers, system
- * call and first argument, the same program (no exec since), and the same innermost return
- * addresses on its stack (the same registers reached from another caller differ there). */
+ * call and first argument, the same program (no exec since), and, unless `check_later`, the
+ * same innermost return addresses on its stack (the same registers reached from another caller
+ * differ there; `checked_site` compares them when the thread runs again). */
 static __always_inline int same_site(const struct eagle_stop_site *site, const struct eagle_stack_key *key,
 				     const eagle_user_regs *regs, __u32 how, const struct eagle_target *target,
-				     __u32 tgid)
+				     __u32 tgid, int check_later)
 {
 	if (site->ip == 0 || site->ip != REGS_IP(*regs) || site->sp != REGS_SP(*regs) || site->bp != REGS_BP(*regs) ||
 	    site->syscall != REGS_SYSCALL(*regs) || site->arg0 != REGS_ARG0(*regs) || site->how != how ||
 	    site->execed != target->execed || key->tgid != tgid)
 		return 0;
-	return same_return_addresses(site);
+	return check_later || same_return_addresses(site);
 }
 
 /* The stacks the current thread (of target process `tgid`) stops at, from the switch event
  * `ctx`, in the way `how` (see `struct eagle_stop_site`), into its `entry`: those already there
- * if it stopped at the same site last time, else taken now. False when they could not be kept. */
+ * if it stopped at the same site last time, else taken now. False when they could not be kept.
+ * `check_later`: a known site's return addresses are left to `checked_site`. */
 static __always_inline int stopped_stacks(__u64 *ctx, __u32 tgid, struct eagle_target *target, __u32 how,
-					  struct eagle_offcpu_start *entry)
+					  struct eagle_offcpu_start *entry, int check_later)
 {
 	const eagle_user_regs *regs = saved_regs(bpf_get_current_task_btf());
 	/* False for a thread with no user side (a process's io_uring worker): its kernel stack. */
 	int user = REGS_IN_USER_MODE(*regs);
 	struct eagle_stop_site *last = &entry->site;
-	if (user && same_site(last, &entry->key, regs, how, target, tgid)) {
+	if (user && same_site(last, &entry->key, regs, how, target, tgid, check_later)) {
+		entry->site_unchecked = check_later;
 		bump(EAGLE_STOP_SITES_REUSED);
 		return 1;
 	}
@@ -1075,7 +1168,7 @@ static __always_inline int stopped_stacks(__u64 *ctx, __u32 tgid, struct eagle_t
 	__u32 zero = 0;
 	struct eagle_alt_site *alt = bpf_map_lookup_elem(&offcpu_alt_sites, &tid);
 	struct eagle_alt_site *swap = bpf_map_lookup_elem(&offcpu_site_swap, &zero);
-	if (user && alt && swap && same_site(&alt->site, &alt->key, regs, how, target, tgid)) {
+	if (user && alt && swap && same_site(&alt->site, &alt->key, regs, how, target, tgid, check_later)) {
 		/* Its other site: the two change places. */
 		swap->key = entry->key;
 		swap->site = entry->site;
@@ -1083,6 +1176,7 @@ static __always_inline int stopped_stacks(__u64 *ctx, __u32 tgid, struct eagle_t
 		entry->site = alt->site;
 		alt->key = swap->key;
 		alt->site = swap->site;
+		entry->site_unchecked = check_later;
 		bump(EAGLE_STOP_SITES_REUSED);
 		return 1;
 	}
@@ -1103,8 +1197,9 @@ static __always_inline int stopped_stacks(__u64 *ctx, __u32 tgid, struct eagle_t
 	key->flags = EAGLE_KEY_OFFCPU;
 	key->user_stack_hash = 0;
 	key->tid = 0;
-	/* No site to reuse until the stacks below are kept. */
+	/* No site to reuse until the stacks below are kept; those are taken here, not compared. */
 	last->ip = 0;
+	entry->site_unchecked = 0;
 	__u32 process_flags = 0;
 	__u32 owner = UNWIND_WITH_TABLES ? maps_owner(tgid, target, &process_flags) : 0;
 	int unwound = 0;
@@ -1194,7 +1289,7 @@ int offcpu_switch(__u64 *ctx)
 			return 0;
 		}
 	}
-	if (!stopped_stacks(ctx, tgid, target, prev_state << 1 | (preempted != 0), entry)) {
+	if (!stopped_stacks(ctx, tgid, target, prev_state << 1 | (preempted != 0), entry, CHECK_SITES_AT_SWITCH_IN)) {
 		bump(EAGLE_OFFCPU_LOST);
 		return 0;
 	}
@@ -1205,6 +1300,33 @@ int offcpu_switch(__u64 *ctx)
 		entry->woken = 0;
 	/* Last: from here a wake-up or the agent may read the entry. */
 	__sync_lock_test_and_set(&entry->since, now);
+	return 0;
+}
+
+/* sched_exit_tp: (bool is_switch), at the end of `__schedule`, in the thread that now runs (after
+ * a switch: the one switched in, still in the kernel, its user stack as it stopped). Counts
+ * what a thread whose site was not compared at its switch out (`CHECK_SITES_AT_SWITCH_IN`) was
+ * off the CPU for, comparing the site only if that is long enough to count. Every other
+ * thread's is counted at the switch, as without this program. */
+SEC("tp_btf/sched_exit_tp")
+int offcpu_switch_in(__u64 *ctx)
+{
+	__u32 zero = 0;
+	__u32 *switching_in = bpf_map_lookup_elem(&offcpu_switching_in, &zero);
+	if (!switching_in || *switching_in == 0)
+		return 0;
+	__u32 tid = *switching_in;
+	*switching_in = 0;
+	/* Preemption stays off from the switch to here: the thread that runs is that one. */
+	if (tid != (__u32)bpf_get_current_pid_tgid())
+		return 0;
+	struct eagle_offcpu_start *entry = bpf_map_lookup_elem(&offcpu_start, &tid);
+	if (!entry)
+		return 0;
+	__u32 buffer = active_buffer_now();
+	if (buffer >= EAGLE_WINDOW_ENDED)
+		return 0;
+	count_off_cpu(ctx, entry, bpf_ktime_get_ns(), buffer, 1);
 	return 0;
 }
 

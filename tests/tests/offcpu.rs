@@ -100,23 +100,53 @@ fn off_cpu_time_splits_between_sleeping_and_waiting_on_a_pipe() {
 /// time, and the profiler, which reuses a thread's last stacks when it stops where it stopped
 /// before, must still tell pipe_20's 20 ms waits from pipe_10's 10 ms ones by their return
 /// addresses. (Reusing on registers alone charged all of it to whichever came first.)
+///
+/// On a kernel with `sched_exit_tp` (Linux 6.16+) the return addresses are compared when the
+/// thread runs again (`offcpu_switch_in`), only for blocks long enough to count, as all of these
+/// are; this test runs both that way and the way of older kernels, at every switch out.
 #[test]
 fn blocks_at_the_same_registers_from_two_callers_split_by_caller() {
+    same_registers_from_two_callers("offcpu-same-site", None);
+}
+
+/// The same, with the return addresses compared at every switch out
+/// (`EAGLE_OFFCPU_CHECK_SITES=switch-out`), as on a kernel without `sched_exit_tp`.
+#[test]
+fn blocks_at_the_same_registers_from_two_callers_split_by_caller_checked_at_switch_out() {
+    same_registers_from_two_callers("offcpu-same-site-out", Some("switch-out"));
+}
+
+/// Whether this kernel has the tracepoint at the end of the scheduler (its BTF names it).
+fn kernel_has_sched_exit_tp() -> bool {
+    std::fs::read("/sys/kernel/btf/vmlinux")
+        .is_ok_and(|btf| btf.windows(b"btf_trace_sched_exit_tp".len()).any(|w| w == b"btf_trace_sched_exit_tp"))
+}
+
+fn same_registers_from_two_callers(name: &str, check_sites: Option<&str>) {
     require_sampling!();
-    let dir = TestDir::new("offcpu-same-site");
+    let dir = TestDir::new(name);
     let waits = waits().to_str().expect("a UTF-8 path");
     let mut eagle = Eagle::cli(&dir)
         .arg("profile")
         .args(["--mode", "off-cpu", "-d", "6s", "-o", "off.folded", "--", waits, "--same-site"])
         .output_file(dir.join("off.folded"));
-    // The programs' own cost, as the benches read it (it changes nothing else).
+    // The programs' own cost, as the benches read it (it changes nothing else), which also
+    // says which programs ran.
     eagle.command_mut().env("EAGLE_PROGRAM_STATS", "1");
+    if let Some(check_sites) = check_sites {
+        eagle.command_mut().env("EAGLE_OFFCPU_CHECK_SITES", check_sites);
+    }
     let run = eagle.run();
     run.assert_code(0);
     let costs = run.stderr_lines().into_iter().find(|l| l.contains("eBPF programs' own time"));
     run.check(
         costs.as_deref().is_some_and(|l| l.contains("offcpu_switch ") && l.contains("offcpu_wakeup ")),
         format!("EAGLE_PROGRAM_STATS=1 says what the scheduler's programs cost per run: {costs:?}"),
+    );
+    let at_switch_in = check_sites.is_none() && kernel_has_sched_exit_tp();
+    run.check(
+        costs.as_deref().is_some_and(|l| l.contains("offcpu_switch_in ") == at_switch_in),
+        format!("the switch-in program runs exactly when sites are checked there ({at_switch_in}): {costs:?}"),
     );
     let profile = run.profile();
     let main = profile.filter(|frames| frames.contains(&"main") && !frames.iter().any(|f| is_wait_frame(f)));

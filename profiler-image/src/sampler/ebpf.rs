@@ -181,6 +181,9 @@ impl EbpfSampler {
         let with_tables = stacks && unwind_with_tables();
         // Start times are read through CO-RE relocations: only with the kernel's BTF.
         let check_identity = u32::from(btf.is_some());
+        let check_sites_at_switch_in = mode != ProfileMode::Cpu
+            && btf.as_ref().is_some_and(has_switch_in_tracepoint)
+            && !sites_checked_at_switch_out();
         let mut bpf = loader
             .btf(btf.as_ref())
             .override_global(names::UNWIND_WITH_TABLES, &u32::from(with_tables), true)
@@ -188,6 +191,7 @@ impl EbpfSampler {
             .override_global(names::NSEC_PER_CLOCK_TICK, &nsec_per_clock_tick(), true)
             .override_global(names::CHILD_PID_OFFSET, &offset, true)
             .override_global(names::MIN_BLOCK_NS, &min_block_us.saturating_mul(1000), true)
+            .override_global(names::CHECK_SITES_AT_SWITCH_IN, &u32::from(check_sites_at_switch_in), true)
             .load(object)
             .map_err(|e| classify("load the eBPF program", &e))?;
         // Before any program runs, so that every run is timed.
@@ -208,11 +212,15 @@ impl EbpfSampler {
                     "--mode {mode} follows the scheduler through a BTF-typed tracepoint, and this kernel has no BTF (/sys/kernel/btf/vmlinux): use --mode cpu, or a kernel built with CONFIG_DEBUG_INFO_BTF"
                 )));
             };
+            let switch_in = check_sites_at_switch_in.then_some((names::SWITCH_IN_PROGRAM, names::SWITCH_IN_TRACEPOINT));
             for (program, event) in [
                 (names::OFFCPU_PROGRAM, "sched_switch"),
                 (names::WAKEUP_PROGRAM, "sched_wakeup"),
                 (names::WAKEUP_NEW_PROGRAM, "sched_wakeup_new"),
-            ] {
+            ]
+            .into_iter()
+            .chain(switch_in)
+            {
                 let tp: &mut BtfTracePoint = program_mut(&mut bpf, program)?;
                 tp.load(event, btf).map_err(|e| classify(&format!("load the off-CPU program ({event})"), &e))?;
                 tp.attach().map_err(|e| classify(&format!("attach to the {event} tracepoint"), &e))?;
@@ -355,7 +363,11 @@ impl EbpfSampler {
     /// along, not absent. After the window (the kernel then leaves every block and wait to
     /// this, and its entries stay: each thread keeps one for the run), before the last collection, which drains the buffer written here. A wait under
     /// way is counted whole as what it began as: throttled if its group was throttled then
-    /// (the kernel's run queue cannot be read from here to split it).
+    /// (the kernel's run queue cannot be read from here to split it). A block that ended but was
+    /// left for its thread's switch in (`site_unchecked`, `woken - since`) is counted too. Stacks whose return
+    /// addresses were left to the switch in (`site_unchecked`) are taken as they are: the same
+    /// registers, call and state, with the innermost return addresses not compared, for this
+    /// one closing block or wait per thread.
     pub fn close_blocks(&mut self) {
         if self.mode == ProfileMode::Cpu {
             return;
@@ -374,7 +386,14 @@ impl EbpfSampler {
             if start.since == 0 || !self.tracked.contains_key(&start.key.tgid) {
                 continue;
             }
-            // Blocked still, or waiting since it was woken (its block counted then) or
+            // A block that ended, left for the switch in that did not come before the window's
+            // end.
+            let left = start.woken.saturating_sub(start.since);
+            if start.woken != 0 && start.site_unchecked != 0 && left >= self.min_block_ns {
+                let so_far = counts.get(&start.key, 0).unwrap_or(0);
+                let _ = counts.insert(start.key, so_far + left, 0);
+            }
+            // Blocked still, or waiting since it was woken (its block counted then, or above) or
             // preempted.
             let mut key = start.key;
             let off_cpu = if start.woken == 0 {
@@ -704,6 +723,22 @@ fn unwind_with_tables() -> bool {
 /// what each cost per run. The timing itself reads the clock twice around every run: for
 /// measuring the programs, not for measuring a target's slowdown.
 pub const PROGRAM_STATS_ENV: &str = "EAGLE_PROGRAM_STATS";
+
+/// Set to `switch-out` to compare a stop site's return addresses at every switch out, as on a
+/// kernel without `sched_exit_tp` (before Linux 6.16): how the tests and the bench exercise and
+/// measure that way on a kernel that has it.
+pub const CHECK_SITES_ENV: &str = "EAGLE_OFFCPU_CHECK_SITES";
+
+fn sites_checked_at_switch_out() -> bool {
+    std::env::var(CHECK_SITES_ENV).is_ok_and(|v| v == "switch-out")
+}
+
+/// Whether the kernel has the tracepoint at the end of the scheduler (`sched_exit_tp`, Linux
+/// 6.16+), where a switched-in thread runs before it returns to user space.
+fn has_switch_in_tracepoint(btf: &Btf) -> bool {
+    let typedef = format!("btf_trace_{}", names::SWITCH_IN_TRACEPOINT);
+    btf.id_by_type_name_kind(&typedef, aya_obj::btf::BtfKind::Typedef).is_ok()
+}
 
 fn program_stats_wanted() -> bool {
     std::env::var(PROGRAM_STATS_ENV).is_ok_and(|v| v == "1")
