@@ -24,7 +24,10 @@
 # beside CPU mode, with the minimum-duration filter on (the default 1 ms) and off:
 #   offcpu-1ms, offcpu-0   kubectl-eagle profile --mode off-cpu --min-block 1ms|0 -- runq ...
 #   wall-1ms, wall-0       kubectl-eagle profile --mode wall -f 99 --min-block 1ms|0 -- runq ...
-# (runq prints its switch rate, `runq: N switches per second`, shown per variant.)
+# (runq prints its switch rate, `runq: N switches per second`, shown per variant.) Where the
+# kernel has sched_exit_tp (Linux 6.16+) a known stop site is compared at the switch in;
+# EAGLE_OFFCPU_CHECK_SITES=switch-out measures the way of older kernels, and a two-line wrapper
+# that sets it and execs this build, given as BEFORE=, measures both in one run.
 #
 # What is measured is each runtime's sampler: eBPF for native code (and for Node.js, whose JIT
 # frames are named from the perf map that `node --perf-basic-prof` writes; `base` runs with the
@@ -165,6 +168,8 @@ run() {
   # EAGLE_PROGRAM_STATS's line: "... offcpu_switch N runs, X ns each; ..."
   sed -n 's/.*offcpu_switch [0-9]* runs, \([0-9]*\) ns each.*/\1/p' "$log" >>"$work/${2:-$1}.switch_ns"
   sed -n 's/.*offcpu_wakeup [0-9]* runs, \([0-9]*\) ns each.*/\1/p' "$log" >>"$work/${2:-$1}.wakeup_ns"
+  # offcpu_switch_in runs where the kernel has sched_exit_tp (Linux 6.16+): part of a switch's cost.
+  sed -n 's/.*offcpu_switch_in [0-9]* runs, \([0-9]*\) ns each.*/\1/p' "$log" >>"$work/${2:-$1}.switch_in_ns"
   awk '/^groundtruth: cpu/ { print $6, $3 }' "$log"
 }
 
@@ -218,6 +223,7 @@ for runtime in "${RUNTIMES[@]}"; do
     rate=""
     [ -s "$work/$v.rate" ] && rate="  $(median <"$work/$v.rate") switches/s;"
     [ -s "$work/$v.switch_ns" ] && rate+=" offcpu_switch $(median <"$work/$v.switch_ns") ns, offcpu_wakeup $(median <"$work/$v.wakeup_ns") ns per run;"
+    [ -s "$work/$v.switch_in_ns" ] && rate+=" offcpu_switch_in $(median <"$work/$v.switch_in_ns") ns per run;"
     printf '%-20s %10.3f %10.3f %10.3f %10.3f %s %s\n' "$v" "$w" "$c" "$(awk -v a="$w" -v b="$base_wall" 'BEGIN { print a / b }')" \
       "$(awk -v a="$c" -v b="$base_cpu" 'BEGIN { print a / b }')" "$rate" "${walls[$v]}"
   done
