@@ -187,7 +187,8 @@ struct {
 
 /* The user stack from a stop site's first return-address slot to its last, read at once: a
  * `bpf_probe_read_user` costs mostly by the call (the checks around the copy), little by the
- * byte, and a reused site is compared at every switch of its thread. Four reads of one word
+ * byte, and a reused site is compared at every switch of its thread that counts (at every
+ * switch out where the kernel has no `sched_exit_tp`: `CHECK_SITES_AT_SWITCH_IN`). Four reads of one word
  * each were half of `offcpu_switch`; one read of the span (a few hundred bytes in the usual
  * case) costs about a third of them (docs/performance.md). Wider spans are read word by word. */
 #define SITE_SPAN 1024
@@ -907,8 +908,10 @@ static __always_inline void count_block(const struct eagle_stack_key *at, __u64 
 }
 
 /* Is a block of `blocked` ns, ended by a wake-up, left uncounted by it for the thread's switch
- * in? When it counts, on stacks whose return addresses are not compared yet. Neither input
- * changes between the wake-up and the switch in, so both decide alike. */
+ * in? When it counts, on stacks whose return addresses are not compared yet. The wake-up
+ * decides before it sets `woken`, and the switch in after it takes `since`, with
+ * `site_unchecked` as the thread's switch out left it (only the switch in clears it, after
+ * that), so both decide alike. */
 static __always_inline int block_left(const struct eagle_offcpu_start *entry, __u64 blocked)
 {
 	return CHECK_SITES_AT_SWITCH_IN && entry->site_unchecked && blocked >= MIN_BLOCK_NS;
@@ -937,11 +940,13 @@ static __always_inline void end_block(struct task_struct *task, __u64 now)
 	entry->cfs_rq = (__u64)cfs_rq;
 	entry->throttled = group_throttled(cfs_rq, &throttled_then);
 	entry->throttled_then = throttled_then;
+	/* Stacks not compared yet: the block (`woken - since`) is left for its thread's switch in,
+	 * which compares them first (`count_off_cpu`). Decided before `woken` is set: after it,
+	 * the switch in may compare the site and clear `site_unchecked`. */
+	int left = block_left(entry, now - since);
 	if (__sync_val_compare_and_swap(&entry->woken, 0, now) != 0)
 		return;
-	/* Stacks not compared yet: the block (`woken - since`) is left for its thread's switch in,
-	 * which compares them first (`count_off_cpu`). */
-	if (!block_left(entry, now - since))
+	if (!left)
 		count_block(&entry->key, now - since, buffer);
 }
 
@@ -965,14 +970,12 @@ static __always_inline int checked_site(__u64 *ctx, struct eagle_offcpu_start *e
 	return stopped_stacks(ctx, tgid, target, entry->site.how, entry, 0);
 }
 
-/* Thread `tid` runs again: what it was off the CPU for is counted: a block whose wake-up was
- * not seen (woken before it was counted as blocked) ends here, and so does a wait, split into
- * the time its group was throttled and the rest. */
 static __always_inline void count_off_cpu(__u64 *ctx, struct eagle_offcpu_start *entry, __u64 now, __u32 buffer,
 					  int may_check);
 
 /* Would what `entry`'s thread was off the CPU for count, if it ended at `now`? Read without
- * taking it: what a wake-up racing with this adds cannot make it longer. */
+ * taking it. A wake-up of the thread runs under its run queue's lock, as this switch does, so
+ * none races with it. */
 static __always_inline int counts_if_ended(const struct eagle_offcpu_start *entry, __u64 now)
 {
 	__u64 since = entry->since;
@@ -982,6 +985,8 @@ static __always_inline int counts_if_ended(const struct eagle_offcpu_start *entr
 	return block_left(entry, woken - since) || now - woken >= MIN_BLOCK_NS;
 }
 
+/* Thread `tid` is switched in at `now`: what it was off the CPU for is counted (`count_off_cpu`),
+ * here, or right after the switch in the thread itself when its stacks must be compared first. */
 static __always_inline void end_off_cpu(__u32 tid, __u64 now, __u32 buffer)
 {
 	struct eagle_offcpu_start *entry = bpf_map_lookup_elem(&offcpu_start, &tid);
@@ -1002,7 +1007,9 @@ static __always_inline void end_off_cpu(__u32 tid, __u64 now, __u32 buffer)
 	count_off_cpu(0, entry, now, buffer, 0);
 }
 
-/* What `entry`'s thread, switched in at `now`, was off the CPU for is counted. `may_check`: in the
+/* What `entry`'s thread, switched in at `now`, was off the CPU for is counted: a block whose
+ * wake-up was not seen (woken before it was counted as blocked) ends here, and so does a wait,
+ * split into the time its group was throttled and the rest. `may_check`: in the
  * thread itself (`offcpu_switch_in`, event `ctx`), where stacks not compared at the switch out
  * can be. */
 static __always_inline void count_off_cpu(__u64 *ctx, struct eagle_offcpu_start *entry, __u64 now, __u32 buffer,
@@ -1303,8 +1310,10 @@ int offcpu_switch(__u64 *ctx)
 	return 0;
 }
 
-/* sched_exit_tp: (bool is_switch), at the end of `__schedule`, in the thread that now runs (after
- * a switch: the one switched in, still in the kernel, its user stack as it stopped). Counts
+/* sched_exit_tp (its arguments, unread here, differ between kernels): at the end of `__schedule`,
+ * in the thread that now runs (after a switch: the one switched in, still in the kernel, its user
+ * stack as it stopped). A new thread's first run passes it too (`schedule_tail`); its entry
+ * (`offcpu_wakeup_new`) is never left here, so the slot does not name it. Counts
  * what a thread whose site was not compared at its switch out (`CHECK_SITES_AT_SWITCH_IN`) was
  * off the CPU for, comparing the site only if that is long enough to count. Every other
  * thread's is counted at the switch, as without this program. */

@@ -212,15 +212,22 @@ impl EbpfSampler {
                     "--mode {mode} follows the scheduler through a BTF-typed tracepoint, and this kernel has no BTF (/sys/kernel/btf/vmlinux): use --mode cpu, or a kernel built with CONFIG_DEBUG_INFO_BTF"
                 )));
             };
-            let switch_in = check_sites_at_switch_in.then_some((names::SWITCH_IN_PROGRAM, names::SWITCH_IN_TRACEPOINT));
+            // The switch-in program first: `offcpu_switch` leaves threads to it from its first
+            // run on. (It carries the unwinder a second time; a kernel that refuses it can still
+            // profile with the comparison at the switch out.)
+            if check_sites_at_switch_in {
+                let event = names::SWITCH_IN_TRACEPOINT;
+                let or_else = format!("; {CHECK_SITES_ENV}=switch-out does without it");
+                let tp: &mut BtfTracePoint = program_mut(&mut bpf, names::SWITCH_IN_PROGRAM)?;
+                tp.load(event, btf)
+                    .map_err(|e| classify(&format!("load the off-CPU program ({event}){or_else}"), &e))?;
+                tp.attach().map_err(|e| classify(&format!("attach to the {event} tracepoint{or_else}"), &e))?;
+            }
             for (program, event) in [
                 (names::OFFCPU_PROGRAM, "sched_switch"),
                 (names::WAKEUP_PROGRAM, "sched_wakeup"),
                 (names::WAKEUP_NEW_PROGRAM, "sched_wakeup_new"),
-            ]
-            .into_iter()
-            .chain(switch_in)
-            {
+            ] {
                 let tp: &mut BtfTracePoint = program_mut(&mut bpf, program)?;
                 tp.load(event, btf).map_err(|e| classify(&format!("load the off-CPU program ({event})"), &e))?;
                 tp.attach().map_err(|e| classify(&format!("attach to the {event} tracepoint"), &e))?;
@@ -389,7 +396,7 @@ impl EbpfSampler {
             // A block that ended, left for the switch in that did not come before the window's
             // end.
             let left = start.woken.saturating_sub(start.since);
-            if start.woken != 0 && start.site_unchecked != 0 && left >= self.min_block_ns {
+            if start.woken != 0 && start.site_unchecked != 0 && left > 0 && left >= self.min_block_ns {
                 let so_far = counts.get(&start.key, 0).unwrap_or(0);
                 let _ = counts.insert(start.key, so_far + left, 0);
             }
