@@ -974,16 +974,25 @@ static __always_inline int checked_site(__u64 *ctx, struct eagle_offcpu_start *e
 static __always_inline void count_off_cpu(__u64 *ctx, struct eagle_offcpu_start *entry, __u64 now, __u32 buffer,
 					  int may_check);
 
+/* The block to count for `entry`'s thread as it is switched in at `now`, off the CPU since
+ * `since` and runnable since `woken`: ending now (its wake-up not seen), or ended at its wake-up
+ * and left for this (a preemption's wait begins with `woken` = `since`: no block). */
+static __always_inline __u64 block_at_switch_in(const struct eagle_offcpu_start *entry, __u64 since, __u64 woken,
+						__u64 now)
+{
+	if (woken == 0)
+		return now - since;
+	return block_left(entry, woken - since) ? woken - since : 0;
+}
+
 /* Would what `entry`'s thread was off the CPU for count, if it ended at `now`? Read without
  * taking it. A wake-up of the thread runs under its run queue's lock, as this switch does, so
  * none races with it. */
 static __always_inline int counts_if_ended(const struct eagle_offcpu_start *entry, __u64 now)
 {
-	__u64 since = entry->since;
 	__u64 woken = entry->woken;
-	if (woken == 0)
-		return now - since >= MIN_BLOCK_NS;
-	return block_left(entry, woken - since) || now - woken >= MIN_BLOCK_NS;
+	return block_at_switch_in(entry, entry->since, woken, now) >= MIN_BLOCK_NS ||
+	       (woken != 0 && now - woken >= MIN_BLOCK_NS);
 }
 
 /* Thread `tid` is switched in at `now`: what it was off the CPU for is counted (`count_off_cpu`),
@@ -1023,9 +1032,7 @@ static __always_inline void count_off_cpu(__u64 *ctx, struct eagle_offcpu_start 
 	/* The entry stays as it is until the thread stops again, on this CPU, after this: it is
 	 * read in place, not copied (most waits at a high switch rate are short). */
 	__u64 woken = __sync_val_compare_and_swap(&entry->woken, 0, now);
-	/* The block: ending now (its wake-up not seen), or ended at its wake-up and left here (a
-	 * preemption's wait begins with `woken` = `since`: no block). */
-	__u64 blocked = woken == 0 ? now - since : (block_left(entry, woken - since) ? woken - since : 0);
+	__u64 blocked = block_at_switch_in(entry, since, woken, now);
 	__u64 waited = woken == 0 ? 0 : now - woken;
 	if (may_check && entry->site_unchecked && (blocked >= MIN_BLOCK_NS || waited >= MIN_BLOCK_NS) &&
 	    !checked_site(ctx, entry)) {

@@ -371,10 +371,10 @@ impl EbpfSampler {
     /// this, and its entries stay: each thread keeps one for the run), before the last collection, which drains the buffer written here. A wait under
     /// way is counted whole as what it began as: throttled if its group was throttled then
     /// (the kernel's run queue cannot be read from here to split it). A block that ended but was
-    /// left for its thread's switch in (`site_unchecked`, `woken - since`) is counted too. Stacks whose return
-    /// addresses were left to the switch in (`site_unchecked`) are taken as they are: the same
-    /// registers, call and state, with the innermost return addresses not compared, for this
-    /// one closing block or wait per thread.
+    /// left for its thread's switch in (`site_unchecked`, `woken - since`) is counted too. Stacks
+    /// whose return addresses were left to the switch in (`site_unchecked`) are taken as they
+    /// are: the same registers, call and state, with the innermost return addresses not
+    /// compared, for at most that block and one wait per thread, at the window's edge.
     pub fn close_blocks(&mut self) {
         if self.mode == ProfileMode::Cpu {
             return;
@@ -395,8 +395,9 @@ impl EbpfSampler {
             }
             // A block that ended, left for the switch in that did not come before the window's
             // end.
+            // (0 while still blocked, `woken` 0, and for a preemption's wait, `woken` = `since`.)
             let left = start.woken.saturating_sub(start.since);
-            if start.woken != 0 && start.site_unchecked != 0 && left > 0 && left >= self.min_block_ns {
+            if start.site_unchecked != 0 && left > 0 && left >= self.min_block_ns {
                 let so_far = counts.get(&start.key, 0).unwrap_or(0);
                 let _ = counts.insert(start.key, so_far + left, 0);
             }
