@@ -133,27 +133,13 @@ done
 # server; the median of those ratios with a distribution-free 95 % interval (order statistics
 # of the binomial, as for any median: no assumption on the spread's shape). For the client's
 # throughput and for the server's CPU per request; and REF_BIN's over this build's.
-python3 - "$WORK" "$REPS" "${WATCHERS[@]}" <<'EOF'
-import math, sys
-work, reps, watchers = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+python3 - scripts "$WORK" "$REPS" "${WATCHERS[@]}" <<'EOF'
+import sys
+sys.path.insert(0, sys.argv[1])
+from median_interval import median, median_interval
+work, reps, watchers = sys.argv[2], int(sys.argv[3]), sys.argv[4:]
 # Per line: before, watched, after; each: requests/s, server µs/request, watcher µs/request.
 runs = {w: [[float(f) for f in line.split()] for line in open(f"{work}/{w}")] for w in watchers}
-
-def median_interval(ratios):
-    r = sorted(ratios)
-    n = len(r)
-    med = (r[(n - 1) // 2] + r[n // 2]) / 2
-    # Largest k with P(Binomial(n, 1/2) < k) <= 2.5 %: [r[k-1], r[n-k]] covers the median at >= 95 %.
-    cdf, k = 0.0, 0
-    while k < n and cdf + math.comb(n, k) / 2**n <= 0.025:
-        cdf += math.comb(n, k) / 2**n
-        k += 1
-    interval = f"[{r[k - 1]:.3f}, {r[n - k]:.3f}]" if k >= 1 else "(too few repetitions for a 95 % interval)"
-    return f"{med:.3f} {interval}"
-
-def median(values):
-    v = sorted(values)
-    return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
 
 def normalised(rows):
     """Each watched load over the mean of the unwatched loads around it: (throughput, CPU)."""

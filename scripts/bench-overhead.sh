@@ -64,7 +64,7 @@
 #
 # Runtimes whose toolchain (go, python3, java/javac, node, ruby) or helper (jattach: see
 # scripts/setup.sh) is missing are skipped with a note. Needs root (or CAP_BPF and
-# CAP_PERFMON), clang-19 or clang, and a Rust toolchain.
+# CAP_PERFMON), clang-19 or clang, python3 (the paired intervals) and a Rust toolchain.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -174,6 +174,12 @@ run() {
 }
 
 median() { tr ' ' '\n' | grep . | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+# "MEDIAN [LOW, HIGH]" of the ratios of two lists of times taken in the same repetitions.
+paired() {
+  paste -d' ' <(tr ' ' '\n' <<<"$1" | grep .) <(tr ' ' '\n' <<<"$2" | grep .) \
+    | awk 'BEGIN { printf "r" } { printf " %s", $1 / $2 } END { print "" }' \
+    | python3 scripts/median_interval.py | cut -d' ' -f2-
+}
 
 echo "machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p' | head -1), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "${policy[*]:-normal scheduling}; $REPS repetitions per runtime, variants interleaved; medians"
@@ -226,6 +232,22 @@ for runtime in "${RUNTIMES[@]}"; do
     [ -s "$work/$v.switch_in_ns" ] && rate+=" offcpu_switch_in $(median <"$work/$v.switch_in_ns") ns per run;"
     printf '%-20s %10.3f %10.3f %10.3f %10.3f %s %s\n' "$v" "$w" "$c" "$(awk -v a="$w" -v b="$base_wall" 'BEGIN { print a / b }')" \
       "$(awk -v a="$c" -v b="$base_cpu" 'BEGIN { print a / b }')" "$rate" "${walls[$v]}"
+  done
+  # The medians above come from different repetitions; these ratios are taken within one
+  # repetition (the variants ran seconds apart), which cancels the machine's drift between
+  # repetitions: each variant over base, and this build over BEFORE's for the same variant.
+  echo "paired by repetition: median ratio with its distribution-free 95 % interval"
+  printf '%-20s %-24s %-24s\n' variant "wall / base" "cpu / base"
+  for v in "${variants[@]}"; do
+    [ "$v" = base ] && continue
+    w=$(paired "${walls[$v]}" "${walls[base]}")
+    c=$(paired "${cpus[$v]}" "${cpus[base]}")
+    printf '%-20s %-24s %-24s\n' "$v" "$w" "$c"
+  done
+  for v in "${variants[@]}"; do
+    [[ $v == before:* ]] || continue
+    printf '%-20s %-24s %-24s\n' "this/${v#before:}" "$(paired "${walls[${v#before:}]}" "${walls[$v]}")" \
+      "$(paired "${cpus[${v#before:}]}" "${cpus[$v]}")"
   done
 done
 
