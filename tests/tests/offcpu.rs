@@ -106,14 +106,22 @@ fn off_cpu_time_splits_between_sleeping_and_waiting_on_a_pipe() {
 /// are; this test runs both that way and the way of older kernels, at every switch out.
 #[test]
 fn blocks_at_the_same_registers_from_two_callers_split_by_caller() {
-    same_registers_from_two_callers("offcpu-same-site", None);
+    same_registers_from_two_callers("offcpu-same-site", None, None);
 }
 
 /// The same, with the return addresses compared at every switch out
 /// (`EAGLE_OFFCPU_CHECK_SITES=switch-out`), as on a kernel without `sched_exit_tp`.
 #[test]
 fn blocks_at_the_same_registers_from_two_callers_split_by_caller_checked_at_switch_out() {
-    same_registers_from_two_callers("offcpu-same-site-out", Some("switch-out"));
+    same_registers_from_two_callers("offcpu-same-site-out", Some("switch-out"), None);
+}
+
+/// The same with no minimum duration: every stop counts, so the agent compares at the switch
+/// out even where the kernel has `sched_exit_tp` (deferring would spare nothing and cost a
+/// second program's work).
+#[test]
+fn blocks_at_the_same_registers_from_two_callers_split_by_caller_with_no_minimum() {
+    same_registers_from_two_callers("offcpu-same-site-all", None, Some("0"));
 }
 
 /// Whether this kernel has the tracepoint at the end of the scheduler (its BTF names it).
@@ -122,13 +130,15 @@ fn kernel_has_sched_exit_tp() -> bool {
         .is_ok_and(|btf| btf.windows(b"btf_trace_sched_exit_tp".len()).any(|w| w == b"btf_trace_sched_exit_tp"))
 }
 
-fn same_registers_from_two_callers(name: &str, check_sites: Option<&str>) {
+fn same_registers_from_two_callers(name: &str, check_sites: Option<&str>, min_block: Option<&str>) {
     require_sampling!();
     let dir = TestDir::new(name);
     let waits = waits().to_str().expect("a UTF-8 path");
     let mut eagle = Eagle::cli(&dir)
         .arg("profile")
-        .args(["--mode", "off-cpu", "-d", "6s", "-o", "off.folded", "--", waits, "--same-site"])
+        .args(["--mode", "off-cpu", "-d", "6s", "-o", "off.folded"])
+        .args(min_block.map(|m| ["--min-block", m]).iter().flatten())
+        .args(["--", waits, "--same-site"])
         .output_file(dir.join("off.folded"));
     // The programs' own cost, as the benches read it (it changes nothing else), which also
     // says which programs ran.
@@ -143,7 +153,7 @@ fn same_registers_from_two_callers(name: &str, check_sites: Option<&str>) {
         costs.as_deref().is_some_and(|l| l.contains("offcpu_switch ") && l.contains("offcpu_wakeup ")),
         format!("EAGLE_PROGRAM_STATS=1 says what the scheduler's programs cost per run: {costs:?}"),
     );
-    let at_switch_in = check_sites.is_none() && kernel_has_sched_exit_tp();
+    let at_switch_in = check_sites.is_none() && min_block != Some("0") && kernel_has_sched_exit_tp();
     run.check(
         costs.as_deref().is_some_and(|l| l.contains("offcpu_switch_in ") == at_switch_in),
         format!("the switch-in program runs exactly when sites are checked there ({at_switch_in}): {costs:?}"),
