@@ -133,7 +133,7 @@ done
 # server; the median of those ratios with a distribution-free 95 % interval (order statistics
 # of the binomial, as for any median: no assumption on the spread's shape). For the client's
 # throughput and for the server's CPU per request; and REF_BIN's over this build's.
-python3 - scripts "$WORK" "$REPS" "${WATCHERS[@]}" <<'EOF'
+python3 -B - scripts "$WORK" "$REPS" "${WATCHERS[@]}" <<'EOF'
 import sys
 sys.path.insert(0, sys.argv[1])
 from median_interval import median, median_interval

@@ -25,7 +25,8 @@
 #   offcpu-1ms, offcpu-0   kubectl-eagle profile --mode off-cpu --min-block 1ms|0 -- runq ...
 #   wall-1ms, wall-0       kubectl-eagle profile --mode wall -f 99 --min-block 1ms|0 -- runq ...
 # (runq prints its switch rate, `runq: N switches per second`, shown per variant.) Where the
-# kernel has sched_exit_tp (Linux 6.16+) a known stop site is compared at the switch in;
+# kernel has sched_exit_tp (Linux 6.16+) a known stop site is compared at the switch in (with a
+# minimum above 0: offcpu-0 and wall-0 compare at the switch out, as every stop counts);
 # EAGLE_OFFCPU_CHECK_SITES=switch-out measures the way of older kernels, and a two-line wrapper
 # that sets it and execs this build, given as BEFORE=, measures both in one run.
 #
@@ -168,7 +169,8 @@ run() {
   # EAGLE_PROGRAM_STATS's line: "... offcpu_switch N runs, X ns each; ..."
   sed -n 's/.*offcpu_switch [0-9]* runs, \([0-9]*\) ns each.*/\1/p' "$log" >>"$work/${2:-$1}.switch_ns"
   sed -n 's/.*offcpu_wakeup [0-9]* runs, \([0-9]*\) ns each.*/\1/p' "$log" >>"$work/${2:-$1}.wakeup_ns"
-  # offcpu_switch_in runs where the kernel has sched_exit_tp (Linux 6.16+): part of a switch's cost.
+  # offcpu_switch_in runs where the kernel has sched_exit_tp (Linux 6.16+) and --min-block is above
+  # 0: part of a switch's cost.
   sed -n 's/.*offcpu_switch_in [0-9]* runs, \([0-9]*\) ns each.*/\1/p' "$log" >>"$work/${2:-$1}.switch_in_ns"
   awk '/^groundtruth: cpu/ { print $6, $3 }' "$log"
 }

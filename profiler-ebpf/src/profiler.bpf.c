@@ -188,7 +188,8 @@ struct {
 /* The user stack from a stop site's first return-address slot to its last, read at once: a
  * `bpf_probe_read_user` costs mostly by the call (the checks around the copy), little by the
  * byte, and a reused site is compared at every stop of its thread that counts (at every switch
- * out where the kernel has no `sched_exit_tp`: `CHECK_SITES_AT_SWITCH_IN`). Four reads of one
+ * out where the kernel has no `sched_exit_tp`, or with no minimum duration:
+ * `CHECK_SITES_AT_SWITCH_IN`). Four reads of one
  * word each were half of `offcpu_switch`; one read of the span (a few hundred bytes in the
  * usual case) costs about a third of them (docs/performance.md). Wider spans are read word by
  * word. */
@@ -215,7 +216,9 @@ const volatile __u64 MIN_BLOCK_NS = 1000000;
  * comparison reads the user stack, and one `bpf_probe_read_user` was 40 % of `offcpu_switch`
  * (docs/performance.md); most stops at a high switch rate are shorter than MIN_BLOCK_NS and need
  * no stacks at all. Until the thread runs again its user stack and saved registers are those it
- * stopped with. Set by the agent when the kernel has the tracepoint. */
+ * stopped with. Set by the agent when the kernel has the tracepoint and MIN_BLOCK_NS is above 0
+ * (with no minimum every stop counts, and deferring would spare nothing), unless
+ * EAGLE_OFFCPU_CHECK_SITES=switch-out. */
 const volatile __u32 CHECK_SITES_AT_SWITCH_IN = 0;
 
 /* Per CPU: the thread just switched in whose off-CPU time `offcpu_switch_in` counts (0: none),

@@ -103,7 +103,8 @@ fn off_cpu_time_splits_between_sleeping_and_waiting_on_a_pipe() {
 ///
 /// On a kernel with `sched_exit_tp` (Linux 6.16+) the return addresses are compared when the
 /// thread runs again (`offcpu_switch_in`), only for blocks long enough to count, as all of these
-/// are; this test runs both that way and the way of older kernels, at every switch out.
+/// are; this test runs that way, the way of older kernels (at every switch out), and with
+/// `--min-block 0` (every stop counts, so the agent compares at the switch out then too).
 #[test]
 fn blocks_at_the_same_registers_from_two_callers_split_by_caller() {
     same_registers_from_two_callers("offcpu-same-site", None, None);
