@@ -189,10 +189,9 @@ struct {
  * `bpf_probe_read_user` costs mostly by the call (the checks around the copy), little by the
  * byte, and a reused site is compared at every stop of its thread that counts (at every switch
  * out where the kernel has no `sched_exit_tp`, or with no minimum duration:
- * `CHECK_SITES_AT_SWITCH_IN`). Four reads of one
- * word each were half of `offcpu_switch`; one read of the span (a few hundred bytes in the
- * usual case) costs about a third of them (docs/performance.md). Wider spans are read word by
- * word. */
+ * `CHECK_SITES_AT_SWITCH_IN`). Four reads of one word each were half of `offcpu_switch`; one
+ * read of the span (a few hundred bytes in the usual case) costs about a third of them
+ * (docs/performance.md). Wider spans are read word by word. */
 #define SITE_SPAN 1024
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -372,13 +372,14 @@ impl EbpfSampler {
     /// Counts the blocks and waits still under way as the window ended, up to its end: a
     /// thread that waits for the whole window (a worker on an empty queue) is off-CPU all
     /// along, not absent. After the window (the kernel then leaves every block and wait to
-    /// this, and its entries stay: each thread keeps one for the run), before the last collection, which drains the buffer written here. A wait under
-    /// way is counted whole as what it began as: throttled if its group was throttled then
-    /// (the kernel's run queue cannot be read from here to split it). A block that ended but was
-    /// left for its thread's switch in (`site_unchecked`, `woken - since`) is counted too. Stacks
-    /// whose return addresses were left to the switch in (`site_unchecked`) are taken as they
-    /// are: the same registers, call and state, with the innermost return addresses not
-    /// compared, for at most that block and one wait per thread, at the window's edge.
+    /// this, and its entries stay: each thread keeps one for the run), before the last
+    /// collection, which drains the buffer written here. A wait under way is counted whole as
+    /// what it began as: throttled if its group was throttled then (the kernel's run queue
+    /// cannot be read from here to split it). A block that ended but was left for its thread's
+    /// switch in (`site_unchecked`, `woken - since`) is counted too. Stacks whose return
+    /// addresses were left to the switch in (`site_unchecked`) are taken as they are: the same
+    /// registers, call and state, with the innermost return addresses not compared, for at most
+    /// that block and one wait per thread, at the window's edge.
     pub fn close_blocks(&mut self) {
         if self.mode == ProfileMode::Cpu {
             return;
@@ -398,8 +399,8 @@ impl EbpfSampler {
                 continue;
             }
             // A block that ended, left for the switch in that did not come before the window's
-            // end.
-            // (0 while still blocked, `woken` 0, and for a preemption's wait, `woken` = `since`.)
+            // end (`left` is 0 while still blocked, `woken` 0, and for a preemption's wait,
+            // `woken` = `since`).
             let left = start.woken.saturating_sub(start.since);
             if start.site_unchecked != 0 && left > 0 && left >= self.min_block_ns {
                 let so_far = counts.get(&start.key, 0).unwrap_or(0);
